@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from apps.accounts.demo import demo_seed
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) the demo operator, tenant, API keys and sandbox upstream."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        seed = demo_seed()
+        base = settings.PUBLIC_BASE_URL
+        lines = [
+            "",
+            "mjgate demo is ready",
+            f"  Dashboard:      {base}/",
+            f"  Operator admin: {base}/{settings.ADMIN_URL}  ({seed.operator_email} / {seed.password})",
+            f"  Demo tenant:    {seed.tenant_email} / {seed.password}  (organization {seed.organization.name})",
+            f"  Live API key:   {seed.live_key}",
+            f"  Test API key:   {seed.test_key}",
+            f"  API docs:       {base}/api/docs/",
+            "",
+            "  Try:",
+            f"    curl -s -H 'mj-api-secret: {seed.live_key}' {base}/api/v1/balance",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))

@@ -1,0 +1,180 @@
+"""Issuing, checking and revoking API keys."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.accounts.models import Organization, User
+from apps.core.errors import ServiceError, ValidationFailed
+
+from .models import LIVE_SCHEME, PREFIX_RANDOM_CHARS, TEST_SCHEME, ApiKey, hash_key
+
+_ALPHABET = string.ascii_letters + string.digits
+#: 32 base-62 characters = 190 bits of randomness (SPEC §2 asks for at least 160).
+RANDOM_CHARS = 32
+
+
+class ApiKeyRejected(ServiceError):
+    """The presented key cannot be used. ``code`` says why; protocols map it to their format."""
+
+    http_status = 401
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    plaintext: str  # shown to the user once, never stored
+
+
+def _generate(is_test: bool) -> str:
+    scheme = TEST_SCHEME if is_test else LIVE_SCHEME
+    return scheme + "".join(secrets.choice(_ALPHABET) for _ in range(RANDOM_CHARS))
+
+
+def _prefix_of(raw_key: str) -> str:
+    scheme = TEST_SCHEME if raw_key.startswith(TEST_SCHEME) else LIVE_SCHEME
+    return raw_key[: len(scheme) + PREFIX_RANDOM_CHARS]
+
+
+def _clean_ips(values: list[str] | None) -> list[str]:
+    cleaned = []
+    for value in values or []:
+        value = str(value).strip()
+        if not value:
+            continue
+        try:
+            cleaned.append(str(ipaddress.ip_network(value, strict=False)))
+        except ValueError as exc:
+            raise ValidationFailed(
+                f"'{value}' is not an IP address or CIDR network.",
+                details={"field": "allowed_ips"},
+            ) from exc
+    return cleaned
+
+
+def api_key_create(
+    *,
+    organization: Organization,
+    name: str,
+    created_by: User | None = None,
+    is_test: bool = False,
+    can_midjourney: bool = True,
+    read_only: bool = False,
+    can_read_billing: bool = True,
+    allowed_ips: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationFailed("An API key needs a name.", details={"field": "name"})
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationFailed("The expiry must be in the future.", details={"field": "expires_at"})
+    plaintext = _generate(is_test)
+    api_key = ApiKey.objects.create(
+        organization=organization,
+        name=name[:100],
+        prefix=_prefix_of(plaintext),
+        key_hash=hash_key(plaintext),
+        is_test=is_test,
+        can_midjourney=can_midjourney,
+        read_only=read_only,
+        can_read_billing=can_read_billing,
+        allowed_ips=_clean_ips(allowed_ips),
+        expires_at=expires_at,
+        created_by=created_by,
+    )
+    return IssuedKey(api_key=api_key, plaintext=plaintext)
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Revoke at once: the next request with this key is refused (no caching of keys)."""
+    if api_key.revoked_at is None:
+        now = timezone.now()
+        ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+        api_key.revoked_at = now
+    return api_key
+
+
+def api_key_update(
+    *,
+    api_key: ApiKey,
+    name: str | None = None,
+    can_midjourney: bool | None = None,
+    read_only: bool | None = None,
+    can_read_billing: bool | None = None,
+    allowed_ips: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> ApiKey:
+    if name is not None:
+        if not name.strip():
+            raise ValidationFailed("An API key needs a name.", details={"field": "name"})
+        api_key.name = name.strip()[:100]
+    if can_midjourney is not None:
+        api_key.can_midjourney = can_midjourney
+    if read_only is not None:
+        api_key.read_only = read_only
+    if can_read_billing is not None:
+        api_key.can_read_billing = can_read_billing
+    if allowed_ips is not None:
+        api_key.allowed_ips = _clean_ips(allowed_ips)
+    if expires_at is not None:
+        api_key.expires_at = expires_at
+    api_key.save()
+    return api_key
+
+
+def api_key_authenticate(*, raw_key: str, client_ip: str | None) -> ApiKey:
+    """Resolve a presented key to an active ApiKey or raise ``ApiKeyRejected``.
+
+    The row is found by its clear prefix and confirmed by a constant-time comparison of hashes,
+    so response timing says nothing about how much of a guessed key was right.
+    """
+    raw_key = (raw_key or "").strip()
+    if not raw_key.startswith((LIVE_SCHEME, TEST_SCHEME)):
+        raise ApiKeyRejected("The API key is not valid.", code="invalid_api_key")
+    presented_hash = hash_key(raw_key)
+    match = None
+    for candidate in ApiKey.objects.select_related("organization", "organization__tier").filter(
+        prefix=_prefix_of(raw_key)
+    ):
+        if hmac.compare_digest(candidate.key_hash, presented_hash):
+            match = candidate
+    if match is None:
+        raise ApiKeyRejected("The API key is not valid.", code="invalid_api_key")
+    if match.is_revoked:
+        raise ApiKeyRejected("The API key has been revoked.", code="api_key_revoked")
+    if match.is_expired:
+        raise ApiKeyRejected("The API key has expired.", code="api_key_expired")
+    if not match.organization.is_active:
+        raise ApiKeyRejected("The organization of this API key is disabled.", code="org_disabled")
+    if not match.ip_allowed(client_ip):
+        error = ApiKeyRejected(
+            f"Requests from {client_ip or 'an unknown address'} are not allowed for this API key.",
+            code="ip_not_allowed",
+        )
+        error.http_status = 403
+        raise error
+    _touch(match, client_ip)
+    return match
+
+
+def _touch(api_key: ApiKey, client_ip: str | None) -> None:
+    now = timezone.now()
+    stale_before = now - settings.API_KEY_LAST_USED_RESOLUTION
+    if api_key.last_used_at is not None and api_key.last_used_at > stale_before:
+        return
+    # Conditional, so concurrent requests do not all write.
+    ApiKey.objects.filter(pk=api_key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale_before)
+    ).update(last_used_at=now, last_used_ip=client_ip)
+    api_key.last_used_at = now
+    api_key.last_used_ip = client_ip

@@ -1,0 +1,133 @@
+"""Prices, balances and the token ledger.
+
+Money is integer tokens (35,000 tokens = 1 CNY) and moves only through ``apps.billing.ledger``.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from apps.accounts.models import Organization
+from apps.tasks.enums import Action, Mode
+
+
+class Price(models.Model):
+    """Tokens charged for one successful task of an action in a mode (SPEC §3)."""
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    mode = models.CharField(max_length=8, choices=Mode.choices)
+    tokens = models.PositiveBigIntegerField(help_text="0 is allowed (free promotions).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("action", "mode")
+        constraints = [
+            models.UniqueConstraint(fields=["action", "mode"], name="unique_price_per_action_mode")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.mode}: {self.tokens} tokens"
+
+
+class Balance(models.Model):
+    """The cached sum of an organization's ledger entries.
+
+    Changes only in the same transaction as the ledger entry that explains it, under a row lock;
+    the CHECK constraints make a negative balance impossible even for buggy code.
+    """
+
+    organization = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, primary_key=True, related_name="balance"
+    )
+    available = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(available__gte=0), name="balance_available_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(held__gte=0), name="balance_held_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id}: {self.available} available, {self.held} held"
+
+
+class EntryKind(models.TextChoices):
+    TOPUP = "topup", "Top-up"
+    SIGNUP_GRANT = "signup_grant", "Sign-up grant"
+    HOLD = "hold", "Hold"
+    CAPTURE = "capture", "Capture"
+    RELEASE = "release", "Release"
+    ADJUSTMENT = "adjustment", "Adjustment"
+    REFUND = "refund", "Refund"
+
+
+class LedgerEntry(models.Model):
+    """One movement of tokens. Append-only: never updated, never deleted.
+
+    Invariants (checked by ``manage.py ledger_check``):
+
+    * For every organization, ``Balance.available == sum(delta_available)`` and
+      ``Balance.held == sum(delta_held)`` over its entries, so available + held is the sum of
+      all movements; ``available >= 0`` and ``held >= 0`` always (database CHECKs).
+    * ``(organization, idempotency_key)`` is unique. Replaying a movement with the same key
+      returns the first entry and moves nothing, which is how a Stripe event credits at most once.
+    * A task's capture and release share the key ``task:<id>:settle``: the unique constraint,
+      not an ``if`` in Python, guarantees a finished task is settled exactly once — capture or
+      release, never both, never twice — whichever of success, failure, cancel, timeout or the
+      sweeper gets there first.
+    * A correction is a new entry (``adjustment`` with the operator and a reason).
+    """
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="ledger_entries"
+    )
+    kind = models.CharField(max_length=16, choices=EntryKind.choices, db_index=True)
+    delta_available = models.BigIntegerField()
+    delta_held = models.BigIntegerField(default=0)
+    available_after = models.BigIntegerField()
+    held_after = models.BigIntegerField()
+    idempotency_key = models.CharField(max_length=200)
+    task = models.ForeignKey(
+        "tasks.Task", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries"
+    )
+    stripe_object_id = models.CharField(max_length=255, blank=True, db_index=True)
+    operator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ("-id",)
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "idempotency_key"], name="unique_ledger_idempotency_key"
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "-id"], name="ledger_org_recent")]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.delta_available:+d}/{self.delta_held:+d} ({self.organization_id})"
+        )
+
+    @property
+    def amount(self) -> int:
+        """The size of the movement as users think of it (a hold of 14000 is 14000)."""
+        if self.kind in (EntryKind.CAPTURE, EntryKind.RELEASE):
+            return -self.delta_held
+        if self.kind == EntryKind.HOLD:
+            return self.delta_held
+        return self.delta_available

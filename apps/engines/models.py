@@ -1,0 +1,60 @@
+"""Upstream accounts: the capacity tasks run on (SPEC §5)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from apps.core.crypto import EncryptedJSONField
+from apps.core.models import TimeStampedModel
+
+
+class Health(models.TextChoices):
+    HEALTHY = "healthy", "Healthy"
+    COOLING_DOWN = "cooling_down", "Cooling down"
+    NEEDS_VERIFICATION = "needs_verification", "Needs verification"
+    FAST_HOURS_EXHAUSTED = "fast_hours_exhausted", "Fast hours exhausted"
+    BANNED = "banned", "Banned"
+
+
+class UpstreamAccount(TimeStampedModel):
+    """One upstream account of one engine, serving one or more modes.
+
+    ``options`` holds non-secret engine settings (sandbox duration, mjproxy base_url);
+    ``secrets`` is encrypted at rest and never serialised or shown after saving.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    engine = models.CharField(max_length=32, db_index=True)
+    modes = models.JSONField(default=list, help_text="Modes served: FAST, RELAX, TURBO.")
+    concurrency = models.PositiveSmallIntegerField(default=3, help_text="Jobs running at once.")
+    queue_size = models.PositiveSmallIntegerField(
+        default=10, help_text="Jobs the upstream may hold waiting beyond the running ones."
+    )
+    run_timeout_seconds = models.PositiveIntegerField(default=600)
+    is_enabled = models.BooleanField(default=True, db_index=True)
+    is_sandbox_pool = models.BooleanField(
+        default=False, help_text="The built-in pool that serves test keys."
+    )
+    health = models.CharField(
+        max_length=24, choices=Health.choices, default=Health.HEALTHY, db_index=True
+    )
+    health_reason = models.CharField(max_length=500, blank=True)
+    health_changed_at = models.DateTimeField(null=True, blank=True)
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    secrets = EncryptedJSONField(default=dict, blank=True, editable=False)
+    total_submitted = models.PositiveBigIntegerField(default=0)
+    total_succeeded = models.PositiveBigIntegerField(default=0)
+    total_failed = models.PositiveBigIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.engine})"
+
+    def serves(self, mode: str) -> bool:
+        return mode in (self.modes or [])

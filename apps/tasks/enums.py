@@ -1,0 +1,69 @@
+"""Vocabulary of the task domain, shared by models, services, engines and protocols."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Action(models.TextChoices):
+    IMAGINE = "IMAGINE", "Imagine"
+    UPSCALE = "UPSCALE", "Upscale"
+    VARIATION = "VARIATION", "Variation"
+    REROLL = "REROLL", "Reroll"
+    ZOOM = "ZOOM", "Zoom"
+    PAN = "PAN", "Pan"
+    DESCRIBE = "DESCRIBE", "Describe"
+    BLEND = "BLEND", "Blend"
+    SHORTEN = "SHORTEN", "Shorten"
+    SWAP_FACE = "SWAP_FACE", "Swap face"
+
+
+class Status(models.TextChoices):
+    NOT_START = "NOT_START", "Queued"
+    SUBMITTED = "SUBMITTED", "Submitted"
+    IN_PROGRESS = "IN_PROGRESS", "In progress"
+    MODAL = "MODAL", "Waiting for input"
+    SUCCESS = "SUCCESS", "Succeeded"
+    FAILURE = "FAILURE", "Failed"
+    CANCEL = "CANCEL", "Cancelled"
+
+
+#: Tasks in these statuses count against the tier limit (SPEC §1).
+UNFINISHED_STATUSES: tuple[str, ...] = (Status.NOT_START, Status.SUBMITTED, Status.IN_PROGRESS)
+#: A task in one of these never changes again (SPEC §4.2).
+TERMINAL_STATUSES: tuple[str, ...] = (Status.SUCCESS, Status.FAILURE, Status.CANCEL)
+
+
+class Mode(models.TextChoices):
+    FAST = "FAST", "Fast"
+    RELAX = "RELAX", "Relax"
+    TURBO = "TURBO", "Turbo"
+
+
+#: Names clients use for a mode, mapped to ours. OhMyGPT calls RELAX "NORMAL".
+MODE_ALIASES: dict[str, str] = {
+    "FAST": Mode.FAST,
+    "RELAX": Mode.RELAX,
+    "NORMAL": Mode.RELAX,
+    "TURBO": Mode.TURBO,
+}
+
+
+def parse_mode(value: str | None) -> str | None:
+    """Return the canonical mode for a client-supplied name (case-insensitive), or None."""
+    if value is None:
+        return None
+    return MODE_ALIASES.get(str(value).strip().upper())
+
+
+class ErrorCode(models.TextChoices):
+    BANNED_PROMPT = "BANNED_PROMPT", "Banned prompt"
+    TIMEOUT = "TIMEOUT", "Timed out"
+    UPSTREAM_REJECTED = "UPSTREAM_REJECTED", "Rejected upstream"
+    UPSTREAM_ERROR = "UPSTREAM_ERROR", "Upstream error"
+    ACCOUNT_UNAVAILABLE = "ACCOUNT_UNAVAILABLE", "No upstream account available"
+    INVALID_PARAMETER = "INVALID_PARAMETER", "Invalid parameter"
+    CANCELLED = "CANCELLED", "Cancelled"
+    WORKER_LOST = "WORKER_LOST", "Worker lost"
+    OPERATOR_FAILED = "OPERATOR_FAILED", "Failed by an operator"
+    INTERNAL_ERROR = "INTERNAL_ERROR", "Internal error"

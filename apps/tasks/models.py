@@ -1,0 +1,121 @@
+"""The Midjourney task: one request of a tenant, from acceptance to a terminal status."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from django.conf import settings
+from django.db import models
+
+from apps.accounts.models import Organization
+
+from .enums import TERMINAL_STATUSES, Action, ErrorCode, Mode, Status
+
+
+def new_task_id() -> str:
+    """A numeric string like midjourney-proxy's ids (clients store them as strings).
+
+    Millisecond time keeps ids roughly sortable; six random digits make them unguessable enough
+    that a collision within one millisecond is negligible. Tenancy never relies on secrecy.
+    """
+    return f"{int(time.time() * 1000)}{secrets.randbelow(1_000_000):06d}"
+
+
+class Protocol(models.TextChoices):
+    MJPROXY = "mjproxy", "midjourney-proxy"
+    TTAPI = "ttapi", "TTAPI"
+    NATIVE = "v1", "Native v1"
+    DASHBOARD = "dashboard", "Dashboard"
+
+
+class Task(models.Model):
+    """A task. Status changes are compare-and-set updates (see ``apps.tasks.services``).
+
+    The queue of accepted work is this table itself: NOT_START rows wait for the dispatcher,
+    which assigns an upstream account under ``SELECT … FOR UPDATE SKIP LOCKED``. Nothing about
+    a task's progress lives only in the broker, so a restart of any process loses nothing.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_task_id, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="tasks")
+    api_key = models.ForeignKey(
+        "api_keys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    is_test = models.BooleanField(default=False, db_index=True)
+    protocol = models.CharField(max_length=16, choices=Protocol.choices, default=Protocol.NATIVE)
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.NOT_START, db_index=True
+    )
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.FAST)
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
+    )
+    custom_id = models.CharField(max_length=200, blank=True, help_text="Button pressed.")
+
+    prompt = models.TextField(blank=True, help_text="As the client sent it.")
+    prompt_en = models.TextField(blank=True, help_text="As sent upstream (flags stripped).")
+    description = models.TextField(blank=True)
+    state = models.TextField(null=True, blank=True, help_text="Client data echoed verbatim.")
+    params = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    inputs = models.JSONField(default=list, blank=True, help_text="Stored input image names.")
+    notify_hook = models.URLField(max_length=2048, blank=True)
+
+    engine = models.CharField(max_length=32, blank=True, db_index=True)
+    upstream_account = models.ForeignKey(
+        "engines.UpstreamAccount",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="tasks",
+    )
+    upstream_job_id = models.CharField(max_length=128, blank=True, db_index=True)
+    engine_state = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    progress = models.PositiveSmallIntegerField(default=0)
+    result = models.JSONField(
+        default=dict, blank=True, help_text="Stored result files: grid, splits, thumbnails."
+    )
+    buttons = models.JSONField(default=list, blank=True)
+    properties = models.JSONField(default=dict, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    fail_reason = models.TextField(blank=True)
+    error_code = models.CharField(max_length=32, choices=ErrorCode.choices, blank=True)
+
+    price = models.PositiveBigIntegerField(default=0, help_text="Tokens held for this task.")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True, help_text="Accepted and queued.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    start_deadline = models.DateTimeField(null=True, blank=True)
+    run_deadline = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="task_org_recent"),
+            models.Index(fields=["organization", "status"], name="task_org_status"),
+            models.Index(fields=["status", "mode", "submitted_at"], name="task_queue"),
+            models.Index(fields=["upstream_account", "status"], name="task_account_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

@@ -1,0 +1,11 @@
+"""Embedded defaults for a developer machine: no services needed."""
+
+from config.env import env_bool
+
+from .base import *  # noqa: F403
+
+DEBUG = env_bool("DEBUG", True)
+
+# Serve static files straight from the app folders while developing (no collectstatic needed).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install and run the whole product on embedded defaults: SQLite, a filesystem Celery broker,
+# the sandbox engine. Starts web + worker + beat in the foreground; Ctrl-C stops them all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh run
+
+export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-config.settings.local}"
+# Lets webhooks reach receivers on this machine while developing (SPEC §7).
+export WEBHOOKS_ALLOW_PRIVATE_ADDRESSES="${WEBHOOKS_ALLOW_PRIVATE_ADDRESSES:-true}"
+export PORT="${PORT:-8000}"
+export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:${PORT}}"
+
+.venv/bin/python manage.py migrate --noinput -v 1
+.venv/bin/python manage.py seed_demo
+exec .venv/bin/python scripts/devrun.py

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from apps.accounts.models import Organization, Role, User
+from apps.api_keys.services import IssuedKey, api_key_create
+from apps.billing.ledger import ledger_topup
+
+from .factories import MembershipFactory, OrganizationFactory
+from .reference_data import ensure_reference_data
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if getattr(settings, "TESTS_ON_POSTGRES", False):
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set TEST_DATABASE_URL or run PostgreSQL)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _reference_data(request: pytest.FixtureRequest) -> None:
+    """Transactional tests flush the database; put back the rows migrations seeded."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    )
+    if transactional:
+        request.getfixturevalue("transactional_db")
+        ensure_reference_data()
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings.MEDIA_ROOT = tmp_path_factory.getbasetemp() / "media"
+
+
+@pytest.fixture
+def organization(db: None) -> Organization:
+    return OrganizationFactory(name="Acme")
+
+
+@pytest.fixture
+def other_organization(db: None) -> Organization:
+    return OrganizationFactory(name="Other Corp")
+
+
+@pytest.fixture
+def owner(organization: Organization) -> User:
+    return MembershipFactory(organization=organization, role=Role.OWNER).user
+
+
+@pytest.fixture
+def admin_user(organization: Organization) -> User:
+    return MembershipFactory(organization=organization, role=Role.ADMIN).user
+
+
+@pytest.fixture
+def member(organization: Organization) -> User:
+    return MembershipFactory(organization=organization, role=Role.MEMBER).user
+
+
+@pytest.fixture
+def outsider(other_organization: Organization) -> User:
+    """A user who belongs to another organization only."""
+    return MembershipFactory(organization=other_organization, role=Role.OWNER).user
+
+
+@pytest.fixture
+def make_key(db: None) -> Callable[..., IssuedKey]:
+    def make(organization: Organization, **flags: Any) -> IssuedKey:
+        flags.setdefault("name", "test key")
+        return api_key_create(organization=organization, **flags)
+
+    return make
+
+
+@pytest.fixture
+def live_key(organization: Organization, make_key: Callable[..., IssuedKey]) -> IssuedKey:
+    return make_key(organization)
+
+
+@pytest.fixture
+def test_mode_key(organization: Organization, make_key: Callable[..., IssuedKey]) -> IssuedKey:
+    return make_key(organization, is_test=True)
+
+
+@pytest.fixture
+def outsider_key(other_organization: Organization, make_key: Callable[..., IssuedKey]) -> IssuedKey:
+    return make_key(other_organization)
+
+
+@pytest.fixture
+def fund() -> Callable[[Organization, int], None]:
+    counter = {"n": 0}
+
+    def fund(organization: Organization, tokens: int) -> None:
+        counter["n"] += 1
+        ledger_topup(
+            organization=organization, amount=tokens, idempotency_key=f"test-fund-{counter['n']}"
+        )
+
+    return fund
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def key_client(live_key: IssuedKey) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_MJ_API_SECRET=live_key.plaintext)
+    return client

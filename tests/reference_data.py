@@ -1,0 +1,40 @@
+"""Reference rows that migrations create and transactional tests' flushes wipe out."""
+
+from __future__ import annotations
+
+TIERS = [
+    ("FREE", "Free", 3, True, 0),
+    ("VIP", "VIP", 20, False, 1),
+    ("PREMIUM", "Premium", 50, False, 2),
+]
+PRICES = {
+    "IMAGINE": (14000, 7000, 28000),
+    "UPSCALE": (3500, 1750, 7000),
+    "VARIATION": (14000, 7000, 28000),
+    "REROLL": (14000, 7000, 28000),
+    "ZOOM": (14000, 7000, 28000),
+    "PAN": (14000, 7000, 28000),
+    "DESCRIBE": (3500, 1750, 7000),
+    "BLEND": (14000, 7000, 28000),
+    "SHORTEN": (3500, 1750, 7000),
+    "SWAP_FACE": (3500, 1750, 7000),
+}
+
+
+def ensure_reference_data() -> None:
+    from apps.accounts.models import MembershipTier
+    from apps.billing.models import Price
+
+    if not MembershipTier.objects.exists():
+        for code, name, limit, is_default, order in TIERS:
+            MembershipTier.objects.create(
+                code=code,
+                name=name,
+                max_unfinished_tasks=limit,
+                is_default=is_default,
+                sort_order=order,
+            )
+    if not Price.objects.exists():
+        for action, amounts in PRICES.items():
+            for mode, amount in zip(("FAST", "RELAX", "TURBO"), amounts, strict=True):
+                Price.objects.create(action=action, mode=mode, tokens=amount)
