@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
+from pathlib import Path
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -30,6 +32,17 @@ def _check_database() -> None:
 def _check_broker() -> None:
     from config.celery import app
 
+    if str(app.conf.broker_url).startswith("filesystem://"):
+        # The filesystem transport "connects" to anything; what matters is that the folders the
+        # web process writes and the worker reads are there and writable.
+        options = app.conf.broker_transport_options or {}
+        for key in ("data_folder_in", "data_folder_out", "control_folder"):
+            folder = Path(options[key])
+            if not folder.is_dir():
+                raise FileNotFoundError(f"broker folder {folder} is missing")
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(f"broker folder {folder} is not writable")
+        return
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
 
