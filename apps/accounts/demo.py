@@ -122,4 +122,15 @@ def demo_seed() -> DemoSeed:
 
 
 def seed_upstreams() -> None:
-    """Filled by the task engine: a sandbox upstream account serving every mode."""
+    """A sandbox upstream account serving every mode, so the first imagine just works."""
+    from apps.engines.models import UpstreamAccount
+    from apps.engines.services import upstream_account_create
+
+    if not UpstreamAccount.objects.filter(name="sandbox-demo").exists():
+        upstream_account_create(
+            engine="sandbox",
+            name="sandbox-demo",
+            modes=["FAST", "RELAX", "TURBO"],
+            concurrency=3,
+            options={"duration": "8"},
+        )

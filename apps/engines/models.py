@@ -58,3 +58,24 @@ class UpstreamAccount(TimeStampedModel):
 
     def serves(self, mode: str) -> bool:
         return mode in (self.modes or [])
+
+
+class SandboxJob(models.Model):
+    """The sandbox upstream's own record of a job, as a real upstream server would keep one.
+
+    One row per task (unique ``task_id``): submitting the same task again finds the existing
+    job instead of starting a second one, which is what makes sandbox submits idempotent.
+    """
+
+    job_id = models.CharField(max_length=40, primary_key=True)
+    task_id = models.CharField(max_length=32, unique=True)
+    account = models.ForeignKey(UpstreamAccount, on_delete=models.CASCADE, related_name="+")
+    duration = models.FloatField()
+    will_fail = models.BooleanField(default=False)
+    stall = models.BooleanField(default=False)
+    submit_calls = models.PositiveIntegerField(default=1)
+    cancelled = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"sandbox job {self.job_id} for task {self.task_id}"

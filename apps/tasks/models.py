@@ -102,6 +102,10 @@ class Task(models.Model):
     start_deadline = models.DateTimeField(null=True, blank=True)
     run_deadline = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    submit_claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="A worker began the engine submit (at most once)."
+    )
+    poll_token = models.CharField(max_length=32, blank=True, help_text="Current poll chain.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -119,3 +123,21 @@ class Task(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class BannedWord(models.Model):
+    """Operator-managed list; matched whole-word and case-insensitively (SPEC §4.5)."""
+
+    word = models.CharField(max_length=100, unique=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("word",)
+
+    def __str__(self) -> str:
+        return self.word
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.word = " ".join(self.word.split()).lower()
+        super().save(*args, **kwargs)  # type: ignore[arg-type]

@@ -196,7 +196,18 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE") or "mjgate"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # The safety nets: queued work is in PostgreSQL, so these recover anything a lost message
+    # or a dead worker left behind.
+    "tasks-sweep": {
+        "task": "tasks.sweep",
+        "schedule": float(env_int("TASK_SWEEP_INTERVAL", 30)),
+    },
+    "tasks-dispatch": {
+        "task": "tasks.dispatch",
+        "schedule": float(env_int("TASK_DISPATCH_INTERVAL", 5)),
+    },
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Django REST framework and the OpenAPI schema ---------------------------------------------
@@ -260,6 +271,17 @@ STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY") or ""
 STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY") or ""
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET") or ""
 STRIPE_API_BASE = env_str("STRIPE_API_BASE") or ""
+# Where Checkout sends the customer back; Stripe fills in {CHECKOUT_SESSION_ID}.
+STRIPE_SUCCESS_URL = (
+    env_str("STRIPE_SUCCESS_URL")
+    or f"{PUBLIC_BASE_URL}/billing/?checkout=success&session_id={{CHECKOUT_SESSION_ID}}"
+)
+STRIPE_CANCEL_URL = env_str("STRIPE_CANCEL_URL") or f"{PUBLIC_BASE_URL}/billing/?checkout=cancel"
+# A customer waits on Checkout creation inside a web request: fail fast instead of Stripe's 80 s.
+STRIPE_TIMEOUT = env_float("STRIPE_TIMEOUT", 20.0)
+STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2)
+# Seconds a webhook signature's timestamp may be off (replay protection; Stripe's default).
+STRIPE_WEBHOOK_TOLERANCE = env_int("STRIPE_WEBHOOK_TOLERANCE", 300)
 
 # --- Secrets at rest --------------------------------------------------------------------------
 # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Derived from

@@ -1,0 +1,247 @@
+"""The built-in sandbox engine (SPEC §5): real, deterministic images, no upstream needed.
+
+A job takes ``duration`` seconds (account option, default 6) and reports progress in between.
+``fail_rate`` (0–1) makes that share of jobs fail — chosen deterministically from the task id so
+a rerun behaves the same — and ``stall`` makes jobs never finish, to exercise run timeouts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any, cast
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.engines.base import (
+    Engine,
+    PermanentEngineError,
+    PollResult,
+    ResultImage,
+    SubmitResult,
+    register,
+)
+from apps.engines.models import SandboxJob, UpstreamAccount
+from apps.tasks import prompt as prompts
+from apps.tasks.enums import Action, ErrorCode
+from apps.tasks.models import Task
+
+from . import render
+
+DEFAULT_DURATION = 6.0
+STALL_PROGRESS = 42
+
+
+def _option_float(options: dict[str, Any], name: str, default: float) -> float:
+    try:
+        return float(options.get(name, default))
+    except (TypeError, ValueError):
+        return default
+
+
+def _option_bool(options: dict[str, Any], name: str) -> bool:
+    value = options.get(name, False)
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+def _fraction(task_id: str) -> float:
+    digest = hashlib.sha256(f"sandbox-fail:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class SandboxEngine(Engine):
+    name = "sandbox"
+    idempotent_submit = True
+    # The sandbox renders follow-ups from our stored parent images, so any sandbox account can.
+    follow_ups_need_parent_account = False
+
+    def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
+        for key in options:
+            if key not in {"duration", "fail_rate", "stall"}:
+                raise ValueError(
+                    f"Unknown sandbox option '{key}' (use duration, fail_rate, stall)."
+                )
+        duration = _option_float(options, "duration", DEFAULT_DURATION)
+        if not 0 <= duration <= 3600:
+            raise ValueError("duration must be between 0 and 3600 seconds.")
+        fail_rate = _option_float(options, "fail_rate", 0)
+        if not 0 <= fail_rate <= 1:
+            raise ValueError("fail_rate must be between 0 and 1.")
+
+    def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
+        options = account.options or {}
+        job_id = secrets.token_hex(16)
+        try:
+            with transaction.atomic():
+                job = SandboxJob.objects.create(
+                    job_id=job_id,
+                    task_id=task.pk,
+                    account=account,
+                    duration=_option_float(options, "duration", DEFAULT_DURATION),
+                    will_fail=_fraction(task.pk) < _option_float(options, "fail_rate", 0),
+                    stall=_option_bool(options, "stall"),
+                    created_at=timezone.now(),
+                )
+        except IntegrityError:
+            SandboxJob.objects.filter(task_id=task.pk).update(submit_calls=F("submit_calls") + 1)
+            job = SandboxJob.objects.get(task_id=task.pk)
+        return SubmitResult(upstream_job_id=job.job_id)
+
+    def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
+        SandboxJob.objects.filter(task_id=task.pk).update(cancelled=True)
+
+    def poll(self, *, account: UpstreamAccount, task: Task) -> PollResult:
+        job = SandboxJob.objects.filter(job_id=task.upstream_job_id).first()
+        if job is None:
+            raise PermanentEngineError(
+                "The sandbox has no record of this job.", error_code=ErrorCode.UPSTREAM_ERROR
+            )
+        elapsed = (timezone.now() - job.created_at).total_seconds()
+        if job.stall:
+            return PollResult(status=PollResult.RUNNING, progress=STALL_PROGRESS)
+        if elapsed < job.duration:
+            progress = int(elapsed / job.duration * 100) if job.duration else 99
+            return PollResult(status=PollResult.RUNNING, progress=max(0, min(progress, 99)))
+        if job.will_fail:
+            return PollResult(
+                status=PollResult.FAILURE,
+                fail_reason="The sandbox failed this job as configured (fail_rate).",
+                error_code=ErrorCode.UPSTREAM_REJECTED,
+            )
+        return render_result(task)
+
+
+def _seed(task: Task) -> int:
+    return int(task.seed if task.seed is not None else 0)
+
+
+def _aspect(prompt: str) -> tuple[int, int]:
+    try:
+        return prompts.aspect_ratio(prompts.parse_prompt(prompt))
+    except Exception:  # the prompt was validated at submit; a parent's may be older
+        return (1, 1)
+
+
+def _parent_image(task: Task) -> bytes:
+    from apps.tasks.storage import read_file
+
+    parent = task.parent
+    if parent is None or not parent.result.get("image"):
+        raise PermanentEngineError(
+            "The parent task has no stored image.", error_code=ErrorCode.INVALID_PARAMETER
+        )
+    return read_file(parent.result["image"])
+
+
+def _inputs(task: Task) -> list[bytes]:
+    from apps.tasks.storage import read_file
+
+    return [read_file(name) for name in task.inputs]
+
+
+def _numbered(items: list[str]) -> str:
+    marks = ["1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣"]
+    return "\n\n".join(f"{marks[i]} {text}" for i, text in enumerate(items))
+
+
+def render_result(task: Task) -> PollResult:
+    """Produce the finished job's output for every action (SPEC §5 sandbox bullet)."""
+    params = task.params or {}
+    seed = _seed(task)
+    action = task.action
+    variant = params.get("variant", "")
+    if action == Action.IMAGINE:
+        return _grid(render.render_grid(task.prompt_en, seed, _aspect(task.prompt_en)), seed)
+    if action == Action.REROLL:
+        parent = task.parent
+        prompt = parent.prompt_en if parent else task.prompt_en
+        return _grid(render.render_grid(prompt, seed, _aspect(prompt)), seed)
+    if action == Action.UPSCALE:
+        source = _parent_image(task)
+        if variant in ("subtle", "creative"):
+            image = render.render_upscale(source, None, factor=2, creative=variant == "creative")
+        else:
+            image = render.render_upscale(source, int(params.get("index") or 1))
+        return _single(image, seed)
+    if action == Action.VARIATION:
+        source = _parent_image(task)
+        if variant == "inpaint":
+            from apps.tasks.storage import read_file
+
+            mask = read_file(params["mask"])
+            return _grid(render.render_inpaint(source, mask, task.prompt_en, seed), seed)
+        if variant in ("low", "high"):
+            strength: render.VariationStrength = "subtle" if variant == "low" else "strong"
+            return _grid(render.render_variation(source, seed, strength), seed)
+        quadrant = render.split_grid(source)[int(params.get("index") or 1) - 1]
+        return _grid(render.render_variation(quadrant, seed, "grid"), seed)
+    if action == Action.ZOOM:
+        factor = float(params.get("zoom_factor") or 2.0)
+        return _grid(render.render_zoom(_parent_image(task), factor, seed=seed), seed)
+    if action == Action.PAN:
+        direction = params.get("pan_direction") or "left"
+        if direction not in ("left", "right", "up", "down"):
+            raise PermanentEngineError(
+                f"Unknown pan direction '{direction}'.", error_code=ErrorCode.INVALID_PARAMETER
+            )
+        pan = cast(render.PanDirection, direction)
+        return _grid(render.render_pan(_parent_image(task), pan, seed=seed), seed)
+    if action == Action.BLEND:
+        image = render.render_blend(_inputs(task), params.get("dimensions", "SQUARE"), seed)
+        return _grid(image, seed)
+    if action == Action.SWAP_FACE:
+        source, target = _inputs(task)[:2]
+        return _single(render.render_swap_face(source, target), seed)
+    if action == Action.DESCRIBE:
+        image = _inputs(task)[0]
+        described = render.describe_prompts(image)
+        return PollResult(
+            status=PollResult.SUCCESS,
+            progress=100,
+            image=ResultImage(data=image),
+            is_grid=False,
+            properties={"finalPrompt": _numbered(described), "prompts": described},
+            seed=seed,
+        )
+    if action == Action.SHORTEN:
+        analysis, shorter = render.shorten_prompt(task.prompt_en)
+        return PollResult(
+            status=PollResult.SUCCESS,
+            progress=100,
+            properties={
+                "finalPrompt": f"{analysis}\n\n{_numbered(shorter)}",
+                "analysis": analysis,
+                "prompts": shorter,
+            },
+            seed=seed,
+        )
+    raise PermanentEngineError(
+        f"The sandbox cannot run {action} tasks.", error_code=ErrorCode.INVALID_PARAMETER
+    )
+
+
+def _grid(image: bytes, seed: int) -> PollResult:
+    return PollResult(
+        status=PollResult.SUCCESS,
+        progress=100,
+        image=ResultImage(data=image),
+        is_grid=True,
+        seed=seed,
+    )
+
+
+def _single(image: bytes, seed: int) -> PollResult:
+    return PollResult(
+        status=PollResult.SUCCESS,
+        progress=100,
+        image=ResultImage(data=image),
+        is_grid=False,
+        seed=seed,
+    )
+
+
+register(SandboxEngine())

@@ -1,0 +1,109 @@
+"""Operator-side writes for upstream accounts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.core.errors import Conflict, ValidationFailed
+from apps.tasks.enums import Mode
+
+from .base import engine_names, get_engine
+from .models import Health, UpstreamAccount
+
+#: Option names that are credentials: stored encrypted in ``secrets``, never in ``options``.
+SECRET_OPTIONS = {"secret", "token", "password", "api_key", "cookie"}
+
+
+def _coerce(value: str) -> Any:
+    lowered = value.strip().lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    return value
+
+
+def upstream_account_create(
+    *,
+    engine: str,
+    name: str,
+    modes: list[str],
+    concurrency: int = 3,
+    queue_size: int = 10,
+    run_timeout_seconds: int = 600,
+    options: dict[str, Any] | None = None,
+) -> UpstreamAccount:
+    if engine not in engine_names():
+        raise ValidationFailed(
+            f"Unknown engine '{engine}'. Known engines: {', '.join(engine_names())}."
+        )
+    name = (name or "").strip()
+    if not name:
+        raise ValidationFailed("An upstream account needs a name.")
+    clean_modes = []
+    for mode in modes:
+        value = mode.strip().upper()
+        if value == "NORMAL":
+            value = Mode.RELAX
+        if value not in Mode.values:
+            raise ValidationFailed(f"Unknown mode '{mode}'. Use FAST, RELAX or TURBO.")
+        if value not in clean_modes:
+            clean_modes.append(value)
+    if not clean_modes:
+        raise ValidationFailed("An upstream account must serve at least one mode.")
+    if not 1 <= concurrency <= 100:
+        raise ValidationFailed("concurrency must be between 1 and 100.")
+    if run_timeout_seconds < 10:
+        raise ValidationFailed("run timeout must be at least 10 seconds.")
+    plain: dict[str, Any] = {}
+    secret: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        coerced = _coerce(value) if isinstance(value, str) else value
+        (secret if key in SECRET_OPTIONS else plain)[key] = coerced
+    try:
+        get_engine(engine).validate_options(plain, secret)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    try:
+        with transaction.atomic():
+            return UpstreamAccount.objects.create(
+                name=name,
+                engine=engine,
+                modes=clean_modes,
+                concurrency=concurrency,
+                queue_size=queue_size,
+                run_timeout_seconds=run_timeout_seconds,
+                options=plain,
+                secrets=secret,  # type: ignore[misc]  # encrypted by the field
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"An upstream account named '{name}' already exists.") from exc
+
+
+def upstream_account_set_enabled(*, account: UpstreamAccount, enabled: bool) -> UpstreamAccount:
+    UpstreamAccount.objects.filter(pk=account.pk).update(is_enabled=enabled)
+    account.is_enabled = enabled
+    return account
+
+
+def upstream_account_set_health(
+    *, account: UpstreamAccount, health: str, reason: str = ""
+) -> UpstreamAccount:
+    if health not in Health.values:
+        raise ValidationFailed(f"Unknown health state '{health}'.")
+    now = timezone.now()
+    UpstreamAccount.objects.filter(pk=account.pk).update(
+        health=health,
+        health_reason=reason[:500],
+        health_changed_at=now,
+        cooldown_until=None,
+        consecutive_failures=0 if health == Health.HEALTHY else account.consecutive_failures,
+    )
+    account.refresh_from_db()
+    return account

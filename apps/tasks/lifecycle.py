@@ -1,0 +1,368 @@
+"""The task state machine after acceptance: start, progress, success, failure, cancel.
+
+Every status change is a compare-and-set ``UPDATE … WHERE status IN (…)``: zero rows means
+another worker (or a cancel, or the sweeper) got there first, and this caller stops. Money is
+settled in the same transaction as the terminal transition — capture on SUCCESS, release on
+anything else — through the ledger, whose shared settle key makes a second settle a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.billing.ledger import ledger_capture, ledger_release
+from apps.engines.base import (
+    PermanentEngineError,
+    PollResult,
+    TemporaryEngineError,
+    get_engine,
+)
+from apps.engines.models import Health, UpstreamAccount
+
+from . import storage
+from .buttons import buttons_for
+from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
+from .events import task_changed
+from .models import Task
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_STATUSES = (Status.SUBMITTED, Status.IN_PROGRESS)
+NON_TERMINAL = (Status.MODAL, Status.NOT_START, Status.SUBMITTED, Status.IN_PROGRESS)
+#: How long a worker may take between claiming a submit and recording its result.
+SUBMIT_LEASE = timedelta(seconds=60)
+#: Temporary engine errors tolerated before a task fails.
+MAX_START_ATTEMPTS = 5
+#: Consecutive upstream failures that put an account into cooldown.
+COOLDOWN_AFTER_FAILURES = 3
+COOLDOWN = timedelta(minutes=2)
+
+
+def _now() -> datetime:
+    return timezone.now()
+
+
+def poll_lease(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.TASK_POLL_INTERVAL * 3 + 30)
+
+
+def kick_dispatcher() -> None:
+    """Ask a worker to dispatch queued tasks, once the current transaction commits."""
+    from .tasks import dispatch
+
+    transaction.on_commit(lambda: dispatch.delay(), robust=True)
+
+
+def _enqueue_start(task_id: str) -> None:
+    from .tasks import start_job
+
+    transaction.on_commit(lambda: start_job.delay(task_id), robust=True)
+
+
+def enqueue_poll(task_id: str, token: str, *, countdown: float | None = None) -> None:
+    from .tasks import poll_job
+
+    delay = settings.TASK_POLL_INTERVAL if countdown is None else countdown
+    transaction.on_commit(
+        lambda: poll_job.apply_async(args=(task_id, token), countdown=delay), robust=True
+    )
+
+
+def _settle(task: Task, *, succeeded: bool) -> None:
+    """The single place where the task lifecycle touches money."""
+    if succeeded:
+        ledger_capture(task=task)
+    else:
+        ledger_release(task=task)
+
+
+def _reload(task_id: str) -> Task:
+    return Task.objects.select_related("parent", "upstream_account", "organization").get(pk=task_id)
+
+
+# --- terminal transitions --------------------------------------------------------------------
+
+
+def task_fail(
+    *,
+    task_id: str,
+    reason: str,
+    error_code: str,
+    from_statuses: tuple[str, ...] = NON_TERMINAL,
+    status: str = Status.FAILURE,
+) -> bool:
+    """Move a task to FAILURE (or CANCEL) and release its hold. False if it was not ours."""
+    now = _now()
+    with transaction.atomic():
+        moved = Task.objects.filter(pk=task_id, status__in=from_statuses).update(
+            status=status,
+            fail_reason=reason,
+            error_code=error_code,
+            progress=0,
+            finished_at=now,
+            lease_expires_at=None,
+            poll_token="",
+            updated_at=now,
+        )
+        if not moved:
+            return False
+        task = _reload(task_id)
+        _settle(task, succeeded=False)
+        task_changed(
+            task=task, event_type="task.cancelled" if status == Status.CANCEL else "task.failed"
+        )
+        kick_dispatcher()
+    return True
+
+
+def task_succeed(*, task_id: str, outcome: PollResult) -> bool:
+    """Store the result files, then move the task to SUCCESS and capture its hold."""
+    result: dict[str, Any] = {}
+    if outcome.image is not None:
+        data = outcome.image.data
+        if data is None and outcome.image.url:
+            from apps.core.http import Timeout, safe_download
+
+            data = safe_download(
+                outcome.image.url,
+                max_bytes=50 * 1024 * 1024,
+                timeout=Timeout(connect=10, read=30, total=60),
+            )
+        if data is not None:
+            result = storage.store_result(data=data, is_grid=outcome.is_grid)
+    task = Task.objects.get(pk=task_id)
+    job_hash = secrets.token_hex(16)
+    buttons = [b.as_dict() for b in _buttons(task.action, job_hash, result, outcome)]
+    properties = {**(task.properties or {}), **outcome.properties}
+    if result:
+        properties["jobHash"] = job_hash
+    now = _now()
+    with transaction.atomic():
+        moved = Task.objects.filter(pk=task_id, status__in=ACTIVE_STATUSES).update(
+            status=Status.SUCCESS,
+            progress=100,
+            result=result,
+            buttons=buttons,
+            properties=properties,
+            seed=outcome.seed if outcome.seed is not None else F("seed"),
+            description=outcome.description or F("description"),
+            finished_at=now,
+            lease_expires_at=None,
+            poll_token="",
+            updated_at=now,
+        )
+        if not moved:
+            return False
+        task = _reload(task_id)
+        _settle(task, succeeded=True)
+        if task.upstream_account_id:
+            UpstreamAccount.objects.filter(pk=task.upstream_account_id).update(
+                total_succeeded=F("total_succeeded") + 1, consecutive_failures=0
+            )
+        task_changed(task=task, event_type="task.succeeded")
+        kick_dispatcher()
+    return True
+
+
+def _buttons(action: str, job_hash: str, result: dict[str, Any], outcome: PollResult) -> list[Any]:
+    if action == Action.SWAP_FACE:
+        return []
+    if action in (Action.DESCRIBE, Action.SHORTEN):
+        return buttons_for(action, job_hash=job_hash, is_grid=False)
+    if not result:
+        return []
+    return buttons_for(action, job_hash=job_hash, is_grid=bool(result.get("is_grid")))
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def _note_account_failure(account_id: int | None, message: str) -> None:
+    if account_id is None:
+        return
+    now = _now()
+    UpstreamAccount.objects.filter(pk=account_id).update(
+        consecutive_failures=F("consecutive_failures") + 1, last_error=message[:2000]
+    )
+    UpstreamAccount.objects.filter(
+        pk=account_id,
+        health=Health.HEALTHY,
+        consecutive_failures__gte=COOLDOWN_AFTER_FAILURES,
+    ).update(
+        health=Health.COOLING_DOWN,
+        health_reason=f"{COOLDOWN_AFTER_FAILURES} consecutive failures: {message}"[:500],
+        health_changed_at=now,
+        cooldown_until=now + COOLDOWN,
+    )
+
+
+def _requeue(task: Task, message: str) -> None:
+    """Give a task back to the queue after a temporary upstream error."""
+    now = _now()
+    with transaction.atomic():
+        moved = Task.objects.filter(pk=task.pk, status=Status.SUBMITTED).update(
+            status=Status.NOT_START,
+            upstream_account=None,
+            engine="",
+            submit_claimed_at=None,
+            lease_expires_at=None,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+        if moved:
+            task_changed(task=_reload(task.pk), event_type="task.updated")
+    logger.warning("task requeued", extra={"task_id": task.pk, "reason": message})
+
+
+def task_start(*, task_id: str) -> None:
+    """Submit an assigned task to its engine — at most once, even if this runs twice."""
+    now = _now()
+    claimed = Task.objects.filter(
+        pk=task_id, status=Status.SUBMITTED, submit_claimed_at__isnull=True
+    ).update(submit_claimed_at=now, lease_expires_at=now + SUBMIT_LEASE, updated_at=now)
+    if not claimed:
+        return
+    task = _reload(task_id)
+    account = task.upstream_account
+    if account is None:
+        task_fail(
+            task_id=task_id,
+            reason="The upstream account was removed before the task started.",
+            error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+        )
+        return
+    engine = get_engine(task.engine or account.engine)
+    try:
+        submitted = engine.submit(account=account, task=task)
+    except TemporaryEngineError as exc:
+        _note_account_failure(account.pk, exc.message)
+        if task.attempts + 1 >= MAX_START_ATTEMPTS:
+            task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
+        else:
+            _requeue(task, exc.message)
+            with transaction.atomic():
+                kick_dispatcher()
+        return
+    except PermanentEngineError as exc:
+        task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
+        return
+    token = secrets.token_hex(8)
+    now = _now()
+    with transaction.atomic():
+        moved = Task.objects.filter(pk=task_id, status=Status.SUBMITTED).update(
+            status=Status.IN_PROGRESS,
+            upstream_job_id=submitted.upstream_job_id,
+            engine_state={**(task.engine_state or {}), **submitted.state},
+            started_at=now,
+            progress=0,
+            poll_token=token,
+            lease_expires_at=poll_lease(now),
+            updated_at=now,
+        )
+        if not moved:
+            # Cancelled or failed while we were submitting: stop the upstream job.
+            try:
+                engine.cancel(account=account, task=task)
+            except Exception:  # best effort
+                logger.exception("cancel after lost race failed", extra={"task_id": task_id})
+            return
+        UpstreamAccount.objects.filter(pk=account.pk).update(
+            total_submitted=F("total_submitted") + 1, last_used_at=now
+        )
+        task_changed(task=_reload(task_id), event_type="task.updated")
+        enqueue_poll(task_id, token)
+
+
+def task_poll(*, task_id: str, token: str) -> None:
+    """One poll step: progress, result or failure. Re-schedules itself while running."""
+    task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
+    if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
+        return  # finished, cancelled, or superseded by a newer poll chain
+    now = _now()
+    if task.run_deadline and now >= task.run_deadline:
+        task_timeout(task=task)
+        return
+    account = task.upstream_account
+    if account is None:
+        task_fail(
+            task_id=task_id,
+            reason="The upstream account running this task was removed.",
+            error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+        )
+        return
+    engine = get_engine(task.engine or account.engine)
+    try:
+        outcome = engine.poll(account=account, task=task)
+    except TemporaryEngineError as exc:
+        _note_account_failure(account.pk, exc.message)
+        _keep_polling(task, token, progress=None)
+        return
+    except PermanentEngineError as exc:
+        task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
+        return
+    if outcome.status == PollResult.SUCCESS:
+        task_succeed(task_id=task_id, outcome=outcome)
+    elif outcome.status == PollResult.FAILURE:
+        if account is not None:
+            UpstreamAccount.objects.filter(pk=account.pk).update(total_failed=F("total_failed") + 1)
+        task_fail(
+            task_id=task_id,
+            reason=outcome.fail_reason or "The upstream reported a failure.",
+            error_code=outcome.error_code or ErrorCode.UPSTREAM_ERROR,
+        )
+    else:
+        _keep_polling(task, token, progress=outcome.progress, state=outcome.state)
+
+
+def _keep_polling(
+    task: Task, token: str, *, progress: int | None, state: dict[str, Any] | None = None
+) -> None:
+    now = _now()
+    with transaction.atomic():
+        fields: dict[str, Any] = {"lease_expires_at": poll_lease(now), "updated_at": now}
+        if state:
+            fields["engine_state"] = {**(task.engine_state or {}), **state}
+        Task.objects.filter(pk=task.pk, status=Status.IN_PROGRESS, poll_token=token).update(
+            **fields
+        )
+        if progress is not None:
+            progressed = Task.objects.filter(
+                pk=task.pk, status=Status.IN_PROGRESS, poll_token=token, progress__lt=progress
+            ).update(progress=progress)
+            if progressed:
+                task_changed(task=_reload(task.pk), event_type="task.updated")
+        enqueue_poll(task.pk, token)
+
+
+def task_timeout(*, task: Task) -> bool:
+    seconds = 0
+    if task.run_deadline and task.started_at:
+        seconds = int((task.run_deadline - task.started_at).total_seconds())
+    elif task.upstream_account is not None:
+        seconds = task.upstream_account.run_timeout_seconds
+    failed = task_fail(
+        task_id=task.pk,
+        reason=f"The task did not finish within its run timeout of {seconds} seconds.",
+        error_code=ErrorCode.TIMEOUT,
+        from_statuses=ACTIVE_STATUSES,
+    )
+    if failed and task.upstream_account is not None:
+        try:
+            get_engine(task.engine or task.upstream_account.engine).cancel(
+                account=task.upstream_account, task=task
+            )
+        except Exception:  # best effort; the task is already failed and released
+            logger.exception("engine cancel after timeout failed", extra={"task_id": task.pk})
+    return failed
+
+
+def task_is_terminal(task_id: str) -> bool:
+    return Task.objects.filter(pk=task_id, status__in=TERMINAL_STATUSES).exists()

@@ -1,0 +1,279 @@
+"""Durable scheduling: the queue is the Task table (SPEC §5).
+
+``dispatch_pending`` hands queued tasks to accounts with free slots. It locks the accounts it
+assigns to (``FOR UPDATE SKIP LOCKED``), so two dispatchers running at once never fill the same
+slot twice, and it locks the queued rows it takes the same way, so no task is assigned twice.
+Within the free slots it serves tenants fairly: the next task is always taken from the tenant
+with the fewest tasks running, oldest first, so one tenant's backlog of 50 cannot starve
+another's single task.
+
+``tasks_sweep`` is the safety net run by beat: it fails tasks past their start deadline or run
+timeout (releasing their holds), restarts poll chains whose worker died, and re-dispatches.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from apps.engines.base import get_engine
+from apps.engines.models import Health, UpstreamAccount
+
+from .enums import ErrorCode, Mode, Status
+from .events import task_changed
+from .lifecycle import (
+    ACTIVE_STATUSES,
+    _enqueue_start,
+    enqueue_poll,
+    poll_lease,
+    task_fail,
+    task_timeout,
+)
+from .models import Task
+
+logger = logging.getLogger(__name__)
+
+SANDBOX_POOL_NAME = "sandbox-pool"
+#: Queued rows considered per dispatch round; fairness is exact within this window.
+DISPATCH_WINDOW = 500
+#: MODAL tasks nobody completed are cancelled after this long (they hold no money).
+MODAL_EXPIRY = timedelta(days=1)
+
+
+def _now() -> datetime:
+    return timezone.now()
+
+
+def sandbox_pool_ensure() -> UpstreamAccount:
+    """The built-in pool that serves test keys. Needs no configuration (SPEC §2)."""
+    account, _ = UpstreamAccount.objects.get_or_create(
+        name=SANDBOX_POOL_NAME,
+        defaults={
+            "engine": "sandbox",
+            "modes": [Mode.FAST, Mode.RELAX, Mode.TURBO],
+            "concurrency": 10,
+            "is_sandbox_pool": True,
+            "options": {"duration": 5},
+        },
+    )
+    return account
+
+
+def _usable(account: UpstreamAccount, now: datetime) -> bool:
+    if not account.is_enabled:
+        return False
+    if account.health == Health.HEALTHY:
+        return True
+    return account.health == Health.COOLING_DOWN and (
+        account.cooldown_until is not None and account.cooldown_until <= now
+    )
+
+
+@dataclass
+class _Slot:
+    account: UpstreamAccount
+    free: int
+    running: int
+
+
+def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
+    candidates = [
+        slot
+        for slot in slots.values()
+        if slot.free > 0
+        and slot.account.serves(task.mode)
+        and slot.account.is_sandbox_pool == task.is_test
+    ]
+    parent = task.parent
+    if parent is not None and parent.upstream_account_id:
+        same = [s for s in candidates if s.account.pk == parent.upstream_account_id]
+        if same:
+            return same
+        if get_engine(parent.engine or "sandbox").follow_ups_need_parent_account:
+            return []  # wait for the parent's account (the sweeper fails it if it is gone)
+        candidates = [s for s in candidates if s.account.engine == parent.engine] or candidates
+    return candidates
+
+
+def dispatch_pending() -> list[str]:
+    """Assign queued tasks to free account slots. Returns the ids assigned."""
+    now = _now()
+    if Task.objects.filter(status=Status.NOT_START, is_test=True).exists():
+        sandbox_pool_ensure()
+    assigned: list[str] = []
+    with transaction.atomic():
+        accounts = [
+            account
+            for account in UpstreamAccount.objects.select_for_update(skip_locked=True)
+            .filter(is_enabled=True)
+            .order_by("pk")
+            if _usable(account, now)
+        ]
+        if not accounts:
+            return []
+        running = dict(
+            Task.objects.filter(upstream_account__in=accounts, status__in=ACTIVE_STATUSES)
+            .values_list("upstream_account")
+            .annotate(n=Count("pk"))
+            .values_list("upstream_account", "n")
+        )
+        slots = {
+            a.pk: _Slot(a, a.concurrency - running.get(a.pk, 0), running.get(a.pk, 0))
+            for a in accounts
+        }
+        if not any(slot.free > 0 for slot in slots.values()):
+            return []
+        queued = list(
+            Task.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("parent")
+            .filter(status=Status.NOT_START)
+            .order_by("submitted_at", "pk")[:DISPATCH_WINDOW]
+        )
+        if not queued:
+            return []
+        org_running: dict[int, int] = defaultdict(int)
+        org_running.update(
+            Task.objects.filter(
+                organization_id__in={t.organization_id for t in queued},
+                status__in=ACTIVE_STATUSES,
+            )
+            .values_list("organization_id")
+            .annotate(n=Count("pk"))
+            .values_list("organization_id", "n")
+        )
+        waiting = queued
+        while waiting and any(slot.free > 0 for slot in slots.values()):
+            # Fairness: the tenant with the fewest running tasks goes next, oldest task first.
+            waiting.sort(key=lambda t: (org_running[t.organization_id], t.submitted_at, t.pk))
+            chosen = None
+            for task in waiting:
+                options = _eligible(task, slots)
+                if options:
+                    chosen = (task, min(options, key=lambda s: (s.running, s.account.pk)))
+                    break
+            if chosen is None:
+                break
+            task, slot = chosen
+            waiting.remove(task)
+            account = slot.account
+            moved = Task.objects.filter(pk=task.pk, status=Status.NOT_START).update(
+                status=Status.SUBMITTED,
+                upstream_account=account,
+                engine=account.engine,
+                submit_claimed_at=None,
+                lease_expires_at=now + timedelta(seconds=60),
+                run_deadline=now + timedelta(seconds=account.run_timeout_seconds),
+                updated_at=now,
+            )
+            if not moved:
+                continue
+            slot.free -= 1
+            slot.running += 1
+            org_running[task.organization_id] += 1
+            assigned.append(task.pk)
+            task.status = Status.SUBMITTED
+            task.upstream_account = account
+            task_changed(task=task, event_type="task.updated")
+            _enqueue_start(task.pk)
+    if assigned:
+        logger.info("dispatched", extra={"count": len(assigned)})
+    return assigned
+
+
+def tasks_sweep() -> dict[str, int]:
+    """Recover from every kind of lost work. Safe to run from several processes at once."""
+    now = _now()
+    report = {"start_deadline": 0, "timeout": 0, "restarted": 0, "lost": 0, "modal_expired": 0}
+
+    for task_id in Task.objects.filter(status=Status.NOT_START, start_deadline__lt=now).values_list(
+        "pk", flat=True
+    ):
+        if task_fail(
+            task_id=task_id,
+            reason="No upstream account could start this task before its start deadline.",
+            error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+            from_statuses=(Status.NOT_START,),
+        ):
+            report["start_deadline"] += 1
+
+    for task in Task.objects.select_related("upstream_account").filter(
+        status__in=ACTIVE_STATUSES, run_deadline__lt=now
+    ):
+        if task_timeout(task=task):
+            report["timeout"] += 1
+
+    stale = Task.objects.select_related("upstream_account").filter(
+        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True),
+        status__in=ACTIVE_STATUSES,
+    )
+    for task in stale:
+        if task.status == Status.SUBMITTED:
+            _recover_submitted(task, now, report)
+        else:
+            token = secrets.token_hex(8)
+            with transaction.atomic():
+                moved = Task.objects.filter(
+                    pk=task.pk, status=Status.IN_PROGRESS, poll_token=task.poll_token
+                ).update(poll_token=token, lease_expires_at=poll_lease(now), updated_at=now)
+                if moved:
+                    enqueue_poll(task.pk, token, countdown=0)
+                    report["restarted"] += 1
+
+    for task_id in Task.objects.filter(
+        status=Status.MODAL, created_at__lt=now - MODAL_EXPIRY
+    ).values_list("pk", flat=True):
+        if task_fail(
+            task_id=task_id,
+            reason="The task waited for its second step for too long.",
+            error_code=ErrorCode.CANCELLED,
+            from_statuses=(Status.MODAL,),
+            status=Status.CANCEL,
+        ):
+            report["modal_expired"] += 1
+
+    UpstreamAccount.objects.filter(health=Health.COOLING_DOWN, cooldown_until__lte=now).update(
+        health=Health.HEALTHY, health_reason="", health_changed_at=now, cooldown_until=None
+    )
+    dispatch_pending()
+    return report
+
+
+def _recover_submitted(task: Task, now: datetime, report: dict[str, int]) -> None:
+    if task.submit_claimed_at is None:
+        # Assigned but the start message was lost: send it again.
+        with transaction.atomic():
+            moved = Task.objects.filter(
+                pk=task.pk, status=Status.SUBMITTED, submit_claimed_at__isnull=True
+            ).update(lease_expires_at=now + timedelta(seconds=60), updated_at=now)
+            if moved:
+                _enqueue_start(task.pk)
+                report["restarted"] += 1
+        return
+    engine = get_engine(
+        task.engine or (task.upstream_account.engine if task.upstream_account else "sandbox")
+    )
+    if engine.idempotent_submit:
+        # The upstream dedupes by task id, so submitting again cannot create a second job.
+        with transaction.atomic():
+            moved = Task.objects.filter(
+                pk=task.pk, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
+            ).update(submit_claimed_at=None, lease_expires_at=now + timedelta(seconds=60))
+            if moved:
+                _enqueue_start(task.pk)
+                report["restarted"] += 1
+        return
+    # We cannot know whether the upstream got the job; failing beats submitting it twice.
+    if task_fail(
+        task_id=task.pk,
+        reason="The worker submitting this task stopped; it was not retried to avoid running it twice.",
+        error_code=ErrorCode.WORKER_LOST,
+        from_statuses=(Status.SUBMITTED,),
+    ):
+        report["lost"] += 1

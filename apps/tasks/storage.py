@@ -1,0 +1,102 @@
+"""Result and input files in our own storage (SPEC §4.4).
+
+Files live under a random, unguessable folder per task (``results/<key>/…``) in Django's
+default storage — local disk by default, S3-compatible through settings. URLs are stable and
+need no authentication, because clients download them directly; knowing the key is the access.
+"""
+
+from __future__ import annotations
+
+import secrets
+from io import BytesIO
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image
+
+THUMB_SIDE = 256
+
+
+def _new_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _save(name: str, data: bytes) -> str:
+    return default_storage.save(name, ContentFile(data))
+
+
+def _ext(data: bytes) -> str:
+    with Image.open(BytesIO(data)) as image:
+        fmt = (image.format or "PNG").lower()
+    return {"jpeg": "jpg"}.get(fmt, fmt)
+
+
+def _thumbnail(data: bytes) -> bytes:
+    with Image.open(BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    out = BytesIO()
+    image.save(out, format="WEBP", quality=80)
+    return out.getvalue()
+
+
+def _split(grid: bytes) -> list[bytes]:
+    with Image.open(BytesIO(grid)) as image:
+        image.load()
+        width, height = image.size
+        half_w, half_h = width // 2, height // 2
+        parts = []
+        for top, left in ((0, 0), (0, half_w), (half_h, 0), (half_h, half_w)):
+            out = BytesIO()
+            image.crop((left, top, left + half_w, top + half_h)).save(out, format="PNG")
+            parts.append(out.getvalue())
+        return parts
+
+
+def store_result(*, data: bytes, is_grid: bool) -> dict[str, Any]:
+    """Store a result image (and, for grids, its four splits) with thumbnails.
+
+    Returns the ``Task.result`` dict: names in storage, never URLs, so a change of domain or
+    storage backend never rewrites rows.
+    """
+    key = _new_key()
+    ext = _ext(data)
+    result: dict[str, Any] = {
+        "key": key,
+        "image": _save(f"results/{key}/image.{ext}", data),
+        "thumb": _save(f"results/{key}/thumb.webp", _thumbnail(data)),
+        "is_grid": is_grid,
+        "splits": [],
+        "split_thumbs": [],
+    }
+    if is_grid:
+        for index, part in enumerate(_split(data), start=1):
+            result["splits"].append(_save(f"results/{key}/{index}.png", part))
+            result["split_thumbs"].append(
+                _save(f"results/{key}/{index}.thumb.webp", _thumbnail(part))
+            )
+    with Image.open(BytesIO(data)) as image:
+        result["width"], result["height"] = image.size
+    return result
+
+
+def store_input(*, data: bytes, ext: str) -> str:
+    return _save(f"inputs/{_new_key()}/input.{ext.lower()}", data)
+
+
+def read_file(name: str) -> bytes:
+    with default_storage.open(name, "rb") as handle:
+        content: bytes = handle.read()
+        return content
+
+
+def file_url(name: str | None) -> str | None:
+    """Public URL of a stored file: our own ``/files/`` route, or the storage's (S3) URL."""
+    if not name:
+        return None
+    backend = settings.STORAGES["default"]["BACKEND"]
+    if backend == "django.core.files.storage.FileSystemStorage":
+        return f"{settings.PUBLIC_BASE_URL}/files/{name}"
+    return str(default_storage.url(name))
