@@ -24,6 +24,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _uses_database(item: pytest.Item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return item.get_closest_marker("django_db") is not None or any(
+        name in names for name in ("db", "transactional_db", "live_server")
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reference_data_on_reused_db(request: pytest.FixtureRequest, django_db_blocker: Any) -> None:
+    """With --reuse-db the database may come from a run whose last transactional test flushed
+    it; put the migration-seeded rows back once before any test runs."""
+    # Without a database test pytest-django sets up no test database, and the connection would
+    # still point at the real one.
+    if not any(_uses_database(item) for item in request.session.items):
+        return
+    request.getfixturevalue("django_db_setup")
+    with django_db_blocker.unblock():
+        ensure_reference_data()
+
+
 @pytest.fixture(autouse=True)
 def _reference_data(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush the database; put back the rows migrations seeded."""

@@ -23,7 +23,8 @@ def tier_get(*, code: str) -> MembershipTier:
     try:
         return MembershipTier.objects.get(code__iexact=code)
     except MembershipTier.DoesNotExist as exc:
-        raise NotFound(f"Unknown membership tier '{code}'.") from exc
+        known = ", ".join(MembershipTier.objects.values_list("code", flat=True))
+        raise NotFound(f"Unknown membership tier '{code}'. Use one of: {known}.") from exc
 
 
 def organization_list_for_user(*, user: User) -> QuerySet[Organization]:

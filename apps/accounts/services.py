@@ -105,6 +105,15 @@ def _assert_can_assign(actor_membership: Membership, role: str) -> None:
         raise PermissionDenied("Only an owner can make someone an owner.")
 
 
+def _lock_organization(organization: Organization) -> None:
+    """Serialise membership changes of one organization.
+
+    Locking only the membership being changed would let two owners demote each other at the
+    same time, each counting the other as the remaining owner, and leave none.
+    """
+    Organization.objects.select_for_update().filter(pk=organization.pk).first()
+
+
 def _owner_count(organization: Organization) -> int:
     return Membership.objects.filter(organization=organization, role=Role.OWNER).count()
 
@@ -117,6 +126,7 @@ def membership_change_role(
         user=actor, organization_id=organization.pk, capability=Capability.MANAGE_MEMBERS
     )
     _assert_can_assign(actor_membership, role)
+    _lock_organization(organization)
     try:
         membership = Membership.objects.select_for_update().get(
             pk=membership_id, organization=organization
@@ -134,6 +144,7 @@ def membership_change_role(
 
 @transaction.atomic
 def membership_remove(*, actor: User, membership_id: int, organization: Organization) -> None:
+    _lock_organization(organization)
     try:
         membership = Membership.objects.select_for_update().get(
             pk=membership_id, organization=organization
@@ -166,6 +177,15 @@ def invitation_create(
         raise ValidationFailed("Enter a valid e-mail address.")
     if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
         raise Conflict(f"{email} is already a member of {organization.name}.")
+    # An expired invitation is not open any more, but the unique constraint only knows about
+    # acceptance and revocation: retire it so the address can be invited again.
+    Invitation.objects.filter(
+        organization=organization,
+        email=email,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__lte=timezone.now(),
+    ).update(revoked_at=timezone.now())
     token = secrets.token_urlsafe(32)
     try:
         with transaction.atomic():

@@ -285,5 +285,5 @@ STRIPE_WEBHOOK_TOLERANCE = env_int("STRIPE_WEBHOOK_TOLERANCE", 300)
 
 # --- Secrets at rest --------------------------------------------------------------------------
 # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Derived from
-# SECRET_KEY when unset, which is fine locally and refused in production.
+# SECRET_KEY when unset: fine locally, and production settings warn about it at start.
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
