@@ -1,17 +1,38 @@
 """The only code that moves tokens. See ``LedgerEntry`` for the invariants it keeps.
 
-Every movement runs in one transaction that (1) locks the organization's balance row, (2) returns
-the earlier entry if the idempotency key was used already, (3) checks the balance stays
-non-negative, (4) updates the balance and (5) appends the entry. The row lock serialises
-movements of one organization; the unique constraint on the key is the backstop.
+Every movement runs in one transaction (a savepoint when the caller already has one) that
+
+1. takes a ``FOR KEY SHARE`` lock on the organization row, then ``FOR UPDATE`` on its balance row,
+2. returns the earlier entry if the idempotency key was used already,
+3. checks the balance stays non-negative,
+4. updates the balance and
+5. appends the entry.
+
+The balance row lock serialises all movements of one organization, so step 2 sees every
+committed entry (READ COMMITTED takes a fresh snapshot per statement, after the lock was granted)
+and entry ids of one organization increase in the order the movements happened, which is what
+``ledger_check`` relies on to verify the ``available_after``/``held_after`` chain. The unique
+constraint on ``(organization, idempotency_key)`` is the backstop should any code bypass the lock.
+
+Lock order, to stay deadlock-free with callers: organization row, then balance row, and the
+balance row is the last lock a movement takes. Inserting an entry needs a KEY SHARE lock on the
+organization (foreign key check); taking it up front means a transaction that locks the
+organization ``FOR UPDATE`` (a tier check, say) and then moves tokens can never wait for us while
+we wait for it. Callers that lock the organization should prefer ``select_for_update(no_key=True)``,
+which does not conflict with KEY SHARE at all.
+
+A crash anywhere before commit rolls back the balance change and the entry together; there is no
+state in between.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from apps.accounts.models import Organization
 from apps.core.errors import InsufficientBalance, ValidationFailed
@@ -22,6 +43,10 @@ if TYPE_CHECKING:
     from apps.accounts.models import User
     from apps.tasks.models import Task
 
+#: No single movement may exceed this (about 28.5 billion CNY). Keeps every sum far away from
+#: the 64-bit limit of the columns, so a typo in the admin cannot overflow a balance.
+MAX_TOKENS = 10**15
+
 
 def balance_initialize(*, organization: Organization) -> Balance:
     balance, _ = Balance.objects.get_or_create(organization=organization)
@@ -31,7 +56,80 @@ def balance_initialize(*, organization: Organization) -> Balance:
 def _tokens(value: int, *, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationFailed(f"{what} must be a whole number of tokens.")
+    if abs(value) > MAX_TOKENS:
+        raise ValidationFailed(f"{what} cannot exceed {MAX_TOKENS} tokens.")
     return value
+
+
+def _reason(value: str, *, what: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise ValidationFailed(f"{what} needs a reason.")
+    return value
+
+
+def _lock_balance(organization_id: int) -> Balance:
+    """Lock the organization's balance row (creating it if needed) in the documented order."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT 1 FROM {Organization._meta.db_table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
+                [organization_id],
+            )
+    balance = Balance.objects.select_for_update().filter(organization_id=organization_id).first()
+    if balance is None:
+        Balance.objects.get_or_create(organization_id=organization_id)
+        balance = Balance.objects.select_for_update().get(organization_id=organization_id)
+    return balance
+
+
+def _existing(organization_id: int, idempotency_key: str) -> LedgerEntry | None:
+    return LedgerEntry.objects.filter(
+        organization_id=organization_id, idempotency_key=idempotency_key
+    ).first()
+
+
+def _apply(
+    *,
+    balance: Balance,
+    kind: str,
+    delta_available: int,
+    delta_held: int,
+    idempotency_key: str,
+    task: Task | None = None,
+    stripe_object_id: str = "",
+    operator: User | None = None,
+    reason: str = "",
+) -> LedgerEntry:
+    """Apply one movement to a balance row locked by the current transaction."""
+    available = balance.available + delta_available
+    held = balance.held + delta_held
+    if available < 0:
+        raise InsufficientBalance(
+            f"Insufficient balance: {-delta_available} tokens needed, "
+            f"{balance.available} available.",
+            details={"required": -delta_available, "available": balance.available},
+        )
+    if held < 0:
+        # Only a bug could get here: a capture or release larger than what is held.
+        raise ValidationFailed("The ledger cannot release more tokens than are held.")
+    Balance.objects.filter(organization_id=balance.organization_id).update(
+        available=available, held=held, updated_at=timezone.now()
+    )
+    balance.available, balance.held = available, held
+    return LedgerEntry.objects.create(
+        organization_id=balance.organization_id,
+        kind=kind,
+        delta_available=delta_available,
+        delta_held=delta_held,
+        available_after=available,
+        held_after=held,
+        idempotency_key=idempotency_key,
+        task=task,
+        stripe_object_id=stripe_object_id,
+        operator=operator,
+        reason=reason,
+    )
 
 
 def _post(
@@ -50,38 +148,15 @@ def _post(
     if not idempotency_key:
         raise ValidationFailed("A ledger movement needs an idempotency key.")
     with transaction.atomic():
-        balance = (
-            Balance.objects.select_for_update().filter(organization_id=organization_id).first()
-        )
-        if balance is None:
-            Balance.objects.get_or_create(organization_id=organization_id)
-            balance = Balance.objects.select_for_update().get(organization_id=organization_id)
-        existing = LedgerEntry.objects.filter(
-            organization_id=organization_id, idempotency_key=idempotency_key
-        ).first()
+        balance = _lock_balance(organization_id)
+        existing = _existing(organization_id, idempotency_key)
         if existing is not None:
             return existing
-        available = balance.available + delta_available
-        held = balance.held + delta_held
-        if available < 0:
-            raise InsufficientBalance(
-                f"Insufficient balance: {-delta_available} tokens needed, "
-                f"{balance.available} available.",
-                details={"required": -delta_available, "available": balance.available},
-            )
-        if held < 0:
-            # Only a bug could get here: a capture or release larger than what is held.
-            raise ValidationFailed("The ledger cannot release more tokens than are held.")
-        Balance.objects.filter(organization_id=organization_id).update(
-            available=available, held=held
-        )
-        return LedgerEntry.objects.create(
-            organization_id=organization_id,
+        return _apply(
+            balance=balance,
             kind=kind,
             delta_available=delta_available,
             delta_held=delta_held,
-            available_after=available,
-            held_after=held,
             idempotency_key=idempotency_key,
             task=task,
             stripe_object_id=stripe_object_id,
@@ -91,7 +166,7 @@ def _post(
 
 
 def ledger_grant_signup(*, organization: Organization) -> LedgerEntry | None:
-    amount = int(settings.SIGNUP_GRANT_TOKENS)
+    amount = _tokens(int(settings.SIGNUP_GRANT_TOKENS), what="The sign-up grant")
     if amount <= 0:
         return None
     return _post(
@@ -128,6 +203,11 @@ def ledger_topup(
     )
 
 
+def adjustment_key() -> str:
+    """A fresh idempotency key for an operator adjustment (one per submitted form)."""
+    return f"adjust:{uuid.uuid4()}"
+
+
 def ledger_adjust(
     *,
     organization: Organization,
@@ -140,8 +220,7 @@ def ledger_adjust(
     amount = _tokens(amount, what="An adjustment")
     if amount == 0:
         raise ValidationFailed("An adjustment must not be zero.")
-    if not reason.strip():
-        raise ValidationFailed("An adjustment needs a reason.")
+    reason = _reason(reason, what="An adjustment")
     return _post(
         organization_id=organization.pk,
         kind=EntryKind.ADJUSTMENT,
@@ -149,7 +228,7 @@ def ledger_adjust(
         delta_held=0,
         idempotency_key=idempotency_key,
         operator=operator,
-        reason=reason.strip(),
+        reason=reason,
     )
 
 
@@ -167,6 +246,7 @@ def ledger_refund(
     amount = _tokens(amount, what="A refund")
     if amount == 0:
         raise ValidationFailed("A refund must not be zero.")
+    reason = _reason(reason, what="A refund")
     return _post(
         organization_id=organization.pk,
         kind=EntryKind.REFUND,
@@ -180,6 +260,49 @@ def ledger_refund(
     )
 
 
+def ledger_clawback(
+    *,
+    organization: Organization,
+    amount: int,
+    reason: str,
+    idempotency_key: str,
+    stripe_object_id: str = "",
+) -> LedgerEntry:
+    """Take back up to ``amount`` tokens of a refunded purchase, never driving available negative.
+
+    Tokens already spent cannot be taken back; the shortfall is written into the entry's reason
+    so an operator can follow up. The cap is computed under the balance lock, so a hold racing
+    with the refund can neither fail the clawback nor be failed by it. A clawback of 0 (nothing
+    left to take) is still recorded: the refund happened and the ledger says so.
+    """
+    amount = _tokens(amount, what="A clawback")
+    if amount <= 0:
+        raise ValidationFailed("A clawback must be a positive number of tokens.")
+    reason = _reason(reason, what="A clawback")
+    if not idempotency_key:
+        raise ValidationFailed("A ledger movement needs an idempotency key.")
+    with transaction.atomic():
+        balance = _lock_balance(organization.pk)
+        existing = _existing(organization.pk, idempotency_key)
+        if existing is not None:
+            return existing
+        taken = min(amount, balance.available)
+        if taken < amount:
+            reason = (
+                f"{reason} (shortfall: {amount - taken} of {amount} tokens were already spent "
+                f"and could not be clawed back)"
+            )
+        return _apply(
+            balance=balance,
+            kind=EntryKind.REFUND,
+            delta_available=-taken,
+            delta_held=0,
+            idempotency_key=idempotency_key,
+            stripe_object_id=stripe_object_id,
+            reason=reason,
+        )
+
+
 def task_hold_key(task_id: object) -> str:
     return f"task:{task_id}:hold"
 
@@ -190,7 +313,10 @@ def task_settle_key(task_id: object) -> str:
 
 
 def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
-    """Reserve a task's price. Must run in the transaction that accepts the task."""
+    """Reserve a task's price. Must run in the transaction that accepts the task.
+
+    A price of 0 (a free promotion) still records a hold of 0, so the task settles like any other.
+    """
     amount = _tokens(amount, what="A hold")
     if amount < 0:
         raise ValidationFailed("A hold cannot be negative.")
@@ -204,32 +330,36 @@ def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
     )
 
 
-def _held_for(task: Task) -> LedgerEntry | None:
-    return LedgerEntry.objects.filter(
-        organization_id=task.organization_id, idempotency_key=task_hold_key(task.pk)
-    ).first()
-
-
 def _settle(*, task: Task, kind: str) -> LedgerEntry | None:
-    hold = _held_for(task)
-    if hold is None:
-        return None  # test keys and never-queued MODAL tasks hold nothing
-    amount = hold.delta_held
-    return _post(
-        organization_id=task.organization_id,
-        kind=kind,
-        delta_available=amount if kind == EntryKind.RELEASE else 0,
-        delta_held=-amount,
-        idempotency_key=task_settle_key(task.pk),
-        task=task,
-    )
+    with transaction.atomic():
+        # Lock first, then look: both the hold and an earlier settle are read under the lock.
+        balance = _lock_balance(task.organization_id)
+        settled = _existing(task.organization_id, task_settle_key(task.pk))
+        if settled is not None:
+            return settled
+        hold = _existing(task.organization_id, task_hold_key(task.pk))
+        if hold is None:
+            return None  # test keys and never-queued MODAL tasks hold nothing
+        amount = hold.delta_held
+        return _apply(
+            balance=balance,
+            kind=kind,
+            delta_available=amount if kind == EntryKind.RELEASE else 0,
+            delta_held=-amount,
+            idempotency_key=task_settle_key(task.pk),
+            task=task,
+        )
 
 
 def ledger_capture(*, task: Task) -> LedgerEntry | None:
-    """Charge a succeeded task its held price. A no-op if it was settled already."""
+    """Charge a succeeded task its held price.
+
+    Returns the settle entry, which is the earlier one (possibly a release) if the task was
+    settled already, or None when the task holds nothing.
+    """
     return _settle(task=task, kind=EntryKind.CAPTURE)
 
 
 def ledger_release(*, task: Task) -> LedgerEntry | None:
-    """Give a failed or cancelled task's hold back. A no-op if it was settled already."""
+    """Give a failed or cancelled task's hold back. Same return contract as ``ledger_capture``."""
     return _settle(task=task, kind=EntryKind.RELEASE)
