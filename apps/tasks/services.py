@@ -9,6 +9,7 @@ A rejected submit creates no task, stores no file and moves no token.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,7 +102,8 @@ def _check_banned(text: str) -> None:
 
 def _parse(prompt: str) -> prompts.ParsedPrompt:
     parsed = prompts.parse_prompt(prompt, max_length=MAX_PROMPT_LENGTH)
-    _check_banned(parsed.text)
+    # The whole prompt, parameters included: a banned word hidden in --no is still banned.
+    _check_banned(parsed.clean_prompt)
     return parsed
 
 
@@ -190,8 +192,13 @@ def _new_seed() -> int:
 
 def _accept(task: Task, *, now: datetime) -> None:
     """Inside the caller's transaction: tier limit, hold, event. The organization is locked."""
+    # NO KEY UPDATE serialises the submits of one organization without blocking the KEY SHARE
+    # lock the ledger (and every foreign key insert) takes on the same row; ``of`` keeps the
+    # shared tier row unlocked, or every FREE organization would queue behind one another.
     organization = (
-        Organization.objects.select_for_update().select_related("tier").get(pk=task.organization_id)
+        Organization.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("tier")
+        .get(pk=task.organization_id)
     )
     unfinished = Task.objects.filter(
         organization_id=organization.pk, status__in=UNFINISHED_STATUSES
@@ -339,12 +346,33 @@ _FOLLOW_UP_ACTION = {
 }
 
 
+_NUMBER_MARK_RE = re.compile("([1-5])\ufe0f\u20e3")
+
+
+def numbered_prompts(text: str) -> list[str]:
+    """The prompts of a ``1️⃣ … 2️⃣ …`` list, as DESCRIBE and SHORTEN results carry them."""
+    parts = _NUMBER_MARK_RE.split(text or "")
+    found: list[str] = []
+    for index in range(1, len(parts) - 1, 2):
+        candidate = " ".join(parts[index + 1].split())
+        if candidate:
+            found.append(candidate)
+    return found
+
+
 def _modal_prompt(parent: Task, variant: str, index: int | None) -> str:
+    """The prompt a MODAL follow-up starts with; the client may replace it in step two."""
     if variant in ("picreader", "prompt_analyzer"):
-        candidates = list((parent.properties or {}).get("prompts") or [])
+        properties = parent.properties or {}
+        # Engines that keep the list use ``prompts``; otherwise read the numbered finalPrompt.
+        candidates = [str(p) for p in properties.get("prompts") or []] or numbered_prompts(
+            str(properties.get("finalPrompt") or "")
+        )
         if index is None or not 1 <= index <= len(candidates):
-            raise ValidationFailed("The parent task has no prompt with that number.")
-        return str(candidates[index - 1])
+            raise ValidationFailed(
+                "The parent task has no prompt with that number.", details={"field": "customId"}
+            )
+        return candidates[index - 1]
     if variant == "custom_zoom":
         return f"{parent.prompt_en} --zoom 2".strip()
     return parent.prompt_en
@@ -404,6 +432,16 @@ def task_submit_followup(
         params["zoom_factor"] = pressed.zoom_factor
     if pressed.pan_direction is not None:
         params["pan_direction"] = pressed.pan_direction
+    inputs: list[str] = []
+    if action == Action.DESCRIBE:
+        inputs = list(parent.inputs)
+    elif action == Action.REROLL:
+        # A reroll runs the job that made the grid again with a new seed: a blend needs its
+        # images and dimensions back, an imagine its reference images.
+        inputs = list(parent.inputs)
+        params["reroll_of"] = (parent.params or {}).get("reroll_of") or parent.action
+        if "dimensions" in (parent.params or {}):
+            params["dimensions"] = parent.params["dimensions"]
     task = Task(
         organization=caller.organization,
         api_key=caller.api_key,
@@ -419,7 +457,7 @@ def task_submit_followup(
         state=state,
         params=params,
         metadata=delivery.metadata or {},
-        inputs=list(parent.inputs) if action == Action.DESCRIBE else [],
+        inputs=inputs,
         notify_hook=notify_hook,
         seed=_new_seed(),
         properties={"finalPrompt": parent.prompt_en},
@@ -448,9 +486,23 @@ def task_submit_modal(
         raise ValidationFailed(
             f"The task is {task.status}, not waiting for input.", details={"field": "taskId"}
         )
+    if caller.is_test != task.is_test:
+        raise ValidationFailed(
+            "Test-mode and live tasks cannot be mixed: use a key of the same kind as the parent.",
+            details={"field": "taskId"},
+        )
     variant = (task.params or {}).get("variant", "")
     text = (prompt if prompt not in (None, "") else task.prompt_en) or ""
+    if variant == "custom_zoom" and text.strip().startswith("--") and task.parent is not None:
+        # Clients often send just "--zoom 1.5": the description stays the parent's.
+        text = f"{task.parent.prompt_en} {text.strip()}"
     parsed = _parse(text)
+    if parsed.mode_flag is not None and parsed.mode_flag != task.mode:
+        raise ValidationFailed(
+            f"Follow-ups run in the parent's mode ({task.mode}); the prompt asks for "
+            f"{parsed.mode_flag}.",
+            details={"field": "prompt", "parent_mode": task.mode},
+        )
     params = dict(task.params or {})
     files: list[str] = []
     if variant == "custom_zoom":
@@ -481,6 +533,9 @@ def task_submit_modal(
             locked.prompt = text if prompt not in (None, "") else locked.prompt
             locked.prompt_en = parsed.clean_prompt
             locked.params = params
+            chosen_seed = prompts.seed(parsed)
+            if chosen_seed is not None:
+                locked.seed = chosen_seed
             locked.properties = {**(locked.properties or {}), "finalPrompt": parsed.clean_prompt}
             locked.save()
             if not locked.is_test:

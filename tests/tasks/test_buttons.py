@@ -377,8 +377,10 @@ def test_very_long_custom_id_is_shortened_in_the_message() -> None:
 
 
 def test_non_string_custom_id_is_rejected() -> None:
-    with pytest.raises(ValidationFailed, match="customId must be a non-empty string."):
+    with pytest.raises(ValidationFailed) as info:
         resolve_custom_id(None)  # type: ignore[arg-type]
+
+    assert info.value.message == "customId must be a non-empty string."
 
 
 # --- aliases -----------------------------------------------------------------------------------
@@ -511,8 +513,10 @@ def test_a_task_without_buttons_says_so() -> None:
 
 @pytest.mark.parametrize("name", ["", "  ", None])
 def test_empty_alias_is_rejected(name: str | None) -> None:
-    with pytest.raises(ValidationFailed, match="The button name must be a non-empty string."):
+    with pytest.raises(ValidationFailed) as info:
         resolve_alias(name, available=grid())  # type: ignore[arg-type]
+
+    assert info.value.message == "The button name must be a non-empty string."
 
 
 def test_unknown_upstream_buttons_are_listed_by_label_and_can_be_pressed_by_label() -> None:

@@ -239,8 +239,10 @@ def test_control_characters_are_rejected() -> None:
 
 
 def test_non_string_prompt_is_rejected() -> None:
-    with pytest.raises(ValidationFailed, match="The prompt must be a string."):
+    with pytest.raises(ValidationFailed) as info:
         parse_prompt(None)  # type: ignore[arg-type]
+
+    assert info.value.message == "The prompt must be a string."
 
 
 # --- parameter names ---------------------------------------------------------------------------

@@ -626,8 +626,9 @@ def _ratio_text(width: int, height: int) -> str:
 
 def describe_prompts(image_bytes: bytes) -> list[str]:
     """Four plausible prompts for an image, from its colours, tone, detail and shape (DESCRIBE)."""
+    with Image.open(io.BytesIO(image_bytes)) as original:
+        width, height = original.size
     image = _open(image_bytes, max_side=256)
-    width, height = Image.open(io.BytesIO(image_bytes)).size
     names: list[str] = []
     for colour in _dominant_colours(image, 5):
         name = _nearest_colour_name(colour)
