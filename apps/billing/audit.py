@@ -1,0 +1,359 @@
+"""Verifies the ledger's invariants (SPEC §3) from the rows alone: ``manage.py ledger_check``.
+
+Nothing here trusts the code that wrote the rows. The audit recomputes every organization's
+balance from its entries, walks each organization's ``available_after``/``held_after`` chain in
+id order (the ledger's balance lock makes id order the order of movements), checks that every
+entry has the shape its kind requires, and that every task with a hold was settled exactly as
+its status demands.
+
+It reads in chunks (keyset pagination, constant memory per chunk plus two integers per
+organization) and, on PostgreSQL, inside one REPEATABLE READ READ ONLY transaction, so a ledger
+that keeps moving while the audit runs is still seen as one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, transaction
+
+from apps.tasks.enums import TERMINAL_STATUSES, Status
+from apps.tasks.models import Task
+
+from .models import Balance, EntryKind, LedgerEntry
+
+#: progress(phase, done, total)
+Progress = Callable[[str, int, int], None]
+
+SETTLE_KINDS = (EntryKind.CAPTURE, EntryKind.RELEASE)
+TASK_KINDS = (EntryKind.HOLD, *SETTLE_KINDS)
+
+
+@dataclass(frozen=True)
+class Drift:
+    check: str
+    organization_id: int | None
+    message: str
+    expected: Any = None
+    actual: Any = None
+    entry_id: int | None = None
+    task_id: str | None = None
+
+    def __str__(self) -> str:
+        where = [f"organization {self.organization_id}"]
+        if self.task_id is not None:
+            where.append(f"task {self.task_id}")
+        if self.entry_id is not None:
+            where.append(f"entry {self.entry_id}")
+        text = f"[{self.check}] {', '.join(where)}: {self.message}"
+        if self.expected is not None or self.actual is not None:
+            text += f" (expected {self.expected}, actual {self.actual})"
+        return text
+
+
+@dataclass
+class LedgerReport:
+    organizations: int = 0
+    entries: int = 0
+    tasks: int = 0
+    drifts: list[Drift] = field(default_factory=list)
+    drift_count: int = 0
+    max_drifts: int = 1000
+
+    @property
+    def ok(self) -> bool:
+        return self.drift_count == 0
+
+    def add(self, drift: Drift) -> None:
+        self.drift_count += 1
+        if len(self.drifts) < self.max_drifts:
+            self.drifts.append(drift)
+
+
+@contextmanager
+def _snapshot() -> Iterator[None]:
+    # SET TRANSACTION must be the first statement of a transaction; inside a caller's
+    # transaction we read with whatever isolation the caller chose.
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def _check_shape(report: LedgerReport, row: Mapping[str, Any]) -> None:
+    kind, da, dh = row["kind"], row["delta_available"], row["delta_held"]
+    problem = ""
+    if kind in (EntryKind.TOPUP, EntryKind.SIGNUP_GRANT):
+        if dh != 0 or da <= 0:
+            problem = f"a {kind} must add to available only"
+    elif kind == EntryKind.ADJUSTMENT:
+        if dh != 0 or da == 0:
+            problem = "an adjustment must change available only, by a non-zero amount"
+    elif kind == EntryKind.REFUND:
+        if dh != 0:
+            problem = "a refund must not touch held tokens"
+    elif kind == EntryKind.HOLD:
+        if dh < 0 or da != -dh:
+            problem = "a hold must move tokens from available to held"
+    elif kind == EntryKind.CAPTURE:
+        if da != 0 or dh > 0:
+            problem = "a capture must only take tokens out of held"
+    elif kind == EntryKind.RELEASE:
+        if dh > 0 or da != -dh:
+            problem = "a release must move tokens from held back to available"
+    else:
+        problem = f"unknown entry kind {kind!r}"
+    if not problem and kind in TASK_KINDS and row["task_id"] is None:
+        problem = f"a {kind} must name its task"
+    if problem:
+        report.add(
+            Drift(
+                check="entry",
+                organization_id=row["organization_id"],
+                entry_id=row["id"],
+                message=problem,
+                actual=f"{da:+d} available / {dh:+d} held",
+            )
+        )
+
+
+def _walk_entries(
+    report: LedgerReport, *, chunk_size: int, progress: Progress | None
+) -> dict[int, list[int]]:
+    """Pass 1: entry shapes and each organization's after-chain. Returns the recomputed sums."""
+    sums: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    # The previous entry's recorded after-values, per organization: each link is checked on its
+    # own, so one broken link is reported where it is, independent of the true sums.
+    previous: dict[int, tuple[int, int]] = {}
+    total = LedgerEntry.objects.count()
+    last_id = 0
+    done = 0
+    while True:
+        rows = list(
+            LedgerEntry.objects.filter(id__gt=last_id)
+            .order_by("id")
+            .values(
+                "id",
+                "organization_id",
+                "kind",
+                "delta_available",
+                "delta_held",
+                "available_after",
+                "held_after",
+                "task_id",
+            )[:chunk_size]
+        )
+        if not rows:
+            break
+        for row in rows:
+            _check_shape(report, row)
+            organization_id = row["organization_id"]
+            running = sums[organization_id]
+            running[0] += row["delta_available"]
+            running[1] += row["delta_held"]
+            before = previous.get(organization_id, (0, 0))
+            expected = (before[0] + row["delta_available"], before[1] + row["delta_held"])
+            recorded = (row["available_after"], row["held_after"])
+            previous[organization_id] = recorded
+            if expected != recorded:
+                report.add(
+                    Drift(
+                        check="chain",
+                        organization_id=organization_id,
+                        entry_id=row["id"],
+                        message="available_after/held_after do not follow from the previous entry",
+                        expected=f"{expected[0]}/{expected[1]}",
+                        actual=f"{recorded[0]}/{recorded[1]}",
+                    )
+                )
+            if recorded[0] < 0 or recorded[1] < 0:
+                report.add(
+                    Drift(
+                        check="chain",
+                        organization_id=row["organization_id"],
+                        entry_id=row["id"],
+                        message="the balance after this entry is negative",
+                        expected=">= 0/>= 0",
+                        actual=f"{recorded[0]}/{recorded[1]}",
+                    )
+                )
+        done += len(rows)
+        last_id = rows[-1]["id"]
+        if progress:
+            progress("entries", done, total)
+    report.entries = done
+    return sums
+
+
+def _compare_balances(
+    report: LedgerReport,
+    sums: dict[int, list[int]],
+    *,
+    chunk_size: int,
+    progress: Progress | None,
+) -> None:
+    """Pass 2: each Balance row against the sums of its organization's entries."""
+    remaining = dict(sums)
+    seen = 0
+    total = Balance.objects.count()
+    last_id = 0
+    while True:
+        rows = list(
+            Balance.objects.filter(organization_id__gt=last_id)
+            .order_by("organization_id")
+            .values_list("organization_id", "available", "held")[:chunk_size]
+        )
+        if not rows:
+            break
+        for organization_id, available, held in rows:
+            expected_available, expected_held = remaining.pop(organization_id, [0, 0])
+            if (available, held) != (expected_available, expected_held):
+                report.add(
+                    Drift(
+                        check="balance",
+                        organization_id=organization_id,
+                        message="the balance differs from the sum of its ledger entries "
+                        "(available/held)",
+                        expected=f"{expected_available}/{expected_held}",
+                        actual=f"{available}/{held}",
+                    )
+                )
+        seen += len(rows)
+        last_id = rows[-1][0]
+        if progress:
+            progress("balances", seen, total)
+    for organization_id, (expected_available, expected_held) in sorted(remaining.items()):
+        report.add(
+            Drift(
+                check="balance",
+                organization_id=organization_id,
+                message="the organization has ledger entries but no balance row",
+                expected=f"{expected_available}/{expected_held}",
+                actual="missing",
+            )
+        )
+    report.organizations = seen + len(remaining)
+
+
+def _check_task(
+    report: LedgerReport,
+    task_id: str,
+    task: Mapping[str, Any] | None,
+    entries: list[Mapping[str, Any]],
+) -> None:
+    organization_id = task["organization_id"] if task else entries[0]["organization_id"]
+
+    def drift(message: str, expected: Any = None, actual: Any = None) -> None:
+        report.add(
+            Drift(
+                check="settle",
+                organization_id=organization_id,
+                task_id=task_id,
+                message=message,
+                expected=expected,
+                actual=actual,
+            )
+        )
+
+    if task is None:
+        drift("ledger entries name a task that does not exist")
+        return
+    for entry in entries:
+        if entry["organization_id"] != task["organization_id"]:
+            report.add(
+                Drift(
+                    check="settle",
+                    organization_id=entry["organization_id"],
+                    task_id=task_id,
+                    entry_id=entry["id"],
+                    message="the entry belongs to another organization than its task",
+                    expected=task["organization_id"],
+                    actual=entry["organization_id"],
+                )
+            )
+    holds = [e for e in entries if e["kind"] == EntryKind.HOLD]
+    settles = [e for e in entries if e["kind"] in SETTLE_KINDS]
+    kinds = sorted(e["kind"] for e in settles)
+    status = task["status"]
+    if len(holds) > 1:
+        drift("the task was held more than once", expected=1, actual=len(holds))
+    if settles and not holds:
+        drift("the task was settled without a hold", expected="no settle", actual=kinds)
+    if len(settles) > 1:
+        message = (
+            "the task was both captured and released"
+            if len(set(kinds)) > 1
+            else "the task was settled more than once"
+        )
+        drift(message, expected="one capture or release", actual=kinds)
+    if not holds:
+        return
+    if status in TERMINAL_STATUSES:
+        wanted = EntryKind.CAPTURE if status == Status.SUCCESS else EntryKind.RELEASE
+        if not settles:
+            drift(f"the task is {status} but its hold was never settled", wanted, "nothing")
+        elif len(settles) == 1 and settles[0]["kind"] != wanted:
+            drift(f"the task is {status} but was settled wrongly", wanted, settles[0]["kind"])
+    elif settles:
+        drift(f"the task is still {status} but was settled already", "no settle", kinds)
+    held = sum(e["delta_held"] for e in holds)
+    for settle in settles:
+        if -settle["delta_held"] != held:
+            drift("the settle does not match the hold", held, -settle["delta_held"])
+
+
+def _walk_tasks(report: LedgerReport, *, chunk_size: int, progress: Progress | None) -> None:
+    """Pass 3: every task with a hold, capture or release is settled as its status demands."""
+    with_task = LedgerEntry.objects.filter(task__isnull=False, kind__in=TASK_KINDS)
+    total = with_task.values("task_id").distinct().count()
+    last_task = ""
+    done = 0
+    while True:
+        task_ids = list(
+            with_task.filter(task_id__gt=last_task)
+            .order_by("task_id")
+            .values_list("task_id", flat=True)
+            .distinct()[:chunk_size]
+        )
+        if not task_ids:
+            break
+        entries: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for row in (
+            with_task.filter(task_id__in=task_ids)
+            .order_by("id")
+            .values("id", "task_id", "organization_id", "kind", "delta_held")
+        ):
+            entries[row["task_id"]].append(row)
+        tasks: dict[str, Mapping[str, Any]] = {
+            row["id"]: row
+            for row in Task.objects.filter(id__in=task_ids).values(
+                "id", "organization_id", "status"
+            )
+        }
+        for task_id in task_ids:
+            _check_task(report, task_id, tasks.get(task_id), entries[task_id])
+        done += len(task_ids)
+        last_task = task_ids[-1]
+        if progress:
+            progress("tasks", done, total)
+    report.tasks = done
+
+
+def ledger_audit(
+    *, chunk_size: int = 5000, progress: Progress | None = None, max_drifts: int = 1000
+) -> LedgerReport:
+    """Check every ledger invariant; the report lists each drift found."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    report = LedgerReport(max_drifts=max_drifts)
+    with _snapshot():
+        sums = _walk_entries(report, chunk_size=chunk_size, progress=progress)
+        _compare_balances(report, sums, chunk_size=chunk_size, progress=progress)
+        _walk_tasks(report, chunk_size=chunk_size, progress=progress)
+    return report
