@@ -1,0 +1,590 @@
+"""Outbound HTTP to customer-supplied URLs, guarded against SSRF (SPEC §7).
+
+Every request to a URL a customer gave us (webhook endpoints, per-task hooks, image URLs for
+describe/blend/imagine, an operator's mjproxy upstream) goes through :func:`safe_request` or
+:func:`safe_download`. The guard:
+
+1. parses the URL once (http/https only, no userinfo, no percent-encoded or odd host names);
+2. resolves the host itself and refuses the request if *any* resolved address is not a public
+   unicast address (loopback, private, link-local, CGNAT, multicast, reserved, unspecified,
+   metadata, IPv6 ULA/link-local/site-local, IPv4-mapped/compatible, NAT64 and 6to4 forms that
+   embed such an address). Integer, octal and hex spellings such as ``http://2130706433/`` are
+   caught because the *resolved* address is checked, never the string;
+3. connects to the checked address only: the HTTP library is given a network backend that
+   ignores the host name it is asked to connect to and dials the pinned address, so there is no
+   second DNS lookup to rebind. The ``Host`` header, TLS SNI and certificate verification still
+   use the host name from the URL;
+4. never follows redirects, applies connect/read timeouts and a hard total deadline (enforced on
+   every socket operation, so a slow-drip server cannot hold a worker), and stops reading after
+   the response size cap.
+
+``settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES`` lifts the address refusal (development and tests
+only). Everything else (scheme, parsing, pinning, no redirects, limits) stays in force.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import socket
+import ssl
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import certifi
+import httpcore
+import httpx
+from django.conf import settings
+
+from .errors import ServiceError, ValidationFailed
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+ALLOWED_SCHEMES = ("http", "https")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_URL_LENGTH = 2048
+USER_AGENT = "mjgate/1.0 (+webhooks)"
+# Host names made of these characters only (after IDNA encoding); anything else (percent
+# escapes, backslashes, underscores) is a parser-differential trick or not a host at all.
+_HOSTNAME = re.compile(
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$"
+)
+_FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+class UnsafeURL(ValidationFailed):
+    """The URL may never be requested (bad scheme or syntax, or a non-public address). Permanent."""
+
+    code = "unsafe_url"
+    default_message = "The URL is not allowed."
+    permanent = True
+
+
+class ResponseTooLarge(ValidationFailed):
+    """The response body exceeded the caller's cap. Permanent."""
+
+    code = "response_too_large"
+    default_message = "The response is too large."
+    permanent = True
+
+
+class OutboundHTTPError(ServiceError):
+    """The request could not be completed (refused, timed out, TLS failure, bad status).
+
+    Temporary unless ``permanent`` says otherwise (a 4xx or redirect from ``safe_download``).
+    """
+
+    code = "outbound_request_failed"
+    http_status = 502
+    default_message = "The remote server could not be reached."
+
+    def __init__(
+        self, message: str | None = None, *, status: int | None = None, permanent: bool = False
+    ) -> None:
+        super().__init__(message, details={"status": status} if status is not None else None)
+        self.status = status
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Seconds. ``total`` bounds the whole exchange, DNS included."""
+
+    connect: float = 5.0
+    read: float = 10.0
+    total: float = 15.0
+
+
+DEFAULT_TIMEOUT = Timeout()
+
+
+@dataclass(frozen=True)
+class CheckedURL:
+    """A URL that passed the guard, with the addresses it may be connected to."""
+
+    url: str
+    scheme: str
+    host: str  # IDNA-encoded host name or IP literal (IPv6 without brackets)
+    port: int
+    target: bytes  # path and query, as sent on the request line
+    addresses: tuple[str, ...]
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port != DEFAULT_PORTS[self.scheme]:
+            return f"{host}:{self.port}"
+        return host
+
+
+@dataclass(frozen=True)
+class SafeResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
+    body: bytes  # at most max_response_bytes
+    truncated: bool
+    elapsed_ms: int
+    address: str  # the address we actually connected to
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+# --- Address policy -----------------------------------------------------------------------------
+
+_BLOCKED_V4 = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches the local host on Linux
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local, cloud metadata (169.254.169.254)
+        "172.16.0.0/12",
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",
+        "192.88.99.0/24",  # 6to4 relay anycast
+        "192.168.0.0/16",
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, includes broadcast
+    )
+)
+_BLOCKED_V6 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/96",  # unspecified, loopback and the deprecated IPv4-compatible form
+        "100::/64",  # discard
+        "2001::/32",  # Teredo: tunnels to an arbitrary IPv4 address
+        "2001:db8::/32",
+        "64:ff9b:1::/48",  # local-use NAT64
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+
+
+def address_is_public(address: IPAddress) -> bool:
+    """True only for a global unicast address that is safe for us to connect to."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address_is_public(address.ipv4_mapped)
+        if address in _NAT64:
+            return address_is_public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if address.sixtofour is not None:
+            return address_is_public(address.sixtofour)
+        if any(address in net for net in _BLOCKED_V6) or address not in _GLOBAL_UNICAST_V6:
+            return False
+    elif any(address in net for net in _BLOCKED_V4):
+        return False
+    return bool(
+        address.is_global
+        and not address.is_private
+        and not address.is_loopback
+        and not address.is_link_local
+        and not address.is_multicast
+        and not address.is_reserved
+        and not address.is_unspecified
+    )
+
+
+def _allow_private(allow_private: bool | None) -> bool:
+    if allow_private is None:
+        return bool(getattr(settings, "WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False))
+    return allow_private
+
+
+# --- Parsing and resolution ----------------------------------------------------------------------
+
+
+def _parse(url: str) -> tuple[str, str, int, bytes, IPAddress | None]:
+    if not isinstance(url, str) or not url:
+        raise UnsafeURL("A URL is required.")
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeURL(f"The URL is longer than {MAX_URL_LENGTH} characters.")
+    if _FORBIDDEN_URL_CHARS.search(url):
+        raise UnsafeURL("The URL contains spaces, control characters or backslashes.")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise UnsafeURL(f"The URL is not valid: {exc}") from exc
+    scheme = parsed.scheme
+    if scheme not in ALLOWED_SCHEMES:
+        raise UnsafeURL("Only http and https URLs are allowed.")
+    if parsed.userinfo:
+        raise UnsafeURL("URLs with a user name or password are not allowed.")
+    try:
+        host = parsed.raw_host.decode("ascii").lower()
+    except UnicodeDecodeError as exc:  # pragma: no cover - httpx IDNA-encodes host names
+        raise UnsafeURL("The host name is not valid.") from exc
+    if not host:
+        raise UnsafeURL("The URL has no host.")
+    literal: IPAddress | None
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+        if not _HOSTNAME.match(host):
+            raise UnsafeURL("The host name is not valid.") from None
+    if isinstance(literal, ipaddress.IPv6Address) and literal.scope_id:
+        raise UnsafeURL("IPv6 zone identifiers are not allowed.")
+    port = parsed.port if parsed.port is not None else DEFAULT_PORTS[scheme]
+    if not 0 < port < 65536:
+        raise UnsafeURL("The port is not valid.")
+    target = parsed.raw_path or b"/"
+    return scheme, host, port, target, literal
+
+
+def _is_localhost_name(host: str) -> bool:
+    # RFC 6761: these names are loopback whatever DNS says; refuse them before any lookup.
+    name = host.rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """All addresses a host name resolves to, in resolver order, without duplicates."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError) as exc:
+        raise OutboundHTTPError(f"The host name {host} could not be resolved.") from exc
+    addresses: list[IPAddress] = []
+    for family, _type, _proto, _canon, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        raw = str(sockaddr[0])
+        try:
+            address = ipaddress.ip_address(raw.split("%", 1)[0])
+        except ValueError:
+            continue
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise OutboundHTTPError(f"The host name {host} has no addresses.")
+    return addresses
+
+
+def check_url(
+    url: str, *, allow_private: bool | None = None, resolve_host: bool = True
+) -> CheckedURL:
+    """Parse and vet a URL; with ``resolve_host`` also resolve it and vet every address.
+
+    Raises :class:`UnsafeURL` when the URL may never be requested and
+    :class:`OutboundHTTPError` when the host does not resolve (which may be temporary).
+    ``resolve_host=False`` checks only what the URL itself says (for a quick check at submit
+    time); the full check runs again on every request anyway.
+    """
+    scheme, host, port, target, literal = _parse(url)
+    private_ok = _allow_private(allow_private)
+    if not private_ok and _is_localhost_name(host):
+        raise UnsafeURL("URLs may not point at localhost.")
+    if literal is not None:
+        addresses = [literal]
+    elif resolve_host:
+        addresses = resolve(host, port)
+    else:
+        addresses = []
+    if not private_ok:
+        for address in addresses:
+            if not address_is_public(address):
+                raise UnsafeURL(
+                    "The URL resolves to a private, loopback, link-local or otherwise "
+                    "non-public address, which is not allowed."
+                )
+    return CheckedURL(
+        url=url,
+        scheme=scheme,
+        host=host,
+        port=port,
+        target=target,
+        addresses=tuple(str(a) for a in addresses),
+    )
+
+
+# --- The pinned network backend -------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _default_ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The context used for https. A function so tests can trust their own certificate."""
+    return _default_ssl_context()
+
+
+def _open_socket(address: str, port: int, timeout: float) -> socket.socket:
+    """Open a TCP connection to an IP literal. The only place this module dials out."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Deadline:
+    def __init__(self, total: float) -> None:
+        self.expires = time.monotonic() + total
+
+    def clamp(self, timeout: float | None, exc: type[Exception]) -> float:
+        remaining = self.expires - time.monotonic()
+        if remaining <= 0:
+            raise exc("The total time allowed for the request ran out.")
+        return remaining if timeout is None else min(timeout, remaining)
+
+
+class _PinnedStream(httpcore.NetworkStream):
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._sock.settimeout(self._deadline.clamp(timeout, httpcore.ReadTimeout))
+        try:
+            return self._sock.recv(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from exc
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        self._sock.settimeout(self._deadline.clamp(timeout, httpcore.WriteTimeout))
+        try:
+            self._sock.sendall(buffer)
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc)) from exc
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        # server_hostname is the URL's host name: SNI and certificate checks use it, not the
+        # pinned address.
+        self._sock.settimeout(self._deadline.clamp(timeout, httpcore.ConnectTimeout))
+        try:
+            wrapped = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname)
+        except TimeoutError as exc:
+            self._sock.close()
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except (ssl.SSLError, OSError) as exc:
+            self._sock.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        return _PinnedStream(wrapped, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "ssl_object":
+            return self._sock if isinstance(self._sock, ssl.SSLSocket) else None
+        if info == "server_addr":
+            return self._sock.getpeername()
+        if info == "client_addr":
+            return self._sock.getsockname()
+        if info == "socket":
+            return self._sock
+        return None
+
+
+class _PinnedBackend(httpcore.NetworkBackend):
+    """Connects to the vetted addresses only, whatever host name it is asked for."""
+
+    def __init__(self, addresses: Iterable[str], deadline: _Deadline, connect_timeout: float):
+        self.addresses = tuple(addresses)
+        self.deadline = deadline
+        self.connect_timeout = connect_timeout
+        self.connected_to: str | None = None
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        del host  # deliberately unused: resolving it again would undo the check
+        error: Exception = httpcore.ConnectError("No address to connect to.")
+        for address in self.addresses:
+            limit = self.deadline.clamp(
+                min(timeout or self.connect_timeout, self.connect_timeout), httpcore.ConnectTimeout
+            )
+            try:
+                sock = _open_socket(address, port, limit)
+            except TimeoutError as exc:
+                error = httpcore.ConnectTimeout(f"Connecting to {address} timed out.")
+                error.__cause__ = exc
+                continue
+            except OSError as exc:
+                error = httpcore.ConnectError(f"Connecting to {address} failed: {exc}")
+                error.__cause__ = exc
+                continue
+            self.connected_to = address
+            return _PinnedStream(sock, self.deadline)
+        raise error
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:  # pragma: no cover - never configured
+        raise httpcore.ConnectError("Unix sockets are not allowed.")
+
+    def sleep(self, seconds: float) -> None:  # pragma: no cover - retries are disabled
+        time.sleep(seconds)
+
+
+# --- Public API -----------------------------------------------------------------------------------
+
+
+def safe_request(
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    max_response_bytes: int = 64 * 1024,
+    allow_private: bool | None = None,
+) -> SafeResponse:
+    """One request to a customer URL, with the guard described in the module docstring.
+
+    Any status code is returned as is (3xx included: redirects are never followed). Raises
+    :class:`UnsafeURL` (permanent) or :class:`OutboundHTTPError` (usually temporary).
+    """
+    started = time.monotonic()
+    deadline = _Deadline(timeout.total)
+    checked = check_url(url, allow_private=allow_private)
+    backend = _PinnedBackend(checked.addresses, deadline, timeout.connect)
+
+    request_headers: list[tuple[bytes, bytes]] = [
+        (b"Host", checked.host_header.encode("ascii")),
+        (b"User-Agent", USER_AGENT.encode()),
+        (b"Accept-Encoding", b"identity"),
+        (b"Connection", b"close"),
+    ]
+    given = {name.lower() for name in (headers or {})}
+    request_headers = [h for h in request_headers if h[0].decode().lower() not in given]
+    for name, value in (headers or {}).items():
+        if name.lower() in ("host", "content-length", "transfer-encoding"):
+            continue
+        request_headers.append((name.encode("latin-1"), str(value).encode("latin-1")))
+    if content is not None or method.upper() in ("POST", "PUT", "PATCH"):
+        request_headers.append((b"Content-Length", str(len(content or b"")).encode()))
+
+    request = httpcore.Request(
+        method.upper().encode("ascii"),
+        httpcore.URL(
+            scheme=checked.scheme.encode("ascii"),
+            host=checked.host.encode("ascii"),
+            port=checked.port,
+            target=checked.target,
+        ),
+        headers=request_headers,
+        content=content or b"",
+        extensions={
+            "timeout": {
+                "connect": timeout.connect,
+                "read": timeout.read,
+                "write": timeout.read,
+                "pool": timeout.connect,
+            }
+        },
+    )
+    origin = httpcore.Origin(
+        checked.scheme.encode("ascii"), checked.host.encode("ascii"), checked.port
+    )
+    body = bytearray()
+    truncated = False
+    try:
+        with httpcore.HTTPConnection(
+            origin=origin,
+            ssl_context=_ssl_context() if checked.scheme == "https" else None,
+            network_backend=backend,
+            http1=True,
+            http2=False,
+            retries=0,
+        ) as connection:
+            response = connection.handle_request(request)
+            try:
+                for chunk in response.iter_stream():
+                    room = max_response_bytes - len(body)
+                    if len(chunk) > room:
+                        body.extend(chunk[:room])
+                        truncated = True
+                        break
+                    body.extend(chunk)
+            finally:
+                response.close()
+    except httpcore.TimeoutException as exc:
+        raise OutboundHTTPError(f"The request to {checked.host} timed out.") from exc
+    except httpcore.ConnectError as exc:
+        raise OutboundHTTPError(str(exc) or f"Could not connect to {checked.host}.") from exc
+    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+        raise OutboundHTTPError(f"The request to {checked.host} failed: {exc}") from exc
+
+    response_headers: dict[str, str] = {}
+    for raw_name, raw_value in response.headers:
+        response_headers[raw_name.decode("latin-1").lower()] = raw_value.decode("latin-1")
+    return SafeResponse(
+        status=response.status,
+        headers=response_headers,
+        body=bytes(body),
+        truncated=truncated,
+        elapsed_ms=int((time.monotonic() - started) * 1000),
+        address=backend.connected_to or "",
+    )
+
+
+def safe_download(
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    allow_private: bool | None = None,
+) -> bytes:
+    """Fetch a customer URL's body (an image, say). Anything but a 2xx is an error.
+
+    Raises :class:`ResponseTooLarge` when the body exceeds ``max_bytes``; redirects and 4xx are
+    permanent :class:`OutboundHTTPError`, 5xx and network failures temporary ones.
+    """
+    response = safe_request(
+        "GET",
+        url,
+        headers={"Accept": "*/*"},
+        timeout=timeout,
+        max_response_bytes=max_bytes + 1,
+        allow_private=allow_private,
+    )
+    if not 200 <= response.status < 300:
+        if 300 <= response.status < 400:
+            message = (
+                f"The URL answered with a redirect ({response.status}), which is not followed."
+            )
+        else:
+            message = f"The URL answered with HTTP {response.status}."
+        raise OutboundHTTPError(message, status=response.status, permanent=response.status < 500)
+    if response.truncated or len(response.body) > max_bytes:
+        raise ResponseTooLarge(f"The download is larger than {max_bytes} bytes.")
+    return response.body
