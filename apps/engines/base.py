@@ -8,6 +8,9 @@ engine cannot break an invariant.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,7 +30,23 @@ class EngineError(Exception):
 
 
 class TemporaryEngineError(EngineError):
-    """Try again later, on the same or another account (upstream down, queue full)."""
+    """Try again later, on the same or another account (upstream down, queue full).
+
+    Raise it from ``submit`` only when the upstream certainly did not accept the job (a refused
+    connection, an explicit "queue full"): the task is then given to the queue again. A submit
+    whose outcome is unknown (a read timeout after the request was sent) must not claim this,
+    or the job could run twice.
+    """
+
+
+class SubmitOutcomeUnknown(EngineError):
+    """``submit`` sent the job but cannot tell whether the upstream accepted it (a read timeout,
+    a dropped connection after the request went out).
+
+    For engines that can look a job up (``idempotent_submit``) the task stays assigned and the
+    next ``task_start`` asks ``find_job`` before submitting again; for the others it fails with
+    its hold released, because submitting again could run — and charge for — the job twice.
+    """
 
 
 class PermanentEngineError(EngineError):
@@ -71,13 +90,21 @@ class PollResult:
 
 class Engine:
     name: ClassVar[str] = ""
-    #: Submitting the same task twice cannot create two upstream jobs (the upstream dedupes by
-    #: our task id), so a submit interrupted by a crash may simply be retried.
+    #: The engine can find the job a submit of this task started (``find_job``), so a submit
+    #: interrupted by a dead worker is resumed instead of failed: the sweeper hands the task
+    #: back, ``find_job`` adopts the job if it exists and only otherwise is it submitted.
     idempotent_submit: ClassVar[bool] = False
     #: Follow-ups (U1, V2 …) must run on the account that made the parent.
     follow_ups_need_parent_account: ClassVar[bool] = True
 
     def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
+        raise NotImplementedError
+
+    def find_job(self, *, account: UpstreamAccount, task: Task) -> SubmitResult | None:
+        """The upstream job an earlier submit of ``task`` started, or None if there is none.
+
+        Only called for engines with ``idempotent_submit``, after a worker died mid-submit.
+        """
         raise NotImplementedError
 
     def poll(self, *, account: UpstreamAccount, task: Task) -> PollResult:
@@ -114,6 +141,17 @@ def engine_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: Modules that register an engine when imported. An engine folder that is not there (yet) is
+#: skipped; one that is there but fails to import is an error, never silently missing.
+BUILTIN_ENGINE_MODULES = ("apps.engines.sandbox.engine", "apps.engines.mjproxy.engine")
+
+
 def _load_builtin_engines() -> None:
     # Imported lazily so that engines can import task models without an import cycle.
-    from apps.engines.sandbox import engine as _sandbox  # noqa: F401
+    for module in BUILTIN_ENGINE_MODULES:
+        if module in sys.modules:
+            continue
+        package = module.rsplit(".", 1)[0]
+        if importlib.util.find_spec(package) is None or importlib.util.find_spec(module) is None:
+            continue
+        importlib.import_module(module)

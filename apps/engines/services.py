@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -36,9 +37,12 @@ def upstream_account_create(
     modes: list[str],
     concurrency: int = 3,
     queue_size: int = 10,
-    run_timeout_seconds: int = 600,
+    run_timeout_seconds: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> UpstreamAccount:
+    """Create an upstream account. Credential options go to the encrypted ``secrets`` only."""
+    if run_timeout_seconds is None:
+        run_timeout_seconds = int(settings.TASK_DEFAULT_RUN_TIMEOUT.total_seconds())
     if engine not in engine_names():
         raise ValidationFailed(
             f"Unknown engine '{engine}'. Known engines: {', '.join(engine_names())}."
@@ -59,13 +63,17 @@ def upstream_account_create(
         raise ValidationFailed("An upstream account must serve at least one mode.")
     if not 1 <= concurrency <= 100:
         raise ValidationFailed("concurrency must be between 1 and 100.")
+    if queue_size < 0:
+        raise ValidationFailed("queue size cannot be negative.")
     if run_timeout_seconds < 10:
         raise ValidationFailed("run timeout must be at least 10 seconds.")
     plain: dict[str, Any] = {}
     secret: dict[str, Any] = {}
     for key, value in (options or {}).items():
-        coerced = _coerce(value) if isinstance(value, str) else value
-        (secret if key in SECRET_OPTIONS else plain)[key] = coerced
+        if key in SECRET_OPTIONS:
+            secret[key] = value  # credentials stay exactly as given: "0123" is not 123
+        else:
+            plain[key] = _coerce(value) if isinstance(value, str) else value
     try:
         get_engine(engine).validate_options(plain, secret)
     except ValueError as exc:

@@ -15,13 +15,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.billing.ledger import ledger_capture, ledger_release
 from apps.engines.base import (
+    Engine,
     PermanentEngineError,
     PollResult,
+    SubmitOutcomeUnknown,
+    SubmitResult,
     TemporaryEngineError,
     get_engine,
 )
@@ -37,21 +40,47 @@ logger = logging.getLogger(__name__)
 
 ACTIVE_STATUSES = (Status.SUBMITTED, Status.IN_PROGRESS)
 NON_TERMINAL = (Status.MODAL, Status.NOT_START, Status.SUBMITTED, Status.IN_PROGRESS)
-#: How long a worker may take between claiming a submit and recording its result.
-SUBMIT_LEASE = timedelta(seconds=60)
 #: Temporary engine errors tolerated before a task fails.
 MAX_START_ATTEMPTS = 5
 #: Consecutive upstream failures that put an account into cooldown.
 COOLDOWN_AFTER_FAILURES = 3
 COOLDOWN = timedelta(minutes=2)
+#: ``engine_state`` key counting submits the sweeper found interrupted by a dead worker.
+INTERRUPTED_SUBMITS = "interrupted_submits"
 
 
 def _now() -> datetime:
     return timezone.now()
 
 
+def _grace() -> timedelta:
+    return timedelta(seconds=float(getattr(settings, "TASK_LEASE_GRACE", 30)))
+
+
 def poll_lease(now: datetime) -> datetime:
-    return now + timedelta(seconds=settings.TASK_POLL_INTERVAL * 3 + 30)
+    """Until when a poll chain is presumed alive: a few poll intervals plus a grace period.
+
+    Every poll step pushes this forward; the sweeper restarts the chain (with a new token, so
+    the old one stops at its next step) only once it has passed.
+    """
+    return now + timedelta(seconds=settings.TASK_POLL_INTERVAL * 3) + _grace()
+
+
+def submit_lease(now: datetime) -> datetime:
+    """Until when a worker that claimed a submit may still be inside ``engine.submit``.
+
+    Longer than the hard Celery time limit, after which the worker process is killed: only
+    then may the sweeper conclude the worker died, so a slow but live submit is never doubled.
+    """
+    return now + timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT)) + _grace()
+
+
+def start_lease(now: datetime) -> datetime:
+    """Until when an assigned task may wait for its start message before it is sent again.
+
+    Sending it twice is harmless (``task_start`` claims at most once), so this is short.
+    """
+    return now + _grace()
 
 
 def kick_dispatcher() -> None:
@@ -61,10 +90,12 @@ def kick_dispatcher() -> None:
     transaction.on_commit(lambda: dispatch.delay(), robust=True)
 
 
-def _enqueue_start(task_id: str) -> None:
+def _enqueue_start(task_id: str, *, countdown: float = 0) -> None:
     from .tasks import start_job
 
-    transaction.on_commit(lambda: start_job.delay(task_id), robust=True)
+    transaction.on_commit(
+        lambda: start_job.apply_async(args=(task_id,), countdown=countdown or None), robust=True
+    )
 
 
 def enqueue_poll(task_id: str, token: str, *, countdown: float | None = None) -> None:
@@ -124,7 +155,13 @@ def task_fail(
 
 
 def task_succeed(*, task_id: str, outcome: PollResult) -> bool:
-    """Store the result files, then move the task to SUCCESS and capture its hold."""
+    """Store the result files, then move the task to SUCCESS and capture its hold.
+
+    False if another worker, a cancel or a timeout finished the task first; the files this
+    call stored are then deleted again, so a lost race leaves nothing behind.
+    """
+    if not Task.objects.filter(pk=task_id, status__in=ACTIVE_STATUSES).exists():
+        return False  # spare the download and the storage writes
     result: dict[str, Any] = {}
     if outcome.image is not None:
         data = outcome.image.data
@@ -145,30 +182,36 @@ def task_succeed(*, task_id: str, outcome: PollResult) -> bool:
     if result:
         properties["jobHash"] = job_hash
     now = _now()
-    with transaction.atomic():
-        moved = Task.objects.filter(pk=task_id, status__in=ACTIVE_STATUSES).update(
-            status=Status.SUCCESS,
-            progress=100,
-            result=result,
-            buttons=buttons,
-            properties=properties,
-            seed=outcome.seed if outcome.seed is not None else F("seed"),
-            description=outcome.description or F("description"),
-            finished_at=now,
-            lease_expires_at=None,
-            poll_token="",
-            updated_at=now,
-        )
-        if not moved:
-            return False
-        task = _reload(task_id)
-        _settle(task, succeeded=True)
-        if task.upstream_account_id:
-            UpstreamAccount.objects.filter(pk=task.upstream_account_id).update(
-                total_succeeded=F("total_succeeded") + 1, consecutive_failures=0
+    try:
+        with transaction.atomic():
+            moved = Task.objects.filter(pk=task_id, status__in=ACTIVE_STATUSES).update(
+                status=Status.SUCCESS,
+                progress=100,
+                result=result,
+                buttons=buttons,
+                properties=properties,
+                seed=outcome.seed if outcome.seed is not None else F("seed"),
+                description=outcome.description or F("description"),
+                finished_at=now,
+                lease_expires_at=None,
+                poll_token="",
+                updated_at=now,
             )
-        task_changed(task=task, event_type="task.succeeded")
-        kick_dispatcher()
+            if moved:
+                task = _reload(task_id)
+                _settle(task, succeeded=True)
+                if task.upstream_account_id:
+                    UpstreamAccount.objects.filter(pk=task.upstream_account_id).update(
+                        total_succeeded=F("total_succeeded") + 1, consecutive_failures=0
+                    )
+                task_changed(task=task, event_type="task.succeeded")
+                kick_dispatcher()
+    except BaseException:
+        storage.delete_result(result)
+        raise
+    if not moved:
+        storage.delete_result(result)
+        return False
     return True
 
 
@@ -186,6 +229,11 @@ def _buttons(action: str, job_hash: str, result: dict[str, Any], outcome: PollRe
 
 
 def _note_account_failure(account_id: int | None, message: str) -> None:
+    """Count a temporary upstream failure; enough in a row put the account into cooldown.
+
+    An account whose cooldown has expired is usable again before the sweeper marks it healthy,
+    so a failure then starts a new cooldown too; the counter is only reset by a success.
+    """
     if account_id is None:
         return
     now = _now()
@@ -193,8 +241,8 @@ def _note_account_failure(account_id: int | None, message: str) -> None:
         consecutive_failures=F("consecutive_failures") + 1, last_error=message[:2000]
     )
     UpstreamAccount.objects.filter(
+        Q(health=Health.HEALTHY) | Q(health=Health.COOLING_DOWN, cooldown_until__lte=now),
         pk=account_id,
-        health=Health.HEALTHY,
         consecutive_failures__gte=COOLDOWN_AFTER_FAILURES,
     ).update(
         health=Health.COOLING_DOWN,
@@ -205,29 +253,85 @@ def _note_account_failure(account_id: int | None, message: str) -> None:
 
 
 def _requeue(task: Task, message: str) -> None:
-    """Give a task back to the queue after a temporary upstream error."""
+    """Give a task back to the queue after a temporary upstream error.
+
+    Only while it still carries this worker's claim: a task the sweeper or a cancel took over
+    meanwhile is theirs. The upstream did not accept the job (that is what a temporary error
+    means), so no interrupted submit is remembered either.
+    """
     now = _now()
+    state = {k: v for k, v in (task.engine_state or {}).items() if k != INTERRUPTED_SUBMITS}
     with transaction.atomic():
-        moved = Task.objects.filter(pk=task.pk, status=Status.SUBMITTED).update(
+        moved = Task.objects.filter(
+            pk=task.pk, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
+        ).update(
             status=Status.NOT_START,
             upstream_account=None,
             engine="",
             submit_claimed_at=None,
             lease_expires_at=None,
+            engine_state=state,
             attempts=F("attempts") + 1,
             updated_at=now,
         )
         if moved:
             task_changed(task=_reload(task.pk), event_type="task.updated")
+            kick_dispatcher()
     logger.warning("task requeued", extra={"task_id": task.pk, "reason": message})
 
 
+def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknown) -> None:
+    """The upstream may or may not have the job: look it up later, or give up without charge."""
+    if not engine.idempotent_submit or task.attempts + 1 >= MAX_START_ATTEMPTS:
+        task_fail(
+            task_id=task.pk,
+            reason=exc.message,
+            error_code=exc.error_code,
+            from_statuses=(Status.SUBMITTED,),
+        )
+        return
+    now = _now()
+    state = dict(task.engine_state or {})
+    state[INTERRUPTED_SUBMITS] = int(state.get(INTERRUPTED_SUBMITS, 0)) + 1
+    with transaction.atomic():
+        moved = Task.objects.filter(
+            pk=task.pk, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
+        ).update(
+            submit_claimed_at=None,
+            engine_state=state,
+            attempts=F("attempts") + 1,
+            lease_expires_at=start_lease(now),
+            updated_at=now,
+        )
+        if moved:
+            _enqueue_start(task.pk, countdown=settings.TASK_POLL_INTERVAL)
+
+
+def _submit(engine: Engine, account: UpstreamAccount, task: Task) -> SubmitResult:
+    """Start the upstream job — or find the one an interrupted earlier submit already started.
+
+    The sweeper hands a task back to ``task_start`` after its worker died inside a submit
+    (``INTERRUPTED_SUBMITS``) only for engines that can tell whether that submit reached the
+    upstream; looking first keeps a job from being submitted twice.
+    """
+    if (task.engine_state or {}).get(INTERRUPTED_SUBMITS):
+        found = engine.find_job(account=account, task=task)
+        if found is not None:
+            return found
+    return engine.submit(account=account, task=task)
+
+
 def task_start(*, task_id: str) -> None:
-    """Submit an assigned task to its engine — at most once, even if this runs twice."""
+    """Submit an assigned task to its engine — at most once, even if this runs twice.
+
+    The claim (``submit_claimed_at``) is a compare-and-set, so a redelivered or duplicated
+    start message does nothing. A task cancelled while the submit was in flight gets its
+    upstream job cancelled instead of being recorded as running.
+    """
     now = _now()
     claimed = Task.objects.filter(
         pk=task_id, status=Status.SUBMITTED, submit_claimed_at__isnull=True
-    ).update(submit_claimed_at=now, lease_expires_at=now + SUBMIT_LEASE, updated_at=now)
+    ).update(submit_claimed_at=now, lease_expires_at=submit_lease(now), updated_at=now)
     if not claimed:
         return
     task = _reload(task_id)
@@ -241,23 +345,38 @@ def task_start(*, task_id: str) -> None:
         return
     engine = get_engine(task.engine or account.engine)
     try:
-        submitted = engine.submit(account=account, task=task)
+        submitted = _submit(engine, account, task)
     except TemporaryEngineError as exc:
         _note_account_failure(account.pk, exc.message)
         if task.attempts + 1 >= MAX_START_ATTEMPTS:
             task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
         else:
             _requeue(task, exc.message)
-            with transaction.atomic():
-                kick_dispatcher()
+        return
+    except SubmitOutcomeUnknown as exc:
+        _note_account_failure(account.pk, exc.message)
+        _submit_outcome_unknown(engine, task, exc)
         return
     except PermanentEngineError as exc:
         task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
         return
+    except Exception:
+        # A bug or an unexpected upstream answer. Failing now (hold released) beats leaving
+        # the task to the sweeper, which would have to guess whether the upstream has it.
+        logger.exception("engine submit crashed", extra={"task_id": task_id})
+        task_fail(
+            task_id=task_id,
+            reason="The task could not be sent to the upstream because of an internal error.",
+            error_code=ErrorCode.INTERNAL_ERROR,
+            from_statuses=(Status.SUBMITTED,),
+        )
+        return
     token = secrets.token_hex(8)
     now = _now()
     with transaction.atomic():
-        moved = Task.objects.filter(pk=task_id, status=Status.SUBMITTED).update(
+        moved = Task.objects.filter(
+            pk=task_id, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
+        ).update(
             status=Status.IN_PROGRESS,
             upstream_job_id=submitted.upstream_job_id,
             engine_state={**(task.engine_state or {}), **submitted.state},
@@ -267,18 +386,20 @@ def task_start(*, task_id: str) -> None:
             lease_expires_at=poll_lease(now),
             updated_at=now,
         )
-        if not moved:
-            # Cancelled or failed while we were submitting: stop the upstream job.
-            try:
-                engine.cancel(account=account, task=task)
-            except Exception:  # best effort
-                logger.exception("cancel after lost race failed", extra={"task_id": task_id})
-            return
-        UpstreamAccount.objects.filter(pk=account.pk).update(
-            total_submitted=F("total_submitted") + 1, last_used_at=now
-        )
-        task_changed(task=_reload(task_id), event_type="task.updated")
-        enqueue_poll(task_id, token)
+        if moved:
+            UpstreamAccount.objects.filter(pk=account.pk).update(
+                total_submitted=F("total_submitted") + 1, last_used_at=now
+            )
+            task_changed(task=_reload(task_id), event_type="task.updated")
+            enqueue_poll(task_id, token)
+    if not moved and task_is_terminal(task_id):
+        # Cancelled, failed or timed out while we were submitting: stop the upstream job.
+        # (A task the sweeper handed to another worker is not terminal: that worker adopts
+        # the job, so it must keep running.)
+        try:
+            engine.cancel(account=account, task=task)
+        except Exception:  # best effort; the task is already settled
+            logger.exception("cancel after lost race failed", extra={"task_id": task_id})
 
 
 def task_poll(*, task_id: str, token: str) -> None:
@@ -306,18 +427,23 @@ def task_poll(*, task_id: str, token: str) -> None:
         _keep_polling(task, token, progress=None)
         return
     except PermanentEngineError as exc:
-        task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
+        task_fail(
+            task_id=task_id,
+            reason=exc.message,
+            error_code=exc.error_code,
+            from_statuses=ACTIVE_STATUSES,
+        )
         return
     if outcome.status == PollResult.SUCCESS:
         task_succeed(task_id=task_id, outcome=outcome)
     elif outcome.status == PollResult.FAILURE:
-        if account is not None:
-            UpstreamAccount.objects.filter(pk=account.pk).update(total_failed=F("total_failed") + 1)
-        task_fail(
+        if task_fail(
             task_id=task_id,
             reason=outcome.fail_reason or "The upstream reported a failure.",
             error_code=outcome.error_code or ErrorCode.UPSTREAM_ERROR,
-        )
+            from_statuses=ACTIVE_STATUSES,
+        ):
+            UpstreamAccount.objects.filter(pk=account.pk).update(total_failed=F("total_failed") + 1)
     else:
         _keep_polling(task, token, progress=outcome.progress, state=outcome.state)
 
@@ -325,15 +451,19 @@ def task_poll(*, task_id: str, token: str) -> None:
 def _keep_polling(
     task: Task, token: str, *, progress: int | None, state: dict[str, Any] | None = None
 ) -> None:
+    """Record progress and schedule the next step — only while this chain is the current one."""
     now = _now()
     with transaction.atomic():
         fields: dict[str, Any] = {"lease_expires_at": poll_lease(now), "updated_at": now}
         if state:
             fields["engine_state"] = {**(task.engine_state or {}), **state}
-        Task.objects.filter(pk=task.pk, status=Status.IN_PROGRESS, poll_token=token).update(
+        ours = Task.objects.filter(pk=task.pk, status=Status.IN_PROGRESS, poll_token=token).update(
             **fields
         )
+        if not ours:
+            return  # finished, cancelled, or superseded by the sweeper's new chain
         if progress is not None:
+            # Progress only moves forward: an upstream that reports 40 % after 60 % is ignored.
             progressed = Task.objects.filter(
                 pk=task.pk, status=Status.IN_PROGRESS, poll_token=token, progress__lt=progress
             ).update(progress=progress)
@@ -343,11 +473,11 @@ def _keep_polling(
 
 
 def task_timeout(*, task: Task) -> bool:
-    seconds = 0
-    if task.run_deadline and task.started_at:
-        seconds = int((task.run_deadline - task.started_at).total_seconds())
-    elif task.upstream_account is not None:
+    """Fail a task past its run deadline (errorCode TIMEOUT), release its hold, stop the job."""
+    if task.upstream_account is not None:
         seconds = task.upstream_account.run_timeout_seconds
+    else:
+        seconds = int(settings.TASK_DEFAULT_RUN_TIMEOUT.total_seconds())
     failed = task_fail(
         task_id=task.pk,
         reason=f"The task did not finish within its run timeout of {seconds} seconds.",

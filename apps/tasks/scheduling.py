@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from apps.engines.base import get_engine
@@ -30,9 +31,11 @@ from .enums import ErrorCode, Mode, Status
 from .events import task_changed
 from .lifecycle import (
     ACTIVE_STATUSES,
+    INTERRUPTED_SUBMITS,
     _enqueue_start,
     enqueue_poll,
     poll_lease,
+    start_lease,
     task_fail,
     task_timeout,
 )
@@ -102,22 +105,74 @@ def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
     return candidates
 
 
-def dispatch_pending() -> list[str]:
-    """Assign queued tasks to free account slots. Returns the ids assigned."""
+@dataclass(frozen=True)
+class DispatchResult:
+    """Ids assigned, and whether another dispatcher held some accounts at the time.
+
+    A contended run may have missed a slot freed while the other dispatcher was working (it
+    skipped the locked accounts, and the other one counted before the slot freed), so the
+    Celery task runs once more shortly after instead of waiting for the beat safety net.
+    """
+
+    assigned: list[str]
+    contended: bool = False
+
+
+def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
+    """Ids of queued tasks worth considering now, interleaved across tenants.
+
+    Only modes with a free slot are read (a backlog of RELAX tasks cannot hide the FAST ones),
+    and each tenant contributes at most as many tasks as there are free slots, oldest first,
+    ordered by their rank within the tenant: the window is fair however large one tenant's
+    backlog is.
+    """
+    free = sum(slot.free for slot in slots.values() if slot.free > 0)
+    live_modes = {
+        mode
+        for slot in slots.values()
+        if slot.free > 0 and not slot.account.is_sandbox_pool
+        for mode in slot.account.modes or []
+    }
+    test_modes = {
+        mode
+        for slot in slots.values()
+        if slot.free > 0 and slot.account.is_sandbox_pool
+        for mode in slot.account.modes or []
+    }
+    servable = Q(is_test=False, mode__in=live_modes) | Q(is_test=True, mode__in=test_modes)
+    ranked = (
+        Task.objects.filter(servable, status=Status.NOT_START)
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("organization_id")],
+                order_by=[F("submitted_at").asc(), F("pk").asc()],
+            )
+        )
+        .filter(rank__lte=free)
+        .order_by("rank", "submitted_at", "pk")
+        .values_list("pk", flat=True)
+    )
+    return list(ranked[:DISPATCH_WINDOW])
+
+
+def dispatch_pending() -> DispatchResult:
+    """Assign queued tasks to free account slots (least busy account first, fair to tenants)."""
     now = _now()
     if Task.objects.filter(status=Status.NOT_START, is_test=True).exists():
         sandbox_pool_ensure()
     assigned: list[str] = []
     with transaction.atomic():
-        accounts = [
-            account
-            for account in UpstreamAccount.objects.select_for_update(skip_locked=True)
+        enabled = set(UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", flat=True))
+        locked = list(
+            UpstreamAccount.objects.select_for_update(skip_locked=True)
             .filter(is_enabled=True)
             .order_by("pk")
-            if _usable(account, now)
-        ]
+        )
+        contended = bool(enabled - {account.pk for account in locked})
+        accounts = [account for account in locked if _usable(account, now)]
         if not accounts:
-            return []
+            return DispatchResult([], contended)
         running = dict(
             Task.objects.filter(upstream_account__in=accounts, status__in=ACTIVE_STATUSES)
             .values_list("upstream_account")
@@ -129,15 +184,15 @@ def dispatch_pending() -> list[str]:
             for a in accounts
         }
         if not any(slot.free > 0 for slot in slots.values()):
-            return []
+            return DispatchResult([], contended)
+        candidates = _queued_candidates(slots)
+        if not candidates:
+            return DispatchResult([], contended)
         queued = list(
             Task.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("parent")
-            .filter(status=Status.NOT_START)
-            .order_by("submitted_at", "pk")[:DISPATCH_WINDOW]
+            .filter(pk__in=candidates, status=Status.NOT_START)
         )
-        if not queued:
-            return []
         org_running: dict[int, int] = defaultdict(int)
         org_running.update(
             Task.objects.filter(
@@ -168,7 +223,7 @@ def dispatch_pending() -> list[str]:
                 upstream_account=account,
                 engine=account.engine,
                 submit_claimed_at=None,
-                lease_expires_at=now + timedelta(seconds=60),
+                lease_expires_at=start_lease(now),
                 run_deadline=now + timedelta(seconds=account.run_timeout_seconds),
                 updated_at=now,
             )
@@ -184,13 +239,20 @@ def dispatch_pending() -> list[str]:
             _enqueue_start(task.pk)
     if assigned:
         logger.info("dispatched", extra={"count": len(assigned)})
-    return assigned
+    return DispatchResult(assigned, contended)
 
 
 def tasks_sweep() -> dict[str, int]:
     """Recover from every kind of lost work. Safe to run from several processes at once."""
     now = _now()
-    report = {"start_deadline": 0, "timeout": 0, "restarted": 0, "lost": 0, "modal_expired": 0}
+    report = {
+        "start_deadline": 0,
+        "timeout": 0,
+        "restarted": 0,
+        "resumed": 0,
+        "lost": 0,
+        "modal_expired": 0,
+    }
 
     for task_id in Task.objects.filter(status=Status.NOT_START, start_deadline__lt=now).values_list(
         "pk", flat=True
@@ -217,14 +279,7 @@ def tasks_sweep() -> dict[str, int]:
         if task.status == Status.SUBMITTED:
             _recover_submitted(task, now, report)
         else:
-            token = secrets.token_hex(8)
-            with transaction.atomic():
-                moved = Task.objects.filter(
-                    pk=task.pk, status=Status.IN_PROGRESS, poll_token=task.poll_token
-                ).update(poll_token=token, lease_expires_at=poll_lease(now), updated_at=now)
-                if moved:
-                    enqueue_poll(task.pk, token, countdown=0)
-                    report["restarted"] += 1
+            _restart_poll_chain(task, now, report)
 
     for task_id in Task.objects.filter(
         status=Status.MODAL, created_at__lt=now - MODAL_EXPIRY
@@ -241,38 +296,75 @@ def tasks_sweep() -> dict[str, int]:
     UpstreamAccount.objects.filter(health=Health.COOLING_DOWN, cooldown_until__lte=now).update(
         health=Health.HEALTHY, health_reason="", health_changed_at=now, cooldown_until=None
     )
-    dispatch_pending()
+    report["dispatched"] = len(dispatch_pending().assigned)
     return report
+
+
+def _lease_expired(task: Task, now: datetime) -> Q:
+    """The row still has the expired lease we saw: a worker that renewed it meanwhile is alive."""
+    if task.lease_expires_at is None:
+        return Q(lease_expires_at__isnull=True)
+    return Q(lease_expires_at__lt=now)
+
+
+def _restart_poll_chain(task: Task, now: datetime, report: dict[str, int]) -> None:
+    """A new token supersedes the dead chain: should it wake up after all, it stops."""
+    token = secrets.token_hex(8)
+    with transaction.atomic():
+        moved = Task.objects.filter(
+            _lease_expired(task, now),
+            pk=task.pk,
+            status=Status.IN_PROGRESS,
+            poll_token=task.poll_token,
+        ).update(poll_token=token, lease_expires_at=poll_lease(now), updated_at=now)
+        if moved:
+            enqueue_poll(task.pk, token, countdown=0)
+            report["restarted"] += 1
 
 
 def _recover_submitted(task: Task, now: datetime, report: dict[str, int]) -> None:
     if task.submit_claimed_at is None:
-        # Assigned but the start message was lost: send it again.
+        # Assigned but the start message was lost (or is still waiting in a long queue):
+        # send it again. A duplicate is harmless, the first ``task_start`` claims the task.
         with transaction.atomic():
             moved = Task.objects.filter(
-                pk=task.pk, status=Status.SUBMITTED, submit_claimed_at__isnull=True
-            ).update(lease_expires_at=now + timedelta(seconds=60), updated_at=now)
+                _lease_expired(task, now),
+                pk=task.pk,
+                status=Status.SUBMITTED,
+                submit_claimed_at__isnull=True,
+            ).update(lease_expires_at=start_lease(now), updated_at=now)
             if moved:
                 _enqueue_start(task.pk)
                 report["restarted"] += 1
         return
+    # A worker claimed the submit and its lease (longer than the hard time limit) ran out:
+    # it died somewhere inside ``engine.submit``.
     engine = get_engine(
         task.engine or (task.upstream_account.engine if task.upstream_account else "sandbox")
     )
     if engine.idempotent_submit:
-        # The upstream dedupes by task id, so submitting again cannot create a second job.
+        # The engine can tell whether that submit reached the upstream: hand the task back to
+        # ``task_start``, which adopts the job if it exists and submits only if it does not.
+        state = dict(task.engine_state or {})
+        state[INTERRUPTED_SUBMITS] = int(state.get(INTERRUPTED_SUBMITS, 0)) + 1
         with transaction.atomic():
             moved = Task.objects.filter(
                 pk=task.pk, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
-            ).update(submit_claimed_at=None, lease_expires_at=now + timedelta(seconds=60))
+            ).update(
+                submit_claimed_at=None,
+                engine_state=state,
+                lease_expires_at=start_lease(now),
+                updated_at=now,
+            )
             if moved:
                 _enqueue_start(task.pk)
-                report["restarted"] += 1
+                report["resumed"] += 1
         return
     # We cannot know whether the upstream got the job; failing beats submitting it twice.
     if task_fail(
         task_id=task.pk,
-        reason="The worker submitting this task stopped; it was not retried to avoid running it twice.",
+        reason="The worker submitting this task stopped; it was not retried to avoid running "
+        "it twice.",
         error_code=ErrorCode.WORKER_LOST,
         from_statuses=(Status.SUBMITTED,),
     ):

@@ -82,6 +82,19 @@ def store_result(*, data: bytes, is_grid: bool) -> dict[str, Any]:
     return result
 
 
+def delete_result(result: dict[str, Any]) -> None:
+    """Remove the files of a ``store_result`` whose task lost its race to finish."""
+    names = [
+        result.get("image"),
+        result.get("thumb"),
+        *(result.get("splits") or []),
+        *(result.get("split_thumbs") or []),
+    ]
+    for name in names:
+        if name:
+            default_storage.delete(name)
+
+
 def store_input(*, data: bytes, ext: str) -> str:
     return _save(f"inputs/{_new_key()}/input.{ext.lower()}", data)
 

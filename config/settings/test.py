@@ -7,6 +7,7 @@ green run can never silently skip the concurrency tests.
 
 import os
 import socket
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -62,7 +63,8 @@ SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdefghijklmnop"  # 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-MEDIA_ROOT = VAR_DIR / "test-media"
+# Overridable so a Celery worker started by an integration test shares the test's media folder.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "test-media")
 PUBLIC_BASE_URL = "http://testserver"
 WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
 LOGGING = {

@@ -91,6 +91,10 @@ class SandboxEngine(Engine):
             job = SandboxJob.objects.get(task_id=task.pk)
         return SubmitResult(upstream_job_id=job.job_id)
 
+    def find_job(self, *, account: UpstreamAccount, task: Task) -> SubmitResult | None:
+        job_id = SandboxJob.objects.filter(task_id=task.pk).values_list("job_id", flat=True).first()
+        return SubmitResult(upstream_job_id=job_id) if job_id else None
+
     def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
         SandboxJob.objects.filter(task_id=task.pk).update(cancelled=True)
 
@@ -157,6 +161,9 @@ def render_result(task: Task) -> PollResult:
     if action == Action.IMAGINE:
         return _grid(render.render_grid(task.prompt_en, seed, _aspect(task.prompt_en)), seed)
     if action == Action.REROLL:
+        if params.get("reroll_of") == Action.BLEND and task.inputs:
+            image = render.render_blend(_inputs(task), params.get("dimensions", "SQUARE"), seed)
+            return _grid(image, seed)
         parent = task.parent
         prompt = parent.prompt_en if parent else task.prompt_en
         return _grid(render.render_grid(prompt, seed, _aspect(prompt)), seed)

@@ -20,7 +20,12 @@ class Command(BaseCommand):
         parser.add_argument("--modes", default="FAST,RELAX,TURBO")
         parser.add_argument("--concurrency", type=int, default=3)
         parser.add_argument("--queue-size", type=int, default=10)
-        parser.add_argument("--run-timeout", type=int, default=600, help="Seconds.")
+        parser.add_argument(
+            "--run-timeout",
+            type=int,
+            default=None,
+            help="Seconds (default TASK_DEFAULT_RUN_TIMEOUT).",
+        )
         parser.add_argument(
             "--option",
             action="append",
@@ -59,6 +64,11 @@ class Command(BaseCommand):
                         "engine": account.engine,
                         "modes": account.modes,
                         "concurrency": account.concurrency,
+                        "queue_size": account.queue_size,
+                        "run_timeout_seconds": account.run_timeout_seconds,
+                        "options": account.options,
+                        # Which credentials were stored, never their values.
+                        "secrets": sorted(account.secrets),
                     }
                 )
             )
