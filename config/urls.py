@@ -11,6 +11,8 @@ urlpatterns = [
     path("readyz", core_views.readyz, name="readyz"),
     path("files/<path:path>", task_views.result_file, name="result-file"),
     path("api/v1/", include("apps.protocols.v1.urls")),
+    path("", include("apps.protocols.mjproxy.urls")),
+    path("midjourney/v1/", include("apps.protocols.ttapi.urls")),
     path("billing/", include("apps.billing.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -178,3 +178,152 @@ def _touch(api_key: ApiKey, client_ip: str | None) -> None:
     ).update(last_used_at=now, last_used_ip=client_ip)
     api_key.last_used_at = now
     api_key.last_used_ip = client_ip
+
+
+# --- keys managing keys (native API) ---------------------------------------------------------
+# A key may create, change and revoke the keys of its organization, but never grant more than
+# it holds itself: otherwise a leaked read-only, billing-less, IP-restricted or expiring key
+# could mint an unrestricted one. Read-only keys cannot manage keys at all, and a test key only
+# manages test keys (a leaked test key must not touch live keys, which spend money).
+
+
+def _within(networks: list[str], allowed: list[str]) -> bool:
+    parents = [ipaddress.ip_network(n, strict=False) for n in allowed]
+    for value in networks:
+        network = ipaddress.ip_network(value, strict=False)
+        if not any(
+            network.version == parent.version and network.subnet_of(parent)  # type: ignore[arg-type]
+            for parent in parents
+        ):
+            return False
+    return True
+
+
+def _check_delegation(
+    *,
+    caller: ApiKey,
+    is_test: bool,
+    can_midjourney: bool | None,
+    read_only: bool | None,
+    can_read_billing: bool | None,
+    allowed_ips: list[str] | None,
+    expires_at: datetime | None,
+) -> None:
+    from apps.core.errors import PermissionDenied
+
+    if caller.read_only:
+        raise PermissionDenied("A read-only API key cannot manage API keys.")
+    if caller.is_test and not is_test:
+        raise PermissionDenied("A test API key can only manage test keys.")
+    if can_midjourney and not caller.can_midjourney:
+        raise PermissionDenied("A key cannot grant the midjourney permission it lacks itself.")
+    if can_read_billing and not caller.can_read_billing:
+        raise PermissionDenied("A key cannot grant the billing read permission it lacks itself.")
+    if read_only is False and caller.read_only:  # pragma: no cover - refused above
+        raise PermissionDenied("A read-only key cannot create writing keys.")
+    if (
+        caller.allowed_ips
+        and allowed_ips is not None
+        and (not allowed_ips or not _within(allowed_ips, caller.allowed_ips))
+    ):
+        raise PermissionDenied(
+            "The IP allow-list must stay within this key's own allow-list.",
+            details={"field": "allowed_ips"},
+        )
+    if caller.expires_at is not None and expires_at is not None and expires_at > caller.expires_at:
+        raise PermissionDenied(
+            "The expiry cannot be later than this key's own expiry.",
+            details={"field": "expires_at"},
+        )
+
+
+def api_key_create_by_key(
+    *,
+    caller: ApiKey,
+    name: str,
+    is_test: bool = False,
+    can_midjourney: bool = True,
+    read_only: bool = False,
+    can_read_billing: bool = True,
+    allowed_ips: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
+    """Issue a key of ``caller``'s organization with no more power than ``caller``.
+
+    Unset restrictions are inherited: no allow-list means the caller's, no expiry the caller's.
+    """
+    cleaned_ips = _clean_ips(allowed_ips)
+    if not cleaned_ips and caller.allowed_ips:
+        cleaned_ips = list(caller.allowed_ips)
+    if expires_at is None:
+        expires_at = caller.expires_at
+    _check_delegation(
+        caller=caller,
+        is_test=is_test,
+        can_midjourney=can_midjourney,
+        read_only=read_only,
+        can_read_billing=can_read_billing,
+        allowed_ips=cleaned_ips,
+        expires_at=expires_at,
+    )
+    return api_key_create(
+        organization=caller.organization,
+        name=name,
+        is_test=is_test,
+        can_midjourney=can_midjourney,
+        read_only=read_only,
+        can_read_billing=can_read_billing,
+        allowed_ips=cleaned_ips,
+        expires_at=expires_at,
+    )
+
+
+def api_key_update_by_key(
+    *,
+    caller: ApiKey,
+    api_key: ApiKey,
+    name: str | None = None,
+    can_midjourney: bool | None = None,
+    read_only: bool | None = None,
+    can_read_billing: bool | None = None,
+    allowed_ips: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> ApiKey:
+    """Change a key of the caller's organization; only what the caller holds may be granted."""
+    if api_key.organization_id != caller.organization_id:  # pragma: no cover - selector scoped
+        raise ValidationFailed("Unknown API key.")
+    if api_key.is_revoked:
+        raise ValidationFailed("A revoked API key cannot be changed.")
+    cleaned_ips = _clean_ips(allowed_ips) if allowed_ips is not None else None
+    _check_delegation(
+        caller=caller,
+        is_test=api_key.is_test,
+        can_midjourney=can_midjourney,
+        read_only=read_only,
+        can_read_billing=can_read_billing,
+        allowed_ips=cleaned_ips,
+        expires_at=expires_at,
+    )
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationFailed("The expiry must be in the future.", details={"field": "expires_at"})
+    return api_key_update(
+        api_key=api_key,
+        name=name,
+        can_midjourney=can_midjourney,
+        read_only=read_only,
+        can_read_billing=can_read_billing,
+        allowed_ips=cleaned_ips,
+        expires_at=expires_at,
+    )
+
+
+def api_key_revoke_by_key(*, caller: ApiKey, api_key: ApiKey) -> ApiKey:
+    if caller.read_only:
+        from apps.core.errors import PermissionDenied
+
+        raise PermissionDenied("A read-only API key cannot manage API keys.")
+    if caller.is_test and not api_key.is_test:
+        from apps.core.errors import PermissionDenied
+
+        raise PermissionDenied("A test API key can only manage test keys.")
+    return api_key_revoke(api_key=api_key)

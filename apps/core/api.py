@@ -15,6 +15,7 @@ from apps.accounts.models import Organization
 from apps.api_keys.models import ApiKey
 
 from .errors import ServiceError
+from .idempotency import IdempotentPostMixin
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -57,11 +58,12 @@ def native_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
     return None
 
 
-class OrganizationAPIView(APIView):
+class OrganizationAPIView(IdempotentPostMixin, APIView):
     """Base for every key-authenticated endpoint.
 
     The organization comes from the authenticated key and nowhere else: there is no queryset to
     override, and every selector a subclass calls takes ``organization=`` as a required keyword.
+    POSTs honour ``Idempotency-Key`` (see ``apps.core.idempotency``).
     """
 
     required_key_flags: tuple[str, ...] = ()

@@ -5,3 +5,9 @@ class ProtocolsConfig(AppConfig):
     name = "apps.protocols"
     label = "protocols"
     verbose_name = "Public API protocols"
+
+    def ready(self) -> None:
+        # A task's own hook receives the Task JSON of the dialect that created it (SPEC §7).
+        from .hooks import register_payloads
+
+        register_payloads()

@@ -219,7 +219,11 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "apps.core.api.native_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Per-key request rate limit on every API dialect (apps.core.ratelimit).
+    "DEFAULT_THROTTLE_CLASSES": ["apps.core.ratelimit.ApiKeyRateThrottle"],
 }
+# Requests per minute per API key, sliding window; 0 disables the limit.
+API_RATE_LIMIT = env_int("API_RATE_LIMIT", 600)
 SPECTACULAR_SETTINGS = {
     "TITLE": "mjgate API",
     "DESCRIPTION": "Midjourney-style image generation: the native v1 API.",

@@ -1,14 +1,88 @@
-"""Native v1 API (SPEC §6.3)."""
+"""Native v1 API (SPEC §6.3): tasks, API keys and the balance.
+
+Errors are ``{"error": {"code", "message", "details"}}`` (``apps.core.api``). Every POST honours
+``Idempotency-Key`` and every request counts against the key's rate limit (``apps.core``).
+
+Key management: any key of the organization may list and read its keys; creating, changing
+and revoking needs a key that is not read-only, and can never grant more than the calling key
+holds (see ``apps.api_keys.services.api_key_create_by_key``).
+"""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
+from typing import Any
+
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound as DRFNotFound
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.api_keys.selectors import api_key_get, api_key_list
+from apps.api_keys.services import (
+    api_key_create_by_key,
+    api_key_revoke_by_key,
+    api_key_update_by_key,
+)
 from apps.billing.selectors import balance_get
 from apps.core.api import OrganizationAPIView
+from apps.core.errors import NotFound, ValidationFailed
+from apps.tasks.buttons import Button, resolve_alias
+from apps.tasks.models import Protocol
+from apps.tasks.selectors import task_get, task_list
+from apps.tasks.services import (
+    Delivery,
+    ParentNotFound,
+    SubmitOutcome,
+    task_cancel,
+    task_submit,
+    task_submit_followup,
+    task_submit_modal,
+)
+
+from ..common import caller_of
+from .serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeyCreateSerializer,
+    ApiKeySerializer,
+    ApiKeyUpdateSerializer,
+    TaskCreateSerializer,
+    TaskListQuerySerializer,
+    TaskModalSerializer,
+    TaskPageSerializer,
+    TaskSerializer,
+)
+
+ERROR = inline_serializer(
+    "Error",
+    {
+        "error": inline_serializer(
+            "ErrorBody",
+            {
+                "code": serializers.CharField(),
+                "message": serializers.CharField(),
+                "details": serializers.JSONField(allow_null=True),
+            },
+        )
+    },
+)
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Retry-safe POST: the same key and body replay the first response (24 h).",
+)
+
+
+def _errors(*codes: int) -> dict[int, Any]:
+    return {code: OpenApiResponse(ERROR) for code in codes}
 
 
 class BalanceView(OrganizationAPIView):
@@ -16,11 +90,240 @@ class BalanceView(OrganizationAPIView):
 
     @extend_schema(
         summary="Token balance",
-        responses=inline_serializer(
-            "Balance",
-            {"available": serializers.IntegerField(), "held": serializers.IntegerField()},
-        ),
+        responses={
+            200: inline_serializer(
+                "Balance",
+                {"available": serializers.IntegerField(), "held": serializers.IntegerField()},
+            ),
+            **_errors(401, 403, 429),
+        },
     )
     def get(self, request: Request) -> Response:
         balance = balance_get(organization=self.organization)
         return Response({"available": balance.available, "held": balance.held})
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+class TaskPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 20
+    page_size_query_param = "limit"
+    max_page_size = 100
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except DRFNotFound as exc:
+            raise ValidationFailed(
+                "The cursor is invalid.", details={"cursor": "Use a cursor this API returned."}
+            ) from exc
+
+
+def _created(outcome: SubmitOutcome) -> Response:
+    return Response(TaskSerializer(outcome.task).data, status=status.HTTP_201_CREATED)
+
+
+class TaskListView(OrganizationAPIView):
+    required_key_flags = ("midjourney",)
+    writes = True
+
+    @extend_schema(
+        summary="List tasks, newest first",
+        operation_id="v1_tasks_list",
+        parameters=[TaskListQuerySerializer],
+        responses={200: TaskPageSerializer, **_errors(400, 401, 403, 429)},
+    )
+    def get(self, request: Request) -> Response:
+        query = TaskListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        tasks = task_list(
+            organization=self.organization,
+            statuses=sorted(params.get("status") or []),
+            actions=sorted(params.get("action") or []),
+            modes=sorted(params.get("mode") or []),
+            is_test=params.get("is_test"),
+            search=params.get("search"),
+        )
+        paginator = TaskPagination()
+        page = paginator.paginate_queryset(tasks, request, view=self)
+        return paginator.get_paginated_response(TaskSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Create a task, or press a button of a finished task",
+        description=(
+            "A new task gives `action` (IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE) with "
+            "`prompt` and/or `images`. A follow-up gives `parent` and `button` (U1…U4, V1…V4, "
+            "REROLL, VARY_SUBTLE, VARY_STRONG, VARY_REGION, ZOOM_2X, ZOOM_1_5X, CUSTOM_ZOOM, "
+            "PAN_LEFT … or a raw customId). Two-step buttons (VARY_REGION, CUSTOM_ZOOM, the "
+            "describe/shorten prompts) create a task in status MODAL: finish it with "
+            "`POST /tasks/{id}/modal`."
+        ),
+        parameters=[IDEMPOTENCY_HEADER],
+        request=TaskCreateSerializer,
+        responses={201: TaskSerializer, **_errors(400, 401, 402, 403, 404, 409, 422, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        body = TaskCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        caller = caller_of(self, Protocol.NATIVE)
+        delivery = Delivery(notify_hook=data.get("webhook_url", ""), metadata=data.get("metadata"))
+        if "parent" in data:
+            try:
+                parent = task_get(organization=self.organization, task_id=data["parent"])
+            except NotFound as exc:
+                raise ParentNotFound("The parent task does not exist.") from exc
+            button = resolve_alias(
+                data["button"], available=[Button.from_dict(b) for b in parent.buttons or []]
+            )
+            outcome = task_submit_followup(
+                caller=caller,
+                parent_id=parent.pk,
+                custom_id=button.custom_id,
+                mode=data.get("mode"),
+                delivery=delivery,
+            )
+        else:
+            outcome = task_submit(
+                caller=caller,
+                action=data["action"],
+                prompt=data.get("prompt", ""),
+                images=data.get("images", []),
+                mode=data.get("mode"),
+                dimensions=data.get("dimensions"),
+                delivery=delivery,
+            )
+        return _created(outcome)
+
+
+class TaskDetailView(OrganizationAPIView):
+    required_key_flags = ("midjourney",)
+
+    @extend_schema(
+        summary="Get a task", responses={200: TaskSerializer, **_errors(401, 403, 404, 429)}
+    )
+    def get(self, request: Request, task_id: str) -> Response:
+        task = task_get(organization=self.organization, task_id=task_id)
+        return Response(TaskSerializer(task).data)
+
+
+class TaskModalView(OrganizationAPIView):
+    required_key_flags = ("midjourney",)
+    writes = True
+
+    @extend_schema(
+        summary="Second step of a MODAL task: the mask (vary region) or the prompt",
+        parameters=[IDEMPOTENCY_HEADER],
+        request=TaskModalSerializer,
+        responses={200: TaskSerializer, **_errors(400, 401, 402, 403, 404, 409, 422, 429)},
+    )
+    def post(self, request: Request, task_id: str) -> Response:
+        body = TaskModalSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = task_submit_modal(
+            caller=caller_of(self, Protocol.NATIVE),
+            task_id=task_id,
+            prompt=body.validated_data.get("prompt"),
+            mask=body.validated_data.get("mask"),
+        )
+        return Response(TaskSerializer(outcome.task).data)
+
+
+class TaskCancelView(OrganizationAPIView):
+    required_key_flags = ("midjourney",)
+    writes = True
+
+    @extend_schema(
+        summary="Cancel an unfinished task (its hold is released)",
+        parameters=[IDEMPOTENCY_HEADER],
+        request=None,
+        responses={200: TaskSerializer, **_errors(400, 401, 403, 404, 409, 422, 429)},
+    )
+    def post(self, request: Request, task_id: str) -> Response:
+        task = task_cancel(organization=self.organization, task_id=task_id)
+        return Response(TaskSerializer(task).data)
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+class KeyListView(OrganizationAPIView):
+    writes = True
+
+    @extend_schema(
+        summary="API keys of the organization",
+        responses={200: ApiKeySerializer(many=True), **_errors(401, 403, 429)},
+    )
+    def get(self, request: Request) -> Response:
+        keys = api_key_list(organization=self.organization)
+        return Response(ApiKeySerializer(keys, many=True).data)
+
+    @extend_schema(
+        summary="Create an API key (the secret is shown once)",
+        description="A key cannot grant more than the key that creates it holds.",
+        parameters=[IDEMPOTENCY_HEADER],
+        request=ApiKeyCreateSerializer,
+        responses={201: ApiKeyCreatedSerializer, **_errors(400, 401, 403, 409, 422, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        body = ApiKeyCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        issued = api_key_create_by_key(
+            caller=self.api_key,
+            name=data["name"],
+            is_test=data["is_test"],
+            can_midjourney=data["midjourney"],
+            read_only=data["read_only"],
+            can_read_billing=data["billing_read"],
+            allowed_ips=data.get("allowed_ips"),
+            expires_at=data.get("expires_at"),
+        )
+        serializer = ApiKeyCreatedSerializer(issued.api_key, context={"secret": issued.plaintext})
+        return Response(serializer.data, status=status.HTTP_201_CREATED)
+
+
+class KeyDetailView(OrganizationAPIView):
+    writes = True
+
+    @extend_schema(
+        summary="Get an API key", responses={200: ApiKeySerializer, **_errors(401, 403, 404, 429)}
+    )
+    def get(self, request: Request, key_id: str) -> Response:
+        return Response(
+            ApiKeySerializer(api_key_get(organization=self.organization, key_id=key_id)).data
+        )
+
+    @extend_schema(
+        summary="Change an API key's name, permissions, allow-list or expiry",
+        request=ApiKeyUpdateSerializer,
+        responses={200: ApiKeySerializer, **_errors(400, 401, 403, 404, 429)},
+    )
+    def patch(self, request: Request, key_id: str) -> Response:
+        api_key = api_key_get(organization=self.organization, key_id=key_id)
+        body = ApiKeyUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        updated = api_key_update_by_key(
+            caller=self.api_key,
+            api_key=api_key,
+            name=data.get("name"),
+            can_midjourney=data.get("midjourney"),
+            read_only=data.get("read_only"),
+            can_read_billing=data.get("billing_read"),
+            allowed_ips=data.get("allowed_ips"),
+            expires_at=data.get("expires_at"),
+        )
+        return Response(ApiKeySerializer(updated).data)
+
+    @extend_schema(
+        summary="Revoke an API key (takes effect immediately)",
+        responses={200: ApiKeySerializer, **_errors(401, 403, 404, 429)},
+    )
+    def delete(self, request: Request, key_id: str) -> Response:
+        api_key = api_key_get(organization=self.organization, key_id=key_id)
+        revoked = api_key_revoke_by_key(caller=self.api_key, api_key=api_key)
+        return Response(ApiKeySerializer(revoked).data)

@@ -1,0 +1,236 @@
+"""``Idempotency-Key`` on POST requests (SPEC §6.3).
+
+A client that retries a POST with the same ``Idempotency-Key`` must not create a second task:
+
+* same key, same request → the first response is replayed byte for byte (status and body), with
+  the header ``Idempotent-Replayed: true``;
+* same key, another request (method, path or body) → 422 ``idempotency_key_mismatch``;
+* same key while the first request is still running → 409 ``idempotency_in_flight``.
+
+Keys are scoped to the API key that sent them and expire after :data:`IDEMPOTENCY_TTL`.
+Responses that say "try again later" (402, 409, 429, 5xx) are not stored: the record is
+released so a retry with the same key runs again once the condition has passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse
+from django.http.response import HttpResponseBase
+from django.utils import timezone
+from rest_framework.request import Request
+
+from apps.api_keys.models import ApiKey
+
+from .errors import Conflict, ServiceError, ValidationFailed
+from .models import IdempotencyRecord
+
+logger = logging.getLogger(__name__)
+
+HEADER = "HTTP_IDEMPOTENCY_KEY"
+REPLAYED_HEADER = "Idempotent-Replayed"
+IDEMPOTENCY_TTL = timedelta(hours=24)
+#: An in-flight record older than this belongs to a request whose process died; a retry may
+#: take it over instead of answering 409 for the rest of the day.
+IN_FLIGHT_LOCK = timedelta(minutes=5)
+MAX_KEY_LENGTH = 255
+#: Statuses whose response is not replayed: the same request may succeed later.
+NOT_STORED = frozenset({402, 408, 409, 423, 425, 429})
+
+
+class IdempotencyKeyMismatch(ServiceError):
+    code = "idempotency_key_mismatch"
+    http_status = 422
+    default_message = (
+        "This Idempotency-Key was already used with a different request; use a new key."
+    )
+
+
+class IdempotencyInFlight(Conflict):
+    code = "idempotency_in_flight"
+    default_message = (
+        "A request with this Idempotency-Key is still being processed; retry in a moment."
+    )
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: bytes
+    content_type: str
+
+    def as_http_response(self) -> HttpResponse:
+        response = HttpResponse(self.body, status=self.status, content_type=self.content_type)
+        response[REPLAYED_HEADER] = "true"
+        return response
+
+
+def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
+    """Hash of what makes two requests "the same": JSON bodies compare by content, not bytes."""
+    try:
+        canonical = json.dumps(
+            json.loads(body or b"null"), sort_keys=True, separators=(",", ":")
+        ).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), path.encode(), canonical):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _check_key(key: str) -> str:
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise ValidationFailed(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.",
+            details={"header": "Idempotency-Key"},
+        )
+    return key
+
+
+def idempotency_begin(
+    *, api_key: ApiKey, key: str, fingerprint: str
+) -> IdempotencyRecord | StoredResponse:
+    """Claim ``key`` for this request, or return the response to replay.
+
+    Raises :class:`IdempotencyKeyMismatch` or :class:`IdempotencyInFlight`.
+    """
+    key = _check_key(key)
+    now = timezone.now()
+    IdempotencyRecord.objects.filter(api_key=api_key, expires_at__lte=now).delete()
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return IdempotencyRecord.objects.create(
+                    api_key=api_key,
+                    key=key,
+                    fingerprint=fingerprint,
+                    state=IdempotencyRecord.IN_FLIGHT,
+                    locked_at=now,
+                    expires_at=now + IDEMPOTENCY_TTL,
+                )
+        except IntegrityError:
+            existing = IdempotencyRecord.objects.filter(api_key=api_key, key=key).first()
+        if existing is None:  # released between our insert and our read: try again
+            continue
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyKeyMismatch()
+        if existing.state == IdempotencyRecord.COMPLETED:
+            return StoredResponse(
+                status=int(existing.response_status or 200),
+                body=bytes(existing.response_body or b""),
+                content_type=existing.response_content_type or "application/json",
+            )
+        stale = now - IN_FLIGHT_LOCK
+        taken = IdempotencyRecord.objects.filter(
+            pk=existing.pk, state=IdempotencyRecord.IN_FLIGHT, locked_at__lte=stale
+        ).update(locked_at=now)
+        if taken:
+            existing.locked_at = now
+            return existing
+        raise IdempotencyInFlight()
+    raise IdempotencyInFlight()
+
+
+def idempotency_complete(
+    *, record: IdempotencyRecord, status: int, body: bytes, content_type: str
+) -> None:
+    """Store the response of the request that holds ``record`` (or release it, see NOT_STORED)."""
+    if status >= 500 or status in NOT_STORED:
+        idempotency_release(record=record)
+        return
+    IdempotencyRecord.objects.filter(pk=record.pk, state=IdempotencyRecord.IN_FLIGHT).update(
+        state=IdempotencyRecord.COMPLETED,
+        response_status=status,
+        response_body=body,
+        response_content_type=content_type[:100],
+    )
+
+
+def idempotency_release(*, record: IdempotencyRecord) -> None:
+    IdempotencyRecord.objects.filter(pk=record.pk, state=IdempotencyRecord.IN_FLIGHT).delete()
+
+
+class _Replay(Exception):
+    def __init__(self, stored: StoredResponse) -> None:
+        super().__init__("idempotent replay")
+        self.stored = stored
+
+
+class IdempotentPostMixin:
+    """For DRF views authenticated by API key: honours ``Idempotency-Key`` on POST.
+
+    Runs after authentication, permissions and throttling (so a refused request claims no key)
+    and around the handler; whatever the handler answers is recorded.
+    """
+
+    idempotent_methods: tuple[str, ...] = ("POST",)
+    _idempotency_record: IdempotencyRecord | None = None
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        self._idempotency_record = None
+        raw_key = request.META.get(HEADER)
+        if raw_key is None or request.method not in self.idempotent_methods:
+            return
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey):  # pragma: no cover - permissions refused already
+            return
+        fingerprint = request_fingerprint(
+            method=request.method or "POST",
+            path=request.get_full_path(),
+            body=request._request.body,
+        )
+        outcome = idempotency_begin(api_key=api_key, key=raw_key, fingerprint=fingerprint)
+        if isinstance(outcome, StoredResponse):
+            raise _Replay(outcome)
+        self._idempotency_record = outcome
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+        if isinstance(exc, _Replay):
+            return exc.stored.as_http_response()
+        try:
+            response: HttpResponseBase = super().handle_exception(exc)  # type: ignore[misc]
+        except BaseException:
+            self._idempotency_release()
+            raise
+        return response
+
+    def finalize_response(
+        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        record = self._idempotency_record
+        if record is None:
+            return response
+        self._idempotency_record = None
+        try:
+            render = getattr(response, "render", None)
+            if callable(render):
+                render()
+            body = bytes(getattr(response, "content", b""))
+            idempotency_complete(
+                record=record,
+                status=response.status_code,
+                body=body,
+                content_type=response.get("Content-Type", "application/json"),
+            )
+        except Exception:
+            logger.exception("could not store the idempotent response")
+            idempotency_release(record=record)
+        return response
+
+    def _idempotency_release(self) -> None:
+        record = self._idempotency_record
+        self._idempotency_record = None
+        if record is not None:
+            idempotency_release(record=record)

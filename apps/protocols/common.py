@@ -1,0 +1,107 @@
+"""Wire-format helpers shared by the three dialects. No business rule lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import IO, Any
+
+from rest_framework import exceptions
+from rest_framework.parsers import BaseParser
+
+from apps.tasks.models import Task
+from apps.tasks.services import Caller
+from apps.tasks.storage import file_url
+
+logger = logging.getLogger("apps.protocols")
+
+
+def epoch_ms(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value is not None else None
+
+
+def result_image_url(task: Task) -> str | None:
+    """The main result image (the grid for grid actions)."""
+    return file_url((task.result or {}).get("image"))
+
+
+def result_split_urls(task: Task) -> list[str]:
+    """The four split images of a grid, in U1…U4 order; empty for single images."""
+    urls = [file_url(name) for name in (task.result or {}).get("splits") or []]
+    return [url for url in urls if url]
+
+
+def result_thumbnail_url(task: Task) -> str | None:
+    return file_url((task.result or {}).get("thumb"))
+
+
+class LenientJSONParser(BaseParser):
+    """JSON whatever the Content-Type says.
+
+    Browser clients of midjourney-proxy and TTAPI sometimes send JSON as ``text/plain`` (to
+    avoid a CORS preflight) or with no Content-Type at all; they must work unchanged.
+    """
+
+    media_type = "*/*"
+
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        raw = stream.read() if stream is not None else b""
+        if not raw or not raw.strip():
+            return {}
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.ParseError("The request body is not valid JSON.") from exc
+
+
+def json_object(data: Any) -> dict[str, Any]:
+    """The request body as a dict; a JSON array or scalar body is a client error."""
+    if isinstance(data, Mapping):
+        return dict(data)
+    raise exceptions.ParseError("The request body must be a JSON object.")
+
+
+def text_field(data: Mapping[str, Any], name: str) -> str:
+    """A string field; numbers are accepted (clients send task ids as numbers), others refused."""
+    value = data.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        raise exceptions.ValidationError({name: "Must be a string."})
+    if isinstance(value, int | float):
+        return str(value)
+    if not isinstance(value, str):
+        raise exceptions.ValidationError({name: "Must be a string."})
+    return value
+
+
+def optional_text(data: Mapping[str, Any], name: str) -> str | None:
+    return text_field(data, name) if data.get(name) is not None else None
+
+
+def string_list(data: Mapping[str, Any], name: str) -> list[str]:
+    value = data.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise exceptions.ValidationError({name: "Must be a list of strings."})
+    return list(value)
+
+
+def state_field(data: Mapping[str, Any]) -> str | None:
+    """``state`` is echoed verbatim; a non-string value is kept as its JSON text."""
+    value = data.get("state")
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def caller_of(view: Any, protocol: str) -> Caller:
+    return Caller(organization=view.organization, api_key=view.api_key, protocol=protocol)

@@ -1,0 +1,1 @@
+"""midjourney-proxy compatible API (SPEC §6.1)."""

@@ -1,0 +1,419 @@
+"""midjourney-proxy compatible endpoints (SPEC §6.1).
+
+Thin translators: read the proxy's JSON, call one task service, answer in the proxy's envelope
+``{code, description, result, properties}`` (all four keys, always). Codes: 1 started,
+22 queued, 21 waiting for ``/submit/modal``, 3 task not found, 4 validation error (including
+insufficient balance and mode mismatch), 23 tier limit, 24 banned prompt, 9 internal error.
+
+Business outcomes answer HTTP 200 with their code, as midjourney-proxy does (clients read
+``code``); authentication and permission failures answer 401/403, rate limits 429 with
+``Retry-After``, and unexpected errors 500 with code 9.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.http import Http404, HttpResponse
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.core.api import OrganizationAPIView
+from apps.core.errors import (
+    BannedPrompt,
+    ConcurrencyLimitReached,
+    NotFound,
+    ServiceError,
+)
+from apps.tasks.buttons import Button, resolve_alias
+from apps.tasks.enums import Action
+from apps.tasks.models import Protocol
+from apps.tasks.selectors import task_get, task_list, task_queue_list
+from apps.tasks.services import (
+    Delivery,
+    SubmitOutcome,
+    task_cancel,
+    task_submit,
+    task_submit_followup,
+    task_submit_modal,
+)
+
+from ..common import (
+    LenientJSONParser,
+    caller_of,
+    json_object,
+    logger,
+    optional_text,
+    state_field,
+    string_list,
+    text_field,
+)
+from .payloads import task_json
+
+SUCCESS = 1
+NOT_FOUND = 3
+VALIDATION_ERROR = 4
+FAILURE = 9
+EXISTED = 21
+IN_QUEUE = 22
+QUEUE_REJECTED = 23
+BANNED_PROMPT = 24
+
+#: How many tasks ``GET /mj/task/list`` returns (newest first).
+LIST_LIMIT = 100
+#: Most ids one ``list-by-condition`` call may ask for.
+MAX_CONDITION_IDS = 1000
+
+
+def envelope(
+    code: int, description: str, result: Any = None, properties: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "code": code,
+        "description": description,
+        "result": result,
+        "properties": properties or {},
+    }
+
+
+def _service_error_code(exc: ServiceError) -> int:
+    if isinstance(exc, BannedPrompt):
+        return BANNED_PROMPT
+    if isinstance(exc, ConcurrencyLimitReached):
+        return QUEUE_REJECTED
+    if isinstance(exc, NotFound):
+        return NOT_FOUND
+    return VALIDATION_ERROR if exc.http_status < 500 else FAILURE
+
+
+def _first_message(detail: Any) -> str:
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            return f"{field}: {_first_message(value)}"
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail)
+
+
+def mjproxy_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
+    view = context.get("view")
+    if isinstance(exc, Http404):
+        exc = NotFound("Task not found.")
+    if isinstance(exc, NotFound) and getattr(view, "not_found_empty", False):
+        return HttpResponse(status=404)
+    if isinstance(exc, ServiceError):
+        properties: dict[str, Any] = {}
+        if isinstance(exc, BannedPrompt):
+            properties["bannedWord"] = exc.banned_word
+        code = _service_error_code(exc)
+        if code == NOT_FOUND:
+            status = getattr(view, "not_found_status", 200)
+        elif exc.http_status == 403:
+            status = 403
+        else:
+            status = 200 if code != FAILURE else exc.http_status
+        response = Response(envelope(code, exc.message, None, properties), status=status)
+        if exc.http_status == 429 and "retry_after" in exc.details:
+            response["Retry-After"] = str(exc.details["retry_after"])
+        return response
+    if isinstance(exc, exceptions.Throttled):
+        wait = int(getattr(exc, "wait", None) or 1)
+        response = Response(
+            envelope(
+                VALIDATION_ERROR,
+                f"Too many requests for this API key; retry in {wait} seconds.",
+            ),
+            status=429,
+        )
+        response["Retry-After"] = str(wait)
+        return response
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        response = Response(envelope(VALIDATION_ERROR, str(exc.detail)), status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="mjgate"'
+        return response
+    if isinstance(exc, exceptions.PermissionDenied):
+        return Response(envelope(VALIDATION_ERROR, str(exc.detail)), status=403)
+    if isinstance(exc, exceptions.ValidationError | exceptions.ParseError):
+        return Response(envelope(VALIDATION_ERROR, _first_message(exc.detail)), status=200)
+    if isinstance(exc, exceptions.APIException):
+        return Response(envelope(VALIDATION_ERROR, str(exc.detail)), status=exc.status_code)
+    logger.exception("mj-proxy request failed", exc_info=exc)
+    return Response(envelope(FAILURE, "Internal error; the request was not completed."), status=500)
+
+
+class MjProxyView(OrganizationAPIView):
+    """Base of every ``/mj…`` endpoint: midjourney flag, lenient JSON, the proxy's envelope."""
+
+    required_key_flags = ("midjourney",)
+    parser_classes = [LenientJSONParser]
+    schema = None  # documented in docs/api.md; the OpenAPI schema describes the native API
+
+    def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Any]:
+        return mjproxy_exception_handler
+
+    @property
+    def path_mode(self) -> str | None:
+        mode = self.kwargs.get("path_mode")
+        return str(mode) if mode else None
+
+    def body(self, request: Request) -> dict[str, Any]:
+        return json_object(request.data)
+
+
+def submit_answer(outcome: SubmitOutcome) -> Response:
+    task = outcome.task
+    if outcome.result == SubmitOutcome.MODAL:
+        return Response(
+            envelope(
+                EXISTED,
+                "Waiting for window confirm",
+                task.id,
+                {"finalPrompt": task.prompt_en or None, "remix": True},
+            )
+        )
+    if outcome.result == SubmitOutcome.QUEUED:
+        ahead = max(outcome.queue_position - 1, 0)
+        return Response(
+            envelope(
+                IN_QUEUE,
+                f"In queue, there are {ahead} tasks ahead",
+                task.id,
+                {"numberOfQueues": ahead},
+            )
+        )
+    return Response(envelope(SUCCESS, "Submit success", task.id))
+
+
+def _delivery(data: dict[str, Any]) -> Delivery:
+    return Delivery(notify_hook=text_field(data, "notifyHook"), state=state_field(data))
+
+
+class SubmitView(MjProxyView):
+    writes = True
+
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        outcome = self.submit(self.body(request))
+        return submit_answer(outcome)
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def caller(self) -> Any:
+        return caller_of(self, Protocol.MJPROXY)
+
+
+def _requested_mode(data: dict[str, Any]) -> str | None:
+    """``mode``, or the first of ``accountFilter.modes`` (newer proxy clients send that)."""
+    mode = optional_text(data, "mode")
+    if mode:
+        return mode
+    account_filter = data.get("accountFilter")
+    if isinstance(account_filter, dict):
+        modes = account_filter.get("modes")
+        if isinstance(modes, list) and modes and isinstance(modes[0], str):
+            return modes[0]
+    return None
+
+
+class ImagineView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        prompt = text_field(data, "prompt")
+        # The niji bot is Midjourney's anime model: on one upstream it is the --niji flag.
+        if text_field(data, "botType").upper() == "NIJI_JOURNEY" and "--niji" not in prompt:
+            prompt = f"{prompt} --niji".strip()
+        return task_submit(
+            caller=self.caller,
+            action=Action.IMAGINE,
+            prompt=prompt,
+            images=string_list(data, "base64Array"),
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
+            delivery=_delivery(data),
+        )
+
+
+class ActionView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        return task_submit_followup(
+            caller=self.caller,
+            parent_id=text_field(data, "taskId"),
+            custom_id=text_field(data, "customId"),
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
+            delivery=_delivery(data),
+        )
+
+
+class ModalView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        return task_submit_modal(
+            caller=self.caller,
+            task_id=text_field(data, "taskId"),
+            prompt=optional_text(data, "prompt"),
+            mask=optional_text(data, "maskBase64"),
+        )
+
+
+class DescribeView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        image = text_field(data, "base64") or text_field(data, "link")
+        return task_submit(
+            caller=self.caller,
+            action=Action.DESCRIBE,
+            images=[image] if image else [],
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
+            delivery=_delivery(data),
+        )
+
+
+class BlendView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        return task_submit(
+            caller=self.caller,
+            action=Action.BLEND,
+            images=string_list(data, "base64Array"),
+            dimensions=optional_text(data, "dimensions"),
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
+            delivery=_delivery(data),
+        )
+
+
+class ShortenView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        return task_submit(
+            caller=self.caller,
+            action=Action.SHORTEN,
+            prompt=text_field(data, "prompt"),
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
+            delivery=_delivery(data),
+        )
+
+
+class SwapFaceView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        source, target = text_field(data, "sourceBase64"), text_field(data, "targetBase64")
+        return task_submit(
+            caller=self.caller,
+            action=Action.SWAP_FACE,
+            images=[source, target] if source or target else [],
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
+            delivery=_delivery(data),
+        )
+
+
+_LEGACY_ALIASES = {"UPSCALE": "U", "VARIATION": "V"}
+
+
+def _press_legacy(
+    view: SubmitView, *, task_id: str, alias: str, data: dict[str, Any]
+) -> SubmitOutcome:
+    """Legacy change endpoints name a button; press the parent's button of that name."""
+    parent = task_get(organization=view.organization, task_id=task_id)
+    button = resolve_alias(alias, available=[Button.from_dict(b) for b in parent.buttons or []])
+    return task_submit_followup(
+        caller=view.caller,
+        parent_id=parent.pk,
+        custom_id=button.custom_id,
+        mode=_requested_mode(data),
+        path_mode=view.path_mode,
+        delivery=_delivery(data),
+    )
+
+
+class ChangeView(SubmitView):
+    """``{taskId, action: UPSCALE|VARIATION|REROLL, index}`` (the proxy's first API)."""
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        action = text_field(data, "action").upper()
+        if action == "REROLL":
+            alias = "REROLL"
+        elif action in _LEGACY_ALIASES:
+            index = data.get("index")
+            if isinstance(index, str) and index.isdigit():
+                index = int(index)
+            if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= 4:
+                raise exceptions.ValidationError({"index": "Must be 1, 2, 3 or 4."})
+            alias = f"{_LEGACY_ALIASES[action]}{index}"
+        else:
+            raise exceptions.ValidationError({"action": "Must be UPSCALE, VARIATION or REROLL."})
+        return _press_legacy(self, task_id=text_field(data, "taskId"), alias=alias, data=data)
+
+
+_SIMPLE_CHANGE = re.compile(r"^\s*(?P<id>\S+)\s+(?P<button>[UV][1-4]|R)\s*$", re.IGNORECASE)
+
+
+class SimpleChangeView(SubmitView):
+    """``{content: "<taskId> U1"}`` with U1–U4, V1–V4 or R (reroll)."""
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        match = _SIMPLE_CHANGE.match(text_field(data, "content"))
+        if match is None:
+            raise exceptions.ValidationError({"content": "Use '<taskId> U1' (U1–U4, V1–V4 or R)."})
+        button = match["button"].upper()
+        alias = "REROLL" if button == "R" else button
+        return _press_legacy(self, task_id=match["id"], alias=alias, data=data)
+
+
+class FetchView(MjProxyView):
+    not_found_empty = True
+
+    def get(self, request: Request, task_id: str, **kwargs: Any) -> Response:
+        return Response(task_json(task_get(organization=self.organization, task_id=task_id)))
+
+
+class ListByConditionView(MjProxyView):
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        data = self.body(request)
+        ids = data.get("ids") or []
+        if not isinstance(ids, list) or not all(isinstance(i, str | int) for i in ids):
+            raise exceptions.ValidationError({"ids": "Must be a list of task ids."})
+        if len(ids) > MAX_CONDITION_IDS:
+            raise exceptions.ValidationError(
+                {"ids": f"At most {MAX_CONDITION_IDS} ids per request."}
+            )
+        wanted = [str(i) for i in ids]
+        found = {t.pk: t for t in task_list(organization=self.organization, ids=wanted)}
+        seen: set[str] = set()
+        tasks = []
+        for task_id in wanted:
+            if task_id in found and task_id not in seen:
+                seen.add(task_id)
+                tasks.append(task_json(found[task_id]))
+        return Response(tasks)
+
+
+class ListView(MjProxyView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        tasks = task_list(organization=self.organization)[:LIST_LIMIT]
+        return Response([task_json(t) for t in tasks])
+
+
+class QueueView(MjProxyView):
+    def get(self, request: Request, **kwargs: Any) -> Response:
+        return Response([task_json(t) for t in task_queue_list(organization=self.organization)])
+
+
+class ImageSeedView(MjProxyView):
+    not_found_status = 404
+
+    def get(self, request: Request, task_id: str, **kwargs: Any) -> Response:
+        task = task_get(organization=self.organization, task_id=task_id)
+        seed = str(task.seed) if task.seed is not None else None
+        return Response(envelope(SUCCESS, "Success", seed))
+
+
+class CancelView(MjProxyView):
+    writes = True
+    not_found_status = 404
+
+    def post(self, request: Request, task_id: str, **kwargs: Any) -> Response:
+        task = task_cancel(organization=self.organization, task_id=task_id)
+        return Response(envelope(SUCCESS, "Cancelled", task.id))

@@ -1,0 +1,1 @@
+"""TTAPI compatible API (SPEC §6.2)."""

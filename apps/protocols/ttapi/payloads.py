@@ -1,0 +1,85 @@
+"""The TTAPI job JSON (SPEC §6.2), used by ``fetch`` and by per-task hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.tasks.buttons import Button, ttapi_component_name, ttapi_components
+from apps.tasks.enums import Status
+from apps.tasks.models import Task
+
+from ..common import epoch_ms, result_image_url, result_split_urls
+
+PENDING_QUEUE = "PENDING_QUEUE"
+ON_QUEUE = "ON_QUEUE"
+SUCCESS = "SUCCESS"
+FAILED = "FAILED"
+
+JOB_STATUS: dict[str, str] = {
+    Status.NOT_START: PENDING_QUEUE,
+    Status.MODAL: PENDING_QUEUE,
+    Status.SUBMITTED: ON_QUEUE,
+    Status.IN_PROGRESS: ON_QUEUE,
+    Status.SUCCESS: SUCCESS,
+    Status.FAILURE: FAILED,
+    Status.CANCEL: FAILED,
+}
+
+
+def ttapi_options(task: Task) -> dict[str, Any]:
+    """TTAPI request options kept with the task (``getUImages``, ``timeout``)."""
+    options = (task.metadata or {}).get("ttapi")
+    return options if isinstance(options, dict) else {}
+
+
+def action_name(task: Task) -> str:
+    """``imagine``, ``describe`` … for new jobs; the TTAPI button name for follow-ups."""
+    if task.custom_id:
+        try:
+            return ttapi_component_name(Button(custom_id=task.custom_id, emoji="", label=""))
+        except ValueError:
+            pass
+    return task.action.lower()
+
+
+def quota(task: Task) -> int:
+    """Tokens charged: the captured price on success, nothing otherwise (holds are released)."""
+    return int(task.price) if task.status == Status.SUCCESS and not task.is_test else 0
+
+
+def job_data(task: Task) -> dict[str, Any]:
+    want_splits = bool(ttapi_options(task).get("getUImages"))
+    splits = result_split_urls(task) if want_splits else []
+    return {
+        "jobId": task.id,
+        "action": action_name(task),
+        "status": JOB_STATUS.get(task.status, ON_QUEUE),
+        "progress": 100 if task.status == Status.SUCCESS else int(task.progress or 0),
+        "prompt": task.prompt or None,
+        "finalPrompt": (task.properties or {}).get("finalPrompt") or task.prompt_en or None,
+        "description": task.description or None,
+        "cdnImage": result_image_url(task),
+        "images": splits or None,
+        "components": ttapi_components(Button.from_dict(b) for b in task.buttons or []),
+        "seed": str(task.seed) if task.seed is not None else None,
+        "quota": quota(task),
+        "mode": task.mode.lower(),
+        "hookUrl": task.notify_hook or None,
+        "isTest": task.is_test,
+        "failReason": task.fail_reason or None,
+        "errorCode": task.error_code or None,
+        "submitTime": epoch_ms(task.submitted_at or task.created_at),
+        "startTime": epoch_ms(task.started_at),
+        "finishTime": epoch_ms(task.finished_at),
+    }
+
+
+def job_json(task: Task) -> dict[str, Any]:
+    """``{status, message, jobId, data}``: ``status`` is the job's, as TTAPI's fetch answers."""
+    data = job_data(task)
+    return {
+        "status": data["status"],
+        "message": task.fail_reason or "success",
+        "jobId": task.id,
+        "data": data,
+    }

@@ -1,0 +1,233 @@
+"""TTAPI compatible endpoints (``/midjourney/v1/…``, SPEC §6.2).
+
+Envelope ``{status: SUCCESS|FAILED, message, data}``; a submit answers ``data.jobId``. Errors
+carry the HTTP status of the domain error (400 validation, 401 key, 402 balance, 403 flag,
+404 job, 429 tier limit or rate limit with ``Retry-After``, 500 unexpected).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.core.api import OrganizationAPIView
+from apps.core.errors import NotFound, ServiceError
+from apps.tasks.buttons import Button, resolve_alias
+from apps.tasks.enums import Action
+from apps.tasks.models import Protocol, Task
+from apps.tasks.selectors import task_get
+from apps.tasks.services import (
+    Caller,
+    Delivery,
+    SubmitOutcome,
+    task_submit,
+    task_submit_followup,
+    task_submit_modal,
+)
+
+from ..common import (
+    LenientJSONParser,
+    caller_of,
+    json_object,
+    logger,
+    optional_text,
+    string_list,
+    text_field,
+)
+from .payloads import job_json
+
+OK = "SUCCESS"
+FAILED = "FAILED"
+
+
+def envelope(status: str, message: str, data: Any = None) -> dict[str, Any]:
+    return {"status": status, "message": message, "data": data}
+
+
+def _first_message(detail: Any) -> str:
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            return f"{field}: {_first_message(value)}"
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail)
+
+
+def ttapi_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, Http404):
+        exc = NotFound("Job not found.")
+    if isinstance(exc, ServiceError):
+        response = Response(envelope(FAILED, exc.message), status=exc.http_status)
+        if exc.http_status == 429 and "retry_after" in exc.details:
+            response["Retry-After"] = str(exc.details["retry_after"])
+        return response
+    if isinstance(exc, exceptions.Throttled):
+        wait = int(getattr(exc, "wait", None) or 1)
+        response = Response(
+            envelope(FAILED, f"Too many requests for this API key; retry in {wait} seconds."),
+            status=429,
+        )
+        response["Retry-After"] = str(wait)
+        return response
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        response = Response(envelope(FAILED, str(exc.detail)), status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="mjgate"'
+        return response
+    if isinstance(exc, exceptions.ValidationError | exceptions.ParseError):
+        return Response(envelope(FAILED, _first_message(exc.detail)), status=400)
+    if isinstance(exc, exceptions.APIException):
+        return Response(envelope(FAILED, str(exc.detail)), status=exc.status_code)
+    logger.exception("TTAPI request failed", exc_info=exc)
+    return Response(envelope(FAILED, "Internal error; the request was not completed."), status=500)
+
+
+class TtapiView(OrganizationAPIView):
+    required_key_flags = ("midjourney",)
+    parser_classes = [LenientJSONParser]
+    schema = None  # documented in docs/api.md; the OpenAPI schema describes the native API
+
+    def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Any]:
+        return ttapi_exception_handler
+
+    def body(self, request: Request) -> dict[str, Any]:
+        return json_object(request.data)
+
+    @property
+    def caller(self) -> Caller:
+        return caller_of(self, Protocol.TTAPI)
+
+
+def _delivery(data: dict[str, Any], *, options: bool = False) -> Delivery:
+    metadata = None
+    if options:
+        timeout = data.get("timeout")
+        metadata = {
+            "ttapi": {
+                "getUImages": bool(data.get("getUImages")),
+                "timeout": timeout
+                if isinstance(timeout, int) and not isinstance(timeout, bool)
+                else None,
+            }
+        }
+    return Delivery(notify_hook=text_field(data, "hookUrl"), metadata=metadata)
+
+
+def _accepted(outcome: SubmitOutcome) -> Response:
+    return Response(envelope(OK, "success", {"jobId": outcome.task.id}))
+
+
+class SubmitView(TtapiView):
+    writes = True
+
+    def post(self, request: Request) -> Response:
+        return _accepted(self.submit(self.body(request)))
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ImagineView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        return task_submit(
+            caller=self.caller,
+            action=Action.IMAGINE,
+            prompt=text_field(data, "prompt"),
+            mode=optional_text(data, "mode"),
+            delivery=_delivery(data, options=True),
+        )
+
+
+class DescribeView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        image = text_field(data, "base64") or text_field(data, "url")
+        return task_submit(
+            caller=self.caller,
+            action=Action.DESCRIBE,
+            images=[image] if image else [],
+            mode=optional_text(data, "mode"),
+            delivery=_delivery(data),
+        )
+
+
+class BlendView(SubmitView):
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        images = string_list(data, "imgBase64Array") or string_list(data, "base64Array")
+        return task_submit(
+            caller=self.caller,
+            action=Action.BLEND,
+            images=images,
+            dimensions=optional_text(data, "dimensions"),
+            mode=optional_text(data, "mode"),
+            delivery=_delivery(data, options=True),
+        )
+
+
+def _press(view: TtapiView, *, parent: Task, name: str, data: dict[str, Any]) -> SubmitOutcome:
+    """Press the parent's button called ``name``; a two-step button gets its second step at once
+    (TTAPI has no modal endpoint), with the request's ``prompt`` and ``mask``."""
+    button = resolve_alias(name, available=[Button.from_dict(b) for b in parent.buttons or []])
+    outcome = task_submit_followup(
+        caller=view.caller,
+        parent_id=parent.pk,
+        custom_id=button.custom_id,
+        delivery=_delivery(data, options=True),
+    )
+    if outcome.result != SubmitOutcome.MODAL:
+        return outcome
+    return task_submit_modal(
+        caller=view.caller,
+        task_id=outcome.task.pk,
+        prompt=optional_text(data, "prompt"),
+        mask=optional_text(data, "mask"),
+    )
+
+
+class ActionView(SubmitView):
+    """``{jobId, action}`` with TTAPI's names: ``upsample1``, ``variation2``, ``reroll``,
+    ``high_variation``, ``low_variation``, ``upscale_subtle``, ``zoom_out_2x``, ``pan_left`` …"""
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        parent = task_get(organization=self.organization, task_id=text_field(data, "jobId"))
+        name = text_field(data, "action")
+        if not name.strip():
+            raise exceptions.ValidationError({"action": "This field is required."})
+        return _press(self, parent=parent, name=name, data=data)
+
+
+class InpaintView(SubmitView):
+    """Vary (Region): ``{jobId, mask, prompt}`` — the button and its mask in one call."""
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        parent = task_get(organization=self.organization, task_id=text_field(data, "jobId"))
+        if not text_field(data, "mask"):
+            raise exceptions.ValidationError({"mask": "This field is required."})
+        return _press(self, parent=parent, name="VARY_REGION", data=data)
+
+
+class SeedView(TtapiView):
+    def post(self, request: Request) -> Response:
+        task = task_get(
+            organization=self.organization, task_id=text_field(self.body(request), "jobId")
+        )
+        seed = str(task.seed) if task.seed is not None else None
+        return Response(envelope(OK, "success", {"jobId": task.id, "seed": seed}))
+
+
+class FetchView(TtapiView):
+    """``GET ?jobId=`` or ``POST {jobId}``."""
+
+    def get(self, request: Request) -> Response:
+        return self._fetch(str(request.query_params.get("jobId", "")))
+
+    def post(self, request: Request) -> Response:
+        return self._fetch(text_field(self.body(request), "jobId"))
+
+    def _fetch(self, job_id: str) -> Response:
+        if not job_id.strip():
+            raise exceptions.ValidationError({"jobId": "This field is required."})
+        return Response(job_json(task_get(organization=self.organization, task_id=job_id)))

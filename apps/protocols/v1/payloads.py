@@ -1,0 +1,52 @@
+"""The native Task JSON (SPEC §6.3), shared by the API, organization webhooks and task hooks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from apps.tasks.buttons import Button, friendly_name
+from apps.tasks.models import Task
+
+from ..common import result_image_url, result_split_urls, result_thumbnail_url
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def button_json(data: dict[str, Any]) -> dict[str, Any]:
+    button = Button.from_dict(data)
+    return {**button.as_dict(), "name": friendly_name(button)}
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "object": "task",
+        "action": task.action,
+        "status": task.status,
+        "mode": task.mode,
+        "is_test": task.is_test,
+        "parent": task.parent_id,
+        "button": task.custom_id or None,
+        "prompt": task.prompt,
+        "prompt_en": task.prompt_en,
+        "description": task.description or None,
+        "metadata": task.metadata or {},
+        "webhook_url": task.notify_hook or None,
+        "progress": 100 if task.status == "SUCCESS" else int(task.progress or 0),
+        "image_url": result_image_url(task),
+        "image_urls": result_split_urls(task),
+        "thumbnail_url": result_thumbnail_url(task),
+        "buttons": [button_json(b) for b in task.buttons or []],
+        "properties": task.properties or {},
+        "seed": task.seed,
+        "fail_reason": task.fail_reason or None,
+        "error_code": task.error_code or None,
+        "price": task.price,
+        "created_at": _iso(task.created_at),
+        "submitted_at": _iso(task.submitted_at),
+        "started_at": _iso(task.started_at),
+        "finished_at": _iso(task.finished_at),
+    }

@@ -1,0 +1,208 @@
+"""Request and response shapes of the native API. Types only: every rule lives in services."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rest_framework import serializers
+
+from apps.api_keys.models import ApiKey
+from apps.tasks.enums import Action, ErrorCode, Mode, Status
+
+from .payloads import task_json
+
+#: Largest ``metadata`` object, as compact JSON (SPEC §6.3).
+MAX_METADATA_BYTES = 16 * 1024
+NEW_TASK_ACTIONS = [
+    Action.IMAGINE,
+    Action.DESCRIBE,
+    Action.BLEND,
+    Action.SHORTEN,
+    Action.SWAP_FACE,
+]
+
+
+class ButtonSerializer(serializers.Serializer):
+    customId = serializers.CharField(
+        help_text="Midjourney's customId, e.g. MJ::JOB::upsample::1::…"
+    )
+    emoji = serializers.CharField(allow_blank=True)
+    label = serializers.CharField(allow_blank=True, help_text="U1…U4, V1…V4, Vary (Region) …")  # type: ignore[assignment]
+    type = serializers.IntegerField()
+    style = serializers.IntegerField()  # type: ignore[assignment]
+    name = serializers.CharField(help_text="Friendly alias accepted as `button`: U1, VARY_SUBTLE …")
+
+
+class TaskSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField(help_text="Always `task`.")
+    action = serializers.ChoiceField(choices=Action.choices)
+    status = serializers.ChoiceField(choices=Status.choices)
+    mode = serializers.ChoiceField(choices=Mode.choices)
+    is_test = serializers.BooleanField(help_text="Created with a test key: free, sandbox only.")
+    parent = serializers.CharField(allow_null=True)  # type: ignore[assignment]
+    button = serializers.CharField(allow_null=True, help_text="customId pressed on the parent.")
+    prompt = serializers.CharField(allow_blank=True)
+    prompt_en = serializers.CharField(allow_blank=True, help_text="As sent upstream.")
+    description = serializers.CharField(allow_null=True)
+    metadata = serializers.DictField()
+    webhook_url = serializers.CharField(allow_null=True)
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    image_url = serializers.URLField(allow_null=True, help_text="Public, needs no auth.")
+    image_urls = serializers.ListField(
+        child=serializers.URLField(), help_text="The four split images of a grid."
+    )
+    thumbnail_url = serializers.URLField(allow_null=True)
+    buttons = ButtonSerializer(many=True)
+    properties = serializers.DictField(help_text="Includes `finalPrompt`.")
+    seed = serializers.IntegerField(allow_null=True)
+    fail_reason = serializers.CharField(allow_null=True)
+    error_code = serializers.ChoiceField(choices=ErrorCode.choices, allow_null=True)
+    price = serializers.IntegerField(help_text="Tokens held, charged only on success.")
+    created_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        return task_json(instance)
+
+
+class TaskPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = TaskSerializer(many=True)
+
+
+def _check_metadata(value: Any) -> Any:
+    if (
+        len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        > MAX_METADATA_BYTES
+    ):
+        raise serializers.ValidationError(
+            f"metadata may be at most {MAX_METADATA_BYTES} bytes of JSON."
+        )
+    return value
+
+
+class TaskCreateSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(
+        choices=NEW_TASK_ACTIONS,
+        required=False,
+        help_text="For a new task. Follow-ups give `parent` and `button` instead.",
+    )
+    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    images = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        max_length=5,
+        help_text="Data URLs (data:image/png;base64,…) or http(s) URLs.",
+    )
+    mode = serializers.CharField(
+        required=False, allow_null=True, help_text="FAST, RELAX (or NORMAL) or TURBO."
+    )
+    dimensions = serializers.ChoiceField(
+        choices=["PORTRAIT", "SQUARE", "LANDSCAPE"], required=False, help_text="BLEND only."
+    )
+    parent = serializers.CharField(required=False, help_text="Task whose button to press.")  # type: ignore[assignment]
+    button = serializers.CharField(
+        required=False,
+        help_text="Alias (U1, V3, REROLL, VARY_SUBTLE, ZOOM_2X, PAN_LEFT …) or a raw customId.",
+    )
+    webhook_url = serializers.CharField(required=False, allow_blank=True)
+    metadata = serializers.DictField(
+        required=False, validators=[_check_metadata], help_text="Your JSON object, ≤ 16 KiB."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "parent" in attrs or "button" in attrs:
+            if "action" in attrs:
+                raise serializers.ValidationError(
+                    {"action": "Give either action, or parent and button."}
+                )
+            for field in ("parent", "button"):
+                if not attrs.get(field):
+                    raise serializers.ValidationError({field: "This field is required."})
+        elif "action" not in attrs:
+            raise serializers.ValidationError(
+                {"action": "Give an action, or parent and button for a follow-up."}
+            )
+        return attrs
+
+
+class TaskModalSerializer(serializers.Serializer):
+    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    mask = serializers.CharField(
+        required=False, help_text="Vary (Region): the area to change, white on black (data URL)."
+    )
+
+
+class TaskListQuerySerializer(serializers.Serializer):
+    status = serializers.MultipleChoiceField(choices=Status.choices, required=False)
+    action = serializers.MultipleChoiceField(choices=Action.choices, required=False)
+    mode = serializers.MultipleChoiceField(choices=Mode.choices, required=False)
+    is_test = serializers.BooleanField(required=False, allow_null=True, default=None)
+    search = serializers.CharField(required=False, max_length=200)
+    cursor = serializers.CharField(required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=100)
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    midjourney = serializers.BooleanField(source="can_midjourney")
+    billing_read = serializers.BooleanField(source="can_read_billing")
+    allowed_ips = serializers.ListField(child=serializers.CharField())
+    active = serializers.BooleanField(source="is_active")
+
+    class Meta:
+        model = ApiKey
+        fields: tuple[str, ...] = (
+            "id",
+            "name",
+            "prefix",
+            "is_test",
+            "midjourney",
+            "read_only",
+            "billing_read",
+            "allowed_ips",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+            "created_at",
+            "active",
+        )
+        read_only_fields: tuple[str, ...] = fields
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    secret = serializers.SerializerMethodField(help_text="The key itself. Shown only this once.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = (*ApiKeySerializer.Meta.fields, "secret")
+        read_only_fields = fields
+
+    def get_secret(self, obj: ApiKey) -> str:
+        return str(self.context["secret"])
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    is_test = serializers.BooleanField(default=False)
+    midjourney = serializers.BooleanField(default=True)
+    read_only = serializers.BooleanField(default=False)  # type: ignore[assignment]
+    billing_read = serializers.BooleanField(default=True)
+    allowed_ips = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, max_length=100
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ApiKeyUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    midjourney = serializers.BooleanField(required=False)
+    read_only = serializers.BooleanField(required=False)  # type: ignore[assignment]
+    billing_read = serializers.BooleanField(required=False)
+    allowed_ips = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, max_length=100
+    )
+    expires_at = serializers.DateTimeField(required=False)
