@@ -111,6 +111,7 @@ class LedgerEntry(models.Model):
     class Meta:
         ordering = ("-id",)
         verbose_name_plural = "ledger entries"
+        permissions = [("adjust_balance", "Can adjust an organization's balance")]
         constraints = [
             models.UniqueConstraint(
                 fields=["organization", "idempotency_key"], name="unique_ledger_idempotency_key"
@@ -131,3 +132,123 @@ class LedgerEntry(models.Model):
         if self.kind == EntryKind.HOLD:
             return self.delta_held
         return self.delta_available
+
+
+class TokenPackage(models.Model):
+    """A bundle of tokens an operator sells through Stripe Checkout (SPEC §8)."""
+
+    name = models.CharField(max_length=100)
+    tokens = models.PositiveBigIntegerField()
+    price_amount = models.PositiveIntegerField(
+        help_text="Price in the currency's minor unit (fen, cents)."
+    )
+    currency = models.CharField(max_length=3, default="cny", help_text="ISO 4217, lower case.")
+    stripe_price_id = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="Optional Stripe price; without it Checkout is given the amount directly.",
+    )
+    is_active = models.BooleanField(default=True)
+    sort_order = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("sort_order", "tokens", "id")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(tokens__gt=0), name="package_tokens_positive"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(price_amount__gt=0), name="package_price_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.tokens} tokens)"
+
+
+class CheckoutKind(models.TextChoices):
+    TOPUP = "topup", "Token top-up"
+    SUBSCRIPTION = "subscription", "Tier subscription"
+
+
+class CheckoutStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    AWAITING_PAYMENT = "awaiting_payment", "Completed, payment pending"
+    CREDITED = "credited", "Credited"
+    SUBSCRIBED = "subscribed", "Subscribed"
+    EXPIRED = "expired", "Expired"
+
+
+class CheckoutSession(models.Model):
+    """A Stripe Checkout Session we created, and what became of it.
+
+    ``tokens`` is copied from the package when the session is created: the customer gets what
+    they were shown, even if an operator edits the package before Stripe reports the payment.
+    The credit itself is the ledger entry with key ``stripe:checkout:<session_id>``, so however
+    many events arrive for the session it is credited once.
+    """
+
+    session_id = models.CharField(max_length=255, unique=True)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="checkout_sessions"
+    )
+    kind = models.CharField(max_length=16, choices=CheckoutKind.choices)
+    package = models.ForeignKey(
+        TokenPackage, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    tier = models.ForeignKey(
+        "accounts.MembershipTier",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    tokens = models.PositiveBigIntegerField(default=0)
+    amount = models.PositiveIntegerField(default=0, help_text="Minor units.")
+    currency = models.CharField(max_length=3, blank=True)
+    status = models.CharField(
+        max_length=20, choices=CheckoutStatus.choices, default=CheckoutStatus.OPEN
+    )
+    url = models.URLField(max_length=2048, blank=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    credited_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    tokens_refunded = models.PositiveBigIntegerField(
+        default=0, help_text="Tokens owed back by refunds so far (clawed back or shortfall)."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.session_id} ({self.status})"
+
+
+class StripeEvent(models.Model):
+    """Every webhook event Stripe delivered, verified. The unique id makes a replay a no-op."""
+
+    event_id = models.CharField(max_length=255, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    payload = models.JSONField()
+    livemode = models.BooleanField(default=False)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why processing failed or was skipped.")
+
+    class Meta:
+        ordering = ("-received_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

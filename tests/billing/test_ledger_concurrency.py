@@ -6,9 +6,6 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -21,41 +18,9 @@ from apps.core.errors import InsufficientBalance
 from apps.tasks.models import Task
 from tests.factories import OrganizationFactory
 
-from .helpers import new_tasks, snapshot
+from .helpers import new_tasks, run_all, snapshot
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-THREADS = 16
-
-
-def fast_commits() -> None:
-    """Skip the WAL flush at commit on this connection: locking and visibility, which these tests
-    are about, are unchanged; only durability after an OS crash is, which a test never needs."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronous_commit TO off")
-
-
-def run_all(fn: Callable[..., Any], jobs: list[Any]) -> list[Any]:
-    """Run ``fn`` over ``jobs`` from THREADS threads, each on its own connection.
-
-    Jobs are dealt round-robin, so neighbouring jobs run at the same time on different threads.
-    """
-    results: list[Any] = [None] * len(jobs)
-    start = threading.Barrier(THREADS)
-
-    def worker(offset: int) -> None:
-        try:
-            fast_commits()
-            start.wait()
-            for index in range(offset, len(jobs), THREADS):
-                results[index] = fn(jobs[index])
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        for future in [pool.submit(worker, offset) for offset in range(THREADS)]:
-            future.result()
-    return results
 
 
 def test_2000_holds_with_funds_for_1000_accept_exactly_1000():

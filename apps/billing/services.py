@@ -1,0 +1,526 @@
+"""Writes for billing outside the ledger itself: Stripe Checkout and Stripe's webhook events.
+
+Tokens still move only through ``apps.billing.ledger``; this module decides *when* (a paid
+Checkout Session, a refund) and hands the ledger an idempotency key derived from the Stripe
+object, so Stripe's at-least-once, any-order delivery can never credit twice:
+
+* ``stripe:checkout:<session id>`` credits a package. ``checkout.session.completed`` (when paid)
+  and ``checkout.session.async_payment_succeeded`` both try; the first wins, the other is a no-op.
+* ``stripe:refund:<charge id>:<amount refunded>`` claws back one refund step of a charge.
+
+Every verified event is stored once (unique event id) and processed in the same transaction as
+the movements it causes, so a crash leaves either nothing or everything; Stripe's retry then
+finds the event unprocessed, or processed and answers 200 doing nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import MembershipTier, Organization, User
+from apps.accounts.roles import Capability
+from apps.accounts.selectors import membership_require, tier_get_default
+from apps.accounts.services import organization_set_tier
+from apps.core.errors import NotFound, ServiceUnavailable, ValidationFailed
+
+from .ledger import ledger_clawback, ledger_topup
+from .models import CheckoutKind, CheckoutSession, CheckoutStatus, StripeEvent, TokenPackage
+
+logger = logging.getLogger(__name__)
+
+PAYMENTS_UNAVAILABLE = (
+    "Payments are not configured on this server, so tokens and plans cannot be bought here. "
+    "Ask the operator to set STRIPE_SECRET_KEY."
+)
+
+#: Subscription statuses that grant the tier of the subscribed price.
+SUBSCRIPTION_GRANTING = frozenset({"active", "trialing"})
+#: Statuses after which the organization falls back to the default tier. ``past_due`` and
+#: ``incomplete`` change nothing: Stripe is still retrying, and a retry that succeeds must not
+#: have cost the customer their tier in between.
+SUBSCRIPTION_ENDED = frozenset({"canceled", "unpaid", "incomplete_expired", "paused"})
+
+
+def checkout_key(session_id: str) -> str:
+    return f"stripe:checkout:{session_id}"
+
+
+def refund_key(charge_id: str, amount_refunded: int) -> str:
+    # Stripe reports the cumulative refunded amount, so each refund step has its own key.
+    return f"stripe:refund:{charge_id}:{amount_refunded}"
+
+
+def payments_enabled() -> bool:
+    return bool(settings.STRIPE_SECRET_KEY)
+
+
+def _stripe_client() -> stripe.StripeClient:
+    if not payments_enabled():
+        raise ServiceUnavailable(PAYMENTS_UNAVAILABLE, code="payments_unavailable")
+    base = settings.STRIPE_API_BASE
+    return stripe.StripeClient(
+        settings.STRIPE_SECRET_KEY,
+        base_addresses={"api": base} if base else None,
+        max_network_retries=settings.STRIPE_MAX_NETWORK_RETRIES,
+        # A customer waits on this call in a web request: fail in seconds, not Stripe's 80 s.
+        http_client=stripe.RequestsClient(timeout=settings.STRIPE_TIMEOUT),
+    )
+
+
+def _create_session(params: dict[str, Any]) -> Any:
+    try:
+        return _stripe_client().v1.checkout.sessions.create(params=params)  # type: ignore[arg-type]
+    except stripe.StripeError as exc:
+        logger.warning("stripe checkout session failed", extra={"error": str(exc)})
+        raise ServiceUnavailable(
+            "Stripe could not start the checkout. Please try again in a moment.",
+            code="payments_failed",
+        ) from exc
+
+
+def _customer_params(*, organization: Organization, user: User) -> dict[str, Any]:
+    if organization.stripe_customer_id:
+        return {"customer": organization.stripe_customer_id}
+    return {"customer_email": user.email}
+
+
+def checkout_create(
+    *,
+    organization: Organization,
+    package: TokenPackage,
+    user: User,
+    success_url: str | None = None,
+    cancel_url: str | None = None,
+) -> CheckoutSession:
+    """Start a Stripe Checkout for a token package. The webhook credits it once paid."""
+    membership_require(
+        user=user, organization_id=organization.pk, capability=Capability.MANAGE_BILLING
+    )
+    if not package.is_active:
+        raise NotFound("This token package is not on sale.")
+    metadata = {
+        "organization_id": str(organization.pk),
+        "package_id": str(package.pk),
+        "tokens": str(package.tokens),
+    }
+    if package.stripe_price_id:
+        line_item: dict[str, Any] = {"price": package.stripe_price_id, "quantity": 1}
+    else:
+        line_item = {
+            "quantity": 1,
+            "price_data": {
+                "currency": package.currency.lower(),
+                "unit_amount": package.price_amount,
+                "product_data": {"name": f"{package.name}: {package.tokens:,} tokens"},
+            },
+        }
+    params: dict[str, Any] = {
+        "mode": "payment",
+        "client_reference_id": str(organization.pk),
+        "success_url": success_url or settings.STRIPE_SUCCESS_URL,
+        "cancel_url": cancel_url or settings.STRIPE_CANCEL_URL,
+        "line_items": [line_item],
+        "metadata": metadata,
+        # Carried onto the charge, so a refund can be traced back without our database.
+        "payment_intent_data": {"metadata": metadata},
+        **_customer_params(organization=organization, user=user),
+    }
+    session = _create_session(params)
+    return CheckoutSession.objects.create(
+        session_id=session.id,
+        organization=organization,
+        kind=CheckoutKind.TOPUP,
+        package=package,
+        tokens=package.tokens,
+        amount=package.price_amount,
+        currency=package.currency.lower(),
+        url=session.url or "",
+        created_by=user,
+    )
+
+
+def subscription_checkout_create(
+    *,
+    organization: Organization,
+    tier: MembershipTier,
+    user: User,
+    success_url: str | None = None,
+    cancel_url: str | None = None,
+) -> CheckoutSession:
+    """Start a Stripe Checkout subscription for a paid tier (VIP, PREMIUM)."""
+    membership_require(
+        user=user, organization_id=organization.pk, capability=Capability.MANAGE_BILLING
+    )
+    if not tier.stripe_price_id:
+        raise ValidationFailed(f"The {tier.name} plan cannot be bought online.")
+    metadata = {"organization_id": str(organization.pk), "tier": tier.code}
+    params: dict[str, Any] = {
+        "mode": "subscription",
+        "client_reference_id": str(organization.pk),
+        "success_url": success_url or settings.STRIPE_SUCCESS_URL,
+        "cancel_url": cancel_url or settings.STRIPE_CANCEL_URL,
+        "line_items": [{"price": tier.stripe_price_id, "quantity": 1}],
+        "metadata": metadata,
+        # Subscription events carry this, which is how they find the organization.
+        "subscription_data": {"metadata": metadata},
+        **_customer_params(organization=organization, user=user),
+    }
+    session = _create_session(params)
+    return CheckoutSession.objects.create(
+        session_id=session.id,
+        organization=organization,
+        kind=CheckoutKind.SUBSCRIPTION,
+        tier=tier,
+        url=session.url or "",
+        created_by=user,
+    )
+
+
+# --- Webhook ----------------------------------------------------------------------------------
+
+
+class InvalidStripeSignature(ValidationFailed):
+    code = "invalid_signature"
+    default_message = "The Stripe signature is missing or invalid."
+
+
+class _Skip(Exception):
+    """The event is valid but changes nothing here; recorded as processed with the reason."""
+
+
+@dataclass(frozen=True)
+class StripeEventResult:
+    event: StripeEvent
+    duplicate: bool
+    failed: bool
+
+
+def stripe_event_verify(*, payload: bytes, signature: str | None) -> dict[str, Any]:
+    """Check the ``Stripe-Signature`` header and return the event as plain data."""
+    secret = settings.STRIPE_WEBHOOK_SECRET
+    if not secret:
+        raise ServiceUnavailable(
+            "Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET is empty).",
+            code="payments_unavailable",
+        )
+    if not signature:
+        raise InvalidStripeSignature()
+    try:
+        stripe.Webhook.construct_event(
+            payload, signature, secret, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE
+        )
+        data = json.loads(payload)
+    except (stripe.SignatureVerificationError, ValueError) as exc:
+        raise InvalidStripeSignature() from exc
+    if not isinstance(data, dict) or not data.get("id") or not data.get("type"):
+        raise ValidationFailed("The Stripe event has no id or type.")
+    return data
+
+
+def stripe_event_receive(*, payload: bytes, signature: str | None) -> StripeEventResult:
+    """Verify, store and process one webhook delivery, at most once per event id."""
+    data = stripe_event_verify(payload=payload, signature=signature)
+    event_id = str(data["id"])
+    with transaction.atomic():
+        # ON CONFLICT DO NOTHING: concurrent deliveries of one event wait here for the first,
+        # then find it processed below.
+        StripeEvent.objects.bulk_create(
+            [
+                StripeEvent(
+                    event_id=event_id,
+                    type=str(data["type"])[:100],
+                    payload=data,
+                    livemode=bool(data.get("livemode")),
+                )
+            ],
+            ignore_conflicts=True,
+        )
+        event = StripeEvent.objects.select_for_update().get(event_id=event_id)
+        if event.processed_at is not None:
+            return StripeEventResult(event=event, duplicate=True, failed=False)
+        failed = False
+        try:
+            with transaction.atomic():
+                note = _dispatch(data)
+            event.processed_at = timezone.now()
+            event.error = note
+        except _Skip as skip:
+            event.processed_at = timezone.now()
+            event.error = str(skip)
+        except Exception as exc:
+            # Keep the event unprocessed so Stripe's retry (or an operator) runs it again.
+            logger.exception("stripe event failed", extra={"event_id": event_id})
+            event.error = f"{type(exc).__name__}: {exc}"[:2000]
+            failed = True
+        event.save(update_fields=["processed_at", "error"])
+    return StripeEventResult(event=event, duplicate=False, failed=failed)
+
+
+def _dispatch(data: dict[str, Any]) -> str:
+    event_type = str(data["type"])
+    obj = (data.get("data") or {}).get("object") or {}
+    if not isinstance(obj, dict):
+        raise _Skip("The event carries no object.")
+    if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        return _checkout_paid(obj, event_type=event_type)
+    if event_type == "checkout.session.async_payment_failed":
+        return _checkout_closed(obj, status=CheckoutStatus.EXPIRED, note="async payment failed")
+    if event_type == "checkout.session.expired":
+        return _checkout_closed(obj, status=CheckoutStatus.EXPIRED, note="expired")
+    if event_type in ("customer.subscription.created", "customer.subscription.updated"):
+        return _subscription_changed(obj, data=data, deleted=False)
+    if event_type == "customer.subscription.deleted":
+        return _subscription_changed(obj, data=data, deleted=True)
+    if event_type == "charge.refunded":
+        return _charge_refunded(obj)
+    raise _Skip(f"Event type {event_type} is not handled.")
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _checkout_record(obj: dict[str, Any]) -> CheckoutSession:
+    """Our record of a session, locked; rebuilt from its metadata if we crashed before saving."""
+    session_id = str(obj.get("id") or "")
+    if not session_id:
+        raise _Skip("The Checkout Session has no id.")
+    record = (
+        CheckoutSession.objects.select_for_update(of=("self",))
+        .select_related("organization", "package")
+        .filter(session_id=session_id)
+        .first()
+    )
+    if record is not None:
+        return record
+    metadata = obj.get("metadata") or {}
+    org_id = _int_or_none(metadata.get("organization_id"))
+    organization = Organization.objects.filter(pk=org_id).first() if org_id else None
+    if organization is None:
+        raise _Skip(f"Checkout Session {session_id} names no organization of ours.")
+    if obj.get("mode") == "subscription":
+        CheckoutSession.objects.bulk_create(
+            [
+                CheckoutSession(
+                    session_id=session_id,
+                    organization=organization,
+                    kind=CheckoutKind.SUBSCRIPTION,
+                )
+            ],
+            ignore_conflicts=True,
+        )
+    else:
+        package_id = _int_or_none(metadata.get("package_id"))
+        package = TokenPackage.objects.filter(pk=package_id).first() if package_id else None
+        tokens = _int_or_none(metadata.get("tokens")) or (package.tokens if package else 0)
+        if tokens <= 0:
+            raise _Skip(f"Checkout Session {session_id} names no token package of ours.")
+        CheckoutSession.objects.bulk_create(
+            [
+                CheckoutSession(
+                    session_id=session_id,
+                    organization=organization,
+                    kind=CheckoutKind.TOPUP,
+                    package=package,
+                    tokens=tokens,
+                    amount=_int_or_none(obj.get("amount_total")) or 0,
+                    currency=str(obj.get("currency") or ""),
+                )
+            ],
+            ignore_conflicts=True,
+        )
+    return (
+        CheckoutSession.objects.select_for_update(of=("self",))
+        .select_related("organization", "package")
+        .get(session_id=session_id)
+    )
+
+
+def _checkout_paid(obj: dict[str, Any], *, event_type: str) -> str:
+    record = _checkout_record(obj)
+    if record.kind == CheckoutKind.SUBSCRIPTION:
+        _link_customer(
+            organization=record.organization,
+            customer_id=str(obj.get("customer") or ""),
+            subscription_id=str(obj.get("subscription") or ""),
+        )
+        CheckoutSession.objects.filter(pk=record.pk).update(
+            status=CheckoutStatus.SUBSCRIBED, updated_at=timezone.now()
+        )
+        return ""
+    if obj.get("payment_status") != "paid":
+        # An asynchronous method (bank debit …): async_payment_succeeded will credit it.
+        CheckoutSession.objects.filter(pk=record.pk, status=CheckoutStatus.OPEN).update(
+            status=CheckoutStatus.AWAITING_PAYMENT, updated_at=timezone.now()
+        )
+        return f"Not paid yet ({obj.get('payment_status')}); waiting for the async payment."
+    package_name = record.package.name if record.package else "token package"
+    entry = ledger_topup(
+        organization=record.organization,
+        amount=record.tokens,
+        idempotency_key=checkout_key(record.session_id),
+        stripe_object_id=record.session_id,
+        reason=f"Stripe Checkout: {package_name}",
+    )
+    CheckoutSession.objects.filter(pk=record.pk).update(
+        status=CheckoutStatus.CREDITED,
+        credited_entry=entry,
+        payment_intent_id=str(obj.get("payment_intent") or record.payment_intent_id or ""),
+        updated_at=timezone.now(),
+    )
+    _link_customer(organization=record.organization, customer_id=str(obj.get("customer") or ""))
+    return ""
+
+
+def _checkout_closed(obj: dict[str, Any], *, status: str, note: str) -> str:
+    session_id = str(obj.get("id") or "")
+    updated = CheckoutSession.objects.filter(
+        session_id=session_id,
+        status__in=(CheckoutStatus.OPEN, CheckoutStatus.AWAITING_PAYMENT),
+    ).update(status=status, updated_at=timezone.now())
+    if not updated:
+        raise _Skip(f"Checkout Session {session_id} is unknown or already settled.")
+    return f"Checkout Session {note}."
+
+
+def _link_customer(
+    *, organization: Organization, customer_id: str, subscription_id: str = ""
+) -> None:
+    changes: dict[str, Any] = {}
+    if customer_id and organization.stripe_customer_id != customer_id:
+        changes["stripe_customer_id"] = customer_id
+    if subscription_id and organization.stripe_subscription_id != subscription_id:
+        changes["stripe_subscription_id"] = subscription_id
+    if changes:
+        Organization.objects.filter(pk=organization.pk).update(**changes, updated_at=timezone.now())
+        for field, value in changes.items():
+            setattr(organization, field, value)
+
+
+def _subscription_organization(obj: dict[str, Any]) -> Organization:
+    metadata = obj.get("metadata") or {}
+    org_id = _int_or_none(metadata.get("organization_id"))
+    customer_id = str(obj.get("customer") or "")
+    queryset = Organization.objects.select_for_update(no_key=True, of=("self",)).select_related(
+        "tier"
+    )
+    organization = queryset.filter(pk=org_id).first() if org_id else None
+    if organization is None and customer_id:
+        organization = queryset.filter(stripe_customer_id=customer_id).first()
+    if organization is None:
+        raise _Skip(f"Subscription {obj.get('id')} belongs to no organization of ours.")
+    return organization
+
+
+def _subscription_prices(obj: dict[str, Any]) -> list[str]:
+    items = (obj.get("items") or {}).get("data") or []
+    prices = []
+    for item in items:
+        price = (item or {}).get("price") or {}
+        price_id = price.get("id") if isinstance(price, dict) else price
+        if price_id:
+            prices.append(str(price_id))
+    return prices
+
+
+def _subscription_stale(*, subscription_id: str, created: int | None) -> bool:
+    """Stripe does not order deliveries: an event older than one applied already is history."""
+    if created is None:
+        return False
+    return StripeEvent.objects.filter(
+        type__startswith="customer.subscription.",
+        processed_at__isnull=False,
+        error="",
+        payload__data__object__id=subscription_id,
+        payload__created__gt=created,
+    ).exists()
+
+
+def _subscription_changed(obj: dict[str, Any], *, data: dict[str, Any], deleted: bool) -> str:
+    subscription_id = str(obj.get("id") or "")
+    status = str(obj.get("status") or "")
+    # The organization row lock serialises subscription events of one organization.
+    organization = _subscription_organization(obj)
+    if _subscription_stale(
+        subscription_id=subscription_id, created=_int_or_none(data.get("created"))
+    ):
+        raise _Skip(f"A newer event for subscription {subscription_id} was applied already.")
+    current = organization.stripe_subscription_id
+    if deleted or status in SUBSCRIPTION_ENDED:
+        if current and current != subscription_id:
+            raise _Skip(
+                f"Subscription {subscription_id} ended, but the organization's current "
+                f"subscription is {current}."
+            )
+        default = tier_get_default()
+        organization_set_tier(organization=organization, tier=default)
+        Organization.objects.filter(pk=organization.pk).update(
+            stripe_subscription_id="", updated_at=timezone.now()
+        )
+        return ""
+    if status not in SUBSCRIPTION_GRANTING:
+        raise _Skip(f"Subscription {subscription_id} is {status}; the tier is left as it is.")
+    prices = _subscription_prices(obj)
+    tier = MembershipTier.objects.filter(stripe_price_id__in=prices).exclude(stripe_price_id="")
+    chosen = tier.order_by("-max_unfinished_tasks").first()
+    if chosen is None:
+        raise _Skip(f"No membership tier is sold with the price(s) {', '.join(prices) or '-'}.")
+    organization_set_tier(organization=organization, tier=chosen)
+    _link_customer(
+        organization=organization,
+        customer_id=str(obj.get("customer") or ""),
+        subscription_id=subscription_id,
+    )
+    return ""
+
+
+def _charge_refunded(obj: dict[str, Any]) -> str:
+    charge_id = str(obj.get("id") or "")
+    payment_intent = str(obj.get("payment_intent") or "")
+    amount = _int_or_none(obj.get("amount")) or 0
+    refunded = _int_or_none(obj.get("amount_refunded")) or 0
+    record = (
+        CheckoutSession.objects.select_for_update(of=("self",))
+        .select_related("organization")
+        .filter(
+            kind=CheckoutKind.TOPUP,
+            status=CheckoutStatus.CREDITED,
+            payment_intent_id=payment_intent,
+        )
+        .exclude(payment_intent_id="")
+        .first()
+    )
+    if record is None:
+        raise _Skip(f"Charge {charge_id} paid for no top-up credited here.")
+    if amount <= 0 or refunded <= 0:
+        raise _Skip(f"Charge {charge_id} reports nothing refunded.")
+    owed_total = record.tokens * min(refunded, amount) // amount
+    owed_now = owed_total - record.tokens_refunded
+    if owed_now <= 0:
+        raise _Skip(f"The refunds of charge {charge_id} are accounted for already.")
+    currency = str(obj.get("currency") or record.currency).upper()
+    ledger_clawback(
+        organization=record.organization,
+        amount=owed_now,
+        idempotency_key=refund_key(charge_id, refunded),
+        stripe_object_id=charge_id,
+        reason=(
+            f"Stripe refund on charge {charge_id}: {refunded} of {amount} {currency} "
+            f"(minor units) refunded, {owed_now} tokens to claw back"
+        ),
+    )
+    CheckoutSession.objects.filter(pk=record.pk).update(
+        tokens_refunded=owed_total, updated_at=timezone.now()
+    )
+    return ""

@@ -1,0 +1,78 @@
+"""Stripe delivering the same event many times at once, on real PostgreSQL with real threads."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from django.test import Client
+
+from apps.billing.audit import ledger_audit
+from apps.billing.models import CheckoutKind, CheckoutSession, CheckoutStatus, StripeEvent
+from tests.factories import OrganizationFactory
+
+from .helpers import run_all, snapshot
+from .stripe_fakes import WEBHOOK_SECRET, checkout_session, event, sign
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+URL = "/billing/stripe/webhook"
+
+
+@pytest.fixture(autouse=True)
+def _webhook_secret(settings):
+    settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
+
+
+def open_session(organization):
+    return CheckoutSession.objects.create(
+        session_id="cs_race",
+        organization=organization,
+        kind=CheckoutKind.TOPUP,
+        tokens=700_000,
+        amount=2000,
+        currency="cny",
+    )
+
+
+def post(payload: bytes) -> int:
+    response = Client().post(
+        URL, data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(payload)
+    )
+    return response.status_code
+
+
+def test_one_event_delivered_100_times_concurrently_credits_once():
+    organization = OrganizationFactory()
+    open_session(organization)
+    payload = event(
+        "checkout.session.completed",
+        checkout_session("cs_race", organization_id=organization.pk),
+        event_id="evt_race",
+    )
+
+    statuses = Counter(run_all(post, [payload] * 100))
+
+    assert statuses == {200: 100}
+    assert snapshot(organization) == (700_000, 0, 1)
+    assert StripeEvent.objects.filter(event_id="evt_race").count() == 1
+    assert CheckoutSession.objects.get().status == CheckoutStatus.CREDITED
+    assert ledger_audit().ok
+
+
+def test_completed_and_async_succeeded_racing_credit_once():
+    organization = OrganizationFactory()
+    open_session(organization)
+    session = checkout_session("cs_race", organization_id=organization.pk)
+    payloads = []
+    for n in range(40):
+        # Distinct event ids, as Stripe's two event types would have, each also redelivered.
+        kind = "checkout.session.completed" if n % 2 else "checkout.session.async_payment_succeeded"
+        payloads.extend([event(kind, session, event_id=f"evt_{n}")] * 2)
+
+    statuses = Counter(run_all(post, payloads))
+
+    assert statuses == {200: 80}
+    assert snapshot(organization) == (700_000, 0, 1)
+    assert StripeEvent.objects.count() == 40
+    assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
