@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "apps.tasks",
     "apps.engines",
     "apps.protocols",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -208,6 +209,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": float(env_int("TASK_DISPATCH_INTERVAL", 5)),
     },
 }
+# Webhook attempts whose Celery message was lost, and every retry longer than a minute, are
+# found in the database by this task (SPEC §7).
+CELERY_BEAT_SCHEDULE["webhooks-deliver-due"] = {
+    "task": "webhooks.deliver_due",
+    "schedule": float(env_int("WEBHOOK_DELIVER_DUE_INTERVAL", 5)),
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Django REST framework and the OpenAPI schema ---------------------------------------------
@@ -270,6 +277,10 @@ TASK_LEASE_GRACE = env_float("TASK_LEASE_GRACE", 30.0)
 # --- Webhooks and outbound HTTP ---------------------------------------------------------------
 # Lets customer URLs reach loopback and private networks. For development and tests only.
 WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
+# An endpoint whose every delivery fails for this many days is disabled and its owners e-mailed.
+WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 5.0)
+# After a secret rotation the previous secret keeps signing (both signatures sent) this long.
+WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", 24.0)
 
 # --- Stripe -----------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY the product runs and buying answers that payments are unavailable.

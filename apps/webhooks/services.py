@@ -1,0 +1,469 @@
+"""Writes for webhooks: the signing secret, endpoints, publishing to the outbox, resend.
+
+Publishing never sends anything. It writes the message (with its final body) and its first
+pending attempt in the caller's transaction and asks, on commit, for a Celery worker to deliver
+it (``apps.webhooks.delivery``). If that request is lost, the beat task finds the attempt in the
+database a minute later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from apps.accounts.models import Organization
+from apps.core.crypto import encrypt_text
+from apps.core.errors import ValidationFailed
+from apps.core.http import OutboundHTTPError, UnsafeURL, check_url
+from apps.tasks.enums import Status
+from apps.tasks.models import Task
+
+from . import clock
+from .conf import DISPATCH_LEASE, rotation_overlap
+from .models import (
+    SUBSCRIBABLE_EVENT_TYPES,
+    DeliveryState,
+    DeliveryTrigger,
+    EventState,
+    EventType,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookSecret,
+)
+from .payloads import native_task_payload, task_payload
+from .selectors import delivery_get, endpoint_get
+from .signing import secret_generate
+
+logger = logging.getLogger(__name__)
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def _msg_id() -> str:
+    """``msg_`` + a ULID: 48 bits of milliseconds then 80 random bits, Crockford base32."""
+    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "msg_" + "".join(reversed(chars))
+
+
+def _dumps(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, cls=DjangoJSONEncoder, ensure_ascii=False, separators=(",", ":"))
+
+
+def _enqueue_on_commit(event_ids: list[int]) -> None:
+    if not event_ids:
+        return
+
+    def send() -> None:
+        from .tasks import deliver
+
+        try:
+            deliver.delay(event_ids)
+        except Exception:  # the broker is down: the beat task will find the rows anyway
+            logger.warning("webhook delivery not queued", extra={"event_ids": event_ids})
+
+    transaction.on_commit(send)
+
+
+# --- The signing secret ------------------------------------------------------------------------
+
+
+def webhook_secret_ensure(*, organization: Organization) -> tuple[WebhookSecret, str | None]:
+    """The organization's current secret, created if it has none (then also its plaintext)."""
+    current = WebhookSecret.objects.filter(
+        organization=organization, expires_at__isnull=True
+    ).first()
+    if current is not None:
+        return current, None
+    plaintext = secret_generate()
+    try:
+        with transaction.atomic():
+            created = WebhookSecret.objects.create(
+                organization=organization,
+                secret_encrypted=encrypt_text(plaintext),
+                created_at=clock.now(),
+            )
+    except IntegrityError:  # created concurrently: use theirs
+        return WebhookSecret.objects.get(organization=organization, expires_at__isnull=True), None
+    return created, plaintext
+
+
+@transaction.atomic
+def webhook_secret_rotate(*, organization: Organization) -> str:
+    """Make a new current secret and return its plaintext (shown once).
+
+    The previous secret keeps signing for the overlap window; any older one stops now, so at most
+    two secrets are ever valid and rotating twice really retires a leaked secret.
+    """
+    # Serialise rotations of one organization (NO KEY UPDATE does not block foreign-key checks).
+    Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).first()
+    now = clock.now()
+    WebhookSecret.objects.filter(organization=organization, expires_at__gt=now).update(
+        expires_at=now
+    )
+    WebhookSecret.objects.filter(organization=organization, expires_at__lte=now).delete()
+    WebhookSecret.objects.filter(organization=organization, expires_at__isnull=True).update(
+        expires_at=now + rotation_overlap()
+    )
+    plaintext = secret_generate()
+    WebhookSecret.objects.create(
+        organization=organization, secret_encrypted=encrypt_text(plaintext), created_at=now
+    )
+    return plaintext
+
+
+# --- Endpoints -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointCreated:
+    endpoint: WebhookEndpoint
+    # The organization's signing secret when this call created it (shown once), else None.
+    secret: str | None
+
+
+def _clean_url(url: Any) -> str:
+    if not isinstance(url, str) or not url.strip():
+        raise ValidationFailed("A URL is required.", details={"field": "url"})
+    url = url.strip()
+    try:
+        check_url(url)
+    except UnsafeURL as exc:
+        raise UnsafeURL(exc.message, details={"field": "url"}) from exc
+    except OutboundHTTPError as exc:
+        raise ValidationFailed(
+            f"{exc.message} Check the host name.", code="unresolvable_url", details={"field": "url"}
+        ) from exc
+    return url
+
+
+def _clean_event_types(event_types: Any) -> list[str]:
+    if event_types is None:
+        return []
+    if not isinstance(event_types, list | tuple) or not all(
+        isinstance(t, str) for t in event_types
+    ):
+        raise ValidationFailed(
+            "event_types must be a list of event type names.", details={"field": "event_types"}
+        )
+    cleaned: list[str] = []
+    for event_type in event_types:
+        if event_type not in SUBSCRIBABLE_EVENT_TYPES:
+            raise ValidationFailed(
+                f"Unknown event type '{event_type}'.",
+                details={"field": "event_types", "allowed": list(SUBSCRIBABLE_EVENT_TYPES)},
+            )
+        if event_type not in cleaned:
+            cleaned.append(event_type)
+    return cleaned
+
+
+def _clean_description(description: Any) -> str:
+    if not isinstance(description, str):
+        raise ValidationFailed("description must be a string.", details={"field": "description"})
+    description = description.strip()
+    if len(description) > 200:
+        raise ValidationFailed(
+            "description is limited to 200 characters.", details={"field": "description"}
+        )
+    return description
+
+
+@transaction.atomic
+def endpoint_create(
+    *,
+    organization: Organization,
+    url: str,
+    description: str = "",
+    event_types: Iterable[str] | None = None,
+    is_enabled: bool = True,
+) -> EndpointCreated:
+    cleaned_url = _clean_url(url)
+    cleaned_types = _clean_event_types(list(event_types) if event_types is not None else None)
+    cleaned_description = _clean_description(description)
+    Organization.objects.select_for_update(no_key=True).filter(pk=organization.pk).first()
+    limit = int(getattr(settings, "WEBHOOK_MAX_ENDPOINTS", 20))
+    if WebhookEndpoint.objects.filter(organization=organization).count() >= limit:
+        raise ValidationFailed(
+            f"An organization can have at most {limit} webhook endpoints.",
+            code="endpoint_limit",
+        )
+    endpoint = WebhookEndpoint.objects.create(
+        organization=organization,
+        url=cleaned_url,
+        description=cleaned_description,
+        event_types=cleaned_types,
+        is_enabled=bool(is_enabled),
+    )
+    _, secret = webhook_secret_ensure(organization=organization)
+    return EndpointCreated(endpoint=endpoint, secret=secret)
+
+
+@transaction.atomic
+def endpoint_update(
+    *,
+    organization: Organization,
+    endpoint_id: Any,
+    url: str | None = None,
+    description: str | None = None,
+    event_types: Iterable[str] | None = None,
+    is_enabled: bool | None = None,
+) -> WebhookEndpoint:
+    """Change what is given (None leaves a field alone). Enabling clears the failure record."""
+    endpoint = endpoint_get(organization=organization, endpoint_id=endpoint_id)
+    endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    if url is not None:
+        endpoint.url = _clean_url(url)
+    if description is not None:
+        endpoint.description = _clean_description(description)
+    if event_types is not None:
+        endpoint.event_types = _clean_event_types(list(event_types))
+    if is_enabled is not None:
+        if is_enabled and not endpoint.is_enabled:
+            endpoint.disabled_reason = ""
+            endpoint.disabled_at = None
+            endpoint.failing_since = None
+        elif not is_enabled and endpoint.is_enabled:
+            endpoint.disabled_reason = "Disabled by the organization."
+            endpoint.disabled_at = clock.now()
+        endpoint.is_enabled = bool(is_enabled)
+    endpoint.save()
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_delete(*, organization: Organization, endpoint_id: Any) -> None:
+    """Deletes the endpoint with its messages and attempt log."""
+    endpoint = endpoint_get(organization=organization, endpoint_id=endpoint_id)
+    endpoint.delete()
+
+
+def _endpoint_event_type(endpoint: WebhookEndpoint, event_type: str) -> str | None:
+    """The type this endpoint receives the event as, or None when it does not subscribe.
+
+    ``task.updated`` means "every change of a task", so a subscriber of only that type receives
+    a success, say, as ``task.updated``; a subscriber of the specific type gets that type.
+    """
+    if endpoint.subscribes_to(event_type):
+        return event_type
+    if event_type.startswith("task.") and EventType.TASK_UPDATED in endpoint.event_types:
+        return EventType.TASK_UPDATED
+    return None
+
+
+def _envelope(event_type: str, data: dict[str, Any], now_iso: str) -> str:
+    return _dumps({"type": event_type, "timestamp": now_iso, "data": data})
+
+
+def _hook_key(url: str) -> str:
+    return "hook:" + hashlib.sha256(url.encode()).hexdigest()[:40]
+
+
+def _event_create(
+    *,
+    organization_id: int,
+    event_type: str,
+    body: str,
+    target_key: str,
+    url: str,
+    task: Task | None = None,
+    endpoint: WebhookEndpoint | None = None,
+    trigger: str = DeliveryTrigger.AUTO,
+) -> WebhookEvent:
+    now = clock.now()
+    sequence = 0
+    if task is not None:
+        # The caller holds the task's row lock, so this max cannot race another publisher.
+        last = WebhookEvent.objects.filter(task=task, target_key=target_key).aggregate(
+            last=Max("sequence")
+        )["last"]
+        sequence = (last or 0) + 1
+    event = WebhookEvent.objects.create(
+        msg_id=_msg_id(),
+        organization_id=organization_id,
+        event_type=event_type,
+        body=body,
+        task=task,
+        endpoint=endpoint,
+        url=url,
+        target_key=target_key,
+        sequence=sequence,
+        created_at=now,
+    )
+    WebhookDelivery.objects.create(
+        organization_id=organization_id,
+        event=event,
+        endpoint=endpoint,
+        attempt=1,
+        trigger=trigger,
+        next_attempt_at=now,
+        # Queued on commit; the beat task waits this long before queueing it again.
+        dispatched_until=now + DISPATCH_LEASE,
+        url=url,
+        created_at=now,
+    )
+    return event
+
+
+_STATUS_EVENT_TYPES: dict[str, str] = {
+    Status.SUCCESS: EventType.TASK_SUCCEEDED,
+    Status.FAILURE: EventType.TASK_FAILED,
+    Status.CANCEL: EventType.TASK_CANCELLED,
+}
+
+
+def task_event_publish(*, task: Task, event_type: str | None = None) -> list[WebhookEvent]:
+    """Write the outbox messages for a change of ``task``. Call inside the changing transaction.
+
+    The task row is re-read under its lock, so the body is the state this transaction commits
+    even when the caller changed it with a queryset ``update()``. Messages go to the task's own
+    hook (Task JSON of its protocol) and to the organization's enabled endpoints that subscribe
+    (an envelope around the native Task JSON). ``event_type`` defaults from the status.
+    """
+    with transaction.atomic():
+        fresh = Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
+        event_type = event_type or _STATUS_EVENT_TYPES.get(
+            fresh.status, str(EventType.TASK_UPDATED)
+        )
+        events: list[WebhookEvent] = []
+        if fresh.notify_hook:
+            events.append(
+                _event_create(
+                    organization_id=fresh.organization_id,
+                    event_type=event_type,
+                    body=_dumps(task_payload(fresh)),
+                    target_key=_hook_key(fresh.notify_hook),
+                    url=fresh.notify_hook,
+                    task=fresh,
+                )
+            )
+        data: dict[str, Any] | None = None
+        now_iso = clock.now().isoformat()
+        endpoints = WebhookEndpoint.objects.filter(
+            organization_id=fresh.organization_id, is_enabled=True
+        ).order_by("id")
+        for endpoint in endpoints:
+            delivered_as = _endpoint_event_type(endpoint, event_type)
+            if delivered_as is None:
+                continue
+            if data is None:
+                data = native_task_payload(fresh)
+            events.append(
+                _event_create(
+                    organization_id=fresh.organization_id,
+                    event_type=delivered_as,
+                    body=_envelope(delivered_as, data, now_iso),
+                    target_key=f"endpoint:{endpoint.pk}",
+                    url=endpoint.url,
+                    task=fresh,
+                    endpoint=endpoint,
+                )
+            )
+        _enqueue_on_commit([event.pk for event in events])
+    return events
+
+
+def balance_low_publish(
+    *, organization: Organization, available: int, held: int, threshold: int
+) -> list[WebhookEvent]:
+    """Tell subscribed endpoints that the available balance fell below ``threshold`` tokens."""
+    with transaction.atomic():
+        now_iso = clock.now().isoformat()
+        data = {
+            "organization": organization.pk,
+            "available": available,
+            "held": held,
+            "threshold": threshold,
+        }
+        events = [
+            _event_create(
+                organization_id=organization.pk,
+                event_type=EventType.BALANCE_LOW,
+                body=_envelope(EventType.BALANCE_LOW, data, now_iso),
+                target_key=f"endpoint:{endpoint.pk}",
+                url=endpoint.url,
+                endpoint=endpoint,
+            )
+            for endpoint in WebhookEndpoint.objects.filter(
+                organization=organization, is_enabled=True
+            ).order_by("id")
+            if endpoint.subscribes_to(EventType.BALANCE_LOW)
+        ]
+        _enqueue_on_commit([event.pk for event in events])
+    return events
+
+
+@transaction.atomic
+def endpoint_send_test_event(*, organization: Organization, endpoint_id: Any) -> WebhookDelivery:
+    """Send a ``webhook.test`` message to one endpoint, enabled or not, once (no retries)."""
+    endpoint = endpoint_get(organization=organization, endpoint_id=endpoint_id)
+    now_iso = clock.now().isoformat()
+    data = {"message": "This is a test event from mjgate.", "endpoint": endpoint.pk}
+    event = _event_create(
+        organization_id=organization.pk,
+        event_type=EventType.TEST,
+        body=_envelope(EventType.TEST, data, now_iso),
+        target_key=f"endpoint:{endpoint.pk}",
+        url=endpoint.url,
+        endpoint=endpoint,
+        trigger=DeliveryTrigger.MANUAL,
+    )
+    _enqueue_on_commit([event.pk])
+    return event.deliveries.get()
+
+
+@transaction.atomic
+def delivery_resend(*, organization: Organization, delivery_id: Any) -> WebhookDelivery:
+    """Deliver the message of ``delivery_id`` again, with the same ``webhook-id``.
+
+    If the message still has a scheduled retry, that retry is brought forward to now. Otherwise
+    a new manual attempt is added; it is tried once and, if it fails, the message is dead again.
+    """
+    delivery = delivery_get(organization=organization, delivery_id=delivery_id)
+    event = WebhookEvent.objects.select_for_update().get(pk=delivery.event_id)
+    now = clock.now()
+    pending = (
+        WebhookDelivery.objects.select_for_update()
+        .filter(event=event, state=DeliveryState.PENDING)
+        .first()
+    )
+    if pending is not None:
+        in_flight = pending.claimed_until is not None and pending.claimed_until > now
+        if not in_flight:
+            pending.next_attempt_at = now
+            pending.dispatched_until = now + DISPATCH_LEASE
+            pending.save(update_fields=["next_attempt_at", "dispatched_until"])
+            _enqueue_on_commit([event.pk])
+        return pending
+    last = event.deliveries.aggregate(last=Max("attempt"))["last"] or 0
+    event.state = EventState.PENDING
+    event.finished_at = None
+    event.save(update_fields=["state", "finished_at"])
+    attempt = WebhookDelivery.objects.create(
+        organization_id=event.organization_id,
+        event=event,
+        endpoint_id=event.endpoint_id,
+        attempt=last + 1,
+        trigger=DeliveryTrigger.MANUAL,
+        next_attempt_at=now,
+        dispatched_until=now + DISPATCH_LEASE,
+        url=event.target_url,
+        created_at=now,
+    )
+    _enqueue_on_commit([event.pk])
+    return attempt
