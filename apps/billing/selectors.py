@@ -2,12 +2,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from apps.accounts.models import Organization
 from apps.core.errors import NotFound
+from apps.tasks.enums import UNFINISHED_STATUSES, Mode
+from apps.tasks.models import Task
 
-from .models import Balance, LedgerEntry, Price
+from .models import Balance, LedgerEntry, Price, TokenPackage
 
 
 @dataclass(frozen=True)
@@ -43,3 +46,54 @@ def ledger_list(
     if task_id:
         qs = qs.filter(task_id=task_id)
     return qs.order_by("-id")
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    modes: list[str]
+    #: action -> mode -> tokens per successful task
+    prices: dict[str, dict[str, int]]
+    #: the modes the organization's tier may use
+    allowed_modes: list[str]
+    tokens_per_cny: int
+
+
+def price_table_get(*, organization: Organization) -> PriceTable:
+    """The price table as the organization sees it, with the modes its tier allows."""
+    table: dict[str, dict[str, int]] = {}
+    for action, mode, tokens in price_list().values_list("action", "mode", "tokens"):
+        table.setdefault(action, {})[mode] = int(tokens)
+    tier = organization.tier
+    return PriceTable(
+        modes=list(Mode.values),
+        prices=table,
+        allowed_modes=[mode for mode in Mode.values if tier.allows_mode(mode)],
+        tokens_per_cny=int(settings.TOKENS_PER_CNY),
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    code: str
+    name: str
+    max_unfinished_tasks: int
+    allowed_modes: list[str]
+    unfinished_tasks: int
+
+
+def plan_get(*, organization: Organization) -> Plan:
+    tier = organization.tier
+    unfinished = Task.objects.filter(
+        organization=organization, status__in=UNFINISHED_STATUSES
+    ).count()
+    return Plan(
+        code=tier.code,
+        name=tier.name,
+        max_unfinished_tasks=tier.max_unfinished_tasks,
+        allowed_modes=[mode for mode in Mode.values if tier.allows_mode(mode)],
+        unfinished_tasks=unfinished,
+    )
+
+
+def package_list_active() -> QuerySet[TokenPackage]:
+    return TokenPackage.objects.filter(is_active=True).order_by("sort_order", "tokens", "id")

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -12,4 +12,5 @@ urlpatterns = [
     path("tasks/<str:task_id>/cancel", views.TaskCancelView.as_view(), name="task-cancel"),
     path("keys", views.KeyListView.as_view(), name="keys"),
     path("keys/<str:key_id>", views.KeyDetailView.as_view(), name="key"),
+    path("", include("apps.protocols.v1.billing_urls")),
 ]

@@ -1,0 +1,233 @@
+"""Operator admin for billing (SPEC §10): prices, packages, the ledger, Stripe logs, adjustments.
+
+Ledger entries and Stripe records are read-only here: a correction is a new entry written by the
+"adjust balance" action through ``ledger_adjust``, never an edit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from apps.accounts.admin import OrganizationAdmin
+from apps.accounts.models import Organization, User
+from apps.core.errors import ServiceError
+
+from .ledger import MAX_TOKENS, ledger_adjust
+from .models import Balance, CheckoutSession, LedgerEntry, Price, StripeEvent, TokenPackage
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    list_display = ("action", "mode", "tokens", "updated_at")
+    list_editable = ("tokens",)
+    list_filter = ("mode", "action")
+    ordering = ("action", "mode")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A missing price makes every submit of that action fail; set 0 to give it away.
+        return False
+
+
+@admin.register(TokenPackage)
+class TokenPackageAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "tokens",
+        "price_amount",
+        "currency",
+        "stripe_price_id",
+        "is_active",
+        "sort_order",
+    )
+    list_editable = ("is_active", "sort_order")
+    list_filter = ("is_active", "currency")
+    search_fields = ("name", "stripe_price_id")
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "created_at",
+        "organization",
+        "kind",
+        "amount",
+        "delta_available",
+        "delta_held",
+        "available_after",
+        "held_after",
+        "task",
+        "operator",
+        "reason",
+    )
+    list_filter = ("kind",)
+    list_select_related = ("organization", "operator")
+    search_fields = (
+        "=organization__id",
+        "organization__name",
+        "=task__id",
+        "idempotency_key",
+        "stripe_object_id",
+        "reason",
+    )
+    date_hierarchy = "created_at"
+    show_full_result_count = False  # counting a big ledger on every page view is wasted work
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    list_display = ("event_id", "type", "received_at", "processed_at", "error", "livemode")
+    list_filter = ("type", "livemode")
+    search_fields = ("=event_id",)
+    date_hierarchy = "received_at"
+
+
+@admin.register(CheckoutSession)
+class CheckoutSessionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "session_id",
+        "organization",
+        "kind",
+        "status",
+        "tokens",
+        "amount",
+        "currency",
+        "tokens_refunded",
+        "created_at",
+    )
+    list_filter = ("kind", "status")
+    list_select_related = ("organization",)
+    search_fields = ("=session_id", "=payment_intent_id", "organization__name")
+
+
+class AdjustBalanceForm(forms.Form):
+    amount = forms.IntegerField(
+        min_value=-MAX_TOKENS,
+        max_value=MAX_TOKENS,
+        help_text="Signed tokens: positive credits, negative debits (never below 0 available).",
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Required. Stored on the ledger entry with your name.",
+    )
+    # One token per rendered form: submitting the same form twice adjusts once.
+    token = forms.UUIDField(widget=forms.HiddenInput)
+
+    def clean_amount(self) -> int:
+        amount = self.cleaned_data["amount"]
+        if amount == 0:
+            raise forms.ValidationError("The amount must not be zero.")
+        return int(amount)
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("A reason is required.")
+        return str(reason)
+
+
+def _adjust_balance(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Organization]
+) -> HttpResponse | None:
+    if "apply" in request.POST:
+        form = AdjustBalanceForm(request.POST)
+        if form.is_valid():
+            operator = request.user
+            assert isinstance(operator, User)
+            data = form.cleaned_data
+            for organization in queryset.order_by("pk"):
+                try:
+                    entry = ledger_adjust(
+                        organization=organization,
+                        amount=data["amount"],
+                        reason=data["reason"],
+                        operator=operator,
+                        idempotency_key=f"admin-adjust:{data['token']}",
+                    )
+                except ServiceError as exc:
+                    modeladmin.message_user(
+                        request, f"{organization}: not adjusted. {exc.message}", messages.ERROR
+                    )
+                    continue
+                modeladmin.message_user(
+                    request,
+                    f"{organization}: adjusted by {entry.delta_available:+,} tokens "
+                    f"(ledger entry {entry.pk}); available is now {entry.available_after:,}.",
+                    messages.SUCCESS,
+                )
+            return None
+    else:
+        form = AdjustBalanceForm(initial={"token": uuid.uuid4()})
+    balances = dict(
+        Balance.objects.filter(organization__in=queryset).values_list(
+            "organization_id", "available"
+        )
+    )
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Adjust balance",
+        "opts": modeladmin.model._meta,
+        "form": form,
+        "organizations": [(org, balances.get(org.pk, 0)) for org in queryset.order_by("pk")],
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "action_name": "adjust_balance",
+    }
+    return TemplateResponse(request, "admin/billing/adjust_balance.html", context)
+
+
+class BillingOrganizationAdmin(OrganizationAdmin):
+    """The accounts app's Organization admin, plus the balance and the adjust action."""
+
+    actions = ("adjust_balance",)
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return (*super().get_list_display(request), "available_tokens", "held_tokens")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
+        return super().get_queryset(request).select_related("balance")
+
+    @admin.display(description="available")
+    def available_tokens(self, obj: Organization) -> int:
+        balance = getattr(obj, "balance", None)
+        return balance.available if balance else 0
+
+    @admin.display(description="held")
+    def held_tokens(self, obj: Organization) -> int:
+        balance = getattr(obj, "balance", None)
+        return balance.held if balance else 0
+
+    def has_adjust_balance_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.adjust_balance")
+
+    @admin.action(
+        description="Adjust balance (writes a ledger entry with a reason)",
+        permissions=["adjust_balance"],
+    )
+    def adjust_balance(
+        self, request: HttpRequest, queryset: QuerySet[Organization]
+    ) -> HttpResponse | None:
+        return _adjust_balance(self, request, queryset)
+
+
+# Extend, not replace: accounts keeps owning its admin; billing adds what only billing knows.
+admin.site.unregister(Organization)
+admin.site.register(Organization, BillingOrganizationAdmin)

@@ -1,0 +1,171 @@
+"""Native v1 billing endpoints (SPEC §6.3): ledger, prices and plan. Reads only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound as DRFNotFound
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.billing.models import EntryKind, LedgerEntry
+from apps.billing.selectors import ledger_list, plan_get, price_table_get
+from apps.core.api import OrganizationAPIView
+from apps.core.errors import ValidationFailed
+
+
+class LedgerPagination(CursorPagination):
+    """Opaque cursors over ``-id``: stable while new entries keep arriving."""
+
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except DRFNotFound as exc:
+            # DRF answers a malformed cursor with 404; it is a bad parameter, not a missing page.
+            raise ValidationFailed(
+                "The cursor is invalid.", details={"cursor": "Use a cursor this API returned."}
+            ) from exc
+
+
+class LedgerQuerySerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=EntryKind.choices, required=False)
+    task = serializers.RegexField(r"^[0-9]{1,32}$", required=False)
+    cursor = serializers.CharField(required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200)
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    amount = serializers.IntegerField(read_only=True)
+    task = serializers.CharField(source="task_id", allow_null=True, read_only=True)
+
+    class Meta:
+        model = LedgerEntry
+        fields = (
+            "id",
+            "kind",
+            "amount",
+            "delta_available",
+            "delta_held",
+            "available_after",
+            "held_after",
+            "task",
+            "reason",
+            "created_at",
+        )
+        read_only_fields = fields
+
+
+class LedgerPageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True, help_text="The next (older) page, or null.")
+    previous = serializers.URLField(allow_null=True, help_text="The previous page, or null.")
+    results = LedgerEntrySerializer(many=True)
+
+
+class LedgerView(OrganizationAPIView):
+    required_key_flags = ("billing_read",)
+
+    @extend_schema(
+        summary="Ledger entries, newest first",
+        description=(
+            "Every movement of the organization's tokens: top-ups, the sign-up grant, holds "
+            "taken when a task is accepted, captures (a task succeeded) and releases (it failed "
+            "or was cancelled), operator adjustments and refunds. `amount` is the size of the "
+            "movement; `delta_available`/`delta_held` are signed and `available_after`/"
+            "`held_after` the balance right after it. Cursor-paginated."
+        ),
+        parameters=[
+            OpenApiParameter("kind", OpenApiTypes.STR, enum=EntryKind.values),
+            OpenApiParameter("task", OpenApiTypes.STR, description="Only entries of this task."),
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="From `next`/`previous`."),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="1–200, default 50."),
+        ],
+        responses=LedgerPageSerializer,
+    )
+    def get(self, request: Request) -> Response:
+        query = LedgerQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        entries = ledger_list(
+            organization=self.organization,
+            kind=query.validated_data.get("kind"),
+            task_id=query.validated_data.get("task"),
+        )
+        paginator = LedgerPagination()
+        page = paginator.paginate_queryset(entries, request, view=self)
+        return paginator.get_paginated_response(LedgerEntrySerializer(page, many=True).data)
+
+
+class PricesView(OrganizationAPIView):
+    required_key_flags = ("billing_read",)
+
+    @extend_schema(
+        summary="Tokens per successful task, by action and mode",
+        description=(
+            "`prices[action][mode]` is charged only when a task succeeds (held while it runs). "
+            "`allowed_modes` are the modes the organization's plan may use."
+        ),
+        responses=inline_serializer(
+            "PriceTable",
+            {
+                "unit": serializers.CharField(),
+                "tokens_per_cny": serializers.IntegerField(),
+                "modes": serializers.ListField(child=serializers.CharField()),
+                "allowed_modes": serializers.ListField(child=serializers.CharField()),
+                "prices": serializers.DictField(
+                    child=serializers.DictField(child=serializers.IntegerField())
+                ),
+            },
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        table = price_table_get(organization=self.organization)
+        return Response(
+            {
+                "unit": "tokens",
+                "tokens_per_cny": table.tokens_per_cny,
+                "modes": table.modes,
+                "allowed_modes": table.allowed_modes,
+                "prices": table.prices,
+            }
+        )
+
+
+class PlanView(OrganizationAPIView):
+    required_key_flags = ("billing_read",)
+
+    @extend_schema(
+        summary="The organization's membership tier and current use",
+        description=(
+            "`unfinished_tasks` counts queued, submitted and running tasks against "
+            "`max_unfinished_tasks`; a submit beyond the limit answers 429."
+        ),
+        responses=inline_serializer(
+            "Plan",
+            {
+                "code": serializers.CharField(),
+                "name": serializers.CharField(),
+                "max_unfinished_tasks": serializers.IntegerField(),
+                "allowed_modes": serializers.ListField(child=serializers.CharField()),
+                "unfinished_tasks": serializers.IntegerField(),
+            },
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        plan = plan_get(organization=self.organization)
+        return Response(
+            {
+                "code": plan.code,
+                "name": plan.name,
+                "max_unfinished_tasks": plan.max_unfinished_tasks,
+                "allowed_modes": plan.allowed_modes,
+                "unfinished_tasks": plan.unfinished_tasks,
+            }
+        )
