@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from tests.integration_support import celery_worker, celery_worker_factory  # noqa: F401
