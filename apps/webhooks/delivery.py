@@ -189,11 +189,15 @@ def _note_failure(endpoint: WebhookEndpoint, now: datetime) -> None:
 
 
 def _claim(
-    event_id: int, now: datetime
+    event_id: int, now: datetime, *, wait: bool = False
 ) -> tuple[WebhookDelivery, WebhookEvent, str] | DeliveryResult:
+    # ``wait``: block on another worker's claim transaction instead of skipping the row. Used
+    # for a successor, which the other worker may have just found still held: once its short
+    # transaction ends, either it claimed the attempt (we then see the lease and stop) or it
+    # gave up, and the message is ours.
     with transaction.atomic():
         delivery = (
-            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            WebhookDelivery.objects.select_for_update(skip_locked=not wait, of=("self",))
             .filter(event_id=event_id, state=DeliveryState.PENDING, next_attempt_at__lte=now)
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
             .first()
@@ -356,9 +360,9 @@ def _record(delivery: WebhookDelivery, token: str, outcome: _Outcome) -> Deliver
     return DeliveryResult(delivery=delivery, successor_id=successor)
 
 
-def event_deliver(*, event_id: int) -> DeliveryResult:
+def event_deliver(*, event_id: int, wait: bool = False) -> DeliveryResult:
     """Make the due attempt of one message, if there is one and nothing holds it back."""
-    claimed = _claim(event_id, clock.now())
+    claimed = _claim(event_id, clock.now(), wait=wait)
     if isinstance(claimed, DeliveryResult):
         return claimed
     delivery, event, token = claimed
@@ -380,14 +384,15 @@ def events_deliver(
 ) -> list[WebhookDelivery]:
     """Deliver these messages and, as each finishes, the next one of its task and target."""
     started = time.monotonic()
-    queue = deque(event_ids)
+    queue: deque[tuple[int, bool]] = deque((event_id, False) for event_id in event_ids)
     attempted: list[WebhookDelivery] = []
     while queue and time.monotonic() - started < time_budget:
-        result = event_deliver(event_id=queue.popleft())
+        event_id, is_successor = queue.popleft()
+        result = event_deliver(event_id=event_id, wait=is_successor)
         if result.delivery is not None:
             attempted.append(result.delivery)
-        if result.successor_id is not None and result.successor_id not in queue:
-            queue.append(result.successor_id)
+        if result.successor_id is not None:
+            queue.append((result.successor_id, True))
     return attempted
 
 

@@ -208,3 +208,6 @@ def broker(
     monkeypatch.setattr(deliver, "apply_async", fake.apply_async)
     monkeypatch.setattr(deliver, "delay", fake.delay)
     return fake
+
+
+from tests.integration_support import celery_worker_factory  # noqa: E402, F401

@@ -14,3 +14,45 @@ urlpatterns = [
     path("keys/<str:key_id>", views.KeyDetailView.as_view(), name="key"),
     path("", include("apps.protocols.v1.billing_urls")),
 ]
+
+# Webhook endpoints, the signing secret and the delivery log (apps/protocols/v1/webhook_views.py).
+from . import webhook_views  # noqa: E402
+
+urlpatterns += [
+    path(
+        "webhooks/endpoints",
+        webhook_views.WebhookEndpointListView.as_view(),
+        name="webhook-endpoints",
+    ),
+    path(
+        "webhooks/endpoints/<str:endpoint_id>",
+        webhook_views.WebhookEndpointDetailView.as_view(),
+        name="webhook-endpoint",
+    ),
+    path(
+        "webhooks/endpoints/<str:endpoint_id>/test",
+        webhook_views.WebhookEndpointTestView.as_view(),
+        name="webhook-endpoint-test",
+    ),
+    path("webhooks/secret", webhook_views.WebhookSecretView.as_view(), name="webhook-secret"),
+    path(
+        "webhooks/secret/rotate",
+        webhook_views.WebhookSecretRotateView.as_view(),
+        name="webhook-secret-rotate",
+    ),
+    path(
+        "webhooks/deliveries",
+        webhook_views.WebhookDeliveryListView.as_view(),
+        name="webhook-deliveries",
+    ),
+    path(
+        "webhooks/deliveries/<str:delivery_id>",
+        webhook_views.WebhookDeliveryDetailView.as_view(),
+        name="webhook-delivery",
+    ),
+    path(
+        "webhooks/deliveries/<str:delivery_id>/resend",
+        webhook_views.WebhookDeliveryResendView.as_view(),
+        name="webhook-delivery-resend",
+    ),
+]

@@ -1,0 +1,106 @@
+"""Operator views of webhooks (SPEC §10). Secrets are never shown; resend goes through the service."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.core.errors import ServiceError
+
+from .models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from .services import delivery_resend
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = (
+        "url",
+        "organization",
+        "is_enabled",
+        "disabled_reason",
+        "failing_since",
+        "created_at",
+    )
+    list_filter = ("is_enabled",)
+    list_select_related = ("organization",)
+    search_fields = ("url", "description", "organization__name")
+    readonly_fields = ("organization", "disabled_at", "failing_since", "created_at", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Endpoints are created by their organization, through the URL guard of the service.
+        return False
+
+
+class DeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    extra = 0
+    can_delete = False
+    fields = ("attempt", "trigger", "state", "attempted_at", "status_code", "latency_ms", "error")
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ("msg_id", "event_type", "organization", "task", "state", "created_at")
+    list_filter = ("state", "event_type")
+    list_select_related = ("organization",)
+    search_fields = ("msg_id", "task__id", "url", "organization__name")
+    readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+    inlines = (DeliveryInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The attempt log. Read-only; the resend action adds an attempt through the service."""
+
+    list_display = (
+        "id",
+        "event",
+        "organization",
+        "attempt",
+        "trigger",
+        "state",
+        "status_code",
+        "latency_ms",
+        "attempted_at",
+        "next_attempt_at",
+    )
+    list_filter = ("state", "trigger")
+    list_select_related = ("event", "organization")
+    search_fields = ("event__msg_id", "event__task__id", "url", "organization__name")
+    readonly_fields = [
+        f.name
+        for f in WebhookDelivery._meta.fields
+        if f.name not in ("claim_token", "dispatched_until", "claimed_until")
+    ]
+    exclude = ("claim_token", "dispatched_until", "claimed_until")
+    actions = ("resend",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Resend the messages of the selected deliveries")
+    def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        resent = 0
+        for delivery in queryset.select_related("organization"):
+            try:
+                delivery_resend(organization=delivery.organization, delivery_id=delivery.pk)
+            except ServiceError as exc:
+                self.message_user(request, f"Delivery {delivery.pk}: {exc.message}", messages.ERROR)
+                continue
+            resent += 1
+        self.message_user(request, f"Resent {resent} message(s).", messages.SUCCESS)
