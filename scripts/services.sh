@@ -49,7 +49,9 @@ ensure_redis() {
 ensure_postgres
 ensure_redis
 
-# The database the test settings name (pytest creates test_mjgate beside it).
-if ! psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='mjgate'" | grep -q 1; then
+# The database the test settings name (pytest creates test_mjgate beside it). Without the psql
+# client Django still manages: it creates the test database through the "postgres" database.
+if command -v psql >/dev/null 2>&1 &&
+  ! psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='mjgate'" | grep -q 1; then
   psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE mjgate" >/dev/null
 fi

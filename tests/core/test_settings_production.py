@@ -4,6 +4,7 @@ settings refuse to start without a real SECRET_KEY or any other required variabl
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -95,3 +96,46 @@ def test_refuses_to_start_without_a_required_variable(tmp_path, variable, messag
     result = _check(tmp_path, **{variable: None})
     assert result.returncode != 0
     assert message in result.stderr
+
+
+# --- documentation stays in sync with the settings --------------------------------------------
+
+_ENV_READ = re.compile(
+    r"""(?:env_(?:str|int|bool|float|list|required)\(\s*|os\.environ(?:\.get)?[(\[]\s*)"([A-Z][A-Z0-9_]*)\""""
+)
+_ENV_EXAMPLE_LINE = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=", re.MULTILINE)
+# Read by docker/compose.yml, not by the settings.
+_COMPOSE_ONLY = {"POSTGRES_PASSWORD"}
+
+
+def _settings_variables() -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / "config" / "settings").glob("*.py"):
+        found |= set(_ENV_READ.findall(path.read_text()))
+    return found - {"DJANGO_SETTINGS_MODULE"}
+
+
+def _env_example_variables() -> set[str]:
+    listed = set(_ENV_EXAMPLE_LINE.findall((ROOT / ".env.example").read_text()))
+    return listed - _COMPOSE_ONLY
+
+
+def _readme_variables() -> set[str]:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    return {name for cell in first_cells for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", cell)}
+
+
+def test_env_example_lists_every_settings_variable():
+    settings_vars = _settings_variables()
+    assert len(settings_vars) > 40
+    assert sorted(settings_vars - _env_example_variables()) == [], "add these to .env.example"
+
+
+def test_readme_documents_every_settings_variable():
+    assert sorted(_settings_variables() - _readme_variables()) == [], "add these to README.md"
+
+
+def test_readme_and_env_example_list_the_same_variables():
+    assert sorted(_env_example_variables() ^ _readme_variables()) == []

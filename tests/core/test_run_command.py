@@ -1,0 +1,146 @@
+"""The embedded run (scripts/devrun.py): web, worker and beat come up on SQLite and the
+filesystem broker, answer the health probes, and all stop on Ctrl-C leaving nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTED = re.compile(r"\[devrun\] started (?P<name>\w+) \(pid (?P<pid>\d+)\)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _environment(var_dir: Path, port: int) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "DEBUG"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.local",
+        MJGATE_VAR_DIR=str(var_dir),
+        PORT=str(port),
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _group_members(pgid: int) -> set[int]:
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            members.add(int(entry.name))
+    return members
+
+
+def _wait_for(predicate, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}; output:\n{log.read_text()[-4000:]}")
+
+
+def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path):
+    var_dir = tmp_path / "var"
+    port = _free_port()
+    env = _environment(var_dir, port)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    log = tmp_path / "devrun.log"
+    with log.open("wb") as out:
+        devrun = subprocess.Popen(
+            [sys.executable, "scripts/devrun.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        children: dict[str, int] = {}
+
+        def all_started() -> bool:
+            children.update({m["name"]: int(m["pid"]) for m in STARTED.finditer(log.read_text())})
+            return len(children) == 3
+
+        _wait_for(all_started, 10, "three children", log)
+        assert set(children) == {"web", "worker", "beat"}
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 15, "/healthz", log)
+        status, body = _get(f"{base}/readyz")
+        assert status == 200, body
+        assert b'"broker": "ok"' in body
+        # The filesystem broker's folders live under MJGATE_VAR_DIR, nowhere else.
+        assert (var_dir / "broker" / "queue").is_dir()
+        assert not (ROOT / "control").exists()
+        _wait_for(lambda: "ready." in log.read_text(), 15, "the worker to be ready", log)
+
+        # Everything each child started (Celery's pool too) is in that child's process group.
+        processes = set(children.values())
+        for pid in children.values():
+            processes |= _group_members(pid)
+        assert len(processes) > 3  # the worker's pool processes are included
+        assert all(_alive(pid) for pid in processes)
+
+        devrun.send_signal(signal.SIGINT)
+        assert devrun.wait(timeout=20) == 0
+        output = log.read_text()
+        for name in ("web", "worker", "beat"):
+            assert f"[devrun] {name} stopped" in output
+        assert "did not stop" not in output
+        _wait_for(lambda: not any(_alive(pid) for pid in processes), 5, "processes to go", log)
+        assert _get(f"{base}/healthz")[0] == 0
+    finally:
+        if devrun.poll() is None:
+            devrun.kill()
+            devrun.wait()
