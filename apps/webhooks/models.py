@@ -25,6 +25,7 @@ from apps.core.models import TimeStampedModel
 
 
 class EventType(models.TextChoices):
+    TASK_CREATED = "task.created", "Task created"
     TASK_UPDATED = "task.updated", "Task updated (every change)"
     TASK_SUCCEEDED = "task.succeeded", "Task succeeded"
     TASK_FAILED = "task.failed", "Task failed"
@@ -35,6 +36,7 @@ class EventType(models.TextChoices):
 
 #: Event types an endpoint may subscribe to (the test event goes to the endpoint it tests).
 SUBSCRIBABLE_EVENT_TYPES: tuple[str, ...] = (
+    EventType.TASK_CREATED,
     EventType.TASK_UPDATED,
     EventType.TASK_SUCCEEDED,
     EventType.TASK_FAILED,

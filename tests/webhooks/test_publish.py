@@ -204,3 +204,17 @@ def test_default_payload_has_public_fields_only(make_task):
     assert payload["id"] == task.id
     assert payload["status"] == "NOT_START"
     assert payload["object"] == "task"
+
+
+def test_task_created_is_its_own_type_and_part_of_every_change(organization, make_task):
+    created_only = endpoint(organization, "https://a.example.com/", event_types=["task.created"])
+    updates = endpoint(organization, "https://b.example.com/", event_types=["task.updated"])
+    endpoint(organization, "https://c.example.com/", event_types=["task.failed"])
+    task = make_task()
+    events = task_event_publish(task=task, event_type="task.created")
+    assert {(e.endpoint, e.event_type) for e in events} == {
+        (created_only, "task.created"),
+        (updates, "task.updated"),
+    }
+    [update] = task_event_publish(task=task, event_type="task.updated")
+    assert (update.endpoint, update.event_type) == (updates, "task.updated")
