@@ -18,4 +18,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/", include("allauth.urls")),
     path(settings.ADMIN_URL, admin.site.urls),
+    # The end-user dashboard owns the site root; keep it last so it never shadows an API route.
+    path("", include("apps.dashboard.urls")),
 ]

@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh test
+# Debian's Chromium and emoji fonts for the browser tests (tests/dashboard).
+if ! scripts/browser.sh; then
+  [ -z "${CI:-}" ] || exit 1
+  echo "==> Chromium could not be installed: the browser tests will be skipped" >&2
+fi
 
 export DJANGO_SETTINGS_MODULE=config.settings.test
 # Under CI the test settings refuse to fall back to SQLite, so the services must come up.

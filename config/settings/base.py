@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.engines",
     "apps.protocols",
     "apps.webhooks",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,63 @@
+"""Reads only the dashboard needs. Tenant data is always read for one organization."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from django.db.models import QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from apps.accounts.models import Invitation, Organization, hash_invitation_token
+from apps.billing.models import EntryKind, LedgerEntry
+from apps.core.errors import NotFound
+from apps.tasks.models import Task
+
+
+@dataclass(frozen=True)
+class DaySpend:
+    day: date
+    tokens: int
+
+
+def spend_by_day(
+    *, organization: Organization, days: int = 30, today: date | None = None
+) -> list[DaySpend]:
+    """Tokens captured (spent on successful tasks) per day, oldest first, zero days included."""
+    today = today or timezone.localdate()
+    first = today - timedelta(days=days - 1)
+    rows = (
+        LedgerEntry.objects.filter(
+            organization=organization,
+            kind=EntryKind.CAPTURE,
+            created_at__date__gte=first,
+            created_at__date__lte=today,
+        )
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(held=Sum("delta_held"))
+    )
+    # A capture moves tokens out of "held": its delta_held is minus the tokens spent.
+    spent = {row["day"]: -int(row["held"] or 0) for row in rows}
+    return [
+        DaySpend(day=first + timedelta(days=i), tokens=spent.get(first + timedelta(days=i), 0))
+        for i in range(days)
+    ]
+
+
+def invitation_get_by_token(*, token: str) -> Invitation:
+    """The invitation an e-mailed link points at (the token is the access, like a password)."""
+    invitation = (
+        Invitation.objects.select_related("organization", "invited_by")
+        .filter(token_hash=hash_invitation_token(token or ""))
+        .first()
+    )
+    if invitation is None:
+        raise NotFound("This invitation does not exist.")
+    return invitation
+
+
+def task_children(*, organization: Organization, task: Task) -> QuerySet[Task]:
+    """Follow-ups made from ``task`` (U1, V2 …), newest first."""
+    return Task.objects.filter(organization=organization, parent=task).order_by("-created_at")

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.conf import settings
+
+from apps.accounts.models import Membership, Organization
+from apps.accounts.roles import Capability, role_allows
+from apps.accounts.selectors import organization_list_for_user
+
+from .. import presenters
+from ..tenancy import current_membership
+
+register = template.Library()
+
+
+@register.filter
+def tokens(value: Any) -> str:
+    """12345 → "12,345"."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def cny(value: Any) -> str:
+    """Tokens as yuan (35,000 tokens = 1 CNY)."""
+    try:
+        return f"¥{int(value) / settings.TOKENS_PER_CNY:,.2f}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def money(amount: Any, currency: str = "") -> str:
+    """Minor units and a currency code → "12.00 CNY"."""
+    try:
+        return f"{int(amount) / 100:,.2f} {str(currency).upper()}".strip()
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def status_tone(status: str) -> str:
+    return presenters.STATUS_TONE.get(status, "neutral")
+
+
+@register.filter
+def file_url(name: str | None) -> str | None:
+    return presenters.file_url(name)
+
+
+@register.filter
+def percent(part: Any, whole: Any) -> int:
+    try:
+        return max(0, min(100, round(100 * int(part) / int(whole))))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return 0
+
+
+@register.simple_tag(takes_context=True)
+def current_org_membership(context: dict[str, Any]) -> Membership | None:
+    request = context.get("request")
+    return current_membership(request) if request is not None else None
+
+
+@register.simple_tag(takes_context=True)
+def user_organizations(context: dict[str, Any]) -> list[Organization]:
+    request = context.get("request")
+    if request is None or not request.user.is_authenticated:
+        return []
+    return list(organization_list_for_user(user=request.user))
+
+
+@register.simple_tag(takes_context=True)
+def allowed(context: dict[str, Any], capability: str) -> bool:
+    request = context.get("request")
+    membership = current_membership(request) if request is not None else None
+    return membership is not None and role_allows(membership.role, Capability(capability))

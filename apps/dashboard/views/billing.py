@@ -1,0 +1,116 @@
+"""Balance, token packages through Stripe Checkout, the plan and its upgrades, the ledger."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.accounts.models import MembershipTier
+from apps.accounts.roles import Capability
+from apps.accounts.selectors import tier_get
+from apps.billing.models import TokenPackage
+from apps.billing.selectors import (
+    balance_get,
+    ledger_list,
+    package_list_active,
+    plan_get,
+    price_table_get,
+)
+from apps.billing.services import (
+    PAYMENTS_UNAVAILABLE,
+    checkout_create,
+    payments_enabled,
+    subscription_checkout_create,
+)
+from apps.core.errors import NotFound, ServiceError
+
+from ..tenancy import can, dashboard_view, organization_of
+
+LEDGER_PAGE_SIZE = 25
+
+
+def _urls(request: HttpRequest) -> tuple[str, str]:
+    base = request.build_absolute_uri(reverse("dashboard:billing"))
+    return f"{base}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}", f"{base}?checkout=cancel"
+
+
+@require_GET
+@dashboard_view()
+def index(request: HttpRequest) -> HttpResponse:
+    organization = organization_of(request)
+    checkout = request.GET.get("checkout")
+    if checkout == "success":
+        messages.success(
+            request, "Thank you! Your payment is confirmed by Stripe; tokens appear in a moment."
+        )
+    elif checkout == "cancel":
+        messages.info(request, "Checkout cancelled; nothing was charged.")
+    ledger = Paginator(ledger_list(organization=organization), LEDGER_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    plan = plan_get(organization=organization)
+    return render(
+        request,
+        "dashboard/billing.html",
+        {
+            "balance": balance_get(organization=organization),
+            "plan": plan,
+            "tiers": list(MembershipTier.objects.order_by("sort_order", "max_unfinished_tasks")),
+            "packages": list(package_list_active()),
+            "prices": price_table_get(organization=organization),
+            "ledger": ledger,
+            "payments_enabled": payments_enabled(),
+            "payments_unavailable": PAYMENTS_UNAVAILABLE,
+            "can_buy": can(request, Capability.MANAGE_BILLING),
+            "nav": "billing",
+        },
+    )
+
+
+@require_POST
+@dashboard_view(Capability.MANAGE_BILLING)
+def buy(request: HttpRequest) -> HttpResponse:
+    try:
+        package = package_list_active().get(pk=int(request.POST.get("package", "")))
+    except (TokenPackage.DoesNotExist, ValueError) as exc:
+        raise NotFound("This token package is not on sale.") from exc
+    success, cancel = _urls(request)
+    try:
+        session = checkout_create(
+            organization=organization_of(request),
+            package=package,
+            user=request.user,  # type: ignore[arg-type]
+            success_url=success,
+            cancel_url=cancel,
+        )
+    except ServiceError as exc:
+        if exc.http_status == 404:
+            raise
+        messages.error(request, exc.message)
+        return redirect("dashboard:billing")
+    return redirect(session.url)
+
+
+@require_POST
+@dashboard_view(Capability.MANAGE_BILLING)
+def upgrade(request: HttpRequest) -> HttpResponse:
+    tier = tier_get(code=request.POST.get("tier", ""))
+    success, cancel = _urls(request)
+    try:
+        session = subscription_checkout_create(
+            organization=organization_of(request),
+            tier=tier,
+            user=request.user,  # type: ignore[arg-type]
+            success_url=success,
+            cancel_url=cancel,
+        )
+    except ServiceError as exc:
+        if exc.http_status == 404:
+            raise
+        messages.error(request, exc.message)
+        return redirect("dashboard:billing")
+    return redirect(session.url)

@@ -1,0 +1,353 @@
+"""Create, watch and follow up tasks; gallery, history and detail."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from django import forms
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.accounts.roles import Capability
+from apps.billing.selectors import ledger_list, plan_get, price_table_get
+from apps.core.errors import ServiceError, ValidationFailed
+from apps.tasks.enums import TERMINAL_STATUSES, Action, Mode, Status
+from apps.tasks.models import Protocol, Task
+from apps.tasks.selectors import task_get, task_list, task_queue_position
+from apps.tasks.services import (
+    Caller,
+    SubmitOutcome,
+    task_cancel,
+    task_submit,
+    task_submit_followup,
+    task_submit_modal,
+)
+
+from .. import presenters
+from ..selectors import task_children
+from ..tenancy import can, dashboard_view, organization_of
+from .errors import is_htmx, service_error_response
+from .webhooks import task_deliveries
+
+#: What the Create page can start; follow-ups come from the buttons of a result.
+CREATE_ACTIONS = (
+    (Action.IMAGINE, "Imagine", "A prompt, optionally with reference images."),
+    (Action.DESCRIBE, "Describe", "Four prompts that could have made an image."),
+    (Action.BLEND, "Blend", "Mix 2–5 images."),
+    (Action.SHORTEN, "Shorten", "Analyse a prompt and suggest shorter ones."),
+    (Action.SWAP_FACE, "Face swap", "Put the face of the first image onto the second."),
+)
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOADS = 5
+FEED_SIZE = 6
+PAGE_SIZE = 25
+GALLERY_PAGE_SIZE = 24
+#: Actions whose results are pictures (the gallery shows only these).
+IMAGE_ACTIONS = [a for a in Action.values if a not in (Action.DESCRIBE, Action.SHORTEN)]
+
+
+class CreateForm(forms.Form):
+    action = forms.ChoiceField(choices=[(a, label) for a, label, _ in CREATE_ACTIONS])
+    prompt = forms.CharField(required=False, max_length=8192, widget=forms.Textarea)
+    mode = forms.ChoiceField(choices=Mode.choices)
+    dimensions = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("SQUARE", "Square 1:1"),
+            ("PORTRAIT", "Portrait 2:3"),
+            ("LANDSCAPE", "Landscape 3:2"),
+        ],
+    )
+
+
+class FilterForm(forms.Form):
+    q = forms.CharField(required=False, label="Search prompts")
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Status.choices])
+    action = forms.ChoiceField(required=False, choices=[("", "Any action"), *Action.choices])
+    mode = forms.ChoiceField(required=False, choices=[("", "Any mode"), *Mode.choices])
+    test = forms.ChoiceField(
+        required=False,
+        label="Live or test",
+        choices=[("", "Live and test"), ("live", "Live only"), ("test", "Test only")],
+    )
+
+
+def _caller(request: HttpRequest) -> Caller:
+    return Caller(
+        organization=organization_of(request), user=request.user, protocol=Protocol.DASHBOARD
+    )
+
+
+def _uploads(request: HttpRequest) -> list[str]:
+    files = request.FILES.getlist("images")
+    if len(files) > MAX_UPLOADS:
+        raise ValidationFailed(f"Attach at most {MAX_UPLOADS} images; you chose {len(files)}.")
+    images = []
+    for upload in files:
+        if upload.size and upload.size > MAX_UPLOAD_BYTES:
+            raise ValidationFailed(f"{upload.name} is larger than 10 MiB.")
+        # The services take images as base64, whatever protocol they arrive by.
+        images.append(base64.b64encode(upload.read()).decode())
+    return images
+
+
+def card_context(request: HttpRequest, task: Task) -> dict[str, Any]:
+    return {
+        "task": task,
+        "images": presenters.task_images(task),
+        "button_groups": presenters.button_groups(task),
+        "prompts": presenters.numbered_prompts(task),
+        "queue_position": task_queue_position(task=task) if task.status == Status.NOT_START else 0,
+        "polling": task.status not in TERMINAL_STATUSES and task.status != Status.MODAL,
+        "can_create": can(request, Capability.CREATE_TASKS),
+    }
+
+
+def _card(request: HttpRequest, task: Task, *, status: int = 200) -> HttpResponse:
+    return render(
+        request, "dashboard/partials/task_card.html", card_context(request, task), status=status
+    )
+
+
+def _feed_card(request: HttpRequest, task: Task) -> HttpResponse:
+    """A new task's card, added at the top of the page's feed."""
+    response = _card(request, task)
+    response["HX-Retarget"] = "#task-feed"
+    response["HX-Reswap"] = "afterbegin"
+    return response
+
+
+def _modal(request: HttpRequest, task: Task, *, error: str = "", status: int = 200) -> HttpResponse:
+    context = {
+        "task": task,
+        "variant": (task.params or {}).get("variant", ""),
+        "parent_images": presenters.task_images(task.parent) if task.parent else None,
+        "error": error,
+    }
+    if not is_htmx(request):
+        return render(
+            request, "dashboard/task_input.html", {**context, "nav": "create"}, status=status
+        )
+    response = render(request, "dashboard/partials/modal_step.html", context, status=status)
+    response["HX-Retarget"] = "#modal-root"
+    response["HX-Reswap"] = "innerHTML"
+    return response
+
+
+def _after_submit(request: HttpRequest, outcome: SubmitOutcome) -> HttpResponse:
+    if outcome.result == SubmitOutcome.MODAL:
+        if is_htmx(request):
+            return _modal(request, outcome.task)
+        return redirect("dashboard:task-input", task_id=outcome.task.pk)
+    if is_htmx(request):
+        return _feed_card(request, outcome.task)
+    return redirect("dashboard:task-detail", task_id=outcome.task.pk)
+
+
+@dashboard_view()
+def create(request: HttpRequest) -> HttpResponse:
+    organization = organization_of(request)
+    if request.method == "POST":
+        if not can(request, Capability.CREATE_TASKS):
+            return service_error_response(
+                request, ValidationFailed("Your role cannot create tasks.")
+            )
+        form = CreateForm(request.POST)
+        error = ""
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                outcome = task_submit(
+                    caller=_caller(request),
+                    action=data["action"],
+                    prompt=data["prompt"],
+                    images=_uploads(request),
+                    mode=data["mode"],
+                    dimensions=data["dimensions"] or None,
+                )
+            except ServiceError as exc:
+                error = exc.message
+            else:
+                return _after_submit(request, outcome)
+        else:
+            error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        if is_htmx(request):
+            response = render(
+                request, "dashboard/partials/form_error.html", {"message": error}, status=400
+            )
+            response["HX-Retarget"] = "#create-feedback"
+            response["HX-Reswap"] = "innerHTML"
+            return response
+    else:
+        form = CreateForm(initial={"action": Action.IMAGINE, "mode": Mode.FAST})
+        error = ""
+    plan = plan_get(organization=organization)
+    prices = price_table_get(organization=organization)
+    feed = list(task_list(organization=organization)[:FEED_SIZE])
+    return render(
+        request,
+        "dashboard/create.html",
+        {
+            "form": form,
+            "error": error,
+            "actions": CREATE_ACTIONS,
+            "modes": [
+                (
+                    mode,
+                    label,
+                    prices.prices.get(Action.IMAGINE, {}).get(mode),
+                    mode in plan.allowed_modes,
+                )
+                for mode, label in Mode.choices
+            ],
+            "plan": plan,
+            "feed": [card_context(request, task) for task in feed],
+            "nav": "create",
+        },
+        status=400 if error else 200,
+    )
+
+
+@require_GET
+@dashboard_view()
+def card(request: HttpRequest, task_id: str) -> HttpResponse:
+    task = task_get(organization=organization_of(request), task_id=task_id)
+    return _card(request, task)
+
+
+@require_POST
+@dashboard_view(Capability.CREATE_TASKS)
+def action(request: HttpRequest, task_id: str) -> HttpResponse:
+    try:
+        outcome = task_submit_followup(
+            caller=_caller(request),
+            parent_id=task_id,
+            custom_id=request.POST.get("customId", ""),
+        )
+    except ServiceError as exc:
+        return service_error_response(request, exc)
+    return _after_submit(request, outcome)
+
+
+@dashboard_view(Capability.CREATE_TASKS)
+def task_input(request: HttpRequest, task_id: str) -> HttpResponse:
+    """The second step of a MODAL action: draw a mask (vary region) or edit the prompt."""
+    task = task_get(organization=organization_of(request), task_id=task_id)
+    if request.method != "POST":
+        if task.status != Status.MODAL:
+            return redirect("dashboard:task-detail", task_id=task.pk)
+        return _modal(request, task)
+    try:
+        outcome = task_submit_modal(
+            caller=_caller(request),
+            task_id=task.pk,
+            prompt=request.POST.get("prompt") or None,
+            mask=request.POST.get("mask") or None,
+        )
+    except ServiceError as exc:
+        task.refresh_from_db()
+        return _modal(request, task, error=exc.message, status=400)
+    if is_htmx(request):
+        response = _feed_card(request, outcome.task)
+        # After the swap: closing first would remove the form htmx is still swapping for.
+        response["HX-Trigger-After-Swap"] = "dashboard:close-modal"
+        return response
+    return redirect("dashboard:task-detail", task_id=outcome.task.pk)
+
+
+@require_POST
+@dashboard_view(Capability.CREATE_TASKS)
+def cancel(request: HttpRequest, task_id: str) -> HttpResponse:
+    organization = organization_of(request)
+    try:
+        task = task_cancel(organization=organization, task_id=task_id)
+    except ServiceError as exc:
+        return service_error_response(request, exc)
+    if is_htmx(request):
+        return _card(request, task)
+    return redirect("dashboard:task-detail", task_id=task.pk)
+
+
+def _filtered(request: HttpRequest, *, image_only: bool) -> tuple[FilterForm, Any]:
+    form = FilterForm(request.GET or None)
+    data = form.cleaned_data if form.is_valid() else {}
+    test = data.get("test") or ""
+    actions = [data["action"]] if data.get("action") else None
+    statuses = [data["status"]] if data.get("status") else None
+    if image_only:
+        actions = [a for a in (actions or IMAGE_ACTIONS) if a in IMAGE_ACTIONS]
+        statuses = [Status.SUCCESS]
+    qs = task_list(
+        organization=organization_of(request),
+        statuses=statuses,
+        actions=actions,
+        modes=[data["mode"]] if data.get("mode") else None,
+        is_test={"live": False, "test": True}.get(test),
+        search=(data.get("q") or "").strip() or None,
+    )
+    return form, qs
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return query.urlencode()
+
+
+@require_GET
+@dashboard_view()
+def history(request: HttpRequest) -> HttpResponse:
+    form, qs = _filtered(request, image_only=False)
+    page = Paginator(qs.select_related("created_by", "api_key"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "dashboard/history.html",
+        {
+            "form": form,
+            "page": page,
+            "rows": [(task, presenters.task_images(task)) for task in page],
+            "query": _query_without_page(request),
+            "nav": "history",
+        },
+    )
+
+
+@require_GET
+@dashboard_view()
+def gallery(request: HttpRequest) -> HttpResponse:
+    form, qs = _filtered(request, image_only=True)
+    page = Paginator(qs, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "dashboard/gallery.html",
+        {
+            "form": form,
+            "page": page,
+            "items": [(task, presenters.task_images(task)) for task in page if task.result],
+            "query": _query_without_page(request),
+            "nav": "gallery",
+        },
+    )
+
+
+@require_GET
+@dashboard_view()
+def detail(request: HttpRequest, task_id: str) -> HttpResponse:
+    organization = organization_of(request)
+    task = task_get(organization=organization, task_id=task_id)
+    return render(
+        request,
+        "dashboard/task_detail.html",
+        {
+            **card_context(request, task),
+            "ledger": list(ledger_list(organization=organization, task_id=task.pk)),
+            "deliveries": task_deliveries(organization=organization, task=task),
+            "children": list(task_children(organization=organization, task=task)[:50]),
+            "nav": "history",
+        },
+    )

@@ -1,0 +1,251 @@
+/* mjgate dashboard behaviour. Everything works without it except the live updates, the mask
+   drawing and the dialogs; htmx (vendored) does the requests. */
+(function () {
+  "use strict";
+
+  function $(selector, root) { return (root || document).querySelector(selector); }
+  function $all(selector, root) { return Array.prototype.slice.call((root || document).querySelectorAll(selector)); }
+  // Like $all, but the root itself counts too (htmx hands us the swapped element).
+  function within(root, selector) {
+    var found = $all(selector, root);
+    if (root && root.matches && root.matches(selector)) found.unshift(root);
+    return found;
+  }
+
+  // --- Navigation drawer (phones) ------------------------------------------------------------
+  document.addEventListener("click", function (event) {
+    var toggle = event.target.closest("[data-nav-toggle]");
+    if (toggle) {
+      var open = document.body.classList.toggle("nav-open");
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      if (open) { var first = $("#sidebar a, #sidebar select"); if (first) first.focus(); }
+      return;
+    }
+    if (document.body.classList.contains("nav-open") && !event.target.closest("#sidebar")) {
+      closeNav();
+    }
+  });
+  function closeNav() {
+    document.body.classList.remove("nav-open");
+    $all("[data-nav-toggle]").forEach(function (b) { b.setAttribute("aria-expanded", "false"); });
+  }
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && document.body.classList.contains("nav-open")) closeNav();
+  });
+
+  // --- Organization switcher: switch as soon as another one is picked ------------------------
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("[data-autosubmit]")) event.target.form.requestSubmit();
+  });
+
+  // --- Copy buttons ---------------------------------------------------------------------------
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source) return;
+    var text = source.textContent.trim();
+    var done = function () {
+      var label = button.textContent;
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = label; }, 1500);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () {});
+    } else {
+      var range = document.createRange();
+      range.selectNodeContents(source);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      try { document.execCommand("copy"); done(); } catch (e) { /* selected for manual copy */ }
+    }
+  });
+
+  // --- Confirmations ---------------------------------------------------------------------------
+  document.addEventListener("submit", function (event) {
+    var message = event.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  }, true);
+
+  // --- Create form: show the fields the chosen action needs -----------------------------------
+  function syncCreateForm(form) {
+    var checked = $("input[name=action]:checked", form);
+    var action = checked ? checked.value : "IMAGINE";
+    $all("[data-for-actions]", form).forEach(function (el) {
+      var wanted = el.getAttribute("data-for-actions").split(" ");
+      var show = wanted.indexOf(action) !== -1;
+      el.hidden = !show;
+      $all("input, textarea, select", el).forEach(function (input) { input.disabled = !show; });
+    });
+    var hint = $("[data-images-hint]", form);
+    if (hint) {
+      var hints = {
+        IMAGINE: "Optional: up to 5 reference images.",
+        DESCRIBE: "One image to describe.",
+        BLEND: "2 to 5 images to blend.",
+        SWAP_FACE: "Two images: the face, then the picture to put it on."
+      };
+      hint.textContent = hints[action] || "";
+    }
+  }
+  document.addEventListener("change", function (event) {
+    var form = event.target.closest("form[data-create-form]");
+    if (form && event.target.name === "action") syncCreateForm(form);
+  });
+
+  // --- Dialogs (the second step of vary region, custom zoom, numbered prompts) ----------------
+  function openDialogs(root) {
+    within(root, "dialog.modal").forEach(function (dialog) {
+      if (!dialog.open) {
+        dialog.showModal();
+        var focus = $("[autofocus]", dialog) || $("textarea, input, button", dialog);
+        if (focus) focus.focus();
+      }
+      dialog.addEventListener("close", function () {
+        var host = dialog.closest("#modal-root");
+        if (host) host.innerHTML = "";
+      }, { once: true });
+    });
+  }
+  document.body.addEventListener("dashboard:close-modal", function () {
+    $all("#modal-root dialog").forEach(function (d) { if (d.open) d.close(); });
+    var host = $("#modal-root");
+    if (host) host.innerHTML = "";
+  });
+  document.addEventListener("click", function (event) {
+    if (event.target.closest("[data-close-dialog]")) {
+      var dialog = event.target.closest("dialog");
+      if (dialog) dialog.close();
+    }
+  });
+
+  // --- Mask editor: paint the area to change in white; exported white-on-black PNG ------------
+  function initMaskEditor(editor) {
+    if (editor.dataset.ready) return;
+    editor.dataset.ready = "1";
+    var img = $("img", editor);
+    var canvas = $("canvas", editor);
+    var form = editor.closest("form");
+    var output = $("input[name=mask]", form);
+    var submit = $("[data-mask-submit]", form);
+    var brush = $("[data-mask-brush]", form);
+    var drawn = false;
+    var drawing = false;
+    var last = null;
+
+    function size() {
+      var w = img.naturalWidth || 512, h = img.naturalHeight || 512;
+      if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    }
+    if (img.complete) size(); else img.addEventListener("load", size);
+
+    function point(event) {
+      var rect = canvas.getBoundingClientRect();
+      return {
+        x: (event.clientX - rect.left) * (canvas.width / rect.width),
+        y: (event.clientY - rect.top) * (canvas.height / rect.height)
+      };
+    }
+    function radius() {
+      var fraction = brush ? Number(brush.value) / 100 : 0.06;
+      return Math.max(2, canvas.width * fraction);
+    }
+    function stroke(from, to) {
+      var ctx = canvas.getContext("2d");
+      ctx.strokeStyle = "#fff";
+      ctx.fillStyle = "#fff";
+      ctx.lineCap = "round";
+      ctx.lineJoin = "round";
+      ctx.lineWidth = radius() * 2;
+      ctx.beginPath();
+      ctx.moveTo(from.x, from.y);
+      ctx.lineTo(to.x, to.y);
+      ctx.stroke();
+      ctx.beginPath();
+      ctx.arc(to.x, to.y, radius(), 0, Math.PI * 2);
+      ctx.fill();
+      markDrawn();
+    }
+    function markDrawn() {
+      drawn = true;
+      if (submit) submit.disabled = false;
+      editor.setAttribute("data-drawn", "true");
+    }
+    canvas.addEventListener("pointerdown", function (event) {
+      size();
+      drawing = true;
+      canvas.setPointerCapture(event.pointerId);
+      last = point(event);
+      stroke(last, last);
+      event.preventDefault();
+    });
+    canvas.addEventListener("pointermove", function (event) {
+      if (!drawing) return;
+      var p = point(event);
+      stroke(last, p);
+      last = p;
+    });
+    function stop() { drawing = false; last = null; }
+    canvas.addEventListener("pointerup", stop);
+    canvas.addEventListener("pointercancel", stop);
+
+    $all("[data-mask-clear]", form).forEach(function (button) {
+      button.addEventListener("click", function () {
+        canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+        drawn = false;
+        editor.removeAttribute("data-drawn");
+        if (submit) submit.disabled = true;
+      });
+    });
+    // Keyboard users (and anyone in a hurry) can pick a whole region without drawing.
+    $all("[data-mask-region]", form).forEach(function (button) {
+      button.addEventListener("click", function () {
+        size();
+        var ctx = canvas.getContext("2d");
+        var w = canvas.width, h = canvas.height;
+        var region = button.getAttribute("data-mask-region");
+        ctx.fillStyle = "#fff";
+        if (region === "centre") ctx.fillRect(w / 4, h / 4, w / 2, h / 2);
+        else if (region === "top") ctx.fillRect(0, 0, w, h / 2);
+        else if (region === "bottom") ctx.fillRect(0, h / 2, w, h / 2);
+        else ctx.fillRect(0, 0, w, h);
+        markDrawn();
+      });
+    });
+
+    function exportMask() {
+      var out = document.createElement("canvas");
+      out.width = canvas.width;
+      out.height = canvas.height;
+      var ctx = out.getContext("2d");
+      ctx.fillStyle = "#000";
+      ctx.fillRect(0, 0, out.width, out.height);
+      ctx.drawImage(canvas, 0, 0);
+      return out.toDataURL("image/png");
+    }
+    form.addEventListener("submit", function (event) {
+      if (!drawn) { event.preventDefault(); event.stopImmediatePropagation(); return; }
+      output.value = exportMask();
+    }, true);
+    // Whichever of htmx and the listener above sees the submit first, the request has the mask.
+    form.addEventListener("htmx:configRequest", function (event) {
+      if (drawn) event.detail.parameters.mask = exportMask();
+    });
+  }
+
+  function init(root) {
+    within(root, "form[data-create-form]").forEach(syncCreateForm);
+    within(root, "[data-mask-editor]").forEach(initMaskEditor);
+    openDialogs(root);
+    within(root, "#toasts .alert, .alert[data-toast]").forEach(function (toast) {
+      setTimeout(function () { toast.remove(); }, 6000);
+    });
+  }
+
+  if (window.htmx) {
+    window.htmx.onLoad(function (el) { init(el); });
+  } else {
+    document.addEventListener("DOMContentLoaded", function () { init(document); });
+  }
+})();
