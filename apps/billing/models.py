@@ -178,6 +178,7 @@ class CheckoutStatus(models.TextChoices):
     AWAITING_PAYMENT = "awaiting_payment", "Completed, payment pending"
     CREDITED = "credited", "Credited"
     SUBSCRIBED = "subscribed", "Subscribed"
+    PAYMENT_FAILED = "payment_failed", "Payment failed"
     EXPIRED = "expired", "Expired"
 
 

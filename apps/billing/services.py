@@ -272,7 +272,7 @@ def _dispatch(data: dict[str, Any]) -> str:
     if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
         return _checkout_paid(obj, event_type=event_type)
     if event_type == "checkout.session.async_payment_failed":
-        return _checkout_closed(obj, status=CheckoutStatus.EXPIRED, note="async payment failed")
+        return _checkout_closed(obj, status=CheckoutStatus.PAYMENT_FAILED, note="payment failed")
     if event_type == "checkout.session.expired":
         return _checkout_closed(obj, status=CheckoutStatus.EXPIRED, note="expired")
     if event_type in ("customer.subscription.created", "customer.subscription.updated"):

@@ -218,6 +218,18 @@ def test_unhandled_event_types_are_stored_and_acknowledged(client):
     assert LedgerEntry.objects.count() == 0
 
 
+def test_a_failed_async_payment_is_marked_and_credits_nothing(client, organization, open_session):
+    deliver(client, completed(organization, payment_status="unpaid"))
+    payload = event(
+        "checkout.session.async_payment_failed",
+        checkout_session("cs_test_a", organization_id=organization.pk, payment_status="unpaid"),
+    )
+    assert deliver(client, payload).status_code == 200
+    open_session.refresh_from_db()
+    assert open_session.status == CheckoutStatus.PAYMENT_FAILED
+    assert snapshot(organization) == (0, 0, 0)
+
+
 def test_an_expired_session_is_marked_and_credits_nothing(client, organization, open_session):
     payload = event(
         "checkout.session.expired",

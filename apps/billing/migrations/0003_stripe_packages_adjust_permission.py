@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
                 ('tokens', models.PositiveBigIntegerField(default=0)),
                 ('amount', models.PositiveIntegerField(default=0, help_text='Minor units.')),
                 ('currency', models.CharField(blank=True, max_length=3)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('awaiting_payment', 'Completed, payment pending'), ('credited', 'Credited'), ('subscribed', 'Subscribed'), ('expired', 'Expired')], default='open', max_length=20)),
+                ('status', models.CharField(choices=[('open', 'Open'), ('awaiting_payment', 'Completed, payment pending'), ('credited', 'Credited'), ('subscribed', 'Subscribed'), ('payment_failed', 'Payment failed'), ('expired', 'Expired')], default='open', max_length=20)),
                 ('url', models.URLField(blank=True, max_length=2048)),
                 ('payment_intent_id', models.CharField(blank=True, db_index=True, max_length=255)),
                 ('tokens_refunded', models.PositiveBigIntegerField(default=0, help_text='Tokens owed back by refunds so far (clawed back or shortfall).')),
