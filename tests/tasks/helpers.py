@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from PIL import Image
 
@@ -54,3 +58,63 @@ def run_to_completion(task_id: str, *, max_steps: int = 20) -> Task:
         else:
             raise AssertionError(f"task {task_id} stuck in {task.status}")
     raise AssertionError(f"task {task_id} did not finish: {Task.objects.get(pk=task_id).status}")
+
+
+def png_bytes(
+    color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 64)
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A well-formed PNG claiming ``width`` x ``height`` with a tiny pixel stream (a bomb)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def button_id(task: Task, *, label: str = "", part: str = "") -> str:
+    """The customId of one of ``task``'s buttons, by label or by a part of the customId."""
+    for candidate in task.buttons:
+        if (label and candidate["label"] == label) or (part and part in candidate["customId"]):
+            return str(candidate["customId"])
+    raise AssertionError(f"{task.action} {task.pk} has no button {label or part}")
+
+
+def stored_files(root: Path) -> list[str]:
+    if not root.exists():
+        return []
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+class Clock:
+    """A controllable ``timezone.now`` (see the ``clock`` fixture)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
