@@ -73,9 +73,13 @@ def screenshot() -> Callable[[Any, str], None]:
 
     def take(page: Any, name: str) -> None:
         page.set_viewport_size(DESKTOP)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}-desktop.png"), full_page=True)
+        page.screenshot(
+            path=str(SCREENSHOTS / f"{name}-desktop.png"), full_page=True, animations="disabled"
+        )
         page.set_viewport_size(PHONE)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True)
+        page.screenshot(
+            path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True, animations="disabled"
+        )
         page.set_viewport_size(DESKTOP)
 
     return take

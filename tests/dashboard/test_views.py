@@ -1,0 +1,350 @@
+"""Dashboard pages for members of the organization: what they show, what they change, and the
+service errors they turn into messages."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from django.core import mail
+
+from apps.accounts.models import Invitation, Membership, Organization, Role, User
+from apps.api_keys.models import ApiKey, hash_key
+from apps.billing.ledger import ledger_capture, ledger_hold
+from apps.billing.models import CheckoutSession, TokenPackage
+from apps.dashboard.selectors import spend_by_day
+from apps.tasks.enums import Action, Status
+from apps.tasks.models import BannedWord, Task
+from tests.billing.helpers import new_task, snapshot
+from tests.factories import MembershipFactory, OrganizationFactory
+from tests.tasks.helpers import png_data_url, sandbox_account
+
+from .helpers import login
+
+pytestmark = pytest.mark.django_db
+
+
+def test_anonymous_is_sent_to_sign_in(client: Any) -> None:
+    response = client.get("/create/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/create/"
+
+
+def test_overview_shows_balance_plan_and_recent(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    fund(organization, 50_000)
+    running = new_task(organization, status=Status.IN_PROGRESS, prompt="a red fox")
+    ledger_hold(task=running, amount=14_000)
+    response = login(owner).get("/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-testid="available-tokens">36,000<' in html
+    assert 'data-testid="held-tokens">14,000<' in html
+    assert 'data-testid="unfinished">1 of 3 unfinished tasks<' in html
+    assert "a red fox" in html
+
+
+def test_spend_by_day_sums_captures_per_day(organization: Organization, fund: Any) -> None:
+    fund(organization, 100_000)
+    for amount in (14_000, 3_500):
+        task = new_task(organization, status=Status.SUCCESS)
+        ledger_hold(task=task, amount=amount)
+        ledger_capture(task=task)
+    released = new_task(organization, status=Status.FAILURE)
+    ledger_hold(task=released, amount=7_000)
+    today = date.today()
+    days = spend_by_day(organization=organization, days=3, today=today)
+    assert [(d.day, d.tokens) for d in days] == [
+        (today - timedelta(days=2), 0),
+        (today - timedelta(days=1), 0),
+        (today, 17_500),
+    ]
+
+
+def test_organization_switcher(owner: User, organization: Organization) -> None:
+    second = OrganizationFactory(name="Second Org")
+    MembershipFactory(user=owner, organization=second, role=Role.MEMBER)
+    client = login(owner)
+    assert client.get("/").context["request"].organization == organization
+    response = client.post("/orgs/switch/", {"organization": second.pk, "next": "/tasks/1/"})
+    assert response.status_code == 302
+    assert response["Location"] == "/tasks/"
+    assert client.get("/").context["request"].organization == second
+    # Losing the membership takes effect on the next request, whatever the session says.
+    Membership.objects.filter(user=owner, organization=second).delete()
+    assert client.get("/").context["request"].organization == organization
+
+
+def test_create_organization(owner: User) -> None:
+    client = login(owner)
+    response = client.post("/orgs/new/", {"name": "Side project"})
+    assert response.status_code == 302
+    created = Organization.objects.get(name="Side project")
+    assert Membership.objects.get(user=owner, organization=created).role == Role.OWNER
+    assert client.get("/").context["request"].organization == created
+
+
+def test_create_submits_through_the_task_service(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    fund(organization, 20_000)
+    sandbox_account()
+    response = login(owner).post(
+        "/create/",
+        {"action": "IMAGINE", "prompt": "a castle in the clouds", "mode": "FAST"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    assert response["HX-Retarget"] == "#task-feed"
+    task = Task.objects.get(organization=organization)
+    assert (task.action, task.mode, task.protocol, task.created_by_id, task.price) == (
+        Action.IMAGINE,
+        "FAST",
+        "dashboard",
+        owner.pk,
+        14_000,
+    )
+    assert f'id="task-{task.pk}"' in response.content.decode()
+    assert snapshot(organization)[:2] == (6_000, 14_000)
+
+
+def test_create_with_reference_image_upload(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    import base64
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    fund(organization, 20_000)
+    png = base64.b64decode(png_data_url().split(",", 1)[1])
+    response = login(owner).post(
+        "/create/",
+        {
+            "action": "IMAGINE",
+            "prompt": "like this",
+            "mode": "FAST",
+            "images": [SimpleUploadedFile("ref.png", png, content_type="image/png")],
+        },
+    )
+    task = Task.objects.get(organization=organization)
+    assert response.status_code == 302
+    assert response["Location"] == f"/tasks/{task.pk}/"
+    assert len(task.inputs) == 1
+
+
+def test_create_shows_service_errors_and_creates_nothing(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    BannedWord.objects.create(word="forbidden")
+    fund(organization, 20_000)
+    before = snapshot(organization)
+    client = login(owner)
+    response = client.post(
+        "/create/",
+        {"action": "IMAGINE", "prompt": "a forbidden thing", "mode": "FAST"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 400
+    assert response["HX-Retarget"] == "#create-feedback"
+    assert "The prompt contains the banned word &#x27;forbidden&#x27;." in response.content.decode()
+    response = client.post("/create/", {"action": "IMAGINE", "prompt": "x" * 10, "mode": "TURBO"})
+    assert response.status_code == 400
+    assert (
+        "Insufficient balance: 28000 tokens needed, 20000 available." in response.content.decode()
+    )
+    assert Task.objects.count() == 0
+    assert snapshot(organization) == before
+
+
+def test_follow_up_modal_and_cancel(owner: User, organization: Organization, fund: Any) -> None:
+    fund(organization, 100_000)
+    parent = new_task(
+        organization,
+        status=Status.SUCCESS,
+        prompt="a cat",
+        prompt_en="a cat",
+        buttons=[{"customId": "MJ::CustomZoom::abc", "emoji": "🔍", "label": "Custom Zoom"}],
+    )
+    client = login(owner)
+    response = client.post(
+        f"/tasks/{parent.pk}/action/", {"customId": "MJ::CustomZoom::abc"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    assert response["HX-Retarget"] == "#modal-root"
+    modal = Task.objects.get(parent=parent)
+    assert modal.status == Status.MODAL
+    assert "a cat --zoom 2" in response.content.decode()
+    bad = client.post(
+        f"/tasks/{modal.pk}/input/", {"prompt": "a cat --zoom 7"}, HTTP_HX_REQUEST="true"
+    )
+    assert bad.status_code == 400
+    modal.refresh_from_db()
+    assert modal.status == Status.MODAL
+    response = client.post(
+        f"/tasks/{modal.pk}/input/", {"prompt": "a cat --zoom 1.5"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    assert response["HX-Trigger-After-Swap"] == "dashboard:close-modal"
+    modal.refresh_from_db()
+    assert (modal.status, modal.params["zoom_factor"], modal.price) == (
+        Status.NOT_START,
+        1.5,
+        14_000,
+    )
+    response = client.post(f"/tasks/{modal.pk}/cancel/")
+    assert response.status_code == 302
+    modal.refresh_from_db()
+    assert modal.status == Status.CANCEL
+    assert snapshot(organization)[:2] == (100_000, 0)
+
+
+def test_follow_up_error_is_shown(owner: User, organization: Organization) -> None:
+    parent = new_task(organization, status=Status.SUCCESS, buttons=[])
+    response = login(owner).post(
+        f"/tasks/{parent.pk}/action/",
+        {"customId": "MJ::JOB::upsample::1::nope"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 400
+    assert response["HX-Retarget"] == "#toasts"
+    assert "The parent task has no button" in response.content.decode()
+    assert Task.objects.count() == 1
+
+
+def test_history_filters_and_search(owner: User, organization: Organization) -> None:
+    new_task(organization, status=Status.SUCCESS, prompt="red fox", action="IMAGINE")
+    new_task(organization, status=Status.FAILURE, prompt="blue whale", action="IMAGINE")
+    new_task(organization, status=Status.SUCCESS, prompt="red fox", action="UPSCALE", is_test=True)
+    client = login(owner)
+
+    def prompts(query: str) -> list[tuple[str, str]]:
+        rows = client.get(f"/tasks/{query}").context["rows"]
+        return sorted((task.prompt, task.action) for task, _ in rows)
+
+    assert prompts("?q=fox") == [("red fox", "IMAGINE"), ("red fox", "UPSCALE")]
+    assert prompts("?status=FAILURE") == [("blue whale", "IMAGINE")]
+    assert prompts("?action=UPSCALE") == [("red fox", "UPSCALE")]
+    assert prompts("?test=test") == [("red fox", "UPSCALE")]
+    assert prompts("?test=live&q=fox") == [("red fox", "IMAGINE")]
+
+
+def test_task_detail_lists_ledger_entries(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    fund(organization, 20_000)
+    task = new_task(organization, status=Status.SUCCESS, prompt="a boat")
+    ledger_hold(task=task, amount=14_000)
+    ledger_capture(task=task)
+    response = login(owner).get(f"/tasks/{task.pk}/")
+    assert response.status_code == 200
+    assert [(e.kind, e.amount) for e in response.context["ledger"]] == [
+        ("capture", 14_000),
+        ("hold", 14_000),
+    ]
+    assert response.context["deliveries"] == []
+
+
+def test_api_key_secret_is_shown_once(owner: User, organization: Organization) -> None:
+    client = login(owner)
+    response = client.post(
+        "/keys/new/",
+        {
+            "name": "CI",
+            "is_test": "on",
+            "can_midjourney": "on",
+            "allowed_ips": "203.0.113.7\n198.51.100.0/24",
+            "expires_on": (date.today() + timedelta(days=30)).isoformat(),
+        },
+    )
+    assert response.status_code == 200
+    plaintext = response.context["issued"].plaintext
+    assert plaintext.startswith("mjg_test_")
+    assert plaintext in response.content.decode()
+    key = ApiKey.objects.get(organization=organization)
+    assert (key.key_hash, key.is_test, key.can_read_billing, key.read_only) == (
+        hash_key(plaintext),
+        True,
+        False,
+        False,
+    )
+    assert key.allowed_ips == ["203.0.113.7/32", "198.51.100.0/24"]
+    assert key.expires_at is not None
+    assert plaintext not in client.get("/keys/").content.decode()
+    assert client.post(f"/keys/{key.pk}/revoke/").status_code == 302
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def test_api_key_errors_are_shown(owner: User, organization: Organization) -> None:
+    response = login(owner).post("/keys/new/", {"name": "x", "allowed_ips": "not-an-ip"})
+    assert response.status_code == 400
+    assert "is not an IP address or CIDR network" in response.content.decode()
+    assert ApiKey.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", "/keys/"),
+        ("post", "/keys/new/"),
+        ("get", "/webhooks/"),
+        ("post", "/team/invite/"),
+        ("post", "/billing/buy/"),
+    ],
+)
+def test_member_role_is_refused(
+    member: User, organization: Organization, method: str, url: str
+) -> None:
+    response = getattr(login(member), method)(url, {"name": "x", "email": "a@example.com"})
+    assert response.status_code == 403
+    assert ApiKey.objects.count() == 0
+    assert Invitation.objects.count() == 0
+
+
+def test_buying_without_stripe_says_payments_are_unavailable(
+    owner: User, organization: Organization, settings: Any
+) -> None:
+    settings.STRIPE_SECRET_KEY = ""
+    package = TokenPackage.objects.create(name="Small", tokens=35_000, price_amount=100)
+    client = login(owner)
+    page = client.get("/billing/")
+    assert 'data-testid="payments-unavailable"' in page.content.decode()
+    response = client.post("/billing/buy/", {"package": package.pk}, follow=True)
+    assert "Payments are not configured on this server" in response.content.decode()
+    assert CheckoutSession.objects.count() == 0
+    assert snapshot(organization)[:2] == (0, 0)
+
+
+def test_invitation_flow(owner: User, organization: Organization, client: Any) -> None:
+    owner_client = login(owner)
+    response = owner_client.post("/team/invite/", {"email": "new@example.com", "role": "admin"})
+    assert response.status_code == 302
+    invitation = Invitation.objects.get(organization=organization)
+    assert invitation.role == Role.ADMIN
+    token = "no-such-token"
+    assert client.get(f"/invitations/{token}/").status_code == 404
+
+    from apps.accounts.services import invitation_create
+
+    invitation.revoked_at = invitation.created_at
+    invitation.save()
+    _, token = invitation_create(actor=owner, organization=organization, email="new@example.com")
+    anonymous = client.get(f"/invitations/{token}/")
+    assert anonymous.status_code == 200
+    assert "Create an account" in anonymous.content.decode()
+    assert client.post(f"/invitations/{token}/").status_code == 200  # not signed in: no-op
+
+    stranger = MembershipFactory(role=Role.OWNER).user
+    refused = login(stranger).post(f"/invitations/{token}/")
+    assert refused.status_code == 403
+    assert "This invitation was sent to another e-mail address." in refused.content.decode()
+
+    invitee = MembershipFactory(role=Role.OWNER, user__email="new@example.com").user
+    invitee_client = login(invitee)
+    accepted = invitee_client.post(f"/invitations/{token}/")
+    assert accepted.status_code == 302
+    assert Membership.objects.get(user=invitee, organization=organization).role == Role.MEMBER
+    assert invitee_client.get("/").context["request"].organization == organization
+    assert len(mail.outbox) == 0  # invitation e-mails go out on commit (see the browser test)
