@@ -14,6 +14,7 @@ from apps.engines.models import UpstreamAccount
 from apps.tasks.models import Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME
 from apps.tasks.services import Caller, task_submit
+from tests.integration_support import celery_worker, celery_worker_factory  # noqa: F401
 from tests.tasks.helpers import run_to_completion, sandbox_account
 
 
