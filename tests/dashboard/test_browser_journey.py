@@ -150,6 +150,9 @@ def test_dashboard_journey(
         expect(page.get_by_test_id("held-tokens")).to_have_text("0")
         expect(page.get_by_test_id("unfinished")).to_have_text("0 of 3 unfinished tasks")
         screenshot(page, "overview-empty")
+        page.goto(f"{base}/accounts/2fa/")
+        expect(page.get_by_role("heading", name="Two-Factor Authentication")).to_be_visible()
+        screenshot(page, "account-security")
 
         # --- Create an image and watch it render --------------------------------------------
         page.get_by_role("link", name="Create", exact=True).click()

@@ -9,6 +9,8 @@ from apps.accounts.models import Membership, Organization
 from apps.accounts.roles import Capability, role_allows
 from apps.accounts.selectors import organization_list_for_user
 
+from apps.tasks.enums import Action
+
 from .. import presenters
 from ..tenancy import current_membership
 
@@ -40,6 +42,14 @@ def money(amount: Any, currency: str = "") -> str:
         return f"{int(amount) / 100:,.2f} {str(currency).upper()}".strip()
     except (TypeError, ValueError):
         return "—"
+
+
+@register.filter
+def action_label(value: str) -> str:
+    try:
+        return str(Action(value).label)
+    except ValueError:
+        return value
 
 
 @register.filter

@@ -45,7 +45,7 @@ def index(request: HttpRequest) -> HttpResponse:
     checkout = request.GET.get("checkout")
     if checkout == "success":
         messages.success(
-            request, "Thank you! Your payment is confirmed by Stripe; tokens appear in a moment."
+            request, "Thank you! Your tokens are credited as soon as Stripe confirms the payment."
         )
     elif checkout == "cancel":
         messages.info(request, "Checkout cancelled; nothing was charged.")
