@@ -103,6 +103,16 @@ def webhook_secret_ensure(*, organization: Organization) -> tuple[WebhookSecret,
     return created, plaintext
 
 
+def webhook_secret_reveal(*, organization: Organization) -> str:
+    """The current secret's plaintext, created if needed.
+
+    For the dashboard (shown to admins, SPEC §7). The API shows a secret only once, when it is
+    created or rotated.
+    """
+    current, plaintext = webhook_secret_ensure(organization=organization)
+    return plaintext if plaintext is not None else current.reveal()
+
+
 @transaction.atomic
 def webhook_secret_rotate(*, organization: Organization) -> str:
     """Make a new current secret and return its plaintext (shown once).

@@ -57,3 +57,14 @@ def test_rotation_keeps_one_current_secret(organization, other_organization):
     assert current.reveal() == new
     assert WebhookSecret.objects.filter(organization=organization).count() == 2
     assert WebhookSecret.objects.filter(organization=other_organization).count() == 1
+
+
+@pytest.mark.django_db
+def test_reveal_for_the_dashboard_creates_or_returns_the_current_secret(organization):
+    from apps.webhooks.services import webhook_secret_reveal
+
+    first = webhook_secret_reveal(organization=organization)
+    assert first.startswith("whsec_")
+    assert webhook_secret_reveal(organization=organization) == first
+    rotated = webhook_secret_rotate(organization=organization)
+    assert webhook_secret_reveal(organization=organization) == rotated
