@@ -348,3 +348,65 @@ def test_invitation_flow(owner: User, organization: Organization, client: Any) -
     assert Membership.objects.get(user=invitee, organization=organization).role == Role.MEMBER
     assert invitee_client.get("/").context["request"].organization == organization
     assert len(mail.outbox) == 0  # invitation e-mails go out on commit (see the browser test)
+
+
+def test_describe_numbered_prompt_step(owner: User, organization: Organization, fund: Any) -> None:
+    fund(organization, 50_000)
+    parent = new_task(
+        organization,
+        status=Status.SUCCESS,
+        action="DESCRIBE",
+        properties={"prompts": ["first idea", "second idea", "third idea", "fourth idea"]},
+        buttons=[
+            {"customId": f"MJ::Job::PicReader::{n}", "emoji": "", "label": ""} for n in range(1, 5)
+        ],
+    )
+    client = login(owner)
+    page = client.get(f"/tasks/{parent.pk}/")
+    assert page.context["prompts"] == [
+        "first idea",
+        "second idea",
+        "third idea",
+        "fourth idea",
+    ]
+    assert "Imagine prompt 2" in page.content.decode()
+    response = client.post(
+        f"/tasks/{parent.pk}/action/",
+        {"customId": "MJ::Job::PicReader::2"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response["HX-Retarget"] == "#modal-root"
+    modal = Task.objects.get(parent=parent)
+    assert (modal.status, modal.action, modal.prompt_en) == (
+        Status.MODAL,
+        Action.IMAGINE,
+        "second idea",
+    )
+    assert "second idea</textarea>" in response.content.decode()
+    client.post(f"/tasks/{modal.pk}/input/", {"prompt": "second idea, brighter"})
+    modal.refresh_from_db()
+    assert (modal.status, modal.prompt_en, modal.price) == (
+        Status.NOT_START,
+        "second idea, brighter",
+        14_000,
+    )
+
+
+def test_webhook_resend_and_rotate(owner: User, organization: Organization, settings: Any) -> None:
+    from apps.webhooks.models import WebhookDelivery, WebhookSecret
+    from apps.webhooks.services import endpoint_create, endpoint_send_test_event
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = True
+    created = endpoint_create(organization=organization, url="http://127.0.0.1:9/hook")
+    delivery = endpoint_send_test_event(organization=organization, endpoint_id=created.endpoint.pk)
+    client = login(owner)
+    page = client.get("/webhooks/")
+    assert page.context["secret"] == created.secret
+    assert client.post(f"/webhooks/deliveries/{delivery.pk}/resend/").status_code == 302
+    # Still pending (never attempted here): the resend brings that attempt forward, no new row.
+    assert WebhookDelivery.objects.filter(event=delivery.event).count() == 1
+    delivery.refresh_from_db()
+    assert delivery.state == "pending"
+    assert client.post("/webhooks/secret/rotate/").status_code == 302
+    assert client.get("/webhooks/").context["secret"] != created.secret
+    assert WebhookSecret.objects.filter(organization=organization).count() == 2

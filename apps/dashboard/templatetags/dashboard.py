@@ -8,7 +8,6 @@ from django.conf import settings
 from apps.accounts.models import Membership, Organization
 from apps.accounts.roles import Capability, role_allows
 from apps.accounts.selectors import organization_list_for_user
-
 from apps.tasks.enums import Action
 
 from .. import presenters
