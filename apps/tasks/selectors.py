@@ -63,11 +63,18 @@ def task_queue_list(*, organization: Organization) -> QuerySet[Task]:
 
 
 def task_queue_position(*, task: Task) -> int:
-    """How many queued tasks of the same mode are ahead of this one, plus one."""
+    """How many queued tasks of the same pool are ahead of this one, plus one.
+
+    The pool is the mode, and live and test tasks queue separately (test keys run on the
+    built-in sandbox pool). Other tenants' tasks count: they share the upstream accounts.
+    """
     if task.status != Status.NOT_START or task.submitted_at is None:
         return 0
     ahead = Task.objects.filter(
-        status=Status.NOT_START, mode=task.mode, submitted_at__lt=task.submitted_at
+        status=Status.NOT_START,
+        mode=task.mode,
+        is_test=task.is_test,
+        submitted_at__lt=task.submitted_at,
     ).count()
     return ahead + 1
 

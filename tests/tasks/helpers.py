@@ -118,3 +118,13 @@ class Clock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+def instant_sandbox_pool() -> UpstreamAccount:
+    """The built-in pool for test keys, with jobs that finish at once (in-process tests)."""
+    from apps.tasks.scheduling import sandbox_pool_ensure
+
+    pool = sandbox_pool_ensure()
+    pool.options = {**pool.options, "duration": 0}
+    pool.save(update_fields=["options"])
+    return pool
