@@ -6,6 +6,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from apps.engines.base import _REGISTRY, SubmitResult
+from apps.engines.models import UpstreamAccount
+from apps.engines.sandbox.engine import SandboxEngine
+from apps.engines.services import upstream_account_create
+from apps.tasks.models import Task
 from tests.integration_support import celery_worker, celery_worker_factory  # noqa: F401
 
 from .helpers import Clock
@@ -24,3 +29,80 @@ def caller(organization: Any, live_key: Any) -> Any:
     from apps.tasks.services import Caller
 
     return Caller(organization=organization, api_key=live_key.api_key)
+
+
+class ScriptedEngine(SandboxEngine):
+    """The sandbox, with a script of what its next submits do first (raise, or run a hook).
+
+    ``idempotent_submit`` may be switched off per test to play an upstream that cannot find
+    a job by our task id.
+    """
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.script: list[Any] = []
+        self.submits = 0
+        self.cancels: list[str] = []
+
+    def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
+        self.submits += 1
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, BaseException):
+            raise step
+        if callable(step):
+            step(task)
+        return super().submit(account=account, task=task)
+
+    def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
+        self.cancels.append(task.pk)
+        super().cancel(account=account, task=task)
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedEngine]:
+    engine = ScriptedEngine()
+    _REGISTRY[engine.name] = engine
+    yield engine
+    del _REGISTRY[engine.name]
+
+
+@pytest.fixture
+def scripted_account(scripted: ScriptedEngine) -> UpstreamAccount:
+    return upstream_account_create(
+        engine=scripted.name,
+        name="scripted-1",
+        modes=["FAST", "RELAX", "TURBO"],
+        concurrency=3,
+        options={"duration": 0},
+    )
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Record the Celery messages the services send, instead of sending them.
+
+    ``on_commit`` callbacks run at once: these tests run inside a transaction that never
+    commits, and what matters here is which messages would leave.
+    """
+    from django.db import transaction
+
+    from apps.tasks import tasks as celery_tasks
+
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(transaction, "on_commit", lambda func, using=None, robust=False: func())
+    monkeypatch.setattr(celery_tasks.dispatch, "delay", lambda: calls.append(("dispatch",)))
+    monkeypatch.setattr(
+        celery_tasks.dispatch, "apply_async", lambda *a, **k: calls.append(("dispatch",))
+    )
+    monkeypatch.setattr(
+        celery_tasks.start_job,
+        "apply_async",
+        lambda args, countdown=None: calls.append(("start", args[0])),
+    )
+    monkeypatch.setattr(
+        celery_tasks.poll_job,
+        "apply_async",
+        lambda args, countdown=None: calls.append(("poll", *args)),
+    )
+    return calls
