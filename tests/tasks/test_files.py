@@ -1,0 +1,119 @@
+"""Result files: stored under unguessable names, served publicly from /files/ (SPEC §4.4)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.test import Client
+from PIL import Image
+
+from apps.tasks import storage
+from apps.tasks.enums import Action
+from apps.tasks.services import task_submit
+
+from .helpers import data_url, png_bytes, run_to_completion, sandbox_account, stored_files
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client()  # no session, no API key
+
+
+def body(response) -> bytes:
+    return b"".join(response.streaming_content)
+
+
+def test_a_grid_is_stored_with_splits_and_thumbnails_and_served_without_auth(
+    caller, organization, fund, client
+):
+    fund(organization, 100_000)
+    sandbox_account()
+    task = run_to_completion(
+        task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox --ar 16:9").task.pk
+    )
+    result = task.result
+    key = result["key"]
+    assert len(key) >= 32  # 24 random bytes, URL-safe: unguessable
+    assert result["image"] == f"results/{key}/image.png"
+    assert result["thumb"] == f"results/{key}/thumb.webp"
+    assert result["splits"] == [f"results/{key}/{n}.png" for n in range(1, 5)]
+    assert result["split_thumbs"] == [f"results/{key}/{n}.thumb.webp" for n in range(1, 5)]
+    assert (result["width"], result["height"], result["is_grid"]) == (1024, 576, True)
+
+    url = storage.file_url(result["image"])
+    assert url == f"{settings.PUBLIC_BASE_URL}/files/results/{key}/image.png"
+    response = client.get(url.removeprefix(settings.PUBLIC_BASE_URL))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert response["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert Image.open(io.BytesIO(body(response))).size == (1024, 576)
+
+    split = client.get(f"/files/{result['splits'][3]}")
+    assert Image.open(io.BytesIO(body(split))).size == (512, 288)
+    thumb = client.get(f"/files/{result['thumb']}")
+    assert thumb["Content-Type"] == "image/webp"
+    assert max(Image.open(io.BytesIO(body(thumb))).size) == 256
+
+
+def test_inputs_are_stored_under_their_own_random_names(caller, organization, fund):
+    fund(organization, 100_000)
+    data = png_bytes()
+    outcome = task_submit(
+        caller=caller,
+        action=Action.BLEND,
+        images=[data_url(data)] * 2,
+    )
+    first, second = outcome.task.inputs
+    assert first != second
+    assert first.startswith("inputs/") and first.endswith("/input.png")
+    assert storage.read_file(first) == data
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "results/../../etc/passwd",
+        "results/%2e%2e/%2e%2e/secret.txt",
+        "results/..%2f..%2fsecret.txt",
+        "secret.txt",
+        "other/file.png",
+        "results/",
+        "results/nothing-here/image.png",
+        "/etc/passwd",
+    ],
+)
+def test_files_outside_results_and_inputs_or_missing_are_not_found(client, path):
+    default_storage.save("secret.txt", io.BytesIO(b"top secret"))
+    response = client.get(f"/files/{path}")
+    assert response.status_code == 404
+    assert b"top secret" not in response.content
+
+
+def test_a_directory_is_not_served(client):
+    name = default_storage.save("results/some-key/image.png", io.BytesIO(png_bytes()))
+    assert client.get(f"/files/{name.rsplit('/', 1)[0]}").status_code == 404
+    assert client.get(f"/files/{name}").status_code == 200
+
+
+def test_only_get_is_allowed(client):
+    name = default_storage.save("results/some-key/image.png", io.BytesIO(png_bytes()))
+    assert client.post(f"/files/{name}").status_code == 405
+    assert client.delete(f"/files/{name}").status_code == 405
+    assert default_storage.exists(name)
+
+
+def test_delete_result_removes_every_file_of_a_result():
+    before = stored_files(settings.MEDIA_ROOT)
+    grid = Image.new("RGB", (64, 64), (10, 20, 30))
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    result = storage.store_result(data=buffer.getvalue(), is_grid=True)
+    assert len(stored_files(settings.MEDIA_ROOT)) == len(before) + 10
+    storage.delete_result(result)
+    assert stored_files(settings.MEDIA_ROOT) == before
