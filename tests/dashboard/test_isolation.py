@@ -14,7 +14,7 @@ from apps.api_keys.models import ApiKey
 from apps.api_keys.services import api_key_create
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
-from apps.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
+from apps.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent, WebhookSecret
 from apps.webhooks.services import endpoint_create, endpoint_send_test_event
 from tests.billing.helpers import new_task, snapshot
 
@@ -133,7 +133,10 @@ def test_webhook_secret_is_never_shown_to_outsiders(
     secret = ours.context["secret"]
     assert secret.startswith("whsec_")
     theirs = login(outsider).get("/webhooks/")
+    assert theirs.context["secret"].startswith("whsec_")
+    assert theirs.context["secret"] != secret
     assert secret.encode() not in theirs.content
+    assert WebhookSecret.objects.filter(organization=endpoint.organization).count() == 1
 
 
 @pytest.mark.parametrize(("suffix", "data"), [("role/", {"role": "owner"}), ("remove/", {})])

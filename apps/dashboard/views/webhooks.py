@@ -69,9 +69,12 @@ def _page(
     if not webhooks_available():
         return render(request, "dashboard/webhooks_unavailable.html", {"nav": "webhooks"})
     from apps.webhooks.selectors import delivery_list, endpoint_list, webhook_secrets_for_signing
+    from apps.webhooks.services import webhook_secret_reveal
 
     organization = organization_of(request)
-    secrets = webhook_secrets_for_signing(organization=organization, now=timezone.now())
+    # Admins see the organization's secret here (SPEC §7); it is created on first view.
+    secret = webhook_secret_reveal(organization=organization)
+    signing = webhook_secrets_for_signing(organization=organization, now=timezone.now())
     deliveries = Paginator(delivery_list(organization=organization), DELIVERIES_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
@@ -80,8 +83,8 @@ def _page(
         "dashboard/webhooks.html",
         {
             "endpoints": list(endpoint_list(organization=organization)),
-            "secret": secrets[0] if secrets else None,
-            "previous_secrets": len(secrets) - 1 if secrets else 0,
+            "secret": secret,
+            "previous_secrets": max(len(signing) - 1, 0),
             "deliveries": deliveries,
             "form": form or EndpointForm(),
             "nav": "webhooks",
@@ -183,15 +186,10 @@ def delivery_resend(request: HttpRequest, delivery_id: int) -> HttpResponse:
 @require_POST
 @dashboard_view(Capability.MANAGE_WEBHOOKS)
 def secret_rotate(request: HttpRequest) -> HttpResponse:
-    from apps.webhooks.services import webhook_secret_ensure, webhook_secret_rotate
+    from apps.webhooks.services import webhook_secret_rotate
 
-    organization = organization_of(request)
-    _, created = webhook_secret_ensure(organization=organization)
-    if created is None:
-        webhook_secret_rotate(organization=organization)
-        messages.success(
-            request, "New signing secret created. The previous one keeps working for a while."
-        )
-    else:
-        messages.success(request, "Signing secret created.")
+    webhook_secret_rotate(organization=organization_of(request))
+    messages.success(
+        request, "New signing secret created. The previous one keeps working for a while."
+    )
     return redirect("dashboard:webhooks")
