@@ -496,3 +496,47 @@ def task_timeout(*, task: Task) -> bool:
 
 def task_is_terminal(task_id: str) -> bool:
     return Task.objects.filter(pk=task_id, status__in=TERMINAL_STATUSES).exists()
+
+
+# --- out-of-band reports (upstream callbacks) ------------------------------------------------
+
+
+def task_record_progress(*, task_id: str, progress: int) -> bool:
+    """Record progress an upstream pushed to us (a callback) rather than one we polled.
+
+    The same compare-and-set as a poll step: only while IN_PROGRESS, only forwards, never 100
+    (that is SUCCESS's). False if nothing changed — a late or duplicate report.
+    """
+    progress = max(0, min(int(progress), 99))
+    with transaction.atomic():
+        moved = Task.objects.filter(
+            pk=task_id, status=Status.IN_PROGRESS, progress__lt=progress
+        ).update(progress=progress, updated_at=_now())
+        if moved:
+            task_changed(task=_reload(task_id), event_type="task.updated")
+    return bool(moved)
+
+
+def task_poll_now(*, task_id: str) -> bool:
+    """Run the next poll step at once (an upstream callback says the job has finished).
+
+    A fresh token supersedes the running chain — the step already scheduled stops when it
+    finds the token changed — so exactly one chain continues and the result is applied by the
+    normal poll path (download, storage, settlement) on a worker. False if not running.
+    """
+    current = (
+        Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS)
+        .values_list("poll_token", flat=True)
+        .first()
+    )
+    if current is None:
+        return False
+    token = secrets.token_hex(8)
+    now = _now()
+    with transaction.atomic():
+        moved = Task.objects.filter(
+            pk=task_id, status=Status.IN_PROGRESS, poll_token=current
+        ).update(poll_token=token, lease_expires_at=poll_lease(now), updated_at=now)
+        if moved:
+            enqueue_poll(task_id, token, countdown=0)
+    return bool(moved)

@@ -265,6 +265,8 @@ def tasks_sweep() -> dict[str, int]:
         ):
             report["start_deadline"] += 1
 
+    report["parent_account_gone"] = _fail_follow_ups_of_gone_accounts()
+
     for task in Task.objects.select_related("upstream_account").filter(
         status__in=ACTIVE_STATUSES, run_deadline__lt=now
     ):
@@ -369,3 +371,39 @@ def _recover_submitted(task: Task, now: datetime, report: dict[str, int]) -> Non
         from_statuses=(Status.SUBMITTED,),
     ):
         report["lost"] += 1
+
+
+def _parent_account_gone(task: Task) -> bool:
+    """The follow-up must run on its parent's account, and that account will not come back on
+    its own: deleted, disabled by an operator, banned, or no longer serving the mode. (Cooling
+    down or waiting for verification may pass, so such a follow-up keeps waiting.)"""
+    parent = task.parent
+    if parent is None or not parent.engine:
+        return False
+    if not get_engine(parent.engine).follow_ups_need_parent_account:
+        return False
+    account = parent.upstream_account
+    return (
+        account is None
+        or not account.is_enabled
+        or account.health == Health.BANNED
+        or not account.serves(task.mode)
+    )
+
+
+def _fail_follow_ups_of_gone_accounts() -> int:
+    """Fail queued follow-ups whose parent's upstream account is gone, at once and clearly,
+    instead of letting them wait for their start deadline."""
+    failed = 0
+    for task in Task.objects.select_related("parent__upstream_account").filter(
+        status=Status.NOT_START, parent__isnull=False
+    ):
+        if _parent_account_gone(task) and task_fail(
+            task_id=task.pk,
+            reason="The upstream account that made the parent task is unavailable, so this "
+            "follow-up cannot run.",
+            error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+            from_statuses=(Status.NOT_START,),
+        ):
+            failed += 1
+    return failed

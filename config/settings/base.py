@@ -281,6 +281,20 @@ WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", 
 # An endpoint whose every delivery fails for this many days is disabled and its owners e-mailed.
 WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 5.0)
 # After a secret rotation the previous secret keeps signing (both signatures sent) this long.
+# --- mjproxy engine (apps/engines/mjproxy) ----------------------------------------------------
+# Every call to a midjourney-proxy upstream has explicit limits: seconds to connect, and to
+# wait for an answer (submits upload up to five images, so the answer may take a while).
+MJPROXY_CONNECT_TIMEOUT = env_float("MJPROXY_CONNECT_TIMEOUT", 5.0)
+MJPROXY_HTTP_TIMEOUT = env_float("MJPROXY_HTTP_TIMEOUT", 30.0)
+# Upstream task ids per POST /mj/task/list-by-condition; one polling round of an account asks
+# for all its in-flight jobs in batches of this size.
+MJPROXY_POLL_BATCH_SIZE = env_int("MJPROXY_POLL_BATCH_SIZE", 50)
+# Seconds one batch answer is reused by the per-task poll steps of the same round (shared
+# through the cache); at most this stale. 0 asks the upstream on every poll step.
+MJPROXY_POLL_CACHE_SECONDS = env_float("MJPROXY_POLL_CACHE_SECONDS", TASK_POLL_INTERVAL)
+# Largest result image downloaded from an upstream, in bytes.
+MJPROXY_MAX_IMAGE_BYTES = env_int("MJPROXY_MAX_IMAGE_BYTES", 50 * 1024 * 1024)
+
 WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", 24.0)
 
 # --- Stripe -----------------------------------------------------------------------------------

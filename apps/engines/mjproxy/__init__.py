@@ -1,0 +1,1 @@
+"""The mjproxy engine: any midjourney-proxy-compatible server as an upstream (SPEC §5)."""

@@ -1,0 +1,559 @@
+"""The mjproxy engine: drives any midjourney-proxy-compatible upstream (SPEC §5, §6.1).
+
+An account's ``options`` hold ``base_url`` (the address before ``/mj/…``), ``callbacks``
+(true: the upstream is told to call us back) and optionally ``callback_base_url`` (how the
+upstream reaches us, when that is not ``PUBLIC_BASE_URL``); its encrypted ``secrets`` hold
+``secret`` (sent as ``mj-api-secret``) and the generated ``callback_token``.
+
+* **Submit.** New work goes to ``/mj/submit/imagine|describe|blend|shorten`` and
+  ``/mj/insight-face/swap`` with our stored input images as data URLs. A follow-up goes to
+  ``/mj/submit/action`` with the *upstream's* task id and customId (see ``mapping``); when the
+  upstream answers 21 the second step is sent to ``/mj/submit/modal`` with the prompt and, for
+  Vary (Region), the mask. Every job carries ``state = "mjgate:<our task id>"``, which is how
+  ``find_job`` recognises a job an interrupted submit already started — that is what makes
+  submits safe to resume (``idempotent_submit``).
+* **Poll.** One ``POST /mj/task/list-by-condition`` covers every in-flight task of the
+  account: the answer is kept in the cache for ``MJPROXY_POLL_CACHE_SECONDS`` so the per-task
+  poll steps of one round share it. Upstreams without that endpoint are asked per task
+  (``GET /mj/task/{id}/fetch``).
+* **Results.** The engine downloads the finished image itself and hands the bytes to the
+  lifecycle, which stores, splits and thumbnails them; the upstream's URL and ids never reach
+  the task's public fields. See :meth:`MjproxyEngine._download` for which addresses may be
+  fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import mimetypes
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.urls import reverse
+
+from apps.core.http import (
+    OutboundHTTPError,
+    ResponseTooLarge,
+    Timeout,
+    UnsafeURL,
+    check_url,
+    safe_download,
+)
+from apps.engines.base import (
+    Engine,
+    PermanentEngineError,
+    PollResult,
+    ResultImage,
+    SubmitResult,
+    TemporaryEngineError,
+    register,
+)
+from apps.engines.models import UpstreamAccount
+from apps.tasks.enums import Action, ErrorCode, Status
+from apps.tasks.models import Task
+
+from . import mapping
+from .client import Answer, MjproxyClient, UpstreamOutcomeUnknown, UpstreamUnavailable, origin_of
+
+logger = logging.getLogger(__name__)
+
+OPTIONS = ("base_url", "callbacks", "callback_base_url")
+SECRETS = ("secret", "callback_token")
+STATE_PREFIX = "mjgate:"
+#: In-flight tasks of one account looked up per polling round, at most.
+MAX_IN_FLIGHT_LOOKUP = 1000
+#: A finished job reported by a callback is remembered this long for the poll that applies it.
+CALLBACK_SNAPSHOT_SECONDS = 600
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+def state_marker(task: Task) -> str:
+    return f"{STATE_PREFIX}{task.pk}"
+
+
+def account_secrets(account: UpstreamAccount) -> dict[str, Any]:
+    """The decrypted secrets (the field's static type is its database column's, text)."""
+    return dict(cast("dict[str, Any]", account.secrets or {}))
+
+
+def client_for(account: UpstreamAccount) -> MjproxyClient:
+    options = account.options or {}
+    return MjproxyClient(
+        base_url=str(options.get("base_url") or ""),
+        secret=str(account_secrets(account).get("secret") or ""),
+    )
+
+
+def batch_cache_key(account_id: int) -> str:
+    return f"mjproxy:batch:{account_id}"
+
+
+def callback_cache_key(account_id: int, job_id: str) -> str:
+    return f"mjproxy:callback:{account_id}:{job_id}"
+
+
+def _data_url(name: str) -> str:
+    from apps.tasks.storage import read_file
+
+    mime = mimetypes.guess_type(name)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(read_file(name)).decode()}"
+
+
+def _task_list(data: Any) -> list[Mapping[str, Any]]:
+    """Task lists come bare or wrapped (``{"list": …}``, ``{"content": …}``) depending on the proxy."""
+    if isinstance(data, Mapping):
+        for key in ("list", "content", "records", "data", "result"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list):
+        raise UpstreamUnavailable(
+            "The upstream's task list could not be read.", error_code=ErrorCode.UPSTREAM_ERROR
+        )
+    return [item for item in data if isinstance(item, Mapping)]
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MjproxyEngine(Engine):
+    name = "mjproxy"
+    idempotent_submit = True
+    # The upstream's follow-ups act on its own jobs, which exist only on that account.
+    follow_ups_need_parent_account = True
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
+        for key in options:
+            if key not in OPTIONS:
+                raise ValueError(
+                    f"Unknown mjproxy option '{key}' (use base_url, callbacks, callback_base_url, "
+                    "secret)."
+                )
+        for key in secrets:
+            if key not in SECRETS:
+                raise ValueError(f"Unknown mjproxy secret '{key}' (use secret).")
+        base_url = options.get("base_url")
+        if not isinstance(base_url, str) or not base_url.strip():
+            raise ValueError(
+                "mjproxy needs base_url: the upstream's address before /mj/… "
+                "(e.g. http://10.0.0.5:8080)."
+            )
+        for key in ("base_url", "callback_base_url"):
+            value = options.get(key)
+            if value in (None, ""):
+                continue
+            try:
+                # Operator input: private addresses are fine, malformed URLs are not.
+                check_url(str(value), allow_private=True, resolve_host=False)
+            except UnsafeURL as exc:
+                raise ValueError(f"{key}: {exc.message}") from exc
+        callbacks = options.get("callbacks", False)
+        if not isinstance(callbacks, bool) and str(callbacks).strip().lower() not in {
+            "0",
+            "1",
+            "true",
+            "false",
+            "yes",
+            "no",
+            "on",
+            "off",
+        }:
+            raise ValueError("callbacks must be true or false.")
+
+    # --- submit ------------------------------------------------------------------------------
+
+    def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
+        client = client_for(account)
+        path, body = self._request(client, account, task)
+        answer = client.post(path, body)
+        accepted = self._accepted(answer)
+        job_id = self._second_step(client, task, accepted)
+        self._recovered(account)
+        return SubmitResult(upstream_job_id=job_id, state={"account": account.pk})
+
+    def find_job(self, *, account: UpstreamAccount, task: Task) -> SubmitResult | None:
+        """The upstream job carrying this task's ``state`` marker, if an earlier submit made one.
+
+        Looked up in the upstream's ``GET /mj/task/list``. An upstream we cannot ask (down, or
+        without that endpoint) leaves the question open: the former is retried later, the latter
+        fails the task, because submitting blind could run — and charge for — the job twice.
+        """
+        client = client_for(account)
+        try:
+            answer = client.get("/mj/task/list")
+        except UpstreamUnavailable as exc:
+            raise UpstreamOutcomeUnknown(
+                "The upstream could not be asked whether it already has this job.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            ) from exc
+        if answer.status != 200:
+            raise PermanentEngineError(
+                "The worker sending this task stopped, and the upstream cannot list its jobs to "
+                "tell whether it received it; it was not sent again to avoid running it twice.",
+                error_code=ErrorCode.WORKER_LOST,
+            )
+        marker = state_marker(task)
+        found = [item for item in _task_list(answer.data) if item.get("state") == marker]
+        if not found:
+            return None
+        job = max(found, key=lambda item: int(item.get("submitTime") or 0))
+        job_id = str(job.get("id") or "")
+        if not job_id:
+            return None
+        if str(job.get("status") or "").upper() == "MODAL":
+            # The interrupted submit got as far as the first step of a two-step action.
+            job_id = self._modal(client, task, job_id)
+        self._recovered(account)
+        return SubmitResult(upstream_job_id=job_id, state={"account": account.pk})
+
+    def _common(self, account: UpstreamAccount, task: Task) -> dict[str, Any]:
+        body: dict[str, Any] = {"state": state_marker(task)}
+        hook = self.notify_hook(account)
+        if hook:
+            body["notifyHook"] = hook
+        return body
+
+    def notify_hook(self, account: UpstreamAccount) -> str:
+        """Our callback URL for this account, or "" when callbacks are off."""
+        options = account.options or {}
+        if not _bool(options.get("callbacks")):
+            return ""
+        from .services import mjproxy_callback_token_ensure
+
+        token = mjproxy_callback_token_ensure(account=account)
+        base = str(options.get("callback_base_url") or settings.PUBLIC_BASE_URL).rstrip("/")
+        path = reverse("mjproxy-callback", kwargs={"account_id": account.pk, "token": token})
+        return f"{base}{path}"
+
+    def _request(
+        self, client: MjproxyClient, account: UpstreamAccount, task: Task
+    ) -> tuple[str, dict[str, Any]]:
+        body = self._common(account, task)
+        params = task.params or {}
+        if task.parent_id is not None and params.get("custom_id"):
+            parent = task.parent
+            assert parent is not None
+            body.update(
+                taskId=self._parent_job(account, parent),
+                customId=self._their_custom_id(client, task, parent),
+            )
+            return "/mj/submit/action", body
+        # New work runs in the task's mode; upstreams that do not know the field ignore it.
+        body["mode"] = task.mode
+        inputs = [_data_url(name) for name in task.inputs or []]
+        if task.action == Action.IMAGINE:
+            body.update(prompt=task.prompt_en, base64Array=inputs)
+            return "/mj/submit/imagine", body
+        if task.action == Action.DESCRIBE:
+            self._need_inputs(inputs, 1, "Describe")
+            body["base64"] = inputs[0]
+            return "/mj/submit/describe", body
+        if task.action == Action.BLEND:
+            self._need_inputs(inputs, 2, "Blend")
+            body.update(base64Array=inputs, dimensions=params.get("dimensions") or "SQUARE")
+            return "/mj/submit/blend", body
+        if task.action == Action.SHORTEN:
+            body["prompt"] = task.prompt_en
+            return "/mj/submit/shorten", body
+        if task.action == Action.SWAP_FACE:
+            self._need_inputs(inputs, 2, "Face swap")
+            body.update(sourceBase64=inputs[0], targetBase64=inputs[1])
+            return "/mj/insight-face/swap", body
+        raise PermanentEngineError(
+            f"The mjproxy engine cannot start a {task.action} task without a parent task.",
+            error_code=ErrorCode.INVALID_PARAMETER,
+        )
+
+    @staticmethod
+    def _need_inputs(inputs: list[str], count: int, what: str) -> None:
+        if len(inputs) < count:
+            raise PermanentEngineError(
+                f"{what} needs {count} stored input image(s).",
+                error_code=ErrorCode.INVALID_PARAMETER,
+            )
+
+    @staticmethod
+    def _parent_job(account: UpstreamAccount, parent: Task) -> str:
+        made_by = (parent.engine_state or {}).get("account", parent.upstream_account_id)
+        if parent.engine != MjproxyEngine.name or made_by != account.pk:
+            raise PermanentEngineError(
+                "The upstream account that made the parent task is unavailable, so this "
+                "follow-up cannot run.",
+                error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+            )
+        if not parent.upstream_job_id:
+            raise PermanentEngineError(
+                "The parent task has no upstream job to act on.",
+                error_code=ErrorCode.INVALID_PARAMETER,
+            )
+        return parent.upstream_job_id
+
+    def _their_custom_id(self, client: MjproxyClient, task: Task, parent: Task) -> str:
+        pressed = str((task.params or {}).get("custom_id") or task.custom_id)
+        theirs = (parent.engine_state or {}).get("buttons")
+        if not theirs:
+            # Not remembered (a parent from before buttons were kept): ask the upstream.
+            fetched = self._fetch_many(client, [parent.upstream_job_id]).get(parent.upstream_job_id)
+            theirs = list((fetched or {}).get("buttons") or [])
+        found = mapping.upstream_custom_id(
+            pressed=pressed, ours=list(parent.buttons or []), theirs=list(theirs)
+        )
+        if not found:
+            raise PermanentEngineError(
+                "The upstream's copy of the parent task does not offer this button.",
+                error_code=ErrorCode.INVALID_PARAMETER,
+            )
+        return found
+
+    def _accepted(self, answer: Answer) -> mapping.Accepted:
+        try:
+            return mapping.submit_outcome(answer.data, http_status=answer.status)
+        except mapping.QueueFull as exc:
+            raise UpstreamUnavailable(
+                f"The upstream's queue is full ({exc.description}); the task waits for a free "
+                "account.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            ) from exc
+
+    def _second_step(self, client: MjproxyClient, task: Task, accepted: mapping.Accepted) -> str:
+        return self._modal(client, task, accepted.job_id) if accepted.modal else accepted.job_id
+
+    def _modal(self, client: MjproxyClient, task: Task, job_id: str) -> str:
+        """Send the second step of a two-step action (vary region, custom zoom, remix …)."""
+        body: dict[str, Any] = {"taskId": job_id, "prompt": task.prompt_en}
+        mask = (task.params or {}).get("mask")
+        if mask:
+            body["maskBase64"] = _data_url(mask)
+        answer = client.post("/mj/submit/modal", body)
+        if answer.status == 404 and not isinstance(answer.data, Mapping):
+            # Older proxies have no modal step; their 21 meant "this job already exists".
+            return job_id
+        accepted = self._accepted(answer)
+        return accepted.job_id or job_id
+
+    @staticmethod
+    def _recovered(account: UpstreamAccount) -> None:
+        """The upstream took a job: its run of failures is over."""
+        UpstreamAccount.objects.filter(pk=account.pk, consecutive_failures__gt=0).update(
+            consecutive_failures=0
+        )
+
+    # --- poll ----------------------------------------------------------------------------------
+
+    def poll(self, *, account: UpstreamAccount, task: Task) -> PollResult:
+        try:
+            upstream = self.upstream_task(account, task)
+        except UpstreamOutcomeUnknown as exc:
+            # For a status request this is just a failed round: ask again next time.
+            raise TemporaryEngineError(exc.message, error_code=exc.error_code) from exc
+        if upstream is None:
+            # Not (yet) listed by the upstream; the run timeout ends a job it lost for good.
+            return PollResult(status=PollResult.RUNNING, progress=task.progress)
+        view = mapping.upstream_view(upstream, action=task.action)
+        if view.status != PollResult.SUCCESS:
+            return view.poll_result()
+        self._remember_buttons(task, view.buttons)
+        return PollResult(
+            status=PollResult.SUCCESS,
+            progress=100,
+            image=self._result_image(account, task, view),
+            is_grid=view.is_grid,
+            properties=view.properties,
+        )
+
+    def upstream_task(self, account: UpstreamAccount, task: Task) -> Mapping[str, Any] | None:
+        """The upstream's JSON for ``task``: a finished state a callback reported, else this
+        polling round's batch answer for the account."""
+        job_id = task.upstream_job_id
+        if not job_id:
+            return None
+        snapshot = cache.get(callback_cache_key(account.pk, job_id))
+        if snapshot:
+            return dict(snapshot)
+        return self._batch(account, job_id).get(job_id)
+
+    def _batch(self, account: UpstreamAccount, job_id: str) -> dict[str, Any]:
+        ttl = float(settings.MJPROXY_POLL_CACHE_SECONDS)
+        key = batch_cache_key(account.pk)
+
+        def fresh() -> dict[str, Any] | None:
+            entry = cache.get(key)
+            if entry and job_id in entry["tasks"] and time.time() - entry["at"] <= ttl:
+                tasks: dict[str, Any] = entry["tasks"]
+                return tasks
+            return None
+
+        if ttl <= 0:
+            return self._fetch_in_flight(account, job_id)
+        cached = fresh()
+        if cached is not None:
+            return cached
+        lock = f"{key}:lock"
+        holder = cache.add(lock, 1, timeout=math.ceil(float(settings.MJPROXY_HTTP_TIMEOUT)) + 5)
+        if not holder:
+            # Another poll step is asking the upstream for this account right now: its answer
+            # covers us too, so wait for it briefly rather than sending a second request.
+            deadline = time.monotonic() + min(ttl, 2.0)
+            while time.monotonic() < deadline:
+                time.sleep(0.05)
+                cached = fresh()
+                if cached is not None:
+                    return cached
+        try:
+            tasks = self._fetch_in_flight(account, job_id)
+            cache.set(key, {"at": time.time(), "tasks": tasks}, timeout=max(1, math.ceil(ttl)))
+        finally:
+            if holder:
+                cache.delete(lock)
+        return tasks
+
+    def _fetch_in_flight(self, account: UpstreamAccount, job_id: str) -> dict[str, Any]:
+        """Every in-flight job of the account, in as few requests as the batch size allows."""
+        others = (
+            Task.objects.filter(upstream_account=account, status=Status.IN_PROGRESS)
+            .exclude(upstream_job_id="")
+            .exclude(upstream_job_id=job_id)
+            .order_by("started_at")
+            .values_list("upstream_job_id", flat=True)[:MAX_IN_FLIGHT_LOOKUP]
+        )
+        ids = list(dict.fromkeys([job_id, *others]))
+        return self._fetch_many(client_for(account), ids)
+
+    def _fetch_many(self, client: MjproxyClient, ids: list[str]) -> dict[str, Any]:
+        """``{upstream id: task JSON or None}`` for every id asked (None: the upstream has none)."""
+        size = max(1, int(settings.MJPROXY_POLL_BATCH_SIZE))
+        found: dict[str, Any] = {}
+        for chunk in _chunks(ids, size):
+            answer = client.post("/mj/task/list-by-condition", {"ids": chunk})
+            if answer.status in (404, 405):
+                # No batch endpoint on this upstream: one request per task, ours only.
+                return {ids[0]: self._fetch_one(client, ids[0])}
+            if answer.status != 200:
+                raise UpstreamUnavailable(
+                    f"The upstream's task list answered HTTP {answer.status}.",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                )
+            listed = {str(item.get("id")): dict(item) for item in _task_list(answer.data)}
+            for upstream_id in chunk:
+                found[upstream_id] = listed.get(upstream_id)
+        return found
+
+    def _fetch_one(self, client: MjproxyClient, job_id: str) -> dict[str, Any] | None:
+        answer = client.get(f"/mj/task/{job_id}/fetch")
+        if answer.status == 404:
+            return None
+        if answer.status != 200 or not isinstance(answer.data, Mapping):
+            raise UpstreamUnavailable(
+                f"The upstream's task fetch answered HTTP {answer.status}.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        return dict(answer.data)
+
+    @staticmethod
+    def _remember_buttons(task: Task, buttons: list[dict[str, Any]]) -> None:
+        """Keep the upstream's buttons with our task: follow-ups are translated through them.
+
+        Written under a row lock once the job has finished, when nothing else writes the
+        task's ``engine_state`` any more; the public task fields never carry these customIds.
+        """
+        with transaction.atomic():
+            current = (
+                Task.objects.select_for_update()
+                .filter(pk=task.pk)
+                .values_list("engine_state", flat=True)
+                .first()
+            )
+            state = dict(current or {})
+            if state.get("buttons") == buttons:
+                return
+            state["buttons"] = buttons
+            Task.objects.filter(pk=task.pk).update(engine_state=state)
+        task.engine_state = state
+
+    def _result_image(
+        self, account: UpstreamAccount, task: Task, view: mapping.UpstreamView
+    ) -> ResultImage | None:
+        if task.action == Action.SHORTEN:
+            return None
+        if task.action == Action.DESCRIBE and task.inputs:
+            # The described image is the customer's own input; we already have it.
+            from apps.tasks.storage import read_file
+
+            return ResultImage(data=read_file(task.inputs[0]))
+        if not view.image_url:
+            raise PermanentEngineError(
+                "The upstream reported success but sent no image.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        return ResultImage(data=self._download(account, view.image_url))
+
+    def _download(self, account: UpstreamAccount, url: str) -> bytes:
+        """Fetch a result image into memory, for the lifecycle to store as ours.
+
+        Which addresses may be fetched: an image served by the account's own upstream — the
+        same scheme, host and port as its ``base_url`` — is trusted exactly as far as the
+        ``base_url`` is (operator input, so private and loopback addresses are allowed; a
+        relative ``imageUrl`` counts as the upstream's own). Any other host, typically a CDN,
+        is an address the upstream chose, and goes through the full SSRF guard like a
+        customer URL (``WEBHOOKS_ALLOW_PRIVATE_ADDRESSES`` applies). Size and time are capped
+        either way, and redirects are not followed.
+        """
+        base_url = str((account.options or {}).get("base_url") or "").rstrip("/")
+        if url.startswith("/"):
+            url = f"{base_url}{url}"
+        own = origin_of(url) == origin_of(base_url)
+        timeout = float(settings.MJPROXY_HTTP_TIMEOUT)
+        try:
+            return safe_download(
+                url,
+                max_bytes=int(settings.MJPROXY_MAX_IMAGE_BYTES),
+                timeout=Timeout(
+                    connect=min(float(settings.MJPROXY_CONNECT_TIMEOUT), timeout),
+                    read=timeout,
+                    total=timeout * 2,
+                ),
+                allow_private=True if own else None,
+            )
+        except (UnsafeURL, ResponseTooLarge) as exc:
+            raise PermanentEngineError(
+                f"The upstream's result image could not be fetched: {exc.message}",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            ) from exc
+        except OutboundHTTPError as exc:
+            if exc.permanent:
+                raise PermanentEngineError(
+                    f"The upstream's result image could not be fetched: {exc.message}",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                ) from exc
+            raise TemporaryEngineError(
+                "The upstream's result image could not be downloaded yet.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            ) from exc
+
+    # --- cancel --------------------------------------------------------------------------------
+
+    def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
+        if not task.upstream_job_id:
+            return
+        try:
+            client_for(account).post(f"/mj/task/{task.upstream_job_id}/cancel", {})
+        except (TemporaryEngineError, PermanentEngineError, UpstreamOutcomeUnknown):
+            logger.info("upstream cancel failed", extra={"task_id": task.pk})
+
+
+register(MjproxyEngine())

@@ -1,0 +1,279 @@
+"""The midjourney-proxy dialect, as an upstream speaks it to us: pure translations, no I/O.
+
+* :func:`submit_outcome` — an upstream submit answer (``{code, description, result,
+  properties}``) → the upstream task id, a MODAL continuation, or the engine error the
+  lifecycle understands;
+* :func:`upstream_view` — an upstream task JSON (from polling or a callback, the same mapping
+  for both) → what it means for our task;
+* :func:`upstream_custom_id` — the button a customer pressed on *our* task → the customId of
+  the same button on the *upstream's* task.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from apps.core.errors import ValidationFailed
+from apps.engines.base import PermanentEngineError, PollResult
+from apps.tasks.buttons import GRID_ACTIONS, ButtonAction, resolve_custom_id
+from apps.tasks.enums import Action, ErrorCode
+
+#: Accepted and started / accepted and queued.
+CODE_SUCCESS = 1
+CODE_IN_QUEUE = 22
+#: The action needs its second step (``/mj/submit/modal``).
+CODE_MODAL = 21
+CODE_QUEUE_FULL = 23
+CODE_BANNED = 24
+CODE_VALIDATION = 4
+CODE_NOT_FOUND = 3
+
+RUNNING_STATUSES = frozenset({"NOT_START", "SUBMITTED", "IN_PROGRESS", "MODAL"})
+MAX_REASON = 500
+_NUMBER_MARKS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
+_BANNED_WORDS = ("banned", "sensitive", "敏感", "违禁", "not allowed by our community")
+
+
+class QueueFull(Exception):
+    """Code 23: the upstream accepted nothing and asks us to come back later."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The upstream took the request. ``modal`` means it waits for ``/mj/submit/modal``."""
+
+    job_id: str
+    modal: bool = False
+
+
+def _text(value: Any, limit: int = MAX_REASON) -> str:
+    text = " ".join(str(value or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def submit_outcome(data: Any, *, http_status: int = 200) -> Accepted:
+    """Map an upstream submit answer. Raises ``QueueFull`` or ``PermanentEngineError``."""
+    if not isinstance(data, Mapping) or "code" not in data:
+        raise PermanentEngineError(
+            f"The upstream gave an answer we do not understand (HTTP {http_status}).",
+            error_code=ErrorCode.UPSTREAM_ERROR,
+        )
+    try:
+        code = int(data.get("code") or -1)
+    except (TypeError, ValueError):
+        code = -1
+    description = _text(data.get("description"))
+    result = data.get("result")
+    job_id = str(result).strip() if result not in (None, "") else ""
+    if code in (CODE_SUCCESS, CODE_IN_QUEUE, CODE_MODAL):
+        if not job_id:
+            raise PermanentEngineError(
+                "The upstream accepted the job but did not say which job it is.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        return Accepted(job_id=job_id, modal=code == CODE_MODAL)
+    if code == CODE_QUEUE_FULL:
+        raise QueueFull(description or "queue full")
+    if code == CODE_BANNED:
+        properties = data.get("properties") or {}
+        word = properties.get("bannedWord") if isinstance(properties, Mapping) else None
+        detail = f" ('{_text(word, 100)}')" if word else ""
+        raise PermanentEngineError(
+            f"The upstream rejected the prompt as banned{detail}: {description or 'banned prompt'}",
+            error_code=ErrorCode.BANNED_PROMPT,
+        )
+    if code == CODE_VALIDATION:
+        raise PermanentEngineError(
+            f"The upstream rejected the request as invalid: {description or 'validation error'}",
+            error_code=ErrorCode.INVALID_PARAMETER,
+        )
+    if code == CODE_NOT_FOUND:
+        raise PermanentEngineError(
+            "The upstream no longer knows the parent task"
+            + (f": {description}" if description else "."),
+            error_code=ErrorCode.UPSTREAM_REJECTED,
+        )
+    raise PermanentEngineError(
+        f"The upstream rejected the request (code {code}): {description or 'no reason given'}",
+        error_code=ErrorCode.UPSTREAM_REJECTED,
+    )
+
+
+# --- task status ---------------------------------------------------------------------------------
+
+
+def parse_progress(value: Any) -> int:
+    """``"42%"`` → 42. Anything unreadable is 0; running tasks never claim 100."""
+    match = re.search(r"\d+(?:\.\d+)?", str(value or ""))
+    if match is None:
+        return 0
+    return max(0, min(int(float(match.group(0))), 100))
+
+
+def numbered_prompts(text: str) -> list[str]:
+    """The prompts after 1️⃣ 2️⃣ … in a describe/shorten ``finalPrompt``."""
+    pattern = "|".join(re.escape(mark) for mark in _NUMBER_MARKS)
+    parts = re.split(f"({pattern})", text or "")
+    prompts: list[str] = []
+    for index in range(1, len(parts) - 1, 2):
+        prompt = parts[index + 1].strip()
+        if prompt:
+            prompts.append(prompt)
+    return prompts
+
+
+def _shorten_analysis(text: str) -> str:
+    first = _NUMBER_MARKS[0]
+    return text.split(first, 1)[0].strip() if first in (text or "") else ""
+
+
+def is_banned_reason(reason: str) -> bool:
+    lowered = reason.lower()
+    return any(word in lowered for word in _BANNED_WORDS)
+
+
+@dataclass(frozen=True)
+class UpstreamView:
+    """What an upstream task JSON says about our task. ``image_url`` is the upstream's own
+    address, for our download only: it is never stored on the task or shown to a customer."""
+
+    status: str
+    progress: int = 0
+    image_url: str = ""
+    fail_reason: str = ""
+    error_code: str = ""
+    is_grid: bool = False
+    properties: dict[str, Any] = field(default_factory=dict)
+    buttons: list[dict[str, Any]] = field(default_factory=list)
+
+    def poll_result(self) -> PollResult:
+        """The result without its image (the engine downloads that)."""
+        return PollResult(
+            status=self.status,
+            progress=self.progress,
+            is_grid=self.is_grid,
+            properties=dict(self.properties),
+            fail_reason=self.fail_reason,
+            error_code=self.error_code,
+        )
+
+
+def _result_properties(action: str, upstream: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the prompt text crosses over; upstream ids and CDN links in ``properties`` stay out."""
+    properties = upstream.get("properties") or {}
+    final = properties.get("finalPrompt") if isinstance(properties, Mapping) else None
+    if final in (None, "") and action in (Action.DESCRIBE, Action.SHORTEN):
+        # Some proxies put the describe/shorten text in promptEn or prompt.
+        final = upstream.get("promptEn") or upstream.get("prompt")
+    if final in (None, ""):
+        return {}
+    text = str(final)
+    out: dict[str, Any] = {"finalPrompt": text}
+    if action in (Action.DESCRIBE, Action.SHORTEN):
+        out["prompts"] = numbered_prompts(text)
+    if action == Action.SHORTEN:
+        out["analysis"] = _shorten_analysis(text)
+    return out
+
+
+def upstream_view(upstream: Mapping[str, Any], *, action: str) -> UpstreamView:
+    """Map one upstream task (poll answer or callback body) for our task of ``action``."""
+    status = str(upstream.get("status") or "").upper()
+    buttons = [b for b in upstream.get("buttons") or [] if isinstance(b, Mapping)]
+    if status in RUNNING_STATUSES or not status:
+        return UpstreamView(
+            status=PollResult.RUNNING, progress=min(parse_progress(upstream.get("progress")), 99)
+        )
+    if status == "SUCCESS":
+        return UpstreamView(
+            status=PollResult.SUCCESS,
+            progress=100,
+            image_url=str(upstream.get("imageUrl") or ""),
+            is_grid=action in GRID_ACTIONS,
+            properties=_result_properties(action, upstream),
+            buttons=[dict(b) for b in buttons],
+        )
+    reason = _text(upstream.get("failReason"))
+    if status == "CANCEL":
+        return UpstreamView(
+            status=PollResult.FAILURE,
+            fail_reason="The upstream cancelled the job" + (f": {reason}" if reason else "."),
+            error_code=ErrorCode.UPSTREAM_REJECTED,
+        )
+    # FAILURE, and any status we do not know, is the end of the job.
+    if status != "FAILURE":
+        reason = reason or f"unknown status {_text(status, 40)}"
+    banned = is_banned_reason(reason)
+    return UpstreamView(
+        status=PollResult.FAILURE,
+        fail_reason=(
+            f"The upstream rejected the prompt as banned: {reason}"
+            if banned
+            else f"The upstream failed the job: {reason or 'no reason given'}"
+        ),
+        error_code=ErrorCode.BANNED_PROMPT if banned else ErrorCode.UPSTREAM_REJECTED,
+    )
+
+
+# --- buttons -------------------------------------------------------------------------------------
+
+
+def _semantics(action: ButtonAction) -> tuple[Any, ...]:
+    variant = action.variant
+    # An upstream may offer "Upscale (2x)" where we show "Upscale (Subtle)": different
+    # buttons, so the variant stays part of the key.
+    return (action.action, variant, action.index, action.zoom_factor, action.pan_direction)
+
+
+def upstream_custom_id(
+    *,
+    pressed: str,
+    ours: Sequence[Mapping[str, Any]],
+    theirs: Sequence[Mapping[str, Any]],
+) -> str | None:
+    """The upstream's customId for the button ``pressed`` on our copy of the task.
+
+    Our buttons carry our own customIds (our job hash, our spelling); the upstream's carry
+    its Midjourney job hash and maybe another model version's spelling. Matched, in order,
+    by meaning (U2 is U2 whatever the hash; ``upsample_v6r1_2x_subtle`` is Upscale (Subtle)),
+    then by label and emoji, then by position when both lists have the same shape.
+    """
+    try:
+        wanted = _semantics(resolve_custom_id(pressed))
+    except ValidationFailed:
+        wanted = None
+    if wanted is not None:
+        for button in theirs:
+            try:
+                if _semantics(resolve_custom_id(str(button.get("customId") or ""))) == wanted:
+                    return str(button["customId"])
+            except ValidationFailed:
+                continue
+    mine = next((b for b in ours if b.get("customId") == pressed), None)
+    if mine is None:
+        return None
+    label, emoji = str(mine.get("label") or ""), str(mine.get("emoji") or "")
+    if label:
+        same = [
+            b
+            for b in theirs
+            if str(b.get("label") or "") == label and str(b.get("emoji") or "") == emoji
+        ]
+        if len(same) == 1:
+            return str(same[0].get("customId") or "") or None
+    if len(ours) == len(theirs):
+        position = list(ours).index(mine)
+        candidate = theirs[position]
+        if (
+            str(candidate.get("emoji") or "") == emoji
+            and str(candidate.get("label") or "") == label
+        ):
+            return str(candidate.get("customId") or "") or None
+    return None
