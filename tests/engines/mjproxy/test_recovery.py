@@ -1,0 +1,181 @@
+"""Submits whose outcome is unknown (read timeout, worker died) are found, never sent twice."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.billing.models import EntryKind, LedgerEntry
+from apps.billing.selectors import balance_get
+from apps.engines.base import get_engine
+from apps.engines.mjproxy.engine import client_for
+from apps.engines.models import UpstreamAccount
+from apps.tasks.enums import Action, ErrorCode, Status
+from apps.tasks.lifecycle import INTERRUPTED_SUBMITS, task_start
+from apps.tasks.models import Task
+from apps.tasks.scheduling import dispatch_pending, tasks_sweep
+from apps.tasks.services import Caller, task_submit, task_submit_followup, task_submit_modal
+
+from .helpers import data_url, mjproxy_account, png_bytes, poll, start
+
+pytestmark = pytest.mark.django_db
+
+
+def _queued(organization, live_key, prompt: str = "a windmill") -> Task:
+    caller = Caller(organization=organization, api_key=live_key.api_key)
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt=prompt).task
+    dispatch_pending()
+    task.refresh_from_db()
+    assert task.status == Status.SUBMITTED
+    return task
+
+
+def _worker_died_inside_submit(task: Task) -> None:
+    """What the sweeper finds after a worker died between claiming the submit and recording it."""
+    now = timezone.now()
+    Task.objects.filter(pk=task.pk).update(
+        submit_claimed_at=now - timedelta(minutes=5), lease_expires_at=now - timedelta(seconds=1)
+    )
+
+
+def test_a_submit_that_timed_out_is_adopted_instead_of_sent_again(funded, live_key, fake, settings):
+    account = mjproxy_account(fake)
+    task = _queued(funded, live_key)
+    settings.MJPROXY_HTTP_TIMEOUT = 0.4
+    fake.submit_delay = 1.0
+    task_start(task_id=task.pk)
+
+    waiting = Task.objects.get(pk=task.pk)
+    assert waiting.status == Status.SUBMITTED
+    assert waiting.submit_claimed_at is None
+    assert waiting.engine_state == {INTERRUPTED_SUBMITS: 1}
+    assert waiting.upstream_account_id == account.pk
+    marker = f"mjgate:{task.pk}"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(j.state == marker for j in fake.jobs.values()):
+        time.sleep(0.02)  # the upstream finishes handling the request we gave up on
+
+    fake.submit_delay = 0
+    task_start(task_id=task.pk)
+    running = Task.objects.get(pk=task.pk)
+    assert running.status == Status.IN_PROGRESS
+    assert running.upstream_job_id == fake.job_for_state(marker).id
+    assert fake.submits_per_state() == {marker: 1}
+    assert len(fake.requests_to("/mj/task/list")) == 1
+
+
+def test_the_sweeper_resumes_a_dead_workers_submit_and_adopts_the_job(funded, live_key, fake):
+    account = mjproxy_account(fake)
+    task = _queued(funded, live_key)
+    _worker_died_inside_submit(task)
+    # The dead worker's request did reach the upstream.
+    get_engine("mjproxy").submit(account=account, task=Task.objects.get(pk=task.pk))
+
+    report = tasks_sweep()
+    assert report["resumed"] == 1
+    resumed = Task.objects.get(pk=task.pk)
+    assert (resumed.status, resumed.submit_claimed_at) == (Status.SUBMITTED, None)
+    task_start(task_id=task.pk)
+    running = Task.objects.get(pk=task.pk)
+    assert running.status == Status.IN_PROGRESS
+    marker = f"mjgate:{task.pk}"
+    assert running.upstream_job_id == fake.job_for_state(marker).id
+    assert fake.submits_per_state() == {marker: 1}
+    fake.finish(running.upstream_job_id)
+    assert poll(task.pk).status == Status.SUCCESS
+
+
+def test_a_dead_workers_submit_that_never_arrived_is_sent_once(funded, live_key, fake):
+    mjproxy_account(fake)
+    task = _queued(funded, live_key)
+    _worker_died_inside_submit(task)
+    tasks_sweep()
+    task_start(task_id=task.pk)
+    assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
+    assert fake.submits_per_state() == {f"mjgate:{task.pk}": 1}
+    assert len(fake.requests_to("/mj/task/list")) == 1
+
+
+def test_an_interrupted_two_step_action_gets_its_second_step(funded, live_key, fake):
+    account = mjproxy_account(fake)
+    caller = Caller(organization=funded, api_key=live_key.api_key)
+    grid = start(task_submit(caller=caller, action=Action.IMAGINE, prompt="a cat").task.pk)
+    fake.finish(grid.upstream_job_id)
+    grid = poll(grid.pk)
+    u1 = next(b["customId"] for b in grid.buttons if b["label"] == "U1")
+    upscale = start(task_submit_followup(caller=caller, parent_id=grid.pk, custom_id=u1).task.pk)
+    fake.finish(upscale.upstream_job_id)
+    upscale = poll(upscale.pk)
+    region = next(b["customId"] for b in upscale.buttons if b["label"] == "Vary (Region)")
+    modal = task_submit_followup(caller=caller, parent_id=upscale.pk, custom_id=region).task
+    task_submit_modal(
+        caller=caller, task_id=modal.pk, prompt="a cat in a hat", mask=data_url(png_bytes())
+    )
+    dispatch_pending()
+    task = Task.objects.get(pk=modal.pk)
+    assert task.status == Status.SUBMITTED
+    _worker_died_inside_submit(task)
+    # The dead worker got as far as the first step: the upstream holds a MODAL job for it.
+    their_region = next(
+        b["customId"]
+        for b in fake.jobs[upscale.upstream_job_id].buttons
+        if b["label"] == "Vary (Region)"
+    )
+    answer = client_for(account).post(
+        "/mj/submit/action",
+        {"taskId": upscale.upstream_job_id, "customId": their_region, "state": f"mjgate:{task.pk}"},
+    )
+    assert answer.data["code"] == 21
+
+    tasks_sweep()
+    task_start(task_id=task.pk)
+    running = Task.objects.get(pk=task.pk)
+    assert running.status == Status.IN_PROGRESS
+    assert running.upstream_job_id == answer.data["result"]
+    (modal_request,) = fake.requests_to("/mj/submit/modal")
+    assert modal_request.body["taskId"] == answer.data["result"]
+    assert modal_request.body["prompt"] == "a cat in a hat"
+    assert len(fake.submits("/mj/submit/action")) == 2  # U1, and the dead worker's
+
+
+def test_without_a_task_list_an_interrupted_submit_fails_uncharged(funded, live_key, fake):
+    mjproxy_account(fake)
+    fake.supports_list = False
+    task = _queued(funded, live_key)
+    _worker_died_inside_submit(task)
+    tasks_sweep()
+    task_start(task_id=task.pk)
+    failed = Task.objects.get(pk=task.pk)
+    assert failed.status == Status.FAILURE
+    assert failed.error_code == ErrorCode.WORKER_LOST
+    assert failed.fail_reason == (
+        "The worker sending this task stopped, and the upstream cannot list its jobs to tell "
+        "whether it received it; it was not sent again to avoid running it twice."
+    )
+    assert fake.submits() == []
+    assert balance_get(organization=funded).held == 0
+    assert list(
+        LedgerEntry.objects.filter(task=failed).order_by("id").values_list("kind", flat=True)
+    ) == [EntryKind.HOLD, EntryKind.RELEASE]
+
+
+def test_an_upstream_down_while_we_look_keeps_the_question_open(funded, live_key, fake):
+    account = mjproxy_account(fake)
+    task = _queued(funded, live_key)
+    _worker_died_inside_submit(task)
+    tasks_sweep()
+    fake.http_status = 503
+    task_start(task_id=task.pk)
+    waiting = Task.objects.get(pk=task.pk)
+    assert waiting.status == Status.SUBMITTED
+    assert waiting.engine_state[INTERRUPTED_SUBMITS] == 2
+    assert waiting.upstream_account_id == account.pk
+    assert fake.submits() == []
+    fake.http_status = None
+    task_start(task_id=task.pk)
+    assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
+    assert fake.submits_per_state() == {f"mjgate:{task.pk}": 1}
+    assert UpstreamAccount.objects.get(pk=account.pk).consecutive_failures == 0
