@@ -122,11 +122,12 @@ def _owner_count(organization: Organization) -> int:
 def membership_change_role(
     *, actor: User, membership_id: int, organization: Organization, role: str
 ) -> Membership:
+    # Lock before reading the actor's own role, so a role changed a moment ago is seen.
+    _lock_organization(organization)
     actor_membership = membership_require(
         user=actor, organization_id=organization.pk, capability=Capability.MANAGE_MEMBERS
     )
     _assert_can_assign(actor_membership, role)
-    _lock_organization(organization)
     try:
         membership = Membership.objects.select_for_update().get(
             pk=membership_id, organization=organization

@@ -295,6 +295,8 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner():
             outcomes.append("ok")
         except Conflict:
             outcomes.append("conflict")
+        except PermissionDenied:  # the other one won first and made this actor a member
+            outcomes.append("denied")
         finally:
             connection.close()
 
@@ -306,5 +308,7 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner():
         thread.start()
     for thread in threads:
         thread.join(timeout=20)
-    assert sorted(outcomes) == ["conflict", "ok"]
+    assert len(outcomes) == 2
+    assert outcomes.count("ok") == 1
+    assert set(outcomes) - {"ok"} <= {"conflict", "denied"}
     assert Membership.objects.filter(organization=organization, role=Role.OWNER).count() == 1

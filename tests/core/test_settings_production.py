@@ -17,6 +17,8 @@ INSECURE_DEFAULT = "django-insecure-local-development-key-change-me"
 # Variables the settings read that must not leak in from the developer's shell.
 _SCRUB = {
     "DJANGO_SETTINGS_MODULE",
+    # Browser tests set it in this process; check --deploy rightly refuses it (async.E001).
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
     "SECRET_KEY",
     "ALLOWED_HOSTS",
     "DATABASE_URL",
