@@ -1,0 +1,150 @@
+"""The sandbox engine behind the engine interface: jobs, progress, failures, the registry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.engines.base import (
+    Engine,
+    PermanentEngineError,
+    PollResult,
+    engine_names,
+    get_engine,
+    register,
+)
+from apps.engines.models import SandboxJob
+from apps.engines.sandbox.engine import STALL_PROGRESS, SandboxEngine, _fraction
+from apps.engines.services import upstream_account_create
+from apps.tasks.enums import Action, ErrorCode
+from apps.tasks.models import Task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def engine() -> SandboxEngine:
+    found = get_engine("sandbox")
+    assert isinstance(found, SandboxEngine)
+    return found
+
+
+def account(**options: object):
+    return upstream_account_create(
+        engine="sandbox", name=f"acc-{len(options)}-{id(options)}", modes=["FAST"], options=options
+    )
+
+
+def shorten_task(organization, prompt: str = "a long and winding road") -> Task:
+    return Task.objects.create(
+        organization=organization, action=Action.SHORTEN, prompt=prompt, prompt_en=prompt, seed=3
+    )
+
+
+def test_the_registry_finds_engines_by_name():
+    assert "sandbox" in engine_names()
+    with pytest.raises(KeyError) as info:
+        get_engine("carrier-pigeon")
+    assert "Unknown engine 'carrier-pigeon'. Known engines: " in str(info.value)
+    with pytest.raises(ValueError, match=r"^An engine needs a name\.$"):
+        register(Engine())
+
+
+def test_submit_is_idempotent_by_task_and_find_job_finds_it(engine, organization):
+    upstream = account(duration=5)
+    task = shorten_task(organization)
+    assert engine.find_job(account=upstream, task=task) is None
+    first = engine.submit(account=upstream, task=task)
+    again = engine.submit(account=upstream, task=task)
+    assert first.upstream_job_id == again.upstream_job_id
+    job = SandboxJob.objects.get()
+    assert (job.job_id, job.task_id, job.submit_calls, job.duration) == (
+        first.upstream_job_id,
+        task.pk,
+        2,
+        5.0,
+    )
+    found = engine.find_job(account=upstream, task=task)
+    assert found is not None and found.upstream_job_id == first.upstream_job_id
+    assert SandboxJob.objects.get().submit_calls == 2  # looking is not submitting
+
+
+def test_progress_follows_the_duration_then_the_result(engine, organization, monkeypatch):
+    start = timezone.now()
+    monkeypatch.setattr(timezone, "now", lambda: start)
+    upstream = account(duration=10)
+    task = shorten_task(organization)
+    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+
+    seen = []
+    for seconds in (0, 2.5, 5, 9.99):
+        monkeypatch.setattr(timezone, "now", lambda s=seconds: start + timedelta(seconds=s))
+        outcome = engine.poll(account=upstream, task=task)
+        assert outcome.status == PollResult.RUNNING
+        seen.append(outcome.progress)
+    assert seen == [0, 25, 50, 99]
+
+    monkeypatch.setattr(timezone, "now", lambda: start + timedelta(seconds=10))
+    done = engine.poll(account=upstream, task=task)
+    assert done.status == PollResult.SUCCESS
+    assert done.progress == 100
+    assert len(done.properties["prompts"]) == 5
+    assert done.properties["finalPrompt"].startswith(done.properties["analysis"])
+    assert done.seed == 3
+
+
+def test_a_stalled_job_never_finishes(engine, organization, monkeypatch):
+    upstream = account(duration=1, stall="true")
+    task = shorten_task(organization)
+    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+    later = timezone.now() + timedelta(days=1)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    outcome = engine.poll(account=upstream, task=task)
+    assert (outcome.status, outcome.progress) == (PollResult.RUNNING, STALL_PROGRESS)
+
+
+def test_fail_rate_picks_the_same_tasks_every_time(engine, organization):
+    upstream = account(duration=0, fail_rate=0.5)
+    results = {}
+    tasks = {}
+    for n in range(40):
+        task = shorten_task(organization, f"road {n}")
+        task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+        tasks[task.pk] = task
+        results[task.pk] = engine.poll(account=upstream, task=task).status
+        assert (results[task.pk] == PollResult.FAILURE) == (_fraction(task.pk) < 0.5)
+    failures = list(results.values()).count(PollResult.FAILURE)
+    assert 5 < failures < 35  # about half, chosen from the task id
+    failed = next(pk for pk, status in results.items() if status == PollResult.FAILURE)
+    outcome = engine.poll(account=upstream, task=tasks[failed])  # polled again: same answer
+    assert outcome.status == PollResult.FAILURE
+    assert outcome.error_code == ErrorCode.UPSTREAM_REJECTED
+
+
+def test_cancel_marks_the_job_and_an_unknown_job_is_a_permanent_error(engine, organization):
+    upstream = account(duration=5)
+    task = shorten_task(organization)
+    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+    engine.cancel(account=upstream, task=task)
+    assert SandboxJob.objects.get().cancelled is True
+    task.upstream_job_id = "no-such-job"
+    with pytest.raises(PermanentEngineError) as info:
+        engine.poll(account=upstream, task=task)
+    assert info.value.message == "The sandbox has no record of this job."
+
+
+def test_a_follow_up_whose_parent_has_no_image_is_a_permanent_error(engine, organization):
+    upstream = account(duration=0)
+    parent = shorten_task(organization)
+    task = Task.objects.create(
+        organization=organization, action=Action.UPSCALE, parent=parent, params={"index": 1}
+    )
+    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+    with pytest.raises(PermanentEngineError) as info:
+        engine.poll(account=upstream, task=task)
+    assert (info.value.message, info.value.error_code) == (
+        "The parent task has no stored image.",
+        ErrorCode.INVALID_PARAMETER,
+    )
