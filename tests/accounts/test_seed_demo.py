@@ -46,7 +46,7 @@ def test_seed_prints_logins_and_working_keys(tmp_path):
         f"http://127.0.0.1:8000/admin/  (admin@example.com / {DEMO_PASSWORD})"
     )
     assert fields["Demo tenant"] == f"demo@example.com / {DEMO_PASSWORD}  (organization Demo)"
-    assert fields["Sign in"] == "http://127.0.0.1:8000/accounts/login/"
+    assert fields["Dashboard"] == "http://127.0.0.1:8000/"
     live, test = fields["Live API key"], fields["Test API key"]
     assert live.startswith("mjg_live_")
     assert test.startswith("mjg_test_")

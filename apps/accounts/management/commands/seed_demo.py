@@ -17,7 +17,7 @@ class Command(BaseCommand):
         lines = [
             "",
             "mjgate demo is ready",
-            f"  Sign in:        {base}/accounts/login/",
+            f"  Dashboard:      {base}/",
             f"  Operator admin: {base}/{settings.ADMIN_URL}  ({seed.operator_email} / {seed.password})",
             f"  Demo tenant:    {seed.tenant_email} / {seed.password}  (organization {seed.organization.name})",
             f"  Live API key:   {seed.live_key}",
