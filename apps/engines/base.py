@@ -46,6 +46,7 @@ class SubmitOutcomeUnknown(EngineError):
     For engines that can look a job up (``idempotent_submit``) the task stays assigned and the
     next ``task_start`` asks ``find_job`` before submitting again; for the others it fails with
     its hold released, because submitting again could run — and charge for — the job twice.
+    Raised by ``poll`` it is simply a poll to repeat, like a temporary error.
     """
 
 

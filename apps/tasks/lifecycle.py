@@ -307,6 +307,16 @@ def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknow
             _enqueue_start(task.pk, countdown=settings.TASK_POLL_INTERVAL)
 
 
+def _engine_for(task: Task, account: UpstreamAccount) -> Engine | None:
+    """The task's engine, or None (logged) if it is no longer installed."""
+    name = task.engine or account.engine
+    try:
+        return get_engine(name)
+    except KeyError:
+        logger.error("unknown engine", extra={"task_id": task.pk, "engine": name})
+        return None
+
+
 def _submit(engine: Engine, account: UpstreamAccount, task: Task) -> SubmitResult:
     """Start the upstream job — or find the one an interrupted earlier submit already started.
 
@@ -343,7 +353,15 @@ def task_start(*, task_id: str) -> None:
             error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
         )
         return
-    engine = get_engine(task.engine or account.engine)
+    engine = _engine_for(task, account)
+    if engine is None:
+        task_fail(
+            task_id=task_id,
+            reason="The task could not be sent to the upstream because of an internal error.",
+            error_code=ErrorCode.INTERNAL_ERROR,
+            from_statuses=(Status.SUBMITTED,),
+        )
+        return
     try:
         submitted = _submit(engine, account, task)
     except TemporaryEngineError as exc:
@@ -419,10 +437,19 @@ def task_poll(*, task_id: str, token: str) -> None:
             error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
         )
         return
-    engine = get_engine(task.engine or account.engine)
+    engine = _engine_for(task, account)
+    if engine is None:
+        task_fail(
+            task_id=task_id,
+            reason="The upstream running this task can no longer be reached (internal error).",
+            error_code=ErrorCode.INTERNAL_ERROR,
+            from_statuses=ACTIVE_STATUSES,
+        )
+        return
     try:
         outcome = engine.poll(account=account, task=task)
-    except TemporaryEngineError as exc:
+    except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
+        # A poll changes nothing upstream: an unanswered one is simply asked again.
         _note_account_failure(account.pk, exc.message)
         _keep_polling(task, token, progress=None)
         return

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,7 +26,7 @@ from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from apps.engines.base import get_engine
+from apps.engines.base import Engine, get_engine
 from apps.engines.models import Health, UpstreamAccount
 
 from .enums import ErrorCode, Mode, Status
@@ -99,7 +101,8 @@ def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
         same = [s for s in candidates if s.account.pk == parent.upstream_account_id]
         if same:
             return same
-        if get_engine(parent.engine or "sandbox").follow_ups_need_parent_account:
+        engine = _engine_named(parent.engine or "sandbox")
+        if engine is None or engine.follow_ups_need_parent_account:
             return []  # wait for the parent's account (the sweeper fails it if it is gone)
         candidates = [s for s in candidates if s.account.engine == parent.engine] or candidates
     return candidates
@@ -252,54 +255,77 @@ def tasks_sweep() -> dict[str, int]:
         "resumed": 0,
         "lost": 0,
         "modal_expired": 0,
+        "errors": 0,
     }
 
     for task_id in Task.objects.filter(status=Status.NOT_START, start_deadline__lt=now).values_list(
         "pk", flat=True
     ):
-        if task_fail(
-            task_id=task_id,
-            reason="No upstream account could start this task before its start deadline.",
-            error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
-            from_statuses=(Status.NOT_START,),
-        ):
-            report["start_deadline"] += 1
+        with _isolated(report, task_id):
+            if task_fail(
+                task_id=task_id,
+                reason="No upstream account could start this task before its start deadline.",
+                error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+                from_statuses=(Status.NOT_START,),
+            ):
+                report["start_deadline"] += 1
 
     report["parent_account_gone"] = _fail_follow_ups_of_gone_accounts()
 
     for task in Task.objects.select_related("upstream_account").filter(
         status__in=ACTIVE_STATUSES, run_deadline__lt=now
     ):
-        if task_timeout(task=task):
-            report["timeout"] += 1
+        with _isolated(report, task.pk):
+            if task_timeout(task=task):
+                report["timeout"] += 1
 
     stale = Task.objects.select_related("upstream_account").filter(
         Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True),
         status__in=ACTIVE_STATUSES,
     )
     for task in stale:
-        if task.status == Status.SUBMITTED:
-            _recover_submitted(task, now, report)
-        else:
-            _restart_poll_chain(task, now, report)
+        with _isolated(report, task.pk):
+            if task.status == Status.SUBMITTED:
+                _recover_submitted(task, now, report)
+            else:
+                _restart_poll_chain(task, now, report)
 
     for task_id in Task.objects.filter(
         status=Status.MODAL, created_at__lt=now - MODAL_EXPIRY
     ).values_list("pk", flat=True):
-        if task_fail(
-            task_id=task_id,
-            reason="The task waited for its second step for too long.",
-            error_code=ErrorCode.CANCELLED,
-            from_statuses=(Status.MODAL,),
-            status=Status.CANCEL,
-        ):
-            report["modal_expired"] += 1
+        with _isolated(report, task_id):
+            if task_fail(
+                task_id=task_id,
+                reason="The task waited for its second step for too long.",
+                error_code=ErrorCode.CANCELLED,
+                from_statuses=(Status.MODAL,),
+                status=Status.CANCEL,
+            ):
+                report["modal_expired"] += 1
 
     UpstreamAccount.objects.filter(health=Health.COOLING_DOWN, cooldown_until__lte=now).update(
         health=Health.HEALTHY, health_reason="", health_changed_at=now, cooldown_until=None
     )
     report["dispatched"] = len(dispatch_pending().assigned)
     return report
+
+
+@contextmanager
+def _isolated(report: dict[str, int], task_id: str) -> Iterator[None]:
+    """One task the sweeper cannot handle (a bug, a broken row) must not stop it handling the
+    rest: log it, count it, go on. Its own transaction has been rolled back."""
+    try:
+        yield
+    except Exception:
+        report["errors"] += 1
+        logger.exception("sweeping a task failed", extra={"task_id": task_id})
+
+
+def _engine_named(name: str) -> Engine | None:
+    try:
+        return get_engine(name)
+    except KeyError:
+        return None
 
 
 def _lease_expired(task: Task, now: datetime) -> Q:
@@ -341,10 +367,10 @@ def _recover_submitted(task: Task, now: datetime, report: dict[str, int]) -> Non
         return
     # A worker claimed the submit and its lease (longer than the hard time limit) ran out:
     # it died somewhere inside ``engine.submit``.
-    engine = get_engine(
+    engine = _engine_named(
         task.engine or (task.upstream_account.engine if task.upstream_account else "sandbox")
     )
-    if engine.idempotent_submit:
+    if engine is not None and engine.idempotent_submit:
         # The engine can tell whether that submit reached the upstream: hand the task back to
         # ``task_start``, which adopts the job if it exists and submits only if it does not.
         state = dict(task.engine_state or {})

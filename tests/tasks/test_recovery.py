@@ -432,3 +432,66 @@ def test_a_relax_backlog_does_not_hold_up_fast_tasks(caller, organization, monke
     sandbox_account("fast", modes="FAST", concurrency=1)
     fast = task_submit(caller=caller, action=Action.SHORTEN, prompt="a fast road").task
     assert Task.objects.get(pk=fast.pk).status == Status.SUBMITTED
+
+
+def test_a_poll_without_an_answer_is_repeated(caller, sent, monkeypatch):
+    from apps.engines.sandbox.engine import SandboxEngine
+
+    sandbox_account(duration="60")
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    task_start(task_id=task.pk)
+    token = Task.objects.get(pk=task.pk).poll_token
+
+    def no_answer(self, *, account, task):
+        raise SubmitOutcomeUnknown("The upstream did not answer in time.")
+
+    monkeypatch.setattr(SandboxEngine, "poll", no_answer)
+    sent.clear()
+    task_poll(task_id=task.pk, token=token)
+    assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
+    assert sent == [("poll", task.pk, token)]
+
+
+def test_a_task_of_an_engine_that_is_gone_fails_cleanly(caller, sent, scripted, scripted_account):
+    from apps.engines.base import _REGISTRY
+
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    del _REGISTRY["scripted"]
+    try:
+        task_start(task_id=task.pk)
+    finally:
+        _REGISTRY["scripted"] = scripted
+    task = Task.objects.get(pk=task.pk)
+    assert (task.status, task.error_code) == (Status.FAILURE, ErrorCode.INTERNAL_ERROR)
+    released(task)
+
+
+def test_one_task_the_sweeper_cannot_handle_does_not_stop_the_others(
+    caller, clock, sent, monkeypatch
+):
+    from apps.tasks import scheduling
+
+    sandbox_account(stall="true")
+    ids = [
+        task_submit(caller=caller, action=Action.SHORTEN, prompt=f"a long road {n}").task.pk
+        for n in range(3)
+    ]
+    for task_id in ids:
+        task_start(task_id=task_id)
+    real_timeout = scheduling.task_timeout
+
+    def broken_for_the_first(*, task):
+        if task.pk == ids[0]:
+            raise RuntimeError("a broken row")
+        return real_timeout(task=task)
+
+    monkeypatch.setattr(scheduling, "task_timeout", broken_for_the_first)
+    clock.advance(seconds=601)
+    report = tasks_sweep()
+    assert (report["timeout"], report["errors"]) == (2, 1)
+    statuses = dict(Task.objects.filter(pk__in=ids).values_list("pk", "status"))
+    assert statuses == {
+        ids[0]: Status.IN_PROGRESS,
+        ids[1]: Status.FAILURE,
+        ids[2]: Status.FAILURE,
+    }
