@@ -13,6 +13,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -377,6 +378,12 @@ def task_start(*, task_id: str) -> None:
         return
     except PermanentEngineError as exc:
         task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
+        return
+    except SoftTimeLimitExceeded:
+        # The submit took too long to say: the request may have reached the upstream.
+        slow = SubmitOutcomeUnknown("The upstream did not answer the submit in time.")
+        _note_account_failure(account.pk, slow.message)
+        _submit_outcome_unknown(engine, task, slow)
         return
     except Exception:
         # A bug or an unexpected upstream answer. Failing now (hold released) beats leaving

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
@@ -316,6 +317,8 @@ def _isolated(report: dict[str, int], task_id: str) -> Iterator[None]:
     rest: log it, count it, go on. Its own transaction has been rolled back."""
     try:
         yield
+    except SoftTimeLimitExceeded:
+        raise  # out of time: stop here, the next sweep carries on
     except Exception:
         report["errors"] += 1
         logger.exception("sweeping a task failed", extra={"task_id": task_id})

@@ -495,3 +495,36 @@ def test_one_task_the_sweeper_cannot_handle_does_not_stop_the_others(
         ids[1]: Status.FAILURE,
         ids[2]: Status.FAILURE,
     }
+
+
+def test_a_submit_cut_off_by_the_soft_time_limit_is_looked_up_before_retrying(
+    caller, sent, scripted, scripted_account
+):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    scripted.script = [SoftTimeLimitExceeded()]
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    task_start(task_id=task.pk)
+    task = Task.objects.get(pk=task.pk)
+    assert (task.status, task.engine_state) == (Status.SUBMITTED, {INTERRUPTED_SUBMITS: 1})
+    task_start(task_id=task.pk)
+    assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
+    assert SandboxJob.objects.get(task_id=task.pk).submit_calls == 1
+
+
+def test_the_sweeper_stops_at_its_soft_time_limit(caller, clock, sent, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from apps.tasks import scheduling
+
+    sandbox_account(stall="true")
+    task = task_submit(caller=caller, action=Action.SHORTEN, prompt="a long road").task
+    task_start(task_id=task.pk)
+
+    def out_of_time(*, task):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(scheduling, "task_timeout", out_of_time)
+    clock.advance(seconds=601)
+    with pytest.raises(SoftTimeLimitExceeded):
+        tasks_sweep()
