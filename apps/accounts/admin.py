@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from apps.operator.admin_tools import AuditedAdminMixin
+
 from .models import Invitation, Membership, MembershipTier, Organization, User
 
 
@@ -15,7 +17,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(AuditedAdminMixin, BaseUserAdmin):
     ordering = ("email",)
     list_display = ("email", "name", "is_staff", "is_active", "date_joined")
     search_fields = ("email", "name")
@@ -33,7 +35,7 @@ class UserAdmin(BaseUserAdmin):
 
 
 @admin.register(MembershipTier)
-class MembershipTierAdmin(admin.ModelAdmin):
+class MembershipTierAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "code",
         "name",
@@ -48,7 +50,7 @@ class MembershipTierAdmin(admin.ModelAdmin):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("name", "tier", "is_personal", "is_active", "created_at")
     list_filter = ("tier", "is_personal", "is_active")
     list_select_related = ("tier",)
@@ -64,10 +66,11 @@ class OrganizationAdmin(admin.ModelAdmin):
     )
     readonly_fields = ("is_personal", "created_at")
     inlines = (MembershipInline,)
+    show_full_result_count = False
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("user", "organization", "role", "created_at")
     list_filter = ("role",)
     list_select_related = ("user", "organization")
@@ -76,7 +79,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(Invitation)
-class InvitationAdmin(admin.ModelAdmin):
+class InvitationAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "email",
         "organization",

@@ -12,6 +12,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -19,8 +20,10 @@ from django.template.response import TemplateResponse
 from apps.accounts.admin import OrganizationAdmin
 from apps.accounts.models import Organization, User
 from apps.core.errors import ServiceError
+from apps.operator.admin_tools import AuditedAdminMixin
+from apps.operator.services import audit_record
 
-from .ledger import MAX_TOKENS, ledger_adjust
+from .ledger import MAX_TOKENS, ledger_adjust, ledger_topup
 from .models import Balance, CheckoutSession, LedgerEntry, Price, StripeEvent, TokenPackage
 
 
@@ -36,7 +39,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("action", "mode", "tokens", "updated_at")
     list_editable = ("tokens",)
     list_filter = ("mode", "action")
@@ -48,7 +51,7 @@ class PriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(TokenPackage)
-class TokenPackageAdmin(admin.ModelAdmin):
+class TokenPackageAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "tokens",
@@ -156,13 +159,16 @@ def _adjust_balance(
             data = form.cleaned_data
             for organization in queryset.order_by("pk"):
                 try:
-                    entry = ledger_adjust(
-                        organization=organization,
-                        amount=data["amount"],
-                        reason=data["reason"],
-                        operator=operator,
-                        idempotency_key=f"admin-adjust:{data['token']}",
-                    )
+                    # The entry and its audit record commit together or not at all.
+                    with transaction.atomic():
+                        entry = ledger_adjust(
+                            organization=organization,
+                            amount=data["amount"],
+                            reason=data["reason"],
+                            operator=operator,
+                            idempotency_key=f"admin-adjust:{data['token']}",
+                        )
+                        _audit_ledger_entry(operator, "organization.adjust_balance", entry)
                 except ServiceError as exc:
                     modeladmin.message_user(
                         request, f"{organization}: not adjusted. {exc.message}", messages.ERROR
@@ -194,16 +200,122 @@ def _adjust_balance(
     return TemplateResponse(request, "admin/billing/adjust_balance.html", context)
 
 
-class BillingOrganizationAdmin(OrganizationAdmin):
-    """The accounts app's Organization admin, plus the balance and the adjust action."""
+def _audit_ledger_entry(operator: User, action: str, entry: LedgerEntry) -> None:
+    """One audit record per ledger entry: a form submitted twice records once, like the entry."""
+    audit_record(
+        actor=operator,
+        action=action,
+        obj=entry.organization,
+        before={
+            "available": entry.available_after - entry.delta_available,
+            "held": entry.held_after - entry.delta_held,
+        },
+        after={
+            "available": entry.available_after,
+            "held": entry.held_after,
+            "ledger_entry": entry.pk,
+            "amount": entry.delta_available,
+        },
+        reason=entry.reason,
+        dedupe_key=f"ledger-entry:{entry.pk}",
+    )
 
-    actions = ("adjust_balance",)
+
+class GrantTokensForm(forms.Form):
+    amount = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_TOKENS,
+        help_text="Tokens to credit, recorded as a top-up made by you (a promotion, an "
+        "invoice paid by bank transfer).",
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Required. Stored on the ledger entry with your name.",
+    )
+    # One token per rendered form: submitting the same form twice grants once.
+    token = forms.UUIDField(widget=forms.HiddenInput)
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("A reason is required.")
+        return str(reason)
+
+
+def _grant_tokens(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Organization]
+) -> HttpResponse | None:
+    organizations = list(queryset.order_by("pk")[:51])
+    if len(organizations) > 50:
+        modeladmin.message_user(
+            request, "Grant tokens to at most 50 organizations at once.", messages.ERROR
+        )
+        return None
+    if "apply" in request.POST:
+        form = GrantTokensForm(request.POST)
+        if form.is_valid():
+            operator = request.user
+            assert isinstance(operator, User)
+            data = form.cleaned_data
+            for organization in organizations:
+                try:
+                    with transaction.atomic():
+                        entry = ledger_topup(
+                            organization=organization,
+                            amount=data["amount"],
+                            reason=data["reason"],
+                            operator=operator,
+                            idempotency_key=f"admin-grant:{data['token']}",
+                        )
+                        _audit_ledger_entry(operator, "organization.grant_tokens", entry)
+                except ServiceError as exc:
+                    modeladmin.message_user(
+                        request, f"{organization}: not credited. {exc.message}", messages.ERROR
+                    )
+                    continue
+                modeladmin.message_user(
+                    request,
+                    f"{organization}: granted {entry.delta_available:,} tokens "
+                    f"(ledger entry {entry.pk}); available is now {entry.available_after:,}.",
+                    messages.SUCCESS,
+                )
+            return None
+    else:
+        form = GrantTokensForm(initial={"token": uuid.uuid4()})
+    balances = dict(
+        Balance.objects.filter(organization__in=organizations).values_list(
+            "organization_id", "available"
+        )
+    )
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Grant tokens",
+        "opts": modeladmin.model._meta,
+        "form": form,
+        "organizations": [(org, balances.get(org.pk, 0)) for org in organizations],
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "action_name": "grant_tokens",
+    }
+    return TemplateResponse(request, "admin/billing/grant_tokens.html", context)
+
+
+class BillingOrganizationAdmin(OrganizationAdmin):
+    """The accounts app's Organization admin, plus the balance and the money actions."""
+
+    actions = ("adjust_balance", "grant_tokens")
 
     def get_list_display(self, request: HttpRequest) -> Any:
         return (*super().get_list_display(request), "available_tokens", "held_tokens")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         return super().get_queryset(request).select_related("balance")
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_fields(request, obj))
+        return (*fields, "available_tokens", "held_tokens") if obj is not None else fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (*super().get_readonly_fields(request, obj), "available_tokens", "held_tokens")
 
     @admin.display(description="available")
     def available_tokens(self, obj: Organization) -> int:
@@ -226,6 +338,15 @@ class BillingOrganizationAdmin(OrganizationAdmin):
         self, request: HttpRequest, queryset: QuerySet[Organization]
     ) -> HttpResponse | None:
         return _adjust_balance(self, request, queryset)
+
+    @admin.action(
+        description="Grant tokens (a top-up entry with a reason)",
+        permissions=["adjust_balance"],
+    )
+    def grant_tokens(
+        self, request: HttpRequest, queryset: QuerySet[Organization]
+    ) -> HttpResponse | None:
+        return _grant_tokens(self, request, queryset)
 
 
 # Extend, not replace: accounts keeps owning its admin; billing adds what only billing knows.

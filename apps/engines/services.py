@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +31,21 @@ def _coerce(value: str) -> Any:
     return value
 
 
-def upstream_account_create(
+@dataclass(frozen=True)
+class AccountSettings:
+    """Validated settings of an upstream account; credentials separated from plain options."""
+
+    name: str
+    engine: str
+    modes: list[str]
+    concurrency: int
+    queue_size: int
+    run_timeout_seconds: int
+    options: dict[str, Any]
+    secrets: dict[str, Any]
+
+
+def upstream_account_clean(
     *,
     engine: str,
     name: str,
@@ -39,8 +54,12 @@ def upstream_account_create(
     queue_size: int = 10,
     run_timeout_seconds: int | None = None,
     options: dict[str, Any] | None = None,
-) -> UpstreamAccount:
-    """Create an upstream account. Credential options go to the encrypted ``secrets`` only."""
+    secrets: dict[str, Any] | None = None,
+) -> AccountSettings:
+    """Check account settings without saving anything (forms call it to show errors in place).
+
+    Credential options (``SECRET_OPTIONS``) found among ``options`` move to ``secrets``.
+    """
     if run_timeout_seconds is None:
         run_timeout_seconds = int(settings.TASK_DEFAULT_RUN_TIMEOUT.total_seconds())
     if engine not in engine_names():
@@ -68,7 +87,7 @@ def upstream_account_create(
     if run_timeout_seconds < 10:
         raise ValidationFailed("run timeout must be at least 10 seconds.")
     plain: dict[str, Any] = {}
-    secret: dict[str, Any] = {}
+    secret: dict[str, Any] = dict(secrets or {})
     for key, value in (options or {}).items():
         if key in SECRET_OPTIONS:
             secret[key] = value  # credentials stay exactly as given: "0123" is not 123
@@ -78,20 +97,97 @@ def upstream_account_create(
         get_engine(engine).validate_options(plain, secret)
     except ValueError as exc:
         raise ValidationFailed(str(exc)) from exc
+    return AccountSettings(
+        name=name,
+        engine=engine,
+        modes=clean_modes,
+        concurrency=concurrency,
+        queue_size=queue_size,
+        run_timeout_seconds=run_timeout_seconds,
+        options=plain,
+        secrets=secret,
+    )
+
+
+def upstream_account_create(
+    *,
+    engine: str,
+    name: str,
+    modes: list[str],
+    concurrency: int = 3,
+    queue_size: int = 10,
+    run_timeout_seconds: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> UpstreamAccount:
+    """Create an upstream account. Credential options go to the encrypted ``secrets`` only."""
+    clean = upstream_account_clean(
+        engine=engine,
+        name=name,
+        modes=modes,
+        concurrency=concurrency,
+        queue_size=queue_size,
+        run_timeout_seconds=run_timeout_seconds,
+        options=options,
+    )
     try:
         with transaction.atomic():
             return UpstreamAccount.objects.create(
-                name=name,
-                engine=engine,
-                modes=clean_modes,
-                concurrency=concurrency,
-                queue_size=queue_size,
-                run_timeout_seconds=run_timeout_seconds,
-                options=plain,
-                secrets=secret,  # type: ignore[misc]  # encrypted by the field
+                name=clean.name,
+                engine=clean.engine,
+                modes=clean.modes,
+                concurrency=clean.concurrency,
+                queue_size=clean.queue_size,
+                run_timeout_seconds=clean.run_timeout_seconds,
+                options=clean.options,
+                secrets=clean.secrets,  # type: ignore[misc]  # encrypted by the field
             )
     except IntegrityError as exc:
-        raise Conflict(f"An upstream account named '{name}' already exists.") from exc
+        raise Conflict(f"An upstream account named '{clean.name}' already exists.") from exc
+
+
+def upstream_account_update(
+    *,
+    account: UpstreamAccount,
+    name: str,
+    modes: list[str],
+    concurrency: int,
+    queue_size: int,
+    run_timeout_seconds: int,
+    options: dict[str, Any],
+    secrets: dict[str, Any] | None = None,
+) -> UpstreamAccount:
+    """Change an account's settings. The engine never changes (its jobs belong to it).
+
+    ``secrets=None`` keeps the stored credentials; a dict replaces them (``{}`` clears them).
+    Tasks already running keep their account; new limits apply to the next dispatch.
+    """
+    stored = UpstreamAccount.objects.get(pk=account.pk)
+    clean = upstream_account_clean(
+        engine=stored.engine,
+        name=name,
+        modes=modes,
+        concurrency=concurrency,
+        queue_size=queue_size,
+        run_timeout_seconds=run_timeout_seconds,
+        options=options,
+        secrets=stored.secrets if secrets is None else secrets,
+    )
+    try:
+        with transaction.atomic():
+            UpstreamAccount.objects.filter(pk=account.pk).update(
+                name=clean.name,
+                modes=clean.modes,
+                concurrency=clean.concurrency,
+                queue_size=clean.queue_size,
+                run_timeout_seconds=clean.run_timeout_seconds,
+                options=clean.options,
+                secrets=clean.secrets,
+                updated_at=timezone.now(),
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"An upstream account named '{clean.name}' already exists.") from exc
+    account.refresh_from_db()
+    return account
 
 
 def upstream_account_set_enabled(*, account: UpstreamAccount, enabled: bool) -> UpstreamAccount:

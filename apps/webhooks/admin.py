@@ -7,13 +7,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.core.errors import ServiceError
+from apps.operator.admin_tools import AuditedAdminMixin, bounded
+from apps.operator.services import audit_record
 
 from .models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from .services import delivery_resend
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "url",
         "organization",
@@ -49,6 +51,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_display = ("msg_id", "event_type", "organization", "task", "state", "created_at")
     list_filter = ("state", "event_type")
     list_select_related = ("organization",)
+    show_full_result_count = False
     search_fields = ("msg_id", "task__id", "url", "organization__name")
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
     inlines = (DeliveryInline,)
@@ -78,6 +81,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     )
     list_filter = ("state", "trigger")
     list_select_related = ("event", "organization")
+    show_full_result_count = False
     search_fields = ("event__msg_id", "event__task__id", "url", "organization__name")
     readonly_fields = [
         f.name
@@ -95,12 +99,24 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resend the messages of the selected deliveries")
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        rows = bounded(self, request, queryset.select_related("organization", "event"))
+        if rows is None:
+            return
         resent = 0
-        for delivery in queryset.select_related("organization"):
+        for delivery in rows:
             try:
-                delivery_resend(organization=delivery.organization, delivery_id=delivery.pk)
+                attempt = delivery_resend(
+                    organization=delivery.organization, delivery_id=delivery.pk
+                )
             except ServiceError as exc:
                 self.message_user(request, f"Delivery {delivery.pk}: {exc.message}", messages.ERROR)
                 continue
+            audit_record(
+                actor=request.user,
+                action="webhook_delivery.resend",
+                obj=delivery.event,
+                before={"delivery": delivery.pk, "state": delivery.state},
+                after={"delivery": attempt.pk, "state": attempt.state},
+            )
             resent += 1
         self.message_user(request, f"Resent {resent} message(s).", messages.SUCCESS)

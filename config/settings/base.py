@@ -20,7 +20,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the operator site (allauth login, MFA for staff) as default.
+    "apps.operator.apps.OperatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -42,6 +43,8 @@ INSTALLED_APPS = [
     "apps.protocols",
     "apps.webhooks",
     "apps.dashboard",
+    # Last: its admin module extends the admins the apps above registered.
+    "apps.operator",
 ]
 
 MIDDLEWARE = [
@@ -255,6 +258,9 @@ LOGGING = {
 
 # --- Operator admin ---------------------------------------------------------------------------
 ADMIN_URL = (env_str("ADMIN_URL") or "admin/").strip("/") + "/"
+# Staff without an activated second factor (TOTP or a security key) are sent to set one up
+# before any admin page. Local and test settings turn it off so the demo operator works.
+ADMIN_REQUIRE_MFA = env_bool("ADMIN_REQUIRE_MFA", True)
 
 # --- API keys ---------------------------------------------------------------------------------
 # Only record last_used_at when the stored value is older than this, to avoid a write per call.
@@ -275,12 +281,6 @@ TASK_DISPATCH_INTERVAL = env_int("TASK_DISPATCH_INTERVAL", 5)
 # Seconds added to every worker lease before the sweeper presumes the worker dead.
 TASK_LEASE_GRACE = env_float("TASK_LEASE_GRACE", 30.0)
 
-# --- Webhooks and outbound HTTP ---------------------------------------------------------------
-# Lets customer URLs reach loopback and private networks. For development and tests only.
-WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
-# An endpoint whose every delivery fails for this many days is disabled and its owners e-mailed.
-WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 5.0)
-# After a secret rotation the previous secret keeps signing (both signatures sent) this long.
 # --- mjproxy engine (apps/engines/mjproxy) ----------------------------------------------------
 # Every call to a midjourney-proxy upstream has explicit limits: seconds to connect, and to
 # wait for an answer (submits upload up to five images, so the answer may take a while).
@@ -295,6 +295,12 @@ MJPROXY_POLL_CACHE_SECONDS = env_float("MJPROXY_POLL_CACHE_SECONDS", TASK_POLL_I
 # Largest result image downloaded from an upstream, in bytes.
 MJPROXY_MAX_IMAGE_BYTES = env_int("MJPROXY_MAX_IMAGE_BYTES", 50 * 1024 * 1024)
 
+# --- Webhooks and outbound HTTP ---------------------------------------------------------------
+# Lets customer URLs reach loopback and private networks. For development and tests only.
+WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
+# An endpoint whose every delivery fails for this many days is disabled and its owners e-mailed.
+WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 5.0)
+# After a secret rotation the previous secret keeps signing (both signatures sent) this long.
 WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", 24.0)
 
 # --- Stripe -----------------------------------------------------------------------------------

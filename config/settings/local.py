@@ -5,6 +5,8 @@ from config.env import env_bool
 from .base import *  # noqa: F403
 
 DEBUG = env_bool("DEBUG", True)
+# The demo operator has no second factor; production requires one for staff.
+ADMIN_REQUIRE_MFA = env_bool("ADMIN_REQUIRE_MFA", False)
 
 # Serve static files straight from the app folders while developing (no collectstatic needed).
 WHITENOISE_USE_FINDERS = True

@@ -66,6 +66,8 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Overridable so a Celery worker started by an integration test shares the test's media folder.
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "test-media")
 PUBLIC_BASE_URL = "http://testserver"
+# Admin tests log staff in without a second factor; tests/operator turns this on to test it.
+ADMIN_REQUIRE_MFA = False
 WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
 LOGGING = {
     "version": 1,

@@ -1,0 +1,127 @@
+"""The audit log in the admin (read-only), and the operator's composed organization page."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+
+from apps.accounts.models import Organization
+from apps.api_keys.admin import ApiKeyInline
+from apps.billing.admin import BillingOrganizationAdmin
+
+from .admin_tools import CappedCountPaginator, csv_export
+from .models import AuditEntry
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Who did what, when, to which object. Nobody — not even a superuser — edits it here."""
+
+    list_display = (
+        "created_at",
+        "actor_label",
+        "action",
+        "object_link",
+        "reason_short",
+    )
+    list_filter = ("action", "object_type")
+    search_fields = ("=object_id", "actor_label", "object_repr", "reason")
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    fields = (
+        "created_at",
+        "actor_label",
+        "actor",
+        "action",
+        "object_type",
+        "object_id",
+        "object_link",
+        "reason",
+        "before_pretty",
+        "after_pretty",
+    )
+    readonly_fields = fields
+    actions = ("export_csv",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="object")
+    def object_link(self, obj: AuditEntry) -> str:
+        label = obj.object_repr or f"{obj.object_type} {obj.object_id}".strip()
+        if obj.object_type and obj.object_id and "." in obj.object_type:
+            app_label, model = obj.object_type.split(".", 1)
+            try:
+                url = reverse(f"admin:{app_label}_{model}_change", args=[obj.object_id])
+            except NoReverseMatch:
+                return label
+            return format_html('<a href="{}">{}</a>', url, label)
+        return label
+
+    @admin.display(description="reason")
+    def reason_short(self, obj: AuditEntry) -> str:
+        return obj.reason if len(obj.reason) <= 80 else obj.reason[:79] + "…"
+
+    @admin.display(description="before")
+    def before_pretty(self, obj: AuditEntry) -> str:
+        return _pretty(obj.before)
+
+    @admin.display(description="after")
+    def after_pretty(self, obj: AuditEntry) -> str:
+        return _pretty(obj.after)
+
+    @admin.action(description="Export selected entries as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[AuditEntry]) -> HttpResponse:
+        return csv_export(
+            actor=request.user,
+            model=AuditEntry,
+            columns=[
+                ("id", lambda e: e.pk),
+                ("created_at", lambda e: e.created_at.isoformat()),
+                ("actor", lambda e: e.actor_label),
+                ("action", lambda e: e.action),
+                ("object_type", lambda e: e.object_type),
+                ("object_id", lambda e: e.object_id),
+                ("object", lambda e: e.object_repr),
+                ("reason", lambda e: e.reason),
+                ("before", lambda e: json.dumps(e.before, sort_keys=True)),
+                ("after", lambda e: json.dumps(e.after, sort_keys=True)),
+            ],
+            rows=queryset.order_by("-id").iterator(chunk_size=1000),
+            filename="audit-log.csv",
+        )
+
+
+def _pretty(value: Any) -> str:
+    if value is None:
+        return "–"
+    return format_html(
+        '<pre class="operator-pre">{}</pre>', json.dumps(value, indent=2, sort_keys=True)
+    )
+
+
+class OperatorOrganizationAdmin(BillingOrganizationAdmin):
+    """Accounts' organization page with billing's balance and actions, plus the API keys.
+
+    Composed here because the operator app is the one that knows every other app; accounts
+    cannot import api_keys without a cycle.
+    """
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return (*super().get_inlines(request, obj), ApiKeyInline)
+
+
+admin.site.unregister(Organization)
+admin.site.register(Organization, OperatorOrganizationAdmin)
