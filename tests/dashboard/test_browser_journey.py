@@ -372,3 +372,35 @@ def test_dashboard_journey(
         assert Task.objects.filter(organization=organization, status=Status.SUCCESS).count() == 3
     finally:
         stripe_fake.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_phone_navigation_is_a_keyboard_friendly_drawer(
+    live_server: Any, new_page: Callable[[], Any], screenshot: Callable[[Any, str], None]
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.factories import MembershipFactory
+
+    user = MembershipFactory(role=Role.OWNER).user
+    page = new_page()
+    page.set_viewport_size({"width": 375, "height": 812})
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=login]", user.email)
+    page.fill("input[name=password]", "pass-1234-word")
+    page.get_by_role("button", name="Sign In").click()
+    page.wait_for_url(f"{live_server.url}/")
+    menu = page.get_by_role("button", name="Open menu")
+    sidebar = page.locator("#sidebar")
+    expect(sidebar).not_to_be_in_viewport()
+    menu.focus()
+    page.keyboard.press("Enter")
+    expect(menu).to_have_attribute("aria-expanded", "true")
+    expect(sidebar).to_be_in_viewport()
+    page.keyboard.press("Escape")
+    expect(menu).to_have_attribute("aria-expanded", "false")
+    expect(sidebar).not_to_be_in_viewport()
+    menu.click()
+    page.get_by_role("link", name="Billing").click()
+    page.wait_for_url(f"{live_server.url}/billing/")
+    expect(page.get_by_role("heading", name="Billing", level=1)).to_be_visible()
