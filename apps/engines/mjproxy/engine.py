@@ -201,14 +201,20 @@ class MjproxyEngine(Engine):
                 "The upstream could not be asked whether it already has this job.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
+        cannot_tell = PermanentEngineError(
+            "The worker sending this task stopped, and the upstream cannot list its jobs to "
+            "tell whether it received it; it was not sent again to avoid running it twice.",
+            error_code=ErrorCode.WORKER_LOST,
+        )
         if answer.status != 200:
-            raise PermanentEngineError(
-                "The worker sending this task stopped, and the upstream cannot list its jobs to "
-                "tell whether it received it; it was not sent again to avoid running it twice.",
-                error_code=ErrorCode.WORKER_LOST,
-            )
+            raise cannot_tell
+        try:
+            listed = _task_list(answer.data)
+        except UpstreamUnavailable as exc:
+            # Not a list we can read, and it will not become one by asking again.
+            raise cannot_tell from exc
         marker = state_marker(task)
-        found = [item for item in _task_list(answer.data) if item.get("state") == marker]
+        found = [item for item in listed if item.get("state") == marker]
         if not found:
             return None
         job = max(found, key=lambda item: int(item.get("submitTime") or 0))
