@@ -15,17 +15,18 @@ released so a retry with the same key runs again once the condition has passed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse
-from django.http.response import HttpResponseBase
 from django.utils import timezone
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from apps.api_keys.models import ApiKey
 
@@ -160,6 +161,21 @@ def idempotency_release(*, record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk, state=IdempotencyRecord.IN_FLIGHT).delete()
 
 
+def _raw_body(request: Request) -> bytes:
+    """The request body, read once and left readable for DRF's parsers.
+
+    Read from the stream rather than through ``HttpRequest.body``, whose
+    DATA_UPLOAD_MAX_MEMORY_SIZE check DRF's JSON parsing does not apply either: a submit with
+    large base64 images must not fail only because it carries an Idempotency-Key.
+    """
+    django_request = request._request
+    if not hasattr(django_request, "_body"):
+        data = django_request.read()
+        django_request._body = data
+        django_request._stream = io.BytesIO(data)
+    return bytes(django_request._body)
+
+
 class _Replay(Exception):
     def __init__(self, stored: StoredResponse) -> None:
         super().__init__("idempotent replay")
@@ -188,26 +204,27 @@ class IdempotentPostMixin:
         fingerprint = request_fingerprint(
             method=request.method or "POST",
             path=request.get_full_path(),
-            body=request._request.body,
+            body=_raw_body(request),
         )
         outcome = idempotency_begin(api_key=api_key, key=raw_key, fingerprint=fingerprint)
         if isinstance(outcome, StoredResponse):
             raise _Replay(outcome)
         self._idempotency_record = outcome
 
-    def handle_exception(self, exc: Exception) -> HttpResponseBase:
+    def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, _Replay):
-            return exc.stored.as_http_response()
+            # A plain HttpResponse: the stored bytes are sent as they are, never re-rendered.
+            return cast(Response, exc.stored.as_http_response())
         try:
-            response: HttpResponseBase = super().handle_exception(exc)  # type: ignore[misc]
+            response: Response = super().handle_exception(exc)  # type: ignore[misc]
         except BaseException:
             self._idempotency_release()
             raise
         return response
 
     def finalize_response(
-        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
-    ) -> HttpResponseBase:
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         record = self._idempotency_record
         if record is None:

@@ -11,6 +11,7 @@ Each dialect maps :class:`rest_framework.exceptions.Throttled` (raised by DRF wh
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -61,10 +62,8 @@ def rate_limit_hit(
     estimated = previous * weight + current
     if estimated <= limit:
         return RateDecision(True, 0)
-    try:
+    with contextlib.suppress(ValueError):  # expired in between: nothing to give back
         cache.decr(current_key)
-    except ValueError:  # pragma: no cover - expired in between
-        pass
     accepted = current - 1
     to_window_end = window - elapsed
     # Within this window a request fits once enough of the previous window has slid out:

@@ -172,3 +172,24 @@ def test_concurrent_requests_with_one_key_create_one_task(organization, live_key
     assert Task.objects.filter(organization=organization).count() == 1
     assert sorted(set(results)) <= [201, 409]
     assert results.count(201) >= 1
+
+
+def test_large_bodies_work_with_a_key(settings, funded, live_key, client_for, sandbox):
+    import base64
+    import io
+    import os
+
+    from PIL import Image
+
+    noise = Image.frombytes("RGB", (1000, 1000), os.urandom(3_000_000))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    image = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    assert len(image) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    client = client_for(live_key)
+    body = {"action": "DESCRIBE", "images": [image]}
+    first = client.post(TASKS, body, format="json", HTTP_IDEMPOTENCY_KEY="big")
+    second = client.post(TASKS, body, format="json", HTTP_IDEMPOTENCY_KEY="big")
+    assert first.status_code == second.status_code == 201
+    assert second["Idempotent-Replayed"] == "true"
+    assert Task.objects.filter(organization=funded, action="DESCRIBE").count() == 1
