@@ -98,7 +98,7 @@ class FakeJob:
     image: bytes | None = None
     buttons: list[dict[str, Any]] = field(default_factory=list)
 
-    def as_json(self, base_url: str) -> dict[str, Any]:
+    def as_json(self, base_url: str, image_base: str | None = None) -> dict[str, Any]:
         done = self.status == "SUCCESS"
         has_image = done and self.action != "SHORTEN"
         return {
@@ -112,7 +112,11 @@ class FakeJob:
             "submitTime": self.submit_time,
             "startTime": self.start_time,
             "finishTime": self.finish_time,
-            "imageUrl": f"{base_url}/images/{self.id}.png" if has_image else None,
+            "imageUrl": (
+                f"{base_url if image_base is None else image_base}/images/{self.id}.png"
+                if has_image
+                else None
+            ),
             "progress": f"{self.progress}%" if self.status != "FAILURE" else "",
             "failReason": self.fail_reason or None,
             "buttons": self.buttons if done else [],
@@ -157,6 +161,8 @@ class FakeMjproxy:
         self.banned_words: set[str] = set()
         #: Prompts containing a key end in FAILURE with the value as failReason.
         self.fail_prompts: dict[str, str] = {}
+        #: Where result images are said to be: None = this server; "" = relative URLs.
+        self.image_base: str | None = None
         #: HTTP status answered to every request instead of the normal answer (e.g. 503).
         self.http_status: int | None = None
         self.jobs: dict[str, FakeJob] = {}
@@ -246,7 +252,7 @@ class FakeMjproxy:
 
     def task_json(self, job_id: str) -> dict[str, Any]:
         with self._lock:
-            return self.jobs[job_id].as_json(self.base_url)
+            return self.jobs[job_id].as_json(self.base_url, self.image_base)
 
     # --- driving jobs by hand ----------------------------------------------------------------
 
@@ -284,7 +290,7 @@ class FakeMjproxy:
     def _changed(self, job: FakeJob) -> None:
         self.max_running = max(self.max_running, self._running())
         if self.callbacks and job.notify_hook:
-            self._callbacks.put((job.notify_hook, job.as_json(self.base_url)))
+            self._callbacks.put((job.notify_hook, job.as_json(self.base_url, self.image_base)))
 
     def _succeed(self, job: FakeJob) -> None:
         if job.action == "SHORTEN":
@@ -396,7 +402,11 @@ class FakeMjproxy:
                 return
             ids = list((body or {}).get("ids") or [])
             with self._lock:
-                found = [self.jobs[i].as_json(self.base_url) for i in ids if i in self.jobs]
+                found = [
+                    self.jobs[i].as_json(self.base_url, self.image_base)
+                    for i in ids
+                    if i in self.jobs
+                ]
             self._reply(handler, 200, found)
             return
         if path == "/mj/task/list" and method == "GET":
@@ -404,7 +414,7 @@ class FakeMjproxy:
                 self._reply(handler, 404, None)
                 return
             with self._lock:
-                listed = [job.as_json(self.base_url) for job in self.jobs.values()]
+                listed = [job.as_json(self.base_url, self.image_base) for job in self.jobs.values()]
             self._reply(handler, 200, listed)
             return
         parts = path.strip("/").split("/")
@@ -415,7 +425,7 @@ class FakeMjproxy:
                     if job is None:
                         self._reply(handler, 404, None)
                     else:
-                        self._reply(handler, 200, job.as_json(self.base_url))
+                        self._reply(handler, 200, job.as_json(self.base_url, self.image_base))
                     return
                 if parts[3] == "cancel" and method == "POST":
                     if job is not None and job.status in RUNNING:

@@ -363,3 +363,40 @@ def test_secret_is_encrypted_and_options_are_validated(db, fake):
     with pytest.raises(ValidationFailed, match="base_url: Only http and https"):
         mjproxy_account(None, "bad-url", base_url="ftp://10.0.0.5/")
     assert UpstreamAccount.objects.filter(engine="mjproxy").count() == 1
+
+
+def test_relative_image_urls_are_the_upstreams_own(funded, live_key, fake):
+    mjproxy_account(fake)
+    fake.image_base = ""
+    task = _imagine(funded, live_key, fake)
+    done = _finish(fake, task)
+    assert read_file(done.result["image"]) == fake.served_images[task.upstream_job_id]
+
+
+def test_images_on_another_host_go_through_the_ssrf_guard(funded, live_key, fake, settings):
+    """Only the account's own base_url origin is trusted; anything else is a URL the upstream
+    chose, refused when it points at a private or loopback address."""
+    settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = False
+    mjproxy_account(fake)
+    fake.image_base = f"http://localhost:{fake.port}"  # same machine, another origin
+    task = _imagine(funded, live_key, fake)
+    fake.finish(task.upstream_job_id)
+    failed = poll(task.pk)
+    assert failed.status == Status.FAILURE
+    assert failed.error_code == ErrorCode.UPSTREAM_ERROR
+    assert failed.fail_reason == (
+        "The upstream's result image could not be fetched: URLs may not point at localhost."
+    )
+    assert fake.served_images == {}
+    assert balance_get(organization=funded).held == 0
+
+
+def test_private_cdn_images_are_fetched_when_the_operator_allows_private_addresses(
+    funded, live_key, fake, settings
+):
+    settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = True
+    mjproxy_account(fake)
+    fake.image_base = f"http://localhost:{fake.port}"
+    task = _imagine(funded, live_key, fake)
+    done = _finish(fake, task)
+    assert read_file(done.result["image"]) == fake.served_images[task.upstream_job_id]
