@@ -91,7 +91,8 @@ def test_every_action_runs_to_success_on_a_real_worker(celery_worker, organizati
     organization.save(update_fields=["tier"])
     fund(organization, 2_000_000)
     # FAST and RELAX only: a TURBO task stays queued, which the cancel below needs.
-    sandbox_account("integration", modes="FAST,RELAX", concurrency=20, duration="1")
+    # Jobs take 2 s: about ten 0.2 s poll steps, so progress shows even on a busy machine.
+    sandbox_account("integration", modes="FAST,RELAX", concurrency=20, duration="2")
     caller = Caller(organization=organization, api_key=live_key.api_key)
     client = Client()
 
