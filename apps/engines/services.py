@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -170,7 +170,8 @@ def upstream_account_update(
         queue_size=queue_size,
         run_timeout_seconds=run_timeout_seconds,
         options=options,
-        secrets=stored.secrets if secrets is None else secrets,
+        # EncryptedJSONField is typed as its TextField base; it holds a dict.
+        secrets=cast(dict[str, Any], stored.secrets) if secrets is None else secrets,
     )
     try:
         with transaction.atomic():
