@@ -12,9 +12,11 @@ host), pinned addresses and a cap on the response size.
 Errors are classified for the lifecycle:
 
 * the request certainly never reached the upstream (connection refused, connect timeout,
-  DNS failure) or the upstream said so (HTTP 5xx from a proxy in front of it, 401/403, 429)
-  → :class:`UpstreamUnavailable` (a ``TemporaryEngineError``; the task is queued again);
-* the request was sent but the answer never came (read timeout, connection reset) →
+  DNS failure) or the upstream said it did not take it (401/403, 429, 502/503 from a proxy in
+  front of it) → :class:`UpstreamUnavailable` (a ``TemporaryEngineError``; the task is
+  queued again);
+* the request was sent but the answer never came (read timeout, connection reset, a 500 or a
+  gateway timeout, after which the upstream may have acted on it) →
   :class:`UpstreamOutcomeUnknown` (a ``SubmitOutcomeUnknown``): for a submit, the job must
   be looked up before it may be sent again, or it could run twice.
 """
@@ -136,9 +138,15 @@ class MjproxyClient:
                 f"The upstream refused our credentials (HTTP {response.status}).",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
-        if response.status == 429 or response.status >= 500:
+        if response.status in (429, 502, 503):
             raise UpstreamUnavailable(
                 f"The upstream is unavailable (HTTP {response.status}).",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        if response.status >= 500:
+            # A crash or a gateway timeout: the upstream may have acted on the request first.
+            raise UpstreamOutcomeUnknown(
+                f"The upstream failed while answering (HTTP {response.status}).",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
         data: Any = None

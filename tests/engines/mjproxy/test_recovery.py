@@ -179,3 +179,21 @@ def test_an_upstream_down_while_we_look_keeps_the_question_open(funded, live_key
     assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
     assert fake.submits_per_state() == {f"mjgate:{task.pk}": 1}
     assert UpstreamAccount.objects.get(pk=account.pk).consecutive_failures == 0
+
+
+def test_a_server_error_on_submit_is_an_unknown_outcome_not_a_requeue(funded, live_key, fake):
+    account = mjproxy_account(fake)
+    task = _queued(funded, live_key)
+    fake.http_status = 500
+    task_start(task_id=task.pk)
+    waiting = Task.objects.get(pk=task.pk)
+    assert (waiting.status, waiting.upstream_account_id) == (Status.SUBMITTED, account.pk)
+    assert waiting.engine_state == {INTERRUPTED_SUBMITS: 1}
+    fake.http_status = None
+    task_start(task_id=task.pk)
+    assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
+    assert len(fake.requests_to("/mj/task/list")) == 1
+    # The 500 was answered before the fake made a job: asked first, then sent once more.
+    marker = f"mjgate:{task.pk}"
+    assert fake.submits_per_state() == {marker: 2}
+    assert [job.state for job in fake.jobs.values()] == [marker]
