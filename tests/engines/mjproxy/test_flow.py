@@ -400,3 +400,25 @@ def test_private_cdn_images_are_fetched_when_the_operator_allows_private_address
     task = _imagine(funded, live_key, fake)
     done = _finish(fake, task)
     assert read_file(done.result["image"]) == fake.served_images[task.upstream_job_id]
+
+
+def test_createupstream_makes_an_mjproxy_account(db, fake):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command(
+        "createupstream",
+        "--engine=mjproxy",
+        "--name=mj-cli",
+        "--modes=FAST,RELAX",
+        "--concurrency=4",
+        f"--option=base_url={fake.base_url}",
+        "--option=secret=cli-secret",
+        "--option=callbacks=true",
+        stdout=StringIO(),
+    )
+    account = UpstreamAccount.objects.get(name="mj-cli")
+    assert (account.engine, account.modes, account.concurrency) == ("mjproxy", ["FAST", "RELAX"], 4)
+    assert account.options == {"base_url": fake.base_url, "callbacks": True}
+    assert account.secrets == {"secret": "cli-secret"}
