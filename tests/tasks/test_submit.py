@@ -299,3 +299,80 @@ def test_sandbox_job_is_created_once_per_task(caller, fund, organization):
     job = SandboxJob.objects.get(task_id=outcome.task.pk)
     assert job.submit_calls == 1
     assert Task.objects.get(pk=outcome.task.pk).upstream_job_id == job.job_id
+
+
+# --- images given as URLs --------------------------------------------------------------------
+
+
+@pytest.fixture
+def image_server():
+    """A local HTTP server with one PNG at /cat.png (and nothing else)."""
+    import http.server
+    import threading
+
+    from .helpers import png_bytes
+
+    body = png_bytes((30, 160, 90), (48, 32))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/cat.png":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", body
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_image_url_is_fetched_and_stored(caller, fund, organization, settings, image_server):
+    from apps.tasks.storage import read_file
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = True  # the test server is on loopback
+    base, body = image_server
+    fund(organization, 100_000)
+    outcome = task_submit(caller=caller, action=Action.DESCRIBE, images=[f"{base}/cat.png"])
+    (name,) = outcome.task.inputs
+    assert read_file(name) == body
+
+
+@pytest.mark.parametrize(
+    ("path", "allow_private", "message"),
+    [
+        (
+            "/cat.png",
+            False,
+            "base64: The URL resolves to a private, loopback, link-local or otherwise "
+            "non-public address, which is not allowed.",
+        ),
+        (
+            "/missing.png",
+            True,
+            "base64: the image could not be downloaded (The URL answered with HTTP 404.).",
+        ),
+    ],
+)
+def test_an_image_url_that_cannot_be_used_is_rejected(
+    caller, fund, organization, settings, image_server, path, allow_private, message
+):
+    from apps.core.errors import ValidationFailed
+
+    settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = allow_private
+    base, _ = image_server
+    fund(organization, 100_000)
+    with pytest.raises(ValidationFailed) as info:
+        task_submit(caller=caller, action=Action.DESCRIBE, images=[f"{base}{path}"])
+    assert info.value.message == message
+    assert Task.objects.count() == 0
+    assert LedgerEntry.objects.filter(kind=EntryKind.HOLD).count() == 0
