@@ -72,6 +72,16 @@ MAX_IN_FLIGHT_LOOKUP = 1000
 CALLBACK_SNAPSHOT_SECONDS = 600
 
 
+_BOOL_WORDS = frozenset({"0", "1", "true", "false", "yes", "no", "on", "off"})
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -163,16 +173,7 @@ class MjproxyEngine(Engine):
             except UnsafeURL as exc:
                 raise ValueError(f"{key}: {exc.message}") from exc
         callbacks = options.get("callbacks", False)
-        if not isinstance(callbacks, bool) and str(callbacks).strip().lower() not in {
-            "0",
-            "1",
-            "true",
-            "false",
-            "yes",
-            "no",
-            "on",
-            "off",
-        }:
+        if not isinstance(callbacks, bool) and str(callbacks).strip().lower() not in _BOOL_WORDS:
             raise ValueError("callbacks must be true or false.")
 
     # --- submit ------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ class MjproxyEngine(Engine):
         found = [item for item in listed if item.get("state") == marker]
         if not found:
             return None
-        job = max(found, key=lambda item: int(item.get("submitTime") or 0))
+        job = max(found, key=lambda item: _int(item.get("submitTime")))
         job_id = str(job.get("id") or "")
         if not job_id:
             return None
