@@ -421,6 +421,8 @@ def task_start(*, task_id: str) -> None:
         # Cancelled, failed or timed out while we were submitting: stop the upstream job.
         # (A task the sweeper handed to another worker is not terminal: that worker adopts
         # the job, so it must keep running.)
+        task.upstream_job_id = submitted.upstream_job_id  # the job to stop was never recorded
+        task.engine_state = {**(task.engine_state or {}), **submitted.state}
         try:
             engine.cancel(account=account, task=task)
         except Exception:  # best effort; the task is already settled

@@ -44,6 +44,7 @@ class ScriptedEngine(SandboxEngine):
         self.script: list[Any] = []
         self.submits = 0
         self.cancels: list[str] = []
+        self.cancelled_jobs: list[str] = []
 
     def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
         self.submits += 1
@@ -56,6 +57,7 @@ class ScriptedEngine(SandboxEngine):
 
     def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
         self.cancels.append(task.pk)
+        self.cancelled_jobs.append(task.upstream_job_id)
         super().cancel(account=account, task=task)
 
 

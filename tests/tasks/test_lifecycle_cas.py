@@ -152,6 +152,8 @@ def test_cancel_while_the_submit_is_in_flight_cancels_the_upstream_job(
     assert task.status == Status.CANCEL
     assert task.upstream_job_id == ""  # never recorded as running
     assert scripted.cancels == [task.pk]
+    # The engine was told which job to stop, although the task never recorded it.
+    assert scripted.cancelled_jobs == [SandboxJob.objects.get(task_id=task.pk).job_id]
     assert SandboxJob.objects.get(task_id=task.pk).cancelled is True
     assert kinds(task.pk) == [EntryKind.HOLD, EntryKind.RELEASE]
 
