@@ -16,7 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -124,7 +124,7 @@ class UpstreamAccountForm(forms.ModelForm):
         return value
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if self.errors:
             return data
         secrets: dict[str, Any] | None = data.get("new_secrets")
@@ -223,7 +223,10 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
         )
         credentials = ("credentials_state", "new_secrets", "clear_secrets")
         if obj is None:
-            return ((None, {"fields": settings_fields}), ("Credentials", {"fields": credentials[1:2]}))
+            return (
+                (None, {"fields": settings_fields}),
+                ("Credentials", {"fields": credentials[1:2]}),
+            )
         return (
             (None, {"fields": settings_fields}),
             ("Credentials", {"fields": credentials}),
@@ -322,7 +325,8 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="stored credentials")
     def credentials_state(self, obj: UpstreamAccount) -> str:
-        names = sorted((obj.secrets or {}).keys())
+        stored: dict[str, Any] = obj.secrets or {}  # type: ignore[assignment]
+        names = sorted(stored)
         if not names:
             return "none"
         return format_html(
@@ -408,9 +412,7 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
                 reason=reason,
             )
         label = Health(health).label
-        self.message_user(
-            request, f"Set {len(rows)} account(s) to {label}.", messages.SUCCESS
-        )
+        self.message_user(request, f"Set {len(rows)} account(s) to {label}.", messages.SUCCESS)
 
     @admin.action(description="Mark selected accounts healthy", permissions=["change"])
     def mark_healthy(self, request: HttpRequest, queryset: QuerySet[UpstreamAccount]) -> None:
@@ -444,7 +446,9 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
         )
 
     @admin.action(description="Export selected accounts as CSV (no credentials)")
-    def export_csv(self, request: HttpRequest, queryset: QuerySet[UpstreamAccount]) -> HttpResponse:
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[UpstreamAccount]
+    ) -> StreamingHttpResponse:
         return csv_export(
             actor=request.user,
             model=UpstreamAccount,

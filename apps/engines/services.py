@@ -23,9 +23,9 @@ def _coerce(value: str) -> Any:
     lowered = value.strip().lower()
     if lowered in {"true", "false"}:
         return lowered == "true"
-    for cast in (int, float):
+    for convert in (int, float):
         try:
-            return cast(value)
+            return convert(value)
         except ValueError:
             continue
     return value

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
@@ -83,7 +83,9 @@ class AuditEntryAdmin(admin.ModelAdmin):
         return _pretty(obj.after)
 
     @admin.action(description="Export selected entries as CSV")
-    def export_csv(self, request: HttpRequest, queryset: QuerySet[AuditEntry]) -> HttpResponse:
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[AuditEntry]
+    ) -> StreamingHttpResponse:
         return csv_export(
             actor=request.user,
             model=AuditEntry,

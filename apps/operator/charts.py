@@ -73,7 +73,7 @@ def stacked_bars(
         )
     for index, label in enumerate(labels):
         x = left + index * slot + (slot - bar_w) / 2
-        base = top + plot_h
+        base = float(top + plot_h)
         tooltip = ", ".join(f"{s.name} {s.values[index]:,}" for s in series)
         for s in series:
             value = s.values[index]
@@ -116,7 +116,9 @@ def stacked_bars(
         title,
         mark_safe("".join(parts)),  # noqa: S308 - every part above was built by format_html
     )
-    return format_html('<figure class="chart-figure">{}<figcaption>{}</figcaption></figure>', svg, legend)
+    return format_html(
+        '<figure class="chart-figure">{}<figcaption>{}</figcaption></figure>', svg, legend
+    )
 
 
 def meter(*, value: int, maximum: int, label: str = "") -> SafeString:

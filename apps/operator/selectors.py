@@ -284,8 +284,8 @@ def stats_tokens_per_day(*, now: datetime, days: int = 30) -> list[DayTokens]:
     today = now.date()
     start_day = today - timedelta(days=days - 1)
     start = datetime.combine(start_day, datetime.min.time(), tzinfo=now.tzinfo)
-    rows = {
-        row["day"]: row
+    rows: dict[date, dict[str, Any]] = {
+        row["day"]: dict(row)
         for row in LedgerEntry.objects.filter(kind=EntryKind.CAPTURE, created_at__gte=start)
         .annotate(day=TruncDate("created_at"))
         .values("day")

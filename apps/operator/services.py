@@ -30,14 +30,30 @@ def is_sensitive(name: str) -> bool:
     return lowered in _SENSITIVE_NAMES or any(part in lowered for part in _SENSITIVE_PARTS)
 
 
+class _Encoder(DjangoJSONEncoder):
+    """Django's encoder (ISO dates, decimals, UUIDs); anything else as its ``str``."""
+
+    def default(self, o: Any) -> Any:
+        try:
+            return super().default(o)
+        except TypeError:
+            return str(o)
+
+
 def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder, default=str))
+    return json.loads(json.dumps(value, cls=_Encoder))
 
 
 def audit_snapshot(obj: models.Model, *, fields: list[str] | None = None) -> dict[str, Any]:
-    """The concrete field values of ``obj`` (foreign keys as ids), raw: compare, then redact."""
+    """The concrete field values of ``obj`` (foreign keys as ids), raw: compare, then redact.
+
+    ``auto_now`` timestamps are left out: they change on every save and say nothing the
+    entry's own ``created_at`` does not.
+    """
     snapshot: dict[str, Any] = {}
     for field in obj._meta.concrete_fields:
+        if getattr(field, "auto_now", False):
+            continue
         if fields is not None and field.name not in fields and field.attname not in fields:
             continue
         snapshot[field.attname] = field.value_from_object(obj)
@@ -48,7 +64,9 @@ def _sensitive_keys(obj: models.Model | None) -> set[str]:
     if obj is None:
         return set()
     return {
-        field.attname for field in obj._meta.concrete_fields if isinstance(field, EncryptedJSONField)
+        field.attname
+        for field in obj._meta.concrete_fields
+        if isinstance(field, EncryptedJSONField)
     }
 
 

@@ -29,7 +29,7 @@ def staff_lacks_mfa(request: HttpRequest) -> bool:
         return False
     from allauth.mfa.utils import is_mfa_enabled
 
-    return not is_mfa_enabled(request.user, types=list(MFA_TYPES))  # type: ignore[arg-type]
+    return not is_mfa_enabled(request.user, types=list(MFA_TYPES))
 
 
 class OperatorAdminSite(admin.AdminSite):
@@ -57,11 +57,7 @@ class OperatorAdminSite(admin.AdminSite):
         @wraps(view)
         def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             logout = reverse("admin:logout", current_app=self.name)
-            if (
-                request.path != logout
-                and self.has_permission(request)
-                and staff_lacks_mfa(request)
-            ):
+            if request.path != logout and self.has_permission(request) and staff_lacks_mfa(request):
                 messages.warning(
                     request,
                     "Operators must turn on two-factor authentication before using the admin.",

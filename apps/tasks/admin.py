@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -183,7 +183,9 @@ class TaskAdmin(admin.ModelAdmin):
         query = urlencode({"object_type": "tasks.task", "q": obj.pk})
         return format_html('<a href="{}?{}">Operator actions on this task</a>', url, query)
 
-    @admin.action(description="Cancel the selected tasks (holds are released)", permissions=["change"])
+    @admin.action(
+        description="Cancel the selected tasks (holds are released)", permissions=["change"]
+    )
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         rows = bounded(self, request, queryset.select_related("organization"))
         if rows is None:
@@ -276,7 +278,7 @@ class TaskAdmin(admin.ModelAdmin):
         self._report(request, done, skipped, "failed")
 
     @admin.action(description="Export the selected tasks as CSV")
-    def export_csv(self, request: HttpRequest, queryset: QuerySet[Task]) -> HttpResponse:
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Task]) -> StreamingHttpResponse:
         return csv_export(
             actor=request.user,
             model=Task,
@@ -290,7 +292,10 @@ class TaskAdmin(admin.ModelAdmin):
                 ("status", lambda t: t.status),
                 ("is_test", lambda t: t.is_test),
                 ("engine", lambda t: t.engine),
-                ("upstream_account", lambda t: t.upstream_account.name if t.upstream_account else ""),
+                (
+                    "upstream_account",
+                    lambda t: t.upstream_account.name if t.upstream_account else "",
+                ),
                 ("upstream_job_id", lambda t: t.upstream_job_id),
                 ("price", lambda t: t.price),
                 ("error_code", lambda t: t.error_code),

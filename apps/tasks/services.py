@@ -691,9 +691,7 @@ def _check_retryable(task: Task) -> None:
         from apps.engines.base import get_engine
 
         if get_engine(parent.engine or "sandbox").follow_ups_need_parent_account:
-            raise ValidationFailed(
-                "This follow-up can only run on its parent's upstream account."
-            )
+            raise ValidationFailed("This follow-up can only run on its parent's upstream account.")
 
 
 def task_retry_on_another_account(*, task_id: str) -> RetryOutcome:
