@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -147,12 +147,21 @@ def engine_names() -> list[str]:
 BUILTIN_ENGINE_MODULES = ("apps.engines.sandbox.engine", "apps.engines.mjproxy.engine")
 
 
+@cache
+def _installed(module: str) -> bool:
+    package = module.rsplit(".", 1)[0]
+    return importlib.util.find_spec(package) is not None and (
+        importlib.util.find_spec(module) is not None
+    )
+
+
 def _load_builtin_engines() -> None:
-    # Imported lazily so that engines can import task models without an import cycle.
+    """Import the engine modules (they register themselves). Safe from many threads at once.
+
+    ``import_module`` waits for a module another thread is still importing, so no caller can
+    see the registry before ``register`` ran. ``EnginesConfig.ready`` calls this at start-up;
+    calling it again is cheap.
+    """
     for module in BUILTIN_ENGINE_MODULES:
-        if module in sys.modules:
-            continue
-        package = module.rsplit(".", 1)[0]
-        if importlib.util.find_spec(package) is None or importlib.util.find_spec(module) is None:
-            continue
-        importlib.import_module(module)
+        if _installed(module):
+            importlib.import_module(module)

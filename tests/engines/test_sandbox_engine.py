@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -148,3 +151,21 @@ def test_a_follow_up_whose_parent_has_no_image_is_a_permanent_error(engine, orga
         "The parent task has no stored image.",
         ErrorCode.INVALID_PARAMETER,
     )
+
+
+def test_engines_are_registered_when_django_starts():
+    """Worker threads look engines up concurrently: the registry must be full before that."""
+    code = (
+        "import django; django.setup()\n"
+        "from apps.engines.base import _REGISTRY\n"
+        "print(','.join(sorted(_REGISTRY)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
+        check=True,
+    )
+    assert "sandbox" in result.stdout.strip().split(",")
