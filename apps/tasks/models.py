@@ -115,6 +115,10 @@ class Task(models.Model):
             models.Index(fields=["organization", "status"], name="task_org_status"),
             models.Index(fields=["status", "mode", "submitted_at"], name="task_queue"),
             models.Index(fields=["upstream_account", "status"], name="task_account_status"),
+            # The operator admin: its list is newest first, and the stats page reads the last
+            # hour of created and finished tasks (apps/operator/selectors.py).
+            models.Index(fields=["created_at"], name="task_created"),
+            models.Index(fields=["finished_at"], name="task_finished"),
         ]
 
     def __str__(self) -> str:
