@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.operator.admin_tools import AuditedAdminMixin, bounded
+from apps.operator.admin_tools import AuditedAdminMixin, CappedCountPaginator, bounded
 from apps.operator.services import audit_record
 
 from .models import ApiKey
@@ -57,6 +57,7 @@ class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "revoked_at",
     )
     show_full_result_count = False
+    paginator = CappedCountPaginator
     actions = ("revoke_keys",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from apps.accounts.admin import OrganizationAdmin
 from apps.accounts.models import Organization, User
 from apps.core.errors import ServiceError
-from apps.operator.admin_tools import AuditedAdminMixin
+from apps.operator.admin_tools import AuditedAdminMixin, CappedCountPaginator
 from apps.operator.services import audit_record
 
 from .ledger import MAX_TOKENS, ledger_adjust, ledger_topup
@@ -94,6 +94,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     )
     date_hierarchy = "created_at"
     show_full_result_count = False  # counting a big ledger on every page view is wasted work
+    paginator = CappedCountPaginator
 
 
 @admin.register(StripeEvent)
@@ -102,6 +103,8 @@ class StripeEventAdmin(ReadOnlyAdmin):
     list_filter = ("type", "livemode")
     search_fields = ("=event_id",)
     date_hierarchy = "received_at"
+    show_full_result_count = False
+    paginator = CappedCountPaginator
 
 
 @admin.register(CheckoutSession)

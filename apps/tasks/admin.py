@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
@@ -22,6 +22,7 @@ from apps.engines.base import engine_names
 from apps.operator.admin_tools import AuditedAdminMixin, CappedCountPaginator, bounded, csv_export
 from apps.operator.services import audit_record
 
+from .enums import TERMINAL_STATUSES, Status
 from .models import BannedWord, Task
 from .services import task_cancel, task_fail_by_operator, task_retry_on_another_account
 from .storage import file_url
@@ -166,6 +167,28 @@ class TaskAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # tasks carry ledger entries and children
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """The inspection page, with the list's actions as buttons for this one task."""
+        extra_context = dict(extra_context or {})
+        task = Task.objects.filter(pk=object_id).values("status").first()
+        if task is not None and self.has_change_permission(request):
+            status = task["status"]
+            buttons = []
+            if status not in TERMINAL_STATUSES:
+                buttons.append(("cancel_tasks", "Cancel (release the hold)"))
+            if status in (Status.SUBMITTED, Status.IN_PROGRESS, Status.FAILURE):
+                buttons.append(("retry_on_another_account", "Retry on another account"))
+            if status not in TERMINAL_STATUSES:
+                buttons.append(("fail_and_release", "Fail and release"))
+            extra_context["task_actions"] = buttons
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="images")
     def images(self, obj: Task) -> str:

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.core.errors import ServiceError
-from apps.operator.admin_tools import AuditedAdminMixin, bounded
+from apps.operator.admin_tools import AuditedAdminMixin, CappedCountPaginator, bounded
 from apps.operator.services import audit_record
 
 from .models import WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -52,6 +52,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_filter = ("state", "event_type")
     list_select_related = ("organization",)
     show_full_result_count = False
+    paginator = CappedCountPaginator
     search_fields = ("msg_id", "task__id", "url", "organization__name")
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
     inlines = (DeliveryInline,)
@@ -82,6 +83,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_filter = ("state", "trigger")
     list_select_related = ("event", "organization")
     show_full_result_count = False
+    paginator = CappedCountPaginator
     search_fields = ("event__msg_id", "event__task__id", "url", "organization__name")
     readonly_fields = [
         f.name

@@ -325,3 +325,31 @@ def test_the_task_page_links_its_ledger_entries_and_audit_trail(operator_client,
     assert f"{audit}?object_type=tasks.task&amp;q={submitted.pk}" in html
     listing = operator_client.get(audit, {"object_type": "tasks.task", "q": submitted.pk})
     assert "task.cancel" in listing.content.decode()
+
+
+def test_the_task_page_offers_its_actions_as_buttons_that_work(operator_client, submitted):
+    url = admin_url("tasks_task_change", submitted.pk)
+    html = operator_client.get(url).content.decode()
+    changelist = admin_url("tasks_task_changelist")
+    assert (
+        f'<form method="post" action="{changelist}" class="operator-actions" id="task-actions">'
+        in html
+    )
+    for name in ("cancel_tasks", "retry_on_another_account", "fail_and_release"):
+        assert f'name="action" value="{name}"' in html
+    assert f'name="_selected_action" value="{submitted.pk}"' in html
+    # What the cancel button posts.
+    response = operator_client.post(
+        changelist, {"action": "cancel_tasks", "_selected_action": submitted.pk}
+    )
+    assert response.status_code == 302
+    assert Task.objects.get(pk=submitted.pk).status == Status.CANCEL
+    finished = operator_client.get(url).content.decode()
+    assert 'id="task-actions"' not in finished
+
+
+def test_view_only_staff_get_no_buttons(submitted):
+    client = Client()
+    client.force_login(grant(UserFactory(is_staff=True), "tasks.view_task"))
+    html = client.get(admin_url("tasks_task_change", submitted.pk)).content.decode()
+    assert 'id="task-actions"' not in html
