@@ -353,3 +353,31 @@ def test_view_only_staff_get_no_buttons(submitted):
     client.force_login(grant(UserFactory(is_staff=True), "tasks.view_task"))
     html = client.get(admin_url("tasks_task_change", submitted.pk)).content.decode()
     assert 'id="task-actions"' not in html
+
+
+def test_a_follow_up_bound_to_its_parents_account_is_not_moved(
+    operator_client, organization, accounts
+):
+    first, _ = accounts
+    parent = Task.objects.create(
+        organization=organization,
+        action=Action.IMAGINE,
+        status=Status.SUCCESS,
+        engine="mjproxy",  # its follow-ups must run where the parent ran
+        upstream_account=first,
+    )
+    child = Task.objects.create(
+        organization=organization,
+        action=Action.UPSCALE,
+        status=Status.SUBMITTED,
+        parent=parent,
+        engine="mjproxy",
+        upstream_account=first,
+    )
+    response = act(operator_client, "retry_on_another_account", [child])
+    assert messages_of(response) == [
+        f"Task {child.pk}: This follow-up can only run on its parent's upstream account."
+    ]
+    child.refresh_from_db()
+    assert (child.status, child.upstream_account) == (Status.SUBMITTED, first)
+    assert AuditEntry.objects.count() == 0
