@@ -58,6 +58,7 @@ class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
     )
     show_full_result_count = False
     paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
     actions = ("revoke_keys",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

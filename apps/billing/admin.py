@@ -95,6 +95,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     show_full_result_count = False  # counting a big ledger on every page view is wasted work
     paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
 
 
 @admin.register(StripeEvent)

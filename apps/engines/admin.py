@@ -293,11 +293,11 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
         reason = f": {obj.health_reason}" if obj.health_reason else ""
         return f"{obj.get_health_display()}{reason}"
 
-    @admin.display(description="running / concurrency")
+    @admin.display(description="running")
     def running_display(self, obj: UpstreamAccount) -> str:
         return f"{getattr(obj, 'running_n', 0)} / {obj.concurrency}"
 
-    @admin.display(description="assigned, not yet running")
+    @admin.display(description="assigned")
     def submitted_count(self, obj: UpstreamAccount) -> int:
         return int(getattr(obj, "submitted_n", 0))
 
@@ -308,7 +308,7 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
             return "–"
         return f"{100 * obj.total_succeeded / finished:.1f} % of {finished:,}"
 
-    @admin.display(description="last 24 h by mode (ok/failed)")
+    @admin.display(description="24 h ok/failed")
     def mode_counters(self, obj: UpstreamAccount) -> str:
         parts = []
         for mode in Mode.values:

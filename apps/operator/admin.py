@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
@@ -15,7 +16,7 @@ from apps.accounts.models import Organization
 from apps.api_keys.admin import ApiKeyInline
 from apps.billing.admin import BillingOrganizationAdmin
 
-from .admin_tools import CappedCountPaginator, csv_export
+from .admin_tools import AuditedAdminMixin, CappedCountPaginator, csv_export
 from .models import AuditEntry
 
 
@@ -34,6 +35,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
     search_fields = ("=object_id", "actor_label", "object_repr", "reason")
     show_full_result_count = False
     paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
     fields = (
         "created_at",
         "actor_label",
@@ -127,3 +129,28 @@ class OperatorOrganizationAdmin(BillingOrganizationAdmin):
 
 admin.site.unregister(Organization)
 admin.site.register(Organization, OperatorOrganizationAdmin)
+
+
+class OperatorAuthenticatorAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Users' second factors: listed, and deletable to reset a locked-out user's MFA (audited).
+
+    allauth's own admin shows ``data``, which holds the TOTP secret and the recovery-code seed
+    (in clear unless an MFA adapter encrypts them): a credential. It is never shown here.
+    """
+
+    list_display = ("user", "type", "created_at", "last_used_at")
+    list_filter = ("type",)
+    list_select_related = ("user",)
+    search_fields = ("user__email",)
+    fields = ("user", "type", "created_at", "last_used_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+admin.site.unregister(Authenticator)
+admin.site.register(Authenticator, OperatorAuthenticatorAdmin)

@@ -25,6 +25,14 @@ def _n(value: float) -> str:
     return f"{value:.1f}"
 
 
+def compact(value: float) -> str:
+    """An axis label that fits: 2.5, 40, 1.5k, 2M."""
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.1f}".removesuffix(".0") + suffix
+    return f"{value:.1f}".removesuffix(".0")
+
+
 def _nice_max(value: int) -> int:
     """A round axis maximum at or above ``value`` (1, 2, 5 × a power of ten)."""
     if value <= 0:
@@ -56,7 +64,7 @@ def stacked_bars(
     slot = plot_w / count
     bar_w = max(slot * 0.8, 1.0)
     parts: list[str] = []
-    for tick in (0, y_max // 2, y_max) if y_max > 1 else (0, y_max):
+    for tick in (0, y_max / 2, y_max) if y_max > 1 else (0, y_max):
         y = top + plot_h - plot_h * tick / y_max
         parts.append(
             format_html(
@@ -68,7 +76,7 @@ def stacked_bars(
                 _n(y),
                 left - 6,
                 _n(y + 4),
-                f"{tick:,}",
+                compact(tick),
             )
         )
     for index, label in enumerate(labels):
@@ -117,7 +125,11 @@ def stacked_bars(
         mark_safe("".join(parts)),  # noqa: S308 - every part above was built by format_html
     )
     return format_html(
-        '<figure class="chart-figure">{}<figcaption>{}</figcaption></figure>', svg, legend
+        '<figure class="chart-figure">{}<figcaption><span class="chart-title">{}</span> {}'
+        "</figcaption></figure>",
+        svg,
+        title,
+        legend,
     )
 
 

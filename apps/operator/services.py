@@ -22,7 +22,16 @@ CHANGED = "[changed]"
 #: Parts of field names that hold credentials, or hashes that would let one be checked.
 _SENSITIVE_PARTS = ("secret", "password", "_hash", "cookie")
 #: Whole names that do (``tokens`` on a price is a number, ``token`` is a credential).
-_SENSITIVE_NAMES = {"hash", "token", "api_key", "claim_token", "poll_token", "authorization"}
+#: ``seed`` is allauth's recovery-code seed; an image seed redacted with it is no loss.
+_SENSITIVE_NAMES = {
+    "hash",
+    "token",
+    "api_key",
+    "claim_token",
+    "poll_token",
+    "authorization",
+    "seed",
+}
 
 
 def is_sensitive(name: str) -> bool:

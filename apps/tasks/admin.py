@@ -73,6 +73,8 @@ class TaskAdmin(admin.ModelAdmin):
     show_full_result_count = False
     # Counting every task for the page links is the slowest query of the list; stop at a cap.
     paginator = CappedCountPaginator
+    # "Show counts" would COUNT every filter choice over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     ordering = ("-created_at",)
     actions = ("cancel_tasks", "retry_on_another_account", "fail_and_release", "export_csv")
     readonly_fields = ("images", "ledger", "audit_trail")

@@ -53,6 +53,7 @@ class WebhookEventAdmin(admin.ModelAdmin):
     list_select_related = ("organization",)
     show_full_result_count = False
     paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
     search_fields = ("msg_id", "task__id", "url", "organization__name")
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
     inlines = (DeliveryInline,)
@@ -84,6 +85,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_select_related = ("event", "organization")
     show_full_result_count = False
     paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
     search_fields = ("event__msg_id", "event__task__id", "url", "organization__name")
     readonly_fields = [
         f.name

@@ -11,6 +11,7 @@ import json
 import uuid
 
 import pytest
+from allauth.mfa.models import Authenticator
 from django.contrib import admin
 from django.test import Client
 
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.django_db
 
 ACCOUNT_SECRET = "acct-cred-Qz7Wm4Lp9Xv2"
 NEW_ACCOUNT_SECRET = "acct-cred-rotated-Hk3Jd8"
+TOTP_SECRET = "JBSWY3DPEHPK3PXPTOTPSEED"
 
 
 @pytest.fixture
@@ -65,6 +67,9 @@ def planted(operator, operator_client, organization, owner, caller, make_key, fu
     task.notify_hook = "https://client.example.com/hook"
     task.save(update_fields=["notify_hook"])
     task_event_publish(task=task, event_type="task.updated")
+    totp = Authenticator.objects.create(
+        user=operator, type=Authenticator.Type.TOTP, data={"secret": TOTP_SECRET}
+    )
     invitation, invite_token = invitation_create(
         actor=owner, organization=organization, email="new@example.com", role=Role.MEMBER
     )
@@ -94,6 +99,7 @@ def planted(operator, operator_client, organization, owner, caller, make_key, fu
         webhook_secret.removeprefix("whsec_"),
         invite_token,
         Invitation.objects.get(pk=invitation.pk).token_hash,
+        TOTP_SECRET,
     }
     secrets.update(WebhookSecret.objects.values_list("secret_encrypted", flat=True))
     with_ciphertext = UpstreamAccount.objects.extra(select={"raw": "secrets"}).values_list(
@@ -101,7 +107,7 @@ def planted(operator, operator_client, organization, owner, caller, make_key, fu
     )
     secrets.update(value for value in with_ciphertext if value)
     secrets.update(User.objects.values_list("password", flat=True))
-    assert endpoint.pk and AuditEntry.objects.exists()
+    assert endpoint.pk and totp.pk and AuditEntry.objects.exists()
     return secrets
 
 
@@ -166,6 +172,19 @@ def test_no_admin_page_or_export_shows_a_credential(planted, operator_client):
         for secret in planted:
             assert secret not in body
     assert checked == len(pages)
+
+
+def test_an_operator_can_reset_a_users_mfa_and_it_is_audited(planted, operator, operator_client):
+    totp = Authenticator.objects.get(user=operator)
+    url = admin_url("mfa_authenticator_change", totp.pk)
+    page = operator_client.get(url).content.decode()
+    assert 'name="data"' not in page
+    assert operator_client.post(url, {"data": "{}"}).status_code == 403
+    operator_client.post(admin_url("mfa_authenticator_delete", totp.pk), {"post": "yes"})
+    assert not Authenticator.objects.filter(pk=totp.pk).exists()
+    entry = AuditEntry.objects.get(action="admin.delete", object_type="mfa.authenticator")
+    assert (entry.actor, entry.object_id, entry.before["type"]) == (operator, str(totp.pk), "totp")
+    assert TOTP_SECRET not in json.dumps(entry.before)
 
 
 def test_the_audit_log_holds_markers_not_credentials(planted):

@@ -107,3 +107,9 @@ def test_past_the_cap_the_list_says_more_than(monkeypatch, operator_client, orga
     assert "more than 3 tasks" in html
     monkeypatch.setattr(CappedCountPaginator, "cap", 10)
     assert "5 tasks" in operator_client.get(admin_url(LIST)).content.decode()
+
+
+def test_the_big_lists_never_offer_per_filter_counts(operator_client, rows):
+    html = operator_client.get(admin_url(LIST), {"_facets": "1"}).content.decode()
+    assert "Show counts" not in html
+    assert "(1)" not in html  # no facet counts even when asked for in the URL
