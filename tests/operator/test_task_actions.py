@@ -381,3 +381,20 @@ def test_a_follow_up_bound_to_its_parents_account_is_not_moved(
     child.refresh_from_db()
     assert (child.status, child.upstream_account) == (Status.SUBMITTED, first)
     assert AuditEntry.objects.count() == 0
+
+
+def test_retry_of_a_failed_task_obeys_the_tier_limit_and_the_balance(
+    operator_client, submitted, caller, organization, accounts
+):
+    task_fail(task_id=submitted.pk, reason="x", error_code=ErrorCode.UPSTREAM_ERROR)
+    UpstreamAccount.objects.filter(pk__in=[a.pk for a in accounts]).update(concurrency=10)
+    for i in range(3):  # FREE allows 3 unfinished tasks
+        task_submit(caller=caller, action=Action.IMAGINE, prompt=f"busy {i}")
+    before = (balance(organization), Task.objects.count())
+    response = act(operator_client, "retry_on_another_account", [submitted])
+    assert messages_of(response) == [
+        f"Task {submitted.pk}: Your Free plan allows 3 unfinished tasks at once; wait for one "
+        f"to finish or upgrade your plan."
+    ]
+    assert (balance(organization), Task.objects.count()) == before
+    assert AuditEntry.objects.count() == 0
