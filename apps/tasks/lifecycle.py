@@ -417,16 +417,23 @@ def task_start(*, task_id: str) -> None:
             )
             task_changed(task=_reload(task_id), event_type="task.updated")
             enqueue_poll(task_id, token)
-    if not moved and task_is_terminal(task_id):
-        # Cancelled, failed or timed out while we were submitting: stop the upstream job.
-        # (A task the sweeper handed to another worker is not terminal: that worker adopts
-        # the job, so it must keep running.)
+    if not moved and _job_orphaned(task_id, account.pk):
+        # Cancelled, failed or timed out while we were submitting, or moved to another account
+        # by an operator: stop the upstream job. (A task the sweeper handed to another worker
+        # on the same account is neither: that worker adopts the job, so it must keep running.)
         task.upstream_job_id = submitted.upstream_job_id  # the job to stop was never recorded
         task.engine_state = {**(task.engine_state or {}), **submitted.state}
         try:
             engine.cancel(account=account, task=task)
         except Exception:  # best effort; the task is already settled
             logger.exception("cancel after lost race failed", extra={"task_id": task_id})
+
+
+def _job_orphaned(task_id: str, account_id: int) -> bool:
+    current = Task.objects.filter(pk=task_id).values("status", "upstream_account_id").first()
+    if current is None:
+        return True
+    return current["status"] in TERMINAL_STATUSES or current["upstream_account_id"] != account_id
 
 
 def task_poll(*, task_id: str, token: str) -> None:

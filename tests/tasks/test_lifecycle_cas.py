@@ -158,6 +158,35 @@ def test_cancel_while_the_submit_is_in_flight_cancels_the_upstream_job(
     assert kinds(task.pk) == [EntryKind.HOLD, EntryKind.RELEASE]
 
 
+def test_an_operator_move_during_the_submit_stops_the_job_left_on_the_old_account(
+    caller, scripted, scripted_account
+):
+    from apps.engines.services import upstream_account_create
+    from apps.tasks.services import task_retry_on_another_account
+
+    other = upstream_account_create(
+        engine=scripted.name, name="scripted-2", modes=["FAST"], options={"duration": 0}
+    )
+    moves = []
+
+    def move_meanwhile(task: Task) -> None:
+        moves.append(task_retry_on_another_account(task_id=task.pk))
+
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    assert Task.objects.get(pk=task.pk).upstream_account_id == scripted_account.pk
+    scripted.script = [move_meanwhile]
+    task_start(task_id=task.pk)
+    assert moves[0].account.pk == other.pk
+    task = Task.objects.get(pk=task.pk)
+    # The task now waits for a start on the new account; the old worker recorded nothing …
+    assert (task.status, task.upstream_account_id) == (Status.SUBMITTED, other.pk)
+    assert task.submit_claimed_at is None and task.upstream_job_id == ""
+    # … and the job it had already created on the old account was stopped, not orphaned.
+    assert scripted.cancels == [task.pk]
+    assert SandboxJob.objects.get(task_id=task.pk).cancelled is True
+    assert kinds(task.pk) == [EntryKind.HOLD]
+
+
 def test_cancel_of_a_running_task_stops_the_upstream_job(caller, sent):
     task = in_progress(caller, duration="60")
     token = task.poll_token
