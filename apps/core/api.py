@@ -16,6 +16,7 @@ from apps.api_keys.models import ApiKey
 
 from .errors import ServiceError
 from .idempotency import IdempotentPostMixin
+from .ratelimit import RequestSizeLimitMixin
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -58,12 +59,14 @@ def native_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
     return None
 
 
-class OrganizationAPIView(IdempotentPostMixin, APIView):
+class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
     """Base for every key-authenticated endpoint.
 
     The organization comes from the authenticated key and nowhere else: there is no queryset to
     override, and every selector a subclass calls takes ``organization=`` as a required keyword.
-    POSTs honour ``Idempotency-Key`` (see ``apps.core.idempotency``).
+    POSTs honour ``Idempotency-Key`` (see ``apps.core.idempotency``); an oversized body is
+    refused before it is read (``apps.core.ratelimit``), so the size check sits below the
+    idempotency mixin, which reads the body for its fingerprint.
     """
 
     required_key_flags: tuple[str, ...] = ()

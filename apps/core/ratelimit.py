@@ -1,4 +1,4 @@
-"""Per-key request rate limits for every public API dialect (SPEC §6.3).
+"""Request limits for every public API dialect: per-key rates (SPEC §6.3) and body size.
 
 A sliding-window counter in the Django cache (Redis in production): the count of the current
 fixed window plus the previous window's count weighted by how much of it still overlaps the
@@ -7,6 +7,10 @@ burst at a window boundary cannot double the allowance as it can with plain fixe
 
 Each dialect maps :class:`rest_framework.exceptions.Throttled` (raised by DRF when
 :class:`ApiKeyRateThrottle` refuses) to its own error shape, always with ``Retry-After``.
+
+Request bodies are capped by :class:`RequestSizeLimitMixin` from the declared Content-Length,
+before a byte of the body is read: a 200 MB JSON body would otherwise be read into memory,
+copied for the Idempotency-Key fingerprint and parsed before any image validation refused it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,46 @@ from rest_framework.throttling import BaseThrottle
 
 from apps.api_keys.models import ApiKey
 
+from .errors import ServiceError
+
 DEFAULT_WINDOW_SECONDS = 60
+#: The largest request body any API endpoint accepts. The biggest legitimate request is five
+#: reference images of 10 MiB (the decoded size every submit allows) sent as base64 text, which
+#: is 4/3 larger; 2 MiB more leave room for the prompt, state and metadata.
+MAX_REQUEST_BODY_BYTES = 5 * 4 * math.ceil(10 * 1024 * 1024 / 3) + 2 * 1024 * 1024
+
+
+class RequestTooLarge(ServiceError):
+    code = "request_too_large"
+    http_status = 413
+    default_message = "The request body is too large."
+
+
+def request_size_check(*, content_length: str | None) -> None:
+    """Refuse a body larger than :data:`MAX_REQUEST_BODY_BYTES` from its declared length.
+
+    The declared length is all that is ever read: Django's WSGI input stops at Content-Length,
+    and a body without one (chunked) reaches Django as an empty body.
+    """
+    try:
+        length = int(content_length or 0)
+    except ValueError:
+        return  # Django treats an unparsable length as an empty body
+    if length > MAX_REQUEST_BODY_BYTES:
+        limit_mib = MAX_REQUEST_BODY_BYTES / (1024 * 1024)
+        raise RequestTooLarge(
+            f"The request body is {length} bytes; at most {MAX_REQUEST_BODY_BYTES} bytes "
+            f"({limit_mib:.0f} MiB) are accepted. Send at most five images of 10 MiB each.",
+            details={"max_bytes": MAX_REQUEST_BODY_BYTES, "content_length": length},
+        )
+
+
+class RequestSizeLimitMixin:
+    """For DRF API views: refuse an oversized body after authentication, before reading it."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        request_size_check(content_length=request.META.get("CONTENT_LENGTH"))
 
 
 @dataclass(frozen=True)

@@ -111,8 +111,8 @@ def mjproxy_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRe
         code = _service_error_code(exc)
         if code == NOT_FOUND:
             status = getattr(view, "not_found_status", 200)
-        elif exc.http_status == 403:
-            status = 403
+        elif exc.http_status in (403, 413):
+            status = exc.http_status
         else:
             status = 200 if code != FAILURE else exc.http_status
         response = Response(envelope(code, exc.message, None, properties), status=status)
