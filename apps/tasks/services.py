@@ -142,6 +142,17 @@ def _check_hook(url: str) -> str:
             "The notify hook must be an http(s) URL of at most 2048 characters.",
             details={"field": "notifyHook"},
         )
+    # Every delivery runs the full SSRF guard again (after DNS); refusing here what the URL
+    # itself shows can never be delivered (localhost, 10.x, 169.254.169.254 …) tells the
+    # client now instead of accepting a hook that silently never fires.
+    from apps.core.http import UnsafeURL, check_url
+
+    try:
+        check_url(url, resolve_host=False)
+    except UnsafeURL as exc:
+        raise ValidationFailed(
+            f"The notify hook is not allowed: {exc.message}", details={"field": "notifyHook"}
+        ) from exc
     return url
 
 
