@@ -48,6 +48,14 @@ COOLDOWN_AFTER_FAILURES = 3
 COOLDOWN = timedelta(minutes=2)
 #: ``engine_state`` key counting submits the sweeper found interrupted by a dead worker.
 INTERRUPTED_SUBMITS = "interrupted_submits"
+#: ``engine_state`` key counting consecutive poll steps that crashed (a bug, an answer nobody
+#: foresaw, storage refusing the result). Reset by a step that gets a normal answer.
+POLL_CRASHES = "poll_crashes"
+#: Crashed poll steps in a row after which the task fails (INTERNAL_ERROR, hold released)
+#: instead of being retried until its run timeout. Retries back off: about a minute in all.
+MAX_POLL_CRASHES = 6
+#: Longest wait before a crashed poll step is tried again.
+MAX_POLL_CRASH_DELAY = 60.0
 
 
 def _now() -> datetime:
@@ -58,13 +66,14 @@ def _grace() -> timedelta:
     return timedelta(seconds=float(getattr(settings, "TASK_LEASE_GRACE", 30)))
 
 
-def poll_lease(now: datetime) -> datetime:
-    """Until when a poll chain is presumed alive: a few poll intervals plus a grace period.
+def poll_lease(now: datetime, *, countdown: float = 0) -> datetime:
+    """Until when a poll chain is presumed alive: a few poll intervals plus a grace period
+    (plus ``countdown``, when the next step is scheduled later than usual).
 
     Every poll step pushes this forward; the sweeper restarts the chain (with a new token, so
     the old one stops at its next step) only once it has passed.
     """
-    return now + timedelta(seconds=settings.TASK_POLL_INTERVAL * 3) + _grace()
+    return now + timedelta(seconds=settings.TASK_POLL_INTERVAL * 3 + countdown) + _grace()
 
 
 def submit_lease(now: datetime) -> datetime:
@@ -130,11 +139,17 @@ def task_fail(
     error_code: str,
     from_statuses: tuple[str, ...] = NON_TERMINAL,
     status: str = Status.FAILURE,
+    where: Q | None = None,
 ) -> bool:
-    """Move a task to FAILURE (or CANCEL) and release its hold. False if it was not ours."""
+    """Move a task to FAILURE (or CANCEL) and release its hold. False if it was not ours.
+
+    ``where`` narrows the compare-and-set to what the caller observed (its submit claim, its
+    poll token, the deadline it saw pass): a worker whose task an operator moved to another
+    account meanwhile must not fail the task's new run with its stale news.
+    """
     now = _now()
     with transaction.atomic():
-        moved = Task.objects.filter(pk=task_id, status__in=from_statuses).update(
+        moved = Task.objects.filter(where or Q(), pk=task_id, status__in=from_statuses).update(
             status=status,
             fail_reason=reason,
             error_code=error_code,
@@ -155,13 +170,16 @@ def task_fail(
     return True
 
 
-def task_succeed(*, task_id: str, outcome: PollResult) -> bool:
+def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = None) -> bool:
     """Store the result files, then move the task to SUCCESS and capture its hold.
 
-    False if another worker, a cancel or a timeout finished the task first; the files this
-    call stored are then deleted again, so a lost race leaves nothing behind.
+    False if another worker, a cancel or a timeout finished the task first — or, with
+    ``poll_token``, if the poll chain that saw the result is no longer the task's (an operator
+    moved the task to another account); the files this call stored are then deleted again, so
+    a lost race leaves nothing behind.
     """
-    if not Task.objects.filter(pk=task_id, status__in=ACTIVE_STATUSES).exists():
+    ours = Q(poll_token=poll_token) if poll_token is not None else Q()
+    if not Task.objects.filter(ours, pk=task_id, status__in=ACTIVE_STATUSES).exists():
         return False  # spare the download and the storage writes
     result: dict[str, Any] = {}
     if outcome.image is not None:
@@ -185,7 +203,7 @@ def task_succeed(*, task_id: str, outcome: PollResult) -> bool:
     now = _now()
     try:
         with transaction.atomic():
-            moved = Task.objects.filter(pk=task_id, status__in=ACTIVE_STATUSES).update(
+            moved = Task.objects.filter(ours, pk=task_id, status__in=ACTIVE_STATUSES).update(
                 status=Status.SUCCESS,
                 progress=100,
                 result=result,
@@ -289,6 +307,7 @@ def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknow
             reason=exc.message,
             error_code=exc.error_code,
             from_statuses=(Status.SUBMITTED,),
+            where=_claim(task),
         )
         return
     now = _now()
@@ -306,6 +325,11 @@ def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknow
         )
         if moved:
             _enqueue_start(task.pk, countdown=settings.TASK_POLL_INTERVAL)
+
+
+def _claim(task: Task) -> Q:
+    """The submit claim this worker holds: its outcome applies only while the claim does."""
+    return Q(submit_claimed_at=task.submit_claimed_at)
 
 
 def _engine_for(task: Task, account: UpstreamAccount) -> Engine | None:
@@ -346,12 +370,15 @@ def task_start(*, task_id: str) -> None:
     if not claimed:
         return
     task = _reload(task_id)
+    claim = _claim(task)
     account = task.upstream_account
     if account is None:
         task_fail(
             task_id=task_id,
             reason="The upstream account was removed before the task started.",
             error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+            from_statuses=(Status.SUBMITTED,),
+            where=claim,
         )
         return
     engine = _engine_for(task, account)
@@ -361,6 +388,7 @@ def task_start(*, task_id: str) -> None:
             reason="The task could not be sent to the upstream because of an internal error.",
             error_code=ErrorCode.INTERNAL_ERROR,
             from_statuses=(Status.SUBMITTED,),
+            where=claim,
         )
         return
     try:
@@ -368,7 +396,13 @@ def task_start(*, task_id: str) -> None:
     except TemporaryEngineError as exc:
         _note_account_failure(account.pk, exc.message)
         if task.attempts + 1 >= MAX_START_ATTEMPTS:
-            task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
+            task_fail(
+                task_id=task_id,
+                reason=exc.message,
+                error_code=exc.error_code,
+                from_statuses=(Status.SUBMITTED,),
+                where=claim,
+            )
         else:
             _requeue(task, exc.message)
         return
@@ -377,7 +411,13 @@ def task_start(*, task_id: str) -> None:
         _submit_outcome_unknown(engine, task, exc)
         return
     except PermanentEngineError as exc:
-        task_fail(task_id=task_id, reason=exc.message, error_code=exc.error_code)
+        task_fail(
+            task_id=task_id,
+            reason=exc.message,
+            error_code=exc.error_code,
+            from_statuses=(Status.SUBMITTED,),
+            where=claim,
+        )
         return
     except SoftTimeLimitExceeded:
         # The submit took too long to say: the request may have reached the upstream.
@@ -394,6 +434,7 @@ def task_start(*, task_id: str) -> None:
             reason="The task could not be sent to the upstream because of an internal error.",
             error_code=ErrorCode.INTERNAL_ERROR,
             from_statuses=(Status.SUBMITTED,),
+            where=claim,
         )
         return
     token = secrets.token_hex(8)
@@ -437,20 +478,28 @@ def _job_orphaned(task_id: str, account_id: int) -> bool:
 
 
 def task_poll(*, task_id: str, token: str) -> None:
-    """One poll step: progress, result or failure. Re-schedules itself while running."""
+    """One poll step: progress, result or failure. Re-schedules itself while running.
+
+    Whatever the step concludes applies only while ``token`` is still the task's poll chain
+    (compare-and-set on it): a step that was already talking to the upstream when an operator
+    moved the task to another account, or a newer chain took over, changes nothing.
+    """
     task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
     if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
         return  # finished, cancelled, or superseded by a newer poll chain
     now = _now()
     if task.run_deadline and now >= task.run_deadline:
-        task_timeout(task=task)
+        task_timeout(task=task, due=now)
         return
+    ours = Q(poll_token=token)
     account = task.upstream_account
     if account is None:
         task_fail(
             task_id=task_id,
             reason="The upstream account running this task was removed.",
             error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+            from_statuses=(Status.IN_PROGRESS,),
+            where=ours,
         )
         return
     engine = _engine_for(task, account)
@@ -459,11 +508,15 @@ def task_poll(*, task_id: str, token: str) -> None:
             task_id=task_id,
             reason="The upstream running this task can no longer be reached (internal error).",
             error_code=ErrorCode.INTERNAL_ERROR,
-            from_statuses=ACTIVE_STATUSES,
+            from_statuses=(Status.IN_PROGRESS,),
+            where=ours,
         )
         return
     try:
         outcome = engine.poll(account=account, task=task)
+        if outcome.status == PollResult.SUCCESS:
+            task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
+            return
     except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
         # A poll changes nothing upstream: an unanswered one is simply asked again.
         _note_account_failure(account.pk, exc.message)
@@ -474,30 +527,79 @@ def task_poll(*, task_id: str, token: str) -> None:
             task_id=task_id,
             reason=exc.message,
             error_code=exc.error_code,
-            from_statuses=ACTIVE_STATUSES,
+            from_statuses=(Status.IN_PROGRESS,),
+            where=ours,
         )
         return
-    if outcome.status == PollResult.SUCCESS:
-        task_succeed(task_id=task_id, outcome=outcome)
-    elif outcome.status == PollResult.FAILURE:
+    except SoftTimeLimitExceeded:
+        # A slow upstream or a slow download: ask again, like an unanswered poll.
+        _note_account_failure(account.pk, "The upstream did not answer a poll in time.")
+        _keep_polling(task, token, progress=None)
+        return
+    except Exception:
+        logger.exception("poll step crashed", extra={"task_id": task_id})
+        _poll_crashed(task, token, engine=engine, account=account)
+        return
+    if outcome.status == PollResult.FAILURE:
         if task_fail(
             task_id=task_id,
             reason=outcome.fail_reason or "The upstream reported a failure.",
             error_code=outcome.error_code or ErrorCode.UPSTREAM_ERROR,
-            from_statuses=ACTIVE_STATUSES,
+            from_statuses=(Status.IN_PROGRESS,),
+            where=ours,
         ):
             UpstreamAccount.objects.filter(pk=account.pk).update(total_failed=F("total_failed") + 1)
     else:
-        _keep_polling(task, token, progress=outcome.progress, state=outcome.state)
+        state = dict(outcome.state)
+        if (task.engine_state or {}).get(POLL_CRASHES):
+            state[POLL_CRASHES] = 0  # the upstream answered normally: the run of crashes ended
+        _keep_polling(task, token, progress=outcome.progress, state=state)
+
+
+def _poll_crashed(task: Task, token: str, *, engine: Engine, account: UpstreamAccount) -> None:
+    """A poll step failed in a way nobody foresaw. Retry with a growing delay, a few times.
+
+    Without a bound the sweeper would restart such a chain after every lease until the run
+    timeout, while the customer's tokens stay held; a step that crashes the same way
+    ``MAX_POLL_CRASHES`` times in a row will not stop doing so, so the task fails, its hold is
+    released and the upstream job is asked to stop.
+    """
+    crashes = int((task.engine_state or {}).get(POLL_CRASHES, 0)) + 1
+    if crashes >= MAX_POLL_CRASHES:
+        failed = task_fail(
+            task_id=task.pk,
+            reason="The task's result could not be processed because of an internal error.",
+            error_code=ErrorCode.INTERNAL_ERROR,
+            from_statuses=(Status.IN_PROGRESS,),
+            where=Q(poll_token=token),
+        )
+        if failed:
+            try:
+                engine.cancel(account=account, task=task)
+            except Exception:  # best effort; the task is already failed and released
+                logger.exception(
+                    "engine cancel after poll crashes failed", extra={"task_id": task.pk}
+                )
+        return
+    delay = min(float(settings.TASK_POLL_INTERVAL) * 2 ** (crashes - 1), MAX_POLL_CRASH_DELAY)
+    _keep_polling(task, token, progress=None, state={POLL_CRASHES: crashes}, countdown=delay)
 
 
 def _keep_polling(
-    task: Task, token: str, *, progress: int | None, state: dict[str, Any] | None = None
+    task: Task,
+    token: str,
+    *,
+    progress: int | None,
+    state: dict[str, Any] | None = None,
+    countdown: float | None = None,
 ) -> None:
     """Record progress and schedule the next step — only while this chain is the current one."""
     now = _now()
     with transaction.atomic():
-        fields: dict[str, Any] = {"lease_expires_at": poll_lease(now), "updated_at": now}
+        fields: dict[str, Any] = {
+            "lease_expires_at": poll_lease(now, countdown=countdown or 0),
+            "updated_at": now,
+        }
         if state:
             fields["engine_state"] = {**(task.engine_state or {}), **state}
         ours = Task.objects.filter(pk=task.pk, status=Status.IN_PROGRESS, poll_token=token).update(
@@ -512,11 +614,16 @@ def _keep_polling(
             ).update(progress=progress)
             if progressed:
                 task_changed(task=_reload(task.pk), event_type="task.updated")
-        enqueue_poll(task.pk, token)
+        enqueue_poll(task.pk, token, countdown=countdown)
 
 
-def task_timeout(*, task: Task) -> bool:
-    """Fail a task past its run deadline (errorCode TIMEOUT), release its hold, stop the job."""
+def task_timeout(*, task: Task, due: datetime | None = None) -> bool:
+    """Fail a task past its run deadline (errorCode TIMEOUT), release its hold, stop the job.
+
+    ``due`` is when the caller saw the deadline pass: the task fails only if its deadline is
+    still that old, so one an operator moved to another account meanwhile (with a fresh run
+    deadline) keeps running.
+    """
     if task.upstream_account is not None:
         seconds = task.upstream_account.run_timeout_seconds
     else:
@@ -526,6 +633,7 @@ def task_timeout(*, task: Task) -> bool:
         reason=f"The task did not finish within its run timeout of {seconds} seconds.",
         error_code=ErrorCode.TIMEOUT,
         from_statuses=ACTIVE_STATUSES,
+        where=Q(run_deadline__lte=due) if due is not None else None,
     )
     if failed and task.upstream_account is not None:
         try:

@@ -277,7 +277,7 @@ def tasks_sweep() -> dict[str, int]:
         status__in=ACTIVE_STATUSES, run_deadline__lt=now
     ):
         with _isolated(report, task.pk):
-            if task_timeout(task=task):
+            if task_timeout(task=task, due=now):
                 report["timeout"] += 1
 
     stale = Task.objects.select_related("upstream_account").filter(

@@ -480,10 +480,10 @@ def test_one_task_the_sweeper_cannot_handle_does_not_stop_the_others(
         task_start(task_id=task_id)
     real_timeout = scheduling.task_timeout
 
-    def broken_for_the_first(*, task):
+    def broken_for_the_first(*, task, due=None):
         if task.pk == ids[0]:
             raise RuntimeError("a broken row")
-        return real_timeout(task=task)
+        return real_timeout(task=task, due=due)
 
     monkeypatch.setattr(scheduling, "task_timeout", broken_for_the_first)
     clock.advance(seconds=601)
@@ -521,7 +521,7 @@ def test_the_sweeper_stops_at_its_soft_time_limit(caller, clock, sent, monkeypat
     task = task_submit(caller=caller, action=Action.SHORTEN, prompt="a long road").task
     task_start(task_id=task.pk)
 
-    def out_of_time(*, task):
+    def out_of_time(*, task, due=None):
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(scheduling, "task_timeout", out_of_time)

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from apps.core.errors import PermissionDenied
 from apps.engines.base import PollResult
@@ -101,6 +101,9 @@ def mjproxy_callback_apply(*, account: UpstreamAccount, payload: Mapping[str, An
             reason=view.fail_reason,
             error_code=view.error_code,
             from_statuses=ACTIVE_STATUSES,
+            # Still this job's task: one an operator moved to another account meanwhile is
+            # running a new job, which this report is not about.
+            where=Q(upstream_account=account, upstream_job_id=job_id),
         )
         if not failed:
             return CallbackResult.UNCHANGED
