@@ -8,6 +8,8 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
+from typing import Final, Literal
 
 from django.conf import settings
 from django.db.models import Q
@@ -21,6 +23,16 @@ from .models import LIVE_SCHEME, PREFIX_RANDOM_CHARS, TEST_SCHEME, ApiKey, hash_
 _ALPHABET = string.ascii_letters + string.digits
 #: 32 base-62 characters = 190 bits of randomness (SPEC §2 asks for at least 160).
 RANDOM_CHARS = 32
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+#: "Leave as it is" for the update fields where ``None`` has a meaning of its own: no expiry,
+#: no IP allow-list.
+KEEP: Final = _Keep.KEEP
+Keep = Literal[_Keep.KEEP]
 
 
 class ApiKeyRejected(ServiceError):
@@ -111,9 +123,11 @@ def api_key_update(
     can_midjourney: bool | None = None,
     read_only: bool | None = None,
     can_read_billing: bool | None = None,
-    allowed_ips: list[str] | None = None,
-    expires_at: datetime | None = None,
+    allowed_ips: list[str] | Keep | None = KEEP,
+    expires_at: datetime | Keep | None = KEEP,
 ) -> ApiKey:
+    """Change what is given; ``allowed_ips=None`` (or ``[]``) allows any address and
+    ``expires_at=None`` makes the key never expire."""
     if name is not None:
         if not name.strip():
             raise ValidationFailed("An API key needs a name.", details={"field": "name"})
@@ -124,9 +138,9 @@ def api_key_update(
         api_key.read_only = read_only
     if can_read_billing is not None:
         api_key.can_read_billing = can_read_billing
-    if allowed_ips is not None:
+    if allowed_ips is not KEEP:
         api_key.allowed_ips = _clean_ips(allowed_ips)
-    if expires_at is not None:
+    if expires_at is not KEEP:
         api_key.expires_at = expires_at
     api_key.save()
     return api_key
@@ -206,9 +220,11 @@ def _check_delegation(
     can_midjourney: bool | None,
     read_only: bool | None,
     can_read_billing: bool | None,
-    allowed_ips: list[str] | None,
-    expires_at: datetime | None,
+    allowed_ips: list[str] | Keep,
+    expires_at: datetime | Keep | None,
 ) -> None:
+    """``allowed_ips`` and ``expires_at`` are the values the key will have (``[]``: any
+    address, ``None``: never expires), or ``KEEP`` when they do not change."""
     from apps.core.errors import PermissionDenied
 
     if caller.read_only:
@@ -223,14 +239,18 @@ def _check_delegation(
         raise PermissionDenied("A read-only key cannot create writing keys.")
     if (
         caller.allowed_ips
-        and allowed_ips is not None
+        and allowed_ips is not KEEP
         and (not allowed_ips or not _within(allowed_ips, caller.allowed_ips))
     ):
         raise PermissionDenied(
             "The IP allow-list must stay within this key's own allow-list.",
             details={"field": "allowed_ips"},
         )
-    if caller.expires_at is not None and expires_at is not None and expires_at > caller.expires_at:
+    if (
+        caller.expires_at is not None
+        and expires_at is not KEEP
+        and (expires_at is None or expires_at > caller.expires_at)
+    ):
         raise PermissionDenied(
             "The expiry cannot be later than this key's own expiry.",
             details={"field": "expires_at"},
@@ -286,15 +306,19 @@ def api_key_update_by_key(
     can_midjourney: bool | None = None,
     read_only: bool | None = None,
     can_read_billing: bool | None = None,
-    allowed_ips: list[str] | None = None,
-    expires_at: datetime | None = None,
+    allowed_ips: list[str] | Keep | None = KEEP,
+    expires_at: datetime | Keep | None = KEEP,
 ) -> ApiKey:
-    """Change a key of the caller's organization; only what the caller holds may be granted."""
+    """Change a key of the caller's organization; only what the caller holds may be granted.
+
+    ``allowed_ips=None`` (or ``[]``) removes the allow-list and ``expires_at=None`` the expiry;
+    a caller that is itself restricted that way cannot lift the restriction from another key.
+    """
     if api_key.organization_id != caller.organization_id:  # pragma: no cover - selector scoped
         raise ValidationFailed("Unknown API key.")
     if api_key.is_revoked:
         raise ValidationFailed("A revoked API key cannot be changed.")
-    cleaned_ips = _clean_ips(allowed_ips) if allowed_ips is not None else None
+    cleaned_ips = _clean_ips(allowed_ips) if allowed_ips is not KEEP else KEEP
     _check_delegation(
         caller=caller,
         is_test=api_key.is_test,
@@ -304,7 +328,7 @@ def api_key_update_by_key(
         allowed_ips=cleaned_ips,
         expires_at=expires_at,
     )
-    if expires_at is not None and expires_at <= timezone.now():
+    if isinstance(expires_at, datetime) and expires_at <= timezone.now():
         raise ValidationFailed("The expiry must be in the future.", details={"field": "expires_at"})
     return api_key_update(
         api_key=api_key,

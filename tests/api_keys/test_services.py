@@ -192,3 +192,18 @@ def test_revoked_keys_can_be_hidden_from_the_list(organization, live_key, make_k
     other = make_key(organization, name="other")
     api_key_revoke(api_key=live_key.api_key)
     assert list(api_key_list(organization=organization, include_revoked=False)) == [other.api_key]
+
+
+def test_update_keeps_what_is_left_out_and_none_clears(organization):
+    soon = timezone.now() + timedelta(days=1)
+    issued = api_key_create(
+        organization=organization, name="ci", allowed_ips=["10.0.0.0/8"], expires_at=soon
+    )
+    api_key_update(api_key=issued.api_key, name="renamed")
+    stored = ApiKey.objects.get(pk=issued.api_key.pk)
+    assert (stored.name, stored.allowed_ips, stored.expires_at) == ("renamed", ["10.0.0.0/8"], soon)
+    api_key_update(api_key=stored, expires_at=None)
+    stored = ApiKey.objects.get(pk=issued.api_key.pk)
+    assert (stored.allowed_ips, stored.expires_at) == (["10.0.0.0/8"], None)
+    api_key_update(api_key=stored, allowed_ips=None)
+    assert ApiKey.objects.get(pk=issued.api_key.pk).allowed_ips == []

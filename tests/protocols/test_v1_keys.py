@@ -131,3 +131,66 @@ def test_foreign_key_is_404_and_unchanged(organization, live_key, outsider_key, 
     other = ApiKey.objects.get(pk=theirs)
     assert (other.name, other.revoked_at) == ("test key", None)
     assert theirs not in [k["id"] for k in client.get(KEYS).json()]
+
+
+def test_patch_null_clears_the_expiry_and_the_allow_list(
+    organization, live_key, make_key, client_for
+):
+    soon = timezone.now() + timedelta(days=3)
+    other = make_key(organization, allowed_ips=["10.0.0.0/8"], expires_at=soon)
+    client = client_for(live_key)
+    url = f"{KEYS}/{other.api_key.pk}"
+
+    renamed = client.patch(url, {"name": "renamed"}, format="json").json()
+    assert (renamed["allowed_ips"], renamed["expires_at"]) == (
+        ["10.0.0.0/8"],
+        soon.isoformat().replace("+00:00", "Z"),
+    )
+
+    cleared = client.patch(url, {"expires_at": None}, format="json")
+    assert cleared.status_code == 200
+    assert (cleared.json()["expires_at"], cleared.json()["allowed_ips"]) == (None, ["10.0.0.0/8"])
+    stored = ApiKey.objects.get(pk=other.api_key.pk)
+    assert (stored.expires_at, stored.allowed_ips, stored.name) == (None, ["10.0.0.0/8"], "renamed")
+
+    opened = client.patch(url, {"allowed_ips": None}, format="json")
+    assert opened.status_code == 200
+    assert opened.json()["allowed_ips"] == []
+    assert ApiKey.objects.get(pk=other.api_key.pk).allowed_ips == []
+    # The key now works from anywhere, for good.
+    anywhere = client_for(other)
+    anywhere.credentials(HTTP_MJ_API_SECRET=other.plaintext, REMOTE_ADDR="192.0.2.7")
+    assert anywhere.get("/api/v1/balance").status_code == 200
+
+
+def test_a_restricted_key_cannot_lift_its_restrictions_from_another(
+    organization, make_key, client_for
+):
+    soon = timezone.now() + timedelta(days=1)
+    caller = make_key(organization, allowed_ips=["10.0.0.0/8"], expires_at=soon)
+    target = make_key(organization, allowed_ips=["10.1.0.0/16"], expires_at=soon)
+    client = client_for(caller)
+    client.credentials(HTTP_MJ_API_SECRET=caller.plaintext, REMOTE_ADDR="10.0.0.1")
+    url = f"{KEYS}/{target.api_key.pk}"
+    for body, message in (
+        ({"expires_at": None}, "The expiry cannot be later than this key's own expiry."),
+        ({"allowed_ips": None}, "The IP allow-list must stay within this key's own allow-list."),
+    ):
+        response = client.patch(url, body, format="json")
+        assert response.status_code == 403, body
+        assert response.json()["error"]["message"] == message
+    stored = ApiKey.objects.get(pk=target.api_key.pk)
+    assert (stored.expires_at, stored.allowed_ips) == (soon, ["10.1.0.0/16"])
+
+
+def test_outsider_cannot_clear_a_foreign_expiry(organization, live_key, outsider_key, client_for):
+    soon = timezone.now() + timedelta(days=2)
+    ApiKey.objects.filter(pk=outsider_key.api_key.pk).update(expires_at=soon)
+    response = client_for(live_key).patch(
+        f"{KEYS}/{outsider_key.api_key.pk}", {"expires_at": None}, format="json"
+    )
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": "not_found", "message": "API key not found.", "details": None}
+    }
+    assert ApiKey.objects.get(pk=outsider_key.api_key.pk).expires_at == soon

@@ -192,17 +192,33 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     read_only = serializers.BooleanField(default=False)  # type: ignore[assignment]
     billing_read = serializers.BooleanField(default=True)
     allowed_ips = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, max_length=100
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_null=True,
+        max_length=100,
+        help_text="Left out, `null` or `[]`: the calling key's allow-list (none if it has none).",
     )
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Left out or `null`: the calling key's expiry (none if it has none).",
+    )
 
 
 class ApiKeyUpdateSerializer(serializers.Serializer):
+    """Fields left out stay as they are; ``null`` clears the allow-list or the expiry."""
+
     name = serializers.CharField(max_length=100, required=False)
     midjourney = serializers.BooleanField(required=False)
     read_only = serializers.BooleanField(required=False)  # type: ignore[assignment]
     billing_read = serializers.BooleanField(required=False)
     allowed_ips = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, max_length=100
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_null=True,
+        max_length=100,
+        help_text="`null` or `[]` allows any address.",
     )
-    expires_at = serializers.DateTimeField(required=False)
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="`null`: the key never expires."
+    )

@@ -26,6 +26,7 @@ from rest_framework.response import Response
 
 from apps.api_keys.selectors import api_key_get, api_key_list
 from apps.api_keys.services import (
+    KEEP,
     api_key_create_by_key,
     api_key_revoke_by_key,
     api_key_update_by_key,
@@ -299,6 +300,11 @@ class KeyDetailView(OrganizationAPIView):
 
     @extend_schema(
         summary="Change an API key's name, permissions, allow-list or expiry",
+        description=(
+            "Fields left out stay as they are. `allowed_ips: null` (or `[]`) removes the "
+            "allow-list and `expires_at: null` the expiry — unless the calling key is itself "
+            "restricted that way."
+        ),
         request=ApiKeyUpdateSerializer,
         responses={200: ApiKeySerializer, **_errors(400, 401, 403, 404, 429)},
     )
@@ -314,8 +320,8 @@ class KeyDetailView(OrganizationAPIView):
             can_midjourney=data.get("midjourney"),
             read_only=data.get("read_only"),
             can_read_billing=data.get("billing_read"),
-            allowed_ips=data.get("allowed_ips"),
-            expires_at=data.get("expires_at"),
+            allowed_ips=data.get("allowed_ips", KEEP),
+            expires_at=data.get("expires_at", KEEP),
         )
         return Response(ApiKeySerializer(updated).data)
 
