@@ -19,7 +19,7 @@ import io
 import json
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.db import IntegrityError, transaction
@@ -159,6 +159,14 @@ def idempotency_complete(
 
 def idempotency_release(*, record: IdempotencyRecord) -> None:
     IdempotencyRecord.objects.filter(pk=record.pk, state=IdempotencyRecord.IN_FLIGHT).delete()
+
+
+def idempotency_records_purge(*, now: datetime | None = None) -> int:
+    """Delete every expired record. Run by beat: a key that is never used again would
+    otherwise keep its stored response forever (``idempotency_begin`` only purges the
+    expired records of the API key it is serving)."""
+    deleted, _ = IdempotencyRecord.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted
 
 
 def _raw_body(request: Request) -> bytes:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -10,12 +13,33 @@ from apps.core.errors import ServiceError
 from apps.operator.admin_tools import AuditedAdminMixin, CappedCountPaginator, bounded
 from apps.operator.services import audit_record
 
-from .models import WebhookDelivery, WebhookEndpoint, WebhookEvent
-from .services import delivery_resend
+from .models import SUBSCRIBABLE_EVENT_TYPES, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from .services import delivery_resend, endpoint_update
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    class Meta:
+        model = WebhookEndpoint
+        fields = ("description", "event_types", "is_enabled")
+
+    def clean_event_types(self) -> Any:
+        value = self.cleaned_data["event_types"]
+        if not isinstance(value, list) or not all(
+            isinstance(t, str) and t in SUBSCRIBABLE_EVENT_TYPES for t in value
+        ):
+            raise forms.ValidationError(
+                "A list of event types from: " + ", ".join(SUBSCRIBABLE_EVENT_TYPES) + "."
+            )
+        return value
 
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Operators may pause an endpoint or change its subscriptions; its URL is the customer's
+    (changed by them, through the URL guard). Saving goes through ``endpoint_update``, so
+    enabling an endpoint clears its failure record exactly as in the dashboard."""
+
+    form = WebhookEndpointForm
     list_display = (
         "url",
         "organization",
@@ -27,11 +51,32 @@ class WebhookEndpointAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_filter = ("is_enabled",)
     list_select_related = ("organization",)
     search_fields = ("url", "description", "organization__name")
-    readonly_fields = ("organization", "disabled_at", "failing_since", "created_at", "updated_at")
+    readonly_fields = (
+        "organization",
+        "url",
+        "disabled_reason",
+        "disabled_at",
+        "failing_since",
+        "created_at",
+        "updated_at",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Endpoints are created by their organization, through the URL guard of the service.
         return False
+
+    def perform_save(
+        self, request: HttpRequest, obj: WebhookEndpoint, form: Any, change: bool
+    ) -> None:
+        saved = endpoint_update(
+            organization=obj.organization,
+            endpoint_id=obj.pk,
+            description=obj.description,
+            event_types=obj.event_types,
+            is_enabled=obj.is_enabled,
+        )
+        for field in ("is_enabled", "disabled_reason", "disabled_at", "failing_since"):
+            setattr(obj, field, getattr(saved, field))
 
 
 class DeliveryInline(admin.TabularInline):
@@ -62,6 +107,10 @@ class WebhookEventAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # The outbox and its attempt log are evidence; the retention purge removes old ones.
         return False
 
 
@@ -98,10 +147,21 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Inspection only: saving the page would write a stale copy over a worker's outcome.
+        return False
+
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.action(description="Resend the messages of the selected deliveries")
+    def has_resend_permission(self, request: HttpRequest) -> bool:
+        # The page is read-only for everyone; resending is a write and needs the change right.
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+    @admin.action(
+        description="Resend the messages of the selected deliveries", permissions=["resend"]
+    )
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         rows = bounded(self, request, queryset.select_related("organization", "event"))
         if rows is None:

@@ -26,6 +26,12 @@ def rotation_overlap() -> timedelta:
     return timedelta(hours=float(getattr(settings, "WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", 24)))
 
 
+def retention() -> timedelta | None:
+    """How long finished messages and their attempt log are kept; None keeps them forever."""
+    days = float(getattr(settings, "WEBHOOK_RETENTION_DAYS", 30))
+    return timedelta(days=days) if days > 0 else None
+
+
 def request_timeout() -> Timeout:
     return Timeout(
         connect=float(getattr(settings, "WEBHOOK_CONNECT_TIMEOUT", 5.0)),
@@ -47,3 +53,5 @@ RESPONSE_LOG_BYTES = 2048
 #: A delivery task stops taking new work after this many seconds (Celery's soft limit is 60 s);
 #: whatever is left is picked up by the beat task.
 WORKER_TIME_BUDGET = 40.0
+#: Finished messages deleted per transaction by the retention purge.
+PURGE_BATCH = 1000

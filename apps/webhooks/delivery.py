@@ -203,6 +203,14 @@ def _claim(
             .first()
         )
         if delivery is None:
+            if wait:
+                # A successor superseded by a newer progress message while we were sending
+                # its predecessor: the chain goes on with the next pending one.
+                superseded = WebhookEvent.objects.filter(
+                    pk=event_id, state=EventState.SUPERSEDED
+                ).first()
+                if superseded is not None:
+                    return DeliveryResult(delivery=None, successor_id=_successor(superseded))
             return DeliveryResult(delivery=None, successor_id=None)
         event = WebhookEvent.objects.select_related("endpoint").get(pk=event_id)
         if _held(event):

@@ -12,6 +12,11 @@ Delivery is at-least-once from a durable outbox (SPEC §7):
   so a message lost between commit and delivery, or a worker killed mid-request, only delays it.
 * For one task and one target, message N+1 is held back while message N is still pending, so a
   receiver never sees a later state followed by an earlier one.
+* While a target is down, progress snapshots would pile up behind the held message, one per
+  percent. A new progress-only message (same status as the message before it) therefore
+  supersedes the held, never-attempted progress-only messages directly ahead of it: the
+  receiver still gets every status change, in order, and the latest progress, not each step.
+* Finished messages and their attempt log are deleted after ``WEBHOOK_RETENTION_DAYS``.
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ class EventState(models.TextChoices):
     PENDING = "pending", "Pending"
     SUCCEEDED = "succeeded", "Succeeded"
     DEAD = "dead", "Dead"
+    SUPERSEDED = "superseded", "Superseded by a newer progress message (not sent)"
 
 
 class WebhookEvent(models.Model):
@@ -147,6 +153,13 @@ class WebhookEvent(models.Model):
     sequence = models.PositiveIntegerField(
         default=0, help_text="Order of this message among the task's messages to this target."
     )
+    task_status = models.CharField(
+        max_length=16, blank=True, help_text="The task's status this message reports."
+    )
+    progress_only = models.BooleanField(
+        default=False,
+        help_text="Reports the same status as the previous message to this target (progress).",
+    )
     state = models.CharField(max_length=16, choices=EventState.choices, default=EventState.PENDING)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -163,6 +176,12 @@ class WebhookEvent(models.Model):
         indexes = [
             models.Index(fields=["task", "target_key", "state"], name="whev_task_chain"),
             models.Index(fields=["organization", "-created_at"], name="whev_org_recent"),
+            # The retention purge: finished messages, oldest first.
+            models.Index(
+                fields=["finished_at"],
+                condition=~models.Q(state="pending"),
+                name="whev_finished",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -178,6 +197,7 @@ class DeliveryState(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed (retry scheduled)"
     DEAD = "dead", "Dead (no more retries)"
+    SUPERSEDED = "superseded", "Superseded (not sent)"
 
 
 class DeliveryTrigger(models.TextChoices):

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -30,7 +31,7 @@ from apps.tasks.enums import Status
 from apps.tasks.models import Task
 
 from . import clock
-from .conf import DISPATCH_LEASE, rotation_overlap
+from .conf import DISPATCH_LEASE, PURGE_BATCH, WORKER_TIME_BUDGET, retention, rotation_overlap
 from .models import (
     SUBSCRIBABLE_EVENT_TYPES,
     DeliveryState,
@@ -297,12 +298,25 @@ def _event_create(
 ) -> WebhookEvent:
     now = clock.now()
     sequence = 0
+    task_status = ""
+    progress_only = False
     if task is not None:
-        # The caller holds the task's row lock, so this max cannot race another publisher.
-        last = WebhookEvent.objects.filter(task=task, target_key=target_key).aggregate(
-            last=Max("sequence")
-        )["last"]
-        sequence = (last or 0) + 1
+        # The caller holds the task's row lock, so reading the last message cannot race
+        # another publisher of this task.
+        task_status = task.status
+        last = (
+            WebhookEvent.objects.filter(task=task, target_key=target_key)
+            .order_by("-sequence")
+            .values("sequence", "task_status")
+            .first()
+        )
+        if last is not None:
+            sequence = last["sequence"] + 1
+            progress_only = (
+                event_type == EventType.TASK_UPDATED and last["task_status"] == task_status
+            )
+        else:
+            sequence = 1
     event = WebhookEvent.objects.create(
         msg_id=_msg_id(),
         organization_id=organization_id,
@@ -313,6 +327,8 @@ def _event_create(
         url=url,
         target_key=target_key,
         sequence=sequence,
+        task_status=task_status,
+        progress_only=progress_only,
         created_at=now,
     )
     WebhookDelivery.objects.create(
@@ -327,7 +343,61 @@ def _event_create(
         url=url,
         created_at=now,
     )
+    if progress_only:
+        _supersede_held_progress(event, now)
     return event
+
+
+def _supersede_held_progress(newest: WebhookEvent, now: datetime) -> int:
+    """Retire the held progress-only messages directly ahead of ``newest`` (also progress-only).
+
+    Only messages that wait behind an earlier pending one of the same chain and were never
+    attempted qualify: the head of the chain (being sent or waiting for its retry) is left
+    alone, a status change is never dropped, and what remains keeps its order. The receiver
+    gets every status change and the newest progress instead of one message per step.
+    """
+    pending = list(
+        WebhookEvent.objects.filter(
+            task_id=newest.task_id,
+            target_key=newest.target_key,
+            state=EventState.PENDING,
+            sequence__lt=newest.sequence,
+        )
+        .order_by("sequence")
+        .values_list("pk", "progress_only")
+    )
+    # The progress-only run just ahead of ``newest``, without the chain's head.
+    run: list[int] = []
+    for pk, is_progress in reversed(pending[1:]):
+        if not is_progress:
+            break
+        run.append(pk)
+    if not run:
+        return 0
+    # Lock the attempts: a worker claiming one at this moment wins, and it is kept.
+    doomed = list(
+        WebhookDelivery.objects.select_for_update(of=("self",))
+        .filter(
+            event_id__in=run,
+            state=DeliveryState.PENDING,
+            trigger=DeliveryTrigger.AUTO,
+            attempt=1,
+            attempted_at__isnull=True,
+            claimed_until__isnull=True,
+        )
+        .values_list("pk", "event_id")
+    )
+    if not doomed:
+        return 0
+    WebhookDelivery.objects.filter(pk__in=[pk for pk, _ in doomed]).update(
+        state=DeliveryState.SUPERSEDED,
+        dispatched_until=None,
+        error=f"Not sent: superseded by the newer progress message {newest.msg_id}.",
+    )
+    WebhookEvent.objects.filter(
+        pk__in=[event_id for _, event_id in doomed], state=EventState.PENDING
+    ).update(state=EventState.SUPERSEDED, finished_at=now)
+    return len(doomed)
 
 
 _STATUS_EVENT_TYPES: dict[str, str] = {
@@ -477,3 +547,46 @@ def delivery_resend(*, organization: Organization, delivery_id: Any) -> WebhookD
     )
     _enqueue_on_commit([event.pk])
     return attempt
+
+
+# --- Retention -----------------------------------------------------------------------------------
+
+
+def webhook_messages_purge(
+    *,
+    older_than: timedelta | None = None,
+    batch_size: int = PURGE_BATCH,
+    time_budget: float = WORKER_TIME_BUDGET,
+) -> int:
+    """Delete finished messages (and their attempts) that finished more than ``older_than`` ago.
+
+    Defaults to ``WEBHOOK_RETENTION_DAYS``; a retention of 0 keeps everything. A pending
+    message is never deleted, whatever its age. Works in short batches, each in its own
+    transaction, and stops after ``time_budget`` seconds; the next run carries on. Returns the
+    number of messages deleted.
+    """
+    keep = older_than if older_than is not None else retention()
+    if keep is None:
+        return 0
+    cutoff = clock.now() - keep
+    started = time.monotonic()
+    deleted = 0
+    while time.monotonic() - started < time_budget:
+        with transaction.atomic():
+            # Locked, and re-checked under the lock: a resend that makes a message pending
+            # again either waits for us or is skipped and keeps its message.
+            ids = list(
+                WebhookEvent.objects.select_for_update(skip_locked=True)
+                .filter(finished_at__lt=cutoff)
+                .exclude(state=EventState.PENDING)
+                .order_by("finished_at")
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                break
+            WebhookDelivery.objects.filter(event_id__in=ids).delete()
+            WebhookEvent.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
+    if deleted:
+        logger.info("webhook messages purged", extra={"deleted": deleted})
+    return deleted

@@ -219,6 +219,13 @@ CELERY_BEAT_SCHEDULE["webhooks-deliver-due"] = {
     "task": "webhooks.deliver_due",
     "schedule": float(env_int("WEBHOOK_DELIVER_DUE_INTERVAL", 5)),
 }
+# Retention: finished webhook messages older than WEBHOOK_RETENTION_DAYS, and expired
+# Idempotency-Key records (24 h), are deleted hourly.
+CELERY_BEAT_SCHEDULE["webhooks-purge"] = {"task": "webhooks.purge", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["core-purge-idempotency-records"] = {
+    "task": "core.purge_idempotency_records",
+    "schedule": 3600.0,
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Django REST framework and the OpenAPI schema ---------------------------------------------
@@ -302,6 +309,9 @@ WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", 
 WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 5.0)
 # After a secret rotation the previous secret keeps signing (both signatures sent) this long.
 WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS", 24.0)
+# Finished webhook messages and their attempt log are deleted this many days after they
+# finished (pending ones never are); 0 keeps them forever.
+WEBHOOK_RETENTION_DAYS = env_float("WEBHOOK_RETENTION_DAYS", 30.0)
 
 # --- Stripe -----------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY the product runs and buying answers that payments are unavailable.
