@@ -515,3 +515,69 @@ def test_cors_preflight(path):
     assert response["Access-Control-Allow-Origin"] == "*"
     allowed = {h.strip() for h in response["Access-Control-Allow-Headers"].split(",")}
     assert {"content-type", "mj-api-secret", "authorization"} <= allowed
+
+
+def test_imagine_takes_the_deprecated_single_base64(funded, live_key, client_for, sandbox):
+    """The proxy's first API (still sent by chat web UIs) gave one reference image as base64."""
+    answer = (
+        client_for(live_key)
+        .post(IMAGINE, {"prompt": "a fox", "base64": png_data_url((1, 2, 3))}, format="json")
+        .json()
+    )
+    assert answer["code"] == 1, answer
+    assert len(Task.objects.get(pk=answer["result"]).inputs) == 1
+    # base64Array wins when both are sent.
+    both = (
+        client_for(live_key)
+        .post(
+            IMAGINE,
+            {
+                "prompt": "a fox",
+                "base64": "not an image",
+                "base64Array": [png_data_url((1, 2, 3)), png_data_url((4, 5, 6))],
+            },
+            format="json",
+        )
+        .json()
+    )
+    assert both["code"] == 1, both
+    assert len(Task.objects.get(pk=both["result"]).inputs) == 2
+
+
+def test_real_client_bodies_with_extra_fields_are_accepted(
+    funded, live_key, client_for, finished_imagine
+):
+    """Bodies as popular clients send them: empty hooks, filters, flags we do not know."""
+    client = client_for(live_key)
+    imagine = client.post(
+        IMAGINE,
+        {
+            "prompt": "a cat --ar 1:1",
+            "base64Array": [],
+            "instanceId": "",
+            "modes": [],
+            "notifyHook": "",
+            "remix": True,
+            "state": "",
+            "botType": "MID_JOURNEY",
+            "accountFilter": {"channelId": "", "instanceId": "", "modes": [], "remark": ""},
+            "seed": 42,
+        },
+        format="json",
+    ).json()
+    assert imagine["code"] in (1, 22), imagine
+    task = Task.objects.get(pk=imagine["result"])
+    assert (task.state, task.notify_hook, task.mode) == ("", "", Mode.FAST)
+    grid = finished_imagine()
+    action = client.post(
+        "/mj/submit/action",
+        {
+            "chooseSameChannel": True,
+            "customId": _button(grid, "U2"),
+            "taskId": grid.pk,
+            "notifyHook": "",
+            "state": "",
+        },
+        format="json",
+    ).json()
+    assert action["code"] in (1, 22), action

@@ -225,11 +225,16 @@ class ImagineView(SubmitView):
         # The niji bot is Midjourney's anime model: on one upstream it is the --niji flag.
         if text_field(data, "botType").upper() == "NIJI_JOURNEY" and "--niji" not in prompt:
             prompt = f"{prompt} --niji".strip()
+        images = string_list(data, "base64Array")
+        if not images and text_field(data, "base64"):
+            # The proxy's first API took one reference image as ``base64``; it still accepts
+            # it (deprecated) and clients such as chat web UIs still send it.
+            images = [text_field(data, "base64")]
         return task_submit(
             caller=self.caller,
             action=Action.IMAGINE,
             prompt=prompt,
-            images=string_list(data, "base64Array"),
+            images=images,
             mode=_requested_mode(data),
             path_mode=self.path_mode,
             delivery=_delivery(data),
