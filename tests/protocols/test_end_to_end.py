@@ -121,7 +121,7 @@ def test_ttapi_imagine_fetch_and_upsample(api):
     by_post = api.post("/midjourney/v1/fetch", {"jobId": job_id}, format="json").json()
     assert by_get == by_post
     assert by_get["status"] == "SUCCESS"
-    assert by_get["data"]["quota"] == 14000
+    assert by_get["data"]["quota"] == "14000"
     assert all(downloadable(url) for url in [by_get["data"]["cdnImage"], *by_get["data"]["images"]])
     action = api.post(
         "/midjourney/v1/action", {"jobId": job_id, "action": "upsample1"}, format="json"

@@ -27,6 +27,7 @@ DATA_KEYS = {
     "finalPrompt",
     "description",
     "cdnImage",
+    "discordImage",
     "images",
     "components",
     "seed",
@@ -65,7 +66,7 @@ def test_imagine_fetch_get_and_post_then_upsample(funded, live_key, client_for, 
     assert submitted.json() == {
         "status": "SUCCESS",
         "message": "success",
-        "data": {"jobId": job_id},
+        "data": {"jobId": job_id, "job_id": job_id},
     }
     task = Task.objects.get(pk=job_id)
     assert (task.protocol, task.mode, task.notify_hook) == (
@@ -75,7 +76,7 @@ def test_imagine_fetch_get_and_post_then_upsample(funded, live_key, client_for, 
     )
     on_queue = client.get(f"{BASE}/fetch", {"jobId": job_id}).json()
     assert on_queue["status"] == "ON_QUEUE"
-    assert on_queue["data"]["quota"] == 0
+    assert (on_queue["data"]["quota"], on_queue["data"]["progress"]) == ("0", "0")
     run_to_completion(job_id)
 
     by_get = client.get(f"{BASE}/fetch", {"jobId": job_id})
@@ -88,9 +89,10 @@ def test_imagine_fetch_get_and_post_then_upsample(funded, live_key, client_for, 
     data = body["data"]
     assert set(data) == DATA_KEYS
     assert data["status"] == "SUCCESS"
-    assert data["progress"] == 100
+    assert data["progress"] == "100"
     assert data["action"] == "imagine"
-    assert data["quota"] == 7000
+    assert data["quota"] == "7000"
+    assert data["discordImage"] == data["cdnImage"]
     assert data["mode"] == "relax"
     assert data["seed"] == str(Task.objects.get(pk=job_id).seed)
     assert data["components"] == [
@@ -112,7 +114,7 @@ def test_imagine_fetch_get_and_post_then_upsample(funded, live_key, client_for, 
     assert fetched["images"] is None  # getUImages was not asked for on this call
     assert "high_variation" in fetched["components"]
     assert "outpaint_2x" in fetched["components"]
-    assert fetched["quota"] == 1750
+    assert fetched["quota"] == "1750"
 
 
 def test_imagine_without_get_u_images_has_no_images(funded, live_key, client_for, sandbox):
@@ -141,6 +143,7 @@ def test_status_names(funded, live_key, client_for, status, expected):
     )
     body = client_for(live_key).get(f"{BASE}/fetch", {"jobId": task.pk}).json()
     assert body["status"] == body["data"]["status"] == expected
+    assert (body["data"]["progress"], body["data"]["quota"]) == ("30", "0")
 
 
 def test_action_names_and_inpaint(funded, live_key, client_for, finished_imagine):

@@ -48,21 +48,26 @@ def quota(task: Task) -> int:
 
 
 def job_data(task: Task) -> dict[str, Any]:
+    """TTAPI sends ``progress`` and ``quota`` as strings of digits (``"100"``, ``"2"``): typed
+    TTAPI clients declare them so, and a number would not parse into their string field."""
     want_splits = bool(ttapi_options(task).get("getUImages"))
     splits = result_split_urls(task) if want_splits else []
+    image = result_image_url(task)
     return {
         "jobId": task.id,
         "action": action_name(task),
         "status": JOB_STATUS.get(task.status, ON_QUEUE),
-        "progress": 100 if task.status == Status.SUCCESS else int(task.progress or 0),
+        "progress": str(100 if task.status == Status.SUCCESS else int(task.progress or 0)),
         "prompt": task.prompt or None,
         "finalPrompt": (task.properties or {}).get("finalPrompt") or task.prompt_en or None,
         "description": task.description or None,
-        "cdnImage": result_image_url(task),
+        "cdnImage": image,
+        # TTAPI's link to the original; ours is the same stable copy.
+        "discordImage": image,
         "images": splits or None,
         "components": ttapi_components(Button.from_dict(b) for b in task.buttons or []),
         "seed": str(task.seed) if task.seed is not None else None,
-        "quota": quota(task),
+        "quota": str(quota(task)),
         "mode": task.mode.lower(),
         "hookUrl": task.notify_hook or None,
         "isTest": task.is_test,

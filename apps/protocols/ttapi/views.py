@@ -118,7 +118,10 @@ def _delivery(data: dict[str, Any], *, options: bool = False) -> Delivery:
 
 
 def _accepted(outcome: SubmitOutcome) -> Response:
-    return Response(envelope(OK, "success", {"jobId": outcome.task.id}))
+    # TTAPI's older documents name the id ``jobId`` and its current ones ``job_id``; clients
+    # exist for both.
+    task_id = outcome.task.id
+    return Response(envelope(OK, "success", {"jobId": task_id, "job_id": task_id}))
 
 
 class SubmitView(TtapiView):
