@@ -63,12 +63,16 @@ class UpstreamAccount(TimeStampedModel):
 class SandboxJob(models.Model):
     """The sandbox upstream's own record of a job, as a real upstream server would keep one.
 
-    One row per task (unique ``task_id``): submitting the same task again finds the existing
-    job instead of starting a second one, which is what makes sandbox submits idempotent.
+    Each sandbox account is an upstream of its own, with at most one live (not cancelled) job
+    per task: submitting the same task to the same account again finds that job instead of
+    starting a second one, which is what makes sandbox submits idempotent (and lets a submit
+    interrupted by a dead worker be adopted). A task an operator moves to another account, or
+    back to one whose job was stopped, gets a fresh job there — not the stalled or cancelled
+    one it was moved away from.
     """
 
     job_id = models.CharField(max_length=40, primary_key=True)
-    task_id = models.CharField(max_length=32, unique=True)
+    task_id = models.CharField(max_length=32, db_index=True)
     account = models.ForeignKey(UpstreamAccount, on_delete=models.CASCADE, related_name="+")
     duration = models.FloatField()
     will_fail = models.BooleanField(default=False)
@@ -76,6 +80,15 @@ class SandboxJob(models.Model):
     submit_calls = models.PositiveIntegerField(default=1)
     cancelled = models.BooleanField(default=False)
     created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "task_id"],
+                condition=models.Q(cancelled=False),
+                name="sandboxjob_one_live_job_per_task",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"sandbox job {self.job_id} for task {self.task_id}"

@@ -126,6 +126,43 @@ def test_fail_rate_picks_the_same_tasks_every_time(engine, organization):
     assert outcome.error_code == ErrorCode.UPSTREAM_REJECTED
 
 
+def test_each_account_runs_its_own_job_and_a_cancelled_job_is_never_reused(engine, organization):
+    first, second = account(duration=5, stall=True), account(duration=5)
+    task = shorten_task(organization)
+    on_first = engine.submit(account=first, task=task).upstream_job_id
+
+    # Moved to another account: a fresh job there, not the first account's stalled one.
+    on_second = engine.submit(account=second, task=task).upstream_job_id
+    assert on_second != on_first
+    assert SandboxJob.objects.get(job_id=on_second).stall is False
+    found = engine.find_job(account=second, task=task)
+    assert found is not None and found.upstream_job_id == on_second
+
+    # Stopping the first account's job leaves the second's running …
+    task.upstream_job_id = on_first
+    engine.cancel(account=first, task=task)
+    jobs = dict(SandboxJob.objects.values_list("job_id", "cancelled"))
+    assert jobs == {on_first: True, on_second: False}
+    # … and a task moved back to the first account gets a fresh job, not the cancelled one.
+    assert engine.find_job(account=first, task=task) is None
+    back = engine.submit(account=first, task=task).upstream_job_id
+    assert back not in (on_first, on_second)
+    assert SandboxJob.objects.filter(task_id=task.pk).count() == 3
+
+
+def test_a_cancelled_job_reports_a_failure(engine, organization):
+    upstream = account(duration=0)
+    task = shorten_task(organization)
+    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+    engine.cancel(account=upstream, task=task)
+    outcome = engine.poll(account=upstream, task=task)
+    assert (outcome.status, outcome.fail_reason, outcome.error_code) == (
+        PollResult.FAILURE,
+        "The sandbox job was cancelled.",
+        ErrorCode.UPSTREAM_ERROR,
+    )
+
+
 def test_cancel_marks_the_job_and_an_unknown_job_is_a_permanent_error(engine, organization):
     upstream = account(duration=5)
     task = shorten_task(organization)

@@ -528,3 +528,23 @@ def test_the_sweeper_stops_at_its_soft_time_limit(caller, clock, sent, monkeypat
     clock.advance(seconds=601)
     with pytest.raises(SoftTimeLimitExceeded):
         tasks_sweep()
+
+
+def test_a_stalled_task_moved_to_another_account_runs_there_on_a_fresh_job(caller, clock, sent):
+    from apps.tasks.services import task_retry_on_another_account
+
+    stalled = sandbox_account("stalled", stall="true")
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    task_start(task_id=task.pk)
+    old_job = Task.objects.get(pk=task.pk).upstream_job_id
+    healthy = sandbox_account("healthy")
+
+    moved = task_retry_on_another_account(task_id=task.pk)
+    assert (moved.account.pk, moved.previous_account_id) == (healthy.pk, stalled.pk)
+    assert SandboxJob.objects.get(job_id=old_job).cancelled is True
+    task = run_to_completion(task.pk)
+    assert (task.status, task.upstream_account_id) == (Status.SUCCESS, healthy.pk)
+    assert task.upstream_job_id != old_job
+    new_job = SandboxJob.objects.get(job_id=task.upstream_job_id)
+    assert (new_job.account_id, new_job.stall, new_job.cancelled) == (healthy.pk, False, False)
+    assert kinds(task.pk) == [EntryKind.HOLD, EntryKind.CAPTURE]

@@ -21,6 +21,7 @@ from apps.engines.base import (
     PollResult,
     ResultImage,
     SubmitResult,
+    TemporaryEngineError,
     register,
 )
 from apps.engines.models import SandboxJob, UpstreamAccount
@@ -74,11 +75,10 @@ class SandboxEngine(Engine):
 
     def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
         options = account.options or {}
-        job_id = secrets.token_hex(16)
         try:
             with transaction.atomic():
                 job = SandboxJob.objects.create(
-                    job_id=job_id,
+                    job_id=secrets.token_hex(16),
                     task_id=task.pk,
                     account=account,
                     duration=_option_float(options, "duration", DEFAULT_DURATION),
@@ -87,22 +87,43 @@ class SandboxEngine(Engine):
                     created_at=timezone.now(),
                 )
         except IntegrityError:
-            SandboxJob.objects.filter(task_id=task.pk).update(submit_calls=F("submit_calls") + 1)
-            job = SandboxJob.objects.get(task_id=task.pk)
+            # This account runs a live job for the task already (an earlier submit): that one.
+            live = SandboxJob.objects.filter(task_id=task.pk, account=account, cancelled=False)
+            live.update(submit_calls=F("submit_calls") + 1)
+            found = live.first()
+            if found is None:  # stopped between our insert and this read: ask again later
+                raise TemporaryEngineError(
+                    "The sandbox job changed while it was submitted."
+                ) from None
+            job = found
         return SubmitResult(upstream_job_id=job.job_id)
 
     def find_job(self, *, account: UpstreamAccount, task: Task) -> SubmitResult | None:
-        job_id = SandboxJob.objects.filter(task_id=task.pk).values_list("job_id", flat=True).first()
+        job_id = (
+            SandboxJob.objects.filter(task_id=task.pk, account=account, cancelled=False)
+            .values_list("job_id", flat=True)
+            .first()
+        )
         return SubmitResult(upstream_job_id=job_id) if job_id else None
 
     def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
-        SandboxJob.objects.filter(task_id=task.pk).update(cancelled=True)
+        # The job the task names; only one recorded nowhere yet is found by task and account.
+        if task.upstream_job_id:
+            SandboxJob.objects.filter(job_id=task.upstream_job_id).update(cancelled=True)
+        else:
+            SandboxJob.objects.filter(task_id=task.pk, account=account).update(cancelled=True)
 
     def poll(self, *, account: UpstreamAccount, task: Task) -> PollResult:
         job = SandboxJob.objects.filter(job_id=task.upstream_job_id).first()
         if job is None:
             raise PermanentEngineError(
                 "The sandbox has no record of this job.", error_code=ErrorCode.UPSTREAM_ERROR
+            )
+        if job.cancelled:
+            return PollResult(
+                status=PollResult.FAILURE,
+                fail_reason="The sandbox job was cancelled.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             )
         elapsed = (timezone.now() - job.created_at).total_seconds()
         if job.stall:
