@@ -135,10 +135,15 @@ def test_every_api_route_is_classified():
 @pytest.fixture
 def foreign(other_organization, outsider_key, fund) -> dict[str, Any]:
     fund(other_organization, 50_000)
+    return objects_of(other_organization, outsider_key.api_key)
+
+
+def objects_of(organization, api_key) -> dict[str, Any]:
+    """A funded organization's objects, by the path parameter (or body field) that names them."""
     job_hash = "a" * 32
     buttons = [b.as_dict() for b in buttons_for(Action.IMAGINE, job_hash=job_hash, is_grid=True)]
     succeeded = Task.objects.create(
-        organization=other_organization,
+        organization=organization,
         action=Action.IMAGINE,
         status=Status.SUCCESS,
         prompt="theirs",
@@ -147,32 +152,32 @@ def foreign(other_organization, outsider_key, fund) -> dict[str, Any]:
         seed=42,
     )
     modal = Task.objects.create(
-        organization=other_organization,
+        organization=organization,
         action=Action.VARIATION,
         status=Status.MODAL,
         params={"variant": "inpaint"},
         prompt_en="theirs",
     )
     queued = Task.objects.create(
-        organization=other_organization, action=Action.IMAGINE, status=Status.NOT_START
+        organization=organization, action=Action.IMAGINE, status=Status.NOT_START
     )
     objects: dict[str, Any] = {
         "task": succeeded.pk,
         "modal": modal.pk,
         "custom_id": buttons[0]["customId"],
         "task_id": [succeeded.pk, modal.pk, queued.pk],
-        "key_id": [outsider_key.api_key.pk],
-        "entry_id": [LedgerEntry.objects.filter(organization=other_organization).first().pk],
+        "key_id": [api_key.pk],
+        "entry_id": [LedgerEntry.objects.filter(organization=organization).first().pk],
     }
     if apps.is_installed("apps.webhooks"):
         from apps.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 
         endpoint = WebhookEndpoint.objects.create(
-            organization=other_organization, url="https://hooks.example/theirs"
+            organization=organization, url="https://hooks.example/theirs"
         )
         event = WebhookEvent.objects.create(
-            msg_id="msg_bola_theirs",
-            organization=other_organization,
+            msg_id=f"msg_bola_{organization.pk}",
+            organization=organization,
             event_type="task.updated",
             body="{}",
             endpoint=endpoint,
@@ -180,7 +185,7 @@ def foreign(other_organization, outsider_key, fund) -> dict[str, Any]:
             state="failed",
         )
         delivery = WebhookDelivery.objects.create(
-            organization=other_organization,
+            organization=organization,
             event=event,
             endpoint=endpoint,
             state="failed",
