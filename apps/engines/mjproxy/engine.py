@@ -30,12 +30,14 @@ import math
 import mimetypes
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from apps.core.http import (
     OutboundHTTPError,
@@ -70,6 +72,15 @@ STATE_PREFIX = "mjgate:"
 MAX_IN_FLIGHT_LOOKUP = 1000
 #: A finished job reported by a callback is remembered this long for the poll that applies it.
 CALLBACK_SNAPSHOT_SECONDS = 600
+#: ``engine_state`` keys: polls in a row whose answer did not list the job, and since when.
+MISSING_POLLS = "missing_polls"
+MISSING_SINCE = "missing_since"
+#: A job the upstream has stopped listing (a proxy restarted without persistence, an operator
+#: cleared its tasks) is lost for good once it has been missing from this many answers in a
+#: row *and* for this long: the task then fails with its hold released, instead of waiting
+#: for the run timeout. Both, so neither a fast poll interval nor one slow round decides it.
+MAX_MISSING_POLLS = 5
+MISSING_GRACE_SECONDS = 120.0
 
 
 _BOOL_WORDS = frozenset({"0", "1", "true", "false", "yes", "no", "on", "off"})
@@ -369,9 +380,11 @@ class MjproxyEngine(Engine):
             # For a status request this is just a failed round: ask again next time.
             raise TemporaryEngineError(exc.message, error_code=exc.error_code) from exc
         if upstream is None:
-            # Not (yet) listed by the upstream; the run timeout ends a job it lost for good.
-            return PollResult(status=PollResult.RUNNING, progress=task.progress)
+            return self._missing(task)
         view = mapping.upstream_view(upstream, action=task.action)
+        if view.status == PollResult.RUNNING and (task.engine_state or {}).get(MISSING_POLLS):
+            # Listed again: whatever hid it was passing.
+            return replace(view.poll_result(), state={MISSING_POLLS: 0, MISSING_SINCE: None})
         if view.status != PollResult.SUCCESS:
             return view.poll_result()
         self._remember_buttons(task, view.buttons)
@@ -381,6 +394,28 @@ class MjproxyEngine(Engine):
             image=self._result_image(account, task, view),
             is_grid=view.is_grid,
             properties=view.properties,
+        )
+
+    @staticmethod
+    def _missing(task: Task) -> PollResult:
+        """The upstream's answer does not list the job: wait a little, then give it up."""
+        state = task.engine_state or {}
+        missing = _int(state.get(MISSING_POLLS)) + 1
+        now = timezone.now().timestamp()
+        try:
+            since = float(state.get(MISSING_SINCE) or now)
+        except (TypeError, ValueError):
+            since = now
+        if missing >= MAX_MISSING_POLLS and now - since >= MISSING_GRACE_SECONDS:
+            raise PermanentEngineError(
+                "The upstream no longer knows this job (it stopped listing it), so it cannot "
+                "finish.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        return PollResult(
+            status=PollResult.RUNNING,
+            progress=task.progress,
+            state={MISSING_POLLS: missing, MISSING_SINCE: since},
         )
 
     def upstream_task(self, account: UpstreamAccount, task: Task) -> Mapping[str, Any] | None:

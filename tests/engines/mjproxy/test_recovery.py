@@ -197,3 +197,61 @@ def test_a_server_error_on_submit_is_an_unknown_outcome_not_a_requeue(funded, li
     marker = f"mjgate:{task.pk}"
     assert fake.submits_per_state() == {marker: 2}
     assert [job.state for job in fake.jobs.values()] == [marker]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = timezone.now()
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_job_the_upstream_stops_listing_fails_uncharged_after_a_grace(
+    funded, live_key, fake, monkeypatch
+):
+    from apps.engines.mjproxy.engine import (
+        MAX_MISSING_POLLS,
+        MISSING_GRACE_SECONDS,
+        MISSING_POLLS,
+    )
+
+    clock = _Clock()
+    monkeypatch.setattr(timezone, "now", clock)
+    mjproxy_account(fake)
+    caller = Caller(organization=funded, api_key=live_key.api_key)
+    task = start(task_submit(caller=caller, action=Action.IMAGINE, prompt="a windmill").task.pk)
+    assert task.status == Status.IN_PROGRESS
+    job_id = task.upstream_job_id
+    fake.set_progress(job_id, 30)
+    assert poll(task.pk).progress == 30
+
+    forgotten = fake.jobs.pop(job_id)  # the proxy restarted without its task store
+    for missing in range(1, MAX_MISSING_POLLS + 3):
+        task = poll(task.pk)
+        assert (task.status, task.progress) == (Status.IN_PROGRESS, 30)
+        assert task.engine_state[MISSING_POLLS] == missing
+    # Missed often enough, but not for long enough: a slow spell is not a lost job.
+    clock.now += timedelta(seconds=MISSING_GRACE_SECONDS - 1)
+    assert poll(task.pk).status == Status.IN_PROGRESS
+
+    # Listed again: the count starts over.
+    fake.jobs[job_id] = forgotten
+    task = poll(task.pk)
+    assert task.status == Status.IN_PROGRESS
+    assert task.engine_state[MISSING_POLLS] == 0
+    del fake.jobs[job_id]
+    clock.now += timedelta(seconds=MISSING_GRACE_SECONDS)
+    for _ in range(MAX_MISSING_POLLS - 1):
+        assert poll(task.pk).status == Status.IN_PROGRESS
+    clock.now += timedelta(seconds=MISSING_GRACE_SECONDS)
+    task = poll(task.pk)
+    assert (task.status, task.error_code) == (Status.FAILURE, ErrorCode.UPSTREAM_ERROR)
+    assert task.fail_reason == (
+        "The upstream no longer knows this job (it stopped listing it), so it cannot finish."
+    )
+    kinds = list(
+        LedgerEntry.objects.filter(task_id=task.pk).order_by("id").values_list("kind", flat=True)
+    )
+    assert kinds == [EntryKind.HOLD, EntryKind.RELEASE]
+    assert balance_get(organization=funded).held == 0
