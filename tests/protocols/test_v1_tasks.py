@@ -232,3 +232,34 @@ def test_read_only_and_flagless_keys(funded, make_key, client_for):
     assert no_flag.status_code == 403
     assert no_flag.json()["error"]["message"] == "API key lacks the midjourney permission"
     assert Task.objects.count() == 0
+
+
+def test_cursor_pagination_is_stable_when_created_at_ties(funded, live_key, client_for):
+    """Tasks accepted in the same microsecond (a bulk import, a coarse clock) are each listed
+    exactly once, forwards and backwards, whatever the page size."""
+    from django.utils import timezone
+
+    same = timezone.now()
+    tasks = [Task.objects.create(organization=funded, action=Action.IMAGINE) for _ in range(7)]
+    Task.objects.filter(pk__in=[t.pk for t in tasks[1:6]]).update(created_at=same)
+    expected = list(
+        Task.objects.filter(organization=funded)
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+    )
+    client = client_for(live_key)
+    for limit in (1, 2, 3, 5):
+        pages = [client.get(TASKS, {"limit": limit}).json()]
+        while pages[-1]["next"]:
+            pages.append(client.get(pages[-1]["next"]).json())
+        assert [t["id"] for p in pages for t in p["results"]] == expected, limit
+        backwards = [pages[-1]]
+        while backwards[-1]["previous"]:
+            backwards.append(client.get(backwards[-1]["previous"]).json())
+        assert [t["id"] for p in reversed(backwards) for t in p["results"]] == expected, limit
+        assert backwards[-1]["results"] == pages[0]["results"]
+    # A forged cursor is a bad parameter, not a server error.
+    for forged in ("e30", "eyJiIjoxLCJ0IjoiMjAyNCIsImkiOjF9", "!!!"):
+        bad = client.get(TASKS, {"cursor": forged})
+        assert bad.status_code == 400, forged
+        assert bad.json()["error"]["details"] == {"cursor": "Use a cursor this API returned."}

@@ -19,8 +19,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound as DRFNotFound
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -33,7 +31,7 @@ from apps.api_keys.services import (
 )
 from apps.billing.selectors import balance_get
 from apps.core.api import OrganizationAPIView
-from apps.core.errors import NotFound, ValidationFailed
+from apps.core.errors import NotFound
 from apps.tasks.buttons import Button, resolve_alias
 from apps.tasks.models import Protocol
 from apps.tasks.selectors import task_get, task_list
@@ -48,6 +46,7 @@ from apps.tasks.services import (
 )
 
 from ..common import caller_of
+from .pagination import NewestFirstPagination
 from .serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
@@ -107,21 +106,6 @@ class BalanceView(OrganizationAPIView):
 # --- tasks -----------------------------------------------------------------------------------
 
 
-class TaskPagination(CursorPagination):
-    ordering = ("-created_at", "-id")
-    page_size = 20
-    page_size_query_param = "limit"
-    max_page_size = 100
-
-    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except DRFNotFound as exc:
-            raise ValidationFailed(
-                "The cursor is invalid.", details={"cursor": "Use a cursor this API returned."}
-            ) from exc
-
-
 def _created(outcome: SubmitOutcome) -> Response:
     return Response(TaskSerializer(outcome.task).data, status=status.HTTP_201_CREATED)
 
@@ -148,8 +132,8 @@ class TaskListView(OrganizationAPIView):
             is_test=params.get("is_test"),
             search=params.get("search"),
         )
-        paginator = TaskPagination()
-        page = paginator.paginate_queryset(tasks, request, view=self)
+        paginator = NewestFirstPagination(limit=params.get("limit"))
+        page = paginator.paginate_queryset(tasks, request)
         return paginator.get_paginated_response(TaskSerializer(page, many=True).data)
 
     @extend_schema(
