@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 
 from apps.accounts.models import Membership, Organization
@@ -76,10 +77,10 @@ def dashboard_view(
             from .views.errors import service_error_response
 
             if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
+                return _navigate(request, redirect_to_login(_page_path(request)))
             membership = current_membership(request)
             if membership is None:
-                return redirect("dashboard:organization-new")
+                return _navigate(request, redirect("dashboard:organization-new"))
             request.membership = membership  # type: ignore[attr-defined]
             request.organization = membership.organization  # type: ignore[attr-defined]
             try:
@@ -94,6 +95,28 @@ def dashboard_view(
         return cast(View, wrapped)
 
     return decorator
+
+
+def _page_path(request: HttpRequest) -> str:
+    """The page the user is on: for an htmx request (a polling card, say), the page that
+    made it, so signing in again returns there rather than to a fragment URL."""
+    if request.headers.get("HX-Request") == "true":
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        if current.netloc == request.get_host() and current.path.startswith("/"):
+            return current.path + (f"?{current.query}" if current.query else "")
+        return "/"
+    return request.get_full_path()
+
+
+def _navigate(request: HttpRequest, response: HttpResponseRedirect) -> HttpResponse:
+    """A redirect, or for htmx a full-page navigation: htmx would follow a 302 itself and
+    swap the sign-in page into whatever element asked (e.g. a task card polling after the
+    session expired)."""
+    if request.headers.get("HX-Request") != "true":
+        return response
+    navigate = HttpResponse(status=200)
+    navigate["HX-Redirect"] = response["Location"]
+    return navigate
 
 
 def organization_of(request: HttpRequest) -> Organization:

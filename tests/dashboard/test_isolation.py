@@ -65,9 +65,13 @@ def test_task_urls(
     assert snapshot(organization) == ledger
 
 
-def test_task_htmx_card_answers_404_too(outsider: User, task: Task) -> None:
-    response = login(outsider).get(f"/tasks/{task.pk}/card/", HTTP_HX_REQUEST="true")
-    assert response.status_code == 404
+def test_task_htmx_card_answers_like_a_missing_task(outsider: User, task: Task) -> None:
+    client = login(outsider)
+    response = client.get(f"/tasks/{task.pk}/card/", HTTP_HX_REQUEST="true")
+    missing = client.get("/tasks/1999999999999999/card/", HTTP_HX_REQUEST="true")
+    # 286 replaces the polling card and stops polling; foreign and missing look the same.
+    assert response.status_code == missing.status_code == 286
+    assert response.content == missing.content.replace(b"1999999999999999", task.pk.encode())
     assert b"our secret prompt" not in response.content
 
 

@@ -200,6 +200,74 @@ def test_follow_up_modal_and_cancel(owner: User, organization: Organization, fun
     assert snapshot(organization)[:2] == (100_000, 0)
 
 
+def test_create_in_test_mode_is_free_and_marked_test(
+    owner: User, organization: Organization
+) -> None:
+    # No tokens at all: a live imagine is refused, a test one runs on the sandbox, free.
+    before = snapshot(organization)
+    client = login(owner)
+    page = client.get("/create/?test=1").content.decode()
+    assert 'name="test_mode" value="on" checked' in page
+    assert 'name="test_mode" value="on" checked' not in client.get("/create/").content.decode()
+    refused = client.post("/create/", {"action": "IMAGINE", "prompt": "a fox", "mode": "FAST"})
+    assert refused.status_code == 400
+    assert Task.objects.count() == 0
+    response = client.post(
+        "/create/",
+        {"action": "IMAGINE", "prompt": "a fox", "mode": "FAST", "test_mode": "on"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    task = Task.objects.get(organization=organization)
+    assert (task.is_test, task.price, task.protocol, task.created_by_id) == (
+        True,
+        0,
+        "dashboard",
+        owner.pk,
+    )
+    assert '<span class="badge warn">Test</span>' in response.content.decode()
+    assert snapshot(organization) == before
+
+
+def test_buttons_of_a_test_task_run_test_follow_ups(
+    owner: User, organization: Organization
+) -> None:
+    """A test task (from a ``mjg_test_`` key or test mode) has working buttons in the dashboard."""
+    before = snapshot(organization)
+    parent = new_task(
+        organization,
+        status=Status.SUCCESS,
+        is_test=True,
+        prompt="a cat",
+        prompt_en="a cat",
+        buttons=[
+            {"customId": "MJ::JOB::upsample::1::abc", "emoji": "", "label": "U1"},
+            {"customId": "MJ::CustomZoom::abc", "emoji": "🔍", "label": "Custom Zoom"},
+        ],
+    )
+    client = login(owner)
+    response = client.post(
+        f"/tasks/{parent.pk}/action/",
+        {"customId": "MJ::JOB::upsample::1::abc"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200, response.content.decode()
+    upscale = Task.objects.get(parent=parent, action=Action.UPSCALE)
+    assert (upscale.is_test, upscale.price, upscale.status) == (True, 0, Status.SUBMITTED)
+    response = client.post(
+        f"/tasks/{parent.pk}/action/", {"customId": "MJ::CustomZoom::abc"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    modal = Task.objects.get(parent=parent, status=Status.MODAL)
+    response = client.post(
+        f"/tasks/{modal.pk}/input/", {"prompt": "a cat --zoom 1.5"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200, response.content.decode()
+    modal.refresh_from_db()
+    assert (modal.is_test, modal.price, modal.status) == (True, 0, Status.SUBMITTED)
+    assert snapshot(organization) == before
+
+
 def test_follow_up_error_is_shown(owner: User, organization: Organization) -> None:
     parent = new_task(organization, status=Status.SUCCESS, buttons=[])
     response = login(owner).post(
@@ -410,3 +478,57 @@ def test_webhook_resend_and_rotate(owner: User, organization: Organization, sett
     assert client.post("/webhooks/secret/rotate/").status_code == 302
     assert client.get("/webhooks/").context["secret"] != created.secret
     assert WebhookSecret.objects.filter(organization=organization).count() == 2
+
+
+def test_polling_stops_on_terminal_tasks(owner: User, organization: Organization) -> None:
+    running = new_task(organization, status=Status.IN_PROGRESS, progress=40)
+    done = new_task(organization, status=Status.SUCCESS)
+    failed = new_task(organization, status=Status.FAILURE, fail_reason="upstream said no")
+    client = login(owner)
+    card = client.get(f"/tasks/{running.pk}/card/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'hx-trigger="every 1s"' in card
+    for task in (done, failed):
+        card = client.get(f"/tasks/{task.pk}/card/", HTTP_HX_REQUEST="true").content.decode()
+        assert "hx-trigger" not in card and "hx-get" not in card
+
+
+def test_a_polling_card_whose_task_is_out_of_view_stops_polling(
+    owner: User, organization: Organization
+) -> None:
+    other = OrganizationFactory()
+    MembershipFactory(user=owner, organization=other, role=Role.OWNER)
+    task = new_task(organization, status=Status.IN_PROGRESS, prompt="our prompt")
+    client = login(owner)
+    client.post("/orgs/switch/", {"organization": other.pk})  # in another tab
+    for task_id in (task.pk, "1999999999999999"):
+        response = client.get(f"/tasks/{task_id}/card/", HTTP_HX_REQUEST="true")
+        # 286 is htmx's "stop polling"; the card is replaced, no error toast every second.
+        assert response.status_code == 286
+        body = response.content.decode()
+        assert "This task is not in the current organization." in body
+        assert "hx-trigger" not in body and "our prompt" not in body
+        assert "HX-Retarget" not in response
+    # A plain request still answers 404.
+    assert client.get(f"/tasks/{task.pk}/card/").status_code == 404
+
+
+def test_htmx_requests_after_the_session_ended_navigate_to_sign_in(
+    client: Any, organization: Organization
+) -> None:
+    task = new_task(organization, status=Status.IN_PROGRESS)
+    response = client.get(
+        f"/tasks/{task.pk}/card/",
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL="http://testserver/create/?test=1",
+    )
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response["HX-Redirect"] == "/accounts/login/?next=/create/%3Ftest%3D1"
+    # A current URL on another host is not trusted as the place to come back to.
+    response = client.get(
+        f"/tasks/{task.pk}/card/",
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL="https://evil.example/phish",
+    )
+    assert response["HX-Redirect"] == "/accounts/login/?next=/"
+    assert client.get("/create/")["Location"] == "/accounts/login/?next=/create/"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import template
 from django.conf import settings
@@ -49,6 +50,13 @@ def action_label(value: str) -> str:
         return str(Action(value).label)
     except ValueError:
         return value
+
+
+@register.filter
+def url_host(url: str) -> str:
+    """Only the host of a URL: where a full webhook URL (which may carry a token) is not for
+    every role to read."""
+    return urlsplit(str(url or "")).netloc or "—"
 
 
 @register.filter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
@@ -13,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.roles import Capability
 from apps.billing.selectors import ledger_list, plan_get, price_table_get
-from apps.core.errors import ServiceError, ValidationFailed
+from apps.core.errors import NotFound, ServiceError, ValidationFailed
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Mode, Status
 from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import task_get, task_list, task_queue_position
@@ -49,10 +50,24 @@ GALLERY_PAGE_SIZE = 24
 IMAGE_ACTIONS = [a for a in Action.values if a not in (Action.DESCRIBE, Action.SHORTEN)]
 
 
+@dataclass(frozen=True)
+class DashboardCaller(Caller):
+    """A person in the dashboard. With no API key to say which kind of task they run,
+    ``test_mode`` does: a test task runs on the built-in sandbox pool and is free, exactly
+    as with a ``mjg_test_`` key (the task services apply the same rules either way)."""
+
+    test_mode: bool = False
+
+    @property
+    def is_test(self) -> bool:
+        return self.test_mode
+
+
 class CreateForm(forms.Form):
     action = forms.ChoiceField(choices=[(a, label) for a, label, _ in CREATE_ACTIONS])
     prompt = forms.CharField(required=False, max_length=8192, widget=forms.Textarea)
     mode = forms.ChoiceField(choices=Mode.choices)
+    test_mode = forms.BooleanField(required=False)
     dimensions = forms.ChoiceField(
         required=False,
         choices=[
@@ -75,9 +90,12 @@ class FilterForm(forms.Form):
     )
 
 
-def _caller(request: HttpRequest) -> Caller:
-    return Caller(
-        organization=organization_of(request), user=request.user, protocol=Protocol.DASHBOARD
+def _caller(request: HttpRequest, *, test_mode: bool = False) -> Caller:
+    return DashboardCaller(
+        organization=organization_of(request),
+        user=request.user,
+        protocol=Protocol.DASHBOARD,
+        test_mode=test_mode,
     )
 
 
@@ -161,7 +179,7 @@ def create(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             try:
                 outcome = task_submit(
-                    caller=_caller(request),
+                    caller=_caller(request, test_mode=data["test_mode"]),
                     action=data["action"],
                     prompt=data["prompt"],
                     images=_uploads(request),
@@ -182,7 +200,13 @@ def create(request: HttpRequest) -> HttpResponse:
             response["HX-Reswap"] = "innerHTML"
             return response
     else:
-        form = CreateForm(initial={"action": Action.IMAGINE, "mode": Mode.FAST})
+        form = CreateForm(
+            initial={
+                "action": Action.IMAGINE,
+                "mode": Mode.FAST,
+                "test_mode": request.GET.get("test") == "1",
+            }
+        )
         error = ""
     plan = plan_get(organization=organization)
     prices = price_table_get(organization=organization)
@@ -214,16 +238,29 @@ def create(request: HttpRequest) -> HttpResponse:
 @require_GET
 @dashboard_view()
 def card(request: HttpRequest, task_id: str) -> HttpResponse:
-    task = task_get(organization=organization_of(request), task_id=task_id)
+    try:
+        task = task_get(organization=organization_of(request), task_id=task_id)
+    except NotFound:
+        if not is_htmx(request):
+            raise
+        # A polling card whose task is gone from view (the organization was switched in
+        # another tab, the membership ended): replace the card and stop polling (htmx: 286),
+        # rather than answering 404 every second.
+        return render(
+            request, "dashboard/partials/task_gone.html", {"task_id": task_id}, status=286
+        )
     return _card(request, task)
 
 
 @require_POST
 @dashboard_view(Capability.CREATE_TASKS)
 def action(request: HttpRequest, task_id: str) -> HttpResponse:
+    # A button runs its follow-up in the parent's kind (test or live), as the same button
+    # would through a key of that kind.
+    parent = task_get(organization=organization_of(request), task_id=task_id)
     try:
         outcome = task_submit_followup(
-            caller=_caller(request),
+            caller=_caller(request, test_mode=parent.is_test),
             parent_id=task_id,
             custom_id=request.POST.get("customId", ""),
         )
@@ -242,7 +279,7 @@ def task_input(request: HttpRequest, task_id: str) -> HttpResponse:
         return _modal(request, task)
     try:
         outcome = task_submit_modal(
-            caller=_caller(request),
+            caller=_caller(request, test_mode=task.is_test),
             task_id=task.pk,
             prompt=request.POST.get("prompt") or None,
             mask=request.POST.get("mask") or None,
@@ -347,6 +384,8 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
             **card_context(request, task),
             "ledger": list(ledger_list(organization=organization, task_id=task.pk)),
             "deliveries": task_deliveries(organization=organization, task=task),
+            # Endpoint URLs may carry a token; members see where a message went, not the URL.
+            "can_see_webhook_urls": can(request, Capability.MANAGE_WEBHOOKS),
             "children": list(task_children(organization=organization, task=task)[:50]),
             "nav": "history",
         },

@@ -88,7 +88,7 @@ def invitation_cancel(request: HttpRequest, invitation_id: int) -> HttpResponse:
 
 
 @require_POST
-@dashboard_view()
+@dashboard_view(Capability.MANAGE_MEMBERS)
 def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
     try:
         changed = membership_change_role(
@@ -109,7 +109,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
 
 
 @require_POST
-@dashboard_view()
+@dashboard_view()  # anyone may leave; removing someone else is checked by the service
 def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
     leaving = membership_of(request).pk == membership_id
     try:
