@@ -17,6 +17,8 @@ from apps.billing.selectors import ledger_list, plan_get, price_table_get
 from apps.core.api import OrganizationAPIView
 from apps.core.errors import ValidationFailed
 
+from .views import _errors
+
 
 class LedgerPagination(CursorPagination):
     """Opaque cursors over ``-id``: stable while new entries keep arriving."""
@@ -88,7 +90,7 @@ class LedgerView(OrganizationAPIView):
             OpenApiParameter("cursor", OpenApiTypes.STR, description="From `next`/`previous`."),
             OpenApiParameter("limit", OpenApiTypes.INT, description="1–200, default 50."),
         ],
-        responses=LedgerPageSerializer,
+        responses={200: LedgerPageSerializer, **_errors(400, 401, 403, 429)},
     )
     def get(self, request: Request) -> Response:
         query = LedgerQuerySerializer(data=request.query_params)
@@ -112,18 +114,21 @@ class PricesView(OrganizationAPIView):
             "`prices[action][mode]` is charged only when a task succeeds (held while it runs). "
             "`allowed_modes` are the modes the organization's plan may use."
         ),
-        responses=inline_serializer(
-            "PriceTable",
-            {
-                "unit": serializers.CharField(),
-                "tokens_per_cny": serializers.IntegerField(),
-                "modes": serializers.ListField(child=serializers.CharField()),
-                "allowed_modes": serializers.ListField(child=serializers.CharField()),
-                "prices": serializers.DictField(
-                    child=serializers.DictField(child=serializers.IntegerField())
-                ),
-            },
-        ),
+        responses={
+            200: inline_serializer(
+                "PriceTable",
+                {
+                    "unit": serializers.CharField(),
+                    "tokens_per_cny": serializers.IntegerField(),
+                    "modes": serializers.ListField(child=serializers.CharField()),
+                    "allowed_modes": serializers.ListField(child=serializers.CharField()),
+                    "prices": serializers.DictField(
+                        child=serializers.DictField(child=serializers.IntegerField())
+                    ),
+                },
+            ),
+            **_errors(401, 403, 429),
+        },
     )
     def get(self, request: Request) -> Response:
         table = price_table_get(organization=self.organization)
@@ -147,16 +152,19 @@ class PlanView(OrganizationAPIView):
             "`unfinished_tasks` counts queued, submitted and running tasks against "
             "`max_unfinished_tasks`; a submit beyond the limit answers 429."
         ),
-        responses=inline_serializer(
-            "Plan",
-            {
-                "code": serializers.CharField(),
-                "name": serializers.CharField(),
-                "max_unfinished_tasks": serializers.IntegerField(),
-                "allowed_modes": serializers.ListField(child=serializers.CharField()),
-                "unfinished_tasks": serializers.IntegerField(),
-            },
-        ),
+        responses={
+            200: inline_serializer(
+                "Plan",
+                {
+                    "code": serializers.CharField(),
+                    "name": serializers.CharField(),
+                    "max_unfinished_tasks": serializers.IntegerField(),
+                    "allowed_modes": serializers.ListField(child=serializers.CharField()),
+                    "unfinished_tasks": serializers.IntegerField(),
+                },
+            ),
+            **_errors(401, 403, 429),
+        },
     )
     def get(self, request: Request) -> Response:
         plan = plan_get(organization=self.organization)

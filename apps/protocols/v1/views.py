@@ -148,7 +148,7 @@ class TaskListView(OrganizationAPIView):
         ),
         parameters=[IDEMPOTENCY_HEADER],
         request=TaskCreateSerializer,
-        responses={201: TaskSerializer, **_errors(400, 401, 402, 403, 404, 409, 422, 429)},
+        responses={201: TaskSerializer, **_errors(400, 401, 402, 403, 404, 409, 413, 422, 429)},
     )
     def post(self, request: Request) -> Response:
         body = TaskCreateSerializer(data=request.data)
@@ -203,7 +203,7 @@ class TaskModalView(OrganizationAPIView):
         summary="Second step of a MODAL task: the mask (vary region) or the prompt",
         parameters=[IDEMPOTENCY_HEADER],
         request=TaskModalSerializer,
-        responses={200: TaskSerializer, **_errors(400, 401, 402, 403, 404, 409, 422, 429)},
+        responses={200: TaskSerializer, **_errors(400, 401, 402, 403, 404, 409, 413, 422, 429)},
     )
     def post(self, request: Request, task_id: str) -> Response:
         body = TaskModalSerializer(data=request.data)
