@@ -135,7 +135,7 @@ class OperatorAuthenticatorAdmin(AuditedAdminMixin, admin.ModelAdmin):
     """Users' second factors: listed, and deletable to reset a locked-out user's MFA (audited).
 
     allauth's own admin shows ``data``, which holds the TOTP secret and the recovery-code seed
-    (in clear unless an MFA adapter encrypts them): a credential. It is never shown here.
+    (encrypted by ``apps.accounts.adapters.MFAAdapter``, still a credential). Never shown here.
     """
 
     list_display = ("user", "type", "created_at", "last_used_at")

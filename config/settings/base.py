@@ -121,6 +121,8 @@ ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[mjgate] "
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+# TOTP secrets and recovery-code seeds are stored encrypted (FIELD_ENCRYPTION_KEYS).
+MFA_ADAPTER = "apps.accounts.adapters.MFAAdapter"
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
 
