@@ -16,6 +16,10 @@ from django.views.decorators.http import require_GET
 
 logger = logging.getLogger(__name__)
 
+#: Seconds the broker check may take per step (connect, then PING): a dead broker answers 503
+#: well within a load balancer's probe timeout.
+BROKER_CHECK_TIMEOUT = 1.0
+
 
 @never_cache
 @require_GET
@@ -43,8 +47,17 @@ def _check_broker() -> None:
             if not os.access(folder, os.W_OK):
                 raise PermissionError(f"broker folder {folder} is not writable")
         return
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
+    # A probe must answer quickly even when the broker host drops packets: without socket
+    # timeouts one connection attempt waits for the kernel (about two minutes), and kombu's
+    # retries would add their back-off on top. One bounded attempt, no retry.
+    with app.connection_for_write(
+        connect_timeout=BROKER_CHECK_TIMEOUT,
+        transport_options={
+            "socket_connect_timeout": BROKER_CHECK_TIMEOUT,
+            "socket_timeout": BROKER_CHECK_TIMEOUT,
+        },
+    ) as conn:
+        conn.ensure_connection(max_retries=0, timeout=BROKER_CHECK_TIMEOUT)
 
 
 def _check_storage() -> None:

@@ -163,12 +163,20 @@ AWS_QUERYSTRING_AUTH = False
 
 # --- Cache (rate limits, idempotency locks) ---------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+# Seconds to connect to Redis and to wait for one answer. kombu's Redis transport waits forever
+# unless told, so a Redis host that drops packets would hang every task publish (and /readyz)
+# until the kernel gives up, about two minutes later; API requests wait on the cache likewise.
+REDIS_SOCKET_TIMEOUT = 2.0
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "mjgate",
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+                "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            },
         }
     }
 else:
@@ -191,7 +199,12 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    # Only the connect timeout: the worker's blocking reads (BRPOP) outlast any short socket
+    # timeout by design.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 3600,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+    }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

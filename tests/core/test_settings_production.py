@@ -3,9 +3,11 @@ settings refuse to start without a real SECRET_KEY or any other required variabl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 INSECURE_DEFAULT = "django-insecure-local-development-key-change-me"
+_FERNET_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 # Variables the settings read that must not leak in from the developer's shell.
 _SCRUB = {
     "DJANGO_SETTINGS_MODULE",
@@ -141,3 +144,61 @@ def test_readme_documents_every_settings_variable():
 
 def test_readme_and_env_example_list_the_same_variables():
     assert sorted(_env_example_variables() ^ _readme_variables()) == []
+
+
+# --- bounded waits on a dead Redis --------------------------------------------------------------
+
+_PROBES = {
+    # Every API request touches the cache (rate limit, idempotency).
+    "cache": "from django.core.cache import cache; cache.get('probe')",
+    # Every submit publishes a Celery message from the web process.
+    "publish": "from config.celery import app; app.send_task('tasks.dispatch')",
+}
+_PROBE = """
+import sys, time, django
+django.setup()
+started = time.monotonic()
+try:
+    exec(sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__, round(time.monotonic() - started, 1))
+else:
+    print("NoError", round(time.monotonic() - started, 1))
+"""
+
+
+@pytest.mark.parametrize("probe", sorted(_PROBES))
+def test_a_redis_host_that_drops_packets_fails_fast(tmp_path, probe):
+    """A listener with a full backlog drops our SYNs, like a Redis host that is down. Without
+    socket timeouts the publish waits for the kernel (minutes) and the cache up to redis-py's
+    own default; a web worker stuck that long is a worker lost."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(listener.getsockname())
+        fillers.append(filler)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _PROBE, _PROBES[probe]],
+            cwd=ROOT,
+            env=_environment(
+                tmp_path,
+                REDIS_URL=f"redis://127.0.0.1:{listener.getsockname()[1]}/0",
+                FIELD_ENCRYPTION_KEYS=_FERNET_KEY,
+            ),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()
+    name, seconds = result.stdout.split()
+    assert name == {"cache": "TimeoutError", "publish": "OperationalError"}[probe], result.stderr
+    # The publish retries its connection a few times (Celery's retry policy): 4 x 2 s at most.
+    assert float(seconds) < {"cache": 4.0, "publish": 10.0}[probe]
