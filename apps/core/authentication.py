@@ -16,24 +16,43 @@ from .net import client_ip
 
 #: Header names (as Django exposes them) that may carry a key, besides Authorization: Bearer.
 KEY_HEADERS = ("HTTP_MJ_API_SECRET", "HTTP_TT_API_KEY")
-
-
-def presented_key(request: Any) -> str | None:
-    meta = request.META
-    authorization = meta.get("HTTP_AUTHORIZATION", "")
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return str(value.strip())
-    for header in KEY_HEADERS:
-        value = meta.get(header, "").strip()
-        if value:
-            return str(value)
-    return None
+#: Every mjgate key starts with this (``mjg_live_…``, ``mjg_test_…``).
+KEY_MARK = "mjg_"
 
 
 class KeyAuthenticationFailed(exceptions.AuthenticationFailed):
     pass
+
+
+def presented_key(request: Any) -> str | None:
+    """The API key a request presents, or None when it presents none.
+
+    The rule when several key headers are present (``mj-api-secret``, ``TT-API-KEY``,
+    ``Authorization: Bearer``):
+
+    * Empty values and an ``Authorization`` header of another scheme (Basic, …) do not count.
+    * A value that looks like an mjgate key (``mjg_…``) wins over one that does not, so a
+      client (or a gateway in front of it) that also sends another service's bearer token
+      alongside ``mj-api-secret`` still works.
+    * Two *different* mjgate keys are refused (401 ``ambiguous_api_key``): guessing would bill
+      one organization for what the caller may have meant for another.
+    * Otherwise the first value in the order above is checked (and refused as invalid).
+    """
+    meta = request.META
+    values = [meta.get(header, "").strip() for header in KEY_HEADERS]
+    authorization = meta.get("HTTP_AUTHORIZATION", "").split(None, 1)
+    if len(authorization) == 2 and authorization[0].lower() == "bearer":
+        values.append(authorization[1].strip())
+    values = [value for value in values if value]
+    if not values:
+        return None
+    ours = {value for value in values if value.startswith(KEY_MARK)}
+    if len(ours) > 1:
+        raise KeyAuthenticationFailed(
+            "The request carries different API keys in its key headers; send one key.",
+            code="ambiguous_api_key",
+        )
+    return str(ours.pop() if ours else values[0])
 
 
 class KeyForbidden(exceptions.PermissionDenied):

@@ -133,3 +133,123 @@ def test_last_used_is_recorded(live_key, key_client):
     refreshed = ApiKey.objects.get(pk=live_key.api_key.pk)
     assert refreshed.last_used_at is not None
     assert refreshed.last_used_ip == "127.0.0.9"
+
+
+# --- several key headers: the documented rule (apps/core/authentication.presented_key) ---------
+
+
+def _last_used(*issued):
+    return [ApiKey.objects.get(pk=i.api_key.pk).last_used_at for i in issued]
+
+
+def test_our_key_wins_over_another_services_bearer_token(live_key, fund, organization):
+    """Chat UIs and gateways may send their own Authorization: Bearer next to mj-api-secret."""
+    fund(organization, 50)
+    for other in ("Bearer sk-openai-0123456789", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x"):
+        response = APIClient().get(
+            BALANCE, HTTP_AUTHORIZATION=other, HTTP_MJ_API_SECRET=live_key.plaintext
+        )
+        assert response.status_code == 200, response.json()
+        assert response.json() == {"available": 50, "held": 0}
+    response = APIClient().get(
+        BALANCE, HTTP_AUTHORIZATION="Bearer sk-openai-0", HTTP_TT_API_KEY=live_key.plaintext
+    )
+    assert response.status_code == 200
+
+
+def test_the_same_key_in_several_headers_is_fine(live_key):
+    response = APIClient().get(
+        BALANCE,
+        HTTP_MJ_API_SECRET=live_key.plaintext,
+        HTTP_TT_API_KEY=live_key.plaintext,
+        HTTP_AUTHORIZATION=f"Bearer {live_key.plaintext}",
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_MJ_API_SECRET": "{mine}", "HTTP_AUTHORIZATION": "Bearer {theirs}"},
+        {"HTTP_MJ_API_SECRET": "{theirs}", "HTTP_TT_API_KEY": "{mine}"},
+        {"HTTP_TT_API_KEY": "{mine}", "HTTP_AUTHORIZATION": "bearer {theirs}"},
+    ],
+)
+def test_two_different_keys_are_refused_and_touch_nothing(live_key, outsider_key, headers):
+    values = {
+        k: v.format(mine=live_key.plaintext, theirs=outsider_key.plaintext)
+        for k, v in headers.items()
+    }
+    response = APIClient().get(BALANCE, **values)
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "ambiguous_api_key",
+        "message": "The request carries different API keys in its key headers; send one key.",
+        "details": None,
+    }
+    assert _last_used(live_key, outsider_key) == [None, None]
+    mj = APIClient().get("/mj/task/list", **values)
+    assert mj.status_code == 401
+    assert _last_used(live_key, outsider_key) == [None, None]
+
+
+def test_a_wrong_mjgate_key_beside_a_foreign_bearer_is_invalid(live_key):
+    response = APIClient().get(
+        BALANCE,
+        HTTP_AUTHORIZATION="Bearer sk-openai-0",
+        HTTP_MJ_API_SECRET=live_key.plaintext[:-4] + "AAAA",
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_MJ_API_SECRET": "  {key}\t"},
+        {"HTTP_AUTHORIZATION": "Bearer    {key}  "},
+        {"HTTP_AUTHORIZATION": "Bearer\t{key}"},
+        {"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz", "HTTP_TT_API_KEY": "{key}"},
+        {"HTTP_AUTHORIZATION": "Bearer ", "HTTP_MJ_API_SECRET": "", "HTTP_TT_API_KEY": "{key}"},
+    ],
+)
+def test_surrounding_whitespace_and_other_schemes_are_ignored(live_key, headers):
+    response = APIClient().get(
+        BALANCE, **{k: v.format(key=live_key.plaintext) for k, v in headers.items()}
+    )
+    assert response.status_code == 200, response.json()
+
+
+def test_blank_key_headers_count_as_no_key():
+    response = APIClient().get(
+        BALANCE, HTTP_MJ_API_SECRET="  ", HTTP_AUTHORIZATION="Bearer", HTTP_TT_API_KEY=""
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_a_key_of_a_disabled_organization_is_refused_and_not_touched(live_key, organization, fund):
+    fund(organization, 10)
+    organization.is_active = False
+    organization.save(update_fields=["is_active"])
+    response = APIClient().get(BALANCE, HTTP_MJ_API_SECRET=live_key.plaintext)
+    assert response.status_code == 401
+    assert response.json()["error"] == {
+        "code": "org_disabled",
+        "message": "The organization of this API key is disabled.",
+        "details": None,
+    }
+    assert _last_used(live_key) == [None]
+    submit = APIClient().post(
+        "/mj/submit/imagine",
+        {"prompt": "a cat"},
+        format="json",
+        HTTP_MJ_API_SECRET=live_key.plaintext,
+    )
+    assert submit.status_code == 401
+    from apps.tasks.models import Task
+
+    assert Task.objects.count() == 0
+    from apps.billing.models import Balance
+
+    assert Balance.objects.get(organization=organization).available == 10
