@@ -27,7 +27,7 @@ from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from apps.engines.base import Engine, get_engine
+from apps.engines.base import Engine, engine_names, get_engine
 from apps.engines.models import Health, UpstreamAccount
 
 from .enums import ErrorCode, Mode, Status
@@ -259,8 +259,10 @@ def tasks_sweep() -> dict[str, int]:
         "errors": 0,
     }
 
-    for task_id in Task.objects.filter(status=Status.NOT_START, start_deadline__lt=now).values_list(
-        "pk", flat=True
+    for task_id in (
+        Task.objects.filter(status=Status.NOT_START, start_deadline__lt=now)
+        .order_by()
+        .values_list("pk", flat=True)
     ):
         with _isolated(report, task_id):
             if task_fail(
@@ -420,12 +422,36 @@ def _parent_account_gone(task: Task) -> bool:
     )
 
 
+def _gone_follow_ups_query() -> Q | None:
+    """What ``_parent_account_gone`` says, in SQL: a sweep must not load every queued
+    follow-up (a backlog of thousands, every 30 seconds) to find the few that cannot run.
+    None when no installed engine binds follow-ups to their parent's account."""
+    bound = [name for name in engine_names() if get_engine(name).follow_ups_need_parent_account]
+    if not bound:
+        return None
+    gone = (
+        Q(parent__upstream_account__isnull=True)
+        | Q(parent__upstream_account__is_enabled=False)
+        | Q(parent__upstream_account__health=Health.BANNED)
+    )
+    # Accounts are few; their modes live in a JSON list, which SQLite cannot search.
+    for account_id, modes in UpstreamAccount.objects.filter(engine__in=bound).values_list(
+        "pk", "modes"
+    ):
+        served = [mode for mode in modes or [] if isinstance(mode, str)]
+        gone |= Q(parent__upstream_account_id=account_id) & ~Q(mode__in=served)
+    return Q(parent__engine__in=bound) & gone
+
+
 def _fail_follow_ups_of_gone_accounts() -> int:
     """Fail queued follow-ups whose parent's upstream account is gone, at once and clearly,
     instead of letting them wait for their start deadline."""
     failed = 0
+    gone = _gone_follow_ups_query()
+    if gone is None:
+        return 0
     for task in Task.objects.select_related("parent__upstream_account").filter(
-        status=Status.NOT_START, parent__isnull=False
+        gone, status=Status.NOT_START, parent__isnull=False
     ):
         if _parent_account_gone(task) and task_fail(
             task_id=task.pk,

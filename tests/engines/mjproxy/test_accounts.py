@@ -171,6 +171,63 @@ def test_a_follow_up_whose_parent_account_is_gone_fails_clearly(
     assert second_fake.submits() == []
 
 
+@pytest.mark.parametrize(
+    "gone",
+    [
+        {"health": Health.BANNED},
+        {"modes": ["RELAX"]},
+        {"is_enabled": False},
+    ],
+    ids=["banned", "mode-dropped", "disabled"],
+)
+def test_the_sweeper_finds_follow_ups_of_gone_accounts_without_loading_the_others(
+    funded, live_key, fake, second_fake, monkeypatch, gone
+):
+    from apps.tasks import scheduling
+
+    set_tier(funded, "VIP")
+    first = mjproxy_account(fake, "mj-a", concurrency=1)
+    second = mjproxy_account(second_fake, "mj-b", concurrency=1)
+    caller = Caller(organization=funded, api_key=live_key.api_key)
+    started = [start(_submit(funded, live_key, f"on {name}").pk) for name in "ab"]
+    on_first, on_second = _finish(fake, started[0]), _finish(second_fake, started[1])
+    assert (on_first.upstream_account_id, on_second.upstream_account_id) == (first.pk, second.pk)
+    # Both accounts busy, so the follow-ups queue; then mj-a goes away for good.
+    start(_submit(funded, live_key, "keeps a busy").pk)
+    start(_submit(funded, live_key, "keeps b busy").pk)
+    children = {
+        parent.upstream_account_id: [
+            task_submit_followup(
+                caller=caller,
+                parent_id=parent.pk,
+                custom_id=next(b["customId"] for b in parent.buttons if b["label"] == label),
+            ).task.pk
+            for label in ("U1", "U2", "V1")
+        ]
+        for parent in (on_first, on_second)
+    }
+    UpstreamAccount.objects.filter(pk=first.pk).update(**gone)
+    checked: list[str] = []
+    real_check = scheduling._parent_account_gone
+
+    def counting(task):
+        checked.append(task.pk)
+        return real_check(task)
+
+    monkeypatch.setattr(scheduling, "_parent_account_gone", counting)
+    assert scheduling._fail_follow_ups_of_gone_accounts() == 3
+    # Only the three that cannot run were even loaded; mj-b's wait for their account.
+    assert sorted(checked) == sorted(children[first.pk])
+    statuses = dict(Task.objects.filter(parent__isnull=False).values_list("pk", "status"))
+    assert statuses == {
+        **{pk: Status.FAILURE for pk in children[first.pk]},
+        **{pk: Status.NOT_START for pk in children[second.pk]},
+    }
+    assert {Task.objects.get(pk=pk).error_code for pk in children[first.pk]} == {
+        ErrorCode.ACCOUNT_UNAVAILABLE
+    }
+
+
 def test_a_follow_up_of_a_deleted_account_fails_instead_of_running_elsewhere(
     funded, live_key, fake, second_fake
 ):
