@@ -7,6 +7,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -59,6 +60,19 @@ def native_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
     return None
 
 
+class JSONBodyParser(JSONParser):
+    """DRF's JSON parser, but a body nested deeper than Python's parser goes (``[[[[…``, a few
+    hundred kilobytes) is bad JSON like any other (400), not a RecursionError and a 500."""
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:
+            raise exceptions.ParseError(
+                "JSON parse error - the body is nested too deeply."
+            ) from exc
+
+
 class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
     """Base for every key-authenticated endpoint.
 
@@ -71,6 +85,7 @@ class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
 
     required_key_flags: tuple[str, ...] = ()
     writes: bool = False
+    parser_classes = [JSONBodyParser]
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)

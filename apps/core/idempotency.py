@@ -79,8 +79,8 @@ def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
         canonical = json.dumps(
             json.loads(body or b"null"), sort_keys=True, separators=(",", ":")
         ).encode()
-    except (ValueError, UnicodeDecodeError):
-        canonical = body
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        canonical = body  # not JSON (or nested too deep to parse): compare the bytes
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), canonical):
         digest.update(len(part).to_bytes(8, "big"))

@@ -57,7 +57,8 @@ class LenientJSONParser(BaseParser):
             return {}
         try:
             return json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: nested deeper than Python's parser goes; bad JSON, not a 500.
             raise exceptions.ParseError("The request body is not valid JSON.") from exc
 
 

@@ -90,3 +90,36 @@ def test_without_a_key_the_answer_is_401_and_the_body_unread(funded, sandbox):
 def test_a_body_within_the_limit_is_accepted(funded, live_key, client_for, sandbox):
     response = client_for(live_key).post("/mj/submit/imagine", {"prompt": "fits"}, format="json")
     assert response.json()["code"] == 1
+
+
+DEEP = "[" * 200_000 + "]" * 200_000  # 400 kB: nested deeper than Python's JSON parser goes
+
+
+def test_deeply_nested_json_is_a_bad_request_in_every_dialect(funded, live_key, sandbox):
+    before = snapshot(funded)
+    client = Client()
+    key = {"HTTP_MJ_API_SECRET": live_key.plaintext}
+    native = client.post(
+        "/api/v1/tasks", DEEP, content_type="application/json", HTTP_IDEMPOTENCY_KEY="d", **key
+    )
+    assert native.status_code == 400
+    assert native.json() == {
+        "error": {
+            "code": "parse_error",
+            "message": "JSON parse error - the body is nested too deeply.",
+            "details": None,
+        }
+    }
+    mjproxy = client.post("/mj/submit/imagine", DEEP, content_type="application/json", **key)
+    assert (mjproxy.status_code, mjproxy.json()) == (
+        200,
+        {"code": 4, "description": "The request body is not valid JSON.", "result": None,
+         "properties": {}},
+    )  # fmt: skip
+    ttapi = client.post("/midjourney/v1/imagine", DEEP, content_type="application/json", **key)
+    assert (ttapi.status_code, ttapi.json()) == (
+        400,
+        {"status": "FAILED", "message": "The request body is not valid JSON.", "data": None},
+    )
+    assert snapshot(funded) == before
+    assert IdempotencyRecord.objects.filter(response_status__gte=500).count() == 0
