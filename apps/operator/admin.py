@@ -1,23 +1,30 @@
-"""The audit log in the admin (read-only), and the operator's composed organization page."""
+"""The audit log in the admin (read-only), the operator's composed organization page, and the
+audited versions of admins other apps register (groups, e-mail addresses, authenticators)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from allauth.account.admin import EmailAddressAdmin
+from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin
+from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
-from apps.accounts.models import Organization
+from apps.accounts.admin import MembershipAdmin, UserAdmin
+from apps.accounts.models import Membership, Organization, User
 from apps.api_keys.admin import ApiKeyInline
 from apps.billing.admin import BillingOrganizationAdmin
 
-from .admin_tools import AuditedAdminMixin, CappedCountPaginator, csv_export
+from .admin_tools import AuditedAdminMixin, CappedCountPaginator, bounded, csv_export
 from .models import AuditEntry
+from .services import audit_record
 
 
 @admin.register(AuditEntry)
@@ -123,8 +130,17 @@ class OperatorOrganizationAdmin(BillingOrganizationAdmin):
     cannot import api_keys without a cycle.
     """
 
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
+
     def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
         return (*super().get_inlines(request, obj), ApiKeyInline)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
+        # A queryset that already selects related rows makes the changelist skip
+        # ``list_select_related``: name the tier here too, or it costs a query per row.
+        return super().get_queryset(request).select_related("tier")
 
 
 admin.site.unregister(Organization)
@@ -141,6 +157,9 @@ class OperatorAuthenticatorAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("user", "type", "created_at", "last_used_at")
     list_filter = ("type",)
     list_select_related = ("user",)
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
     search_fields = ("user__email",)
     fields = ("user", "type", "created_at", "last_used_at")
     readonly_fields = fields
@@ -154,3 +173,63 @@ class OperatorAuthenticatorAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 admin.site.unregister(Authenticator)
 admin.site.register(Authenticator, OperatorAuthenticatorAdmin)
+
+
+class OperatorGroupAdmin(AuditedAdminMixin, GroupAdmin):
+    """Groups carry admin permissions: granting or revoking one is an audited action."""
+
+
+admin.site.unregister(Group)
+admin.site.register(Group, OperatorGroupAdmin)
+
+
+class OperatorEmailAddressAdmin(AuditedAdminMixin, EmailAddressAdmin):
+    """A user's e-mail addresses are how they log in and reset a password: editing one, or
+    marking it verified, could hand an account to someone else, so every change is audited."""
+
+    actions = ["make_verified"]
+
+    def make_verified(self, request: HttpRequest, queryset: QuerySet[EmailAddress]) -> None:
+        rows = bounded(self, request, queryset.filter(verified=False).select_related("user"))
+        if rows is None:
+            return
+        ids = [row.pk for row in rows]
+        super().make_verified(request, EmailAddress.objects.filter(pk__in=ids))
+        verified = set(
+            EmailAddress.objects.filter(pk__in=ids, verified=True).values_list("pk", flat=True)
+        )
+        for row in rows:
+            if row.pk in verified:
+                audit_record(
+                    actor=request.user,
+                    action="email_address.verify",
+                    obj=row,
+                    before={"verified": False},
+                    after={"verified": True},
+                )
+
+    make_verified.short_description = EmailAddressAdmin.make_verified.short_description  # type: ignore[attr-defined]
+
+
+admin.site.unregister(EmailAddress)
+admin.site.register(EmailAddress, OperatorEmailAddressAdmin)
+
+
+class OperatorUserAdmin(UserAdmin):
+    """Accounts' user admin, without a full count of a table that grows with every sign-up."""
+
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
+
+
+class OperatorMembershipAdmin(MembershipAdmin):
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
+
+
+admin.site.unregister(User)
+admin.site.register(User, OperatorUserAdmin)
+admin.site.unregister(Membership)
+admin.site.register(Membership, OperatorMembershipAdmin)

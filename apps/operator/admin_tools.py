@@ -79,6 +79,24 @@ class AuditedAdminMixin(admin.ModelAdmin):
             after=new,
         )
 
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """Many-to-many changes (a user's groups and permissions, a group's permissions) are
+        not fields of the row ``save_model`` compares: recorded here, as their own entry."""
+        obj = form.instance
+        names = [f.name for f in obj._meta.many_to_many if f.name in form.fields]
+        before = {name: _related_labels(obj, name) for name in names} if change else {}
+        super().save_related(request, form, formsets, change)
+        after = {name: _related_labels(obj, name) for name in names}
+        changed = [name for name in names if before.get(name, []) != after[name]]
+        if changed:
+            audit_record(
+                actor=request.user,
+                action="admin.change",
+                obj=obj,
+                before={name: before.get(name, []) for name in changed},
+                after={name: after[name] for name in changed},
+            )
+
     def perform_save(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         """The write itself; override to save through a service instead of ``obj.save()``."""
         super().save_model(request, obj, form, change)
@@ -156,6 +174,10 @@ class AuditedAdminMixin(admin.ModelAdmin):
                 reason=LogEntry(change_message=entry.change_message).get_change_message(),
             )
         return entry
+
+
+def _related_labels(obj: Any, name: str) -> list[str]:
+    return sorted(str(related) for related in getattr(obj, name).all())
 
 
 def bounded(
