@@ -22,3 +22,6 @@ urlpatterns = [
     # The end-user dashboard owns the site root; keep it last so it never shadows an API route.
     path("", include("apps.dashboard.urls")),
 ]
+
+# A path no API route matches answers in that API's JSON shape; other paths get Django's page.
+handler404 = "apps.protocols.common.page_not_found"

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import IO, Any
 
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.parsers import BaseParser
 
@@ -102,6 +104,26 @@ def state_field(data: Mapping[str, Any]) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler404``: a path no API route matches answers in its dialect's JSON shape.
+
+    An API client that calls a wrong path (a typo, an endpoint this server does not offer)
+    must be able to parse the answer; the dashboard keeps Django's page.
+    """
+    path = request.path
+    message = f"No API endpoint at {path}; see the API documentation at /api/docs/."
+    body: dict[str, Any]
+    if path.startswith("/api/"):
+        body = {"error": {"code": "not_found", "message": message, "details": None}}
+    elif path.startswith("/midjourney/"):
+        body = {"status": "FAILED", "message": message, "data": None}
+    elif path.startswith(("/mj/", "/mj-fast/", "/mj-relax/", "/mj-turbo/")):
+        body = {"code": 4, "description": message, "result": None, "properties": {}}
+    else:
+        return defaults.page_not_found(request, exception or Http404())
+    return JsonResponse(body, status=404)
 
 
 def caller_of(view: Any, protocol: str) -> Caller:

@@ -123,3 +123,37 @@ def test_deeply_nested_json_is_a_bad_request_in_every_dialect(funded, live_key, 
     )
     assert snapshot(funded) == before
     assert IdempotencyRecord.objects.filter(response_status__gte=500).count() == 0
+
+
+def test_an_unknown_api_path_answers_json_in_its_dialect(live_key, client_for):
+    client = client_for(live_key)
+    native = client.get("/api/v1/taks")
+    assert (native.status_code, native.json()) == (
+        404,
+        {
+            "error": {
+                "code": "not_found",
+                "message": "No API endpoint at /api/v1/taks; see the API documentation at "
+                "/api/docs/.",
+                "details": None,
+            }
+        },
+    )
+    ttapi = client.post("/midjourney/v1/imagin", {"prompt": "x"}, format="json")
+    assert ttapi.status_code == 404
+    assert (ttapi.json()["status"], ttapi.json()["data"]) == ("FAILED", None)
+    for path in ("/mj/submit/imagin", "/mj-relax/mj/task/list-by-ids"):
+        mjproxy = client.post(path, {"prompt": "x"}, format="json")
+        assert mjproxy.status_code == 404, path
+        assert mjproxy.json() == {
+            "code": 4,
+            "description": f"No API endpoint at {path}; see the API documentation at /api/docs/.",
+            "result": None,
+            "properties": {},
+        }
+    # An unknown task still answers 404 with an empty body, as proxy clients expect.
+    fetch = client.get("/mj/task/1700000000000000000/fetch")
+    assert (fetch.status_code, fetch.content) == (404, b"")
+    page = Client().get("/no-such-page/")
+    assert page.status_code == 404
+    assert page["Content-Type"].startswith("text/html")
