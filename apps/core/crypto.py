@@ -1,32 +1,87 @@
-"""Encryption at rest for credentials (upstream secrets). Fernet with key rotation."""
+"""Encryption at rest for credentials (upstream secrets, webhook signing secrets). Fernet.
+
+Keys: ``FIELD_ENCRYPTION_KEYS`` (comma-separated Fernet keys; the first encrypts, every one
+decrypts). Unset, a key derived from ``SECRET_KEY`` encrypts. Keys derived from ``SECRET_KEY``
+and each of ``SECRET_KEY_FALLBACKS`` always stay readable (after the configured keys), so
+setting ``FIELD_ENCRYPTION_KEYS`` for the first time, or rotating ``SECRET_KEY`` the Django way,
+never makes a stored credential unreadable. ``manage.py reencrypt`` then rewrites every stored
+value under the current first key, after which the old keys can be dropped.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
 from django.db import models
 
 
-def _fernet() -> MultiFernet:
-    keys = list(getattr(settings, "FIELD_ENCRYPTION_KEYS", []) or [])
-    if not keys:
-        digest = hashlib.sha256(f"mjgate-field-encryption:{settings.SECRET_KEY}".encode()).digest()
-        keys = [base64.urlsafe_b64encode(digest).decode()]
-    return MultiFernet([Fernet(key.encode() if isinstance(key, str) else key) for key in keys])
+def _derived_key(secret: str) -> bytes:
+    digest = hashlib.sha256(f"mjgate-field-encryption:{secret}".encode()).digest()
+    return base64.urlsafe_b64encode(digest)
+
+
+def configured_keys() -> list[str]:
+    return [str(key).strip() for key in getattr(settings, "FIELD_ENCRYPTION_KEYS", []) or []]
+
+
+def key_errors() -> list[str]:
+    """What is wrong with FIELD_ENCRYPTION_KEYS (for the system check), without the keys."""
+    errors = []
+    for position, key in enumerate(configured_keys(), start=1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, binascii.Error):
+            errors.append(
+                f"FIELD_ENCRYPTION_KEYS entry {position} is not a Fernet key "
+                "(32 url-safe base64-encoded bytes)."
+            )
+    return errors
+
+
+def _keys() -> list[bytes]:
+    """Every key, the one that encrypts first; each only once."""
+    keys = [key.encode() for key in configured_keys()]
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    keys += [_derived_key(secret) for secret in secrets]
+    return list(dict.fromkeys(keys))
+
+
+def _fernets() -> list[Fernet]:
+    return [Fernet(key) for key in _keys()]
 
 
 def encrypt_text(plaintext: str) -> str:
-    return _fernet().encrypt(plaintext.encode()).decode()
+    return _fernets()[0].encrypt(plaintext.encode()).decode()
 
 
 def decrypt_text(token: str) -> str:
     try:
-        return _fernet().decrypt(token.encode()).decode()
+        return MultiFernet(_fernets()).decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise ValueError("The stored secret cannot be decrypted with the configured keys.") from exc
+
+
+def token_is_current(token: str) -> bool:
+    """True when the token is encrypted with the key that encrypts now."""
+    try:
+        _fernets()[0].decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
+def token_reencrypt(token: str) -> str:
+    """The same plaintext under the current key. ValueError when no key can read it."""
+    try:
+        return MultiFernet(_fernets()).rotate(token.encode()).decode()
     except InvalidToken as exc:
         raise ValueError("The stored secret cannot be decrypted with the configured keys.") from exc
 
@@ -50,3 +105,16 @@ class EncryptedJSONField(models.TextField):
 
     def get_prep_value(self, value: Any) -> str:
         return encrypt_text(json.dumps(value or {}, sort_keys=True))
+
+
+def encrypted_columns() -> Iterator[tuple[type[models.Model], models.Field[Any, Any]]]:
+    """Every column holding Fernet tokens: ``EncryptedJSONField`` columns, and text columns
+    whose name ends in ``_encrypted`` (values written with :func:`encrypt_text`)."""
+    for model in apps.get_models():
+        if model._meta.proxy or not model._meta.managed:
+            continue
+        for field in model._meta.concrete_fields:
+            if isinstance(field, EncryptedJSONField) or (
+                isinstance(field, models.TextField) and field.name.endswith("_encrypted")
+            ):
+                yield model, field

@@ -14,6 +14,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("MJGATE_VAR_DIR") or BASE_DIR / "var")
 
 SECRET_KEY = env_str("SECRET_KEY") or "django-insecure-local-development-key-change-me"
+# Previous SECRET_KEYs during a rotation: sessions, password reset links and credentials
+# encrypted with a key derived from them stay valid (run `manage.py reencrypt`, then drop them).
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -348,5 +351,6 @@ STRIPE_WEBHOOK_TOLERANCE = env_int("STRIPE_WEBHOOK_TOLERANCE", 300)
 
 # --- Secrets at rest --------------------------------------------------------------------------
 # Comma-separated Fernet keys; the first encrypts, all decrypt (rotation). Derived from
-# SECRET_KEY when unset: fine locally, and production settings warn about it at start.
+# SECRET_KEY when unset: fine locally, and production settings warn about it at start. Keys
+# derived from SECRET_KEY and SECRET_KEY_FALLBACKS always decrypt too (apps/core/crypto.py).
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
