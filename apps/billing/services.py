@@ -22,7 +22,7 @@ from typing import Any
 
 import stripe
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.accounts.models import MembershipTier, Organization, User
@@ -41,6 +41,12 @@ PAYMENTS_UNAVAILABLE = (
     "Ask the operator to set STRIPE_SECRET_KEY."
 )
 
+#: ``payment_status`` values of a completed Checkout Session that may be fulfilled (Stripe:
+#: fulfil unless it is ``unpaid``; ``no_payment_required`` is a fully discounted order).
+PAID_STATUSES = frozenset({"paid", "no_payment_required"})
+#: Seconds a signature's timestamp may be old when ``STRIPE_WEBHOOK_TOLERANCE`` is not positive:
+#: Stripe's library would skip the check altogether, accepting replays of any age.
+DEFAULT_WEBHOOK_TOLERANCE = 300
 #: Subscription statuses that grant the tier of the subscribed price.
 SUBSCRIPTION_GRANTING = frozenset({"active", "trialing"})
 #: Statuses after which the organization falls back to the default tier. ``past_due`` and
@@ -214,8 +220,12 @@ def stripe_event_verify(*, payload: bytes, signature: str | None) -> dict[str, A
     if not signature:
         raise InvalidStripeSignature()
     try:
+        tolerance = int(settings.STRIPE_WEBHOOK_TOLERANCE)
         stripe.Webhook.construct_event(
-            payload, signature, secret, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE
+            payload,
+            signature,
+            secret,
+            tolerance=tolerance if tolerance > 0 else DEFAULT_WEBHOOK_TOLERANCE,
         )
         data = json.loads(payload)
     except (stripe.SignatureVerificationError, ValueError) as exc:
@@ -347,7 +357,22 @@ def _checkout_record(obj: dict[str, Any]) -> CheckoutSession:
     )
 
 
+def _lock_payment(payment_intent: str) -> None:
+    """Serialise the credit of a payment with the refunds of the same payment.
+
+    Without it a refund processed at the same moment as its payment's credit could miss the
+    credit (not committed yet) while the credit misses the refund (not committed yet either).
+    Taken before any row lock, by both, so the two can never wait for each other in a cycle.
+    """
+    if payment_intent and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"stripe-payment:{payment_intent}"]
+            )
+
+
 def _checkout_paid(obj: dict[str, Any], *, event_type: str) -> str:
+    _lock_payment(str(obj.get("payment_intent") or ""))
     record = _checkout_record(obj)
     if record.kind == CheckoutKind.SUBSCRIPTION:
         _link_customer(
@@ -359,7 +384,7 @@ def _checkout_paid(obj: dict[str, Any], *, event_type: str) -> str:
             status=CheckoutStatus.SUBSCRIBED, updated_at=timezone.now()
         )
         return ""
-    if obj.get("payment_status") != "paid":
+    if obj.get("payment_status") not in PAID_STATUSES:
         # An asynchronous method (bank debit …): async_payment_succeeded will credit it.
         CheckoutSession.objects.filter(pk=record.pk, status=CheckoutStatus.OPEN).update(
             status=CheckoutStatus.AWAITING_PAYMENT, updated_at=timezone.now()
@@ -373,14 +398,41 @@ def _checkout_paid(obj: dict[str, Any], *, event_type: str) -> str:
         stripe_object_id=record.session_id,
         reason=f"Stripe Checkout: {package_name}",
     )
+    payment_intent = str(obj.get("payment_intent") or record.payment_intent_id or "")
     CheckoutSession.objects.filter(pk=record.pk).update(
         status=CheckoutStatus.CREDITED,
         credited_entry=entry,
-        payment_intent_id=str(obj.get("payment_intent") or record.payment_intent_id or ""),
+        payment_intent_id=payment_intent,
         updated_at=timezone.now(),
     )
     _link_customer(organization=record.organization, customer_id=str(obj.get("customer") or ""))
+    _refunds_delivered_early(session_id=record.session_id, payment_intent=payment_intent)
     return ""
+
+
+def _refunds_delivered_early(*, session_id: str, payment_intent: str) -> None:
+    """Apply refunds of this payment that Stripe delivered before the payment itself.
+
+    Stripe does not order deliveries (a webhook outage, then retries): a ``charge.refunded``
+    that arrived before its purchase was credited had nothing to claw back and was skipped.
+    Left at that, the customer would keep both the tokens and the money.
+    """
+    if not payment_intent:
+        return
+    early = StripeEvent.objects.filter(
+        type="charge.refunded",
+        processed_at__isnull=False,
+        payload__data__object__payment_intent=payment_intent,
+    ).order_by("received_at", "pk")
+    for stored in early:
+        charge = (stored.payload.get("data") or {}).get("object") or {}
+        try:
+            _charge_refunded(charge)
+        except _Skip:
+            continue  # accounted for already by a later step of the same charge
+        StripeEvent.objects.filter(pk=stored.pk).update(
+            error=f"Applied when Checkout Session {session_id} was credited."
+        )
 
 
 def _checkout_closed(obj: dict[str, Any], *, status: str, note: str) -> str:
@@ -490,6 +542,7 @@ def _charge_refunded(obj: dict[str, Any]) -> str:
     payment_intent = str(obj.get("payment_intent") or "")
     amount = _int_or_none(obj.get("amount")) or 0
     refunded = _int_or_none(obj.get("amount_refunded")) or 0
+    _lock_payment(payment_intent)
     record = (
         CheckoutSession.objects.select_for_update(of=("self",))
         .select_related("organization")

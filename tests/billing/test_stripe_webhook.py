@@ -540,3 +540,66 @@ def test_a_refund_of_a_charge_we_never_credited_changes_nothing(client, organiza
     assert deliver(client, payload).status_code == 200
     assert StripeEvent.objects.get().error == "Charge ch_x paid for no top-up credited here."
     assert LedgerEntry.objects.count() == 0
+
+
+@pytest.mark.parametrize("steps", [[1000], [250, 600]], ids=["full", "partial"])
+def test_refunds_delivered_before_their_payment_are_clawed_back_once_it_is_credited(
+    client, organization, open_session, steps
+):
+    refunds = [
+        event(
+            "charge.refunded",
+            charge("ch_1", payment_intent="pi_test_1", amount=1000, amount_refunded=refunded),
+        )
+        for refunded in steps
+    ]
+    for payload in refunds:
+        assert deliver(client, payload).status_code == 200
+    assert snapshot(organization) == (0, 0, 0)  # nothing credited yet, nothing to take back
+
+    assert deliver(client, completed(organization)).status_code == 200
+    owed = 350_000 * steps[-1] // 1000
+    assert snapshot(organization) == (350_000 - owed, 0, 1 + len(steps))
+    clawed = list(
+        LedgerEntry.objects.filter(kind=EntryKind.REFUND)
+        .order_by("id")
+        .values_list("delta_available", "idempotency_key")
+    )
+    assert sum(delta for delta, _key in clawed) == -owed
+    assert clawed[-1][1] == f"stripe:refund:ch_1:{steps[-1]}"
+    open_session.refresh_from_db()
+    assert (open_session.status, open_session.tokens_refunded) == (CheckoutStatus.CREDITED, owed)
+    assert set(
+        StripeEvent.objects.filter(type="charge.refunded").values_list("error", flat=True)
+    ) == {"Applied when Checkout Session cs_test_a was credited."}
+
+    # Redelivered afterwards, in any order, they owe nothing more.
+    for payload in reversed(refunds):
+        assert deliver(client, payload).status_code == 200
+    assert snapshot(organization) == (350_000 - owed, 0, 1 + len(steps))
+
+
+def test_a_completed_session_that_needs_no_payment_is_credited(client, organization, open_session):
+    assert (
+        deliver(client, completed(organization, payment_status="no_payment_required")).status_code
+        == 200
+    )
+    assert snapshot(organization) == (350_000, 0, 1)
+    open_session.refresh_from_db()
+    assert open_session.status == CheckoutStatus.CREDITED
+
+
+@pytest.mark.parametrize("tolerance", [0, -5])
+def test_a_tolerance_that_is_not_positive_still_rejects_old_signatures(
+    client, settings, organization, open_session, tolerance
+):
+    settings.STRIPE_WEBHOOK_TOLERANCE = tolerance
+    payload = completed(organization)
+    response = deliver(client, payload, sign(payload, timestamp=int(time.time()) - 3600))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert StripeEvent.objects.count() == 0
+    assert snapshot(organization) == (0, 0, 0)
+    # A fresh signature is still accepted.
+    assert deliver(client, payload).status_code == 200
+    assert snapshot(organization) == (350_000, 0, 1)

@@ -76,3 +76,51 @@ def test_completed_and_async_succeeded_racing_credit_once():
     assert snapshot(organization) == (700_000, 0, 1)
     assert StripeEvent.objects.count() == 40
     assert StripeEvent.objects.filter(processed_at__isnull=True).count() == 0
+
+
+def test_refunds_racing_their_own_payments_are_never_lost():
+    """Each payment's completion and its full refund arrive at the same moment: whichever is
+    processed first, the refund is clawed back exactly once (never skipped for good)."""
+    from .stripe_fakes import charge
+
+    sessions = []
+    for n in range(24):
+        organization = OrganizationFactory()
+        CheckoutSession.objects.create(
+            session_id=f"cs_race_{n}",
+            organization=organization,
+            kind=CheckoutKind.TOPUP,
+            tokens=700_000,
+            amount=2000,
+            currency="cny",
+        )
+        sessions.append((organization, n))
+    payloads = []
+    for organization, n in sessions:
+        payloads.append(
+            event(
+                "checkout.session.completed",
+                checkout_session(
+                    f"cs_race_{n}", organization_id=organization.pk, payment_intent=f"pi_race_{n}"
+                ),
+            )
+        )
+        payloads.append(
+            event(
+                "charge.refunded",
+                charge(
+                    f"ch_race_{n}",
+                    payment_intent=f"pi_race_{n}",
+                    amount=2000,
+                    amount_refunded=2000,
+                ),
+            )
+        )
+
+    statuses = Counter(run_all(post, payloads))
+
+    assert statuses == {200: 48}
+    for organization, _n in sessions:
+        assert snapshot(organization) == (0, 0, 2)  # the top-up and its clawback
+    assert set(CheckoutSession.objects.values_list("tokens_refunded", flat=True)) == {700_000}
+    assert ledger_audit().ok
