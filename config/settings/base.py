@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+
+def _origins(url: str) -> list[str]:
+    parts = urlsplit(url)
+    return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
+
+
 # Runtime state of the embedded setup (SQLite file, broker folders, media) lives here.
 VAR_DIR = Path(env_str("MJGATE_VAR_DIR") or BASE_DIR / "var")
 
@@ -19,8 +27,12 @@ SECRET_KEY = env_str("SECRET_KEY") or "django-insecure-local-development-key-cha
 SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+# Forms posted from the public address are always trusted, even when the proxy in front does
+# not pass the original Host on (Django would otherwise compare the Origin with the inner host).
+CSRF_TRUSTED_ORIGINS = list(
+    dict.fromkeys([*env_list("CSRF_TRUSTED_ORIGINS", []), *_origins(PUBLIC_BASE_URL)])
+)
 
 INSTALLED_APPS = [
     # django.contrib.admin, with the operator site (allauth login, MFA for staff) as default.
@@ -122,6 +134,9 @@ ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_UNIQUE_EMAIL = True
+# Sign-up and password reset answer alike whether or not an address has an account (allauth's
+# default, stated because it matters); allauth's default rate limits stay on.
+ACCOUNT_PREVENT_ENUMERATION = True
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[mjgate] "
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 # TOTP secrets and recovery-code seeds are stored encrypted (FIELD_ENCRYPTION_KEYS).
@@ -292,6 +307,9 @@ ADMIN_REQUIRE_MFA = env_bool("ADMIN_REQUIRE_MFA", True)
 API_KEY_LAST_USED_RESOLUTION = timedelta(seconds=env_int("API_KEY_LAST_USED_RESOLUTION", 60))
 # Number of reverse proxies in front of the web process whose X-Forwarded-For entries we trust.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# allauth's rate limits (login failures, sign-ups, password resets) count per client address:
+# behind a proxy, without this every visitor would share the proxy's address and one bucket.
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 
 # --- Billing ----------------------------------------------------------------------------------
 SIGNUP_GRANT_TOKENS = env_int("SIGNUP_GRANT_TOKENS", 70_000)

@@ -18,7 +18,10 @@ if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production.")
 env_required("DATABASE_URL")
 env_required("REDIS_URL")
-env_required("PUBLIC_BASE_URL")
+if not env_required("PUBLIC_BASE_URL").startswith(("https://", "http://")):
+    raise ImproperlyConfigured(
+        "PUBLIC_BASE_URL must be an absolute URL such as https://mjgate.example.com."
+    )
 if not FIELD_ENCRYPTION_KEYS:
     # Deriving the encryption key from SECRET_KEY would tie credential decryption to it; in
     # production rotate them independently.

@@ -4,6 +4,7 @@ settings refuse to start without a real SECRET_KEY or any other required variabl
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -202,3 +203,67 @@ def test_a_redis_host_that_drops_packets_fails_fast(tmp_path, probe):
     assert name == {"cache": "TimeoutError", "publish": "OperationalError"}[probe], result.stderr
     # The publish retries its connection a few times (Celery's retry policy): 4 x 2 s at most.
     assert float(seconds) < {"cache": 4.0, "publish": 10.0}[probe]
+
+
+# --- what production settings resolve to --------------------------------------------------------
+
+_DUMP = """
+import json, django
+django.setup()
+from django.conf import settings as s
+print(json.dumps({name: getattr(s, name) for name in [
+    "DEBUG", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT",
+    "SECURE_PROXY_SSL_HEADER", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD", "CSRF_TRUSTED_ORIGINS", "TRUSTED_PROXY_COUNT",
+    "ALLAUTH_TRUSTED_PROXY_COUNT", "ACCOUNT_EMAIL_VERIFICATION", "ACCOUNT_PREVENT_ENUMERATION",
+    "SECRET_KEY_FALLBACKS",
+]}, default=list))
+"""
+
+
+def _dump(tmp_path, **overrides):
+    result = subprocess.run(
+        [sys.executable, "-c", _DUMP],
+        cwd=ROOT,
+        env=_environment(tmp_path, FIELD_ENCRYPTION_KEYS=_FERNET_KEY, **overrides),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_production_settings_resolve_to_a_hardened_configuration(tmp_path):
+    old_key = secrets.token_urlsafe(64)
+    assert _dump(
+        tmp_path,
+        TRUSTED_PROXY_COUNT="1",
+        CSRF_TRUSTED_ORIGINS="https://admin.mjgate.example.com",
+        SECRET_KEY_FALLBACKS=old_key,
+    ) == {
+        "DEBUG": False,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
+        "SECURE_HSTS_SECONDS": 31536000,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "SECURE_HSTS_PRELOAD": True,
+        # The public address is trusted for form posts whatever the proxy does to Host.
+        "CSRF_TRUSTED_ORIGINS": ["https://admin.mjgate.example.com", "https://mjgate.example.com"],
+        "TRUSTED_PROXY_COUNT": 1,
+        # allauth's login/sign-up/reset rate limits see the client behind the proxy.
+        "ALLAUTH_TRUSTED_PROXY_COUNT": 1,
+        "ACCOUNT_EMAIL_VERIFICATION": "mandatory",
+        "ACCOUNT_PREVENT_ENUMERATION": True,
+        "SECRET_KEY_FALLBACKS": [old_key],
+    }
+
+
+def test_public_base_url_must_be_an_absolute_url(tmp_path):
+    result = _check(tmp_path, PUBLIC_BASE_URL="mjgate.example.com")
+    assert result.returncode != 0
+    assert "PUBLIC_BASE_URL must be an absolute URL such as https://mjgate.example.com." in (
+        result.stderr
+    )
