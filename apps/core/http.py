@@ -46,6 +46,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 2048
+MAX_HOST_LENGTH = 253
 USER_AGENT = "mjgate/1.0 (+webhooks)"
 # Host names made of these characters only (after IDNA encoding); anything else (percent
 # escapes, backslashes, underscores) is a parser-differential trick or not a host at all.
@@ -233,7 +234,9 @@ def _parse(url: str) -> tuple[str, str, int, bytes, IPAddress | None]:
         literal = ipaddress.ip_address(host)
     except ValueError:
         literal = None
-        if not _HOSTNAME.match(host):
+        # Longer than DNS allows: no resolver will ever answer, so this is permanent, not a
+        # lookup failure to retry.
+        if len(host.rstrip(".")) > MAX_HOST_LENGTH or not _HOSTNAME.match(host):
             raise UnsafeURL("The host name is not valid.") from None
     if isinstance(literal, ipaddress.IPv6Address) and literal.scope_id:
         raise UnsafeURL("IPv6 zone identifiers are not allowed.")

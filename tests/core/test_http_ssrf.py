@@ -569,3 +569,39 @@ def test_check_url_without_resolution_still_refuses_literals_and_localhost(
     for url in ("http://127.0.0.1/", "http://localhost/", "http://[::1]/", "ftp://x.example/"):
         with pytest.raises(UnsafeURL):
             check_url(url, resolve_host=False)
+
+
+def test_a_host_name_longer_than_dns_allows_is_refused_for_good(socket_spy: list[Any]) -> None:
+    host = ".".join(["a" * 63] * 4)  # 255 characters, each label valid
+    with pytest.raises(UnsafeURL):
+        safe_request("GET", f"http://{host}/")
+    with pytest.raises(UnsafeURL):
+        check_url(f"https://{host}/", resolve_host=False)
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253
+    assert check_url(f"https://{longest}/", resolve_host=False).host == longest
+    assert socket_spy == []
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy"])
+def test_proxy_environment_variables_are_ignored(
+    variable: str,
+    allow_private: None,
+    monkeypatch: pytest.MonkeyPatch,
+    canary: Canary,
+    socket_spy: list[Any],
+) -> None:
+    """A proxy from the environment would connect to an address the guard never checked (and
+    see every webhook body): requests go straight to the pinned address whatever it says."""
+    proxy = Canary()
+    try:
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        fake_dns(monkeypatch, {"hooks.customer.example": ["127.0.0.1"]})
+        response = safe_request("POST", f"http://hooks.customer.example:{canary.port}/h")
+        assert response.status == 200
+        assert socket_spy == [("127.0.0.1", canary.port)]
+        assert canary.requests[0]["path"] == "/h"
+        assert proxy.connections == 0
+    finally:
+        proxy.close()
