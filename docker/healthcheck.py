@@ -1,7 +1,8 @@
 """Docker HEALTHCHECK for the web container: GET /healthz must answer 200.
 
 Django answers 400 to a Host it does not serve, so the probe presents one of ALLOWED_HOSTS, and
-it says it came through TLS so SECURE_SSL_REDIRECT has nothing to redirect.
+it says it came through TLS so SECURE_SSL_REDIRECT has nothing to redirect. HTTP_PROXY and
+friends, set for the application's outbound calls, must not capture this loopback probe.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ def main() -> int:
         f"http://127.0.0.1:{port}/healthz",
         headers={"Host": probe_host(), "X-Forwarded-Proto": "https"},
     )
+    # No proxy from the environment: the probe is for this container's own port.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(request, timeout=4) as response:  # noqa: S310 - fixed URL
+        with opener.open(request, timeout=4) as response:
             return 0 if response.status == 200 else 1
     except OSError as exc:
         sys.stderr.write(f"healthcheck failed: {exc}\n")

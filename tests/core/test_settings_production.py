@@ -110,8 +110,13 @@ _ENV_READ = re.compile(
     r"""(?:env_(?:str|int|bool|float|list|required)\(\s*|os\.environ(?:\.get)?[(\[]\s*)"([A-Z][A-Z0-9_]*)\""""
 )
 _ENV_EXAMPLE_LINE = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=", re.MULTILINE)
-# Read by docker/compose.yml, not by the settings.
-_COMPOSE_ONLY = {"POSTGRES_PASSWORD"}
+# Read by docker/compose.yml or gunicorn, not by the settings.
+_COMPOSE_ONLY = {
+    "POSTGRES_PASSWORD",
+    "MJGATE_HTTP_PORT",
+    "WEB_CONCURRENCY",
+    "CELERY_WORKER_CONCURRENCY",
+}
 
 
 def _settings_variables() -> set[str]:
