@@ -202,8 +202,9 @@ else:
 
 # --- Celery -----------------------------------------------------------------------------------
 # Without REDIS_URL the embedded setup uses kombu's filesystem transport: no server needed.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
-if CELERY_BROKER_URL == "filesystem://":
+# The host part means nothing to this transport, but without one kombu warns on every connect.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost//"
+if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     # kombu's filesystem transport does not create its folders; a worker dies without them.
     for _folder in ("queue", "processed", "control"):

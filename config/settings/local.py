@@ -11,3 +11,16 @@ ADMIN_REQUIRE_MFA = env_bool("ADMIN_REQUIRE_MFA", False)
 # Serve static files straight from the app folders while developing (no collectstatic needed).
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Celery's lines about the periodic safety nets would bury the demo keys printed at start.
+LOGGING = {
+    **LOGGING,  # noqa: F405
+    "filters": {"periodic_chatter": {"()": "apps.core.logging.PeriodicTaskChatterFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["periodic_chatter"],
+        }
+    },
+}
