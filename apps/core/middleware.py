@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-CORS_PATH_PREFIXES = ("/mj", "/midjourney/", "/api/")
+# Exactly the API route prefixes: a bare "/mj" would also open e.g. an ADMIN_URL of "mjadmin/".
+CORS_PATH_PREFIXES = ("/mj/", "/mj-fast/", "/mj-relax/", "/mj-turbo/", "/midjourney/", "/api/")
 ALLOWED_HEADERS = "content-type, mj-api-secret, authorization, tt-api-key, idempotency-key"
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 
