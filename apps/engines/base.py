@@ -97,6 +97,10 @@ class Engine:
     idempotent_submit: ClassVar[bool] = False
     #: Follow-ups (U1, V2 …) must run on the account that made the parent.
     follow_ups_need_parent_account: ClassVar[bool] = True
+    #: The upstream picks the seed of a job (unless the prompt fixes one with ``--seed``), so
+    #: the task's seed is unknown until ``image_seed`` asks for it. Engines that render with the
+    #: seed we chose (the sandbox) leave this off.
+    seed_from_upstream: ClassVar[bool] = False
 
     def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
         raise NotImplementedError
@@ -113,6 +117,14 @@ class Engine:
 
     def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
         """Best effort; the default is to let the upstream job run out."""
+
+    def image_seed(self, *, account: UpstreamAccount, task: Task) -> int | None:
+        """The seed the upstream used for ``task``'s finished job, or None if it has none.
+
+        Only called for engines with ``seed_from_upstream``; raises ``TemporaryEngineError``
+        when the upstream cannot be asked right now.
+        """
+        raise NotImplementedError
 
     def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
         """Raise ValueError with a clear message for bad account options."""

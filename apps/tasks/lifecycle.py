@@ -439,6 +439,11 @@ def task_start(*, task_id: str) -> None:
         return
     token = secrets.token_hex(8)
     now = _now()
+    running: dict[str, Any] = {}
+    if engine.seed_from_upstream:
+        # The seed chosen at acceptance is not the one the upstream will use (unless the prompt
+        # fixed it): the upstream is asked for the real one when a client wants it.
+        running["seed"] = _prompt_seed(task.prompt_en)
     with transaction.atomic():
         moved = Task.objects.filter(
             pk=task_id, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
@@ -451,6 +456,7 @@ def task_start(*, task_id: str) -> None:
             poll_token=token,
             lease_expires_at=poll_lease(now),
             updated_at=now,
+            **running,
         )
         if moved:
             UpstreamAccount.objects.filter(pk=account.pk).update(
@@ -468,6 +474,16 @@ def task_start(*, task_id: str) -> None:
             engine.cancel(account=account, task=task)
         except Exception:  # best effort; the task is already settled
             logger.exception("cancel after lost race failed", extra={"task_id": task_id})
+
+
+def _prompt_seed(prompt: str) -> int | None:
+    """The ``--seed`` a prompt fixes, if any."""
+    from .prompt import parse_prompt, seed
+
+    try:
+        return seed(parse_prompt(prompt))
+    except Exception:  # validated at submit; an old or odd prompt just fixes no seed
+        return None
 
 
 def _job_orphaned(task_id: str, account_id: int) -> bool:

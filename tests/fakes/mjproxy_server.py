@@ -50,6 +50,11 @@ NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
 RUNNING = ("NOT_START", "SUBMITTED", "IN_PROGRESS")
 
 
+def seed_of(job_id: str) -> int:
+    """The seed the fake reports for a finished job (``GET /mj/task/{id}/image-seed``)."""
+    return int.from_bytes(hashlib.sha256(f"seed:{job_id}".encode()).digest()[:4], "big")
+
+
 def _png(seed: str, *, grid: bool) -> bytes:
     """A small deterministic PNG: four coloured quadrants for grids, one colour otherwise."""
     digest = hashlib.sha256(seed.encode()).digest()
@@ -426,6 +431,14 @@ class FakeMjproxy:
                         self._reply(handler, 404, None)
                     else:
                         self._reply(handler, 200, job.as_json(self.base_url, self.image_base))
+                    return
+                if parts[3] == "image-seed" and method == "GET":
+                    if job is None:
+                        self._reply(handler, 404, None)
+                    elif job.status != "SUCCESS":
+                        self._reply(handler, 200, self._answer(4, "task not finished"))
+                    else:
+                        self._reply(handler, 200, self._answer(1, "success", str(seed_of(job.id))))
                     return
                 if parts[3] == "cancel" and method == "POST":
                     if job is not None and job.status in RUNNING:

@@ -155,6 +155,8 @@ class MjproxyEngine(Engine):
     idempotent_submit = True
     # The upstream's follow-ups act on its own jobs, which exist only on that account.
     follow_ups_need_parent_account = True
+    # Midjourney picks the seed; the upstream tells it on request (GET …/image-seed).
+    seed_from_upstream = True
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -586,6 +588,28 @@ class MjproxyEngine(Engine):
                 "The upstream's result image could not be downloaded yet.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
+
+    # --- seed ----------------------------------------------------------------------------------
+
+    def image_seed(self, *, account: UpstreamAccount, task: Task) -> int | None:
+        """``GET /mj/task/{id}/image-seed``: ``{"code": 1, "result": "<seed>"}`` when known."""
+        if not task.upstream_job_id:
+            return None
+        try:
+            answer = client_for(account).get(f"/mj/task/{task.upstream_job_id}/image-seed")
+        except UpstreamOutcomeUnknown as exc:
+            # Asking changes nothing upstream: an unanswered question is simply open.
+            raise TemporaryEngineError(exc.message, error_code=exc.error_code) from exc
+        data = answer.data if isinstance(answer.data, Mapping) else {}
+        if answer.status == 404 or (answer.status == 200 and _int(data.get("code")) != 1):
+            return None  # the upstream has no such job, or no seed for it
+        if answer.status != 200:
+            raise TemporaryEngineError(
+                f"The upstream's image-seed answered HTTP {answer.status}.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        seed = str(data.get("result") or "").strip()
+        return int(seed) if seed.isdigit() else None
 
     # --- cancel --------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from apps.tasks.services import (
     Delivery,
     SubmitOutcome,
     task_cancel,
+    task_image_seed,
     task_submit,
     task_submit_followup,
     task_submit_modal,
@@ -410,8 +411,8 @@ class ImageSeedView(MjProxyView):
     not_found_status = 404
 
     def get(self, request: Request, task_id: str, **kwargs: Any) -> Response:
-        task = task_get(organization=self.organization, task_id=task_id)
-        seed = str(task.seed) if task.seed is not None else None
+        found = task_image_seed(organization=self.organization, task_id=task_id)
+        seed = str(found) if found is not None else None
         return Response(envelope(SUCCESS, "Success", seed))
 
 

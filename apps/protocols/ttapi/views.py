@@ -25,6 +25,7 @@ from apps.tasks.services import (
     Caller,
     Delivery,
     SubmitOutcome,
+    task_image_seed,
     task_submit,
     task_submit_followup,
     task_submit_modal,
@@ -217,7 +218,8 @@ class SeedView(TtapiView):
         task = task_get(
             organization=self.organization, task_id=text_field(self.body(request), "jobId")
         )
-        seed = str(task.seed) if task.seed is not None else None
+        found = task_image_seed(organization=self.organization, task_id=task.id)
+        seed = str(found) if found is not None else None
         return Response(envelope(OK, "success", {"jobId": task.id, "seed": seed}))
 
 
