@@ -8,6 +8,8 @@ from .base import *  # noqa: F403
 from .base import FIELD_ENCRYPTION_KEYS, SECRET_KEY
 
 DEBUG = False
+# Commands that must never run against a production database (seed_demo) check this.
+MJGATE_PRODUCTION = True
 
 if SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
     raise ImproperlyConfigured(

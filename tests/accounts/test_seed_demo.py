@@ -96,3 +96,14 @@ def test_seed_replaces_a_revoked_demo_key():
     assert second["Live API key"] != first["Live API key"]
     response = APIClient().get("/api/v1/balance", HTTP_MJ_API_SECRET=second["Live API key"])
     assert response.status_code == 200
+
+
+def test_seed_refuses_to_run_with_production_settings(settings):
+    from django.core.management.base import CommandError
+
+    settings.MJGATE_PRODUCTION = True
+    before = _state()
+    with pytest.raises(CommandError, match="does not run with production settings"):
+        call_command("seed_demo", stdout=StringIO())
+    assert _state() == before
+    assert not User.objects.filter(email="admin@example.com").exists()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.demo import demo_seed
 
@@ -12,6 +12,13 @@ class Command(BaseCommand):
     help = "Create (or refresh) the demo operator, tenant, API keys and sandbox upstream."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if getattr(settings, "MJGATE_PRODUCTION", False):
+            # A superuser with a published password (MFA would not help: its owner could set
+            # one up) and a million free tokens have no place on a real site.
+            raise CommandError(
+                "seed_demo creates a superuser with a published password; it does not run "
+                "with production settings. Use createtenant and createsuperuser instead."
+            )
         seed = demo_seed()
         base = settings.PUBLIC_BASE_URL
         lines = [
