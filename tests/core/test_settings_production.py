@@ -159,6 +159,8 @@ _PROBES = {
     "cache": "from django.core.cache import cache; cache.get('probe')",
     # Every submit publishes a Celery message from the web process.
     "publish": "from config.celery import app; app.send_task('tasks.dispatch')",
+    # Every request that reads anything, and /readyz.
+    "database": "from django.db import connection; connection.ensure_connection()",
 }
 _PROBE = """
 import sys, time, django
@@ -174,10 +176,10 @@ else:
 
 
 @pytest.mark.parametrize("probe", sorted(_PROBES))
-def test_a_redis_host_that_drops_packets_fails_fast(tmp_path, probe):
-    """A listener with a full backlog drops our SYNs, like a Redis host that is down. Without
-    socket timeouts the publish waits for the kernel (minutes) and the cache up to redis-py's
-    own default; a web worker stuck that long is a worker lost."""
+def test_a_service_host_that_drops_packets_fails_fast(tmp_path, probe):
+    """A listener with a full backlog drops our SYNs, like a Redis or PostgreSQL host that is
+    down. Without timeouts the publish and the database connect wait for the kernel (minutes)
+    and the cache up to redis-py's own default; a web worker stuck that long is a worker lost."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
@@ -188,13 +190,15 @@ def test_a_redis_host_that_drops_packets_fails_fast(tmp_path, probe):
         with contextlib.suppress(BlockingIOError):
             filler.connect(listener.getsockname())
         fillers.append(filler)
+    port = listener.getsockname()[1]
     try:
         result = subprocess.run(
             [sys.executable, "-c", _PROBE, _PROBES[probe]],
             cwd=ROOT,
             env=_environment(
                 tmp_path,
-                REDIS_URL=f"redis://127.0.0.1:{listener.getsockname()[1]}/0",
+                REDIS_URL=f"redis://127.0.0.1:{port}/0",
+                DATABASE_URL=f"postgres://mjgate:secret@127.0.0.1:{port}/mjgate",
                 FIELD_ENCRYPTION_KEYS=_FERNET_KEY,
             ),
             capture_output=True,
@@ -205,9 +209,14 @@ def test_a_redis_host_that_drops_packets_fails_fast(tmp_path, probe):
         for sock in (listener, *fillers):
             sock.close()
     name, seconds = result.stdout.split()
-    assert name == {"cache": "TimeoutError", "publish": "OperationalError"}[probe], result.stderr
+    expected = {
+        "cache": "TimeoutError",
+        "publish": "OperationalError",
+        "database": "OperationalError",
+    }
+    assert name == expected[probe], result.stdout + result.stderr
     # The publish retries its connection a few times (Celery's retry policy): 4 x 2 s at most.
-    assert float(seconds) < {"cache": 4.0, "publish": 10.0}[probe]
+    assert float(seconds) < {"cache": 4.0, "publish": 10.0, "database": 7.0}[probe]
 
 
 # --- what production settings resolve to --------------------------------------------------------
