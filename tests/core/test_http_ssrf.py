@@ -605,3 +605,27 @@ def test_proxy_environment_variables_are_ignored(
         assert proxy.connections == 0
     finally:
         proxy.close()
+
+
+@pytest.mark.usefixtures("refuse_private")
+def test_idn_host_names(monkeypatch: pytest.MonkeyPatch, socket_spy: list[Any]) -> None:
+    """Unicode look-alikes of loopback never get through; a real IDN is checked as punycode."""
+    for url in (
+        "http://ｌｏｃａｌｈｏｓｔ/",  # fullwidth
+        "http://１２７.０.０.１/",
+        "http://127。0。0。1/",  # ideographic full stops
+        "http://localhost。/",
+        "http://ß.localhost/",
+    ):
+        with pytest.raises(UnsafeURL):
+            check_url(url)
+    lookups = fake_dns(
+        monkeypatch,
+        {"xn--bcher-kva.example": ["93.184.216.34"], "xn--lcalhost-v3a.example": ["::1"]},
+    )
+    checked = check_url("https://bücher.example/hook")
+    assert (checked.host, checked.addresses) == ("xn--bcher-kva.example", ("93.184.216.34",))
+    with pytest.raises(UnsafeURL):
+        check_url("https://lócalhost.example/")
+    assert lookups == ["xn--bcher-kva.example", "xn--lcalhost-v3a.example"]
+    assert socket_spy == []
