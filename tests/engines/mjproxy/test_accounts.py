@@ -220,8 +220,8 @@ def test_the_sweeper_finds_follow_ups_of_gone_accounts_without_loading_the_other
     assert sorted(checked) == sorted(children[first.pk])
     statuses = dict(Task.objects.filter(parent__isnull=False).values_list("pk", "status"))
     assert statuses == {
-        **{pk: Status.FAILURE for pk in children[first.pk]},
-        **{pk: Status.NOT_START for pk in children[second.pk]},
+        **dict.fromkeys(children[first.pk], Status.FAILURE),
+        **dict.fromkeys(children[second.pk], Status.NOT_START),
     }
     assert {Task.objects.get(pk=pk).error_code for pk in children[first.pk]} == {
         ErrorCode.ACCOUNT_UNAVAILABLE
