@@ -79,8 +79,10 @@ def main() -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # SIGHUP too: closing the terminal must not leave the children (each in its own session,
+    # so the terminal's hangup never reaches them) running and holding the port.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     exit_code = 0
     try:
         for name, cmd in PROCESSES.items():

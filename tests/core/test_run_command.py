@@ -3,6 +3,7 @@ filesystem broker, answer the health probes, and all stop on Ctrl-C leaving noth
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -86,7 +87,9 @@ def _wait_for(predicate, timeout: float, what: str, log: Path) -> None:
     pytest.fail(f"timed out waiting for {what}; output:\n{log.read_text()[-4000:]}")
 
 
-def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
+def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
+    """Ctrl-C, and closing the terminal (SIGHUP), stop all three and what they started."""
     var_dir = tmp_path / "var"
     port = _free_port()
     env = _environment(var_dir, port)
@@ -106,8 +109,8 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path):
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    children: dict[str, int] = {}
     try:
-        children: dict[str, int] = {}
 
         def all_started() -> bool:
             children.update({m["name"]: int(m["pid"]) for m in STARTED.finditer(log.read_text())})
@@ -132,7 +135,7 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path):
         assert len(processes) > 3  # the worker's pool processes are included
         assert all(_alive(pid) for pid in processes)
 
-        devrun.send_signal(signal.SIGINT)
+        devrun.send_signal(stop_signal)
         assert devrun.wait(timeout=20) == 0
         output = log.read_text()
         for name in ("web", "worker", "beat"):
@@ -146,3 +149,7 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path):
         if devrun.poll() is None:
             devrun.kill()
             devrun.wait()
+        # Whatever happened above, leave no server or worker behind.
+        for pid in children.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
