@@ -10,6 +10,9 @@ A client that retries a POST with the same ``Idempotency-Key`` must not create a
 Keys are scoped to the API key that sent them and expire after :data:`IDEMPOTENCY_TTL`.
 Responses that say "try again later" (402, 409, 429, 5xx) are not stored: the record is
 released so a retry with the same key runs again once the condition has passed.
+
+Stored responses are encrypted at rest (``apps.core.crypto``): some carry a secret that is
+shown once and must exist nowhere in clear — a new API key, a webhook signing secret.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from rest_framework.response import Response
 
 from apps.api_keys.models import ApiKey
 
+from .crypto import decrypt_text, encrypt_text
 from .errors import Conflict, ServiceError, ValidationFailed
 from .models import IdempotencyRecord
 
@@ -71,6 +75,19 @@ class StoredResponse:
         response = HttpResponse(self.body, status=self.status, content_type=self.content_type)
         response[REPLAYED_HEADER] = "true"
         return response
+
+
+def _seal(body: bytes) -> bytes:
+    # surrogateescape carries any byte through the text API unchanged.
+    return encrypt_text(body.decode("utf-8", errors="surrogateescape")).encode("ascii")
+
+
+def _unseal(stored: bytes) -> bytes:
+    try:
+        return decrypt_text(stored.decode("ascii")).encode("utf-8", errors="surrogateescape")
+    except (ValueError, UnicodeDecodeError):
+        # Stored in clear before responses were encrypted (such rows live at most a day).
+        return stored
 
 
 def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
@@ -128,7 +145,7 @@ def idempotency_begin(
         if existing.state == IdempotencyRecord.COMPLETED:
             return StoredResponse(
                 status=int(existing.response_status or 200),
-                body=bytes(existing.response_body or b""),
+                body=_unseal(bytes(existing.response_body or b"")),
                 content_type=existing.response_content_type or "application/json",
             )
         stale = now - IN_FLIGHT_LOCK
@@ -152,7 +169,7 @@ def idempotency_complete(
     IdempotencyRecord.objects.filter(pk=record.pk, state=IdempotencyRecord.IN_FLIGHT).update(
         state=IdempotencyRecord.COMPLETED,
         response_status=status,
-        response_body=body,
+        response_body=_seal(body),
         response_content_type=content_type[:100],
     )
 

@@ -69,3 +69,23 @@ def test_no_plaintext_key_anywhere_in_the_database(organization, make_key, setti
             assert secret_part not in haystack
         # What is there: the clear prefix, for lookup and display.
         assert any(value == prefix for value in stored)
+
+
+def test_a_key_created_with_an_idempotency_key_is_replayed_but_not_stored_in_clear(
+    organization, live_key
+):
+    """The replay of ``POST /api/v1/keys`` must show the same secret, so the response is kept
+    for a day; it is kept encrypted, like every stored response."""
+    client = APIClient()
+    client.credentials(HTTP_MJ_API_SECRET=live_key.plaintext)
+    first = client.post("/api/v1/keys", {"name": "ci"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    again = client.post("/api/v1/keys", {"name": "ci"}, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.content == first.content
+    secret = first.json()["secret"]
+    assert ApiKey.objects.filter(organization=organization).count() == 2
+    prefix = first.json()["prefix"]
+    for haystack in (*_every_stored_value(), _dumpdata()):
+        assert secret not in haystack
+        assert secret[len(prefix) :] not in haystack

@@ -193,3 +193,30 @@ def test_large_bodies_work_with_a_key(settings, funded, live_key, client_for, sa
     assert first.status_code == second.status_code == 201
     assert second["Idempotent-Replayed"] == "true"
     assert Task.objects.filter(organization=funded, action="DESCRIBE").count() == 1
+
+
+def test_stored_responses_are_encrypted_and_older_clear_ones_still_replay(
+    funded, live_key, client_for, sandbox
+):
+    client = client_for(live_key)
+    first = client.post(TASKS, {"action": "IMAGINE", "prompt": "sealed"}, format="json",
+                        HTTP_IDEMPOTENCY_KEY="sealed")  # fmt: skip
+    stored = bytes(IdempotencyRecord.objects.get(key="sealed").response_body)
+    assert first.json()["id"].encode() not in stored
+    assert stored.startswith(b"gAAAAA")  # a Fernet token
+    # A row stored in clear before encryption (kept at most a day) replays as it was.
+    now = timezone.now()
+    IdempotencyRecord.objects.create(
+        api_key=live_key.api_key,
+        key="legacy",
+        fingerprint=request_fingerprint(method="POST", path=TASKS, body=b'{"prompt":"old"}'),
+        state=IdempotencyRecord.COMPLETED,
+        locked_at=now,
+        response_status=201,
+        response_body=b'{"id":"1700000000000000042"}',
+        response_content_type="application/json",
+        expires_at=now + timedelta(hours=1),
+    )
+    replay = client.post(TASKS, {"prompt": "old"}, format="json", HTTP_IDEMPOTENCY_KEY="legacy")
+    assert (replay.status_code, replay.json()) == (201, {"id": "1700000000000000042"})
+    assert Task.objects.filter(organization=funded).count() == 1
