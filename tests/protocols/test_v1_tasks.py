@@ -234,14 +234,17 @@ def test_read_only_and_flagless_keys(funded, make_key, client_for):
     assert Task.objects.count() == 0
 
 
-def test_cursor_pagination_is_stable_when_created_at_ties(funded, live_key, client_for):
+def test_cursor_pagination_is_stable_when_created_at_ties(
+    funded, live_key, client_for, other_organization
+):
     """Tasks accepted in the same microsecond (a bulk import, a coarse clock) are each listed
-    exactly once, forwards and backwards, whatever the page size."""
+    exactly once, forwards and backwards, whatever the page size; another tenant's never."""
     from django.utils import timezone
 
     same = timezone.now()
     tasks = [Task.objects.create(organization=funded, action=Action.IMAGINE) for _ in range(7)]
-    Task.objects.filter(pk__in=[t.pk for t in tasks[1:6]]).update(created_at=same)
+    theirs = Task.objects.create(organization=other_organization, action=Action.IMAGINE)
+    Task.objects.filter(pk__in=[t.pk for t in tasks[1:6]] + [theirs.pk]).update(created_at=same)
     expected = list(
         Task.objects.filter(organization=funded)
         .order_by("-created_at", "-id")
