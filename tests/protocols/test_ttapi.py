@@ -274,3 +274,14 @@ def test_tier_limit_is_429(funded, live_key, client_for):
     assert refused.json()["status"] == "FAILED"
     assert snapshot(funded) == before
     assert balance_get(organization=funded).held == 3 * 14000
+
+
+def test_model_names_the_mode_as_in_ttapi_examples(funded, live_key, client_for, sandbox):
+    client = client_for(live_key)
+    relax = Task.objects.get(pk=_imagine(client, model="relax"))
+    assert (relax.mode, relax.price) == (Mode.RELAX, 7000)
+    assert balance_get(organization=funded).held == 7000
+    # "mode" wins; a "model" that is not a mode is ignored.
+    turbo = Task.objects.get(pk=_imagine(client, mode="turbo", model="relax"))
+    other = Task.objects.get(pk=_imagine(client, model="v6"))
+    assert (turbo.mode, other.mode) == (Mode.TURBO, Mode.FAST)

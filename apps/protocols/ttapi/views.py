@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from apps.core.api import OrganizationAPIView
 from apps.core.errors import NotFound, ServiceError
 from apps.tasks.buttons import Button, resolve_alias
-from apps.tasks.enums import Action
+from apps.tasks.enums import Action, parse_mode
 from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import task_get
 from apps.tasks.services import (
@@ -135,13 +135,23 @@ class SubmitView(TtapiView):
         raise NotImplementedError
 
 
+def _requested_mode(data: dict[str, Any]) -> str | None:
+    """``mode``; else ``model`` when it names a mode, as TTAPI's own request examples spell it
+    (``"model": "relax"``) — ignoring it would run and charge the job as FAST."""
+    mode = optional_text(data, "mode")
+    if mode:
+        return mode
+    model = data.get("model")
+    return model if isinstance(model, str) and parse_mode(model) else None
+
+
 class ImagineView(SubmitView):
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
         return task_submit(
             caller=self.caller,
             action=Action.IMAGINE,
             prompt=text_field(data, "prompt"),
-            mode=optional_text(data, "mode"),
+            mode=_requested_mode(data),
             delivery=_delivery(data, options=True),
         )
 
@@ -153,7 +163,7 @@ class DescribeView(SubmitView):
             caller=self.caller,
             action=Action.DESCRIBE,
             images=[image] if image else [],
-            mode=optional_text(data, "mode"),
+            mode=_requested_mode(data),
             delivery=_delivery(data),
         )
 
@@ -166,7 +176,7 @@ class BlendView(SubmitView):
             action=Action.BLEND,
             images=images,
             dimensions=optional_text(data, "dimensions"),
-            mode=optional_text(data, "mode"),
+            mode=_requested_mode(data),
             delivery=_delivery(data, options=True),
         )
 
