@@ -92,7 +92,8 @@ class OutboundHTTPError(ServiceError):
 
 @dataclass(frozen=True)
 class Timeout:
-    """Seconds. ``total`` bounds the whole exchange, DNS included."""
+    """Seconds. ``total`` bounds the whole exchange: the time the DNS lookup took counts
+    against it, though the lookup itself can only be as short as the system resolver allows."""
 
     connect: float = 5.0
     read: float = 10.0
