@@ -37,6 +37,7 @@ from django.utils import timezone
 from apps.accounts.models import Organization
 from apps.core.errors import InsufficientBalance, ValidationFailed
 
+from .events import balance_changed
 from .models import Balance, EntryKind, LedgerEntry
 
 if TYPE_CHECKING:
@@ -116,7 +117,11 @@ def _apply(
     Balance.objects.filter(organization_id=balance.organization_id).update(
         available=available, held=held, updated_at=timezone.now()
     )
+    before = balance.available
     balance.available, balance.held = available, held
+    balance_changed(
+        organization_id=balance.organization_id, before=before, available=available, held=held
+    )
     return LedgerEntry.objects.create(
         organization_id=balance.organization_id,
         kind=kind,

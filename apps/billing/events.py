@@ -1,0 +1,26 @@
+"""Where balance changes leave the billing domain: webhook outbox rows, same transaction."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from apps.accounts.models import Organization
+
+
+def balance_changed(*, organization_id: int, before: int, available: int, held: int) -> None:
+    """Publish ``balance.low`` when a movement takes the available balance below the threshold.
+
+    Only the crossing publishes, not every movement below it, so a customer's endpoint hears
+    once per dip rather than once per task. Called inside the ledger's transaction.
+    """
+    threshold = int(getattr(settings, "BALANCE_LOW_THRESHOLD", 0))
+    if threshold <= 0 or not (before >= threshold > available):
+        return
+    try:
+        from apps.webhooks.services import balance_low_publish
+    except ImportError:  # the webhooks app is optional
+        return
+    organization = Organization.objects.get(pk=organization_id)
+    balance_low_publish(
+        organization=organization, available=available, held=held, threshold=threshold
+    )
