@@ -318,6 +318,9 @@ ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
 
 # --- Billing ----------------------------------------------------------------------------------
 SIGNUP_GRANT_TOKENS = env_int("SIGNUP_GRANT_TOKENS", 70_000)
+# A movement that takes the available balance from at or above this to below it publishes a
+# balance.low webhook event (35,000 tokens = 1 CNY); 0 turns the event off.
+BALANCE_LOW_THRESHOLD = env_int("BALANCE_LOW_THRESHOLD", 35_000)
 TOKENS_PER_CNY = 35_000
 
 # --- Task engine ------------------------------------------------------------------------------
