@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import IO, Any
 
@@ -12,7 +12,9 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.parsers import BaseParser
+from rest_framework.response import Response
 
+from apps.core.errors import ServiceError
 from apps.tasks.models import Task
 from apps.tasks.services import Caller
 from apps.tasks.storage import file_url
@@ -128,3 +130,53 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 def caller_of(view: Any, protocol: str) -> Caller:
     return Caller(organization=view.organization, api_key=view.api_key, protocol=protocol)
+
+
+def first_message(detail: Any) -> str:
+    """The first message of a DRF error detail, as ``field: message`` for a field's error.
+
+    The compatible envelopes carry one message string, not the native API's ``details``.
+    """
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            return f"{field}: {first_message(value)}"
+    if isinstance(detail, list) and detail:
+        return first_message(detail[0])
+    return str(detail)
+
+
+def with_retry_after(response: Response, exc: ServiceError) -> Response:
+    """A tier or rate limit's answer says when to retry, as the native API's does."""
+    if exc.http_status == 429 and "retry_after" in exc.details:
+        response["Retry-After"] = str(exc.details["retry_after"])
+    return response
+
+
+def drf_error_response(
+    exc: Exception,
+    *,
+    envelope: Callable[[str], dict[str, Any]],
+    validation_status: int,
+) -> Response | None:
+    """A compatible dialect's answer to DRF's own exceptions; None for any other exception.
+
+    Both dialects answer these alike but for their envelope (built from the message by
+    ``envelope``) and the HTTP status of bad input (``validation_status``).
+    """
+    if isinstance(exc, exceptions.Throttled):
+        wait = int(getattr(exc, "wait", None) or 1)
+        response = Response(
+            envelope(f"Too many requests for this API key; retry in {wait} seconds."),
+            status=429,
+        )
+        response["Retry-After"] = str(wait)
+        return response
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        response = Response(envelope(str(exc.detail)), status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="mjgate"'
+        return response
+    if isinstance(exc, exceptions.ValidationError | exceptions.ParseError):
+        return Response(envelope(first_message(exc.detail)), status=validation_status)
+    if isinstance(exc, exceptions.APIException):
+        return Response(envelope(str(exc.detail)), status=exc.status_code)
+    return None

@@ -45,12 +45,14 @@ from apps.tasks.services import (
 from ..common import (
     LenientJSONParser,
     caller_of,
+    drf_error_response,
     json_object,
     logger,
     optional_text,
     state_field,
     string_list,
     text_field,
+    with_retry_after,
 )
 from .payloads import task_json
 
@@ -90,13 +92,8 @@ def _service_error_code(exc: ServiceError) -> int:
     return VALIDATION_ERROR if exc.http_status < 500 else FAILURE
 
 
-def _first_message(detail: Any) -> str:
-    if isinstance(detail, dict):
-        for field, value in detail.items():
-            return f"{field}: {_first_message(value)}"
-    if isinstance(detail, list) and detail:
-        return _first_message(detail[0])
-    return str(detail)
+def _rejected(message: str) -> dict[str, Any]:
+    return envelope(VALIDATION_ERROR, message)
 
 
 def mjproxy_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
@@ -117,30 +114,11 @@ def mjproxy_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRe
         else:
             status = 200 if code != FAILURE else exc.http_status
         response = Response(envelope(code, exc.message, None, properties), status=status)
-        if exc.http_status == 429 and "retry_after" in exc.details:
-            response["Retry-After"] = str(exc.details["retry_after"])
-        return response
-    if isinstance(exc, exceptions.Throttled):
-        wait = int(getattr(exc, "wait", None) or 1)
-        response = Response(
-            envelope(
-                VALIDATION_ERROR,
-                f"Too many requests for this API key; retry in {wait} seconds.",
-            ),
-            status=429,
-        )
-        response["Retry-After"] = str(wait)
-        return response
-    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        response = Response(envelope(VALIDATION_ERROR, str(exc.detail)), status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="mjgate"'
-        return response
-    if isinstance(exc, exceptions.PermissionDenied):
-        return Response(envelope(VALIDATION_ERROR, str(exc.detail)), status=403)
-    if isinstance(exc, exceptions.ValidationError | exceptions.ParseError):
-        return Response(envelope(VALIDATION_ERROR, _first_message(exc.detail)), status=200)
-    if isinstance(exc, exceptions.APIException):
-        return Response(envelope(VALIDATION_ERROR, str(exc.detail)), status=exc.status_code)
+        return with_retry_after(response, exc)
+    # Bad input is a business outcome (HTTP 200, code 4), like the proxy's own validation.
+    drf_response = drf_error_response(exc, envelope=_rejected, validation_status=200)
+    if drf_response is not None:
+        return drf_response
     logger.exception("mj-proxy request failed", exc_info=exc)
     return Response(envelope(FAILURE, "Internal error; the request was not completed."), status=500)
 

@@ -34,11 +34,13 @@ from apps.tasks.services import (
 from ..common import (
     LenientJSONParser,
     caller_of,
+    drf_error_response,
     json_object,
     logger,
     optional_text,
     string_list,
     text_field,
+    with_retry_after,
 )
 from .payloads import job_json
 
@@ -50,41 +52,20 @@ def envelope(status: str, message: str, data: Any = None) -> dict[str, Any]:
     return {"status": status, "message": message, "data": data}
 
 
-def _first_message(detail: Any) -> str:
-    if isinstance(detail, dict):
-        for field, value in detail.items():
-            return f"{field}: {_first_message(value)}"
-    if isinstance(detail, list) and detail:
-        return _first_message(detail[0])
-    return str(detail)
+def _failed(message: str) -> dict[str, Any]:
+    return envelope(FAILED, message)
 
 
 def ttapi_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, Http404):
         exc = NotFound("Job not found.")
     if isinstance(exc, ServiceError):
-        response = Response(envelope(FAILED, exc.message), status=exc.http_status)
-        if exc.http_status == 429 and "retry_after" in exc.details:
-            response["Retry-After"] = str(exc.details["retry_after"])
+        return with_retry_after(Response(_failed(exc.message), status=exc.http_status), exc)
+    response = drf_error_response(exc, envelope=_failed, validation_status=400)
+    if response is not None:
         return response
-    if isinstance(exc, exceptions.Throttled):
-        wait = int(getattr(exc, "wait", None) or 1)
-        response = Response(
-            envelope(FAILED, f"Too many requests for this API key; retry in {wait} seconds."),
-            status=429,
-        )
-        response["Retry-After"] = str(wait)
-        return response
-    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        response = Response(envelope(FAILED, str(exc.detail)), status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="mjgate"'
-        return response
-    if isinstance(exc, exceptions.ValidationError | exceptions.ParseError):
-        return Response(envelope(FAILED, _first_message(exc.detail)), status=400)
-    if isinstance(exc, exceptions.APIException):
-        return Response(envelope(FAILED, str(exc.detail)), status=exc.status_code)
     logger.exception("TTAPI request failed", exc_info=exc)
-    return Response(envelope(FAILED, "Internal error; the request was not completed."), status=500)
+    return Response(_failed("Internal error; the request was not completed."), status=500)
 
 
 class TtapiView(OrganizationAPIView):
