@@ -7,6 +7,7 @@ Ledger entries and Stripe records are read-only here: a correction is a new entr
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django import forms
@@ -155,53 +156,102 @@ class AdjustBalanceForm(forms.Form):
 def _adjust_balance(
     modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Organization]
 ) -> HttpResponse | None:
+    organizations = queryset.order_by("pk")
     if "apply" in request.POST:
         form = AdjustBalanceForm(request.POST)
         if form.is_valid():
-            operator = request.user
-            assert isinstance(operator, User)
             data = form.cleaned_data
-            for organization in queryset.order_by("pk"):
-                try:
-                    # The entry and its audit record commit together or not at all.
-                    with transaction.atomic():
-                        entry = ledger_adjust(
-                            organization=organization,
-                            amount=data["amount"],
-                            reason=data["reason"],
-                            operator=operator,
-                            idempotency_key=f"admin-adjust:{data['token']}",
-                        )
-                        _audit_ledger_entry(operator, "organization.adjust_balance", entry)
-                except ServiceError as exc:
-                    modeladmin.message_user(
-                        request, f"{organization}: not adjusted. {exc.message}", messages.ERROR
-                    )
-                    continue
-                modeladmin.message_user(
-                    request,
-                    f"{organization}: adjusted by {entry.delta_available:+,} tokens "
-                    f"(ledger entry {entry.pk}); available is now {entry.available_after:,}.",
-                    messages.SUCCESS,
-                )
+            _move_each(
+                modeladmin,
+                request,
+                organizations,
+                move=lambda organization, operator: ledger_adjust(
+                    organization=organization,
+                    amount=data["amount"],
+                    reason=data["reason"],
+                    operator=operator,
+                    idempotency_key=f"admin-adjust:{data['token']}",
+                ),
+                audit_action="organization.adjust_balance",
+                failed="not adjusted",
+                done=lambda entry: f"adjusted by {entry.delta_available:+,} tokens",
+            )
             return None
     else:
         form = AdjustBalanceForm(initial={"token": uuid.uuid4()})
+    return _action_page(
+        modeladmin,
+        request,
+        organizations,
+        form=form,
+        title="Adjust balance",
+        action_name="adjust_balance",
+        template="admin/billing/adjust_balance.html",
+    )
+
+
+def _move_each(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    organizations: Iterable[Organization],
+    *,
+    move: Callable[[Organization, User], LedgerEntry],
+    audit_action: str,
+    failed: str,
+    done: Callable[[LedgerEntry], str],
+) -> None:
+    """One ledger movement per organization, each with its audit record; one message each.
+
+    An organization the ledger refuses (a negative adjustment below zero) is reported and
+    skipped; the others still move.
+    """
+    operator = request.user
+    assert isinstance(operator, User)
+    for organization in organizations:
+        try:
+            # The entry and its audit record commit together or not at all.
+            with transaction.atomic():
+                entry = move(organization, operator)
+                _audit_ledger_entry(operator, audit_action, entry)
+        except ServiceError as exc:
+            modeladmin.message_user(
+                request, f"{organization}: {failed}. {exc.message}", messages.ERROR
+            )
+            continue
+        modeladmin.message_user(
+            request,
+            f"{organization}: {done(entry)} "
+            f"(ledger entry {entry.pk}); available is now {entry.available_after:,}.",
+            messages.SUCCESS,
+        )
+
+
+def _action_page(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    organizations: QuerySet[Organization] | list[Organization],
+    *,
+    form: forms.Form,
+    title: str,
+    action_name: str,
+    template: str,
+) -> TemplateResponse:
+    """The action's form, above the selected organizations with their available balance."""
     balances = dict(
-        Balance.objects.filter(organization__in=queryset).values_list(
+        Balance.objects.filter(organization__in=organizations).values_list(
             "organization_id", "available"
         )
     )
     context = {
         **modeladmin.admin_site.each_context(request),
-        "title": "Adjust balance",
+        "title": title,
         "opts": modeladmin.model._meta,
         "form": form,
-        "organizations": [(org, balances.get(org.pk, 0)) for org in queryset.order_by("pk")],
+        "organizations": [(org, balances.get(org.pk, 0)) for org in organizations],
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        "action_name": "adjust_balance",
+        "action_name": action_name,
     }
-    return TemplateResponse(request, "admin/billing/adjust_balance.html", context)
+    return TemplateResponse(request, template, context)
 
 
 def _audit_ledger_entry(operator: User, action: str, entry: LedgerEntry) -> None:
@@ -258,49 +308,34 @@ def _grant_tokens(
     if "apply" in request.POST:
         form = GrantTokensForm(request.POST)
         if form.is_valid():
-            operator = request.user
-            assert isinstance(operator, User)
             data = form.cleaned_data
-            for organization in organizations:
-                try:
-                    with transaction.atomic():
-                        entry = ledger_topup(
-                            organization=organization,
-                            amount=data["amount"],
-                            reason=data["reason"],
-                            operator=operator,
-                            idempotency_key=f"admin-grant:{data['token']}",
-                        )
-                        _audit_ledger_entry(operator, "organization.grant_tokens", entry)
-                except ServiceError as exc:
-                    modeladmin.message_user(
-                        request, f"{organization}: not credited. {exc.message}", messages.ERROR
-                    )
-                    continue
-                modeladmin.message_user(
-                    request,
-                    f"{organization}: granted {entry.delta_available:,} tokens "
-                    f"(ledger entry {entry.pk}); available is now {entry.available_after:,}.",
-                    messages.SUCCESS,
-                )
+            _move_each(
+                modeladmin,
+                request,
+                organizations,
+                move=lambda organization, operator: ledger_topup(
+                    organization=organization,
+                    amount=data["amount"],
+                    reason=data["reason"],
+                    operator=operator,
+                    idempotency_key=f"admin-grant:{data['token']}",
+                ),
+                audit_action="organization.grant_tokens",
+                failed="not credited",
+                done=lambda entry: f"granted {entry.delta_available:,} tokens",
+            )
             return None
     else:
         form = GrantTokensForm(initial={"token": uuid.uuid4()})
-    balances = dict(
-        Balance.objects.filter(organization__in=organizations).values_list(
-            "organization_id", "available"
-        )
+    return _action_page(
+        modeladmin,
+        request,
+        organizations,
+        form=form,
+        title="Grant tokens",
+        action_name="grant_tokens",
+        template="admin/billing/grant_tokens.html",
     )
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": "Grant tokens",
-        "opts": modeladmin.model._meta,
-        "form": form,
-        "organizations": [(org, balances.get(org.pk, 0)) for org in organizations],
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        "action_name": "grant_tokens",
-    }
-    return TemplateResponse(request, "admin/billing/grant_tokens.html", context)
 
 
 class BillingOrganizationAdmin(OrganizationAdmin):
