@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -12,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.accounts.models import MembershipTier
 from apps.accounts.roles import Capability
 from apps.accounts.selectors import tier_get
-from apps.billing.models import TokenPackage
+from apps.billing.models import CheckoutSession, TokenPackage
 from apps.billing.selectors import (
     balance_get,
     ledger_list,
@@ -36,6 +39,23 @@ LEDGER_PAGE_SIZE = 25
 def _urls(request: HttpRequest) -> tuple[str, str]:
     base = request.build_absolute_uri(reverse("dashboard:billing"))
     return f"{base}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}", f"{base}?checkout=cancel"
+
+
+def _to_checkout(request: HttpRequest, start: Callable[..., CheckoutSession]) -> HttpResponse:
+    """Send the browser to the Stripe Checkout ``start`` opens, which returns to this page.
+
+    A refusal (payments down, a plan not sold online) is shown on the billing page; a package
+    or plan that does not exist stays a 404.
+    """
+    success, cancel = _urls(request)
+    try:
+        session = start(success_url=success, cancel_url=cancel)
+    except ServiceError as exc:
+        if exc.http_status == 404:
+            raise
+        messages.error(request, exc.message)
+        return redirect("dashboard:billing")
+    return redirect(session.url)
 
 
 @require_GET
@@ -78,39 +98,27 @@ def buy(request: HttpRequest) -> HttpResponse:
         package = package_list_active().get(pk=int(request.POST.get("package", "")))
     except (TokenPackage.DoesNotExist, ValueError) as exc:
         raise NotFound("This token package is not on sale.") from exc
-    success, cancel = _urls(request)
-    try:
-        session = checkout_create(
+    return _to_checkout(
+        request,
+        partial(
+            checkout_create,
             organization=organization_of(request),
             package=package,
             user=request.user,  # type: ignore[arg-type]
-            success_url=success,
-            cancel_url=cancel,
-        )
-    except ServiceError as exc:
-        if exc.http_status == 404:
-            raise
-        messages.error(request, exc.message)
-        return redirect("dashboard:billing")
-    return redirect(session.url)
+        ),
+    )
 
 
 @require_POST
 @dashboard_view(Capability.MANAGE_BILLING)
 def upgrade(request: HttpRequest) -> HttpResponse:
     tier = tier_get(code=request.POST.get("tier", ""))
-    success, cancel = _urls(request)
-    try:
-        session = subscription_checkout_create(
+    return _to_checkout(
+        request,
+        partial(
+            subscription_checkout_create,
             organization=organization_of(request),
             tier=tier,
             user=request.user,  # type: ignore[arg-type]
-            success_url=success,
-            cancel_url=cancel,
-        )
-    except ServiceError as exc:
-        if exc.http_status == 404:
-            raise
-        messages.error(request, exc.message)
-        return redirect("dashboard:billing")
-    return redirect(session.url)
+        ),
+    )
