@@ -128,6 +128,11 @@ class Task(models.Model):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def tokens_charged(self) -> int:
+        """What the customer paid: the price is captured only on success; test tasks are free."""
+        return int(self.price) if self.status == Status.SUCCESS and not self.is_test else 0
+
 
 class BannedWord(models.Model):
     """Operator-managed list; matched whole-word and case-insensitively (SPEC §4.5)."""

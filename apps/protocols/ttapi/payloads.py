@@ -43,8 +43,8 @@ def action_name(task: Task) -> str:
 
 
 def quota(task: Task) -> int:
-    """Tokens charged: the captured price on success, nothing otherwise (holds are released)."""
-    return int(task.price) if task.status == Status.SUCCESS and not task.is_test else 0
+    """Tokens charged, as TTAPI reports them in ``quota``."""
+    return task.tokens_charged
 
 
 def job_data(task: Task) -> dict[str, Any]:
