@@ -19,6 +19,10 @@ def tier_get_default() -> MembershipTier:
     return tier
 
 
+def tier_list() -> QuerySet[MembershipTier]:
+    return MembershipTier.objects.order_by("sort_order", "max_unfinished_tasks")
+
+
 def tier_get(*, code: str) -> MembershipTier:
     try:
         return MembershipTier.objects.get(code__iexact=code)

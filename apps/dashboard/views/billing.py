@@ -12,9 +12,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.accounts.models import MembershipTier
 from apps.accounts.roles import Capability
-from apps.accounts.selectors import tier_get
+from apps.accounts.selectors import tier_get, tier_list
 from apps.billing.models import CheckoutSession, TokenPackage
 from apps.billing.selectors import (
     balance_get,
@@ -79,7 +78,7 @@ def index(request: HttpRequest) -> HttpResponse:
         {
             "balance": balance_get(organization=organization),
             "plan": plan,
-            "tiers": list(MembershipTier.objects.order_by("sort_order", "max_unfinished_tasks")),
+            "tiers": list(tier_list()),
             "packages": list(package_list_active()),
             "prices": price_table_get(organization=organization),
             "ledger": ledger,
