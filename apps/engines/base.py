@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -87,6 +88,104 @@ class PollResult:
     RUNNING: ClassVar[str] = "running"
     SUCCESS: ClassVar[str] = "success"
     FAILURE: ClassVar[str] = "failure"
+
+
+# --- The job value (the engine boundary) -----------------------------------------------------
+#
+# Engines are pure adapters: the lifecycle builds a frozen ``Job`` from a task and its account,
+# hands it to the engine, and applies what comes back (``SubmitResult``, ``PollResult``,
+# ``JobUpdate``). Engines never import task models or the lifecycle, and never write task rows;
+# their own tables (``SandboxJob``, gateway leases …) are theirs alone.
+
+#: Reads a stored file (an input image, a parent's result) by its storage name. The lifecycle
+#: injects it, so engines need no import of the task app's storage.
+FileReader = Callable[[str], bytes]
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file in our storage, read on demand (input images can be tens of MiB)."""
+
+    name: str
+    reader: FileReader = field(repr=False, compare=False)
+
+    def read(self) -> bytes:
+        return self.reader(self.name)
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """What an engine may know about the upstream account a job runs on."""
+
+    id: int
+    engine: str
+    name: str
+    modes: tuple[str, ...]
+    options: Mapping[str, Any]
+    #: Decrypted credentials; never logged, never returned in a result.
+    secrets: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """The task a follow-up (U1, V2, zoom, pan …) was pressed on, as the engine needs it."""
+
+    task_id: str
+    action: str
+    prompt: str
+    upstream_job_id: str
+    #: The engine's own opaque state of the parent's job (message ids, upstream custom ids …).
+    state: Mapping[str, Any]
+    params: Mapping[str, Any]
+    seed: int | None
+    #: The parent's stored result: ``grid`` (the image as delivered) and ``splits`` when it had
+    #: four quadrants. Empty when the parent has no stored result.
+    grid: StoredFile | None = None
+    splits: tuple[StoredFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task as an engine sees it. Frozen: engines report changes, they do not make them."""
+
+    task_id: str
+    #: An ``apps.tasks.enums.Action`` value (IMAGINE, UPSCALE, VARIATION, ZOOM, PAN …).
+    action: str
+    #: FAST, RELAX or TURBO.
+    mode: str
+    #: The prompt as sent upstream (``prompt_en``), parameters included.
+    prompt: str
+    #: Domain parameters of the action (dimensions, index, zoom_factor, pan_direction, variant,
+    #: reroll_of …) — domain names, never a dialect's wire names.
+    params: Mapping[str, Any]
+    account: AccountView
+    #: The button pressed, in Midjourney's customId format (follow-ups only).
+    custom_id: str = ""
+    #: MID_JOURNEY or NIJI_JOURNEY: which bot serves the job.
+    bot: str = "MID_JOURNEY"
+    seed: int | None = None
+    images: tuple[StoredFile, ...] = ()
+    mask: StoredFile | None = None
+    parent: ParentRef | None = None
+    #: Set once the engine's submit returned (empty before).
+    upstream_job_id: str = ""
+    #: The engine's own opaque state for this job, as its last result returned it.
+    state: Mapping[str, Any] = field(default_factory=dict)
+    #: The progress last recorded, so an engine can report only forward movement.
+    progress: int = 0
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """News about a job that arrived without being asked for (an upstream callback, a gateway
+    event): the lifecycle finds the task by ``upstream_job_id`` on ``account_id`` (or by
+    ``task_id`` when the engine knows it, e.g. from a nonce) and applies ``result`` exactly as
+    it would a poll's."""
+
+    account_id: int
+    upstream_job_id: str
+    result: PollResult
+    task_id: str = ""
 
 
 class Engine:
