@@ -1,0 +1,57 @@
+"""The one module that sends Celery messages.
+
+Services never import a Celery entry-point module: they call :func:`send_after_commit` with the
+task's *name*, and the message leaves when the surrounding transaction commits (at once outside
+one). That keeps imports one-way (entry points import services, never the reverse) and keeps
+the STYLE rule 5 promise that a worker never sees a row that is not committed yet.
+
+PostgreSQL is the source of truth: a message lost to a broker outage is only a delay, because
+beat's safety nets (the sweeper, the due-deliveries pickup) re-drive whatever the rows say is
+still owed. So a failed send is logged, never raised into the request that caused it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import current_app
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def send_now(
+    name: str,
+    *args: Any,
+    countdown: float | None = None,
+    queue: str | None = None,
+) -> None:
+    """Send the message now. Use it only where no transaction can be open (a Celery task
+    re-queueing itself); everything else goes through :func:`send_after_commit`."""
+    options: dict[str, Any] = {}
+    if countdown:
+        options["countdown"] = countdown
+    if queue:
+        options["queue"] = queue
+    try:
+        # The registered task object when this process knows it (keeps task_always_eager and
+        # the routing of the task's own options); otherwise a plain send by name.
+        task = current_app.tasks.get(name)
+        if task is not None:
+            task.apply_async(args=args, **options)
+        else:
+            current_app.send_task(name, args=args, **options)
+    except Exception:
+        # The broker is down or refused the message: the durable rows re-drive the work.
+        logger.warning("could not send %s; the safety net will re-drive it", name, exc_info=True)
+
+
+def send_after_commit(
+    name: str,
+    *args: Any,
+    countdown: float | None = None,
+    queue: str | None = None,
+) -> None:
+    """Send Celery task ``name`` with ``args`` once the current transaction commits."""
+    transaction.on_commit(lambda: send_now(name, *args, countdown=countdown, queue=queue))
