@@ -17,7 +17,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("accounts/", include("allauth.urls")),
-    path("engines/mjproxy/", include("apps.engines.mjproxy.urls")),
+    path("engines/", include("apps.tasks.urls")),
     path(settings.ADMIN_URL, admin.site.urls),
     # The end-user dashboard owns the site root; keep it last so it never shadows an API route.
     path("", include("apps.dashboard.urls")),

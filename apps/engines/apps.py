@@ -7,7 +7,10 @@ class EnginesConfig(AppConfig):
     verbose_name = "Upstream engines"
 
     def ready(self) -> None:
-        # Register the engines before any worker thread looks one up.
-        from .base import _load_builtin_engines
+        # The built-in engines: importing a module registers its engine. Lazy because engine
+        # modules import models, which Django allows only once the app registry is ready; done
+        # here, before any request or worker thread looks an engine up. Add a new engine here.
+        from .mjproxy import engine as mjproxy_engine
+        from .sandbox import engine as sandbox_engine
 
-        _load_builtin_engines()
+        del mjproxy_engine, sandbox_engine

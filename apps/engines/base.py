@@ -1,24 +1,20 @@
 """The interface every upstream engine implements, and the registry that finds them by name.
 
-An engine turns one task into work on one upstream account: ``submit`` starts it and returns
-the upstream job id, ``poll`` reports progress and, at the end, the result; ``cancel`` is best
-effort. Engines never touch task status or money — the task lifecycle does that — so adding an
-engine cannot break an invariant.
+An engine turns one job (a frozen :class:`Job`, built by the task lifecycle from a task and the
+account it runs on) into work upstream: ``submit`` starts it and returns the upstream job id,
+``poll`` reports progress and, at the end, the result; ``cancel`` is best effort. Engines never
+touch task status or money — the task lifecycle does that — so adding an engine cannot break an
+invariant.
+
+The registry is filled by importing the engine modules: ``EnginesConfig.ready`` imports the
+built-in ones by name (a plain import any tool can follow).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from apps.tasks.models import Task
-
-    from .models import UpstreamAccount
+from typing import Any, ClassVar
 
 
 class EngineError(Exception):
@@ -113,6 +109,10 @@ class StoredFile:
         return self.reader(self.name)
 
 
+def _no_running_jobs() -> Sequence[str]:
+    return ()
+
+
 @dataclass(frozen=True)
 class AccountView:
     """What an engine may know about the upstream account a job runs on."""
@@ -124,6 +124,12 @@ class AccountView:
     options: Mapping[str, Any]
     #: Decrypted credentials; never logged, never returned in a result.
     secrets: Mapping[str, Any] = field(repr=False)
+    #: The upstream job ids of the account's running tasks, oldest first, read on demand (an
+    #: engine that polls in batches asks one upstream round for all of them). Injected by the
+    #: lifecycle, like the file reader, so engines need no import of the task models.
+    running_jobs: Callable[[], Sequence[str]] = field(
+        default=_no_running_jobs, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,12 @@ class ParentRef:
     state: Mapping[str, Any]
     params: Mapping[str, Any]
     seed: int | None
+    #: The engine that ran the parent and the account it ran on (None: the account is gone).
+    engine: str = ""
+    account_id: int | None = None
+    #: The buttons the parent offers our customers (``{"customId", "label", "emoji"}``): an
+    #: engine translates the pressed one into its upstream's spelling with them.
+    buttons: tuple[Mapping[str, Any], ...] = ()
     #: The parent's stored result: ``grid`` (the image as delivered) and ``splits`` when it had
     #: four quadrants. Empty when the parent has no stored result.
     grid: StoredFile | None = None
@@ -179,8 +191,12 @@ class Job:
 class JobUpdate:
     """News about a job that arrived without being asked for (an upstream callback, a gateway
     event): the lifecycle finds the task by ``upstream_job_id`` on ``account_id`` (or by
-    ``task_id`` when the engine knows it, e.g. from a nonce) and applies ``result`` exactly as
-    it would a poll's."""
+    ``task_id`` when the engine knows it, e.g. from a nonce) and applies ``result`` with the
+    same compare-and-set transitions as a poll's: progress moves forward, a failure fails the
+    task. A SUCCESS is a hint, never applied from the update itself: fetching and storing the
+    result is a worker's job, so the lifecycle runs the task's next poll step at once, and the
+    engine's ``poll`` must then report the result (keep what the update said where ``poll``
+    looks first)."""
 
     account_id: int
     upstream_job_id: str
@@ -201,29 +217,38 @@ class Engine:
     #: seed we chose (the sandbox) leave this off.
     seed_from_upstream: ClassVar[bool] = False
 
-    def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
+    def submit(self, job: Job) -> SubmitResult:
         raise NotImplementedError
 
-    def find_job(self, *, account: UpstreamAccount, task: Task) -> SubmitResult | None:
-        """The upstream job an earlier submit of ``task`` started, or None if there is none.
+    def find_job(self, job: Job) -> SubmitResult | None:
+        """The upstream job an earlier submit of ``job`` started, or None if there is none.
 
         Only called for engines with ``idempotent_submit``, after a worker died mid-submit.
         """
         raise NotImplementedError
 
-    def poll(self, *, account: UpstreamAccount, task: Task) -> PollResult:
+    def poll(self, job: Job) -> PollResult:
         raise NotImplementedError
 
-    def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
+    def cancel(self, job: Job) -> None:
         """Best effort; the default is to let the upstream job run out."""
 
-    def image_seed(self, *, account: UpstreamAccount, task: Task) -> int | None:
-        """The seed the upstream used for ``task``'s finished job, or None if it has none.
+    def image_seed(self, job: Job) -> int | None:
+        """The seed the upstream used for ``job`` (finished), or None if it has none.
 
         Only called for engines with ``seed_from_upstream``; raises ``TemporaryEngineError``
         when the upstream cannot be asked right now.
         """
         raise NotImplementedError
+
+    def callback_authentic(self, account: AccountView, token: str) -> bool:
+        """Whether ``token`` (from the callback URL) proves a callback comes from ``account``'s
+        upstream. Engines without upstream callbacks accept none."""
+        return False
+
+    def parse_callback(self, account: AccountView, payload: Mapping[str, Any]) -> list[JobUpdate]:
+        """The news an authenticated upstream callback carries (empty: nothing we know)."""
+        return []
 
     def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
         """Raise ValueError with a clear message for bad account options."""
@@ -240,7 +265,6 @@ def register(engine: Engine) -> Engine:
 
 
 def get_engine(name: str) -> Engine:
-    _load_builtin_engines()
     try:
         return _REGISTRY[name]
     except KeyError as exc:
@@ -249,30 +273,4 @@ def get_engine(name: str) -> Engine:
 
 
 def engine_names() -> list[str]:
-    _load_builtin_engines()
     return sorted(_REGISTRY)
-
-
-#: Modules that register an engine when imported. An engine folder that is not there (yet) is
-#: skipped; one that is there but fails to import is an error, never silently missing.
-BUILTIN_ENGINE_MODULES = ("apps.engines.sandbox.engine", "apps.engines.mjproxy.engine")
-
-
-@cache
-def _installed(module: str) -> bool:
-    package = module.rsplit(".", 1)[0]
-    return importlib.util.find_spec(package) is not None and (
-        importlib.util.find_spec(module) is not None
-    )
-
-
-def _load_builtin_engines() -> None:
-    """Import the engine modules (they register themselves). Safe from many threads at once.
-
-    ``import_module`` waits for a module another thread is still importing, so no caller can
-    see the registry before ``register`` ran. ``EnginesConfig.ready`` calls this at start-up;
-    calling it again is cheap.
-    """
-    for module in BUILTIN_ENGINE_MODULES:
-        if _installed(module):
-            importlib.import_module(module)

@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from apps.accounts.models import Organization
 from apps.billing.models import EntryKind, LedgerEntry
-from apps.engines.models import Health, UpstreamAccount
+from apps.engines.models import UpstreamAccount
+from apps.engines.selectors import upstream_account_usable
 from apps.tasks.enums import Mode, Status
 from apps.tasks.models import Task
 
@@ -178,16 +179,6 @@ def _seconds(value: Any) -> float | None:
     return round(float(value) / 1_000_000, 1)
 
 
-def _usable(account: UpstreamAccount, now: datetime) -> bool:
-    if not account.is_enabled:
-        return False
-    if account.health == Health.HEALTHY:
-        return True
-    return account.health == Health.COOLING_DOWN and (
-        account.cooldown_until is not None and account.cooldown_until <= now
-    )
-
-
 def stats_account_loads(*, now: datetime) -> list[AccountLoad]:
     """Every account with its running jobs (assigned or in progress) against its concurrency."""
     running = dict(
@@ -204,7 +195,7 @@ def stats_account_loads(*, now: datetime) -> list[AccountLoad]:
             modes=list(account.modes or []),
             is_enabled=account.is_enabled,
             is_sandbox_pool=account.is_sandbox_pool,
-            usable=_usable(account, now),
+            usable=upstream_account_usable(account, now=now),
             health=account.health,
             running=running.get(account.pk, 0),
             concurrency=account.concurrency,

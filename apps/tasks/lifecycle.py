@@ -4,12 +4,19 @@ Every status change is a compare-and-set ``UPDATE … WHERE status IN (…)``: z
 another worker (or a cancel, or the sweeper) got there first, and this caller stops. Money is
 settled in the same transaction as the terminal transition — capture on SUCCESS, release on
 anything else — through the ledger, whose shared settle key makes a second settle a no-op.
+
+Engines are reached only here, with a frozen ``Job`` (``jobs.job_for``); what they return, and
+the news they push (``JobUpdate``, via :func:`task_apply_update`), is applied here. Celery
+messages leave through ``apps.core.messaging`` by task name, after commit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
 import logging
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,8 +27,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.billing.ledger import ledger_capture, ledger_release
+from apps.core.errors import PermissionDenied, ServiceUnavailable
+from apps.core.http import Timeout, safe_download
+from apps.core.messaging import send_after_commit
 from apps.engines.base import (
     Engine,
+    EngineError,
+    Job,
+    JobUpdate,
     PermanentEngineError,
     PollResult,
     SubmitOutcomeUnknown,
@@ -35,7 +48,9 @@ from . import storage
 from .buttons import buttons_for
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
+from .jobs import account_view, job_for
 from .models import Task
+from .prompt import parse_prompt, seed
 
 logger = logging.getLogger(__name__)
 
@@ -93,28 +108,33 @@ def start_lease(now: datetime) -> datetime:
     return now + _grace()
 
 
+#: Celery task names (``apps.tasks.workers``). Sent by name: no import of the entry points.
+DISPATCH = "tasks.dispatch"
+START_JOB = "tasks.start_job"
+POLL_JOB = "tasks.poll_job"
+
+
 def kick_dispatcher() -> None:
-    """Ask a worker to dispatch queued tasks, once the current transaction commits."""
-    from .tasks import dispatch
+    """Ask a worker to dispatch queued tasks, once the current transaction commits.
 
-    transaction.on_commit(lambda: dispatch.delay(), robust=True)
+    The dispatcher runs on a worker, never inside the request that accepted a task: it locks
+    every account row, which a burst of customer requests must not contend for.
+    """
+    send_after_commit(DISPATCH)
 
 
-def _enqueue_start(task_id: str, *, countdown: float = 0) -> None:
-    from .tasks import start_job
+def enqueue_start(task_id: str, *, countdown: float = 0) -> None:
+    """Ask a worker to submit an assigned task, once the current transaction commits."""
+    send_after_commit(START_JOB, task_id, countdown=countdown or None)
 
-    transaction.on_commit(
-        lambda: start_job.apply_async(args=(task_id,), countdown=countdown or None), robust=True
-    )
+
+#: The old private name, still imported by ``apps.tasks.services`` until its call sites switch.
+_enqueue_start = enqueue_start
 
 
 def enqueue_poll(task_id: str, token: str, *, countdown: float | None = None) -> None:
-    from .tasks import poll_job
-
     delay = settings.TASK_POLL_INTERVAL if countdown is None else countdown
-    transaction.on_commit(
-        lambda: poll_job.apply_async(args=(task_id, token), countdown=delay), robust=True
-    )
+    send_after_commit(POLL_JOB, task_id, token, countdown=delay)
 
 
 def _settle(task: Task, *, succeeded: bool) -> None:
@@ -185,8 +205,6 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
     if outcome.image is not None:
         data = outcome.image.data
         if data is None and outcome.image.url:
-            from apps.core.http import Timeout, safe_download
-
             data = safe_download(
                 outcome.image.url,
                 max_bytes=50 * 1024 * 1024,
@@ -200,6 +218,8 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
     properties = {**(task.properties or {}), **outcome.properties}
     if result:
         properties["jobHash"] = job_hash
+    # What the engine keeps about the finished job (its upstream's buttons …), never shown.
+    state = {**(task.engine_state or {}), **outcome.state} if outcome.state else F("engine_state")
     now = _now()
     try:
         with transaction.atomic():
@@ -209,6 +229,7 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
                 result=result,
                 buttons=buttons,
                 properties=properties,
+                engine_state=state,
                 seed=outcome.seed if outcome.seed is not None else F("seed"),
                 description=outcome.description or F("description"),
                 finished_at=now,
@@ -324,7 +345,7 @@ def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknow
             updated_at=now,
         )
         if moved:
-            _enqueue_start(task.pk, countdown=settings.TASK_POLL_INTERVAL)
+            enqueue_start(task.pk, countdown=settings.TASK_POLL_INTERVAL)
 
 
 def _claim(task: Task) -> Q:
@@ -342,18 +363,26 @@ def _engine_for(task: Task, account: UpstreamAccount) -> Engine | None:
         return None
 
 
-def _submit(engine: Engine, account: UpstreamAccount, task: Task) -> SubmitResult:
+def engine_named(name: str) -> Engine | None:
+    """The installed engine called ``name``, or None."""
+    try:
+        return get_engine(name)
+    except KeyError:
+        return None
+
+
+def _submit(engine: Engine, job: Job) -> SubmitResult:
     """Start the upstream job — or find the one an interrupted earlier submit already started.
 
     The sweeper hands a task back to ``task_start`` after its worker died inside a submit
     (``INTERRUPTED_SUBMITS``) only for engines that can tell whether that submit reached the
     upstream; looking first keeps a job from being submitted twice.
     """
-    if (task.engine_state or {}).get(INTERRUPTED_SUBMITS):
-        found = engine.find_job(account=account, task=task)
+    if job.state.get(INTERRUPTED_SUBMITS):
+        found = engine.find_job(job)
         if found is not None:
             return found
-    return engine.submit(account=account, task=task)
+    return engine.submit(job)
 
 
 def task_start(*, task_id: str) -> None:
@@ -391,8 +420,9 @@ def task_start(*, task_id: str) -> None:
             where=claim,
         )
         return
+    job = job_for(task, account)
     try:
-        submitted = _submit(engine, account, task)
+        submitted = _submit(engine, job)
     except TemporaryEngineError as exc:
         _note_account_failure(account.pk, exc.message)
         if task.attempts + 1 >= MAX_START_ATTEMPTS:
@@ -468,18 +498,19 @@ def task_start(*, task_id: str) -> None:
         # Cancelled, failed or timed out while we were submitting, or moved to another account
         # by an operator: stop the upstream job. (A task the sweeper handed to another worker
         # on the same account is neither: that worker adopts the job, so it must keep running.)
-        task.upstream_job_id = submitted.upstream_job_id  # the job to stop was never recorded
-        task.engine_state = {**(task.engine_state or {}), **submitted.state}
+        started = dataclasses.replace(  # the job to stop was never recorded on the task
+            job,
+            upstream_job_id=submitted.upstream_job_id,
+            state={**job.state, **submitted.state},
+        )
         try:
-            engine.cancel(account=account, task=task)
+            engine.cancel(started)
         except Exception:  # best effort; the task is already settled
             logger.exception("cancel after lost race failed", extra={"task_id": task_id})
 
 
 def _prompt_seed(prompt: str) -> int | None:
     """The ``--seed`` a prompt fixes, if any."""
-    from .prompt import parse_prompt, seed
-
     try:
         return seed(parse_prompt(prompt))
     except Exception:  # validated at submit; an old or odd prompt just fixes no seed
@@ -528,8 +559,9 @@ def task_poll(*, task_id: str, token: str) -> None:
             where=ours,
         )
         return
+    job = job_for(task, account)
     try:
-        outcome = engine.poll(account=account, task=task)
+        outcome = engine.poll(job)
         if outcome.status == PollResult.SUCCESS:
             task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
             return
@@ -554,7 +586,7 @@ def task_poll(*, task_id: str, token: str) -> None:
         return
     except Exception:
         logger.exception("poll step crashed", extra={"task_id": task_id})
-        _poll_crashed(task, token, engine=engine, account=account)
+        _poll_crashed(task, token, engine=engine, job=job)
         return
     if outcome.status == PollResult.FAILURE:
         if task_fail(
@@ -572,7 +604,7 @@ def task_poll(*, task_id: str, token: str) -> None:
         _keep_polling(task, token, progress=outcome.progress, state=state)
 
 
-def _poll_crashed(task: Task, token: str, *, engine: Engine, account: UpstreamAccount) -> None:
+def _poll_crashed(task: Task, token: str, *, engine: Engine, job: Job) -> None:
     """A poll step failed in a way nobody foresaw. Retry with a growing delay, a few times.
 
     Without a bound the sweeper would restart such a chain after every lease until the run
@@ -591,7 +623,7 @@ def _poll_crashed(task: Task, token: str, *, engine: Engine, account: UpstreamAc
         )
         if failed:
             try:
-                engine.cancel(account=account, task=task)
+                engine.cancel(job)
             except Exception:  # best effort; the task is already failed and released
                 logger.exception(
                     "engine cancel after poll crashes failed", extra={"task_id": task.pk}
@@ -654,11 +686,68 @@ def task_timeout(*, task: Task, due: datetime | None = None) -> bool:
     if failed and task.upstream_account is not None:
         try:
             get_engine(task.engine or task.upstream_account.engine).cancel(
-                account=task.upstream_account, task=task
+                job_for(task, task.upstream_account)
             )
         except Exception:  # best effort; the task is already failed and released
             logger.exception("engine cancel after timeout failed", extra={"task_id": task.pk})
     return failed
+
+
+def task_cancel_upstream(*, task: Task) -> None:
+    """Best effort: stop the job ``task`` started upstream, if it started one.
+
+    ``task`` as the caller saw it before it settled the task (its account and job id). Never
+    raises: the task's status and money are already settled, whatever the upstream says.
+    """
+    account = task.upstream_account
+    if account is None or not task.upstream_job_id:
+        return
+    try:
+        get_engine(task.engine or account.engine).cancel(job_for(task, account))
+    except Exception:  # best effort; the customer is not charged either way
+        logger.exception("upstream cancel failed", extra={"task_id": task.pk})
+
+
+#: ``engine_state`` key caching the seed an upstream reported for a finished task.
+UPSTREAM_SEED = "upstream_seed"
+
+
+def task_upstream_seed(*, task: Task) -> int | None:
+    """The seed of ``task``'s image, asked from its upstream once and kept on the task.
+
+    For engines whose upstream picks the seed it is asked once, when a client first wants it
+    for a finished task; until then, and for unfinished tasks, the seed is unknown (None)
+    unless the prompt fixed it. Other engines know it from the start. Raises
+    ``ServiceUnavailable`` when the upstream cannot be asked now.
+    """
+    state = task.engine_state or {}
+    if task.seed is not None or UPSTREAM_SEED in state or not task.engine:
+        return task.seed
+    engine = engine_named(task.engine)
+    if engine is None:
+        return None
+    account = task.upstream_account
+    if not engine.seed_from_upstream or task.status != Status.SUCCESS or account is None:
+        return None
+    try:
+        found = engine.image_seed(job_for(task, account))
+    except EngineError as exc:
+        raise ServiceUnavailable(
+            "The upstream could not be asked for this task's seed now; try again shortly.",
+            code="upstream_unavailable",
+        ) from exc
+    # A finished task's other fields never change again; only this cache is written, once.
+    with transaction.atomic():
+        current = (
+            Task.objects.select_for_update()
+            .filter(pk=task.pk)
+            .values_list("engine_state", flat=True)
+            .first()
+        )
+        Task.objects.filter(pk=task.pk, seed__isnull=True).update(
+            seed=found, engine_state={**(current or {}), UPSTREAM_SEED: found}
+        )
+    return found
 
 
 def task_is_terminal(task_id: str) -> bool:
@@ -707,3 +796,88 @@ def task_poll_now(*, task_id: str) -> bool:
         if moved:
             enqueue_poll(task_id, token, countdown=0)
     return bool(moved)
+
+
+# --- pushed news (upstream callbacks, gateway events) ----------------------------------------
+
+
+class UpdateOutcome:
+    """What :func:`task_apply_update` did with one ``JobUpdate``."""
+
+    IGNORED = "ignored"  # no such job of this account (or not ours any more)
+    UNCHANGED = "unchanged"  # already finished, or nothing new
+    PROGRESS = "progress"
+    FAILED = "failed"
+    FINISHING = "finishing"  # a worker is fetching and storing the result now
+
+
+def _updated_task(update: JobUpdate) -> Task | None:
+    tasks = Task.objects.filter(upstream_account_id=update.account_id).only(
+        "pk", "status", "upstream_job_id"
+    )
+    if update.task_id:
+        return tasks.filter(pk=update.task_id).first()
+    if not update.upstream_job_id:
+        return None
+    return tasks.filter(upstream_job_id=update.upstream_job_id).first()
+
+
+def task_apply_update(*, update: JobUpdate) -> str:
+    """Apply news an engine received about one of its jobs (see ``JobUpdate``).
+
+    Progress moves forward only, a failure fails the task (hold released) — both only while the
+    task still runs this job on this account; a success runs the task's poll step now, on a
+    worker, which fetches and stores the result. Returns an ``UpdateOutcome``.
+    """
+    task = _updated_task(update)
+    if task is None:
+        return UpdateOutcome.IGNORED
+    if task.status != Status.IN_PROGRESS:
+        return UpdateOutcome.UNCHANGED
+    result = update.result
+    if result.status == PollResult.RUNNING:
+        moved = task_record_progress(task_id=task.pk, progress=result.progress)
+        return UpdateOutcome.PROGRESS if moved else UpdateOutcome.UNCHANGED
+    if result.status == PollResult.FAILURE:
+        failed = task_fail(
+            task_id=task.pk,
+            reason=result.fail_reason or "The upstream reported a failure.",
+            error_code=result.error_code or ErrorCode.UPSTREAM_ERROR,
+            from_statuses=ACTIVE_STATUSES,
+            # Still this job's task: one an operator moved to another account meanwhile is
+            # running a new job, which this report is not about.
+            where=Q(upstream_account_id=update.account_id, upstream_job_id=task.upstream_job_id),
+        )
+        if not failed:
+            return UpdateOutcome.UNCHANGED
+        UpstreamAccount.objects.filter(pk=update.account_id).update(
+            total_failed=F("total_failed") + 1
+        )
+        return UpdateOutcome.FAILED
+    if task_poll_now(task_id=task.pk):
+        return UpdateOutcome.FINISHING
+    return UpdateOutcome.UNCHANGED
+
+
+def upstream_callback_receive(
+    *, engine_name: str, account_id: int, token: str, payload: Mapping[str, Any]
+) -> str:
+    """An upstream called us back: authenticate it as ``account_id``'s, let its engine parse
+    it, apply what it says. ``PermissionDenied`` — the same for an unknown engine or account
+    as for a wrong token — when the URL is not one we gave out. Returns the last
+    ``UpdateOutcome`` (``ignored`` when the callback carried nothing we know)."""
+    engine = engine_named(engine_name)
+    account = UpstreamAccount.objects.filter(pk=account_id, engine=engine_name).first()
+    if engine is None or account is None:
+        # Spend the time a token comparison takes, so timing does not tell which was wrong.
+        hmac.compare_digest(secrets.token_urlsafe(32).encode(), str(token or "").encode())
+        raise PermissionDenied("This callback URL is not valid.")
+    view = account_view(account)
+    if not engine.callback_authentic(view, token):
+        raise PermissionDenied("This callback URL is not valid.")
+    outcome = UpdateOutcome.IGNORED
+    for update in engine.parse_callback(view, payload):
+        if update.account_id != account.pk:
+            continue  # an engine reports only on the account that called
+        outcome = task_apply_update(update=update)
+    return outcome

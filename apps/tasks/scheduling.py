@@ -27,16 +27,19 @@ from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from apps.engines.base import Engine, engine_names, get_engine
+from apps.core.errors import Conflict
+from apps.engines.base import engine_names, get_engine
 from apps.engines.models import Health, UpstreamAccount
+from apps.engines.selectors import upstream_account_usable
 
 from .enums import ErrorCode, Mode, Status
 from .events import task_changed
 from .lifecycle import (
     ACTIVE_STATUSES,
     INTERRUPTED_SUBMITS,
-    _enqueue_start,
+    engine_named,
     enqueue_poll,
+    enqueue_start,
     poll_lease,
     start_lease,
     task_fail,
@@ -72,16 +75,6 @@ def sandbox_pool_ensure() -> UpstreamAccount:
     return account
 
 
-def _usable(account: UpstreamAccount, now: datetime) -> bool:
-    if not account.is_enabled:
-        return False
-    if account.health == Health.HEALTHY:
-        return True
-    return account.health == Health.COOLING_DOWN and (
-        account.cooldown_until is not None and account.cooldown_until <= now
-    )
-
-
 @dataclass
 class _Slot:
     account: UpstreamAccount
@@ -102,7 +95,7 @@ def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
         same = [s for s in candidates if s.account.pk == parent.upstream_account_id]
         if same:
             return same
-        engine = _engine_named(parent.engine or "sandbox")
+        engine = engine_named(parent.engine or "sandbox")
         if engine is None or engine.follow_ups_need_parent_account:
             return []  # wait for the parent's account (the sweeper fails it if it is gone)
         candidates = [s for s in candidates if s.account.engine == parent.engine] or candidates
@@ -174,7 +167,7 @@ def dispatch_pending() -> DispatchResult:
             .order_by("pk")
         )
         contended = bool(enabled - {account.pk for account in locked})
-        accounts = [account for account in locked if _usable(account, now)]
+        accounts = [account for account in locked if upstream_account_usable(account, now=now)]
         if not accounts:
             return DispatchResult([], contended)
         running = dict(
@@ -240,7 +233,7 @@ def dispatch_pending() -> DispatchResult:
             task.status = Status.SUBMITTED
             task.upstream_account = account
             task_changed(task=task, event_type="task.updated")
-            _enqueue_start(task.pk)
+            enqueue_start(task.pk)
     if assigned:
         logger.info("dispatched", extra={"count": len(assigned)})
     return DispatchResult(assigned, contended)
@@ -326,13 +319,6 @@ def _isolated(report: dict[str, int], task_id: str) -> Iterator[None]:
         logger.exception("sweeping a task failed", extra={"task_id": task_id})
 
 
-def _engine_named(name: str) -> Engine | None:
-    try:
-        return get_engine(name)
-    except KeyError:
-        return None
-
-
 def _lease_expired(task: Task, now: datetime) -> Q:
     """The row still has the expired lease we saw: a worker that renewed it meanwhile is alive."""
     if task.lease_expires_at is None:
@@ -367,12 +353,12 @@ def _recover_submitted(task: Task, now: datetime, report: dict[str, int]) -> Non
                 submit_claimed_at__isnull=True,
             ).update(lease_expires_at=start_lease(now), updated_at=now)
             if moved:
-                _enqueue_start(task.pk)
+                enqueue_start(task.pk)
                 report["restarted"] += 1
         return
     # A worker claimed the submit and its lease (longer than the hard time limit) ran out:
     # it died somewhere inside ``engine.submit``.
-    engine = _engine_named(
+    engine = engine_named(
         task.engine or (task.upstream_account.engine if task.upstream_account else "sandbox")
     )
     if engine is not None and engine.idempotent_submit:
@@ -390,7 +376,7 @@ def _recover_submitted(task: Task, now: datetime, report: dict[str, int]) -> Non
                 updated_at=now,
             )
             if moved:
-                _enqueue_start(task.pk)
+                enqueue_start(task.pk)
                 report["resumed"] += 1
         return
     # We cannot know whether the upstream got the job; failing beats submitting it twice.
@@ -462,3 +448,31 @@ def _fail_follow_ups_of_gone_accounts() -> int:
         ):
             failed += 1
     return failed
+
+
+def account_pick_other(task: Task, *, exclude: int | None, now: datetime) -> UpstreamAccount:
+    """The least busy usable account of ``task``'s pool with a free slot, other than
+    ``exclude`` (an operator's retry). Locked like the dispatcher locks it, so the slot cannot
+    be taken twice: call it inside the transaction that assigns the task. ``Conflict`` when
+    no other account has a free slot now."""
+    candidates = (
+        UpstreamAccount.objects.select_for_update(skip_locked=True)
+        .filter(is_enabled=True, is_sandbox_pool=task.is_test)
+        .order_by("pk")
+    )
+    if exclude is not None:
+        candidates = candidates.exclude(pk=exclude)
+    usable = [a for a in candidates if upstream_account_usable(a, now=now) and a.serves(task.mode)]
+    running = dict(
+        Task.objects.filter(upstream_account__in=usable, status__in=ACTIVE_STATUSES)
+        .values_list("upstream_account")
+        .annotate(n=Count("pk"))
+        .values_list("upstream_account", "n")
+    )
+    free = [a for a in usable if running.get(a.pk, 0) < a.concurrency]
+    if not free:
+        raise Conflict(
+            f"No other enabled, healthy account of the {task.mode} pool has a free slot now; "
+            f"nothing was changed. Try again shortly."
+        )
+    return min(free, key=lambda a: (running.get(a.pk, 0), a.pk))

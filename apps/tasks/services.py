@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import F
 from django.utils import timezone
 
 from apps.accounts.models import Organization
@@ -41,8 +41,15 @@ from .buttons import Button, resolve_custom_id
 from .enums import UNFINISHED_STATUSES, Action, ErrorCode, Mode, Status, parse_mode
 from .events import task_changed
 from .imageinput import DecodedImage, decode_image, is_url
-from .lifecycle import NON_TERMINAL, kick_dispatcher, task_fail
+from .lifecycle import (
+    NON_TERMINAL,
+    kick_dispatcher,
+    task_cancel_upstream,
+    task_fail,
+    task_upstream_seed,
+)
 from .models import Protocol, Task
+from .scheduling import account_pick_other
 from .selectors import banned_words_active, task_get, task_queue_position
 
 MAX_PROMPT_LENGTH = 8192
@@ -595,18 +602,7 @@ def task_cancel(
 
 def _cancel_upstream_job(task: Task) -> None:
     """Best effort: stop the job ``task`` started upstream, if it started one."""
-    if task.upstream_account is None or not task.upstream_job_id:
-        return
-    from apps.engines.base import get_engine
-
-    try:
-        get_engine(task.engine or task.upstream_account.engine).cancel(
-            account=task.upstream_account, task=task
-        )
-    except Exception:  # best effort; the customer is not charged either way
-        import logging
-
-        logging.getLogger(__name__).exception("upstream cancel failed")
+    task_cancel_upstream(task=task)
 
 
 # --- operator actions (the admin) ------------------------------------------------------------
@@ -664,30 +660,7 @@ class RetryOutcome:
 def _pick_other_account(task: Task, *, exclude: int | None, now: datetime) -> UpstreamAccount:
     """The least busy usable account of the task's pool with a free slot, other than
     ``exclude``; locked like the dispatcher locks it, so the slot cannot be taken twice."""
-    from .lifecycle import ACTIVE_STATUSES
-    from .scheduling import _usable
-
-    candidates = (
-        UpstreamAccount.objects.select_for_update(skip_locked=True)
-        .filter(is_enabled=True, is_sandbox_pool=task.is_test)
-        .order_by("pk")
-    )
-    if exclude is not None:
-        candidates = candidates.exclude(pk=exclude)
-    usable = [a for a in candidates if _usable(a, now) and a.serves(task.mode)]
-    running = dict(
-        Task.objects.filter(upstream_account__in=usable, status__in=ACTIVE_STATUSES)
-        .values_list("upstream_account")
-        .annotate(n=Count("pk"))
-        .values_list("upstream_account", "n")
-    )
-    free = [a for a in usable if running.get(a.pk, 0) < a.concurrency]
-    if not free:
-        raise Conflict(
-            f"No other enabled, healthy account of the {task.mode} pool has a free slot now; "
-            f"nothing was changed. Try again shortly."
-        )
-    return min(free, key=lambda a: (running.get(a.pk, 0), a.pk))
+    return account_pick_other(task, exclude=exclude, now=now)
 
 
 def _check_retryable(task: Task) -> None:
@@ -811,8 +784,6 @@ def _retry_as_new_task(failed: Task) -> RetryOutcome:
 
 # --- seeds -----------------------------------------------------------------------------------
 
-UPSTREAM_SEED = "upstream_seed"
-
 
 def task_image_seed(*, organization: Organization, task_id: str) -> int | None:
     """The seed of a task's image (``GET /mj/task/{id}/image-seed``, TTAPI ``seed``).
@@ -821,36 +792,5 @@ def task_image_seed(*, organization: Organization, task_id: str) -> int | None:
     for a finished task, and kept on the task; until then, and for unfinished tasks, the seed
     is unknown (None) unless the prompt fixed it. Other engines know it from the start.
     """
-    from apps.core.errors import ServiceUnavailable
-    from apps.engines.base import EngineError, get_engine
-
     task = task_get(organization=organization, task_id=task_id)
-    state = task.engine_state or {}
-    if task.seed is not None or UPSTREAM_SEED in state or not task.engine:
-        return task.seed
-    try:
-        engine = get_engine(task.engine)
-    except KeyError:
-        return None
-    account = task.upstream_account
-    if not engine.seed_from_upstream or task.status != Status.SUCCESS or account is None:
-        return None
-    try:
-        found = engine.image_seed(account=account, task=task)
-    except EngineError as exc:
-        raise ServiceUnavailable(
-            "The upstream could not be asked for this task's seed now; try again shortly.",
-            code="upstream_unavailable",
-        ) from exc
-    # A finished task's other fields never change again; only this cache is written, once.
-    with transaction.atomic():
-        current = (
-            Task.objects.select_for_update()
-            .filter(pk=task.pk)
-            .values_list("engine_state", flat=True)
-            .first()
-        )
-        Task.objects.filter(pk=task.pk, seed__isnull=True).update(
-            seed=found, engine_state={**(current or {}), UPSTREAM_SEED: found}
-        )
-    return found
+    return task_upstream_seed(task=task)

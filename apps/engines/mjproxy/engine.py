@@ -25,17 +25,18 @@ upstream reaches us, when that is not ``PUBLIC_BASE_URL``); its encrypted ``secr
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
 import math
 import mimetypes
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -48,28 +49,31 @@ from apps.core.http import (
     safe_download,
 )
 from apps.engines.base import (
+    AccountView,
     Engine,
+    Job,
+    JobUpdate,
+    ParentRef,
     PermanentEngineError,
     PollResult,
     ResultImage,
+    StoredFile,
     SubmitResult,
     TemporaryEngineError,
     register,
 )
 from apps.engines.models import UpstreamAccount
-from apps.tasks.enums import Action, ErrorCode, Status
-from apps.tasks.models import Task
+from apps.tasks.enums import Action, ErrorCode
 
 from . import mapping
 from .client import Answer, MjproxyClient, UpstreamOutcomeUnknown, UpstreamUnavailable, origin_of
+from .services import mjproxy_callback_token_ensure
 
 logger = logging.getLogger(__name__)
 
 OPTIONS = ("base_url", "callbacks", "callback_base_url")
 SECRETS = ("secret", "callback_token")
 STATE_PREFIX = "mjgate:"
-#: In-flight tasks of one account looked up per polling round, at most.
-MAX_IN_FLIGHT_LOOKUP = 1000
 #: A finished job reported by a callback is remembered this long for the poll that applies it.
 CALLBACK_SNAPSHOT_SECONDS = 600
 #: ``engine_state`` keys: polls in a row whose answer did not list the job, and since when.
@@ -99,20 +103,14 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
-def state_marker(task: Task) -> str:
-    return f"{STATE_PREFIX}{task.pk}"
+def state_marker(job: Job) -> str:
+    return f"{STATE_PREFIX}{job.task_id}"
 
 
-def account_secrets(account: UpstreamAccount) -> dict[str, Any]:
-    """The decrypted secrets (the field's static type is its database column's, text)."""
-    return dict(cast("dict[str, Any]", account.secrets or {}))
-
-
-def client_for(account: UpstreamAccount) -> MjproxyClient:
-    options = account.options or {}
+def client_for(account: AccountView) -> MjproxyClient:
     return MjproxyClient(
-        base_url=str(options.get("base_url") or ""),
-        secret=str(account_secrets(account).get("secret") or ""),
+        base_url=str(account.options.get("base_url") or ""),
+        secret=str(account.secrets.get("secret") or ""),
     )
 
 
@@ -124,11 +122,9 @@ def callback_cache_key(account_id: int, job_id: str) -> str:
     return f"mjproxy:callback:{account_id}:{job_id}"
 
 
-def _data_url(name: str) -> str:
-    from apps.tasks.storage import read_file
-
-    mime = mimetypes.guess_type(name)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(read_file(name)).decode()}"
+def _data_url(file: StoredFile) -> str:
+    mime = mimetypes.guess_type(file.name)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(file.read()).decode()}"
 
 
 def _task_list(data: Any) -> list[Mapping[str, Any]]:
@@ -191,23 +187,23 @@ class MjproxyEngine(Engine):
 
     # --- submit ------------------------------------------------------------------------------
 
-    def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
-        client = client_for(account)
-        path, body = self._request(client, account, task)
+    def submit(self, job: Job) -> SubmitResult:
+        client = client_for(job.account)
+        path, body = self._request(client, job)
         answer = client.post(path, body)
         accepted = self._accepted(answer)
-        job_id = self._second_step(client, task, accepted)
-        self._recovered(account)
-        return SubmitResult(upstream_job_id=job_id, state={"account": account.pk})
+        job_id = self._second_step(client, job, accepted)
+        self._recovered(job.account)
+        return SubmitResult(upstream_job_id=job_id, state={"account": job.account.id})
 
-    def find_job(self, *, account: UpstreamAccount, task: Task) -> SubmitResult | None:
+    def find_job(self, job: Job) -> SubmitResult | None:
         """The upstream job carrying this task's ``state`` marker, if an earlier submit made one.
 
         Looked up in the upstream's ``GET /mj/task/list``. An upstream we cannot ask (down, or
         without that endpoint) leaves the question open: the former is retried later, the latter
         fails the task, because submitting blind could run — and charge for — the job twice.
         """
-        client = client_for(account)
+        client = client_for(job.account)
         try:
             answer = client.get("/mj/task/list")
         except UpstreamUnavailable as exc:
@@ -227,75 +223,74 @@ class MjproxyEngine(Engine):
         except UpstreamUnavailable as exc:
             # Not a list we can read, and it will not become one by asking again.
             raise cannot_tell from exc
-        marker = state_marker(task)
+        marker = state_marker(job)
         found = [item for item in listed if item.get("state") == marker]
         if not found:
             return None
-        job = max(found, key=lambda item: _int(item.get("submitTime")))
-        job_id = str(job.get("id") or "")
+        latest = max(found, key=lambda item: _int(item.get("submitTime")))
+        job_id = str(latest.get("id") or "")
         if not job_id:
             return None
-        if str(job.get("status") or "").upper() == "MODAL":
+        if str(latest.get("status") or "").upper() == "MODAL":
             # The interrupted submit got as far as the first step of a two-step action.
-            job_id = self._modal(client, task, job_id)
-        self._recovered(account)
-        return SubmitResult(upstream_job_id=job_id, state={"account": account.pk})
+            job_id = self._modal(client, job, job_id)
+        self._recovered(job.account)
+        return SubmitResult(upstream_job_id=job_id, state={"account": job.account.id})
 
-    def _common(self, account: UpstreamAccount, task: Task) -> dict[str, Any]:
-        body: dict[str, Any] = {"state": state_marker(task)}
-        hook = self.notify_hook(account)
+    def _common(self, job: Job) -> dict[str, Any]:
+        body: dict[str, Any] = {"state": state_marker(job)}
+        hook = self.notify_hook(job.account)
         if hook:
             body["notifyHook"] = hook
         return body
 
-    def notify_hook(self, account: UpstreamAccount) -> str:
+    def notify_hook(self, account: AccountView) -> str:
         """Our callback URL for this account, or "" when callbacks are off."""
-        options = account.options or {}
+        options = account.options
         if not _bool(options.get("callbacks")):
             return ""
-        from .services import mjproxy_callback_token_ensure
-
-        token = mjproxy_callback_token_ensure(account=account)
+        token = str(account.secrets.get("callback_token") or "") or (
+            mjproxy_callback_token_ensure(account_id=account.id)
+        )
         base = str(options.get("callback_base_url") or settings.PUBLIC_BASE_URL).rstrip("/")
-        path = reverse("mjproxy-callback", kwargs={"account_id": account.pk, "token": token})
+        path = reverse(
+            "engine-callback",
+            kwargs={"engine": self.name, "account_id": account.id, "token": token},
+        )
         return f"{base}{path}"
 
-    def _request(
-        self, client: MjproxyClient, account: UpstreamAccount, task: Task
-    ) -> tuple[str, dict[str, Any]]:
-        body = self._common(account, task)
-        params = task.params or {}
-        if task.parent_id is not None and params.get("custom_id"):
-            parent = task.parent
-            assert parent is not None
+    def _request(self, client: MjproxyClient, job: Job) -> tuple[str, dict[str, Any]]:
+        body = self._common(job)
+        params = job.params
+        if job.parent is not None and params.get("custom_id"):
             body.update(
-                taskId=self._parent_job(account, parent),
-                customId=self._their_custom_id(client, task, parent),
+                taskId=self._parent_job(job.account, job.parent),
+                customId=self._their_custom_id(client, job, job.parent),
             )
             return "/mj/submit/action", body
         # New work runs in the task's mode; upstreams that do not know the field ignore it.
-        body["mode"] = task.mode
-        inputs = [_data_url(name) for name in task.inputs or []]
-        if task.action == Action.IMAGINE:
-            body.update(prompt=task.prompt_en, base64Array=inputs)
+        body["mode"] = job.mode
+        inputs = [_data_url(image) for image in job.images]
+        if job.action == Action.IMAGINE:
+            body.update(prompt=job.prompt, base64Array=inputs)
             return "/mj/submit/imagine", body
-        if task.action == Action.DESCRIBE:
+        if job.action == Action.DESCRIBE:
             self._need_inputs(inputs, 1, "Describe")
             body["base64"] = inputs[0]
             return "/mj/submit/describe", body
-        if task.action == Action.BLEND:
+        if job.action == Action.BLEND:
             self._need_inputs(inputs, 2, "Blend")
             body.update(base64Array=inputs, dimensions=params.get("dimensions") or "SQUARE")
             return "/mj/submit/blend", body
-        if task.action == Action.SHORTEN:
-            body["prompt"] = task.prompt_en
+        if job.action == Action.SHORTEN:
+            body["prompt"] = job.prompt
             return "/mj/submit/shorten", body
-        if task.action == Action.SWAP_FACE:
+        if job.action == Action.SWAP_FACE:
             self._need_inputs(inputs, 2, "Face swap")
             body.update(sourceBase64=inputs[0], targetBase64=inputs[1])
             return "/mj/insight-face/swap", body
         raise PermanentEngineError(
-            f"The mjproxy engine cannot start a {task.action} task without a parent task.",
+            f"The mjproxy engine cannot start a {job.action} task without a parent task.",
             error_code=ErrorCode.INVALID_PARAMETER,
         )
 
@@ -308,9 +303,9 @@ class MjproxyEngine(Engine):
             )
 
     @staticmethod
-    def _parent_job(account: UpstreamAccount, parent: Task) -> str:
-        made_by = (parent.engine_state or {}).get("account", parent.upstream_account_id)
-        if parent.engine != MjproxyEngine.name or made_by != account.pk:
+    def _parent_job(account: AccountView, parent: ParentRef) -> str:
+        made_by = parent.state.get("account", parent.account_id)
+        if parent.engine != MjproxyEngine.name or made_by != account.id:
             raise PermanentEngineError(
                 "The upstream account that made the parent task is unavailable, so this "
                 "follow-up cannot run.",
@@ -323,15 +318,15 @@ class MjproxyEngine(Engine):
             )
         return parent.upstream_job_id
 
-    def _their_custom_id(self, client: MjproxyClient, task: Task, parent: Task) -> str:
-        pressed = str((task.params or {}).get("custom_id") or task.custom_id)
-        theirs = (parent.engine_state or {}).get("buttons")
+    def _their_custom_id(self, client: MjproxyClient, job: Job, parent: ParentRef) -> str:
+        pressed = str(job.params.get("custom_id") or job.custom_id)
+        theirs = parent.state.get("buttons")
         if not theirs:
             # Not remembered (a parent from before buttons were kept): ask the upstream.
             fetched = self._fetch_many(client, [parent.upstream_job_id]).get(parent.upstream_job_id)
             theirs = list((fetched or {}).get("buttons") or [])
         found = mapping.upstream_custom_id(
-            pressed=pressed, ours=list(parent.buttons or []), theirs=list(theirs)
+            pressed=pressed, ours=list(parent.buttons), theirs=list(theirs)
         )
         if not found:
             raise PermanentEngineError(
@@ -350,15 +345,14 @@ class MjproxyEngine(Engine):
                 error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
 
-    def _second_step(self, client: MjproxyClient, task: Task, accepted: mapping.Accepted) -> str:
-        return self._modal(client, task, accepted.job_id) if accepted.modal else accepted.job_id
+    def _second_step(self, client: MjproxyClient, job: Job, accepted: mapping.Accepted) -> str:
+        return self._modal(client, job, accepted.job_id) if accepted.modal else accepted.job_id
 
-    def _modal(self, client: MjproxyClient, task: Task, job_id: str) -> str:
+    def _modal(self, client: MjproxyClient, job: Job, job_id: str) -> str:
         """Send the second step of a two-step action (vary region, custom zoom, remix …)."""
-        body: dict[str, Any] = {"taskId": job_id, "prompt": task.prompt_en}
-        mask = (task.params or {}).get("mask")
-        if mask:
-            body["maskBase64"] = _data_url(mask)
+        body: dict[str, Any] = {"taskId": job_id, "prompt": job.prompt}
+        if job.mask is not None:
+            body["maskBase64"] = _data_url(job.mask)
         answer = client.post("/mj/submit/modal", body)
         if answer.status == 404 and not isinstance(answer.data, Mapping):
             # Older proxies have no modal step; their 21 meant "this job already exists".
@@ -367,41 +361,42 @@ class MjproxyEngine(Engine):
         return accepted.job_id or job_id
 
     @staticmethod
-    def _recovered(account: UpstreamAccount) -> None:
+    def _recovered(account: AccountView) -> None:
         """The upstream took a job: its run of failures is over."""
-        UpstreamAccount.objects.filter(pk=account.pk, consecutive_failures__gt=0).update(
+        UpstreamAccount.objects.filter(pk=account.id, consecutive_failures__gt=0).update(
             consecutive_failures=0
         )
 
     # --- poll ----------------------------------------------------------------------------------
 
-    def poll(self, *, account: UpstreamAccount, task: Task) -> PollResult:
+    def poll(self, job: Job) -> PollResult:
         try:
-            upstream = self.upstream_task(account, task)
+            upstream = self.upstream_task(job)
         except UpstreamOutcomeUnknown as exc:
             # For a status request this is just a failed round: ask again next time.
             raise TemporaryEngineError(exc.message, error_code=exc.error_code) from exc
         if upstream is None:
-            return self._missing(task)
-        view = mapping.upstream_view(upstream, action=task.action)
-        if view.status == PollResult.RUNNING and (task.engine_state or {}).get(MISSING_POLLS):
+            return self._missing(job)
+        view = mapping.upstream_view(upstream, action=job.action)
+        if view.status == PollResult.RUNNING and job.state.get(MISSING_POLLS):
             # Listed again: whatever hid it was passing.
             return replace(view.poll_result(), state={MISSING_POLLS: 0, MISSING_SINCE: None})
         if view.status != PollResult.SUCCESS:
             return view.poll_result()
-        self._remember_buttons(task, view.buttons)
         return PollResult(
             status=PollResult.SUCCESS,
             progress=100,
-            image=self._result_image(account, task, view),
+            image=self._result_image(job, view),
             is_grid=view.is_grid,
             properties=view.properties,
+            # Kept with our task (never shown): follow-ups are translated through them.
+            state={"buttons": view.buttons},
         )
 
     @staticmethod
-    def _missing(task: Task) -> PollResult:
+    def _missing(job: Job) -> PollResult:
         """The upstream's answer does not list the job: wait a little, then give it up."""
-        state = task.engine_state or {}
+        state = job.state
         missing = _int(state.get(MISSING_POLLS)) + 1
         now = timezone.now().timestamp()
         try:
@@ -416,24 +411,24 @@ class MjproxyEngine(Engine):
             )
         return PollResult(
             status=PollResult.RUNNING,
-            progress=task.progress,
+            progress=job.progress,
             state={MISSING_POLLS: missing, MISSING_SINCE: since},
         )
 
-    def upstream_task(self, account: UpstreamAccount, task: Task) -> Mapping[str, Any] | None:
-        """The upstream's JSON for ``task``: a finished state a callback reported, else this
+    def upstream_task(self, job: Job) -> Mapping[str, Any] | None:
+        """The upstream's JSON for ``job``: a finished state a callback reported, else this
         polling round's batch answer for the account."""
-        job_id = task.upstream_job_id
+        job_id = job.upstream_job_id
         if not job_id:
             return None
-        snapshot = cache.get(callback_cache_key(account.pk, job_id))
+        snapshot = cache.get(callback_cache_key(job.account.id, job_id))
         if snapshot:
             return dict(snapshot)
-        return self._batch(account, job_id).get(job_id)
+        return self._batch(job.account, job_id).get(job_id)
 
-    def _batch(self, account: UpstreamAccount, job_id: str) -> dict[str, Any]:
+    def _batch(self, account: AccountView, job_id: str) -> dict[str, Any]:
         ttl = float(settings.MJPROXY_POLL_CACHE_SECONDS)
-        key = batch_cache_key(account.pk)
+        key = batch_cache_key(account.id)
 
         def fresh() -> dict[str, Any] | None:
             entry = cache.get(key)
@@ -466,15 +461,9 @@ class MjproxyEngine(Engine):
                 cache.delete(lock)
         return tasks
 
-    def _fetch_in_flight(self, account: UpstreamAccount, job_id: str) -> dict[str, Any]:
+    def _fetch_in_flight(self, account: AccountView, job_id: str) -> dict[str, Any]:
         """Every in-flight job of the account, in as few requests as the batch size allows."""
-        others = (
-            Task.objects.filter(upstream_account=account, status=Status.IN_PROGRESS)
-            .exclude(upstream_job_id="")
-            .exclude(upstream_job_id=job_id)
-            .order_by("started_at")
-            .values_list("upstream_job_id", flat=True)[:MAX_IN_FLIGHT_LOOKUP]
-        )
+        others = [other for other in account.running_jobs() if other and other != job_id]
         ids = list(dict.fromkeys([job_id, *others]))
         return self._fetch_many(client_for(account), ids)
 
@@ -508,45 +497,20 @@ class MjproxyEngine(Engine):
             )
         return dict(answer.data)
 
-    @staticmethod
-    def _remember_buttons(task: Task, buttons: list[dict[str, Any]]) -> None:
-        """Keep the upstream's buttons with our task: follow-ups are translated through them.
-
-        Written under a row lock once the job has finished, when nothing else writes the
-        task's ``engine_state`` any more; the public task fields never carry these customIds.
-        """
-        with transaction.atomic():
-            current = (
-                Task.objects.select_for_update()
-                .filter(pk=task.pk)
-                .values_list("engine_state", flat=True)
-                .first()
-            )
-            state = dict(current or {})
-            if state.get("buttons") == buttons:
-                return
-            state["buttons"] = buttons
-            Task.objects.filter(pk=task.pk).update(engine_state=state)
-        task.engine_state = state
-
-    def _result_image(
-        self, account: UpstreamAccount, task: Task, view: mapping.UpstreamView
-    ) -> ResultImage | None:
-        if task.action == Action.SHORTEN:
+    def _result_image(self, job: Job, view: mapping.UpstreamView) -> ResultImage | None:
+        if job.action == Action.SHORTEN:
             return None
-        if task.action == Action.DESCRIBE and task.inputs:
+        if job.action == Action.DESCRIBE and job.images:
             # The described image is the customer's own input; we already have it.
-            from apps.tasks.storage import read_file
-
-            return ResultImage(data=read_file(task.inputs[0]))
+            return ResultImage(data=job.images[0].read())
         if not view.image_url:
             raise PermanentEngineError(
                 "The upstream reported success but sent no image.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
-        return ResultImage(data=self._download(account, view.image_url))
+        return ResultImage(data=self._download(job.account, view.image_url))
 
-    def _download(self, account: UpstreamAccount, url: str) -> bytes:
+    def _download(self, account: AccountView, url: str) -> bytes:
         """Fetch a result image into memory, for the lifecycle to store as ours.
 
         Which addresses may be fetched: an image served by the account's own upstream — the
@@ -557,7 +521,7 @@ class MjproxyEngine(Engine):
         customer URL (``WEBHOOKS_ALLOW_PRIVATE_ADDRESSES`` applies). Size and time are capped
         either way, and redirects are not followed.
         """
-        base_url = str((account.options or {}).get("base_url") or "").rstrip("/")
+        base_url = str(account.options.get("base_url") or "").rstrip("/")
         if url.startswith("/"):
             url = f"{base_url}{url}"
         own = origin_of(url) == origin_of(base_url)
@@ -591,12 +555,12 @@ class MjproxyEngine(Engine):
 
     # --- seed ----------------------------------------------------------------------------------
 
-    def image_seed(self, *, account: UpstreamAccount, task: Task) -> int | None:
+    def image_seed(self, job: Job) -> int | None:
         """``GET /mj/task/{id}/image-seed``: ``{"code": 1, "result": "<seed>"}`` when known."""
-        if not task.upstream_job_id:
+        if not job.upstream_job_id:
             return None
         try:
-            answer = client_for(account).get(f"/mj/task/{task.upstream_job_id}/image-seed")
+            answer = client_for(job.account).get(f"/mj/task/{job.upstream_job_id}/image-seed")
         except UpstreamOutcomeUnknown as exc:
             # Asking changes nothing upstream: an unanswered question is simply open.
             raise TemporaryEngineError(exc.message, error_code=exc.error_code) from exc
@@ -613,13 +577,45 @@ class MjproxyEngine(Engine):
 
     # --- cancel --------------------------------------------------------------------------------
 
-    def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
-        if not task.upstream_job_id:
+    def cancel(self, job: Job) -> None:
+        if not job.upstream_job_id:
             return
         try:
-            client_for(account).post(f"/mj/task/{task.upstream_job_id}/cancel", {})
+            client_for(job.account).post(f"/mj/task/{job.upstream_job_id}/cancel", {})
         except (TemporaryEngineError, PermanentEngineError, UpstreamOutcomeUnknown):
-            logger.info("upstream cancel failed", extra={"task_id": task.pk})
+            logger.info("upstream cancel failed", extra={"task_id": job.task_id})
+
+    # --- callbacks ---------------------------------------------------------------------------
+    #
+    # A midjourney-proxy calls ``notifyHook`` with the task JSON on every change of a job. The
+    # hook URL carries the account id and a random per-account token (stored encrypted with the
+    # account's secrets, compared in constant time): the upstream cannot send headers of our
+    # choosing, so the URL is the credential. A callback is a hint, never the authority on
+    # money: the lifecycle applies it with the same compare-and-set transitions as a poll, so a
+    # duplicate, late or replayed callback cannot move a finished task.
+
+    def callback_authentic(self, account: AccountView, token: str) -> bool:
+        expected = str(account.secrets.get("callback_token") or "")
+        # Compare even when there is nothing to compare with, so timing tells nothing either.
+        matches = hmac.compare_digest(
+            (expected or secrets.token_urlsafe(32)).encode(), str(token or "").encode()
+        )
+        return bool(expected) and matches
+
+    def parse_callback(self, account: AccountView, payload: Mapping[str, Any]) -> list[JobUpdate]:
+        job_id = str(payload.get("id") or "").strip()
+        if not job_id:
+            return []
+        # Our task's action only shapes a finished result, which the poll step maps itself.
+        view = mapping.upstream_view(payload, action="")
+        if view.status == PollResult.SUCCESS:
+            # Downloading and storing the images is a worker's job, not a web request's: the
+            # finished JSON is left where ``upstream_task`` looks first, for the poll step the
+            # lifecycle runs now.
+            cache.set(
+                callback_cache_key(account.id, job_id), dict(payload), CALLBACK_SNAPSHOT_SECONDS
+            )
+        return [JobUpdate(account_id=account.id, upstream_job_id=job_id, result=view.poll_result())]
 
 
 register(MjproxyEngine())

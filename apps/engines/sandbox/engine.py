@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from typing import Any, cast
 
 from django.db import IntegrityError, transaction
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from apps.engines.base import (
     Engine,
+    Job,
     PermanentEngineError,
     PollResult,
     ResultImage,
@@ -24,10 +26,9 @@ from apps.engines.base import (
     TemporaryEngineError,
     register,
 )
-from apps.engines.models import SandboxJob, UpstreamAccount
+from apps.engines.models import SandboxJob
 from apps.tasks import prompt as prompts
 from apps.tasks.enums import Action, ErrorCode
-from apps.tasks.models import Task
 
 from . import render
 
@@ -35,14 +36,14 @@ DEFAULT_DURATION = 6.0
 STALL_PROGRESS = 42
 
 
-def _option_float(options: dict[str, Any], name: str, default: float) -> float:
+def _option_float(options: Mapping[str, Any], name: str, default: float) -> float:
     try:
         return float(options.get(name, default))
     except (TypeError, ValueError):
         return default
 
 
-def _option_bool(options: dict[str, Any], name: str) -> bool:
+def _option_bool(options: Mapping[str, Any], name: str) -> bool:
     value = options.get(name, False)
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -73,75 +74,81 @@ class SandboxEngine(Engine):
         if not 0 <= fail_rate <= 1:
             raise ValueError("fail_rate must be between 0 and 1.")
 
-    def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
-        options = account.options or {}
+    def submit(self, job: Job) -> SubmitResult:
+        options = job.account.options
         try:
             with transaction.atomic():
-                job = SandboxJob.objects.create(
+                created = SandboxJob.objects.create(
                     job_id=secrets.token_hex(16),
-                    task_id=task.pk,
-                    account=account,
+                    task_id=job.task_id,
+                    account_id=job.account.id,
                     duration=_option_float(options, "duration", DEFAULT_DURATION),
-                    will_fail=_fraction(task.pk) < _option_float(options, "fail_rate", 0),
+                    will_fail=_fraction(job.task_id) < _option_float(options, "fail_rate", 0),
                     stall=_option_bool(options, "stall"),
                     created_at=timezone.now(),
                 )
         except IntegrityError:
             # This account runs a live job for the task already (an earlier submit): that one.
-            live = SandboxJob.objects.filter(task_id=task.pk, account=account, cancelled=False)
+            live = SandboxJob.objects.filter(
+                task_id=job.task_id, account_id=job.account.id, cancelled=False
+            )
             live.update(submit_calls=F("submit_calls") + 1)
             found = live.first()
             if found is None:  # stopped between our insert and this read: ask again later
                 raise TemporaryEngineError(
                     "The sandbox job changed while it was submitted."
                 ) from None
-            job = found
-        return SubmitResult(upstream_job_id=job.job_id)
+            created = found
+        return SubmitResult(upstream_job_id=created.job_id)
 
-    def find_job(self, *, account: UpstreamAccount, task: Task) -> SubmitResult | None:
+    def find_job(self, job: Job) -> SubmitResult | None:
         job_id = (
-            SandboxJob.objects.filter(task_id=task.pk, account=account, cancelled=False)
+            SandboxJob.objects.filter(
+                task_id=job.task_id, account_id=job.account.id, cancelled=False
+            )
             .values_list("job_id", flat=True)
             .first()
         )
         return SubmitResult(upstream_job_id=job_id) if job_id else None
 
-    def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
+    def cancel(self, job: Job) -> None:
         # The job the task names; only one recorded nowhere yet is found by task and account.
-        if task.upstream_job_id:
-            SandboxJob.objects.filter(job_id=task.upstream_job_id).update(cancelled=True)
+        if job.upstream_job_id:
+            SandboxJob.objects.filter(job_id=job.upstream_job_id).update(cancelled=True)
         else:
-            SandboxJob.objects.filter(task_id=task.pk, account=account).update(cancelled=True)
+            SandboxJob.objects.filter(task_id=job.task_id, account_id=job.account.id).update(
+                cancelled=True
+            )
 
-    def poll(self, *, account: UpstreamAccount, task: Task) -> PollResult:
-        job = SandboxJob.objects.filter(job_id=task.upstream_job_id).first()
-        if job is None:
+    def poll(self, job: Job) -> PollResult:
+        record = SandboxJob.objects.filter(job_id=job.upstream_job_id).first()
+        if record is None:
             raise PermanentEngineError(
                 "The sandbox has no record of this job.", error_code=ErrorCode.UPSTREAM_ERROR
             )
-        if job.cancelled:
+        if record.cancelled:
             return PollResult(
                 status=PollResult.FAILURE,
                 fail_reason="The sandbox job was cancelled.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
-        elapsed = (timezone.now() - job.created_at).total_seconds()
-        if job.stall:
+        elapsed = (timezone.now() - record.created_at).total_seconds()
+        if record.stall:
             return PollResult(status=PollResult.RUNNING, progress=STALL_PROGRESS)
-        if elapsed < job.duration:
-            progress = int(elapsed / job.duration * 100) if job.duration else 99
+        if elapsed < record.duration:
+            progress = int(elapsed / record.duration * 100) if record.duration else 99
             return PollResult(status=PollResult.RUNNING, progress=max(0, min(progress, 99)))
-        if job.will_fail:
+        if record.will_fail:
             return PollResult(
                 status=PollResult.FAILURE,
                 fail_reason="The sandbox failed this job as configured (fail_rate).",
                 error_code=ErrorCode.UPSTREAM_REJECTED,
             )
-        return render_result(task)
+        return render_result(job)
 
 
-def _seed(task: Task) -> int:
-    return int(task.seed if task.seed is not None else 0)
+def _seed(job: Job) -> int:
+    return int(job.seed if job.seed is not None else 0)
 
 
 def _aspect(prompt: str) -> tuple[int, int]:
@@ -151,21 +158,25 @@ def _aspect(prompt: str) -> tuple[int, int]:
         return (1, 1)
 
 
-def _parent_image(task: Task) -> bytes:
-    from apps.tasks.storage import read_file
-
-    parent = task.parent
-    if parent is None or not parent.result.get("image"):
+def _parent_image(job: Job) -> bytes:
+    parent = job.parent
+    if parent is None or parent.grid is None:
         raise PermanentEngineError(
             "The parent task has no stored image.", error_code=ErrorCode.INVALID_PARAMETER
         )
-    return read_file(parent.result["image"])
+    return parent.grid.read()
 
 
-def _inputs(task: Task) -> list[bytes]:
-    from apps.tasks.storage import read_file
+def _inputs(job: Job) -> list[bytes]:
+    return [image.read() for image in job.images]
 
-    return [read_file(name) for name in task.inputs]
+
+def _mask(job: Job) -> bytes:
+    if job.mask is None:
+        raise PermanentEngineError(
+            "Vary (Region) needs a mask.", error_code=ErrorCode.INVALID_PARAMETER
+        )
+    return job.mask.read()
 
 
 def _numbered(items: list[str]) -> str:
@@ -173,35 +184,32 @@ def _numbered(items: list[str]) -> str:
     return "\n\n".join(f"{marks[i]} {text}" for i, text in enumerate(items))
 
 
-def render_result(task: Task) -> PollResult:
+def render_result(job: Job) -> PollResult:
     """Produce the finished job's output for every action (SPEC §5 sandbox bullet)."""
-    params = task.params or {}
-    seed = _seed(task)
-    action = task.action
+    params = job.params
+    seed = _seed(job)
+    action = job.action
     variant = params.get("variant", "")
     if action == Action.IMAGINE:
-        return _grid(render.render_grid(task.prompt_en, seed, _aspect(task.prompt_en)), seed)
+        return _grid(render.render_grid(job.prompt, seed, _aspect(job.prompt)), seed)
     if action == Action.REROLL:
-        if params.get("reroll_of") == Action.BLEND and task.inputs:
-            image = render.render_blend(_inputs(task), params.get("dimensions", "SQUARE"), seed)
+        if params.get("reroll_of") == Action.BLEND and job.images:
+            image = render.render_blend(_inputs(job), params.get("dimensions", "SQUARE"), seed)
             return _grid(image, seed)
-        parent = task.parent
-        prompt = parent.prompt_en if parent else task.prompt_en
+        parent = job.parent
+        prompt = parent.prompt if parent else job.prompt
         return _grid(render.render_grid(prompt, seed, _aspect(prompt)), seed)
     if action == Action.UPSCALE:
-        source = _parent_image(task)
+        source = _parent_image(job)
         if variant in ("subtle", "creative"):
             image = render.render_upscale(source, None, factor=2, creative=variant == "creative")
         else:
             image = render.render_upscale(source, int(params.get("index") or 1))
         return _single(image, seed)
     if action == Action.VARIATION:
-        source = _parent_image(task)
+        source = _parent_image(job)
         if variant == "inpaint":
-            from apps.tasks.storage import read_file
-
-            mask = read_file(params["mask"])
-            return _grid(render.render_inpaint(source, mask, task.prompt_en, seed), seed)
+            return _grid(render.render_inpaint(source, _mask(job), job.prompt, seed), seed)
         if variant in ("low", "high"):
             strength: render.VariationStrength = "subtle" if variant == "low" else "strong"
             return _grid(render.render_variation(source, seed, strength), seed)
@@ -209,7 +217,7 @@ def render_result(task: Task) -> PollResult:
         return _grid(render.render_variation(quadrant, seed, "grid"), seed)
     if action == Action.ZOOM:
         factor = float(params.get("zoom_factor") or 2.0)
-        return _grid(render.render_zoom(_parent_image(task), factor, seed=seed), seed)
+        return _grid(render.render_zoom(_parent_image(job), factor, seed=seed), seed)
     if action == Action.PAN:
         direction = params.get("pan_direction") or "left"
         if direction not in ("left", "right", "up", "down"):
@@ -217,15 +225,15 @@ def render_result(task: Task) -> PollResult:
                 f"Unknown pan direction '{direction}'.", error_code=ErrorCode.INVALID_PARAMETER
             )
         pan = cast(render.PanDirection, direction)
-        return _grid(render.render_pan(_parent_image(task), pan, seed=seed), seed)
+        return _grid(render.render_pan(_parent_image(job), pan, seed=seed), seed)
     if action == Action.BLEND:
-        image = render.render_blend(_inputs(task), params.get("dimensions", "SQUARE"), seed)
+        image = render.render_blend(_inputs(job), params.get("dimensions", "SQUARE"), seed)
         return _grid(image, seed)
     if action == Action.SWAP_FACE:
-        source, target = _inputs(task)[:2]
+        source, target = _inputs(job)[:2]
         return _single(render.render_swap_face(source, target), seed)
     if action == Action.DESCRIBE:
-        image = _inputs(task)[0]
+        image = _inputs(job)[0]
         described = render.describe_prompts(image)
         return PollResult(
             status=PollResult.SUCCESS,
@@ -236,7 +244,7 @@ def render_result(task: Task) -> PollResult:
             seed=seed,
         )
     if action == Action.SHORTEN:
-        analysis, shorter = render.shorten_prompt(task.prompt_en)
+        analysis, shorter = render.shorten_prompt(job.prompt)
         return PollResult(
             status=PollResult.SUCCESS,
             progress=100,

@@ -8,7 +8,8 @@ from rest_framework.test import APIClient
 
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
-from apps.tasks.services import UPSTREAM_SEED, Caller, task_submit
+from apps.tasks.lifecycle import UPSTREAM_SEED
+from apps.tasks.services import Caller, task_submit
 from tests.fakes.mjproxy_server import seed_of
 
 from .helpers import mjproxy_account, poll, start
