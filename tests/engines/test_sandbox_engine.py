@@ -22,6 +22,7 @@ from apps.engines.models import SandboxJob
 from apps.engines.sandbox.engine import STALL_PROGRESS, SandboxEngine, _fraction
 from apps.engines.services import upstream_account_create
 from apps.tasks.enums import Action, ErrorCode
+from apps.tasks.jobs import job_for
 from apps.tasks.models import Task
 
 pytestmark = pytest.mark.django_db
@@ -58,9 +59,9 @@ def test_the_registry_finds_engines_by_name():
 def test_submit_is_idempotent_by_task_and_find_job_finds_it(engine, organization):
     upstream = account(duration=5)
     task = shorten_task(organization)
-    assert engine.find_job(account=upstream, task=task) is None
-    first = engine.submit(account=upstream, task=task)
-    again = engine.submit(account=upstream, task=task)
+    assert engine.find_job(job_for(task, upstream)) is None
+    first = engine.submit(job_for(task, upstream))
+    again = engine.submit(job_for(task, upstream))
     assert first.upstream_job_id == again.upstream_job_id
     job = SandboxJob.objects.get()
     assert (job.job_id, job.task_id, job.submit_calls, job.duration) == (
@@ -69,7 +70,7 @@ def test_submit_is_idempotent_by_task_and_find_job_finds_it(engine, organization
         2,
         5.0,
     )
-    found = engine.find_job(account=upstream, task=task)
+    found = engine.find_job(job_for(task, upstream))
     assert found is not None and found.upstream_job_id == first.upstream_job_id
     assert SandboxJob.objects.get().submit_calls == 2  # looking is not submitting
 
@@ -79,18 +80,18 @@ def test_progress_follows_the_duration_then_the_result(engine, organization, mon
     monkeypatch.setattr(timezone, "now", lambda: start)
     upstream = account(duration=10)
     task = shorten_task(organization)
-    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+    task.upstream_job_id = engine.submit(job_for(task, upstream)).upstream_job_id
 
     seen = []
     for seconds in (0, 2.5, 5, 9.99):
         monkeypatch.setattr(timezone, "now", lambda s=seconds: start + timedelta(seconds=s))
-        outcome = engine.poll(account=upstream, task=task)
+        outcome = engine.poll(job_for(task, upstream))
         assert outcome.status == PollResult.RUNNING
         seen.append(outcome.progress)
     assert seen == [0, 25, 50, 99]
 
     monkeypatch.setattr(timezone, "now", lambda: start + timedelta(seconds=10))
-    done = engine.poll(account=upstream, task=task)
+    done = engine.poll(job_for(task, upstream))
     assert done.status == PollResult.SUCCESS
     assert done.progress == 100
     assert len(done.properties["prompts"]) == 5
@@ -101,10 +102,10 @@ def test_progress_follows_the_duration_then_the_result(engine, organization, mon
 def test_a_stalled_job_never_finishes(engine, organization, monkeypatch):
     upstream = account(duration=1, stall="true")
     task = shorten_task(organization)
-    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+    task.upstream_job_id = engine.submit(job_for(task, upstream)).upstream_job_id
     later = timezone.now() + timedelta(days=1)
     monkeypatch.setattr(timezone, "now", lambda: later)
-    outcome = engine.poll(account=upstream, task=task)
+    outcome = engine.poll(job_for(task, upstream))
     assert (outcome.status, outcome.progress) == (PollResult.RUNNING, STALL_PROGRESS)
 
 
@@ -114,14 +115,14 @@ def test_fail_rate_picks_the_same_tasks_every_time(engine, organization):
     tasks = {}
     for n in range(40):
         task = shorten_task(organization, f"road {n}")
-        task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+        task.upstream_job_id = engine.submit(job_for(task, upstream)).upstream_job_id
         tasks[task.pk] = task
-        results[task.pk] = engine.poll(account=upstream, task=task).status
+        results[task.pk] = engine.poll(job_for(task, upstream)).status
         assert (results[task.pk] == PollResult.FAILURE) == (_fraction(task.pk) < 0.5)
     failures = list(results.values()).count(PollResult.FAILURE)
     assert 5 < failures < 35  # about half, chosen from the task id
     failed = next(pk for pk, status in results.items() if status == PollResult.FAILURE)
-    outcome = engine.poll(account=upstream, task=tasks[failed])  # polled again: same answer
+    outcome = engine.poll(job_for(tasks[failed], upstream))  # polled again: same answer
     assert outcome.status == PollResult.FAILURE
     assert outcome.error_code == ErrorCode.UPSTREAM_REJECTED
 
@@ -129,23 +130,23 @@ def test_fail_rate_picks_the_same_tasks_every_time(engine, organization):
 def test_each_account_runs_its_own_job_and_a_cancelled_job_is_never_reused(engine, organization):
     first, second = account(duration=5, stall=True), account(duration=5)
     task = shorten_task(organization)
-    on_first = engine.submit(account=first, task=task).upstream_job_id
+    on_first = engine.submit(job_for(task, first)).upstream_job_id
 
     # Moved to another account: a fresh job there, not the first account's stalled one.
-    on_second = engine.submit(account=second, task=task).upstream_job_id
+    on_second = engine.submit(job_for(task, second)).upstream_job_id
     assert on_second != on_first
     assert SandboxJob.objects.get(job_id=on_second).stall is False
-    found = engine.find_job(account=second, task=task)
+    found = engine.find_job(job_for(task, second))
     assert found is not None and found.upstream_job_id == on_second
 
     # Stopping the first account's job leaves the second's running …
     task.upstream_job_id = on_first
-    engine.cancel(account=first, task=task)
+    engine.cancel(job_for(task, first))
     jobs = dict(SandboxJob.objects.values_list("job_id", "cancelled"))
     assert jobs == {on_first: True, on_second: False}
     # … and a task moved back to the first account gets a fresh job, not the cancelled one.
-    assert engine.find_job(account=first, task=task) is None
-    back = engine.submit(account=first, task=task).upstream_job_id
+    assert engine.find_job(job_for(task, first)) is None
+    back = engine.submit(job_for(task, first)).upstream_job_id
     assert back not in (on_first, on_second)
     assert SandboxJob.objects.filter(task_id=task.pk).count() == 3
 
@@ -153,9 +154,9 @@ def test_each_account_runs_its_own_job_and_a_cancelled_job_is_never_reused(engin
 def test_a_cancelled_job_reports_a_failure(engine, organization):
     upstream = account(duration=0)
     task = shorten_task(organization)
-    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
-    engine.cancel(account=upstream, task=task)
-    outcome = engine.poll(account=upstream, task=task)
+    task.upstream_job_id = engine.submit(job_for(task, upstream)).upstream_job_id
+    engine.cancel(job_for(task, upstream))
+    outcome = engine.poll(job_for(task, upstream))
     assert (outcome.status, outcome.fail_reason, outcome.error_code) == (
         PollResult.FAILURE,
         "The sandbox job was cancelled.",
@@ -166,12 +167,12 @@ def test_a_cancelled_job_reports_a_failure(engine, organization):
 def test_cancel_marks_the_job_and_an_unknown_job_is_a_permanent_error(engine, organization):
     upstream = account(duration=5)
     task = shorten_task(organization)
-    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
-    engine.cancel(account=upstream, task=task)
+    task.upstream_job_id = engine.submit(job_for(task, upstream)).upstream_job_id
+    engine.cancel(job_for(task, upstream))
     assert SandboxJob.objects.get().cancelled is True
     task.upstream_job_id = "no-such-job"
     with pytest.raises(PermanentEngineError) as info:
-        engine.poll(account=upstream, task=task)
+        engine.poll(job_for(task, upstream))
     assert info.value.message == "The sandbox has no record of this job."
 
 
@@ -181,9 +182,9 @@ def test_a_follow_up_whose_parent_has_no_image_is_a_permanent_error(engine, orga
     task = Task.objects.create(
         organization=organization, action=Action.UPSCALE, parent=parent, params={"index": 1}
     )
-    task.upstream_job_id = engine.submit(account=upstream, task=task).upstream_job_id
+    task.upstream_job_id = engine.submit(job_for(task, upstream)).upstream_job_id
     with pytest.raises(PermanentEngineError) as info:
-        engine.poll(account=upstream, task=task)
+        engine.poll(job_for(task, upstream))
     assert (info.value.message, info.value.error_code) == (
         "The parent task has no stored image.",
         ErrorCode.INVALID_PARAMETER,

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from apps.engines.base import _REGISTRY, SubmitResult
+from apps.engines.base import _REGISTRY, Job, SubmitResult
 from apps.engines.models import UpstreamAccount
 from apps.engines.sandbox.engine import SandboxEngine
 from apps.engines.services import upstream_account_create
@@ -46,19 +46,20 @@ class ScriptedEngine(SandboxEngine):
         self.cancels: list[str] = []
         self.cancelled_jobs: list[str] = []
 
-    def submit(self, *, account: UpstreamAccount, task: Task) -> SubmitResult:
+    def submit(self, job: Job) -> SubmitResult:
         self.submits += 1
+        self.job = job  # what the step may submit itself
         step = self.script.pop(0) if self.script else None
         if isinstance(step, BaseException):
             raise step
         if callable(step):
-            step(task)
-        return super().submit(account=account, task=task)
+            step(Task.objects.select_related("organization").get(pk=job.task_id))
+        return super().submit(job)
 
-    def cancel(self, *, account: UpstreamAccount, task: Task) -> None:
-        self.cancels.append(task.pk)
-        self.cancelled_jobs.append(task.upstream_job_id)
-        super().cancel(account=account, task=task)
+    def cancel(self, job: Job) -> None:
+        self.cancels.append(job.task_id)
+        self.cancelled_jobs.append(job.upstream_job_id)
+        super().cancel(job)
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """
     from django.db import transaction
 
-    from apps.tasks import tasks as celery_tasks
+    from apps.tasks import workers as celery_tasks
 
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(transaction, "on_commit", lambda func, using=None, robust=False: func())

@@ -291,7 +291,7 @@ def test_progress_only_moves_forward(caller, monkeypatch):
     task = in_progress(caller, duration="60")
     reports = iter([60, 40, 80])
 
-    def poll(self, *, account, task):
+    def poll(self, job):
         return PollResult(status=PollResult.RUNNING, progress=next(reports))
 
     from apps.engines.sandbox.engine import SandboxEngine
@@ -317,12 +317,12 @@ def test_a_broken_broker_does_not_fail_the_submit(
     caller, monkeypatch, django_capture_on_commit_callbacks
 ):
     """Messages go out after commit with robust=True: the beat safety net covers a lost one."""
-    from apps.tasks import tasks as celery_tasks
+    from apps.tasks import workers as celery_tasks
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError("the broker is down")
 
-    monkeypatch.setattr(celery_tasks.dispatch, "delay", broken)
+    monkeypatch.setattr(celery_tasks.dispatch, "apply_async", broken)
     monkeypatch.setattr(celery_tasks.start_job, "apply_async", broken)
     sandbox_account()
     with django_capture_on_commit_callbacks(execute=True) as callbacks:

@@ -52,7 +52,7 @@ def running(caller, **options: str) -> Task:
 
 
 def crash_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(self, *, account, task):
+    def crash(self, job):
         raise KeyError("an answer nobody foresaw")
 
     monkeypatch.setattr(SandboxEngine, "poll", crash)
@@ -148,7 +148,7 @@ def test_a_slow_poll_cut_off_by_the_soft_time_limit_is_asked_again_without_count
 
     task = running(caller, duration="60")
 
-    def slow(self, *, account, task):
+    def slow(self, job):
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(SandboxEngine, "poll", slow)

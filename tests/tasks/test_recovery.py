@@ -179,8 +179,8 @@ def test_a_lost_start_message_is_sent_again_after_the_start_lease(caller, clock,
 def _die_after_the_upstream_accepted(monkeypatch, engine_class) -> None:
     real_submit = engine_class.submit
 
-    def submit(self, *, account, task):
-        real_submit(self, account=account, task=task)
+    def submit(self, job):
+        real_submit(self, job)
         raise WorkerDied
 
     monkeypatch.setattr(engine_class, "submit", submit)
@@ -355,7 +355,7 @@ def test_an_unknown_submit_outcome_is_looked_up_before_submitting_again(
     def lose_the_answer(task: Task) -> None:
         from apps.engines.sandbox.engine import SandboxEngine
 
-        SandboxEngine.submit(scripted, account=scripted_account, task=task)
+        SandboxEngine.submit(scripted, scripted.job)
         raise outcome_unknown
 
     scripted.script = [lose_the_answer]
@@ -442,7 +442,7 @@ def test_a_poll_without_an_answer_is_repeated(caller, sent, monkeypatch):
     task_start(task_id=task.pk)
     token = Task.objects.get(pk=task.pk).poll_token
 
-    def no_answer(self, *, account, task):
+    def no_answer(self, job):
         raise SubmitOutcomeUnknown("The upstream did not answer in time.")
 
     monkeypatch.setattr(SandboxEngine, "poll", no_answer)

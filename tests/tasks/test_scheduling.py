@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from apps.accounts.models import MembershipTier
 from apps.engines.models import Health, UpstreamAccount
 from apps.tasks import scheduling
-from apps.tasks import tasks as celery_tasks
+from apps.tasks import workers as celery_tasks
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME, dispatch_pending
@@ -148,7 +148,9 @@ def test_a_dispatch_that_meets_locked_accounts_says_so_and_runs_again(
 
         again: list[float] = []
         monkeypatch.setattr(
-            celery_tasks.dispatch, "apply_async", lambda countdown=None: again.append(countdown)
+            celery_tasks.dispatch,
+            "apply_async",
+            lambda args=(), countdown=None: again.append(countdown),
         )
         celery_tasks.dispatch()  # the Celery task asks for another run shortly
         assert again == [celery_tasks.CONTENDED_DISPATCH_RETRY]

@@ -75,8 +75,8 @@ def test_a_poll_step_overtaken_by_an_operator_move_changes_nothing(
     task, _first, second = running_on_first_of_two(caller)
     files_before = stored_files(settings.MEDIA_ROOT)
 
-    def move_while_asking(self, *, account, task):
-        task_retry_on_another_account(task_id=task.pk)  # the operator, meanwhile
+    def move_while_asking(self, job):
+        task_retry_on_another_account(task_id=job.task_id)  # the operator, meanwhile
         if isinstance(news, Exception):
             raise news
         return news

@@ -96,7 +96,7 @@ def test_wrong_token_or_account_is_refused_and_changes_nothing(
     account = mjproxy_account(fake, callbacks=True)
     other = mjproxy_account(second_account_fake, "mj-other", callbacks=True)
     task = _imagine(funded, live_key)
-    other_token = mjproxy_callback_token_ensure(account=other)
+    other_token = mjproxy_callback_token_ensure(account_id=other.pk)
     fake.finish(task.upstream_job_id)
     body = fake.task_json(task.upstream_job_id)
     before = _snapshot(task.pk)
@@ -229,7 +229,7 @@ def test_unknown_or_foreign_upstream_ids_are_ignored(funded, live_key, fake, sec
     assert _post(account.pk, token, {**body, "id": "999"}) == (200, {"result": "ignored"})
     assert _post(account.pk, token, {"status": "SUCCESS"}) == (200, {"result": "ignored"})
     # The job belongs to the first account; the second account's valid hook cannot touch it.
-    other_token = mjproxy_callback_token_ensure(account=other)
+    other_token = mjproxy_callback_token_ensure(account_id=other.pk)
     assert _post(other.pk, other_token, {**body, "status": "FAILURE"}) == (
         200,
         {"result": "ignored"},

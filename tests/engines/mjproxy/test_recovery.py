@@ -14,6 +14,7 @@ from apps.engines.base import get_engine
 from apps.engines.mjproxy.engine import client_for
 from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, ErrorCode, Status
+from apps.tasks.jobs import job_for
 from apps.tasks.lifecycle import INTERRUPTED_SUBMITS, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending, tasks_sweep
@@ -72,7 +73,7 @@ def test_the_sweeper_resumes_a_dead_workers_submit_and_adopts_the_job(funded, li
     task = _queued(funded, live_key)
     _worker_died_inside_submit(task)
     # The dead worker's request did reach the upstream.
-    get_engine("mjproxy").submit(account=account, task=Task.objects.get(pk=task.pk))
+    get_engine("mjproxy").submit(job_for(Task.objects.get(pk=task.pk), account))
 
     report = tasks_sweep()
     assert report["resumed"] == 1
