@@ -8,11 +8,15 @@ import time
 import pytest
 from django.db import connection
 from django.test import Client
+from django.urls import resolve
 
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.billing.selectors import balance_get
+from apps.engines.base import JobUpdate, PollResult
 from apps.engines.mjproxy.services import mjproxy_callback_token_ensure
 from apps.engines.models import UpstreamAccount
+from apps.tasks import lifecycle
+from apps.tasks import views as task_views
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import task_poll
 from apps.tasks.models import Task
@@ -279,3 +283,55 @@ def test_the_fake_upstream_calls_us_back_over_http(live_server, organization, ma
         assert Task.objects.get(pk=task.pk).status == Status.SUCCESS
     finally:
         fake.stop()
+
+
+@pytest.mark.django_db
+def test_the_callback_arrives_on_the_tasks_side_route_and_the_lifecycle_applies_it(
+    funded, live_key, fake, monkeypatch
+):
+    match = resolve("/engines/mjproxy/callback/7/some-token")
+    assert match.func is task_views.engine_callback
+    assert match.kwargs == {"engine": "mjproxy", "account_id": 7, "token": "some-token"}
+
+    account = mjproxy_account(fake, callbacks=True)
+    task = _imagine(funded, live_key)
+    applied: list[JobUpdate] = []
+    real_apply = lifecycle.task_apply_update
+
+    def spy(*, update: JobUpdate) -> str:
+        applied.append(update)
+        return real_apply(update=update)
+
+    monkeypatch.setattr(lifecycle, "task_apply_update", spy)
+    fake.set_progress(task.upstream_job_id, 60)
+    assert _post(account.pk, _token(account), fake.task_json(task.upstream_job_id)) == (
+        200,
+        {"result": "progress"},
+    )
+    assert applied == [
+        JobUpdate(
+            account_id=account.pk,
+            upstream_job_id=task.upstream_job_id,
+            result=PollResult(status=PollResult.RUNNING, progress=60),
+        )
+    ]
+    assert Task.objects.get(pk=task.pk).progress == 60
+
+
+@pytest.mark.django_db
+def test_engines_without_callbacks_and_unknown_engines_are_refused_alike(funded, live_key, fake):
+    account = mjproxy_account(fake, callbacks=True)
+    task = _imagine(funded, live_key)
+    before = _snapshot(task.pk)
+    body = json.dumps(fake.task_json(task.upstream_job_id))
+    for engine in ("sandbox", "carrier-pigeon"):
+        response = Client().post(
+            f"/engines/{engine}/callback/{account.pk}/{_token(account)}",
+            data=body,
+            content_type="application/json",
+        )
+        assert (response.status_code, response.json()) == (
+            403,
+            {"error": "This callback URL is not valid."},
+        )
+    assert _snapshot(task.pk) == before

@@ -7,8 +7,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.tasks.enums import Action, Status
-from apps.tasks.models import Task
 from apps.tasks.lifecycle import UPSTREAM_SEED
+from apps.tasks.models import Task
 from apps.tasks.services import Caller, task_submit
 from tests.fakes.mjproxy_server import seed_of
 
