@@ -476,3 +476,49 @@ def account_pick_other(task: Task, *, exclude: int | None, now: datetime) -> Ups
             f"nothing was changed. Try again shortly."
         )
     return min(free, key=lambda a: (running.get(a.pk, 0), a.pk))
+
+
+def task_expected_to_start(*, task: Task) -> bool:
+    """Whether the dispatcher will start the queued ``task`` on its next run: an account that
+    may take it has more free slots than there are tasks of its pool queued ahead of it.
+
+    A read (no locks, nothing assigned) for the answer to a submit — "started" or "queued" —
+    now that the dispatcher runs on a worker rather than in the request that accepted the
+    task. A guess made honestly: fairness may let another tenant's task take the slot first.
+    """
+    if task.status != Status.NOT_START or task.submitted_at is None:
+        return task.status in (Status.SUBMITTED, Status.IN_PROGRESS, Status.SUCCESS)
+    now = _now()
+    if task.is_test:
+        sandbox_pool_ensure()
+    accounts = [
+        account
+        for account in UpstreamAccount.objects.filter(
+            is_enabled=True, is_sandbox_pool=task.is_test
+        ).order_by("pk")
+        if upstream_account_usable(account, now=now) and account.serves(task.mode)
+    ]
+    parent = task.parent
+    if parent is not None and parent.upstream_account_id:
+        same = [a for a in accounts if a.pk == parent.upstream_account_id]
+        engine = engine_named(parent.engine or "sandbox")
+        if same or engine is None or engine.follow_ups_need_parent_account:
+            accounts = same
+        else:
+            accounts = [a for a in accounts if a.engine == parent.engine] or accounts
+    if not accounts:
+        return False
+    running = dict(
+        Task.objects.filter(upstream_account__in=accounts, status__in=ACTIVE_STATUSES)
+        .values_list("upstream_account")
+        .annotate(n=Count("pk"))
+        .values_list("upstream_account", "n")
+    )
+    free = sum(max(0, a.concurrency - running.get(a.pk, 0)) for a in accounts)
+    ahead = Task.objects.filter(
+        status=Status.NOT_START,
+        mode=task.mode,
+        is_test=task.is_test,
+        submitted_at__lt=task.submitted_at,
+    ).count()
+    return free > ahead
