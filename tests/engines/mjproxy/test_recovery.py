@@ -14,7 +14,7 @@ from apps.engines.base import get_engine
 from apps.engines.mjproxy.engine import client_for
 from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, ErrorCode, Status
-from apps.tasks.jobs import job_for
+from apps.tasks.jobs import account_view, job_for
 from apps.tasks.lifecycle import INTERRUPTED_SUBMITS, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending, tasks_sweep
@@ -125,7 +125,7 @@ def test_an_interrupted_two_step_action_gets_its_second_step(funded, live_key, f
         for b in fake.jobs[upscale.upstream_job_id].buttons
         if b["label"] == "Vary (Region)"
     )
-    answer = client_for(account).post(
+    answer = client_for(account_view(account)).post(
         "/mj/submit/action",
         {"taskId": upscale.upstream_job_id, "customId": their_region, "state": f"mjgate:{task.pk}"},
     )
