@@ -42,5 +42,16 @@ def insert(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"code": 1, "result": str(row_id)})
 
 
-urlpatterns = [path("mj/submit/imagine", insert)]
+def select(request: HttpRequest, task_id: str) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, status, prompt, progress FROM tasks_task WHERE id = %s", [task_id]
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return JsonResponse({"error": "not found"}, status=404)
+    return JsonResponse(dict(zip(("id", "status", "prompt", "progress"), row, strict=True)))
+
+
+urlpatterns = [path("mj/submit/imagine", insert), path("task/<str:task_id>", select)]
 application = get_wsgi_application()
