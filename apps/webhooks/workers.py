@@ -20,6 +20,7 @@ DISPATCH_CHUNK = 5
 
 @shared_task(name=DELIVER_TASK, acks_late=True, ignore_result=True)
 def deliver(event_ids: list[int]) -> None:
+    # Lazy on purpose: an entry point imports its service in the body (module docstring).
     from .delivery import events_deliver
 
     events_deliver(event_ids=[int(event_id) for event_id in event_ids])
@@ -27,6 +28,7 @@ def deliver(event_ids: list[int]) -> None:
 
 @shared_task(name=DELIVER_DUE_TASK, ignore_result=True)
 def deliver_due() -> None:
+    # Lazy on purpose: an entry point imports its service in the body (module docstring).
     from .delivery import deliveries_dispatch_due
 
     event_ids = deliveries_dispatch_due()
@@ -37,6 +39,7 @@ def deliver_due() -> None:
 
 @shared_task(name=PURGE_TASK, ignore_result=True)
 def purge() -> None:
+    # Lazy on purpose: an entry point imports its service in the body (module docstring).
     from .services import webhook_messages_purge
 
     webhook_messages_purge()
