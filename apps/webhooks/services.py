@@ -295,7 +295,7 @@ def _event_create(
     body: str,
     target_key: str,
     url: str,
-    task_id: int | None = None,
+    task_id: str | None = None,
     task_status: str = "",
     endpoint: WebhookEndpoint | None = None,
     trigger: str = DeliveryTrigger.AUTO,
@@ -405,7 +405,7 @@ def _supersede_held_progress(newest: WebhookEvent, now: datetime) -> int:
 def task_event_publish(
     *,
     organization_id: int,
-    task_id: int,
+    task_id: str,
     task_status: str,
     event_type: str,
     hook_url: str,
