@@ -11,3 +11,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The task pipeline's entry points live in a module named for what it is (apps/tasks/workers.py).
+app.autodiscover_tasks(related_name="workers")
