@@ -19,6 +19,8 @@ from django.db import transaction
 from apps.api_keys.models import ApiKey, hash_key
 from apps.api_keys.services import api_key_create
 from apps.billing.ledger import ledger_topup
+from apps.engines.models import UpstreamAccount
+from apps.engines.services import upstream_account_create
 
 from .models import Membership, Organization, Role, User
 from .provisioning import email_mark_verified
@@ -123,9 +125,6 @@ def demo_seed() -> DemoSeed:
 
 def seed_upstreams() -> None:
     """A sandbox upstream account serving every mode, so the first imagine just works."""
-    from apps.engines.models import UpstreamAccount
-    from apps.engines.services import upstream_account_create
-
     if not UpstreamAccount.objects.filter(name="sandbox-demo").exists():
         upstream_account_create(
             engine="sandbox",

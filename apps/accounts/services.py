@@ -10,6 +10,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.billing.ledger import balance_initialize, ledger_grant_signup
 from apps.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 
 from .models import (
@@ -42,8 +43,6 @@ def organization_create(
         name=name[:120], tier=tier or tier_get_default(), is_personal=is_personal
     )
     Membership.objects.create(user=owner, organization=organization, role=Role.OWNER)
-    from apps.billing.ledger import balance_initialize
-
     balance_initialize(organization=organization)
     return organization
 
@@ -54,8 +53,6 @@ def user_onboard(*, user: User, grant_signup_tokens: bool = True) -> Organizatio
     label = user.name or user.email.split("@", 1)[0]
     organization = organization_create(name=f"{label}'s workspace", owner=user, is_personal=True)
     if grant_signup_tokens:
-        from apps.billing.ledger import ledger_grant_signup
-
         ledger_grant_signup(organization=organization)
     return organization
 

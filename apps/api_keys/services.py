@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.models import Organization, User
-from apps.core.errors import ServiceError, ValidationFailed
+from apps.core.errors import PermissionDenied, ServiceError, ValidationFailed
 
 from .models import LIVE_SCHEME, PREFIX_RANDOM_CHARS, TEST_SCHEME, ApiKey, hash_key
 
@@ -225,8 +225,6 @@ def _check_delegation(
 ) -> None:
     """``allowed_ips`` and ``expires_at`` are the values the key will have (``[]``: any
     address, ``None``: never expires), or ``KEEP`` when they do not change."""
-    from apps.core.errors import PermissionDenied
-
     if caller.read_only:
         raise PermissionDenied("A read-only API key cannot manage API keys.")
     if caller.is_test and not is_test:
@@ -343,11 +341,7 @@ def api_key_update_by_key(
 
 def api_key_revoke_by_key(*, caller: ApiKey, api_key: ApiKey) -> ApiKey:
     if caller.read_only:
-        from apps.core.errors import PermissionDenied
-
         raise PermissionDenied("A read-only API key cannot manage API keys.")
     if caller.is_test and not api_key.is_test:
-        from apps.core.errors import PermissionDenied
-
         raise PermissionDenied("A test API key can only manage test keys.")
     return api_key_revoke(api_key=api_key)

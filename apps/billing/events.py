@@ -1,10 +1,15 @@
-"""Where balance changes leave the billing domain: webhook outbox rows, same transaction."""
+"""Where balance changes leave the billing domain: webhook outbox rows, same transaction.
+
+The webhook outbox is a leaf like the ledger: billing calls it with plain values and it never
+imports billing back.
+"""
 
 from __future__ import annotations
 
 from django.conf import settings
 
 from apps.accounts.models import Organization
+from apps.webhooks.services import balance_low_publish
 
 
 def balance_changed(*, organization_id: int, before: int, available: int, held: int) -> None:
@@ -15,10 +20,6 @@ def balance_changed(*, organization_id: int, before: int, available: int, held: 
     """
     threshold = int(getattr(settings, "BALANCE_LOW_THRESHOLD", 0))
     if threshold <= 0 or not (before >= threshold > available):
-        return
-    try:
-        from apps.webhooks.services import balance_low_publish
-    except ImportError:  # the webhooks app is optional
         return
     organization = Organization.objects.get(pk=organization_id)
     balance_low_publish(

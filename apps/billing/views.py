@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from apps.core.errors import ServiceError
 
-from .services import stripe_event_receive
+from .stripe_service import stripe_event_receive
 
 
 @csrf_exempt  # Stripe cannot send a CSRF token; the signature authenticates the request.

@@ -8,6 +8,8 @@ class ProtocolsConfig(AppConfig):
 
     def ready(self) -> None:
         # A task's own hook receives the Task JSON of the dialect that created it (SPEC §7).
+        # Lazy because it must be: the payload modules import models, which cannot be imported
+        # while Django is still loading this AppConfig.
         from .hooks import register_payloads
 
         register_payloads()

@@ -1,28 +1,79 @@
-"""Where task changes leave the domain: webhook outbox rows, written in the same transaction."""
+"""Where task changes leave the domain: webhook outbox rows, written in the same transaction.
+
+The outbox (``apps.webhooks``) is a leaf that knows nothing of tasks, so this side decides what
+a change means: it re-reads the task under its row lock, names the event and hands the outbox
+the builders of the two bodies. A task's own hook receives the Task JSON of the dialect that
+created the task (SPEC §7); organization endpoints receive the native Task JSON. The protocol
+apps register those builders here at start-up (``apps.protocols.hooks``), which keeps the
+import direction protocols → tasks.
+"""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Callable
-from functools import cache
+from typing import Any
 
-from .models import Task
+from django.db import transaction
+
+from apps.webhooks.models import EventType, WebhookEvent
+from apps.webhooks.services import task_event_publish
+
+from .enums import Status
+from .models import Protocol, Task
+
+TaskPayloadBuilder = Callable[[Task], dict[str, Any]]
+
+_BUILDERS: dict[str, TaskPayloadBuilder] = {}
+
+_STATUS_EVENT_TYPES: dict[str, str] = {
+    Status.SUCCESS: EventType.TASK_SUCCEEDED,
+    Status.FAILURE: EventType.TASK_FAILED,
+    Status.CANCEL: EventType.TASK_CANCELLED,
+}
 
 
-@cache
-def _publisher() -> Callable[..., object] | None:
-    # The webhooks app is optional until it exists; once it does, an error importing it must
-    # surface rather than silently drop every event.
-    if importlib.util.find_spec("apps.webhooks.services") is None:
-        return None
-    module = importlib.import_module("apps.webhooks.services")
-    publish: Callable[..., object] = module.task_event_publish
-    return publish
+def register_task_payload(protocol: str, builder: TaskPayloadBuilder) -> None:
+    """Use ``builder`` for the hook bodies of tasks created through ``protocol``."""
+    _BUILDERS[protocol] = builder
 
 
-def task_changed(*, task: Task, event_type: str) -> None:
-    """Record that ``task`` changed. Call inside the transaction that changed it."""
-    publish = _publisher()
-    if publish is not None:
-        publish(task=task, event_type=event_type)
+def task_payload(task: Task, *, protocol: str | None = None) -> dict[str, Any]:
+    """The Task JSON for ``protocol`` (default: the protocol that created the task).
+
+    A dialect without a builder of its own gets the native Task JSON. With no native builder
+    registered the protocols app is missing, and publishing fails loudly rather than sending a
+    body nobody defined.
+    """
+    builder = _BUILDERS.get(protocol or task.protocol) or _BUILDERS.get(Protocol.NATIVE)
+    if builder is None:
+        raise LookupError(
+            f"No Task JSON builder is registered for '{protocol or task.protocol}' nor for the "
+            "native API; apps.protocols registers them when Django starts."
+        )
+    return builder(task)
+
+
+def native_task_payload(task: Task) -> dict[str, Any]:
+    return task_payload(task, protocol=Protocol.NATIVE)
+
+
+def task_changed(*, task: Task, event_type: str | None = None) -> list[WebhookEvent]:
+    """Record that ``task`` changed. Call inside the transaction that changed it.
+
+    The task row is re-read under its lock, so the bodies carry the state this transaction
+    commits even when the caller changed it with a queryset ``update()``, and two publishers of
+    one task cannot interleave their messages. ``event_type`` defaults from the status.
+    Returns the outbox messages written.
+    """
+    with transaction.atomic():
+        fresh = Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
+        return task_event_publish(
+            organization_id=fresh.organization_id,
+            task_id=fresh.pk,
+            task_status=fresh.status,
+            event_type=event_type
+            or _STATUS_EVENT_TYPES.get(fresh.status, str(EventType.TASK_UPDATED)),
+            hook_url=fresh.notify_hook,
+            hook_body=lambda: task_payload(fresh),
+            native_body=lambda: native_task_payload(fresh),
+        )

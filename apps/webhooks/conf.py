@@ -55,3 +55,9 @@ RESPONSE_LOG_BYTES = 2048
 WORKER_TIME_BUDGET = 40.0
 #: Finished messages deleted per transaction by the retention purge.
 PURGE_BATCH = 1000
+
+#: Celery task names of the entry points in ``apps.webhooks.workers``. Services send them by
+#: name through ``apps.core.messaging``, so nothing here imports the Celery module.
+DELIVER_TASK = "webhooks.deliver"
+DELIVER_DUE_TASK = "webhooks.deliver_due"
+PURGE_TASK = "webhooks.purge"

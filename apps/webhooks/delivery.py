@@ -51,7 +51,7 @@ from .models import (
     WebhookEvent,
 )
 from .selectors import webhook_secrets_for_signing
-from .services import webhook_secret_ensure
+from .services import events_enqueue, webhook_secret_ensure
 from .signing import signature_header
 
 logger = logging.getLogger(__name__)
@@ -109,18 +109,6 @@ def _finish_event(event: WebhookEvent, state: str, now: datetime) -> None:
     WebhookEvent.objects.filter(pk=event.pk).update(state=state, finished_at=now)
     event.state = state
     event.finished_at = now
-
-
-def _enqueue_on_commit(event_ids: list[int], countdown: float | None = None) -> None:
-    def send() -> None:
-        from .tasks import deliver
-
-        try:
-            deliver.apply_async(args=[event_ids], countdown=countdown)
-        except Exception:  # the broker is down: the beat task will find the rows anyway
-            logger.warning("webhook retry not queued", extra={"event_ids": event_ids})
-
-    transaction.on_commit(send)
 
 
 # --- Disabling endpoints -------------------------------------------------------------------------
@@ -345,7 +333,7 @@ def _record(delivery: WebhookDelivery, token: str, outcome: _Outcome) -> Deliver
                 created_at=now,
             )
             if short:
-                _enqueue_on_commit([event.pk], countdown=delay.total_seconds())
+                events_enqueue(event_ids=[event.pk], countdown=delay.total_seconds())
         else:
             _finish_event(event, EventState.SUCCEEDED if outcome.success else EventState.DEAD, now)
 

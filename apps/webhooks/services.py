@@ -4,6 +4,9 @@ Publishing never sends anything. It writes the message (with its final body) and
 pending attempt in the caller's transaction and asks, on commit, for a Celery worker to deliver
 it (``apps.webhooks.delivery``). If that request is lost, the beat task finds the attempt in the
 database a minute later.
+
+The outbox is a leaf (docs STYLE, "Direction of imports"): the task domain and billing call it
+with plain data, and nothing here imports them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,11 +30,17 @@ from apps.accounts.models import Organization
 from apps.core.crypto import encrypt_text
 from apps.core.errors import ValidationFailed
 from apps.core.http import OutboundHTTPError, UnsafeURL, check_url
-from apps.tasks.enums import Status
-from apps.tasks.models import Task
+from apps.core.messaging import send_after_commit
 
 from . import clock
-from .conf import DISPATCH_LEASE, PURGE_BATCH, WORKER_TIME_BUDGET, retention, rotation_overlap
+from .conf import (
+    DELIVER_TASK,
+    DISPATCH_LEASE,
+    PURGE_BATCH,
+    WORKER_TIME_BUDGET,
+    retention,
+    rotation_overlap,
+)
 from .models import (
     SUBSCRIBABLE_EVENT_TYPES,
     DeliveryState,
@@ -43,7 +52,6 @@ from .models import (
     WebhookEvent,
     WebhookSecret,
 )
-from .payloads import native_task_payload, task_payload
 from .selectors import delivery_get, endpoint_get
 from .signing import secret_generate
 
@@ -66,19 +74,14 @@ def _dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, cls=DjangoJSONEncoder, ensure_ascii=False, separators=(",", ":"))
 
 
-def _enqueue_on_commit(event_ids: list[int]) -> None:
-    if not event_ids:
-        return
+def events_enqueue(*, event_ids: list[int], countdown: float | None = None) -> None:
+    """Ask a worker to deliver these messages once the current transaction commits.
 
-    def send() -> None:
-        from .tasks import deliver
-
-        try:
-            deliver.delay(event_ids)
-        except Exception:  # the broker is down: the beat task will find the rows anyway
-            logger.warning("webhook delivery not queued", extra={"event_ids": event_ids})
-
-    transaction.on_commit(send)
+    The one way the outbox queues work. A lost message only costs time: the beat task finds
+    the pending attempts in the database (``deliveries_dispatch_due``).
+    """
+    if event_ids:
+        send_after_commit(DELIVER_TASK, list(event_ids), countdown=countdown)
 
 
 # --- The signing secret ------------------------------------------------------------------------
@@ -292,20 +295,19 @@ def _event_create(
     body: str,
     target_key: str,
     url: str,
-    task: Task | None = None,
+    task_id: str | None = None,
+    task_status: str = "",
     endpoint: WebhookEndpoint | None = None,
     trigger: str = DeliveryTrigger.AUTO,
 ) -> WebhookEvent:
     now = clock.now()
     sequence = 0
-    task_status = ""
     progress_only = False
-    if task is not None:
+    if task_id is not None:
         # The caller holds the task's row lock, so reading the last message cannot race
         # another publisher of this task.
-        task_status = task.status
         last = (
-            WebhookEvent.objects.filter(task=task, target_key=target_key)
+            WebhookEvent.objects.filter(task_id=task_id, target_key=target_key)
             .order_by("-sequence")
             .values("sequence", "task_status")
             .first()
@@ -322,7 +324,7 @@ def _event_create(
         organization_id=organization_id,
         event_type=event_type,
         body=body,
-        task=task,
+        task_id=task_id,
         endpoint=endpoint,
         url=url,
         target_key=target_key,
@@ -400,61 +402,63 @@ def _supersede_held_progress(newest: WebhookEvent, now: datetime) -> int:
     return len(doomed)
 
 
-_STATUS_EVENT_TYPES: dict[str, str] = {
-    Status.SUCCESS: EventType.TASK_SUCCEEDED,
-    Status.FAILURE: EventType.TASK_FAILED,
-    Status.CANCEL: EventType.TASK_CANCELLED,
-}
+def task_event_publish(
+    *,
+    organization_id: int,
+    task_id: str,
+    task_status: str,
+    event_type: str,
+    hook_url: str,
+    hook_body: Callable[[], dict[str, Any]],
+    native_body: Callable[[], dict[str, Any]],
+) -> list[WebhookEvent]:
+    """Write the outbox messages for one change of a task. Call inside the changing transaction,
+    holding the task's row lock (``apps.tasks.events.task_changed`` does both).
 
-
-def task_event_publish(*, task: Task, event_type: str | None = None) -> list[WebhookEvent]:
-    """Write the outbox messages for a change of ``task``. Call inside the changing transaction.
-
-    The task row is re-read under its lock, so the body is the state this transaction commits
-    even when the caller changed it with a queryset ``update()``. Messages go to the task's own
-    hook (Task JSON of its protocol) and to the organization's enabled endpoints that subscribe
-    (an envelope around the native Task JSON). ``event_type`` defaults from the status.
+    The outbox knows nothing of tasks: the caller gives the task's id and status (for ordering
+    and coalescing), its own hook (``hook_url``, empty for none) and how to build the two bodies.
+    The hook receives ``hook_body()``, the Task JSON of the dialect that created the task; the
+    organization's enabled endpoints that subscribe receive ``native_body()`` in an envelope.
+    Each builder runs at most once, and only when someone receives its body.
     """
     with transaction.atomic():
-        fresh = Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
-        event_type = event_type or _STATUS_EVENT_TYPES.get(
-            fresh.status, str(EventType.TASK_UPDATED)
-        )
         events: list[WebhookEvent] = []
-        if fresh.notify_hook:
+        if hook_url:
             events.append(
                 _event_create(
-                    organization_id=fresh.organization_id,
+                    organization_id=organization_id,
                     event_type=event_type,
-                    body=_dumps(task_payload(fresh)),
-                    target_key=_hook_key(fresh.notify_hook),
-                    url=fresh.notify_hook,
-                    task=fresh,
+                    body=_dumps(hook_body()),
+                    target_key=_hook_key(hook_url),
+                    url=hook_url,
+                    task_id=task_id,
+                    task_status=task_status,
                 )
             )
         data: dict[str, Any] | None = None
         now_iso = clock.now().isoformat()
         endpoints = WebhookEndpoint.objects.filter(
-            organization_id=fresh.organization_id, is_enabled=True
+            organization_id=organization_id, is_enabled=True
         ).order_by("id")
         for endpoint in endpoints:
             delivered_as = _endpoint_event_type(endpoint, event_type)
             if delivered_as is None:
                 continue
             if data is None:
-                data = native_task_payload(fresh)
+                data = native_body()
             events.append(
                 _event_create(
-                    organization_id=fresh.organization_id,
+                    organization_id=organization_id,
                     event_type=delivered_as,
                     body=_envelope(delivered_as, data, now_iso),
                     target_key=f"endpoint:{endpoint.pk}",
                     url=endpoint.url,
-                    task=fresh,
+                    task_id=task_id,
+                    task_status=task_status,
                     endpoint=endpoint,
                 )
             )
-        _enqueue_on_commit([event.pk for event in events])
+        events_enqueue(event_ids=[event.pk for event in events])
     return events
 
 
@@ -484,7 +488,7 @@ def balance_low_publish(
             ).order_by("id")
             if endpoint.subscribes_to(EventType.BALANCE_LOW)
         ]
-        _enqueue_on_commit([event.pk for event in events])
+        events_enqueue(event_ids=[event.pk for event in events])
     return events
 
 
@@ -503,7 +507,7 @@ def endpoint_send_test_event(*, organization: Organization, endpoint_id: Any) ->
         endpoint=endpoint,
         trigger=DeliveryTrigger.MANUAL,
     )
-    _enqueue_on_commit([event.pk])
+    events_enqueue(event_ids=[event.pk])
     return event.deliveries.get()
 
 
@@ -528,7 +532,7 @@ def delivery_resend(*, organization: Organization, delivery_id: Any) -> WebhookD
             pending.next_attempt_at = now
             pending.dispatched_until = now + DISPATCH_LEASE
             pending.save(update_fields=["next_attempt_at", "dispatched_until"])
-            _enqueue_on_commit([event.pk])
+            events_enqueue(event_ids=[event.pk])
         return pending
     last = event.deliveries.aggregate(last=Max("attempt"))["last"] or 0
     event.state = EventState.PENDING
@@ -545,7 +549,7 @@ def delivery_resend(*, organization: Organization, delivery_id: Any) -> WebhookD
         url=event.target_url,
         created_at=now,
     )
-    _enqueue_on_commit([event.pk])
+    events_enqueue(event_ids=[event.pk])
     return attempt
 
 

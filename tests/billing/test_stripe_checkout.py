@@ -6,7 +6,7 @@ import pytest
 
 from apps.accounts.models import MembershipTier
 from apps.billing.models import CheckoutKind, CheckoutSession, CheckoutStatus, TokenPackage
-from apps.billing.services import checkout_create, subscription_checkout_create
+from apps.billing.stripe_service import checkout_create, subscription_checkout_create
 from apps.core.errors import NotFound, PermissionDenied, ServiceUnavailable, ValidationFailed
 
 from .helpers import snapshot

@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from apps.accounts.models import MembershipTier
+from apps.billing import stripe_service
 from apps.billing.models import (
     CheckoutKind,
     CheckoutSession,
@@ -17,7 +18,7 @@ from apps.billing.models import (
     StripeEvent,
     TokenPackage,
 )
-from apps.billing.services import checkout_key
+from apps.billing.stripe_service import checkout_key
 
 from .helpers import snapshot
 from .stripe_fakes import WEBHOOK_SECRET, charge, checkout_session, event, sign, subscription
@@ -244,9 +245,7 @@ def test_an_expired_session_is_marked_and_credits_nothing(client, organization, 
 def test_a_processing_failure_answers_500_and_the_retry_credits(
     client, organization, open_session, monkeypatch
 ):
-    from apps.billing import services
-
-    real_topup = services.ledger_topup
+    real_topup = stripe_service.ledger_topup
     calls = {"n": 0}
 
     def flaky_topup(**kwargs):
@@ -255,7 +254,7 @@ def test_a_processing_failure_answers_500_and_the_retry_credits(
             raise RuntimeError("database hiccup")
         return real_topup(**kwargs)
 
-    monkeypatch.setattr(services, "ledger_topup", flaky_topup)
+    monkeypatch.setattr(stripe_service, "ledger_topup", flaky_topup)
     payload = completed(organization, event_id="evt_retry")
 
     first = deliver(client, payload)

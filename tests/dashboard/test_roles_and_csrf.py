@@ -157,13 +157,13 @@ def test_pages_a_member_sees_offer_no_admin_controls(
 def test_members_see_where_a_task_webhook_went_but_not_the_url(
     organization: Organization, member: User, admin_user: User
 ) -> None:
-    from apps.webhooks.services import task_event_publish
+    from apps.tasks.events import task_changed
 
     WebhookEndpoint.objects.create(
         organization=organization, url="https://hooks.example.com/in?token=s3cr3t"
     )
     task = new_task(organization, status=Status.SUCCESS)
-    task_event_publish(task=task)
+    task_changed(task=task)
     as_member = login(member).get(f"/tasks/{task.pk}/").content.decode()
     assert "hooks.example.com" in as_member and "s3cr3t" not in as_member
     as_admin = login(admin_user).get(f"/tasks/{task.pk}/").content.decode()

@@ -15,9 +15,10 @@ from apps.accounts.models import Organization
 from apps.api_keys.services import api_key_create
 from apps.billing.ledger import ledger_topup
 from apps.operator.services import audit_record
+from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks.models import WebhookEndpoint
-from apps.webhooks.services import endpoint_send_test_event, task_event_publish
+from apps.webhooks.services import endpoint_send_test_event
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
 from .conftest import admin_url
@@ -36,7 +37,7 @@ def _webhook_rows(organization: Organization, n: int) -> None:
     endpoint = WebhookEndpoint.objects.create(
         organization=organization, url=f"https://e{n}.example.com/"
     )
-    task_event_publish(task=task)
+    task_changed(task=task)
     endpoint_send_test_event(organization=organization, endpoint_id=endpoint.pk)
 
 

@@ -20,9 +20,10 @@ from apps.accounts.services import invitation_create
 from apps.engines.models import UpstreamAccount
 from apps.operator.models import AuditEntry
 from apps.tasks.enums import Action
+from apps.tasks.events import task_changed
 from apps.tasks.services import task_submit
 from apps.webhooks.models import WebhookEndpoint, WebhookSecret
-from apps.webhooks.services import task_event_publish, webhook_secret_ensure
+from apps.webhooks.services import webhook_secret_ensure
 from tests.tasks.helpers import run_to_completion, sandbox_account
 
 from .conftest import admin_url
@@ -37,7 +38,7 @@ TOTP_SECRET = "JBSWY3DPEHPK3PXPTOTPSEED"
 @pytest.fixture
 def planted(operator, operator_client, organization, owner, caller, make_key, fund, monkeypatch):
     """Credentials of every kind, plus admin activity that could have copied them around."""
-    monkeypatch.setattr("apps.webhooks.tasks.deliver.delay", lambda ids: None)
+    monkeypatch.setattr("apps.webhooks.workers.deliver.apply_async", lambda args, **options: None)
     fund(organization, 1_000_000)
     account = sandbox_account("secretive", secret=ACCOUNT_SECRET, token="tok-" + ACCOUNT_SECRET)
     # An edit through the admin that sets new credentials (so history and audit have a change).
@@ -66,7 +67,7 @@ def planted(operator, operator_client, organization, owner, caller, make_key, fu
     )
     task.notify_hook = "https://client.example.com/hook"
     task.save(update_fields=["notify_hook"])
-    task_event_publish(task=task, event_type="task.updated")
+    task_changed(task=task, event_type="task.updated")
     totp = Authenticator.objects.create(
         user=operator, type=Authenticator.Type.TOTP, data={"secret": TOTP_SECRET}
     )

@@ -10,9 +10,8 @@ from apps.protocols.mjproxy.payloads import task_json as mjproxy_task_json
 from apps.protocols.ttapi.payloads import job_json
 from apps.protocols.v1.payloads import task_json as native_task_json
 from apps.tasks.enums import Action
+from apps.tasks.events import native_task_payload, task_payload
 from apps.tasks.models import Protocol, Task
-
-webhook_payloads = pytest.importorskip("apps.webhooks.payloads")
 
 pytestmark = pytest.mark.django_db
 
@@ -29,9 +28,9 @@ def test_each_dialect_is_registered(organization, protocol, builder):
     task = Task.objects.create(
         organization=organization, action=Action.IMAGINE, protocol=protocol, state="s"
     )
-    assert webhook_payloads.task_payload(task) == builder(task)
+    assert task_payload(task) == builder(task)
     # Organization endpoints always get the native JSON.
-    assert webhook_payloads.native_task_payload(task) == native_task_json(task)
+    assert native_task_payload(task) == native_task_json(task)
 
 
 def test_hook_bodies_of_submitted_tasks(funded, live_key, client_for, sandbox):

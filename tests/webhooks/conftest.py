@@ -158,7 +158,7 @@ def free_port() -> int:
 class Broker:
     """Stands in for Redis and the workers, on the controlled clock.
 
-    ``deliver.delay``/``apply_async`` calls are recorded with their ETA; ``run()`` executes the
+    ``deliver.apply_async`` calls (what ``apps.core.messaging`` makes) are recorded with their ETA; ``run()`` executes the
     ones whose ETA has come (what a worker would do), ``beat()`` runs the beat task first.
     On-commit callbacks are executed, since that is where the real code queues its work.
     """
@@ -171,15 +171,12 @@ class Broker:
     def apply_async(self, args: list[Any], countdown: float | None = None, **kwargs: Any) -> None:
         self.queue.append((self.clock.now + timedelta(seconds=countdown or 0), list(args[0])))
 
-    def delay(self, event_ids: list[int]) -> None:
-        self.apply_async([event_ids])
-
     def committed(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with self.capture(execute=True):
             return function(*args, **kwargs)
 
     def run(self) -> int:
-        from apps.webhooks.tasks import deliver
+        from apps.webhooks.workers import deliver
 
         ran = 0
         while True:
@@ -192,7 +189,7 @@ class Broker:
                 ran += 1
 
     def beat(self) -> int:
-        from apps.webhooks.tasks import deliver_due
+        from apps.webhooks.workers import deliver_due
 
         self.committed(deliver_due.run)
         return self.run()
@@ -202,11 +199,10 @@ class Broker:
 def broker(
     clock: Clock, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> Broker:
-    from apps.webhooks.tasks import deliver
+    from apps.webhooks.workers import deliver
 
     fake = Broker(clock, django_capture_on_commit_callbacks)
     monkeypatch.setattr(deliver, "apply_async", fake.apply_async)
-    monkeypatch.setattr(deliver, "delay", fake.delay)
     return fake
 
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.test import Client
 
 from apps.accounts.models import User
+from apps.tasks.events import task_changed
 from apps.webhooks.models import (
     DeliveryState,
     EventState,
@@ -16,7 +17,7 @@ from apps.webhooks.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from apps.webhooks.services import task_event_publish, webhook_secret_ensure
+from apps.webhooks.services import webhook_secret_ensure
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def staff_client() -> Client:
 @pytest.fixture
 def dead_delivery(organization: Any, make_task: Any, monkeypatch: Any) -> WebhookDelivery:
     task = make_task(notify_hook="https://client.example.com/hook")
-    [event] = task_event_publish(task=task, event_type="task.updated")
+    [event] = task_changed(task=task, event_type="task.updated")
     attempt = event.deliveries.get()
     WebhookDelivery.objects.filter(pk=attempt.pk).update(
         state=DeliveryState.DEAD, status_code=500, error="HTTP 500"
@@ -48,7 +49,9 @@ def test_resend_action_adds_an_attempt_through_the_service(
     staff_client, dead_delivery, monkeypatch
 ):
     queued: list[Any] = []
-    monkeypatch.setattr("apps.webhooks.tasks.deliver.delay", lambda ids: queued.append(ids))
+    monkeypatch.setattr(
+        "apps.webhooks.workers.deliver.apply_async", lambda args, **options: queued.append(args[0])
+    )
     url = f"{ADMIN}webhooks/webhookdelivery/"
     response = staff_client.post(
         url, {"action": "resend", "_selected_action": [str(dead_delivery.pk)]}, follow=True

@@ -9,6 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.core import http as outbound
+from apps.tasks.events import task_changed
 from apps.webhooks.models import (
     DeliveryState,
     WebhookDelivery,
@@ -16,7 +17,6 @@ from apps.webhooks.models import (
     WebhookEvent,
     WebhookSecret,
 )
-from apps.webhooks.services import task_event_publish
 
 pytestmark = pytest.mark.django_db
 
@@ -289,7 +289,9 @@ def test_secret_status_and_rotation(key_client, outsider_client, organization, o
 
 def test_send_test_event_queues_a_manual_delivery(key_client, endpoint, monkeypatch):
     queued: list[Any] = []
-    monkeypatch.setattr("apps.webhooks.tasks.deliver.delay", lambda ids: queued.append(ids))
+    monkeypatch.setattr(
+        "apps.webhooks.workers.deliver.apply_async", lambda args, **options: queued.append(args[0])
+    )
     response = key_client.post(f"{BASE}/endpoints/{endpoint.pk}/test")
     assert response.status_code == 202
     data = response.json()
@@ -307,8 +309,8 @@ def deliveries(organization, endpoint, make_task) -> list[WebhookDelivery]:
     """Three messages to the endpoint and a task hook; the first failed once."""
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(event_types=[])
     task = make_task(notify_hook="https://hooks.example.com/task")
-    events = task_event_publish(task=task, event_type="task.updated")
-    events += task_event_publish(task=task, event_type="task.succeeded")
+    events = task_changed(task=task, event_type="task.updated")
+    events += task_changed(task=task, event_type="task.succeeded")
     attempts = list(WebhookDelivery.objects.filter(event__in=events).order_by("pk"))
     first = attempts[0]
     first.state = DeliveryState.FAILED
@@ -358,7 +360,9 @@ def test_deliveries_list_filters_and_paginates(
 
 def test_delivery_detail_and_resend(key_client, deliveries, monkeypatch):
     queued: list[Any] = []
-    monkeypatch.setattr("apps.webhooks.tasks.deliver.delay", lambda ids: queued.append(ids))
+    monkeypatch.setattr(
+        "apps.webhooks.workers.deliver.apply_async", lambda args, **options: queued.append(args[0])
+    )
     failed = deliveries[0]
     detail = key_client.get(f"{BASE}/deliveries/{failed.pk}")
     assert detail.status_code == 200

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
+from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks.conf import DEFAULT_RETRY_SCHEDULE
 from apps.webhooks.delivery import event_deliver, events_deliver
@@ -20,7 +21,7 @@ from apps.webhooks.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from apps.webhooks.services import task_event_publish, webhook_secret_ensure
+from apps.webhooks.services import webhook_secret_ensure
 
 from .conftest import body, verify
 
@@ -30,7 +31,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private")]
 def change(task: Task, event_type: str = "task.updated", **fields: Any) -> list[WebhookEvent]:
     with transaction.atomic():
         Task.objects.filter(pk=task.pk).update(**fields)
-        return task_event_publish(task=task, event_type=event_type)
+        return task_changed(task=task, event_type=event_type)
 
 
 def states(*events: WebhookEvent) -> list[str]:

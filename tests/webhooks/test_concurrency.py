@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
+from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks.delivery import deliveries_dispatch_due, event_deliver
 from apps.webhooks.models import DeliveryState, WebhookDelivery
-from apps.webhooks.services import task_event_publish
 
 pytestmark = [
     pytest.mark.postgres,
@@ -24,9 +24,9 @@ pytestmark = [
 @pytest.fixture(autouse=True)
 def _no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
     # The on-commit sends would go to Redis; these tests drive the workers themselves.
-    from apps.webhooks.tasks import deliver
+    from apps.webhooks.workers import deliver
 
-    monkeypatch.setattr(deliver, "delay", lambda event_ids: None)
+    monkeypatch.setattr(deliver, "apply_async", lambda args, **options: None)
 
 
 def in_threads(count: int, work: Callable[[], Any]) -> list[Any]:
@@ -55,7 +55,7 @@ def in_threads(count: int, work: Callable[[], Any]) -> list[Any]:
 def test_racing_workers_send_one_attempt_once(make_task, receiver, clock):
     task = make_task(notify_hook=receiver.url())
     with transaction.atomic():
-        [event] = task_event_publish(task=task, event_type="task.updated")
+        [event] = task_changed(task=task, event_type="task.updated")
     results = in_threads(8, lambda: event_deliver(event_id=event.pk))
     assert sum(1 for r in results if r.delivery is not None) == 1
     assert len(receiver.requests) == 1
@@ -68,7 +68,7 @@ def test_racing_beat_runs_queue_each_attempt_once(make_task, receiver, clock):
     for _ in range(20):
         task = make_task(notify_hook=receiver.url())
         with transaction.atomic():
-            events.extend(task_event_publish(task=task, event_type="task.updated"))
+            events.extend(task_changed(task=task, event_type="task.updated"))
     clock.advance(61)  # past the dispatch lease of the on-commit sends
     results = in_threads(4, deliveries_dispatch_due)
     queued = [event_id for batch in results for event_id in batch]

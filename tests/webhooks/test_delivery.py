@@ -11,6 +11,7 @@ from django.db import transaction
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from apps.accounts.models import Role
+from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks import delivery as delivery_module
 from apps.webhooks.conf import CLAIM_LEASE, DEFAULT_RETRY_SCHEDULE, DISPATCH_LEASE
@@ -26,11 +27,10 @@ from apps.webhooks.models import (
 from apps.webhooks.services import (
     delivery_resend,
     endpoint_send_test_event,
-    task_event_publish,
     webhook_secret_ensure,
     webhook_secret_rotate,
 )
-from apps.webhooks.tasks import deliver_due
+from apps.webhooks.workers import deliver_due
 from tests.factories import MembershipFactory
 
 from .conftest import T0, Receiver, body, verify
@@ -42,7 +42,7 @@ def change(task: Task, **fields: Any) -> list[WebhookEvent]:
     """What the task engine does: change the task and publish, in one transaction."""
     with transaction.atomic():
         Task.objects.filter(pk=task.pk).update(**fields)
-        return task_event_publish(task=task, event_type=fields.pop("event_type", None))
+        return task_changed(task=task, event_type=fields.pop("event_type", None))
 
 
 @pytest.fixture
@@ -344,11 +344,15 @@ def test_a_lost_delivery_task_is_recovered_by_deliver_due(
     make_task, receiver, secret, clock, celery_eager, monkeypatch
 ):
     """Kill between commit and delivery: the outbox row is committed, the Celery task never runs."""
-    from apps.webhooks.tasks import deliver
+    from apps.webhooks.workers import deliver
 
-    real_delay = deliver.delay
+    real_apply_async = deliver.apply_async
     lost = {"now": True}
-    monkeypatch.setattr(deliver, "delay", lambda ids: None if lost["now"] else real_delay(ids))
+    monkeypatch.setattr(
+        deliver,
+        "apply_async",
+        lambda *args, **options: None if lost["now"] else real_apply_async(*args, **options),
+    )
     task = make_task(notify_hook=receiver.url())
     [event] = change(task, status="SUBMITTED")  # really committed; its on-commit send is lost
     assert WebhookEvent.objects.filter(pk=event.pk, state="pending").exists()
@@ -556,8 +560,8 @@ def test_short_retries_are_also_queued_with_a_countdown(
 ):
     queued: list[tuple[Any, Any]] = []
     monkeypatch.setattr(
-        "apps.webhooks.tasks.deliver.apply_async",
-        lambda args, countdown=None: queued.append((args, countdown)),
+        "apps.webhooks.workers.deliver.apply_async",
+        lambda args, countdown=None: queued.append((list(args), countdown)),
     )
     receiver.respond = lambda request: 503
     task = make_task(notify_hook=receiver.url())

@@ -12,18 +12,18 @@ import pytest
 from django.db import connection, transaction
 
 from apps.core import http
+from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks import delivery as delivery_module
 from apps.webhooks.conf import DEFAULT_RETRY_SCHEDULE
 from apps.webhooks.delivery import events_deliver
 from apps.webhooks.models import DeliveryState, EventState, WebhookDelivery, WebhookEndpoint
-from apps.webhooks.services import task_event_publish
 
 
 def change(task: Task, **fields: Any) -> list[Any]:
     with transaction.atomic():
         Task.objects.filter(pk=task.pk).update(**fields)
-        return task_event_publish(task=task, event_type="task.updated")
+        return task_changed(task=task, event_type="task.updated")
 
 
 @pytest.mark.django_db

@@ -1,4 +1,4 @@
-"""Publishing task changes to the outbox (apps.webhooks.services.task_event_publish)."""
+"""Publishing task changes to the outbox (apps.tasks.events.task_changed → the webhooks leaf)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from django.db import transaction
 
+from apps.protocols.v1.payloads import task_json as native_task_json
+from apps.tasks import events
+from apps.tasks.events import register_task_payload, task_changed
 from apps.tasks.models import Task
-from apps.webhooks import payloads
 from apps.webhooks.models import (
     DeliveryState,
     DeliveryTrigger,
@@ -18,17 +20,18 @@ from apps.webhooks.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from apps.webhooks.services import balance_low_publish, task_event_publish
+from apps.webhooks.services import balance_low_publish
 
 from .conftest import T0
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _no_registered_dialects(monkeypatch):
-    # The protocol apps register their Task JSON builders; these tests pin the default one.
-    monkeypatch.setattr(payloads, "_BUILDERS", {})
+@pytest.fixture
+def no_registered_dialects(monkeypatch):
+    # The protocol apps register their Task JSON builders at start-up; a test that registers its
+    # own works on an empty registry that is put back afterwards.
+    monkeypatch.setattr(events, "_BUILDERS", {})
 
 
 def endpoint(organization: Any, url: str = "https://hooks.example.com/a", **fields: Any) -> Any:
@@ -40,12 +43,14 @@ def test_writes_one_message_per_target_with_its_first_attempt(
     organization, make_task, clock, django_capture_on_commit_callbacks, monkeypatch
 ):
     queued: list[Any] = []
-    monkeypatch.setattr("apps.webhooks.tasks.deliver.delay", lambda ids: queued.append(ids))
+    monkeypatch.setattr(
+        "apps.webhooks.workers.deliver.apply_async", lambda args, **options: queued.append(args[0])
+    )
     hook = "https://client.example.com/mj-hook"
     task = make_task(notify_hook=hook, state="my-state")
     everything = endpoint(organization)
     with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
-        events = task_event_publish(task=task, event_type="task.updated")
+        events = task_changed(task=task, event_type="task.updated")
     assert len(callbacks) == 1
     hook_event, endpoint_event = events
     assert queued == [[hook_event.pk, endpoint_event.pk]]
@@ -57,13 +62,13 @@ def test_writes_one_message_per_target_with_its_first_attempt(
     assert hook_event.event_type == "task.updated"
     assert hook_event.state == EventState.PENDING
     assert hook_event.created_at == T0
-    assert json.loads(hook_event.body) == payloads.default_task_payload(task)
+    assert json.loads(hook_event.body) == native_task_json(task)
 
     envelope = json.loads(endpoint_event.body)
     assert envelope == {
         "type": "task.updated",
         "timestamp": T0.isoformat(),
-        "data": payloads.default_task_payload(task),
+        "data": native_task_json(task),
     }
     assert endpoint_event.endpoint == everything
     assert endpoint_event.target_key == f"endpoint:{everything.pk}"
@@ -88,7 +93,7 @@ def test_nothing_is_written_or_queued_when_the_transaction_rolls_back(
         pytest.raises(RuntimeError),
         transaction.atomic(),
     ):
-        task_event_publish(task=task, event_type="task.updated")
+        task_changed(task=task, event_type="task.updated")
         raise RuntimeError("the task change failed")
     assert callbacks == []
     assert WebhookEvent.objects.count() == 0
@@ -100,7 +105,7 @@ def test_a_task_without_hook_and_an_organization_without_endpoints_write_nothing
 ):
     endpoint(other_organization)  # someone else's endpoint never hears of our tasks
     task = make_task()
-    assert task_event_publish(task=task, event_type="task.succeeded") == []
+    assert task_changed(task=task, event_type="task.succeeded") == []
     assert WebhookEvent.objects.count() == 0
 
 
@@ -112,7 +117,7 @@ def test_body_is_a_snapshot_of_the_committed_state_and_sequences_increase(make_t
         with transaction.atomic():
             Task.objects.filter(pk=task.pk).update(status=status, progress=progress)
             # A stale instance is fine: the publisher re-reads the row under its lock.
-            [event] = task_event_publish(task=stale, event_type="task.updated")
+            [event] = task_changed(task=stale, event_type="task.updated")
         bodies.append(event)
     assert [e.sequence for e in bodies] == [1, 2, 3]
     assert [(json.loads(e.body)["status"], json.loads(e.body)["progress"]) for e in bodies] == [
@@ -132,7 +137,7 @@ def test_event_type_defaults_from_the_status(make_task):
     }
     for status, expected in expectations.items():
         task = make_task(notify_hook="https://client.example.com/hook", status=status)
-        [event] = task_event_publish(task=task)
+        [event] = task_changed(task=task)
         assert event.event_type == expected
 
 
@@ -147,13 +152,13 @@ def test_endpoint_subscriptions(organization, make_task):
     endpoint(organization, "https://f.example.com/", is_enabled=False)
     task = make_task()
 
-    progress = task_event_publish(task=task, event_type="task.updated")
+    progress = task_changed(task=task, event_type="task.updated")
     assert {(e.endpoint, e.event_type) for e in progress} == {
         (all_events, "task.updated"),
         (updates, "task.updated"),
         (both, "task.updated"),
     }
-    success = task_event_publish(task=task, event_type="task.succeeded")
+    success = task_changed(task=task, event_type="task.succeeded")
     assert {(e.endpoint, e.event_type) for e in success} == {
         (all_events, "task.succeeded"),
         (updates, "task.updated"),  # "every change", under the type it subscribed to
@@ -177,28 +182,40 @@ def test_endpoint_subscriptions(organization, make_task):
     assert all(e.task_id is None and e.sequence == 0 for e in low)
 
 
-def test_hook_body_uses_the_builder_of_the_task_protocol(organization, make_task):
-    payloads.register_task_payload(
+def test_hook_body_uses_the_builder_of_the_task_protocol(
+    organization, make_task, no_registered_dialects
+):
+    register_task_payload(
         "mjproxy", lambda task: {"id": task.id, "status": task.status, "dialect": "mj"}
     )
+    register_task_payload("v1", native_task_json)
     endpoint(organization)
     task = make_task(protocol="mjproxy", notify_hook="https://client.example.com/hook")
-    hook_event, endpoint_event = task_event_publish(task=task, event_type="task.updated")
+    hook_event, endpoint_event = task_changed(task=task, event_type="task.updated")
     assert json.loads(hook_event.body) == {"id": task.id, "status": "NOT_START", "dialect": "mj"}
     # Organization endpoints always get the native Task JSON.
-    assert json.loads(endpoint_event.body)["data"] == payloads.default_task_payload(task)
+    assert json.loads(endpoint_event.body)["data"] == native_task_json(task)
 
-    payloads.register_task_payload("v1", lambda task: {"native": task.id})
-    hook_event, endpoint_event = task_event_publish(task=task, event_type="task.updated")
+    register_task_payload("v1", lambda task: {"native": task.id})
+    hook_event, endpoint_event = task_changed(task=task, event_type="task.updated")
     assert json.loads(endpoint_event.body)["data"] == {"native": task.id}
     ttapi_task = make_task(protocol="ttapi", notify_hook="https://client.example.com/hook")
-    [ttapi_hook, _] = task_event_publish(task=ttapi_task, event_type="task.updated")
+    [ttapi_hook, _] = task_changed(task=ttapi_task, event_type="task.updated")
     assert json.loads(ttapi_hook.body) == {"native": ttapi_task.id}  # falls back to native
 
 
-def test_default_payload_has_public_fields_only(make_task):
+def test_no_builder_at_all_fails_loudly(make_task, no_registered_dialects):
+    task = make_task(notify_hook="https://client.example.com/hook")
+    with pytest.raises(LookupError):
+        task_changed(task=task, event_type="task.updated")
+    assert not WebhookEvent.objects.exists()
+
+
+def test_hook_body_has_public_fields_only(make_task):
     task = make_task(notify_hook="https://client.example.com/hook", engine_state={"cookie": "x"})
-    payload = payloads.default_task_payload(task)
+    [hook_event] = task_changed(task=task, event_type="task.updated")
+    payload = json.loads(hook_event.body)
+    assert payload == native_task_json(task)
     assert "engine_state" not in payload
     assert "upstream_account" not in payload
     assert payload["id"] == task.id
@@ -211,10 +228,10 @@ def test_task_created_is_its_own_type_and_part_of_every_change(organization, mak
     updates = endpoint(organization, "https://b.example.com/", event_types=["task.updated"])
     endpoint(organization, "https://c.example.com/", event_types=["task.failed"])
     task = make_task()
-    events = task_event_publish(task=task, event_type="task.created")
+    events = task_changed(task=task, event_type="task.created")
     assert {(e.endpoint, e.event_type) for e in events} == {
         (created_only, "task.created"),
         (updates, "task.updated"),
     }
-    [update] = task_event_publish(task=task, event_type="task.updated")
+    [update] = task_changed(task=task, event_type="task.updated")
     assert (update.endpoint, update.event_type) == (updates, "task.updated")

@@ -7,10 +7,11 @@ import pytest
 from django.conf import settings
 from django.db import transaction
 
+from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks.models import EventState, WebhookDelivery, WebhookEvent
-from apps.webhooks.services import task_event_publish, webhook_messages_purge
-from apps.webhooks.tasks import purge
+from apps.webhooks.services import webhook_messages_purge
+from apps.webhooks.workers import purge
 from config.celery import app
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private")]
@@ -21,7 +22,7 @@ DAY = 86400
 def publish(task: Task, **fields: object) -> WebhookEvent:
     with transaction.atomic():
         Task.objects.filter(pk=task.pk).update(**fields)
-        [event] = task_event_publish(task=task, event_type="task.updated")
+        [event] = task_changed(task=task, event_type="task.updated")
     return event
 
 

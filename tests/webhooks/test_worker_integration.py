@@ -12,9 +12,10 @@ import time
 import pytest
 from django.db import transaction
 
+from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks.models import EventState, WebhookEndpoint, WebhookEvent
-from apps.webhooks.services import task_event_publish, webhook_secret_ensure
+from apps.webhooks.services import webhook_secret_ensure
 
 from .conftest import body, verify
 
@@ -45,7 +46,7 @@ def test_worker_delivers_every_change_in_order_signed(
     for status, progress in steps:
         with transaction.atomic():
             Task.objects.filter(pk=task.pk).update(status=status, progress=progress)
-            task_event_publish(task=task)
+            task_changed(task=task)
 
     wait_for(lambda: not WebhookEvent.objects.filter(state=EventState.PENDING).exists())
     assert WebhookEvent.objects.count() == 2 * len(steps)

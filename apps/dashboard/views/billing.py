@@ -22,7 +22,7 @@ from apps.billing.selectors import (
     plan_get,
     price_table_get,
 )
-from apps.billing.services import (
+from apps.billing.stripe_service import (
     PAYMENTS_UNAVAILABLE,
     checkout_create,
     payments_enabled,

@@ -1,14 +1,10 @@
-"""Webhook endpoints, the organization's signing secret, deliveries, resend and test events.
-
-The webhooks app is optional while it is being rolled out; without it the section says so.
-"""
+"""Webhook endpoints, the organization's signing secret, deliveries, resend and test events."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
-from django.apps import apps
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -22,28 +18,21 @@ from apps.accounts.models import Organization
 from apps.accounts.roles import Capability
 from apps.core.errors import ServiceError
 from apps.tasks.models import Task
+from apps.webhooks import services as webhook_services
+from apps.webhooks.models import SUBSCRIBABLE_EVENT_TYPES, EventType, WebhookDelivery
+from apps.webhooks.selectors import delivery_list, endpoint_list, webhook_secrets_for_signing
 
 from ..tenancy import dashboard_view, organization_of
 
 DELIVERIES_PAGE_SIZE = 25
 
 
-def webhooks_available() -> bool:
-    return apps.is_installed("apps.webhooks")
-
-
-def task_deliveries(*, organization: Organization, task: Task) -> list[Any] | None:
-    """The delivery attempts of a task's webhooks, or None when webhooks are not installed."""
-    if not webhooks_available():
-        return None
-    from apps.webhooks.selectors import delivery_list
-
+def task_deliveries(*, organization: Organization, task: Task) -> list[WebhookDelivery]:
+    """The latest delivery attempts of a task's webhooks (for the task page)."""
     return list(delivery_list(organization=organization, task_id=task.pk)[:50])
 
 
 def _event_type_choices() -> list[tuple[str, str]]:
-    from apps.webhooks.models import SUBSCRIBABLE_EVENT_TYPES, EventType
-
     labels = dict(EventType.choices)
     return [(value, labels.get(value, value)) for value in SUBSCRIBABLE_EVENT_TYPES]
 
@@ -66,14 +55,9 @@ class EndpointForm(forms.Form):
 def _page(
     request: HttpRequest, *, form: EndpointForm | None = None, status: int = 200
 ) -> HttpResponse:
-    if not webhooks_available():
-        return render(request, "dashboard/webhooks_unavailable.html", {"nav": "webhooks"})
-    from apps.webhooks.selectors import delivery_list, endpoint_list, webhook_secrets_for_signing
-    from apps.webhooks.services import webhook_secret_reveal
-
     organization = organization_of(request)
     # Admins see the organization's secret here (SPEC §7); it is created on first view.
-    secret = webhook_secret_reveal(organization=organization)
+    secret = webhook_services.webhook_secret_reveal(organization=organization)
     signing = webhook_secrets_for_signing(organization=organization, now=timezone.now())
     deliveries = Paginator(delivery_list(organization=organization), DELIVERIES_PAGE_SIZE).get_page(
         request.GET.get("page")
@@ -102,14 +86,10 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_POST
 @dashboard_view(Capability.MANAGE_WEBHOOKS)
 def endpoint_new(request: HttpRequest) -> HttpResponse:
-    if not webhooks_available():
-        return _page(request)
-    from apps.webhooks.services import endpoint_create
-
     form = EndpointForm(request.POST)
     if form.is_valid():
         try:
-            endpoint_create(
+            webhook_services.endpoint_create(
                 organization=organization_of(request),
                 url=form.cleaned_data["url"],
                 description=form.cleaned_data["description"],
@@ -126,10 +106,8 @@ def endpoint_new(request: HttpRequest) -> HttpResponse:
 @require_POST
 @dashboard_view(Capability.MANAGE_WEBHOOKS)
 def endpoint_toggle(request: HttpRequest, endpoint_id: int) -> HttpResponse:
-    from apps.webhooks.services import endpoint_update
-
     enable = request.POST.get("enable") == "1"
-    endpoint = endpoint_update(
+    endpoint = webhook_services.endpoint_update(
         organization=organization_of(request), endpoint_id=endpoint_id, is_enabled=enable
     )
     messages.success(request, f"{endpoint.url} is {'enabled' if enable else 'disabled'}.")
@@ -139,9 +117,7 @@ def endpoint_toggle(request: HttpRequest, endpoint_id: int) -> HttpResponse:
 @require_POST
 @dashboard_view(Capability.MANAGE_WEBHOOKS)
 def endpoint_delete(request: HttpRequest, endpoint_id: int) -> HttpResponse:
-    from apps.webhooks.services import endpoint_delete as delete
-
-    delete(organization=organization_of(request), endpoint_id=endpoint_id)
+    webhook_services.endpoint_delete(organization=organization_of(request), endpoint_id=endpoint_id)
     messages.success(request, "Endpoint deleted.")
     return redirect("dashboard:webhooks")
 
@@ -149,10 +125,8 @@ def endpoint_delete(request: HttpRequest, endpoint_id: int) -> HttpResponse:
 @require_POST
 @dashboard_view(Capability.MANAGE_WEBHOOKS)
 def endpoint_test(request: HttpRequest, endpoint_id: int) -> HttpResponse:
-    from apps.webhooks.services import endpoint_send_test_event
-
     try:
-        delivery = endpoint_send_test_event(
+        delivery = webhook_services.endpoint_send_test_event(
             organization=organization_of(request), endpoint_id=endpoint_id
         )
     except ServiceError as exc:
@@ -167,10 +141,10 @@ def endpoint_test(request: HttpRequest, endpoint_id: int) -> HttpResponse:
 @require_POST
 @dashboard_view(Capability.MANAGE_WEBHOOKS)
 def delivery_resend(request: HttpRequest, delivery_id: int) -> HttpResponse:
-    from apps.webhooks.services import delivery_resend as resend
-
     try:
-        resend(organization=organization_of(request), delivery_id=delivery_id)
+        webhook_services.delivery_resend(
+            organization=organization_of(request), delivery_id=delivery_id
+        )
     except ServiceError as exc:
         if exc.http_status == 404:
             raise
@@ -186,9 +160,7 @@ def delivery_resend(request: HttpRequest, delivery_id: int) -> HttpResponse:
 @require_POST
 @dashboard_view(Capability.MANAGE_WEBHOOKS)
 def secret_rotate(request: HttpRequest) -> HttpResponse:
-    from apps.webhooks.services import webhook_secret_rotate
-
-    webhook_secret_rotate(organization=organization_of(request))
+    webhook_services.webhook_secret_rotate(organization=organization_of(request))
     messages.success(
         request, "New signing secret created. The previous one keeps working for a while."
     )

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound as DRFNotFound
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.billing.selectors import ledger_list, plan_get, price_table_get
 from apps.core.api import OrganizationAPIView
-from apps.core.errors import ValidationFailed
 
+from .pagination import IdCursorPagination
 from .views import _errors
-
-
-class LedgerPagination(CursorPagination):
-    """Opaque cursors over ``-id``: stable while new entries keep arriving."""
-
-    ordering = "-id"
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 200
-
-    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except DRFNotFound as exc:
-            # DRF answers a malformed cursor with 404; it is a bad parameter, not a missing page.
-            raise ValidationFailed(
-                "The cursor is invalid.", details={"cursor": "Use a cursor this API returned."}
-            ) from exc
 
 
 class LedgerQuerySerializer(serializers.Serializer):
@@ -100,7 +78,7 @@ class LedgerView(OrganizationAPIView):
             kind=query.validated_data.get("kind"),
             task_id=query.validated_data.get("task"),
         )
-        paginator = LedgerPagination()
+        paginator = IdCursorPagination(page_size=50, max_page_size=200)
         page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(LedgerEntrySerializer(page, many=True).data)
 

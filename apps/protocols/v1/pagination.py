@@ -1,4 +1,9 @@
-"""Keyset cursors for the task list: newest first, exact through ties in ``created_at``.
+"""Cursor pagination for the native API.
+
+``NewestFirstPagination`` pages the task list; ``IdCursorPagination`` pages the append-only
+logs (ledger entries, webhook delivery attempts), whose ids only grow.
+
+Keyset cursors for the task list: newest first, exact through ties in ``created_at``.
 
 DRF's ``CursorPagination`` keys its cursor on the first ordering field only and walks ties with
 an offset; followed backwards (``previous``) across a run of tasks created in the same
@@ -18,6 +23,8 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
+from rest_framework.exceptions import NotFound as DRFNotFound
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
@@ -25,6 +32,8 @@ from rest_framework.utils.urls import replace_query_param
 from apps.core.errors import ValidationFailed
 
 CURSOR_PARAM = "cursor"
+INVALID_CURSOR = "The cursor is invalid."
+INVALID_CURSOR_DETAILS = {"cursor": "Use a cursor this API returned."}
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
@@ -50,9 +59,7 @@ class Cursor:
             if not isinstance(raw["b"], bool) or not isinstance(raw["i"], str) or not created_at:
                 raise ValueError(value)
         except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-            raise ValidationFailed(
-                "The cursor is invalid.", details={"cursor": "Use a cursor this API returned."}
-            ) from exc
+            raise ValidationFailed(INVALID_CURSOR, details=INVALID_CURSOR_DETAILS) from exc
         return cls(backwards=raw["b"], created_at=created_at, id=raw["i"])
 
 
@@ -114,3 +121,26 @@ class NewestFirstPagination:
         return Response(
             {"next": self._link(self.next), "previous": self._link(self.previous), "results": data}
         )
+
+
+class IdCursorPagination(CursorPagination):
+    """Opaque cursors over ``-id`` for append-only logs: stable while new rows keep arriving.
+
+    Ids are unique, so DRF's cursor (which keys on the first ordering field) is exact here. The
+    page size comes from ``limit``; each list chooses its default and maximum.
+    """
+
+    ordering = "-id"
+    page_size_query_param = "limit"
+
+    def __init__(self, *, page_size: int, max_page_size: int) -> None:
+        super().__init__()
+        self.page_size = page_size
+        self.max_page_size = max_page_size
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except DRFNotFound as exc:
+            # DRF answers a malformed cursor with 404; it is a bad parameter, not a missing page.
+            raise ValidationFailed(INVALID_CURSOR, details=INVALID_CURSOR_DETAILS) from exc

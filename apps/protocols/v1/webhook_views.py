@@ -11,13 +11,10 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound as DRFNotFound
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import OrganizationAPIView
-from apps.core.errors import ValidationFailed
 from apps.webhooks import clock
 from apps.webhooks.models import (
     SUBSCRIBABLE_EVENT_TYPES,
@@ -40,6 +37,8 @@ from apps.webhooks.services import (
     endpoint_update,
     webhook_secret_rotate,
 )
+
+from .pagination import IdCursorPagination
 
 ERROR = inline_serializer(
     "WebhookError",
@@ -166,24 +165,6 @@ class DeliveryQuerySerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=DeliveryState.choices, required=False)
     cursor = serializers.CharField(required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=100)
-
-
-class DeliveryPagination(CursorPagination):
-    """Opaque cursors over ``-id``: stable while new attempts keep arriving."""
-
-    ordering = "-id"
-    page_size = 25
-    page_size_query_param = "limit"
-    max_page_size = 100
-
-    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except DRFNotFound as exc:
-            # DRF answers a malformed cursor with 404; it is a bad parameter, not a missing page.
-            raise ValidationFailed(
-                "The cursor is invalid.", details={"cursor": "Use a cursor this API returned."}
-            ) from exc
 
 
 SECRET_STATUS = inline_serializer(
@@ -360,7 +341,7 @@ class WebhookDeliveryListView(OrganizationAPIView):
             task_id=params.get("task"),
             state=params.get("state"),
         )
-        paginator = DeliveryPagination()
+        paginator = IdCursorPagination(page_size=25, max_page_size=100)
         page = paginator.paginate_queryset(deliveries, request, view=self)
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 

@@ -1,0 +1,183 @@
+"""A real stack for benchmarks: a throw-away PostgreSQL database, Redis, Celery processes.
+
+Benchmarks import this, call :func:`prepare` (settings + a fresh database, migrated) and start
+processes with :func:`start_worker` / :func:`start_beat`; everything is stopped and the database
+dropped by :func:`teardown` (also on Ctrl-C). Numbers are printed as JSON by the caller, with
+the machine's load average (:func:`machine`), because on shared machines only ratios measured
+side by side in one run are stable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+_children: list[subprocess.Popen[bytes]] = []
+_state: dict[str, Any] = {}
+
+
+def _pg_url(db_name: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{db_name}"
+
+
+def environment(db_name: str, queue: str, media: Path, **extra: str) -> dict[str, str]:
+    """The environment of the benchmarked processes: local settings on PostgreSQL and Redis."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DEBUG": "false",
+        "DATABASE_URL": _pg_url(db_name),
+        "REDIS_URL": REDIS_URL,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "MJGATE_VAR_DIR": str(media.parent),
+        "MEDIA_ROOT": str(media),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def _admin_execute(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def prepare(name: str, **extra_env: str) -> dict[str, str]:
+    """Create the database, point this process's Django at it, migrate. Returns the env for
+    child processes."""
+    run_id = f"{name}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    db_name = f"mjgate_bench_{run_id}"
+    work = Path(os.environ.get("BENCH_WORK_DIR", ROOT / "var" / "bench")) / run_id
+    media = work / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    _admin_execute(f'CREATE DATABASE "{db_name}"')
+    _state.update(db_name=db_name, work=work)
+    env = environment(db_name, queue=f"bench-{run_id}", media=media, **extra_env)
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    _state["env"] = env
+    return env
+
+
+def _start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = (_state["work"] / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    _children.append(process)
+    return process
+
+
+def start_worker(
+    env: dict[str, str],
+    *,
+    concurrency: int = 4,
+    pool: str = "prefork",
+    queues: str | None = None,
+    name: str = "worker",
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "-Q",
+        queues or env["CELERY_TASK_DEFAULT_QUEUE"],
+        "-n",
+        f"{name}-{uuid.uuid4().hex[:6]}@localhost",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    return _start(name, command, env)
+
+
+def start_beat(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    schedule = _state["work"] / "celerybeat-schedule"
+    command = [
+        *[sys.executable, "-m", "celery", "-A", "config", "beat"],
+        *["--loglevel", "WARNING", "--schedule", str(schedule)],
+    ]
+    return _start("beat", command, env)
+
+
+def log_tail(name: str, size: int = 4000) -> str:
+    try:
+        return (_state["work"] / f"{name}.log").read_text(errors="replace")[-size:]
+    except OSError:
+        return ""
+
+
+def stop_children() -> None:
+    for process in _children:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for process in _children:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    _children.clear()
+
+
+def teardown(keep: bool = False) -> None:
+    stop_children()
+    with contextlib.suppress(Exception):
+        from django.db import connections
+
+        connections.close_all()
+    if not keep and "db_name" in _state:
+        with contextlib.suppress(Exception):
+            _admin_execute(f'DROP DATABASE IF EXISTS "{_state["db_name"]}" WITH (FORCE)')
+
+
+def machine() -> dict[str, Any]:
+    load1, load5, load15 = os.getloadavg()
+    return {"cpus": os.cpu_count(), "loadavg": [load1, load5, load15]}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None

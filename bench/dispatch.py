@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""P2 (issue 15): how busy the dispatcher keeps upstream slots. Prints JSON; asserts nothing.
+
+    .venv/bin/python bench/dispatch.py                      # 10 accounts x 3 slots, 600 tasks of 1 s, 3 rounds
+    .venv/bin/python bench/dispatch.py --tasks 120 --rounds 1
+
+Each round fills the queue with ``--tasks`` imagine tasks through the mj-proxy API (12+ tenants on
+the top tier, so tier limits never hold work back) while no worker runs, then starts a Celery
+worker (``--concurrency`` prefork processes) and beat on the local settings (PostgreSQL + Redis)
+and waits until every task is terminal. From the tasks' own timestamps it reports:
+
+- ``utilisation``: the ideal makespan (tasks x duration / slots, the baseline this run computes
+  for itself) over the measured one (first claim -> last finish);
+- ``free_to_start_ms``: per account, the i-th slot freed (a task finished) to the (i+slots)-th
+  claim on that account, p50/p99 — how long a free slot waited for work while work was queued.
+
+Medians over rounds, and the load average, go with the figures: only ratios are comparable
+between machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _stack
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--accounts", type=int, default=10)
+    parser.add_argument("--slots", type=int, default=3, help="concurrency of each account")
+    parser.add_argument("--tasks", type=int, default=600)
+    parser.add_argument("--duration", type=float, default=1.0, help="seconds per sandbox job")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=4, help="worker processes")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per round")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    return parser.parse_args()
+
+
+def setup(args: argparse.Namespace) -> list[str]:
+    from apps.accounts.provisioning import tenant_provision
+    from apps.engines.services import upstream_account_create
+
+    for index in range(args.accounts):
+        upstream_account_create(
+            engine="sandbox",
+            name=f"bench-{index}",
+            modes=["FAST", "RELAX", "TURBO"],
+            concurrency=args.slots,
+            queue_size=0,
+            options={"duration": args.duration},
+        )
+    tenants = max(1, math.ceil(args.tasks / 40))
+    return [
+        tenant_provision(
+            email=f"bench{index}@example.com", tier_code="PREMIUM", tokens=10**10
+        ).issued_key.plaintext
+        for index in range(tenants)
+    ]
+
+
+def submit(keys: list[str], count: int, round_no: int) -> list[str]:
+    from django.test import Client
+
+    client = Client()
+    ids: list[str] = []
+    for index in range(count):
+        key = keys[index % len(keys)]
+        response = client.post(
+            "/mj/submit/imagine",
+            data=json.dumps({"prompt": f"bench round {round_no} task {index} --v 6"}),
+            content_type="application/json",
+            HTTP_MJ_API_SECRET=key,
+        )
+        body = response.json()
+        if body.get("code") not in (1, 22):
+            raise SystemExit(f"submit refused: {response.status_code} {body}")
+        ids.append(str(body["result"]))
+    return ids
+
+
+def measure(ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from apps.tasks.enums import Status
+    from apps.tasks.models import Task
+
+    rows = list(
+        Task.objects.filter(pk__in=ids).values(
+            "status", "upstream_account_id", "submit_claimed_at", "finished_at"
+        )
+    )
+    done = [r for r in rows if r["status"] == Status.SUCCESS]
+    claimed = [r for r in rows if r["submit_claimed_at"] and r["finished_at"]]
+    first = min(r["submit_claimed_at"] for r in claimed)
+    last = max(r["finished_at"] for r in claimed)
+    makespan = (last - first).total_seconds()
+    slots = args.accounts * args.slots
+    ideal = len(ids) * args.duration / slots
+    gaps: list[float] = []
+    by_account: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for row in claimed:
+        by_account[row["upstream_account_id"]].append(row)
+    for account_rows in by_account.values():
+        starts = sorted(r["submit_claimed_at"] for r in account_rows)
+        frees = sorted(r["finished_at"] for r in account_rows)
+        for i, freed in enumerate(frees):
+            if i + args.slots < len(starts):
+                gaps.append(max(0.0, (starts[i + args.slots] - freed).total_seconds() * 1000))
+    return {
+        "tasks": len(ids),
+        "succeeded": len(done),
+        "statuses": {
+            s: sum(1 for r in rows if r["status"] == s) for s in {r["status"] for r in rows}
+        },
+        "makespan_s": round(makespan, 3),
+        "ideal_makespan_s": round(ideal, 3),
+        "utilisation": round(ideal / makespan, 4) if makespan else None,
+        "free_to_start_ms": {
+            "p50": _round(_stack.percentile(gaps, 0.5)),
+            "p99": _round(_stack.percentile(gaps, 0.99)),
+            "max": _round(max(gaps) if gaps else None),
+            "samples": len(gaps),
+        },
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def wait_terminal(ids: list[str], timeout: float) -> bool:
+    from apps.tasks.enums import TERMINAL_STATUSES
+    from apps.tasks.models import Task
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = Task.objects.filter(pk__in=ids).exclude(status__in=TERMINAL_STATUSES).count()
+        if not left:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def main() -> int:
+    args = parse_args()
+    env = _stack.prepare("dispatch")
+    rounds: list[dict[str, Any]] = []
+    try:
+        keys = setup(args)
+        for round_no in range(args.rounds):
+            ids = submit(keys, args.tasks, round_no)
+            _stack.start_worker(env, concurrency=args.concurrency)
+            _stack.start_beat(env)
+            finished = wait_terminal(ids, args.timeout)
+            _stack.stop_children()
+            result = measure(ids, args)
+            result["finished_in_time"] = finished
+            rounds.append(result)
+    finally:
+        _stack.teardown(keep=args.keep)
+    utilisation = [r["utilisation"] for r in rounds if r["utilisation"] is not None]
+    p99 = [r["free_to_start_ms"]["p99"] for r in rounds if r["free_to_start_ms"]["p99"] is not None]
+    print(
+        json.dumps(
+            {
+                "bench": "dispatch",
+                "config": vars(args),
+                "machine": _stack.machine(),
+                "median": {
+                    "utilisation": _stack.median(utilisation),
+                    "free_to_start_p99_ms": _stack.median(p99),
+                },
+                "goal": {"utilisation": ">= 0.97", "free_to_start_p99_ms": "<= 200"},
+                "rounds": rounds,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
