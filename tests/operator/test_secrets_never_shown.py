@@ -20,7 +20,7 @@ from apps.accounts.services import invitation_create
 from apps.engines.models import UpstreamAccount
 from apps.operator.models import AuditEntry
 from apps.tasks.enums import Action
-from apps.tasks.services import task_submit
+from apps.tasks.services.submit import task_submit
 from apps.webhooks.models import WebhookEndpoint, WebhookSecret
 from apps.webhooks.services import task_event_publish, webhook_secret_ensure
 from tests.tasks.helpers import run_to_completion, sandbox_account

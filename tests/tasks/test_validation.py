@@ -24,15 +24,11 @@ from apps.core.errors import (
     ValidationFailed,
 )
 from apps.tasks.enums import Action, Mode, Status
+from apps.tasks.errors import ParentNotFound
 from apps.tasks.models import BannedWord, Task
-from apps.tasks.services import (
-    Caller,
-    Delivery,
-    ParentNotFound,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.inputs import Caller, Delivery
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 
 from .helpers import (
     button_id,
@@ -262,7 +258,7 @@ def test_follow_up_on_an_unfinished_parent_is_rejected(caller, unchanged):
         check = unchanged()
         error = rejected(
             ValidationFailed,
-            lambda: task_submit_followup(caller=caller, parent_id=parent.pk, custom_id=custom_id),
+            lambda: task_press(caller=caller, parent_id=parent.pk, custom_id=custom_id),
         )
         assert error.message == (
             f"The parent task is {status}; buttons work only on a task that succeeded."
@@ -275,7 +271,7 @@ def test_custom_id_the_parent_lacks_is_rejected(caller, unchanged, grid):
     foreign = "MJ::JOB::upsample::1::0123456789abcdef0123456789abcdef"
     error = rejected(
         ValidationFailed,
-        lambda: task_submit_followup(caller=caller, parent_id=grid.pk, custom_id=foreign),
+        lambda: task_press(caller=caller, parent_id=grid.pk, custom_id=foreign),
     )
     assert error.message.startswith(f"The parent task has no button '{foreign}'. It offers: ")
     assert button_id(grid, label="U1") in error.message
@@ -287,7 +283,7 @@ def test_custom_id_of_an_upscale_on_a_grid_is_rejected(caller, unchanged, grid):
     check = unchanged()
     rejected(
         ValidationFailed,
-        lambda: task_submit_followup(
+        lambda: task_press(
             caller=caller, parent_id=grid.pk, custom_id=f"MJ::Inpaint::1::{job_hash}::SOLO"
         ),
     )
@@ -299,7 +295,7 @@ def test_follow_up_in_another_mode_than_the_parent_is_rejected(caller, unchanged
     check = unchanged()
     error = rejected(
         ValidationFailed,
-        lambda: task_submit_followup(
+        lambda: task_press(
             caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1"), mode=mode
         ),
     )
@@ -311,7 +307,7 @@ def test_follow_up_via_another_path_mode_is_rejected(caller, unchanged, grid):
     check = unchanged()
     rejected(
         ValidationFailed,
-        lambda: task_submit_followup(
+        lambda: task_press(
             caller=caller,
             parent_id=grid.pk,
             custom_id=button_id(grid, label="U1"),
@@ -322,7 +318,7 @@ def test_follow_up_via_another_path_mode_is_rejected(caller, unchanged, grid):
 
 
 def test_follow_up_naming_the_parent_mode_is_accepted(caller, grid):
-    outcome = task_submit_followup(
+    outcome = task_press(
         caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1"), mode="fast"
     )
     assert outcome.task.mode == Mode.FAST
@@ -336,7 +332,7 @@ def test_follow_up_on_another_tenants_task_is_parent_not_found(
     check = unchanged()
     error = rejected(
         ParentNotFound,
-        lambda: task_submit_followup(
+        lambda: task_press(
             caller=outsider, parent_id=grid.pk, custom_id=button_id(grid, label="U1")
         ),
     )
@@ -348,7 +344,7 @@ def test_unknown_custom_id_is_rejected(caller, unchanged, grid):
     check = unchanged()
     rejected(
         ValidationFailed,
-        lambda: task_submit_followup(caller=caller, parent_id=grid.pk, custom_id="MJ::Nope"),
+        lambda: task_press(caller=caller, parent_id=grid.pk, custom_id="MJ::Nope"),
     )
     check()
 
@@ -358,14 +354,12 @@ def test_unknown_custom_id_is_rejected(caller, unchanged, grid):
 
 @pytest.fixture
 def upscale(caller, grid) -> Task:
-    outcome = task_submit_followup(
-        caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1")
-    )
+    outcome = task_press(caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1"))
     return run_to_completion(outcome.task.pk)
 
 
 def test_vary_region_without_a_mask_is_rejected(caller, unchanged, upscale):
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Vary (Region)")
     ).task
     check = unchanged()
@@ -382,7 +376,7 @@ def test_vary_region_without_a_mask_is_rejected(caller, unchanged, upscale):
 
 
 def test_vary_region_with_a_mask_that_is_not_an_image_is_rejected(caller, unchanged, upscale):
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Vary (Region)")
     ).task
     check = unchanged()
@@ -395,7 +389,7 @@ def test_vary_region_with_a_mask_that_is_not_an_image_is_rejected(caller, unchan
 
 
 def test_custom_zoom_without_a_zoom_value_is_rejected(caller, unchanged, upscale):
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Custom Zoom")
     ).task
     check = unchanged()
@@ -413,7 +407,7 @@ def test_custom_zoom_without_a_zoom_value_is_rejected(caller, unchanged, upscale
 
 
 def test_modal_prompt_asking_for_another_mode_is_rejected(caller, unchanged, upscale):
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Custom Zoom")
     ).task
     check = unchanged()
@@ -440,7 +434,7 @@ def test_modal_submit_of_a_task_not_waiting_is_rejected(caller, unchanged, grid)
 
 
 def test_modal_submit_with_a_banned_word_is_rejected(caller, unchanged, upscale):
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Vary (Region)")
     ).task
     BannedWord.objects.create(word="gore")
@@ -457,7 +451,7 @@ def test_modal_submit_with_a_banned_word_is_rejected(caller, unchanged, upscale)
 def test_modal_submit_over_the_tier_limit_is_rejected_and_keeps_waiting(
     caller, unchanged, upscale, organization
 ):
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Custom Zoom")
     ).task
     organization.tier = MembershipTier.objects.get(code="FREE")

@@ -18,14 +18,11 @@ from apps.core.errors import NotFound, ServiceError, ValidationFailed
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Mode, Status
 from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import task_get, task_list, task_queue_position
-from apps.tasks.services import (
-    Caller,
-    SubmitOutcome,
-    task_cancel,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.cancel import task_cancel
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 
 from .. import presenters
 from ..selectors import task_children
@@ -259,7 +256,7 @@ def action(request: HttpRequest, task_id: str) -> HttpResponse:
     # would through a key of that kind.
     parent = task_get(organization=organization_of(request), task_id=task_id)
     try:
-        outcome = task_submit_followup(
+        outcome = task_press(
             caller=_caller(request, test_mode=parent.is_test),
             parent_id=task_id,
             custom_id=request.POST.get("customId", ""),
