@@ -343,13 +343,13 @@ def test_an_image_url_is_fetched_and_stored(caller, fund, organization, settings
         (
             "/cat.png",
             False,
-            "base64: The URL resolves to a private, loopback, link-local or otherwise "
+            "images[0]: The URL resolves to a private, loopback, link-local or otherwise "
             "non-public address, which is not allowed.",
         ),
         (
             "/missing.png",
             True,
-            "base64: the image could not be downloaded (The URL answered with HTTP 404.).",
+            "images[0]: the image could not be downloaded (The URL answered with HTTP 404.).",
         ),
     ],
 )
