@@ -2,7 +2,7 @@
 
 Services name fields in domain words — ``images`` (``images[1]``), ``mask``, ``hook_url``,
 ``state``, ``parent``, ``task``, ``button``, ``prompt``, ``mode``, ``dimensions``, ``action`` —
-never in a dialect's (``base64Array``, ``notifyHook``, ``customId`` …). Each dialect's error
+never in a dialect's own request words. Each dialect's error
 handler renders an :class:`InputError` under its own field names with :meth:`for_dialect`.
 """
 
