@@ -24,8 +24,7 @@ from apps.core.errors import (
     ValidationFailed,
 )
 from apps.tasks.enums import Action, Mode, Status
-from apps.tasks.errors import InputError
-from apps.tasks.errors import ParentNotFound
+from apps.tasks.errors import InputError, ParentNotFound
 from apps.tasks.models import BannedWord, Task
 from apps.tasks.services.inputs import Caller, Delivery
 from apps.tasks.services.press import task_press, task_submit_modal
@@ -374,9 +373,7 @@ def test_vary_region_without_a_mask_is_rejected(caller, unchanged, upscale):
             ValidationFailed,
             lambda mask=mask: task_submit_modal(caller=caller, task_id=modal.pk, mask=mask),
         )
-        assert error.message == (
-            "Vary (Region) needs mask: the area to change, white on black."
-        )
+        assert error.message == ("Vary (Region) needs mask: the area to change, white on black.")
     check()
     assert Task.objects.get(pk=modal.pk).status == Status.MODAL
 
