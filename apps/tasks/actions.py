@@ -162,6 +162,11 @@ class ActionSpec:
     #: The buttons whose press starts a task of this action.
     presses: tuple[PressSpec, ...] = ()
 
+    @property
+    def lists_prompts(self) -> bool:
+        """The result is a numbered list of prompts (``1️⃣ …``), not an image."""
+        return self.result_buttons in (ResultButtons.DESCRIBE, ResultButtons.SHORTEN)
+
 
 _H = r"(?P<hash>[^:\s]+)"
 _SOLO = r"(?:::SOLO)?"

@@ -38,6 +38,13 @@ def test_every_action_has_exactly_one_row() -> None:
         assert isinstance(spec.capability, Capability)
 
 
+def test_only_describe_and_shorten_list_prompts() -> None:
+    assert {a for a, spec in ACTIONS.items() if spec.lists_prompts} == {
+        Action.DESCRIBE,
+        Action.SHORTEN,
+    }
+
+
 def test_new_task_actions_are_the_rows_with_inputs() -> None:
     assert NEW_TASK_ACTIONS == (
         Action.IMAGINE,

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.accounts.roles import Capability
 from apps.billing.selectors import ledger_list, plan_get, price_table_get
 from apps.core.errors import NotFound, ServiceError, ValidationFailed
+from apps.tasks.actions import ACTIONS
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Mode, Status
 from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import task_get, task_list, task_queue_position
@@ -44,7 +45,7 @@ FEED_SIZE = 6
 PAGE_SIZE = 25
 GALLERY_PAGE_SIZE = 24
 #: Actions whose results are pictures (the gallery shows only these).
-IMAGE_ACTIONS = [a for a in Action.values if a not in (Action.DESCRIBE, Action.SHORTEN)]
+IMAGE_ACTIONS = [a for a, spec in ACTIONS.items() if not spec.lists_prompts]
 
 
 @dataclass(frozen=True)
