@@ -9,9 +9,10 @@ from django.conf import settings
 from django.urls import reverse
 
 from apps.tasks import storage
-from apps.tasks.buttons import Button, friendly_name, resolve_custom_id
+from apps.tasks.buttons import Button, buttons_of, friendly_name, resolve_button
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
+from apps.tasks.prompt import result_prompts
 
 from .selectors import DaySpend
 
@@ -46,13 +47,6 @@ _GROUPS = (
     ("other", "More"),
 )
 
-_PAN_NAMES = {
-    "pan_left": "Pan left",
-    "pan_right": "Pan right",
-    "pan_up": "Pan up",
-    "pan_down": "Pan down",
-}
-
 
 @dataclass(frozen=True)
 class ButtonView:
@@ -65,42 +59,19 @@ class ButtonView:
 
 def _describe_button(button: Button) -> ButtonView:
     name = friendly_name(button)
-    try:
-        pressed = resolve_custom_id(button.custom_id)
-    except Exception:
-        pressed = None
-    variant = pressed.variant if pressed else ""
-    modal = bool(pressed and pressed.requires_modal)
     text = " ".join(part for part in (button.emoji, button.label) if part) or name
-    if variant == "upsample" or (pressed and pressed.action == "UPSCALE"):
-        group = "upscale"
-    elif variant in ("variation", "low", "high", "inpaint"):
-        group = "variation"
-    elif variant in ("zoom_2x", "zoom_1_5x", "custom_zoom"):
-        group = "zoom"
-    elif variant.startswith("pan_"):
-        group = "pan"
-    elif variant in ("picreader", "prompt_analyzer"):
-        group = "prompt"
-    else:
-        group = "other"
-    if variant == "reroll":
-        title = "Reroll: run the same prompt again"
-    elif variant == "picread_retry":
-        title = "Describe again"
-    elif variant in _PAN_NAMES:
-        title = _PAN_NAMES[variant]
-    elif variant in ("picreader", "prompt_analyzer") and pressed and pressed.index:
-        title = f"Imagine prompt {pressed.index}"
-    else:
-        title = button.label or name
-    return ButtonView(button.custom_id, text, title, group, modal)
+    pressed = resolve_button(button)
+    press = pressed.press if pressed is not None else None
+    if press is None:  # an upstream's own button: shown as it is
+        return ButtonView(button.custom_id, text, button.label or name, "other", False)
+    title = press.shown_title(pressed.index if pressed else None, button.label or name)
+    return ButtonView(button.custom_id, text, title, press.group, press.modal is not None)
 
 
 def button_groups(task: Task) -> list[tuple[str, list[ButtonView]]]:
     if task.status != Status.SUCCESS:
         return []
-    views = [_describe_button(Button.from_dict(b)) for b in task.buttons or []]
+    views = [_describe_button(b) for b in buttons_of(task.buttons)]
     groups = []
     for key, label in _GROUPS:
         members = [v for v in views if v.group == key]
@@ -123,8 +94,7 @@ def task_images(task: Task) -> dict[str, Any]:
 
 
 def numbered_prompts(task: Task) -> list[str]:
-    prompts = (task.properties or {}).get("prompts") or []
-    return [str(p) for p in prompts]
+    return result_prompts(task.properties)
 
 
 @dataclass(frozen=True)

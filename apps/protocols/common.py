@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from apps.core.errors import ServiceError
 from apps.tasks.models import Task
-from apps.tasks.services import Caller
+from apps.tasks.services.inputs import Caller
 from apps.tasks.storage import file_url
 
 logger = logging.getLogger("apps.protocols")

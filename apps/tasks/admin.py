@@ -24,7 +24,8 @@ from apps.operator.services import audit_record
 
 from .enums import TERMINAL_STATUSES, Status
 from .models import BannedWord, Task
-from .services import task_cancel, task_fail_by_operator, task_retry_on_another_account
+from .services.cancel import task_cancel
+from .services.operator import task_fail_by_operator, task_retry_on_another_account
 from .storage import file_url
 
 OPERATOR_CANCEL_REASON = "Cancelled by an operator."

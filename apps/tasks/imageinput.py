@@ -111,7 +111,7 @@ def decode_image(
 ) -> DecodedImage:
     """Decode a data URL or bare base64 string into a verified PNG/JPEG/WEBP/GIF image.
 
-    ``field`` names the request field in error messages (``base64Array[2]``). A MIME type
+    ``field`` names the request field in error messages (``images[2]``). A MIME type
     declared in the data URL is ignored: the format is what the bytes say it is.
     """
     if not isinstance(value, str):

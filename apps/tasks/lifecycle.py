@@ -128,10 +128,6 @@ def enqueue_start(task_id: str, *, countdown: float = 0) -> None:
     send_after_commit(START_JOB, task_id, countdown=countdown or None)
 
 
-#: The old private name, still imported by ``apps.tasks.services`` until its call sites switch.
-_enqueue_start = enqueue_start
-
-
 def enqueue_poll(task_id: str, token: str, *, countdown: float | None = None) -> None:
     delay = settings.TASK_POLL_INTERVAL if countdown is None else countdown
     send_after_commit(POLL_JOB, task_id, token, countdown=delay)

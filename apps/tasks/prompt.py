@@ -16,9 +16,10 @@ import difflib
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from apps.core.errors import ValidationFailed
 from apps.tasks.enums import Mode
@@ -29,7 +30,9 @@ __all__ = [
     "PromptParam",
     "aspect_ratio",
     "find_banned_word",
+    "numbered_prompts",
     "parse_prompt",
+    "result_prompts",
     "seed",
     "zoom",
 ]
@@ -454,3 +457,34 @@ def find_banned_word(text: str, banned: Iterable[str]) -> str | None:
     if match is None or match.lastgroup is None:
         return None
     return words[int(match.lastgroup[1:])]
+
+
+# --- numbered prompt lists -------------------------------------------------------------------
+
+#: Keycap digits 1️⃣ … 5️⃣ (digit, VS16, combining keycap), as DESCRIBE and SHORTEN results
+#: number their prompts.
+_NUMBER_MARK_RE = re.compile("([1-5])\ufe0f\u20e3")
+
+
+def numbered_prompts(text: str) -> list[str]:
+    """The prompts of a ``1️⃣ … 2️⃣ …`` list, whitespace collapsed, empty entries skipped.
+
+    The one reader of these lists: engines use it to fill ``properties["prompts"]``, the
+    services to start a follow-up from prompt *n*, the dashboard to show them.
+    """
+    parts = _NUMBER_MARK_RE.split(text or "")
+    found: list[str] = []
+    for index in range(1, len(parts) - 1, 2):
+        candidate = " ".join(parts[index + 1].split())
+        if candidate:
+            found.append(candidate)
+    return found
+
+
+def result_prompts(properties: Mapping[str, Any] | None) -> list[str]:
+    """A DESCRIBE or SHORTEN result's prompts: the kept list, else read from ``finalPrompt``."""
+    properties = properties or {}
+    kept = properties.get("prompts")
+    if isinstance(kept, list) and kept:
+        return [str(p) for p in kept]
+    return numbered_prompts(str(properties.get("finalPrompt") or ""))

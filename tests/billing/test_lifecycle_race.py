@@ -26,7 +26,9 @@ from apps.tasks.enums import ErrorCode, Status
 from apps.tasks.lifecycle import task_fail, task_succeed
 from apps.tasks.models import Task
 from apps.tasks.scheduling import tasks_sweep
-from apps.tasks.services import Caller, task_cancel, task_submit
+from apps.tasks.services.cancel import task_cancel
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 from tests.factories import OrganizationFactory
 
 from .helpers import fast_commits, run_all

@@ -15,7 +15,9 @@ from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, Status
 from apps.tasks.lifecycle import task_poll, task_start
 from apps.tasks.models import Task
-from apps.tasks.services import Caller, SubmitOutcome, task_submit
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -39,6 +39,6 @@ def operator_client(operator: User) -> Client:
 
 @pytest.fixture
 def caller(organization: Any, live_key: Any) -> Any:
-    from apps.tasks.services import Caller
+    from apps.tasks.services.inputs import Caller
 
     return Caller(organization=organization, api_key=live_key.api_key)

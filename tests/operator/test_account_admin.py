@@ -16,7 +16,7 @@ from apps.operator.services import CHANGED, REDACTED
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
-from apps.tasks.services import task_submit
+from apps.tasks.services.submit import task_submit
 from tests.tasks.helpers import sandbox_account
 
 from .conftest import admin_url

@@ -21,7 +21,7 @@ from apps.engines.models import UpstreamAccount
 from apps.operator.models import AuditEntry
 from apps.tasks.enums import Action
 from apps.tasks.events import task_changed
-from apps.tasks.services import task_submit
+from apps.tasks.services.submit import task_submit
 from apps.webhooks.models import WebhookEndpoint, WebhookSecret
 from apps.webhooks.services import webhook_secret_ensure
 from tests.tasks.helpers import run_to_completion, sandbox_account

@@ -13,7 +13,7 @@ from apps.operator.models import AuditEntry
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import task_fail, task_start
 from apps.tasks.models import Task
-from apps.tasks.services import task_submit
+from apps.tasks.services.submit import task_submit
 from tests.factories import UserFactory
 from tests.tasks.helpers import run_to_completion, sandbox_account
 

@@ -13,7 +13,8 @@ from apps.billing.selectors import balance_get
 from apps.engines.models import UpstreamAccount
 from apps.tasks.models import Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME
-from apps.tasks.services import Caller, task_submit
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 from tests.integration_support import celery_worker, celery_worker_factory  # noqa: F401
 from tests.tasks.helpers import run_to_completion, sandbox_account
 

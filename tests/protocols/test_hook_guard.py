@@ -75,7 +75,7 @@ def test_native_refuses_a_private_webhook_url(funded, live_key, client_for):
         "error": {
             "code": "validation_error",
             "message": REFUSED,
-            "details": {"field": "notifyHook"},
+            "details": {"field": "webhook_url"},
         }
     }
     assert snapshot(funded) == before

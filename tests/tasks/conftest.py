@@ -26,7 +26,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
 
 @pytest.fixture
 def caller(organization: Any, live_key: Any) -> Any:
-    from apps.tasks.services import Caller
+    from apps.tasks.services.inputs import Caller
 
     return Caller(organization=organization, api_key=live_key.api_key)
 

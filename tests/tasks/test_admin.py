@@ -10,7 +10,7 @@ from django.test import Client
 
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import BannedWord, Task
-from apps.tasks.services import task_submit
+from apps.tasks.services.submit import task_submit
 from tests.factories import OrganizationFactory, UserFactory
 
 from .helpers import run_to_completion, sandbox_account

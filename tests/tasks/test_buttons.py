@@ -1,10 +1,15 @@
-"""Midjourney buttons, customIds and their aliases (SPEC §4.3): pure, no database."""
+"""Midjourney buttons, their ids and their names (SPEC §4.3): pure, no database.
+
+TTAPI's names for the buttons belong to the TTAPI dialect (``apps.protocols.ttapi.actions``);
+the cases that use them pass them in as a dialect does.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from apps.core.errors import ValidationFailed
+from apps.protocols.ttapi.actions import ttapi_component_name, ttapi_components, ttapi_names
 from apps.tasks.buttons import (
     Button,
     ButtonAction,
@@ -12,8 +17,6 @@ from apps.tasks.buttons import (
     friendly_name,
     resolve_alias,
     resolve_custom_id,
-    ttapi_component_name,
-    ttapi_components,
 )
 from apps.tasks.enums import Action
 
@@ -322,42 +325,40 @@ def test_spellings_seen_from_other_midjourney_versions_resolve(
     [
         (
             "MJ::JOB::upsample::5::abc",
-            "customId 'MJ::JOB::upsample::5::abc' points at image 5; U buttons go from 1 to 4.",
+            "Button 'MJ::JOB::upsample::5::abc' points at image 5; U buttons go from 1 to 4.",
         ),
         (
             "MJ::JOB::variation::0::abc",
-            "customId 'MJ::JOB::variation::0::abc' points at image 0; V buttons go from 1 to 4.",
+            "Button 'MJ::JOB::variation::0::abc' points at image 0; V buttons go from 1 to 4.",
         ),
         (
             "MJ::Outpaint::60::1::abc::SOLO",
-            "customId 'MJ::Outpaint::60::1::abc::SOLO' asks for an outpaint of 60; "
+            "Button 'MJ::Outpaint::60::1::abc::SOLO' asks for an outpaint of 60; "
             "only 50 (zoom out 2x) and 75 (zoom out 1.5x) exist.",
         ),
         (
             "MJ::Job::PicReader::5",
-            "customId 'MJ::Job::PicReader::5' points at described prompt 5; there are 4.",
+            "Button 'MJ::Job::PicReader::5' points at described prompt 5; there are 4.",
         ),
         (
             "MJ::Job::PromptAnalyzer::6",
-            "customId 'MJ::Job::PromptAnalyzer::6' points at shortened prompt 6; there are 5.",
+            "Button 'MJ::Job::PromptAnalyzer::6' points at shortened prompt 6; there are 5.",
         ),
         (
             "MJ::BOOKMARK::abc",
-            "Unknown customId 'MJ::BOOKMARK::abc'; use one of the customIds listed in the "
-            "task's buttons.",
+            "Unknown button 'MJ::BOOKMARK::abc'; press one of the buttons listed on the task.",
         ),
         (
             "mj::job::upsample::1::abc",
-            "Unknown customId 'mj::job::upsample::1::abc'; use one of the customIds listed in "
-            "the task's buttons.",
+            "Unknown button 'mj::job::upsample::1::abc'; press one of the buttons listed on the "
+            "task.",
         ),
         (
             "MJ::JOB::upsample::1::",
-            "Unknown customId 'MJ::JOB::upsample::1::'; use one of the customIds listed in the "
-            "task's buttons.",
+            "Unknown button 'MJ::JOB::upsample::1::'; press one of the buttons listed on the task.",
         ),
-        ("", "customId must be a non-empty string."),
-        ("   ", "customId must be a non-empty string."),
+        ("", "The button id must be a non-empty string."),
+        ("   ", "The button id must be a non-empty string."),
     ],
 )
 def test_unknown_or_out_of_range_custom_ids_are_rejected(custom_id: str, message: str) -> None:
@@ -372,7 +373,7 @@ def test_very_long_custom_id_is_shortened_in_the_message() -> None:
         resolve_custom_id("X" * 5000)
 
     assert info.value.message == (
-        f"Unknown customId '{'X' * 117}...'; use one of the customIds listed in the task's buttons."
+        f"Unknown button '{'X' * 117}...'; press one of the buttons listed on the task."
     )
 
 
@@ -380,7 +381,7 @@ def test_non_string_custom_id_is_rejected() -> None:
     with pytest.raises(ValidationFailed) as info:
         resolve_custom_id(None)  # type: ignore[arg-type]
 
-    assert info.value.message == "customId must be a non-empty string."
+    assert info.value.message == "The button id must be a non-empty string."
 
 
 # --- aliases -----------------------------------------------------------------------------------
@@ -401,7 +402,7 @@ def test_non_string_custom_id_is_rejected() -> None:
     ],
 )
 def test_grid_aliases(name: str, custom_id: str) -> None:
-    assert resolve_alias(name, available=grid()).custom_id == custom_id
+    assert resolve_alias(name, extra_names=ttapi_names, available=grid()).custom_id == custom_id
 
 
 @pytest.mark.parametrize(
@@ -433,7 +434,7 @@ def test_grid_aliases(name: str, custom_id: str) -> None:
     ],
 )
 def test_upscale_aliases(name: str, custom_id: str) -> None:
-    assert resolve_alias(name, available=upscale()).custom_id == custom_id
+    assert resolve_alias(name, extra_names=ttapi_names, available=upscale()).custom_id == custom_id
 
 
 @pytest.mark.parametrize(
@@ -446,14 +447,25 @@ def test_upscale_aliases(name: str, custom_id: str) -> None:
     ],
 )
 def test_describe_aliases(name: str, custom_id: str) -> None:
-    assert resolve_alias(name, available=describe()).custom_id == custom_id
+    assert resolve_alias(name, extra_names=ttapi_names, available=describe()).custom_id == custom_id
 
 
 @pytest.mark.parametrize(("name", "number"), [("shorten1", 1), ("SHORTEN5", 5)])
 def test_shorten_aliases(name: str, number: int) -> None:
     assert (
-        resolve_alias(name, available=shorten()).custom_id == f"MJ::Job::PromptAnalyzer::{number}"
+        resolve_alias(name, available=shorten(), extra_names=ttapi_names).custom_id
+        == f"MJ::Job::PromptAnalyzer::{number}"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "buttons"),
+    [("upsample2", grid()), ("outpaint_2x", upscale()), ("high_variation", upscale())],
+)
+def test_ttapi_names_are_the_ttapi_dialects_not_the_domains(name, buttons) -> None:
+    with pytest.raises(ValidationFailed, match="is not available on this task"):
+        resolve_alias(name, available=buttons)
+    assert resolve_alias(name, available=buttons, extra_names=ttapi_names) in buttons
 
 
 def test_ambiguous_bare_variants_are_not_aliases() -> None:
@@ -485,7 +497,7 @@ def test_alias_not_offered_by_the_task_lists_what_it_offers() -> None:
     assert info.value.message == (
         f"Button 'U1' is not available on this task; it offers {', '.join(offered)}."
     )
-    assert info.value.details == {"button": "U1", "available": offered}
+    assert info.value.details == {"field": "button", "button": "U1", "available": offered}
 
 
 def test_unknown_alias_is_rejected_with_the_offer() -> None:
@@ -508,7 +520,7 @@ def test_a_task_without_buttons_says_so() -> None:
         resolve_alias("U1", available=[])
 
     assert info.value.message == "This task has no buttons, so 'U1' cannot be pressed."
-    assert info.value.details == {"button": "U1", "available": []}
+    assert info.value.details == {"field": "button", "button": "U1", "available": []}
 
 
 @pytest.mark.parametrize("name", ["", "  ", None])
@@ -536,7 +548,10 @@ def test_unknown_upstream_buttons_are_listed_by_label_and_can_be_pressed_by_labe
 def test_friendly_and_ttapi_names_round_trip_for_every_button(buttons: list[Button]) -> None:
     for button in buttons:
         assert resolve_alias(friendly_name(button), available=buttons) == button
-        assert resolve_alias(ttapi_component_name(button), available=buttons) == button
+        assert (
+            resolve_alias(ttapi_component_name(button), available=buttons, extra_names=ttapi_names)
+            == button
+        )
         assert resolve_alias(button.custom_id, available=buttons) == button
 
 

@@ -21,7 +21,8 @@ from apps.tasks.enums import TERMINAL_STATUSES, Action, Status
 from apps.tasks.lifecycle import ACTIVE_STATUSES, task_poll, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
-from apps.tasks.services import Caller, task_submit
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 from tests.factories import OrganizationFactory
 
 from .helpers import sandbox_account

@@ -12,7 +12,7 @@ from apps.tasks.enums import Action, Status
 from apps.tasks.lifecycle import kick_dispatcher
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending, task_expected_to_start
-from apps.tasks.services import task_submit
+from apps.tasks.services.submit import task_submit
 
 from .helpers import sandbox_account
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from apps.tasks import storage
 from apps.tasks.enums import Action
-from apps.tasks.services import task_submit
+from apps.tasks.services.submit import task_submit
 
 from .helpers import data_url, png_bytes, run_to_completion, sandbox_account, stored_files
 

@@ -11,14 +11,11 @@ from apps.engines.sandbox.engine import SandboxEngine
 from apps.engines.services import upstream_account_create
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import Task
+from apps.tasks.prompt import numbered_prompts
 from apps.tasks.scheduling import dispatch_pending
-from apps.tasks.services import (
-    SubmitOutcome,
-    numbered_prompts,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 
 from .helpers import button_id, png_data_url, run_to_completion, sandbox_account
 
@@ -50,9 +47,7 @@ def premium(organization, fund):
 
 
 def press(caller, parent: Task, **which: str) -> Task:
-    outcome = task_submit_followup(
-        caller=caller, parent_id=parent.pk, custom_id=button_id(parent, **which)
-    )
+    outcome = task_press(caller=caller, parent_id=parent.pk, custom_id=button_id(parent, **which))
     return run_to_completion(outcome.task.pk)
 
 
@@ -210,9 +205,7 @@ def test_follow_ups_that_need_the_parents_account_wait_for_it(caller, strict_eng
     busy = task_submit(caller=caller, action=Action.SHORTEN, prompt="fill the first account")
     assert busy.task.upstream_account == first
 
-    waiting = task_submit_followup(
-        caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U4")
-    )
+    waiting = task_press(caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U4"))
     assert waiting.result == SubmitOutcome.QUEUED  # the idle second account is not an option
     assert dispatch_pending().assigned == []
     run_to_completion(busy.task.pk)  # the parent's account frees a slot
@@ -235,9 +228,7 @@ def test_describe_then_imagine_with_a_described_prompt(caller):
     assert len(prompts) == 4
     assert numbered_prompts(described.properties["finalPrompt"]) == prompts
 
-    modal = task_submit_followup(
-        caller=caller, parent_id=described.pk, custom_id="MJ::Job::PicReader::3"
-    )
+    modal = task_press(caller=caller, parent_id=described.pk, custom_id="MJ::Job::PicReader::3")
     assert modal.result == SubmitOutcome.MODAL
     assert (modal.task.action, modal.task.status) == (Action.IMAGINE, Status.MODAL)
     assert modal.task.prompt_en == prompts[2]
@@ -265,7 +256,7 @@ def test_shorten_then_imagine_with_a_shortened_prompt(caller):
     )
     prompts = shortened.properties["prompts"]
     assert len(prompts) == 5
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=shortened.pk, custom_id="MJ::Job::PromptAnalyzer::5"
     )
     assert modal.task.prompt_en == prompts[4]
@@ -287,14 +278,12 @@ def test_numbered_prompts_are_read_from_final_prompt_when_no_list_is_kept(caller
     Task.objects.filter(pk=shortened.pk).update(
         properties={"finalPrompt": "Analysis\n\n1️⃣ long road home\n\n2️⃣ road home\n\n3️⃣ road"}
     )
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=shortened.pk, custom_id="MJ::Job::PromptAnalyzer::2"
     )
     assert modal.task.prompt_en == "road home"
     with pytest.raises(Exception) as info:
-        task_submit_followup(
-            caller=caller, parent_id=shortened.pk, custom_id="MJ::Job::PromptAnalyzer::4"
-        )
+        task_press(caller=caller, parent_id=shortened.pk, custom_id="MJ::Job::PromptAnalyzer::4")
     assert info.value.message == "The parent task has no prompt with that number."
 
 
@@ -304,7 +293,7 @@ def test_vary_region_repaints_only_the_masked_area(caller):
         task_submit(caller=caller, action=Action.IMAGINE, prompt="a red barn").task.pk
     )
     upscale = press(caller, grid, label="U1")
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Vary (Region)")
     )
     assert (modal.task.action, modal.task.status) == (Action.VARIATION, Status.MODAL)

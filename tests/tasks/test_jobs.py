@@ -17,7 +17,8 @@ from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.jobs import job_for
 from apps.tasks.lifecycle import UpdateOutcome, task_apply_update, task_start
 from apps.tasks.models import Task
-from apps.tasks.services import task_submit, task_submit_followup
+from apps.tasks.services.press import task_press
+from apps.tasks.services.submit import task_submit
 
 from .conftest import ScriptedEngine
 from .helpers import button_id, run_to_completion, sandbox_account
@@ -103,7 +104,7 @@ def test_a_follow_up_job_carries_its_parent_and_files_read_on_demand(caller, sen
     parent = run_to_completion(
         task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
     )
-    child = task_submit_followup(
+    child = task_press(
         caller=caller, parent_id=parent.pk, custom_id=button_id(parent, label="U2")
     ).task
     job = job_for(Task.objects.get(pk=child.pk), account)

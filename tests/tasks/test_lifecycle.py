@@ -9,7 +9,9 @@ from PIL import Image
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.billing.selectors import balance_get
 from apps.tasks.enums import Action, Status
-from apps.tasks.services import Caller, task_submit, task_submit_followup
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.press import task_press
+from apps.tasks.services.submit import task_submit
 
 from .helpers import run_to_completion, sandbox_account
 
@@ -53,7 +55,7 @@ def test_upscale_follow_up(organization, live_key, fund):
         task_submit(caller=caller, action=Action.IMAGINE, prompt="blue sky").task.pk
     )
     u1 = next(b for b in parent.buttons if b["label"] == "U1")
-    outcome = task_submit_followup(caller=caller, parent_id=parent.pk, custom_id=u1["customId"])
+    outcome = task_press(caller=caller, parent_id=parent.pk, custom_id=u1["customId"])
     task = run_to_completion(outcome.task.pk)
     assert task.status == Status.SUCCESS
     assert task.action == Action.UPSCALE

@@ -24,7 +24,8 @@ from apps.tasks.lifecycle import (
 )
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending, tasks_sweep
-from apps.tasks.services import task_cancel, task_submit
+from apps.tasks.services.cancel import task_cancel
+from apps.tasks.services.submit import task_submit
 
 from .helpers import png_bytes, run_to_completion, sandbox_account, stored_files
 
@@ -162,7 +163,7 @@ def test_an_operator_move_during_the_submit_stops_the_job_left_on_the_old_accoun
     caller, scripted, scripted_account
 ):
     from apps.engines.services import upstream_account_create
-    from apps.tasks.services import task_retry_on_another_account
+    from apps.tasks.services.operator import task_retry_on_another_account
 
     other = upstream_account_create(
         engine=scripted.name, name="scripted-2", modes=["FAST"], options={"duration": 0}
@@ -204,16 +205,14 @@ def test_cancel_of_a_modal_task_moves_no_money(caller):
     grid = run_to_completion(
         task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
     )
-    from apps.tasks.services import task_submit_followup
+    from apps.tasks.services.press import task_press
 
     from .helpers import button_id
 
     upscale = run_to_completion(
-        task_submit_followup(
-            caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1")
-        ).task.pk
+        task_press(caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1")).task.pk
     )
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Custom Zoom")
     ).task
     cancelled = task_cancel(organization=modal.organization, task_id=modal.pk)

@@ -24,7 +24,7 @@ from apps.tasks.lifecycle import (
 )
 from apps.tasks.models import Task
 from apps.tasks.scheduling import tasks_sweep
-from apps.tasks.services import task_submit
+from apps.tasks.services.submit import task_submit
 
 from .helpers import sandbox_account, stored_files
 

@@ -11,7 +11,9 @@ from apps.tasks.prompt import (
     PromptParam,
     aspect_ratio,
     find_banned_word,
+    numbered_prompts,
     parse_prompt,
+    result_prompts,
     seed,
     zoom,
 )
@@ -489,3 +491,24 @@ def test_banned_word_in_a_parameter_is_found_when_the_caller_passes_the_whole_pr
     parsed = parse_prompt("a red fox --no blood")
 
     assert find_banned_word(parsed.clean_prompt, ["blood"]) == "blood"
+
+
+# --- numbered prompt lists -------------------------------------------------------------------
+
+
+def test_numbered_prompts_are_read_in_order_whitespace_collapsed_and_empties_skipped() -> None:
+    text = "Analysis: long.\n1\ufe0f\u20e3 a red  fox,\n in snow\n\n2\ufe0f\u20e3   \n3\ufe0f\u20e3 a fox"
+
+    assert numbered_prompts(text) == ["a red fox, in snow", "a fox"]
+    assert numbered_prompts("") == []
+    assert numbered_prompts("no list at all") == []
+    # A bare digit is not a mark: "1 fox" stays part of the prompt.
+    assert numbered_prompts("1\ufe0f\u20e3 1 fox 2 hens") == ["1 fox 2 hens"]
+
+
+def test_result_prompts_prefer_the_kept_list_and_fall_back_to_final_prompt() -> None:
+    listed = "1\ufe0f\u20e3 from text"
+
+    assert result_prompts({"prompts": ["kept"], "finalPrompt": listed}) == ["kept"]
+    assert result_prompts({"prompts": [], "finalPrompt": listed}) == ["from text"]
+    assert result_prompts(None) == []

@@ -26,7 +26,8 @@ from apps.tasks.lifecycle import (
 )
 from apps.tasks.models import Task
 from apps.tasks.scheduling import MODAL_EXPIRY, dispatch_pending, tasks_sweep
-from apps.tasks.services import task_submit, task_submit_followup
+from apps.tasks.services.press import task_press
+from apps.tasks.services.submit import task_submit
 
 from .helpers import button_id, run_to_completion, sandbox_account
 
@@ -140,11 +141,9 @@ def test_unfinished_modal_tasks_are_cancelled_after_a_day(caller, clock, sent):
         task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
     )
     upscale = run_to_completion(
-        task_submit_followup(
-            caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1")
-        ).task.pk
+        task_press(caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1")).task.pk
     )
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Vary (Region)")
     ).task
     clock.advance(seconds=MODAL_EXPIRY.total_seconds() - 1)
@@ -531,7 +530,7 @@ def test_the_sweeper_stops_at_its_soft_time_limit(caller, clock, sent, monkeypat
 
 
 def test_a_stalled_task_moved_to_another_account_runs_there_on_a_fresh_job(caller, clock, sent):
-    from apps.tasks.services import task_retry_on_another_account
+    from apps.tasks.services.operator import task_retry_on_another_account
 
     stalled = sandbox_account("stalled", stall="true")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task

@@ -16,7 +16,8 @@ from apps.tasks import workers as celery_tasks
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME, dispatch_pending
-from apps.tasks.services import Caller, task_submit
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 from tests.factories import OrganizationFactory
 
 from .helpers import sandbox_account

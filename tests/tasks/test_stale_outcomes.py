@@ -21,7 +21,8 @@ from apps.engines.sandbox.engine import SandboxEngine
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import task_poll, task_start, task_timeout
 from apps.tasks.models import Task
-from apps.tasks.services import task_retry_on_another_account, task_submit
+from apps.tasks.services.operator import task_retry_on_another_account
+from apps.tasks.services.submit import task_submit
 
 from .helpers import png_bytes, sandbox_account, stored_files
 

@@ -12,14 +12,10 @@ from apps.engines.models import SandboxJob, UpstreamAccount
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import Protocol, Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME
-from apps.tasks.services import (
-    Caller,
-    Delivery,
-    SubmitOutcome,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.inputs import Caller, Delivery
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 
 from .helpers import (
     button_id,
@@ -149,7 +145,7 @@ def test_test_keys_run_on_the_built_in_sandbox_pool_and_are_never_charged(
 
     # Its follow-ups are test tasks too, on the pool, free.
     upscale = run_to_completion(
-        task_submit_followup(
+        task_press(
             caller=test_caller, parent_id=task.pk, custom_id=button_id(task, label="U2")
         ).task.pk
     )
@@ -177,7 +173,7 @@ def test_test_and_live_tasks_cannot_be_mixed_in_follow_ups(caller, test_caller, 
         task_submit(caller=test_caller, action=Action.IMAGINE, prompt="a test fox").task.pk
     )
     with pytest.raises(Exception) as info:
-        task_submit_followup(
+        task_press(
             caller=caller, parent_id=test_grid.pk, custom_id=button_id(test_grid, label="U1")
         )
     assert info.value.message == (
@@ -225,9 +221,7 @@ def test_modal_tasks_do_not_count_against_the_limit_and_are_charged_only_once_qu
         task_submit(caller=caller, action=Action.IMAGINE, prompt="a red barn").task.pk
     )
     upscale = run_to_completion(
-        task_submit_followup(
-            caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1")
-        ).task.pk
+        task_press(caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U1")).task.pk
     )
     organization.tier = MembershipTier.objects.get(code="FREE")
     organization.save(update_fields=["tier"])
@@ -236,9 +230,7 @@ def test_modal_tasks_do_not_count_against_the_limit_and_are_charged_only_once_qu
 
     # Three MODAL tasks while nothing runs, then three running tasks: the MODALs never count.
     modals = [
-        task_submit_followup(
-            caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label=label)
-        )
+        task_press(caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label=label))
         for label in ("Vary (Region)", "Custom Zoom", "Vary (Region)")
     ]
     assert {m.result for m in modals} == {SubmitOutcome.MODAL}
@@ -272,11 +264,9 @@ def test_modal_step_two_sets_prompt_seed_and_zoom(caller, fund, organization):
         task_submit(caller=caller, action=Action.IMAGINE, prompt="a red barn --ar 3:2").task.pk
     )
     upscale = run_to_completion(
-        task_submit_followup(
-            caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U3")
-        ).task.pk
+        task_press(caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U3")).task.pk
     )
-    modal = task_submit_followup(
+    modal = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button_id(upscale, label="Custom Zoom")
     ).task
     # The default prompt is the parent's with --zoom 2, as Midjourney pre-fills it.
@@ -353,13 +343,13 @@ def test_an_image_url_is_fetched_and_stored(caller, fund, organization, settings
         (
             "/cat.png",
             False,
-            "base64: The URL resolves to a private, loopback, link-local or otherwise "
+            "images[0]: The URL resolves to a private, loopback, link-local or otherwise "
             "non-public address, which is not allowed.",
         ),
         (
             "/missing.png",
             True,
-            "base64: the image could not be downloaded (The URL answered with HTTP 404.).",
+            "images[0]: the image could not be downloaded (The URL answered with HTTP 404.).",
         ),
     ],
 )

@@ -18,7 +18,8 @@ from apps.engines.models import SandboxJob
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import tasks_sweep
-from apps.tasks.services import Caller, task_submit
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 
 from .helpers import sandbox_account
 

@@ -24,14 +24,11 @@ from apps.billing.selectors import balance_get
 from apps.engines.models import SandboxJob
 from apps.tasks.enums import TERMINAL_STATUSES, Action, ErrorCode, Mode, Status
 from apps.tasks.models import Task
-from apps.tasks.services import (
-    Caller,
-    SubmitOutcome,
-    task_cancel,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.cancel import task_cancel
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 from apps.tasks.storage import file_url
 
 from .helpers import png_data_url, sandbox_account
@@ -170,12 +167,12 @@ def test_every_action_runs_to_success_on_a_real_worker(celery_worker, organizati
     assert len(shortened.properties["prompts"]) == 5
 
     # --- second wave: buttons of the grid, describe → imagine, shorten → imagine --------------
-    u1 = task_submit_followup(caller=caller, parent_id=grid.pk, custom_id=button(grid, label="U1"))
-    v2 = task_submit_followup(caller=caller, parent_id=grid.pk, custom_id=button(grid, label="V2"))
-    reroll = task_submit_followup(
+    u1 = task_press(caller=caller, parent_id=grid.pk, custom_id=button(grid, label="U1"))
+    v2 = task_press(caller=caller, parent_id=grid.pk, custom_id=button(grid, label="V2"))
+    reroll = task_press(
         caller=caller, parent_id=grid.pk, custom_id=button(grid, custom_id_part="reroll")
     )
-    picked = task_submit_followup(
+    picked = task_press(
         caller=caller,
         parent_id=described.pk,
         custom_id=button(described, custom_id_part="PicReader::2"),
@@ -183,7 +180,7 @@ def test_every_action_runs_to_success_on_a_real_worker(celery_worker, organizati
     assert picked.result == SubmitOutcome.MODAL
     assert picked.task.prompt_en == described.properties["prompts"][1]
     from_describe = task_submit_modal(caller=caller, task_id=picked.task.pk)
-    analyzed = task_submit_followup(
+    analyzed = task_press(
         caller=caller,
         parent_id=shortened.pk,
         custom_id=button(shortened, custom_id_part="PromptAnalyzer::3"),
@@ -204,16 +201,16 @@ def test_every_action_runs_to_success_on_a_real_worker(celery_worker, organizati
     assert portrait.height > portrait.width
 
     # --- third wave: the buttons of the upscale, two of them MODAL ----------------------------
-    zoom = task_submit_followup(
+    zoom = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button(upscale, label="Zoom Out 2x")
     )
-    pan = task_submit_followup(
+    pan = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button(upscale, custom_id_part="pan_left")
     )
-    subtle = task_submit_followup(
+    subtle = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button(upscale, label="Vary (Subtle)")
     )
-    region = task_submit_followup(
+    region = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button(upscale, label="Vary (Region)")
     )
     assert region.result == SubmitOutcome.MODAL
@@ -225,7 +222,7 @@ def test_every_action_runs_to_success_on_a_real_worker(celery_worker, organizati
     region_queued = task_submit_modal(
         caller=caller, task_id=region.task.pk, prompt="a red door", mask=mask_url
     )
-    custom = task_submit_followup(
+    custom = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=button(upscale, label="Custom Zoom")
     )
     assert custom.result == SubmitOutcome.MODAL

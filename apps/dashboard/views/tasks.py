@@ -15,17 +15,15 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.accounts.roles import Capability
 from apps.billing.selectors import ledger_list, plan_get, price_table_get
 from apps.core.errors import NotFound, ServiceError, ValidationFailed
+from apps.tasks.actions import ACTIONS
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Mode, Status
 from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import task_get, task_list, task_queue_position
-from apps.tasks.services import (
-    Caller,
-    SubmitOutcome,
-    task_cancel,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.cancel import task_cancel
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 
 from .. import presenters
 from ..selectors import task_children
@@ -47,7 +45,7 @@ FEED_SIZE = 6
 PAGE_SIZE = 25
 GALLERY_PAGE_SIZE = 24
 #: Actions whose results are pictures (the gallery shows only these).
-IMAGE_ACTIONS = [a for a in Action.values if a not in (Action.DESCRIBE, Action.SHORTEN)]
+IMAGE_ACTIONS = [a for a, spec in ACTIONS.items() if not spec.lists_prompts]
 
 
 @dataclass(frozen=True)
@@ -259,7 +257,7 @@ def action(request: HttpRequest, task_id: str) -> HttpResponse:
     # would through a key of that kind.
     parent = task_get(organization=organization_of(request), task_id=task_id)
     try:
-        outcome = task_submit_followup(
+        outcome = task_press(
             caller=_caller(request, test_mode=parent.is_test),
             parent_id=task_id,
             custom_id=request.POST.get("customId", ""),

@@ -20,6 +20,7 @@ from apps.core.errors import ValidationFailed
 from apps.engines.base import PermanentEngineError, PollResult
 from apps.tasks.buttons import GRID_ACTIONS, ButtonAction, resolve_custom_id
 from apps.tasks.enums import Action, ErrorCode
+from apps.tasks.prompt import numbered_prompts
 
 #: Accepted and started / accepted and queued.
 CODE_SUCCESS = 1
@@ -115,18 +116,6 @@ def parse_progress(value: Any) -> int:
     if match is None:
         return 0
     return max(0, min(int(float(match.group(0))), 100))
-
-
-def numbered_prompts(text: str) -> list[str]:
-    """The prompts after 1️⃣ 2️⃣ … in a describe/shorten ``finalPrompt``."""
-    pattern = "|".join(re.escape(mark) for mark in _NUMBER_MARKS)
-    parts = re.split(f"({pattern})", text or "")
-    prompts: list[str] = []
-    for index in range(1, len(parts) - 1, 2):
-        prompt = parts[index + 1].strip()
-        if prompt:
-            prompts.append(prompt)
-    return prompts
 
 
 def _shorten_analysis(text: str) -> str:

@@ -28,19 +28,17 @@ from apps.core.errors import (
     NotFound,
     ServiceError,
 )
-from apps.tasks.buttons import Button, resolve_alias
+from apps.tasks.actions import ByName, press_spec
 from apps.tasks.enums import Action
+from apps.tasks.errors import dialect_error, domain_label
 from apps.tasks.models import Protocol
 from apps.tasks.selectors import task_get, task_list, task_queue_list
-from apps.tasks.services import (
-    Delivery,
-    SubmitOutcome,
-    task_cancel,
-    task_image_seed,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.cancel import task_cancel
+from apps.tasks.services.inputs import Delivery
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.seeds import task_image_seed
+from apps.tasks.services.submit import task_submit
 
 from ..common import (
     LenientJSONParser,
@@ -54,6 +52,7 @@ from ..common import (
     text_field,
     with_retry_after,
 )
+from .actions import CHANGE_ACTIONS, SIMPLE_CHANGE_LETTERS
 from .payloads import task_json
 
 SUCCESS = 1
@@ -96,8 +95,31 @@ def _rejected(message: str) -> dict[str, Any]:
     return envelope(VALIDATION_ERROR, message)
 
 
+#: The proxy's names for the domain's fields.
+_WIRE_FIELDS = {
+    "mask": "maskBase64",
+    "hook_url": "notifyHook",
+    "parent": "taskId",
+    "task": "taskId",
+    "button": "customId",
+}
+_SWAP_FACE_IMAGES = ("sourceBase64", "targetBase64")
+
+
+def wire_field(field: str, index: int | None, action: str | None) -> str:
+    """A domain field as the proxy's request names it (``images[1]`` → ``base64Array[1]``)."""
+    if field == "images":
+        if action == Action.DESCRIBE:
+            return "base64"
+        if action == Action.SWAP_FACE:
+            return _SWAP_FACE_IMAGES[index] if index in (0, 1) else _SWAP_FACE_IMAGES[0]
+        return domain_label("base64Array", index)
+    return _WIRE_FIELDS.get(field) or domain_label(field, index)
+
+
 def mjproxy_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     view = context.get("view")
+    exc = dialect_error(exc, wire_field)
     if isinstance(exc, Http404):
         exc = NotFound("Task not found.")
     if isinstance(exc, NotFound) and getattr(view, "not_found_empty", False):
@@ -222,7 +244,7 @@ class ImagineView(SubmitView):
 
 class ActionView(SubmitView):
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
-        return task_submit_followup(
+        return task_press(
             caller=self.caller,
             parent_id=text_field(data, "taskId"),
             custom_id=text_field(data, "customId"),
@@ -293,19 +315,15 @@ class SwapFaceView(SubmitView):
         )
 
 
-_LEGACY_ALIASES = {"UPSCALE": "U", "VARIATION": "V"}
-
-
 def _press_legacy(
-    view: SubmitView, *, task_id: str, alias: str, data: dict[str, Any]
+    view: SubmitView, *, task_id: str, key: str, index: int | None, data: dict[str, Any]
 ) -> SubmitOutcome:
-    """Legacy change endpoints name a button; press the parent's button of that name."""
-    parent = task_get(organization=view.organization, task_id=task_id)
-    button = resolve_alias(alias, available=[Button.from_dict(b) for b in parent.buttons or []])
-    return task_submit_followup(
+    """Legacy change endpoints name a button in the proxy's words; press it by our name for
+    it, so REROLL on a describe result is its "describe again", as the proxy does."""
+    return task_press(
         caller=view.caller,
-        parent_id=parent.pk,
-        custom_id=button.custom_id,
+        parent_id=task_id,
+        button=ByName(press_spec(key).name(index)),
         mode=_requested_mode(data),
         path_mode=view.path_mode,
         delivery=_delivery(data),
@@ -316,19 +334,20 @@ class ChangeView(SubmitView):
     """``{taskId, action: UPSCALE|VARIATION|REROLL, index}`` (the proxy's first API)."""
 
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
-        action = text_field(data, "action").upper()
-        if action == "REROLL":
-            alias = "REROLL"
-        elif action in _LEGACY_ALIASES:
+        change = CHANGE_ACTIONS.get(text_field(data, "action").upper())
+        if change is None:
+            raise exceptions.ValidationError({"action": "Must be UPSCALE, VARIATION or REROLL."})
+        key, numbered = change
+        index = None
+        if numbered:
             index = data.get("index")
             if isinstance(index, str) and index.isdigit():
                 index = int(index)
             if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= 4:
                 raise exceptions.ValidationError({"index": "Must be 1, 2, 3 or 4."})
-            alias = f"{_LEGACY_ALIASES[action]}{index}"
-        else:
-            raise exceptions.ValidationError({"action": "Must be UPSCALE, VARIATION or REROLL."})
-        return _press_legacy(self, task_id=text_field(data, "taskId"), alias=alias, data=data)
+        return _press_legacy(
+            self, task_id=text_field(data, "taskId"), key=key, index=index, data=data
+        )
 
 
 _SIMPLE_CHANGE = re.compile(r"^\s*(?P<id>\S+)\s+(?P<button>[UV][1-4]|R)\s*$", re.IGNORECASE)
@@ -342,8 +361,9 @@ class SimpleChangeView(SubmitView):
         if match is None:
             raise exceptions.ValidationError({"content": "Use '<taskId> U1' (U1–U4, V1–V4 or R)."})
         button = match["button"].upper()
-        alias = "REROLL" if button == "R" else button
-        return _press_legacy(self, task_id=match["id"], alias=alias, data=data)
+        key, numbered = SIMPLE_CHANGE_LETTERS[button[0]]
+        index = int(button[1:]) if numbered else None
+        return _press_legacy(self, task_id=match["id"], key=key, index=index, data=data)
 
 
 class FetchView(MjProxyView):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps.tasks.buttons import Button, ttapi_component_name, ttapi_components
+from apps.tasks.buttons import Button, buttons_of
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
 
 from ..common import epoch_ms, result_image_url, result_split_urls
+from .actions import ttapi_component_name, ttapi_components
 
 PENDING_QUEUE = "PENDING_QUEUE"
 ON_QUEUE = "ON_QUEUE"
@@ -65,7 +66,7 @@ def job_data(task: Task) -> dict[str, Any]:
         # TTAPI's link to the original; ours is the same stable copy.
         "discordImage": image,
         "images": splits or None,
-        "components": ttapi_components(Button.from_dict(b) for b in task.buttons or []),
+        "components": ttapi_components(buttons_of(task.buttons)),
         "seed": str(task.seed) if task.seed is not None else None,
         "quota": str(quota(task)),
         "mode": task.mode.lower(),

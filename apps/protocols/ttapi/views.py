@@ -17,19 +17,16 @@ from rest_framework.response import Response
 
 from apps.core.api import OrganizationAPIView
 from apps.core.errors import NotFound, ServiceError
-from apps.tasks.buttons import Button, resolve_alias
+from apps.tasks.actions import ButtonRef, ByName, BySpec, press_spec
 from apps.tasks.enums import Action, parse_mode
-from apps.tasks.models import Protocol, Task
+from apps.tasks.errors import dialect_error, domain_label
+from apps.tasks.models import Protocol
 from apps.tasks.selectors import task_get
-from apps.tasks.services import (
-    Caller,
-    Delivery,
-    SubmitOutcome,
-    task_image_seed,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.inputs import Caller, Delivery
+from apps.tasks.services.press import ModalInput, task_press
+from apps.tasks.services.seeds import task_image_seed
+from apps.tasks.services.submit import task_submit
 
 from ..common import (
     LenientJSONParser,
@@ -42,6 +39,7 @@ from ..common import (
     text_field,
     with_retry_after,
 )
+from .actions import INPAINT_KEY, ttapi_names
 from .payloads import job_json
 
 OK = "SUCCESS"
@@ -56,7 +54,27 @@ def _failed(message: str) -> dict[str, Any]:
     return envelope(FAILED, message)
 
 
+#: TTAPI's names for the domain's fields.
+_WIRE_FIELDS = {
+    "mask": "mask",
+    "hook_url": "hookUrl",
+    "parent": "jobId",
+    "task": "jobId",
+    "button": "action",
+}
+
+
+def wire_field(field: str, index: int | None, action: str | None) -> str:
+    """A domain field as TTAPI's request names it (``images[1]`` → ``imgBase64Array[1]``)."""
+    if field == "images":
+        if action == Action.DESCRIBE:
+            return "base64"
+        return domain_label("imgBase64Array", index)
+    return _WIRE_FIELDS.get(field) or domain_label(field, index)
+
+
 def ttapi_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    exc = dialect_error(exc, wire_field)
     if isinstance(exc, Http404):
         exc = NotFound("Job not found.")
     if isinstance(exc, ServiceError):
@@ -162,23 +180,15 @@ class BlendView(SubmitView):
         )
 
 
-def _press(view: TtapiView, *, parent: Task, name: str, data: dict[str, Any]) -> SubmitOutcome:
-    """Press the parent's button called ``name``; a two-step button gets its second step at once
-    (TTAPI has no modal endpoint), with the request's ``prompt`` and ``mask``."""
-    button = resolve_alias(name, available=[Button.from_dict(b) for b in parent.buttons or []])
-    outcome = task_submit_followup(
+def _press(view: TtapiView, *, button: ButtonRef, data: dict[str, Any]) -> SubmitOutcome:
+    """Press a button of ``jobId``. TTAPI has no modal endpoint: a two-step button gets its
+    second step (``prompt``, ``mask``) in the same call, validated and accepted atomically."""
+    return task_press(
         caller=view.caller,
-        parent_id=parent.pk,
-        custom_id=button.custom_id,
+        parent_id=text_field(data, "jobId"),
+        button=button,
         delivery=_delivery(data, options=True),
-    )
-    if outcome.result != SubmitOutcome.MODAL:
-        return outcome
-    return task_submit_modal(
-        caller=view.caller,
-        task_id=outcome.task.pk,
-        prompt=optional_text(data, "prompt"),
-        mask=optional_text(data, "mask"),
+        modal=ModalInput(prompt=optional_text(data, "prompt"), mask=optional_text(data, "mask")),
     )
 
 
@@ -187,21 +197,19 @@ class ActionView(SubmitView):
     ``high_variation``, ``low_variation``, ``upscale_subtle``, ``zoom_out_2x``, ``pan_left`` …"""
 
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
-        parent = task_get(organization=self.organization, task_id=text_field(data, "jobId"))
         name = text_field(data, "action")
         if not name.strip():
             raise exceptions.ValidationError({"action": "This field is required."})
-        return _press(self, parent=parent, name=name, data=data)
+        return _press(self, button=ByName(name, extra_names=ttapi_names), data=data)
 
 
 class InpaintView(SubmitView):
     """Vary (Region): ``{jobId, mask, prompt}`` — the button and its mask in one call."""
 
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
-        parent = task_get(organization=self.organization, task_id=text_field(data, "jobId"))
         if not text_field(data, "mask"):
             raise exceptions.ValidationError({"mask": "This field is required."})
-        return _press(self, parent=parent, name="VARY_REGION", data=data)
+        return _press(self, button=BySpec(press_spec(INPAINT_KEY)), data=data)
 
 
 class SeedView(TtapiView):

@@ -8,19 +8,13 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.api_keys.models import ApiKey
+from apps.tasks.actions import NEW_TASK_ACTIONS
 from apps.tasks.enums import Action, ErrorCode, Mode, Status
 
 from .payloads import task_json
 
 #: Largest ``metadata`` object, as compact JSON (SPEC §6.3).
 MAX_METADATA_BYTES = 16 * 1024
-NEW_TASK_ACTIONS = [
-    Action.IMAGINE,
-    Action.DESCRIBE,
-    Action.BLEND,
-    Action.SHORTEN,
-    Action.SWAP_FACE,
-]
 
 
 class ButtonSerializer(serializers.Serializer):
@@ -88,7 +82,7 @@ def _check_metadata(value: Any) -> Any:
 
 class TaskCreateSerializer(serializers.Serializer):
     action = serializers.ChoiceField(
-        choices=NEW_TASK_ACTIONS,
+        choices=list(NEW_TASK_ACTIONS),
         required=False,
         help_text="For a new task. Follow-ups give `parent` and `button` instead.",
     )

@@ -31,21 +31,18 @@ from apps.api_keys.services import (
 )
 from apps.billing.selectors import balance_get
 from apps.core.api import OrganizationAPIView
-from apps.core.errors import NotFound
-from apps.tasks.buttons import Button, resolve_alias
+from apps.tasks.actions import ByName
 from apps.tasks.models import Protocol
 from apps.tasks.selectors import task_get, task_list
-from apps.tasks.services import (
-    Delivery,
-    ParentNotFound,
-    SubmitOutcome,
-    task_cancel,
-    task_submit,
-    task_submit_followup,
-    task_submit_modal,
-)
+from apps.tasks.services.acceptance import SubmitOutcome
+from apps.tasks.services.cancel import task_cancel
+from apps.tasks.services.inputs import Delivery
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 
 from ..common import caller_of
+from ..ttapi.actions import ttapi_names
+from .errors import NativeErrorsMixin
 from .pagination import NewestFirstPagination
 from .serializers import (
     ApiKeyCreatedSerializer,
@@ -110,7 +107,7 @@ def _created(outcome: SubmitOutcome) -> Response:
     return Response(TaskSerializer(outcome.task).data, status=status.HTTP_201_CREATED)
 
 
-class TaskListView(OrganizationAPIView):
+class TaskListView(NativeErrorsMixin, OrganizationAPIView):
     required_key_flags = ("midjourney",)
     writes = True
 
@@ -157,17 +154,11 @@ class TaskListView(OrganizationAPIView):
         caller = caller_of(self, Protocol.NATIVE)
         delivery = Delivery(notify_hook=data.get("webhook_url", ""), metadata=data.get("metadata"))
         if "parent" in data:
-            try:
-                parent = task_get(organization=self.organization, task_id=data["parent"])
-            except NotFound as exc:
-                raise ParentNotFound("The parent task does not exist.") from exc
-            button = resolve_alias(
-                data["button"], available=[Button.from_dict(b) for b in parent.buttons or []]
-            )
-            outcome = task_submit_followup(
+            # TTAPI's button names are accepted too: the native API always took them.
+            outcome = task_press(
                 caller=caller,
-                parent_id=parent.pk,
-                custom_id=button.custom_id,
+                parent_id=data["parent"],
+                button=ByName(data["button"], extra_names=ttapi_names),
                 mode=data.get("mode"),
                 delivery=delivery,
             )
@@ -184,7 +175,7 @@ class TaskListView(OrganizationAPIView):
         return _created(outcome)
 
 
-class TaskDetailView(OrganizationAPIView):
+class TaskDetailView(NativeErrorsMixin, OrganizationAPIView):
     required_key_flags = ("midjourney",)
 
     @extend_schema(
@@ -195,7 +186,7 @@ class TaskDetailView(OrganizationAPIView):
         return Response(TaskSerializer(task).data)
 
 
-class TaskModalView(OrganizationAPIView):
+class TaskModalView(NativeErrorsMixin, OrganizationAPIView):
     required_key_flags = ("midjourney",)
     writes = True
 
@@ -217,7 +208,7 @@ class TaskModalView(OrganizationAPIView):
         return Response(TaskSerializer(outcome.task).data)
 
 
-class TaskCancelView(OrganizationAPIView):
+class TaskCancelView(NativeErrorsMixin, OrganizationAPIView):
     required_key_flags = ("midjourney",)
     writes = True
 

@@ -13,7 +13,9 @@ from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import COOLDOWN_AFTER_FAILURES
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending, tasks_sweep
-from apps.tasks.services import Caller, task_submit, task_submit_followup
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.press import task_press
+from apps.tasks.services.submit import task_submit
 from tests.fakes.mjproxy_server import FakeMjproxy
 
 from .helpers import closed_port_url, mjproxy_account, poll, set_tier, start, step
@@ -131,7 +133,7 @@ def test_follow_ups_stay_on_the_parents_account(funded, live_key, fake, second_f
 
     caller = Caller(organization=funded, api_key=live_key.api_key)
     u1 = next(b["customId"] for b in parent.buttons if b["label"] == "U1")
-    child = start(task_submit_followup(caller=caller, parent_id=parent.pk, custom_id=u1).task.pk)
+    child = start(task_press(caller=caller, parent_id=parent.pk, custom_id=u1).task.pk)
     assert child.upstream_account_id == first.pk  # although mj-b is idle
     assert second_fake.submits() == []
     assert second.pk != first.pk
@@ -151,7 +153,7 @@ def test_a_follow_up_whose_parent_account_is_gone_fails_clearly(
     UpstreamAccount.objects.filter(pk=first.pk).update(
         health=Health.COOLING_DOWN, cooldown_until=timezone.now() + timedelta(minutes=5)
     )
-    child = task_submit_followup(caller=caller, parent_id=parent.pk, custom_id=v2).task
+    child = task_press(caller=caller, parent_id=parent.pk, custom_id=v2).task
     tasks_sweep()
     assert Task.objects.get(pk=child.pk).status == Status.NOT_START
 
@@ -197,7 +199,7 @@ def test_the_sweeper_finds_follow_ups_of_gone_accounts_without_loading_the_other
     start(_submit(funded, live_key, "keeps b busy").pk)
     children = {
         parent.upstream_account_id: [
-            task_submit_followup(
+            task_press(
                 caller=caller,
                 parent_id=parent.pk,
                 custom_id=next(b["customId"] for b in parent.buttons if b["label"] == label),
@@ -237,7 +239,7 @@ def test_a_follow_up_of_a_deleted_account_fails_instead_of_running_elsewhere(
     first.delete()
     caller = Caller(organization=funded, api_key=live_key.api_key)
     u3 = next(b["customId"] for b in parent.buttons if b["label"] == "U3")
-    child = start(task_submit_followup(caller=caller, parent_id=parent.pk, custom_id=u3).task.pk)
+    child = start(task_press(caller=caller, parent_id=parent.pk, custom_id=u3).task.pk)
     assert child.status == Status.FAILURE
     assert child.error_code == ErrorCode.ACCOUNT_UNAVAILABLE
     assert child.fail_reason.startswith("The upstream account that made the parent task is")

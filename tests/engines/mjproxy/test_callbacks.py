@@ -20,7 +20,8 @@ from apps.tasks import views as task_views
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import task_poll
 from apps.tasks.models import Task
-from apps.tasks.services import Caller, task_submit
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 
 from .helpers import mjproxy_account, start
 

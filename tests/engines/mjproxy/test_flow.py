@@ -14,7 +14,9 @@ from apps.billing.selectors import balance_get
 from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.models import Task
-from apps.tasks.services import Caller, task_submit, task_submit_followup, task_submit_modal
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 from apps.tasks.storage import file_url, read_file
 
 from .helpers import data_url, mjproxy_account, png_bytes, poll, start
@@ -109,7 +111,7 @@ def test_u1_and_vary_region_reach_the_upstream_with_its_ids_prompt_and_mask(fund
     grid = _finish(fake, _imagine(funded, live_key, fake, prompt="a red fox"))
     grid_job = fake.jobs[grid.upstream_job_id]
 
-    u1 = task_submit_followup(caller=caller, parent_id=grid.pk, custom_id=_button(grid, "U1"))
+    u1 = task_press(caller=caller, parent_id=grid.pk, custom_id=_button(grid, "U1"))
     upscale = start(u1.task.pk)
     action = fake.submits("/mj/submit/action")[-1]
     assert action.body["taskId"] == grid_job.id
@@ -121,7 +123,7 @@ def test_u1_and_vary_region_reach_the_upstream_with_its_ids_prompt_and_mask(fund
     assert upscale.result["splits"] == []
     upscale_job = fake.jobs[upscale.upstream_job_id]
 
-    region = task_submit_followup(
+    region = task_press(
         caller=caller, parent_id=upscale.pk, custom_id=_button(upscale, "Vary (Region)")
     )
     assert region.result == "modal"
@@ -153,17 +155,11 @@ def test_upscale_subtle_maps_to_the_upstreams_model_version(funded, live_key, fa
     grid = _finish(fake, _imagine(funded, live_key, fake, prompt="a bay"))
     upscale = _finish(
         fake,
-        start(
-            task_submit_followup(
-                caller=caller, parent_id=grid.pk, custom_id=_button(grid, "U2")
-            ).task.pk
-        ),
+        start(task_press(caller=caller, parent_id=grid.pk, custom_id=_button(grid, "U2")).task.pk),
     )
     ours = _button(upscale, "Upscale (Subtle)")
     assert "upsample_v6_2x_subtle" in ours
-    subtle = start(
-        task_submit_followup(caller=caller, parent_id=upscale.pk, custom_id=ours).task.pk
-    )
+    subtle = start(task_press(caller=caller, parent_id=upscale.pk, custom_id=ours).task.pk)
     job_hash = fake.jobs[upscale.upstream_job_id].job_hash
     assert fake.submits("/mj/submit/action")[-1].body["customId"] == (
         f"MJ::JOB::upsample_v6r1_2x_subtle::1::{job_hash}::SOLO"
@@ -332,7 +328,7 @@ def test_a_job_the_upstream_does_not_list_keeps_running_until_it_appears(funded,
 
 
 def test_cancel_reaches_the_upstream(funded, live_key, fake):
-    from apps.tasks.services import task_cancel
+    from apps.tasks.services.cancel import task_cancel
 
     mjproxy_account(fake)
     task = _imagine(funded, live_key, fake)

@@ -17,7 +17,9 @@ from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME
-from apps.tasks.services import Caller, task_submit, task_submit_followup, task_submit_modal
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 from apps.tasks.storage import read_file
 
 from .helpers import data_url, mjproxy_account, png_bytes, poll, start, step
@@ -80,7 +82,7 @@ def test_a_second_mjgate_serves_imagine_u1_and_vary_region(
 
     # U1: our button → the upstream's button on its own task.
     u1 = next(b["customId"] for b in grid.buttons if b["label"] == "U1")
-    upscale = start(task_submit_followup(caller=customer, parent_id=grid.pk, custom_id=u1).task.pk)
+    upscale = start(task_press(caller=customer, parent_id=grid.pk, custom_id=u1).task.pk)
     their_upscale = _upstream_task(other_organization, after=seen)
     seen.add(their_upscale.pk)
     assert their_upscale.parent_id == theirs.pk
@@ -95,7 +97,7 @@ def test_a_second_mjgate_serves_imagine_u1_and_vary_region(
 
     # Vary (Region): two steps on both sides, with our prompt and mask arriving upstream.
     region = next(b["customId"] for b in upscale.buttons if b["label"] == "Vary (Region)")
-    modal = task_submit_followup(caller=customer, parent_id=upscale.pk, custom_id=region).task
+    modal = task_press(caller=customer, parent_id=upscale.pk, custom_id=region).task
     mask = png_bytes((255, 255, 255), size=40)
     task_submit_modal(
         caller=customer, task_id=modal.pk, prompt="a paper boat at night", mask=data_url(mask)

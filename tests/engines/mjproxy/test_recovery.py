@@ -18,7 +18,9 @@ from apps.tasks.jobs import account_view, job_for
 from apps.tasks.lifecycle import INTERRUPTED_SUBMITS, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending, tasks_sweep
-from apps.tasks.services import Caller, task_submit, task_submit_followup, task_submit_modal
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.submit import task_submit
 
 from .helpers import data_url, mjproxy_account, png_bytes, poll, start
 
@@ -107,11 +109,11 @@ def test_an_interrupted_two_step_action_gets_its_second_step(funded, live_key, f
     fake.finish(grid.upstream_job_id)
     grid = poll(grid.pk)
     u1 = next(b["customId"] for b in grid.buttons if b["label"] == "U1")
-    upscale = start(task_submit_followup(caller=caller, parent_id=grid.pk, custom_id=u1).task.pk)
+    upscale = start(task_press(caller=caller, parent_id=grid.pk, custom_id=u1).task.pk)
     fake.finish(upscale.upstream_job_id)
     upscale = poll(upscale.pk)
     region = next(b["customId"] for b in upscale.buttons if b["label"] == "Vary (Region)")
-    modal = task_submit_followup(caller=caller, parent_id=upscale.pk, custom_id=region).task
+    modal = task_press(caller=caller, parent_id=upscale.pk, custom_id=region).task
     task_submit_modal(
         caller=caller, task_id=modal.pk, prompt="a cat in a hat", mask=data_url(png_bytes())
     )

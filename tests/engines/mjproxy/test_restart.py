@@ -26,7 +26,8 @@ from apps.billing.selectors import balance_get
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import tasks_sweep
-from apps.tasks.services import Caller, task_submit
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 from apps.tasks.storage import read_file
 from tests.fakes.mjproxy_server import FakeMjproxy
 from tests.integration_support import ROOT, Worker, worker_environment

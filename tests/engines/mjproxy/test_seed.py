@@ -9,7 +9,8 @@ from rest_framework.test import APIClient
 from apps.tasks.enums import Action, Status
 from apps.tasks.lifecycle import UPSTREAM_SEED
 from apps.tasks.models import Task
-from apps.tasks.services import Caller, task_submit
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 from tests.fakes.mjproxy_server import seed_of
 
 from .helpers import mjproxy_account, poll, start

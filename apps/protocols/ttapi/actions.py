@@ -1,0 +1,68 @@
+"""TTAPI's names for the buttons (its ``action`` words and a job's ``components``).
+
+TTAPI's own vocabulary, mapped onto the keys of the table of actions
+(``apps.tasks.actions.PRESSES``). The first name of each row is the one TTAPI reports in
+``components`` and a follow-up's ``action``; the others are accepted on the way in. ``{n}`` is
+the number of a numbered button.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from apps.tasks.actions import PressSpec
+from apps.tasks.buttons import Button, resolve_button
+
+TTAPI_NAMES: Mapping[str, tuple[str, ...]] = {
+    "upsample": ("upsample{n}",),
+    "variation": ("variation{n}",),
+    "reroll": ("reroll", "reroll0"),
+    "subtle": ("upscale_subtle",),
+    "creative": ("upscale_creative",),
+    "2x": ("upscale_2x",),
+    "4x": ("upscale_4x",),
+    "low": ("low_variation",),
+    "high": ("high_variation",),
+    "inpaint": ("inpaint",),
+    "zoom_2x": ("outpaint_2x", "zoom_out_2x", "zoom_out_2"),
+    "zoom_1_5x": ("outpaint_1.5x", "zoom_out_1_5x", "zoom_out_1_5"),
+    "custom_zoom": ("outpaint_custom",),
+    "pan_left": ("pan_left",),
+    "pan_right": ("pan_right",),
+    "pan_up": ("pan_up",),
+    "pan_down": ("pan_down",),
+    "picreader": ("describe{n}",),
+    "picread_retry": ("reroll", "reroll0"),
+    "prompt_analyzer": ("shorten{n}",),
+}
+
+#: The button TTAPI's ``/inpaint`` endpoint presses.
+INPAINT_KEY = "inpaint"
+
+
+def ttapi_names(press: PressSpec, index: int | None) -> tuple[str, ...]:
+    """TTAPI's names for the button ``press`` (number ``index``); first is the reported one."""
+    return tuple(name.format(n=index) for name in TTAPI_NAMES.get(press.key, ()))
+
+
+def ttapi_component_name(button: Button) -> str:
+    """TTAPI's action name for ``button`` (``upsample1``, ``outpaint_1.5x`` …).
+
+    Raises ``ValueError`` for a button we cannot name (an unknown upstream button).
+    """
+    resolved = resolve_button(button)
+    names = ttapi_names(resolved.press, resolved.index) if resolved and resolved.press else ()
+    if not names:
+        raise ValueError(f"no TTAPI name for button {button.custom_id!r}")
+    return names[0]
+
+
+def ttapi_components(buttons: Iterable[Button]) -> list[str]:
+    """TTAPI ``components`` for a task: the names of its buttons, unknown ones skipped."""
+    names: list[str] = []
+    for button in buttons:
+        try:
+            names.append(ttapi_component_name(button))
+        except ValueError:
+            continue
+    return names

@@ -1,0 +1,332 @@
+"""Pressing a button of a finished task, and the second step of a two-step (MODAL) button.
+
+``task_press`` is the one way every dialect and the dashboard press a button: by its id, by a
+name (ours, a label, or a dialect's own through ``ByName.extra_names``) or by its kind and
+number (``BySpec``). A two-step button either waits in MODAL for ``task_submit_modal`` or — when
+the press carries its second step (``ModalInput``, as TTAPI sends it) — is validated and
+accepted in one go: a rejected mask or prompt leaves no task behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.billing.ledger import ledger_hold
+from apps.core.errors import NotFound, ValidationFailed
+
+from .. import prompt as prompts
+from .. import storage
+from ..actions import PRESSES, ButtonRef, ByName, BySpec, ModalStep, PressSpec
+from ..buttons import (
+    Button,
+    ButtonAction,
+    buttons_of,
+    find_button,
+    friendly_name,
+    resolve_alias,
+    resolve_custom_id,
+)
+from ..enums import Action, Status, parse_mode
+from ..errors import FIELD, InputError, ParentNotFound
+from ..events import task_changed
+from ..lifecycle import kick_dispatcher
+from ..models import Task
+from ..selectors import task_get
+from .acceptance import SubmitOutcome, accept, create_and_accept, finish_acceptance, new_seed
+from .inputs import (
+    Caller,
+    Delivery,
+    check_hook,
+    check_state,
+    discard_files,
+    load_image,
+    parse_checked,
+)
+
+
+@dataclass(frozen=True)
+class ModalInput:
+    """The second step of a two-step button: a prompt and/or a mask (Vary (Region))."""
+
+    prompt: str | None = None
+    mask: Any = None
+
+
+@dataclass(frozen=True)
+class _SecondStep:
+    """A validated second step, ready to be written (its mask already stored as ``files``)."""
+
+    prompt: str | None
+    prompt_en: str
+    params: dict[str, Any]
+    seed: int | None
+    files: list[str]
+
+
+# --- choosing the button ---------------------------------------------------------------------
+
+
+def _press_parent(caller: Caller, parent_id: str) -> Task:
+    try:
+        parent = task_get(organization=caller.organization, task_id=parent_id)
+    except NotFound as exc:
+        raise ParentNotFound("The parent task does not exist.") from exc
+    if parent.status != Status.SUCCESS:
+        raise InputError(
+            f"The parent task is {parent.status}; buttons work only on a task that succeeded.",
+            field="parent",
+            details={"status": parent.status},
+        )
+    return parent
+
+
+def _chosen(available: list[Button], *, custom_id: str | None, button: ButtonRef | None) -> str:
+    """The id of the parent's button the caller designates."""
+    if isinstance(button, ByName):
+        return resolve_alias(
+            button.name, available=available, extra_names=button.extra_names
+        ).custom_id
+    if isinstance(button, BySpec):
+        found = find_button(available, press=button.press, index=button.index)
+        if found is None:
+            offered = [friendly_name(b) for b in available]
+            raise InputError(
+                f"Button {button.shown()!r} is not available on this task; it offers "
+                f"{', '.join(offered) or 'none'}.",
+                field="button",
+                details={"button": button.shown(), "available": offered},
+            )
+        return found.custom_id
+    wanted = (custom_id or "").strip()
+    if wanted not in {b.custom_id for b in available}:
+        ids = ", ".join(b.custom_id for b in available) or "none"
+        raise InputError(
+            f"The parent task has no button '{wanted}'. It offers: {ids}.", field="button"
+        )
+    return wanted
+
+
+def _check_same_kind(caller: Caller, task: Task, *, field: str) -> None:
+    if caller.is_test != task.is_test:
+        raise InputError(
+            "Test-mode and live tasks cannot be mixed: use a key of the same kind as the parent.",
+            field=field,
+        )
+
+
+def _check_parent_mode(parent: Task, *, mode: str | None, path_mode: str | None) -> None:
+    requested = mode if mode not in (None, "") else path_mode
+    if requested in (None, ""):
+        return
+    if parse_mode(requested) != parent.mode:
+        raise InputError(
+            f"Follow-ups run in the parent's mode ({parent.mode}); {requested} was requested.",
+            field="mode",
+            details={"parent_mode": parent.mode},
+        )
+
+
+def _starting_prompt(parent: Task, press: PressSpec, index: int | None) -> str:
+    """The prompt a two-step press starts with; the client may replace it in step two."""
+    if press.modal == ModalStep.PROMPT:
+        candidates = prompts.result_prompts(parent.properties)
+        if index is None or not 1 <= index <= len(candidates):
+            raise InputError("The parent task has no prompt with that number.", field="button")
+        return candidates[index - 1]
+    if press.modal == ModalStep.ZOOM:
+        return f"{parent.prompt_en} --zoom 2".strip()
+    return parent.prompt_en
+
+
+def _follow_up(
+    caller: Caller,
+    parent: Task,
+    pressed: ButtonAction,
+    press: PressSpec,
+    *,
+    state: str | None,
+    notify_hook: str,
+    delivery: Delivery,
+) -> Task:
+    params: dict[str, Any] = {
+        "variant": press.key,
+        "index": pressed.index,
+        "custom_id": pressed.custom_id,
+    }
+    if press.zoom_factor is not None:
+        params["zoom_factor"] = press.zoom_factor
+    if press.pan_direction is not None:
+        params["pan_direction"] = press.pan_direction
+    inputs: list[str] = list(parent.inputs) if press.reuses_inputs else []
+    if press.action == Action.REROLL:
+        # A reroll runs the job that made the grid again with a new seed: a blend needs its
+        # images and dimensions back, an imagine its reference images.
+        params["reroll_of"] = (parent.params or {}).get("reroll_of") or parent.action
+        if "dimensions" in (parent.params or {}):
+            params["dimensions"] = parent.params["dimensions"]
+    return Task(
+        organization=caller.organization,
+        api_key=caller.api_key,
+        created_by=caller.user,
+        is_test=parent.is_test,
+        protocol=caller.protocol,
+        action=press.action,
+        mode=parent.mode,
+        parent=parent,
+        custom_id=pressed.custom_id,
+        prompt=parent.prompt,
+        prompt_en=parent.prompt_en,
+        state=state,
+        params=params,
+        metadata=delivery.metadata or {},
+        inputs=inputs,
+        notify_hook=notify_hook,
+        seed=new_seed(),
+        properties={"finalPrompt": parent.prompt_en},
+    )
+
+
+# --- the second step -------------------------------------------------------------------------
+
+
+def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
+    """Validate the second step of ``task`` (MODAL, or about to be) and store its mask.
+
+    Nothing is written to the database here; the caller writes the result in its transaction
+    and discards ``files`` if that fails.
+    """
+    press = PRESSES.get((task.params or {}).get("variant", ""))
+    step = press.modal if press is not None else None
+    text = (prompt if prompt not in (None, "") else task.prompt_en) or ""
+    if step == ModalStep.ZOOM and text.strip().startswith("--") and task.parent is not None:
+        # Clients often send just "--zoom 1.5": the description stays the parent's.
+        text = f"{task.parent.prompt_en} {text.strip()}"
+    parsed = parse_checked(text)
+    if parsed.mode_flag is not None and parsed.mode_flag != task.mode:
+        raise InputError(
+            f"Follow-ups run in the parent's mode ({task.mode}); the prompt asks for "
+            f"{parsed.mode_flag}.",
+            field="prompt",
+            details={"parent_mode": task.mode},
+        )
+    params = dict(task.params or {})
+    files: list[str] = []
+    if step == ModalStep.ZOOM:
+        factor = prompts.zoom(parsed)
+        if factor is None:
+            raise InputError(
+                "Custom zoom needs a prompt with --zoom between 1 and 2.", field="prompt"
+            )
+        params["zoom_factor"] = factor
+    if step == ModalStep.MASK:
+        if mask in (None, ""):
+            raise InputError(
+                f"Vary (Region) needs {FIELD}: the area to change, white on black.", field="mask"
+            )
+        decoded = load_image(mask, field="mask")
+        files = [storage.store_input(data=decoded.data, ext=decoded.format.lower())]
+        params["mask"] = files[0]
+    return _SecondStep(
+        prompt=text if prompt not in (None, "") else None,
+        prompt_en=parsed.clean_prompt,
+        params=params,
+        seed=prompts.seed(parsed),
+        files=files,
+    )
+
+
+def _apply(task: Task, step: _SecondStep) -> None:
+    if step.prompt is not None:
+        task.prompt = step.prompt
+    task.prompt_en = step.prompt_en
+    task.params = step.params
+    if step.seed is not None:
+        task.seed = step.seed
+    task.properties = {**(task.properties or {}), "finalPrompt": step.prompt_en}
+
+
+# --- the services ----------------------------------------------------------------------------
+
+
+def task_press(
+    *,
+    caller: Caller,
+    parent_id: str,
+    custom_id: str | None = None,
+    button: ButtonRef | None = None,
+    mode: str | None = None,
+    path_mode: str | None = None,
+    delivery: Delivery | None = None,
+    modal: ModalInput | None = None,
+) -> SubmitOutcome:
+    """Press a button of a finished task (U1, V2, zoom …), by ``custom_id`` or ``button``.
+
+    A two-step button waits in MODAL for ``task_submit_modal`` — unless ``modal`` carries the
+    second step, when the task is validated in full and accepted in one transaction (a
+    rejected mask or prompt leaves no task). ``modal`` is ignored for one-step buttons.
+    """
+    delivery = delivery or Delivery()
+    notify_hook = check_hook(delivery.notify_hook)
+    state = check_state(delivery.state)
+    parent = _press_parent(caller, parent_id)
+    chosen = _chosen(buttons_of(parent.buttons), custom_id=custom_id, button=button)
+    pressed = resolve_custom_id(chosen)
+    press = pressed.press
+    if press is None:  # pragma: no cover - resolve_custom_id always names its row
+        raise ValidationFailed("The button cannot be pressed.")
+    _check_parent_mode(parent, mode=mode, path_mode=path_mode)
+    _check_same_kind(caller, parent, field="parent")
+    task = _follow_up(
+        caller, parent, pressed, press, state=state, notify_hook=notify_hook, delivery=delivery
+    )
+    if press.modal is None:
+        return create_and_accept(task, input_files=[])
+    task.prompt_en = _starting_prompt(parent, press, pressed.index)
+    task.properties = {"finalPrompt": task.prompt_en}
+    if modal is None:
+        task.status = Status.MODAL
+        with transaction.atomic():
+            task.save(force_insert=True)
+            task_changed(task=task, event_type="task.created")
+        return SubmitOutcome(task, SubmitOutcome.MODAL)
+    step = _second_step(task, prompt=modal.prompt, mask=modal.mask)
+    _apply(task, step)
+    task.status = Status.NOT_START
+    return create_and_accept(task, input_files=step.files)
+
+
+def task_submit_modal(
+    *,
+    caller: Caller,
+    task_id: str,
+    prompt: str | None = None,
+    mask: Any = None,
+) -> SubmitOutcome:
+    """Second step of a MODAL task: the mask (vary region) or the prompt (custom zoom …)."""
+    task = task_get(organization=caller.organization, task_id=task_id)
+    if task.status != Status.MODAL:
+        raise InputError(f"The task is {task.status}, not waiting for input.", field="task")
+    _check_same_kind(caller, task, field="task")
+    step = _second_step(task, prompt=prompt, mask=mask)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            locked = Task.objects.select_for_update().get(pk=task.pk)
+            if locked.status != Status.MODAL:
+                raise ValidationFailed("The task is no longer waiting for input.")
+            accept(locked, now=now)
+            locked.status = Status.NOT_START
+            _apply(locked, step)
+            locked.save()
+            if not locked.is_test:
+                ledger_hold(task=locked, amount=locked.price)
+            task_changed(task=locked, event_type="task.updated")
+            kick_dispatcher()
+    except BaseException:
+        discard_files(step.files)
+        raise
+    return finish_acceptance(locked)

@@ -1,0 +1,116 @@
+"""Accepting a new (non follow-up) task: IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE.
+
+What each action takes is its row in the table of actions (``Inputs``); everything that can
+reject the request runs before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .. import prompt as prompts
+from ..actions import ACTIONS, NEW_TASK_ACTIONS, Inputs
+from ..enums import Status
+from ..errors import FIELD, InputError
+from ..imageinput import DecodedImage
+from ..models import Task
+from .acceptance import SubmitOutcome, create_and_accept, new_seed
+from .inputs import (
+    Caller,
+    Delivery,
+    check_hook,
+    check_state,
+    check_tier_mode,
+    load_image,
+    parse_checked,
+    resolve_mode,
+    store_inputs,
+)
+
+BLEND_DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
+
+
+def _inputs_of(action: str) -> Inputs:
+    spec = ACTIONS.get(action)
+    if spec is None or spec.inputs is None:
+        raise InputError(
+            f"Unknown action '{action}'. Use {', '.join(NEW_TASK_ACTIONS[:-1])} or "
+            f"{NEW_TASK_ACTIONS[-1]}; follow-ups (upscale, variation …) are submitted with a "
+            f"parent task and a button.",
+            field="action",
+        )
+    return spec.inputs
+
+
+def _images(action: str, rule: Inputs, images: Sequence[Any]) -> list[DecodedImage]:
+    count = len(images)
+    if not rule.min_images <= count <= rule.max_images:
+        raise InputError(
+            rule.count_message.replace("{count}", str(count)),
+            field="images",
+            action=action,
+            details={"count": count},
+        )
+    return [
+        load_image(value, field="images", index=i, action=action) for i, value in enumerate(images)
+    ]
+
+
+def _dimensions(value: str | None) -> str:
+    dims = (value or "SQUARE").upper()
+    if dims not in BLEND_DIMENSIONS:
+        raise InputError(
+            f"{FIELD} must be PORTRAIT, SQUARE or LANDSCAPE; got '{value}'.", field="dimensions"
+        )
+    return dims
+
+
+def task_submit(
+    *,
+    caller: Caller,
+    action: str,
+    prompt: str = "",
+    images: Sequence[Any] = (),
+    mode: str | None = None,
+    path_mode: str | None = None,
+    dimensions: str | None = None,
+    delivery: Delivery | None = None,
+) -> SubmitOutcome:
+    """Accept a new (non follow-up) task of ``action``, validated by its row of the table."""
+    delivery = delivery or Delivery()
+    notify_hook = check_hook(delivery.notify_hook)
+    state = check_state(delivery.state)
+    action = (action or "").upper()
+    rule = _inputs_of(action)
+    parsed = parse_checked(prompt) if rule.prompt else None
+    decoded = _images(action, rule, images)
+    params: dict[str, Any] = {}
+    if rule.dimensions:
+        params["dimensions"] = _dimensions(dimensions)
+    chosen_mode = resolve_mode(
+        requested=mode, path_mode=path_mode, flag=parsed.mode_flag if parsed else None
+    )
+    check_tier_mode(caller.organization, chosen_mode)
+    seed = prompts.seed(parsed) if parsed is not None else None
+    input_files = store_inputs(decoded)
+    task = Task(
+        organization=caller.organization,
+        api_key=caller.api_key,
+        created_by=caller.user,
+        is_test=caller.is_test,
+        protocol=caller.protocol,
+        action=action,
+        status=Status.NOT_START,
+        mode=chosen_mode,
+        prompt=(prompt or "").strip(),
+        prompt_en=parsed.clean_prompt if parsed else "",
+        state=state,
+        params=params,
+        metadata=delivery.metadata or {},
+        inputs=input_files,
+        notify_hook=notify_hook,
+        seed=seed if seed is not None else new_seed(),
+        properties={"finalPrompt": parsed.clean_prompt if parsed else ""},
+    )
+    return create_and_accept(task, input_files=input_files)
