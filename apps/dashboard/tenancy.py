@@ -23,6 +23,8 @@ from apps.accounts.roles import Capability, role_allows
 from apps.accounts.selectors import membership_get, organization_list_for_user
 from apps.core.errors import NotFound, PermissionDenied
 
+from .views.errors import service_error_response
+
 SESSION_KEY = "dashboard_organization_id"
 _CACHE_ATTR = "_dashboard_membership"
 
@@ -74,8 +76,6 @@ def dashboard_view(
     def decorator(view: View) -> View:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            from .views.errors import service_error_response
-
             if not request.user.is_authenticated:
                 return _navigate(request, redirect_to_login(_page_path(request)))
             membership = current_membership(request)

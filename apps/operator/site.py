@@ -27,6 +27,8 @@ def staff_lacks_mfa(request: HttpRequest) -> bool:
     """True if MFA is required for the admin and this staff user has not turned it on."""
     if not getattr(settings, "ADMIN_REQUIRE_MFA", True):
         return False
+    # Lazy: Django builds the default admin site while apps load, before allauth's models can
+    # be imported.
     from allauth.mfa.utils import is_mfa_enabled
 
     return not is_mfa_enabled(request.user, types=list(MFA_TYPES))
@@ -70,6 +72,8 @@ class OperatorAdminSite(admin.AdminSite):
         return inner
 
     def get_urls(self) -> list[Any]:
+        # Lazy: the stats view reads task and ledger models, which are not loaded yet when
+        # Django builds the default admin site.
         from .views import stats_view
 
         custom: list[URLPattern] = [

@@ -54,11 +54,6 @@ def test_accepting_a_task_sends_the_dispatch_message(
     assert dispatches == [{"args": ()}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apps/tasks/services.py _finish_acceptance still runs dispatch_pending() inline; "
-    "it answers with scheduling.task_expected_to_start once the lead switches it (merge).",
-)
 def test_a_submit_leaves_the_dispatch_to_the_worker(
     caller, dispatches, django_capture_on_commit_callbacks
 ):
