@@ -70,6 +70,7 @@ def success_outcome() -> PollResult:
 def in_progress(caller, **options: str) -> Task:
     sandbox_account(**options)
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert task.status == Status.IN_PROGRESS
@@ -147,6 +148,7 @@ def test_cancel_while_the_submit_is_in_flight_cancels_the_upstream_job(
 
     scripted.script = [cancel_meanwhile]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert task.status == Status.CANCEL
@@ -173,6 +175,7 @@ def test_an_operator_move_during_the_submit_stops_the_job_left_on_the_old_accoun
         moves.append(task_retry_on_another_account(task_id=task.pk))
 
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     assert Task.objects.get(pk=task.pk).upstream_account_id == scripted_account.pk
     scripted.script = [move_meanwhile]
     task_start(task_id=task.pk)

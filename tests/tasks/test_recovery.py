@@ -61,6 +61,7 @@ def test_a_stalled_job_fails_with_timeout_at_the_run_timeout(caller, clock, sent
     UpstreamAccount.objects.update(run_timeout_seconds=90)
     dispatched_at = clock.now
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task = Task.objects.get(pk=task.pk)
     assert task.run_deadline == dispatched_at + timedelta(seconds=90)
     task_start(task_id=task.pk)
@@ -85,6 +86,7 @@ def test_a_stalled_job_fails_with_timeout_at_the_run_timeout(caller, clock, sent
 def test_the_sweeper_times_out_a_task_whose_poll_chain_is_gone(caller, clock, sent):
     sandbox_account(stall="true")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     clock.advance(seconds=600)
     assert tasks_sweep()["timeout"] == 0
@@ -226,6 +228,7 @@ def test_a_submit_interrupted_before_the_upstream_got_it_is_submitted_once(
 ):
     scripted.script = [WorkerDied()]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     with pytest.raises(WorkerDied):
         task_start(task_id=task.pk)
     assert SandboxJob.objects.count() == 0
@@ -243,6 +246,7 @@ def test_an_upstream_that_cannot_find_jobs_fails_an_interrupted_submit_without_c
     monkeypatch.setattr(scripted, "idempotent_submit", False)
     scripted.script = [WorkerDied()]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     with pytest.raises(WorkerDied):
         task_start(task_id=task.pk)
     clock.advance(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.TASK_LEASE_GRACE + 1)
@@ -307,6 +311,7 @@ def test_temporary_errors_requeue_cool_the_account_down_and_finally_fail(
 def test_a_success_resets_the_failure_count(caller, sent, scripted, scripted_account):
     scripted.script = [TemporaryEngineError("Busy.")]
     task = task_submit(caller=caller, action=Action.SHORTEN, prompt="a long road").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     assert UpstreamAccount.objects.get(pk=scripted_account.pk).consecutive_failures == 1
     assert run_to_completion(task.pk).status == Status.SUCCESS
@@ -323,6 +328,7 @@ def test_a_permanent_error_fails_the_task_with_its_code(caller, sent, scripted, 
         PermanentEngineError("The upstream refused the prompt.", error_code="BANNED_PROMPT")
     ]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.error_code, task.fail_reason) == (
@@ -338,6 +344,7 @@ def test_an_unexpected_submit_error_fails_the_task_without_charge(
 ):
     scripted.script = [KeyError("surprise")]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.error_code) == (Status.FAILURE, ErrorCode.INTERNAL_ERROR)
@@ -360,6 +367,7 @@ def test_an_unknown_submit_outcome_is_looked_up_before_submitting_again(
 
     scripted.script = [lose_the_answer]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     sent.clear()
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
@@ -380,6 +388,7 @@ def test_an_unknown_submit_outcome_fails_when_the_upstream_cannot_find_jobs(
     monkeypatch.setattr(scripted, "idempotent_submit", False)
     scripted.script = [SubmitOutcomeUnknown("The upstream did not answer in time.")]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.fail_reason) == (
@@ -406,6 +415,7 @@ def test_a_job_the_upstream_fails_releases_the_hold(caller, sent):
 def test_a_running_task_whose_account_was_deleted_fails(caller, sent):
     account = sandbox_account(duration="60")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     token = Task.objects.get(pk=task.pk).poll_token
     account.delete()
@@ -439,6 +449,7 @@ def test_a_poll_without_an_answer_is_repeated(caller, sent, monkeypatch):
 
     sandbox_account(duration="60")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     token = Task.objects.get(pk=task.pk).poll_token
 
@@ -456,6 +467,7 @@ def test_a_task_of_an_engine_that_is_gone_fails_cleanly(caller, sent, scripted, 
     from apps.engines.base import _REGISTRY
 
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     del _REGISTRY["scripted"]
     try:
         task_start(task_id=task.pk)
@@ -504,6 +516,7 @@ def test_a_submit_cut_off_by_the_soft_time_limit_is_looked_up_before_retrying(
 
     scripted.script = [SoftTimeLimitExceeded()]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.engine_state) == (Status.SUBMITTED, {INTERRUPTED_SUBMITS: 1})
@@ -519,6 +532,7 @@ def test_the_sweeper_stops_at_its_soft_time_limit(caller, clock, sent, monkeypat
 
     sandbox_account(stall="true")
     task = task_submit(caller=caller, action=Action.SHORTEN, prompt="a long road").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
 
     def out_of_time(*, task, due=None):
@@ -535,6 +549,7 @@ def test_a_stalled_task_moved_to_another_account_runs_there_on_a_fresh_job(calle
 
     stalled = sandbox_account("stalled", stall="true")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     old_job = Task.objects.get(pk=task.pk).upstream_job_id
     healthy = sandbox_account("healthy")
