@@ -130,6 +130,7 @@ def test_capture_happens_once_and_excludes_a_release(caller):
 def test_cancel_before_the_worker_starts_it_means_no_upstream_job(caller):
     sandbox_account()
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     assert Task.objects.get(pk=task.pk).status == Status.SUBMITTED
     cancelled = task_cancel(organization=task.organization, task_id=task.pk)
     assert (cancelled.status, cancelled.error_code) == (Status.CANCEL, ErrorCode.CANCELLED)
@@ -310,6 +311,7 @@ def test_progress_only_moves_forward(caller, monkeypatch):
 def test_dispatch_never_fills_more_slots_than_an_account_has(caller):
     sandbox_account(concurrency=1)
     task = task_submit(caller=caller, action=Action.SHORTEN, prompt="a long road").task
+    dispatch_pending()  # what the dispatch message does on a worker
     queued = task_submit(caller=caller, action=Action.SHORTEN, prompt="another road").task
     assert dispatch_pending().assigned == []
     assert Task.objects.get(pk=queued.pk).status == Status.NOT_START

@@ -164,6 +164,7 @@ def test_unfinished_modal_tasks_are_cancelled_after_a_day(caller, clock, sent):
 def test_a_lost_start_message_is_sent_again_after_the_start_lease(caller, clock, sent):
     sandbox_account()
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     assert ("start", task.pk) in sent
     sent.clear()
     clock.advance(seconds=settings.TASK_LEASE_GRACE - 1)
@@ -195,6 +196,7 @@ def test_a_submit_interrupted_after_the_upstream_accepted_is_resumed_not_repeate
 
     sandbox_account(duration="0")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     with monkeypatch.context() as patch:
         _die_after_the_upstream_accepted(patch, SandboxEngine)
         with pytest.raises(WorkerDied):
@@ -265,6 +267,7 @@ def test_temporary_errors_requeue_cool_the_account_down_and_finally_fail(
 ):
     scripted.script = [TemporaryEngineError("The upstream is busy.")] * MAX_START_ATTEMPTS
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
 
     for attempt in range(1, COOLDOWN_AFTER_FAILURES + 1):
         assert Task.objects.get(pk=task.pk).status == Status.SUBMITTED
@@ -438,9 +441,11 @@ def test_a_relax_backlog_does_not_hold_up_fast_tasks(caller, organization, monke
         task_submit(caller=caller, action=Action.SHORTEN, prompt=f"a road {n}", mode=Mode.RELAX)
         for n in range(6)
     ]
-    assert [o.task.status for o in relax].count(Status.NOT_START) == 5
+    dispatch_pending()  # what the dispatch message does on a worker
+    assert [Task.objects.get(pk=o.task.pk).status for o in relax].count(Status.NOT_START) == 5
     sandbox_account("fast", modes="FAST", concurrency=1)
     fast = task_submit(caller=caller, action=Action.SHORTEN, prompt="a fast road").task
+    dispatch_pending()  # what the dispatch message does on a worker
     assert Task.objects.get(pk=fast.pk).status == Status.SUBMITTED
 
 
@@ -488,6 +493,7 @@ def test_one_task_the_sweeper_cannot_handle_does_not_stop_the_others(
         task_submit(caller=caller, action=Action.SHORTEN, prompt=f"a long road {n}").task.pk
         for n in range(3)
     ]
+    dispatch_pending()  # what the dispatch message does on a worker
     for task_id in ids:
         task_start(task_id=task_id)
     real_timeout = scheduling.task_timeout
