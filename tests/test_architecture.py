@@ -80,8 +80,7 @@ def test_no_unexplained_function_level_imports() -> None:
         for lineno, text in _function_level_imports(path)
     ]
     assert offenders == [], (
-        "Import at module level, or say in a comment why it must be lazy:\n"
-        + "\n".join(offenders)
+        "Import at module level, or say in a comment why it must be lazy:\n" + "\n".join(offenders)
     )
 
 

@@ -15,6 +15,7 @@ from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, Status
 from apps.tasks.lifecycle import task_poll, task_start
 from apps.tasks.models import Task
+from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.inputs import Caller
 from apps.tasks.services.submit import task_submit
@@ -51,6 +52,7 @@ def test_the_first_imagine_after_the_seed_produces_an_image(monkeypatch):
     caller = Caller(organization=seed.organization, api_key=key)
     outcome = task_submit(caller=caller, action=Action.IMAGINE, prompt="a lighthouse at dusk")
     assert outcome.result == SubmitOutcome.STARTED
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=outcome.task.pk)
     later = timezone.now() + timedelta(seconds=8)
     monkeypatch.setattr(timezone, "now", lambda: later)  # the demo job takes 8 seconds

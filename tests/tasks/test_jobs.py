@@ -17,6 +17,7 @@ from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.jobs import job_for
 from apps.tasks.lifecycle import UpdateOutcome, task_apply_update, task_start
 from apps.tasks.models import Task
+from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.press import task_press
 from apps.tasks.services.submit import task_submit
 
@@ -78,6 +79,7 @@ def test_an_engine_gets_a_frozen_job_it_cannot_change(caller, mutating, sent):
         engine=mutating.name, name="mutating-1", modes=["FAST"], options={"duration": 0}
     )
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox --ar 3:2").task
+    dispatch_pending()  # what the dispatch message does on a worker
     before = Task.objects.filter(pk=task.pk).values("prompt_en", "params").get()
     task_start(task_id=task.pk)
 
@@ -125,6 +127,7 @@ def test_a_follow_up_job_carries_its_parent_and_files_read_on_demand(caller, sen
 def running(caller, sent) -> Task:
     sandbox_account(duration="60")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert task.status == Status.IN_PROGRESS

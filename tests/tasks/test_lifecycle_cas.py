@@ -71,6 +71,7 @@ def success_outcome() -> PollResult:
 def in_progress(caller, **options: str) -> Task:
     sandbox_account(**options)
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert task.status == Status.IN_PROGRESS
@@ -130,6 +131,7 @@ def test_capture_happens_once_and_excludes_a_release(caller):
 def test_cancel_before_the_worker_starts_it_means_no_upstream_job(caller):
     sandbox_account()
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     assert Task.objects.get(pk=task.pk).status == Status.SUBMITTED
     cancelled = task_cancel(organization=task.organization, task_id=task.pk)
     assert (cancelled.status, cancelled.error_code) == (Status.CANCEL, ErrorCode.CANCELLED)
@@ -148,6 +150,7 @@ def test_cancel_while_the_submit_is_in_flight_cancels_the_upstream_job(
 
     scripted.script = [cancel_meanwhile]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert task.status == Status.CANCEL
@@ -174,6 +177,7 @@ def test_an_operator_move_during_the_submit_stops_the_job_left_on_the_old_accoun
         moves.append(task_retry_on_another_account(task_id=task.pk))
 
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     assert Task.objects.get(pk=task.pk).upstream_account_id == scripted_account.pk
     scripted.script = [move_meanwhile]
     task_start(task_id=task.pk)
@@ -306,6 +310,7 @@ def test_progress_only_moves_forward(caller, monkeypatch):
 def test_dispatch_never_fills_more_slots_than_an_account_has(caller):
     sandbox_account(concurrency=1)
     task = task_submit(caller=caller, action=Action.SHORTEN, prompt="a long road").task
+    dispatch_pending()  # what the dispatch message does on a worker
     queued = task_submit(caller=caller, action=Action.SHORTEN, prompt="another road").task
     assert dispatch_pending().assigned == []
     assert Task.objects.get(pk=queued.pk).status == Status.NOT_START

@@ -23,7 +23,7 @@ from apps.tasks.lifecycle import (
     task_start,
 )
 from apps.tasks.models import Task
-from apps.tasks.scheduling import tasks_sweep
+from apps.tasks.scheduling import dispatch_pending, tasks_sweep
 from apps.tasks.services.submit import task_submit
 
 from .helpers import sandbox_account, stored_files
@@ -45,6 +45,7 @@ def kinds(task_id: str) -> list[str]:
 def running(caller, **options: str) -> Task:
     sandbox_account(**options)
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert task.status == Status.IN_PROGRESS

@@ -62,6 +62,7 @@ def test_a_stalled_job_fails_with_timeout_at_the_run_timeout(caller, clock, sent
     UpstreamAccount.objects.update(run_timeout_seconds=90)
     dispatched_at = clock.now
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task = Task.objects.get(pk=task.pk)
     assert task.run_deadline == dispatched_at + timedelta(seconds=90)
     task_start(task_id=task.pk)
@@ -86,6 +87,7 @@ def test_a_stalled_job_fails_with_timeout_at_the_run_timeout(caller, clock, sent
 def test_the_sweeper_times_out_a_task_whose_poll_chain_is_gone(caller, clock, sent):
     sandbox_account(stall="true")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     clock.advance(seconds=600)
     assert tasks_sweep()["timeout"] == 0
@@ -161,6 +163,7 @@ def test_unfinished_modal_tasks_are_cancelled_after_a_day(caller, clock, sent):
 def test_a_lost_start_message_is_sent_again_after_the_start_lease(caller, clock, sent):
     sandbox_account()
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     assert ("start", task.pk) in sent
     sent.clear()
     clock.advance(seconds=settings.TASK_LEASE_GRACE - 1)
@@ -192,6 +195,7 @@ def test_a_submit_interrupted_after_the_upstream_accepted_is_resumed_not_repeate
 
     sandbox_account(duration="0")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     with monkeypatch.context() as patch:
         _die_after_the_upstream_accepted(patch, SandboxEngine)
         with pytest.raises(WorkerDied):
@@ -225,6 +229,7 @@ def test_a_submit_interrupted_before_the_upstream_got_it_is_submitted_once(
 ):
     scripted.script = [WorkerDied()]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     with pytest.raises(WorkerDied):
         task_start(task_id=task.pk)
     assert SandboxJob.objects.count() == 0
@@ -242,6 +247,7 @@ def test_an_upstream_that_cannot_find_jobs_fails_an_interrupted_submit_without_c
     monkeypatch.setattr(scripted, "idempotent_submit", False)
     scripted.script = [WorkerDied()]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     with pytest.raises(WorkerDied):
         task_start(task_id=task.pk)
     clock.advance(seconds=settings.CELERY_TASK_TIME_LIMIT + settings.TASK_LEASE_GRACE + 1)
@@ -260,6 +266,7 @@ def test_temporary_errors_requeue_cool_the_account_down_and_finally_fail(
 ):
     scripted.script = [TemporaryEngineError("The upstream is busy.")] * MAX_START_ATTEMPTS
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
 
     for attempt in range(1, COOLDOWN_AFTER_FAILURES + 1):
         assert Task.objects.get(pk=task.pk).status == Status.SUBMITTED
@@ -306,6 +313,7 @@ def test_temporary_errors_requeue_cool_the_account_down_and_finally_fail(
 def test_a_success_resets_the_failure_count(caller, sent, scripted, scripted_account):
     scripted.script = [TemporaryEngineError("Busy.")]
     task = task_submit(caller=caller, action=Action.SHORTEN, prompt="a long road").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     assert UpstreamAccount.objects.get(pk=scripted_account.pk).consecutive_failures == 1
     assert run_to_completion(task.pk).status == Status.SUCCESS
@@ -322,6 +330,7 @@ def test_a_permanent_error_fails_the_task_with_its_code(caller, sent, scripted, 
         PermanentEngineError("The upstream refused the prompt.", error_code="BANNED_PROMPT")
     ]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.error_code, task.fail_reason) == (
@@ -337,6 +346,7 @@ def test_an_unexpected_submit_error_fails_the_task_without_charge(
 ):
     scripted.script = [KeyError("surprise")]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.error_code) == (Status.FAILURE, ErrorCode.INTERNAL_ERROR)
@@ -359,6 +369,7 @@ def test_an_unknown_submit_outcome_is_looked_up_before_submitting_again(
 
     scripted.script = [lose_the_answer]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     sent.clear()
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
@@ -379,6 +390,7 @@ def test_an_unknown_submit_outcome_fails_when_the_upstream_cannot_find_jobs(
     monkeypatch.setattr(scripted, "idempotent_submit", False)
     scripted.script = [SubmitOutcomeUnknown("The upstream did not answer in time.")]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.fail_reason) == (
@@ -405,6 +417,7 @@ def test_a_job_the_upstream_fails_releases_the_hold(caller, sent):
 def test_a_running_task_whose_account_was_deleted_fails(caller, sent):
     account = sandbox_account(duration="60")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     token = Task.objects.get(pk=task.pk).poll_token
     account.delete()
@@ -427,9 +440,11 @@ def test_a_relax_backlog_does_not_hold_up_fast_tasks(caller, organization, monke
         task_submit(caller=caller, action=Action.SHORTEN, prompt=f"a road {n}", mode=Mode.RELAX)
         for n in range(6)
     ]
-    assert [o.task.status for o in relax].count(Status.NOT_START) == 5
+    dispatch_pending()  # what the dispatch message does on a worker
+    assert [Task.objects.get(pk=o.task.pk).status for o in relax].count(Status.NOT_START) == 5
     sandbox_account("fast", modes="FAST", concurrency=1)
     fast = task_submit(caller=caller, action=Action.SHORTEN, prompt="a fast road").task
+    dispatch_pending()  # what the dispatch message does on a worker
     assert Task.objects.get(pk=fast.pk).status == Status.SUBMITTED
 
 
@@ -438,6 +453,7 @@ def test_a_poll_without_an_answer_is_repeated(caller, sent, monkeypatch):
 
     sandbox_account(duration="60")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     token = Task.objects.get(pk=task.pk).poll_token
 
@@ -455,6 +471,7 @@ def test_a_task_of_an_engine_that_is_gone_fails_cleanly(caller, sent, scripted, 
     from apps.engines.base import _REGISTRY
 
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     del _REGISTRY["scripted"]
     try:
         task_start(task_id=task.pk)
@@ -475,6 +492,7 @@ def test_one_task_the_sweeper_cannot_handle_does_not_stop_the_others(
         task_submit(caller=caller, action=Action.SHORTEN, prompt=f"a long road {n}").task.pk
         for n in range(3)
     ]
+    dispatch_pending()  # what the dispatch message does on a worker
     for task_id in ids:
         task_start(task_id=task_id)
     real_timeout = scheduling.task_timeout
@@ -503,6 +521,7 @@ def test_a_submit_cut_off_by_the_soft_time_limit_is_looked_up_before_retrying(
 
     scripted.script = [SoftTimeLimitExceeded()]
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.engine_state) == (Status.SUBMITTED, {INTERRUPTED_SUBMITS: 1})
@@ -518,6 +537,7 @@ def test_the_sweeper_stops_at_its_soft_time_limit(caller, clock, sent, monkeypat
 
     sandbox_account(stall="true")
     task = task_submit(caller=caller, action=Action.SHORTEN, prompt="a long road").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
 
     def out_of_time(*, task, due=None):
@@ -534,6 +554,7 @@ def test_a_stalled_task_moved_to_another_account_runs_there_on_a_fresh_job(calle
 
     stalled = sandbox_account("stalled", stall="true")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     old_job = Task.objects.get(pk=task.pk).upstream_job_id
     healthy = sandbox_account("healthy")

@@ -32,10 +32,15 @@ def premium(organization, fund) -> None:
 
 
 def queue(caller, count: int, *, prompt: str = "a long road", **kwargs) -> list[str]:
-    return [
-        task_submit(caller=caller, action=Action.SHORTEN, prompt=f"{prompt} {n}", **kwargs).task.pk
-        for n in range(count)
-    ]
+    ids = []
+    for n in range(count):
+        ids.append(
+            task_submit(
+                caller=caller, action=Action.SHORTEN, prompt=f"{prompt} {n}", **kwargs
+            ).task.pk
+        )
+        dispatch_pending()  # what the dispatch message does on a worker
+    return ids
 
 
 def test_the_least_busy_account_gets_the_next_task(caller, organization, fund):

@@ -21,6 +21,7 @@ from apps.engines.sandbox.engine import SandboxEngine
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import task_poll, task_start, task_timeout
 from apps.tasks.models import Task
+from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.operator import task_retry_on_another_account
 from apps.tasks.services.submit import task_submit
 
@@ -43,6 +44,7 @@ def kinds(task_id: str) -> list[str]:
 def running_on_first_of_two(caller) -> tuple[Task, UpstreamAccount, UpstreamAccount]:
     first = sandbox_account("sandbox-a", duration="60")
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task_start(task_id=task.pk)
     second = sandbox_account("sandbox-b", duration="60")
     task = Task.objects.get(pk=task.pk)
@@ -118,6 +120,7 @@ def test_a_submit_error_after_an_operator_move_does_not_fail_the_moved_task(
         raise PermanentEngineError("Rejected by the old account.")
 
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
     scripted.script = [move_then_reject]
     task_start(task_id=task.pk)
     assert_moved_and_untouched(task.pk, other)
