@@ -16,6 +16,7 @@ from apps.billing.models import CheckoutSession, TokenPackage
 from apps.dashboard.selectors import spend_by_day
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import BannedWord, Task
+from apps.tasks.scheduling import dispatch_pending
 from tests.billing.helpers import new_task, snapshot
 from tests.factories import MembershipFactory, OrganizationFactory
 from tests.tasks.helpers import png_data_url, sandbox_account
@@ -253,7 +254,10 @@ def test_buttons_of_a_test_task_run_test_follow_ups(
     )
     assert response.status_code == 200, response.content.decode()
     upscale = Task.objects.get(parent=parent, action=Action.UPSCALE)
-    assert (upscale.is_test, upscale.price, upscale.status) == (True, 0, Status.SUBMITTED)
+    assert (upscale.is_test, upscale.price, upscale.status) == (True, 0, Status.NOT_START)
+    dispatch_pending()  # what the dispatch message does on a worker
+    upscale.refresh_from_db()
+    assert upscale.status == Status.SUBMITTED
     response = client.post(
         f"/tasks/{parent.pk}/action/", {"customId": "MJ::CustomZoom::abc"}, HTTP_HX_REQUEST="true"
     )
@@ -263,6 +267,8 @@ def test_buttons_of_a_test_task_run_test_follow_ups(
         f"/tasks/{modal.pk}/input/", {"prompt": "a cat --zoom 1.5"}, HTTP_HX_REQUEST="true"
     )
     assert response.status_code == 200, response.content.decode()
+    modal.refresh_from_db()
+    dispatch_pending()  # what the dispatch message does on a worker
     modal.refresh_from_db()
     assert (modal.is_test, modal.price, modal.status) == (True, 0, Status.SUBMITTED)
     assert snapshot(organization) == before

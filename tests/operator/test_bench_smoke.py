@@ -45,6 +45,9 @@ def test_the_benchmark_seeds_measures_and_reports_json():
         assert page["queries"] >= 1
         assert page["within_budget"] == (page["median_ms"] <= page["budget_ms"])
     assert report["within_budget"] == all(p["within_budget"] for p in report["pages"].values())
+    # The baseline measured in the same run, and each page's ratio to it.
+    assert report["baseline"]["median_ms"] > 0
+    assert all(page["ratio_to_baseline"] > 0 for page in report["pages"].values())
 
 
 def test_the_default_run_is_a_hundred_thousand_tasks():

@@ -13,6 +13,7 @@ from apps.operator.models import AuditEntry
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import task_fail, task_start
 from apps.tasks.models import Task
+from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.submit import task_submit
 from tests.factories import UserFactory
 from tests.tasks.helpers import run_to_completion, sandbox_account
@@ -54,6 +55,7 @@ def accounts():
 def submitted(caller, organization, fund, accounts) -> Task:
     fund(organization, FUNDS)
     task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red kite").task
+    dispatch_pending()  # what the dispatch message does on a worker
     task.refresh_from_db()
     assert (task.status, task.upstream_account) == (Status.SUBMITTED, accounts[0])
     return task
@@ -303,6 +305,7 @@ def test_too_large_a_selection_is_refused_whole(
     tasks = [
         task_submit(caller=caller, action=Action.IMAGINE, prompt=f"p{i}").task for i in range(2)
     ]
+    dispatch_pending()
     response = act(operator_client, "cancel_tasks", tasks)
     assert messages_of(response) == [
         "Select at most 1 rows for this action; narrow the list with filters or a search "

@@ -14,6 +14,7 @@ from apps.api_keys.services import api_key_revoke
 from apps.billing.selectors import balance_get
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import BannedWord, Protocol, Task
+from apps.tasks.scheduling import dispatch_pending
 from tests.tasks.helpers import png_data_url, run_to_completion
 
 from .conftest import snapshot
@@ -51,7 +52,10 @@ def test_imagine_started_is_code_1(funded, live_key, client_for, sandbox):
     assert task.action == Action.IMAGINE
     assert task.state == "my-state"
     assert task.notify_hook == "https://hooks.example/x"
-    assert task.status == Status.SUBMITTED
+    # Code 1: a slot is free for it. The dispatch message starts it on a worker.
+    assert task.status == Status.NOT_START
+    dispatch_pending()
+    assert Task.objects.get(pk=task.pk).status == Status.SUBMITTED
     assert balance_get(organization=funded).held == 14000
 
 

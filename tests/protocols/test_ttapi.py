@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from apps.billing.selectors import balance_get
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import BannedWord, Protocol, Task
+from apps.tasks.scheduling import dispatch_pending
 from tests.tasks.helpers import png_data_url, run_to_completion
 
 from .conftest import snapshot
@@ -74,6 +75,9 @@ def test_imagine_fetch_get_and_post_then_upsample(funded, live_key, client_for, 
         Mode.RELAX,
         "https://hook.example/t",
     )
+    waiting = client.get(f"{BASE}/fetch", {"jobId": job_id}).json()
+    assert waiting["status"] == "PENDING_QUEUE"  # accepted; no worker has dispatched it yet
+    dispatch_pending()
     on_queue = client.get(f"{BASE}/fetch", {"jobId": job_id}).json()
     assert on_queue["status"] == "ON_QUEUE"
     assert (on_queue["data"]["quota"], on_queue["data"]["progress"]) == ("0", "0")

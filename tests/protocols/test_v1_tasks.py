@@ -44,7 +44,7 @@ def test_create_imagine_then_get(funded, live_key, client_for, sandbox):
         Mode.RELAX,
         {"order": 17, "tags": ["a"]},
     )
-    assert body["status"] == "SUBMITTED"
+    assert body["status"] == "NOT_START"  # accepted; the dispatch message assigns it
     assert body["price"] == 7000
     assert body["webhook_url"] == "https://hooks.example/n"
     run_to_completion(task.pk)

@@ -11,7 +11,6 @@ from apps.engines.models import UpstreamAccount
 from apps.engines.sandbox.engine import SandboxEngine
 from apps.engines.services import upstream_account_create
 from apps.tasks.models import Task
-from apps.tasks.scheduling import dispatch_pending
 from tests.integration_support import celery_worker, celery_worker_factory  # noqa: F401
 
 from .helpers import Clock
@@ -87,23 +86,19 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """Record the Celery messages the services send, instead of sending them.
 
     ``on_commit`` callbacks run at once: these tests run inside a transaction that never
-    commits, and what matters here is which messages would leave. The dispatch message is also
-    run at once, as a worker would run it (a submit itself never dispatches).
+    commits, and what matters here is which messages would leave. A submit never dispatches:
+    tests run ``dispatch_pending()`` themselves where a worker would take the dispatch message.
     """
     from django.db import transaction
 
     from apps.tasks import workers as celery_tasks
 
     calls: list[tuple[Any, ...]] = []
-
-    def dispatch(*args: Any, **kwargs: Any) -> None:
-        # A worker takes the dispatch message at once: what it would do is what we test.
-        calls.append(("dispatch",))
-        dispatch_pending()
-
     monkeypatch.setattr(transaction, "on_commit", lambda func, using=None, robust=False: func())
-    monkeypatch.setattr(celery_tasks.dispatch, "delay", dispatch)
-    monkeypatch.setattr(celery_tasks.dispatch, "apply_async", dispatch)
+    monkeypatch.setattr(celery_tasks.dispatch, "delay", lambda: calls.append(("dispatch",)))
+    monkeypatch.setattr(
+        celery_tasks.dispatch, "apply_async", lambda *a, **k: calls.append(("dispatch",))
+    )
     monkeypatch.setattr(
         celery_tasks.start_job,
         "apply_async",

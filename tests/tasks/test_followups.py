@@ -166,6 +166,7 @@ def test_follow_ups_go_to_the_parents_account_while_it_is_healthy(caller):
     second = sandbox_account("second")
     sandbox_account("third")
     task_submit(caller=caller, action=Action.SHORTEN, prompt="keep the first one busy")
+    dispatch_pending()  # what the dispatch message does on a worker
     assert Task.objects.filter(upstream_account=first, status=Status.SUBMITTED).count() == 1
     upscale = press(caller, grid, label="U1")
     assert upscale.upstream_account == first
@@ -203,7 +204,8 @@ def test_follow_ups_that_need_the_parents_account_wait_for_it(caller, strict_eng
     assert grid.upstream_account == first
     second = account("strict-2")
     busy = task_submit(caller=caller, action=Action.SHORTEN, prompt="fill the first account")
-    assert busy.task.upstream_account == first
+    dispatch_pending()  # what the dispatch message does on a worker
+    assert Task.objects.get(pk=busy.task.pk).upstream_account == first
 
     waiting = task_press(caller=caller, parent_id=grid.pk, custom_id=button_id(grid, label="U4"))
     assert waiting.result == SubmitOutcome.QUEUED  # the idle second account is not an option

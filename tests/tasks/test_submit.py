@@ -11,7 +11,7 @@ from apps.core.errors import ConcurrencyLimitReached
 from apps.engines.models import SandboxJob, UpstreamAccount
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import Protocol, Task
-from apps.tasks.scheduling import SANDBOX_POOL_NAME
+from apps.tasks.scheduling import SANDBOX_POOL_NAME, dispatch_pending
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.inputs import Caller, Delivery
 from apps.tasks.services.press import task_press, task_submit_modal
@@ -46,6 +46,9 @@ def test_submit_with_a_free_slot_starts_at_once(caller, fund, organization):
     outcome = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox")
     assert outcome.result == SubmitOutcome.STARTED
     assert outcome.queue_position == 0
+    # The request only queued it: the dispatch message starts it on a worker.
+    assert Task.objects.get(pk=outcome.task.pk).status == Status.NOT_START
+    dispatch_pending()
     task = Task.objects.get(pk=outcome.task.pk)
     assert task.status == Status.SUBMITTED
     assert task.upstream_account == account
@@ -62,6 +65,7 @@ def test_submit_without_a_free_slot_is_queued_with_its_position(caller, fund, or
     fund(organization, 100_000)
     sandbox_account(concurrency=1)
     first = task_submit(caller=caller, action=Action.IMAGINE, prompt="one")
+    dispatch_pending()  # a worker takes the dispatch message and starts it
     second = task_submit(caller=caller, action=Action.IMAGINE, prompt="two")
     third = task_submit(caller=caller, action=Action.IMAGINE, prompt="three")
     relax = task_submit(caller=caller, action=Action.IMAGINE, prompt="four", mode="relax")
