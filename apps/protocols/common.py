@@ -15,6 +15,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from apps.core.errors import ServiceError
+from apps.core.jsonbody import JSONBodyInvalid, json_body_parse, json_body_read
 from apps.tasks.models import Task
 from apps.tasks.services import Caller
 from apps.tasks.storage import file_url
@@ -56,13 +57,13 @@ class LenientJSONParser(BaseParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        raw = stream.read() if stream is not None else b""
+        raw = json_body_read(stream)
         if not raw or not raw.strip():
             return {}
         try:
-            return json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            # RecursionError: nested deeper than Python's parser goes; bad JSON, not a 500.
+            # Bounded (size, values, depth) and text-checked like every dialect's body.
+            return json_body_parse(raw)
+        except JSONBodyInvalid as exc:
             raise exceptions.ParseError("The request body is not valid JSON.") from exc
 
 
