@@ -129,6 +129,44 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     return JsonResponse(body, status=404)
 
 
+def _api_error_body(path: str, *, code: str, mjproxy_code: int, message: str) -> dict[str, Any]:
+    if path.startswith("/midjourney/"):
+        return {"status": "FAILED", "message": message, "data": None}
+    if path.startswith(("/mj/", "/mj-fast/", "/mj-relax/", "/mj-turbo/")):
+        return {"code": mjproxy_code, "description": message, "result": None, "properties": {}}
+    return {"error": {"code": code, "message": message, "details": None}}
+
+
+def _is_api_path(path: str) -> bool:
+    return path.startswith(
+        ("/api/", "/midjourney/", "/mj/", "/mj-fast/", "/mj-relax/", "/mj-turbo/")
+    )
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler400``: what Django refuses before a view, in the API dialect's shape.
+
+    mj-proxy answers bad input as a business outcome (HTTP 200, code 4), like its views do.
+    """
+    if not _is_api_path(request.path):
+        return defaults.bad_request(request, exception or Exception())
+    message = str(exception or "") or "The request is invalid."
+    body = _api_error_body(request.path, code="validation_error", mjproxy_code=4, message=message)
+    status = 200 if "code" in body and "description" in body else 400
+    return JsonResponse(body, status=status)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: an unhandled error on an API path is JSON in the dialect's shape."""
+    if not _is_api_path(request.path):
+        return defaults.server_error(request)
+    message = "Internal error; the request was not completed."
+    return JsonResponse(
+        _api_error_body(request.path, code="internal_error", mjproxy_code=9, message=message),
+        status=500,
+    )
+
+
 def caller_of(view: Any, protocol: str) -> Caller:
     return Caller(organization=view.organization, api_key=view.api_key, protocol=protocol)
 
