@@ -43,8 +43,8 @@ MAX_JSON_DEPTH = 32
 #: 64 is a slash).
 MAX_JSON_STRING_BYTES = math.ceil(4 * math.ceil(10 * 1024 * 1024 / 3) * 1.05) + 1024
 
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_QUOTE = re.compile(rb'"')
+_BRACKET = re.compile(rb"[\[\]{}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -73,39 +73,44 @@ def json_body_read(stream: IO[bytes] | None) -> bytes:
     return bytes(raw)
 
 
-def _string_literals(unescaped: bytes) -> tuple[list[bytes], bytes]:
-    """(the string literals, everything outside them) of a body with its escapes removed."""
-    parts = unescaped.split(b'"')
-    return parts[1::2], b"".join(parts[0::2])
-
-
 def json_body_check(raw: bytes) -> None:
     """Refuse a body whose parse would cost more than any legitimate request's.
 
-    Runs before ``json.loads``; every step is a C-level pass over the bytes.
+    Runs before ``json.loads``. Every step is a C-level search or count over the bytes, and
+    nothing but the escape-free copy (only when the body has escapes) is allocated.
     """
-    # Escapes (``\\"`` above all) removed, every '"' opens or closes a string literal.
-    unescaped = _ESCAPE.sub(b"", raw) if b"\\" in raw else raw
-    if unescaped.count(b'"') > 2 * MAX_JSON_VALUES + 1:
+    # Without escaped backslashes, then escaped quotes, every '"' opens or closes a string
+    # literal. (bytes.replace pairs backslashes left to right, as JSON does; C speed, unlike a
+    # regular expression substitution, which takes a minute on millions of escapes.)
+    body = raw.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in raw else raw
+    if body.count(b'"') > 2 * MAX_JSON_VALUES + 1:
         raise JSONBodyTooManyValues()
-    strings, outside = _string_literals(unescaped)
-    longest = max((len(s) for s in strings), default=0)
+    quotes = [match.start() for match in _QUOTE.finditer(body)]
+    # Outside the literals: [0, q0), (q1, q2), (q3, q4), …; the literals are (q0, q1), (q2, q3) …
+    bounds = [-1, *quotes, len(body)]
+    outside = [(bounds[i] + 1, bounds[i + 1]) for i in range(0, len(bounds) - 1, 2)]
+    longest = max((quotes[i + 1] - quotes[i] - 1 for i in range(0, len(quotes) - 1, 2)), default=0)
     if longest > MAX_JSON_STRING_BYTES:
         raise RequestTooLarge(
             f"A value in the request body is {longest} bytes long; at most "
             f"{MAX_JSON_STRING_BYTES} bytes (one 10 MiB image as base64) are accepted.",
             details={"max_value_bytes": MAX_JSON_STRING_BYTES},
         )
-    del strings
-    # Depth first, over a bounded prefix of the brackets: ``[[[[…`` is "too deep", not merely
+    # Depth first, over a bounded number of brackets: ``[[[[…`` is "too deep", not merely
     # "too many values", and the loop never runs longer than the value limit allows.
-    depth = deepest = 0
-    for bracket in outside.translate(None, _NOT_BRACKETS)[: MAX_JSON_VALUES + 1]:
-        depth += 1 if bracket in b"[{" else -1
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            raise JSONBodyTooDeep()
-    values = outside.count(b",") + outside.count(b"[") + outside.count(b"{") + 1
+    depth = seen = 0
+    for start, end in outside:
+        for match in _BRACKET.finditer(body, start, end):
+            depth += 1 if match.group() in b"[{" else -1
+            if depth > MAX_JSON_DEPTH:
+                raise JSONBodyTooDeep()
+            seen += 1
+            if seen > MAX_JSON_VALUES:
+                raise JSONBodyTooManyValues()
+    values = 1 + sum(
+        body.count(b",", start, end) + body.count(b"[", start, end) + body.count(b"{", start, end)
+        for start, end in outside
+    )
     if values > MAX_JSON_VALUES:
         raise JSONBodyTooManyValues()
 
@@ -126,6 +131,12 @@ def _strings(value: Any) -> Iterator[str]:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def first_surrogate(value: str) -> str | None:
+    """The first unpaired UTF-16 surrogate in ``value``, if any (one C-level search)."""
+    match = _SURROGATE.search(value)
+    return match.group() if match else None
 
 
 def text_is_storable(value: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.api_keys.models import ApiKey
+from apps.core.fields import TextField
 from apps.tasks.enums import Action, ErrorCode, Mode, Status
 
 from .payloads import task_json
@@ -92,7 +93,7 @@ class TaskCreateSerializer(serializers.Serializer):
         required=False,
         help_text="For a new task. Follow-ups give `parent` and `button` instead.",
     )
-    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    prompt = TextField(required=False, allow_blank=True, trim_whitespace=False)
     images = serializers.ListField(
         child=serializers.CharField(),
         required=False,
@@ -132,7 +133,7 @@ class TaskCreateSerializer(serializers.Serializer):
 
 
 class TaskModalSerializer(serializers.Serializer):
-    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    prompt = TextField(required=False, allow_blank=True, trim_whitespace=False)
     mask = serializers.CharField(
         required=False, help_text="Vary (Region): the area to change, white on black (data URL)."
     )
