@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -206,10 +208,26 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Celery -----------------------------------------------------------------------------------
-# Without REDIS_URL the embedded setup uses kombu's filesystem transport: no server needed.
-# The host part means nothing to this transport, but without one kombu warns on every connect.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost//"
-if CELERY_BROKER_URL.startswith("filesystem://"):
+# Without REDIS_URL the embedded setup keeps its broker in a SQLite file (kombu's SQLAlchemy
+# transport): no server needed, and safe with several processes, which kombu's filesystem
+# transport is not (a worker reading a message file still being written died with
+# "Unrecoverable error: JSONDecodeError", celery/kombu#1551). kombu takes each message under
+# SQLite's BEGIN IMMEDIATE lock; "database is locked" is a connection error Celery retries.
+EMBEDDED_BROKER_FILE = VAR_DIR / "broker.sqlite3"
+CELERY_BROKER_URL = (
+    env_str("CELERY_BROKER_URL") or REDIS_URL or f"sqla+sqlite:///{EMBEDDED_BROKER_FILE}"
+)
+if CELERY_BROKER_URL.startswith("sqla+sqlite:"):
+    # Passed to SQLAlchemy's create_engine: wait for the write lock instead of failing.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"connect_args": {"timeout": 30}}
+    # Write-ahead logging lets readers poll while a process writes (persistent in the file).
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(sqlite3.connect(EMBEDDED_BROKER_FILE, timeout=30)) as _broker_db,
+    ):
+        _broker_db.execute("PRAGMA journal_mode=WAL")
+elif CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     # kombu's filesystem transport does not create its folders; a worker dies without them.
     for _folder in ("queue", "processed", "control"):
@@ -250,6 +268,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE") or "mjgate"
+# Webhook deliveries have their own queue and worker (scripts/devrun.py, docker/compose.yml):
+# behind long engine jobs a first attempt waited 11 s; on its own queue it leaves at once.
+CELERY_WEBHOOKS_QUEUE = env_str("CELERY_WEBHOOKS_QUEUE") or "webhooks"
+CELERY_TASK_ROUTES = {"webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
