@@ -26,7 +26,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any, Protocol
 
 from rest_framework import exceptions
 from rest_framework.parsers import BaseParser
@@ -60,7 +60,11 @@ class JSONBodyTooManyValues(exceptions.ParseError):
     default_detail = f"The request body holds more than {MAX_JSON_VALUES} JSON values."
 
 
-def json_body_read(stream: IO[bytes] | None) -> bytes:
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+def json_body_read(stream: Readable | None) -> bytes:
     """The body, never more than the cap (a body sent without a trustworthy length included)."""
     if stream is None:
         return b""
