@@ -121,6 +121,8 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
         assert set(children) == {"web", "worker", "webhooks", "beat"}
         base = f"http://127.0.0.1:{port}"
         _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 15, "/healthz", log)
+        # The first probe opens the broker file while both workers and beat do the same.
+        _wait_for(lambda: _get(f"{base}/readyz")[0] == 200, 30, "/readyz", log)
         status, body = _get(f"{base}/readyz")
         assert status == 200, body
         assert b'"broker": "ok"' in body

@@ -100,8 +100,8 @@ class OwnRedis:
 
 
 def _reset_broker_pools() -> None:
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # Drop the references only: the pool lives on in kombu's global registry, keyed by URL,
+    # and closing it would break every later user of the original broker.
     app._pool = None
     app.amqp._producer_pool = None
 
