@@ -3,10 +3,43 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import redis.exceptions
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+
+def _survive_closed_connections() -> None:
+    """Work around a kombu 5.7 defect that ends a worker on a Redis restart.
+
+    While the consumer reconnects, a channel of the closed connection (gossip, heartbeat,
+    pidbox) may still ask for a new Redis client; its ``connection.client`` is already None, and
+    ``_connparams`` fails with "AttributeError: 'NoneType' object has no attribute 'hostname'".
+    Celery treats an AttributeError as unrecoverable and exits (with code 0). Raising the
+    transport's own connection error instead makes it what it is, a lost connection, which
+    Celery recovers from by reconnecting. The worker commands also run without gossip and
+    mingle, the steps that hit it most (we use neither).
+    """
+    original = kombu_redis.Channel._connparams
+    if getattr(original, "_mjgate_guarded", False):
+        return
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        connection = getattr(self, "connection", None)
+        if connection is None or getattr(connection, "client", None) is None:
+            raise redis.exceptions.ConnectionError(
+                "The broker connection was closed while a channel still used it."
+            )
+        return original(self, asynchronous=asynchronous)
+
+    _connparams._mjgate_guarded = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
+
+
+_survive_closed_connections()
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")

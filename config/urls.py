@@ -25,3 +25,7 @@ urlpatterns = [
 
 # A path no API route matches answers in that API's JSON shape; other paths get Django's page.
 handler404 = "apps.protocols.common.page_not_found"
+# Likewise bad requests Django refuses before a view (a NUL in the URL, a malformed body) and
+# every unhandled error: an API client never gets an HTML page.
+handler400 = "apps.protocols.common.bad_request"
+handler500 = "apps.protocols.common.server_error"

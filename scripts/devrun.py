@@ -1,8 +1,10 @@
-"""Run web, worker and beat together in the foreground; stop them all on Ctrl-C.
+"""Run web, the workers and beat together in the foreground; stop them all on Ctrl-C.
 
-If any of the three exits, the others are stopped too, so a broken process is never hidden
-behind two healthy-looking ones. Each child runs in its own process group; on the way out the
-group is killed as a whole, so nothing a child started (Celery's pool) outlives us.
+A child that exits on its own is restarted, after a back-off that doubles with each quick
+crash (1 s, 2 s, 4 s … at most :data:`MAX_BACKOFF`), with a log line that says which one,
+how it ended and when it comes back; the others keep serving meanwhile. Each child runs in its
+own process group; whatever is left of a dead child's group (Celery's pool) is killed before it
+is restarted, and on the way out every group is killed as a whole, so nothing outlives us.
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ PORT = os.environ.get("PORT", "8000")
 VAR = Path(os.environ.get("MJGATE_VAR_DIR", ROOT / "var"))
 #: Seconds the children get to shut down cleanly before they are killed.
 STOP_TIMEOUT = float(os.environ.get("DEVRUN_STOP_TIMEOUT", "15"))
+#: Seconds before the first restart of a crashed child; doubled for each crash in a row.
+FIRST_BACKOFF = float(os.environ.get("DEVRUN_RESTART_BACKOFF", "1"))
+MAX_BACKOFF = 30.0
+#: A child that ran this long before it exited counts as healthy: its back-off starts over.
+HEALTHY_AFTER = 60.0
+WEBHOOKS_QUEUE = os.environ.get("CELERY_WEBHOOKS_QUEUE") or "webhooks"
+#: Gossip and mingle are of no use here, and kombu's reconnect defect lives in them.
+WORKER_OPTIONS = ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
 
 PROCESSES = {
     "web": [PY, "manage.py", "runserver", f"127.0.0.1:{PORT}", "--noreload"],
+    # Engine jobs and the safety nets (the default queue).
     "worker": [
         PY,
         "-m",
@@ -31,12 +42,29 @@ PROCESSES = {
         "-A",
         "config",
         "worker",
-        "--loglevel",
-        "INFO",
+        *WORKER_OPTIONS,
         "--concurrency",
         "2",
         "--hostname",
         "worker@%h",
+    ],
+    # Webhook deliveries only: they never wait behind an engine job.
+    "webhooks": [
+        PY,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        *WORKER_OPTIONS,
+        "--queues",
+        WEBHOOKS_QUEUE,
+        "--pool",
+        "threads",
+        "--concurrency",
+        "4",
+        "--hostname",
+        "webhooks@%h",
     ],
     "beat": [
         PY,
@@ -70,9 +98,52 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+class Child:
+    """One supervised process and its restart bookkeeping."""
+
+    def __init__(self, name: str, command: list[str]) -> None:
+        self.name = name
+        self.command = command
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.crashes_in_a_row = 0
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        # Own process group, so the terminal's Ctrl-C reaches only us and we stop the
+        # children in order instead of each of them dying on its own.
+        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        print(f"[devrun] started {self.name} (pid {self.process.pid})", flush=True)
+
+    def reap(self) -> int | None:
+        """If the child has exited: clean up its group, schedule its restart, return its code."""
+        if self.process is None or self.restart_at is not None:
+            return None
+        code = _exit_code(self.process.pid)
+        if code is None:
+            return None
+        _kill_group(self.process.pid)
+        self.process.wait()
+        ran = time.monotonic() - self.started_at
+        self.crashes_in_a_row = 1 if ran >= HEALTHY_AFTER else self.crashes_in_a_row + 1
+        delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (self.crashes_in_a_row - 1))
+        self.restart_at = time.monotonic() + delay
+        print(
+            f"[devrun] {self.name} (pid {self.process.pid}) exited with code {code} after "
+            f"{ran:.0f}s; restarting it in {delay:g}s (crash {self.crashes_in_a_row} in a row)",
+            flush=True,
+        )
+        return code
+
+    def due(self) -> bool:
+        return self.restart_at is not None and time.monotonic() >= self.restart_at
+
+
 def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    children = [Child(name, command) for name, command in PROCESSES.items()]
     stopping = False
 
     def stop(*_: object) -> None:
@@ -83,42 +154,41 @@ def main() -> int:
     # so the terminal's hangup never reaches them) running and holding the port.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
-    exit_code = 0
     try:
-        for name, cmd in PROCESSES.items():
-            # Own process group, so the terminal's Ctrl-C reaches only us and we stop the
-            # children in order instead of each of them dying on its own.
-            children[name] = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
-            print(f"[devrun] started {name} (pid {children[name].pid})", flush=True)
+        for child in children:
+            child.start()
         print(f"[devrun] serving http://127.0.0.1:{PORT}/ - press Ctrl-C to stop", flush=True)
         while not stopping:
-            for name, child in children.items():
-                code = _exit_code(child.pid)
-                if code is not None:
-                    print(f"[devrun] {name} exited with {code}; stopping the others", flush=True)
-                    exit_code = code or 1
-                    stopping = True
-                    break
+            for child in children:
+                child.reap()
+                if child.due() and not stopping:
+                    child.start()
             time.sleep(0.3)
     finally:
+        running = [c.process for c in children if c.process is not None and c.restart_at is None]
         # SIGTERM to each main process only: Celery then shuts its own pool down in order
         # (signalling the whole group would kill the pool under it and log errors).
-        for child in children.values():
-            if _exit_code(child.pid) is None:
+        for process in running:
+            if _exit_code(process.pid) is None:
                 # os.kill, not Popen.send_signal: the latter reaps an exited child first.
-                os.kill(child.pid, signal.SIGTERM)
+                os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and any(
-            _exit_code(child.pid) is None for child in children.values()
-        ):
+        while time.monotonic() < deadline and any(_exit_code(p.pid) is None for p in running):
             time.sleep(0.1)
-        for name, child in children.items():
-            if _exit_code(child.pid) is None:
-                print(f"[devrun] {name} did not stop in {STOP_TIMEOUT:g}s; killing it", flush=True)
-            _kill_group(child.pid)
-            child.wait()
-            print(f"[devrun] {name} stopped", flush=True)
-    return exit_code
+        for child in children:
+            process = child.process
+            if process is None:
+                continue
+            if child.restart_at is None:
+                if _exit_code(process.pid) is None:
+                    print(
+                        f"[devrun] {child.name} did not stop in {STOP_TIMEOUT:g}s; killing it",
+                        flush=True,
+                    )
+                _kill_group(process.pid)
+                process.wait()
+            print(f"[devrun] {child.name} stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

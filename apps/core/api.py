@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis.exceptions
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,9 +17,12 @@ from rest_framework.views import APIView
 from apps.accounts.models import Organization
 from apps.api_keys.models import ApiKey
 
-from .errors import ServiceError
+from .errors import ServiceError, ServiceUnavailable, ValidationFailed
 from .idempotency import IdempotentPostMixin
+from .jsonbody import JSONBodyParser
 from .ratelimit import RequestSizeLimitMixin
+
+logger = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -32,10 +37,12 @@ def _drf_code(exc: exceptions.APIException) -> str:
 
 
 def native_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """Every error as ``{"error": {"code", "message", "details"}}`` with the right status."""
+    """Every error as ``{"error": {"code", "message", "details"}}`` with the right status,
+    unexpected ones included (500 ``internal_error``): an API client never gets an HTML page."""
+    exc = infrastructure_error(exc) or exc
     if isinstance(exc, ServiceError):
         response = Response(error_body(exc.code, exc.message, exc.details or None), exc.http_status)
-        if exc.http_status == 429 and "retry_after" in exc.details:
+        if exc.http_status in (429, 503) and "retry_after" in exc.details:
             response["Retry-After"] = str(exc.details["retry_after"])
         return response
     if isinstance(exc, Http404):
@@ -57,20 +64,36 @@ def native_exception_handler(exc: Exception, context: dict[str, Any]) -> Respons
         if wait is not None:
             response["Retry-After"] = str(int(wait) + 1)
         return response
+    logger.exception("API request failed", exc_info=exc)
+    return Response(
+        error_body("internal_error", "Internal error; the request was not completed."),
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+#: Failures of the infrastructure under a request: answered 503 "retry later" in the dialect's
+#: shape (never a 500 page). A Redis outage reaches here only if something on the request path
+#: still needs Redis; the rate limiter and the Celery sender fail open.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def infrastructure_error(exc: Exception) -> ServiceError | None:
+    """The dialect-neutral answer to an exception that is not the client's nor a bug's fault."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return ServiceUnavailable(
+            "A backing service is temporarily unavailable; retry in a few seconds.",
+            details={"retry_after": 5},
+        )
+    if isinstance(exc, DataError):
+        # The last line behind the input checks: a value the database cannot store is the
+        # client's (bad input), not a server error.
+        return ValidationFailed("The request contains a value that cannot be stored.")
     return None
-
-
-class JSONBodyParser(JSONParser):
-    """DRF's JSON parser, but a body nested deeper than Python's parser goes (``[[[[…``, a few
-    hundred kilobytes) is bad JSON like any other (400), not a RecursionError and a 500."""
-
-    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError as exc:
-            raise exceptions.ParseError(
-                "JSON parse error - the body is nested too deeply."
-            ) from exc
 
 
 class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
@@ -94,6 +117,10 @@ class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
             raise exceptions.NotAuthenticated()
         self.api_key: ApiKey = api_key
         self.organization: Organization = api_key.organization
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Each dialect's handler maps ServiceErrors; infrastructure failures become one first.
+        return super().handle_exception(infrastructure_error(exc) or exc)
 
     def get_authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="mjgate"'

@@ -18,8 +18,15 @@ describe/blend/imagine, an operator's mjproxy upstream) goes through :func:`safe
    every socket operation, so a slow-drip server cannot hold a worker), and stops reading after
    the response size cap.
 
-``settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES`` lifts the address refusal (development and tests
-only). Everything else (scheme, parsing, pinning, no redirects, limits) stays in force.
+``settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES`` lifts the refusal of loopback and private ranges
+(development and tests only). Link-local and cloud metadata addresses (169.254.0.0/16,
+fe80::/10, fd00:ec2::254, 100.100.100.200, in any embedded spelling) stay refused even then:
+nothing legitimate lives there, and one request to them can leak the host's credentials.
+Everything else (scheme, parsing, pinning, no redirects, limits) stays in force.
+
+Numeric host spellings (``http://2130706433/``, ``http://0/``, ``http://0x7f.1/``) are IPv4
+literals to every HTTP client and resolver, so they are read as such when the URL is parsed:
+the submit-time check (no DNS) refuses them like ``127.0.0.1``.
 """
 
 from __future__ import annotations
@@ -171,6 +178,16 @@ _BLOCKED_V6 = tuple(
         "ff00::/8",  # multicast
     )
 )
+#: Refused even when private addresses are allowed: link-local ranges and the instance metadata
+#: services of the clouds (AWS, GCP and Azure use 169.254.169.254; AWS's IPv6 endpoint is
+#: fd00:ec2::254; Alibaba's is 100.100.100.200; Oracle's 192.0.0.192).
+_NEVER = (
+    ipaddress.IPv4Network("169.254.0.0/16"),
+    ipaddress.IPv4Network("100.100.100.200/32"),
+    ipaddress.IPv4Network("192.0.0.192/32"),
+    ipaddress.IPv6Network("fe80::/10"),
+    ipaddress.IPv6Network("fd00:ec2::254/128"),
+)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
 
@@ -199,6 +216,24 @@ def address_is_public(address: IPAddress) -> bool:
     )
 
 
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, NAT64, 6to4), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour
+
+
+def address_is_never_allowed(address: IPAddress) -> bool:
+    """True for link-local and metadata addresses, which no setting opens."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None and address_is_never_allowed(embedded):
+            return True
+    return any(address.version == net.version and address in net for net in _NEVER)
+
+
 def _allow_private(allow_private: bool | None) -> bool:
     if allow_private is None:
         return bool(getattr(settings, "WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False))
@@ -206,6 +241,41 @@ def _allow_private(allow_private: bool | None) -> bool:
 
 
 # --- Parsing and resolution ----------------------------------------------------------------------
+
+
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
+
+
+def _numeric_label(label: str) -> int:
+    if label.startswith("0x"):
+        return int(label[2:] or "0", 16)
+    if len(label) > 1 and label.startswith("0"):
+        if not label.isdigit() or "8" in label or "9" in label:
+            raise UnsafeURL("The host name is not valid.")
+        return int(label, 8)
+    return int(label)
+
+
+def _numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a numeric host spelling stands for, as browsers and ``inet_aton`` read
+    it (``2130706433``, ``0``, ``127.1``, ``0x7f.0.0.1``, ``0177.0.0.1``); None for a name.
+
+    A host whose last label is a number is an IPv4 address or invalid, never a name (the URL
+    standard's rule; no top-level domain is numeric).
+    """
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not _NUMERIC_LABEL.fullmatch(labels[-1]):
+        return None
+    if len(labels) > 4 or not all(_NUMERIC_LABEL.fullmatch(label) for label in labels):
+        raise UnsafeURL("The host name is not valid.")
+    numbers = [_numeric_label(label) for label in labels]
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (5 - len(numbers)):
+        raise UnsafeURL("The host name is not valid.")
+    value = last
+    for index, number in enumerate(head):
+        value += number << (8 * (3 - index))
+    return ipaddress.IPv4Address(value)
 
 
 def _parse(url: str) -> tuple[str, str, int, bytes, IPAddress | None]:
@@ -234,11 +304,11 @@ def _parse(url: str) -> tuple[str, str, int, bytes, IPAddress | None]:
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
-        literal = None
-        # Longer than DNS allows: no resolver will ever answer, so this is permanent, not a
-        # lookup failure to retry.
-        if len(host.rstrip(".")) > MAX_HOST_LENGTH or not _HOSTNAME.match(host):
-            raise UnsafeURL("The host name is not valid.") from None
+        literal = _numeric_ipv4(host)
+    # Longer than DNS allows: no resolver will ever answer, so this is permanent, not a
+    # lookup failure to retry.
+    if literal is None and (len(host.rstrip(".")) > MAX_HOST_LENGTH or not _HOSTNAME.match(host)):
+        raise UnsafeURL("The host name is not valid.") from None
     if isinstance(literal, ipaddress.IPv6Address) and literal.scope_id:
         raise UnsafeURL("IPv6 zone identifiers are not allowed.")
     port = parsed.port if parsed.port is not None else DEFAULT_PORTS[scheme]
@@ -292,17 +362,22 @@ def check_url(
         raise UnsafeURL("URLs may not point at localhost.")
     if literal is not None:
         addresses = [literal]
+        host = str(literal)  # connect, and send Host, as the address the spelling stands for
     elif resolve_host:
         addresses = resolve(host, port)
     else:
         addresses = []
-    if not private_ok:
-        for address in addresses:
-            if not address_is_public(address):
-                raise UnsafeURL(
-                    "The URL resolves to a private, loopback, link-local or otherwise "
-                    "non-public address, which is not allowed."
-                )
+    for address in addresses:
+        if not private_ok and not address_is_public(address):
+            raise UnsafeURL(
+                "The URL resolves to a private, loopback, link-local or otherwise "
+                "non-public address, which is not allowed."
+            )
+        if address_is_never_allowed(address):
+            raise UnsafeURL(
+                "The URL points at a link-local or cloud metadata address, which is never "
+                "allowed, not even with private addresses allowed."
+            )
     return CheckedURL(
         url=url,
         scheme=scheme,

@@ -28,6 +28,7 @@ from typing import Any, cast
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse
 from django.utils import timezone
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -35,6 +36,7 @@ from apps.api_keys.models import ApiKey
 
 from .crypto import decrypt_text, encrypt_text
 from .errors import Conflict, ServiceError, ValidationFailed
+from .jsonbody import json_body_parse, json_body_read
 from .models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)
@@ -93,11 +95,13 @@ def _unseal(stored: bytes) -> bytes:
 def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
     """Hash of what makes two requests "the same": JSON bodies compare by content, not bytes."""
     try:
+        # Under the same limits as the parser: an unbounded json.loads here would let a body
+        # of millions of empty arrays bloat the worker whenever an Idempotency-Key is sent.
         canonical = json.dumps(
-            json.loads(body or b"null"), sort_keys=True, separators=(",", ":")
+            json_body_parse(body or b"null"), sort_keys=True, separators=(",", ":")
         ).encode()
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        canonical = body  # not JSON (or nested too deep to parse): compare the bytes
+    except (APIException, ServiceError):
+        canonical = body  # not acceptable JSON (the parser refuses it next): compare the bytes
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), canonical):
         digest.update(len(part).to_bytes(8, "big"))
@@ -195,7 +199,7 @@ def _raw_body(request: Request) -> bytes:
     """
     django_request = request._request
     if not hasattr(django_request, "_body"):
-        data = django_request.read()
+        data = json_body_read(django_request)
         django_request._body = data
         django_request._stream = io.BytesIO(data)
     return bytes(django_request._body)

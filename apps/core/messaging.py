@@ -13,12 +13,37 @@ still owed. So a failed send is logged, never raised into the request that cause
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from celery import current_app
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
+
+#: After a send failed, further sends are skipped this long (the rows re-drive the work): during
+#: a broker outage a request should not wait for the broker's connect timeout again and again.
+SEND_RETRY_SECONDS = 5.0
+_breaker_lock = threading.Lock()
+_skip_until = 0.0
+
+
+def _broker_presumed_down() -> bool:
+    return time.monotonic() < _skip_until
+
+
+def _broker_failed() -> None:
+    global _skip_until
+    with _breaker_lock:
+        _skip_until = time.monotonic() + SEND_RETRY_SECONDS
+
+
+def broker_breaker_reset() -> None:
+    """Forget a past failure (tests, and a process that knows the broker is back)."""
+    global _skip_until
+    with _breaker_lock:
+        _skip_until = 0.0
 
 
 def send_now(
@@ -29,6 +54,9 @@ def send_now(
 ) -> None:
     """Send the message now. Use it only where no transaction can be open (a Celery task
     re-queueing itself); everything else goes through :func:`send_after_commit`."""
+    if _broker_presumed_down():
+        logger.info("broker presumed down; %s left to the safety net", name)
+        return
     options: dict[str, Any] = {}
     if countdown:
         options["countdown"] = countdown
@@ -44,6 +72,7 @@ def send_now(
             current_app.send_task(name, args=args, **options)
     except Exception:
         # The broker is down or refused the message: the durable rows re-drive the work.
+        _broker_failed()
         logger.warning("could not send %s; the safety net will re-drive it", name, exc_info=True)
 
 

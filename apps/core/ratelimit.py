@@ -5,6 +5,10 @@ fixed window plus the previous window's count weighted by how much of it still o
 sliding window. Two atomic ``incr`` operations per request, no read-modify-write race, and a
 burst at a window boundary cannot double the allowance as it can with plain fixed windows.
 
+When the cache is unreachable (a Redis outage) the limiter fails open: the request is allowed,
+a warning is logged, and the cache is not asked again for :data:`CACHE_RETRY_SECONDS`, so an
+outage neither turns every API call into a 500 nor adds a connect timeout to each of them.
+
 Each dialect maps :class:`rest_framework.exceptions.Throttled` (raised by DRF when
 :class:`ApiKeyRateThrottle` refuses) to its own error shape, always with ``Retry-After``.
 
@@ -16,13 +20,16 @@ copied for the Idempotency-Key fingerprint and parsed before any image validatio
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
@@ -30,7 +37,11 @@ from apps.api_keys.models import ApiKey
 
 from .errors import ServiceError
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_WINDOW_SECONDS = 60
+#: After the cache failed, requests pass unlimited this long before the cache is tried again.
+CACHE_RETRY_SECONDS = 10.0
 #: The largest request body any API endpoint accepts. The biggest legitimate request is five
 #: reference images of 10 MiB (the decoded size every submit allows) sent as base64 text, which
 #: is 4/3 larger; 2 MiB more leave room for the prompt, state and metadata.
@@ -85,16 +96,54 @@ def _incr(key: str, timeout: int) -> int:
         return 1
 
 
+class _CacheBreaker:
+    """Remembers, per process, that the cache failed and until when not to ask it again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def trip(self, exc: Exception) -> None:
+        with self._lock:
+            first = not self.is_open()
+            self._open_until = time.monotonic() + CACHE_RETRY_SECONDS
+        if first:
+            logger.warning(
+                "rate limiting is off: the cache is unreachable (%s); requests pass unlimited "
+                "and the cache is retried in %.0f s",
+                exc.__class__.__name__,
+                CACHE_RETRY_SECONDS,
+            )
+
+    def reset(self) -> None:
+        with self._lock:
+            self._open_until = 0.0
+
+
+cache_breaker = _CacheBreaker()
+
+
 def rate_limit_hit(
     *, bucket: str, limit: int, window: int = DEFAULT_WINDOW_SECONDS, now: float | None = None
 ) -> RateDecision:
     """Count one request against ``bucket``; refuse it when more than ``limit`` per ``window``.
 
     A refused request is not counted, so a client that keeps retrying too early is not locked
-    out for longer than its own excess.
+    out for longer than its own excess. Fails open (allowed) while the cache is unreachable.
     """
-    if limit <= 0:
+    if limit <= 0 or cache_breaker.is_open():
         return RateDecision(True, 0)
+    try:
+        return _rate_limit_count(bucket=bucket, limit=limit, window=window, now=now)
+    except (RedisError, OSError) as exc:  # connection refused, timed out, reset
+        cache_breaker.trip(exc)
+        return RateDecision(True, 0)
+
+
+def _rate_limit_count(*, bucket: str, limit: int, window: int, now: float | None) -> RateDecision:
     now = time.time() if now is None else now
     current_window = int(now // window)
     elapsed = now - current_window * window

@@ -47,6 +47,13 @@ def _check_broker() -> None:
             if not os.access(folder, os.W_OK):
                 raise PermissionError(f"broker folder {folder} is not writable")
         return
+    if str(app.conf.broker_url).startswith("sqla+"):
+        # The embedded SQLite broker: a local file, no sockets to time out.
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=0)
+            # Opening a channel opens the database file and creates kombu's tables.
+            conn.default_channel.close()
+        return
     # A probe must answer quickly even when the broker host drops packets: without socket
     # timeouts one connection attempt waits for the kernel (about two minutes), and kombu's
     # retries would add their back-off on top. One bounded attempt, no retry.

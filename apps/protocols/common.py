@@ -15,6 +15,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
 from apps.core.errors import ServiceError
+from apps.core.jsonbody import JSONBodyInvalid, json_body_parse, json_body_read
 from apps.tasks.models import Task
 from apps.tasks.services.inputs import Caller
 from apps.tasks.storage import file_url
@@ -56,13 +57,13 @@ class LenientJSONParser(BaseParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        raw = stream.read() if stream is not None else b""
+        raw = json_body_read(stream)
         if not raw or not raw.strip():
             return {}
         try:
-            return json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            # RecursionError: nested deeper than Python's parser goes; bad JSON, not a 500.
+            # Bounded (size, values, depth) and text-checked like every dialect's body.
+            return json_body_parse(raw)
+        except JSONBodyInvalid as exc:
             raise exceptions.ParseError("The request body is not valid JSON.") from exc
 
 
@@ -126,6 +127,44 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     else:
         return defaults.page_not_found(request, exception or Http404())
     return JsonResponse(body, status=404)
+
+
+def _api_error_body(path: str, *, code: str, mjproxy_code: int, message: str) -> dict[str, Any]:
+    if path.startswith("/midjourney/"):
+        return {"status": "FAILED", "message": message, "data": None}
+    if path.startswith(("/mj/", "/mj-fast/", "/mj-relax/", "/mj-turbo/")):
+        return {"code": mjproxy_code, "description": message, "result": None, "properties": {}}
+    return {"error": {"code": code, "message": message, "details": None}}
+
+
+def _is_api_path(path: str) -> bool:
+    return path.startswith(
+        ("/api/", "/midjourney/", "/mj/", "/mj-fast/", "/mj-relax/", "/mj-turbo/")
+    )
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """``handler400``: what Django refuses before a view, in the API dialect's shape.
+
+    mj-proxy answers bad input as a business outcome (HTTP 200, code 4), like its views do.
+    """
+    if not _is_api_path(request.path):
+        return defaults.bad_request(request, exception or Exception())
+    message = str(exception or "") or "The request is invalid."
+    body = _api_error_body(request.path, code="validation_error", mjproxy_code=4, message=message)
+    status = 200 if "code" in body and "description" in body else 400
+    return JsonResponse(body, status=status)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: an unhandled error on an API path is JSON in the dialect's shape."""
+    if not _is_api_path(request.path):
+        return defaults.server_error(request)
+    message = "Internal error; the request was not completed."
+    return JsonResponse(
+        _api_error_body(request.path, code="internal_error", mjproxy_code=9, message=message),
+        status=500,
+    )
 
 
 def caller_of(view: Any, protocol: str) -> Caller:

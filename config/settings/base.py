@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -66,6 +68,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.core.middleware.CompatCorsMiddleware",
+    "apps.core.middleware.ApiTextGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -205,10 +208,26 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Celery -----------------------------------------------------------------------------------
-# Without REDIS_URL the embedded setup uses kombu's filesystem transport: no server needed.
-# The host part means nothing to this transport, but without one kombu warns on every connect.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost//"
-if CELERY_BROKER_URL.startswith("filesystem://"):
+# Without REDIS_URL the embedded setup keeps its broker in a SQLite file (kombu's SQLAlchemy
+# transport): no server needed, and safe with several processes, which kombu's filesystem
+# transport is not (a worker reading a message file still being written died with
+# "Unrecoverable error: JSONDecodeError", celery/kombu#1551). kombu takes each message under
+# SQLite's BEGIN IMMEDIATE lock; "database is locked" is a connection error Celery retries.
+EMBEDDED_BROKER_FILE = VAR_DIR / "broker.sqlite3"
+CELERY_BROKER_URL = (
+    env_str("CELERY_BROKER_URL") or REDIS_URL or f"sqla+sqlite:///{EMBEDDED_BROKER_FILE}"
+)
+if CELERY_BROKER_URL.startswith("sqla+sqlite:"):
+    # Passed to SQLAlchemy's create_engine: wait for the write lock instead of failing.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"connect_args": {"timeout": 30}}
+    # Write-ahead logging lets readers poll while a process writes (persistent in the file).
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(sqlite3.connect(EMBEDDED_BROKER_FILE, timeout=30)) as _broker_db,
+    ):
+        _broker_db.execute("PRAGMA journal_mode=WAL")
+elif CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     # kombu's filesystem transport does not create its folders; a worker dies without them.
     for _folder in ("queue", "processed", "control"):
@@ -229,6 +248,18 @@ else:
         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
     }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker keeps reconnecting for as long as the broker is away (a Redis restart must never
+# end it; see config/celery.py), and a web request that publishes gives up quickly: the rows
+# in PostgreSQL re-drive whatever a lost message would have started.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
@@ -237,6 +268,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE") or "mjgate"
+# Webhook deliveries have their own queue and worker (scripts/devrun.py, docker/compose.yml):
+# behind long engine jobs a first attempt waited 11 s; on its own queue it leaves at once.
+CELERY_WEBHOOKS_QUEUE = env_str("CELERY_WEBHOOKS_QUEUE") or "webhooks"
+CELERY_TASK_ROUTES = {"webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE}}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
@@ -271,7 +306,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.core.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.HasApiKey"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded JSON (apps.core.jsonbody): size, value count, depth and storable text.
+    "DEFAULT_PARSER_CLASSES": ["apps.core.jsonbody.JSONBodyParser"],
     "EXCEPTION_HANDLER": "apps.core.api.native_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

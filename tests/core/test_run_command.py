@@ -1,5 +1,6 @@
-"""The embedded run (scripts/devrun.py): web, worker and beat come up on SQLite and the
-filesystem broker, answer the health probes, and all stop on Ctrl-C leaving nothing behind."""
+"""The embedded run (scripts/devrun.py): web, the two workers and beat come up on SQLite and
+the SQLite broker, answer the health probes, restart a crashed child with back-off while the
+others keep serving, and all stop on Ctrl-C leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -114,19 +115,21 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
 
         def all_started() -> bool:
             children.update({m["name"]: int(m["pid"]) for m in STARTED.finditer(log.read_text())})
-            return len(children) == 3
+            return len(children) == 4
 
-        _wait_for(all_started, 10, "three children", log)
-        assert set(children) == {"web", "worker", "beat"}
+        _wait_for(all_started, 10, "four children", log)
+        assert set(children) == {"web", "worker", "webhooks", "beat"}
         base = f"http://127.0.0.1:{port}"
         _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 15, "/healthz", log)
+        # The first probe opens the broker file while both workers and beat do the same.
+        _wait_for(lambda: _get(f"{base}/readyz")[0] == 200, 30, "/readyz", log)
         status, body = _get(f"{base}/readyz")
         assert status == 200, body
         assert b'"broker": "ok"' in body
-        # The filesystem broker's folders live under MJGATE_VAR_DIR, nowhere else.
-        assert (var_dir / "broker" / "queue").is_dir()
+        # The embedded broker is a SQLite file under MJGATE_VAR_DIR, nowhere else.
+        assert (var_dir / "broker.sqlite3").is_file()
         assert not (ROOT / "control").exists()
-        _wait_for(lambda: "ready." in log.read_text(), 15, "the worker to be ready", log)
+        _wait_for(lambda: log.read_text().count("ready.") >= 2, 30, "both workers to be ready", log)
 
         # Everything each child started (Celery's pool too) is in that child's process group.
         processes = set(children.values())
@@ -138,10 +141,10 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
         devrun.send_signal(stop_signal)
         assert devrun.wait(timeout=20) == 0
         output = log.read_text()
-        for name in ("web", "worker", "beat"):
+        for name in ("web", "worker", "webhooks", "beat"):
             assert f"[devrun] {name} stopped" in output
         assert "did not stop" not in output
-        # The filesystem broker URL names a host: kombu has nothing to warn about.
+        assert "restarting it" not in output  # nothing crashed on its own
         assert "No hostname was supplied" not in output
         _wait_for(lambda: not any(_alive(pid) for pid in processes), 5, "processes to go", log)
         assert _get(f"{base}/healthz")[0] == 0
@@ -153,3 +156,61 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
         for pid in children.values():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_devrun_restarts_a_crashed_child_with_back_off_and_keeps_serving(tmp_path):
+    """A worker killed from outside (or crashing) comes back; web never stops answering."""
+    var_dir = tmp_path / "var"
+    port = _free_port()
+    env = _environment(var_dir, port)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    log = tmp_path / "devrun.log"
+    with log.open("wb") as out:
+        devrun = subprocess.Popen(
+            [sys.executable, "scripts/devrun.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    pids: list[int] = []
+    try:
+        _wait_for(lambda: len(STARTED.findall(log.read_text())) == 4, 10, "four children", log)
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 15, "/healthz", log)
+        for crash in (1, 2):
+            starts = {m["name"]: int(m["pid"]) for m in STARTED.finditer(log.read_text())}
+            pids.extend(starts.values())
+            os.killpg(starts["worker"], signal.SIGKILL)
+            _wait_for(
+                lambda crash=crash: f"(crash {crash} in a row)" in log.read_text(),
+                10,
+                "the crash to be noticed",
+                log,
+            )
+            line = [ln for ln in log.read_text().splitlines() if f"(crash {crash} in a row)" in ln]
+            assert line[0].startswith(f"[devrun] worker (pid {starts['worker']}) exited with code")
+            assert f"restarting it in {2 ** (crash - 1):g}s" in line[0]
+            assert _get(f"{base}/healthz")[0] == 200  # web kept serving
+            _wait_for(
+                lambda crash=crash: len(STARTED.findall(log.read_text())) == 4 + crash,
+                10,
+                "the worker to be restarted",
+                log,
+            )
+        assert devrun.poll() is None
+        devrun.send_signal(signal.SIGINT)
+        assert devrun.wait(timeout=30) == 0
+    finally:
+        if devrun.poll() is None:
+            devrun.kill()
+            devrun.wait()
+        for match in STARTED.finditer(log.read_text()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(match["pid"]), signal.SIGKILL)

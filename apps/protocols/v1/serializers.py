@@ -8,6 +8,7 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.api_keys.models import ApiKey
+from apps.core.fields import TextField
 from apps.tasks.actions import NEW_TASK_ACTIONS
 from apps.tasks.enums import Action, ErrorCode, Mode, Status
 
@@ -86,7 +87,7 @@ class TaskCreateSerializer(serializers.Serializer):
         required=False,
         help_text="For a new task. Follow-ups give `parent` and `button` instead.",
     )
-    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    prompt = TextField(required=False, allow_blank=True, trim_whitespace=False)
     images = serializers.ListField(
         child=serializers.CharField(),
         required=False,
@@ -126,7 +127,7 @@ class TaskCreateSerializer(serializers.Serializer):
 
 
 class TaskModalSerializer(serializers.Serializer):
-    prompt = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    prompt = TextField(required=False, allow_blank=True, trim_whitespace=False)
     mask = serializers.CharField(
         required=False, help_text="Vary (Region): the area to change, white on black (data URL)."
     )
