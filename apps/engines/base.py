@@ -255,7 +255,11 @@ def engine_names() -> list[str]:
 
 #: Modules that register an engine when imported. An engine folder that is not there (yet) is
 #: skipped; one that is there but fails to import is an error, never silently missing.
-BUILTIN_ENGINE_MODULES = ("apps.engines.sandbox.engine", "apps.engines.mjproxy.engine")
+BUILTIN_ENGINE_MODULES = (
+    "apps.engines.sandbox.engine",
+    "apps.engines.mjproxy.engine",
+    "apps.engines.discord.engine",
+)
 
 
 @cache

@@ -31,11 +31,47 @@ RED = 16711680
 ORANGE = 16239475
 BANNED_WORDS = ("bloodbath", "forbiddenword")
 KNOWN_PARAMETERS = {
-    "ar", "aspect", "v", "version", "niji", "s", "stylize", "c", "chaos", "q", "quality",
-    "seed", "sameseed", "no", "iw", "sref", "cref", "cw", "sw", "sv", "zoom", "tile", "style",
-    "weird", "w", "fast", "relax", "turbo", "r", "repeat", "stop", "p", "personalize", "raw",
-    "hd", "test", "testp", "uplight", "upbeta", "draft",
-}  # fmt: skip
+    "ar",
+    "aspect",
+    "v",
+    "version",
+    "niji",
+    "s",
+    "stylize",
+    "c",
+    "chaos",
+    "q",
+    "quality",
+    "seed",
+    "sameseed",
+    "no",
+    "iw",
+    "sref",
+    "cref",
+    "cw",
+    "sw",
+    "sv",
+    "zoom",
+    "tile",
+    "style",
+    "weird",
+    "w",
+    "fast",
+    "relax",
+    "turbo",
+    "r",
+    "repeat",
+    "stop",
+    "p",
+    "personalize",
+    "raw",
+    "hd",
+    "test",
+    "testp",
+    "uplight",
+    "upbeta",
+    "draft",
+}
 MODE_LABELS = {"fast": "fast", "relax": "relaxed", "turbo": "turbo"}
 
 
@@ -71,7 +107,9 @@ def grid_components(job_hash: str) -> list[dict[str, Any]]:
 def upscale_components(job_hash: str) -> list[dict[str, Any]]:
     return [
         _row(
-            _button(f"MJ::JOB::upsample_v6_2x_subtle::1::{job_hash}::SOLO", label="Upscale (Subtle)"),
+            _button(
+                f"MJ::JOB::upsample_v6_2x_subtle::1::{job_hash}::SOLO", label="Upscale (Subtle)"
+            ),
             _button(
                 f"MJ::JOB::upsample_v6_2x_creative::1::{job_hash}::SOLO", label="Upscale (Creative)"
             ),
@@ -144,9 +182,16 @@ class MidjourneyBot:
     # --- entry points -------------------------------------------------------------------------
 
     async def on_command(
-        self, user: FakeUser, bot_id: str, channel_id: str, nonce: str, interaction_id: str,
-        name: str, options: dict[str, Any], attachments: dict[str, str],
-    ) -> None:  # fmt: skip
+        self,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        nonce: str,
+        interaction_id: str,
+        name: str,
+        options: dict[str, Any],
+        attachments: dict[str, str],
+    ) -> None:
         meta = {"id": interaction_id, "name": name, "nonce": nonce, "user_id": user.id}
         try:
             self.account_checks(user)
@@ -161,7 +206,9 @@ class MidjourneyBot:
                 check_prompt(prompt)
                 await self.grid_job(user, bot_id, channel_id, meta, prompt, kind="imagine")
             elif name == "blend":
-                urls = [attachments[str(v)] for k, v in sorted(options.items()) if k != "dimensions"]
+                urls = [
+                    attachments[str(v)] for k, v in sorted(options.items()) if k != "dimensions"
+                ]
                 ratio = {"--ar 2:3": "2:3", "--ar 1:1": "1:1", "--ar 3:2": "3:2"}.get(
                     str(options.get("dimensions", "")), "1:1"
                 )
@@ -179,9 +226,14 @@ class MidjourneyBot:
             await self.error(user, bot_id, channel_id, meta, error)
 
     async def on_button(
-        self, user: FakeUser, channel_id: str, nonce: str, interaction_id: str,
-        message: dict[str, Any], custom_id: str,
-    ) -> None:  # fmt: skip
+        self,
+        user: FakeUser,
+        channel_id: str,
+        nonce: str,
+        interaction_id: str,
+        message: dict[str, Any],
+        custom_id: str,
+    ) -> None:
         meta = {"id": interaction_id, "name": "", "nonce": nonce, "user_id": user.id}
         job = self.discord.world.bot_jobs.get(message["id"])
         bot_id = message["author"]["id"]
@@ -194,9 +246,14 @@ class MidjourneyBot:
             await self.error(user, bot_id, channel_id, meta, error)
 
     async def on_modal(
-        self, user: FakeUser, channel_id: str, nonce: str, interaction_id: str,
-        modal: dict[str, Any], values: dict[str, str],
-    ) -> None:  # fmt: skip
+        self,
+        user: FakeUser,
+        channel_id: str,
+        nonce: str,
+        interaction_id: str,
+        modal: dict[str, Any],
+        values: dict[str, str],
+    ) -> None:
         meta = {"id": interaction_id, "name": "", "nonce": nonce, "user_id": user.id}
         bot_id = modal["bot_id"]
         prompt = next(iter(values.values()), "")
@@ -213,13 +270,23 @@ class MidjourneyBot:
             await self.error(user, bot_id, channel_id, meta, error)
 
     async def on_inpaint(self, user: FakeUser, modal: dict[str, Any], prompt: str) -> None:
-        meta = {"id": modal["interaction_id"], "name": "", "nonce": modal["nonce"], "user_id": user.id}
+        meta = {
+            "id": modal["interaction_id"],
+            "name": "",
+            "nonce": modal["nonce"],
+            "user_id": user.id,
+        }
         try:
             check_prompt(prompt)
             await self.grid_job(
-                user, modal["bot_id"], modal["channel_id"], meta, prompt or modal["prompt"],
-                kind="inpaint", label="Variations (Region)",
-            )  # fmt: skip
+                user,
+                modal["bot_id"],
+                modal["channel_id"],
+                meta,
+                prompt or modal["prompt"],
+                kind="inpaint",
+                label="Variations (Region)",
+            )
         except BotError as error:
             await self.error(user, modal["bot_id"], modal["channel_id"], meta, error)
 
@@ -297,16 +364,27 @@ class MidjourneyBot:
         self, user: FakeUser, bot_id: str, channel_id: str, meta: dict[str, Any], text: str
     ) -> None:
         await self.discord.post_message(
-            channel_id, author_id=bot_id, content=text, nonce=meta["nonce"], interaction=meta,
-            for_user=user, flags=64,
-        )  # fmt: skip
+            channel_id,
+            author_id=bot_id,
+            content=text,
+            nonce=meta["nonce"],
+            interaction=meta,
+            for_user=user,
+            flags=64,
+        )
 
     # --- jobs ---------------------------------------------------------------------------------
 
     async def press(
-        self, user: FakeUser, bot_id: str, channel_id: str, meta: dict[str, Any],
-        message: dict[str, Any], job: BotJob | None, custom_id: str,
-    ) -> None:  # fmt: skip
+        self,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        meta: dict[str, Any],
+        message: dict[str, Any],
+        job: BotJob | None,
+        custom_id: str,
+    ) -> None:
         if job is not None and custom_id not in job.custom_ids:
             raise BotError("Action not allowed", "That button is not on this message.")
         if match := re.fullmatch(r"MJ::JOB::upsample::(\d)::[\w-]+", custom_id):
@@ -316,11 +394,16 @@ class MidjourneyBot:
         if custom_id.startswith("MJ::CustomZoom::"):
             assert job is not None
             await self.open_modal(
-                user, bot_id, channel_id, meta, kind="zoom",
+                user,
+                bot_id,
+                channel_id,
+                meta,
+                kind="zoom",
                 custom_id=f"MJ::OutpaintCustomZoomModal::{job.hash}",
-                field="MJ::OutpaintCustomZoomModal::prompt", value=f"{job.prompt} --zoom 2",
+                field="MJ::OutpaintCustomZoomModal::prompt",
+                value=f"{job.prompt} --zoom 2",
                 title="Zoom Out",
-            )  # fmt: skip
+            )
             return
         if custom_id.startswith("MJ::Inpaint::"):
             assert job is not None
@@ -329,19 +412,30 @@ class MidjourneyBot:
         if match := re.fullmatch(r"MJ::Job::PicReader::(\d)", custom_id):
             prompts = message.get("_prompts") or []
             await self.open_modal(
-                user, bot_id, channel_id, meta, kind="imagine",
+                user,
+                bot_id,
+                channel_id,
+                meta,
+                kind="imagine",
                 custom_id=f"MJ::Picreader::Modal::{match[1]}",
                 field="MJ::Picreader::Modal::PromptField",
-                value=prompts[int(match[1]) - 1] if prompts else "", title="Imagine This!",
-            )  # fmt: skip
+                value=prompts[int(match[1]) - 1] if prompts else "",
+                title="Imagine This!",
+            )
             return
         if match := re.fullmatch(r"MJ::Job::PromptAnalyzer::(\d)", custom_id):
             prompts = message.get("_prompts") or []
             await self.open_modal(
-                user, bot_id, channel_id, meta, kind="imagine",
-                custom_id=f"MJ::ImagineModal::{match[1]}", field="MJ::ImagineModal::new_prompt",
-                value=prompts[int(match[1]) - 1] if prompts else "", title="Imagine This!",
-            )  # fmt: skip
+                user,
+                bot_id,
+                channel_id,
+                meta,
+                kind="imagine",
+                custom_id=f"MJ::ImagineModal::{match[1]}",
+                field="MJ::ImagineModal::new_prompt",
+                value=prompts[int(match[1]) - 1] if prompts else "",
+                title="Imagine This!",
+            )
             return
         if custom_id == "MJ::Picread::Retry":
             image = (message.get("embeds") or [{}])[0].get("image", {}).get("url", "")
@@ -349,41 +443,69 @@ class MidjourneyBot:
             return
         assert job is not None
         labels = {
-            "variation": "Variations (Strong) by", "low_variation": "Variations (Subtle) by",
-            "high_variation": "Variations (Strong) by", "reroll": "",
+            "variation": "Variations (Strong) by",
+            "low_variation": "Variations (Subtle) by",
+            "high_variation": "Variations (Strong) by",
+            "reroll": "",
             "upsample_v6_2x_subtle": "Upscaled (Subtle) by",
             "upsample_v6_2x_creative": "Upscaled (Creative) by",
-            "pan_left": "Pan Left by", "pan_right": "Pan Right by", "pan_up": "Pan Up by",
+            "pan_left": "Pan Left by",
+            "pan_right": "Pan Right by",
+            "pan_up": "Pan Up by",
             "pan_down": "Pan Down by",
-        }  # fmt: skip
+        }
         if match := re.fullmatch(r"MJ::JOB::(\w+)::(\d)::[\w-]+(?:::SOLO)?", custom_id):
             kind = match[1]
             label = labels.get(kind, "")
             await self.grid_job(
-                user, bot_id, channel_id, meta, job.prompt, kind=kind,
-                label=label.removesuffix(" by"), single=kind.startswith("upsample_v6"),
+                user,
+                bot_id,
+                channel_id,
+                meta,
+                job.prompt,
+                kind=kind,
+                label=label.removesuffix(" by"),
+                single=kind.startswith("upsample_v6"),
                 reference=message["id"],
-            )  # fmt: skip
+            )
             return
         if match := re.fullmatch(r"MJ::Outpaint::(\d+)::1::[\w-]+::SOLO", custom_id):
             zoom = "2" if match[1] == "50" else "1.5"
             await self.grid_job(
-                user, bot_id, channel_id, meta, f"{job.prompt} --zoom {zoom}", kind="zoom",
-                label="Zoom Out", reference=message["id"],
-            )  # fmt: skip
+                user,
+                bot_id,
+                channel_id,
+                meta,
+                f"{job.prompt} --zoom {zoom}",
+                kind="zoom",
+                label="Zoom Out",
+                reference=message["id"],
+            )
             return
         raise BotError("Action not allowed", f"Unknown button {custom_id}.")
 
     async def open_modal(
-        self, user: FakeUser, bot_id: str, channel_id: str, meta: dict[str, Any], *,
-        kind: str, custom_id: str, field: str, value: str, title: str,
-    ) -> None:  # fmt: skip
+        self,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        meta: dict[str, Any],
+        *,
+        kind: str,
+        custom_id: str,
+        field: str,
+        value: str,
+        title: str,
+    ) -> None:
         world = self.discord.world
         modal_id = meta["id"]
         world.modals[modal_id] = {
-            "custom_id": custom_id, "kind": kind, "bot_id": bot_id, "channel_id": channel_id,
+            "custom_id": custom_id,
+            "kind": kind,
+            "bot_id": bot_id,
+            "channel_id": channel_id,
             "field": field,
-        }  # fmt: skip
+        }
         await self.discord.dispatch_user(
             user,
             "INTERACTION_MODAL_CREATE",
@@ -406,9 +528,14 @@ class MidjourneyBot:
         world = self.discord.world
         token = uuid.uuid4().hex
         world.modals[f"iframe:{token}"] = {
-            "kind": "inpaint", "bot_id": bot_id, "channel_id": channel_id, "prompt": job.prompt,
-            "interaction_id": meta["id"], "nonce": meta["nonce"], "user_id": user.id,
-        }  # fmt: skip
+            "kind": "inpaint",
+            "bot_id": bot_id,
+            "channel_id": channel_id,
+            "prompt": job.prompt,
+            "interaction_id": meta["id"],
+            "nonce": meta["nonce"],
+            "user_id": user.id,
+        }
         await self.discord.dispatch_user(
             user,
             "INTERACTION_IFRAME_MODAL_CREATE",
@@ -423,9 +550,18 @@ class MidjourneyBot:
         )
 
     async def grid_job(
-        self, user: FakeUser, bot_id: str, channel_id: str, meta: dict[str, Any], prompt: str, *,
-        kind: str, label: str = "", single: bool = False, reference: str = "",
-    ) -> None:  # fmt: skip
+        self,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        meta: dict[str, Any],
+        prompt: str,
+        *,
+        kind: str,
+        label: str = "",
+        single: bool = False,
+        reference: str = "",
+    ) -> None:
         mode = prompt_mode(prompt, user)
         self.mode_checks(user, mode)
         user.running += 1
@@ -433,10 +569,13 @@ class MidjourneyBot:
             mention = f"<@{user.id}>"
             head = f"**{prompt}** - " + (f"{label} by {mention}" if label else mention)
             started = await self.discord.post_message(
-                channel_id, author_id=bot_id, content=f"{head} (Waiting to start)",
-                nonce=meta["nonce"], interaction=meta,
+                channel_id,
+                author_id=bot_id,
+                content=f"{head} (Waiting to start)",
+                nonce=meta["nonce"],
+                interaction=meta,
                 reference=reference,
-            )  # fmt: skip
+            )
             job_hash = _job_hash()
             for step in range(1, self.steps + 1):
                 await asyncio.sleep(self.step_seconds)
@@ -445,27 +584,41 @@ class MidjourneyBot:
                     channel_id, f"{job_hash}_preview.png", render.grid_png(job_hash, progress=0)
                 )
                 await self.discord.edit_message(
-                    channel_id, started["id"], content=f"{head} ({percent}%) ({MODE_LABELS[mode]})",
+                    channel_id,
+                    started["id"],
+                    content=f"{head} ({percent}%) ({MODE_LABELS[mode]})",
                     attachments=[preview],
-                )  # fmt: skip
+                )
             await asyncio.sleep(self.step_seconds)
             await self.discord.delete_message(channel_id, started["id"])
-            name = f"{user.username}_{re.sub(r'[^a-z0-9]+', '_', prompt.lower())[:40]}_{job_hash}.png"
+            name = (
+                f"{user.username}_{re.sub(r'[^a-z0-9]+', '_', prompt.lower())[:40]}_{job_hash}.png"
+            )
             picture = render.single_png(job_hash) if single else render.grid_png(job_hash)
             attachment = self.discord.store_cdn(channel_id, name, picture)
             components = upscale_components(job_hash) if single else grid_components(job_hash)
             final = await self.discord.post_message(
-                channel_id, author_id=bot_id, content=f"{head} ({MODE_LABELS[mode]})",
-                attachments=[attachment], components=components, reference=reference,
-            )  # fmt: skip
+                channel_id,
+                author_id=bot_id,
+                content=f"{head} ({MODE_LABELS[mode]})",
+                attachments=[attachment],
+                components=components,
+                reference=reference,
+            )
             self.remember(final, job_hash, prompt, user, bot_id, channel_id, not single, kind, mode)
         finally:
             user.running -= 1
 
     async def upscale(
-        self, user: FakeUser, bot_id: str, channel_id: str, meta: dict[str, Any],
-        message: dict[str, Any], job: BotJob, index: int,
-    ) -> None:  # fmt: skip
+        self,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        meta: dict[str, Any],
+        message: dict[str, Any],
+        job: BotJob,
+        index: int,
+    ) -> None:
         self.mode_checks(user, job.mode)
         await asyncio.sleep(self.step_seconds)
         job_hash = _job_hash()
@@ -474,66 +627,104 @@ class MidjourneyBot:
             channel_id, name, render.single_png(job.hash, index - 1)
         )
         final = await self.discord.post_message(
-            channel_id, author_id=bot_id, content=f"**{job.prompt}** - Image #{index} <@{user.id}>",
-            attachments=[attachment], components=upscale_components(job_hash),
-            reference=message["id"], interaction=meta,
-        )  # fmt: skip
-        self.remember(final, job_hash, job.prompt, user, bot_id, channel_id, False, "upscale", job.mode)
+            channel_id,
+            author_id=bot_id,
+            content=f"**{job.prompt}** - Image #{index} <@{user.id}>",
+            attachments=[attachment],
+            components=upscale_components(job_hash),
+            reference=message["id"],
+            interaction=meta,
+        )
+        self.remember(
+            final, job_hash, job.prompt, user, bot_id, channel_id, False, "upscale", job.mode
+        )
 
     async def describe(
         self, user: FakeUser, bot_id: str, channel_id: str, meta: dict[str, Any], image_url: str
     ) -> None:
         started = await self.discord.post_message(
-            channel_id, author_id=bot_id, content="", nonce=meta["nonce"], interaction=meta,
+            channel_id,
+            author_id=bot_id,
+            content="",
+            nonce=meta["nonce"],
+            interaction=meta,
             embeds=[{"image": {"url": image_url}, "description": "Waiting to start"}],
-        )  # fmt: skip
+        )
         await asyncio.sleep(self.step_seconds)
         seed = random.Random(image_url).randint(1, 999)
         prompts = [f"a described picture number {seed + n}, soft light --ar 1:1" for n in range(4)]
         description = "\n\n".join(f"{NUMBERS[n]} {text}" for n, text in enumerate(prompts))
         await self.discord.edit_message(
-            channel_id, started["id"], content="",
+            channel_id,
+            started["id"],
+            content="",
             embeds=[{"image": {"url": image_url}, "description": description, "color": 0}],
             components=[
-                _row(*(_button(f"MJ::Job::PicReader::{n}", label=str(n)) for n in range(1, 5)),
-                     _button("MJ::Picread::Retry", emoji="🔄")),
+                _row(
+                    *(_button(f"MJ::Job::PicReader::{n}", label=str(n)) for n in range(1, 5)),
+                    _button("MJ::Picread::Retry", emoji="🔄"),
+                ),
             ],
             private={"_prompts": prompts},
-        )  # fmt: skip
+        )
 
     async def shorten(
         self, user: FakeUser, bot_id: str, channel_id: str, meta: dict[str, Any], prompt: str
     ) -> None:
         started = await self.discord.post_message(
-            channel_id, author_id=bot_id, content="", nonce=meta["nonce"], interaction=meta,
+            channel_id,
+            author_id=bot_id,
+            content="",
+            nonce=meta["nonce"],
+            interaction=meta,
             embeds=[{"description": "Analyzing your prompt…"}],
-        )  # fmt: skip
+        )
         await asyncio.sleep(self.step_seconds)
         words = [word for word in prompt.split() if not word.startswith("--")]
         prompts = [" ".join(words[: max(1, len(words) - n)]) for n in range(5)]
         description = (
-            "**IMPORTANT TOKENS**\n" + " ".join(words) + "\n\n**SHORTENED OPTIONS**\n"
+            "**IMPORTANT TOKENS**\n"
+            + " ".join(words)
+            + "\n\n**SHORTENED OPTIONS**\n"
             + "\n\n".join(f"{NUMBERS[n]} {text}" for n, text in enumerate(prompts))
-        )  # fmt: skip
+        )
         await self.discord.edit_message(
-            channel_id, started["id"], content="", embeds=[{"description": description}],
+            channel_id,
+            started["id"],
+            content="",
+            embeds=[{"description": description}],
             components=[
                 _row(*(_button(f"MJ::Job::PromptAnalyzer::{n}", label=str(n)) for n in range(1, 6)))
             ],
             private={"_prompts": prompts},
-        )  # fmt: skip
+        )
 
     def remember(
-        self, message: dict[str, Any], job_hash: str, prompt: str, user: FakeUser, bot_id: str,
-        channel_id: str, grid: bool, kind: str, mode: str,
-    ) -> None:  # fmt: skip
+        self,
+        message: dict[str, Any],
+        job_hash: str,
+        prompt: str,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        grid: bool,
+        kind: str,
+        mode: str,
+    ) -> None:
         custom_ids = tuple(
             button["custom_id"]
             for row in message.get("components", [])
             for button in row["components"]
         )
         self.discord.world.bot_jobs[message["id"]] = BotJob(
-            hash=job_hash, prompt=prompt, user_id=user.id, bot_id=bot_id, channel_id=channel_id,
-            seed=random.Random(job_hash).randint(0, 4_294_967_295), grid=grid, kind=kind,
-            mode=mode, custom_ids=custom_ids,
-        )  # fmt: skip
+            hash=job_hash,
+            prompt=prompt,
+            user_id=user.id,
+            bot_id=bot_id,
+            channel_id=channel_id,
+            seed=random.Random(job_hash).randint(0, 4_294_967_295),
+            grid=grid,
+            kind=kind,
+            mode=mode,
+            custom_ids=custom_ids,
+        )

@@ -10,7 +10,6 @@ is sent every dispatch it missed.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -158,12 +157,20 @@ class FakeDiscord:
         return {key: value for key, value in message.items() if not key.startswith("_")}
 
     async def post_message(
-        self, channel_id: str, *, author_id: str, content: str, nonce: str = "",
-        interaction: dict[str, Any] | None = None, for_user: FakeUser | None = None,
-        flags: int = 0, embeds: list[dict[str, Any]] | None = None,
+        self,
+        channel_id: str,
+        *,
+        author_id: str,
+        content: str,
+        nonce: str = "",
+        interaction: dict[str, Any] | None = None,
+        for_user: FakeUser | None = None,
+        flags: int = 0,
+        embeds: list[dict[str, Any]] | None = None,
         attachments: list[dict[str, Any]] | None = None,
-        components: list[dict[str, Any]] | None = None, reference: str = "",
-    ) -> dict[str, Any]:  # fmt: skip
+        components: list[dict[str, Any]] | None = None,
+        reference: str = "",
+    ) -> dict[str, Any]:
         author = self.world.user_by_id(author_id)
         message: dict[str, Any] = {
             "id": self.world.snowflake(),
@@ -196,7 +203,10 @@ class FakeDiscord:
         if not flags & 64:
             self.world.channel(channel_id)[message["id"]] = message
         await self.dispatch_channel(
-            channel_id, "MESSAGE_CREATE", self._public(message), only=for_user if flags & 64 else None
+            channel_id,
+            "MESSAGE_CREATE",
+            self._public(message),
+            only=for_user if flags & 64 else None,
         )
         return message
 
@@ -204,10 +214,16 @@ class FakeDiscord:
         return self.world.user_by_id(str(interaction.get("user_id", "")))
 
     async def edit_message(
-        self, channel_id: str, message_id: str, *, content: str,
-        attachments: list[dict[str, Any]] | None = None, embeds: list[dict[str, Any]] | None = None,
-        components: list[dict[str, Any]] | None = None, private: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        channel_id: str,
+        message_id: str,
+        *,
+        content: str,
+        attachments: list[dict[str, Any]] | None = None,
+        embeds: list[dict[str, Any]] | None = None,
+        components: list[dict[str, Any]] | None = None,
+        private: dict[str, Any] | None = None,
+    ) -> None:
         message = self.world.channel(channel_id).get(message_id)
         if message is None:
             return
@@ -363,10 +379,20 @@ class FakeDiscord:
             ):
                 self.world.stats["outdated_commands"] += 1
                 return _error(
-                    400, "Invalid Form Body", 50035,
-                    errors={"data": {"_errors": [{"code": "INTERACTION_APPLICATION_COMMAND_INVALID_VERSION",
-                                                  "message": "This command is outdated."}]}},
-                )  # fmt: skip
+                    400,
+                    "Invalid Form Body",
+                    50035,
+                    errors={
+                        "data": {
+                            "_errors": [
+                                {
+                                    "code": "INTERACTION_APPLICATION_COMMAND_INVALID_VERSION",
+                                    "message": "This command is outdated.",
+                                }
+                            ]
+                        }
+                    },
+                )
             options = {str(o["name"]): o.get("value") for o in data.get("options") or []}
             attachments = {}
             for item in data.get("attachments") or []:
@@ -378,9 +404,15 @@ class FakeDiscord:
             await self._acknowledge(user, interaction_id, nonce)
             self.bot.spawn(
                 self.bot.on_command(
-                    user, app_id, channel_id, nonce, interaction_id, str(data.get("name")),
-                    options, attachments,
-                )  # fmt: skip
+                    user,
+                    app_id,
+                    channel_id,
+                    nonce,
+                    interaction_id,
+                    str(data.get("name")),
+                    options,
+                    attachments,
+                )
             )
         elif kind == 3:
             message = self.world.channel(channel_id).get(str(payload.get("message_id") or ""))
@@ -467,9 +499,12 @@ class FakeDiscord:
                 return _error(400, "Invalid Form Body", 50035)
             attachments.append(self.store_cdn(channel_id, str(item.get("filename")), blob))
         message = await self.post_message(
-            channel_id, author_id=user.id, content=str(body.get("content", "")),
-            nonce=str(body.get("nonce", "")), attachments=attachments,
-        )  # fmt: skip
+            channel_id,
+            author_id=user.id,
+            content=str(body.get("content", "")),
+            nonce=str(body.get("nonce", "")),
+            attachments=attachments,
+        )
         return web.json_response(self._public(message))
 
     async def react(self, request: web.Request) -> web.Response:
@@ -519,10 +554,12 @@ class FakeDiscord:
         user = self.world.users.get(token)
         if user is None:
             user = FakeUser(
-                token=token, id=self.world.snowflake(),
+                token=token,
+                id=self.world.snowflake(),
                 username=str(body.get("username", f"user{len(self.world.users) + 1}")),
-                guild_id=str(body.get("guild_id", "1")), channel_ids=set(),
-            )  # fmt: skip
+                guild_id=str(body.get("guild_id", "1")),
+                channel_ids=set(),
+            )
             self.world.users[token] = user
         for key in ("fast_exhausted", "captcha", "banned", "subscribed", "rate_limit_global"):
             if key in body:
@@ -579,4 +616,3 @@ async def serve(discord: FakeDiscord, host: str, port: int) -> web.AppRunner:
     bound = sockets[0].getsockname()[1] if sockets else port
     discord.base_url = f"http://{host}:{bound}"
     return runner
-
