@@ -169,6 +169,7 @@ class DiscordEngine(Engine):
             command=name,
             bot_id=wire.BOT_IDS[job.bot],
             channel_id=channel,
+            prompt=str(command_options[0]["value"]) if name in ("imagine", "shorten") else "",
         )
         for refresh in (False, True):
             command = rest.command(name, bot=job.bot, refresh=refresh)

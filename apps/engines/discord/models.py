@@ -48,6 +48,8 @@ class DiscordJob(models.Model):
     #: The bot's first reply (carries our nonce) and the final result message.
     message_id = models.CharField(max_length=32, blank=True, db_index=True)
     result_message_id = models.CharField(max_length=32, blank=True, db_index=True)
+    #: The prompt we sent (commands only): finds the job's messages when its nonce was lost.
+    prompt = models.TextField(blank=True)
     #: The prompt as the bot wrote it in its first reply; the result message repeats it.
     bot_prompt = models.TextField(blank=True)
     progress = models.PositiveSmallIntegerField(default=0)

@@ -183,8 +183,15 @@ def _job_of(listener: Listener, message: dict[str, Any], *, edited: bool) -> Dis
             ),
             None,
         )
-    head = _head(text)
-    return live.filter(bot_prompt=head).first()
+    found = live.filter(bot_prompt=_head(text)).first()
+    if found is not None or text.label or text.image_index is not None:
+        return found
+    # A submit whose worker died before it heard back: its own prompt, read back over REST.
+    return (
+        jobs.filter(phase=Phase.PREPARED, prompt=text.prompt, parent_message_id="")
+        .order_by("created_at")
+        .first()
+    )
 
 
 def _apply(job: DiscordJob, message: dict[str, Any]) -> list[JobUpdate]:
@@ -210,11 +217,11 @@ def _apply(job: DiscordJob, message: dict[str, Any]) -> list[JobUpdate]:
         changes["bot_prompt"] = _head(text)
     if text is not None and text.progress is not None and text.progress > job.progress:
         changes["progress"] = text.progress
-    if job.phase in (Phase.SENT, Phase.MODAL_SENT):
+    if job.phase in (Phase.PREPARED, Phase.SENT, Phase.MODAL_SENT):
         changes["phase"] = Phase.RUNNING
     if not changes:
         return []
-    DiscordJob.objects.filter(pk=job.pk, phase__in=LIVE_PHASES).update(**changes)
+    DiscordJob.objects.filter(pk=job.pk, phase__in=(*LIVE_PHASES, Phase.PREPARED)).update(**changes)
     return [_update(job.nonce)] if "progress" in changes or "phase" in changes else []
 
 
@@ -228,7 +235,7 @@ def _succeeded(
 ) -> list[JobUpdate]:
     description = wire.embed_text(message)
     image_url = str(attachments[0].get("url", "")) if attachments else ""
-    moved = DiscordJob.objects.filter(pk=job.pk, phase__in=LIVE_PHASES).update(
+    moved = DiscordJob.objects.filter(pk=job.pk, phase__in=(*LIVE_PHASES, Phase.PREPARED)).update(
         phase=Phase.SUCCESS,
         progress=100,
         result_message_id=str(message.get("id", "")),
