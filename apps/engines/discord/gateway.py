@@ -56,6 +56,7 @@ class AccountPlan:
     account_id: int
     name: str
     settings: DiscordSettings
+    holder: str = ""
     session_id: str = ""
     sequence: int | None = None
     user_id: str = ""
@@ -222,6 +223,16 @@ class Connection:
                 self.session_id = str(data.get("session_id", ""))
                 self.resume_url = str(data.get("resume_gateway_url") or "")
                 self.user_id = str((data.get("user") or {}).get("id", ""))
+                await self._run_sync(
+                    functools.partial(
+                        leases.lease_record_session,
+                        account_id=self.plan.account_id,
+                        holder=self.plan.holder,
+                        session_id=self.session_id,
+                        sequence=self.sequence,
+                        user_id=self.user_id,
+                    )
+                )
                 self.connected.set()
             elif event == "RESUMED":
                 self.connected.set()
@@ -374,6 +385,7 @@ class GatewayService:
                 lease.sequence,
                 lease.user_id,
             )
+            plan.holder = self.holder
             self._valid_until[plan.account_id] = started + self.ttl
             connection = Connection(plan, http=http, handle=self._sync, sink=self.sink)
             self.connections[plan.account_id] = connection

@@ -63,3 +63,14 @@ def leases_held(*, holder: str) -> list[int]:
             "account_id", flat=True
         )
     )
+
+
+def lease_record_session(
+    *, account_id: int, holder: str, session_id: str, sequence: int | None, user_id: str
+) -> bool:
+    """Write a fresh session down at once (READY): workers send interactions with its id."""
+    return bool(
+        GatewayLease.objects.filter(account_id=account_id, holder=holder).update(
+            session_id=session_id, sequence=sequence, user_id=user_id
+        )
+    )

@@ -8,6 +8,7 @@ A 429 means Discord did not process the request, so repeating it cannot duplicat
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -73,7 +74,8 @@ class DiscordRest:
     # --- rate limits --------------------------------------------------------------------------
 
     def _key(self, route: str) -> str:
-        return f"discord:ratelimit:{self.account_id}:{route}"
+        bucket = hashlib.sha1(route.encode(), usedforsecurity=False).hexdigest()[:16]
+        return f"discord:ratelimit:{self.account_id}:{bucket}"
 
     def _wait_for_limits(self, route: str) -> None:
         now = time.time()

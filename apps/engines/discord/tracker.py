@@ -58,7 +58,7 @@ def _for_us(listener: Listener, message: dict[str, Any]) -> bool:
 
 
 def _head(text: wire.BotText) -> str:
-    return f"{text.prompt}\x00{text.label}"
+    return f"{text.prompt}\n{text.label}"
 
 
 # --- account health --------------------------------------------------------------------------

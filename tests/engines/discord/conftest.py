@@ -58,7 +58,9 @@ def make_account(
 ) -> Callable[..., tuple[UpstreamAccount, str]]:
     """A discord account on the fake, with its own channel. Returns (account, token)."""
 
-    def make(*, fake_user: dict[str, Any] | None = None, **options: Any) -> tuple[UpstreamAccount, str]:
+    def make(
+        *, fake_user: dict[str, Any] | None = None, **options: Any
+    ) -> tuple[UpstreamAccount, str]:
         channel = str(next(_channels))
         token = f"mfa.{uuid.uuid4().hex}{uuid.uuid4().hex}"
         fake_discord.add_user(
@@ -68,8 +70,8 @@ def make_account(
             engine="discord",
             name=f"discord-{channel}",
             modes=["FAST", "RELAX"],
-            options=account_options(fake_discord, channel, **options),
-            secrets={"token": token},
+            # The token is given like any option; the service moves it to the encrypted secrets.
+            options={**account_options(fake_discord, channel, **options), "token": token},
         )
         return account, token
 

@@ -49,7 +49,9 @@ def _finished(engine: DiscordEngine, job: Any) -> Any:
 
 
 def test_imagine_then_every_kind_of_button(
-    engine: DiscordEngine, connected: tuple[Any, str, GatewayThread], fake_discord: FakeDiscordThread
+    engine: DiscordEngine,
+    connected: tuple[Any, str, GatewayThread],
+    fake_discord: FakeDiscordThread,
 ) -> None:
     account, _token, thread = connected
     before = fake_discord.stats()
@@ -92,9 +94,17 @@ def test_imagine_then_every_kind_of_button(
     ):
         source = grid if prefix.startswith("MJ::JOB::variation") else single
         parent_job = imagine if source is grid else upscale
-        pressed = next(c for c in [b["customId"] for b in source.state["buttons"]] if c.startswith(prefix))
+        pressed = next(
+            c for c in [b["customId"] for b in source.state["buttons"]] if c.startswith(prefix)
+        )
         _job, result = _finished(
-            engine, job_for(account, action=action, custom_id=pressed, parent=parent_of(parent_job, source.state))
+            engine,
+            job_for(
+                account,
+                action=action,
+                custom_id=pressed,
+                parent=parent_of(parent_job, source.state),
+            ),
         )
         assert result.is_grid is True, prefix
 
@@ -103,7 +113,10 @@ def test_imagine_then_every_kind_of_button(
     zoom_job, zoomed = _finished(
         engine,
         job_for(
-            account, action="ZOOM", prompt="a red fox in snow --zoom 1.8", custom_id=zoom_button,
+            account,
+            action="ZOOM",
+            prompt="a red fox in snow --zoom 1.8",
+            custom_id=zoom_button,
             parent=parent_of(upscale, single.state),
         ),
     )
@@ -117,8 +130,12 @@ def test_imagine_then_every_kind_of_button(
     _job, region = _finished(
         engine,
         job_for(
-            account, action="VARIATION", prompt="a blue fox", custom_id=region_button,
-            parent=parent_of(upscale, single.state), mask=_png((255, 255, 255)),
+            account,
+            action="VARIATION",
+            prompt="a blue fox",
+            custom_id=region_button,
+            parent=parent_of(upscale, single.state),
+            mask=_png((255, 255, 255)),
         ),
     )
     assert region.is_grid is True
@@ -129,12 +146,16 @@ def test_imagine_then_every_kind_of_button(
 
 
 def test_describe_shorten_blend_and_imagine_with_reference_images(
-    engine: DiscordEngine, connected: tuple[Any, str, GatewayThread], fake_discord: FakeDiscordThread
+    engine: DiscordEngine,
+    connected: tuple[Any, str, GatewayThread],
+    fake_discord: FakeDiscordThread,
 ) -> None:
     account, _token, _thread = connected
     uploads_before = fake_discord.stats().get("uploads", 0)
 
-    _job, described = _finished(engine, job_for(account, action="DESCRIBE", prompt="", images=(_png(),)))
+    _job, described = _finished(
+        engine, job_for(account, action="DESCRIBE", prompt="", images=(_png(),))
+    )
     assert described.image is None
     prompts = described.properties["finalPrompt"]
     assert prompts.count("a described picture number") == 4 and prompts.startswith("1️⃣")
@@ -150,7 +171,10 @@ def test_describe_shorten_blend_and_imagine_with_reference_images(
     _job, picked = _finished(
         engine,
         job_for(
-            account, action="IMAGINE", prompt="a very long detailed", custom_id="MJ::Job::PromptAnalyzer::2",
+            account,
+            action="IMAGINE",
+            prompt="a very long detailed",
+            custom_id="MJ::Job::PromptAnalyzer::2",
             parent=parent_of(shorten_job, shortened.state),
         ),
     )
@@ -159,13 +183,18 @@ def test_describe_shorten_blend_and_imagine_with_reference_images(
     _job, blended = _finished(
         engine,
         job_for(
-            account, action="BLEND", prompt="", images=(_png((1, 2, 3)), _png((200, 2, 3))),
+            account,
+            action="BLEND",
+            prompt="",
+            images=(_png((1, 2, 3)), _png((200, 2, 3))),
             params={"dimensions": "PORTRAIT"},
         ),
     )
     assert blended.is_grid is True
 
-    imagine_job, with_refs = _finished(engine, job_for(account, prompt="a castle", images=(_png(),)))
+    imagine_job, with_refs = _finished(
+        engine, job_for(account, prompt="a castle", images=(_png(),))
+    )
     row = DiscordJob.objects.get(pk=imagine_job.upstream_job_id)
     assert row.prompt.startswith(f"{fake_discord.url}/attachments/") and row.prompt.endswith(
         "a castle --fast"
@@ -186,7 +215,9 @@ def test_seed_comes_from_the_envelope_reaction(
 
 
 def test_submit_is_idempotent_per_task_and_the_gateway_records_its_session(
-    engine: DiscordEngine, connected: tuple[Any, str, GatewayThread], fake_discord: FakeDiscordThread
+    engine: DiscordEngine,
+    connected: tuple[Any, str, GatewayThread],
+    fake_discord: FakeDiscordThread,
 ) -> None:
     account, token, _thread = connected
     job = job_for(account, prompt="one job only")

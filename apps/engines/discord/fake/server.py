@@ -25,6 +25,7 @@ from .world import BOT_NAMES, MIDJOURNEY_BOT_ID, NIJI_BOT_ID, FakeUser, Session,
 
 API = "/api/v10"
 COMMANDS = ("imagine", "describe", "blend", "shorten", "fast", "relax", "turbo", "settings")
+USER = web.RequestKey("user", FakeUser)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -113,7 +114,7 @@ class FakeDiscord:
                 status=429,
                 headers=headers,
             )
-        request["user"] = user
+        request[USER] = user
         return await handler(request)
 
     # --- messages and dispatches --------------------------------------------------------------
@@ -321,7 +322,7 @@ class FakeDiscord:
     # --- REST ---------------------------------------------------------------------------------
 
     async def me(self, request: web.Request) -> web.Response:
-        return web.json_response(request["user"].as_public())
+        return web.json_response(request[USER].as_public())
 
     async def command_index(self, request: web.Request) -> web.Response:
         self.world.stats["command_index"] += 1
@@ -358,7 +359,7 @@ class FakeDiscord:
         return await request.json(), {}
 
     async def interactions(self, request: web.Request) -> web.Response:
-        user: FakeUser = request["user"]
+        user: FakeUser = request[USER]
         payload, _files = await self._payload(request)
         nonce = str(payload.get("nonce") or "")
         kind = payload.get("type")
@@ -487,7 +488,7 @@ class FakeDiscord:
         return web.json_response(self._public(message))
 
     async def create_message(self, request: web.Request) -> web.Response:
-        user: FakeUser = request["user"]
+        user: FakeUser = request[USER]
         channel_id = request.match_info["channel"]
         if channel_id not in user.channel_ids:
             return _error(403, "Missing Access", 50001)
@@ -508,7 +509,7 @@ class FakeDiscord:
         return web.json_response(self._public(message))
 
     async def react(self, request: web.Request) -> web.Response:
-        user: FakeUser = request["user"]
+        user: FakeUser = request[USER]
         message = self.world.channel(request.match_info["channel"]).get(
             request.match_info["message"]
         )
@@ -519,7 +520,7 @@ class FakeDiscord:
         return web.Response(status=204)
 
     async def open_dm(self, request: web.Request) -> web.Response:
-        return web.json_response({"id": self.dm_channel(request["user"]), "type": 1})
+        return web.json_response({"id": self.dm_channel(request[USER]), "type": 1})
 
     async def cdn(self, request: web.Request) -> web.Response:
         data = self.world.cdn.get(request.path)
