@@ -195,6 +195,7 @@ def test_describe_shorten_blend_and_imagine_with_reference_images(
     imagine_job, with_refs = _finished(
         engine, job_for(account, prompt="a castle", images=(_png(),))
     )
+    assert with_refs.is_grid is True
     row = DiscordJob.objects.get(pk=imagine_job.upstream_job_id)
     assert row.prompt.startswith(f"{fake_discord.url}/attachments/") and row.prompt.endswith(
         "a castle --fast"

@@ -367,8 +367,7 @@ class FakeDiscord:
         channel_id = str(payload.get("channel_id") or "")
         if not nonce or not payload.get("session_id"):
             return _error(400, "Invalid Form Body", 50035)
-        self.world.nonces[nonce] += 1
-        self.world.stats[f"interactions:{kind}"] += 1
+        self.world.stats[f"interactions_received:{kind}"] += 1
         if channel_id not in user.channel_ids:
             return _error(403, "Missing Access", 50001)
         interaction_id = self.world.snowflake()
@@ -447,6 +446,9 @@ class FakeDiscord:
         return web.Response(status=204)
 
     async def _acknowledge(self, user: FakeUser, interaction_id: str, nonce: str) -> None:
+        # Only interactions Discord accepted count: a rejected one (stale command version,
+        # unknown button) did nothing, and may be sent again.
+        self.world.nonces[nonce] += 1
         await self.dispatch_user(user, "INTERACTION_CREATE", {"id": interaction_id, "nonce": nonce})
         await self.dispatch_user(
             user, "INTERACTION_SUCCESS", {"id": interaction_id, "nonce": nonce}
