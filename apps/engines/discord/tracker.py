@@ -186,9 +186,15 @@ def _job_of(listener: Listener, message: dict[str, Any], *, edited: bool) -> Dis
     found = live.filter(bot_prompt=_head(text)).first()
     if found is not None or text.label or text.image_index is not None:
         return found
-    # A submit whose worker died before it heard back: its own prompt, read back over REST.
+    # Nothing of this job was seen live (the gateway was away, or the worker died before it
+    # heard back): the prompt it sent, read back over REST.
     return (
-        jobs.filter(phase=Phase.PREPARED, prompt=text.prompt, parent_message_id="")
+        jobs.filter(
+            phase__in=(Phase.PREPARED, Phase.SENT),
+            bot_prompt="",
+            prompt=text.prompt,
+            parent_message_id="",
+        )
         .order_by("created_at")
         .first()
     )

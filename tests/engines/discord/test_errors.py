@@ -93,7 +93,7 @@ def test_fast_hours_exhausted_falls_back_to_relax_when_configured(
     job = job_for(account, prompt="a windmill")
     submitted = engine.submit(job)
     rows = list(DiscordJob.objects.filter(task_id=job.task_id).order_by("created_at"))
-    assert [r.phase for r in rows][0] == Phase.REFUSED
+    assert rows[0].phase == Phase.REFUSED
     assert rows[1].prompt == "a windmill --relax"
     result = poll_until_done(engine, replace(job, upstream_job_id=submitted.upstream_job_id))
     assert result.status == "success"

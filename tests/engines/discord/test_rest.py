@@ -34,7 +34,7 @@ def rest_for(
 def test_429_is_waited_out_for_retry_after(
     rest_for: Callable[..., Any], fake_discord: FakeDiscordThread, is_global: bool
 ) -> None:
-    rest, token, channel = rest_for(rate_limit=2, retry_after=0.3, rate_limit_global=is_global)
+    rest, _token, channel = rest_for(rate_limit=2, retry_after=0.3, rate_limit_global=is_global)
     violations = fake_discord.stats().get("rate_limit_violations", 0)
     started = time.monotonic()
     assert rest.messages(channel) == []

@@ -279,8 +279,10 @@ class FakeDiscord:
                 elif op == 6:
                     session = await self._resume(ws, data or {})
         finally:
-            if session is not None and session.ws is ws:
-                session.ws = None
+            if session is not None:
+                self.world.live_sockets.get(session.user.token, set()).discard(ws)
+                if session.ws is ws:
+                    session.ws = None
         return ws
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
@@ -291,6 +293,7 @@ class FakeDiscord:
         self.world.identifies[user.token] += 1
         session = Session(id=uuid.uuid4().hex, user=user, ws=ws)
         self.world.sessions[session.id] = session
+        self._count_connected(user, ws)
         await self.send(
             session,
             "READY",
@@ -304,6 +307,14 @@ class FakeDiscord:
         )
         return session
 
+    def _count_connected(self, user: FakeUser, ws: web.WebSocketResponse) -> None:
+        """Track the most gateway connections one user ever had at once (must stay 1)."""
+        sockets = self.world.live_sockets.setdefault(user.token, set())
+        sockets.add(ws)
+        live = sum(1 for socket in sockets if not socket.closed)
+        key = f"max_connections:{user.token}"
+        self.world.stats[key] = max(self.world.stats[key], live)
+
     async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
         session = self.world.sessions.get(str(data.get("session_id", "")))
         if session is None or session.invalid or session.user.token != data.get("token"):
@@ -312,6 +323,7 @@ class FakeDiscord:
             return None
         self.world.stats["resumes"] += 1
         session.ws = ws
+        self._count_connected(session.user, ws)
         seq = int(data.get("seq") or 0)
         for payload in list(session.buffer):
             if payload["s"] > seq:

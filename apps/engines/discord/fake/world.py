@@ -94,6 +94,8 @@ class World:
         #: (user id, route) → monotonic time before which a request breaks the rate limit.
         self.limited_until: dict[tuple[str, str], float] = {}
         self.command_versions: dict[str, str] = {}
+        #: Open gateway sockets per user token (two at once would be one account connected twice).
+        self.live_sockets: dict[str, set[web.WebSocketResponse]] = {}
 
     def snowflake(self) -> str:
         now_ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
