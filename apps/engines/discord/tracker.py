@@ -19,11 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
 
 from apps.engines.base import JobUpdate, PollResult, ResultImage
-from apps.engines.models import UpstreamAccount
+from apps.engines.models import Health, UpstreamAccount
 from apps.engines.services import upstream_account_set_enabled, upstream_account_set_health
 
 from . import wire
@@ -69,11 +71,34 @@ def account_trouble(*, account_id: int, health: str, reason: str, disable: bool 
     account = UpstreamAccount.objects.filter(pk=account_id).first()
     if account is None:
         return
+    was_serving = account.health == Health.HEALTHY and account.is_enabled
     if health and (account.health != health or account.health_reason != reason[:500]):
         upstream_account_set_health(account=account, health=health, reason=reason)
         logger.warning("discord account %s is now %s: %s", account_id, health, reason)
     if disable and account.is_enabled:
         upstream_account_set_enabled(account=account, enabled=False)
+    if was_serving and (health not in ("", Health.HEALTHY) or disable):
+        _tell_operators(account, health=health, reason=reason, disabled=disable)
+
+
+def _tell_operators(account: UpstreamAccount, *, health: str, reason: str, disabled: bool) -> None:
+    """E-mail the operators (active staff) that an account stopped serving, and why."""
+    recipients = list(
+        get_user_model()
+        .objects.filter(is_staff=True, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    if not recipients:
+        return
+    state = "disabled" if disabled else Health(health).label.lower()
+    subject = f"[mjgate] Discord account {account.name} is {state}"
+    body = (
+        f"The Discord account {account.name} (#{account.pk}) stopped serving tasks: {state}.\n\n"
+        f"Why: {reason}\n\nTasks that were not sent yet go to the other accounts. Fix the "
+        "account and set it healthy (and enabled) again in the operator admin."
+    )
+    transaction.on_commit(lambda: send_mail(subject, body, None, recipients, fail_silently=True))
 
 
 # --- events ----------------------------------------------------------------------------------

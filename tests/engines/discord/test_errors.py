@@ -13,6 +13,7 @@ from apps.engines.discord.engine import DiscordEngine
 from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.models import DiscordJob, Phase
 from apps.engines.models import Health, UpstreamAccount
+from tests.factories import UserFactory
 
 from .conftest import GatewayThread, job_for, poll_until_done
 
@@ -68,8 +69,10 @@ def test_rejected_prompts_fail_the_task_and_leave_the_account_healthy(
 )
 def test_refusals_requeue_the_task_and_set_the_account_health(
     engine: DiscordEngine, on_fake: Callable[..., Any], trouble: dict[str, Any], code: str,
-    health: str,
+    health: str, mailoutbox: list[Any],
 ) -> None:  # fmt: skip
+    operator = UserFactory(is_staff=True)
+    UserFactory(is_staff=False)  # a customer is never told
     account, _token = on_fake(**trouble)
     job = job_for(account, prompt="a quiet harbour")
     with pytest.raises(TemporaryEngineError) as caught:
@@ -81,6 +84,11 @@ def test_refusals_requeue_the_task_and_set_the_account_health(
     assert account.health == health
     if health != Health.HEALTHY:
         assert account.health_reason and account.health_reason == row.fail_reason[:500]
+        # The operators hear of it once, with the reason.
+        assert [m.to for m in mailoutbox] == [[operator.email]]
+        assert account.name in mailoutbox[0].subject and row.fail_reason in mailoutbox[0].body
+    else:
+        assert mailoutbox == []
     # Refused means nothing runs: the engine's poll also reports it as a failure, never success.
     polled = engine.poll(replace(job, upstream_job_id=row.nonce))
     assert (polled.status, polled.error_code) == ("failure", code)
