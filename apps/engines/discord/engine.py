@@ -495,6 +495,10 @@ class DiscordEngine(Engine):
                 f"Downloading the result from Discord failed: {exc}", error_code="UPSTREAM_ERROR"
             ) from exc
 
+    def cancel(self, job: Job) -> None:  # type: ignore[override]
+        """Midjourney cannot stop a running job: it runs out and its result is dropped (the
+        lifecycle ignores news about a cancelled task). Nothing is sent to Discord."""
+
     def image_seed(self, job: Job) -> int | None:  # type: ignore[override]
         row = DiscordJob.objects.filter(nonce=job.upstream_job_id).first()
         if row is None or row.phase != Phase.SUCCESS:

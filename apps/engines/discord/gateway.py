@@ -257,16 +257,18 @@ class Connection:
         while True:
             event, data = await self._events.get()
             try:
-                updates = await self._run_sync(functools.partial(self._handle, event, data))
-                for update in updates:
-                    await self._run_sync(functools.partial(self.sink, update))
+                await self._run_sync(functools.partial(self._handle_and_push, event, data))
             except Exception:
                 logger.exception("discord account %s: %s not handled", self.plan.account_id, event)
             finally:
                 self._events.task_done()
 
-    def _handle(self, event: str, data: dict[str, Any]) -> list[JobUpdate]:
+    def _handle_and_push(self, event: str, data: dict[str, Any]) -> None:
         close_old_connections()
+        for update in self._handle(event, data):
+            self.sink(update)
+
+    def _handle(self, event: str, data: dict[str, Any]) -> list[JobUpdate]:
         listener = self.listener
         if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
             return tracker.message_seen(

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from apps.engines.base import PermanentEngineError
 from apps.engines.discord.engine import DiscordEngine
 from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.models import DiscordJob, GatewayLease, Phase
 
-from .conftest import GatewayThread, job_for, parent_of, poll_until_done
+from .conftest import GatewayThread, job_for, parent_of, poll_until_done, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -66,9 +67,14 @@ def test_imagine_then_every_kind_of_button(
     assert any(c.startswith("MJ::JOB::reroll::0::") and c.endswith("::SOLO") for c in custom_ids)
     row = DiscordJob.objects.get(pk=imagine.upstream_job_id)
     assert row.phase == Phase.SUCCESS and row.progress == 100
+
     # The gateway pushed progress and the result (image bytes included) to the sink.
-    pushed = [u for u in thread.updates if u.upstream_job_id == imagine.upstream_job_id]
-    assert [u.result.status for u in pushed][-1] == "success"
+    def pushed_until_success() -> list[Any]:
+        mine = [u for u in thread.updates if u.upstream_job_id == imagine.upstream_job_id]
+        return mine if mine and mine[-1].result.status == "success" else []
+
+    # The row is written before the gateway downloads the image and pushes the update.
+    pushed = wait_for(pushed_until_success)
     assert any(0 < u.result.progress < 100 for u in pushed)
     assert pushed[-1].result.image is not None and pushed[-1].result.image.data == grid.image.data
     assert pushed[-1].task_id == imagine.task_id
@@ -230,3 +236,27 @@ def test_submit_is_idempotent_per_task_and_the_gateway_records_its_session(
     lease = GatewayLease.objects.get(account_id=account.pk)
     assert lease.holder and lease.user_id
     assert fake_discord.stats()["live_sessions"][token]
+
+
+def test_niji_jobs_go_to_the_niji_bot_in_its_own_channel(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+    fake_discord: FakeDiscordThread,
+) -> None:
+    niji_channel = "799999999999990001"
+    account, token = make_account(bots="MID_JOURNEY,NIJI_JOURNEY", niji_channel_id=niji_channel)
+    fake_discord.add_user(token, channel_ids=[account.options["channel_id"], niji_channel])
+    gateway(account_ids={account.pk}).wait_connected(account.pk)
+    job, result = _finished(
+        engine, replace(job_for(account, prompt="an anime fox"), bot="NIJI_JOURNEY")
+    )
+    row = DiscordJob.objects.get(pk=job.upstream_job_id)
+    assert (row.bot_id, row.channel_id) == ("1022952195194359889", niji_channel)
+    assert result.is_grid is True
+
+    midjourney_only, _token = make_account()
+    with pytest.raises(PermanentEngineError) as caught:
+        engine.submit(replace(job_for(midjourney_only), bot="NIJI_JOURNEY"))
+    assert caught.value.error_code == "ACCOUNT_UNAVAILABLE"
+    assert not DiscordJob.objects.filter(account=midjourney_only).exists()
