@@ -280,8 +280,7 @@ class Connection:
         if event == "INTERACTION_SUCCESS":
             tracker.interaction_acknowledged(listener=listener, data=data)
         elif event == "INTERACTION_FAILURE":
-            update = tracker.interaction_failed(listener=listener, data=data)
-            return [update] if update else []
+            tracker.interaction_failed(listener=listener, data=data)
         elif event == "INTERACTION_MODAL_CREATE":
             tracker.modal_opened(listener=listener, data=data, iframe=False)
         elif event == "INTERACTION_IFRAME_MODAL_CREATE":

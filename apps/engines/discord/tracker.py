@@ -110,16 +110,19 @@ def interaction_acknowledged(*, listener: Listener, data: dict[str, Any]) -> Non
     ).update(interaction_id=str(data.get("id", "")))
 
 
-def interaction_failed(*, listener: Listener, data: dict[str, Any]) -> JobUpdate | None:
+def interaction_failed(*, listener: Listener, data: dict[str, Any]) -> None:
+    """The bot did not answer (Discord's INTERACTION_FAILURE): nothing runs, so the job is
+    refused — a submit still waiting sends the task back to the queue."""
     nonce = str(data.get("nonce", ""))
-    moved = DiscordJob.objects.filter(
-        account_id=listener.account_id, nonce=nonce, phase__in=(Phase.SENT, Phase.MODAL_SENT)
+    DiscordJob.objects.filter(
+        Q(nonce=nonce) | Q(second_nonce=nonce),
+        account_id=listener.account_id,
+        phase__in=(Phase.PREPARED, Phase.SENT, Phase.MODAL_SENT),
     ).update(
-        phase=Phase.FAILURE,
+        phase=Phase.REFUSED,
         error_code="UPSTREAM_ERROR",
-        fail_reason="Discord reported that the Midjourney bot did not respond to the interaction.",
+        fail_reason="The Midjourney bot did not respond to the interaction.",
     )
-    return _update(nonce) if moved else None
 
 
 def modal_opened(*, listener: Listener, data: dict[str, Any], iframe: bool) -> None:

@@ -185,3 +185,18 @@ def test_an_outdated_command_version_is_refreshed_and_sent_once(
         poll_until_done(engine, replace(job, upstream_job_id=submitted.upstream_job_id)).status
         == "success"
     )
+
+
+def test_a_bot_that_does_not_answer_sends_the_task_back(
+    engine: DiscordEngine, on_fake: Callable[..., Any], fake_discord: FakeDiscordThread
+) -> None:
+    account, _token = on_fake(bot_offline=True)
+    job = job_for(account, prompt="nobody home")
+    with pytest.raises(TemporaryEngineError) as caught:
+        engine.submit(job)
+    assert caught.value.error_code == "UPSTREAM_ERROR"
+    assert "did not respond" in caught.value.message
+    row = DiscordJob.objects.get(task_id=job.task_id)
+    assert row.phase == Phase.REFUSED
+    account.refresh_from_db()
+    assert account.health == Health.HEALTHY

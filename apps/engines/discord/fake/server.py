@@ -413,19 +413,19 @@ class FakeDiscord:
                     return _error(400, "Invalid Form Body", 50035)
                 stored = self.store_cdn(channel_id, str(item.get("filename", "image.png")), blob)
                 attachments[str(item["id"])] = stored["url"]
-            await self._acknowledge(user, interaction_id, nonce)
-            self.bot.spawn(
-                self.bot.on_command(
-                    user,
-                    app_id,
-                    channel_id,
-                    nonce,
-                    interaction_id,
-                    str(data.get("name")),
-                    options,
-                    attachments,
+            if await self._acknowledge(user, interaction_id, nonce):
+                self.bot.spawn(
+                    self.bot.on_command(
+                        user,
+                        app_id,
+                        channel_id,
+                        nonce,
+                        interaction_id,
+                        str(data.get("name")),
+                        options,
+                        attachments,
+                    )
                 )
-            )
         elif kind == 3:
             message = self.world.channel(channel_id).get(str(payload.get("message_id") or ""))
             custom_id = str(data.get("custom_id") or "")
@@ -436,10 +436,10 @@ class FakeDiscord:
             )
             if message is None or not known:
                 return _error(400, "Invalid Form Body", 50035)
-            await self._acknowledge(user, interaction_id, nonce)
-            self.bot.spawn(
-                self.bot.on_button(user, channel_id, nonce, interaction_id, message, custom_id)
-            )
+            if await self._acknowledge(user, interaction_id, nonce):
+                self.bot.spawn(
+                    self.bot.on_button(user, channel_id, nonce, interaction_id, message, custom_id)
+                )
         elif kind == 5:
             modal = self.world.modals.pop(str(data.get("id") or ""), None)
             if modal is None or modal["custom_id"] != data.get("custom_id"):
@@ -449,22 +449,24 @@ class FakeDiscord:
                 for row in data.get("components") or []
                 for field in row.get("components") or []
             }
-            await self._acknowledge(user, interaction_id, nonce)
-            self.bot.spawn(
-                self.bot.on_modal(user, channel_id, nonce, interaction_id, modal, values)
-            )
+            if await self._acknowledge(user, interaction_id, nonce):
+                self.bot.spawn(
+                    self.bot.on_modal(user, channel_id, nonce, interaction_id, modal, values)
+                )
         else:
             return _error(400, "Invalid Form Body", 50035)
         return web.Response(status=204)
 
-    async def _acknowledge(self, user: FakeUser, interaction_id: str, nonce: str) -> None:
+    async def _acknowledge(self, user: FakeUser, interaction_id: str, nonce: str) -> bool:
+        """Tell the user's sessions the interaction was created and whether the bot took it.
+        False when the bot is offline (the caller then does not hand it to the bot)."""
         # Only interactions Discord accepted count: a rejected one (stale command version,
         # unknown button) did nothing, and may be sent again.
         self.world.nonces[nonce] += 1
         await self.dispatch_user(user, "INTERACTION_CREATE", {"id": interaction_id, "nonce": nonce})
-        await self.dispatch_user(
-            user, "INTERACTION_SUCCESS", {"id": interaction_id, "nonce": nonce}
-        )
+        outcome = "INTERACTION_FAILURE" if user.bot_offline else "INTERACTION_SUCCESS"
+        await self.dispatch_user(user, outcome, {"id": interaction_id, "nonce": nonce})
+        return not user.bot_offline
 
     async def attachment_slots(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -576,7 +578,14 @@ class FakeDiscord:
                 channel_ids=set(),
             )
             self.world.users[token] = user
-        for key in ("fast_exhausted", "captcha", "banned", "subscribed", "rate_limit_global"):
+        for key in (
+            "fast_exhausted",
+            "captcha",
+            "banned",
+            "subscribed",
+            "rate_limit_global",
+            "bot_offline",
+        ):
             if key in body:
                 setattr(user, key, bool(body[key]))
         for key, cast in (("queue_limit", int), ("rate_limit", int), ("retry_after", float)):
