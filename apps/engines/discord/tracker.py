@@ -202,30 +202,31 @@ def _job_of(listener: Listener, message: dict[str, Any], *, edited: bool) -> Dis
     reference = str((message.get("message_reference") or {}).get("message_id", ""))
     if text is None:
         return None
+    unseen = jobs.filter(phase__in=(*LIVE_PHASES, Phase.PREPARED)).order_by("created_at")
     if text.image_index is not None and reference:
         return next(
             (
                 job
-                for job in live.filter(parent_message_id=reference)
+                for job in unseen.filter(parent_message_id=reference)
                 if f"::upsample::{text.image_index}::" in job.command
             ),
             None,
         )
     found = live.filter(bot_prompt=_head(text)).first()
-    if found is not None or text.label or text.image_index is not None:
+    if found is not None or text.image_index is not None:
         return found
     # Nothing of this job was seen live (the gateway was away, or the worker died before it
-    # heard back): the prompt it sent, read back over REST.
-    return (
-        jobs.filter(
-            phase__in=(Phase.PREPARED, Phase.SENT),
-            bot_prompt="",
-            prompt=text.prompt,
-            parent_message_id="",
+    # heard back): a button pressed on the message this one answers, or the prompt it sent.
+    unseen = unseen.filter(bot_prompt="")
+    if reference:
+        return (
+            unseen.filter(parent_message_id=reference)
+            .exclude(command__contains="::upsample::")
+            .first()
         )
-        .order_by("created_at")
-        .first()
-    )
+    if text.label:
+        return None
+    return unseen.filter(prompt=text.prompt, parent_message_id="").first()
 
 
 def _apply(job: DiscordJob, message: dict[str, Any]) -> list[JobUpdate]:

@@ -238,3 +238,38 @@ def test_two_processes_share_accounts_and_take_over_a_dead_ones(
         # and no account was ever connected twice at the same time.
         assert stats["identifies"][token] == 1
         assert stats[f"max_connections:{token}"] == 1
+
+
+@pytest.mark.parametrize(
+    "prefix", ["MJ::JOB::upsample::3::", "MJ::JOB::variation::2::"], ids=["U3", "V2"]
+)
+def test_a_follow_up_whose_worker_died_is_adopted_from_the_channel(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    prefix: str,
+) -> None:
+    from .conftest import parent_of, poll_until_done
+
+    account, _token = make_account(submit_confirm_seconds=0)
+    imagine = job_for(account, prompt="a harbour at night")
+    imagine = replace(imagine, upstream_job_id=engine.submit(imagine).upstream_job_id)
+    time.sleep(0.5)
+    DiscordJob.objects.filter(pk=imagine.upstream_job_id).update(
+        updated_at=DiscordJob.objects.get(pk=imagine.upstream_job_id).created_at.replace(year=2020)
+    )
+    grid = poll_until_done(engine, imagine)
+    pressed = next(b["customId"] for b in grid.state["buttons"] if b["customId"].startswith(prefix))
+    follow_up = job_for(
+        account, action="UPSCALE", custom_id=pressed, parent=parent_of(imagine, grid.state)
+    )
+    submitted = engine.submit(follow_up)
+    DiscordJob.objects.filter(pk=submitted.upstream_job_id).update(phase="prepared")
+    before = fake_discord.stats()["interactions"]
+    time.sleep(0.6)
+    found = engine.find_job(follow_up)
+    assert found is not None and found.upstream_job_id == submitted.upstream_job_id
+    result = engine.poll(replace(follow_up, upstream_job_id=found.upstream_job_id))
+    assert result.status == "success"
+    assert result.is_grid is (prefix == "MJ::JOB::variation::2::")
+    assert fake_discord.stats()["interactions"] == before
