@@ -27,6 +27,11 @@ from apps.engines.services import upstream_account_create
 _channels = itertools.count(700_000_000_001)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here too so this folder runs on its own under --strict-markers.
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
 @pytest.fixture(scope="session")
 def fake_discord() -> Iterator[FakeDiscordThread]:
     fake = FakeDiscordThread(step_seconds=0.05, steps=3, heartbeat_ms=400).start()

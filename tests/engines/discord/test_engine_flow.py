@@ -49,6 +49,7 @@ def _finished(engine: DiscordEngine, job: Any) -> Any:
     return running, result
 
 
+@pytest.mark.slow
 def test_imagine_then_every_kind_of_button(
     engine: DiscordEngine,
     connected: tuple[Any, str, GatewayThread],
@@ -151,6 +152,7 @@ def test_imagine_then_every_kind_of_button(
     assert after["inpaint_submits"] >= 1
 
 
+@pytest.mark.slow
 def test_describe_shorten_blend_and_imagine_with_reference_images(
     engine: DiscordEngine,
     connected: tuple[Any, str, GatewayThread],

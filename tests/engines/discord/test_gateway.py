@@ -29,6 +29,7 @@ def _pushed_success(thread: GatewayThread, nonce: str) -> bool:
     return any(u.upstream_job_id == nonce and u.result.status == "success" for u in thread.updates)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["close", "reconnect"], ids=["socket-dropped", "op7-reconnect"])
 def test_events_sent_while_disconnected_arrive_after_resume(
     engine: DiscordEngine,
@@ -133,7 +134,7 @@ def test_an_interaction_that_never_left_is_sent_after_the_grace_period(
 
     from apps.engines.base import SubmitOutcomeUnknown
 
-    account, _token = make_account()
+    account, _token = make_account(submit_confirm_seconds=0)
     job = job_for(account, prompt="a lost message")
     DiscordJob.objects.create(
         nonce="1234567890123", account=account, task_id=job.task_id, action="IMAGINE",
@@ -197,6 +198,7 @@ def processes(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
             process.wait(10)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_two_processes_share_accounts_and_take_over_a_dead_ones(
     make_account: Callable[..., Any],
