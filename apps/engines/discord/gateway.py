@@ -220,19 +220,12 @@ class Connection:
         if op == wire.OP_DISPATCH:
             event, data = str(payload.get("t")), payload.get("d") or {}
             if event == "READY":
+                # A new session counts from its own first dispatch.
+                self.sequence = int(payload.get("s") or 0)
                 self.session_id = str(data.get("session_id", ""))
                 self.resume_url = str(data.get("resume_gateway_url") or "")
                 self.user_id = str((data.get("user") or {}).get("id", ""))
-                await self._run_sync(
-                    functools.partial(
-                        leases.lease_record_session,
-                        account_id=self.plan.account_id,
-                        holder=self.plan.holder,
-                        session_id=self.session_id,
-                        sequence=self.sequence,
-                        user_id=self.user_id,
-                    )
-                )
+                await self._record_session()
                 self.connected.set()
             elif event == "RESUMED":
                 self.connected.set()
@@ -251,6 +244,23 @@ class Connection:
                 self.resume_url = ""
             await asyncio.sleep(random.uniform(0.2, 1.0))
             await ws.close(code=4000)
+
+    async def _record_session(self) -> None:
+        """Write the new session down at once: workers send interactions with its id, and a
+        successor process resumes it."""
+        try:
+            await self._run_sync(
+                functools.partial(
+                    leases.lease_record_session,
+                    account_id=self.plan.account_id,
+                    holder=self.plan.holder,
+                    session_id=self.session_id,
+                    sequence=self.sequence,
+                    user_id=self.user_id,
+                )
+            )
+        except Exception:
+            logger.exception("discord account %s: session not recorded", self.plan.account_id)
 
     async def _consume(self) -> None:
         """Handle this account's events one after another, in the order they arrived."""
@@ -341,7 +351,13 @@ class GatewayService:
         async with aiohttp.ClientSession() as http:
             try:
                 while not self._stop.is_set():
-                    await self._round(http)
+                    try:
+                        await self._round(http)
+                    except Exception:
+                        # The database may be away: keep the connections while their leases
+                        # are certainly ours, and try again next round.
+                        logger.exception("discord gateway %s: lease round failed", self.holder)
+                    await self._expire()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self.renew_every)
             finally:
@@ -394,10 +410,13 @@ class GatewayService:
             logger.info(
                 "discord account %s (%s) leased by %s", plan.account_id, plan.name, self.holder
             )
-        # A lease we could not renew in time may already be someone else's: never hold on.
+
+    async def _expire(self) -> None:
+        """A lease we could not renew in time may already be someone else's: let go first."""
         now = time.monotonic()
         for account_id, until in list(self._valid_until.items()):
             if until - self.renew_every / 2 < now and account_id in self.connections:
+                logger.warning("discord account %s: lease not renewed in time", account_id)
                 await self._drop(account_id)
 
     async def _drop(self, account_id: int) -> None:
