@@ -262,3 +262,32 @@ def test_niji_jobs_go_to_the_niji_bot_in_its_own_channel(
         engine.submit(replace(job_for(midjourney_only), bot="NIJI_JOURNEY"))
     assert caught.value.error_code == "ACCOUNT_UNAVAILABLE"
     assert not DiscordJob.objects.filter(account=midjourney_only).exists()
+
+
+def test_remix_mode_answers_the_remix_form_with_the_tasks_prompt(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+) -> None:
+    account, _token = make_account(fake_user={"remix": True})
+    gateway(account_ids={account.pk}).wait_connected(account.pk)
+    imagine, grid = _finished(engine, job_for(account, prompt="a green valley"))
+    pressed = next(
+        b["customId"]
+        for b in grid.state["buttons"]
+        if b["customId"].startswith("MJ::JOB::variation::3::")
+    )
+    variation, varied = _finished(
+        engine,
+        job_for(
+            account,
+            action="VARIATION",
+            prompt="a green valley at dusk",
+            custom_id=pressed,
+            parent=parent_of(imagine, grid.state),
+        ),
+    )
+    row = DiscordJob.objects.get(pk=variation.upstream_job_id)
+    assert row.modal["custom_id"].startswith("MJ::RemixModal::")
+    assert row.bot_prompt.startswith("a green valley at dusk\nVariations (Strong)")
+    assert varied.is_grid is True

@@ -72,6 +72,17 @@ KNOWN_PARAMETERS = {
     "upbeta",
     "draft",
 }
+#: Buttons that open the remix form when the user has Remix mode on.
+REMIXABLE = {
+    "variation",
+    "low_variation",
+    "high_variation",
+    "reroll",
+    "pan_left",
+    "pan_right",
+    "pan_up",
+    "pan_down",
+}
 MODE_LABELS = {"fast": "fast", "relax": "relaxed", "turbo": "turbo"}
 
 
@@ -260,7 +271,18 @@ class MidjourneyBot:
         try:
             self.account_checks(user)
             check_prompt(prompt)
-            if modal["kind"] == "zoom":
+            if modal["kind"] == "remix":
+                await self.grid_job(
+                    user,
+                    bot_id,
+                    channel_id,
+                    meta,
+                    prompt,
+                    kind="remix",
+                    label=modal["label"],
+                    reference=modal["reference"],
+                )
+            elif modal["kind"] == "zoom":
                 await self.grid_job(
                     user, bot_id, channel_id, meta, prompt, kind="zoom", label="Zoom Out"
                 )
@@ -457,6 +479,21 @@ class MidjourneyBot:
         if match := re.fullmatch(r"MJ::JOB::(\w+)::(\d)::[\w-]+(?:::SOLO)?", custom_id):
             kind = match[1]
             label = labels.get(kind, "")
+            if user.remix and kind in REMIXABLE:
+                # Remix mode: the bot asks for the (changed) prompt first.
+                await self.open_modal(
+                    user,
+                    bot_id,
+                    channel_id,
+                    meta,
+                    kind="remix",
+                    custom_id=f"MJ::RemixModal::{job.hash}::{match[2]}::{kind}",
+                    field="MJ::RemixModal::new_prompt",
+                    value=job.prompt,
+                    title="Remix Prompt",
+                    extra={"label": label.removesuffix(" by"), "reference": message["id"]},
+                )
+                return
             await self.grid_job(
                 user,
                 bot_id,
@@ -496,10 +533,12 @@ class MidjourneyBot:
         field: str,
         value: str,
         title: str,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         world = self.discord.world
         modal_id = meta["id"]
         world.modals[modal_id] = {
+            **(extra or {}),
             "custom_id": custom_id,
             "kind": kind,
             "bot_id": bot_id,

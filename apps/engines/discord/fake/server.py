@@ -585,6 +585,7 @@ class FakeDiscord:
             "subscribed",
             "rate_limit_global",
             "bot_offline",
+            "remix",
         ):
             if key in body:
                 setattr(user, key, bool(body[key]))

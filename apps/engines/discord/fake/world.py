@@ -40,6 +40,8 @@ class FakeUser:
     subscribed: bool = True
     #: The bot does not answer: Discord reports INTERACTION_FAILURE after its timeout.
     bot_offline: bool = False
+    #: Remix mode: variation, reroll and pan buttons ask for the prompt in a modal first.
+    remix: bool = False
     #: Jobs the bot runs for this user at once before it answers "Job queue full".
     queue_limit: int = 12
     #: The next N REST calls of this user answer 429.
