@@ -60,7 +60,7 @@ def make_accounts(fake: Any, count: int, prefix: str) -> list[tuple[Any, str]]:
 
     made = []
     for number in range(count):
-        channel = str(800_000_000_000 + len(fake.discord.world.users) + number)
+        channel = str(800_000_000_000 + int(time.time() * 1000) % 10**9 * 100 + number)
         token = f"mfa.bench{uuid.uuid4().hex}{uuid.uuid4().hex}"
         fake.add_user(token, guild_id="600000000000000001", channel_ids=[channel], queue_limit=50)
         account = upstream_account_create(
@@ -224,12 +224,30 @@ def main(argv: list[str] | None = None) -> int:
     setup_django(args.db_name)
     from django.db import connection
 
-    from apps.engines.discord.fake import FakeDiscordThread
+    from apps.engines.discord.fake import FakeDiscordClient
 
     old_name = connection.settings_dict["NAME"]
     db_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     steps = 3
-    fake = FakeDiscordThread(step_seconds=args.job_seconds / (steps + 1), steps=steps).start()
+    # The fake runs in its own process, as Discord would: it does not share our interpreter.
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "apps.engines.discord.fake",
+            "--port",
+            "0",
+            "--steps",
+            str(steps),
+            "--step-seconds",
+            str(args.job_seconds / (steps + 1)),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    fake = FakeDiscordClient(server.stdout.readline().strip().rsplit(" ", 1)[-1])
     try:
         report = {
             "slot_utilisation": utilisation(args, fake),
@@ -237,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(report, indent=2))
     finally:
-        fake.stop()
+        server.terminate()
+        server.wait(10)
         # The gateway's worker threads still hold connections to the bench database.
         with connection.cursor() as cursor:
             cursor.execute(

@@ -17,13 +17,38 @@ import httpx
 
 from .server import FakeDiscord, serve
 
-__all__ = ["FakeDiscord", "FakeDiscordThread"]
+__all__ = ["FakeDiscord", "FakeDiscordClient", "FakeDiscordThread"]
 
 
-class FakeDiscordThread:
+class FakeDiscordClient:
+    """The control API of a running fake (in a thread here, or another process)."""
+
+    def __init__(self, url: str = "") -> None:
+        self._url = url
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.post(f"{self.url}/_fake/{path}", json=body or {}, timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def add_user(self, token: str, **fields: Any) -> dict[str, Any]:
+        return self.control("users", {"token": token, **fields})
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/_fake/stats", timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+
+class FakeDiscordThread(FakeDiscordClient):
     """The fake served from a background thread with its own event loop."""
 
     def __init__(self, **options: Any) -> None:
+        super().__init__()
         self.discord = FakeDiscord(**options)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -49,16 +74,3 @@ class FakeDiscordThread:
     @property
     def url(self) -> str:
         return self.discord.base_url
-
-    def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = httpx.post(f"{self.url}/_fake/{path}", json=body or {}, timeout=10)
-        response.raise_for_status()
-        return dict(response.json())
-
-    def add_user(self, token: str, **fields: Any) -> dict[str, Any]:
-        return self.control("users", {"token": token, **fields})
-
-    def stats(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/_fake/stats", timeout=10)
-        response.raise_for_status()
-        return dict(response.json())
