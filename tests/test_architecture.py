@@ -46,9 +46,17 @@ def _function_level_imports(path: Path) -> list[tuple[int, str]]:
         return comment.strip(" #")
 
     def explained(lineno: int) -> bool:
-        here = reason(lines[lineno - 1])
-        above = lines[lineno - 2].strip() if lineno >= 2 else ""
-        said = here or (reason(above) if above.startswith("#") else "")
+        said = reason(lines[lineno - 1])
+        above = lineno - 2  # the comment block right above the import, if any
+        while not said and above >= 0 and lines[above].strip().startswith("#"):
+            block = [lines[above]]
+            while above > 0 and lines[above - 1].strip().startswith("#"):
+                above -= 1
+                block.insert(0, lines[above])
+            said = " ".join(reason(line) for line in block)
+        if not said and above >= 0 and lines[above].strip().startswith(("from ", "import ")):
+            # One comment may explain a run of imports right below it.
+            return explained(above + 1)
         return len(said.split()) >= 3
 
     class Visitor(ast.NodeVisitor):

@@ -7,6 +7,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -39,8 +41,6 @@ class PeriodicTaskChatterFilter(logging.Filter):
 
     def __init__(self, name: str = "") -> None:
         super().__init__(name)
-        from django.conf import settings
-
         schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", {}) or {}
         self.names = tuple(
             sorted({str(entry["task"]) for entry in schedule.values()} | set(schedule))

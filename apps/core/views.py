@@ -14,6 +14,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from config.celery import app
+
 logger = logging.getLogger(__name__)
 
 #: Seconds the broker check may take per step (connect, then PING): a dead broker answers 503
@@ -34,8 +36,6 @@ def _check_database() -> None:
 
 
 def _check_broker() -> None:
-    from config.celery import app
-
     if str(app.conf.broker_url).startswith("filesystem://"):
         # The filesystem transport "connects" to anything; what matters is that the folders the
         # web process writes and the worker reads are there and writable.

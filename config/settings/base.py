@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.tasks",
     "apps.engines",
+    "apps.engines.discord.apps.DiscordEngineConfig",
     "apps.protocols",
     "apps.webhooks",
     "apps.dashboard",

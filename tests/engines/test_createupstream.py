@@ -115,8 +115,8 @@ def test_credentials_are_stored_encrypted_and_never_in_options():
     ("args", "message"),
     [
         (
-            ["--engine", "discord", "--name", "x"],
-            "Unknown engine 'discord'. Known engines: ",
+            ["--engine", "carrier-pigeon", "--name", "x"],
+            "Unknown engine 'carrier-pigeon'. Known engines: ",
         ),
         (
             ["--engine", "sandbox", "--name", "x", "--modes", "FAST,SLOW"],

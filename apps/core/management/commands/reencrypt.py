@@ -127,6 +127,7 @@ class Command(BaseCommand):
         """The MFA adapter's marker of encrypted values, or None when MFA secrets are clear."""
         if not apps.is_installed("allauth.mfa"):
             return None
+        # Lazy: allauth.mfa is an optional app here; its adapter exists only when installed.
         from allauth.mfa.adapter import get_adapter
 
         prefix = getattr(get_adapter(), "PREFIX", None)

@@ -1,0 +1,526 @@
+"""The ``discord`` engine: one task → interactions with the Midjourney (or Niji) bot.
+
+* **Submit** writes a ``DiscordJob`` row (``prepared``) with a fresh nonce, sends the
+  interaction — a slash command (imagine, describe, blend, shorten; ids and versions from the
+  guild's command index, cached) or a button press on the parent's result message — and moves
+  the row to ``sent``. It then waits a few seconds for the bot's first word, which the gateway
+  writes into the row: a refusal (queue full, fast hours out, CAPTCHA …) sends the task back
+  to the queue, a rejection (banned prompt, invalid parameter) fails it, a modal is answered
+  at once (custom zoom, describe/shorten picks; vary region through the editor's API with the
+  mask). ``upstream_job_id`` is the nonce.
+* **Find job**: a submit whose worker died is resolved from the row: sent → adopted; still
+  ``prepared`` → the channel's recent messages are read back; nothing after two minutes means
+  the bot never got it (it answers within seconds), so submitting again cannot run it twice.
+* **Poll** reads the row (the gateway keeps it current) and downloads a finished image at
+  once; when the gateway has been silent about a live job for a while it reads the channel
+  back over REST itself, so a dead gateway loses nothing.
+* **Seed**: the ✉️ reaction on the result; the bot's DM carries the seed.
+
+Engines are pure adapters: nothing here touches tasks or money; account health changes go
+through ``apps.engines.services``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from django.core.cache import cache
+from django.utils import timezone
+
+from apps.engines.base import (
+    Engine,
+    Job,
+    PermanentEngineError,
+    PollResult,
+    SubmitOutcomeUnknown,
+    SubmitResult,
+    TemporaryEngineError,
+    register,
+)
+from apps.tasks.enums import Action, Mode
+
+from . import options as discord_options
+from . import tracker, wire
+from .models import LIVE_PHASES, DiscordJob, GatewayLease, Phase
+from .options import DiscordSettings
+from .rest import CommandOutdated, DiscordRest, InvalidToken, new_nonce
+
+logger = logging.getLogger(__name__)
+
+#: A prepared interaction with no trace in the channel after this long never reached the bot.
+LOST_SUBMIT_SECONDS = 120
+#: A live job the gateway has said nothing about for this long is looked up over REST.
+RECOVER_AFTER_SECONDS = 20
+SEED_WAIT_SECONDS = 10.0
+MODE_FLAGS: dict[str, str] = {Mode.FAST: "--fast", Mode.RELAX: "--relax", Mode.TURBO: "--turbo"}
+BLEND_DIMENSIONS = {"PORTRAIT": "--ar 2:3", "SQUARE": "--ar 1:1", "LANDSCAPE": "--ar 3:2"}
+
+
+def _fast_exhausted_key(account_id: int) -> str:
+    return f"discord:fast-exhausted:{account_id}"
+
+
+class DiscordEngine(Engine):
+    name: ClassVar[str] = "discord"
+    idempotent_submit: ClassVar[bool] = True
+    follow_ups_need_parent_account: ClassVar[bool] = True
+    seed_from_upstream: ClassVar[bool] = True
+
+    def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
+        discord_options.parse(options, secrets)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _settings(job: Job) -> DiscordSettings:
+        try:
+            return discord_options.parse(job.account.options, job.account.secrets)
+        except ValueError as exc:
+            raise TemporaryEngineError(
+                f"The discord account is misconfigured: {exc}", error_code="ACCOUNT_UNAVAILABLE"
+            ) from exc
+
+    @staticmethod
+    def _gateway(account_id: int) -> GatewayLease | None:
+        return GatewayLease.objects.filter(account_id=account_id).first()
+
+    def _session_id(self, account_id: int) -> str:
+        lease = self._gateway(account_id)
+        return lease.session_id if lease and lease.session_id else uuid.uuid4().hex
+
+    def _user_id(self, account_id: int, rest: DiscordRest) -> str:
+        lease = self._gateway(account_id)
+        if lease and lease.user_id:
+            return lease.user_id
+        return str(rest.me().get("id", ""))
+
+    def _listener(self, job: Job, settings: DiscordSettings, rest: DiscordRest) -> tracker.Listener:
+        channels = {settings.channel_id, settings.niji_channel_id} - {""}
+        return tracker.Listener(
+            account_id=job.account.id,
+            user_id=self._user_id(job.account.id, rest),
+            channels=frozenset(channels),
+        )
+
+    # --- submit -------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> SubmitResult:
+        settings = self._settings(job)
+        earlier = (
+            DiscordJob.objects.filter(account_id=job.account.id, task_id=job.task_id)
+            .exclude(phase__in=(Phase.REFUSED, Phase.FAILURE))
+            .order_by("-created_at")
+            .first()
+        )
+        if earlier is not None:
+            if earlier.phase == Phase.PREPARED:
+                raise SubmitOutcomeUnknown(
+                    "An earlier submit of this task may have reached Discord; it is looked up "
+                    "before anything is sent again.",
+                    error_code="UPSTREAM_ERROR",
+                )
+            return SubmitResult(upstream_job_id=earlier.nonce, state=tracker.job_state(earlier))
+        rest = DiscordRest(account_id=job.account.id, settings=settings)
+        try:
+            row = self._send(job, settings, rest, relax=self._relax_instead(job, settings))
+            row = self._confirm(job, row, settings, rest)
+        except InvalidToken as exc:
+            tracker.account_trouble(
+                account_id=job.account.id,
+                health="needs_verification",
+                reason=f"{exc.message} The account was disabled: enter a fresh token.",
+                disable=True,
+            )
+            raise
+        finally:
+            rest.close()
+        return SubmitResult(upstream_job_id=row.nonce, state=tracker.job_state(row))
+
+    @staticmethod
+    def _relax_instead(job: Job, settings: DiscordSettings) -> bool:
+        return (
+            job.mode == Mode.FAST
+            and settings.fast_fallback_to_relax
+            and bool(cache.get(_fast_exhausted_key(job.account.id)))
+        )
+
+    def _send(
+        self, job: Job, settings: DiscordSettings, rest: DiscordRest, *, relax: bool
+    ) -> DiscordJob:
+        if job.bot not in settings.bots:
+            raise PermanentEngineError(
+                f"This account does not serve the {job.bot} bot.", error_code="ACCOUNT_UNAVAILABLE"
+            )
+        if job.parent is not None and job.custom_id:
+            return self._press(job, settings, rest)
+        channel = settings.channel_for(job.bot)
+        name, command_options, attachments = self._command(job, settings, rest, channel, relax)
+        nonce = new_nonce()
+        row = DiscordJob.objects.create(
+            nonce=nonce,
+            account_id=job.account.id,
+            task_id=job.task_id,
+            action=job.action,
+            command=name,
+            bot_id=wire.BOT_IDS[job.bot],
+            channel_id=channel,
+            prompt=str(command_options[0]["value"]) if name in ("imagine", "shorten") else "",
+        )
+        for refresh in (False, True):
+            command = rest.command(name, bot=job.bot, refresh=refresh)
+            payload = {
+                "type": wire.APPLICATION_COMMAND,
+                "application_id": command.application_id,
+                "guild_id": settings.guild_id,
+                "channel_id": channel,
+                "session_id": self._session_id(job.account.id),
+                "nonce": nonce,
+                "data": {
+                    "version": command.version,
+                    "id": command.id,
+                    "name": command.name,
+                    "type": 1,
+                    "options": command_options,
+                    "attachments": attachments,
+                },
+            }
+            try:
+                self._interact(rest, row, payload)
+                break
+            except CommandOutdated:
+                if refresh:
+                    self._refused(row, "Discord keeps calling the command outdated.")
+                    raise TemporaryEngineError(
+                        f"Discord calls /{name} outdated even after re-reading the index.",
+                        error_code="UPSTREAM_ERROR",
+                    ) from None
+        return row
+
+    def _command(
+        self, job: Job, settings: DiscordSettings, rest: DiscordRest, channel: str, relax: bool
+    ) -> tuple[str, list[dict[str, Any]], list[dict[str, str]]]:
+        if job.action == Action.IMAGINE:
+            prompt = job.prompt
+            if job.images:
+                urls = self._image_urls(job, rest, channel)
+                prompt = " ".join([*urls, prompt])
+            mode = Mode.RELAX if relax else job.mode
+            flag = MODE_FLAGS.get(mode, "")
+            if flag and not any(f in prompt.split() for f in MODE_FLAGS.values()):
+                prompt = f"{prompt} {flag}"
+            return "imagine", [{"type": 3, "name": "prompt", "value": prompt}], []
+        if job.action == Action.SHORTEN:
+            return "shorten", [{"type": 3, "name": "prompt", "value": job.prompt}], []
+        if job.action == Action.DESCRIBE:
+            attachments = self._uploads(job, rest, channel, 1, 1)
+            return "describe", [{"type": 11, "name": "image", "value": 0}], attachments
+        if job.action == Action.BLEND:
+            attachments = self._uploads(job, rest, channel, 2, 5)
+            blend_options: list[dict[str, Any]] = [
+                {"type": 11, "name": f"image{n + 1}", "value": n} for n in range(len(attachments))
+            ]
+            dimensions = BLEND_DIMENSIONS.get(str(job.params.get("dimensions", "SQUARE")).upper())
+            if dimensions:
+                blend_options.append({"type": 3, "name": "dimensions", "value": dimensions})
+            return "blend", blend_options, attachments
+        raise PermanentEngineError(
+            f"The discord engine cannot run {job.action} (the Midjourney bot has no such command).",
+            error_code="UPSTREAM_REJECTED",
+        )
+
+    def _uploads(
+        self, job: Job, rest: DiscordRest, channel: str, least: int, most: int
+    ) -> list[dict[str, str]]:
+        if not least <= len(job.images) <= most:
+            raise PermanentEngineError(
+                f"{job.action} needs {least}–{most} images, got {len(job.images)}.",
+                error_code="INVALID_PARAMETER",
+            )
+        attachments = []
+        for index, image in enumerate(job.images):
+            filename = f"{job.task_id}_{index}.png"
+            uploaded = rest.upload(channel, filename, image.read())
+            attachments.append(
+                {"id": str(index), "filename": filename, "uploaded_filename": uploaded}
+            )
+        return attachments
+
+    def _image_urls(self, job: Job, rest: DiscordRest, channel: str) -> list[str]:
+        """Reference images of an imagine become links: uploaded, posted, their CDN URLs."""
+        attachments = self._uploads(job, rest, channel, 1, 5)
+        message = rest.post_message(channel, content="", attachments=attachments)
+        return [str(item["url"]) for item in message.get("attachments", [])]
+
+    def _press(self, job: Job, settings: DiscordSettings, rest: DiscordRest) -> DiscordJob:
+        parent = job.parent
+        assert parent is not None
+        state = parent.state
+        if state.get("account") != job.account.id or not state.get("message_id"):
+            raise PermanentEngineError(
+                "The Discord account that made the parent task is not this one, so its buttons "
+                "cannot be pressed here.",
+                error_code="ACCOUNT_UNAVAILABLE",
+            )
+        available = [str(button.get("customId")) for button in state.get("buttons") or []]
+        theirs = wire.their_custom_id(job.custom_id, available)
+        if theirs is None:
+            raise PermanentEngineError(
+                "The parent's Discord message does not offer this button.",
+                error_code="INVALID_PARAMETER",
+            )
+        nonce = new_nonce()
+        row = DiscordJob.objects.create(
+            nonce=nonce,
+            account_id=job.account.id,
+            task_id=job.task_id,
+            action=job.action,
+            command=theirs,
+            bot_id=str(state.get("bot_id") or wire.MIDJOURNEY_BOT_ID),
+            channel_id=str(state.get("channel_id") or settings.channel_id),
+            parent_message_id=str(state["message_id"]),
+        )
+        self._interact(
+            rest,
+            row,
+            {
+                "type": wire.MESSAGE_COMPONENT,
+                "nonce": nonce,
+                "guild_id": settings.guild_id,
+                "channel_id": row.channel_id,
+                "message_flags": 0,
+                "message_id": row.parent_message_id,
+                "application_id": row.bot_id,
+                "session_id": self._session_id(job.account.id),
+                "data": {"component_type": 2, "custom_id": theirs},
+            },
+        )
+        return row
+
+    @staticmethod
+    def _interact(rest: DiscordRest, row: DiscordJob, payload: dict[str, Any]) -> None:
+        try:
+            rest.interact(payload)
+        except (TemporaryEngineError, PermanentEngineError) as exc:
+            # Discord answered and did not take it: nothing runs, the row is closed. (A stale
+            # command version is retried by the caller; an unknown outcome stays prepared.)
+            DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
+                phase=Phase.REFUSED, fail_reason=exc.message
+            )
+            raise
+        DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(phase=Phase.SENT)
+
+    @staticmethod
+    def _refused(row: DiscordJob, reason: str) -> None:
+        DiscordJob.objects.filter(pk=row.pk).exclude(phase=Phase.SUCCESS).update(
+            phase=Phase.REFUSED, fail_reason=reason
+        )
+
+    def _confirm(
+        self, job: Job, row: DiscordJob, settings: DiscordSettings, rest: DiscordRest
+    ) -> DiscordJob:
+        """Wait briefly for the bot's first word, which decides requeue / fail / modal."""
+        deadline = time.monotonic() + settings.submit_confirm_seconds
+        while True:
+            row.refresh_from_db()
+            if row.phase == Phase.MODAL:
+                self._answer_modal(job, row, settings, rest)
+                row.refresh_from_db()
+            if row.phase == Phase.REFUSED:
+                return self._after_refusal(job, row, settings, rest)
+            if row.phase == Phase.FAILURE:
+                raise PermanentEngineError(row.fail_reason, error_code=row.error_code)
+            if row.phase in (Phase.RUNNING, Phase.SUCCESS) or time.monotonic() >= deadline:
+                return row
+            time.sleep(0.1)
+
+    def _after_refusal(
+        self, job: Job, row: DiscordJob, settings: DiscordSettings, rest: DiscordRest
+    ) -> DiscordJob:
+        fall_back = settings.fast_fallback_to_relax and job.parent is None
+        if row.error_code == wire.FAST_HOURS_EXHAUSTED and job.mode == Mode.FAST and fall_back:
+            # Fall back as configured: the refused job never ran, so sending it again in
+            # relax mode runs it once. The account stays healthy for relax work.
+            cache.set(_fast_exhausted_key(job.account.id), True, timeout=3600)
+            tracker.account_trouble(account_id=job.account.id, health="healthy", reason="")
+            again = self._send(job, settings, rest, relax=True)
+            return self._confirm(job, again, settings, rest)
+        raise TemporaryEngineError(row.fail_reason, error_code=row.error_code or "UPSTREAM_ERROR")
+
+    def _answer_modal(
+        self, job: Job, row: DiscordJob, settings: DiscordSettings, rest: DiscordRest
+    ) -> None:
+        """The second step: the prompt (and mask) for the form the bot opened. Sent once."""
+        modal = dict(row.modal)
+        second = new_nonce()
+        claimed = DiscordJob.objects.filter(pk=row.pk, phase=Phase.MODAL).update(
+            phase=Phase.MODAL_SENT, second_nonce=second
+        )
+        if not claimed:
+            return
+        if modal.get("iframe"):
+            self._submit_inpaint(job, row, settings, rest, modal)
+            return
+        fields = modal.get("fields") or []
+        payload = {
+            "type": wire.MODAL_SUBMIT,
+            "application_id": modal.get("application_id") or row.bot_id,
+            "channel_id": row.channel_id,
+            "guild_id": settings.guild_id,
+            "session_id": self._session_id(job.account.id),
+            "nonce": second,
+            "data": {
+                "id": modal.get("id"),
+                "custom_id": modal.get("custom_id"),
+                "components": [
+                    {
+                        "type": 1,
+                        "components": [{"type": 4, "custom_id": field, "value": job.prompt}],
+                    }
+                    for field in fields[:1]
+                ],
+            },
+        }
+        try:
+            rest.interact(payload)
+        except (TemporaryEngineError, PermanentEngineError, CommandOutdated) as exc:
+            reason = getattr(exc, "message", "The modal answer was rejected.")
+            DiscordJob.objects.filter(pk=row.pk, phase=Phase.MODAL_SENT).update(
+                phase=Phase.FAILURE, error_code="UPSTREAM_REJECTED", fail_reason=reason
+            )
+
+    def _submit_inpaint(
+        self,
+        job: Job,
+        row: DiscordJob,
+        settings: DiscordSettings,
+        rest: DiscordRest,
+        modal: dict[str, Any],
+    ) -> None:
+        if job.mask is None:
+            DiscordJob.objects.filter(pk=row.pk).update(
+                phase=Phase.FAILURE,
+                error_code="INVALID_PARAMETER",
+                fail_reason="Vary (Region) needs a mask.",
+            )
+            return
+        mask = base64.b64encode(job.mask.read()).decode()
+        response = rest.request(
+            "POST",
+            f"{settings.inpaint_base_url}/inpaint/api/submit-job",
+            absolute=True,
+            route="POST inpaint",
+            json={
+                "customId": modal.get("custom_id"),
+                "prompt": job.prompt,
+                "mask": f"data:image/png;base64,{mask}",
+                "userId": self._user_id(job.account.id, rest),
+                "username": "0",
+                "full_prompt": None,
+            },
+        )
+        if response.status_code != 200:
+            DiscordJob.objects.filter(pk=row.pk).update(
+                phase=Phase.FAILURE,
+                error_code="UPSTREAM_REJECTED",
+                fail_reason=f"The vary-region editor refused the job ({response.status_code}).",
+            )
+
+    # --- find, poll, seed ---------------------------------------------------------------------
+
+    def find_job(self, job: Job) -> SubmitResult | None:
+        row = (
+            DiscordJob.objects.filter(account_id=job.account.id, task_id=job.task_id)
+            .exclude(phase__in=(Phase.REFUSED, Phase.FAILURE))
+            .order_by("-created_at")
+            .first()
+        )
+        if row is None:
+            return None
+        if row.phase == Phase.PREPARED:
+            settings = self._settings(job)
+            rest = DiscordRest(account_id=job.account.id, settings=settings)
+            try:
+                self._read_back(job, settings, rest, row.channel_id)
+            finally:
+                rest.close()
+            row.refresh_from_db()
+        if row.phase == Phase.PREPARED:
+            age = (timezone.now() - row.created_at).total_seconds()
+            if age < LOST_SUBMIT_SECONDS:
+                raise SubmitOutcomeUnknown(
+                    "The interaction may still be answered; looking again shortly.",
+                    error_code="UPSTREAM_ERROR",
+                )
+            self._refused(row, "The interaction never reached the bot.")
+            return None
+        if row.phase in (Phase.REFUSED, Phase.FAILURE):
+            return None
+        return SubmitResult(upstream_job_id=row.nonce, state=tracker.job_state(row))
+
+    def _read_back(
+        self, job: Job, settings: DiscordSettings, rest: DiscordRest, channel: str
+    ) -> None:
+        messages = list(reversed(rest.messages(channel, limit=50)))
+        tracker.feed_messages(listener=self._listener(job, settings, rest), messages=messages)
+
+    def poll(self, job: Job) -> PollResult:
+        settings = self._settings(job)
+        row = DiscordJob.objects.filter(nonce=job.upstream_job_id).first()
+        if row is None:
+            return PollResult(
+                status=PollResult.FAILURE,
+                error_code="UPSTREAM_ERROR",
+                fail_reason="The Discord job record is missing.",
+            )
+        stale = timezone.now() - row.updated_at > timedelta(seconds=RECOVER_AFTER_SECONDS)
+        if row.phase == Phase.MODAL or (row.phase in LIVE_PHASES and stale):
+            rest = DiscordRest(account_id=job.account.id, settings=settings)
+            try:
+                if row.phase == Phase.MODAL:
+                    self._answer_modal(job, row, settings, rest)
+                elif cache.add(f"discord:readback:{row.account_id}:{row.channel_id}", 1, 10):
+                    self._read_back(job, settings, rest, row.channel_id)
+            finally:
+                rest.close()
+            row.refresh_from_db()
+        try:
+            return tracker.result_of(row, settings=settings)
+        except Exception as exc:
+            raise TemporaryEngineError(
+                f"Downloading the result from Discord failed: {exc}", error_code="UPSTREAM_ERROR"
+            ) from exc
+
+    def cancel(self, job: Job) -> None:
+        """Midjourney cannot stop a running job: it runs out and its result is dropped (the
+        lifecycle ignores news about a cancelled task). Nothing is sent to Discord."""
+
+    def image_seed(self, job: Job) -> int | None:
+        row = DiscordJob.objects.filter(nonce=job.upstream_job_id).first()
+        if row is None or row.phase != Phase.SUCCESS:
+            return None
+        if row.seed is not None:
+            return row.seed
+        settings = self._settings(job)
+        if cache.add(f"discord:envelope:{row.nonce}", 1, 300):
+            rest = DiscordRest(account_id=job.account.id, settings=settings)
+            try:
+                rest.react(row.channel_id, row.result_message_id, "%E2%9C%89%EF%B8%8F")
+            finally:
+                rest.close()
+        deadline = time.monotonic() + SEED_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            row.refresh_from_db()
+            if row.seed is not None:
+                return row.seed
+            time.sleep(0.2)
+        raise TemporaryEngineError(
+            "Midjourney has not sent the seed yet; ask again shortly.", error_code="UPSTREAM_ERROR"
+        )
+
+
+register(DiscordEngine())

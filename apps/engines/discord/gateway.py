@@ -1,0 +1,431 @@
+"""The gateway service: one Discord WebSocket per leased account, bot events → job updates.
+
+:class:`Connection` speaks the gateway protocol as a user client: HELLO → IDENTIFY (or RESUME
+with the last session id and sequence number) → dispatches; it heartbeats on the interval
+HELLO gave, treats a missing heartbeat ACK as a dead ("zombie") connection, follows RECONNECT
+(op 7) and INVALID_SESSION (op 9: resume if resumable, identify afresh otherwise), and
+reconnects with back-off after any drop. A close code that means the token is bad stops the
+account and records why.
+
+:class:`GatewayService` holds leases (see ``leases``) and runs a connection for each account
+it holds, so several processes on several machines share the accounts without ever
+connecting one twice. Events of one account are handled in order on a worker thread (the ORM
+is synchronous); the resulting ``JobUpdate`` values go to the injected ``sink``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import aiohttp
+from django.db import close_old_connections
+
+from apps.engines.base import JobUpdate
+from apps.engines.models import UpstreamAccount
+
+from . import leases, tracker, wire
+from .options import DiscordSettings, parse
+
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[JobUpdate], None]
+T = TypeVar("T")
+#: Gateway capabilities and client properties of the Discord web client (a user session).
+CAPABILITIES = 16381
+HELLO_TIMEOUT = 15.0
+MAX_BACKOFF = 10.0
+
+
+class FatalGatewayError(Exception):
+    """Discord closed the connection for a reason retrying cannot fix (bad token …)."""
+
+
+@dataclass
+class AccountPlan:
+    account_id: int
+    name: str
+    settings: DiscordSettings
+    holder: str = ""
+    session_id: str = ""
+    sequence: int | None = None
+    user_id: str = ""
+
+
+class Connection:
+    """One account's gateway session, reconnecting and resuming until stopped."""
+
+    def __init__(
+        self,
+        plan: AccountPlan,
+        *,
+        http: aiohttp.ClientSession,
+        handle: Callable[[Callable[[], Any]], Awaitable[Any]],
+        sink: Sink,
+    ) -> None:
+        self.plan = plan
+        self.settings = plan.settings
+        self.http = http
+        self._run_sync = handle
+        self.sink = sink
+        self.session_id = plan.session_id
+        self.sequence: int | None = plan.sequence
+        self.user_id = plan.user_id
+        self.resume_url = ""
+        self.connected = asyncio.Event()
+        self._stopping = False
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._acked = True
+        self.identifies = 0
+        self.resumes = 0
+
+    @property
+    def listener(self) -> tracker.Listener:
+        channels = {self.settings.channel_id, self.settings.niji_channel_id} - {""}
+        return tracker.Listener(
+            account_id=self.plan.account_id, user_id=self.user_id, channels=frozenset(channels)
+        )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close(code=1000)
+
+    async def run(self) -> None:
+        consumer = asyncio.ensure_future(self._consume())
+        backoff = 0.5
+        try:
+            while not self._stopping:
+                started = time.monotonic()
+                try:
+                    await self._connect_once()
+                except FatalGatewayError as exc:
+                    logger.error("discord account %s: %s", self.plan.account_id, exc)
+                    await self._run_sync(
+                        functools.partial(
+                            tracker.account_trouble,
+                            account_id=self.plan.account_id,
+                            health="needs_verification",
+                            reason=f"{exc} The account was disabled: enter a fresh token.",
+                            disable=True,
+                        )
+                    )
+                    return
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                    logger.warning("discord account %s gateway: %r", self.plan.account_id, exc)
+                finally:
+                    self.connected.clear()
+                if self._stopping:
+                    break
+                if time.monotonic() - started > 30:
+                    backoff = 0.5
+                await asyncio.sleep(backoff * (1 + random.random() / 2))
+                backoff = min(MAX_BACKOFF, backoff * 2)
+        finally:
+            consumer.cancel()
+
+    async def _connect_once(self) -> None:
+        resuming = bool(self.session_id)
+        url = self.resume_url if resuming and self.resume_url else self.settings.gateway_url
+        async with self.http.ws_connect(
+            url, headers={"User-Agent": self.settings.user_agent}, max_msg_size=32 * 1024**2
+        ) as ws:
+            self._ws = ws
+            hello = await ws.receive_json(timeout=HELLO_TIMEOUT)
+            if hello.get("op") != wire.OP_HELLO:
+                raise ValueError(f"expected HELLO, got op {hello.get('op')}")
+            interval = float(hello["d"]["heartbeat_interval"]) / 1000
+            self._acked = True
+            beat = asyncio.ensure_future(self._heartbeat(ws, interval))
+            try:
+                if resuming:
+                    self.resumes += 1
+                    await ws.send_json(
+                        {
+                            "op": wire.OP_RESUME,
+                            "d": {
+                                "token": self.settings.token,
+                                "session_id": self.session_id,
+                                "seq": self.sequence,
+                            },
+                        }
+                    )
+                else:
+                    await self._identify(ws)
+                async for frame in ws:
+                    if frame.type == aiohttp.WSMsgType.TEXT:
+                        await self._on_payload(ws, json.loads(frame.data))
+                    elif frame.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                        break
+            finally:
+                beat.cancel()
+                self._ws = None
+            if ws.close_code in wire.FATAL_CLOSE_CODES:
+                raise FatalGatewayError(
+                    f"Discord closed the gateway with code {ws.close_code} (authentication failed)."
+                )
+
+    async def _identify(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.identifies += 1
+        await ws.send_json(
+            {
+                "op": wire.OP_IDENTIFY,
+                "d": {
+                    "token": self.settings.token,
+                    "capabilities": CAPABILITIES,
+                    "properties": {
+                        "os": "Windows",
+                        "browser": "Chrome",
+                        "device": "",
+                        "system_locale": "en-US",
+                        "browser_user_agent": self.settings.user_agent,
+                        "release_channel": "stable",
+                    },
+                    "presence": {"status": "online", "since": 0, "activities": [], "afk": False},
+                    "compress": False,
+                    "client_state": {"guild_versions": {}},
+                },
+            }
+        )
+
+    async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse, interval: float) -> None:
+        await asyncio.sleep(interval * random.random())
+        while not ws.closed:
+            if not self._acked:
+                # No ACK since the last beat: the connection is a zombie. Drop it and resume.
+                logger.warning("discord account %s: heartbeat not acked", self.plan.account_id)
+                await ws.close(code=4000)
+                return
+            self._acked = False
+            await ws.send_json({"op": wire.OP_HEARTBEAT, "d": self.sequence})
+            await asyncio.sleep(interval)
+
+    async def _on_payload(
+        self, ws: aiohttp.ClientWebSocketResponse, payload: dict[str, Any]
+    ) -> None:
+        op = payload.get("op")
+        if payload.get("s") is not None:
+            self.sequence = max(self.sequence or 0, int(payload["s"]))
+        if op == wire.OP_DISPATCH:
+            event, data = str(payload.get("t")), payload.get("d") or {}
+            if event == "READY":
+                # A new session counts from its own first dispatch.
+                self.sequence = int(payload.get("s") or 0)
+                self.session_id = str(data.get("session_id", ""))
+                self.resume_url = str(data.get("resume_gateway_url") or "")
+                self.user_id = str((data.get("user") or {}).get("id", ""))
+                await self._record_session()
+                self.connected.set()
+            elif event == "RESUMED":
+                self.connected.set()
+            else:
+                await self._events.put((event, data))
+        elif op == wire.OP_HEARTBEAT:
+            await ws.send_json({"op": wire.OP_HEARTBEAT, "d": self.sequence})
+        elif op == wire.OP_HEARTBEAT_ACK:
+            self._acked = True
+        elif op == wire.OP_RECONNECT:
+            await ws.close(code=4000)
+        elif op == wire.OP_INVALID_SESSION:
+            if not payload.get("d"):
+                self.session_id = ""
+                self.sequence = None
+                self.resume_url = ""
+            await asyncio.sleep(random.uniform(0.2, 1.0))
+            await ws.close(code=4000)
+
+    async def _record_session(self) -> None:
+        """Write the new session down at once: workers send interactions with its id, and a
+        successor process resumes it."""
+        try:
+            await self._run_sync(
+                functools.partial(
+                    leases.lease_record_session,
+                    account_id=self.plan.account_id,
+                    holder=self.plan.holder,
+                    session_id=self.session_id,
+                    sequence=self.sequence,
+                    user_id=self.user_id,
+                )
+            )
+        except Exception:
+            logger.exception("discord account %s: session not recorded", self.plan.account_id)
+
+    async def _consume(self) -> None:
+        """Handle this account's events one after another, in the order they arrived."""
+        while True:
+            event, data = await self._events.get()
+            try:
+                await self._run_sync(functools.partial(self._handle_and_push, event, data))
+            except Exception:
+                logger.exception("discord account %s: %s not handled", self.plan.account_id, event)
+            finally:
+                self._events.task_done()
+
+    def _handle_and_push(self, event: str, data: dict[str, Any]) -> None:
+        close_old_connections()
+        for update in self._handle(event, data):
+            self.sink(update)
+
+    def _handle(self, event: str, data: dict[str, Any]) -> list[JobUpdate]:
+        listener = self.listener
+        if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
+            return tracker.message_seen(
+                listener=listener,
+                message=data,
+                edited=event == "MESSAGE_UPDATE",
+                settings=self.settings,
+            )
+        if event == "INTERACTION_SUCCESS":
+            tracker.interaction_acknowledged(listener=listener, data=data)
+        elif event == "INTERACTION_FAILURE":
+            tracker.interaction_failed(listener=listener, data=data)
+        elif event == "INTERACTION_MODAL_CREATE":
+            tracker.modal_opened(listener=listener, data=data, iframe=False)
+        elif event == "INTERACTION_IFRAME_MODAL_CREATE":
+            tracker.modal_opened(listener=listener, data=data, iframe=True)
+        return []
+
+
+def _plans(account_ids: set[int] | None) -> list[AccountPlan]:
+    close_old_connections()
+    accounts = UpstreamAccount.objects.filter(engine="discord", is_enabled=True).order_by("pk")
+    if account_ids is not None:
+        accounts = accounts.filter(pk__in=account_ids)
+    plans = []
+    for account in accounts:
+        try:
+            settings = parse(account.options or {}, cast(dict[str, Any], account.secrets or {}))
+        except ValueError as exc:
+            logger.error("discord account %s is misconfigured: %s", account.pk, exc)
+            continue
+        plans.append(AccountPlan(account_id=account.pk, name=account.name, settings=settings))
+    return plans
+
+
+class GatewayService:
+    """Leases accounts and keeps a :class:`Connection` running for each one held."""
+
+    def __init__(
+        self,
+        *,
+        holder: str,
+        sink: Sink,
+        ttl: float = leases.TTL.total_seconds(),
+        renew_every: float = leases.RENEW_EVERY.total_seconds(),
+        account_ids: set[int] | None = None,
+        threads: int = 4,
+    ) -> None:
+        if renew_every * 2 >= ttl:
+            raise ValueError("Leases must be renewed at least twice per lifetime.")
+        self.holder = holder
+        self.sink = sink
+        self.ttl = ttl
+        self.renew_every = renew_every
+        self.account_ids = account_ids
+        self.connections: dict[int, Connection] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        #: Until when each held lease is certainly ours (by our clock).
+        self._valid_until: dict[int, float] = {}
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="discord-gw")
+        self._stop = asyncio.Event()
+
+    async def _sync(self, function: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            try:
+                while not self._stop.is_set():
+                    try:
+                        await self._round(http)
+                    except Exception:
+                        # The database may be away: keep the connections while their leases
+                        # are certainly ours, and try again next round.
+                        logger.exception("discord gateway %s: lease round failed", self.holder)
+                    await self._expire()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self.renew_every)
+            finally:
+                for account_id in list(self.connections):
+                    await self._drop(account_id)
+                held = list(self._valid_until)
+                await self._sync(lambda: leases.lease_release(holder=self.holder, account_ids=held))
+                self._executor.shutdown(wait=False)
+
+    async def _round(self, http: aiohttp.ClientSession) -> None:
+        ttl = timedelta(seconds=self.ttl)
+        sessions = {
+            account_id: (conn.session_id, conn.sequence, conn.user_id)
+            for account_id, conn in self.connections.items()
+        }
+        started = time.monotonic()
+        kept = await self._sync(
+            lambda: leases.lease_renew(holder=self.holder, sessions=sessions, ttl=ttl)
+        )
+        for account_id in list(self.connections):
+            if account_id in kept:
+                self._valid_until[account_id] = started + self.ttl
+            else:
+                logger.warning("lost the lease of discord account %s", account_id)
+                await self._drop(account_id)
+        for account_id, task in list(self._tasks.items()):
+            if task.done():
+                await self._drop(account_id)  # fatal: the account was disabled
+        plans = await self._sync(lambda: _plans(self.account_ids))
+        for plan in plans:
+            if plan.account_id in self.connections:
+                continue
+            lease = await self._sync(
+                functools.partial(
+                    leases.lease_acquire, account_id=plan.account_id, holder=self.holder, ttl=ttl
+                )
+            )
+            if lease is None:
+                continue
+            plan.session_id, plan.sequence, plan.user_id = (
+                lease.session_id,
+                lease.sequence,
+                lease.user_id,
+            )
+            plan.holder = self.holder
+            self._valid_until[plan.account_id] = started + self.ttl
+            connection = Connection(plan, http=http, handle=self._sync, sink=self.sink)
+            self.connections[plan.account_id] = connection
+            self._tasks[plan.account_id] = asyncio.ensure_future(connection.run())
+            logger.info(
+                "discord account %s (%s) leased by %s", plan.account_id, plan.name, self.holder
+            )
+
+    async def _expire(self) -> None:
+        """A lease we could not renew in time may already be someone else's: let go first."""
+        now = time.monotonic()
+        for account_id, until in list(self._valid_until.items()):
+            if until - self.renew_every / 2 < now and account_id in self.connections:
+                logger.warning("discord account %s: lease not renewed in time", account_id)
+                await self._drop(account_id)
+
+    async def _drop(self, account_id: int) -> None:
+        connection = self.connections.pop(account_id, None)
+        task = self._tasks.pop(account_id, None)
+        self._valid_until.pop(account_id, None)
+        if connection is not None:
+            await connection.stop()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,286 @@
+"""Discord's REST API as a user client: interactions, attachment uploads, the command index,
+messages, reactions, DMs — with 429s obeyed per route and globally.
+
+Rate limits are shared by every worker through the cache: a 429 records "this account may not
+call this route (or anything, when global) before T", and every request first waits that out.
+A 429 means Discord did not process the request, so repeating it cannot duplicate anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from django.core.cache import cache
+
+from apps.engines.base import PermanentEngineError, SubmitOutcomeUnknown, TemporaryEngineError
+
+from .options import DiscordSettings
+from .wire import BOT_IDS
+
+logger = logging.getLogger(__name__)
+
+#: A rate limit longer than this is not waited out inside a request: the task goes back.
+MAX_RATE_LIMIT_WAIT = 15.0
+MAX_ATTEMPTS = 5
+COMMAND_INDEX_SECONDS = 3600
+TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+_ID = re.compile(r"/\d{5,}")
+
+
+class InvalidToken(TemporaryEngineError):
+    """Discord rejected the account's token (401): the account must be disabled."""
+
+
+class CommandOutdated(Exception):
+    """The cached command id/version is stale (Discord answered 50035 for it)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    id: str
+    version: str
+    name: str
+    application_id: str
+
+
+def new_nonce() -> str:
+    """A nonce shaped like a snowflake (Discord clients send those)."""
+    return str((int(time.time() * 1000) - 1_420_070_400_000) << 22 | uuid.uuid4().int & 0x3FFFFF)
+
+
+class DiscordRest:
+    def __init__(
+        self, *, account_id: int, settings: DiscordSettings, client: httpx.Client | None = None
+    ) -> None:
+        self.account_id = account_id
+        self.settings = settings
+        self._client = client or httpx.Client(timeout=TIMEOUT)
+        self._headers = {
+            "Authorization": settings.token,
+            "User-Agent": settings.user_agent,
+            "Origin": "https://discord.com",
+        }
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- rate limits --------------------------------------------------------------------------
+
+    def _key(self, route: str) -> str:
+        bucket = hashlib.sha1(route.encode(), usedforsecurity=False).hexdigest()[:16]
+        return f"discord:ratelimit:{self.account_id}:{bucket}"
+
+    def _wait_for_limits(self, route: str) -> None:
+        now = time.time()
+        until = max(float(cache.get(self._key(route)) or 0), float(cache.get(self._key("*")) or 0))
+        wait = until - now
+        if wait <= 0:
+            return
+        if wait > MAX_RATE_LIMIT_WAIT:
+            raise TemporaryEngineError(
+                f"Discord rate-limits this account for another {wait:.0f} s.",
+                error_code="UPSTREAM_ERROR",
+            )
+        time.sleep(wait)
+
+    def _limited(self, route: str, response: httpx.Response) -> None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        retry_after = float(body.get("retry_after") or response.headers.get("Retry-After") or 1)
+        is_global = bool(body.get("global")) or response.headers.get("X-RateLimit-Global") == "true"
+        key = self._key("*" if is_global else route)
+        cache.set(key, time.time() + retry_after, timeout=int(retry_after) + 2)
+        logger.info(
+            "discord 429 for account %s on %s: retry after %.2f s%s",
+            self.account_id,
+            route,
+            retry_after,
+            " (global)" if is_global else "",
+        )
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def request(
+        self, method: str, url: str, *, route: str = "", absolute: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a request, waiting out 429s. Connection refused → not sent (temporary);
+        a timeout after sending → outcome unknown."""
+        target = url if absolute else f"{self.settings.rest_base_url}{url}"
+        route = route or f"{method} {_ID.sub('/:id', url)}"
+        for _attempt in range(MAX_ATTEMPTS):
+            self._wait_for_limits(route)
+            try:
+                response = self._client.request(method, target, headers=self._headers, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                raise TemporaryEngineError(
+                    f"Discord cannot be reached ({type(exc).__name__}).",
+                    error_code="UPSTREAM_ERROR",
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise SubmitOutcomeUnknown(
+                    f"Discord did not answer ({type(exc).__name__}).", error_code="UPSTREAM_ERROR"
+                ) from exc
+            if response.status_code == 429:
+                self._limited(route, response)
+                continue
+            if response.status_code == 401:
+                raise InvalidToken(
+                    "Discord rejected the account's token (401 Unauthorized).",
+                    error_code="ACCOUNT_UNAVAILABLE",
+                )
+            if response.status_code >= 500:
+                raise TemporaryEngineError(
+                    f"Discord answered {response.status_code}.", error_code="UPSTREAM_ERROR"
+                )
+            return response
+        raise TemporaryEngineError(
+            "Discord kept rate-limiting this account.", error_code="UPSTREAM_ERROR"
+        )
+
+    # --- the command index --------------------------------------------------------------------
+
+    def _index_key(self) -> str:
+        return f"discord:commands:{self.account_id}:{self.settings.guild_id}"
+
+    def command(self, name: str, *, bot: str, refresh: bool = False) -> Command:
+        """A slash command's id and version, from the guild's command index (cached)."""
+        index: dict[str, dict[str, str]] | None = None if refresh else cache.get(self._index_key())
+        if index is None:
+            response = self.request(
+                "GET", f"/guilds/{self.settings.guild_id}/application-command-index"
+            )
+            if response.status_code != 200:
+                raise TemporaryEngineError(
+                    f"Discord's command index answered {response.status_code}.",
+                    error_code="UPSTREAM_ERROR",
+                )
+            index = {
+                f"{item['application_id']}:{item['name']}": {
+                    "id": str(item["id"]),
+                    "version": str(item["version"]),
+                }
+                for item in response.json().get("application_commands", [])
+            }
+            cache.set(self._index_key(), index, timeout=COMMAND_INDEX_SECONDS)
+        application_id = BOT_IDS[bot]
+        found = index.get(f"{application_id}:{name}")
+        if found is None:
+            raise PermanentEngineError(
+                f"The {bot} bot offers no /{name} command in this server.",
+                error_code="UPSTREAM_REJECTED",
+            )
+        return Command(found["id"], found["version"], name, application_id)
+
+    # --- interactions -------------------------------------------------------------------------
+
+    def interact(self, payload: dict[str, Any]) -> None:
+        """POST one interaction. Raises CommandOutdated for a stale command version."""
+        response = self.request("POST", "/interactions", json=payload, route="POST /interactions")
+        if response.status_code in (200, 204):
+            return
+        body = _json(response)
+        if response.status_code == 400 and "outdated" in str(body.get("errors", "")).lower():
+            raise CommandOutdated()
+        if response.status_code == 403:
+            raise TemporaryEngineError(
+                f"Discord refused the interaction: {body.get('message', 'Missing Access')}.",
+                error_code="ACCOUNT_UNAVAILABLE",
+            )
+        raise PermanentEngineError(
+            f"Discord rejected the interaction ({response.status_code}: "
+            f"{body.get('message', '')}).",
+            error_code="UPSTREAM_REJECTED",
+        )
+
+    # --- uploads and messages -----------------------------------------------------------------
+
+    def upload(self, channel_id: str, filename: str, data: bytes) -> str:
+        """Discord's two-step upload: ask for a slot, PUT the bytes there. Returns the
+        ``uploaded_filename`` that interactions and messages refer to."""
+        response = self.request(
+            "POST",
+            f"/channels/{channel_id}/attachments",
+            json={"files": [{"id": "0", "filename": filename, "file_size": len(data)}]},
+        )
+        if response.status_code != 200:
+            raise TemporaryEngineError(
+                f"Discord refused an upload slot ({response.status_code}).",
+                error_code="UPSTREAM_ERROR",
+            )
+        slot = response.json()["attachments"][0]
+        # The upload URL is a storage bucket, not the API: no token, no API rate limits.
+        try:
+            put = self._client.put(
+                str(slot["upload_url"]),
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        except httpx.HTTPError as exc:
+            raise TemporaryEngineError(
+                f"Uploading to Discord failed ({type(exc).__name__}).", error_code="UPSTREAM_ERROR"
+            ) from exc
+        if put.status_code not in (200, 201, 204):
+            raise TemporaryEngineError(
+                f"Uploading to Discord failed ({put.status_code}).", error_code="UPSTREAM_ERROR"
+            )
+        return str(slot["upload_filename"])
+
+    def post_message(
+        self, channel_id: str, *, content: str, attachments: list[dict[str, str]]
+    ) -> dict[str, Any]:
+        response = self.request(
+            "POST",
+            f"/channels/{channel_id}/messages",
+            json={"content": content, "nonce": new_nonce(), "attachments": attachments},
+        )
+        if response.status_code != 200:
+            raise TemporaryEngineError(
+                f"Discord refused a message ({response.status_code}).", error_code="UPSTREAM_ERROR"
+            )
+        return dict(response.json())
+
+    def messages(self, channel_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        response = self.request("GET", f"/channels/{channel_id}/messages", params={"limit": limit})
+        if response.status_code != 200:
+            raise TemporaryEngineError(
+                f"Discord's message list answered {response.status_code}.",
+                error_code="UPSTREAM_ERROR",
+            )
+        return list(response.json())
+
+    def react(self, channel_id: str, message_id: str, emoji: str) -> None:
+        response = self.request(
+            "PUT",
+            f"/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+            route="PUT reaction",
+        )
+        if response.status_code not in (200, 204):
+            raise TemporaryEngineError(
+                f"Discord refused the reaction ({response.status_code}).",
+                error_code="UPSTREAM_ERROR",
+            )
+
+    def open_dm(self, user_id: str) -> str:
+        response = self.request("POST", "/users/@me/channels", json={"recipient_id": user_id})
+        return str(response.json()["id"])
+
+    def me(self) -> dict[str, Any]:
+        response = self.request("GET", "/users/@me")
+        return dict(response.json())
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,393 @@
+"""What the bot said, written down: Discord messages and gateway events → ``DiscordJob`` rows,
+and rows → the results the lifecycle applies (``PollResult`` / ``JobUpdate``).
+
+The gateway feeds live events in; the engine's REST fallback feeds in the channel's recent
+messages when the gateway was away. Both paths go through the same functions and the same
+compare-and-set updates, so a message seen twice changes nothing the second time.
+
+How a reply finds its job: the bot's first reply carries our interaction's ``nonce``; replies
+without one (results posted as new messages) are matched by the interaction id, the message
+they reference and the prompt head the first reply showed, oldest job first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Q
+
+from apps.engines.base import JobUpdate, PollResult, ResultImage
+from apps.engines.models import Health, UpstreamAccount
+from apps.engines.services import upstream_account_set_enabled, upstream_account_set_health
+
+from . import wire
+from .models import LIVE_PHASES, DiscordJob, Phase
+from .options import DiscordSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Whose eyes: the account, its Discord user id, the channels it watches."""
+
+    account_id: int
+    user_id: str
+    channels: frozenset[str]
+
+
+def _for_us(listener: Listener, message: dict[str, Any]) -> bool:
+    author = str((message.get("author") or {}).get("id", ""))
+    if author not in wire.BOT_IDS.values():
+        return False
+    meta_user = str(((message.get("interaction_metadata") or {}).get("user") or {}).get("id", ""))
+    if meta_user:
+        return meta_user == listener.user_id
+    parsed = wire.parse_content(str(message.get("content") or ""))
+    if parsed is not None and parsed.user_id:
+        return parsed.user_id == listener.user_id
+    return bool(message.get("nonce"))
+
+
+def _head(text: wire.BotText) -> str:
+    return f"{text.prompt}\n{text.label}"
+
+
+# --- account health --------------------------------------------------------------------------
+
+
+def account_trouble(*, account_id: int, health: str, reason: str, disable: bool = False) -> None:
+    """Record why an account cannot serve (the admin shows ``health_reason``)."""
+    account = UpstreamAccount.objects.filter(pk=account_id).first()
+    if account is None:
+        return
+    was_serving = account.health == Health.HEALTHY and account.is_enabled
+    if health and (account.health != health or account.health_reason != reason[:500]):
+        upstream_account_set_health(account=account, health=health, reason=reason)
+        logger.warning("discord account %s is now %s: %s", account_id, health, reason)
+    if disable and account.is_enabled:
+        upstream_account_set_enabled(account=account, enabled=False)
+    if was_serving and (health not in ("", Health.HEALTHY) or disable):
+        _tell_operators(account, health=health, reason=reason, disabled=disable)
+
+
+def _tell_operators(account: UpstreamAccount, *, health: str, reason: str, disabled: bool) -> None:
+    """E-mail the operators (active staff) that an account stopped serving, and why."""
+    recipients = list(
+        get_user_model()
+        .objects.filter(is_staff=True, is_active=True)
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    if not recipients:
+        return
+    state = "disabled" if disabled else Health(health).label.lower()
+    subject = f"[mjgate] Discord account {account.name} is {state}"
+    body = (
+        f"The Discord account {account.name} (#{account.pk}) stopped serving tasks: {state}.\n\n"
+        f"Why: {reason}\n\nTasks that were not sent yet go to the other accounts. Fix the "
+        "account and set it healthy (and enabled) again in the operator admin."
+    )
+    transaction.on_commit(lambda: send_mail(subject, body, None, recipients, fail_silently=True))
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def interaction_acknowledged(*, listener: Listener, data: dict[str, Any]) -> None:
+    DiscordJob.objects.filter(
+        account_id=listener.account_id, nonce=str(data.get("nonce", ""))
+    ).update(interaction_id=str(data.get("id", "")))
+
+
+def interaction_failed(*, listener: Listener, data: dict[str, Any]) -> None:
+    """The bot did not answer (Discord's INTERACTION_FAILURE): nothing runs, so the job is
+    refused — a submit still waiting sends the task back to the queue."""
+    nonce = str(data.get("nonce", ""))
+    DiscordJob.objects.filter(
+        Q(nonce=nonce) | Q(second_nonce=nonce),
+        account_id=listener.account_id,
+        phase__in=(Phase.PREPARED, Phase.SENT, Phase.MODAL_SENT),
+    ).update(
+        phase=Phase.REFUSED,
+        error_code="UPSTREAM_ERROR",
+        fail_reason="The Midjourney bot did not respond to the interaction.",
+    )
+
+
+def modal_opened(*, listener: Listener, data: dict[str, Any], iframe: bool) -> None:
+    fields = [
+        str(field.get("custom_id"))
+        for row in data.get("components") or []
+        for field in row.get("components") or []
+    ]
+    DiscordJob.objects.filter(
+        account_id=listener.account_id,
+        nonce=str(data.get("nonce", "")),
+        phase__in=(Phase.SENT, Phase.MODAL),
+    ).update(
+        phase=Phase.MODAL,
+        modal={
+            "id": str(data.get("id", "")),
+            "custom_id": str(data.get("custom_id", "")),
+            "fields": fields,
+            "iframe": iframe,
+            "application_id": str((data.get("application") or {}).get("id", "")),
+        },
+    )
+
+
+def message_seen(
+    *,
+    listener: Listener,
+    message: dict[str, Any],
+    edited: bool = False,
+    settings: DiscordSettings | None = None,
+) -> list[JobUpdate]:
+    """One MESSAGE_CREATE/UPDATE (or a message read back over REST). With ``settings`` a
+    finished job's image is downloaded at once, into the update."""
+    channel = str(message.get("channel_id", ""))
+    author = str((message.get("author") or {}).get("id", ""))
+    if author in wire.BOT_IDS.values() and channel not in listener.channels:
+        return _direct_message(listener, message)
+    if channel not in listener.channels or not _for_us(listener, message):
+        return []
+    with transaction.atomic():
+        job = _job_of(listener, message, edited=edited)
+        if job is None:
+            return []
+        updates = _apply(job, message)
+    return [_with_image(update, settings) for update in updates]
+
+
+def _direct_message(listener: Listener, message: dict[str, Any]) -> list[JobUpdate]:
+    """The bot's DM after the ✉️ reaction: ``**Job ID**: <hash> … **seed** N``."""
+    text = f"{message.get('content', '')}\n{wire.embed_text(message)}"
+    seed = wire.seed_from(text)
+    if seed is None:
+        return []
+    for part in text.replace("*", " ").split():
+        DiscordJob.objects.filter(account_id=listener.account_id, job_hash=part).update(seed=seed)
+    return []
+
+
+def _job_of(listener: Listener, message: dict[str, Any], *, edited: bool) -> DiscordJob | None:
+    jobs = DiscordJob.objects.select_for_update().filter(account_id=listener.account_id)
+    nonce = str(message.get("nonce") or "")
+    if nonce:
+        found = jobs.filter(Q(nonce=nonce) | Q(second_nonce=nonce)).first()
+        if found is not None:
+            return found
+    message_id = str(message.get("id", ""))
+    found = jobs.filter(Q(message_id=message_id) | Q(result_message_id=message_id)).first()
+    if found is not None or edited:
+        return found
+    interaction = str((message.get("interaction_metadata") or {}).get("id", ""))
+    live = jobs.filter(phase__in=LIVE_PHASES).order_by("created_at")
+    if interaction:
+        found = live.filter(interaction_id=interaction).first()
+        if found is not None:
+            return found
+    text = wire.parse_content(str(message.get("content") or ""))
+    reference = str((message.get("message_reference") or {}).get("message_id", ""))
+    if text is None:
+        return None
+    unseen = jobs.filter(phase__in=(*LIVE_PHASES, Phase.PREPARED)).order_by("created_at")
+    if text.image_index is not None and reference:
+        return next(
+            (
+                job
+                for job in unseen.filter(parent_message_id=reference)
+                if f"::upsample::{text.image_index}::" in job.command
+            ),
+            None,
+        )
+    found = live.filter(bot_prompt=_head(text)).first()
+    if found is not None or text.image_index is not None:
+        return found
+    # Nothing of this job was seen live (the gateway was away, or the worker died before it
+    # heard back): a button pressed on the message this one answers, or the prompt it sent.
+    unseen = unseen.filter(bot_prompt="")
+    if reference:
+        return (
+            unseen.filter(parent_message_id=reference)
+            .exclude(command__contains="::upsample::")
+            .first()
+        )
+    if text.label:
+        return None
+    return unseen.filter(prompt=text.prompt, parent_message_id="").first()
+
+
+def _apply(job: DiscordJob, message: dict[str, Any]) -> list[JobUpdate]:
+    error = wire.error_embed(message)
+    if error is not None:
+        return _failed(job, wire.classify_error(*error))
+    if int(message.get("flags") or 0) & wire.EPHEMERAL:
+        return []
+    text = wire.parse_content(str(message.get("content") or ""))
+    components = list(message.get("components") or [])
+    attachments = list(message.get("attachments") or [])
+    ids = wire.custom_ids(components)
+    finished_text = (
+        text is not None and text.progress is None and not text.waiting and bool(attachments)
+    )
+    described = not text and bool(components) and bool(wire.embed_text(message))
+    if (finished_text and components) or described:
+        return _succeeded(job, message, text, attachments, components, ids)
+    changes: dict[str, Any] = {}
+    if not job.message_id and message.get("nonce"):
+        changes["message_id"] = str(message.get("id", ""))
+    if text is not None and not job.bot_prompt:
+        changes["bot_prompt"] = _head(text)
+    if text is not None and text.progress is not None and text.progress > job.progress:
+        changes["progress"] = text.progress
+    if job.phase in (Phase.PREPARED, Phase.SENT, Phase.MODAL_SENT):
+        changes["phase"] = Phase.RUNNING
+    if not changes:
+        return []
+    DiscordJob.objects.filter(pk=job.pk, phase__in=(*LIVE_PHASES, Phase.PREPARED)).update(**changes)
+    return [_update(job.nonce)] if "progress" in changes or "phase" in changes else []
+
+
+def _succeeded(
+    job: DiscordJob,
+    message: dict[str, Any],
+    text: wire.BotText | None,
+    attachments: list[dict[str, Any]],
+    components: list[dict[str, Any]],
+    ids: list[str],
+) -> list[JobUpdate]:
+    description = wire.embed_text(message)
+    image_url = str(attachments[0].get("url", "")) if attachments else ""
+    moved = DiscordJob.objects.filter(pk=job.pk, phase__in=(*LIVE_PHASES, Phase.PREPARED)).update(
+        phase=Phase.SUCCESS,
+        progress=100,
+        result_message_id=str(message.get("id", "")),
+        image_url=image_url,
+        is_grid=wire.is_grid_result(ids),
+        components=components,
+        job_hash=wire.job_hash(message),
+        final_prompt=description if not text else "",
+        bot_prompt=job.bot_prompt or (_head(text) if text else ""),
+    )
+    return [_update(job.nonce)] if moved else []
+
+
+def _failed(job: DiscordJob, failure: wire.BotFailure) -> list[JobUpdate]:
+    phase = Phase.REFUSED if failure.refused else Phase.FAILURE
+    moved = DiscordJob.objects.filter(pk=job.pk, phase__in=(*LIVE_PHASES, Phase.PREPARED)).update(
+        phase=phase, error_code=failure.error_code, fail_reason=failure.reason
+    )
+    if failure.health:
+        account_trouble(account_id=job.account_id, health=failure.health, reason=failure.reason)
+    # A refused job may still be handed to another account by the submit that waits for it;
+    # only a real failure is news for the lifecycle.
+    return [_update(job.nonce)] if moved and phase == Phase.FAILURE else []
+
+
+def _with_image(update: JobUpdate, settings: DiscordSettings | None) -> JobUpdate:
+    image = update.result.image
+    if settings is None or image is None or not image.url:
+        return update
+    try:
+        data = download(image.url, settings)
+    except (httpx.HTTPError, ValueError) as exc:
+        # The poll downloads it again; the URL stays valid for hours.
+        logger.warning("discord result download failed for %s: %s", update.upstream_job_id, exc)
+        return update
+    return replace(update, result=replace(update.result, image=ResultImage(data=data)))
+
+
+def _update(nonce: str) -> JobUpdate:
+    job = DiscordJob.objects.get(pk=nonce)
+    return JobUpdate(
+        account_id=job.account_id,
+        upstream_job_id=job.nonce,
+        task_id=job.task_id,
+        result=result_of(job, settings=None),
+    )
+
+
+# --- rows → results --------------------------------------------------------------------------
+
+
+def job_state(job: DiscordJob) -> dict[str, Any]:
+    """The engine's opaque state for the task: what a follow-up needs to press a button."""
+    return {
+        "account": job.account_id,
+        "nonce": job.nonce,
+        "channel_id": job.channel_id,
+        "bot_id": job.bot_id,
+        "message_id": job.result_message_id or job.message_id,
+        "job_hash": job.job_hash,
+        "buttons": wire.buttons(job.components),
+    }
+
+
+def download(url: str, settings: DiscordSettings) -> bytes:
+    """A result image from Discord's CDN (only from the CDN origins the account names)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}".lower()
+    if origin not in settings.cdn_origins:
+        raise ValueError(f"Refusing to download a result from {origin}: not the account's CDN.")
+    with httpx.stream("GET", url, timeout=30.0, follow_redirects=False) as response:
+        response.raise_for_status()
+        chunks = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_IMAGE_BYTES:
+                raise ValueError("The result image is larger than 50 MiB.")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def result_of(job: DiscordJob, *, settings: DiscordSettings | None) -> PollResult:
+    """A row as a poll result. With ``settings`` a finished image is downloaded to bytes at
+    once (CDN links expire); without, the URL is handed on."""
+    state = job_state(job)
+    if job.phase == Phase.SUCCESS:
+        image: ResultImage | None = None
+        if job.image_url:
+            data = download(job.image_url, settings) if settings is not None else None
+            image = ResultImage(data=data) if data is not None else ResultImage(url=job.image_url)
+        properties: dict[str, Any] = {}
+        if job.final_prompt:
+            properties["finalPrompt"] = job.final_prompt
+        return PollResult(
+            status=PollResult.SUCCESS,
+            progress=100,
+            image=image,
+            is_grid=job.is_grid,
+            properties=properties,
+            seed=job.seed,
+            description=job.final_prompt,
+            state=state,
+        )
+    if job.phase in (Phase.FAILURE, Phase.REFUSED):
+        return PollResult(
+            status=PollResult.FAILURE,
+            fail_reason=job.fail_reason,
+            error_code=job.error_code,
+            state=state,
+        )
+    return PollResult(status=PollResult.RUNNING, progress=job.progress, state=state)
+
+
+def feed_messages(*, listener: Listener, messages: Iterable[dict[str, Any]]) -> int:
+    """Messages read back over REST (oldest first), fed as if the gateway had seen them."""
+    applied = 0
+    for message in messages:
+        applied += len(message_seen(listener=listener, message=message))
+    return applied

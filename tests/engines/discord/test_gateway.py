@@ -1,0 +1,277 @@
+"""The gateway: resume after drops, reconnect / invalid session, leases shared by processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apps.engines.discord.engine import DiscordEngine
+from apps.engines.discord.fake import FakeDiscordThread
+from apps.engines.discord.leases import RENEW_EVERY, TTL, lease_acquire
+from apps.engines.discord.models import DiscordJob, GatewayLease
+from tests.integration_support import ROOT, worker_environment
+
+from .conftest import GatewayThread, job_for, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def _pushed_success(thread: GatewayThread, nonce: str) -> bool:
+    return any(u.upstream_job_id == nonce and u.result.status == "success" for u in thread.updates)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["close", "reconnect"], ids=["socket-dropped", "op7-reconnect"])
+def test_events_sent_while_disconnected_arrive_after_resume(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+    fake_discord: FakeDiscordThread,
+    how: str,
+) -> None:
+    account, token = make_account()
+    thread = gateway(account_ids={account.pk})
+    thread.wait_connected(account.pk)
+    for round_ in range(2):
+        assert fake_discord.control("drop", {"token": token, "how": how})["dropped"] == 1
+        # Sent while the gateway is away: the bot's answers are only in the session's backlog.
+        job = job_for(account, prompt=f"a storm at sea {how} {round_}")
+        submitted = engine.submit(job)
+        wait_for(lambda s=submitted: _pushed_success(thread, s.upstream_job_id))
+        polled = engine.poll(replace(job, upstream_job_id=submitted.upstream_job_id))
+        assert polled.status == "success" and polled.image is not None
+    stats = fake_discord.stats()
+    assert stats["identifies"][token] == 1
+    assert stats["duplicate_nonces"] == 0
+    assert stats[f"max_connections:{token}"] == 1
+    assert thread.service.connections[account.pk].resumes >= 2
+
+
+def test_invalid_session_identifies_again(
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+    fake_discord: FakeDiscordThread,
+) -> None:
+    account, token = make_account()
+    thread = gateway(account_ids={account.pk})
+    thread.wait_connected(account.pk)
+    first_session = thread.service.connections[account.pk].session_id
+    fake_discord.control("drop", {"token": token, "how": "invalidate"})
+    wait_for(lambda: fake_discord.stats()["identifies"][token] == 2)
+    connection = thread.service.connections[account.pk]
+    wait_for(lambda: connection.session_id not in ("", first_session))
+    wait_for(lambda: GatewayLease.objects.get(pk=account.pk).session_id == connection.session_id)
+
+
+def test_heartbeats_are_sent_and_acknowledged(
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+    fake_discord: FakeDiscordThread,
+) -> None:
+    account, _token = make_account()
+    before = fake_discord.stats().get("heartbeats", 0)
+    thread = gateway(account_ids={account.pk})
+    thread.wait_connected(account.pk)
+    wait_for(lambda: fake_discord.stats().get("heartbeats", 0) >= before + 3, timeout=5)
+    assert thread.service.connections[account.pk].connected.is_set()
+
+
+def test_a_lease_is_never_held_twice_and_expires_for_the_next_holder(
+    make_account: Callable[..., Any],
+) -> None:
+    account, _token = make_account()
+    from datetime import timedelta
+
+    assert lease_acquire(account_id=account.pk, holder="a", ttl=timedelta(seconds=1))
+    assert lease_acquire(account_id=account.pk, holder="b", ttl=timedelta(seconds=1)) is None
+    assert lease_acquire(account_id=account.pk, holder="a", ttl=timedelta(seconds=1))  # renew
+    time.sleep(1.1)
+    taken = lease_acquire(account_id=account.pk, holder="b", ttl=timedelta(seconds=1))
+    assert taken is not None and taken.holder == "b"
+    # The product defaults hand a dead process's accounts over within 60 s.
+    assert (TTL + RENEW_EVERY).total_seconds() <= 60 and RENEW_EVERY * 2 < TTL
+
+
+def test_a_worker_that_died_after_sending_is_adopted_not_resent(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+    fake_discord: FakeDiscordThread,
+) -> None:
+    """The gateway was down too: find_job reads the channel back and adopts the job."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="an orchard at dawn")
+    submitted = engine.submit(job)  # no gateway: the confirm wait times out, the row stays sent
+    row = DiscordJob.objects.get(pk=submitted.upstream_job_id)
+    # As if the worker died between the interaction and recording it.
+    DiscordJob.objects.filter(pk=row.pk).update(phase="prepared")
+    before = fake_discord.stats()["interactions"]
+    time.sleep(0.6)  # the bot finishes meanwhile
+    found = engine.find_job(job)
+    assert found is not None and found.upstream_job_id == row.pk
+    again = engine.submit(job)
+    assert again.upstream_job_id == row.pk
+    assert fake_discord.stats()["interactions"] == before
+    result = engine.poll(replace(job, upstream_job_id=row.pk))
+    assert result.status == "success" and result.is_grid
+
+
+def test_an_interaction_that_never_left_is_sent_after_the_grace_period(
+    engine: DiscordEngine, make_account: Callable[..., Any], fake_discord: FakeDiscordThread
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.engines.base import SubmitOutcomeUnknown
+
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a lost message")
+    DiscordJob.objects.create(
+        nonce="1234567890123", account=account, task_id=job.task_id, action="IMAGINE",
+        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
+        prompt="a lost message --fast",
+    )  # fmt: skip
+    with pytest.raises(SubmitOutcomeUnknown):
+        engine.find_job(job)
+    with pytest.raises(SubmitOutcomeUnknown):
+        engine.submit(job)
+    DiscordJob.objects.filter(pk="1234567890123").update(
+        created_at=timezone.now() - timedelta(minutes=5)
+    )
+    assert engine.find_job(job) is None
+    submitted = engine.submit(job)
+    assert submitted.upstream_job_id != "1234567890123"
+
+
+def test_poll_reads_the_channel_back_when_the_gateway_is_silent(
+    engine: DiscordEngine, make_account: Callable[..., Any]
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a silent gateway")
+    submitted = engine.submit(job)
+    running = replace(job, upstream_job_id=submitted.upstream_job_id)
+    assert engine.poll(running).status == "running"
+    time.sleep(0.6)
+    DiscordJob.objects.filter(pk=submitted.upstream_job_id).update(
+        updated_at=timezone.now() - timedelta(seconds=60)
+    )
+    result = engine.poll(running)
+    assert result.status == "success" and result.image is not None and result.image.data
+
+
+# --- two gateway processes -------------------------------------------------------------------
+
+
+def _start_gateway(log_dir: Path, name: str) -> subprocess.Popen[bytes]:
+    log = (log_dir / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [
+            sys.executable, "manage.py", "discord_gateway", "--poll-only", "--holder", name,
+            "--ttl", "4", "--renew-every", "1",
+        ],
+        cwd=ROOT, env=worker_environment(), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(10)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_two_processes_share_accounts_and_take_over_a_dead_ones(
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    accounts = [make_account() for _ in range(3)]
+    ids = {account.pk for account, _token in accounts}
+    processes.append(_start_gateway(tmp_path, "gw-a"))
+    processes.append(_start_gateway(tmp_path, "gw-b"))
+
+    def all_connected() -> bool:
+        live = fake_discord.stats()["live_sessions"]
+        return all(token in live for _account, token in accounts)
+
+    wait_for(all_connected, timeout=40)
+    holders = dict(
+        GatewayLease.objects.filter(account_id__in=ids).values_list("account_id", "holder")
+    )
+    assert set(holders.values()) <= {"gw-a", "gw-b"}
+    victim_name = next(iter(holders.values()))
+    victim = processes[0] if victim_name == "gw-a" else processes[1]
+    survivor = "gw-b" if victim_name == "gw-a" else "gw-a"
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(10)
+    killed_at = time.monotonic()
+
+    def taken_over() -> bool:
+        held = set(GatewayLease.objects.filter(account_id__in=ids).values_list("holder", flat=True))
+        return held == {survivor} and all_connected()
+
+    wait_for(taken_over, timeout=30)
+    # Scaled: 4 s leases renewed every second (the product's 30 s / 10 s keep it under 60 s).
+    assert time.monotonic() - killed_at < 4 + 1 + 5
+    stats = fake_discord.stats()
+    for _account, token in accounts:
+        # The successor resumed the dead process's sessions: each account identified once,
+        # and no account was ever connected twice at the same time.
+        assert stats["identifies"][token] == 1
+        assert stats[f"max_connections:{token}"] == 1
+
+
+@pytest.mark.parametrize(
+    "prefix", ["MJ::JOB::upsample::3::", "MJ::JOB::variation::2::"], ids=["U3", "V2"]
+)
+def test_a_follow_up_whose_worker_died_is_adopted_from_the_channel(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    prefix: str,
+) -> None:
+    from .conftest import parent_of, poll_until_done
+
+    account, _token = make_account(submit_confirm_seconds=0)
+    imagine = job_for(account, prompt="a harbour at night")
+    imagine = replace(imagine, upstream_job_id=engine.submit(imagine).upstream_job_id)
+    time.sleep(0.5)
+    DiscordJob.objects.filter(pk=imagine.upstream_job_id).update(
+        updated_at=DiscordJob.objects.get(pk=imagine.upstream_job_id).created_at.replace(year=2020)
+    )
+    grid = poll_until_done(engine, imagine)
+    pressed = next(b["customId"] for b in grid.state["buttons"] if b["customId"].startswith(prefix))
+    follow_up = job_for(
+        account, action="UPSCALE", custom_id=pressed, parent=parent_of(imagine, grid.state)
+    )
+    submitted = engine.submit(follow_up)
+    DiscordJob.objects.filter(pk=submitted.upstream_job_id).update(phase="prepared")
+    before = fake_discord.stats()["interactions"]
+    time.sleep(0.6)
+    found = engine.find_job(follow_up)
+    assert found is not None and found.upstream_job_id == submitted.upstream_job_id
+    result = engine.poll(replace(follow_up, upstream_job_id=found.upstream_job_id))
+    assert result.status == "success"
+    assert result.is_grid is (prefix == "MJ::JOB::variation::2::")
+    assert fake_discord.stats()["interactions"] == before
