@@ -32,6 +32,8 @@ if [ "$#" -eq 0 ]; then
   .venv/bin/ruff format --check .
   echo "==> mypy"
   .venv/bin/mypy apps config
+  echo "==> lint-imports (docs/architecture.md)"
+  .venv/bin/lint-imports --no-cache
   echo "==> makemigrations --check"
   .venv/bin/python manage.py makemigrations --check --dry-run
 fi
