@@ -25,16 +25,49 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
+T = TypeVar("T")
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds between poll steps in workers started here (the product default is 2 s).
 POLL_INTERVAL = 0.2
-STARTUP_TIMEOUT = 60.0
+#: A worker imports Django and connects to Redis first; on a loaded machine that is slow.
+STARTUP_TIMEOUT = 120.0
+#: How long an integration test waits for a condition before it gives up. Generous on purpose:
+#: a loaded machine (a full run, ``-n 2``, other work) slows subprocess workers by several times,
+#: and a wait returns as soon as its condition holds, so a healthy run never pays for the bound.
+WAIT_TIMEOUT = 180.0
+
+
+def wait_for(
+    condition: Callable[[], T | bool | None],
+    *,
+    timeout: float = WAIT_TIMEOUT,
+    interval: float = 0.05,
+    between: Callable[[], object] | None = None,
+    what: str | Callable[[], object] = "the condition",
+) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that.
+
+    ``between`` runs after every unsuccessful check (e.g. the sweeper, as beat would run it).
+    On timeout the AssertionError says ``what`` was awaited (call it for the current state).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"still waiting after {timeout:.0f} s for {described}")
+        if between is not None:
+            between()
+        time.sleep(interval)
 
 
 @dataclass

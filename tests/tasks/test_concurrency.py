@@ -23,6 +23,7 @@ from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services import Caller, task_submit
 from tests.factories import OrganizationFactory
+from tests.integration_support import WAIT_TIMEOUT
 
 from .helpers import sandbox_account
 
@@ -177,7 +178,7 @@ def test_dispatchers_never_overfill_an_account_and_serve_tenants_fairly(make_key
     threads += [threading.Thread(target=runner) for _ in range(4)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + WAIT_TIMEOUT
     try:
         while time.monotonic() < deadline:
             if Task.objects.filter(pk__in=all_ids, status__in=TERMINAL_STATUSES).count() == 60:

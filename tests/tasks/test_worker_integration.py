@@ -33,6 +33,7 @@ from apps.tasks.services import (
     task_submit_modal,
 )
 from apps.tasks.storage import file_url
+from tests.integration_support import WAIT_TIMEOUT
 
 from .helpers import png_data_url, sandbox_account
 
@@ -43,7 +44,7 @@ pytestmark = [
 ]
 
 
-def wait_terminal(ids: Iterable[str], *, timeout: float = 30.0) -> dict[str, Task]:
+def wait_terminal(ids: Iterable[str], *, timeout: float = WAIT_TIMEOUT) -> dict[str, Task]:
     ids = list(ids)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -139,7 +140,7 @@ def test_every_action_runs_to_success_on_a_real_worker(celery_worker, organizati
 
     # The IMAGINE reports increasing progress while it runs.
     seen: list[int] = []
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + WAIT_TIMEOUT
     while time.monotonic() < deadline:
         task = Task.objects.get(pk=imagine.task.pk)
         if task.status == Status.IN_PROGRESS and (not seen or task.progress != seen[-1]):

@@ -15,6 +15,7 @@ from django.db import transaction
 from apps.tasks.models import Task
 from apps.webhooks.models import EventState, WebhookEndpoint, WebhookEvent
 from apps.webhooks.services import task_event_publish, webhook_secret_ensure
+from tests.integration_support import WAIT_TIMEOUT
 
 from .conftest import body, verify
 
@@ -25,7 +26,7 @@ pytestmark = [
 ]
 
 
-def wait_for(condition, timeout: float = 30.0) -> None:
+def wait_for(condition, timeout: float = WAIT_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

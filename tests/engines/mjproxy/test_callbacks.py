@@ -17,6 +17,7 @@ from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import task_poll
 from apps.tasks.models import Task
 from apps.tasks.services import Caller, task_submit
+from tests.integration_support import WAIT_TIMEOUT
 
 from .helpers import mjproxy_account, start
 
@@ -258,7 +259,7 @@ def test_the_fake_upstream_calls_us_back_over_http(live_server, organization, ma
         mjproxy_account(fake, callbacks=True, callback_base_url=live_server.url)
         task = _imagine(organization, live_key)
         fake.set_progress(task.upstream_job_id, 70)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT_TIMEOUT
         while time.monotonic() < deadline and Task.objects.get(pk=task.pk).progress != 70:
             time.sleep(0.05)
         assert Task.objects.get(pk=task.pk).progress == 70
