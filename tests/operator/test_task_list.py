@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -12,21 +10,18 @@ from apps.engines.models import UpstreamAccount
 from apps.operator.admin_tools import CappedCountPaginator
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
-from tests.factories import OrganizationFactory
+from tests.factories import OrganizationFactory, TaskFactory
 from tests.tasks.helpers import sandbox_account
 
 from .conftest import admin_url
 
 pytestmark = pytest.mark.django_db
 
-_ids = itertools.count(1)
 LIST = "tasks_task_changelist"
 
 
 def make(org, **fields) -> Task:
-    fields.setdefault("action", "IMAGINE")
-    fields.setdefault("mode", "FAST")
-    return Task.objects.create(id=f"55{next(_ids):012d}", organization=org, **fields)
+    return TaskFactory(organization=org, **fields)
 
 
 @pytest.fixture
