@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration_support import WAIT_TIMEOUT
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,17 +118,17 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
             children.update({m["name"]: int(m["pid"]) for m in STARTED.finditer(log.read_text())})
             return len(children) == 3
 
-        _wait_for(all_started, 10, "three children", log)
+        _wait_for(all_started, WAIT_TIMEOUT, "three children", log)
         assert set(children) == {"web", "worker", "beat"}
         base = f"http://127.0.0.1:{port}"
-        _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 15, "/healthz", log)
+        _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, WAIT_TIMEOUT, "/healthz", log)
         status, body = _get(f"{base}/readyz")
         assert status == 200, body
         assert b'"broker": "ok"' in body
         # The filesystem broker's folders live under MJGATE_VAR_DIR, nowhere else.
         assert (var_dir / "broker" / "queue").is_dir()
         assert not (ROOT / "control").exists()
-        _wait_for(lambda: "ready." in log.read_text(), 15, "the worker to be ready", log)
+        _wait_for(lambda: "ready." in log.read_text(), WAIT_TIMEOUT, "the worker to be ready", log)
 
         # Everything each child started (Celery's pool too) is in that child's process group.
         processes = set(children.values())
@@ -143,7 +145,9 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
         assert "did not stop" not in output
         # The filesystem broker URL names a host: kombu has nothing to warn about.
         assert "No hostname was supplied" not in output
-        _wait_for(lambda: not any(_alive(pid) for pid in processes), 5, "processes to go", log)
+        _wait_for(
+            lambda: not any(_alive(pid) for pid in processes), WAIT_TIMEOUT, "processes to go", log
+        )
         assert _get(f"{base}/healthz")[0] == 0
     finally:
         if devrun.poll() is None:
