@@ -14,7 +14,6 @@ from apps.billing.ledger import ledger_topup
 from .factories import MembershipFactory, OrganizationFactory
 from .reference_data import ensure_reference_data
 
-
 #: Tests with these marks are slow by nature (real worker or server subprocesses, a browser):
 #: they are marked ``slow`` here, so a new one never has to remember. Other long tests (the
 #: schema fuzzing, many-thread races) carry ``pytest.mark.slow`` themselves.

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,9 @@ from typing import Any, TypeVar
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from apps.tasks.enums import TERMINAL_STATUSES, Status
+from apps.tasks.models import Task
 
 T = TypeVar("T")
 
@@ -218,3 +222,40 @@ def celery_worker_factory(
 def celery_worker(celery_worker_factory: Callable[..., Worker]) -> Worker:
     """One threaded worker with a 0.2 s poll interval, for the length of the test."""
     return celery_worker_factory()
+
+
+class ProgressWatcher:
+    """Record a task's progress while it runs, from a thread of its own.
+
+    Started right after the submit, it sees the progress steps even when the test's own thread
+    is busy (submitting more work on a loaded machine) while the worker runs the job.
+    """
+
+    def __init__(self, task_id: str, *, interval: float = 0.02) -> None:
+        self.task_id = task_id
+        self.interval = interval
+        self.seen: list[int] = []
+        self.status = ""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                task = Task.objects.only("status", "progress").get(pk=self.task_id)
+                self.status = task.status
+                if task.status == Status.IN_PROGRESS and (
+                    not self.seen or task.progress != self.seen[-1]
+                ):
+                    self.seen.append(task.progress)
+                if task.status in TERMINAL_STATUSES:
+                    return
+                time.sleep(self.interval)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def join(self) -> list[int]:
+        """Wait until the task finished (or the generous bound passed); the progress seen."""
+        self._thread.join(WAIT_TIMEOUT + 10)
+        return self.seen

@@ -27,7 +27,7 @@ from tests.integration_support import WAIT_TIMEOUT
 
 from .helpers import sandbox_account
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 #: PostgreSQL allows 100 connections, shared with whatever else runs on the machine: all
 #: threads start together, at most this many hold a connection at once.

@@ -15,6 +15,7 @@ from apps.webhooks.models import DeliveryState, WebhookDelivery
 from apps.webhooks.services import task_event_publish
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("allow_private"),
