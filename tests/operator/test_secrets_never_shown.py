@@ -155,6 +155,7 @@ def exports(client: Client) -> list[bytes]:
     return found
 
 
+@pytest.mark.slow
 def test_no_admin_page_or_export_shows_a_credential(planted, operator_client):
     pages = every_page()
     assert len(pages) > 60
