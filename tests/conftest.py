@@ -14,8 +14,18 @@ from apps.billing.ledger import ledger_topup
 from .factories import MembershipFactory, OrganizationFactory
 from .reference_data import ensure_reference_data
 
+#: Tests with these marks are slow by nature (real worker or server subprocesses, a browser):
+#: they are marked ``slow`` here, so a new one never has to remember. Other long tests (the
+#: schema fuzzing, many-thread races) carry ``pytest.mark.slow`` themselves.
+SLOW_BY_NATURE = ("integration", "browser")
 
+
+# First: the marks must be on the items before ``-m "not slow"`` deselects by them.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SLOW_BY_NATURE):
+            item.add_marker(pytest.mark.slow)
     if getattr(settings, "TESTS_ON_POSTGRES", False):
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL (set TEST_DATABASE_URL or run PostgreSQL)")

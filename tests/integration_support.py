@@ -20,21 +20,58 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
+from apps.tasks.enums import TERMINAL_STATUSES, Status
+from apps.tasks.models import Task
+
+T = TypeVar("T")
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds between poll steps in workers started here (the product default is 2 s).
 POLL_INTERVAL = 0.2
-STARTUP_TIMEOUT = 60.0
+#: A worker imports Django and connects to Redis first; on a loaded machine that is slow.
+STARTUP_TIMEOUT = 120.0
+#: How long an integration test waits for a condition before it gives up. Generous on purpose:
+#: a loaded machine (a full run, ``-n 2``, other work) slows subprocess workers by several times,
+#: and a wait returns as soon as its condition holds, so a healthy run never pays for the bound.
+WAIT_TIMEOUT = 180.0
+
+
+def wait_for(
+    condition: Callable[[], T | bool | None],
+    *,
+    timeout: float = WAIT_TIMEOUT,
+    interval: float = 0.05,
+    between: Callable[[], object] | None = None,
+    what: str | Callable[[], object] = "the condition",
+) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that.
+
+    ``between`` runs after every unsuccessful check (e.g. the sweeper, as beat would run it).
+    On timeout the AssertionError says ``what`` was awaited (call it for the current state).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"still waiting after {timeout:.0f} s for {described}")
+        if between is not None:
+            between()
+        time.sleep(interval)
 
 
 @dataclass
@@ -185,3 +222,40 @@ def celery_worker_factory(
 def celery_worker(celery_worker_factory: Callable[..., Worker]) -> Worker:
     """One threaded worker with a 0.2 s poll interval, for the length of the test."""
     return celery_worker_factory()
+
+
+class ProgressWatcher:
+    """Record a task's progress while it runs, from a thread of its own.
+
+    Started right after the submit, it sees the progress steps even when the test's own thread
+    is busy (submitting more work on a loaded machine) while the worker runs the job.
+    """
+
+    def __init__(self, task_id: str, *, interval: float = 0.02) -> None:
+        self.task_id = task_id
+        self.interval = interval
+        self.seen: list[int] = []
+        self.status = ""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                task = Task.objects.only("status", "progress").get(pk=self.task_id)
+                self.status = task.status
+                if task.status == Status.IN_PROGRESS and (
+                    not self.seen or task.progress != self.seen[-1]
+                ):
+                    self.seen.append(task.progress)
+                if task.status in TERMINAL_STATUSES:
+                    return
+                time.sleep(self.interval)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def join(self) -> list[int]:
+        """Wait until the task finished (or the generous bound passed); the progress seen."""
+        self._thread.join(WAIT_TIMEOUT + 10)
+        return self.seen

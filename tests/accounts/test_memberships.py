@@ -274,6 +274,7 @@ def test_admin_renames_member_cannot(organization, admin_user, member):
 # --- concurrency ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_owners_demoting_each_other_at_once_leave_one_owner():

@@ -26,6 +26,7 @@ def _rows() -> list[tuple[str, str, int, bool]]:
     )
 
 
+@pytest.mark.slow
 def test_migrate_on_a_fresh_database_creates_the_three_tiers(tmp_path):
     env = {
         k: v

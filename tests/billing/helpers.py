@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,33 +10,19 @@ from django.db import connection
 from apps.accounts.models import Organization
 from apps.billing.models import Balance, LedgerEntry
 from apps.tasks.models import Task
+from tests.factories import TaskFactory
 
-_task_ids = itertools.count(1)
 THREADS = 16
 
 
 def new_task(organization: Organization, *, status: str = "SUBMITTED", **fields: Any) -> Task:
-    """A bare Task row (no task services): enough for the ledger to hold against.
-
-    Ids are explicit so thousands made in one millisecond never collide.
-    """
-    fields.setdefault("action", "IMAGINE")
-    fields.setdefault("mode", "FAST")
-    return Task.objects.create(
-        id=f"77{next(_task_ids):012d}", organization=organization, status=status, **fields
-    )
+    """A bare Task row (no task services): enough for the ledger to hold against."""
+    return TaskFactory(organization=organization, status=status, **fields)
 
 
 def new_tasks(organization: Organization, count: int, *, status: str = "SUBMITTED") -> list[Task]:
     return Task.objects.bulk_create(
-        Task(
-            id=f"77{next(_task_ids):012d}",
-            organization=organization,
-            action="IMAGINE",
-            mode="FAST",
-            status=status,
-        )
-        for _ in range(count)
+        TaskFactory.build_batch(count, organization=organization, status=status)
     )
 
 

@@ -20,7 +20,7 @@ from tests.factories import OrganizationFactory
 
 from .helpers import new_tasks, run_all, snapshot
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 def test_2000_holds_with_funds_for_1000_accept_exactly_1000():

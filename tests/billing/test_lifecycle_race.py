@@ -33,7 +33,7 @@ from tests.factories import OrganizationFactory
 
 from .helpers import fast_commits, run_all
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 TASKS = 500
 PRICE = 3_500  # SHORTEN, FAST

@@ -14,7 +14,7 @@ from tests.factories import OrganizationFactory
 from .helpers import run_all, snapshot
 from .stripe_fakes import WEBHOOK_SECRET, checkout_session, event, sign
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 URL = "/billing/stripe/webhook"
 

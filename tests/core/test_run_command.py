@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration_support import WAIT_TIMEOUT
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,19 +119,24 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
             children.update({m["name"]: int(m["pid"]) for m in STARTED.finditer(log.read_text())})
             return len(children) == 4
 
-        _wait_for(all_started, 10, "four children", log)
+        _wait_for(all_started, WAIT_TIMEOUT, "four children", log)
         assert set(children) == {"web", "worker", "webhooks", "beat"}
         base = f"http://127.0.0.1:{port}"
-        _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 15, "/healthz", log)
+        _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, WAIT_TIMEOUT, "/healthz", log)
         # The first probe opens the broker file while both workers and beat do the same.
-        _wait_for(lambda: _get(f"{base}/readyz")[0] == 200, 30, "/readyz", log)
+        _wait_for(lambda: _get(f"{base}/readyz")[0] == 200, WAIT_TIMEOUT, "/readyz", log)
         status, body = _get(f"{base}/readyz")
         assert status == 200, body
         assert b'"broker": "ok"' in body
         # The embedded broker is a SQLite file under MJGATE_VAR_DIR, nowhere else.
         assert (var_dir / "broker.sqlite3").is_file()
         assert not (ROOT / "control").exists()
-        _wait_for(lambda: log.read_text().count("ready.") >= 2, 30, "both workers to be ready", log)
+        _wait_for(
+            lambda: log.read_text().count("ready.") >= 2,
+            WAIT_TIMEOUT,
+            "both workers to be ready",
+            log,
+        )
 
         # Everything each child started (Celery's pool too) is in that child's process group.
         processes = set(children.values())
@@ -146,7 +153,9 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
         assert "did not stop" not in output
         assert "restarting it" not in output  # nothing crashed on its own
         assert "No hostname was supplied" not in output
-        _wait_for(lambda: not any(_alive(pid) for pid in processes), 5, "processes to go", log)
+        _wait_for(
+            lambda: not any(_alive(pid) for pid in processes), WAIT_TIMEOUT, "processes to go", log
+        )
         assert _get(f"{base}/healthz")[0] == 0
     finally:
         if devrun.poll() is None:

@@ -69,6 +69,7 @@ def _check(tmp_path: Path, **overrides: str | None) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow
 def test_check_deploy_is_clean(tmp_path):
     result = _check(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -176,6 +177,7 @@ else:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", sorted(_PROBES))
 def test_a_service_host_that_drops_packets_fails_fast(tmp_path, probe):
     """A listener with a full backlog drops our SYNs, like a Redis or PostgreSQL host that is
@@ -249,6 +251,7 @@ def _dump(tmp_path, **overrides):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_production_settings_resolve_to_a_hardened_configuration(tmp_path):
     old_key = secrets.token_urlsafe(64)
     assert _dump(

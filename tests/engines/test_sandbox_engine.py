@@ -20,10 +20,10 @@ from apps.engines.base import (
 )
 from apps.engines.models import SandboxJob
 from apps.engines.sandbox.engine import STALL_PROGRESS, SandboxEngine, _fraction
-from apps.engines.services import upstream_account_create
 from apps.tasks.enums import Action, ErrorCode
 from apps.tasks.jobs import job_for
 from apps.tasks.models import Task
+from tests.factories import TaskFactory, UpstreamAccountFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,13 +36,11 @@ def engine() -> SandboxEngine:
 
 
 def account(**options: object):
-    return upstream_account_create(
-        engine="sandbox", name=f"acc-{len(options)}-{id(options)}", modes=["FAST"], options=options
-    )
+    return UpstreamAccountFactory(modes=["FAST"], options=options)
 
 
 def shorten_task(organization, prompt: str = "a long and winding road") -> Task:
-    return Task.objects.create(
+    return TaskFactory(
         organization=organization, action=Action.SHORTEN, prompt=prompt, prompt_en=prompt, seed=3
     )
 

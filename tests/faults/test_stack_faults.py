@@ -33,7 +33,8 @@ from apps.billing.models import EntryKind, LedgerEntry
 from apps.engines.models import SandboxJob
 from apps.tasks.enums import TERMINAL_STATUSES, Action
 from apps.tasks.models import Task
-from apps.tasks.services import Caller, task_submit
+from apps.tasks.services.inputs import Caller
+from apps.tasks.services.submit import task_submit
 from config.celery import app
 from tests.integration_support import ROOT, worker_environment
 from tests.tasks.helpers import sandbox_account

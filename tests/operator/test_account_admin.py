@@ -17,6 +17,7 @@ from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.submit import task_submit
+from tests.factories import TaskFactory
 from tests.tasks.helpers import sandbox_account
 
 from .conftest import admin_url
@@ -235,13 +236,8 @@ def test_setting_health_with_a_reason_uses_a_form(operator, operator_client):
 
 
 def _task(account, *, status, mode="FAST", finished=None, org):
-    return Task.objects.create(
-        organization=org,
-        action=Action.IMAGINE,
-        mode=mode,
-        status=status,
-        upstream_account=account,
-        finished_at=finished,
+    return TaskFactory(
+        organization=org, mode=mode, status=status, upstream_account=account, finished_at=finished
     )
 
 

@@ -28,6 +28,7 @@ def load_bench():
     return module
 
 
+@pytest.mark.slow
 def test_the_benchmark_seeds_measures_and_reports_json():
     bench = load_bench()
     seeded = bench.seed(tasks=300, organizations=5, rng=random.Random(7))

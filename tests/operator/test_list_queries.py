@@ -16,10 +16,14 @@ from apps.api_keys.services import api_key_create
 from apps.billing.ledger import ledger_topup
 from apps.operator.services import audit_record
 from apps.tasks.events import task_changed
-from apps.tasks.models import Task
-from apps.webhooks.models import WebhookEndpoint
 from apps.webhooks.services import endpoint_send_test_event
-from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
+from tests.factories import (
+    MembershipFactory,
+    OrganizationFactory,
+    TaskFactory,
+    UserFactory,
+    WebhookEndpointFactory,
+)
 
 from .conftest import admin_url
 
@@ -27,16 +31,10 @@ pytestmark = pytest.mark.django_db
 
 
 def _webhook_rows(organization: Organization, n: int) -> None:
-    task = Task.objects.create(
-        organization=organization,
-        action="IMAGINE",
-        mode="FAST",
-        prompt="a fox",
-        notify_hook="https://client.example.com/hook",
+    task = TaskFactory(
+        organization=organization, prompt="a fox", notify_hook="https://client.example.com/hook"
     )
-    endpoint = WebhookEndpoint.objects.create(
-        organization=organization, url=f"https://e{n}.example.com/"
-    )
+    endpoint = WebhookEndpointFactory(organization=organization, url=f"https://e{n}.example.com/")
     task_changed(task=task)
     endpoint_send_test_event(organization=organization, endpoint_id=endpoint.pk)
 

@@ -13,10 +13,9 @@ from apps.api_keys.models import ApiKey
 from apps.billing.models import Balance, EntryKind, LedgerEntry
 from apps.operator.models import AuditEntry
 from apps.tasks.events import task_changed
-from apps.tasks.models import Task
 from apps.webhooks.models import DeliveryState, EventState, WebhookDelivery
 from tests.accounts.admin_forms import form_data
-from tests.factories import UserFactory
+from tests.factories import TaskFactory, UserFactory
 
 from .conftest import admin_url, grant
 
@@ -250,9 +249,7 @@ def test_resending_a_webhook_delivery_is_audited(
     operator, operator_client, organization, monkeypatch
 ):
     monkeypatch.setattr("apps.webhooks.workers.deliver.apply_async", lambda args, **options: None)
-    task = Task.objects.create(
-        organization=organization, action="IMAGINE", notify_hook="https://client.example.com/hook"
-    )
+    task = TaskFactory(organization=organization, notify_hook="https://client.example.com/hook")
     [event] = task_changed(task=task, event_type="task.updated")
     attempt = event.deliveries.get()
     WebhookDelivery.objects.filter(pk=attempt.pk).update(state=DeliveryState.DEAD)

@@ -22,8 +22,9 @@ from apps.operator.models import AuditEntry
 from apps.tasks.enums import Action
 from apps.tasks.events import task_changed
 from apps.tasks.services.submit import task_submit
-from apps.webhooks.models import WebhookEndpoint, WebhookSecret
+from apps.webhooks.models import WebhookSecret
 from apps.webhooks.services import webhook_secret_ensure
+from tests.factories import WebhookEndpointFactory
 from tests.tasks.helpers import run_to_completion, sandbox_account
 
 from .conftest import admin_url
@@ -59,9 +60,7 @@ def planted(operator, operator_client, organization, owner, caller, make_key, fu
     issued = make_key(organization, name="production")
     _, webhook_secret = webhook_secret_ensure(organization=organization)
     assert webhook_secret is not None
-    endpoint = WebhookEndpoint.objects.create(
-        organization=organization, url="https://e.example.com"
-    )
+    endpoint = WebhookEndpointFactory(organization=organization, url="https://e.example.com")
     task = run_to_completion(
         task_submit(caller=caller, action=Action.IMAGINE, prompt="a quiet harbour").task.pk
     )
@@ -156,6 +155,7 @@ def exports(client: Client) -> list[bytes]:
     return found
 
 
+@pytest.mark.slow
 def test_no_admin_page_or_export_shows_a_credential(planted, operator_client):
     pages = every_page()
     assert len(pages) > 60

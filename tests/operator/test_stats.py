@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -23,7 +22,7 @@ from apps.operator.selectors import (
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import sandbox_pool_ensure
-from tests.factories import OrganizationFactory
+from tests.factories import OrganizationFactory, TaskFactory
 from tests.tasks.helpers import sandbox_account
 
 from .conftest import admin_url
@@ -31,7 +30,6 @@ from .conftest import admin_url
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 1, 10, 12, 30, 30, tzinfo=UTC)
-_ids = itertools.count(1)
 
 
 def at(hh: int, mm: int, ss: int = 0, *, days_ago: int = 0) -> datetime:
@@ -51,10 +49,8 @@ def task(
     is_test=False,
     charge=0,
 ):
-    row = Task.objects.create(
-        id=f"9{next(_ids):012d}",
+    row = TaskFactory(
         organization=org,
-        action="IMAGINE",
         mode=mode,
         status=status,
         is_test=is_test,

@@ -15,7 +15,7 @@ from apps.tasks.lifecycle import task_fail, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.submit import task_submit
-from tests.factories import UserFactory
+from tests.factories import TaskFactory, UserFactory
 from tests.tasks.helpers import run_to_completion, sandbox_account
 
 from .conftest import admin_url, grant
@@ -245,12 +245,8 @@ def test_retry_of_a_failed_task_with_no_free_account_creates_nothing(
 ):
     task_fail(task_id=submitted.pk, reason="x", error_code=ErrorCode.UPSTREAM_ERROR)
     UpstreamAccount.objects.filter(pk=accounts[1].pk).update(concurrency=1)
-    blocker = Task.objects.create(
-        organization=organization,
-        action=Action.IMAGINE,
-        status=Status.IN_PROGRESS,
-        upstream_account=accounts[1],
-        is_test=False,
+    blocker = TaskFactory(
+        organization=organization, status=Status.IN_PROGRESS, upstream_account=accounts[1]
     )
     act(operator_client, "retry_on_another_account", [submitted])
     assert set(Task.objects.values_list("pk", flat=True)) == {submitted.pk, blocker.pk}
@@ -362,14 +358,13 @@ def test_a_follow_up_bound_to_its_parents_account_is_not_moved(
     operator_client, organization, accounts
 ):
     first, _ = accounts
-    parent = Task.objects.create(
+    parent = TaskFactory(
         organization=organization,
-        action=Action.IMAGINE,
         status=Status.SUCCESS,
         engine="mjproxy",  # its follow-ups must run where the parent ran
         upstream_account=first,
     )
-    child = Task.objects.create(
+    child = TaskFactory(
         organization=organization,
         action=Action.UPSCALE,
         status=Status.SUBMITTED,

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps.engines.models import UpstreamAccount
 from apps.operator.admin_tools import CappedCountPaginator
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
-from tests.factories import OrganizationFactory
+from tests.factories import OrganizationFactory, TaskFactory, UpstreamAccountFactory
 from tests.tasks.helpers import sandbox_account
 
 from .conftest import admin_url
 
 pytestmark = pytest.mark.django_db
 
-_ids = itertools.count(1)
 LIST = "tasks_task_changelist"
 
 
 def make(org, **fields) -> Task:
-    fields.setdefault("action", "IMAGINE")
-    fields.setdefault("mode", "FAST")
-    return Task.objects.create(id=f"55{next(_ids):012d}", organization=org, **fields)
+    return TaskFactory(organization=org, **fields)
 
 
 @pytest.fixture
@@ -91,7 +85,7 @@ def test_the_list_costs_the_same_queries_for_few_or_many_tasks(operator_client, 
         operator_client.get(admin_url(LIST))
     for i in range(30):
         org = OrganizationFactory()
-        make(org, upstream_account=UpstreamAccount.objects.create(name=f"a{i}", engine="sandbox"))
+        make(org, upstream_account=UpstreamAccountFactory(name=f"a{i}"))
     with CaptureQueriesContext(connection) as many:
         operator_client.get(admin_url(LIST))
     # One more account in the filter sidebar is not a query per row: the lists are equal.

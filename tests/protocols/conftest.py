@@ -15,6 +15,7 @@ from apps.tasks.models import Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME
 from apps.tasks.services.inputs import Caller
 from apps.tasks.services.submit import task_submit
+from tests.factories import UpstreamAccountFactory
 from tests.integration_support import celery_worker, celery_worker_factory  # noqa: F401
 from tests.tasks.helpers import run_to_completion, sandbox_account
 
@@ -44,16 +45,8 @@ def funded(organization: Organization, fund: Callable[[Organization, int], None]
 @pytest.fixture
 def sandbox(db: None) -> UpstreamAccount:
     """A sandbox account whose jobs finish at once; also the test-key pool, made instant."""
-    UpstreamAccount.objects.get_or_create(
-        name=SANDBOX_POOL_NAME,
-        defaults={
-            "engine": "sandbox",
-            "modes": ["FAST", "RELAX", "TURBO"],
-            "concurrency": 10,
-            "is_sandbox_pool": True,
-            "options": {"duration": 0},
-        },
-    )
+    if not UpstreamAccount.objects.filter(name=SANDBOX_POOL_NAME).exists():
+        UpstreamAccountFactory(sandbox_pool=True)
     return sandbox_account()
 
 

@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.billing.selectors import balance_get
 from apps.tasks.models import Task
+from tests.integration_support import WAIT_TIMEOUT
 from tests.tasks.helpers import png_data_url, sandbox_account
 
 pytestmark = [
@@ -26,7 +27,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 
-TIMEOUT = 45.0
+TIMEOUT = WAIT_TIMEOUT
 
 
 def wait_for(fetch: Callable[[], Any], done: Callable[[Any], bool]) -> Any:

@@ -93,6 +93,7 @@ def keep_test_connection():
     request_finished.connect(close_old_connections)
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error(
     settings, funded, live_key, sandbox, no_dns, keep_test_connection
 ):

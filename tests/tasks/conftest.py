@@ -9,8 +9,8 @@ from django.utils import timezone
 from apps.engines.base import _REGISTRY, Job, SubmitResult
 from apps.engines.models import UpstreamAccount
 from apps.engines.sandbox.engine import SandboxEngine
-from apps.engines.services import upstream_account_create
 from apps.tasks.models import Task
+from tests.factories import UpstreamAccountFactory
 from tests.integration_support import celery_worker, celery_worker_factory  # noqa: F401
 
 from .helpers import Clock
@@ -72,13 +72,7 @@ def scripted() -> Iterator[ScriptedEngine]:
 
 @pytest.fixture
 def scripted_account(scripted: ScriptedEngine) -> UpstreamAccount:
-    return upstream_account_create(
-        engine=scripted.name,
-        name="scripted-1",
-        modes=["FAST", "RELAX", "TURBO"],
-        concurrency=3,
-        options={"duration": 0},
-    )
+    return UpstreamAccountFactory(engine=scripted.name, name="scripted-1")
 
 
 @pytest.fixture

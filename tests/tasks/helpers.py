@@ -12,11 +12,11 @@ from pathlib import Path
 from PIL import Image
 
 from apps.engines.models import UpstreamAccount
-from apps.engines.services import upstream_account_create
 from apps.tasks.enums import TERMINAL_STATUSES, Status
 from apps.tasks.lifecycle import task_poll, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
+from tests.factories import UpstreamAccountFactory
 
 
 def sandbox_account(
@@ -27,12 +27,8 @@ def sandbox_account(
     **options: str,
 ) -> UpstreamAccount:
     options.setdefault("duration", "0")
-    return upstream_account_create(
-        engine="sandbox",
-        name=name,
-        modes=modes.split(","),
-        concurrency=concurrency,
-        options=options,
+    return UpstreamAccountFactory(
+        name=name, modes=modes.split(","), concurrency=concurrency, options=options
     )
 
 

@@ -24,10 +24,11 @@ from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.inputs import Caller
 from apps.tasks.services.submit import task_submit
 from tests.factories import OrganizationFactory
+from tests.integration_support import WAIT_TIMEOUT
 
 from .helpers import sandbox_account
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 #: PostgreSQL allows 100 connections, shared with whatever else runs on the machine: all
 #: threads start together, at most this many hold a connection at once.
@@ -178,7 +179,7 @@ def test_dispatchers_never_overfill_an_account_and_serve_tenants_fairly(make_key
     threads += [threading.Thread(target=runner) for _ in range(4)]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + WAIT_TIMEOUT
     try:
         while time.monotonic() < deadline:
             if Task.objects.filter(pk__in=all_ids, status__in=TERMINAL_STATUSES).count() == 60:

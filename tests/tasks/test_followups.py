@@ -58,6 +58,7 @@ def custom_ids(task: Task) -> list[str]:
 # --- which buttons which result carries ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_buttons_on_every_kind_of_result(caller):
     sandbox_account()
     grid = run_to_completion(
@@ -156,6 +157,7 @@ def test_follow_ups_inherit_the_parents_mode_and_prompt(caller):
     assert (pan.action, pan.params["pan_direction"]) == (Action.PAN, "up")
 
 
+@pytest.mark.slow
 def test_follow_ups_go_to_the_parents_account_while_it_is_healthy(caller):
     first = sandbox_account("first")
     grid = run_to_completion(

@@ -14,6 +14,7 @@ from standardwebhooks.webhooks import Webhook
 from apps.accounts.models import Organization
 from apps.tasks.models import Task
 from apps.webhooks import clock as webhook_clock
+from tests.factories import TaskFactory
 
 
 class Receiver:
@@ -141,10 +142,7 @@ def celery_eager() -> Iterator[None]:
 @pytest.fixture
 def make_task(organization: Organization) -> Callable[..., Task]:
     def make(org: Organization | None = None, **fields: Any) -> Task:
-        fields.setdefault("action", "IMAGINE")
-        fields.setdefault("mode", "FAST")
-        fields.setdefault("prompt", "a red fox")
-        return Task.objects.create(organization=org or organization, **fields)
+        return TaskFactory(organization=org or organization, **fields)
 
     return make
 

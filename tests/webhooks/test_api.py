@@ -17,6 +17,7 @@ from apps.webhooks.models import (
     WebhookEvent,
     WebhookSecret,
 )
+from tests.factories import WebhookEndpointFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +54,7 @@ def read_only_client(organization: Any, make_key: Any) -> APIClient:
 
 @pytest.fixture
 def endpoint(organization: Any) -> WebhookEndpoint:
-    return WebhookEndpoint.objects.create(
+    return WebhookEndpointFactory(
         organization=organization,
         url="https://hooks.example.com/mj",
         description="prod",

@@ -15,6 +15,7 @@ from apps.webhooks.delivery import deliveries_dispatch_due, event_deliver
 from apps.webhooks.models import DeliveryState, WebhookDelivery
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("allow_private"),

@@ -16,6 +16,7 @@ from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks.models import EventState, WebhookEndpoint, WebhookEvent
 from apps.webhooks.services import webhook_secret_ensure
+from tests.integration_support import WAIT_TIMEOUT
 
 from .conftest import body, verify
 
@@ -26,7 +27,7 @@ pytestmark = [
 ]
 
 
-def wait_for(condition, timeout: float = 30.0) -> None:
+def wait_for(condition, timeout: float = WAIT_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

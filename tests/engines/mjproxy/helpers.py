@@ -11,11 +11,11 @@ from PIL import Image
 
 from apps.accounts.models import MembershipTier, Organization
 from apps.engines.models import UpstreamAccount
-from apps.engines.services import upstream_account_create
 from apps.tasks.enums import Status
 from apps.tasks.lifecycle import task_poll, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
+from tests.factories import UpstreamAccountFactory
 from tests.fakes.mjproxy_server import FakeMjproxy
 
 
@@ -32,12 +32,8 @@ def mjproxy_account(
     if fake is not None and fake.secret is not None:
         settings["secret"] = fake.secret
     settings.update(options)
-    return upstream_account_create(
-        engine="mjproxy",
-        name=name,
-        modes=modes.split(","),
-        concurrency=concurrency,
-        options=settings,
+    return UpstreamAccountFactory(
+        mjproxy=True, name=name, modes=modes.split(","), concurrency=concurrency, options=settings
     )
 
 

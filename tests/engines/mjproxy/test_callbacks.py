@@ -22,6 +22,7 @@ from apps.tasks.lifecycle import task_poll
 from apps.tasks.models import Task
 from apps.tasks.services.inputs import Caller
 from apps.tasks.services.submit import task_submit
+from tests.integration_support import WAIT_TIMEOUT
 
 from .helpers import mjproxy_account, start
 
@@ -263,7 +264,7 @@ def test_the_fake_upstream_calls_us_back_over_http(live_server, organization, ma
         mjproxy_account(fake, callbacks=True, callback_base_url=live_server.url)
         task = _imagine(organization, live_key)
         fake.set_progress(task.upstream_job_id, 70)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT_TIMEOUT
         while time.monotonic() < deadline and Task.objects.get(pk=task.pk).progress != 70:
             time.sleep(0.05)
         assert Task.objects.get(pk=task.pk).progress == 70

@@ -39,6 +39,7 @@ def _run(task_id: str) -> Task:
     return Task.objects.get(pk=task_id)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_second_mjgate_serves_imagine_u1_and_vary_region(

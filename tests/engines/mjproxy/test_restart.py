@@ -30,7 +30,13 @@ from apps.tasks.services.inputs import Caller
 from apps.tasks.services.submit import task_submit
 from apps.tasks.storage import read_file
 from tests.fakes.mjproxy_server import FakeMjproxy
-from tests.integration_support import ROOT, Worker, worker_environment
+from tests.integration_support import (
+    ROOT,
+    STARTUP_TIMEOUT,
+    WAIT_TIMEOUT,
+    Worker,
+    worker_environment,
+)
 
 from .helpers import mjproxy_account, set_tier
 
@@ -74,7 +80,7 @@ class Web:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log_path.read_text(errors="replace")
             try:
@@ -155,7 +161,7 @@ def test_restart_of_worker_and_web_mid_flight_loses_none_and_submits_none_twice(
     # submitted: the upstream may get that job although the worker never learns its id.
     _wait(
         lambda: count(Status.SUCCESS) >= 3 and count(Status.IN_PROGRESS) > 0 and mid_submit(),
-        timeout=60,
+        timeout=WAIT_TIMEOUT,
         every=0.01,
     )
     worker.kill()
@@ -165,7 +171,7 @@ def test_restart_of_worker_and_web_mid_flight_loses_none_and_submits_none_twice(
     web.start()
     celery_worker_factory(**WORKER_ENV)
 
-    _wait(lambda: count(*TERMINAL_STATUSES) == JOBS, timeout=120, sweep=True)
+    _wait(lambda: count(*TERMINAL_STATUSES) == JOBS, timeout=WAIT_TIMEOUT, sweep=True)
 
     tasks = list(Task.objects.filter(pk__in=ids))
     assert [t.status for t in tasks] == [Status.SUCCESS] * JOBS, [
