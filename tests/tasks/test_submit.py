@@ -13,7 +13,7 @@ from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import Protocol, Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME, dispatch_pending
 from apps.tasks.services.acceptance import SubmitOutcome
-from apps.tasks.services.inputs import Caller, Delivery
+from apps.tasks.services.inputs import Caller, ClientEcho
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 
@@ -85,7 +85,7 @@ def test_submit_stores_the_request_as_sent(caller, fund, organization):
         caller=Caller(organization=organization, api_key=caller.api_key, protocol=Protocol.MJPROXY),
         action=Action.IMAGINE,
         prompt="  a red fox --ar 16:9 --seed 42 --relax  ",
-        delivery=Delivery(
+        echo=ClientEcho(
             notify_hook="https://example.com/hook", state='{"a": 1}', metadata={"k": "v"}
         ),
     )

@@ -26,7 +26,7 @@ from apps.core.errors import (
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.errors import InputError, ParentNotFound
 from apps.tasks.models import BannedWord, Task
-from apps.tasks.services.inputs import Caller, Delivery
+from apps.tasks.services.inputs import Caller, ClientEcho
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 
@@ -156,7 +156,7 @@ def rejected(error: type[Exception], call: Callable[[], Any]) -> Any:
             {
                 "action": Action.IMAGINE,
                 "prompt": "a cat",
-                "delivery": Delivery(notify_hook="ftp://example.com/hook"),
+                "echo": ClientEcho(notify_hook="ftp://example.com/hook"),
             },
             "The notify hook must be an http(s) URL of at most 2048 characters.",
         ),

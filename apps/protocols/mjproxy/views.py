@@ -35,7 +35,7 @@ from apps.tasks.models import Protocol
 from apps.tasks.selectors import task_get, task_list, task_queue_list
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
-from apps.tasks.services.inputs import Delivery
+from apps.tasks.services.inputs import ClientEcho
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.seeds import task_image_seed
 from apps.tasks.services.submit import task_submit
@@ -188,8 +188,8 @@ def submit_answer(outcome: SubmitOutcome) -> Response:
     return Response(envelope(SUCCESS, "Submit success", task.id))
 
 
-def _delivery(data: dict[str, Any]) -> Delivery:
-    return Delivery(notify_hook=text_field(data, "notifyHook"), state=state_field(data))
+def _echo(data: dict[str, Any]) -> ClientEcho:
+    return ClientEcho(notify_hook=text_field(data, "notifyHook"), state=state_field(data))
 
 
 class SubmitView(MjProxyView):
@@ -238,7 +238,7 @@ class ImagineView(SubmitView):
             images=images,
             mode=_requested_mode(data),
             path_mode=self.path_mode,
-            delivery=_delivery(data),
+            echo=_echo(data),
         )
 
 
@@ -250,7 +250,7 @@ class ActionView(SubmitView):
             custom_id=text_field(data, "customId"),
             mode=_requested_mode(data),
             path_mode=self.path_mode,
-            delivery=_delivery(data),
+            echo=_echo(data),
         )
 
 
@@ -273,7 +273,7 @@ class DescribeView(SubmitView):
             images=[image] if image else [],
             mode=_requested_mode(data),
             path_mode=self.path_mode,
-            delivery=_delivery(data),
+            echo=_echo(data),
         )
 
 
@@ -286,7 +286,7 @@ class BlendView(SubmitView):
             dimensions=optional_text(data, "dimensions"),
             mode=_requested_mode(data),
             path_mode=self.path_mode,
-            delivery=_delivery(data),
+            echo=_echo(data),
         )
 
 
@@ -298,7 +298,7 @@ class ShortenView(SubmitView):
             prompt=text_field(data, "prompt"),
             mode=_requested_mode(data),
             path_mode=self.path_mode,
-            delivery=_delivery(data),
+            echo=_echo(data),
         )
 
 
@@ -311,7 +311,7 @@ class SwapFaceView(SubmitView):
             images=[source, target] if source or target else [],
             mode=_requested_mode(data),
             path_mode=self.path_mode,
-            delivery=_delivery(data),
+            echo=_echo(data),
         )
 
 
@@ -326,7 +326,7 @@ def _press_legacy(
         button=ByName(press_spec(key).name(index)),
         mode=_requested_mode(data),
         path_mode=view.path_mode,
-        delivery=_delivery(data),
+        echo=_echo(data),
     )
 
 

@@ -23,7 +23,7 @@ from apps.tasks.errors import dialect_error, domain_label
 from apps.tasks.models import Protocol
 from apps.tasks.selectors import task_get
 from apps.tasks.services.acceptance import SubmitOutcome
-from apps.tasks.services.inputs import Caller, Delivery
+from apps.tasks.services.inputs import Caller, ClientEcho
 from apps.tasks.services.press import ModalInput, task_press
 from apps.tasks.services.seeds import task_image_seed
 from apps.tasks.services.submit import task_submit
@@ -102,7 +102,7 @@ class TtapiView(OrganizationAPIView):
         return caller_of(self, Protocol.TTAPI)
 
 
-def _delivery(data: dict[str, Any], *, options: bool = False) -> Delivery:
+def _echo(data: dict[str, Any], *, options: bool = False) -> ClientEcho:
     metadata = None
     if options:
         timeout = data.get("timeout")
@@ -114,7 +114,7 @@ def _delivery(data: dict[str, Any], *, options: bool = False) -> Delivery:
                 else None,
             }
         }
-    return Delivery(notify_hook=text_field(data, "hookUrl"), metadata=metadata)
+    return ClientEcho(notify_hook=text_field(data, "hookUrl"), metadata=metadata)
 
 
 def _accepted(outcome: SubmitOutcome) -> Response:
@@ -151,7 +151,7 @@ class ImagineView(SubmitView):
             action=Action.IMAGINE,
             prompt=text_field(data, "prompt"),
             mode=_requested_mode(data),
-            delivery=_delivery(data, options=True),
+            echo=_echo(data, options=True),
         )
 
 
@@ -163,7 +163,7 @@ class DescribeView(SubmitView):
             action=Action.DESCRIBE,
             images=[image] if image else [],
             mode=_requested_mode(data),
-            delivery=_delivery(data),
+            echo=_echo(data),
         )
 
 
@@ -176,7 +176,7 @@ class BlendView(SubmitView):
             images=images,
             dimensions=optional_text(data, "dimensions"),
             mode=_requested_mode(data),
-            delivery=_delivery(data, options=True),
+            echo=_echo(data, options=True),
         )
 
 
@@ -187,7 +187,7 @@ def _press(view: TtapiView, *, button: ButtonRef, data: dict[str, Any]) -> Submi
         caller=view.caller,
         parent_id=text_field(data, "jobId"),
         button=button,
-        delivery=_delivery(data, options=True),
+        echo=_echo(data, options=True),
         modal=ModalInput(prompt=optional_text(data, "prompt"), mask=optional_text(data, "mask")),
     )
 

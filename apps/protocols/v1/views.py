@@ -36,7 +36,7 @@ from apps.tasks.models import Protocol
 from apps.tasks.selectors import task_get, task_list
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
-from apps.tasks.services.inputs import Delivery
+from apps.tasks.services.inputs import ClientEcho
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 
@@ -152,7 +152,7 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         caller = caller_of(self, Protocol.NATIVE)
-        delivery = Delivery(notify_hook=data.get("webhook_url", ""), metadata=data.get("metadata"))
+        echo = ClientEcho(notify_hook=data.get("webhook_url", ""), metadata=data.get("metadata"))
         if "parent" in data:
             # TTAPI's button names are accepted too: the native API always took them.
             outcome = task_press(
@@ -160,7 +160,7 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
                 parent_id=data["parent"],
                 button=ByName(data["button"], extra_names=ttapi_names),
                 mode=data.get("mode"),
-                delivery=delivery,
+                echo=echo,
             )
         else:
             outcome = task_submit(
@@ -170,7 +170,7 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
                 images=data.get("images", []),
                 mode=data.get("mode"),
                 dimensions=data.get("dimensions"),
-                delivery=delivery,
+                echo=echo,
             )
         return _created(outcome)
 

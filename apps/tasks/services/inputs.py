@@ -48,8 +48,11 @@ class Caller:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """Client data carried through unchanged: the per-task hook, ``state`` and metadata."""
+class ClientEcho:
+    """What the client asked us to echo back: the per-task hook URL, ``state`` and metadata.
+
+    (Named apart from ``apps.webhooks.models.WebhookDelivery``, one attempt to send an event.)
+    """
 
     notify_hook: str = ""
     state: str | None = None

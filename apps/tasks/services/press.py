@@ -39,7 +39,7 @@ from ..selectors import task_get
 from .acceptance import SubmitOutcome, accept, create_and_accept, finish_acceptance, new_seed
 from .inputs import (
     Caller,
-    Delivery,
+    ClientEcho,
     check_hook,
     check_state,
     discard_files,
@@ -150,7 +150,7 @@ def _follow_up(
     *,
     state: str | None,
     notify_hook: str,
-    delivery: Delivery,
+    echo: ClientEcho,
 ) -> Task:
     params: dict[str, Any] = {
         "variant": press.key,
@@ -182,7 +182,7 @@ def _follow_up(
         prompt_en=parent.prompt_en,
         state=state,
         params=params,
-        metadata=delivery.metadata or {},
+        metadata=echo.metadata or {},
         inputs=inputs,
         notify_hook=notify_hook,
         seed=new_seed(),
@@ -260,7 +260,7 @@ def task_press(
     button: ButtonRef | None = None,
     mode: str | None = None,
     path_mode: str | None = None,
-    delivery: Delivery | None = None,
+    echo: ClientEcho | None = None,
     modal: ModalInput | None = None,
 ) -> SubmitOutcome:
     """Press a button of a finished task (U1, V2, zoom …), by ``custom_id`` or ``button``.
@@ -269,9 +269,9 @@ def task_press(
     second step, when the task is validated in full and accepted in one transaction (a
     rejected mask or prompt leaves no task). ``modal`` is ignored for one-step buttons.
     """
-    delivery = delivery or Delivery()
-    notify_hook = check_hook(delivery.notify_hook)
-    state = check_state(delivery.state)
+    echo = echo or ClientEcho()
+    notify_hook = check_hook(echo.notify_hook)
+    state = check_state(echo.state)
     parent = _press_parent(caller, parent_id)
     chosen = _chosen(buttons_of(parent.buttons), custom_id=custom_id, button=button)
     pressed = resolve_custom_id(chosen)
@@ -281,7 +281,7 @@ def task_press(
     _check_parent_mode(parent, mode=mode, path_mode=path_mode)
     _check_same_kind(caller, parent, field="parent")
     task = _follow_up(
-        caller, parent, pressed, press, state=state, notify_hook=notify_hook, delivery=delivery
+        caller, parent, pressed, press, state=state, notify_hook=notify_hook, echo=echo
     )
     if press.modal is None:
         return create_and_accept(task, input_files=[])

@@ -18,7 +18,7 @@ from ..models import Task
 from .acceptance import SubmitOutcome, create_and_accept, new_seed
 from .inputs import (
     Caller,
-    Delivery,
+    ClientEcho,
     check_hook,
     check_state,
     check_tier_mode,
@@ -75,12 +75,12 @@ def task_submit(
     mode: str | None = None,
     path_mode: str | None = None,
     dimensions: str | None = None,
-    delivery: Delivery | None = None,
+    echo: ClientEcho | None = None,
 ) -> SubmitOutcome:
     """Accept a new (non follow-up) task of ``action``, validated by its row of the table."""
-    delivery = delivery or Delivery()
-    notify_hook = check_hook(delivery.notify_hook)
-    state = check_state(delivery.state)
+    echo = echo or ClientEcho()
+    notify_hook = check_hook(echo.notify_hook)
+    state = check_state(echo.state)
     action = (action or "").upper()
     rule = _inputs_of(action)
     parsed = parse_checked(prompt) if rule.prompt else None
@@ -107,7 +107,7 @@ def task_submit(
         prompt_en=parsed.clean_prompt if parsed else "",
         state=state,
         params=params,
-        metadata=delivery.metadata or {},
+        metadata=echo.metadata or {},
         inputs=input_files,
         notify_hook=notify_hook,
         seed=seed if seed is not None else new_seed(),
