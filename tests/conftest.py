@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -10,6 +10,8 @@ from rest_framework.test import APIClient
 from apps.accounts.models import Organization, Role, User
 from apps.api_keys.services import IssuedKey, api_key_create
 from apps.billing.ledger import ledger_topup
+from apps.core.messaging import broker_breaker_reset
+from apps.core.ratelimit import cache_breaker
 
 from .factories import MembershipFactory, OrganizationFactory
 from .reference_data import ensure_reference_data
@@ -64,6 +66,17 @@ def _reference_data(request: pytest.FixtureRequest) -> None:
     if transactional:
         request.getfixturevalue("transactional_db")
         ensure_reference_data()
+
+
+@pytest.fixture(autouse=True)
+def _closed_breakers() -> Iterator[None]:
+    """Each test starts with the broker and cache breakers closed: a test that took the broker
+    or the cache down must not make the next test's messages silently skipped."""
+    broker_breaker_reset()
+    cache_breaker.reset()
+    yield
+    broker_breaker_reset()
+    cache_breaker.reset()
 
 
 @pytest.fixture(autouse=True)
