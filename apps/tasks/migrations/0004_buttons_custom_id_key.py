@@ -5,8 +5,10 @@ The discord engine's own copy of the message's buttons (``engine_state["buttons"
 tasks) follows: a follow-up pressed after the deploy reads them by ``custom_id``. The mjproxy
 engine's copy is the upstream's task JSON and keeps the upstream's ``customId``.
 
-The key keeps its place in each entry, so a dialect that copies the entry and renames the key
-answers byte for byte as before. Rows are read in batches; rows without buttons are skipped.
+PostgreSQL's jsonb orders an object's keys by length, then bytes: ``custom_id`` sits where
+``customId`` sat (the longest key of an entry), so the mj-proxy answer, which renames the key in
+its place, is the same bytes as before. Rows are read in batches; rows without buttons are
+skipped.
 """
 
 from typing import Any
