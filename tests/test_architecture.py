@@ -108,14 +108,30 @@ WIRE_NAMES = (
 WIRE_PATTERN = re.compile("|".join(re.escape(name) for name in WIRE_NAMES))
 
 
+#: Lines where an engine speaks its own upstream's wire and that upstream happens to use a
+#: dialect's word: Midjourney's vary-region editor (``/inpaint/api/submit-job``) takes the
+#: modal's id as ``customId``, and the fake Discord reads it the same way. Exact lines, so any
+#: other use of the word in those files still fails.
+UPSTREAM_WIRE_LINES = frozenset(
+    {
+        ("apps/engines/discord/engine.py", '"customId": modal.get("custom_id"),'),
+        (
+            "apps/engines/discord/fake/server.py",
+            'token = str(body.get("customId", "")).removeprefix("MJ::iframe::")',
+        ),
+    }
+)
+
+
 def test_no_dialect_wire_names_in_the_domain() -> None:
     offenders = []
     for path in _sources(
         APPS / "tasks", APPS / "engines", APPS / "billing", skip=("apps/engines/mjproxy/",)
     ):
+        rel = path.relative_to(ROOT).as_posix()
         for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-            if WIRE_PATTERN.search(line):
-                offenders.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
+            if WIRE_PATTERN.search(line) and (rel, line.strip()) not in UPSTREAM_WIRE_LINES:
+                offenders.append(f"{rel}:{lineno}: {line.strip()}")
     assert offenders == [], "Dialect wire names belong in apps/protocols:\n" + "\n".join(offenders)
 
 

@@ -147,7 +147,7 @@ class ParentRef:
     #: The engine that ran the parent and the account it ran on (None: the account is gone).
     engine: str = ""
     account_id: int | None = None
-    #: The buttons the parent offers our customers (``{"customId", "label", "emoji"}``): an
+    #: The buttons the parent offers our customers (``{"custom_id", "label", "emoji"}``): an
     #: engine translates the pressed one into its upstream's spelling with them.
     buttons: tuple[Mapping[str, Any], ...] = ()
     #: The parent's stored result: ``grid`` (the image as delivered) and ``splits`` when it had
@@ -171,7 +171,7 @@ class Job:
     #: reroll_of …) — domain names, never a dialect's wire names.
     params: Mapping[str, Any]
     account: AccountView
-    #: The button pressed, in Midjourney's customId format (follow-ups only).
+    #: The button pressed, in Midjourney's button id format (follow-ups only).
     custom_id: str = ""
     #: MID_JOURNEY or NIJI_JOURNEY: which bot serves the job.
     bot: str = "MID_JOURNEY"

@@ -61,9 +61,9 @@ ExtraNames = Callable[[PressSpec, int | None], Iterable[str]]
 
 @dataclass(frozen=True)
 class Button:
-    """One button of a result. Stored on the task as ``as_dict`` gives it: that JSON shape is
-    the stored format (Midjourney's component as midjourney-proxy first exposed it), which the
-    dialects copy or rename on their way out."""
+    """One button of a result. Stored on the task as ``as_dict`` gives it: that JSON shape
+    (``{custom_id, emoji, label, type, style}``, domain names) is the stored format, which each
+    dialect renames to its own wire keys on the way out."""
 
     custom_id: str
     emoji: str
@@ -73,7 +73,7 @@ class Button:
 
     def as_dict(self) -> dict[str, str | int]:
         return {
-            "customId": self.custom_id,
+            "custom_id": self.custom_id,
             "emoji": self.emoji,
             "label": self.label,
             "type": self.type,
@@ -84,7 +84,7 @@ class Button:
     def from_dict(cls, data: Mapping[str, Any]) -> Button:
         """Inverse of ``as_dict``, tolerant of the missing keys some upstreams omit."""
         return cls(
-            custom_id=str(data["customId"]),
+            custom_id=str(data["custom_id"]),
             emoji=str(data.get("emoji") or ""),
             label=str(data.get("label") or ""),
             type=int(data.get("type") or BUTTON_TYPE),

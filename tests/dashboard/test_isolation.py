@@ -29,7 +29,7 @@ def task(organization: Organization, owner: User) -> Task:
         organization,
         status=Status.SUCCESS,
         prompt="our secret prompt",
-        buttons=[{"customId": "MJ::JOB::upsample::1::abc", "emoji": "", "label": "U1"}],
+        buttons=[{"custom_id": "MJ::JOB::upsample::1::abc", "emoji": "", "label": "U1"}],
     )
 
 
@@ -44,7 +44,7 @@ def _task_state(task: Task) -> tuple[Any, ...]:
         ("get", "", {}),
         ("get", "card/", {}),
         ("get", "input/", {}),
-        ("post", "action/", {"customId": "MJ::JOB::upsample::1::abc"}),
+        ("post", "action/", {"custom_id": "MJ::JOB::upsample::1::abc"}),
         ("post", "input/", {"prompt": "hijack"}),
         ("post", "cancel/", {}),
     ],

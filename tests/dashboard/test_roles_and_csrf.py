@@ -42,7 +42,7 @@ def world(organization: Organization, owner: User) -> dict[str, Any]:
         status=Status.SUCCESS,
         prompt="a cat",
         prompt_en="a cat",
-        buttons=[{"customId": "MJ::JOB::upsample::1::abc", "emoji": "", "label": "U1"}],
+        buttons=[{"custom_id": "MJ::JOB::upsample::1::abc", "emoji": "", "label": "U1"}],
     )
     running = new_task(organization, status=Status.IN_PROGRESS)
     return {
@@ -181,7 +181,7 @@ def test_every_write_needs_the_csrf_token(
         *writes(world),
         (f"/team/members/{world['colleague'].pk}/remove/", {}),
         ("/create/", {"action": "IMAGINE", "prompt": "a fox", "mode": "FAST", "test_mode": "on"}),
-        (f"/tasks/{task.pk}/action/", {"customId": "MJ::JOB::upsample::1::abc"}),
+        (f"/tasks/{task.pk}/action/", {"custom_id": "MJ::JOB::upsample::1::abc"}),
         (f"/tasks/{running.pk}/cancel/", {}),
         (f"/tasks/{task.pk}/input/", {"prompt": "x"}),
         ("/orgs/switch/", {"organization": organization.pk}),

@@ -166,11 +166,11 @@ def test_follow_up_modal_and_cancel(owner: User, organization: Organization, fun
         status=Status.SUCCESS,
         prompt="a cat",
         prompt_en="a cat",
-        buttons=[{"customId": "MJ::CustomZoom::abc", "emoji": "🔍", "label": "Custom Zoom"}],
+        buttons=[{"custom_id": "MJ::CustomZoom::abc", "emoji": "🔍", "label": "Custom Zoom"}],
     )
     client = login(owner)
     response = client.post(
-        f"/tasks/{parent.pk}/action/", {"customId": "MJ::CustomZoom::abc"}, HTTP_HX_REQUEST="true"
+        f"/tasks/{parent.pk}/action/", {"custom_id": "MJ::CustomZoom::abc"}, HTTP_HX_REQUEST="true"
     )
     assert response.status_code == 200
     assert response["HX-Retarget"] == "#modal-root"
@@ -242,14 +242,14 @@ def test_buttons_of_a_test_task_run_test_follow_ups(
         prompt="a cat",
         prompt_en="a cat",
         buttons=[
-            {"customId": "MJ::JOB::upsample::1::abc", "emoji": "", "label": "U1"},
-            {"customId": "MJ::CustomZoom::abc", "emoji": "🔍", "label": "Custom Zoom"},
+            {"custom_id": "MJ::JOB::upsample::1::abc", "emoji": "", "label": "U1"},
+            {"custom_id": "MJ::CustomZoom::abc", "emoji": "🔍", "label": "Custom Zoom"},
         ],
     )
     client = login(owner)
     response = client.post(
         f"/tasks/{parent.pk}/action/",
-        {"customId": "MJ::JOB::upsample::1::abc"},
+        {"custom_id": "MJ::JOB::upsample::1::abc"},
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 200, response.content.decode()
@@ -259,7 +259,7 @@ def test_buttons_of_a_test_task_run_test_follow_ups(
     upscale.refresh_from_db()
     assert upscale.status == Status.SUBMITTED
     response = client.post(
-        f"/tasks/{parent.pk}/action/", {"customId": "MJ::CustomZoom::abc"}, HTTP_HX_REQUEST="true"
+        f"/tasks/{parent.pk}/action/", {"custom_id": "MJ::CustomZoom::abc"}, HTTP_HX_REQUEST="true"
     )
     assert response.status_code == 200
     modal = Task.objects.get(parent=parent, status=Status.MODAL)
@@ -278,7 +278,7 @@ def test_follow_up_error_is_shown(owner: User, organization: Organization) -> No
     parent = new_task(organization, status=Status.SUCCESS, buttons=[])
     response = login(owner).post(
         f"/tasks/{parent.pk}/action/",
-        {"customId": "MJ::JOB::upsample::1::nope"},
+        {"custom_id": "MJ::JOB::upsample::1::nope"},
         HTTP_HX_REQUEST="true",
     )
     assert response.status_code == 400
@@ -432,7 +432,7 @@ def test_describe_numbered_prompt_step(owner: User, organization: Organization, 
         action="DESCRIBE",
         properties={"prompts": ["first idea", "second idea", "third idea", "fourth idea"]},
         buttons=[
-            {"customId": f"MJ::Job::PicReader::{n}", "emoji": "", "label": ""} for n in range(1, 5)
+            {"custom_id": f"MJ::Job::PicReader::{n}", "emoji": "", "label": ""} for n in range(1, 5)
         ],
     )
     client = login(owner)
@@ -446,7 +446,7 @@ def test_describe_numbered_prompt_step(owner: User, organization: Organization, 
     assert "Imagine prompt 2" in page.content.decode()
     response = client.post(
         f"/tasks/{parent.pk}/action/",
-        {"customId": "MJ::Job::PicReader::2"},
+        {"custom_id": "MJ::Job::PicReader::2"},
         HTTP_HX_REQUEST="true",
     )
     assert response["HX-Retarget"] == "#modal-root"

@@ -86,7 +86,7 @@ def test_no_engine_module_imports_task_models_lifecycle_storage_or_services(path
 @pytest.mark.parametrize("module", sorted(ALLOWED_FROM_TASKS))
 def test_the_task_vocabulary_engines_may_use_is_a_leaf(module: str):
     """What engines may import from the task app (its vocabulary: enums, the table of actions,
-    customIds, prompts, domain errors) imports nothing else of it: no models, no state."""
+    button ids, prompts, domain errors) imports nothing else of it: no models, no state."""
     path = ENGINES.parent / "tasks" / f"{module.rsplit('.', 1)[1]}.py"
     reached = {name for _, name in _imports(path) if name.startswith("apps.tasks.")}
     assert {name for name in reached if _forbidden(name)} == set()

@@ -29,7 +29,7 @@ from typing import Any
 
 from PIL import Image
 
-from apps.tasks.buttons import buttons_for
+from apps.tasks.buttons import Button, buttons_for
 from apps.tasks.enums import Action
 
 SUBMIT_PATHS = {
@@ -53,6 +53,17 @@ RUNNING = ("NOT_START", "SUBMITTED", "IN_PROGRESS")
 def seed_of(job_id: str) -> int:
     """The seed the fake reports for a finished job (``GET /mj/task/{id}/image-seed``)."""
     return int.from_bytes(hashlib.sha256(f"seed:{job_id}".encode()).digest()[:4], "big")
+
+
+def _wire(button: Button, custom_id: str | None = None) -> dict[str, Any]:
+    """A button as midjourney-proxy's task JSON spells it (``customId`` first)."""
+    return {
+        "customId": button.custom_id if custom_id is None else custom_id,
+        "emoji": button.emoji,
+        "label": button.label,
+        "type": button.type,
+        "style": button.style,
+    }
 
 
 def _png(seed: str, *, grid: bool) -> bytes:
@@ -303,18 +314,18 @@ class FakeMjproxy:
                 f"{NUMBERS[i]} {job.prompt} short {i + 1}" for i in range(5)
             )
             job.buttons = [
-                b.as_dict() for b in buttons_for(Action.SHORTEN, job_hash="x", is_grid=False)
+                _wire(b) for b in buttons_for(Action.SHORTEN, job_hash="x", is_grid=False)
             ]
         elif job.action == "DESCRIBE":
             job.final_prompt = "\n\n".join(
                 f"{NUMBERS[i]} described scene {i + 1}" for i in range(4)
             )
             job.buttons = [
-                b.as_dict() for b in buttons_for(Action.DESCRIBE, job_hash="x", is_grid=False)
+                _wire(b) for b in buttons_for(Action.DESCRIBE, job_hash="x", is_grid=False)
             ]
         else:
             job.buttons = [
-                {**b.as_dict(), "customId": b.custom_id.replace("upsample_v6_", "upsample_v6r1_")}
+                _wire(b, b.custom_id.replace("upsample_v6_", "upsample_v6r1_"))
                 for b in buttons_for(Action.IMAGINE, job_hash=job.job_hash, is_grid=job.grid)
             ]
         if job.action != "SHORTEN":

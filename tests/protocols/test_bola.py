@@ -164,7 +164,7 @@ def objects_of(organization, api_key) -> dict[str, Any]:
     objects: dict[str, Any] = {
         "task": succeeded.pk,
         "modal": modal.pk,
-        "custom_id": buttons[0]["customId"],
+        "custom_id": buttons[0]["custom_id"],
         "task_id": [succeeded.pk, modal.pk, queued.pk],
         "key_id": [api_key.pk],
         "entry_id": [LedgerEntry.objects.filter(organization=organization).first().pk],

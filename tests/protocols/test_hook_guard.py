@@ -37,7 +37,7 @@ def test_mjproxy_imagine_refuses_a_private_notify_hook(funded, live_key, client_
 
 def test_mjproxy_action_refuses_localhost(funded, live_key, client_for, finished_imagine):
     grid = finished_imagine()
-    custom_id = next(b["customId"] for b in grid.buttons if b["label"] == "U1")
+    custom_id = next(b["custom_id"] for b in grid.buttons if b["label"] == "U1")
     before = snapshot(funded)
     response = client_for(live_key).post(
         "/mj/submit/action",

@@ -26,7 +26,7 @@ ENVELOPE_KEYS = {"code", "description", "result", "properties"}
 
 
 def _button(task: Task, label: str) -> str:
-    return next(b["customId"] for b in task.buttons if b["label"] == label)
+    return next(b["custom_id"] for b in task.buttons if b["label"] == label)
 
 
 # --- code 1 / 22 / 21 ------------------------------------------------------------------------
@@ -461,7 +461,7 @@ def test_legacy_change_presses_the_parent_button(
     expected = (
         _button(grid, label)
         if label
-        else next(b["customId"] for b in grid.buttons if "reroll" in b["customId"])
+        else next(b["custom_id"] for b in grid.buttons if "reroll" in b["custom_id"])
     )
     assert task.custom_id == expected
     assert task.parent_id == grid.pk

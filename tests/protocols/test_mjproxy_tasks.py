@@ -82,6 +82,11 @@ def test_fetch_of_a_finished_grid(funded, live_key, client_for, sandbox):
     for button in body["buttons"]:
         assert set(button) == {"customId", "emoji", "label", "type", "style"}
         assert button["type"] == 2 and button["style"] in (2, 3)
+    # Stored with the domain key, answered with the proxy's in its place: same bytes as before.
+    assert all(set(b) == {"custom_id", "emoji", "label", "type", "style"} for b in task.buttons)
+    assert [list(b.items()) for b in body["buttons"]] == [
+        [("customId" if k == "custom_id" else k, v) for k, v in b.items()] for b in task.buttons
+    ]
     job_hash = task.properties["jobHash"]
     ids = [b["customId"] for b in body["buttons"]]
     assert ids[:4] == [f"MJ::JOB::upsample::{n}::{job_hash}" for n in range(1, 5)]
@@ -94,9 +99,33 @@ def test_fetch_of_a_finished_grid(funded, live_key, client_for, sandbox):
     assert all(p.size == (grid.width // 2, grid.height // 2) for p in parts)
 
 
+def test_stored_buttons_go_out_byte_for_byte_with_the_proxys_key(funded, live_key, client_for):
+    """Only ``custom_id`` is renamed, in its place; the rest of each entry is as stored."""
+    stored = [
+        {"custom_id": "MJ::JOB::upsample::1::h", "emoji": "", "label": "U1", "type": 2, "style": 2},
+        {"label": "Odd", "custom_id": "MJ::BOOKMARK::h", "extra": [1, "ü"]},
+    ]
+    task = Task.objects.create(
+        organization=funded, action=Action.IMAGINE, status=Status.SUCCESS, buttons=stored
+    )
+    response = client_for(live_key).get(f"/mj/task/{task.pk}/fetch")
+    assert response.status_code == 200
+    sent = response.json()["buttons"]
+    assert sent == [
+        {"customId": "MJ::JOB::upsample::1::h", "emoji": "", "label": "U1", "type": 2, "style": 2},
+        {"label": "Odd", "customId": "MJ::BOOKMARK::h", "extra": [1, "ü"]},
+    ]
+    task.refresh_from_db()  # the keys in the order the database gives them back
+    assert [list(b) for b in sent] == [
+        ["customId" if k == "custom_id" else k for k in b] for b in task.buttons
+    ]
+    Task.objects.filter(pk=task.pk).update(buttons=[])
+    assert client_for(live_key).get(f"/mj/task/{task.pk}/fetch").json()["buttons"] == []
+
+
 def test_fetch_of_an_upscale_lists_its_single_image(funded, live_key, client_for, finished_imagine):
     grid = finished_imagine()
-    u1 = next(b["customId"] for b in grid.buttons if b["label"] == "U1")
+    u1 = next(b["custom_id"] for b in grid.buttons if b["label"] == "U1")
     client = client_for(live_key)
     answer = client.post("/mj/submit/action", {"taskId": grid.pk, "customId": u1}, format="json")
     run_to_completion(answer.json()["result"])

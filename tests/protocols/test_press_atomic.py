@@ -185,7 +185,7 @@ PRESSES: dict[str, tuple[Callable[[Any], None], Callable[[World], Any]]] = {
     "dashboard-action-button-not-on-parent": (
         _dashboard_refused,
         lambda w: w.dashboard.post(
-            f"/tasks/{w.grid.pk}/action/", {"customId": "MJ::JOB::upsample::1::not-this-one"}
+            f"/tasks/{w.grid.pk}/action/", {"custom_id": "MJ::JOB::upsample::1::not-this-one"}
         ),
     ),
     "dashboard-input-mask-not-an-image": (

@@ -53,13 +53,19 @@ def test_create_imagine_then_get(funded, live_key, client_for, sandbox):
     assert fetched["progress"] == 100
     assert len(fetched["image_urls"]) == 4
     assert [b["name"] for b in fetched["buttons"]][:4] == ["U1", "U2", "U3", "U4"]
+    # The native button shape is a public contract: it keeps its keys whatever we store.
+    task.refresh_from_db()
+    assert [list(b) for b in fetched["buttons"]] == [
+        ["customId", "emoji", "label", "type", "style", "name"]
+    ] * len(task.buttons)
+    assert [b["customId"] for b in fetched["buttons"]] == [b["custom_id"] for b in task.buttons]
     assert fetched["metadata"] == {"order": 17, "tags": ["a"]}
 
 
 @pytest.mark.parametrize("button", ["U3", "upsample3", "customId"])
 def test_follow_up_by_alias_or_custom_id(funded, live_key, client_for, finished_imagine, button):
     grid = finished_imagine(protocol=Protocol.NATIVE)
-    custom_id = next(b["customId"] for b in grid.buttons if b["label"] == "U3")
+    custom_id = next(b["custom_id"] for b in grid.buttons if b["label"] == "U3")
     response = client_for(live_key).post(
         TASKS,
         {"parent": grid.pk, "button": custom_id if button == "customId" else button},

@@ -89,10 +89,10 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def button_id(task: Task, *, label: str = "", part: str = "") -> str:
-    """The customId of one of ``task``'s buttons, by label or by a part of the customId."""
+    """The id of one of ``task``'s stored buttons, by label or by a part of the id."""
     for candidate in task.buttons:
-        if (label and candidate["label"] == label) or (part and part in candidate["customId"]):
-            return str(candidate["customId"])
+        if (label and candidate["label"] == label) or (part and part in candidate["custom_id"]):
+            return str(candidate["custom_id"])
     raise AssertionError(f"{task.action} {task.pk} has no button {label or part}")
 
 

@@ -49,63 +49,63 @@ def every_button() -> list[Button]:
 def test_grid_buttons_are_midjourneys_exactly() -> None:
     assert [b.as_dict() for b in grid()] == [
         {
-            "customId": f"MJ::JOB::upsample::1::{HASH}",
+            "custom_id": f"MJ::JOB::upsample::1::{HASH}",
             "emoji": "",
             "label": "U1",
             "type": 2,
             "style": 2,
         },
         {
-            "customId": f"MJ::JOB::upsample::2::{HASH}",
+            "custom_id": f"MJ::JOB::upsample::2::{HASH}",
             "emoji": "",
             "label": "U2",
             "type": 2,
             "style": 2,
         },
         {
-            "customId": f"MJ::JOB::upsample::3::{HASH}",
+            "custom_id": f"MJ::JOB::upsample::3::{HASH}",
             "emoji": "",
             "label": "U3",
             "type": 2,
             "style": 2,
         },
         {
-            "customId": f"MJ::JOB::upsample::4::{HASH}",
+            "custom_id": f"MJ::JOB::upsample::4::{HASH}",
             "emoji": "",
             "label": "U4",
             "type": 2,
             "style": 2,
         },
         {
-            "customId": f"MJ::JOB::reroll::0::{HASH}::SOLO",
+            "custom_id": f"MJ::JOB::reroll::0::{HASH}::SOLO",
             "emoji": "🔄",
             "label": "",
             "type": 2,
             "style": 2,
         },
         {
-            "customId": f"MJ::JOB::variation::1::{HASH}",
+            "custom_id": f"MJ::JOB::variation::1::{HASH}",
             "emoji": "",
             "label": "V1",
             "type": 2,
             "style": 2,
         },
         {
-            "customId": f"MJ::JOB::variation::2::{HASH}",
+            "custom_id": f"MJ::JOB::variation::2::{HASH}",
             "emoji": "",
             "label": "V2",
             "type": 2,
             "style": 2,
         },
         {
-            "customId": f"MJ::JOB::variation::3::{HASH}",
+            "custom_id": f"MJ::JOB::variation::3::{HASH}",
             "emoji": "",
             "label": "V3",
             "type": 2,
             "style": 2,
         },
         {
-            "customId": f"MJ::JOB::variation::4::{HASH}",
+            "custom_id": f"MJ::JOB::variation::4::{HASH}",
             "emoji": "",
             "label": "V4",
             "type": 2,
@@ -185,7 +185,7 @@ def test_button_dict_round_trip() -> None:
 
 
 def test_button_from_a_sparse_upstream_dict() -> None:
-    assert Button.from_dict({"customId": "MJ::BOOKMARK::x"}) == Button("MJ::BOOKMARK::x", "", "")
+    assert Button.from_dict({"custom_id": "MJ::BOOKMARK::x"}) == Button("MJ::BOOKMARK::x", "", "")
 
 
 # --- resolve_custom_id -----------------------------------------------------------------------

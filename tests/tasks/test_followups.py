@@ -52,7 +52,7 @@ def press(caller, parent: Task, **which: str) -> Task:
 
 
 def custom_ids(task: Task) -> list[str]:
-    return [b["customId"] for b in task.buttons]
+    return [b["custom_id"] for b in task.buttons]
 
 
 # --- which buttons which result carries ------------------------------------------------------

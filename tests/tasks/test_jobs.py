@@ -116,7 +116,7 @@ def test_a_follow_up_job_carries_its_parent_and_files_read_on_demand(caller, sen
     assert job.parent.grid is not None and job.parent.grid.name == parent.result["image"]
     assert [f.name for f in job.parent.splits] == parent.result["splits"]
     assert job.parent.grid.read()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [b["customId"] for b in job.parent.buttons] == [b["customId"] for b in parent.buttons]
+    assert [b["custom_id"] for b in job.parent.buttons] == [b["custom_id"] for b in parent.buttons]
     assert job.account.running_jobs() == ()  # nothing of this account runs now
 
 

@@ -55,7 +55,7 @@ def test_upscale_follow_up(organization, live_key, fund):
         task_submit(caller=caller, action=Action.IMAGINE, prompt="blue sky").task.pk
     )
     u1 = next(b for b in parent.buttons if b["label"] == "U1")
-    outcome = task_press(caller=caller, parent_id=parent.pk, custom_id=u1["customId"])
+    outcome = task_press(caller=caller, parent_id=parent.pk, custom_id=u1["custom_id"])
     task = run_to_completion(outcome.task.pk)
     assert task.status == Status.SUCCESS
     assert task.action == Action.UPSCALE

@@ -67,9 +67,9 @@ def fetch_image(client: Client, name: str) -> Image.Image:
 def button(task: Task, *, label: str = "", custom_id_part: str = "") -> str:
     for candidate in task.buttons:
         if label and candidate["label"] == label:
-            return str(candidate["customId"])
-        if custom_id_part and custom_id_part in candidate["customId"]:
-            return str(candidate["customId"])
+            return str(candidate["custom_id"])
+        if custom_id_part and custom_id_part in candidate["custom_id"]:
+            return str(candidate["custom_id"])
     raise AssertionError(f"{task.action} {task.pk} has no button {label or custom_id_part}")
 
 

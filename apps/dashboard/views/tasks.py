@@ -260,7 +260,7 @@ def action(request: HttpRequest, task_id: str) -> HttpResponse:
         outcome = task_press(
             caller=_caller(request, test_mode=parent.is_test),
             parent_id=task_id,
-            custom_id=request.POST.get("customId", ""),
+            custom_id=request.POST.get("custom_id", ""),
         )
     except ServiceError as exc:
         return service_error_response(request, exc)

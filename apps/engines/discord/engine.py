@@ -266,7 +266,7 @@ class DiscordEngine(Engine):
                 "cannot be pressed here.",
                 error_code="ACCOUNT_UNAVAILABLE",
             )
-        available = [str(button.get("customId")) for button in state.get("buttons") or []]
+        available = [str(button.get("custom_id")) for button in state.get("buttons") or []]
         theirs = wire.their_custom_id(job.custom_id, available)
         if theirs is None:
             raise PermanentEngineError(

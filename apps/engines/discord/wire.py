@@ -93,7 +93,7 @@ def custom_ids(components: list[dict[str, Any]]) -> list[str]:
 
 
 def buttons(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Message components as our buttons: ``{customId, emoji, label, type, style}``."""
+    """Message components as our buttons: ``{custom_id, emoji, label, type, style}``."""
     found = []
     for row in components or []:
         for button in row.get("components", []):
@@ -101,7 +101,7 @@ def buttons(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             found.append(
                 {
-                    "customId": str(button["custom_id"]),
+                    "custom_id": str(button["custom_id"]),
                     "emoji": str((button.get("emoji") or {}).get("name", "")),
                     "label": str(button.get("label", "")),
                     "type": 2,

@@ -229,8 +229,9 @@ def upstream_custom_id(
 ) -> str | None:
     """The upstream's customId for the button ``pressed`` on our copy of the task.
 
-    Our buttons carry our own customIds (our job hash, our spelling); the upstream's carry
-    its Midjourney job hash and maybe another model version's spelling. Matched, in order,
+    Our buttons (``ours``, stored: ``custom_id``) carry our own ids (our job hash, our
+    spelling); the upstream's (``theirs``, its task JSON: ``customId``) carry its Midjourney
+    job hash and maybe another model version's spelling. Matched, in order,
     by meaning (U2 is U2 whatever the hash; ``upsample_v6r1_2x_subtle`` is Upscale (Subtle)),
     then by label and emoji, then by position when both lists have the same shape.
     """
@@ -245,7 +246,7 @@ def upstream_custom_id(
                     return str(button["customId"])
             except ValidationFailed:
                 continue
-    mine = next((b for b in ours if b.get("customId") == pressed), None)
+    mine = next((b for b in ours if b.get("custom_id") == pressed), None)
     if mine is None:
         return None
     label, emoji = str(mine.get("label") or ""), str(mine.get("emoji") or "")

@@ -27,6 +27,12 @@ def image_urls(task: Task) -> list[str] | None:
     return [main] if main else None
 
 
+def button_json(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored button as midjourney-proxy spells it: ``custom_id`` becomes ``customId`` in its
+    place, every other key as stored, so the answer is the same bytes as before the rename."""
+    return {("customId" if key == "custom_id" else key): value for key, value in stored.items()}
+
+
 def task_json(task: Task) -> dict[str, Any]:
     properties = dict(task.properties or {})
     properties.setdefault("finalPrompt", task.prompt_en or None)
@@ -49,5 +55,5 @@ def task_json(task: Task) -> dict[str, Any]:
         "errorCode": task.error_code or None,
         "mode": task.mode,
         "properties": properties,
-        "buttons": list(task.buttons or []),
+        "buttons": [button_json(b) if isinstance(b, dict) else b for b in task.buttons or []],
     }

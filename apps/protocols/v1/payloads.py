@@ -16,8 +16,17 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def button_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored button in the native API's shape (a public contract: its keys do not change
+    with the stored format), with our alias for it."""
     button = Button.from_dict(data)
-    return {**button.as_dict(), "name": friendly_name(button)}
+    return {
+        "customId": button.custom_id,
+        "emoji": button.emoji,
+        "label": button.label,
+        "type": button.type,
+        "style": button.style,
+        "name": friendly_name(button),
+    }
 
 
 def task_json(task: Task) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def test_imagine_then_every_kind_of_button(
 
     assert grid.is_grid is True
     assert _image(grid.image.data).size == (256, 256)
-    custom_ids = [button["customId"] for button in grid.state["buttons"]]
+    custom_ids = [button["custom_id"] for button in grid.state["buttons"]]
     assert len(custom_ids) == 9
     assert custom_ids[0].startswith("MJ::JOB::upsample::1::")
     assert any(c.startswith("MJ::JOB::reroll::0::") and c.endswith("::SOLO") for c in custom_ids)
@@ -80,7 +80,7 @@ def test_imagine_then_every_kind_of_button(
     assert pushed[-1].result.image is not None and pushed[-1].result.image.data == grid.image.data
     assert pushed[-1].task_id == imagine.task_id
 
-    # U2 on the grid, pressed with *our* customId format (another hash): translated to theirs.
+    # U2 on the grid, pressed with *our* button id format (another hash): translated to theirs.
     ours = "MJ::JOB::upsample::2::0123456789abcdef0123456789abcdef"
     upscale, single = _finished(
         engine,
@@ -88,7 +88,7 @@ def test_imagine_then_every_kind_of_button(
     )
     assert single.is_grid is False
     assert _image(single.image.data).size == (256, 256)
-    upscale_buttons = [button["customId"] for button in single.state["buttons"]]
+    upscale_buttons = [button["custom_id"] for button in single.state["buttons"]]
     assert any(c.startswith("MJ::Outpaint::50::1::") for c in upscale_buttons)
     assert any(c.startswith("MJ::CustomZoom::") for c in upscale_buttons)
 
@@ -102,7 +102,7 @@ def test_imagine_then_every_kind_of_button(
         source = grid if prefix.startswith("MJ::JOB::variation") else single
         parent_job = imagine if source is grid else upscale
         pressed = next(
-            c for c in [b["customId"] for b in source.state["buttons"]] if c.startswith(prefix)
+            c for c in [b["custom_id"] for b in source.state["buttons"]] if c.startswith(prefix)
         )
         _job, result = _finished(
             engine,
@@ -167,7 +167,7 @@ def test_describe_shorten_blend_and_imagine_with_reference_images(
     assert described.image is None
     prompts = described.properties["finalPrompt"]
     assert prompts.count("a described picture number") == 4 and prompts.startswith("1️⃣")
-    assert [b["customId"] for b in described.state["buttons"]][:4] == [
+    assert [b["custom_id"] for b in described.state["buttons"]][:4] == [
         f"MJ::Job::PicReader::{n}" for n in range(1, 5)
     ]
 
@@ -273,9 +273,9 @@ def test_remix_mode_answers_the_remix_form_with_the_tasks_prompt(
     gateway(account_ids={account.pk}).wait_connected(account.pk)
     imagine, grid = _finished(engine, job_for(account, prompt="a green valley"))
     pressed = next(
-        b["customId"]
+        b["custom_id"]
         for b in grid.state["buttons"]
-        if b["customId"].startswith("MJ::JOB::variation::3::")
+        if b["custom_id"].startswith("MJ::JOB::variation::3::")
     )
     variation, varied = _finished(
         engine,

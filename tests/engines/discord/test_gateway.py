@@ -261,7 +261,9 @@ def test_a_follow_up_whose_worker_died_is_adopted_from_the_channel(
         updated_at=DiscordJob.objects.get(pk=imagine.upstream_job_id).created_at.replace(year=2020)
     )
     grid = poll_until_done(engine, imagine)
-    pressed = next(b["customId"] for b in grid.state["buttons"] if b["customId"].startswith(prefix))
+    pressed = next(
+        b["custom_id"] for b in grid.state["buttons"] if b["custom_id"].startswith(prefix)
+    )
     follow_up = job_for(
         account, action="UPSCALE", custom_id=pressed, parent=parent_of(imagine, grid.state)
     )

@@ -132,7 +132,7 @@ def test_follow_ups_stay_on_the_parents_account(funded, live_key, fake, second_f
     assert busy.upstream_account_id == first.pk  # still the lower pk while both are idle
 
     caller = Caller(organization=funded, api_key=live_key.api_key)
-    u1 = next(b["customId"] for b in parent.buttons if b["label"] == "U1")
+    u1 = next(b["custom_id"] for b in parent.buttons if b["label"] == "U1")
     child = start(task_press(caller=caller, parent_id=parent.pk, custom_id=u1).task.pk)
     assert child.upstream_account_id == first.pk  # although mj-b is idle
     assert second_fake.submits() == []
@@ -146,7 +146,7 @@ def test_a_follow_up_whose_parent_account_is_gone_fails_clearly(
     mjproxy_account(second_fake, "mj-b")
     parent = _finish(fake, start(_submit(funded, live_key, "a parent").pk))
     caller = Caller(organization=funded, api_key=live_key.api_key)
-    v2 = next(b["customId"] for b in parent.buttons if b["label"] == "V2")
+    v2 = next(b["custom_id"] for b in parent.buttons if b["label"] == "V2")
     available = balance_get(organization=funded).available
 
     # Cooling down may pass: the follow-up waits for its parent's account.
@@ -202,7 +202,7 @@ def test_the_sweeper_finds_follow_ups_of_gone_accounts_without_loading_the_other
             task_press(
                 caller=caller,
                 parent_id=parent.pk,
-                custom_id=next(b["customId"] for b in parent.buttons if b["label"] == label),
+                custom_id=next(b["custom_id"] for b in parent.buttons if b["label"] == label),
             ).task.pk
             for label in ("U1", "U2", "V1")
         ]
@@ -238,7 +238,7 @@ def test_a_follow_up_of_a_deleted_account_fails_instead_of_running_elsewhere(
     parent = _finish(fake, start(_submit(funded, live_key, "a parent").pk))
     first.delete()
     caller = Caller(organization=funded, api_key=live_key.api_key)
-    u3 = next(b["customId"] for b in parent.buttons if b["label"] == "U3")
+    u3 = next(b["custom_id"] for b in parent.buttons if b["label"] == "U3")
     child = start(task_press(caller=caller, parent_id=parent.pk, custom_id=u3).task.pk)
     assert child.status == Status.FAILURE
     assert child.error_code == ErrorCode.ACCOUNT_UNAVAILABLE

@@ -35,7 +35,7 @@ def _kinds(task: Task) -> list[str]:
 
 
 def _button(task: Task, label: str) -> str:
-    return next(b["customId"] for b in task.buttons if b["label"] == label)
+    return next(b["custom_id"] for b in task.buttons if b["label"] == label)
 
 
 def _imagine(organization, live_key, fake, prompt: str = "a red fox --ar 3:2", **kw) -> Task:

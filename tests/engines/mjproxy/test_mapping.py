@@ -164,40 +164,47 @@ def test_failures(status, reason, code, shown):
 
 
 def _dicts(buttons):
+    """Our buttons as stored on a task (domain keys)."""
     return [b.as_dict() for b in buttons]
+
+
+def _upstream(button, custom_id):
+    """A button as an upstream midjourney-proxy's task JSON spells it."""
+    return {"customId": custom_id, "emoji": button.emoji, "label": button.label}
 
 
 def test_buttons_match_by_meaning_across_hashes_and_model_versions():
     ours = _dicts(buttons_for(Action.UPSCALE, job_hash="ours", is_grid=False))
+    assert all("custom_id" in b and "customId" not in b for b in ours)
     theirs = [
-        {**b, "customId": b["customId"].replace("upsample_v6_", "upsample_v7_")}
-        for b in _dicts(buttons_for(Action.UPSCALE, job_hash="theirs", is_grid=False))
+        _upstream(b, b.custom_id.replace("upsample_v6_", "upsample_v7_"))
+        for b in buttons_for(Action.UPSCALE, job_hash="theirs", is_grid=False)
     ]
     theirs.reverse()  # order does not matter when the meaning is clear
     for mine in ours:
-        found = mapping.upstream_custom_id(pressed=mine["customId"], ours=ours, theirs=theirs)
+        found = mapping.upstream_custom_id(pressed=mine["custom_id"], ours=ours, theirs=theirs)
         assert found is not None
         assert found.endswith("theirs::SOLO") or found == "MJ::CustomZoom::theirs"
-        assert found.replace("theirs", "ours").replace("_v7_", "_v6_") == mine["customId"]
+        assert found.replace("theirs", "ours").replace("_v7_", "_v6_") == mine["custom_id"]
 
 
 def test_unknown_customids_fall_back_to_label_then_position():
     ours = [
-        {"customId": "MJ::JOB::odd::1::a", "label": "Make Square", "emoji": ""},
-        {"customId": "MJ::JOB::other::1::a", "label": "", "emoji": "✨"},
+        {"custom_id": "MJ::JOB::odd::1::a", "label": "Make Square", "emoji": ""},
+        {"custom_id": "MJ::JOB::other::1::a", "label": "", "emoji": "✨"},
     ]
     theirs = [
         {"customId": "MJ::JOB::odd::1::b", "label": "Make Square", "emoji": ""},
         {"customId": "MJ::JOB::other::1::b", "label": "", "emoji": "✨"},
     ]
-    assert mapping.upstream_custom_id(pressed=ours[0]["customId"], ours=ours, theirs=theirs) == (
+    assert mapping.upstream_custom_id(pressed=ours[0]["custom_id"], ours=ours, theirs=theirs) == (
         "MJ::JOB::odd::1::b"
     )
-    assert mapping.upstream_custom_id(pressed=ours[1]["customId"], ours=ours, theirs=theirs) == (
+    assert mapping.upstream_custom_id(pressed=ours[1]["custom_id"], ours=ours, theirs=theirs) == (
         "MJ::JOB::other::1::b"
     )
     assert (
-        mapping.upstream_custom_id(pressed=ours[1]["customId"], ours=ours, theirs=theirs[:1])
+        mapping.upstream_custom_id(pressed=ours[1]["custom_id"], ours=ours, theirs=theirs[:1])
         is None
     )
     assert (

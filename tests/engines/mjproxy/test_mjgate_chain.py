@@ -82,13 +82,13 @@ def test_a_second_mjgate_serves_imagine_u1_and_vary_region(
     assert len(grid.result["splits"]) == 4
 
     # U1: our button → the upstream's button on its own task.
-    u1 = next(b["customId"] for b in grid.buttons if b["label"] == "U1")
+    u1 = next(b["custom_id"] for b in grid.buttons if b["label"] == "U1")
     upscale = start(task_press(caller=customer, parent_id=grid.pk, custom_id=u1).task.pk)
     their_upscale = _upstream_task(other_organization, after=seen)
     seen.add(their_upscale.pk)
     assert their_upscale.parent_id == theirs.pk
     assert their_upscale.custom_id == next(
-        b["customId"] for b in theirs.buttons if b["label"] == "U1"
+        b["custom_id"] for b in theirs.buttons if b["label"] == "U1"
     )
     assert their_upscale.custom_id != u1
     assert _run(their_upscale.pk).status == Status.SUCCESS
@@ -97,7 +97,7 @@ def test_a_second_mjgate_serves_imagine_u1_and_vary_region(
     assert upscale.action == Action.UPSCALE
 
     # Vary (Region): two steps on both sides, with our prompt and mask arriving upstream.
-    region = next(b["customId"] for b in upscale.buttons if b["label"] == "Vary (Region)")
+    region = next(b["custom_id"] for b in upscale.buttons if b["label"] == "Vary (Region)")
     modal = task_press(caller=customer, parent_id=upscale.pk, custom_id=region).task
     mask = png_bytes((255, 255, 255), size=40)
     task_submit_modal(

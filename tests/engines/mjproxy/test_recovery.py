@@ -108,11 +108,11 @@ def test_an_interrupted_two_step_action_gets_its_second_step(funded, live_key, f
     grid = start(task_submit(caller=caller, action=Action.IMAGINE, prompt="a cat").task.pk)
     fake.finish(grid.upstream_job_id)
     grid = poll(grid.pk)
-    u1 = next(b["customId"] for b in grid.buttons if b["label"] == "U1")
+    u1 = next(b["custom_id"] for b in grid.buttons if b["label"] == "U1")
     upscale = start(task_press(caller=caller, parent_id=grid.pk, custom_id=u1).task.pk)
     fake.finish(upscale.upstream_job_id)
     upscale = poll(upscale.pk)
-    region = next(b["customId"] for b in upscale.buttons if b["label"] == "Vary (Region)")
+    region = next(b["custom_id"] for b in upscale.buttons if b["label"] == "Vary (Region)")
     modal = task_press(caller=caller, parent_id=upscale.pk, custom_id=region).task
     task_submit_modal(
         caller=caller, task_id=modal.pk, prompt="a cat in a hat", mask=data_url(png_bytes())
