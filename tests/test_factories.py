@@ -60,7 +60,7 @@ def test_a_succeeded_grid_has_its_files_stored_and_its_buttons(organization):
     assert read_file(task.result["image"]).startswith(b"\x89PNG")
     labels = [button["label"] for button in task.buttons]
     assert {"U1", "U4", "V1", "V4"} <= set(labels)
-    assert task.properties["jobHash"] in task.buttons[0]["customId"]
+    assert task.properties["jobHash"] in task.buttons[0]["custom_id"]
 
 
 def test_a_succeeded_task_may_skip_its_files(organization):
