@@ -201,3 +201,7 @@ def poll_until_done(engine: DiscordEngine, job: Job, timeout: float = 15.0) -> A
         return result if result.status != "running" else None
 
     return wait_for(done, timeout=timeout, interval=0.1)
+
+
+# Real Celery workers for the end-to-end tests (test_pipeline.py).
+from tests.integration_support import celery_worker, celery_worker_factory  # noqa: E402, F401
