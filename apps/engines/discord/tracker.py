@@ -27,6 +27,7 @@ from django.db.models import Q
 from apps.engines.base import JobUpdate, PollResult, ResultImage
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.services import upstream_account_set_enabled, upstream_account_set_health
+from apps.tasks.enums import ErrorCode
 
 from . import wire
 from .models import LIVE_PHASES, DiscordJob, Phase
@@ -120,7 +121,7 @@ def interaction_failed(*, listener: Listener, data: dict[str, Any]) -> None:
         phase__in=(Phase.PREPARED, Phase.SENT, Phase.MODAL_SENT),
     ).update(
         phase=Phase.REFUSED,
-        error_code="UPSTREAM_ERROR",
+        error_code=ErrorCode.UPSTREAM_ERROR,
         fail_reason="The Midjourney bot did not respond to the interaction.",
     )
 
