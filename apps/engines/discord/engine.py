@@ -126,6 +126,12 @@ class DiscordEngine(Engine):
                     error_code=ErrorCode.UPSTREAM_ERROR,
                 )
             return SubmitResult(upstream_job_id=earlier.nonce, state=tracker.job_state(earlier))
+        unfit = tracker.account_unfit(account_id=job.account.id, mode=job.mode)
+        if unfit is not None:
+            code, reason = unfit
+            raise TemporaryEngineError(
+                f"{reason} The task goes back to the queue.", error_code=code
+            )
         rest = DiscordRest(account_id=job.account.id, settings=settings)
         try:
             row = self._send(job, settings, rest, relax=self._relax_instead(job, settings))

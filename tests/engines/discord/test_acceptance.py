@@ -32,7 +32,7 @@ from apps.tasks.services.submit import task_submit
 from tests.integration_support import Worker
 
 from .conftest import _channels, account_options
-from .test_pipeline import GatewayProcess, wait_live
+from .pipeline_support import GatewayProcess, wait_live
 
 pytestmark = [
     pytest.mark.integration,
