@@ -107,7 +107,9 @@ def account_unfit(*, account_id: int, mode: str) -> tuple[str, str] | None:
     health = account["health"]
     if not account["is_enabled"]:
         return ErrorCode.ACCOUNT_UNAVAILABLE, "The discord account is disabled."
-    if health not in _HEALTH_CODES or (health == Health.FAST_HOURS_EXHAUSTED and mode == Mode.RELAX):
+    if health not in _HEALTH_CODES or (
+        health == Health.FAST_HOURS_EXHAUSTED and mode == Mode.RELAX
+    ):
         return None
     reason = account["health_reason"] or Health(health).label
     return _HEALTH_CODES[health], f"The discord account is {Health(health).label.lower()}: {reason}"
