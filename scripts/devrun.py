@@ -1,4 +1,4 @@
-"""Run web, the workers and beat together in the foreground; stop them all on Ctrl-C.
+"""Run web, the workers, beat and the discord gateway together in the foreground; stop them all on Ctrl-C.
 
 A child that exits on its own is restarted, after a back-off that doubles with each quick
 crash (1 s, 2 s, 4 s … at most :data:`MAX_BACKOFF`), with a log line that says which one,
@@ -78,6 +78,8 @@ PROCESSES = {
         "--schedule",
         str(VAR / "celerybeat-schedule"),
     ],
+    # The discord engine's WebSockets (leased per account); idles while no discord account exists.
+    "gateway": [PY, "manage.py", "discord_gateway"],
 }
 
 

@@ -67,3 +67,7 @@ class ErrorCode(models.TextChoices):
     WORKER_LOST = "WORKER_LOST", "Worker lost"
     OPERATOR_FAILED = "OPERATOR_FAILED", "Failed by an operator"
     INTERNAL_ERROR = "INTERNAL_ERROR", "Internal error"
+    #: The upstream account ran out of fast hours (a FAST job it could not take).
+    FAST_HOURS_EXHAUSTED = "FAST_HOURS_EXHAUSTED", "Fast hours exhausted"
+    #: The upstream account must be verified by a person (CAPTCHA, "action needed").
+    NEEDS_VERIFICATION = "NEEDS_VERIFICATION", "Needs verification"

@@ -48,7 +48,7 @@ def test_compose_reads_only_documented_variables():
 def test_compose_runs_migrations_once_before_the_app_services():
     services = COMPOSE.split("\nservices:\n", 1)[1]
     assert 'command: ["python", "manage.py", "migrate", "--noinput"]' in services
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "beat", "discord-gateway"):
         block = services.split(f"\n  {name}:\n", 1)[1].split("\n\n  ", 1)[0]
         assert "migrate:\n        condition: service_completed_successfully" in block, name
 

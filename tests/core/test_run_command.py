@@ -1,4 +1,4 @@
-"""The embedded run (scripts/devrun.py): web, the two workers and beat come up on SQLite and
+"""The embedded run (scripts/devrun.py): web, the two workers, beat and the discord gateway come up on SQLite and
 the SQLite broker, answer the health probes, restart a crashed child with back-off while the
 others keep serving, and all stop on Ctrl-C leaving nothing behind."""
 
@@ -117,10 +117,10 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
 
         def all_started() -> bool:
             children.update({m["name"]: int(m["pid"]) for m in STARTED.finditer(log.read_text())})
-            return len(children) == 4
+            return len(children) == 5
 
-        _wait_for(all_started, WAIT_TIMEOUT, "four children", log)
-        assert set(children) == {"web", "worker", "webhooks", "beat"}
+        _wait_for(all_started, WAIT_TIMEOUT, "five children", log)
+        assert set(children) == {"web", "worker", "webhooks", "beat", "gateway"}
         base = f"http://127.0.0.1:{port}"
         _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, WAIT_TIMEOUT, "/healthz", log)
         # The first probe opens the broker file while both workers and beat do the same.
@@ -148,7 +148,7 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
         devrun.send_signal(stop_signal)
         assert devrun.wait(timeout=20) == 0
         output = log.read_text()
-        for name in ("web", "worker", "webhooks", "beat"):
+        for name in ("web", "worker", "webhooks", "beat", "gateway"):
             assert f"[devrun] {name} stopped" in output
         assert "did not stop" not in output
         assert "restarting it" not in output  # nothing crashed on its own
@@ -190,7 +190,7 @@ def test_devrun_restarts_a_crashed_child_with_back_off_and_keeps_serving(tmp_pat
         )
     pids: list[int] = []
     try:
-        _wait_for(lambda: len(STARTED.findall(log.read_text())) == 4, 10, "four children", log)
+        _wait_for(lambda: len(STARTED.findall(log.read_text())) == 5, 10, "five children", log)
         base = f"http://127.0.0.1:{port}"
         _wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 15, "/healthz", log)
         for crash in (1, 2):
@@ -208,7 +208,7 @@ def test_devrun_restarts_a_crashed_child_with_back_off_and_keeps_serving(tmp_pat
             assert f"restarting it in {2 ** (crash - 1):g}s" in line[0]
             assert _get(f"{base}/healthz")[0] == 200  # web kept serving
             _wait_for(
-                lambda crash=crash: len(STARTED.findall(log.read_text())) == 4 + crash,
+                lambda crash=crash: len(STARTED.findall(log.read_text())) == 5 + crash,
                 10,
                 "the worker to be restarted",
                 log,

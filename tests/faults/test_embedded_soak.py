@@ -69,7 +69,7 @@ def _soak(tmp_path: Path, seconds: float) -> None:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: len(STARTED.findall(log.read_text())) == 4, 10, "four children", log)
+        _wait_for(lambda: len(STARTED.findall(log.read_text())) == 5, 10, "five children", log)
         pids = [int(m["pid"]) for m in STARTED.finditer(log.read_text())]
         _wait_for(lambda: _get(f"{base}/readyz")[0] == 200, 30, "/readyz", log)
         rng = random.Random(19)

@@ -42,7 +42,7 @@ from apps.engines.base import (
     TemporaryEngineError,
     register,
 )
-from apps.tasks.enums import Action, Mode
+from apps.tasks.enums import Action, ErrorCode, Mode
 
 from . import options as discord_options
 from . import tracker, wire
@@ -82,7 +82,8 @@ class DiscordEngine(Engine):
             return discord_options.parse(job.account.options, job.account.secrets)
         except ValueError as exc:
             raise TemporaryEngineError(
-                f"The discord account is misconfigured: {exc}", error_code="ACCOUNT_UNAVAILABLE"
+                f"The discord account is misconfigured: {exc}",
+                error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             ) from exc
 
     @staticmethod
@@ -122,9 +123,15 @@ class DiscordEngine(Engine):
                 raise SubmitOutcomeUnknown(
                     "An earlier submit of this task may have reached Discord; it is looked up "
                     "before anything is sent again.",
-                    error_code="UPSTREAM_ERROR",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
                 )
             return SubmitResult(upstream_job_id=earlier.nonce, state=tracker.job_state(earlier))
+        unfit = tracker.account_unfit(account_id=job.account.id, mode=job.mode)
+        if unfit is not None:
+            code, reason = unfit
+            raise TemporaryEngineError(
+                f"{reason} The task goes back to the queue.", error_code=code
+            )
         rest = DiscordRest(account_id=job.account.id, settings=settings)
         try:
             row = self._send(job, settings, rest, relax=self._relax_instead(job, settings))
@@ -154,7 +161,8 @@ class DiscordEngine(Engine):
     ) -> DiscordJob:
         if job.bot not in settings.bots:
             raise PermanentEngineError(
-                f"This account does not serve the {job.bot} bot.", error_code="ACCOUNT_UNAVAILABLE"
+                f"This account does not serve the {job.bot} bot.",
+                error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             )
         if job.parent is not None and job.custom_id:
             return self._press(job, settings, rest)
@@ -197,7 +205,7 @@ class DiscordEngine(Engine):
                     self._refused(row, "Discord keeps calling the command outdated.")
                     raise TemporaryEngineError(
                         f"Discord calls /{name} outdated even after re-reading the index.",
-                        error_code="UPSTREAM_ERROR",
+                        error_code=ErrorCode.UPSTREAM_ERROR,
                     ) from None
         return row
 
@@ -230,7 +238,7 @@ class DiscordEngine(Engine):
             return "blend", blend_options, attachments
         raise PermanentEngineError(
             f"The discord engine cannot run {job.action} (the Midjourney bot has no such command).",
-            error_code="UPSTREAM_REJECTED",
+            error_code=ErrorCode.UPSTREAM_REJECTED,
         )
 
     def _uploads(
@@ -239,7 +247,7 @@ class DiscordEngine(Engine):
         if not least <= len(job.images) <= most:
             raise PermanentEngineError(
                 f"{job.action} needs {least}–{most} images, got {len(job.images)}.",
-                error_code="INVALID_PARAMETER",
+                error_code=ErrorCode.INVALID_PARAMETER,
             )
         attachments = []
         for index, image in enumerate(job.images):
@@ -264,14 +272,14 @@ class DiscordEngine(Engine):
             raise PermanentEngineError(
                 "The Discord account that made the parent task is not this one, so its buttons "
                 "cannot be pressed here.",
-                error_code="ACCOUNT_UNAVAILABLE",
+                error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             )
         available = [str(button.get("custom_id")) for button in state.get("buttons") or []]
         theirs = wire.their_custom_id(job.custom_id, available)
         if theirs is None:
             raise PermanentEngineError(
                 "The parent's Discord message does not offer this button.",
-                error_code="INVALID_PARAMETER",
+                error_code=ErrorCode.INVALID_PARAMETER,
             )
         nonce = new_nonce()
         row = DiscordJob.objects.create(
@@ -342,14 +350,16 @@ class DiscordEngine(Engine):
         self, job: Job, row: DiscordJob, settings: DiscordSettings, rest: DiscordRest
     ) -> DiscordJob:
         fall_back = settings.fast_fallback_to_relax and job.parent is None
-        if row.error_code == wire.FAST_HOURS_EXHAUSTED and job.mode == Mode.FAST and fall_back:
+        if row.error_code == ErrorCode.FAST_HOURS_EXHAUSTED and job.mode == Mode.FAST and fall_back:
             # Fall back as configured: the refused job never ran, so sending it again in
             # relax mode runs it once. The account stays healthy for relax work.
             cache.set(_fast_exhausted_key(job.account.id), True, timeout=3600)
             tracker.account_trouble(account_id=job.account.id, health="healthy", reason="")
             again = self._send(job, settings, rest, relax=True)
             return self._confirm(job, again, settings, rest)
-        raise TemporaryEngineError(row.fail_reason, error_code=row.error_code or "UPSTREAM_ERROR")
+        raise TemporaryEngineError(
+            row.fail_reason, error_code=row.error_code or ErrorCode.UPSTREAM_ERROR
+        )
 
     def _answer_modal(
         self, job: Job, row: DiscordJob, settings: DiscordSettings, rest: DiscordRest
@@ -390,7 +400,7 @@ class DiscordEngine(Engine):
         except (TemporaryEngineError, PermanentEngineError, CommandOutdated) as exc:
             reason = getattr(exc, "message", "The modal answer was rejected.")
             DiscordJob.objects.filter(pk=row.pk, phase=Phase.MODAL_SENT).update(
-                phase=Phase.FAILURE, error_code="UPSTREAM_REJECTED", fail_reason=reason
+                phase=Phase.FAILURE, error_code=ErrorCode.UPSTREAM_REJECTED, fail_reason=reason
             )
 
     def _submit_inpaint(
@@ -404,7 +414,7 @@ class DiscordEngine(Engine):
         if job.mask is None:
             DiscordJob.objects.filter(pk=row.pk).update(
                 phase=Phase.FAILURE,
-                error_code="INVALID_PARAMETER",
+                error_code=ErrorCode.INVALID_PARAMETER,
                 fail_reason="Vary (Region) needs a mask.",
             )
             return
@@ -426,7 +436,7 @@ class DiscordEngine(Engine):
         if response.status_code != 200:
             DiscordJob.objects.filter(pk=row.pk).update(
                 phase=Phase.FAILURE,
-                error_code="UPSTREAM_REJECTED",
+                error_code=ErrorCode.UPSTREAM_REJECTED,
                 fail_reason=f"The vary-region editor refused the job ({response.status_code}).",
             )
 
@@ -454,7 +464,7 @@ class DiscordEngine(Engine):
             if age < LOST_SUBMIT_SECONDS:
                 raise SubmitOutcomeUnknown(
                     "The interaction may still be answered; looking again shortly.",
-                    error_code="UPSTREAM_ERROR",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
                 )
             self._refused(row, "The interaction never reached the bot.")
             return None
@@ -474,7 +484,7 @@ class DiscordEngine(Engine):
         if row is None:
             return PollResult(
                 status=PollResult.FAILURE,
-                error_code="UPSTREAM_ERROR",
+                error_code=ErrorCode.UPSTREAM_ERROR,
                 fail_reason="The Discord job record is missing.",
             )
         stale = timezone.now() - row.updated_at > timedelta(seconds=RECOVER_AFTER_SECONDS)
@@ -492,7 +502,8 @@ class DiscordEngine(Engine):
             return tracker.result_of(row, settings=settings)
         except Exception as exc:
             raise TemporaryEngineError(
-                f"Downloading the result from Discord failed: {exc}", error_code="UPSTREAM_ERROR"
+                f"Downloading the result from Discord failed: {exc}",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
 
     def cancel(self, job: Job) -> None:
@@ -519,7 +530,8 @@ class DiscordEngine(Engine):
                 return row.seed
             time.sleep(0.2)
         raise TemporaryEngineError(
-            "Midjourney has not sent the seed yet; ask again shortly.", error_code="UPSTREAM_ERROR"
+            "Midjourney has not sent the seed yet; ask again shortly.",
+            error_code=ErrorCode.UPSTREAM_ERROR,
         )
 
 

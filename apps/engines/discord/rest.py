@@ -20,6 +20,7 @@ import httpx
 from django.core.cache import cache
 
 from apps.engines.base import PermanentEngineError, SubmitOutcomeUnknown, TemporaryEngineError
+from apps.tasks.enums import ErrorCode
 
 from .options import DiscordSettings
 from .wire import BOT_IDS
@@ -86,7 +87,7 @@ class DiscordRest:
         if wait > MAX_RATE_LIMIT_WAIT:
             raise TemporaryEngineError(
                 f"Discord rate-limits this account for another {wait:.0f} s.",
-                error_code="UPSTREAM_ERROR",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             )
         time.sleep(wait)
 
@@ -123,11 +124,12 @@ class DiscordRest:
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 raise TemporaryEngineError(
                     f"Discord cannot be reached ({type(exc).__name__}).",
-                    error_code="UPSTREAM_ERROR",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
                 ) from exc
             except httpx.HTTPError as exc:
                 raise SubmitOutcomeUnknown(
-                    f"Discord did not answer ({type(exc).__name__}).", error_code="UPSTREAM_ERROR"
+                    f"Discord did not answer ({type(exc).__name__}).",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
                 ) from exc
             if response.status_code == 429:
                 self._limited(route, response)
@@ -135,15 +137,15 @@ class DiscordRest:
             if response.status_code == 401:
                 raise InvalidToken(
                     "Discord rejected the account's token (401 Unauthorized).",
-                    error_code="ACCOUNT_UNAVAILABLE",
+                    error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
                 )
             if response.status_code >= 500:
                 raise TemporaryEngineError(
-                    f"Discord answered {response.status_code}.", error_code="UPSTREAM_ERROR"
+                    f"Discord answered {response.status_code}.", error_code=ErrorCode.UPSTREAM_ERROR
                 )
             return response
         raise TemporaryEngineError(
-            "Discord kept rate-limiting this account.", error_code="UPSTREAM_ERROR"
+            "Discord kept rate-limiting this account.", error_code=ErrorCode.UPSTREAM_ERROR
         )
 
     # --- the command index --------------------------------------------------------------------
@@ -161,7 +163,7 @@ class DiscordRest:
             if response.status_code != 200:
                 raise TemporaryEngineError(
                     f"Discord's command index answered {response.status_code}.",
-                    error_code="UPSTREAM_ERROR",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
                 )
             index = {
                 f"{item['application_id']}:{item['name']}": {
@@ -176,7 +178,7 @@ class DiscordRest:
         if found is None:
             raise PermanentEngineError(
                 f"The {bot} bot offers no /{name} command in this server.",
-                error_code="UPSTREAM_REJECTED",
+                error_code=ErrorCode.UPSTREAM_REJECTED,
             )
         return Command(found["id"], found["version"], name, application_id)
 
@@ -193,12 +195,12 @@ class DiscordRest:
         if response.status_code == 403:
             raise TemporaryEngineError(
                 f"Discord refused the interaction: {body.get('message', 'Missing Access')}.",
-                error_code="ACCOUNT_UNAVAILABLE",
+                error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             )
         raise PermanentEngineError(
             f"Discord rejected the interaction ({response.status_code}: "
             f"{body.get('message', '')}).",
-            error_code="UPSTREAM_REJECTED",
+            error_code=ErrorCode.UPSTREAM_REJECTED,
         )
 
     # --- uploads and messages -----------------------------------------------------------------
@@ -214,7 +216,7 @@ class DiscordRest:
         if response.status_code != 200:
             raise TemporaryEngineError(
                 f"Discord refused an upload slot ({response.status_code}).",
-                error_code="UPSTREAM_ERROR",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             )
         slot = response.json()["attachments"][0]
         # The upload URL is a storage bucket, not the API: no token, no API rate limits.
@@ -226,11 +228,13 @@ class DiscordRest:
             )
         except httpx.HTTPError as exc:
             raise TemporaryEngineError(
-                f"Uploading to Discord failed ({type(exc).__name__}).", error_code="UPSTREAM_ERROR"
+                f"Uploading to Discord failed ({type(exc).__name__}).",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
         if put.status_code not in (200, 201, 204):
             raise TemporaryEngineError(
-                f"Uploading to Discord failed ({put.status_code}).", error_code="UPSTREAM_ERROR"
+                f"Uploading to Discord failed ({put.status_code}).",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             )
         return str(slot["upload_filename"])
 
@@ -244,7 +248,8 @@ class DiscordRest:
         )
         if response.status_code != 200:
             raise TemporaryEngineError(
-                f"Discord refused a message ({response.status_code}).", error_code="UPSTREAM_ERROR"
+                f"Discord refused a message ({response.status_code}).",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             )
         return dict(response.json())
 
@@ -253,7 +258,7 @@ class DiscordRest:
         if response.status_code != 200:
             raise TemporaryEngineError(
                 f"Discord's message list answered {response.status_code}.",
-                error_code="UPSTREAM_ERROR",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             )
         return list(response.json())
 
@@ -266,7 +271,7 @@ class DiscordRest:
         if response.status_code not in (200, 204):
             raise TemporaryEngineError(
                 f"Discord refused the reaction ({response.status_code}).",
-                error_code="UPSTREAM_ERROR",
+                error_code=ErrorCode.UPSTREAM_ERROR,
             )
 
     def open_dm(self, user_id: str) -> str:

@@ -27,6 +27,7 @@ from django.db.models import Q
 from apps.engines.base import JobUpdate, PollResult, ResultImage
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.services import upstream_account_set_enabled, upstream_account_set_health
+from apps.tasks.enums import ErrorCode, Mode
 
 from . import wire
 from .models import LIVE_PHASES, DiscordJob, Phase
@@ -81,6 +82,39 @@ def account_trouble(*, account_id: int, health: str, reason: str, disable: bool 
         _tell_operators(account, health=health, reason=reason, disabled=disable)
 
 
+#: Health states in which an account takes no new interaction (FAST_HOURS_EXHAUSTED: no FAST one).
+_HEALTH_CODES: dict[str, str] = {
+    Health.FAST_HOURS_EXHAUSTED: ErrorCode.FAST_HOURS_EXHAUSTED,
+    Health.NEEDS_VERIFICATION: ErrorCode.NEEDS_VERIFICATION,
+    Health.BANNED: ErrorCode.ACCOUNT_UNAVAILABLE,
+}
+
+
+def account_unfit(*, account_id: int, mode: str) -> tuple[str, str] | None:
+    """(error code, reason) if the account must not be sent a ``mode`` job now, else None.
+
+    The dispatcher stops giving work to an account once its health changes, but tasks it
+    assigned earlier may still be on their way to a worker: they are sent back to the queue
+    (and so to a healthy account) instead of reaching Discord from a failed account.
+    """
+    account = (
+        UpstreamAccount.objects.filter(pk=account_id)
+        .values("is_enabled", "health", "health_reason")
+        .first()
+    )
+    if account is None:
+        return ErrorCode.ACCOUNT_UNAVAILABLE, "The discord account was removed."
+    health = account["health"]
+    if not account["is_enabled"]:
+        return ErrorCode.ACCOUNT_UNAVAILABLE, "The discord account is disabled."
+    if health not in _HEALTH_CODES or (
+        health == Health.FAST_HOURS_EXHAUSTED and mode == Mode.RELAX
+    ):
+        return None
+    reason = account["health_reason"] or Health(health).label
+    return _HEALTH_CODES[health], f"The discord account is {Health(health).label.lower()}: {reason}"
+
+
 def _tell_operators(account: UpstreamAccount, *, health: str, reason: str, disabled: bool) -> None:
     """E-mail the operators (active staff) that an account stopped serving, and why."""
     recipients = list(
@@ -120,7 +154,7 @@ def interaction_failed(*, listener: Listener, data: dict[str, Any]) -> None:
         phase__in=(Phase.PREPARED, Phase.SENT, Phase.MODAL_SENT),
     ).update(
         phase=Phase.REFUSED,
-        error_code="UPSTREAM_ERROR",
+        error_code=ErrorCode.UPSTREAM_ERROR,
         fail_reason="The Midjourney bot did not respond to the interaction.",
     )
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from apps.tasks.enums import ErrorCode
+
 MIDJOURNEY_BOT_ID = "936929561302675456"
 NIJI_BOT_ID = "1022952195194359889"
 BOT_IDS = {"MID_JOURNEY": MIDJOURNEY_BOT_ID, "NIJI_JOURNEY": NIJI_BOT_ID}
@@ -34,10 +36,6 @@ MESSAGE_COMPONENT = 3
 MODAL_SUBMIT = 5
 #: Message flag of a reply only its user sees (the bot's error embeds).
 EPHEMERAL = 64
-
-#: Error codes beyond the task domain's: the lifecycle maps them like any other code.
-FAST_HOURS_EXHAUSTED = "FAST_HOURS_EXHAUSTED"
-NEEDS_VERIFICATION = "NEEDS_VERIFICATION"
 
 _PROGRESS = re.compile(r"\((\d{1,3})%\)")
 _HEAD = re.compile(r"^\*\*(?P<prompt>.*?)\*\* - (?P<rest>.*)$", re.DOTALL)
@@ -176,44 +174,48 @@ def classify_error(title: str, description: str) -> BotFailure:
     text = f"{title}\n{description}".lower()
     shown = f"{title}: {description}".strip(": ")
     if "banned prompt" in text or "against our community standards" in text:
-        return BotFailure("BANNED_PROMPT", f"Midjourney refused the prompt. {description}")
+        return BotFailure(ErrorCode.BANNED_PROMPT, f"Midjourney refused the prompt. {description}")
     if "invalid parameter" in text or "unrecognized parameter" in text or "invalid link" in text:
-        return BotFailure("INVALID_PARAMETER", f"Midjourney rejected a parameter. {description}")
+        return BotFailure(
+            ErrorCode.INVALID_PARAMETER, f"Midjourney rejected a parameter. {description}"
+        )
     if "queue full" in text or "job queued" in text or "concurrent job" in text:
         return BotFailure(
-            "UPSTREAM_ERROR", f"The account's job queue is full ({shown}).", refused=True
+            ErrorCode.UPSTREAM_ERROR, f"The account's job queue is full ({shown}).", refused=True
         )
     if "fast hours" in text or "credits exhausted" in text:
         return BotFailure(
-            FAST_HOURS_EXHAUSTED,
+            ErrorCode.FAST_HOURS_EXHAUSTED,
             f"The account ran out of fast hours ({shown}).",
             refused=True,
             health="fast_hours_exhausted",
         )
     if "action needed" in text or "captcha" in text or "verify" in text:
         return BotFailure(
-            NEEDS_VERIFICATION,
+            ErrorCode.NEEDS_VERIFICATION,
             f"Midjourney wants the account verified ({shown}).",
             refused=True,
             health="needs_verification",
         )
     if "subscription" in text:
         return BotFailure(
-            "ACCOUNT_UNAVAILABLE",
+            ErrorCode.ACCOUNT_UNAVAILABLE,
             f"The account has no Midjourney subscription ({shown}).",
             refused=True,
             health="needs_verification",
         )
     if "blocked" in text or "banned" in text:
         return BotFailure(
-            "ACCOUNT_UNAVAILABLE",
+            ErrorCode.ACCOUNT_UNAVAILABLE,
             f"Midjourney blocked the account ({shown}).",
             refused=True,
             health="banned",
         )
     if "not allowed" in text or "no longer available" in text:
-        return BotFailure("UPSTREAM_REJECTED", f"Midjourney refused the action. {description}")
-    return BotFailure("UPSTREAM_ERROR", f"Midjourney answered with an error: {shown}")
+        return BotFailure(
+            ErrorCode.UPSTREAM_REJECTED, f"Midjourney refused the action. {description}"
+        )
+    return BotFailure(ErrorCode.UPSTREAM_ERROR, f"Midjourney answered with an error: {shown}")
 
 
 def error_embed(message: dict[str, Any]) -> tuple[str, str] | None:

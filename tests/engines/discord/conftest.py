@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.gateway import GatewayService
 from apps.engines.models import UpstreamAccount
 from apps.engines.services import upstream_account_create
+
+from .pipeline_support import GatewayProcess
 
 _channels = itertools.count(700_000_000_001)
 
@@ -201,3 +204,22 @@ def poll_until_done(engine: DiscordEngine, job: Job, timeout: float = 15.0) -> A
         return result if result.status != "running" else None
 
     return wait_for(done, timeout=timeout, interval=0.1)
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[Callable[[str], GatewayProcess]]:
+    """Start ``manage.py discord_gateway`` processes; all are stopped when the test ends."""
+    started: list[GatewayProcess] = []
+
+    def start(name: str) -> GatewayProcess:
+        process = GatewayProcess(tmp_path, name).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+# Real Celery workers for the end-to-end tests (test_pipeline.py).
+from tests.integration_support import celery_worker, celery_worker_factory  # noqa: E402, F401

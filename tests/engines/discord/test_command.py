@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,7 +15,10 @@ from django.core.management import CommandError, call_command
 
 from apps.engines.base import JobUpdate, PollResult
 from apps.engines.discord.management.commands import discord_gateway
+from apps.engines.discord.models import GatewayLease
+from apps.engines.models import UpstreamAccount
 from apps.tasks import lifecycle
+from tests.integration_support import ROOT, worker_environment
 
 
 def test_without_the_lifecycle_entry_point_the_gateway_refuses_to_start(
@@ -30,3 +39,37 @@ def test_the_sink_hands_each_update_to_the_lifecycle(monkeypatch: pytest.MonkeyP
     update = JobUpdate(account_id=1, upstream_job_id="n1", result=PollResult(status="running"))
     sink(update)
     assert applied == [update]
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_without_any_discord_account_the_gateway_idles_and_stops_cleanly(tmp_path: Path) -> None:
+    """The run command and compose start it everywhere: with no discord account it must idle."""
+    assert not UpstreamAccount.objects.filter(engine="discord").exists()
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "discord_gateway", "--ttl", "1", "--renew-every", "0.3"],
+            cwd=ROOT,
+            env=worker_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "started" not in log_path.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text()
+            time.sleep(0.1)
+        time.sleep(2)  # several lease rounds with nothing to lease
+        assert process.poll() is None, log_path.read_text()
+        assert not GatewayLease.objects.exists()
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    output = log_path.read_text()
+    assert "discord gateway" in output and "Traceback" not in output, output
