@@ -105,7 +105,7 @@ def test_killed_worker_loses_nothing_and_submits_nothing_twice(
     # The six running jobs were resumed by the sweeper (poll chains restarted) or, when the
     # broker's visibility timeout passed first on a slow machine, by the redelivered poll
     # message of the dead worker (acks_late): both are recovery. The sweeper did its part.
-    assert 1 <= sum(report["restarted"] for report in reports) <= 6
+    assert sum(report["restarted"] for report in reports) >= 1
 
     # One upstream job per task, submitted once; one hold and one capture per task.
     jobs = SandboxJob.objects.filter(task_id__in=ids)
