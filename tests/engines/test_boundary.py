@@ -21,9 +21,8 @@ ALLOWED_FROM_TASKS = {
 #: Not engine code: the operator's admin page for accounts is an edge (STYLE: operator admin
 #: sits on top with the protocols); it counts each account's tasks for the list.
 EXEMPT = {ENGINES / "admin.py"}
-#: Management commands are edges too: the discord gateway command feeds the lifecycle
-#: (``task_apply_update``) with what the engine's gateway parsed.
-EXEMPT |= set(ENGINES.glob("**/management/commands/*.py"))
+#: (The discord gateway's management command, the edge that feeds the lifecycle, lives in
+#: apps/tasks/management/commands/, so nothing else under apps/engines is exempt.)
 
 
 def _module_of(path: Path) -> str:

@@ -14,10 +14,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.engines.base import JobUpdate, PollResult
-from apps.engines.discord.management.commands import discord_gateway
 from apps.engines.discord.models import GatewayLease
 from apps.engines.models import UpstreamAccount
 from apps.tasks import lifecycle
+from apps.tasks.management.commands import discord_gateway
 from tests.integration_support import ROOT, worker_environment
 
 

@@ -3,6 +3,10 @@
 Run one or more (on one or several machines); they share the accounts through leases in
 PostgreSQL. The bot's news reaches tasks through the lifecycle's ``task_apply_update``; with
 ``--poll-only`` the gateway only records it in its own tables, where the engine's poll reads it.
+
+The command lives on the tasks side because it is an edge: it wires the engine's gateway (which
+knows nothing of tasks) to the lifecycle, so no module under ``apps/engines`` imports the
+lifecycle.
 """
 
 from __future__ import annotations
