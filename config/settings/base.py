@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "apps.engines.discord.apps.DiscordEngineConfig",
     "apps.protocols",
     "apps.webhooks",
+    "apps.translation",
     "apps.dashboard",
     # Last: its admin module extends the admins the apps above registered.
     "apps.operator",

@@ -46,6 +46,7 @@ from .inputs import (
     load_image,
     parse_checked,
 )
+from .translation import prompt_for_upstream
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class _SecondStep:
     params: dict[str, Any]
     seed: int | None
     files: list[str]
+    properties: dict[str, Any]
 
 
 # --- choosing the button ---------------------------------------------------------------------
@@ -230,9 +232,11 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
         decoded = load_image(mask, field="mask")
         files = [storage.store_input(data=decoded.data, ext=decoded.format.lower())]
         params["mask"] = files[0]
+    upstream = prompt_for_upstream(organization=task.organization, parsed=parsed)
     return _SecondStep(
         prompt=text if prompt not in (None, "") else None,
-        prompt_en=parsed.clean_prompt,
+        prompt_en=upstream.text,
+        properties=upstream.properties,
         params=params,
         seed=prompts.seed(parsed),
         files=files,
@@ -246,7 +250,7 @@ def _apply(task: Task, step: _SecondStep) -> None:
     task.params = step.params
     if step.seed is not None:
         task.seed = step.seed
-    task.properties = {**(task.properties or {}), "finalPrompt": step.prompt_en}
+    task.properties = {**(task.properties or {}), **step.properties}
 
 
 # --- the services ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .inputs import (
     resolve_mode,
     store_inputs,
 )
+from .translation import prompt_for_upstream
 
 BLEND_DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
 
@@ -93,6 +94,12 @@ def task_submit(
     )
     check_tier_mode(caller.organization, chosen_mode)
     seed = prompts.seed(parsed) if parsed is not None else None
+    # Before anything is stored: a banned word in the translation still refuses the request.
+    upstream = (
+        prompt_for_upstream(organization=caller.organization, parsed=parsed)
+        if parsed is not None
+        else None
+    )
     input_files = store_inputs(decoded)
     task = Task(
         organization=caller.organization,
@@ -104,13 +111,13 @@ def task_submit(
         status=Status.NOT_START,
         mode=chosen_mode,
         prompt=(prompt or "").strip(),
-        prompt_en=parsed.clean_prompt if parsed else "",
+        prompt_en=upstream.text if upstream else "",
         state=state,
         params=params,
         metadata=echo.metadata or {},
         inputs=input_files,
         notify_hook=notify_hook,
         seed=seed if seed is not None else new_seed(),
-        properties={"finalPrompt": parsed.clean_prompt if parsed else ""},
+        properties=upstream.properties if upstream else {"finalPrompt": ""},
     )
     return create_and_accept(task, input_files=input_files)

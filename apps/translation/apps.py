@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class TranslationConfig(AppConfig):
+    name = "apps.translation"
+    label = "translation"
+    verbose_name = "Prompt translation"
