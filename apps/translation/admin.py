@@ -38,6 +38,11 @@ def _write_only(label: str, help_text: str) -> forms.CharField:
 
 
 class TranslatorForm(forms.ModelForm):
+    base_url = forms.URLField(
+        max_length=300,
+        assume_scheme="https",
+        help_text=Translator._meta.get_field("base_url").help_text,
+    )
     new_api_key = _write_only(
         "API key", "Write-only. OpenAI, DeepL and (when the server needs one) LibreTranslate."
     )

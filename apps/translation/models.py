@@ -64,6 +64,12 @@ class Translator(TimeStampedModel):
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
 
+    def validate_constraints(self, exclude: Any = None) -> None:
+        # "One active translator" is kept by ``translator_save``, which deactivates the others
+        # in the same transaction; a form must not refuse the switch beforehand. The database
+        # constraint still guards every other path.
+        super().validate_constraints(exclude={*(exclude or ()), "is_active"})
+
     def credentials(self) -> dict[str, Any]:
         stored = self.secrets
         return dict(stored) if isinstance(stored, dict) else {}
