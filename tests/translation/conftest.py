@@ -9,7 +9,7 @@ from django.core.cache import cache
 from apps.translation import fake
 from apps.translation.models import Translator, TranslatorKind
 from apps.translation.services import translator_save
-from tests.protocols.conftest import client_for, funded, sandbox  # noqa: F401
+from tests.protocols.conftest import client_for, finished_imagine, funded, sandbox  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ from apps.billing.selectors import balance_get
 from apps.tasks.models import BannedWord, Task
 from apps.translation.models import TranslatorKind
 from apps.translation.services import organization_translation_set
+from tests.tasks.helpers import png_data_url, run_to_completion
 
 pytestmark = pytest.mark.django_db
 
@@ -159,3 +160,41 @@ def test_a_translation_that_adds_parameters_is_defused(
     task = Task.objects.get(pk=_mjproxy(client_for(live_key), "坏 --ar 1:1")["result"])
     assert task.prompt_en == "a cat -fast -ar 99:1 --ar 1:1"
     assert task.mode == "FAST"
+
+
+def test_a_modal_prompt_is_translated_too(
+    use_translator, funded, live_key, client_for, finished_imagine
+):
+    use_translator(TranslatorKind.DEEPL)
+    client = client_for(live_key)
+    grid = finished_imagine()
+    upscaled_id = client.post(
+        "/mj/submit/action",
+        {"taskId": grid.pk, "customId": _button(grid, "U1")},
+        format="json",
+    ).json()["result"]
+    upscaled = run_to_completion(upscaled_id)
+    waiting = client.post(
+        "/mj/submit/action",
+        {"taskId": upscaled.pk, "customId": _button(upscaled, "Vary (Region)")},
+        format="json",
+    ).json()["result"]
+    done = client.post(
+        "/mj/submit/modal",
+        {
+            "taskId": waiting,
+            "prompt": "一只狗 --ar 1:1",
+            "maskBase64": png_data_url((255, 255, 255)),
+        },
+        format="json",
+    ).json()
+    assert done["code"] == 1, done
+    task = Task.objects.get(pk=waiting)
+    assert task.prompt == "一只狗 --ar 1:1"
+    assert task.prompt_en == "a dog --ar 1:1"
+    assert task.properties["finalPrompt"] == "a dog --ar 1:1"
+    assert task.properties["finalZhPrompt"] == "一只狗 --ar 1:1"
+
+
+def _button(task, label):
+    return next(b["custom_id"] for b in task.buttons if b["label"] == label)
