@@ -1,11 +1,12 @@
 from django.urls import path
 
-from .views import billing, keys, orgs, overview, tasks, team, webhooks
+from .views import billing, keys, orgs, overview, status, tasks, team, webhooks
 
 app_name = "dashboard"
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
+    path("status/", status.status, name="status"),
     path("create/", tasks.create, name="create"),
     path("gallery/", tasks.gallery, name="gallery"),
     path("tasks/", tasks.history, name="history"),

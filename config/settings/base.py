@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "apps.engines.discord.apps.DiscordEngineConfig",
     "apps.protocols",
     "apps.webhooks",
+    "apps.monitoring",
     "apps.translation",
     "apps.dashboard",
     # Last: its admin module extends the admins the apps above registered.
@@ -300,6 +301,11 @@ CELERY_BEAT_SCHEDULE["webhooks-purge"] = {"task": "webhooks.purge", "schedule": 
 CELERY_BEAT_SCHEDULE["core-purge-idempotency-records"] = {
     "task": "core.purge_idempotency_records",
     "schedule": 3600.0,
+}
+# Operator alerts (apps/monitoring): conditions checked every minute, told once, resolved once.
+CELERY_BEAT_SCHEDULE["monitoring-evaluate-alerts"] = {
+    "task": "monitoring.evaluate_alerts",
+    "schedule": float(env_int("ALERT_EVALUATE_INTERVAL", 60)),
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

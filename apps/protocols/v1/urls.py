@@ -15,6 +15,11 @@ urlpatterns = [
     path("", include("apps.protocols.v1.billing_urls")),
 ]
 
+# The public status of each mode (no key): apps/protocols/v1/status_views.py.
+from . import status_views  # noqa: E402
+
+urlpatterns += [path("status", status_views.StatusView.as_view(), name="status")]
+
 # Webhook endpoints, the signing secret and the delivery log (apps/protocols/v1/webhook_views.py).
 from . import webhook_views  # noqa: E402
 
