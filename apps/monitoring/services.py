@@ -125,6 +125,32 @@ def current_conditions(*, now: datetime, settings: AlertSettings) -> list[select
     ]
 
 
+def _open(
+    condition: selectors.Condition, *, now: datetime, settings: AlertSettings
+) -> Alert | None:
+    try:
+        with transaction.atomic():
+            alert = Alert.objects.create(
+                key=condition.key,
+                kind=condition.kind,
+                title=condition.title[:200],
+                detail=condition.detail,
+                opened_at=now,
+            )
+    except IntegrityError:  # already open (another evaluator, or the event itself)
+        return None
+    alert.notified = {"opened": _notify(alert, resolved=False, settings=settings)}
+    alert.save(update_fields=["notified"])
+    return alert
+
+
+def alert_open(*, condition: selectors.Condition, now: datetime | None = None) -> Alert | None:
+    """Open (and tell) an alert now, from the event that caused it, instead of at the next
+    evaluation; ``None`` when one with the same key is open already. The evaluator resolves
+    it once the condition no longer holds. Call it after the change is committed."""
+    return _open(condition, now=now or timezone.now(), settings=selectors.alert_settings())
+
+
 def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     """Open alerts for new conditions, resolve those that cleared; tell operators of both."""
     now = now or timezone.now()
@@ -137,20 +163,8 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     for key, condition in firing.items():
         if key in open_alerts:
             continue
-        try:
-            with transaction.atomic():
-                alert = Alert.objects.create(
-                    key=key,
-                    kind=condition.kind,
-                    title=condition.title[:200],
-                    detail=condition.detail,
-                    opened_at=now,
-                )
-        except IntegrityError:  # another evaluator opened it a moment ago
-            continue
-        alert.notified = {"opened": _notify(alert, resolved=False, settings=settings)}
-        alert.save(update_fields=["notified"])
-        report["opened"] += 1
+        if _open(condition, now=now, settings=settings) is not None:
+            report["opened"] += 1
     for key, alert in open_alerts.items():
         if key in firing:
             continue
