@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from .embedded_broker import embedded_broker_compact
 from .idempotency import idempotency_records_purge
 
 
 @shared_task(name="core.purge_idempotency_records", ignore_result=True)
 def purge_idempotency_records() -> None:
     idempotency_records_purge()
+
+
+@shared_task(name="core.compact_embedded_broker", ignore_result=True)
+def compact_embedded_broker() -> None:
+    embedded_broker_compact()

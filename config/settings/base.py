@@ -307,6 +307,12 @@ CELERY_BEAT_SCHEDULE["monitoring-evaluate-alerts"] = {
     "task": "monitoring.evaluate_alerts",
     "schedule": float(env_int("ALERT_EVALUATE_INTERVAL", 60)),
 }
+if CELERY_BROKER_URL.startswith("sqla+sqlite:"):
+    # The embedded broker keeps every delivered message; beat removes them (apps/core/embedded_broker.py).
+    CELERY_BEAT_SCHEDULE["core-compact-embedded-broker"] = {
+        "task": "core.compact_embedded_broker",
+        "schedule": 300.0,
+    }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Django REST framework and the OpenAPI schema ---------------------------------------------
