@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
@@ -33,3 +34,28 @@ class TextField(serializers.CharField):
             else validator
             for validator in self.validators
         ]
+
+
+class StrictFieldsMixin:
+    """A request serializer that refuses keys it does not know instead of dropping them.
+
+    A misspelt or unsupported field (``permissions`` for ``midjourney``, ``events`` for
+    ``event_types``) would otherwise be ignored silently and the request would do something
+    the caller did not ask for. The error names the field and lists the accepted ones.
+    """
+
+    fields: Any
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            writable = [name for name, field in self.fields.items() if not field.read_only]
+            unknown = [key for key in data if key not in writable]
+            if unknown:
+                accepted = ", ".join(writable)
+                raise serializers.ValidationError(
+                    {
+                        str(key): f"Unknown field '{key}'; this request accepts: {accepted}."
+                        for key in unknown
+                    }
+                )
+        return super().to_internal_value(data)  # type: ignore[misc]

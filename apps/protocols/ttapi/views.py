@@ -38,6 +38,7 @@ from ..common import (
     string_list,
     text_field,
     with_retry_after,
+    with_tier_limit_hint,
 )
 from .actions import INPAINT_KEY, ttapi_names
 from .payloads import job_json
@@ -74,7 +75,7 @@ def wire_field(field: str, index: int | None, action: str | None) -> str:
 
 
 def ttapi_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    exc = dialect_error(exc, wire_field)
+    exc = with_tier_limit_hint(dialect_error(exc, wire_field))
     if isinstance(exc, Http404):
         exc = NotFound("Job not found.")
     if isinstance(exc, ServiceError):
@@ -187,6 +188,7 @@ def _press(view: TtapiView, *, button: ButtonRef, data: dict[str, Any]) -> Submi
         caller=view.caller,
         parent_id=text_field(data, "jobId"),
         button=button,
+        mode=_requested_mode(data),
         echo=_echo(data, options=True),
         modal=ModalInput(prompt=optional_text(data, "prompt"), mask=optional_text(data, "mask")),
     )

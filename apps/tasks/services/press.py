@@ -249,6 +249,32 @@ def _apply(task: Task, step: _SecondStep) -> None:
     task.properties = {**(task.properties or {}), "finalPrompt": step.prompt_en}
 
 
+def _refuse_second_step(press: PressSpec, modal: ModalInput | None) -> None:
+    """A one-step button takes neither a prompt nor a mask: refuse them, never drop them."""
+    if modal is None:
+        return
+    if modal.prompt not in (None, ""):
+        kind = "a variation" if press.action == Action.VARIATION else "this button"
+        raise InputError(
+            f"Remix is not available: {kind} takes no {FIELD}. Send the press without it, or "
+            f"start a new task with the changed prompt.",
+            field="prompt",
+        )
+    if modal.mask not in (None, ""):
+        raise InputError(f"This button takes no {FIELD}; only Vary (Region) does.", field="mask")
+
+
+def _check_modal_mode(task: Task, *, mode: str | None, path_mode: str | None) -> None:
+    """A second step asked for in another mode (``/mj-fast/…/modal`` on a RELAX task)."""
+    requested = mode if mode not in (None, "") else path_mode
+    if requested not in (None, "") and parse_mode(requested) != task.mode:
+        raise InputError(
+            f"This task runs in {task.mode} mode; {requested} was requested.",
+            field="mode",
+            details={"task_mode": task.mode},
+        )
+
+
 # --- the services ----------------------------------------------------------------------------
 
 
@@ -267,7 +293,9 @@ def task_press(
 
     A two-step button waits in MODAL for ``task_submit_modal`` — unless ``modal`` carries the
     second step, when the task is validated in full and accepted in one transaction (a
-    rejected mask or prompt leaves no task). ``modal`` is ignored for one-step buttons.
+    rejected mask or prompt leaves no task). A one-step button given a prompt or a mask is
+    refused (remix is not available): the caller would otherwise pay for something else than
+    what it asked for.
     """
     echo = echo or ClientEcho()
     notify_hook = check_hook(echo.notify_hook)
@@ -284,6 +312,7 @@ def task_press(
         caller, parent, pressed, press, state=state, notify_hook=notify_hook, echo=echo
     )
     if press.modal is None:
+        _refuse_second_step(press, modal)
         return create_and_accept(task, input_files=[])
     task.prompt_en = _starting_prompt(parent, press, pressed.index)
     task.properties = {"finalPrompt": task.prompt_en}
@@ -305,12 +334,19 @@ def task_submit_modal(
     task_id: str,
     prompt: str | None = None,
     mask: Any = None,
+    mode: str | None = None,
+    path_mode: str | None = None,
 ) -> SubmitOutcome:
-    """Second step of a MODAL task: the mask (vary region) or the prompt (custom zoom …)."""
+    """Second step of a MODAL task: the mask (vary region) or the prompt (custom zoom …).
+
+    ``mode``/``path_mode``, when given, must be the task's own mode (it was fixed at the
+    press); a different one is an error rather than ignored.
+    """
     task = task_get(organization=caller.organization, task_id=task_id)
     if task.status != Status.MODAL:
         raise InputError(f"The task is {task.status}, not waiting for input.", field="task")
     _check_same_kind(caller, task, field="task")
+    _check_modal_mode(task, mode=mode, path_mode=path_mode)
     step = _second_step(task, prompt=prompt, mask=mask)
     now = timezone.now()
     try:
