@@ -202,7 +202,9 @@ class ActionView(SubmitView):
         name = text_field(data, "action")
         if not name.strip():
             raise exceptions.ValidationError({"action": "This field is required."})
-        return _press(self, button=ByName(name, extra_names=ttapi_names), data=data)
+        return _press(
+            self, button=ByName(name, extra_names=ttapi_names, offer_extra_names=True), data=data
+        )
 
 
 class InpaintView(SubmitView):

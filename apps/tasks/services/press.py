@@ -88,7 +88,10 @@ def _chosen(available: list[Button], *, custom_id: str | None, button: ButtonRef
     """The id of the parent's button the caller designates."""
     if isinstance(button, ByName):
         return resolve_alias(
-            button.name, available=available, extra_names=button.extra_names
+            button.name,
+            available=available,
+            extra_names=button.extra_names,
+            offer_extra_names=button.offer_extra_names,
         ).custom_id
     if isinstance(button, BySpec):
         found = find_button(available, press=button.press, index=button.index)
