@@ -208,7 +208,7 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
     if step == ModalStep.ZOOM and text.strip().startswith("--") and task.parent is not None:
         # Clients often send just "--zoom 1.5": the description stays the parent's.
         text = f"{task.parent.prompt_en} {text.strip()}"
-    parsed = parse_checked(text)
+    parsed = parse_checked(text, allow_zoom=step == ModalStep.ZOOM)
     if parsed.mode_flag is not None and parsed.mode_flag != task.mode:
         raise InputError(
             f"Follow-ups run in the parent's mode ({task.mode}); the prompt asks for "
