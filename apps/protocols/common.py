@@ -38,6 +38,11 @@ def result_split_urls(task: Task) -> list[str]:
     return [url for url in urls if url]
 
 
+def stored_file_url(name: str) -> str:
+    """The public URL of a file the task services stored (an upload, an input)."""
+    return file_url(name) or ""
+
+
 def result_thumbnail_url(task: Task) -> str | None:
     return file_url((task.result or {}).get("thumb"))
 

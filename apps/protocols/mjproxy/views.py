@@ -39,6 +39,7 @@ from apps.tasks.services.inputs import ClientEcho
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.seeds import task_image_seed
 from apps.tasks.services.submit import task_submit
+from apps.tasks.services.uploads import images_upload
 
 from ..common import (
     LenientJSONParser,
@@ -48,6 +49,7 @@ from ..common import (
     logger,
     optional_text,
     state_field,
+    stored_file_url,
     string_list,
     text_field,
     with_retry_after,
@@ -381,6 +383,20 @@ class SimpleChangeView(SubmitView):
         key, numbered = SIMPLE_CHANGE_LETTERS[button[0]]
         index = int(button[1:]) if numbered else None
         return _press_legacy(self, task_id=match["id"], key=key, index=index, data=data)
+
+
+class UploadDiscordImagesView(MjProxyView):
+    """``{base64Array: [data URL …]}`` → ``result``: the images' stable public URLs, to write
+    into prompts (image prompts, ``--sref``, ``--cref``). The reference proxy puts them on
+    Discord's CDN; ours are in our own storage, served like result files."""
+
+    writes = True
+
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        data = self.body(request)
+        images = string_list(data, "base64Array")
+        names = images_upload(caller=caller_of(self, Protocol.MJPROXY), images=images)
+        return Response(envelope(SUCCESS, "Success", [stored_file_url(n) for n in names]))
 
 
 class FetchView(MjProxyView):
