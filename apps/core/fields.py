@@ -54,7 +54,7 @@ class StrictFieldsMixin:
                 accepted = ", ".join(writable)
                 raise serializers.ValidationError(
                     {
-                        str(key): f"Unknown field '{key}'; this request accepts: {accepted}."
+                        str(key): [f"Unknown field '{key}'; this request accepts: {accepted}."]
                         for key in unknown
                     }
                 )
