@@ -36,13 +36,12 @@ class TextField(serializers.CharField):
         ]
 
 
+# A request serializer that refuses keys it does not know instead of dropping them: a
+# misspelt or unsupported field would otherwise be ignored silently and the request would do
+# something the caller did not ask for. The error names the field and lists the accepted ones.
+# (A comment, not a docstring: the OpenAPI schema would show a docstring as the description of
+# every serializer that has none of its own.)
 class StrictFieldsMixin:
-    """A request serializer that refuses keys it does not know instead of dropping them.
-
-    A misspelt or unsupported field (``permissions`` for ``midjourney``, ``events`` for
-    ``event_types``) would otherwise be ignored silently and the request would do something
-    the caller did not ask for. The error names the field and lists the accepted ones.
-    """
 
     fields: Any
 
