@@ -42,7 +42,6 @@ class TextField(serializers.CharField):
 # (A comment, not a docstring: the OpenAPI schema would show a docstring as the description of
 # every serializer that has none of its own.)
 class StrictFieldsMixin:
-
     fields: Any
 
     def to_internal_value(self, data: Any) -> Any:
