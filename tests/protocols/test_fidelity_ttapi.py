@@ -150,3 +150,22 @@ def test_wrong_method_on_a_ttapi_path_is_its_envelope(live_key, client_for):
     response = client_for(live_key).get(f"{BASE}/imagine")
     assert response.status_code == 405
     assert response.json()["status"] == "FAILED"
+
+
+def test_a_two_step_button_without_its_mask_names_ttapis_field(
+    funded, live_key, client_for, sandbox
+):
+    client = client_for(live_key)
+    grid = imagine(client)
+    upscale = run_to_completion(action(client, grid, "upsample2").json()["data"]["jobId"]).pk
+    before = snapshot(funded)
+    for answer in (
+        action(client, upscale, "inpaint", prompt="a hat"),
+        client.post(f"{BASE}/inpaint", {"jobId": upscale, "mask": ""}, format="json"),
+    ):
+        assert answer.status_code == 400
+        message = answer.json()["message"]
+        assert "mask" in message and "maskBase64" not in message, message
+    assert snapshot(funded) == before
+    done = action(client, upscale, "inpaint", mask=png_data_url((255, 255, 255)), prompt="a hat")
+    assert done.status_code == 200, done.json()
