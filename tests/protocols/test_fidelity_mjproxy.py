@@ -318,7 +318,10 @@ def test_image_seed_without_a_seed_is_a_clear_code_4(funded, live_key, client_fo
 def test_tier_limit_says_when_to_retry_in_every_dialect(funded, live_key, client_for):
     client = client_for(live_key)
     for n in range(3):  # FREE: 3 unfinished tasks; no account, so they stay queued
-        client.post("/mj/submit/imagine", novicezk_imagine(f"cat {n}"), format="json")
+        queued = client.post("/mj/submit/imagine", novicezk_imagine(f"cat {n}"), format="json")
+        assert queued.json()["code"] == 22
+        # The position itself is computed elsewhere; the key is there and a number.
+        assert isinstance(queued.json()["properties"]["numberOfQueues"], int)
     before = snapshot(funded)
     mj = client.post("/mj/submit/imagine", trueai_imagine("one too many"), format="json")
     assert mj.json()["code"] == 23
