@@ -85,6 +85,14 @@ def test_refusals_list_ttapi_names_and_change_nothing(funded, live_key, client_f
     mask = client.post(f"{BASE}/inpaint", {"jobId": grid, "prompt": "x"}, format="json")
     assert (mask.status_code, mask.json()["message"]) == (400, "mask: This field is required.")
     assert "maskBase64" not in mask.json()["message"]
+    on_a_grid = client.post(
+        f"{BASE}/inpaint", {"jobId": grid, "mask": png_data_url((255, 255, 255))}, format="json"
+    )
+    assert on_a_grid.status_code == 400
+    assert on_a_grid.json()["message"] == (
+        "Button 'inpaint' is not available on this task; it offers upsample1, upsample2, "
+        "upsample3, upsample4, reroll0, variation1, variation2, variation3, variation4."
+    )
     missing = client.post(f"{BASE}/action", {"jobId": grid}, format="json")
     assert missing.json()["message"] == "action: This field is required."
     assert snapshot(funded) == before

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from apps.core.api import OrganizationAPIView
 from apps.core.errors import NotFound, ServiceError
-from apps.tasks.actions import ButtonRef, ByName, BySpec, press_spec
+from apps.tasks.actions import ButtonRef, ByName, press_spec
 from apps.tasks.enums import Action, parse_mode
 from apps.tasks.errors import dialect_error, domain_label
 from apps.tasks.models import Protocol
@@ -213,7 +213,11 @@ class InpaintView(SubmitView):
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
         if not text_field(data, "mask"):
             raise exceptions.ValidationError({"mask": "This field is required."})
-        return _press(self, button=BySpec(press_spec(INPAINT_KEY)), data=data)
+        # By TTAPI's name for the button, so a job without it is told what it offers in
+        # TTAPI's names.
+        name = ttapi_names(press_spec(INPAINT_KEY), None)[0]
+        button = ByName(name, extra_names=ttapi_names, offer_extra_names=True)
+        return _press(self, button=button, data=data)
 
 
 class SeedView(TtapiView):
