@@ -12,6 +12,7 @@ from apps.api_keys.services import IssuedKey, api_key_create
 from apps.billing.ledger import ledger_topup
 from apps.core.messaging import broker_breaker_reset
 from apps.core.ratelimit import cache_breaker
+from apps.tasks.models import BannedWord
 
 from .factories import MembershipFactory, OrganizationFactory
 from .reference_data import ensure_reference_data
@@ -66,6 +67,21 @@ def _reference_data(request: pytest.FixtureRequest) -> None:
     if transactional:
         request.getfixturevalue("transactional_db")
         ensure_reference_data()
+
+
+@pytest.fixture(autouse=True)
+def _empty_banned_word_list(request: pytest.FixtureRequest) -> None:
+    """Tests start with no banned words: a fresh install's default list (seeded by a
+    migration, and present or not on a reused database depending on earlier flushes) must not
+    decide whether a test's prompt is accepted. Tests that need words create them."""
+    if not _uses_database(request.node):
+        return
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    )
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    BannedWord.objects.all().delete()
 
 
 @pytest.fixture(autouse=True)

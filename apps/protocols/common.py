@@ -14,7 +14,7 @@ from rest_framework import exceptions
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
-from apps.core.errors import ServiceError
+from apps.core.errors import ConcurrencyLimitReached, ServiceError
 from apps.core.jsonbody import JSONBodyInvalid, json_body_parse, json_body_read
 from apps.tasks.models import Task
 from apps.tasks.services.inputs import Caller
@@ -36,6 +36,11 @@ def result_split_urls(task: Task) -> list[str]:
     """The four split images of a grid, in U1…U4 order; empty for single images."""
     urls = [file_url(name) for name in (task.result or {}).get("splits") or []]
     return [url for url in urls if url]
+
+
+def stored_file_url(name: str) -> str:
+    """The public URL of a file the task services stored (an upload, an input)."""
+    return file_url(name) or ""
 
 
 def result_thumbnail_url(task: Task) -> str | None:
@@ -182,6 +187,18 @@ def first_message(detail: Any) -> str:
     if isinstance(detail, list) and detail:
         return first_message(detail[0])
     return str(detail)
+
+
+#: Seconds a refused submit over the plan's limit of unfinished tasks is told to wait: about
+#: one job's run, after which a slot has usually freed. A hint, not a promise.
+TIER_LIMIT_RETRY_AFTER = 15
+
+
+def with_tier_limit_hint(exc: Exception) -> Exception:
+    """A tier-limit refusal says when to retry (``Retry-After``) in every dialect."""
+    if isinstance(exc, ConcurrencyLimitReached) and "retry_after" not in exc.details:
+        exc.details["retry_after"] = TIER_LIMIT_RETRY_AFTER
+    return exc
 
 
 def with_retry_after(response: Response, exc: ServiceError) -> Response:

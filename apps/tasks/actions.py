@@ -569,6 +569,9 @@ class ByName(ButtonRef):
     extra_names: Callable[[PressSpec, int | None], Iterable[str]] | None = field(
         default=None, compare=False
     )
+    #: An error lists the buttons on offer under the dialect's names (``extra_names``' first),
+    #: for a dialect whose clients know only those.
+    offer_extra_names: bool = False
 
     def shown(self) -> str:
         return self.name

@@ -218,15 +218,30 @@ def _aliases(button: Button, extra_names: ExtraNames | None) -> set[str]:
     return {label_key(k) for k in keys}
 
 
+def _offered_name(button: Button, offer_names: ExtraNames | None) -> str:
+    """The name to list a button under: the dialect's own when it has one, else ours."""
+    resolved = resolve_button(button)
+    if offer_names is not None and resolved is not None and resolved.press is not None:
+        first = next(iter(offer_names(resolved.press, resolved.index)), None)
+        if first:
+            return first
+    return friendly_name(button)
+
+
 def resolve_alias(
-    name: str, *, available: Sequence[Button], extra_names: ExtraNames | None = None
+    name: str,
+    *,
+    available: Sequence[Button],
+    extra_names: ExtraNames | None = None,
+    offer_extra_names: bool = False,
 ) -> Button:
     """The button of ``available`` that ``name`` designates.
 
     ``name`` may be a raw button id, one of our names (``U1``, ``VARY_STRONG``, ``ZOOM_1_5X``,
     ``PAN_LEFT``), a dialect's own name (given by ``extra_names``) or a button label
     (``Vary (Subtle)``), case-insensitively. Anything else, or a button the task does not
-    carry, is a ``ValidationFailed`` that lists what the task offers.
+    carry, is a ``ValidationFailed`` that lists what the task offers (under the dialect's
+    names with ``offer_extra_names``).
     """
     if not isinstance(name, str) or not name.strip():
         raise InputError("The button name must be a non-empty string.", field="button")
@@ -239,7 +254,7 @@ def resolve_alias(
         for button in available:
             if key in _aliases(button, extra_names):
                 return button
-    offered = [friendly_name(b) for b in available]
+    offered = [_offered_name(b, extra_names if offer_extra_names else None) for b in available]
     if not offered:
         raise InputError(
             f"This task has no buttons, so {_shown(wanted)!r} cannot be pressed.",

@@ -207,7 +207,7 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
                 timeout=Timeout(connect=10, read=30, total=60),
             )
         if data is not None:
-            result = storage.store_result(data=data, is_grid=outcome.is_grid)
+            result = storage.store_result(data=data, is_grid=outcome.is_grid, stem=task_id)
     task = Task.objects.get(pk=task_id)
     job_hash = secrets.token_hex(16)
     buttons = [b.as_dict() for b in _buttons(task.action, job_hash, result, outcome)]

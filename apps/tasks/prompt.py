@@ -192,6 +192,26 @@ def _ratio(written: str, value: str | None) -> str:
     return raw
 
 
+#: ``--style`` words Midjourney knows (raw for v5.1+, the niji styles, the v4 styles and the
+#: v3 stylize presets); a style code (``--style 3d7fzgKAt1Qm``, from the style tuner or
+#: ``--style random``'s answer) is letters and digits with at least one digit.
+STYLE_WORDS = ("raw", "cute", "expressive", "original", "scenic", "4a", "4b", "4c", "random")
+_STYLE_CODE_RE = re.compile(r"^(?=[A-Za-z0-9-]*\d)[A-Za-z0-9-]{3,64}$")
+
+
+def _style(written: str, value: str | None) -> str:
+    raw = _need_value(written, value, "raw")
+    for part in raw.split():
+        if part.lower() not in STYLE_WORDS and not _STYLE_CODE_RE.match(part):
+            raise _fail(
+                f"--{written} must be one of {', '.join(STYLE_WORDS)} or a style code; "
+                f"got '{part}'.",
+                written,
+                raw,
+            )
+    return raw
+
+
 @dataclass(frozen=True)
 class _Spec:
     names: tuple[str, ...]  # canonical first
@@ -223,7 +243,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec(("exp",), _int_range(0, 100)),
     _Spec(("zoom",), _number_range(1, 2)),
     _Spec(("tile",), _flag),
-    _Spec(("style",), _text(example="raw")),
+    _Spec(("style",), _style),
     _Spec(("raw",), _flag),
     _Spec(("weird", "w"), _int_range(0, 3000)),
     _Spec(("stop",), _int_range(10, 100)),
@@ -254,10 +274,15 @@ def _canonical(name: str) -> str:
 
 # --- parsing ---------------------------------------------------------------------------------
 
-# Phones "smart-punctuate" `--` into an em dash (iOS) or an en dash; Midjourney accepts both.
-# Only a dash that starts a word and is glued to a letter is a parameter marker, so
-# "cats — dogs" stays prose.
-_SMART_DASH_RE = re.compile(r"(?<!\S)(?:\u2014|\u2013|-\u2014|\u2014-)(?=[A-Za-z])")
+# Phones "smart-punctuate" `--` into an em dash (iOS) or an en dash, keyboards offer other long
+# dashes (figure dash, horizontal bar, minus sign, full-width hyphen); Midjourney reads them
+# all as `--`, so we normalise them before parsing and the parameter is validated like any
+# other. Only a run of dashes that starts a word, holds at least one long dash and is glued to
+# a letter is a parameter marker, so "cats — dogs" stays prose.
+_LONG_DASHES = "\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+_SMART_DASH_RE = re.compile(
+    rf"(?<!\S)[-{_LONG_DASHES}]*[{_LONG_DASHES}][-{_LONG_DASHES}]*(?=[A-Za-z])"
+)
 _PARAM_START_RE = re.compile(r"(?:^|\s)--(?=[A-Za-z])")
 _PARAM_SPLIT_RE = re.compile(r"\s+(?=--[A-Za-z])")
 _PARAM_RE = re.compile(r"^--(\S+)(?:\s+(.*))?$", re.S)
@@ -425,8 +450,10 @@ def _word_pattern(phrase: str) -> str:
     # A boundary is needed only where the phrase itself ends in a word character of a spaced
     # script: "ass" must not match "class", but "色情" must match inside "色情图片" and "$$$"
     # must match in "a$$$".
-    left = r"(?<!\w)" if _is_word_char(phrase[0]) else ""
-    right = r"(?!\w)" if _is_word_char(phrase[-1]) else ""
+    # A hyphen joining two words makes one word: "gore" must not match "Gore-tex" nor
+    # "anti-gore", while "gore-" or "- gore" still do.
+    left = r"(?<!\w)(?<!\w-)" if _is_word_char(phrase[0]) else ""
+    right = r"(?!\w)(?!-\w)" if _is_word_char(phrase[-1]) else ""
     return left + body + right
 
 
@@ -447,7 +474,7 @@ def find_banned_word(text: str, banned: Iterable[str]) -> str | None:
     """The first banned word or phrase (as listed) found in ``text``, else ``None``.
 
     Whole words only and case-insensitive: "ass" does not match "class" but matches "ass," and
-    "(ASS)". Phrases match across any whitespace. For scripts written without spaces (Chinese,
+    "(ASS)"; a hyphenated compound is one word ("gore" does not match "Gore-tex"). Phrases match across any whitespace. For scripts written without spaces (Chinese,
     Japanese, Thai…) the word is matched as a substring, since there are no boundaries to find.
     """
     regex, words = _banned_regex(tuple(banned))

@@ -7,6 +7,7 @@ need no authentication, because clients download them directly; knowing the key 
 
 from __future__ import annotations
 
+import re
 import secrets
 from io import BytesIO
 from typing import Any
@@ -17,6 +18,8 @@ from django.core.files.storage import default_storage
 from PIL import Image
 
 THUMB_SIDE = 256
+#: A file name stem that is safe in a URL and a Content-Disposition header as it is.
+_STEM_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 def _new_key() -> str:
@@ -55,27 +58,34 @@ def _split(grid: bytes) -> list[bytes]:
         return parts
 
 
-def store_result(*, data: bytes, is_grid: bool) -> dict[str, Any]:
+def store_result(*, data: bytes, is_grid: bool, stem: str = "image") -> dict[str, Any]:
     """Store a result image (and, for grids, its four splits) with thumbnails.
+
+    ``stem`` names the files (the task's id, so a download is called ``<task id>.png`` and a
+    split ``<task id>-1.png``); the random folder is what keeps them unguessable.
 
     Returns the ``Task.result`` dict: names in storage, never URLs, so a change of domain or
     storage backend never rewrites rows.
     """
     key = _new_key()
     ext = _ext(data)
+    if not _STEM_RE.fullmatch(stem):
+        stem = "image"
+    split = "" if stem == "image" else f"{stem}-"
+    thumb = "thumb" if stem == "image" else f"{stem}.thumb"
     result: dict[str, Any] = {
         "key": key,
-        "image": _save(f"results/{key}/image.{ext}", data),
-        "thumb": _save(f"results/{key}/thumb.webp", _thumbnail(data)),
+        "image": _save(f"results/{key}/{stem}.{ext}", data),
+        "thumb": _save(f"results/{key}/{thumb}.webp", _thumbnail(data)),
         "is_grid": is_grid,
         "splits": [],
         "split_thumbs": [],
     }
     if is_grid:
         for index, part in enumerate(_split(data), start=1):
-            result["splits"].append(_save(f"results/{key}/{index}.png", part))
+            result["splits"].append(_save(f"results/{key}/{split}{index}.png", part))
             result["split_thumbs"].append(
-                _save(f"results/{key}/{index}.thumb.webp", _thumbnail(part))
+                _save(f"results/{key}/{split}{index}.thumb.webp", _thumbnail(part))
             )
     with Image.open(BytesIO(data)) as image:
         result["width"], result["height"] = image.size

@@ -19,7 +19,14 @@ from apps.engines.base import (
     register,
 )
 from apps.engines.models import SandboxJob
-from apps.engines.sandbox.engine import STALL_PROGRESS, SandboxEngine, _fraction
+from apps.engines.sandbox.engine import (
+    DEFAULT_DURATION,
+    PROGRESS_STEPS,
+    STALL_PROGRESS,
+    SandboxEngine,
+    _fraction,
+    progress_at,
+)
 from apps.tasks.enums import Action, ErrorCode
 from apps.tasks.jobs import job_for
 from apps.tasks.models import Task
@@ -86,7 +93,7 @@ def test_progress_follows_the_duration_then_the_result(engine, organization, mon
         outcome = engine.poll(job_for(task, upstream))
         assert outcome.status == PollResult.RUNNING
         seen.append(outcome.progress)
-    assert seen == [0, 25, 50, 99]
+    assert seen == [0, 23, 54, 96]  # Midjourney's steps, never 100 before the result
 
     monkeypatch.setattr(timezone, "now", lambda: start + timedelta(seconds=10))
     done = engine.poll(job_for(task, upstream))
@@ -95,6 +102,17 @@ def test_progress_follows_the_duration_then_the_result(engine, organization, mon
     assert len(done.properties["prompts"]) == 5
     assert done.properties["finalPrompt"].startswith(done.properties["analysis"])
     assert done.seed == 3
+
+
+def test_progress_moves_in_many_realistic_steps() -> None:
+    """A client polling every second of a default six-second job sees it move at nearly every
+    poll, in Midjourney's steps, never backwards and never 100 before the result."""
+    seen = [progress_at(second / 2, DEFAULT_DURATION) for second in range(12)]
+    assert seen == sorted(seen)
+    assert len(set(seen)) >= 10
+    assert set(seen) <= set(PROGRESS_STEPS) and max(seen) < 100
+    assert progress_at(0, 6) == 0 and progress_at(6, 6) == PROGRESS_STEPS[-1]
+    assert progress_at(3, 0) == PROGRESS_STEPS[-1]
 
 
 def test_a_stalled_job_never_finishes(engine, organization, monkeypatch):

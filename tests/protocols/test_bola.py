@@ -98,6 +98,7 @@ NO_ID_ROUTES = {
     "mj/submit/blend",
     "mj/submit/shorten",
     "mj/insight-face/swap",
+    "mj/submit/upload-discord-images",
     "mj/task/list",
     "mj/task/queue",
     "midjourney/v1/imagine",

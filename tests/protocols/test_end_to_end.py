@@ -68,7 +68,10 @@ def test_mjproxy_imagine_action_and_vary_region(api):
     assert submitted.json()["code"] == 1
     grid = mj_fetch(api, submitted.json()["result"])
     assert (grid["status"], grid["progress"], grid["state"]) == ("SUCCESS", "100%", "e2e")
-    assert all(downloadable(url) for url in [grid["imageUrl"], *grid["imageUrls"]])
+    assert all(
+        downloadable(url)
+        for url in [grid["imageUrl"], *(item["url"] for item in grid["imageUrls"])]
+    )
 
     u1 = next(b["customId"] for b in grid["buttons"] if b["label"] == "U1")
     upscale = api.post("/mj/submit/action", {"taskId": grid["id"], "customId": u1}, format="json")

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from apps.api_keys.models import ApiKey
 from apps.api_keys.services import api_key_revoke
 from apps.billing.selectors import balance_get
+from apps.protocols.common import TIER_LIMIT_RETRY_AFTER
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import BannedWord, Protocol, Task
 from apps.tasks.scheduling import dispatch_pending
@@ -163,7 +164,7 @@ def test_tier_limit_is_code_23_and_changes_nothing(funded, live_key, client_for)
     body = client.post(IMAGINE, {"prompt": "one too many"}, format="json").json()
     assert body["code"] == 23
     assert body["result"] is None
-    assert body["properties"] == {}
+    assert body["properties"] == {"retryAfter": TIER_LIMIT_RETRY_AFTER}
     assert "3 unfinished tasks" in body["description"]
     assert snapshot(funded) == before
 

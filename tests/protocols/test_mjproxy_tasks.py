@@ -34,6 +34,7 @@ TASK_KEYS = {
     "progress",
     "imageUrl",
     "imageUrls",
+    "thumbnailUrl",
     "failReason",
     "errorCode",
     "mode",
@@ -94,7 +95,7 @@ def test_fetch_of_a_finished_grid(funded, live_key, client_for, sandbox):
     assert ids[5:] == [f"MJ::JOB::variation::{n}::{job_hash}" for n in range(1, 5)]
     grid = _download(body["imageUrl"])
     assert len(body["imageUrls"]) == 4
-    parts = [_download(url) for url in body["imageUrls"]]
+    parts = [_download(item["url"]) for item in body["imageUrls"]]
     assert grid.width > grid.height
     assert all(p.size == (grid.width // 2, grid.height // 2) for p in parts)
 
@@ -131,7 +132,7 @@ def test_fetch_of_an_upscale_lists_its_single_image(funded, live_key, client_for
     run_to_completion(answer.json()["result"])
     body = client.get(f"/mj/task/{answer.json()['result']}/fetch").json()
     assert body["action"] == "UPSCALE"
-    assert body["imageUrls"] == [body["imageUrl"]]
+    assert body["imageUrls"] == [{"url": body["imageUrl"]}]
     labels = [b["label"] for b in body["buttons"]]
     assert "Vary (Region)" in labels and "Zoom Out 2x" in labels
     _download(body["imageUrl"])
@@ -281,6 +282,6 @@ def test_test_key_tasks_are_marked_and_free(organization, test_mode_key, client_
     assert task.status == Status.SUCCESS
     body = client.get(f"/mj/task/{task.pk}/fetch").json()
     assert body["properties"]["isTest"] is True
-    assert re.fullmatch(r"http://testserver/files/results/[^/]+/image\.png", body["imageUrl"])
+    assert re.fullmatch(r"http://testserver/files/results/[^/]+/\d+\.png", body["imageUrl"])
     balance = balance_get(organization=organization)
     assert (balance.available, balance.held) == (0, 0)

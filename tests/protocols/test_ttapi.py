@@ -100,7 +100,7 @@ def test_imagine_fetch_get_and_post_then_upsample(funded, live_key, client_for, 
     assert data["mode"] == "relax"
     assert data["seed"] == str(Task.objects.get(pk=job_id).seed)
     assert data["components"] == [
-        "upsample1", "upsample2", "upsample3", "upsample4", "reroll",
+        "upsample1", "upsample2", "upsample3", "upsample4", "reroll0",
         "variation1", "variation2", "variation3", "variation4",
     ]  # fmt: skip
     assert len(data["images"]) == 4
@@ -117,7 +117,7 @@ def test_imagine_fetch_get_and_post_then_upsample(funded, live_key, client_for, 
     assert fetched["action"] == "upsample1"
     assert fetched["images"] is None  # getUImages was not asked for on this call
     assert "high_variation" in fetched["components"]
-    assert "outpaint_2x" in fetched["components"]
+    assert "zoom_out_2" in fetched["components"]
     assert fetched["quota"] == "1750"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apps.billing.selectors import balance_get
+from apps.protocols.common import TIER_LIMIT_RETRY_AFTER
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import Protocol, Task
 from tests.tasks.helpers import png_data_url, run_to_completion
@@ -158,7 +159,13 @@ def test_insufficient_balance_and_concurrency_limit(organization, live_key, clie
     limited = client.post(TASKS, {"action": "IMAGINE", "prompt": "more"}, format="json")
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "concurrency_limit"
-    assert limited.json()["error"]["details"] == {"limit": 3, "unfinished": 3, "tier": "FREE"}
+    assert limited.json()["error"]["details"] == {
+        "limit": 3,
+        "unfinished": 3,
+        "tier": "FREE",
+        "retry_after": TIER_LIMIT_RETRY_AFTER,
+    }
+    assert limited["Retry-After"] == str(TIER_LIMIT_RETRY_AFTER)
     assert snapshot(organization) == before
 
 

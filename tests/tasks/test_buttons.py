@@ -398,6 +398,7 @@ def test_non_string_custom_id_is_rejected() -> None:
         ("REROLL", f"MJ::JOB::reroll::0::{HASH}::SOLO"),
         ("reroll", f"MJ::JOB::reroll::0::{HASH}::SOLO"),
         ("R", f"MJ::JOB::reroll::0::{HASH}::SOLO"),
+        ("reroll0", f"MJ::JOB::reroll::0::{HASH}::SOLO"),
         (f"MJ::JOB::variation::2::{HASH}", f"MJ::JOB::variation::2::{HASH}"),
     ],
 )
@@ -420,6 +421,8 @@ def test_grid_aliases(name: str, custom_id: str) -> None:
         ("ZOOM_2X", f"MJ::Outpaint::50::1::{HASH}::SOLO"),
         ("zoom_out_2x", f"MJ::Outpaint::50::1::{HASH}::SOLO"),
         ("outpaint_2x", f"MJ::Outpaint::50::1::{HASH}::SOLO"),
+        ("zoom_out_2", f"MJ::Outpaint::50::1::{HASH}::SOLO"),
+        ("zoom_out_1.5", f"MJ::Outpaint::75::1::{HASH}::SOLO"),
         ("ZOOM_1_5X", f"MJ::Outpaint::75::1::{HASH}::SOLO"),
         ("zoom_out_1_5x", f"MJ::Outpaint::75::1::{HASH}::SOLO"),
         ("outpaint_1.5x", f"MJ::Outpaint::75::1::{HASH}::SOLO"),
@@ -561,7 +564,7 @@ def test_ttapi_component_names() -> None:
         "upsample2",
         "upsample3",
         "upsample4",
-        "reroll",
+        "reroll0",
         "variation1",
         "variation2",
         "variation3",
@@ -573,21 +576,21 @@ def test_ttapi_component_names() -> None:
         "low_variation",
         "high_variation",
         "inpaint",
-        "outpaint_2x",
-        "outpaint_1.5x",
+        "zoom_out_2",
+        "zoom_out_1.5",
         "outpaint_custom",
         "pan_left",
         "pan_right",
         "pan_up",
         "pan_down",
-        "reroll",
+        "reroll0",
     ]
     assert ttapi_components(describe()) == [
         "describe1",
         "describe2",
         "describe3",
         "describe4",
-        "reroll",
+        "reroll0",
     ]
     assert ttapi_components(shorten()) == [f"shorten{n}" for n in range(1, 6)]
 

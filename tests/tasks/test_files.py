@@ -39,14 +39,16 @@ def test_a_grid_is_stored_with_splits_and_thumbnails_and_served_without_auth(
     result = task.result
     key = result["key"]
     assert len(key) >= 32  # 24 random bytes, URL-safe: unguessable
-    assert result["image"] == f"results/{key}/image.png"
-    assert result["thumb"] == f"results/{key}/thumb.webp"
-    assert result["splits"] == [f"results/{key}/{n}.png" for n in range(1, 5)]
-    assert result["split_thumbs"] == [f"results/{key}/{n}.thumb.webp" for n in range(1, 5)]
+    assert result["image"] == f"results/{key}/{task.pk}.png"
+    assert result["thumb"] == f"results/{key}/{task.pk}.thumb.webp"
+    assert result["splits"] == [f"results/{key}/{task.pk}-{n}.png" for n in range(1, 5)]
+    assert result["split_thumbs"] == [
+        f"results/{key}/{task.pk}-{n}.thumb.webp" for n in range(1, 5)
+    ]
     assert (result["width"], result["height"], result["is_grid"]) == (1024, 576, True)
 
     url = storage.file_url(result["image"])
-    assert url == f"{settings.PUBLIC_BASE_URL}/files/results/{key}/image.png"
+    assert url == f"{settings.PUBLIC_BASE_URL}/files/results/{key}/{task.pk}.png"
     response = client.get(url.removeprefix(settings.PUBLIC_BASE_URL))
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
@@ -101,7 +103,7 @@ def test_a_directory_is_not_served(client):
     assert client.get(f"/files/{name}").status_code == 200
 
 
-def test_only_get_is_allowed(client):
+def test_only_get_and_head_are_allowed(client):
     name = default_storage.save("results/some-key/image.png", io.BytesIO(png_bytes()))
     assert client.post(f"/files/{name}").status_code == 405
     assert client.delete(f"/files/{name}").status_code == 405
@@ -117,3 +119,39 @@ def test_delete_result_removes_every_file_of_a_result():
     assert len(stored_files(settings.MEDIA_ROOT)) == len(before) + 10
     storage.delete_result(result)
     assert stored_files(settings.MEDIA_ROOT) == before
+
+
+def test_result_files_work_for_browser_clients(caller, organization, fund, client):
+    """CORS for ``crossOrigin=anonymous`` loads, HEAD, ETag/304 and a telling download name."""
+    fund(organization, 100_000)
+    sandbox_account()
+    task = run_to_completion(
+        task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
+    )
+    main = f"/files/{task.result['image']}"
+    split = f"/files/{task.result['splits'][0]}"
+
+    got = client.get(main, HTTP_ORIGIN="https://chat.example")
+    assert got.status_code == 200
+    assert got["Access-Control-Allow-Origin"] == "*"
+    assert got["Content-Disposition"] == f'inline; filename="{task.pk}.png"'
+    etag = got["ETag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) > 10
+    content = body(got)
+
+    head = client.head(main)
+    assert head.status_code == 200
+    assert head["Content-Length"] == str(len(content))
+    assert head["Content-Type"] == "image/png"
+    assert (head["ETag"], head["Access-Control-Allow-Origin"]) == (etag, "*")
+    assert head.content == b""
+
+    cached = client.get(main, HTTP_IF_NONE_MATCH=etag)
+    assert cached.status_code == 304
+    assert cached["ETag"] == etag and cached.content == b""
+    assert client.get(main, HTTP_IF_NONE_MATCH='"something-else"').status_code == 200
+
+    split_answer = client.get(split)
+    assert split_answer["Content-Disposition"] == f'inline; filename="{task.pk}-1.png"'
+    assert split_answer["ETag"] != etag
+    assert client.head("/files/results/nothing-here/image.png").status_code == 404

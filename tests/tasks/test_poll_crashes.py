@@ -12,7 +12,7 @@ from django.conf import settings
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.billing.selectors import balance_get
 from apps.engines.models import SandboxJob
-from apps.engines.sandbox.engine import SandboxEngine
+from apps.engines.sandbox.engine import SandboxEngine, progress_at
 from apps.tasks import storage
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import (
@@ -112,7 +112,8 @@ def test_a_normal_answer_ends_the_run_of_crashes(caller, clock, sent, monkeypatc
     monkeypatch.setattr(SandboxEngine, "poll", real_poll)
     clock.advance(seconds=30)
     task = step(task.pk)
-    assert (task.status, task.progress) == (Status.IN_PROGRESS, 50)
+    assert (task.status, task.progress) == (Status.IN_PROGRESS, progress_at(30, 60))
+    assert 0 < task.progress < 100
     assert task.engine_state[POLL_CRASHES] == 0
 
     crash_polls(monkeypatch)

@@ -50,6 +50,20 @@ def _option_bool(options: Mapping[str, Any], name: str) -> bool:
     return bool(value)
 
 
+#: The steps Midjourney reports a job's progress in (its bot edits the message at these).
+PROGRESS_STEPS = (0, 8, 15, 23, 31, 39, 46, 54, 62, 70, 78, 85, 93, 96)
+
+
+def progress_at(elapsed: float, duration: float) -> int:
+    """Progress ``elapsed`` seconds into a job of ``duration`` seconds, in Midjourney's steps:
+    fourteen of them, so a client polling a few times during a job sees it move (never 100
+    before the result is there)."""
+    if duration <= 0:
+        return PROGRESS_STEPS[-1]
+    share = max(0.0, min(elapsed / duration, 1.0))
+    return PROGRESS_STEPS[min(int(share * len(PROGRESS_STEPS)), len(PROGRESS_STEPS) - 1)]
+
+
 def _fraction(task_id: str) -> float:
     digest = hashlib.sha256(f"sandbox-fail:{task_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -136,8 +150,9 @@ class SandboxEngine(Engine):
         if record.stall:
             return PollResult(status=PollResult.RUNNING, progress=STALL_PROGRESS)
         if elapsed < record.duration:
-            progress = int(elapsed / record.duration * 100) if record.duration else 99
-            return PollResult(status=PollResult.RUNNING, progress=max(0, min(progress, 99)))
+            return PollResult(
+                status=PollResult.RUNNING, progress=progress_at(elapsed, record.duration)
+            )
         if record.will_fail:
             return PollResult(
                 status=PollResult.FAILURE,

@@ -1,13 +1,26 @@
-"""The midjourney-proxy Task JSON (SPEC §6.1): every key present, ``null`` where empty."""
+"""The midjourney-proxy Task JSON (SPEC §6.1): every key present, ``null`` where empty.
+
+Fields third-party clients read and show are always filled the way the reference proxies
+(novicezk/midjourney-proxy, trueai-org/midjourney-proxy) and relays such as new-api fill them:
+``imageUrls`` is a list of ``{"url": …}`` objects, ``description`` is the command the task ran
+(``/imagine …``, ``/up <id> U1`` …), ``properties.finalZhPrompt`` is a string, and a DESCRIBE or
+SHORTEN result's prompts are in ``prompt`` and ``promptEn`` too.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from apps.tasks.enums import Status
+from apps.tasks.buttons import Button, friendly_name
+from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 
-from ..common import epoch_ms, result_image_url, result_split_urls
+from ..common import epoch_ms, result_image_url, result_split_urls, result_thumbnail_url
+
+#: Actions whose result is text (prompts), copied into ``prompt``/``promptEn`` on success.
+_TEXT_RESULT_ACTIONS = (Action.DESCRIBE, Action.SHORTEN)
+#: The proxy's short names of the grid buttons in ``/up <id> <name>``.
+_SHORT_BUTTON_NAMES = {"REROLL": "R"}
 
 
 def progress_text(task: Task) -> str:
@@ -19,12 +32,30 @@ def progress_text(task: Task) -> str:
     return f"{int(task.progress or 0)}%"
 
 
-def image_urls(task: Task) -> list[str] | None:
+def image_urls(task: Task) -> list[dict[str, str]] | None:
+    """``[{"url": …}]``: the four splits of a grid, else the single image, else ``null``."""
     splits = result_split_urls(task)
     if splits:
-        return splits
+        return [{"url": url} for url in splits]
     main = result_image_url(task)
-    return [main] if main else None
+    return [{"url": main}] if main else None
+
+
+def description_text(task: Task) -> str:
+    """The command the task ran, as the proxy describes its tasks; never empty."""
+    if task.description:
+        return task.description
+    if task.parent_id and task.custom_id:
+        name = friendly_name(Button(custom_id=task.custom_id, emoji="", label=""))
+        return f"/up {task.parent_id} {_SHORT_BUTTON_NAMES.get(name, name)}"
+    if task.action == Action.DESCRIBE:
+        return f"/describe {task.id}.png"
+    if task.action == Action.BLEND:
+        return f"/blend {task.id} {len(task.inputs or [])}"
+    if task.action == Action.SWAP_FACE:
+        return f"/swap_face {task.id}"
+    command = "/shorten" if task.action == Action.SHORTEN else "/imagine"
+    return f"{command} {task.prompt}".rstrip()
 
 
 def button_json(stored: dict[str, Any]) -> dict[str, Any]:
@@ -33,17 +64,29 @@ def button_json(stored: dict[str, Any]) -> dict[str, Any]:
     return {("customId" if key == "custom_id" else key): value for key, value in stored.items()}
 
 
+def _prompts(task: Task, properties: dict[str, Any]) -> tuple[str | None, str | None]:
+    final = properties.get("finalPrompt")
+    if task.action in _TEXT_RESULT_ACTIONS and task.status == Status.SUCCESS and final:
+        # The reference proxy copies a describe's (and shorten's) prompts into both fields;
+        # bots print ``prompt`` and would show "None".
+        return str(final), str(final)
+    return task.prompt or None, task.prompt_en or None
+
+
 def task_json(task: Task) -> dict[str, Any]:
     properties = dict(task.properties or {})
     properties.setdefault("finalPrompt", task.prompt_en or None)
+    zh_prompt = properties.get("finalZhPrompt")
+    properties["finalZhPrompt"] = zh_prompt if isinstance(zh_prompt, str) else ""
     properties["isTest"] = task.is_test
+    prompt, prompt_en = _prompts(task, properties)
     return {
         "id": task.id,
         "action": task.action,
         "status": task.status,
-        "prompt": task.prompt or None,
-        "promptEn": task.prompt_en or None,
-        "description": task.description or None,
+        "prompt": prompt,
+        "promptEn": prompt_en,
+        "description": description_text(task),
         "state": task.state,
         "submitTime": epoch_ms(task.submitted_at or task.created_at),
         "startTime": epoch_ms(task.started_at),
@@ -51,6 +94,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "progress": progress_text(task),
         "imageUrl": result_image_url(task),
         "imageUrls": image_urls(task),
+        "thumbnailUrl": result_thumbnail_url(task),
         "failReason": task.fail_reason or None,
         "errorCode": task.error_code or None,
         "mode": task.mode,

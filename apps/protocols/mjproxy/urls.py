@@ -22,6 +22,7 @@ _ROUTES: list[tuple[str, Any, str]] = [
     ("submit/shorten", views.ShortenView, "shorten"),
     ("submit/change", views.ChangeView, "change"),
     ("submit/simple-change", views.SimpleChangeView, "simple-change"),
+    ("submit/upload-discord-images", views.UploadDiscordImagesView, "upload-discord-images"),
     ("insight-face/swap", views.SwapFaceView, "swap-face"),
     ("task/<str:task_id>/fetch", views.FetchView, "fetch"),
     ("task/list-by-condition", views.ListByConditionView, "list-by-condition"),

@@ -39,6 +39,7 @@ from apps.tasks.services.inputs import ClientEcho
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.seeds import task_image_seed
 from apps.tasks.services.submit import task_submit
+from apps.tasks.services.uploads import images_upload
 
 from ..common import (
     LenientJSONParser,
@@ -48,9 +49,11 @@ from ..common import (
     logger,
     optional_text,
     state_field,
+    stored_file_url,
     string_list,
     text_field,
     with_retry_after,
+    with_tier_limit_hint,
 )
 from .actions import CHANGE_ACTIONS, SIMPLE_CHANGE_LETTERS
 from .payloads import task_json
@@ -119,7 +122,7 @@ def wire_field(field: str, index: int | None, action: str | None) -> str:
 
 def mjproxy_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     view = context.get("view")
-    exc = dialect_error(exc, wire_field)
+    exc = with_tier_limit_hint(dialect_error(exc, wire_field))
     if isinstance(exc, Http404):
         exc = NotFound("Task not found.")
     if isinstance(exc, NotFound) and getattr(view, "not_found_empty", False):
@@ -128,6 +131,9 @@ def mjproxy_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRe
         properties: dict[str, Any] = {}
         if isinstance(exc, BannedPrompt):
             properties["bannedWord"] = exc.banned_word
+        if "retry_after" in exc.details:
+            # The same hint as the native API's Retry-After, where proxy clients read it.
+            properties["retryAfter"] = exc.details["retry_after"]
         code = _service_error_code(exc)
         if code == NOT_FOUND:
             status = getattr(view, "not_found_status", 200)
@@ -188,6 +194,15 @@ def submit_answer(outcome: SubmitOutcome) -> Response:
     return Response(envelope(SUCCESS, "Submit success", task.id))
 
 
+def _refuse_remix(data: dict[str, Any]) -> None:
+    """``enableRemix: true`` asks for remix, which this server does not offer yet: say so
+    rather than run (and charge) a plain press or imagine."""
+    if data.get("enableRemix") not in (None, False, "", "false", "False", 0):
+        raise exceptions.ValidationError(
+            {"enableRemix": "Remix is not available; send the request without enableRemix."}
+        )
+
+
 def _echo(data: dict[str, Any]) -> ClientEcho:
     return ClientEcho(notify_hook=text_field(data, "notifyHook"), state=state_field(data))
 
@@ -196,7 +211,9 @@ class SubmitView(MjProxyView):
     writes = True
 
     def post(self, request: Request, **kwargs: Any) -> Response:
-        outcome = self.submit(self.body(request))
+        data = self.body(request)
+        _refuse_remix(data)
+        outcome = self.submit(data)
         return submit_answer(outcome)
 
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:  # pragma: no cover - abstract
@@ -261,6 +278,8 @@ class ModalView(SubmitView):
             task_id=text_field(data, "taskId"),
             prompt=optional_text(data, "prompt"),
             mask=optional_text(data, "maskBase64"),
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
         )
 
 
@@ -366,6 +385,20 @@ class SimpleChangeView(SubmitView):
         return _press_legacy(self, task_id=match["id"], key=key, index=index, data=data)
 
 
+class UploadDiscordImagesView(MjProxyView):
+    """``{base64Array: [data URL …]}`` → ``result``: the images' stable public URLs, to write
+    into prompts (image prompts, ``--sref``, ``--cref``). The reference proxy puts them on
+    Discord's CDN; ours are in our own storage, served like result files."""
+
+    writes = True
+
+    def post(self, request: Request, **kwargs: Any) -> Response:
+        data = self.body(request)
+        images = string_list(data, "base64Array")
+        names = images_upload(caller=caller_of(self, Protocol.MJPROXY), images=images)
+        return Response(envelope(SUCCESS, "Success", [stored_file_url(n) for n in names]))
+
+
 class FetchView(MjProxyView):
     not_found_empty = True
 
@@ -410,8 +443,16 @@ class ImageSeedView(MjProxyView):
 
     def get(self, request: Request, task_id: str, **kwargs: Any) -> Response:
         found = task_image_seed(organization=self.organization, task_id=task_id)
-        seed = str(found) if found is not None else None
-        return Response(envelope(SUCCESS, "Success", seed))
+        if found is None:
+            # A clear answer rather than success with no result: clients print the seed.
+            return Response(
+                envelope(
+                    VALIDATION_ERROR,
+                    "This task has no seed yet: it is known once the task has finished "
+                    "(or when its prompt sets --seed).",
+                )
+            )
+        return Response(envelope(SUCCESS, "Success", str(found)))
 
 
 class CancelView(MjProxyView):

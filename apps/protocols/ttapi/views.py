@@ -17,7 +17,7 @@ from rest_framework.response import Response
 
 from apps.core.api import OrganizationAPIView
 from apps.core.errors import NotFound, ServiceError
-from apps.tasks.actions import ButtonRef, ByName, BySpec, press_spec
+from apps.tasks.actions import ButtonRef, ByName, press_spec
 from apps.tasks.enums import Action, parse_mode
 from apps.tasks.errors import dialect_error, domain_label
 from apps.tasks.models import Protocol
@@ -38,6 +38,7 @@ from ..common import (
     string_list,
     text_field,
     with_retry_after,
+    with_tier_limit_hint,
 )
 from .actions import INPAINT_KEY, ttapi_names
 from .payloads import job_json
@@ -74,7 +75,7 @@ def wire_field(field: str, index: int | None, action: str | None) -> str:
 
 
 def ttapi_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    exc = dialect_error(exc, wire_field)
+    exc = with_tier_limit_hint(dialect_error(exc, wire_field))
     if isinstance(exc, Http404):
         exc = NotFound("Job not found.")
     if isinstance(exc, ServiceError):
@@ -187,6 +188,7 @@ def _press(view: TtapiView, *, button: ButtonRef, data: dict[str, Any]) -> Submi
         caller=view.caller,
         parent_id=text_field(data, "jobId"),
         button=button,
+        mode=_requested_mode(data),
         echo=_echo(data, options=True),
         modal=ModalInput(prompt=optional_text(data, "prompt"), mask=optional_text(data, "mask")),
     )
@@ -200,7 +202,9 @@ class ActionView(SubmitView):
         name = text_field(data, "action")
         if not name.strip():
             raise exceptions.ValidationError({"action": "This field is required."})
-        return _press(self, button=ByName(name, extra_names=ttapi_names), data=data)
+        return _press(
+            self, button=ByName(name, extra_names=ttapi_names, offer_extra_names=True), data=data
+        )
 
 
 class InpaintView(SubmitView):
@@ -209,7 +213,11 @@ class InpaintView(SubmitView):
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
         if not text_field(data, "mask"):
             raise exceptions.ValidationError({"mask": "This field is required."})
-        return _press(self, button=BySpec(press_spec(INPAINT_KEY)), data=data)
+        # By TTAPI's name for the button, so a job without it is told what it offers in
+        # TTAPI's names.
+        name = ttapi_names(press_spec(INPAINT_KEY), None)[0]
+        button = ByName(name, extra_names=ttapi_names, offer_extra_names=True)
+        return _press(self, button=button, data=data)
 
 
 class SeedView(TtapiView):

@@ -14,6 +14,8 @@ from rest_framework.response import Response
 from apps.core.api import native_exception_handler
 from apps.tasks.errors import dialect_error, domain_label
 
+from ..common import with_tier_limit_hint
+
 _WIRE_FIELDS = {"hook_url": "webhook_url", "task": "task_id"}
 
 
@@ -23,7 +25,7 @@ def wire_field(field: str, index: int | None, action: str | None) -> str:
 
 
 def v1_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    return native_exception_handler(dialect_error(exc, wire_field), context)
+    return native_exception_handler(with_tier_limit_hint(dialect_error(exc, wire_field)), context)
 
 
 class NativeErrorsMixin:

@@ -8,8 +8,8 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.api_keys.models import ApiKey
-from apps.core.fields import TextField
-from apps.tasks.actions import NEW_TASK_ACTIONS
+from apps.core.fields import StrictFieldsMixin, TextField
+from apps.tasks.actions import NEW_TASK_ACTIONS, action_spec
 from apps.tasks.enums import Action, ErrorCode, Mode, Status
 
 from .payloads import task_json
@@ -81,7 +81,19 @@ def _check_metadata(value: Any) -> Any:
     return value
 
 
-class TaskCreateSerializer(serializers.Serializer):
+#: What a button press refuses, and why: it would otherwise be dropped silently.
+_NOT_ON_A_PRESS = {
+    "prompt": (
+        "A button press takes no prompt (remix is not available). Two-step buttons "
+        "(CUSTOM_ZOOM, VARY_REGION, the describe/shorten prompts) take it in "
+        "POST /tasks/{id}/modal."
+    ),
+    "images": "A button press takes no images; it works on the parent's result.",
+    "dimensions": "A button press takes no dimensions (BLEND only).",
+}
+
+
+class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     action = serializers.ChoiceField(
         choices=list(NEW_TASK_ACTIONS),
         required=False,
@@ -119,14 +131,33 @@ class TaskCreateSerializer(serializers.Serializer):
             for field in ("parent", "button"):
                 if not attrs.get(field):
                     raise serializers.ValidationError({field: "This field is required."})
+            for field, message in _NOT_ON_A_PRESS.items():
+                if field in attrs:
+                    raise serializers.ValidationError({field: message})
         elif "action" not in attrs:
             raise serializers.ValidationError(
                 {"action": "Give an action, or parent and button for a follow-up."}
             )
+        else:
+            _check_inputs_taken(attrs)
         return attrs
 
 
-class TaskModalSerializer(serializers.Serializer):
+def _check_inputs_taken(attrs: dict[str, Any]) -> None:
+    """A field the action does not take is an error naming it, never dropped."""
+    action = attrs["action"]
+    inputs = action_spec(action).inputs
+    if inputs is None:  # pragma: no cover - every action a client may start has its inputs
+        return
+    if attrs.get("prompt") and not inputs.prompt:
+        raise serializers.ValidationError({"prompt": f"{action} takes no prompt."})
+    if attrs.get("images") and not inputs.max_images:
+        raise serializers.ValidationError({"images": f"{action} takes no images."})
+    if "dimensions" in attrs and not inputs.dimensions:
+        raise serializers.ValidationError({"dimensions": f"{action} takes no dimensions."})
+
+
+class TaskModalSerializer(StrictFieldsMixin, serializers.Serializer):
     prompt = TextField(required=False, allow_blank=True, trim_whitespace=False)
     mask = serializers.CharField(
         required=False, help_text="Vary (Region): the area to change, white on black (data URL)."
@@ -143,11 +174,35 @@ class TaskListQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=100)
 
 
+class PermissionsSerializer(StrictFieldsMixin, serializers.Serializer):
+    """``permissions``: the same flags as the top-level fields, grouped; unknown ones refused."""
+
+    midjourney = serializers.BooleanField(required=False)
+    read_only = serializers.BooleanField(required=False)  # type: ignore[assignment]
+    billing_read = serializers.BooleanField(required=False)
+
+
+def merge_permissions(serializer: serializers.Serializer, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Fold ``permissions`` into the top-level flags; the same flag given twice must agree."""
+    grouped = attrs.pop("permissions", None) or {}
+    sent = serializer.initial_data if isinstance(serializer.initial_data, dict) else {}
+    for name, value in grouped.items():
+        if name in sent and attrs.get(name) != value:
+            raise serializers.ValidationError(
+                {"permissions": f"'{name}' is given twice with different values."}
+            )
+        attrs[name] = value
+    return attrs
+
+
 class ApiKeySerializer(serializers.ModelSerializer):
     midjourney = serializers.BooleanField(source="can_midjourney")
     billing_read = serializers.BooleanField(source="can_read_billing")
     allowed_ips = serializers.ListField(child=serializers.CharField())
     active = serializers.BooleanField(source="is_active")
+    permissions = serializers.SerializerMethodField(
+        help_text="`midjourney`, `read_only`, `billing_read`, as the top-level fields."
+    )
 
     class Meta:
         model = ApiKey
@@ -165,8 +220,16 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "last_used_at",
             "created_at",
             "active",
+            "permissions",
         )
         read_only_fields: tuple[str, ...] = fields
+
+    def get_permissions(self, obj: ApiKey) -> dict[str, bool]:
+        return {
+            "midjourney": obj.can_midjourney,
+            "read_only": obj.read_only,
+            "billing_read": obj.can_read_billing,
+        }
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):
@@ -180,7 +243,7 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
         return str(self.context["secret"])
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     name = serializers.CharField(max_length=100)
     is_test = serializers.BooleanField(default=False)
     midjourney = serializers.BooleanField(default=True)
@@ -198,9 +261,15 @@ class ApiKeyCreateSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Left out or `null`: the calling key's expiry (none if it has none).",
     )
+    permissions = PermissionsSerializer(
+        required=False, help_text="The flags grouped: `{midjourney, read_only, billing_read}`."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return merge_permissions(self, attrs)
 
 
-class ApiKeyUpdateSerializer(serializers.Serializer):
+class ApiKeyUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
     """Fields left out stay as they are; ``null`` clears the allow-list or the expiry."""
 
     name = serializers.CharField(max_length=100, required=False)
@@ -217,3 +286,9 @@ class ApiKeyUpdateSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="`null`: the key never expires."
     )
+    permissions = PermissionsSerializer(
+        required=False, help_text="The flags grouped: `{midjourney, read_only, billing_read}`."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return merge_permissions(self, attrs)

@@ -197,6 +197,8 @@ class TaskModalView(NativeErrorsMixin, OrganizationAPIView):
         responses={200: TaskSerializer, **_errors(400, 401, 402, 403, 404, 409, 413, 422, 429)},
     )
     def post(self, request: Request, task_id: str) -> Response:
+        # Another organization's task answers like a missing one, whatever the body says.
+        task_get(organization=self.organization, task_id=task_id)
         body = TaskModalSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         outcome = task_submit_modal(

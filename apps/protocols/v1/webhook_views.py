@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.api import OrganizationAPIView
+from apps.core.fields import StrictFieldsMixin
 from apps.webhooks import clock
 from apps.webhooks.models import (
     SUBSCRIBABLE_EVENT_TYPES,
@@ -99,7 +100,7 @@ class EndpointCreatedSerializer(EndpointSerializer):
         return secret
 
 
-class EndpointWriteSerializer(serializers.Serializer):
+class EndpointWriteSerializer(StrictFieldsMixin, serializers.Serializer):
     # Only the shape is checked here; the URL guard and event names are the service's job.
     url = serializers.CharField(max_length=2048, trim_whitespace=True)
     description = serializers.CharField(max_length=200, required=False, allow_blank=True)
@@ -108,7 +109,21 @@ class EndpointWriteSerializer(serializers.Serializer):
         required=False,
         help_text=f"Empty means all. Known: {', '.join(SUBSCRIBABLE_EVENT_TYPES)}.",
     )
+    events = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        help_text="Another name for `event_types` (give one of the two).",
+    )
     is_enabled = serializers.BooleanField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "events" in attrs:
+            if "event_types" in attrs:
+                raise serializers.ValidationError(
+                    {"events": "Give event_types or events, not both."}
+                )
+            attrs["event_types"] = attrs.pop("events")
+        return attrs
 
 
 class EndpointUpdateSerializer(EndpointWriteSerializer):

@@ -65,9 +65,19 @@ def check_banned(text: str) -> None:
         raise BannedPrompt(word)
 
 
-def parse_checked(prompt: str) -> prompts.ParsedPrompt:
-    """Parse a prompt and refuse a banned word anywhere in it."""
+def parse_checked(prompt: str, *, allow_zoom: bool = False) -> prompts.ParsedPrompt:
+    """Parse a prompt and refuse a banned word anywhere in it.
+
+    ``--zoom`` belongs to Custom Zoom's second step only (``allow_zoom``): on any other prompt
+    Midjourney would not zoom, so it is refused rather than passed along and charged.
+    """
     parsed = prompts.parse_prompt(prompt, max_length=MAX_PROMPT_LENGTH)
+    if not allow_zoom and parsed.has("zoom"):
+        raise ValidationFailed(
+            "--zoom works only with Custom Zoom (press it on an upscaled image); remove it "
+            "from this prompt.",
+            details={"parameter": "--zoom"},
+        )
     # The whole prompt, parameters included: a banned word hidden in --no is still banned.
     check_banned(parsed.clean_prompt)
     return parsed

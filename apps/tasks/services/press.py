@@ -90,7 +90,10 @@ def _chosen(available: list[Button], *, custom_id: str | None, button: ButtonRef
     """The id of the parent's button the caller designates."""
     if isinstance(button, ByName):
         return resolve_alias(
-            button.name, available=available, extra_names=button.extra_names
+            button.name,
+            available=available,
+            extra_names=button.extra_names,
+            offer_extra_names=button.offer_extra_names,
         ).custom_id
     if isinstance(button, BySpec):
         found = find_button(available, press=button.press, index=button.index)
@@ -207,7 +210,7 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
     if step == ModalStep.ZOOM and text.strip().startswith("--") and task.parent is not None:
         # Clients often send just "--zoom 1.5": the description stays the parent's.
         text = f"{task.parent.prompt_en} {text.strip()}"
-    parsed = parse_checked(text)
+    parsed = parse_checked(text, allow_zoom=step == ModalStep.ZOOM)
     if parsed.mode_flag is not None and parsed.mode_flag != task.mode:
         raise InputError(
             f"Follow-ups run in the parent's mode ({task.mode}); the prompt asks for "
@@ -253,6 +256,32 @@ def _apply(task: Task, step: _SecondStep) -> None:
     task.properties = {**(task.properties or {}), **step.properties}
 
 
+def _refuse_second_step(press: PressSpec, modal: ModalInput | None) -> None:
+    """A one-step button takes neither a prompt nor a mask: refuse them, never drop them."""
+    if modal is None:
+        return
+    if modal.prompt not in (None, ""):
+        kind = "a variation" if press.action == Action.VARIATION else "this button"
+        raise InputError(
+            f"Remix is not available: {kind} takes no {FIELD}. Send the press without it, or "
+            f"start a new task with the changed prompt.",
+            field="prompt",
+        )
+    if modal.mask not in (None, ""):
+        raise InputError(f"This button takes no {FIELD}; only Vary (Region) does.", field="mask")
+
+
+def _check_modal_mode(task: Task, *, mode: str | None, path_mode: str | None) -> None:
+    """A second step asked for in another mode (``/mj-fast/…/modal`` on a RELAX task)."""
+    requested = mode if mode not in (None, "") else path_mode
+    if requested not in (None, "") and parse_mode(requested) != task.mode:
+        raise InputError(
+            f"This task runs in {task.mode} mode; {requested} was requested.",
+            field="mode",
+            details={"task_mode": task.mode},
+        )
+
+
 # --- the services ----------------------------------------------------------------------------
 
 
@@ -271,7 +300,9 @@ def task_press(
 
     A two-step button waits in MODAL for ``task_submit_modal`` — unless ``modal`` carries the
     second step, when the task is validated in full and accepted in one transaction (a
-    rejected mask or prompt leaves no task). ``modal`` is ignored for one-step buttons.
+    rejected mask or prompt leaves no task). A one-step button given a prompt or a mask is
+    refused (remix is not available): the caller would otherwise pay for something else than
+    what it asked for.
     """
     echo = echo or ClientEcho()
     notify_hook = check_hook(echo.notify_hook)
@@ -288,6 +319,7 @@ def task_press(
         caller, parent, pressed, press, state=state, notify_hook=notify_hook, echo=echo
     )
     if press.modal is None:
+        _refuse_second_step(press, modal)
         return create_and_accept(task, input_files=[])
     task.prompt_en = _starting_prompt(parent, press, pressed.index)
     task.properties = {"finalPrompt": task.prompt_en}
@@ -309,12 +341,19 @@ def task_submit_modal(
     task_id: str,
     prompt: str | None = None,
     mask: Any = None,
+    mode: str | None = None,
+    path_mode: str | None = None,
 ) -> SubmitOutcome:
-    """Second step of a MODAL task: the mask (vary region) or the prompt (custom zoom …)."""
+    """Second step of a MODAL task: the mask (vary region) or the prompt (custom zoom …).
+
+    ``mode``/``path_mode``, when given, must be the task's own mode (it was fixed at the
+    press); a different one is an error rather than ignored.
+    """
     task = task_get(organization=caller.organization, task_id=task_id)
     if task.status != Status.MODAL:
         raise InputError(f"The task is {task.status}, not waiting for input.", field="task")
     _check_same_kind(caller, task, field="task")
+    _check_modal_mode(task, mode=mode, path_mode=path_mode)
     step = _second_step(task, prompt=prompt, mask=mask)
     now = timezone.now()
     try:

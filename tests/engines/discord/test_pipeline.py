@@ -79,7 +79,10 @@ def test_every_action_through_the_mjproxy_dialect(api: APIClient, fake_discord: 
     assert submitted.json()["code"] == 1, submitted.json()
     grid = mj_fetch(api, submitted.json()["result"])
     assert grid["progress"] == "100%"
-    assert all(downloadable(url) for url in [grid["imageUrl"], *grid["imageUrls"]])
+    assert all(
+        downloadable(url)
+        for url in [grid["imageUrl"], *(item["url"] for item in grid["imageUrls"])]
+    )
     assert len(grid["imageUrls"]) == 4
 
     upscaled = _press(api, grid, "U1")
