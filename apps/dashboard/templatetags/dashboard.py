@@ -70,6 +70,11 @@ def file_url(name: str | None) -> str | None:
 
 
 @register.filter
+def task_cost(task: Any) -> presenters.Cost:
+    return presenters.task_cost(task)
+
+
+@register.filter
 def percent(part: Any, whole: Any) -> int:
     try:
         return max(0, min(100, round(100 * int(part) / int(whole))))
