@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,3 +241,116 @@ def spend_chart(days: list[DaySpend], *, width: int = 720, height: int = 200) ->
         first_day=days[0].day.strftime("%b %d") if days else "",
         last_day=days[-1].day.strftime("%b %d") if days else "",
     )
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One webhook delivery attempt as the log shows it."""
+
+    delivery: Any
+    label: str
+    tone: str
+    #: The error, unless it only repeats the status code shown next to the state.
+    error: str
+    can_resend: bool
+    next_attempt_at: Any
+    request_body: str
+
+
+def delivery_row(delivery: Any) -> DeliveryRow:
+    event = delivery.event
+    state = delivery.state
+    label = str(delivery.get_state_display())
+    tone = {"succeeded": "ok", "pending": "info", "superseded": "neutral"}.get(state, "bad")
+    if state == "failed":
+        # A failed attempt's retry is its own row; say what became of the message.
+        if event.state == "succeeded":
+            label, tone = "Failed (delivered later)", "neutral"
+        elif event.state == "dead":
+            label = "Failed (gave up)"
+        else:
+            label = "Failed (retry scheduled)"
+    error = delivery.error or ""
+    if delivery.status_code and error.strip() == f"HTTP {delivery.status_code}":
+        error = ""
+    elif delivery.status_code and error.startswith(f"HTTP {delivery.status_code}: "):
+        error = error[len(f"HTTP {delivery.status_code}: ") :]
+    try:
+        body = json.dumps(json.loads(event.body), indent=2, ensure_ascii=False)
+    except ValueError:
+        body = event.body
+    return DeliveryRow(
+        delivery=delivery,
+        label=label,
+        tone=tone,
+        error=error,
+        can_resend=state != "pending",
+        next_attempt_at=delivery.next_attempt_at if state == "pending" else None,
+        request_body=body,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One line of the ledger as a person reads it: a task, or a single movement."""
+
+    when: Any
+    title: str
+    note: str
+    amount: int
+    balance_after: int
+    task_id: str | None
+    entries: list[Any]
+
+
+def _task_outcome(kinds: set[str]) -> str:
+    if "refund" in kinds:
+        return "refunded"
+    if "capture" in kinds:
+        return "charged"
+    if "release" in kinds:
+        return "not charged"
+    return "held while it runs"
+
+
+def ledger_lines(page: Any, task_entries: dict[str, list[Any]]) -> list[LedgerLine]:
+    """The page's entries, one line per task (its hold, capture or release and refunds folded
+    together, newest first, at the place of its newest entry) and one per other movement."""
+    lines: list[LedgerLine] = []
+    seen: set[str] = set()
+    for entry in page:
+        if not entry.task_id:
+            lines.append(
+                LedgerLine(
+                    when=entry.created_at,
+                    title=str(entry.get_kind_display()),
+                    note=entry.reason,
+                    amount=entry.delta_available,
+                    balance_after=entry.available_after,
+                    task_id=None,
+                    entries=[entry],
+                )
+            )
+            continue
+        task_id = str(entry.task_id)
+        if task_id in seen:
+            continue
+        seen.add(task_id)
+        entries = task_entries.get(task_id) or [entry]
+        task = entries[0].task
+        parts = [str(task.get_action_display()), task.mode.lower()]
+        if task.params and task.params.get("index"):
+            parts[0] = f"{parts[0]} {task.params['index']}"
+        latest = max(entries, key=lambda e: e.pk)
+        lines.append(
+            LedgerLine(
+                when=latest.created_at,
+                title=" · ".join(parts),
+                note=_task_outcome({e.kind for e in entries}),
+                amount=sum(e.delta_available for e in entries),
+                balance_after=latest.available_after,
+                task_id=task_id,
+                entries=entries,
+            )
+        )
+    return lines

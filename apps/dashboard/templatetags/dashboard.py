@@ -27,6 +27,15 @@ def tokens(value: Any) -> str:
 
 
 @register.filter
+def abs_tokens(value: Any) -> str:
+    """-14000 → "14,000" (the sign is shown apart, as a real minus)."""
+    try:
+        return f"{abs(int(value)):,}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
 def cny(value: Any) -> str:
     """Tokens as yuan (35,000 tokens = 1 CNY)."""
     try:

@@ -30,6 +30,8 @@ from apps.billing.stripe_service import (
 )
 from apps.core.errors import NotFound, ServiceError
 
+from .. import presenters
+from ..selectors import ledger_entries_of_tasks
 from ..tenancy import can, dashboard_view, organization_of
 
 LEDGER_PAGE_SIZE = 25
@@ -71,6 +73,11 @@ def index(request: HttpRequest) -> HttpResponse:
     ledger = Paginator(ledger_list(organization=organization), LEDGER_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
+    task_ids = sorted({str(e.task_id) for e in ledger if e.task_id})
+    lines = presenters.ledger_lines(
+        ledger,
+        ledger_entries_of_tasks(organization=organization, task_ids=task_ids),
+    )
     plan = plan_get(organization=organization)
     return render(
         request,
@@ -82,6 +89,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "packages": list(package_list_active()),
             "prices": price_table_get(organization=organization),
             "ledger": ledger,
+            "ledger_lines": lines,
             "payments_enabled": payments_enabled(),
             "payments_unavailable": PAYMENTS_UNAVAILABLE,
             "can_buy": can(request, Capability.MANAGE_BILLING),
