@@ -108,14 +108,15 @@ def _describe_button(button: Button) -> ButtonView:
     text = " ".join(part for part in (button.emoji, button.label) if part) or name
     icon = button_icon(button.emoji) if button.emoji else None
     label = button.label if (button.label or icon) else text
-    shown = {"emoji": button.emoji, "icon": icon, "label": label}
     pressed = resolve_button(button)
     press = pressed.press if pressed is not None else None
     if press is None:  # an upstream's own button: shown as it is
-        return ButtonView(button.custom_id, text, button.label or name, "other", False, **shown)
-    title = press.shown_title(pressed.index if pressed else None, button.label or name)
+        title, group, modal = button.label or name, "other", False
+    else:
+        title = press.shown_title(pressed.index if pressed else None, button.label or name)
+        group, modal = press.group, press.modal is not None
     return ButtonView(
-        button.custom_id, text, title, press.group, press.modal is not None, **shown
+        button.custom_id, text, title, group, modal, emoji=button.emoji, icon=icon, label=label
     )
 
 

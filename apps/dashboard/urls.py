@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import billing, keys, orgs, overview, tasks, team, webhooks
+from .views import billing, keys, mailbox, orgs, overview, tasks, team, webhooks
 
 app_name = "dashboard"
 
@@ -55,4 +55,6 @@ urlpatterns = [
     path("invitations/<str:token>/", team.invitation_open, name="invitation"),
     path("orgs/switch/", orgs.switch, name="organization-switch"),
     path("orgs/new/", orgs.new, name="organization-new"),
+    # Development settings only (MAILBOX_DIR); a 404 everywhere else.
+    path("dev/mailbox/", mailbox.index, name="mailbox"),
 ]

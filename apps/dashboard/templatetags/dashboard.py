@@ -12,6 +12,7 @@ from apps.accounts.selectors import organization_list_for_user
 from apps.tasks.enums import Action
 
 from .. import presenters
+from ..mailbox import mailbox_dir
 from ..tenancy import current_membership
 
 register = template.Library()
@@ -110,3 +111,9 @@ def allowed(context: dict[str, Any], capability: str) -> bool:
     request = context.get("request")
     membership = current_membership(request) if request is not None else None
     return membership is not None and role_allows(membership.role, Capability(capability))
+
+
+@register.simple_tag
+def mailbox_enabled() -> bool:
+    """Whether this is a development server with the local mailbox."""
+    return mailbox_dir() is not None

@@ -78,7 +78,7 @@ def developer_examples(request: HttpRequest, key: str = EXAMPLE_KEY) -> dict[str
                 f"curl -s {base}/api/v1/tasks \\\n"
                 f"  -H 'Authorization: Bearer {key}' \\\n"
                 "  -H 'Content-Type: application/json' \\\n"
-                f"  -d '{{\"action\": \"IMAGINE\", \"prompt\": \"a lighthouse at dawn\"}}'",
+                f'  -d \'{{"action": "IMAGINE", "prompt": "a lighthouse at dawn"}}\'',
             ),
             (
                 "midjourney-proxy",
@@ -111,9 +111,7 @@ def _page(
             "keys": list(api_key_list(organization=organization_of(request))),
             "form": form,
             "issued": issued,
-            "examples": developer_examples(
-                request, issued["plaintext"] if issued else EXAMPLE_KEY
-            ),
+            "examples": developer_examples(request, issued["plaintext"] if issued else EXAMPLE_KEY),
             "nav": "keys",
         },
         status=status,

@@ -149,7 +149,12 @@ def _feed_card(request: HttpRequest, task: Task) -> HttpResponse:
 
 
 def _modal(
-    request: HttpRequest, task: Task, *, error: str = "", typed: str | None = None, status: int = 200
+    request: HttpRequest,
+    task: Task,
+    *,
+    error: str = "",
+    typed: str | None = None,
+    status: int = 200,
 ) -> HttpResponse:
     context = {
         "task": task,

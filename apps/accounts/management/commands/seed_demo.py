@@ -7,6 +7,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.demo import demo_seed
 
+#: The banner's copy in the var folder, for scripts/devrun.py.
+BANNER_FILE = "demo-banner.txt"
+
 
 class Command(BaseCommand):
     help = "Create (or refresh) the demo operator, tenant, API keys and sandbox upstream."
@@ -30,9 +33,19 @@ class Command(BaseCommand):
             f"  Live API key:   {seed.live_key}",
             f"  Test API key:   {seed.test_key}",
             f"  API docs:       {base}/api/docs/",
+            *(
+                [f"  Mailbox:        {base}/dev/mailbox/  (sign-up and reset mails land here)"]
+                if getattr(settings, "MAILBOX_DIR", None)
+                else []
+            ),
             "",
             "  Try:",
             f"    curl -s -H 'mj-api-secret: {seed.live_key}' {base}/api/v1/balance",
             "",
         ]
-        self.stdout.write("\n".join(lines))
+        banner = "\n".join(lines)
+        self.stdout.write(banner)
+        # scripts/devrun.py prints it again once every process is up, below their start-up
+        # output, where it would otherwise scroll away.
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        (settings.VAR_DIR / BANNER_FILE).write_text(banner + "\n", encoding="utf-8")
