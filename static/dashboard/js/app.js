@@ -305,7 +305,24 @@
     });
   }
 
+  // A table wider than its box scrolls inside it: keyboard users must be able to reach it.
+  function scrollableTables(root) {
+    within(root, ".table-wrap").forEach(function (wrap) {
+      if (wrap.scrollWidth > wrap.clientWidth + 1) {
+        wrap.setAttribute("tabindex", "0");
+        wrap.setAttribute("role", "region");
+        if (!wrap.hasAttribute("aria-label")) {
+          var section = wrap.closest("section");
+          var heading = section ? $("h2, h3", section) : null;
+          wrap.setAttribute("aria-label", heading ? heading.textContent.trim() : "Table");
+        }
+      }
+    });
+  }
+  window.addEventListener("resize", function () { scrollableTables(document); });
+
   function init(root) {
+    scrollableTables(root);
     within(root, "form[data-create-form]").forEach(syncCreateForm);
     within(root, "[data-mask-editor]").forEach(initMaskEditor);
     openDialogs(root);
