@@ -150,8 +150,13 @@ def task_images(task: Task) -> dict[str, Any]:
         "download": download_name(task, "grid" if result.get("is_grid") else ""),
         "thumb": file_url(result.get("thumb")) or file_url(result.get("image")),
         "splits": splits,
+        "download_url": reverse("dashboard:task-download", args=[task.pk, "image"]),
         "split_downloads": [
-            (url, download_name(task, str(n))) for n, url in enumerate(splits, start=1)
+            (
+                reverse("dashboard:task-download", args=[task.pk, str(n)]),
+                download_name(task, str(n)),
+            )
+            for n in range(1, len(splits) + 1)
         ],
         "is_grid": bool(result.get("is_grid")),
         "width": result.get("width"),

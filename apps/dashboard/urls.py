@@ -11,6 +11,7 @@ urlpatterns = [
     path("tasks/", tasks.history, name="history"),
     path("tasks/<str:task_id>/", tasks.detail, name="task-detail"),
     path("tasks/<str:task_id>/card/", tasks.card, name="task-card"),
+    path("tasks/<str:task_id>/download/<str:part>/", tasks.download, name="task-download"),
     path("tasks/<str:task_id>/action/", tasks.action, name="task-action"),
     path("tasks/<str:task_id>/input/", tasks.task_input, name="task-input"),
     path("tasks/<str:task_id>/cancel/", tasks.cancel, name="task-cancel"),

@@ -80,6 +80,14 @@ def file_url(name: str | None) -> str | None:
 
 
 @register.filter
+def index(items: Any, position: int) -> Any:
+    try:
+        return items[position]
+    except (IndexError, KeyError, TypeError):
+        return None
+
+
+@register.filter
 def task_cost(task: Any) -> presenters.Cost:
     return presenters.task_cost(task)
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -417,3 +418,26 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
             "nav": "history",
         },
     )
+
+
+@require_GET
+@dashboard_view()
+def download(request: HttpRequest, task_id: str, part: str) -> FileResponse:
+    """A result file as an attachment named after the task (``image`` or a split 1-4); the
+    public file URL would be saved as ``image.png``."""
+    task = task_get(organization=organization_of(request), task_id=task_id)
+    result = task.result or {}
+    if part == "image":
+        name, label = result.get("image"), ("grid" if result.get("is_grid") else "")
+    else:
+        splits = result.get("splits") or []
+        index = int(part) if part.isdigit() else 0
+        name = splits[index - 1] if 1 <= index <= len(splits) else None
+        label = str(index)
+    if not name:
+        raise Http404("This task has no such file.")
+    try:
+        handle = default_storage.open(name, "rb")
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise Http404("This file is gone.") from exc
+    return FileResponse(handle, as_attachment=True, filename=presenters.download_name(task, label))
