@@ -10,6 +10,7 @@ from django import forms
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -422,7 +423,7 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
 
 @require_GET
 @dashboard_view()
-def download(request: HttpRequest, task_id: str, part: str) -> FileResponse:
+def download(request: HttpRequest, task_id: str, part: str) -> HttpResponseBase:
     """A result file as an attachment named after the task (``image`` or a split 1-4); the
     public file URL would be saved as ``image.png``."""
     task = task_get(organization=organization_of(request), task_id=task_id)
