@@ -74,7 +74,6 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "created_at",
         "organization",
         "kind",
-        "amount_display",
         "available_delta",
         "held_delta",
         "available_after_display",

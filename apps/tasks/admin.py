@@ -80,6 +80,7 @@ class TaskAdmin(admin.ModelAdmin):
         "tokens",
         "created_at",
     )
+    list_display_links = ("thumbnail", "id")
     list_filter = ("status", "mode", "action", EngineFilter, "is_test", "upstream_account")
     search_fields = ("=id", "prompt", "organization__name", "=upstream_job_id")
     list_select_related = ("organization", "upstream_account")
