@@ -44,6 +44,7 @@ urlpatterns = [
     path("billing/", billing.index, name="billing"),
     path("billing/buy/", billing.buy, name="billing-buy"),
     path("billing/upgrade/", billing.upgrade, name="billing-upgrade"),
+    path("billing/portal/", billing.portal, name="billing-portal"),
     path("team/", team.index, name="team"),
     path("team/invite/", team.invite, name="team-invite"),
     path(

@@ -251,3 +251,56 @@ def test_feed_empty_state_shows_until_the_first_card(
     expect(page.locator("#task-feed article.task-card")).to_have_count(1)
     expect(page.get_by_test_id("feed-empty")).to_be_hidden()
     assert Task.objects.filter(status=Status.SUCCESS).count() == 1
+
+
+def test_plans_show_their_price_and_change_through_stripe(
+    live_server: Any, new_page: Callable[[], Any], settings: Any
+) -> None:
+    from django.core.cache import cache
+    from playwright.sync_api import expect
+
+    from apps.accounts.models import MembershipTier
+    from tests.billing.stripe_fakes import FakeStripe
+
+    base = live_server.url
+    fake = FakeStripe(prices={"price_vip": (9_900, "cny", "month")}).start()
+    settings.STRIPE_SECRET_KEY = "sk_test_fake"
+    settings.STRIPE_API_BASE = fake.url
+    settings.STRIPE_MAX_NETWORK_RETRIES = 0
+    cache.clear()
+    try:
+        MembershipTier.objects.filter(code="VIP").update(stripe_price_id="price_vip")
+        tenant = seed_tenant()
+        page = new_page()
+        for host in ("https://checkout.stripe.test/**", "https://billing.stripe.test/**"):
+            page.route(
+                host,
+                lambda route: route.fulfill(
+                    status=200,
+                    content_type="text/html",
+                    body="<title>Stripe</title><h1>Stripe</h1>",
+                ),
+            )
+        sign_in(page, base, tenant.user.email, then="/billing/")
+        vip = page.locator("[data-tier=VIP]")
+        expect(vip.get_by_test_id("tier-price")).to_have_text("99.00 CNY / month")
+        expect(page.locator("[data-tier=FREE]").get_by_test_id("tier-price")).to_have_text("Free")
+        fits(page, "i16-billing-plans")
+        vip.get_by_role("button", name="Upgrade to VIP").click()
+        page.wait_for_url(re.compile(r"^https://checkout\.stripe\.test/"))
+        assert fake.requests[-1].form["line_items[0][price]"] == "price_vip"
+        # Subscribed: the plan changes (up, down, cancel) in Stripe's customer portal.
+        organization = tenant.organization
+        organization.stripe_customer_id = "cus_test_1"
+        organization.tier = MembershipTier.objects.get(code="VIP")
+        organization.save(update_fields=["stripe_customer_id", "tier"])
+        page.goto(f"{base}/billing/")
+        expect(page.get_by_role("button", name=re.compile("^Upgrade to"))).to_have_count(0)
+        page.locator("[data-tier=FREE]").get_by_role(
+            "button", name="Switch to Free in Stripe"
+        ).click()
+        page.wait_for_url(re.compile(r"^https://billing\.stripe\.test/p/session/"))
+        assert fake.requests[-1].form["customer"] == "cus_test_1"
+    finally:
+        fake.stop()
+        cache.clear()

@@ -24,9 +24,11 @@ from apps.billing.selectors import (
 )
 from apps.billing.stripe_service import (
     PAYMENTS_UNAVAILABLE,
+    billing_portal_create,
     checkout_create,
     payments_enabled,
     subscription_checkout_create,
+    tier_prices,
 )
 from apps.core.errors import NotFound, ServiceError
 
@@ -79,13 +81,21 @@ def index(request: HttpRequest) -> HttpResponse:
         ledger_entries_of_tasks(organization=organization, task_ids=task_ids),
     )
     plan = plan_get(organization=organization)
+    tiers = list(tier_list())
+    current = next((t for t in tiers if t.code == plan.code), None)
     return render(
         request,
         "dashboard/billing.html",
         {
             "balance": balance_get(organization=organization),
             "plan": plan,
-            "tiers": list(tier_list()),
+            "tiers": tiers,
+            "tier_prices": tier_prices(tiers=tiers),
+            # A paying subscriber changes or cancels the plan in Stripe's customer portal (a
+            # second Checkout would start a second subscription).
+            "subscribed": bool(
+                organization.stripe_customer_id and current and current.stripe_price_id
+            ),
             "packages": list(package_list_active()),
             "prices": price_table_get(organization=organization),
             "ledger": ledger,
@@ -129,3 +139,19 @@ def upgrade(request: HttpRequest) -> HttpResponse:
             user=request.user,  # type: ignore[arg-type]
         ),
     )
+
+
+@require_POST
+@dashboard_view(Capability.MANAGE_BILLING)
+def portal(request: HttpRequest) -> HttpResponse:
+    """Upgrade, downgrade or cancel the subscription in Stripe's customer portal."""
+    try:
+        url = billing_portal_create(
+            organization=organization_of(request),
+            user=request.user,  # type: ignore[arg-type]
+            return_url=request.build_absolute_uri(reverse("dashboard:billing")),
+        )
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("dashboard:billing")
+    return redirect(url)
