@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core import views as core_views
+from apps.protocols.openapi_dialects import ALL_DIALECTS_SETTINGS
 from apps.tasks import views as task_views
 
 urlpatterns = [
@@ -19,7 +20,13 @@ urlpatterns = [
     path("midjourney/v1/", include("apps.protocols.ttapi.urls")),
     path("billing/", include("apps.billing.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The native schema plus the midjourney-proxy and TTAPI routes: what the docs page shows.
+    path(
+        "api/schema/all/",
+        SpectacularAPIView.as_view(custom_settings=ALL_DIALECTS_SETTINGS),
+        name="schema-all",
+    ),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema-all"), name="api-docs"),
     path("accounts/", include("allauth.urls")),
     path("engines/", include("apps.tasks.urls")),
     path(settings.ADMIN_URL, admin.site.urls),

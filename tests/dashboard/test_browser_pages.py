@@ -304,3 +304,26 @@ def test_plans_show_their_price_and_change_through_stripe(
     finally:
         fake.stop()
         cache.clear()
+
+
+def test_api_docs_show_all_three_dialects_and_lead_back(
+    live_server: Any, new_page: Callable[[], Any]
+) -> None:
+    from playwright.sync_api import expect
+
+    base = live_server.url
+    tenant = seed_tenant()
+    page = new_page()
+    sign_in(page, base, tenant.user.email)
+    page.get_by_role("link", name="API docs").first.click()
+    page.wait_for_url(f"{base}/api/docs/")
+    for tag in ("v1", "midjourney-proxy", "TTAPI"):
+        expect(page.locator(f"#operations-tag-{tag}")).to_be_visible()
+    expect(page.get_by_text("/mj/submit/imagine", exact=True)).to_be_visible()
+    expect(page.get_by_text("/midjourney/v1/imagine", exact=True)).to_be_visible()
+    fits(page, "i16-api-docs")
+    back = page.get_by_role("link", name="Back to the dashboard")
+    expect(back).to_have_attribute("href", "/")
+    expect(page.get_by_role("link", name=re.compile("^Your API keys"))).to_have_attribute(
+        "href", "/keys/"
+    )
