@@ -198,7 +198,7 @@ _RESPONSES = {
 def _operation(
     tag: str, method: str, summary: str, body: dict[str, Any], required: list[str], answer: str
 ) -> dict[str, Any]:
-    security = (
+    security: list[dict[str, list[str]]] = (
         [{"mjApiSecret": []}, {"bearerKey": []}, {"ttApiKey": []}]
         if tag == MJPROXY_TAG
         else [{"ttApiKey": []}, {"bearerKey": []}, {"mjApiSecret": []}]
