@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -47,5 +49,7 @@ class Command(BaseCommand):
         self.stdout.write(banner)
         # scripts/devrun.py prints it again once every process is up, below their start-up
         # output, where it would otherwise scroll away.
-        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-        (settings.VAR_DIR / BANNER_FILE).write_text(banner + "\n", encoding="utf-8")
+        path = Path(settings.VAR_DIR) / BANNER_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(banner + "\n", encoding="utf-8")
+        os.chmod(path, 0o600)  # it holds the demo keys, like var/demo-keys.json
