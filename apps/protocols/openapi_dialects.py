@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 MJPROXY_TAG = "midjourney-proxy"
 TTAPI_TAG = "TTAPI"
 
@@ -270,12 +272,19 @@ def add_dialects(
 
 
 #: drf-spectacular settings of ``/api/schema/all/``: all three dialects, linked to the dashboard.
+_BASE = settings.PUBLIC_BASE_URL
 ALL_DIALECTS_SETTINGS: dict[str, Any] = {
     "DESCRIPTION": (
         "Midjourney-style image generation in three dialects over one key: the native v1 API "
         "(`/api/v1/…`), a midjourney-proxy compatible API (`/mj/…`) and a TTAPI compatible API "
         "(`/midjourney/v1/…`). Send the key as `Authorization: Bearer …`, `mj-api-secret` or "
         "`TT-API-KEY`; test keys (`mjg_test_…`) are free.\n\n"
+        "```\n"
+        f"curl -s {_BASE}/mj/submit/imagine -H 'mj-api-secret: mjg_live_…' \\\n"
+        "  -H 'Content-Type: application/json' -d '{\"prompt\": \"a lighthouse at dawn\"}'\n"
+        f"curl -s {_BASE}/midjourney/v1/imagine -H 'TT-API-KEY: mjg_live_…' \\\n"
+        "  -H 'Content-Type: application/json' -d '{\"prompt\": \"a lighthouse at dawn\"}'\n"
+        "```\n\n"
         "[Back to the dashboard](/) · [Your API keys, base URLs and curl examples](/keys/)"
     ),
     "POSTPROCESSING_HOOKS": [

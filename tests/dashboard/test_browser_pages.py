@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from apps.accounts.services import invitation_create
 from apps.api_keys.models import ApiKey
-from apps.tasks.enums import Status
+from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 from tests.factories import MembershipFactory, TaskFactory
 
@@ -28,6 +29,17 @@ def test_every_dashboard_page_fits_both_widths_and_passes_axe(
     settings.MAILBOX_DIR = str(tmp_path / "mailbox")
     tenant = seed_tenant()
     seed_deliveries(tenant.organization, tenant.imagine)
+    _, token = invitation_create(
+        actor=tenant.user, organization=tenant.organization, email="grace@example.com"
+    )
+    waiting = TaskFactory(
+        organization=tenant.organization,
+        status=Status.MODAL,
+        action=Action.VARIATION,
+        parent=tenant.upscale,
+        params={"variant": "inpaint"},
+        prompt="a lighthouse on a cliff at dawn",
+    )
     page = new_page()
     # Every page is checked before the test fails, so one run lists every problem.
     problems: list[str] = []
@@ -53,6 +65,8 @@ def test_every_dashboard_page_fits_both_widths_and_passes_axe(
         ("/billing/", "billing"),
         ("/team/", "team"),
         ("/orgs/new/", "organization-new"),
+        (f"/tasks/{waiting.pk}/input/", "task-input"),
+        (f"/invitations/{token}/", "invitation"),
         ("/accounts/email/", "account-email"),
         ("/accounts/2fa/", "account-security"),
     ]

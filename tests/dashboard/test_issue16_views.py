@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from apps.accounts.models import Organization, User
+from apps.dashboard.presenters import button_icon
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 from tests.factories import TaskFactory
@@ -110,3 +111,19 @@ def test_a_refused_second_step_keeps_what_was_typed(
     assert f">{typed}</textarea>" in response.content.decode()
     waiting.refresh_from_db()
     assert waiting.status == Status.MODAL
+
+
+@pytest.mark.parametrize("emoji", ["🔄", "⬅️", "➡️", "⬆️", "⬇️", "🔍", "🪄", "🖌️"])
+def test_every_emoji_of_our_buttons_has_a_drawing(emoji: str) -> None:
+    icon = button_icon(emoji)
+    assert icon is not None and icon.startswith("<svg") and 'aria-hidden="true"' in icon
+
+
+@pytest.mark.parametrize("digit", ["1", "2", "3", "4", "5"])
+def test_keycap_numbers_are_drawn_with_their_digit(digit: str) -> None:
+    icon = button_icon(f"{digit}\ufe0f\u20e3")
+    assert icon is not None and f">{digit}</text>" in icon
+
+
+def test_a_button_without_a_drawing_keeps_its_text() -> None:
+    assert button_icon("🦊") is None
