@@ -107,6 +107,11 @@ class TaskAdmin(admin.ModelAdmin):
         "submitted_at_s",
         "started_at_s",
         "finished_at_s",
+        "start_deadline_s",
+        "run_deadline_s",
+        "lease_expires_at_s",
+        "submit_claimed_at_s",
+        "tokens",
     )
     fieldsets = (
         (
@@ -140,7 +145,7 @@ class TaskAdmin(admin.ModelAdmin):
                     "seed",
                     "fail_reason",
                     "error_code",
-                    "price",
+                    "tokens",
                 )
             },
         ),
@@ -164,10 +169,10 @@ class TaskAdmin(admin.ModelAdmin):
                     "submitted_at_s",
                     "started_at_s",
                     "finished_at_s",
-                    "start_deadline",
-                    "run_deadline",
-                    "lease_expires_at",
-                    "submit_claimed_at",
+                    "start_deadline_s",
+                    "run_deadline_s",
+                    "lease_expires_at_s",
+                    "submit_claimed_at_s",
                 )
             },
         ),
@@ -261,6 +266,7 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="tokens", ordering="price")
     def tokens(self, obj: Task) -> str:
+        """The price held for the task (charged only if it succeeds), formatted."""
         return f"{obj.price:,}"
 
     @admin.display(description="buttons")
@@ -310,6 +316,22 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="finished")
     def finished_at_s(self, obj: Task) -> str:
         return _to_the_second(obj.finished_at)
+
+    @admin.display(description="start deadline")
+    def start_deadline_s(self, obj: Task) -> str:
+        return _to_the_second(obj.start_deadline)
+
+    @admin.display(description="run deadline")
+    def run_deadline_s(self, obj: Task) -> str:
+        return _to_the_second(obj.run_deadline)
+
+    @admin.display(description="lease expires at")
+    def lease_expires_at_s(self, obj: Task) -> str:
+        return _to_the_second(obj.lease_expires_at)
+
+    @admin.display(description="submit claimed at")
+    def submit_claimed_at_s(self, obj: Task) -> str:
+        return _to_the_second(obj.submit_claimed_at)
 
     @admin.display(description="images")
     def images(self, obj: Task) -> str:
