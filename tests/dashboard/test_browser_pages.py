@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 
+from apps.accounts.models import MembershipTier
 from apps.accounts.services import invitation_create
 from apps.api_keys.models import ApiKey
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
+from tests.billing.stripe_fakes import FakeStripe
 from tests.factories import MembershipFactory, TaskFactory
 
 from .browser import accessible, fits, sign_in
@@ -270,11 +273,7 @@ def test_feed_empty_state_shows_until_the_first_card(
 def test_plans_show_their_price_and_change_through_stripe(
     live_server: Any, new_page: Callable[[], Any], settings: Any
 ) -> None:
-    from django.core.cache import cache
     from playwright.sync_api import expect
-
-    from apps.accounts.models import MembershipTier
-    from tests.billing.stripe_fakes import FakeStripe
 
     base = live_server.url
     fake = FakeStripe(prices={"price_vip": (9_900, "cny", "month")}).start()
