@@ -38,7 +38,7 @@ CREATE_ACTIONS = (
     (Action.DESCRIBE, "Describe", "Four prompts that could have made an image."),
     (Action.BLEND, "Blend", "Mix 2–5 images."),
     (Action.SHORTEN, "Shorten", "Analyse a prompt and suggest shorter ones."),
-    (Action.SWAP_FACE, "Face swap", "Put the face of the first image onto the second."),
+    (Action.SWAP_FACE, "Face swap", "Put the face of one picture onto another."),
 )
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOADS = 5
