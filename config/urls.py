@@ -1,13 +1,18 @@
 from django.conf import settings
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core import views as core_views
+from apps.protocols.openapi_dialects import ALL_DIALECTS_SETTINGS
 from apps.tasks import views as task_views
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the API docs, error pages).
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("readyz", core_views.readyz, name="readyz"),
     path("files/<path:path>", task_views.result_file, name="result-file"),
     path("api/v1/", include("apps.protocols.v1.urls")),
@@ -15,7 +20,13 @@ urlpatterns = [
     path("midjourney/v1/", include("apps.protocols.ttapi.urls")),
     path("billing/", include("apps.billing.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The native schema plus the midjourney-proxy and TTAPI routes: what the docs page shows.
+    path(
+        "api/schema/all/",
+        SpectacularAPIView.as_view(custom_settings=ALL_DIALECTS_SETTINGS),
+        name="schema-all",
+    ),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema-all"), name="api-docs"),
     path("accounts/", include("allauth.urls")),
     path("engines/", include("apps.tasks.urls")),
     path(settings.ADMIN_URL, admin.site.urls),

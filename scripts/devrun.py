@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +144,50 @@ class Child:
         return self.restart_at is not None and time.monotonic() >= self.restart_at
 
 
+#: Seconds after the web server first answers before the banner is printed (the workers' start-up
+#: output comes in the meantime); at most BANNER_WAIT after the start in any case.
+BANNER_SETTLE = float(os.environ.get("DEVRUN_BANNER_SETTLE", "4"))
+BANNER_WAIT = 60.0
+
+
+def _web_answers() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=0.5):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+class Banner:
+    """The demo banner (logins, keys, the mailbox) printed by seed_demo before the processes
+    start scrolls away under their start-up output: print it again once they are all up."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.web_up_at: float | None = None
+        self.shown = False
+
+    def tick(self) -> None:
+        if self.shown:
+            return
+        now = time.monotonic()
+        if self.web_up_at is None and _web_answers():
+            self.web_up_at = now
+        settled = self.web_up_at is not None and now - self.web_up_at >= BANNER_SETTLE
+        if settled or now - self.started >= BANNER_WAIT:
+            self.shown = True
+            self.show()
+
+    @staticmethod
+    def show() -> None:
+        path = VAR / "demo-banner.txt"
+        text = path.read_text(encoding="utf-8").strip("\n") if path.exists() else ""
+        rule = "=" * 72
+        lines = [rule, text or f"mjgate is running: http://127.0.0.1:{PORT}/", rule]
+        lines.append("[devrun] all processes are up - press Ctrl-C to stop")
+        print("\n".join(["", *lines, ""]), flush=True)
+
+
 def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     children = [Child(name, command) for name, command in PROCESSES.items()]
@@ -160,7 +205,9 @@ def main() -> int:
         for child in children:
             child.start()
         print(f"[devrun] serving http://127.0.0.1:{PORT}/ - press Ctrl-C to stop", flush=True)
+        banner = Banner()
         while not stopping:
+            banner.tick()
             for child in children:
                 child.reap()
                 if child.due() and not stopping:

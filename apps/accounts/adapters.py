@@ -3,10 +3,13 @@ are encrypted at rest."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core import context as allauth_context
 from allauth.mfa.adapter import DefaultMFAAdapter
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -16,7 +19,21 @@ from .models import User
 from .services import user_onboard
 
 
+@dataclass(frozen=True)
+class ProductSite:
+    """What mails call the site: the product's name, not the host the request came to."""
+
+    name: str
+    domain: str
+
+
 class AccountAdapter(DefaultAccountAdapter):
+    def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:
+        request = context.get("request") or allauth_context.request
+        domain = request.get_host() if isinstance(request, HttpRequest) else ""
+        site = ProductSite(name=settings.SITE_NAME, domain=domain)
+        super().send_mail(template_prefix, email, {**context, "current_site": site})
+
     def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> User:
         with transaction.atomic():
             saved: User = super().save_user(request, user, form, commit=commit)

@@ -74,17 +74,32 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         "created_at",
         "organization",
         "kind",
-        "amount",
-        "delta_available",
-        "delta_held",
-        "available_after",
-        "held_after",
+        "available_delta",
+        "held_delta",
+        "available_after_display",
         "task",
         "operator",
         "reason",
     )
     list_filter = ("kind",)
     list_select_related = ("organization", "operator")
+
+    @admin.display(description="amount")
+    def amount_display(self, obj: LedgerEntry) -> str:
+        return f"{obj.amount:,}"
+
+    @admin.display(description="Δ available", ordering="delta_available")
+    def available_delta(self, obj: LedgerEntry) -> str:
+        return f"{obj.delta_available:+,}"
+
+    @admin.display(description="Δ held", ordering="delta_held")
+    def held_delta(self, obj: LedgerEntry) -> str:
+        return f"{obj.delta_held:+,}"
+
+    @admin.display(description="available after", ordering="available_after")
+    def available_after_display(self, obj: LedgerEntry) -> str:
+        return f"{obj.available_after:,}"
+
     search_fields = (
         "=organization__id",
         "organization__name",
@@ -356,15 +371,15 @@ class BillingOrganizationAdmin(OrganizationAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return (*super().get_readonly_fields(request, obj), "available_tokens", "held_tokens")
 
-    @admin.display(description="available")
-    def available_tokens(self, obj: Organization) -> int:
+    @admin.display(description="available", ordering="balance__available")
+    def available_tokens(self, obj: Organization) -> str:
         balance = getattr(obj, "balance", None)
-        return balance.available if balance else 0
+        return f"{balance.available if balance else 0:,}"
 
-    @admin.display(description="held")
-    def held_tokens(self, obj: Organization) -> int:
+    @admin.display(description="held", ordering="balance__held")
+    def held_tokens(self, obj: Organization) -> str:
         balance = getattr(obj, "balance", None)
-        return balance.held if balance else 0
+        return f"{balance.held if balance else 0:,}"
 
     def has_adjust_balance_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("billing.adjust_balance")

@@ -317,6 +317,40 @@ def task_settle_key(task_id: object) -> str:
     return f"task:{task_id}:settle"
 
 
+def task_refund_key(task_id: object) -> str:
+    # One refund per task: the unique key makes a second press of the button a no-op.
+    return f"task:{task_id}:refund"
+
+
+def ledger_refund_task(*, task: Task, operator: User | None, reason: str) -> LedgerEntry:
+    """Give a charged task's price back: a refund entry linked to the task, at most once.
+
+    Only a task whose hold was captured can be refunded (a released or test task cost nothing).
+    A second call returns the first refund and moves nothing.
+    """
+    reason = _reason(reason, what="A task refund")
+    with transaction.atomic():
+        balance = _lock_balance(task.organization_id)
+        existing = _existing(task.organization_id, task_refund_key(task.pk))
+        if existing is not None:
+            return existing
+        settled = _existing(task.organization_id, task_settle_key(task.pk))
+        if settled is None or settled.kind != EntryKind.CAPTURE or settled.delta_held == 0:
+            raise ValidationFailed(
+                f"Task {task.pk} was not charged, so there is nothing to refund."
+            )
+        return _apply(
+            balance=balance,
+            kind=EntryKind.REFUND,
+            delta_available=-settled.delta_held,
+            delta_held=0,
+            idempotency_key=task_refund_key(task.pk),
+            task=task,
+            operator=operator,
+            reason=reason,
+        )
+
+
 def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
     """Reserve a task's price. Must run in the transaction that accepts the task.
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import stripe
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -188,6 +189,68 @@ def subscription_checkout_create(
         url=session.url or "",
         created_by=user,
     )
+
+
+@dataclass(frozen=True)
+class TierPrice:
+    """What a plan costs, as its Stripe price says: minor units, currency, billing interval."""
+
+    amount: int
+    currency: str
+    interval: str
+
+
+#: Seconds a plan's price read from Stripe is kept: the billing page must not wait on Stripe.
+TIER_PRICE_TTL = 3600
+
+
+def tier_prices(*, tiers: list[MembershipTier]) -> dict[str, TierPrice]:
+    """The price of each tier sold online (by tier code), read from Stripe and cached; a tier
+    whose price cannot be read right now is left out (the page says it is sold on Stripe)."""
+    found: dict[str, TierPrice] = {}
+    if not payments_enabled():
+        return found
+    for tier in tiers:
+        if not tier.stripe_price_id:
+            continue
+        key = f"billing:tier-price:{tier.stripe_price_id}"
+        cached = cache.get(key)
+        if cached is None:
+            try:
+                price = _stripe_client().v1.prices.retrieve(tier.stripe_price_id).to_dict()
+            except stripe.StripeError as exc:
+                logger.warning("stripe price lookup failed", extra={"error": str(exc)})
+                continue
+            recurring = price.get("recurring") or {}
+            cached = {
+                "amount": int(price.get("unit_amount") or 0),
+                "currency": str(price.get("currency") or ""),
+                "interval": str(recurring.get("interval") or ""),
+            }
+            cache.set(key, cached, TIER_PRICE_TTL)
+        found[tier.code] = TierPrice(**cached)
+    return found
+
+
+def billing_portal_create(*, organization: Organization, user: User, return_url: str) -> str:
+    """A Stripe customer portal session where the organization upgrades, downgrades or cancels
+    its subscription; returns the URL to send the browser to."""
+    membership_require(
+        user=user, organization_id=organization.pk, capability=Capability.MANAGE_BILLING
+    )
+    if not organization.stripe_customer_id:
+        raise ValidationFailed("This organization has no Stripe subscription to manage yet.")
+    try:
+        session = _stripe_client().v1.billing_portal.sessions.create(
+            params={"customer": organization.stripe_customer_id, "return_url": return_url}
+        )
+    except stripe.StripeError as exc:
+        logger.warning("stripe portal session failed", extra={"error": str(exc)})
+        raise ServiceUnavailable(
+            "Stripe could not open the billing portal. Please try again in a moment.",
+            code="payments_failed",
+        ) from exc
+    return str(session.url)
 
 
 # --- Webhook ----------------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.text import slugify
 
 from apps.tasks import storage
 from apps.tasks.buttons import Button, buttons_of, friendly_name, resolve_button
@@ -48,6 +52,44 @@ _GROUPS = (
 )
 
 
+#: Inline SVG drawings of the emoji Midjourney puts on its buttons: a machine without a colour
+#: emoji font shows empty boxes for the emoji, never for these. The emoji stays as the text
+#: alternative.
+_SVG = (
+    '<svg class="icon" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" '
+    'stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">{}</svg>'
+)
+_ICON_PATHS: dict[str, str] = {
+    "🔄": '<path d="M20 11a8 8 0 0 0-14.3-4.9L4 8M4 4v4h4M4 13a8 8 0 0 0 14.3 4.9L20 16'
+    'M20 20v-4h-4"/>',
+    "🪄": '<path d="M4 20L15 9M14 4v2M18 6l-1.5 1.5M20 10h-2M12 8l4 4"/>',
+    "🖌️": '<path d="M18 3l3 3-9 9-3-3zM9 12c-3 0-5 2-5 5 0 1.5-1 2.5-2 3 4 1 9 0 9-5"/>',
+    "🔍": '<circle cx="10.5" cy="10.5" r="6.5"/><path d="M15.5 15.5L21 21"/>',
+    "⬅️": '<path d="M20 12H5M11 6l-6 6 6 6"/>',
+    "➡️": '<path d="M4 12h15M13 6l6 6-6 6"/>',
+    "⬆️": '<path d="M12 20V5M6 11l6-6 6 6"/>',
+    "⬇️": '<path d="M12 4v15M6 13l6 6 6-6"/>',
+}
+_KEYCAP = "\ufe0f\u20e3"
+
+
+def button_icon(emoji: str) -> SafeString | None:
+    """An inline SVG for a button's emoji, or None when we have no drawing of it."""
+    if emoji in _ICON_PATHS:
+        return mark_safe(_SVG.format(_ICON_PATHS[emoji]))  # noqa: S308 - constant markup
+    if emoji.endswith(_KEYCAP) and emoji[: -len(_KEYCAP)].isdigit():
+        digit = emoji[: -len(_KEYCAP)]
+        return format_html(
+            '<svg class="icon" viewBox="0 0 24 24" aria-hidden="true" focusable="false">'
+            '<rect x="2.5" y="2.5" width="19" height="19" rx="5" fill="none" '
+            'stroke="currentColor" stroke-width="2"/>'
+            '<text x="12" y="16.5" text-anchor="middle" font-size="13" font-weight="700" '
+            'fill="currentColor" font-family="system-ui, sans-serif">{}</text></svg>',
+            digit,
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class ButtonView:
     custom_id: str
@@ -55,17 +97,27 @@ class ButtonView:
     title: str
     group: str
     modal: bool
+    #: The emoji (the icon's text alternative), its drawing and the label without the emoji.
+    emoji: str = ""
+    icon: SafeString | None = None
+    label: str = ""
 
 
 def _describe_button(button: Button) -> ButtonView:
     name = friendly_name(button)
     text = " ".join(part for part in (button.emoji, button.label) if part) or name
+    icon = button_icon(button.emoji) if button.emoji else None
+    label = button.label if (button.label or icon) else text
     pressed = resolve_button(button)
     press = pressed.press if pressed is not None else None
     if press is None:  # an upstream's own button: shown as it is
-        return ButtonView(button.custom_id, text, button.label or name, "other", False)
-    title = press.shown_title(pressed.index if pressed else None, button.label or name)
-    return ButtonView(button.custom_id, text, title, press.group, press.modal is not None)
+        title, group, modal = button.label or name, "other", False
+    else:
+        title = press.shown_title(pressed.index if pressed else None, button.label or name)
+        group, modal = press.group, press.modal is not None
+    return ButtonView(
+        button.custom_id, text, title, group, modal, emoji=button.emoji, icon=icon, label=label
+    )
 
 
 def button_groups(task: Task) -> list[tuple[str, list[ButtonView]]]:
@@ -80,17 +132,58 @@ def button_groups(task: Task) -> list[tuple[str, list[ButtonView]]]:
     return groups
 
 
+def download_name(task: Task, part: str = "") -> str:
+    """A file name that says what the file is: ``mjgate-<id>-<prompt words>[-<part>].png``."""
+    words = slugify(task.prompt or "")[:48].strip("-") or task.action.lower()
+    ext = "png"
+    image = (task.result or {}).get("image") or ""
+    if "." in image.rsplit("/", 1)[-1]:
+        ext = image.rsplit(".", 1)[-1].lower()
+    return "-".join(p for p in ("mjgate", str(task.pk), words, part) if p) + f".{ext}"
+
+
 def task_images(task: Task) -> dict[str, Any]:
     result = task.result or {}
+    splits = [file_url(name) for name in result.get("splits") or []]
     return {
         "image": file_url(result.get("image")),
+        "download": download_name(task, "grid" if result.get("is_grid") else ""),
         "thumb": file_url(result.get("thumb")) or file_url(result.get("image")),
-        "splits": [file_url(name) for name in result.get("splits") or []],
+        "splits": splits,
+        "download_url": reverse("dashboard:task-download", args=[task.pk, "image"]),
+        "split_downloads": [
+            (
+                reverse("dashboard:task-download", args=[task.pk, str(n)]),
+                download_name(task, str(n)),
+            )
+            for n in range(1, len(splits) + 1)
+        ],
         "is_grid": bool(result.get("is_grid")),
         "width": result.get("width"),
         "height": result.get("height"),
         "inputs": [file_url(name) for name in task.inputs or []],
     }
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a task cost: ``paid`` tokens, and for one that was not charged what it would have."""
+
+    paid: int
+    would_have: int
+    held: bool
+    free: bool
+
+
+def task_cost(task: Task) -> Cost:
+    price = int(task.price or 0)
+    if task.is_test:
+        return Cost(paid=0, would_have=0, held=False, free=True)
+    if task.status == Status.SUCCESS:
+        return Cost(paid=price, would_have=price, held=False, free=price == 0)
+    if task.status in (Status.FAILURE, Status.CANCEL):
+        return Cost(paid=0, would_have=price, held=False, free=price == 0)
+    return Cost(paid=0, would_have=price, held=task.status != Status.MODAL, free=price == 0)
 
 
 def numbered_prompts(task: Task) -> list[str]:
@@ -154,3 +247,116 @@ def spend_chart(days: list[DaySpend], *, width: int = 720, height: int = 200) ->
         first_day=days[0].day.strftime("%b %d") if days else "",
         last_day=days[-1].day.strftime("%b %d") if days else "",
     )
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One webhook delivery attempt as the log shows it."""
+
+    delivery: Any
+    label: str
+    tone: str
+    #: The error, unless it only repeats the status code shown next to the state.
+    error: str
+    can_resend: bool
+    next_attempt_at: Any
+    request_body: str
+
+
+def delivery_row(delivery: Any) -> DeliveryRow:
+    event = delivery.event
+    state = delivery.state
+    label = str(delivery.get_state_display())
+    tone = {"succeeded": "ok", "pending": "info", "superseded": "neutral"}.get(state, "bad")
+    if state == "failed":
+        # A failed attempt's retry is its own row; say what became of the message.
+        if event.state == "succeeded":
+            label, tone = "Failed (delivered later)", "neutral"
+        elif event.state == "dead":
+            label = "Failed (gave up)"
+        else:
+            label = "Failed (retry scheduled)"
+    error = delivery.error or ""
+    if delivery.status_code and error.strip() == f"HTTP {delivery.status_code}":
+        error = ""
+    elif delivery.status_code and error.startswith(f"HTTP {delivery.status_code}: "):
+        error = error[len(f"HTTP {delivery.status_code}: ") :]
+    try:
+        body = json.dumps(json.loads(event.body), indent=2, ensure_ascii=False)
+    except ValueError:
+        body = event.body
+    return DeliveryRow(
+        delivery=delivery,
+        label=label,
+        tone=tone,
+        error=error,
+        can_resend=state != "pending",
+        next_attempt_at=delivery.next_attempt_at if state == "pending" else None,
+        request_body=body,
+    )
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One line of the ledger as a person reads it: a task, or a single movement."""
+
+    when: Any
+    title: str
+    note: str
+    amount: int
+    balance_after: int
+    task_id: str | None
+    entries: list[Any]
+
+
+def _task_outcome(kinds: set[str]) -> str:
+    if "refund" in kinds:
+        return "refunded"
+    if "capture" in kinds:
+        return "charged"
+    if "release" in kinds:
+        return "not charged"
+    return "held while it runs"
+
+
+def ledger_lines(page: Any, task_entries: dict[str, list[Any]]) -> list[LedgerLine]:
+    """The page's entries, one line per task (its hold, capture or release and refunds folded
+    together, newest first, at the place of its newest entry) and one per other movement."""
+    lines: list[LedgerLine] = []
+    seen: set[str] = set()
+    for entry in page:
+        if not entry.task_id:
+            lines.append(
+                LedgerLine(
+                    when=entry.created_at,
+                    title=str(entry.get_kind_display()),
+                    note=entry.reason,
+                    amount=entry.delta_available,
+                    balance_after=entry.available_after,
+                    task_id=None,
+                    entries=[entry],
+                )
+            )
+            continue
+        task_id = str(entry.task_id)
+        if task_id in seen:
+            continue
+        seen.add(task_id)
+        entries = task_entries.get(task_id) or [entry]
+        task = entries[0].task
+        parts = [str(task.get_action_display()), task.mode.lower()]
+        if task.params and task.params.get("index"):
+            parts[0] = f"{parts[0]} {task.params['index']}"
+        latest = max(entries, key=lambda e: e.pk)
+        lines.append(
+            LedgerLine(
+                when=latest.created_at,
+                title=" · ".join(parts),
+                note=_task_outcome({e.kind for e in entries}),
+                amount=sum(e.delta_available for e in entries),
+                balance_after=latest.available_after,
+                task_id=task_id,
+                entries=entries,
+            )
+        )
+    return lines

@@ -61,3 +61,20 @@ def invitation_get_by_token(*, token: str) -> Invitation:
 def task_children(*, organization: Organization, task: Task) -> QuerySet[Task]:
     """Follow-ups made from ``task`` (U1, V2 …), newest first."""
     return Task.objects.filter(organization=organization, parent=task).order_by("-created_at")
+
+
+def ledger_entries_of_tasks(
+    *, organization: Organization, task_ids: list[str]
+) -> dict[str, list[LedgerEntry]]:
+    """Every ledger entry of each of ``task_ids`` (with its task), oldest first."""
+    grouped: dict[str, list[LedgerEntry]] = {}
+    if not task_ids:
+        return grouped
+    entries = (
+        LedgerEntry.objects.filter(organization=organization, task_id__in=task_ids)
+        .select_related("task")
+        .order_by("id")
+    )
+    for entry in entries:
+        grouped.setdefault(str(entry.task_id), []).append(entry)
+    return grouped

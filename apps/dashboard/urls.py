@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import billing, keys, orgs, overview, status, tasks, team, webhooks
+from .views import billing, keys, mailbox, orgs, overview, status, tasks, team, webhooks
 
 app_name = "dashboard"
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path("tasks/", tasks.history, name="history"),
     path("tasks/<str:task_id>/", tasks.detail, name="task-detail"),
     path("tasks/<str:task_id>/card/", tasks.card, name="task-card"),
+    path("tasks/<str:task_id>/download/<str:part>/", tasks.download, name="task-download"),
     path("tasks/<str:task_id>/action/", tasks.action, name="task-action"),
     path("tasks/<str:task_id>/input/", tasks.task_input, name="task-input"),
     path("tasks/<str:task_id>/cancel/", tasks.cancel, name="task-cancel"),
@@ -44,6 +45,7 @@ urlpatterns = [
     path("billing/", billing.index, name="billing"),
     path("billing/buy/", billing.buy, name="billing-buy"),
     path("billing/upgrade/", billing.upgrade, name="billing-upgrade"),
+    path("billing/portal/", billing.portal, name="billing-portal"),
     path("team/", team.index, name="team"),
     path("team/invite/", team.invite, name="team-invite"),
     path(
@@ -56,4 +58,6 @@ urlpatterns = [
     path("invitations/<str:token>/", team.invitation_open, name="invitation"),
     path("orgs/switch/", orgs.switch, name="organization-switch"),
     path("orgs/new/", orgs.new, name="organization-new"),
+    # Development settings only (MAILBOX_DIR); a 404 everywhere else.
+    path("dev/mailbox/", mailbox.index, name="mailbox"),
 ]

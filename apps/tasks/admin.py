@@ -7,15 +7,20 @@ and the list's actions are the only writes.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
+from apps.accounts.models import User
+from apps.billing.ledger import ledger_refund_task
 from apps.billing.models import LedgerEntry
 from apps.core.errors import ServiceError
 from apps.engines.base import engine_names
@@ -29,6 +34,13 @@ from .services.operator import task_fail_by_operator, task_retry_on_another_acco
 from .storage import file_url
 
 OPERATOR_CANCEL_REASON = "Cancelled by an operator."
+
+
+def _to_the_second(value: datetime | None) -> str:
+    """Task times to the second, in UTC: the admin's own format stops at the minute."""
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class EngineFilter(admin.SimpleListFilter):
@@ -55,19 +67,20 @@ def _task_state(task: Task) -> dict[str, Any]:
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
+    # Fits 1280 px: the picture and the prompt say which task it is; the account, progress and
+    # error code sit under the status instead of in columns of their own.
     list_display = (
+        "thumbnail",
         "id",
-        "created_at",
+        "prompt_short",
         "organization",
         "action",
-        "status",
+        "status_display",
         "mode",
-        "is_test",
-        "upstream_account",
-        "progress",
-        "price",
-        "error_code",
+        "tokens",
+        "created_at",
     )
+    list_display_links = ("thumbnail", "id")
     list_filter = ("status", "mode", "action", EngineFilter, "is_test", "upstream_account")
     search_fields = ("=id", "prompt", "organization__name", "=upstream_job_id")
     list_select_related = ("organization", "upstream_account")
@@ -77,8 +90,29 @@ class TaskAdmin(admin.ModelAdmin):
     # "Show counts" would COUNT every filter choice over the whole table.
     show_facets = admin.ShowFacets.NEVER
     ordering = ("-created_at",)
-    actions = ("cancel_tasks", "retry_on_another_account", "fail_and_release", "export_csv")
-    readonly_fields = ("images", "ledger", "audit_trail")
+    actions = (
+        "cancel_tasks",
+        "retry_on_another_account",
+        "fail_and_release",
+        "refund_tasks",
+        "export_csv",
+    )
+    readonly_fields = (
+        "images",
+        "buttons_display",
+        "ledger",
+        "audit_trail",
+        "retry_links",
+        "created_at_s",
+        "submitted_at_s",
+        "started_at_s",
+        "finished_at_s",
+        "start_deadline_s",
+        "run_deadline_s",
+        "lease_expires_at_s",
+        "submit_claimed_at_s",
+        "tokens",
+    )
     fieldsets = (
         (
             None,
@@ -94,6 +128,7 @@ class TaskAdmin(admin.ModelAdmin):
                     "status",
                     "mode",
                     "parent",
+                    "retry_links",
                     "custom_id",
                 )
             },
@@ -105,12 +140,12 @@ class TaskAdmin(admin.ModelAdmin):
                 "fields": (
                     "progress",
                     "images",
-                    "buttons",
+                    "buttons_display",
                     "properties",
                     "seed",
                     "fail_reason",
                     "error_code",
-                    "price",
+                    "tokens",
                 )
             },
         ),
@@ -130,14 +165,14 @@ class TaskAdmin(admin.ModelAdmin):
             "Timeline",
             {
                 "fields": (
-                    "created_at",
-                    "submitted_at",
-                    "started_at",
-                    "finished_at",
-                    "start_deadline",
-                    "run_deadline",
-                    "lease_expires_at",
-                    "submit_claimed_at",
+                    "created_at_s",
+                    "submitted_at_s",
+                    "started_at_s",
+                    "finished_at_s",
+                    "start_deadline_s",
+                    "run_deadline_s",
+                    "lease_expires_at_s",
+                    "submit_claimed_at_s",
                 )
             },
         ),
@@ -180,7 +215,7 @@ class TaskAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         """The inspection page, with the list's actions as buttons for this one task."""
         extra_context = dict(extra_context or {})
-        task = Task.objects.filter(pk=object_id).values("status").first()
+        task = Task.objects.filter(pk=object_id).values("status", "price", "is_test").first()
         if task is not None and self.has_change_permission(request):
             status = task["status"]
             buttons = []
@@ -190,8 +225,113 @@ class TaskAdmin(admin.ModelAdmin):
                 buttons.append(("retry_on_another_account", "Retry on another account"))
             if status not in TERMINAL_STATUSES:
                 buttons.append(("fail_and_release", "Fail and release"))
+            if status == Status.SUCCESS and task["price"] and not task["is_test"]:
+                buttons.append(("refund_tasks", "Refund this task"))
             extra_context["task_actions"] = buttons
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="")
+    def thumbnail(self, obj: Task) -> str:
+        result = obj.result or {}
+        name = result.get("thumb") or result.get("image")
+        if not name:
+            return mark_safe('<span class="operator-thumb empty" aria-hidden="true"></span>')
+        return format_html(
+            '<img class="operator-thumb" src="{}" alt="" loading="lazy">', file_url(name)
+        )
+
+    @admin.display(description="prompt", ordering="prompt")
+    def prompt_short(self, obj: Task) -> str:
+        text = obj.prompt or ""
+        return format_html(
+            '<span class="operator-prompt" title="{}">{}</span>',
+            text,
+            text if len(text) <= 90 else text[:89] + "…",
+        )
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: Task) -> str:
+        notes = []
+        if obj.status in (Status.SUBMITTED, Status.IN_PROGRESS):
+            notes.append(f"{obj.progress}%")
+        if obj.upstream_account_id:
+            notes.append(str(obj.upstream_account))
+        if obj.error_code:
+            notes.append(obj.error_code)
+        if obj.is_test:
+            notes.append("test")
+        return format_html(
+            '{}<div class="operator-note">{}</div>', obj.get_status_display(), " · ".join(notes)
+        )
+
+    @admin.display(description="tokens", ordering="price")
+    def tokens(self, obj: Task) -> str:
+        """The price held for the task (charged only if it succeeds), formatted."""
+        return f"{obj.price:,}"
+
+    @admin.display(description="buttons")
+    def buttons_display(self, obj: Task) -> str:
+        buttons = obj.buttons or []
+        if not buttons:
+            return "—"
+        return format_html_join(
+            " ",
+            '<span class="operator-chip" title="{}">{}</span>',
+            (
+                (b.get("custom_id", ""), " ".join(p for p in (b.get("emoji"), b.get("label")) if p))
+                for b in buttons
+                if isinstance(b, dict)
+            ),
+        )
+
+    @admin.display(description="retries")
+    def retry_links(self, obj: Task) -> str:
+        """A task an operator retried as a new task, and the retry, link to each other."""
+        links: list[tuple[str, str]] = []
+        original = (obj.engine_state or {}).get("retry_of")
+        if original:
+            url = reverse("admin:tasks_task_change", args=[original])
+            links.append((url, f"Retry of task {original}"))
+        for retry in Task.objects.filter(engine_state__retry_of=obj.pk).values_list(
+            "pk", flat=True
+        ):
+            url = reverse("admin:tasks_task_change", args=[retry])
+            links.append((url, f"Retried as task {retry}"))
+        if not links:
+            return "—"
+        return format_html_join(" · ", '<a href="{}">{}</a>', links)
+
+    @admin.display(description="created")
+    def created_at_s(self, obj: Task) -> str:
+        return _to_the_second(obj.created_at)
+
+    @admin.display(description="queued")
+    def submitted_at_s(self, obj: Task) -> str:
+        return _to_the_second(obj.submitted_at)
+
+    @admin.display(description="started")
+    def started_at_s(self, obj: Task) -> str:
+        return _to_the_second(obj.started_at)
+
+    @admin.display(description="finished")
+    def finished_at_s(self, obj: Task) -> str:
+        return _to_the_second(obj.finished_at)
+
+    @admin.display(description="start deadline")
+    def start_deadline_s(self, obj: Task) -> str:
+        return _to_the_second(obj.start_deadline)
+
+    @admin.display(description="run deadline")
+    def run_deadline_s(self, obj: Task) -> str:
+        return _to_the_second(obj.run_deadline)
+
+    @admin.display(description="lease expires at")
+    def lease_expires_at_s(self, obj: Task) -> str:
+        return _to_the_second(obj.lease_expires_at)
+
+    @admin.display(description="submit claimed at")
+    def submit_claimed_at_s(self, obj: Task) -> str:
+        return _to_the_second(obj.submit_claimed_at)
 
     @admin.display(description="images")
     def images(self, obj: Task) -> str:
@@ -316,6 +456,43 @@ class TaskAdmin(admin.ModelAdmin):
             )
             done += 1
         self._report(request, done, skipped, "failed")
+
+    @admin.action(
+        description="Refund the selected tasks (a refund ledger entry per charged task)",
+        permissions=["change"],
+    )
+    def refund_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        rows = bounded(self, request, queryset)
+        if rows is None:
+            return
+        operator = request.user
+        assert isinstance(operator, User)
+        for task in rows:
+            try:
+                # The refund and its audit record commit together or not at all.
+                with transaction.atomic():
+                    entry = ledger_refund_task(
+                        task=task, operator=operator, reason=f"Refund of task {task.pk}."
+                    )
+                    audit_record(
+                        actor=operator,
+                        action="task.refund",
+                        obj=task,
+                        before={"task": task.pk},
+                        after={"ledger_entry": entry.pk, "amount": entry.delta_available},
+                        reason=entry.reason,
+                        # A second press returns the same entry; it is recorded once too.
+                        dedupe_key=f"task.refund:{task.pk}",
+                    )
+            except ServiceError as exc:
+                self.message_user(request, f"Task {task.pk}: {exc.message}", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"Task {task.pk}: refunded {entry.delta_available:,} tokens (ledger entry "
+                f"{entry.pk}); available is now {entry.available_after:,}.",
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Export the selected tasks as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Task]) -> StreamingHttpResponse:

@@ -163,6 +163,10 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "mjgate <noreply@localhost>"
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+#: The product's name in mails ("Hello from mjgate!"), instead of the host they were sent from.
+SITE_NAME = env_str("SITE_NAME") or "mjgate"
+#: Development only: keep a copy of every mail here and list them at /dev/mailbox/.
+MAILBOX_DIR: str | None = None
 
 # --- Internationalisation ---------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

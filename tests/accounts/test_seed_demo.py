@@ -107,3 +107,18 @@ def test_seed_refuses_to_run_with_production_settings(settings):
         call_command("seed_demo", stdout=StringIO())
     assert _state() == before
     assert not User.objects.filter(email="admin@example.com").exists()
+
+
+def test_seed_keeps_its_banner_for_devrun_and_names_the_mailbox(tmp_path, settings):
+    settings.MAILBOX_DIR = str(tmp_path / "mailbox")
+    fields = _seed()
+    assert fields["Mailbox"].startswith("http://127.0.0.1:8000/dev/mailbox/")
+    banner = tmp_path / "demo-banner.txt"
+    text = banner.read_text()
+    assert "mjgate demo is ready" in text and fields["Live API key"] in text
+    assert banner.stat().st_mode & 0o777 == 0o600  # it holds the keys
+
+
+def test_seed_names_no_mailbox_without_one(settings):
+    settings.MAILBOX_DIR = None
+    assert "Mailbox" not in _seed()

@@ -31,10 +31,13 @@ class RecordedRequest:
 
 @dataclass
 class FakeStripe:
-    """Answers ``POST /v1/checkout/sessions`` like Stripe does (the fields we read)."""
+    """Answers ``POST /v1/checkout/sessions``, ``POST /v1/billing_portal/sessions`` and
+    ``GET /v1/prices/<id>`` like Stripe does (the fields we read)."""
 
     requests: list[RecordedRequest] = field(default_factory=list)
     fail_with: int | None = None  # answer every request with this status and a Stripe error
+    #: Prices ``GET /v1/prices/<id>`` knows: id -> (unit amount, currency, interval).
+    prices: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -65,6 +68,19 @@ class FakeStripe:
                         {"error": {"type": "api_error", "message": "Something went wrong."}},
                     )
                     return
+                if self.path == "/v1/billing_portal/sessions":
+                    portal_id = f"bps_test_{next(_ids):06d}"
+                    self._send(
+                        200,
+                        {
+                            "id": portal_id,
+                            "object": "billing_portal.session",
+                            "customer": form.get("customer"),
+                            "return_url": form.get("return_url"),
+                            "url": f"https://billing.stripe.test/p/session/{portal_id}",
+                        },
+                    )
+                    return
                 if self.path == "/v1/checkout/sessions":
                     session_id = f"cs_test_{next(_ids):06d}"
                     self._send(
@@ -77,6 +93,31 @@ class FakeStripe:
                             "client_reference_id": form.get("client_reference_id"),
                             "payment_status": "unpaid",
                             "status": "open",
+                        },
+                    )
+                    return
+                self._send(404, {"error": {"type": "invalid_request_error", "message": "?"}})
+
+            def do_GET(self) -> None:
+                fake.requests.append(
+                    RecordedRequest(
+                        method="GET",
+                        path=self.path,
+                        headers={k.lower(): v for k, v in self.headers.items()},
+                        form={},
+                    )
+                )
+                price_id = self.path.split("?", 1)[0].removeprefix("/v1/prices/")
+                if self.path.startswith("/v1/prices/") and price_id in fake.prices:
+                    amount, currency, interval = fake.prices[price_id]
+                    self._send(
+                        200,
+                        {
+                            "id": price_id,
+                            "object": "price",
+                            "unit_amount": amount,
+                            "currency": currency,
+                            "recurring": {"interval": interval},
                         },
                     )
                     return

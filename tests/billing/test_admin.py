@@ -70,7 +70,7 @@ def test_the_changelist_offers_the_action_and_shows_balances(operator_client, or
     assert response.status_code == 200
     content = response.content.decode()
     assert 'value="adjust_balance"' in content
-    assert "12345" in content
+    assert "12,345" in content  # formatted, not "12345"
 
 
 def test_choosing_the_action_asks_for_amount_and_reason(operator_client, organization, fund):

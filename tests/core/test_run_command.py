@@ -138,6 +138,14 @@ def test_devrun_serves_and_stops_everything_on_ctrl_c(tmp_path, stop_signal):
             log,
         )
 
+        # The banner comes again below the start-up output, where a newcomer looks.
+        _wait_for(
+            lambda: "all processes are up" in log.read_text(), WAIT_TIMEOUT, "the banner", log
+        )
+        text = log.read_text()
+        last_start = max(m.end() for m in STARTED.finditer(text))
+        assert text.index("all processes are up") > last_start
+
         # Everything each child started (Celery's pool too) is in that child's process group.
         processes = set(children.values())
         for pid in children.values():

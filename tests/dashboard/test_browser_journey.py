@@ -268,7 +268,7 @@ def test_dashboard_journey(
         page.fill("input[name=description]", "Journey receiver")
         page.get_by_role("button", name="Add endpoint").click()
         expect(page.get_by_text("Endpoint added.")).to_be_visible()
-        page.get_by_role("button", name=f"Send a test event to {receiver.url('/mjgate')}").click()
+        page.get_by_role("button", name=f"Send test to {receiver.url('/mjgate')}").click()
         expect(page.get_by_text("Test event queued")).to_be_visible()
         request = wait_until(
             lambda: next(

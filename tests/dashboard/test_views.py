@@ -332,10 +332,19 @@ def test_api_key_secret_is_shown_once(owner: User, organization: Organization) -
             "expires_on": (date.today() + timedelta(days=30)).isoformat(),
         },
     )
-    assert response.status_code == 200
-    plaintext = response.context["issued"].plaintext
+    # Post/redirect/get: a reload of the result page does not create a second key.
+    assert response.status_code == 302
+    assert response["Location"] == "/keys/"
+    response = client.get("/keys/")
+    assert response["Cache-Control"] == "no-store"
+    plaintext = response.context["issued"]["plaintext"]
     assert plaintext.startswith("mjg_test_")
-    assert plaintext in response.content.decode()
+    page = response.content.decode()
+    assert plaintext in page
+    # The examples carry the new key, for each of the three dialects.
+    assert page.count(f"Bearer {plaintext}") >= 1
+    assert f"mj-api-secret: {plaintext}" in page
+    assert f"TT-API-KEY: {plaintext}" in page
     key = ApiKey.objects.get(organization=organization)
     assert (key.key_hash, key.is_test, key.can_read_billing, key.read_only) == (
         hash_key(plaintext),

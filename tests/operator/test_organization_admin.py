@@ -185,8 +185,8 @@ def test_the_organization_page_shows_members_tier_balance_and_keys(
         admin_url("accounts_organization_change", organization.pk)
     ).content.decode()
     assert owner.email in html and member.email in html
-    assert '<div class="readonly">4000</div>' in html
-    assert '<div class="readonly">1000</div>' in html
+    assert '<div class="readonly">4,000</div>' in html
+    assert '<div class="readonly">1,000</div>' in html
     assert "ci key" in html and issued.api_key.prefix in html
     assert issued.plaintext not in html
     assert issued.api_key.key_hash not in html

@@ -12,6 +12,7 @@ from apps.accounts.selectors import organization_list_for_user
 from apps.tasks.enums import Action
 
 from .. import presenters
+from ..mailbox import mailbox_dir
 from ..tenancy import current_membership
 
 register = template.Library()
@@ -22,6 +23,15 @@ def tokens(value: Any) -> str:
     """12345 → "12,345"."""
     try:
         return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def abs_tokens(value: Any) -> str:
+    """-14000 → "14,000" (the sign is shown apart, as a real minus)."""
+    try:
+        return f"{abs(int(value)):,}"
     except (TypeError, ValueError):
         return "—"
 
@@ -70,6 +80,19 @@ def file_url(name: str | None) -> str | None:
 
 
 @register.filter
+def index(items: Any, position: int) -> Any:
+    try:
+        return items[position]
+    except (IndexError, KeyError, TypeError):
+        return None
+
+
+@register.filter
+def task_cost(task: Any) -> presenters.Cost:
+    return presenters.task_cost(task)
+
+
+@register.filter
 def percent(part: Any, whole: Any) -> int:
     try:
         return max(0, min(100, round(100 * int(part) / int(whole))))
@@ -96,3 +119,9 @@ def allowed(context: dict[str, Any], capability: str) -> bool:
     request = context.get("request")
     membership = current_membership(request) if request is not None else None
     return membership is not None and role_allows(membership.role, Capability(capability))
+
+
+@register.simple_tag
+def mailbox_enabled() -> bool:
+    """Whether this is a development server with the local mailbox."""
+    return mailbox_dir() is not None

@@ -24,12 +24,16 @@ from apps.billing.selectors import (
 )
 from apps.billing.stripe_service import (
     PAYMENTS_UNAVAILABLE,
+    billing_portal_create,
     checkout_create,
     payments_enabled,
     subscription_checkout_create,
+    tier_prices,
 )
 from apps.core.errors import NotFound, ServiceError
 
+from .. import presenters
+from ..selectors import ledger_entries_of_tasks
 from ..tenancy import can, dashboard_view, organization_of
 
 LEDGER_PAGE_SIZE = 25
@@ -71,17 +75,31 @@ def index(request: HttpRequest) -> HttpResponse:
     ledger = Paginator(ledger_list(organization=organization), LEDGER_PAGE_SIZE).get_page(
         request.GET.get("page")
     )
+    task_ids = sorted({str(e.task_id) for e in ledger if e.task_id})
+    lines = presenters.ledger_lines(
+        ledger,
+        ledger_entries_of_tasks(organization=organization, task_ids=task_ids),
+    )
     plan = plan_get(organization=organization)
+    tiers = list(tier_list())
+    current = next((t for t in tiers if t.code == plan.code), None)
     return render(
         request,
         "dashboard/billing.html",
         {
             "balance": balance_get(organization=organization),
             "plan": plan,
-            "tiers": list(tier_list()),
+            "tiers": tiers,
+            "tier_prices": tier_prices(tiers=tiers),
+            # A paying subscriber changes or cancels the plan in Stripe's customer portal (a
+            # second Checkout would start a second subscription).
+            "subscribed": bool(
+                organization.stripe_customer_id and current and current.stripe_price_id
+            ),
             "packages": list(package_list_active()),
             "prices": price_table_get(organization=organization),
             "ledger": ledger,
+            "ledger_lines": lines,
             "payments_enabled": payments_enabled(),
             "payments_unavailable": PAYMENTS_UNAVAILABLE,
             "can_buy": can(request, Capability.MANAGE_BILLING),
@@ -121,3 +139,19 @@ def upgrade(request: HttpRequest) -> HttpResponse:
             user=request.user,  # type: ignore[arg-type]
         ),
     )
+
+
+@require_POST
+@dashboard_view(Capability.MANAGE_BILLING)
+def portal(request: HttpRequest) -> HttpResponse:
+    """Upgrade, downgrade or cancel the subscription in Stripe's customer portal."""
+    try:
+        url = billing_portal_create(
+            organization=organization_of(request),
+            user=request.user,  # type: ignore[arg-type]
+            return_url=request.build_absolute_uri(reverse("dashboard:billing")),
+        )
+    except ServiceError as exc:
+        messages.error(request, exc.message)
+        return redirect("dashboard:billing")
+    return redirect(url)

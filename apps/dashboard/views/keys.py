@@ -6,6 +6,7 @@ from datetime import datetime, time
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -60,26 +61,73 @@ class ApiKeyForm(forms.Form):
         return [part.strip() for part in raw.replace(",", "\n").splitlines() if part.strip()]
 
 
+#: Where a just-created key waits for the page the browser is redirected to (read once).
+ISSUED_SESSION_KEY = "dashboard:issued-key"
+EXAMPLE_KEY = "mjg_live_…"
+
+
+def developer_examples(request: HttpRequest, key: str = EXAMPLE_KEY) -> dict[str, Any]:
+    """The three dialects' base URLs and a copy-paste request for each, with ``key`` in it."""
+    base = settings.PUBLIC_BASE_URL or request.build_absolute_uri("/").rstrip("/")
+    prompt = '{"prompt": "a lighthouse on a cliff at dawn, watercolor"}'
+    return {
+        "dialects": [
+            (
+                "Native",
+                f"{base}/api/v1/",
+                f"curl -s {base}/api/v1/tasks \\\n"
+                f"  -H 'Authorization: Bearer {key}' \\\n"
+                "  -H 'Content-Type: application/json' \\\n"
+                f'  -d \'{{"action": "IMAGINE", "prompt": "a lighthouse at dawn"}}\'',
+            ),
+            (
+                "midjourney-proxy",
+                f"{base}/mj/",
+                f"curl -s {base}/mj/submit/imagine \\\n"
+                f"  -H 'mj-api-secret: {key}' \\\n"
+                "  -H 'Content-Type: application/json' \\\n"
+                f"  -d '{prompt}'",
+            ),
+            (
+                "TTAPI",
+                f"{base}/midjourney/v1/",
+                f"curl -s {base}/midjourney/v1/imagine \\\n"
+                f"  -H 'TT-API-KEY: {key}' \\\n"
+                "  -H 'Content-Type: application/json' \\\n"
+                f"  -d '{prompt}'",
+            ),
+        ],
+        "balance_curl": f"curl -s {base}/api/v1/balance -H 'Authorization: Bearer {key}'",
+    }
+
+
 def _page(
     request: HttpRequest, *, form: ApiKeyForm, issued: Any = None, status: int = 200
 ) -> HttpResponse:
-    return render(
+    response = render(
         request,
         "dashboard/keys.html",
         {
             "keys": list(api_key_list(organization=organization_of(request))),
             "form": form,
             "issued": issued,
+            "examples": developer_examples(request, issued["plaintext"] if issued else EXAMPLE_KEY),
             "nav": "keys",
         },
         status=status,
     )
+    if issued:
+        # The plaintext is in this page only: no cache may keep it.
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_GET
 @dashboard_view(Capability.MANAGE_KEYS)
 def index(request: HttpRequest) -> HttpResponse:
-    return _page(request, form=ApiKeyForm())
+    # Shown once: popped from the session by the first page after the create redirect.
+    issued = request.session.pop(ISSUED_SESSION_KEY, None)
+    return _page(request, form=ApiKeyForm(), issued=issued)
 
 
 @require_POST
@@ -105,10 +153,13 @@ def create(request: HttpRequest) -> HttpResponse:
             target = {"expires_at": "expires_on"}.get(field, field)
             form.add_error(target if target in form.fields else None, exc.message)
         else:
-            # Rendered, not redirected: the plaintext exists only in this response.
-            response = _page(request, form=ApiKeyForm(), issued=issued)
-            response["Cache-Control"] = "no-store"
-            return response
+            # Post/redirect/get, so a reload does not offer to create a second key. The
+            # plaintext waits in the server-side session for exactly one page view.
+            request.session[ISSUED_SESSION_KEY] = {
+                "name": issued.api_key.name,
+                "plaintext": issued.plaintext,
+            }
+            return redirect("dashboard:keys")
     return _page(request, form=form, status=400)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django import forms
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -37,7 +38,7 @@ CREATE_ACTIONS = (
     (Action.DESCRIBE, "Describe", "Four prompts that could have made an image."),
     (Action.BLEND, "Blend", "Mix 2–5 images."),
     (Action.SHORTEN, "Shorten", "Analyse a prompt and suggest shorter ones."),
-    (Action.SWAP_FACE, "Face swap", "Put the face of the first image onto the second."),
+    (Action.SWAP_FACE, "Face swap", "Put the face of one picture onto another."),
 )
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOADS = 5
@@ -88,6 +89,11 @@ class FilterForm(forms.Form):
     )
 
 
+def _price(table: dict[str, dict[str, int]], action: str, mode: str) -> int | None:
+    spec = ACTIONS.get(action)
+    return table.get(spec.price_key if spec else action, {}).get(mode)
+
+
 def _caller(request: HttpRequest, *, test_mode: bool = False) -> Caller:
     return DashboardCaller(
         organization=organization_of(request),
@@ -97,8 +103,15 @@ def _caller(request: HttpRequest, *, test_mode: bool = False) -> Caller:
     )
 
 
-def _uploads(request: HttpRequest) -> list[str]:
-    files = request.FILES.getlist("images")
+def _uploads(request: HttpRequest, action: str = "") -> list[str]:
+    if action == Action.SWAP_FACE:
+        # Two labelled pickers, so the user says which picture is the face.
+        face, target = request.FILES.get("face"), request.FILES.get("target")
+        if face is None or target is None:
+            raise ValidationFailed("Face swap needs a face image and a target image.")
+        files = [face, target]
+    else:
+        files = request.FILES.getlist("images")
     if len(files) > MAX_UPLOADS:
         raise ValidationFailed(f"Attach at most {MAX_UPLOADS} images; you chose {len(files)}.")
     images = []
@@ -136,9 +149,18 @@ def _feed_card(request: HttpRequest, task: Task) -> HttpResponse:
     return response
 
 
-def _modal(request: HttpRequest, task: Task, *, error: str = "", status: int = 200) -> HttpResponse:
+def _modal(
+    request: HttpRequest,
+    task: Task,
+    *,
+    error: str = "",
+    typed: str | None = None,
+    status: int = 200,
+) -> HttpResponse:
     context = {
         "task": task,
+        # A refused value stays in the field, so the user corrects it instead of retyping it.
+        "prompt_value": task.prompt_en if typed is None else typed,
         "variant": (task.params or {}).get("variant", ""),
         "parent_images": presenters.task_images(task.parent) if task.parent else None,
         "error": error,
@@ -180,7 +202,7 @@ def create(request: HttpRequest) -> HttpResponse:
                     caller=_caller(request, test_mode=data["test_mode"]),
                     action=data["action"],
                     prompt=data["prompt"],
-                    images=_uploads(request),
+                    images=_uploads(request, data["action"]),
                     mode=data["mode"],
                     dimensions=data["dimensions"] or None,
                 )
@@ -208,6 +230,7 @@ def create(request: HttpRequest) -> HttpResponse:
         error = ""
     plan = plan_get(organization=organization)
     prices = price_table_get(organization=organization)
+    chosen = form["action"].value() or Action.IMAGINE
     feed = list(task_list(organization=organization)[:FEED_SIZE])
     return render(
         request,
@@ -220,12 +243,17 @@ def create(request: HttpRequest) -> HttpResponse:
                 (
                     mode,
                     label,
-                    prices.prices.get(Action.IMAGINE, {}).get(mode),
+                    _price(prices.prices, chosen, mode),
                     mode in plan.allowed_modes,
                 )
                 for mode, label in Mode.choices
             ],
             "plan": plan,
+            # The mode tiles show the price of the chosen action (the script switches it).
+            "price_table": {
+                action: {mode: _price(prices.prices, action, mode) for mode in Mode.values}
+                for action, _, _ in CREATE_ACTIONS
+            },
             "feed": [card_context(request, task) for task in feed],
             "nav": "create",
         },
@@ -284,7 +312,9 @@ def task_input(request: HttpRequest, task_id: str) -> HttpResponse:
         )
     except ServiceError as exc:
         task.refresh_from_db()
-        return _modal(request, task, error=exc.message, status=400)
+        return _modal(
+            request, task, error=exc.message, typed=request.POST.get("prompt"), status=400
+        )
     if is_htmx(request):
         response = _feed_card(request, outcome.task)
         # After the swap: closing first would remove the form htmx is still swapping for.
@@ -388,3 +418,30 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
             "nav": "history",
         },
     )
+
+
+@require_GET
+@dashboard_view()
+def download(request: HttpRequest, task_id: str, part: str) -> HttpResponse:
+    """A result file as an attachment named after the task (``image`` or a split 1-4); the
+    public file URL would be saved as ``image.png``."""
+    task = task_get(organization=organization_of(request), task_id=task_id)
+    result = task.result or {}
+    if part == "image":
+        name, label = result.get("image"), ("grid" if result.get("is_grid") else "")
+    else:
+        splits = result.get("splits") or []
+        index = int(part) if part.isdigit() else 0
+        name = splits[index - 1] if 1 <= index <= len(splits) else None
+        label = str(index)
+    if not name:
+        raise Http404("This task has no such file.")
+    try:
+        handle = default_storage.open(name, "rb")
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise Http404("This file is gone.") from exc
+    # A streaming response; the dashboard's view decorator is typed for plain ones.
+    response: Any = FileResponse(
+        handle, as_attachment=True, filename=presenters.download_name(task, label)
+    )
+    return cast(HttpResponse, response)

@@ -22,6 +22,7 @@ from apps.webhooks import services as webhook_services
 from apps.webhooks.models import SUBSCRIBABLE_EVENT_TYPES, EventType, WebhookDelivery
 from apps.webhooks.selectors import delivery_list, endpoint_list, webhook_secrets_for_signing
 
+from .. import presenters
 from ..tenancy import dashboard_view, organization_of
 
 DELIVERIES_PAGE_SIZE = 25
@@ -70,6 +71,7 @@ def _page(
             "secret": secret,
             "previous_secrets": max(len(signing) - 1, 0),
             "deliveries": deliveries,
+            "delivery_rows": [presenters.delivery_row(d) for d in deliveries],
             "form": form or EndpointForm(),
             "nav": "webhooks",
         },

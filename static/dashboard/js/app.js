@@ -78,20 +78,65 @@
       el.hidden = !show;
       $all("input, textarea, select", el).forEach(function (input) { input.disabled = !show; });
     });
+    syncPrices(form, action);
     var hint = $("[data-images-hint]", form);
     if (hint) {
       var hints = {
         IMAGINE: "Optional: up to 5 reference images.",
         DESCRIBE: "One image to describe.",
         BLEND: "2 to 5 images to blend.",
-        SWAP_FACE: "Two images: the face, then the picture to put it on."
       };
       hint.textContent = hints[action] || "";
     }
   }
+  // The mode tiles show what the chosen action costs in each mode; test runs are free.
+  var priceTable = null;
+  function syncPrices(form, action) {
+    if (priceTable === null) {
+      var source = document.getElementById("create-prices");
+      try { priceTable = source ? JSON.parse(source.textContent) : {}; } catch (e) { priceTable = {}; }
+    }
+    var test = $("input[name=test_mode]", form);
+    var free = test && test.checked;
+    var row = priceTable[action] || {};
+    $all("[data-price-for]", form).forEach(function (small) {
+      var price = row[small.getAttribute("data-price-for")];
+      if (free) small.textContent = "free";
+      else if (price === null || price === undefined) small.textContent = "not offered";
+      else small.textContent = Number(price).toLocaleString("en-US") + " tokens";
+    });
+  }
   document.addEventListener("change", function (event) {
     var form = event.target.closest("form[data-create-form]");
-    if (form && event.target.name === "action") syncCreateForm(form);
+    if (form && (event.target.name === "action" || event.target.name === "test_mode")) syncCreateForm(form);
+  });
+
+  // --- A new card far from where the user pressed: bring it into view and say so ------------
+  function toast(html) {
+    var host = $("#toasts");
+    if (!host) return;
+    var box = document.createElement("div");
+    box.className = "alert info";
+    box.setAttribute("role", "status");
+    box.innerHTML = html;
+    host.appendChild(box);
+    setTimeout(function () { box.remove(); }, 6000);
+  }
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail && event.detail.target;
+    if (!target || target.id !== "task-feed") return;
+    var card = $("article.task-card", target);
+    if (!card) return;
+    var rect = card.getBoundingClientRect();
+    var visible = rect.top >= 0 && rect.top < window.innerHeight - 40;
+    if (!visible) {
+      card.scrollIntoView({ block: "start" });
+      var title = $("h3", card);
+      var link = $("a.id", card);
+      var name = title ? title.textContent.trim() : "Task";
+      var href = link ? link.getAttribute("href") : "#" + card.id;
+      toast("Started " + name.replace(/[<>&]/g, "") + ": <a href=\"" + href + "\">#" + card.getAttribute("data-task-id") + "</a>");
+    }
   });
 
   // --- Dialogs (the second step of vary region, custom zoom, numbered prompts) ----------------
@@ -103,13 +148,39 @@
         if (focus) focus.focus();
       }
       dialog.addEventListener("close", function () {
+        cancelWaitingTask(dialog);
         var host = dialog.closest("#modal-root");
         if (host) host.innerHTML = "";
       }, { once: true });
     });
   }
+  // Closing the second step without submitting it (Cancel, ✕, Escape) cancels the task that
+  // waits for it, so no "Waiting for input" task is left behind.
+  function cancelWaitingTask(dialog) {
+    if (dialog.dataset.done) return;
+    dialog.dataset.done = "1";
+    var form = $("form[data-cancel-url]", dialog);
+    if (!form) return;
+    var token = $("input[name=csrfmiddlewaretoken]", form);
+    var body = new FormData();
+    if (token) body.append("csrfmiddlewaretoken", token.value);
+    fetch(form.getAttribute("data-cancel-url"), {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { "HX-Request": "true", "X-CSRFToken": token ? token.value : "" }
+    }).then(function () {
+      var card = document.getElementById("task-" + form.getAttribute("data-task-id"));
+      if (card) card.remove();
+    }, function () {});
+  }
+  // A refused value re-renders the step in place: the old dialog is replaced, not abandoned.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail && event.detail.target;
+    if (target && target.id === "modal-root") {
+      $all("dialog", target).forEach(function (d) { d.dataset.done = "1"; });
+    }
+  });
   document.body.addEventListener("dashboard:close-modal", function () {
-    $all("#modal-root dialog").forEach(function (d) { if (d.open) d.close(); });
+    $all("#modal-root dialog").forEach(function (d) { d.dataset.done = "1"; if (d.open) d.close(); });
     var host = $("#modal-root");
     if (host) host.innerHTML = "";
   });
@@ -234,7 +305,24 @@
     });
   }
 
+  // A table wider than its box scrolls inside it: keyboard users must be able to reach it.
+  function scrollableTables(root) {
+    within(root, ".table-wrap").forEach(function (wrap) {
+      if (wrap.scrollWidth > wrap.clientWidth + 1) {
+        wrap.setAttribute("tabindex", "0");
+        wrap.setAttribute("role", "region");
+        if (!wrap.hasAttribute("aria-label")) {
+          var section = wrap.closest("section");
+          var heading = section ? $("h2, h3", section) : null;
+          wrap.setAttribute("aria-label", heading ? heading.textContent.trim() : "Table");
+        }
+      }
+    });
+  }
+  window.addEventListener("resize", function () { scrollableTables(document); });
+
   function init(root) {
+    scrollableTables(root);
     within(root, "form[data-create-form]").forEach(syncCreateForm);
     within(root, "[data-mask-editor]").forEach(initMaskEditor);
     openDialogs(root);

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.demo import demo_seed
+
+#: The banner's copy in the var folder, for scripts/devrun.py.
+BANNER_FILE = "demo-banner.txt"
 
 
 class Command(BaseCommand):
@@ -30,9 +35,21 @@ class Command(BaseCommand):
             f"  Live API key:   {seed.live_key}",
             f"  Test API key:   {seed.test_key}",
             f"  API docs:       {base}/api/docs/",
+            *(
+                [f"  Mailbox:        {base}/dev/mailbox/  (sign-up and reset mails land here)"]
+                if getattr(settings, "MAILBOX_DIR", None)
+                else []
+            ),
             "",
             "  Try:",
             f"    curl -s -H 'mj-api-secret: {seed.live_key}' {base}/api/v1/balance",
             "",
         ]
-        self.stdout.write("\n".join(lines))
+        banner = "\n".join(lines)
+        self.stdout.write(banner)
+        # scripts/devrun.py prints it again once every process is up, below their start-up
+        # output, where it would otherwise scroll away.
+        path = Path(settings.VAR_DIR) / BANNER_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(banner + "\n", encoding="utf-8")
+        os.chmod(path, 0o600)  # it holds the demo keys, like var/demo-keys.json
