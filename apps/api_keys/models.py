@@ -41,6 +41,12 @@ class ApiKey(TimeStampedModel):
     can_read_billing = models.BooleanField(
         "billing read", default=True, help_text="Read the balance, ledger, prices and plan."
     )
+    remix = models.BooleanField(
+        "remix by default",
+        default=False,
+        help_text="Variations, rerolls and pans open a prompt step (remix) unless the request "
+        "says otherwise.",
+    )
     allowed_ips = models.JSONField(
         default=list, blank=True, help_text="IP addresses or CIDR networks; empty allows any."
     )

@@ -84,6 +84,7 @@ def api_key_create(
     can_read_billing: bool = True,
     allowed_ips: list[str] | None = None,
     expires_at: datetime | None = None,
+    remix: bool = False,
 ) -> IssuedKey:
     name = (name or "").strip()
     if not name:
@@ -102,6 +103,7 @@ def api_key_create(
         can_read_billing=can_read_billing,
         allowed_ips=_clean_ips(allowed_ips),
         expires_at=expires_at,
+        remix=remix,
         created_by=created_by,
     )
     return IssuedKey(api_key=api_key, plaintext=plaintext)
@@ -125,6 +127,7 @@ def api_key_update(
     can_read_billing: bool | None = None,
     allowed_ips: list[str] | Keep | None = KEEP,
     expires_at: datetime | Keep | None = KEEP,
+    remix: bool | None = None,
 ) -> ApiKey:
     """Change what is given; ``allowed_ips=None`` (or ``[]``) allows any address and
     ``expires_at=None`` makes the key never expire."""
@@ -138,6 +141,8 @@ def api_key_update(
         api_key.read_only = read_only
     if can_read_billing is not None:
         api_key.can_read_billing = can_read_billing
+    if remix is not None:
+        api_key.remix = remix
     if allowed_ips is not KEEP:
         api_key.allowed_ips = _clean_ips(allowed_ips)
     if expires_at is not KEEP:
@@ -265,6 +270,7 @@ def api_key_create_by_key(
     can_read_billing: bool = True,
     allowed_ips: list[str] | None = None,
     expires_at: datetime | None = None,
+    remix: bool = False,
 ) -> IssuedKey:
     """Issue a key of ``caller``'s organization with no more power than ``caller``.
 
@@ -293,6 +299,7 @@ def api_key_create_by_key(
         can_read_billing=can_read_billing,
         allowed_ips=cleaned_ips,
         expires_at=expires_at,
+        remix=remix,
     )
 
 
@@ -306,6 +313,7 @@ def api_key_update_by_key(
     can_read_billing: bool | None = None,
     allowed_ips: list[str] | Keep | None = KEEP,
     expires_at: datetime | Keep | None = KEEP,
+    remix: bool | None = None,
 ) -> ApiKey:
     """Change a key of the caller's organization; only what the caller holds may be granted.
 
@@ -336,6 +344,7 @@ def api_key_update_by_key(
         can_read_billing=can_read_billing,
         allowed_ips=cleaned_ips,
         expires_at=expires_at,
+        remix=remix,
     )
 
 

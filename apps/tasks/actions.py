@@ -68,6 +68,8 @@ class ModalStep(StrEnum):
     ZOOM = "zoom"
     #: Use prompt *n* of a describe/shorten result, as is or edited.
     PROMPT = "prompt"
+    #: Remix: a variation, reroll or pan asks for the (changed) prompt first.
+    REMIX = "remix"
 
 
 class ResultButtons(StrEnum):
@@ -133,6 +135,8 @@ class PressSpec:
     title: str = ""
     #: The task starts from the parent's own inputs (describe again, reroll).
     reuses_inputs: bool = False
+    #: With remix on, the press opens a prompt step (``ModalStep.REMIX``) as Midjourney does.
+    remixable: bool = False
 
     def custom_id(self, *, job_hash: str, index: int | None = None) -> str:
         return self.emits.format(n=index, hash=job_hash)
@@ -203,6 +207,7 @@ VARIATION = PressSpec(
     index_range="V buttons go from 1 to 4",
     names=("V{n}", "variation_{n}"),
     group="variation",
+    remixable=True,
 )
 REROLL = PressSpec(
     key="reroll",
@@ -213,6 +218,7 @@ REROLL = PressSpec(
     names=("REROLL", "r", "retry", "describe_retry", "picread_retry"),
     title="Reroll: run the same prompt again",
     reuses_inputs=True,
+    remixable=True,
 )
 # v6 is what we emit; v5/v6r1/v7 spellings are what upstream accounts have produced.
 _UPSCALE_ID = r"MJ::JOB::upsample_v[0-9a-z]+_"
@@ -257,6 +263,7 @@ VARY_SUBTLE = PressSpec(
     label="Vary (Subtle)",
     names=("VARY_SUBTLE", "variation_subtle"),
     group="variation",
+    remixable=True,
 )
 VARY_STRONG = PressSpec(
     key="high",
@@ -267,6 +274,7 @@ VARY_STRONG = PressSpec(
     label="Vary (Strong)",
     names=("VARY_STRONG", "variation_strong"),
     group="variation",
+    remixable=True,
 )
 VARY_REGION = PressSpec(
     key="inpaint",
@@ -325,6 +333,7 @@ def _pan(direction: str) -> PressSpec:
         pan_direction=direction,
         group="pan",
         title=f"Pan {direction}",
+        remixable=True,
     )
 
 

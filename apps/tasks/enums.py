@@ -71,3 +71,5 @@ class ErrorCode(models.TextChoices):
     FAST_HOURS_EXHAUSTED = "FAST_HOURS_EXHAUSTED", "Fast hours exhausted"
     #: The upstream account must be verified by a person (CAPTCHA, "action needed").
     NEEDS_VERIFICATION = "NEEDS_VERIFICATION", "Needs verification"
+    #: The upstream (its version or kind) has no way to run this feature (remix, edits …).
+    UNSUPPORTED_BY_UPSTREAM = "UNSUPPORTED_BY_UPSTREAM", "Unsupported by the upstream"

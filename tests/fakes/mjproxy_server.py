@@ -46,6 +46,14 @@ MODAL_CUSTOM_IDS = (
     "MJ::Job::PicReader::",
     "MJ::Job::PromptAnalyzer::",
 )
+#: Buttons a Plus proxy opens the remix form for when the action asks ``enableRemix``.
+REMIX_CUSTOM_IDS = (
+    "MJ::JOB::variation::",
+    "MJ::JOB::low_variation::",
+    "MJ::JOB::high_variation::",
+    "MJ::JOB::reroll::",
+    "MJ::JOB::pan_",
+)
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
 RUNNING = ("NOT_START", "SUBMITTED", "IN_PROGRESS")
 
@@ -171,6 +179,9 @@ class FakeMjproxy:
         self.callbacks = callbacks
         self.supports_list = supports_list
         self.supports_batch = supports_batch
+        #: ``enableRemix`` on an action opens the remix form (21); False: ignored, as an
+        #: open-source proxy does.
+        self.supports_remix = True
         #: Answers for the next submits, in order: (code, description).
         self.scripted: list[tuple[int, str]] = []
         #: Prompts containing one of these are refused with code 24.
@@ -499,7 +510,12 @@ class FakeMjproxy:
                 job.custom_id, job.parent_id, job.prompt = custom_id, parent.id, parent.prompt
                 job.action = self._action_name(custom_id)
                 job.grid = "upsample::" not in custom_id
-                if custom_id.startswith(MODAL_CUSTOM_IDS):
+                remix = (
+                    self.supports_remix
+                    and body.get("enableRemix") is True
+                    and custom_id.startswith(REMIX_CUSTOM_IDS)
+                )
+                if custom_id.startswith(MODAL_CUSTOM_IDS) or remix:
                     job.status = "MODAL"
                     self.jobs[job.id] = job
                     return self._answer(21, "waiting for window confirm", job.id)

@@ -337,20 +337,6 @@ def test_tier_limit_says_when_to_retry_in_every_dialect(funded, live_key, client
     assert snapshot(funded) == before
 
 
-@pytest.mark.parametrize(
-    ("path", "extra"),
-    [("/mj/submit/imagine", {}), ("/mj/submit/action", {"customId": "x", "taskId": "1"})],
-)
-def test_enable_remix_is_refused_until_remix_exists(funded, live_key, client_for, path, extra):
-    before = snapshot(funded)
-    body = {**trueai_imagine("a fox"), **extra, "enableRemix": True}
-    answer = client_for(live_key).post(path, body, format="json")
-    assert answer.status_code == 200
-    assert answer.json()["code"] == 4
-    assert answer.json()["description"].startswith("enableRemix: Remix is not available")
-    assert snapshot(funded) == before
-
-
 def test_enable_remix_false_is_a_plain_request(funded, live_key, client_for, sandbox):
     body = {**trueai_imagine("a fox"), "enableRemix": False}
     assert client_for(live_key).post("/mj/submit/imagine", body, format="json").json()["code"] == 1

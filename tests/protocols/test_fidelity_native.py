@@ -144,23 +144,23 @@ def test_unknown_webhook_fields_and_events_are_refused(api, organization, body, 
 # --- tasks --------------------------------------------------------------------------------------
 
 
-def test_a_native_press_with_a_prompt_is_refused_until_remix(api, funded, sandbox):
+def test_a_native_press_refuses_what_it_cannot_take(api, funded, sandbox):
     grid = created_task(
         api.post("/api/v1/tasks", {"action": "IMAGINE", "prompt": "a fox"}, format="json")
     )
     run_to_completion(grid.pk)
     before = snapshot(funded)
     for body, field in [
-        ({"parent": grid.pk, "button": "V1", "prompt": "a blue fox"}, "prompt"),
+        ({"parent": grid.pk, "button": "U1", "prompt": "a blue fox"}, "prompt"),
         ({"parent": grid.pk, "button": "U1", "images": [png_data_url()]}, "images"),
         ({"parent": grid.pk, "button": "U1", "dimensions": "SQUARE"}, "dimensions"),
     ]:
         response = api.post("/api/v1/tasks", body, format="json")
         refused(response, field)
     message = api.post(
-        "/api/v1/tasks", {"parent": grid.pk, "button": "V1", "prompt": "x"}, format="json"
-    ).json()["error"]["details"]["prompt"][0]
-    assert message.startswith("A button press takes no prompt (remix is not available)")
+        "/api/v1/tasks", {"parent": grid.pk, "button": "U1", "prompt": "x"}, format="json"
+    ).json()["error"]["message"]
+    assert message.startswith("This button takes no prompt: only variations, rerolls and pans")
     assert snapshot(funded) == before
 
 
@@ -173,6 +173,7 @@ def test_a_native_press_with_a_prompt_is_refused_until_remix(api, funded, sandbo
         ({"action": "IMAGINE", "prompt": "a fox", "notifyHook": HOOK}, "notifyHook"),
         ({"action": "IMAGINE", "prompt": "a fox", "hook_url": HOOK}, "hook_url"),
         ({"action": "IMAGINE", "prompt": "a fox", "enableRemix": True}, "enableRemix"),
+        ({"action": "IMAGINE", "prompt": "a fox", "remix": "sometimes"}, "remix"),
     ],
 )
 def test_fields_an_action_does_not_take_are_refused(api, funded, body, field):
@@ -293,6 +294,16 @@ def _press(walk: Walk) -> None:
     assert task.action == Action.VARIATION
 
 
+def _remix(walk: Walk) -> None:
+    grid = walk.grid()
+    task = walk.task({"parent": grid.pk, "button": "V2", "remix": True})
+    assert (task.status, task.params["remix"]) == (Status.MODAL, True)
+    plain = walk.task({"parent": grid.pk, "button": "V2", "remix": False})
+    assert plain.status != Status.MODAL and "remix" not in plain.params
+    family = walk.task({"action": "IMAGINE", "prompt": "a barn", "remix": True})
+    assert family.params["remix_mode"] is True
+
+
 LATER = (timezone.now() + timedelta(days=30)).replace(microsecond=0)
 
 #: (serializer, field) → a probe proving the field is honoured (or, where it cannot be, that
@@ -325,6 +336,7 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
         w.task({"action": "IMAGINE", "prompt": "a fox", "metadata": {"order": 7}}).metadata,
         {"order": 7},
     ),
+    ("TaskCreateSerializer", "remix"): _remix,
     ("TaskModalSerializer", "prompt"): _modal_prompt,
     ("TaskModalSerializer", "mask"): _modal_mask,
     ("ApiKeyCreateSerializer", "name"): lambda w: _eq(w.key({"name": "named"}).name, "named"),
@@ -338,6 +350,7 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
     ("ApiKeyCreateSerializer", "billing_read"): lambda w: _eq(
         w.key({"billing_read": False}).can_read_billing, False
     ),
+    ("ApiKeyCreateSerializer", "remix"): lambda w: _eq(w.key({"remix": True}).remix, True),
     ("ApiKeyCreateSerializer", "allowed_ips"): lambda w: _eq(
         w.key({"allowed_ips": ["203.0.113.0/24"]}).allowed_ips, ["203.0.113.0/24"]
     ),
@@ -359,6 +372,7 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
     ("ApiKeyUpdateSerializer", "billing_read"): lambda w: _eq(
         w.patch_key({"billing_read": False}).can_read_billing, False
     ),
+    ("ApiKeyUpdateSerializer", "remix"): lambda w: _eq(w.patch_key({"remix": True}).remix, True),
     ("ApiKeyUpdateSerializer", "allowed_ips"): lambda w: _eq(
         w.patch_key({"allowed_ips": ["198.51.100.7"]}).allowed_ips, ["198.51.100.7/32"]
     ),

@@ -98,17 +98,17 @@ def test_refusals_list_ttapi_names_and_change_nothing(funded, live_key, client_f
     assert snapshot(funded) == before
 
 
-def test_a_variation_with_a_prompt_is_refused_until_remix_exists(
+def test_a_prompt_or_mask_on_a_button_that_takes_none_is_refused(
     funded, live_key, client_for, sandbox
 ):
     client = client_for(live_key)
     grid = imagine(client)
     before = snapshot(funded)
-    refused = action(client, grid, "variation1", prompt="a blue fox instead")
+    refused = action(client, grid, "upsample1", prompt="a blue fox instead")
     assert refused.status_code == 400
     assert refused.json()["status"] == "FAILED"
     assert refused.json()["message"].startswith(
-        "Remix is not available: a variation takes no prompt"
+        "This button takes no prompt: only variations, rerolls and pans (remix)"
     )
     masked = action(client, grid, "upsample1", mask=png_data_url())
     assert masked.status_code == 400

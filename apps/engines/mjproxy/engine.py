@@ -64,6 +64,7 @@ from apps.engines.base import (
 )
 from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, ErrorCode
+from apps.tasks.remix import is_remixed
 
 from . import mapping
 from .client import Answer, MjproxyClient, UpstreamOutcomeUnknown, UpstreamUnavailable, origin_of
@@ -192,6 +193,8 @@ class MjproxyEngine(Engine):
         path, body = self._request(client, job)
         answer = client.post(path, body)
         accepted = self._accepted(answer)
+        if is_remixed(job.params) and not accepted.modal and accepted.job_id:
+            self._refuse_unremixed(client, job, accepted.job_id)
         job_id = self._second_step(client, job, accepted)
         self._recovered(job.account)
         return SubmitResult(upstream_job_id=job_id, state={"account": job.account.id})
@@ -267,6 +270,9 @@ class MjproxyEngine(Engine):
                 taskId=self._parent_job(job.account, job.parent),
                 customId=self._their_custom_id(client, job, job.parent),
             )
+            if is_remixed(params):
+                # The Plus proxies answer 21 and take the remix prompt in /mj/submit/modal.
+                body["enableRemix"] = True
             return "/mj/submit/action", body
         # New work runs in the task's mode; upstreams that do not know the field ignore it.
         body["mode"] = job.mode
@@ -344,6 +350,19 @@ class MjproxyEngine(Engine):
                 "account.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
+
+    def _refuse_unremixed(self, client: MjproxyClient, job: Job, job_id: str) -> None:
+        """The upstream ran a remix press as a plain one (it ignores ``enableRemix``): stop
+        that job and fail the task rather than deliver a picture of the old prompt."""
+        try:
+            client.post(f"/mj/task/{job_id}/cancel", {})
+        except (TemporaryEngineError, PermanentEngineError, UpstreamOutcomeUnknown):
+            logger.info("upstream cancel failed", extra={"task_id": job.task_id})
+        raise PermanentEngineError(
+            "The upstream midjourney-proxy does not support remix (it ignored enableRemix), "
+            "so the changed prompt could not be sent.",
+            error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+        )
 
     def _second_step(self, client: MjproxyClient, job: Job, accepted: mapping.Accepted) -> str:
         return self._modal(client, job, accepted.job_id) if accepted.modal else accepted.job_id

@@ -29,8 +29,10 @@ from apps.engines.base import (
 from apps.engines.models import SandboxJob
 from apps.tasks import prompt as prompts
 from apps.tasks.enums import Action, ErrorCode
+from apps.tasks.remix import is_remixed
 
 from . import render
+from .remix import render_remix
 
 DEFAULT_DURATION = 6.0
 STALL_PROGRESS = 42
@@ -212,7 +214,8 @@ def render_result(job: Job) -> PollResult:
             image = render.render_blend(_inputs(job), params.get("dimensions", "SQUARE"), seed)
             return _grid(image, seed)
         parent = job.parent
-        prompt = parent.prompt if parent else job.prompt
+        # A remixed reroll runs the prompt given in the remix step.
+        prompt = parent.prompt if parent and not is_remixed(params) else job.prompt
         return _grid(render.render_grid(prompt, seed, _aspect(prompt)), seed)
     if action == Action.UPSCALE:
         source = _parent_image(job)
@@ -227,9 +230,13 @@ def render_result(job: Job) -> PollResult:
             return _grid(render.render_inpaint(source, _mask(job), job.prompt, seed), seed)
         if variant in ("low", "high"):
             strength: render.VariationStrength = "subtle" if variant == "low" else "strong"
-            return _grid(render.render_variation(source, seed, strength), seed)
-        quadrant = render.split_grid(source)[int(params.get("index") or 1) - 1]
-        return _grid(render.render_variation(quadrant, seed, "grid"), seed)
+            varied = render.render_variation(source, seed, strength)
+        else:
+            quadrant = render.split_grid(source)[int(params.get("index") or 1) - 1]
+            varied = render.render_variation(quadrant, seed, "grid")
+        if is_remixed(params):
+            varied = render_remix(varied, job.prompt, seed)
+        return _grid(varied, seed)
     if action == Action.ZOOM:
         factor = float(params.get("zoom_factor") or 2.0)
         return _grid(render.render_zoom(_parent_image(job), factor, seed=seed), seed)
@@ -240,7 +247,10 @@ def render_result(job: Job) -> PollResult:
                 f"Unknown pan direction '{direction}'.", error_code=ErrorCode.INVALID_PARAMETER
             )
         pan = cast(render.PanDirection, direction)
-        return _grid(render.render_pan(_parent_image(job), pan, seed=seed), seed)
+        panned = render.render_pan(_parent_image(job), pan, seed=seed)
+        if is_remixed(params):
+            panned = render_remix(panned, job.prompt, seed)
+        return _grid(panned, seed)
     if action == Action.BLEND:
         image = render.render_blend(_inputs(job), params.get("dimensions", "SQUARE"), seed)
         return _grid(image, seed)

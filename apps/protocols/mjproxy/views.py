@@ -194,13 +194,21 @@ def submit_answer(outcome: SubmitOutcome) -> Response:
     return Response(envelope(SUCCESS, "Submit success", task.id))
 
 
-def _refuse_remix(data: dict[str, Any]) -> None:
-    """``enableRemix: true`` asks for remix, which this server does not offer yet: say so
-    rather than run (and charge) a plain press or imagine."""
-    if data.get("enableRemix") not in (None, False, "", "false", "False", 0):
-        raise exceptions.ValidationError(
-            {"enableRemix": "Remix is not available; send the request without enableRemix."}
-        )
+_TRUE = (True, 1, "true", "True", "TRUE", "1")
+_FALSE = (False, 0, "false", "False", "FALSE", "0", "")
+
+
+def _remix_flag(data: dict[str, Any]) -> bool | None:
+    """``enableRemix``: on a press, whether it opens the remix prompt step (code 21); on a new
+    task, remix mode for its follow-ups. Left out: the key's default decides."""
+    value = data.get("enableRemix")
+    if value is None:
+        return None
+    if value in _TRUE and not isinstance(value, float):
+        return True
+    if value in _FALSE and not isinstance(value, float):
+        return False
+    raise exceptions.ValidationError({"enableRemix": "Must be true or false."})
 
 
 def _echo(data: dict[str, Any]) -> ClientEcho:
@@ -209,10 +217,12 @@ def _echo(data: dict[str, Any]) -> ClientEcho:
 
 class SubmitView(MjProxyView):
     writes = True
+    #: The request's ``enableRemix`` (``None``: not given).
+    remix: bool | None = None
 
     def post(self, request: Request, **kwargs: Any) -> Response:
         data = self.body(request)
-        _refuse_remix(data)
+        self.remix = _remix_flag(data)
         outcome = self.submit(data)
         return submit_answer(outcome)
 
@@ -256,6 +266,7 @@ class ImagineView(SubmitView):
             mode=_requested_mode(data),
             path_mode=self.path_mode,
             echo=_echo(data),
+            remix=bool(self.remix),
         )
 
 
@@ -268,6 +279,7 @@ class ActionView(SubmitView):
             mode=_requested_mode(data),
             path_mode=self.path_mode,
             echo=_echo(data),
+            remix=self.remix,
         )
 
 
@@ -293,6 +305,7 @@ class DescribeView(SubmitView):
             mode=_requested_mode(data),
             path_mode=self.path_mode,
             echo=_echo(data),
+            remix=bool(self.remix),
         )
 
 
@@ -306,6 +319,7 @@ class BlendView(SubmitView):
             mode=_requested_mode(data),
             path_mode=self.path_mode,
             echo=_echo(data),
+            remix=bool(self.remix),
         )
 
 
@@ -318,6 +332,7 @@ class ShortenView(SubmitView):
             mode=_requested_mode(data),
             path_mode=self.path_mode,
             echo=_echo(data),
+            remix=bool(self.remix),
         )
 
 
@@ -346,6 +361,7 @@ def _press_legacy(
         mode=_requested_mode(data),
         path_mode=view.path_mode,
         echo=_echo(data),
+        remix=view.remix,
     )
 
 

@@ -183,7 +183,9 @@ class BlendView(SubmitView):
 
 def _press(view: TtapiView, *, button: ButtonRef, data: dict[str, Any]) -> SubmitOutcome:
     """Press a button of ``jobId``. TTAPI has no modal endpoint: a two-step button gets its
-    second step (``prompt``, ``mask``) in the same call, validated and accepted atomically."""
+    second step (``prompt``, ``mask``) in the same call, validated and accepted atomically.
+    So does remix: a variation, reroll or pan with a ``prompt`` is remixed with it, and one
+    without never waits for a prompt (whatever the key's remix default)."""
     return task_press(
         caller=view.caller,
         parent_id=text_field(data, "jobId"),
@@ -191,6 +193,7 @@ def _press(view: TtapiView, *, button: ButtonRef, data: dict[str, Any]) -> Submi
         mode=_requested_mode(data),
         echo=_echo(data, options=True),
         modal=ModalInput(prompt=optional_text(data, "prompt"), mask=optional_text(data, "mask")),
+        remix=False,
     )
 
 

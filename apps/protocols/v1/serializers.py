@@ -83,11 +83,6 @@ def _check_metadata(value: Any) -> Any:
 
 #: What a button press refuses, and why: it would otherwise be dropped silently.
 _NOT_ON_A_PRESS = {
-    "prompt": (
-        "A button press takes no prompt (remix is not available). Two-step buttons "
-        "(CUSTOM_ZOOM, VARY_REGION, the describe/shorten prompts) take it in "
-        "POST /tasks/{id}/modal."
-    ),
     "images": "A button press takes no images; it works on the parent's result.",
     "dimensions": "A button press takes no dimensions (BLEND only).",
 }
@@ -116,6 +111,14 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     button = serializers.CharField(
         required=False,
         help_text="Alias (U1, V3, REROLL, VARY_SUBTLE, ZOOM_2X, PAN_LEFT …) or a raw customId.",
+    )
+    remix = serializers.BooleanField(
+        required=False,
+        help_text=(
+            "A press of a variation, reroll or pan: `true` waits in MODAL for the (changed) "
+            "prompt, `false` never does; left out, the key's remix default decides. A new "
+            "task: remix mode for its follow-ups. A `prompt` on such a press remixes at once."
+        ),
     )
     webhook_url = serializers.CharField(required=False, allow_blank=True)
     metadata = serializers.DictField(
@@ -214,6 +217,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "midjourney",
             "read_only",
             "billing_read",
+            "remix",
             "allowed_ips",
             "expires_at",
             "revoked_at",
@@ -249,6 +253,10 @@ class ApiKeyCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     midjourney = serializers.BooleanField(default=True)
     read_only = serializers.BooleanField(default=False)  # type: ignore[assignment]
     billing_read = serializers.BooleanField(default=True)
+    remix = serializers.BooleanField(
+        default=False,
+        help_text="Remix by default: variations, rerolls and pans open a prompt step (MODAL).",
+    )
     allowed_ips = serializers.ListField(
         child=serializers.CharField(max_length=64),
         required=False,
@@ -276,6 +284,9 @@ class ApiKeyUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
     midjourney = serializers.BooleanField(required=False)
     read_only = serializers.BooleanField(required=False)  # type: ignore[assignment]
     billing_read = serializers.BooleanField(required=False)
+    remix = serializers.BooleanField(
+        required=False, help_text="Remix by default (variations, rerolls, pans ask for a prompt)."
+    )
     allowed_ips = serializers.ListField(
         child=serializers.CharField(max_length=64),
         required=False,

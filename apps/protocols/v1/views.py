@@ -37,7 +37,7 @@ from apps.tasks.selectors import task_get, task_list
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
-from apps.tasks.services.press import task_press, task_submit_modal
+from apps.tasks.services.press import ModalInput, task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 
 from ..common import caller_of
@@ -141,7 +141,9 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
             "REROLL, VARY_SUBTLE, VARY_STRONG, VARY_REGION, ZOOM_2X, ZOOM_1_5X, CUSTOM_ZOOM, "
             "PAN_LEFT … or a raw customId). Two-step buttons (VARY_REGION, CUSTOM_ZOOM, the "
             "describe/shorten prompts) create a task in status MODAL: finish it with "
-            "`POST /tasks/{id}/modal`."
+            "`POST /tasks/{id}/modal`. Remix: a `prompt` on a variation, reroll or pan remixes "
+            "it with that prompt; `remix: true` (or the key's remix default) without one makes "
+            "it wait in MODAL for the prompt."
         ),
         parameters=[IDEMPOTENCY_HEADER],
         request=TaskCreateSerializer,
@@ -161,6 +163,9 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
                 button=ByName(data["button"], extra_names=ttapi_names),
                 mode=data.get("mode"),
                 echo=echo,
+                # A prompt on a variation, reroll or pan remixes it.
+                modal=ModalInput(prompt=data["prompt"]) if "prompt" in data else None,
+                remix=data.get("remix"),
             )
         else:
             outcome = task_submit(
@@ -171,6 +176,7 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
                 mode=data.get("mode"),
                 dimensions=data.get("dimensions"),
                 echo=echo,
+                remix=bool(data.get("remix")),
             )
         return _created(outcome)
 
@@ -259,6 +265,7 @@ class KeyListView(OrganizationAPIView):
             can_read_billing=data["billing_read"],
             allowed_ips=data.get("allowed_ips"),
             expires_at=data.get("expires_at"),
+            remix=data["remix"],
         )
         serializer = ApiKeyCreatedSerializer(issued.api_key, context={"secret": issued.plaintext})
         return Response(serializer.data, status=status.HTTP_201_CREATED)
@@ -299,6 +306,7 @@ class KeyDetailView(OrganizationAPIView):
             can_read_billing=data.get("billing_read"),
             allowed_ips=data.get("allowed_ips", KEEP),
             expires_at=data.get("expires_at", KEEP),
+            remix=data.get("remix"),
         )
         return Response(ApiKeySerializer(updated).data)
 

@@ -35,6 +35,7 @@ from ..errors import FIELD, InputError, ParentNotFound
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
 from ..models import Task
+from ..remix import REMIX_MODE, REMIXED
 from ..selectors import task_get
 from .acceptance import SubmitOutcome, accept, create_and_accept, finish_acceptance, new_seed
 from .inputs import (
@@ -166,6 +167,9 @@ def _follow_up(
         params["zoom_factor"] = press.zoom_factor
     if press.pan_direction is not None:
         params["pan_direction"] = press.pan_direction
+    if (parent.params or {}).get(REMIX_MODE):
+        # Remix mode asked for at the submit (``enableRemix``) holds for the whole family.
+        params[REMIX_MODE] = True
     inputs: list[str] = list(parent.inputs) if press.reuses_inputs else []
     if press.action == Action.REROLL:
         # A reroll runs the job that made the grid again with a new seed: a blend needs its
@@ -195,6 +199,29 @@ def _follow_up(
     )
 
 
+# --- remix ---------------------------------------------------------------------------------
+
+
+def _remix_on(caller: Caller, parent: Task, remix: bool | None) -> bool:
+    """Whether a remixable press opens the prompt step: the request's own say, else remix mode
+    set on the family's first submit, else the key's default."""
+    if remix is not None:
+        return remix
+    if (parent.params or {}).get(REMIX_MODE):
+        return True
+    return bool(caller.api_key is not None and caller.api_key.remix)
+
+
+def _step_of(task: Task) -> ModalStep | None:
+    params = task.params or {}
+    press = PRESSES.get(params.get("variant", ""))
+    if press is None:
+        return None
+    if press.modal is None and params.get(REMIXED):
+        return ModalStep.REMIX
+    return press.modal
+
+
 # --- the second step -------------------------------------------------------------------------
 
 
@@ -204,8 +231,7 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
     Nothing is written to the database here; the caller writes the result in its transaction
     and discards ``files`` if that fails.
     """
-    press = PRESSES.get((task.params or {}).get("variant", ""))
-    step = press.modal if press is not None else None
+    step = _step_of(task)
     text = (prompt if prompt not in (None, "") else task.prompt_en) or ""
     if step == ModalStep.ZOOM and text.strip().startswith("--") and task.parent is not None:
         # Clients often send just "--zoom 1.5": the description stays the parent's.
@@ -261,10 +287,10 @@ def _refuse_second_step(press: PressSpec, modal: ModalInput | None) -> None:
     if modal is None:
         return
     if modal.prompt not in (None, ""):
-        kind = "a variation" if press.action == Action.VARIATION else "this button"
         raise InputError(
-            f"Remix is not available: {kind} takes no {FIELD}. Send the press without it, or "
-            f"start a new task with the changed prompt.",
+            f"This button takes no {FIELD}: only variations, rerolls and pans (remix) and the "
+            f"two-step buttons do. Send the press without it, or start a new task with the "
+            f"changed prompt.",
             field="prompt",
         )
     if modal.mask not in (None, ""):
@@ -295,14 +321,18 @@ def task_press(
     path_mode: str | None = None,
     echo: ClientEcho | None = None,
     modal: ModalInput | None = None,
+    remix: bool | None = None,
 ) -> SubmitOutcome:
     """Press a button of a finished task (U1, V2, zoom …), by ``custom_id`` or ``button``.
 
     A two-step button waits in MODAL for ``task_submit_modal`` — unless ``modal`` carries the
     second step, when the task is validated in full and accepted in one transaction (a
     rejected mask or prompt leaves no task). A one-step button given a prompt or a mask is
-    refused (remix is not available): the caller would otherwise pay for something else than
-    what it asked for.
+    refused: the caller would otherwise pay for something else than what it asked for.
+
+    Remix: a variation, reroll or pan given a prompt is remixed with it in one go; with remix
+    on (``remix``, else remix mode set at the family's submit, else the key's default) and no
+    prompt it waits in MODAL for the (changed) prompt, as Midjourney's Remix form does.
     """
     echo = echo or ClientEcho()
     notify_hook = check_hook(echo.notify_hook)
@@ -318,7 +348,16 @@ def task_press(
     task = _follow_up(
         caller, parent, pressed, press, state=state, notify_hook=notify_hook, echo=echo
     )
-    if press.modal is None:
+    remix_prompt = modal is not None and modal.prompt not in (None, "")
+    if (
+        press.modal is None
+        and press.remixable
+        and (remix_prompt or _remix_on(caller, parent, remix))
+    ):
+        if modal is not None and modal.mask not in (None, ""):
+            _refuse_second_step(press, ModalInput(mask=modal.mask))
+        task.params = {**task.params, REMIXED: True}
+    elif press.modal is None:
         _refuse_second_step(press, modal)
         return create_and_accept(task, input_files=[])
     task.prompt_en = _starting_prompt(parent, press, pressed.index)

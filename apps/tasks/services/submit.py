@@ -15,6 +15,7 @@ from ..enums import Status
 from ..errors import FIELD, InputError
 from ..imageinput import DecodedImage
 from ..models import Task
+from ..remix import REMIX_MODE
 from .acceptance import SubmitOutcome, create_and_accept, new_seed
 from .inputs import (
     Caller,
@@ -77,8 +78,12 @@ def task_submit(
     path_mode: str | None = None,
     dimensions: str | None = None,
     echo: ClientEcho | None = None,
+    remix: bool = False,
 ) -> SubmitOutcome:
-    """Accept a new (non follow-up) task of ``action``, validated by its row of the table."""
+    """Accept a new (non follow-up) task of ``action``, validated by its row of the table.
+
+    ``remix`` turns remix mode on for the task's follow-ups (variations, rerolls and pans
+    then ask for the prompt first)."""
     echo = echo or ClientEcho()
     notify_hook = check_hook(echo.notify_hook)
     state = check_state(echo.state)
@@ -89,6 +94,8 @@ def task_submit(
     params: dict[str, Any] = {}
     if rule.dimensions:
         params["dimensions"] = _dimensions(dimensions)
+    if remix:
+        params[REMIX_MODE] = True
     chosen_mode = resolve_mode(
         requested=mode, path_mode=path_mode, flag=parsed.mode_flag if parsed else None
     )
