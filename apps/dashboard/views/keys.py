@@ -37,6 +37,12 @@ class ApiKeyForm(forms.Form):
     can_read_billing = forms.BooleanField(
         required=False, initial=True, label="Billing read", help_text="Balance, ledger and plan."
     )
+    remix = forms.BooleanField(
+        required=False,
+        label="Remix by default",
+        help_text="Variations, rerolls and pans ask for the (changed) prompt first, unless a "
+        "request says otherwise (enableRemix, remix).",
+    )
     expires_on = forms.DateField(
         required=False,
         label="Expires on",
@@ -145,6 +151,7 @@ def create(request: HttpRequest) -> HttpResponse:
                 can_midjourney=data["can_midjourney"],
                 read_only=data["read_only"],
                 can_read_billing=data["can_read_billing"],
+                remix=data["remix"],
                 allowed_ips=form.ip_list(),
                 expires_at=form.expires_at(),
             )

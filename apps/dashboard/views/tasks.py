@@ -289,6 +289,8 @@ def action(request: HttpRequest, task_id: str) -> HttpResponse:
             caller=_caller(request, test_mode=parent.is_test),
             parent_id=task_id,
             custom_id=request.POST.get("custom_id", ""),
+            # The card's Remix box: ticked asks for the prompt step; unticked, the default.
+            remix=True if request.POST.get("remix") in ("1", "on") else None,
         )
     except ServiceError as exc:
         return service_error_response(request, exc)

@@ -1,0 +1,73 @@
+"""The dashboard's remix (issue 17): the card's Remix box opens the Remix Prompt dialog; a key
+form sets a key's remix default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from apps.accounts.models import Organization, User
+from apps.api_keys.models import ApiKey
+from apps.tasks.enums import Status
+from apps.tasks.models import Task
+from tests.billing.helpers import new_task
+
+from .helpers import login
+
+pytestmark = pytest.mark.django_db
+
+V1 = "MJ::JOB::variation::1::abc"
+
+
+def _grid(organization: Organization) -> Task:
+    return new_task(
+        organization,
+        status=Status.SUCCESS,
+        prompt="a red barn",
+        prompt_en="a red barn",
+        buttons=[
+            {"custom_id": V1, "emoji": "", "label": "V1"},
+            {"custom_id": "MJ::JOB::upsample::1::abc", "emoji": "", "label": "U1"},
+        ],
+    )
+
+
+def test_the_remix_box_opens_the_remix_prompt_dialog(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    fund(organization, 100_000)
+    parent = _grid(organization)
+    client = login(owner)
+    card = client.get(f"/tasks/{parent.pk}/card/", HTTP_HX_REQUEST="true").content.decode()
+    assert f'id="remix-{parent.pk}"' in card and f'hx-include="#remix-{parent.pk}"' in card
+
+    response = client.post(
+        f"/tasks/{parent.pk}/action/", {"custom_id": V1, "remix": "1"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    assert response["HX-Retarget"] == "#modal-root"
+    page = response.content.decode()
+    assert "Remix Prompt" in page and "a red barn" in page
+    waiting = Task.objects.get(parent=parent)
+    assert waiting.status == Status.MODAL and waiting.params["remix"] is True
+
+    done = client.post(
+        f"/tasks/{waiting.pk}/input/", {"prompt": "a blue ocean"}, HTTP_HX_REQUEST="true"
+    )
+    assert done.status_code == 200
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.prompt_en) == (Status.NOT_START, "a blue ocean")
+
+    plain = client.post(f"/tasks/{parent.pk}/action/", {"custom_id": V1}, HTTP_HX_REQUEST="true")
+    assert plain.status_code == 200 and "HX-Retarget" in plain
+    assert plain["HX-Retarget"] == "#task-feed"
+
+
+def test_the_key_form_sets_the_remix_default(owner: User, organization: Organization) -> None:
+    client = login(owner)
+    response = client.post("/keys/new/", {"name": "remixer", "can_midjourney": "on", "remix": "on"})
+    assert response.status_code == 302, response.content.decode()[:500]
+    key = ApiKey.objects.get(name="remixer")
+    assert key.remix is True
+    assert '<span class="badge">remix</span>' in client.get("/keys/").content.decode()
