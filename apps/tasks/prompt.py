@@ -212,6 +212,54 @@ def _style(written: str, value: str | None) -> str:
     return raw
 
 
+#: ``--sref`` / ``--cref`` / ``--oref`` values: image URLs (``::weight`` allowed on style
+#: references), style codes (numbers) and ``random`` for ``--sref``; exactly one URL for
+#: ``--oref``.
+_REF_URL_RE = re.compile(r"^<?(https?://[^\s<>]+?)>?(?:::(\d+(?:\.\d+)?))?$", re.I)
+_SREF_CODE_RE = re.compile(r"^\d{1,20}(?:::\d+(?:\.\d+)?)?$")
+_REF_EXAMPLES = {
+    "sref": "https://example.com/style.png",
+    "cref": "https://example.com/character.png",
+    "oref": "https://example.com/object.png",
+}
+#: ``--p`` codes (personalization profiles and moodboards): letters, digits, ``_`` and ``-``.
+_PROFILE_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def _references(written: str, value: str | None, *, kind: str) -> str:
+    raw = _need_value(written, value, _REF_EXAMPLES[kind])
+    parts = raw.split()
+    if kind == "oref" and len(parts) != 1:
+        raise _fail(f"--{written} takes exactly one image URL; got {len(parts)}.", written, raw)
+    for part in parts:
+        match = _REF_URL_RE.match(part)
+        if match is not None and (kind == "sref" or match[2] is None):
+            continue
+        if kind == "sref" and (part.lower() == "random" or _SREF_CODE_RE.match(part)):
+            continue
+        wanted = {
+            "sref": "image URLs, style codes (numbers) or random",
+            "cref": "image URLs",
+            "oref": "one image URL",
+        }[kind]
+        raise _fail(f"--{written} takes {wanted}; got '{part}'.", written, raw)
+    return raw
+
+
+def _personalization(written: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    for part in value.split():
+        if not _PROFILE_CODE_RE.match(part):
+            raise _fail(
+                f"--{written} takes personalization codes (letters, digits, _ and -); "
+                f"got '{part}'.",
+                written,
+                value,
+            )
+    return value
+
+
 @dataclass(frozen=True)
 class _Spec:
     names: tuple[str, ...]  # canonical first
@@ -233,9 +281,9 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec(("seed", "sameseed"), _int_range(0, 4_294_967_295)),
     _Spec(("no",), _text(example="plants")),
     _Spec(("iw",), _number_range(0, 3)),
-    _Spec(("sref",), _text(example="https://example.com/style.png")),
-    _Spec(("cref",), _text(example="https://example.com/character.png")),
-    _Spec(("oref",), _text(example="https://example.com/object.png")),
+    _Spec(("sref",), lambda w, v: _references(w, v, kind="sref")),
+    _Spec(("cref",), lambda w, v: _references(w, v, kind="cref")),
+    _Spec(("oref",), lambda w, v: _references(w, v, kind="oref")),
     _Spec(("cw",), _int_range(0, 100)),
     _Spec(("sw",), _int_range(0, 1000)),
     _Spec(("ow",), _int_range(1, 1000)),
@@ -248,7 +296,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec(("weird", "w"), _int_range(0, 3000)),
     _Spec(("stop",), _int_range(10, 100)),
     _Spec(("repeat", "r"), _int_range(1, 40)),
-    _Spec(("personalize", "p", "profile"), _optional_text),
+    _Spec(("personalize", "p", "profile"), lambda w, v: _personalization(w, v)),
     _Spec(("draft",), _flag),
     _Spec(("hd",), _flag),
     _Spec(("video",), _flag),
@@ -340,6 +388,7 @@ def parse_prompt(prompt: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> Parsed
     text = " ".join(head_tokens[len(url_tokens) :])
 
     params, mode_flag = _parse_params(tail.strip())
+    check_model_version(params, image_urls=tuple(image_urls))
 
     if not text and len(image_urls) < 2:
         if image_urls:
@@ -404,6 +453,108 @@ def _unknown_parameter(written: str) -> ValidationFailed:
     return ValidationFailed(
         f"Unknown parameter --{written}{hint}.", details={"parameter": f"--{written}"}
     )
+
+
+# --- model versions: which parameters each one takes ----------------------------------------
+#
+# Midjourney's parameters are tied to model versions: character reference (--cref, --cw) is a
+# V6 feature that V7 replaced with omni reference (--oref, --ow); draft mode and --exp exist
+# only in V7; style references and personalization start at V6 (and niji 6); the image weight's
+# range is 0.5-2 on V5 and 0-3 from V6 on. A prompt that names its model (--v, --niji) is
+# checked against it here; without one the account's default model decides upstream.
+
+
+@dataclass(frozen=True)
+class _Model:
+    family: str  # "v" or "niji"
+    version: Decimal
+
+    def shown(self, written: str) -> str:
+        number = format(self.version.normalize(), "f")
+        return f"--{written} {number}"
+
+
+#: parameter → (allowed models, in words; the test).
+_VERSION_RULES: dict[str, tuple[str, Callable[[_Model], bool]]] = {
+    "cref": ("V6, V6.1 and niji 6", lambda m: Decimal(6) <= m.version < Decimal(7)),
+    "cw": ("V6, V6.1 and niji 6", lambda m: Decimal(6) <= m.version < Decimal(7)),
+    "oref": ("V7", lambda m: m.family == "v" and m.version >= Decimal(7)),
+    "ow": ("V7", lambda m: m.family == "v" and m.version >= Decimal(7)),
+    "draft": ("V7", lambda m: m.family == "v" and m.version >= Decimal(7)),
+    "exp": ("V7", lambda m: m.family == "v" and m.version >= Decimal(7)),
+    "sref": ("V6 and later (and niji 6 and later)", lambda m: m.version >= Decimal(6)),
+    "sw": ("V6 and later (and niji 6 and later)", lambda m: m.version >= Decimal(6)),
+    "personalize": ("V6 and later (and niji 6 and later)", lambda m: m.version >= Decimal(6)),
+}
+#: ``--iw``'s range by model: (lowest version, low, high), checked from the newest.
+_IMAGE_WEIGHT_RANGES: tuple[tuple[Decimal, Decimal, Decimal], ...] = (
+    (Decimal(6), Decimal(0), Decimal(3)),
+    (Decimal(5), Decimal("0.5"), Decimal(2)),
+)
+#: ``--niji`` without a number: the current niji model.
+_NIJI_DEFAULT = Decimal(6)
+
+
+def _model_of(params: Iterable[PromptParam]) -> tuple[_Model, str] | None:
+    for param in params:
+        if param.name == "v" and param.value is not None:
+            return _Model("v", Decimal(param.value)), param.written
+        if param.name == "niji":
+            version = Decimal(param.value) if param.value is not None else _NIJI_DEFAULT
+            return _Model("niji", version), param.written
+    return None
+
+
+def check_model_version(params: Iterable[PromptParam], *, image_urls: tuple[str, ...]) -> None:
+    """Refuse parameters the prompt's own model (``--v``/``--niji``) does not take, and an
+    image weight out of that model's range."""
+    params = tuple(params)
+    names = {p.name for p in params}
+    if "v" in names and "niji" in names:
+        raise ValidationFailed(
+            "The prompt names two models (--v and --niji); keep one.",
+            details={"parameters": ["--v", "--niji"]},
+        )
+    found = _model_of(params)
+    if found is None:
+        return
+    model, model_written = found
+    for param in params:
+        rule = _VERSION_RULES.get(param.name)
+        if rule is not None and not rule[1](model):
+            raise _fail(
+                f"--{param.written} works only with {rule[0]}; this prompt uses "
+                f"{model.shown(model_written)}.",
+                param.written,
+                param.value,
+            )
+        if param.name == "iw" and param.value is not None:
+            _check_image_weight(param, model, model_written)
+
+
+def _check_image_weight(param: PromptParam, model: _Model, model_written: str) -> None:
+    weight = Decimal(param.value or "0")
+    for lowest, low, high in _IMAGE_WEIGHT_RANGES:
+        if model.version >= lowest:
+            if not low <= weight <= high:
+                raise _fail(
+                    f"--{param.written} must be a number from {low} to {high} with "
+                    f"{model.shown(model_written)}; got '{param.value}'.",
+                    param.written,
+                    param.value,
+                )
+            return
+    raise _fail(
+        f"--{param.written} works only with V5 and later; this prompt uses "
+        f"{model.shown(model_written)}.",
+        param.written,
+        param.value,
+    )
+
+
+def is_draft(parsed: ParsedPrompt) -> bool:
+    """Draft mode (``--draft``, V7): faster, cheaper pictures; priced on its own."""
+    return parsed.has("draft")
 
 
 # --- typed accessors -------------------------------------------------------------------------
