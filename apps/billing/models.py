@@ -9,13 +9,13 @@ from django.conf import settings
 from django.db import models
 
 from apps.accounts.models import Organization
-from apps.tasks.enums import Action, Mode
+from apps.tasks.enums import PRICE_KEY_CHOICES, Mode
 
 
 class Price(models.Model):
     """Tokens charged for one successful task of an action in a mode (SPEC §3)."""
 
-    action = models.CharField(max_length=16, choices=Action.choices)
+    action = models.CharField(max_length=16, choices=PRICE_KEY_CHOICES)
     mode = models.CharField(max_length=8, choices=Mode.choices)
     tokens = models.PositiveBigIntegerField(help_text="0 is allowed (free promotions).")
     updated_at = models.DateTimeField(auto_now=True)

@@ -18,6 +18,13 @@ class Action(models.TextChoices):
     SWAP_FACE = "SWAP_FACE", "Swap face"
 
 
+#: Price keys beyond one per action: variants of an action priced on their own.
+IMAGINE_DRAFT = "IMAGINE_DRAFT"
+EXTRA_PRICE_KEYS: tuple[tuple[str, str], ...] = ((IMAGINE_DRAFT, "Imagine (draft mode)"),)
+#: Every key a price row may have: the actions and the extra keys.
+PRICE_KEY_CHOICES: list[tuple[str, str]] = [*Action.choices, *EXTRA_PRICE_KEYS]
+
+
 class Status(models.TextChoices):
     NOT_START = "NOT_START", "Queued"
     SUBMITTED = "SUBMITTED", "Submitted"

@@ -8,15 +8,15 @@ prompt into the result.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
-from PIL import Image, ImageStat
 from rest_framework.test import APIClient
 
 from apps.api_keys.models import ApiKey
 from apps.billing.selectors import price_get
+from apps.engines.sandbox import render
+from apps.engines.sandbox.remix import render_remix
 from apps.tasks import storage
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import Task
@@ -26,17 +26,6 @@ from .conftest import snapshot
 from .test_fidelity_mjproxy import fetch, submit, trueai_action, trueai_imagine
 
 pytestmark = pytest.mark.django_db
-
-
-def mean_colour(task: Task) -> tuple[float, float, float]:
-    with Image.open(io.BytesIO(storage.read_file(task.result["image"]))) as image:
-        red, green, blue = ImageStat.Stat(image.convert("RGB")).mean
-    return red, green, blue
-
-
-def blueness(task: Task) -> float:
-    red, green, blue = mean_colour(task)
-    return blue - (red + green) / 2
 
 
 def custom_id_of(parent: dict[str, Any], label: str) -> str:
@@ -76,8 +65,14 @@ def test_mjproxy_enable_remix_opens_the_remix_step_and_runs_the_changed_prompt(
         pk=submit(client, "/mj/submit/action", trueai_action(grid["id"], custom_id_of(grid, "V1")))
     )
     assert plain.prompt_en == "a red barn" and "remix" not in plain.params
-    # The changed prompt is visible: the remixed grid is far bluer than the plain variation.
-    assert blueness(remixed) > blueness(plain) + 20
+    # The sandbox painted the changed prompt into the variation (tests/engines checks that
+    # this is visible).
+    quadrant = render.split_grid(
+        storage.read_file(Task.objects.get(pk=grid["id"]).result["image"])
+    )[0]
+    varied = render.render_variation(quadrant, remixed.seed, "grid")
+    expected = render_remix(varied, "a deep blue ocean", remixed.seed)
+    assert storage.read_file(remixed.result["image"]) == expected != varied
 
 
 def test_mjproxy_enable_remix_on_imagine_holds_for_the_family(
@@ -179,7 +174,8 @@ def test_native_prompt_on_a_variation_is_a_remix(funded, live_key, sandbox):
     assert done.status_code == 200, done.json()
     reroll = run_to_completion(waiting["id"])
     assert reroll.action == Action.REROLL and reroll.prompt_en == "a deep blue ocean"
-    assert blueness(reroll) > blueness(grid) + 20
+    painted = render.render_grid("a deep blue ocean", reroll.seed)
+    assert storage.read_file(reroll.result["image"]) == painted
 
 
 # --- TTAPI ------------------------------------------------------------------------------------
@@ -218,3 +214,35 @@ def test_ttapi_never_waits_for_a_remix_prompt(funded, live_key, client_for, sand
     task = Task.objects.get(pk=answer.json()["data"]["jobId"])
     assert task.status != Status.MODAL and "remix" not in task.params
     assert button_id(Task.objects.get(pk=created), label="V1") == task.custom_id
+
+
+# --- draft mode is priced on its own ----------------------------------------------------------
+
+
+def test_a_draft_imagine_and_its_reroll_are_charged_the_draft_price(
+    funded, live_key, client_for, sandbox
+):
+    client = client_for(live_key)
+    draft_price = price_get(action="IMAGINE_DRAFT", mode=Mode.FAST)
+    assert 0 < draft_price < price_get(action=Action.IMAGINE, mode=Mode.FAST)
+    before = snapshot(funded)[0]
+    grid = fetch(
+        client, submit(client, "/mj/submit/imagine", trueai_imagine("a red barn --draft --v 7"))
+    )
+    task = Task.objects.get(pk=grid["id"])
+    assert (task.status, task.price, task.params["draft"]) == (Status.SUCCESS, draft_price, True)
+    reroll_id = next(b["customId"] for b in grid["buttons"] if b["emoji"] == "🔄")
+    reroll = Task.objects.get(
+        pk=submit(client, "/mj/submit/action", trueai_action(grid["id"], reroll_id))
+    )
+    assert (reroll.action, reroll.price) == (Action.REROLL, draft_price)
+    plain = Task.objects.get(
+        pk=submit(client, "/mj/submit/imagine", trueai_imagine("a red barn --v 7"))
+    )
+    assert plain.price == price_get(action=Action.IMAGINE, mode=Mode.FAST)
+    assert snapshot(funded)[0] == before - 2 * draft_price - plain.price
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {live_key.plaintext}")
+    listed = api.get("/api/v1/prices").json()["prices"]
+    assert listed["IMAGINE_DRAFT"]["FAST"] == draft_price

@@ -198,6 +198,11 @@ def _prompt_colours(prompt: str) -> list[tuple[int, int, int]]:
     return colours
 
 
+def prompt_colours(prompt: str) -> list[tuple[int, int, int]]:
+    """The RGB colours a prompt names ("a deep blue ocean" → blue), in order."""
+    return _prompt_colours(prompt)
+
+
 def _palette(
     rng: random.Random, preferred: Sequence[tuple[int, int, int]]
 ) -> list[tuple[int, int, int]]:

@@ -23,7 +23,6 @@ from apps.billing.ledger import ledger_hold
 from apps.billing.selectors import price_get
 from apps.core.errors import ConcurrencyLimitReached
 
-from ..actions import action_spec
 from ..enums import UNFINISHED_STATUSES
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
@@ -31,6 +30,7 @@ from ..models import Task
 from ..scheduling import task_expected_to_start
 from ..selectors import task_queue_position
 from .inputs import discard_files
+from .pricekeys import price_key_for
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def accept(task: Task, *, now: datetime) -> None:
             f"wait for one to finish or upgrade your plan.",
             details={"limit": limit, "unfinished": unfinished, "tier": organization.tier.code},
         )
-    price_key = action_spec(task.action).price_key
+    price_key = price_key_for(task)
     task.price = 0 if task.is_test else price_get(action=price_key, mode=task.mode)
     task.submitted_at = now
     task.start_deadline = now + settings.TASK_START_DEADLINE

@@ -47,6 +47,7 @@ from .inputs import (
     load_image,
     parse_checked,
 )
+from .pricekeys import DRAFT
 from .translation import prompt_for_upstream
 
 
@@ -175,6 +176,8 @@ def _follow_up(
         # A reroll runs the job that made the grid again with a new seed: a blend needs its
         # images and dimensions back, an imagine its reference images.
         params["reroll_of"] = (parent.params or {}).get("reroll_of") or parent.action
+        if (parent.params or {}).get(DRAFT):
+            params[DRAFT] = True
         if "dimensions" in (parent.params or {}):
             params["dimensions"] = parent.params["dimensions"]
     return Task(
@@ -245,6 +248,10 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
             details={"parent_mode": task.mode},
         )
     params = dict(task.params or {})
+    if task.action in (Action.IMAGINE, Action.REROLL):
+        params.pop(DRAFT, None)
+        if prompts.is_draft(parsed):
+            params[DRAFT] = True
     files: list[str] = []
     if step == ModalStep.ZOOM:
         factor = prompts.zoom(parsed)
@@ -400,9 +407,10 @@ def task_submit_modal(
             locked = Task.objects.select_for_update().get(pk=task.pk)
             if locked.status != Status.MODAL:
                 raise ValidationFailed("The task is no longer waiting for input.")
+            # The second step first: it can change the price (a draft-mode prompt).
+            _apply(locked, step)
             accept(locked, now=now)
             locked.status = Status.NOT_START
-            _apply(locked, step)
             locked.save()
             if not locked.is_test:
                 ledger_hold(task=locked, amount=locked.price)

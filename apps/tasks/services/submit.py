@@ -28,6 +28,7 @@ from .inputs import (
     resolve_mode,
     store_inputs,
 )
+from .pricekeys import DRAFT
 from .translation import prompt_for_upstream
 
 BLEND_DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
@@ -96,6 +97,8 @@ def task_submit(
         params["dimensions"] = _dimensions(dimensions)
     if remix:
         params[REMIX_MODE] = True
+    if parsed is not None and prompts.is_draft(parsed):
+        params[DRAFT] = True
     chosen_mode = resolve_mode(
         requested=mode, path_mode=path_mode, flag=parsed.mode_flag if parsed else None
     )
