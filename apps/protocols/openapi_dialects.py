@@ -34,6 +34,10 @@ MJPROXY: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
             "state": _STR,
             "botType": {**_STR, "enum": ["MID_JOURNEY", "NIJI_JOURNEY"]},
             "mode": {**_STR, "enum": ["FAST", "RELAX", "TURBO"]},
+            "enableRemix": {
+                "type": "boolean",
+                "description": "remix mode for this task's variations, rerolls and pans",
+            },
         },
         ["prompt"],
         "submit",
@@ -42,14 +46,24 @@ MJPROXY: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
         "post",
         "/mj/submit/action",
         "Press a button of a result (U1, V2, zoom, pan …)",
-        {"taskId": _STR, "customId": _STR, "notifyHook": _STR, "state": _STR},
+        {
+            "taskId": _STR,
+            "customId": _STR,
+            "notifyHook": _STR,
+            "state": _STR,
+            "enableRemix": {
+                "type": "boolean",
+                "description": "a variation, reroll or pan answers 21 and takes the changed "
+                "prompt in submit/modal; left out, the key's remix default decides",
+            },
+        },
         ["taskId", "customId"],
         "submit",
     ),
     (
         "post",
         "/mj/submit/modal",
-        "The second step of a button that asks for input (Vary (Region), Custom Zoom)",
+        "The second step of a button that asks for input (Vary (Region), Custom Zoom, remix)",
         {"taskId": _STR, "prompt": _STR, "maskBase64": _STR},
         ["taskId"],
         "submit",
@@ -102,6 +116,14 @@ MJPROXY: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
         ["content"],
         "submit",
     ),
+    (
+        "post",
+        "/mj/submit/upload-discord-images",
+        "Store images for prompts (image prompts, --sref, --cref, --oref); result: their URLs",
+        {"base64Array": {**_STRS, "minItems": 1, "maxItems": 10}},
+        ["base64Array"],
+        "submit",
+    ),
     ("get", "/mj/task/{id}/fetch", "A task (404, empty body, if unknown)", {}, [], "task"),
     (
         "post",
@@ -142,7 +164,8 @@ TTAPI: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
     (
         "post",
         "/midjourney/v1/action",
-        "Press a button: upsample1..4, variation1..4, reroll, zoom_out_2x, pan_left …",
+        "Press a button: upsample1..4, variation1..4, reroll, zoom_out_2x, pan_left …; a "
+        "prompt on a variation, reroll or pan remixes it",
         {"jobId": _STR, "action": _STR, "prompt": _STR, "mask": _STR, "hookUrl": _STR},
         ["jobId", "action"],
         "job",

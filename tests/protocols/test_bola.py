@@ -99,6 +99,7 @@ NO_ID_ROUTES = {
     "mj/submit/shorten",
     "mj/insight-face/swap",
     "mj/submit/upload-discord-images",
+    "api/v1/uploads",
     "mj/task/list",
     "mj/task/queue",
     "midjourney/v1/imagine",

@@ -16,7 +16,7 @@ from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from apps.api_keys.models import ApiKey
-from apps.protocols.v1 import billing_views, webhook_views
+from apps.protocols.v1 import billing_views, upload_views, webhook_views
 from apps.protocols.v1 import serializers as v1_serializers
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.events import task_changed
@@ -204,7 +204,7 @@ QUERY = {"TaskListQuerySerializer", "LedgerQuerySerializer", "DeliveryQuerySeria
 
 def request_serializers() -> dict[str, type[serializers.Serializer]]:
     found: dict[str, type[serializers.Serializer]] = {}
-    for module in (v1_serializers, webhook_views, billing_views):
+    for module in (v1_serializers, webhook_views, billing_views, upload_views):
         for name, value in vars(module).items():
             if (
                 inspect.isclass(value)
@@ -338,6 +338,14 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
     ),
     ("TaskCreateSerializer", "remix"): _remix,
     ("TaskModalSerializer", "prompt"): _modal_prompt,
+    ("UploadSerializer", "images"): lambda w: _eq(
+        len(
+            w.api.post("/api/v1/uploads", {"images": [png_data_url()] * 2}, format="json").json()[
+                "urls"
+            ]
+        ),
+        2,
+    ),
     ("TaskModalSerializer", "mask"): _modal_mask,
     ("ApiKeyCreateSerializer", "name"): lambda w: _eq(w.key({"name": "named"}).name, "named"),
     ("ApiKeyCreateSerializer", "is_test"): lambda w: _eq(w.key({"is_test": True}).is_test, True),

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from . import views
+from . import upload_views, views
 
 app_name = "v1"
 
@@ -10,6 +10,7 @@ urlpatterns = [
     path("tasks/<str:task_id>", views.TaskDetailView.as_view(), name="task"),
     path("tasks/<str:task_id>/modal", views.TaskModalView.as_view(), name="task-modal"),
     path("tasks/<str:task_id>/cancel", views.TaskCancelView.as_view(), name="task-cancel"),
+    path("uploads", upload_views.UploadView.as_view(), name="uploads"),
     path("keys", views.KeyListView.as_view(), name="keys"),
     path("keys/<str:key_id>", views.KeyDetailView.as_view(), name="key"),
     path("", include("apps.protocols.v1.billing_urls")),
