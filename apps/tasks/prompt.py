@@ -215,7 +215,7 @@ def _style(written: str, value: str | None) -> str:
 #: ``--sref`` / ``--cref`` / ``--oref`` values: image URLs (``::weight`` allowed on style
 #: references), style codes (numbers) and ``random`` for ``--sref``; exactly one URL for
 #: ``--oref``.
-_REF_URL_RE = re.compile(r"^<?(https?://[^\s<>]+?)>?(?:::(\d+(?:\.\d+)?))?$", re.I)
+REFERENCE_URL_RE = re.compile(r"^<?(https?://[^\s<>]+?)>?(?:::(\d+(?:\.\d+)?))?$", re.I)
 _SREF_CODE_RE = re.compile(r"^\d{1,20}(?:::\d+(?:\.\d+)?)?$")
 _REF_EXAMPLES = {
     "sref": "https://example.com/style.png",
@@ -232,7 +232,7 @@ def _references(written: str, value: str | None, *, kind: str) -> str:
     if kind == "oref" and len(parts) != 1:
         raise _fail(f"--{written} takes exactly one image URL; got {len(parts)}.", written, raw)
     for part in parts:
-        match = _REF_URL_RE.match(part)
+        match = REFERENCE_URL_RE.match(part)
         if match is not None and (kind == "sref" or match[2] is None):
             continue
         if kind == "sref" and (part.lower() == "random" or _SREF_CODE_RE.match(part)):

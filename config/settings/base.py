@@ -403,6 +403,9 @@ MJPROXY_MAX_IMAGE_BYTES = env_int("MJPROXY_MAX_IMAGE_BYTES", 50 * 1024 * 1024)
 # --- Webhooks and outbound HTTP ---------------------------------------------------------------
 # Lets customer URLs reach loopback and private networks. For development and tests only.
 WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
+# Image URLs in prompts (image prompts, --sref, --cref, --oref) are fetched through the SSRF
+# guard at submit and re-hosted in our storage, so the upstream sees a stable URL.
+REHOST_PROMPT_URLS = env_bool("REHOST_PROMPT_URLS", True)
 # An endpoint whose every delivery fails for this many days is disabled and its owners e-mailed.
 WEBHOOK_DISABLE_AFTER_DAYS = env_float("WEBHOOK_DISABLE_AFTER_DAYS", 5.0)
 # After a secret rotation the previous secret keeps signing (both signatures sent) this long.

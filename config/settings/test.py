@@ -72,6 +72,8 @@ PUBLIC_BASE_URL = "http://testserver"
 # Admin tests log staff in without a second factor; tests/operator turns this on to test it.
 ADMIN_REQUIRE_MFA = False
 WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
+# Test prompts point at example.com, which tests cannot reach; the re-hosting tests turn it on.
+REHOST_PROMPT_URLS = False
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

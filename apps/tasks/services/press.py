@@ -48,6 +48,7 @@ from .inputs import (
     parse_checked,
 )
 from .pricekeys import DRAFT
+from .references import rehost_prompt_urls, with_rehosted
 from .translation import prompt_for_upstream
 
 
@@ -269,10 +270,16 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
         files = [storage.store_input(data=decoded.data, ext=decoded.format.lower())]
         params["mask"] = files[0]
     upstream = prompt_for_upstream(organization=task.organization, parsed=parsed)
+    try:
+        rehosted = rehost_prompt_urls(parsed, upstream.text)
+    except BaseException:
+        discard_files(files)
+        raise
+    files = [*files, *rehosted.files]
     return _SecondStep(
         prompt=text if prompt not in (None, "") else None,
-        prompt_en=upstream.text,
-        properties=upstream.properties,
+        prompt_en=rehosted.text,
+        properties=with_rehosted(upstream.properties, rehosted),
         params=params,
         seed=prompts.seed(parsed),
         files=files,

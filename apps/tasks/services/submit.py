@@ -23,12 +23,14 @@ from .inputs import (
     check_hook,
     check_state,
     check_tier_mode,
+    discard_files,
     load_image,
     parse_checked,
     resolve_mode,
     store_inputs,
 )
 from .pricekeys import DRAFT
+from .references import rehost_prompt_urls, with_rehosted
 from .translation import prompt_for_upstream
 
 BLEND_DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
@@ -110,7 +112,12 @@ def task_submit(
         if parsed is not None
         else None
     )
-    input_files = store_inputs(decoded)
+    rehosted = rehost_prompt_urls(parsed, upstream.text) if parsed and upstream else None
+    try:
+        input_files = store_inputs(decoded)
+    except BaseException:
+        discard_files(rehosted.files if rehosted else [])
+        raise
     task = Task(
         organization=caller.organization,
         api_key=caller.api_key,
@@ -121,13 +128,16 @@ def task_submit(
         status=Status.NOT_START,
         mode=chosen_mode,
         prompt=(prompt or "").strip(),
-        prompt_en=upstream.text if upstream else "",
+        prompt_en=rehosted.text if rehosted else "",
         state=state,
         params=params,
         metadata=echo.metadata or {},
         inputs=input_files,
         notify_hook=notify_hook,
         seed=seed if seed is not None else new_seed(),
-        properties=upstream.properties if upstream else {"finalPrompt": ""},
+        properties=with_rehosted(upstream.properties, rehosted)
+        if upstream
+        else {"finalPrompt": ""},
     )
-    return create_and_accept(task, input_files=input_files)
+    files = [*input_files, *(rehosted.files if rehosted else [])]
+    return create_and_accept(task, input_files=files)
