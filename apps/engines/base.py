@@ -185,6 +185,9 @@ class Job:
     state: Mapping[str, Any] = field(default_factory=dict)
     #: The progress last recorded, so an engine can report only forward movement.
     progress: int = 0
+    #: Images the prompt references, stored by us: kind (``sref``, ``cref``, ``oref``,
+    #: ``image``) → files. The prompt carries their URLs; a renderer may read them.
+    references: Mapping[str, tuple[StoredFile, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -93,4 +93,8 @@ def job_for(task: Task, account: UpstreamAccount) -> Job:
         upstream_job_id=task.upstream_job_id,
         state=_frozen(task.engine_state),
         progress=task.progress,
+        references={
+            kind: tuple(_file(name) for name in names)
+            for kind, names in (params.get("references") or {}).items()
+        },
     )

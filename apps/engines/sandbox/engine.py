@@ -32,6 +32,7 @@ from apps.tasks.enums import Action, ErrorCode
 from apps.tasks.remix import is_remixed
 
 from . import render
+from .references import apply_references
 from .remix import render_remix
 
 DEFAULT_DURATION = 6.0
@@ -208,7 +209,8 @@ def render_result(job: Job) -> PollResult:
     action = job.action
     variant = params.get("variant", "")
     if action == Action.IMAGINE:
-        return _grid(render.render_grid(job.prompt, seed, _aspect(job.prompt)), seed)
+        image = render.render_grid(job.prompt, seed, _aspect(job.prompt))
+        return _grid(apply_references(image, job.references), seed)
     if action == Action.REROLL:
         if params.get("reroll_of") == Action.BLEND and job.images:
             image = render.render_blend(_inputs(job), params.get("dimensions", "SQUARE"), seed)
@@ -216,7 +218,8 @@ def render_result(job: Job) -> PollResult:
         parent = job.parent
         # A remixed reroll runs the prompt given in the remix step.
         prompt = parent.prompt if parent and not is_remixed(params) else job.prompt
-        return _grid(render.render_grid(prompt, seed, _aspect(prompt)), seed)
+        image = render.render_grid(prompt, seed, _aspect(prompt))
+        return _grid(apply_references(image, job.references), seed)
     if action == Action.UPSCALE:
         source = _parent_image(job)
         if variant in ("subtle", "creative"):

@@ -48,7 +48,7 @@ from .inputs import (
     parse_checked,
 )
 from .pricekeys import DRAFT
-from .references import rehost_prompt_urls, with_rehosted
+from .references import REFERENCES, rehost_prompt_urls, with_rehosted
 from .translation import prompt_for_upstream
 
 
@@ -179,6 +179,8 @@ def _follow_up(
         params["reroll_of"] = (parent.params or {}).get("reroll_of") or parent.action
         if (parent.params or {}).get(DRAFT):
             params[DRAFT] = True
+        if (parent.params or {}).get(REFERENCES):
+            params[REFERENCES] = parent.params[REFERENCES]
         if "dimensions" in (parent.params or {}):
             params["dimensions"] = parent.params["dimensions"]
     return Task(
@@ -276,6 +278,9 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
         discard_files(files)
         raise
     files = [*files, *rehosted.files]
+    params.pop(REFERENCES, None)
+    if rehosted.references:
+        params[REFERENCES] = rehosted.references
     return _SecondStep(
         prompt=text if prompt not in (None, "") else None,
         prompt_en=rehosted.text,

@@ -30,7 +30,7 @@ from .inputs import (
     store_inputs,
 )
 from .pricekeys import DRAFT
-from .references import rehost_prompt_urls, with_rehosted
+from .references import REFERENCES, rehost_prompt_urls, with_rehosted
 from .translation import prompt_for_upstream
 
 BLEND_DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
@@ -113,6 +113,8 @@ def task_submit(
         else None
     )
     rehosted = rehost_prompt_urls(parsed, upstream.text) if parsed and upstream else None
+    if rehosted is not None and rehosted.references:
+        params[REFERENCES] = rehosted.references
     try:
         input_files = store_inputs(decoded)
     except BaseException:
