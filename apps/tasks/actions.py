@@ -57,6 +57,8 @@ class Capability(StrEnum):
     BLEND = "blend"
     SHORTEN = "shorten"
     SWAP_FACE = "swap_face"
+    EDIT = "edit"
+    RETEXTURE = "retexture"
 
 
 class ModalStep(StrEnum):
@@ -96,6 +98,8 @@ class Inputs:
     min_images: int = 0
     max_images: int = 0
     dimensions: bool = False
+    #: A mask (white: the area to repaint) comes with the image (the editor).
+    mask: bool = False
     #: What to say when the image count is wrong ({count} is the number received).
     count_message: str = ""
 
@@ -482,6 +486,33 @@ ACTIONS: Mapping[str, ActionSpec] = {
             ),
             result_buttons=ResultButtons.NONE,
             grid=False,
+        ),
+        ActionSpec(
+            action=Action.EDIT,
+            price_key=Action.EDIT,
+            capability=Capability.EDIT,
+            inputs=Inputs(
+                prompt=True,
+                min_images=1,
+                max_images=1,
+                mask=True,
+                count_message="The editor needs exactly one image to edit.",
+            ),
+            result_buttons=ResultButtons.IMAGE,
+            grid=True,
+        ),
+        ActionSpec(
+            action=Action.RETEXTURE,
+            price_key=Action.RETEXTURE,
+            capability=Capability.RETEXTURE,
+            inputs=Inputs(
+                prompt=True,
+                min_images=1,
+                max_images=1,
+                count_message="Retexture needs exactly one image.",
+            ),
+            result_buttons=ResultButtons.IMAGE,
+            grid=True,
         ),
     )
 }

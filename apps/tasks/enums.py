@@ -16,6 +16,10 @@ class Action(models.TextChoices):
     BLEND = "BLEND", "Blend"
     SHORTEN = "SHORTEN", "Shorten"
     SWAP_FACE = "SWAP_FACE", "Swap face"
+    #: The editor: repaint the masked part of an image (inpaint, or outpaint on a canvas).
+    EDIT = "EDIT", "Edit"
+    #: Retexture: the image's shapes kept, its surfaces restyled by the prompt.
+    RETEXTURE = "RETEXTURE", "Retexture"
 
 
 #: Price keys beyond one per action: variants of an action priced on their own.

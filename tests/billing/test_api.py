@@ -218,10 +218,12 @@ def test_prices_table(key_client):
     assert body["prices"] == {
         "BLEND": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
         "DESCRIBE": {"FAST": 3500, "RELAX": 1750, "TURBO": 7000},
+        "EDIT": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
         "IMAGINE": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
         "IMAGINE_DRAFT": {"FAST": 7000, "RELAX": 3500, "TURBO": 14000},
         "PAN": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
         "REROLL": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
+        "RETEXTURE": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
         "SHORTEN": {"FAST": 3500, "RELAX": 0, "TURBO": 7000},
         "SWAP_FACE": {"FAST": 3500, "RELAX": 1750, "TURBO": 7000},
         "UPSCALE": {"FAST": 3500, "RELAX": 1750, "TURBO": 7000},

@@ -39,7 +39,11 @@ SUBMIT_PATHS = {
     "/mj/submit/blend": "BLEND",
     "/mj/submit/shorten": "SHORTEN",
     "/mj/insight-face/swap": "SWAP_FACE",
+    "/mj/submit/edits": "EDITS",
+    "/mj/submit/retexture": "RETEXTURE",
 }
+#: Routes only the Plus proxies have (``supports_edits = False`` answers them 404).
+PLUS_PATHS = ("/mj/submit/edits", "/mj/submit/retexture")
 MODAL_CUSTOM_IDS = (
     "MJ::Inpaint::",
     "MJ::CustomZoom::",
@@ -182,6 +186,8 @@ class FakeMjproxy:
         #: ``enableRemix`` on an action opens the remix form (21); False: ignored, as an
         #: open-source proxy does.
         self.supports_remix = True
+        #: The editor routes exist (a Plus proxy); False: they answer 404.
+        self.supports_edits = True
         #: Answers for the next submits, in order: (code, description).
         self.scripted: list[tuple[int, str]] = []
         #: Prompts containing one of these are refused with code 24.
@@ -415,6 +421,9 @@ class FakeMjproxy:
         if self.secret is not None and headers.get("mj-api-secret") != self.secret:
             self._reply(handler, 401, {"code": 4, "description": "bad secret"})
             return
+        if path in PLUS_PATHS and not self.supports_edits:
+            self._reply(handler, 404, None)
+            return
         if path in SUBMIT_PATHS and method == "POST":
             if self.submit_delay:
                 time.sleep(self.submit_delay)
@@ -522,8 +531,9 @@ class FakeMjproxy:
             elif kind in ("DESCRIBE", "SHORTEN", "SWAP_FACE"):
                 job.grid = False
                 job.images_in = 1 if kind == "DESCRIBE" else (2 if kind == "SWAP_FACE" else 0)
-            elif kind in ("IMAGINE", "BLEND"):
+            elif kind in ("IMAGINE", "BLEND", "EDITS", "RETEXTURE"):
                 job.images_in = len(body.get("base64Array") or [])
+                job.mask = str(body.get("maskBase64") or "")
             for needle, reason in self.fail_prompts.items():
                 if needle in job.prompt:
                     job.will_fail = reason

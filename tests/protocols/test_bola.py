@@ -100,6 +100,8 @@ NO_ID_ROUTES = {
     "mj/insight-face/swap",
     "mj/submit/upload-discord-images",
     "api/v1/uploads",
+    "mj/submit/edits",
+    "mj/submit/retexture",
     "mj/task/list",
     "mj/task/queue",
     "midjourney/v1/imagine",

@@ -337,6 +337,17 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
         {"order": 7},
     ),
     ("TaskCreateSerializer", "remix"): _remix,
+    ("TaskCreateSerializer", "mask"): lambda w: _eq(
+        w.task(
+            {
+                "action": "EDIT",
+                "prompt": "a barn",
+                "images": [png_data_url()],
+                "mask": png_data_url((255, 255, 255)),
+            }
+        ).params["mask"][:7],
+        "inputs/",
+    ),
     ("TaskModalSerializer", "prompt"): _modal_prompt,
     ("UploadSerializer", "images"): lambda w: _eq(
         len(

@@ -72,6 +72,11 @@ from .services import mjproxy_callback_token_ensure
 
 logger = logging.getLogger(__name__)
 
+#: The Plus proxies' editor routes; an upstream without them answers 404.
+EDITS_PATH = "/mj/submit/edits"
+RETEXTURE_PATH = "/mj/submit/retexture"
+PLUS_ONLY_PATHS = (EDITS_PATH, RETEXTURE_PATH)
+
 OPTIONS = ("base_url", "callbacks", "callback_base_url")
 SECRETS = ("secret", "callback_token")
 STATE_PREFIX = "mjgate:"
@@ -192,6 +197,12 @@ class MjproxyEngine(Engine):
         client = client_for(job.account)
         path, body = self._request(client, job)
         answer = client.post(path, body)
+        if path in PLUS_ONLY_PATHS and answer.status == 404:
+            raise PermanentEngineError(
+                f"The upstream midjourney-proxy has no {path} route (a Plus feature), so it "
+                f"cannot run {job.action} tasks.",
+                error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+            )
         accepted = self._accepted(answer)
         if is_remixed(job.params) and not accepted.modal and accepted.job_id:
             self._refuse_unremixed(client, job, accepted.job_id)
@@ -291,6 +302,23 @@ class MjproxyEngine(Engine):
         if job.action == Action.SHORTEN:
             body["prompt"] = job.prompt
             return "/mj/submit/shorten", body
+        if job.action == Action.EDIT:
+            self._need_inputs(inputs, 1, "The editor")
+            if job.mask is None:
+                raise PermanentEngineError(
+                    "The editor needs a stored mask.", error_code=ErrorCode.INVALID_PARAMETER
+                )
+            body.update(
+                action="EDITS",
+                prompt=job.prompt,
+                base64Array=inputs[:1],
+                maskBase64=_data_url(job.mask),
+            )
+            return EDITS_PATH, body
+        if job.action == Action.RETEXTURE:
+            self._need_inputs(inputs, 1, "Retexture")
+            body.update(action="RETEXTURE", prompt=job.prompt, base64Array=inputs[:1])
+            return RETEXTURE_PATH, body
         if job.action == Action.SWAP_FACE:
             self._need_inputs(inputs, 2, "Face swap")
             body.update(sourceBase64=inputs[0], targetBase64=inputs[1])

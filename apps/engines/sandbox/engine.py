@@ -32,6 +32,7 @@ from apps.tasks.enums import Action, ErrorCode
 from apps.tasks.remix import is_remixed
 
 from . import render
+from .editor import render_edit, render_retexture
 from .references import apply_references
 from .remix import render_remix
 
@@ -257,6 +258,10 @@ def render_result(job: Job) -> PollResult:
     if action == Action.BLEND:
         image = render.render_blend(_inputs(job), params.get("dimensions", "SQUARE"), seed)
         return _grid(image, seed)
+    if action == Action.EDIT:
+        return _grid(render_edit(_inputs(job)[0], _mask(job), job.prompt, seed), seed)
+    if action == Action.RETEXTURE:
+        return _grid(render_retexture(_inputs(job)[0], job.prompt, seed), seed)
     if action == Action.SWAP_FACE:
         source, target = _inputs(job)[:2]
         return _single(render.render_swap_face(source, target), seed)

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.urls import URLPattern, path
 
-from . import views
+from . import edit_views, views
 
 app_name = "mjproxy"
 
@@ -23,6 +23,8 @@ _ROUTES: list[tuple[str, Any, str]] = [
     ("submit/change", views.ChangeView, "change"),
     ("submit/simple-change", views.SimpleChangeView, "simple-change"),
     ("submit/upload-discord-images", views.UploadDiscordImagesView, "upload-discord-images"),
+    ("submit/edits", edit_views.EditsView, "edits"),
+    ("submit/retexture", edit_views.RetextureView, "retexture"),
     ("insight-face/swap", views.SwapFaceView, "swap-face"),
     ("task/<str:task_id>/fetch", views.FetchView, "fetch"),
     ("task/list-by-condition", views.ListByConditionView, "list-by-condition"),

@@ -112,6 +112,13 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         required=False,
         help_text="Alias (U1, V3, REROLL, VARY_SUBTLE, ZOOM_2X, PAN_LEFT …) or a raw customId.",
     )
+    mask = serializers.CharField(
+        required=False,
+        help_text=(
+            "EDIT: the area to repaint, white on black (data URL or URL); transparent parts "
+            "of the image (an enlarged canvas) are painted too. A VARY_REGION press: its mask."
+        ),
+    )
     remix = serializers.BooleanField(
         required=False,
         help_text=(

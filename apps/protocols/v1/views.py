@@ -136,8 +136,8 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
     @extend_schema(
         summary="Create a task, or press a button of a finished task",
         description=(
-            "A new task gives `action` (IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE) with "
-            "`prompt` and/or `images`. A follow-up gives `parent` and `button` (U1…U4, V1…V4, "
+            "A new task gives `action` (IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE, EDIT, "
+            "RETEXTURE) with `prompt` and/or `images` (EDIT: one image and its `mask`). A follow-up gives `parent` and `button` (U1…U4, V1…V4, "
             "REROLL, VARY_SUBTLE, VARY_STRONG, VARY_REGION, ZOOM_2X, ZOOM_1_5X, CUSTOM_ZOOM, "
             "PAN_LEFT … or a raw customId). Two-step buttons (VARY_REGION, CUSTOM_ZOOM, the "
             "describe/shorten prompts) create a task in status MODAL: finish it with "
@@ -164,7 +164,9 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
                 mode=data.get("mode"),
                 echo=echo,
                 # A prompt on a variation, reroll or pan remixes it.
-                modal=ModalInput(prompt=data["prompt"]) if "prompt" in data else None,
+                modal=ModalInput(prompt=data.get("prompt"), mask=data.get("mask"))
+                if "prompt" in data or "mask" in data
+                else None,
                 remix=data.get("remix"),
             )
         else:
@@ -177,6 +179,7 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
                 dimensions=data.get("dimensions"),
                 echo=echo,
                 remix=bool(data.get("remix")),
+                mask=data.get("mask"),
             )
         return _created(outcome)
 

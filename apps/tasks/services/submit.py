@@ -71,6 +71,23 @@ def _dimensions(value: str | None) -> str:
     return dims
 
 
+def _mask(action: str, rule: Inputs, mask: Any) -> DecodedImage | None:
+    """The editor's mask (white: the area to repaint); refused for an action without one."""
+    if not rule.mask:
+        if mask not in (None, ""):
+            raise InputError(
+                f"{action} takes no {FIELD}; only the editor (EDIT) does.", field="mask"
+            )
+        return None
+    if mask in (None, ""):
+        raise InputError(
+            f"The editor needs {FIELD}: the area to repaint, white on black (transparent "
+            "parts of the image, an enlarged canvas, are painted too).",
+            field="mask",
+        )
+    return load_image(mask, field="mask", action=action)
+
+
 def task_submit(
     *,
     caller: Caller,
@@ -82,6 +99,7 @@ def task_submit(
     dimensions: str | None = None,
     echo: ClientEcho | None = None,
     remix: bool = False,
+    mask: Any = None,
 ) -> SubmitOutcome:
     """Accept a new (non follow-up) task of ``action``, validated by its row of the table.
 
@@ -94,6 +112,7 @@ def task_submit(
     rule = _inputs_of(action)
     parsed = parse_checked(prompt) if rule.prompt else None
     decoded = _images(action, rule, images)
+    mask_image = _mask(action, rule, mask)
     params: dict[str, Any] = {}
     if rule.dimensions:
         params["dimensions"] = _dimensions(dimensions)
@@ -117,9 +136,12 @@ def task_submit(
         params[REFERENCES] = rehosted.references
     try:
         input_files = store_inputs(decoded)
+        mask_files = store_inputs([mask_image] if mask_image else [])
     except BaseException:
         discard_files(rehosted.files if rehosted else [])
         raise
+    if mask_files:
+        params["mask"] = mask_files[0]
     task = Task(
         organization=caller.organization,
         api_key=caller.api_key,
@@ -141,5 +163,5 @@ def task_submit(
         if upstream
         else {"finalPrompt": ""},
     )
-    files = [*input_files, *(rehosted.files if rehosted else [])]
+    files = [*input_files, *mask_files, *(rehosted.files if rehosted else [])]
     return create_and_accept(task, input_files=files)
