@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import billing, keys, mailbox, orgs, overview, status, tasks, team, webhooks
+from .views import billing, editor, keys, mailbox, orgs, overview, status, tasks, team, webhooks
 
 app_name = "dashboard"
 
@@ -16,6 +16,7 @@ urlpatterns = [
     path("tasks/<str:task_id>/action/", tasks.action, name="task-action"),
     path("tasks/<str:task_id>/input/", tasks.task_input, name="task-input"),
     path("tasks/<str:task_id>/cancel/", tasks.cancel, name="task-cancel"),
+    path("tasks/<str:task_id>/editor/", editor.editor, name="task-editor"),
     path("keys/", keys.index, name="keys"),
     path("keys/new/", keys.create, name="key-create"),
     path("keys/<int:key_id>/revoke/", keys.revoke, name="key-revoke"),

@@ -71,3 +71,58 @@ def test_the_key_form_sets_the_remix_default(owner: User, organization: Organiza
     key = ApiKey.objects.get(name="remixer")
     assert key.remix is True
     assert '<span class="badge">remix</span>' in client.get("/keys/").content.decode()
+
+
+def _picture(organization: Organization) -> Task:
+    from apps.tasks import storage
+    from tests.tasks.helpers import png_bytes
+
+    name = storage.store_input(data=png_bytes((40, 90, 200)), ext="png")
+    return new_task(
+        organization,
+        status=Status.SUCCESS,
+        prompt="a blue barn",
+        prompt_en="a blue barn",
+        result={"image": name, "is_grid": False, "splits": []},
+    )
+
+
+def test_the_editor_edits_and_retextures_a_finished_picture(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    from tests.tasks.helpers import png_data_url
+
+    fund(organization, 100_000)
+    source = _picture(organization)
+    client = login(owner)
+    card = client.get(f"/tasks/{source.pk}/card/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-editor="edit"' in card and 'data-editor="retexture"' in card
+
+    form = client.get(f"/tasks/{source.pk}/editor/?kind=edit", HTTP_HX_REQUEST="true")
+    assert form.status_code == 200 and form["HX-Retarget"] == "#modal-root"
+    assert "data-mask-editor" in form.content.decode()
+
+    refused = client.post(
+        f"/tasks/{source.pk}/editor/",
+        {"kind": "edit", "prompt": "a red door"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert refused.status_code == 400 and "mask" in refused.content.decode()
+    assert not Task.objects.filter(action="EDIT").exists()
+
+    done = client.post(
+        f"/tasks/{source.pk}/editor/",
+        {"kind": "edit", "prompt": "a red door", "mask": png_data_url((255, 255, 255))},
+        HTTP_HX_REQUEST="true",
+    )
+    assert done.status_code == 200 and done["HX-Trigger-After-Swap"] == "dashboard:close-modal"
+    edit = Task.objects.get(action="EDIT")
+    assert edit.prompt_en == "a red door" and edit.params["mask"] and len(edit.inputs) == 1
+    assert edit.price == 14_000
+
+    client.post(
+        f"/tasks/{source.pk}/editor/",
+        {"kind": "retexture", "prompt": "made of gold"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert Task.objects.get(action="RETEXTURE").prompt_en == "made of gold"
