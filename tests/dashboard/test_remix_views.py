@@ -9,7 +9,7 @@ import pytest
 
 from apps.accounts.models import Organization, User
 from apps.api_keys.models import ApiKey
-from apps.tasks.enums import Status
+from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 from tests.billing.helpers import new_task
 
@@ -126,3 +126,69 @@ def test_the_editor_edits_and_retextures_a_finished_picture(
         HTTP_HX_REQUEST="true",
     )
     assert Task.objects.get(action="RETEXTURE").prompt_en == "made of gold"
+
+
+def _file(name: str, colour: tuple[int, int, int]) -> Any:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.tasks.helpers import png_bytes
+
+    return SimpleUploadedFile(name, png_bytes(colour), content_type="image/png")
+
+
+def test_create_adds_the_picked_reference_images_to_the_prompt(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    fund(organization, 100_000)
+    client = login(owner)
+    page = client.get("/create/").content.decode()
+    assert 'name="sref_image"' in page and 'name="oref_image"' in page
+    response = client.post(
+        "/create/",
+        {
+            "action": "IMAGINE",
+            "prompt": "a knight --v 7",
+            "mode": "FAST",
+            "sref_image": _file("style.png", (0, 0, 255)),
+            "oref_image": _file("sword.png", (200, 200, 0)),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:300]
+    task = Task.objects.get(organization=organization)
+    assert task.prompt_en.startswith("a knight --v 7 --sref http://testserver/files/inputs/")
+    assert " --oref http://testserver/files/inputs/" in task.prompt_en
+    assert set(task.params["references"]) == {"sref", "oref"}
+
+    refused = client.post(
+        "/create/",
+        {
+            "action": "IMAGINE",
+            "prompt": "a knight --v 7",
+            "mode": "FAST",
+            "cref_image": _file("hero.png", (0, 200, 0)),
+        },
+        HTTP_HX_REQUEST="true",
+    )
+    assert refused.status_code == 400
+    assert "--cref works only with V6" in refused.content.decode()
+    assert Task.objects.filter(organization=organization).count() == 1
+
+
+def test_create_edit_with_an_uploaded_image_and_mask(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    fund(organization, 100_000)
+    response = login(owner).post(
+        "/create/",
+        {
+            "action": "EDIT",
+            "prompt": "a red door",
+            "mode": "FAST",
+            "images": [_file("house.png", (90, 90, 90))],
+            "mask": _file("mask.png", (255, 255, 255)),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:300]
+    task = Task.objects.get(organization=organization)
+    assert (task.action, task.price) == (Action.EDIT, 14_000)
+    assert task.params["mask"].startswith("inputs/") and len(task.inputs) == 1

@@ -25,6 +25,8 @@ from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import Caller
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
+from apps.tasks.services.uploads import images_upload
+from apps.tasks.storage import file_url
 
 from .. import presenters
 from ..selectors import task_children
@@ -39,6 +41,14 @@ CREATE_ACTIONS = (
     (Action.BLEND, "Blend", "Mix 2–5 images."),
     (Action.SHORTEN, "Shorten", "Analyse a prompt and suggest shorter ones."),
     (Action.SWAP_FACE, "Face swap", "Put the face of one picture onto another."),
+    (Action.EDIT, "Edit", "Repaint the white part of a mask of one image."),
+    (Action.RETEXTURE, "Retexture", "Keep an image's shapes, restyle its surfaces."),
+)
+#: The Create page's image-reference pickers: the prompt parameter each one adds.
+REFERENCE_PICKERS = (
+    ("sref", "Style reference"),
+    ("cref", "Character reference"),
+    ("oref", "Object reference"),
 )
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOADS = 5
@@ -123,6 +133,31 @@ def _uploads(request: HttpRequest, action: str = "") -> list[str]:
     return images
 
 
+def _upload_one(request: HttpRequest, name: str) -> str | None:
+    upload = request.FILES.get(name)
+    if upload is None:
+        return None
+    if upload.size and upload.size > MAX_UPLOAD_BYTES:
+        raise ValidationFailed(f"{upload.name} is larger than 10 MiB.")
+    return base64.b64encode(upload.read()).decode()
+
+
+def _with_references(request: HttpRequest, caller: Caller, action: str, prompt: str) -> str:
+    """The prompt with ``--sref``/``--cref``/``--oref`` pointing at the pictures picked for
+    them (stored like uploads; the prompt parser then checks them against the model)."""
+    if action != Action.IMAGINE:
+        return prompt
+    picked = [(kind, _upload_one(request, f"{kind}_image")) for kind, _ in REFERENCE_PICKERS]
+    picked = [(kind, data) for kind, data in picked if data]
+    if not picked:
+        return prompt
+    names = images_upload(caller=caller, images=[data for _, data in picked])
+    extra = " ".join(
+        f"--{kind} {file_url(name)}" for (kind, _), name in zip(picked, names, strict=True)
+    )
+    return f"{prompt.strip()} {extra}"
+
+
 def card_context(request: HttpRequest, task: Task) -> dict[str, Any]:
     return {
         "task": task,
@@ -199,13 +234,15 @@ def create(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
+                caller = _caller(request, test_mode=data["test_mode"])
                 outcome = task_submit(
-                    caller=_caller(request, test_mode=data["test_mode"]),
+                    caller=caller,
                     action=data["action"],
-                    prompt=data["prompt"],
+                    prompt=_with_references(request, caller, data["action"], data["prompt"]),
                     images=_uploads(request, data["action"]),
                     mode=data["mode"],
                     dimensions=data["dimensions"] or None,
+                    mask=_upload_one(request, "mask") if data["action"] == Action.EDIT else None,
                 )
             except ServiceError as exc:
                 error = exc.message
@@ -240,6 +277,7 @@ def create(request: HttpRequest) -> HttpResponse:
             "form": form,
             "error": error,
             "actions": CREATE_ACTIONS,
+            "reference_pickers": REFERENCE_PICKERS,
             "modes": [
                 (
                     mode,

@@ -85,6 +85,8 @@
         IMAGINE: "Optional: up to 5 reference images.",
         DESCRIBE: "One image to describe.",
         BLEND: "2 to 5 images to blend.",
+        EDIT: "The image to edit.",
+        RETEXTURE: "The image to retexture.",
       };
       hint.textContent = hints[action] || "";
     }
