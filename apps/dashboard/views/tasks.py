@@ -167,7 +167,6 @@ def card_context(request: HttpRequest, task: Task) -> dict[str, Any]:
         "queue_position": task_queue_position(task=task) if task.status == Status.NOT_START else 0,
         "polling": task.status not in TERMINAL_STATUSES and task.status != Status.MODAL,
         "can_create": can(request, Capability.CREATE_TASKS),
-        "editor_kinds": (("edit", "Edit"), ("retexture", "Retexture")),
     }
 
 
