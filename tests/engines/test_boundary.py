@@ -17,6 +17,8 @@ ALLOWED_FROM_TASKS = {
     "apps.tasks.prompt",
     "apps.tasks.actions",
     "apps.tasks.errors",
+    # The remix params' names (a pure leaf, like the enums).
+    "apps.tasks.remix",
 }
 #: Not engine code: the operator's admin page for accounts is an edge (STYLE: operator admin
 #: sits on top with the protocols); it counts each account's tasks for the list.
