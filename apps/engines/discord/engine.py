@@ -43,6 +43,7 @@ from apps.engines.base import (
     register,
 )
 from apps.tasks.enums import Action, ErrorCode, Mode
+from apps.tasks.remix import is_remixed
 
 from . import options as discord_options
 from . import tracker, wire
@@ -63,6 +64,18 @@ BLEND_DIMENSIONS = {"PORTRAIT": "--ar 2:3", "SQUARE": "--ar 1:1", "LANDSCAPE": "
 
 def _fast_exhausted_key(account_id: int) -> str:
     return f"discord:fast-exhausted:{account_id}"
+
+
+def _check_remix_form(row: DiscordJob) -> None:
+    """A remixed press must have been answered through the bot's Remix form. The bot opens it
+    only when the Discord user has Remix mode on; without it the job runs the old prompt, so
+    the task fails rather than deliver that."""
+    if not str((row.modal or {}).get("custom_id") or "").startswith("MJ::RemixModal::"):
+        raise PermanentEngineError(
+            "The Discord account does not have Remix mode on (Midjourney /settings), so the "
+            "changed prompt could not be sent; the bot ran the press without it.",
+            error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+        )
 
 
 class DiscordEngine(Engine):
@@ -238,7 +251,9 @@ class DiscordEngine(Engine):
             return "blend", blend_options, attachments
         raise PermanentEngineError(
             f"The discord engine cannot run {job.action} (the Midjourney bot has no such command).",
-            error_code=ErrorCode.UPSTREAM_REJECTED,
+            error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM
+            if job.action in (Action.EDIT, Action.RETEXTURE)
+            else ErrorCode.UPSTREAM_REJECTED,
         )
 
     def _uploads(
@@ -342,6 +357,8 @@ class DiscordEngine(Engine):
                 return self._after_refusal(job, row, settings, rest)
             if row.phase == Phase.FAILURE:
                 raise PermanentEngineError(row.fail_reason, error_code=row.error_code)
+            if row.phase in (Phase.RUNNING, Phase.SUCCESS) and is_remixed(job.params):
+                _check_remix_form(row)
             if row.phase in (Phase.RUNNING, Phase.SUCCESS) or time.monotonic() >= deadline:
                 return row
             time.sleep(0.1)
