@@ -192,3 +192,9 @@ def test_create_edit_with_an_uploaded_image_and_mask(
     task = Task.objects.get(organization=organization)
     assert (task.action, task.price) == (Action.EDIT, 14_000)
     assert task.params["mask"].startswith("inputs/") and len(task.inputs) == 1
+
+
+def test_the_billing_page_lists_the_new_prices(owner: User, organization: Organization) -> None:
+    page = login(owner).get("/billing/").content.decode()
+    for label in ("Imagine (draft mode)", "Edit", "Retexture"):
+        assert f">{label}</th>" in page, label

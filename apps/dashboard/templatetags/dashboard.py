@@ -9,7 +9,7 @@ from django.conf import settings
 from apps.accounts.models import Membership, Organization
 from apps.accounts.roles import Capability, role_allows
 from apps.accounts.selectors import organization_list_for_user
-from apps.tasks.enums import Action
+from apps.tasks.enums import PRICE_KEY_CHOICES, Action
 
 from .. import presenters
 from ..mailbox import mailbox_dir
@@ -59,7 +59,8 @@ def action_label(value: str) -> str:
     try:
         return str(Action(value).label)
     except ValueError:
-        return value
+        # A price key of its own (IMAGINE_DRAFT …) has a label too.
+        return str(dict(PRICE_KEY_CHOICES).get(value, value))
 
 
 @register.filter
