@@ -26,6 +26,7 @@ import base64
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -61,10 +62,6 @@ MODE_FLAGS: dict[str, str] = {Mode.FAST: "--fast", Mode.RELAX: "--relax", Mode.T
 BLEND_DIMENSIONS = {"PORTRAIT": "--ar 2:3", "SQUARE": "--ar 1:1", "LANDSCAPE": "--ar 3:2"}
 
 
-def _fast_exhausted_key(account_id: int) -> str:
-    return f"discord:fast-exhausted:{account_id}"
-
-
 class DiscordEngine(Engine):
     name: ClassVar[str] = "discord"
     idempotent_submit: ClassVar[bool] = True
@@ -73,6 +70,9 @@ class DiscordEngine(Engine):
 
     def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
         discord_options.parse(options, secrets)
+
+    def fast_falls_back_to_relax(self, options: Mapping[str, Any]) -> bool:
+        return discord_options.falls_back_to_relax(options)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -150,10 +150,12 @@ class DiscordEngine(Engine):
 
     @staticmethod
     def _relax_instead(job: Job, settings: DiscordSettings) -> bool:
+        """A FAST job on an account whose fast hours ran out, configured to fall back: it is
+        sent in relax at once (the account's health says so until an operator resets it)."""
         return (
             job.mode == Mode.FAST
             and settings.fast_fallback_to_relax
-            and bool(cache.get(_fast_exhausted_key(job.account.id)))
+            and tracker.fast_hours_exhausted(account_id=job.account.id)
         )
 
     def _send(
@@ -352,9 +354,9 @@ class DiscordEngine(Engine):
         fall_back = settings.fast_fallback_to_relax and job.parent is None
         if row.error_code == ErrorCode.FAST_HOURS_EXHAUSTED and job.mode == Mode.FAST and fall_back:
             # Fall back as configured: the refused job never ran, so sending it again in
-            # relax mode runs it once. The account stays healthy for relax work.
-            cache.set(_fast_exhausted_key(job.account.id), True, timeout=3600)
-            tracker.account_trouble(account_id=job.account.id, health="healthy", reason="")
+            # relax mode runs it once. The account's health stays "fast hours exhausted" (the
+            # operator is told, the admin shows it); the dispatcher still gives it FAST work,
+            # which goes out in relax from now on.
             again = self._send(job, settings, rest, relax=True)
             return self._confirm(job, again, settings, rest)
         raise TemporaryEngineError(
