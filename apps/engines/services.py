@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.errors import Conflict, ValidationFailed
@@ -250,3 +252,22 @@ def upstream_account_take_out(
     account.refresh_from_db()
     if was_serving and (health != Health.HEALTHY or disable):
         account_left_service(account=account, health=health, reason=reason, disabled=disable)
+
+
+def upstream_account_pause(*, account_id: int, until: datetime, reason: str) -> bool:
+    """The upstream asked us to wait (a long rate limit): no new work for the account until
+    ``until``. A healthy account (or one whose cooldown is over) cools down till then; one in
+    a longer cooldown or another state keeps it. Routine, so nobody is e-mailed. Returns
+    whether the account was paused."""
+    now = timezone.now()
+    return bool(
+        UpstreamAccount.objects.filter(
+            Q(health=Health.HEALTHY) | Q(health=Health.COOLING_DOWN, cooldown_until__lt=until),
+            pk=account_id,
+        ).update(
+            health=Health.COOLING_DOWN,
+            health_reason=reason[:500],
+            health_changed_at=now,
+            cooldown_until=until,
+        )
+    )

@@ -129,9 +129,7 @@ class DiscordEngine(Engine):
         unfit = tracker.account_unfit(account_id=job.account.id, mode=job.mode)
         if unfit is not None:
             code, reason = unfit
-            raise TemporaryEngineError(
-                f"{reason} The task goes back to the queue.", error_code=code
-            )
+            raise TemporaryEngineError(reason, error_code=code)
         rest = DiscordRest(account_id=job.account.id, settings=settings)
         try:
             row = self._send(job, settings, rest, relax=self._relax_instead(job, settings))
@@ -170,6 +168,9 @@ class DiscordEngine(Engine):
             return self._press(job, settings, rest)
         channel = settings.channel_for(job.bot)
         name, command_options, attachments = self._command(job, settings, rest, channel, relax)
+        # The command's id and version first: a refusal here (401, 429 for too long) leaves
+        # no row behind, since nothing was sent.
+        command = rest.command(name, bot=job.bot)
         nonce = new_nonce()
         row = DiscordJob.objects.create(
             nonce=nonce,
@@ -182,7 +183,12 @@ class DiscordEngine(Engine):
             prompt=str(command_options[0]["value"]) if name in ("imagine", "shorten") else "",
         )
         for refresh in (False, True):
-            command = rest.command(name, bot=job.bot, refresh=refresh)
+            if refresh:
+                try:
+                    command = rest.command(name, bot=job.bot, refresh=True)
+                except (TemporaryEngineError, PermanentEngineError) as exc:
+                    self._refused(row, exc.message, exc.error_code)
+                    raise
             payload = {
                 "type": wire.APPLICATION_COMMAND,
                 "application_id": command.application_id,
@@ -319,15 +325,15 @@ class DiscordEngine(Engine):
             # Discord answered and did not take it: nothing runs, the row is closed. (A stale
             # command version is retried by the caller; an unknown outcome stays prepared.)
             DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
-                phase=Phase.REFUSED, fail_reason=exc.message
+                phase=Phase.REFUSED, error_code=exc.error_code, fail_reason=exc.message
             )
             raise
         DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(phase=Phase.SENT)
 
     @staticmethod
-    def _refused(row: DiscordJob, reason: str) -> None:
+    def _refused(row: DiscordJob, reason: str, error_code: str = ErrorCode.UPSTREAM_ERROR) -> None:
         DiscordJob.objects.filter(pk=row.pk).exclude(phase=Phase.SUCCESS).update(
-            phase=Phase.REFUSED, fail_reason=reason
+            phase=Phase.REFUSED, error_code=error_code, fail_reason=reason
         )
 
     def _confirm(
