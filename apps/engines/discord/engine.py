@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 #: A prepared interaction with no trace in the channel after this long never reached the bot.
 LOST_SUBMIT_SECONDS = 120
+#: How long a lookup of an interrupted submit waits for Discord's acknowledgement of it.
+ACK_WAIT_SECONDS = 4.0
 #: A live job the gateway has said nothing about for this long is looked up over REST.
 RECOVER_AFTER_SECONDS = 20
 SEED_WAIT_SECONDS = 10.0
@@ -118,13 +120,11 @@ class DiscordEngine(Engine):
             .order_by("-created_at")
             .first()
         )
-        if earlier is not None:
-            if earlier.phase == Phase.PREPARED:
-                raise SubmitOutcomeUnknown(
-                    "An earlier submit of this task may have reached Discord; it is looked up "
-                    "before anything is sent again.",
-                    error_code=ErrorCode.UPSTREAM_ERROR,
-                )
+        if earlier is not None and earlier.phase == Phase.PREPARED:
+            # An earlier submit of this task stopped half-way: sent or not, it is looked up
+            # before anything is sent again.
+            earlier = self._resolve_prepared(job, earlier)
+        if earlier is not None and earlier.phase not in (Phase.REFUSED, Phase.FAILURE):
             return SubmitResult(upstream_job_id=earlier.nonce, state=tracker.job_state(earlier))
         unfit = tracker.account_unfit(account_id=job.account.id, mode=job.mode)
         if unfit is not None:
@@ -319,8 +319,13 @@ class DiscordEngine(Engine):
 
     @staticmethod
     def _interact(rest: DiscordRest, row: DiscordJob, payload: dict[str, Any]) -> None:
+        def leaving() -> None:
+            DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
+                sending_at=timezone.now()
+            )
+
         try:
-            rest.interact(payload)
+            rest.interact(payload, before_send=leaving)
         except (TemporaryEngineError, PermanentEngineError) as exc:
             # Discord answered and did not take it: nothing runs, the row is closed. (A stale
             # command version is retried by the caller; an unknown outcome stays prepared.)
@@ -460,6 +465,29 @@ class DiscordEngine(Engine):
         if row is None:
             return None
         if row.phase == Phase.PREPARED:
+            row = self._resolve_prepared(job, row)
+            if row is None:
+                return None
+        if row.phase in (Phase.REFUSED, Phase.FAILURE):
+            return None
+        return SubmitResult(upstream_job_id=row.nonce, state=tracker.job_state(row))
+
+    def _resolve_prepared(self, job: Job, row: DiscordJob) -> DiscordJob | None:
+        """Did a prepared row's interaction reach Discord? The row (adopted) if it did, None
+        (the row closed) if it certainly did not; ``SubmitOutcomeUnknown`` while that cannot
+        be told yet.
+
+        Never sent (no ``sending_at``: its worker died before the POST left) → closed at once.
+        Sent → Discord acknowledges the interaction on the gateway within a second (the
+        acknowledgement carries our nonce) and the bot answers within seconds, so the
+        gateway's record, or the channel read back, says so; a short wait covers a worker
+        that died just after sending. Nothing after ``LOST_SUBMIT_SECONDS`` means the POST
+        never arrived.
+        """
+        if row.sending_at is None:
+            self._refused(row, "The interaction was never sent (its worker stopped before).")
+            return None
+        if not row.interaction_id:
             settings = self._settings(job)
             rest = DiscordRest(account_id=job.account.id, settings=settings)
             try:
@@ -467,18 +495,26 @@ class DiscordEngine(Engine):
             finally:
                 rest.close()
             row.refresh_from_db()
-        if row.phase == Phase.PREPARED:
-            age = (timezone.now() - row.created_at).total_seconds()
-            if age < LOST_SUBMIT_SECONDS:
-                raise SubmitOutcomeUnknown(
-                    "The interaction may still be answered; looking again shortly.",
-                    error_code=ErrorCode.UPSTREAM_ERROR,
-                )
-            self._refused(row, "The interaction never reached the bot.")
-            return None
-        if row.phase in (Phase.REFUSED, Phase.FAILURE):
-            return None
-        return SubmitResult(upstream_job_id=row.nonce, state=tracker.job_state(row))
+        # Sent a moment ago: give Discord's acknowledgement the moment it needs to arrive.
+        until = row.sending_at + timedelta(seconds=ACK_WAIT_SECONDS)
+        while row.phase == Phase.PREPARED and not row.interaction_id and timezone.now() < until:
+            time.sleep(0.2)
+            row.refresh_from_db()
+        if row.phase != Phase.PREPARED:
+            return row
+        if row.interaction_id:
+            # Discord took it (the gateway saw the acknowledgement): it is running.
+            DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(phase=Phase.SENT)
+            row.refresh_from_db()
+            return row
+        age = (timezone.now() - row.sending_at).total_seconds()
+        if age < LOST_SUBMIT_SECONDS:
+            raise SubmitOutcomeUnknown(
+                "The interaction may still be answered; looking again shortly.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        self._refused(row, "The interaction never reached the bot.")
+        return None
 
     def _read_back(
         self, job: Job, settings: DiscordSettings, rest: DiscordRest, channel: str

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -174,15 +174,25 @@ class DiscordRest:
     # --- requests -----------------------------------------------------------------------------
 
     def request(
-        self, method: str, url: str, *, route: str = "", absolute: bool = False, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        route: str = "",
+        absolute: bool = False,
+        before_send: Callable[[], None] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """Send a request, waiting out 429s. Connection refused → not sent (temporary);
-        a timeout after sending → outcome unknown."""
+        a timeout after sending → outcome unknown. ``before_send`` runs right before each try
+        leaves (after the turn and any rate limit were waited for)."""
         target = url if absolute else f"{self.settings.rest_base_url}{url}"
         route = route or f"{method} {_ID.sub('/:id', url)}"
         for _attempt in range(MAX_ATTEMPTS):
             with self._turn():
                 self._wait_for_limits(route)
+                if before_send is not None:
+                    before_send()
                 try:
                     response = self._client.request(method, target, headers=self._headers, **kwargs)
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -249,9 +259,17 @@ class DiscordRest:
 
     # --- interactions -------------------------------------------------------------------------
 
-    def interact(self, payload: dict[str, Any]) -> None:
+    def interact(
+        self, payload: dict[str, Any], *, before_send: Callable[[], None] | None = None
+    ) -> None:
         """POST one interaction. Raises CommandOutdated for a stale command version."""
-        response = self.request("POST", "/interactions", json=payload, route="POST /interactions")
+        response = self.request(
+            "POST",
+            "/interactions",
+            json=payload,
+            route="POST /interactions",
+            before_send=before_send,
+        )
         if response.status_code in (200, 204):
             return
         body = _json(response)
