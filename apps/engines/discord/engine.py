@@ -9,8 +9,10 @@
   at once (custom zoom, describe/shorten picks; vary region through the editor's API with the
   mask). ``upstream_job_id`` is the nonce.
 * **Find job**: a submit whose worker died is resolved from the row: sent → adopted; still
-  ``prepared`` → the channel's recent messages are read back; nothing after two minutes means
-  the bot never got it (it answers within seconds), so submitting again cannot run it twice.
+  ``prepared`` with no ``sending_at`` → its POST never left, so it is sent now; acknowledged by
+  Discord on the gateway → adopted; otherwise the channel's recent messages are read back, and
+  nothing two minutes after the POST left means the bot never got it (it answers within
+  seconds), so submitting again cannot run it twice.
 * **Poll** reads the row (the gateway keeps it current) and downloads a finished image at
   once; when the gateway has been silent about a live job for a while it reads the channel
   back over REST itself, so a dead gateway loses nothing.
