@@ -289,3 +289,63 @@ def test_rate_limits_are_waited_out_and_nothing_is_sent_twice(
     account.refresh_from_db()
     assert (account.health, account.is_enabled) == (Health.HEALTHY, True)
     assert balance_get(organization=organization).held == 0
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["relax-only", "fast-falls-back"])
+def test_an_account_out_of_fast_hours_keeps_serving_relax_work(
+    client: APIClient,
+    celery_worker: Any,
+    organization: Any,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    fallback: bool,
+) -> None:
+    """Out of fast hours, the only account still runs RELAX tasks — and FAST ones, in relax,
+    when it falls back — while its health says why."""
+    account, token = make_account(
+        fake_user={"fast_exhausted": True}, fast_fallback_to_relax=fallback
+    )
+    wait_live(fake_discord, [token])
+
+    def submit(prompt: str, mode: str) -> str:
+        created = client.post(
+            "/api/v1/tasks", {"action": "IMAGINE", "prompt": prompt, "mode": mode}, format="json"
+        )
+        assert created.status_code == 201, created.json()
+        return str(created.json()["id"])
+
+    fast = submit("a granite quarry", "FAST")
+    if fallback:
+        done = _finished(client, fast)
+        assert done["status"] == "SUCCESS", done
+        charged_once(fast)
+    else:
+        # Refused by the bot, back in the queue, and never given to this account again.
+        wait_for(
+            lambda: Task.objects.get(pk=fast).attempts,
+            lambda attempts: attempts >= 1,
+        )
+    account.refresh_from_db()
+    assert account.health == Health.FAST_HOURS_EXHAUSTED
+    assert "fast hours" in account.health_reason.lower()
+
+    relax = submit("a chalk cliff", "RELAX")
+    done = _finished(client, relax)
+    assert done["status"] == "SUCCESS", done
+    charged_once(relax)
+    second = submit("a basalt column", "FAST")
+    if fallback:
+        # Sent in relax at once: the bot refused this account's FAST work only the first time.
+        done = _finished(client, second)
+        assert done["status"] == "SUCCESS", done
+        rows = DiscordJob.objects.filter(task_id=second)
+        assert [row.prompt for row in rows] == ["a basalt column --relax"]
+    else:
+        tasks_sweep()
+        assert Task.objects.get(pk=fast).status == Status.NOT_START
+        assert Task.objects.get(pk=second).status == Status.NOT_START
+    assert set(
+        Task.objects.filter(status=Status.SUCCESS).values_list("upstream_account_id", flat=True)
+    ) == {account.pk}
+    account.refresh_from_db()
+    assert (account.health, account.is_enabled) == (Health.FAST_HOURS_EXHAUSTED, True)
