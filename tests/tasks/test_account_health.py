@@ -15,6 +15,7 @@ from apps.engines.base import TemporaryEngineError
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.selectors import upstream_account_modes, upstream_account_usable
 from apps.engines.services import upstream_account_set_health, upstream_account_take_out
+from apps.operator.selectors import stats_account_loads, stats_mode_queues
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.lifecycle import COOLDOWN, COOLDOWN_AFTER_FAILURES, task_start
 from apps.tasks.models import Task
@@ -223,3 +224,13 @@ def test_a_cooldown_is_told_at_most_once_an_hour(
     task_start(task_id=task.pk)
     assert UpstreamAccount.objects.get(pk=account.pk).cooldown_until == clock.now + COOLDOWN
     assert len(mail.outbox) == 1
+
+
+def test_the_operator_stats_count_an_exhausted_account_for_relax_only(clock: Any) -> None:
+    _exhausted(sandbox_account("out-of-fast", concurrency=4))
+    sandbox_account("fine", concurrency=2)
+    accounts = stats_account_loads(now=clock.now)
+    capacity = {
+        row.mode: row.capacity for row in stats_mode_queues(now=clock.now, accounts=accounts)
+    }
+    assert capacity == {Mode.FAST: 2, Mode.RELAX: 6, Mode.TURBO: 2}
