@@ -498,8 +498,11 @@ class DiscordEngine(Engine):
                 rest.close()
             row.refresh_from_db()
         # Sent a moment ago: give Discord's acknowledgement the moment it needs to arrive.
-        until = row.sending_at + timedelta(seconds=ACK_WAIT_SECONDS)
-        while row.phase == Phase.PREPARED and not row.interaction_id and timezone.now() < until:
+        left = ACK_WAIT_SECONDS - (timezone.now() - row.sending_at).total_seconds()
+        deadline = time.monotonic() + min(max(left, 0.0), ACK_WAIT_SECONDS)
+        while row.phase == Phase.PREPARED and not row.interaction_id:
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.2)
             row.refresh_from_db()
         if row.phase != Phase.PREPARED:
