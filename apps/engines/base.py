@@ -253,6 +253,12 @@ class Engine:
     def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
         """Raise ValueError with a clear message for bad account options."""
 
+    def fast_falls_back_to_relax(self, options: Mapping[str, Any]) -> bool:
+        """Whether an account with these options whose fast hours ran out still takes FAST
+        jobs, running them in relax mode (the dispatcher keeps giving it FAST work). No
+        unless the engine knows such a setting."""
+        return False
+
 
 _REGISTRY: dict[str, Engine] = {}
 

@@ -43,6 +43,7 @@ from apps.engines.base import (
     get_engine,
 )
 from apps.engines.models import Health, UpstreamAccount
+from apps.engines.notify import account_cooling_down
 
 from . import storage
 from .buttons import buttons_for
@@ -276,7 +277,7 @@ def _note_account_failure(account_id: int | None, message: str) -> None:
     UpstreamAccount.objects.filter(pk=account_id).update(
         consecutive_failures=F("consecutive_failures") + 1, last_error=message[:2000]
     )
-    UpstreamAccount.objects.filter(
+    cooled = UpstreamAccount.objects.filter(
         Q(health=Health.HEALTHY) | Q(health=Health.COOLING_DOWN, cooldown_until__lte=now),
         pk=account_id,
         consecutive_failures__gte=COOLDOWN_AFTER_FAILURES,
@@ -286,6 +287,8 @@ def _note_account_failure(account_id: int | None, message: str) -> None:
         health_changed_at=now,
         cooldown_until=now + COOLDOWN,
     )
+    if cooled:
+        account_cooling_down(account_id=account_id)  # the operators hear of it (throttled)
 
 
 def _requeue(task: Task, message: str) -> None:

@@ -30,7 +30,7 @@ from django.utils import timezone
 from apps.core.errors import Conflict
 from apps.engines.base import engine_names, get_engine
 from apps.engines.models import Health, UpstreamAccount
-from apps.engines.selectors import upstream_account_usable
+from apps.engines.selectors import upstream_account_modes, upstream_account_usable
 
 from .enums import ErrorCode, Mode, Status
 from .events import task_changed
@@ -80,6 +80,7 @@ class _Slot:
     account: UpstreamAccount
     free: int
     running: int
+    modes: list[str]  # the modes it takes now (its health may rule some out)
 
 
 def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
@@ -87,7 +88,7 @@ def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
         slot
         for slot in slots.values()
         if slot.free > 0
-        and slot.account.serves(task.mode)
+        and task.mode in slot.modes
         and slot.account.is_sandbox_pool == task.is_test
     ]
     parent = task.parent
@@ -128,13 +129,13 @@ def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
         mode
         for slot in slots.values()
         if slot.free > 0 and not slot.account.is_sandbox_pool
-        for mode in slot.account.modes or []
+        for mode in slot.modes
     }
     test_modes = {
         mode
         for slot in slots.values()
         if slot.free > 0 and slot.account.is_sandbox_pool
-        for mode in slot.account.modes or []
+        for mode in slot.modes
     }
     servable = Q(is_test=False, mode__in=live_modes) | Q(is_test=True, mode__in=test_modes)
     ranked = (
@@ -177,7 +178,12 @@ def dispatch_pending() -> DispatchResult:
             .values_list("upstream_account", "n")
         )
         slots = {
-            a.pk: _Slot(a, a.concurrency - running.get(a.pk, 0), running.get(a.pk, 0))
+            a.pk: _Slot(
+                a,
+                a.concurrency - running.get(a.pk, 0),
+                running.get(a.pk, 0),
+                upstream_account_modes(a, now=now),
+            )
             for a in accounts
         }
         if not any(slot.free > 0 for slot in slots.values()):
@@ -462,7 +468,7 @@ def account_pick_other(task: Task, *, exclude: int | None, now: datetime) -> Ups
     )
     if exclude is not None:
         candidates = candidates.exclude(pk=exclude)
-    usable = [a for a in candidates if upstream_account_usable(a, now=now) and a.serves(task.mode)]
+    usable = [a for a in candidates if upstream_account_usable(a, now=now, mode=task.mode)]
     running = dict(
         Task.objects.filter(upstream_account__in=usable, status__in=ACTIVE_STATUSES)
         .values_list("upstream_account")
@@ -496,7 +502,7 @@ def task_expected_to_start(*, task: Task) -> bool:
         for account in UpstreamAccount.objects.filter(
             is_enabled=True, is_sandbox_pool=task.is_test
         ).order_by("pk")
-        if upstream_account_usable(account, now=now) and account.serves(task.mode)
+        if upstream_account_usable(account, now=now, mode=task.mode)
     ]
     parent = task.parent
     if parent is not None and parent.upstream_account_id:

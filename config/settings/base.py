@@ -317,6 +317,8 @@ if CELERY_BROKER_URL.startswith("sqla+sqlite:"):
         "task": "core.compact_embedded_broker",
         "schedule": 300.0,
     }
+# The discord engine's job records untouched for DISCORD_JOB_RETENTION_DAYS, hourly.
+CELERY_BEAT_SCHEDULE["discord-purge-jobs"] = {"task": "discord.purge_jobs", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Django REST framework and the OpenAPI schema ---------------------------------------------
@@ -410,6 +412,8 @@ WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_ROTATION_OVERL
 # Finished webhook messages and their attempt log are deleted this many days after they
 # finished (pending ones never are); 0 keeps them forever.
 WEBHOOK_RETENTION_DAYS = env_float("WEBHOOK_RETENTION_DAYS", 30.0)
+# Days the discord engine keeps a job record nobody touched (at least 2; 0 keeps them forever).
+DISCORD_JOB_RETENTION_DAYS = env_float("DISCORD_JOB_RETENTION_DAYS", 30.0)
 
 # --- Stripe -----------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY the product runs and buying answers that payments are unavailable.
