@@ -24,7 +24,6 @@ from apps.billing.selectors import price_get
 from apps.core.errors import ConcurrencyLimitReached
 
 from ..actions import action_spec
-from ..enums import UNFINISHED_STATUSES
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
 from ..models import Task
@@ -64,9 +63,9 @@ def accept(task: Task, *, now: datetime) -> None:
         .select_related("tier")
         .get(pk=task.organization_id)
     )
-    unfinished = Task.objects.filter(
-        organization_id=organization.pk, status__in=UNFINISHED_STATUSES
-    ).count()
+    # Kept in step by the task table's trigger in every transaction that inserts a task or
+    # changes its status; read here under the row lock, so it is exact (no COUNT).
+    unfinished = organization.unfinished_tasks
     limit = organization.tier.max_unfinished_tasks
     if unfinished >= limit:
         raise ConcurrencyLimitReached(
