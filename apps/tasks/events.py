@@ -57,16 +57,21 @@ def native_task_payload(task: Task) -> dict[str, Any]:
     return task_payload(task, protocol=Protocol.NATIVE)
 
 
-def task_changed(*, task: Task, event_type: str | None = None) -> list[WebhookEvent]:
+def task_changed(
+    *, task: Task, event_type: str | None = None, inserted: bool = False
+) -> list[WebhookEvent]:
     """Record that ``task`` changed. Call inside the transaction that changed it.
 
     The task row is re-read under its lock, so the bodies carry the state this transaction
     commits even when the caller changed it with a queryset ``update()``, and two publishers of
     one task cannot interleave their messages. ``event_type`` defaults from the status.
+    ``inserted`` says the caller inserted ``task`` in this transaction from this very instance:
+    no other transaction can see the row yet, so it is used as it is (no re-read).
     Returns the outbox messages written.
     """
-    with transaction.atomic():
-        fresh = Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
+    # No savepoint: a failure here fails the caller's transaction, which is what it wants.
+    with transaction.atomic(savepoint=False):
+        fresh = task if inserted else Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
         return task_event_publish(
             organization_id=fresh.organization_id,
             task_id=fresh.pk,

@@ -106,6 +106,12 @@ class Task(models.Model):
         null=True, blank=True, help_text="A worker began the engine submit (at most once)."
     )
     poll_token = models.CharField(max_length=32, blank=True, help_text="Current poll chain.")
+    queue_seq = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Place in its pool's queue: a number from the pool's sequence at acceptance.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -119,6 +125,12 @@ class Task(models.Model):
             # hour of created and finished tasks (apps/operator/selectors.py).
             models.Index(fields=["created_at"], name="task_created"),
             models.Index(fields=["finished_at"], name="task_finished"),
+            # The head of each pool's queue (queue position without a COUNT).
+            models.Index(
+                fields=["mode", "is_test", "queue_seq"],
+                name="task_queue_head",
+                condition=models.Q(status="NOT_START"),
+            ),
         ]
 
     def __str__(self) -> str:

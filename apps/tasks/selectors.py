@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from apps.accounts.models import Organization
+from apps.core.cache import config_cached, config_changed
 from apps.core.errors import NotFound
+from apps.engines.models import UpstreamAccount
+from apps.engines.selectors import upstream_account_usable
 
-from .enums import UNFINISHED_STATUSES, Status
+from .enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
+from .lifecycle import ACTIVE_STATUSES, engine_named
 from .models import BannedWord, Task
 
 
@@ -62,6 +71,99 @@ def task_queue_list(*, organization: Organization) -> QuerySet[Task]:
     )
 
 
+@dataclass(frozen=True)
+class QueueEstimate:
+    """Where a queued task stands: ``position`` 0 means a free slot takes it now; otherwise it
+    is the task's place in the line waiting for a slot (1 = next). ``expected_start`` comes
+    from the pool's measured throughput (None until tasks of the pool have finished lately)."""
+
+    position: int
+    expected_start: datetime | None = None
+
+
+#: Throughput is measured over this window of finished tasks and re-read this often.
+THROUGHPUT_WINDOW = timedelta(minutes=10)
+THROUGHPUT_REFRESH_SECONDS = 10.0
+_throughput: dict[tuple[str, bool], tuple[float, float]] = {}
+
+
+def pool_throughput(*, mode: str, is_test: bool) -> float:
+    """Tasks of the pool finished per second over the last ``THROUGHPUT_WINDOW`` (one indexed
+    read per pool every ``THROUGHPUT_REFRESH_SECONDS`` per process)."""
+    now = time.monotonic()
+    cached = _throughput.get((mode, is_test))
+    if cached is not None and now - cached[0] < THROUGHPUT_REFRESH_SECONDS:
+        return cached[1]
+    finished = Task.objects.filter(
+        finished_at__gte=timezone.now() - THROUGHPUT_WINDOW,
+        mode=mode,
+        is_test=is_test,
+        status__in=TERMINAL_STATUSES,
+        started_at__isnull=False,
+    ).count()
+    rate = finished / THROUGHPUT_WINDOW.total_seconds()
+    _throughput[(mode, is_test)] = (now, rate)
+    return rate
+
+
+def _pool_free_slots(task: Task) -> int:
+    """Free slots of the accounts that may take ``task`` (one read: accounts with their
+    running counts). Follow-ups go to their parent's account where its engine needs that."""
+    now = timezone.now()
+    accounts = list(
+        UpstreamAccount.objects.filter(is_enabled=True, is_sandbox_pool=task.is_test)
+        .annotate(busy=Count("tasks", filter=Q(tasks__status__in=ACTIVE_STATUSES)))
+        .order_by("pk")
+    )
+    accounts = [a for a in accounts if upstream_account_usable(a, now=now) and a.serves(task.mode)]
+    parent = task.parent if task.parent_id else None
+    if parent is not None and parent.upstream_account_id:
+        same = [a for a in accounts if a.pk == parent.upstream_account_id]
+        engine = engine_named(parent.engine or "sandbox")
+        if same or engine is None or engine.follow_ups_need_parent_account:
+            accounts = same
+        else:
+            accounts = [a for a in accounts if a.engine == parent.engine] or accounts
+    return sum(max(0, a.concurrency - a.busy) for a in accounts)
+
+
+def _queue_head(task: Task) -> int | None:
+    """The smallest queue number still waiting in the task's pool (partial index
+    ``task_queue_head``: one index probe whatever the queue's length)."""
+    return (
+        Task.objects.filter(
+            status=Status.NOT_START, mode=task.mode, is_test=task.is_test, queue_seq__isnull=False
+        )
+        .order_by("queue_seq")
+        .values_list("queue_seq", flat=True)
+        .first()
+    )
+
+
+def task_queue_estimate(*, task: Task) -> QueueEstimate:
+    """Where the queued ``task`` stands in its pool (its mode, live or test).
+
+    Its place in the pool's queue is its queue number minus the head's (numbers come from one
+    sequence per pool at acceptance), so no COUNT of the queue runs; tasks that left the queue
+    out of order (cancelled, or served earlier for fairness) make it an upper bound. The first
+    ``free`` places start now.
+    """
+    if task.status != Status.NOT_START or task.submitted_at is None:
+        return QueueEstimate(0)
+    if task.queue_seq is None:
+        place = task_queue_position(task=task)  # SQLite, or a task queued before numbering
+    else:
+        head = _queue_head(task)
+        place = task.queue_seq - head + 1 if head is not None else 1
+    free = _pool_free_slots(task)
+    if place <= free:
+        return QueueEstimate(0)
+    waiting = place - free
+    rate = pool_throughput(mode=task.mode, is_test=task.is_test)
+    expected = timezone.now() + timedelta(seconds=waiting / rate) if rate > 0 else None
+    return QueueEstimate(waiting, expected)
+
+
 def task_queue_position(*, task: Task) -> int:
     """How many queued tasks of the same pool are ahead of this one, plus one.
 
@@ -79,5 +181,19 @@ def task_queue_position(*, task: Task) -> int:
     return ahead + 1
 
 
-def banned_words_active() -> list[str]:
+BANNED_WORDS_CACHE = "banned-words"
+
+
+def _banned_words_load() -> list[str]:
     return list(BannedWord.objects.filter(is_active=True).values_list("word", flat=True))
+
+
+def banned_words_active() -> list[str]:
+    """The active banned words, from the process's copy (``apps.core.cache``); an operator's
+    change reaches every process within a second."""
+    return config_cached(BANNED_WORDS_CACHE, _banned_words_load)
+
+
+def banned_words_changed(**_: object) -> None:
+    """Receiver of BannedWord's save and delete signals (connected in ``TasksConfig.ready``)."""
+    config_changed(BANNED_WORDS_CACHE)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from apps.accounts.models import Organization
@@ -27,8 +28,7 @@ from ..actions import action_spec
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
 from ..models import Task
-from ..scheduling import task_expected_to_start
-from ..selectors import task_queue_position
+from ..selectors import task_queue_estimate
 from .inputs import discard_files
 
 logger = logging.getLogger(__name__)
@@ -43,10 +43,17 @@ class SubmitOutcome:
     task: Task
     result: str
     queue_position: int = 0
+    #: When a queued task is expected to start (None: no throughput measured yet).
+    expected_start: datetime | None = None
 
     STARTED = "started"
     QUEUED = "queued"
     MODAL = "modal"
+
+
+def queue_sequence(mode: str, is_test: bool) -> str:
+    """The PostgreSQL sequence numbering the queue of a pool (tasks migration 0007)."""
+    return f"tasks_queue_{mode.lower()}_{'test' if is_test else 'live'}"
 
 
 def new_seed() -> int:
@@ -58,11 +65,14 @@ def accept(task: Task, *, now: datetime) -> None:
     # NO KEY UPDATE serialises the submits of one organization without blocking the KEY SHARE
     # lock the ledger (and every foreign key insert) takes on the same row; ``of`` keeps the
     # shared tier row unlocked, or every FREE organization would queue behind one another.
-    organization = (
-        Organization.objects.select_for_update(no_key=True, of=("self",))
-        .select_related("tier")
-        .get(pk=task.organization_id)
-    )
+    organizations = Organization.objects.select_for_update(no_key=True, of=("self",))
+    if connection.vendor == "postgresql":
+        # The task's number in its pool's queue comes with the lock, in the same statement.
+        organizations = organizations.annotate(
+            next_queue_seq=RawSQL("nextval(%s)", [queue_sequence(task.mode, task.is_test)])
+        )
+    organization = organizations.select_related("tier").get(pk=task.organization_id)
+    task.queue_seq = getattr(organization, "next_queue_seq", None)
     # Kept in step by the task table's trigger in every transaction that inserts a task or
     # changes its status; read here under the row lock, so it is exact (no COUNT).
     unfinished = organization.unfinished_tasks
@@ -85,7 +95,7 @@ def insert_accepted(task: Task, *, now: datetime) -> None:
     task.save(force_insert=True)
     if not task.is_test:
         ledger_hold(task=task, amount=task.price)
-    task_changed(task=task, event_type="task.created")
+    task_changed(task=task, event_type="task.created", inserted=True)
     kick_dispatcher()
 
 
@@ -93,12 +103,15 @@ def finish_acceptance(task: Task) -> SubmitOutcome:
     """After commit: answer "started" (code 1) or the queue position (code 22).
 
     The request does no dispatching: ``insert_accepted`` sent the dispatch message, and a worker
-    assigns the task. Whether it starts at once is the scheduler's honest guess (a free slot of
-    its pool with no older task of its mode waiting for it).
+    assigns the task. Whether it starts at once is an honest guess from the pool's free slots
+    and the task's place in the pool's queue (``task_queue_estimate``, two indexed reads).
     """
-    if task_expected_to_start(task=task):
+    estimate = task_queue_estimate(task=task)
+    if estimate.position == 0:
         return SubmitOutcome(task, SubmitOutcome.STARTED)
-    return SubmitOutcome(task, SubmitOutcome.QUEUED, task_queue_position(task=task))
+    return SubmitOutcome(
+        task, SubmitOutcome.QUEUED, estimate.position, expected_start=estimate.expected_start
+    )
 
 
 def create_and_accept(task: Task, *, input_files: Sequence[str]) -> SubmitOutcome:
