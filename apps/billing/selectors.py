@@ -11,7 +11,7 @@ from apps.core.errors import NotFound
 from apps.tasks.enums import UNFINISHED_STATUSES, Mode
 from apps.tasks.models import Task
 
-from .models import Balance, LedgerEntry, Price, TokenPackage
+from .models import PRICES_CACHE, Balance, LedgerEntry, Price, TokenPackage
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,6 @@ def balance_get(*, organization: Organization) -> BalanceView:
     if row is None:
         return BalanceView(available=0, held=0)
     return BalanceView(available=row["available"], held=row["held"])
-
-
-PRICES_CACHE = "prices"
 
 
 def _prices_load() -> dict[tuple[str, str], int]:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
-from django.db import transaction
+from django.db import models, transaction
 from django.utils.functional import cached_property
 from redis.exceptions import RedisError
 
@@ -136,3 +136,26 @@ def config_changed(name: str) -> None:
 def config_cache_clear() -> None:
     """Forget every copy in this process (tests)."""
     _COPIES.clear()
+
+
+class ConfigQuerySet(models.QuerySet[Any]):
+    """For the model behind a :func:`config_cached` table: bulk writes (``update``,
+    ``bulk_create``, ``bulk_update``), which send no signal, invalidate the table too.
+    Subclass with ``cache_name`` set."""
+
+    cache_name = ""
+
+    def update(self, **kwargs: Any) -> int:
+        changed = super().update(**kwargs)
+        config_changed(self.cache_name)
+        return changed
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(*args, **kwargs)
+        config_changed(self.cache_name)
+        return created
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        changed = super().bulk_update(*args, **kwargs)
+        config_changed(self.cache_name)
+        return changed

@@ -113,3 +113,14 @@ def test_a_cached_key_of_a_disabled_organization_is_refused_at_once(
     organization.is_active = False
     organization.save()
     assert key_client.get("/mj/task/list").status_code == 401
+
+
+@pytest.mark.django_db
+def test_bulk_changes_of_cached_tables_are_seen_at_once() -> None:
+    BannedWord.objects.create(word="gore")
+    assert "gore" in banned_words_active()
+    BannedWord.objects.filter(word="gore").update(is_active=False)
+    assert "gore" not in banned_words_active()
+    before = price_get(action="IMAGINE", mode="FAST")
+    Price.objects.filter(action="IMAGINE", mode="FAST").update(tokens=before + 5)
+    assert price_get(action="IMAGINE", mode="FAST") == before + 5
