@@ -37,9 +37,7 @@ def test_fetch_fails_closed_across_tenants(organization: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_mjproxy_fetch_is_two_statements_at_most(
-    organization: Any, key_client: APIClient
-) -> None:
+def test_mjproxy_fetch_is_two_statements_at_most(organization: Any, key_client: APIClient) -> None:
     task = TaskFactory(organization=organization, status=Status.SUCCESS)
     cache.clear()
     key_client.get(f"/mj/task/{task.pk}/fetch")
