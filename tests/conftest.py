@@ -14,6 +14,7 @@ from apps.billing.ledger import ledger_topup
 from apps.core.cache import config_cache_clear
 from apps.core.messaging import broker_breaker_reset
 from apps.core.ratelimit import cache_breaker
+from apps.tasks.selectors import pool_throughput_forget
 
 from .factories import MembershipFactory, OrganizationFactory
 from .reference_data import ensure_reference_data
@@ -76,6 +77,7 @@ def _fresh_caches() -> None:
     test cached must not answer for the next one."""
     cache.clear()
     config_cache_clear()
+    pool_throughput_forget()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ class ApiKeysConfig(AppConfig):
         # Lazy, as Django wants it in ready(): models and services need the app registry.
         from apps.accounts.models import MembershipTier, Organization
 
+        # Lazy like the import above: the models need the app registry.
         from .models import ApiKey
         from .services import api_key_saved, organization_saved, tier_saved
 

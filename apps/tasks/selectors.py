@@ -169,6 +169,11 @@ def pool_throughput(*, mode: str, is_test: bool) -> float:
     return rate
 
 
+def pool_throughput_forget() -> None:
+    """Forget the measured throughputs of this process (tests)."""
+    _throughput.clear()
+
+
 def _pool_free_slots(task: Task) -> int:
     """Free slots of the accounts that may take ``task`` (one read: accounts with their
     running counts). Follow-ups go to their parent's account where its engine needs that."""

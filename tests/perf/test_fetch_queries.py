@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.tasks.enums import Status
@@ -61,6 +63,27 @@ def test_a_queued_task_reports_its_place_in_submit_and_fetch(
     assert [a["properties"]["numberOfQueues"] for a in answers] == [0, 1, 2]
     fetched = key_client.get(f"/mj/task/{answers[2]['result']}/fetch").json()
     assert fetched["properties"]["numberOfQueues"] == 2
-    assert "estimatedStartTime" in fetched["properties"]
+    assert fetched["properties"]["estimatedStartTime"] is None  # no throughput measured yet
     native = key_client.get(f"/api/v1/tasks/{answers[1]['result']}").json()
     assert native["properties"]["queue_position"] == 2
+
+
+@pytest.mark.django_db
+def test_the_expected_start_follows_the_pools_measured_throughput(
+    funded: Any, key_client: APIClient
+) -> None:
+    now = timezone.now()
+    for n in range(60):  # 60 FAST tasks finished in the last ten minutes: 0.1 per second
+        TaskFactory(
+            organization=funded,
+            status=Status.SUCCESS,
+            mode="FAST",
+            started_at=now - timedelta(seconds=n + 30),
+            finished_at=now - timedelta(seconds=n),
+        )
+    answer = key_client.post("/mj/submit/imagine", {"prompt": "a fox"}, format="json").json()
+    assert answer["code"] == 22
+    expected = answer["properties"]["estimatedStartTime"]
+    # First in line with no free slot: about one task's worth of the pool's throughput (10 s).
+    wait_ms = expected - int(now.timestamp() * 1000)
+    assert 9_000 <= wait_ms <= 10_000 + 60_000

@@ -183,13 +183,11 @@ def submit_answer(outcome: SubmitOutcome) -> Response:
         )
     if outcome.result == SubmitOutcome.QUEUED:
         ahead = max(outcome.queue_position - 1, 0)
+        properties: dict[str, Any] = {"numberOfQueues": ahead}
+        if outcome.expected_start is not None:
+            properties["estimatedStartTime"] = epoch_ms(outcome.expected_start)
         return Response(
-            envelope(
-                IN_QUEUE,
-                f"In queue, there are {ahead} tasks ahead",
-                task.id,
-                {"numberOfQueues": ahead, "estimatedStartTime": epoch_ms(outcome.expected_start)},
-            )
+            envelope(IN_QUEUE, f"In queue, there are {ahead} tasks ahead", task.id, properties)
         )
     return Response(envelope(SUCCESS, "Submit success", task.id))
 
