@@ -170,8 +170,9 @@ def pool_throughput(*, mode: str, is_test: bool) -> float:
 
 
 def pool_throughput_forget() -> None:
-    """Forget the measured throughputs of this process (tests)."""
+    """Forget the measured throughputs and pool sizes of this process (tests)."""
     _throughput.clear()
+    _capacity.clear()
 
 
 def _pool_free_slots(task: Task) -> int:
@@ -197,35 +198,69 @@ def _pool_free_slots(task: Task) -> int:
     return sum(max(0, a.concurrency - a.busy) for a in accounts)
 
 
-def _queue_head(task: Task) -> int | None:
-    """The smallest queue number still waiting in the task's pool (partial index
-    ``task_queue_head``: one index probe whatever the queue's length)."""
+#: A pool's total slots are re-read this often (only to skip the free-slot read for a task
+#: placed behind more tasks than the pool has slots: all of them are busy then).
+CAPACITY_REFRESH_SECONDS = 5.0
+_capacity: dict[tuple[str, bool], tuple[float, int]] = {}
+
+
+def _pool_capacity(*, mode: str, is_test: bool) -> int:
+    now = time.monotonic()
+    cached = _capacity.get((mode, is_test))
+    if cached is not None and now - cached[0] < CAPACITY_REFRESH_SECONDS:
+        return cached[1]
+    total = sum(
+        concurrency
+        for modes, concurrency in UpstreamAccount.objects.filter(
+            is_enabled=True, is_sandbox_pool=is_test
+        ).values_list("modes", "concurrency")
+        if mode in (modes or [])
+    )
+    _capacity[(mode, is_test)] = (now, total)
+    return total
+
+
+def queue_head_query(*, mode: str, is_test: bool) -> QuerySet[Task]:
+    """The smallest queue number still waiting in a pool, as a one-row query (partial index
+    ``task_queue_head``: one index probe whatever the queue's length). The acceptance reads
+    it in its organization-lock statement."""
     return (
         Task.objects.filter(
-            status=Status.NOT_START, mode=task.mode, is_test=task.is_test, queue_seq__isnull=False
+            status=Status.NOT_START, mode=mode, is_test=is_test, queue_seq__isnull=False
         )
         .order_by("queue_seq")
-        .values_list("queue_seq", flat=True)
-        .first()
+        .values("queue_seq")[:1]
     )
 
 
-def task_queue_estimate(*, task: Task) -> QueueEstimate:
+class _Unread:
+    pass
+
+
+UNREAD = _Unread()
+
+
+def task_queue_estimate(*, task: Task, head: int | _Unread | None = UNREAD) -> QueueEstimate:
     """Where the queued ``task`` stands in its pool (its mode, live or test).
 
     Its place in the pool's queue is its queue number minus the head's (numbers come from one
     sequence per pool at acceptance), so no COUNT of the queue runs; tasks that left the queue
-    out of order (cancelled, or served earlier for fairness) make it an upper bound. The first
-    ``free`` places start now.
+    out of order (cancelled, or served earlier for fairness) make it an upper bound. ``head``
+    is the head as the caller read it (the acceptance, under its lock; None: the queue was
+    empty). The first ``free`` places start now; a place behind more tasks than the pool has
+    slots means every slot is busy, and the free slots are not read.
     """
     if task.status != Status.NOT_START or task.submitted_at is None:
         return QueueEstimate(0)
     if task.queue_seq is None:
         place = task_queue_position(task=task)  # SQLite, or a task queued before numbering
     else:
-        head = _queue_head(task)
-        place = task.queue_seq - head + 1 if head is not None else 1
-    free = _pool_free_slots(task)
+        if isinstance(head, _Unread):
+            row = queue_head_query(mode=task.mode, is_test=task.is_test).first()
+            head = row["queue_seq"] if row else None
+        place = max(1, task.queue_seq - head + 1) if head is not None else 1
+    capacity = _pool_capacity(mode=task.mode, is_test=task.is_test)
+    free = _pool_free_slots(task) if place <= capacity or task.is_test else 0
     if place <= free:
         return QueueEstimate(0)
     waiting = place - free

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import secrets
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -28,12 +31,16 @@ from ..actions import action_spec
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
 from ..models import Task
-from ..selectors import task_queue_estimate
+from ..selectors import UNREAD, queue_head_query, task_queue_estimate
 from .inputs import discard_files
 
 logger = logging.getLogger(__name__)
 
 SEED_LIMIT = 4_294_967_295
+
+#: The queue head each accepted task saw under the organization lock, until its answer is
+#: made (weak: a task whose transaction failed leaves nothing behind).
+queue_heads: weakref.WeakKeyDictionary[Task, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -67,12 +74,15 @@ def accept(task: Task, *, now: datetime) -> None:
     # shared tier row unlocked, or every FREE organization would queue behind one another.
     organizations = Organization.objects.select_for_update(no_key=True, of=("self",))
     if connection.vendor == "postgresql":
-        # The task's number in its pool's queue comes with the lock, in the same statement.
+        # The task's number in its pool's queue and the queue's head come with the lock, in
+        # the same statement.
         organizations = organizations.annotate(
-            next_queue_seq=RawSQL("nextval(%s)", [queue_sequence(task.mode, task.is_test)])
+            next_queue_seq=RawSQL("nextval(%s)", [queue_sequence(task.mode, task.is_test)]),
+            queue_head=Subquery(queue_head_query(mode=task.mode, is_test=task.is_test)),
         )
     organization = organizations.select_related("tier").get(pk=task.organization_id)
     task.queue_seq = getattr(organization, "next_queue_seq", None)
+    queue_heads[task] = getattr(organization, "queue_head", UNREAD)
     # Kept in step by the task table's trigger in every transaction that inserts a task or
     # changes its status; read here under the row lock, so it is exact (no COUNT).
     unfinished = organization.unfinished_tasks
@@ -106,7 +116,7 @@ def finish_acceptance(task: Task) -> SubmitOutcome:
     assigns the task. Whether it starts at once is an honest guess from the pool's free slots
     and the task's place in the pool's queue (``task_queue_estimate``, two indexed reads).
     """
-    estimate = task_queue_estimate(task=task)
+    estimate = task_queue_estimate(task=task, head=queue_heads.pop(task, UNREAD))
     if estimate.position == 0:
         return SubmitOutcome(task, SubmitOutcome.STARTED)
     return SubmitOutcome(
