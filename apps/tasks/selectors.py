@@ -220,7 +220,7 @@ def _pool_capacity(*, mode: str, is_test: bool) -> int:
     return total
 
 
-def queue_head_query(*, mode: str, is_test: bool) -> QuerySet[Task]:
+def queue_head_query(*, mode: str, is_test: bool) -> QuerySet[Task, Any]:
     """The smallest queue number still waiting in a pool, as a one-row query (partial index
     ``task_queue_head``: one index probe whatever the queue's length). The acceptance reads
     it in its organization-lock statement."""
