@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Subquery
+from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -26,6 +26,7 @@ from apps.accounts.models import Organization
 from apps.billing.ledger import ledger_hold
 from apps.billing.selectors import price_get
 from apps.core.errors import ConcurrencyLimitReached
+from apps.webhooks.models import WebhookEndpoint
 
 from ..actions import action_spec
 from ..events import task_changed
@@ -41,6 +42,8 @@ SEED_LIMIT = 4_294_967_295
 #: The queue head each accepted task saw under the organization lock, until its answer is
 #: made (weak: a task whose transaction failed leaves nothing behind).
 queue_heads: weakref.WeakKeyDictionary[Task, Any] = weakref.WeakKeyDictionary()
+#: Accepted tasks whose organization had no enabled webhook endpoint under the lock.
+no_endpoints: weakref.WeakKeyDictionary[Task, bool] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,16 @@ def accept(task: Task, *, now: datetime) -> None:
         organizations = organizations.annotate(
             next_queue_seq=RawSQL("nextval(%s)", [queue_sequence(task.mode, task.is_test)]),
             queue_head=Subquery(queue_head_query(mode=task.mode, is_test=task.is_test)),
+            has_endpoints=Exists(
+                WebhookEndpoint.objects.filter(organization_id=OuterRef("pk"), is_enabled=True)
+            ),
         )
     organization = organizations.select_related("tier").get(pk=task.organization_id)
     task.queue_seq = getattr(organization, "next_queue_seq", None)
     queue_heads[task] = getattr(organization, "queue_head", UNREAD)
+    # The endpoints as of this statement, as a SELECT later in the transaction would have
+    # seen them a moment later (endpoints are created under this same organization lock).
+    no_endpoints[task] = not getattr(organization, "has_endpoints", True)
     # Kept in step by the task table's trigger in every transaction that inserts a task or
     # changes its status; read here under the row lock, so it is exact (no COUNT).
     unfinished = organization.unfinished_tasks
@@ -105,7 +114,12 @@ def insert_accepted(task: Task, *, now: datetime) -> None:
     task.save(force_insert=True)
     if not task.is_test:
         ledger_hold(task=task, amount=task.price)
-    task_changed(task=task, event_type="task.created", inserted=True)
+    task_changed(
+        task=task,
+        event_type="task.created",
+        inserted=True,
+        endpoints_none=no_endpoints.pop(task, False),
+    )
     kick_dispatcher()
 
 
