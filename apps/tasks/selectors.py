@@ -260,7 +260,9 @@ def task_queue_estimate(*, task: Task, head: int | _Unread | None = UNREAD) -> Q
             head = row["queue_seq"] if row else None
         place = max(1, task.queue_seq - head + 1) if head is not None else 1
     capacity = _pool_capacity(mode=task.mode, is_test=task.is_test)
-    free = _pool_free_slots(task) if place <= capacity or task.is_test else 0
+    # A pool just configured may not be in the remembered size yet: 0 is always re-read.
+    busy = 0 < capacity < place and not task.is_test
+    free = 0 if busy else _pool_free_slots(task)
     if place <= free:
         return QueueEstimate(0)
     waiting = place - free

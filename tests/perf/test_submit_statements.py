@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from apps.accounts.models import MembershipTier
 from apps.engines.models import UpstreamAccount
 
 #: Issue 15's budget for one submit, savepoints included.
@@ -39,3 +40,24 @@ def test_a_warm_submit_runs_at_most_eight_statements(
     # No COUNT over the task table: the tier check reads the organization's counter and the
     # queue position comes from queue numbers.
     assert not [s for s in own if s.startswith("SELECT COUNT(") and '"tasks_task"' in s]
+
+
+@pytest.mark.django_db
+def test_a_submit_behind_a_queue_longer_than_the_pool_skips_the_free_slot_read(
+    funded: Any, key_client: APIClient, sandbox: UpstreamAccount
+) -> None:
+    UpstreamAccount.objects.update(concurrency=1)
+    MembershipTier.objects.filter(pk=funded.tier_id).update(max_unfinished_tasks=100)
+    cache.clear()
+    answers = [
+        key_client.post("/mj/submit/imagine", {"prompt": f"fox {n}"}, format="json").json()
+        for n in range(3)
+    ]
+    assert [a["code"] for a in answers] == [1, 22, 22]
+    with CaptureQueriesContext(connection) as ctx:
+        answer = key_client.post("/mj/submit/imagine", {"prompt": "one more"}, format="json")
+    assert answer.json()["code"] == 22
+    # Placed behind more tasks than the pool has slots, it counts every slot busy (no worker
+    # runs here, so the first task still waits for its dispatch): 3 ahead of it.
+    assert answer.json()["properties"]["numberOfQueues"] == 3
+    assert not [q for q in ctx.captured_queries if "engines_upstreamaccount" in q["sql"]]
