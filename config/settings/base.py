@@ -202,7 +202,8 @@ REDIS_SOCKET_TIMEOUT = 2.0
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache with one client (one connection pool) per process.
+            "BACKEND": "apps.core.cache.ProcessRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "mjgate",
             "OPTIONS": {

@@ -29,10 +29,15 @@ from apps.core.errors import (
     ServiceError,
 )
 from apps.tasks.actions import ByName, press_spec
-from apps.tasks.enums import Action
+from apps.tasks.enums import Action, Status
 from apps.tasks.errors import dialect_error, domain_label
 from apps.tasks.models import Protocol
-from apps.tasks.selectors import task_get, task_list, task_queue_list
+from apps.tasks.selectors import (
+    task_fetch,
+    task_list,
+    task_queue_estimate,
+    task_queue_list,
+)
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
@@ -45,6 +50,7 @@ from ..common import (
     LenientJSONParser,
     caller_of,
     drf_error_response,
+    epoch_ms,
     json_object,
     logger,
     optional_text,
@@ -183,13 +189,11 @@ def submit_answer(outcome: SubmitOutcome) -> Response:
         )
     if outcome.result == SubmitOutcome.QUEUED:
         ahead = max(outcome.queue_position - 1, 0)
+        properties: dict[str, Any] = {"numberOfQueues": ahead}
+        if outcome.expected_start is not None:
+            properties["estimatedStartTime"] = epoch_ms(outcome.expected_start)
         return Response(
-            envelope(
-                IN_QUEUE,
-                f"In queue, there are {ahead} tasks ahead",
-                task.id,
-                {"numberOfQueues": ahead},
-            )
+            envelope(IN_QUEUE, f"In queue, there are {ahead} tasks ahead", task.id, properties)
         )
     return Response(envelope(SUCCESS, "Submit success", task.id))
 
@@ -403,7 +407,14 @@ class FetchView(MjProxyView):
     not_found_empty = True
 
     def get(self, request: Request, task_id: str, **kwargs: Any) -> Response:
-        return Response(task_json(task_get(organization=self.organization, task_id=task_id)))
+        task = task_fetch(organization=self.organization, task_id=task_id)
+        body = task_json(task)
+        if task.status == Status.NOT_START:
+            # Where a queued task stands, as the submit answer said it (tasks ahead).
+            estimate = task_queue_estimate(task=task)
+            body["properties"]["numberOfQueues"] = max(estimate.position - 1, 0)
+            body["properties"]["estimatedStartTime"] = epoch_ms(estimate.expected_start)
+        return Response(body)
 
 
 class ListByConditionView(MjProxyView):

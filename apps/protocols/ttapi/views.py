@@ -21,7 +21,7 @@ from apps.tasks.actions import ButtonRef, ByName, press_spec
 from apps.tasks.enums import Action, parse_mode
 from apps.tasks.errors import dialect_error, domain_label
 from apps.tasks.models import Protocol
-from apps.tasks.selectors import task_get
+from apps.tasks.selectors import task_fetch, task_get
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.inputs import Caller, ClientEcho
 from apps.tasks.services.press import ModalInput, task_press
@@ -242,4 +242,4 @@ class FetchView(TtapiView):
     def _fetch(self, job_id: str) -> Response:
         if not job_id.strip():
             raise exceptions.ValidationError({"jobId": "This field is required."})
-        return Response(job_json(task_get(organization=self.organization, task_id=job_id)))
+        return Response(job_json(task_fetch(organization=self.organization, task_id=job_id)))

@@ -32,8 +32,9 @@ from apps.api_keys.services import (
 from apps.billing.selectors import balance_get
 from apps.core.api import OrganizationAPIView
 from apps.tasks.actions import ByName
-from apps.tasks.models import Protocol
-from apps.tasks.selectors import task_get, task_list
+from apps.tasks.enums import Status
+from apps.tasks.models import Protocol, Task
+from apps.tasks.selectors import task_fetch, task_get, task_list, task_queue_estimate
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
@@ -103,8 +104,26 @@ class BalanceView(OrganizationAPIView):
 # --- tasks -----------------------------------------------------------------------------------
 
 
+def _with_queue(body: dict[str, Any], task: Task) -> dict[str, Any]:
+    """A queued task's place: ``queue_position`` (0: a free slot takes it now, 1: next) and
+    ``expected_start`` (ISO 8601, null until the pool's throughput is known)."""
+    if task.status == Status.NOT_START:
+        estimate = task_queue_estimate(task=task)
+        body["properties"]["queue_position"] = estimate.position
+        body["properties"]["expected_start"] = (
+            estimate.expected_start.isoformat() if estimate.expected_start else None
+        )
+    return body
+
+
 def _created(outcome: SubmitOutcome) -> Response:
-    return Response(TaskSerializer(outcome.task).data, status=status.HTTP_201_CREATED)
+    body = TaskSerializer(outcome.task).data
+    if outcome.result != SubmitOutcome.MODAL:
+        body["properties"]["queue_position"] = outcome.queue_position
+        body["properties"]["expected_start"] = (
+            outcome.expected_start.isoformat() if outcome.expected_start else None
+        )
+    return Response(body, status=status.HTTP_201_CREATED)
 
 
 class TaskListView(NativeErrorsMixin, OrganizationAPIView):
@@ -182,8 +201,8 @@ class TaskDetailView(NativeErrorsMixin, OrganizationAPIView):
         summary="Get a task", responses={200: TaskSerializer, **_errors(401, 403, 404, 429)}
     )
     def get(self, request: Request, task_id: str) -> Response:
-        task = task_get(organization=self.organization, task_id=task_id)
-        return Response(TaskSerializer(task).data)
+        task = task_fetch(organization=self.organization, task_id=task_id)
+        return Response(_with_queue(TaskSerializer(task).data, task))
 
 
 class TaskModalView(NativeErrorsMixin, OrganizationAPIView):
