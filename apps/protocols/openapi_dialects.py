@@ -76,6 +76,14 @@ MJPROXY: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
     ("post", "/mj/submit/shorten", "Shorten a prompt", {"prompt": _STR}, ["prompt"], "submit"),
     (
         "post",
+        "/mj/submit/upload-discord-images",
+        "Store 1–10 images; answers stable URLs usable in prompts (--sref, --cref, image prompts)",
+        {"base64Array": {**_STRS, "minItems": 1, "maxItems": 10}},
+        ["base64Array"],
+        "submit",
+    ),
+    (
+        "post",
         "/mj/insight-face/swap",
         "Face swap: the face of the source image onto the target image",
         {"sourceBase64": _STR, "targetBase64": _STR},

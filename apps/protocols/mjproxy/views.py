@@ -31,7 +31,7 @@ from apps.core.errors import (
 from apps.tasks.actions import ByName, press_spec
 from apps.tasks.enums import Action, Status
 from apps.tasks.errors import dialect_error, domain_label
-from apps.tasks.models import Protocol
+from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import (
     task_fetch,
     task_list,
@@ -403,18 +403,24 @@ class UploadDiscordImagesView(MjProxyView):
         return Response(envelope(SUCCESS, "Success", [stored_file_url(n) for n in names]))
 
 
+def queued_task_json(task: Task) -> dict[str, Any]:
+    """``task_json``, plus where a queued task stands, as the submit answer said it (tasks
+    ahead and the expected start): fetch and every list show the same."""
+    body = task_json(task)
+    if task.status == Status.NOT_START:
+        estimate = task_queue_estimate(task=task)
+        body["properties"]["numberOfQueues"] = max(estimate.position - 1, 0)
+        body["properties"]["estimatedStartTime"] = epoch_ms(estimate.expected_start)
+    return body
+
+
 class FetchView(MjProxyView):
     not_found_empty = True
 
     def get(self, request: Request, task_id: str, **kwargs: Any) -> Response:
-        task = task_fetch(organization=self.organization, task_id=task_id)
-        body = task_json(task)
-        if task.status == Status.NOT_START:
-            # Where a queued task stands, as the submit answer said it (tasks ahead).
-            estimate = task_queue_estimate(task=task)
-            body["properties"]["numberOfQueues"] = max(estimate.position - 1, 0)
-            body["properties"]["estimatedStartTime"] = epoch_ms(estimate.expected_start)
-        return Response(body)
+        return Response(
+            queued_task_json(task_fetch(organization=self.organization, task_id=task_id))
+        )
 
 
 class ListByConditionView(MjProxyView):
@@ -434,19 +440,21 @@ class ListByConditionView(MjProxyView):
         for task_id in wanted:
             if task_id in found and task_id not in seen:
                 seen.add(task_id)
-                tasks.append(task_json(found[task_id]))
+                tasks.append(queued_task_json(found[task_id]))
         return Response(tasks)
 
 
 class ListView(MjProxyView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         tasks = task_list(organization=self.organization)[:LIST_LIMIT]
-        return Response([task_json(t) for t in tasks])
+        return Response([queued_task_json(t) for t in tasks])
 
 
 class QueueView(MjProxyView):
     def get(self, request: Request, **kwargs: Any) -> Response:
-        return Response([task_json(t) for t in task_queue_list(organization=self.organization)])
+        return Response(
+            [queued_task_json(t) for t in task_queue_list(organization=self.organization)]
+        )
 
 
 class ImageSeedView(MjProxyView):
