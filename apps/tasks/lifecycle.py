@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
@@ -29,7 +30,7 @@ from django.utils import timezone
 from apps.billing.ledger import ledger_capture, ledger_release
 from apps.core.errors import PermissionDenied, ServiceUnavailable
 from apps.core.http import Timeout, safe_download
-from apps.core.messaging import send_after_commit
+from apps.core.messaging import send_after_commit, send_now
 from apps.engines.base import (
     Engine,
     EngineError,
@@ -118,9 +119,72 @@ def kick_dispatcher() -> None:
     """Ask a worker to dispatch queued tasks, once the current transaction commits.
 
     The dispatcher runs on a worker, never inside the request that accepted a task: it locks
-    every account row, which a burst of customer requests must not contend for.
+    every account row, which a burst of customer requests must not contend for. Kicks are
+    coalesced (:func:`dispatch_request`): a burst of them sends one message, not one each.
     """
-    send_after_commit(DISPATCH)
+    transaction.on_commit(_kick_now)
+
+
+def _kick_now() -> None:
+    if dispatch_request():
+        send_now(DISPATCH)
+
+
+# --- coalescing dispatch passes (Redis flags; a lost flag costs at most one beat interval) ----
+#
+# Three keys per queue: ``queued`` (a dispatch message is on its way: do not send another),
+# ``again`` (a pass is wanted: whoever runs the dispatcher runs one more pass before it stops)
+# and ``running`` (a worker is inside the dispatcher). A kick sets ``again`` and sends a
+# message only if none is queued; the worker clears ``queued`` when it takes the message, so a
+# kick after that sends a new one; a worker that finds another running leaves ``again`` set for
+# it, and the running one re-checks ``again`` before and after it lets go of ``running``. So
+# no kick is lost and none piles up: at most one pass runs and at most one message waits.
+
+#: Seconds a ``queued`` mark lives: a message lost with the broker stops suppressing kicks
+#: after this (beat's dispatch safety net runs meanwhile).
+DISPATCH_QUEUED_TTL = 15
+#: Seconds a ``running`` mark lives: longer than a pass can take (the hard time limit).
+DISPATCH_RUNNING_TTL = 120
+
+_dispatch_client: Any = None
+
+
+def dispatch_redis() -> Any:
+    """The Redis client for the coalescing flags, or None when dispatches are not coalesced
+    (no Redis, or ``TASK_DISPATCH_COALESCE`` off): every kick then sends a message."""
+    global _dispatch_client
+    if not getattr(settings, "TASK_DISPATCH_COALESCE", False) or not settings.REDIS_URL:
+        return None
+    if _dispatch_client is None:
+        timeout = float(getattr(settings, "REDIS_SOCKET_TIMEOUT", 2.0))
+        _dispatch_client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    return _dispatch_client
+
+
+def dispatch_keys() -> tuple[str, str, str]:
+    """``queued``, ``again`` and ``running``, per Celery queue (so test runs and benchmarks
+    sharing one Redis never coalesce into each other)."""
+    prefix = f"mjgate:dispatch:{settings.CELERY_TASK_DEFAULT_QUEUE}"
+    return f"{prefix}:queued", f"{prefix}:again", f"{prefix}:running"
+
+
+def dispatch_request() -> bool:
+    """Note that a dispatch pass is wanted. True when a message must be sent (none is queued,
+    or the flags cannot be read: a message too many beats a kick lost)."""
+    client = dispatch_redis()
+    if client is None:
+        return True
+    queued, again, _ = dispatch_keys()
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(again, 1, ex=DISPATCH_RUNNING_TTL)
+        pipe.set(queued, 1, nx=True, ex=DISPATCH_QUEUED_TTL)
+        return bool(pipe.execute()[1])
+    except redis.RedisError:
+        logger.warning("dispatch flags unreadable; sending the message", exc_info=True)
+        return True
 
 
 def enqueue_start(task_id: str, *, countdown: float = 0) -> None:

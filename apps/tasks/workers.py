@@ -22,9 +22,9 @@ CONTENDED_DISPATCH_RETRY = 0.5
 
 @shared_task(name="tasks.dispatch", acks_late=True, ignore_result=True)
 def dispatch() -> None:
-    from apps.tasks.scheduling import dispatch_pending  # entry points import their service late
+    from apps.tasks.scheduling import dispatch_run  # entry points import their service late
 
-    if dispatch_pending().contended:
+    if dispatch_run().contended:
         send_now("tasks.dispatch", countdown=CONTENDED_DISPATCH_RETRY)
 
 

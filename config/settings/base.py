@@ -366,6 +366,9 @@ TASK_DEFAULT_RUN_TIMEOUT = timedelta(seconds=env_int("TASK_DEFAULT_RUN_TIMEOUT",
 TASK_POLL_INTERVAL = env_float("TASK_POLL_INTERVAL", 2.0)
 TASK_SWEEP_INTERVAL = env_int("TASK_SWEEP_INTERVAL", 30)
 TASK_DISPATCH_INTERVAL = env_int("TASK_DISPATCH_INTERVAL", 5)
+# Coalesce dispatch passes with flags in Redis (at most one pass running and one message
+# waiting, however many tasks are accepted or finish at once). Without Redis, one pass a kick.
+TASK_DISPATCH_COALESCE = env_bool("TASK_DISPATCH_COALESCE", True)
 # Seconds added to every worker lease before the sweeper presumes the worker dead.
 TASK_LEASE_GRACE = env_float("TASK_LEASE_GRACE", 30.0)
 

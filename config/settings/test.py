@@ -61,6 +61,9 @@ CELERY_TASK_ROUTES = {"webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE}}
 CELERY_BROKER_URL = _redis_url or "memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# One dispatch message per kick, as the tests that count messages expect; the coalescing tests
+# (tests/tasks/test_dispatch_coalescing.py) switch it on with their own Redis flags.
+TASK_DISPATCH_COALESCE = env_bool("TASK_DISPATCH_COALESCE", False)
 
 SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdefghijklmnop"  # noqa: S105
 DEBUG = False
