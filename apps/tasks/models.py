@@ -114,6 +114,13 @@ class Task(models.Model):
             models.Index(fields=["organization", "-created_at"], name="task_org_recent"),
             models.Index(fields=["organization", "status"], name="task_org_status"),
             models.Index(fields=["status", "mode", "submitted_at"], name="task_queue"),
+            # The dispatcher's fair pick (scheduling._queued_candidates_lateral): queued rows
+            # only, so it stays small and is read a few entries per tenant.
+            models.Index(
+                fields=["organization", "is_test", "mode", "submitted_at", "id"],
+                condition=models.Q(status="NOT_START"),
+                name="task_queued_fair",
+            ),
             models.Index(fields=["upstream_account", "status"], name="task_account_status"),
             # The operator admin: its list is newest first, and the stats page reads the last
             # hour of created and finished tasks (apps/operator/selectors.py).
