@@ -113,6 +113,7 @@ def start_lease(now: datetime) -> datetime:
 DISPATCH = "tasks.dispatch"
 START_JOB = "tasks.start_job"
 POLL_JOB = "tasks.poll_job"
+FINISH_JOB = "tasks.finish_job"
 
 
 def kick_dispatcher() -> None:
@@ -195,6 +196,34 @@ def enqueue_start(task_id: str, *, countdown: float = 0) -> None:
 def enqueue_poll(task_id: str, token: str, *, countdown: float | None = None) -> None:
     delay = settings.TASK_POLL_INTERVAL if countdown is None else countdown
     send_after_commit(POLL_JOB, task_id, token, countdown=delay)
+
+
+def enqueue_finish(task_id: str, token: str) -> None:
+    """Ask a worker of the results queue (low priority, ``CELERY_RESULTS_QUEUE``) to make and
+    store the result of a job the upstream finished; the account's slot is already free."""
+    send_after_commit(FINISH_JOB, task_id, token)
+
+
+#: Shortest wait before a poll the upstream's estimate says is due (a clock a little off must
+#: not turn into a busy loop), and what is added to the estimate so the job is done by then.
+MIN_POLL_DELAY = 0.05
+POLL_ETA_SLACK = 0.02
+
+
+def poll_delay(eta_seconds: float | None) -> float:
+    """Seconds until the next poll: when the upstream expects to be done, if that is sooner
+    than the usual interval (``TASK_POLL_INTERVAL``), else the usual interval."""
+    interval = float(settings.TASK_POLL_INTERVAL)
+    if eta_seconds is None:
+        return interval
+    return max(MIN_POLL_DELAY, min(interval, eta_seconds + POLL_ETA_SLACK))
+
+
+def finish_lease(now: datetime) -> datetime:
+    """Until when a job whose slot was freed may wait for its result to be stored before the
+    sweeper sends the finishing message again (the results queue may have a backlog: it is
+    the low-priority one, and a second message only costs a look at the row)."""
+    return now + timedelta(seconds=float(getattr(settings, "TASK_FINISH_LEASE", 300)))
 
 
 def _settle(task: Task, *, succeeded: bool) -> None:
@@ -544,7 +573,8 @@ def task_start(*, task_id: str) -> None:
             started_at=now,
             progress=0,
             poll_token=token,
-            lease_expires_at=poll_lease(now),
+            slot_freed_at=None,
+            lease_expires_at=poll_lease(now),  # the first poll comes within an interval
             updated_at=now,
             **running,
         )
@@ -553,7 +583,7 @@ def task_start(*, task_id: str) -> None:
                 total_submitted=F("total_submitted") + 1, last_used_at=now
             )
             task_changed(task=_reload(task_id), event_type="task.updated")
-            enqueue_poll(task_id, token)
+            enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
     if not moved and _job_orphaned(task_id, account.pk):
         # Cancelled, failed or timed out while we were submitting, or moved to another account
         # by an operator: stop the upstream job. (A task the sweeper handed to another worker
@@ -595,7 +625,8 @@ def task_poll(*, task_id: str, token: str) -> None:
     if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
         return  # finished, cancelled, or superseded by a newer poll chain
     now = _now()
-    if task.run_deadline and now >= task.run_deadline:
+    finishing = task.slot_freed_at is not None
+    if task.run_deadline and now >= task.run_deadline and not finishing:
         task_timeout(task=task, due=now)
         return
     ours = Q(poll_token=token)
@@ -621,9 +652,15 @@ def task_poll(*, task_id: str, token: str) -> None:
         return
     job = job_for(task, account)
     try:
-        outcome = engine.poll(job)
+        outcome = engine.poll_status(job)
         if outcome.status == PollResult.SUCCESS:
-            task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
+            # The upstream is done: its slot is free from now on, whatever storing takes.
+            if not finishing and not _slot_release(task_id, token):
+                return  # finished, cancelled or superseded meanwhile
+            if outcome.result_pending:
+                enqueue_finish(task_id, token)  # made and stored on the results queue
+            else:
+                task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
             return
     except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
         # A poll changes nothing upstream: an unanswered one is simply asked again.
@@ -661,7 +698,53 @@ def task_poll(*, task_id: str, token: str) -> None:
         state = dict(outcome.state)
         if (task.engine_state or {}).get(POLL_CRASHES):
             state[POLL_CRASHES] = 0  # the upstream answered normally: the run of crashes ended
-        _keep_polling(task, token, progress=outcome.progress, state=state)
+        _keep_polling(
+            task,
+            token,
+            progress=outcome.progress,
+            state=state,
+            soon=poll_delay(outcome.eta_seconds),
+        )
+
+
+def _slot_release(task_id: str, token: str) -> bool:
+    """The upstream finished ``task_id``'s job: free its account slot now (the dispatcher
+    counts only tasks holding one) and start the next queued task at once, before the result
+    is fetched and stored. False if the task is not this poll chain's any more."""
+    now = _now()
+    with transaction.atomic():
+        moved = Task.objects.filter(
+            pk=task_id, status=Status.IN_PROGRESS, poll_token=token, slot_freed_at__isnull=True
+        ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
+        if moved:
+            kick_dispatcher()
+    return bool(moved)
+
+
+def task_finish(*, task_id: str, token: str) -> None:
+    """Make and store the result of a job the upstream finished (its slot is already free):
+    the results queue's step. Applies only while ``token`` is still the task's poll chain."""
+    task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
+    if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
+        return  # finished (a duplicate message), cancelled, or superseded
+    account = task.upstream_account
+    engine = _engine_for(task, account) if account is not None else None
+    if account is None or engine is None:
+        # Let the poll step say what is wrong (it fails the task with the right reason).
+        _keep_polling(task, token, progress=None, countdown=0)
+        return
+    job = job_for(task, account)
+    try:
+        outcome = engine.poll(job)
+        if outcome.status == PollResult.SUCCESS:
+            task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
+            return
+    except Exception:
+        logger.exception("finishing a task crashed", extra={"task_id": task_id})
+        _poll_crashed(task, token, engine=engine, job=job)
+        return
+    # The upstream takes it back (it should not): the poll step decides, as for any answer.
+    _keep_polling(task, token, progress=None, countdown=0)
 
 
 def _poll_crashed(task: Task, token: str, *, engine: Engine, job: Job) -> None:
@@ -700,8 +783,13 @@ def _keep_polling(
     progress: int | None,
     state: dict[str, Any] | None = None,
     countdown: float | None = None,
+    soon: float | None = None,
 ) -> None:
-    """Record progress and schedule the next step — only while this chain is the current one."""
+    """Record progress and schedule the next step — only while this chain is the current one.
+
+    ``countdown``: a delay longer than usual (a crash's back-off), which the lease covers too;
+    ``soon``: one no longer than the usual interval (when the upstream expects to be done),
+    which the usual lease covers already."""
     now = _now()
     with transaction.atomic():
         fields: dict[str, Any] = {
@@ -722,7 +810,7 @@ def _keep_polling(
             ).update(progress=progress)
             if progressed:
                 task_changed(task=_reload(task.pk), event_type="task.updated")
-        enqueue_poll(task.pk, token, countdown=countdown)
+        enqueue_poll(task.pk, token, countdown=countdown if soon is None else soon)
 
 
 def task_timeout(*, task: Task, due: datetime | None = None) -> bool:

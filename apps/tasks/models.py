@@ -106,6 +106,12 @@ class Task(models.Model):
         null=True, blank=True, help_text="A worker began the engine submit (at most once)."
     )
     poll_token = models.CharField(max_length=32, blank=True, help_text="Current poll chain.")
+    slot_freed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The upstream finished the job: its account slot is free, the result is "
+        "being stored.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

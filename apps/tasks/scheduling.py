@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import (
     Case,
@@ -245,7 +246,9 @@ def dispatch_pending() -> DispatchResult:
         if not accounts:
             return DispatchResult([], contended)
         running = dict(
-            Task.objects.filter(upstream_account__in=accounts, status__in=ACTIVE_STATUSES)
+            Task.objects.filter(
+                upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+            )
             .values_list("upstream_account")
             .annotate(n=Count("pk"))
             .values_list("upstream_account", "n")
@@ -269,6 +272,7 @@ def dispatch_pending() -> DispatchResult:
             Task.objects.filter(
                 organization_id__in={t.organization_id for t in queued},
                 status__in=ACTIVE_STATUSES,
+                slot_freed_at=None,
             )
             .values_list("organization_id")
             .annotate(n=Count("pk"))
@@ -413,8 +417,13 @@ def tasks_sweep() -> dict[str, int]:
 
     report["parent_account_gone"] = _fail_follow_ups_of_gone_accounts()
 
+    # A job the upstream finished (its slot freed) waits only for our results queue: it times
+    # out only if its result is still not stored long after its deadline.
+    finishing_late = now - 2 * timedelta(seconds=float(settings.TASK_FINISH_LEASE))
     for task in Task.objects.select_related("upstream_account").filter(
-        status__in=ACTIVE_STATUSES, run_deadline__lt=now
+        Q(slot_freed_at=None) | Q(run_deadline__lt=finishing_late),
+        status__in=ACTIVE_STATUSES,
+        run_deadline__lt=now,
     ):
         with _isolated(report, task.pk):
             if task_timeout(task=task, due=now):
@@ -609,7 +618,9 @@ def account_pick_other(task: Task, *, exclude: int | None, now: datetime) -> Ups
         candidates = candidates.exclude(pk=exclude)
     usable = [a for a in candidates if upstream_account_usable(a, now=now) and a.serves(task.mode)]
     running = dict(
-        Task.objects.filter(upstream_account__in=usable, status__in=ACTIVE_STATUSES)
+        Task.objects.filter(
+            upstream_account__in=usable, status__in=ACTIVE_STATUSES, slot_freed_at=None
+        )
         .values_list("upstream_account")
         .annotate(n=Count("pk"))
         .values_list("upstream_account", "n")
@@ -654,7 +665,9 @@ def task_expected_to_start(*, task: Task) -> bool:
     if not accounts:
         return False
     running = dict(
-        Task.objects.filter(upstream_account__in=accounts, status__in=ACTIVE_STATUSES)
+        Task.objects.filter(
+            upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+        )
         .values_list("upstream_account")
         .annotate(n=Count("pk"))
         .values_list("upstream_account", "n")

@@ -42,6 +42,13 @@ def poll_job(task_id: str, token: str) -> None:
     task_poll(task_id=task_id, token=token)
 
 
+@shared_task(name="tasks.finish_job", acks_late=True, ignore_result=True)
+def finish_job(task_id: str, token: str) -> None:
+    from apps.tasks.lifecycle import task_finish  # entry points import their service late
+
+    task_finish(task_id=task_id, token=token)
+
+
 @shared_task(name="tasks.sweep", acks_late=True, ignore_result=True)
 def sweep() -> None:
     from apps.tasks.scheduling import tasks_sweep  # entry points import their service late

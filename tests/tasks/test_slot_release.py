@@ -1,0 +1,162 @@
+"""A slot is freed the moment the upstream says a job is done, before its result is made and
+stored (on the low-priority results queue); the next queued task starts at once; polls come
+when the upstream expects the job to be done, not a fixed interval later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from apps.billing.models import EntryKind, LedgerEntry
+from apps.engines.sandbox import engine as sandbox_engine
+from apps.tasks import lifecycle
+from apps.tasks.enums import Action, ErrorCode, Status
+from apps.tasks.lifecycle import (
+    POLL_ETA_SLACK,
+    task_finish,
+    task_poll,
+    task_start,
+)
+from apps.tasks.models import Task
+from apps.tasks.scheduling import dispatch_pending, tasks_sweep
+from apps.tasks.services.submit import task_submit
+
+from .helpers import sandbox_account
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def funded(organization, fund):
+    fund(organization, 1_000_000)
+
+
+@pytest.fixture
+def outbox(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The lifecycle's messages with their delays, recorded instead of sent (after commit)."""
+    from django.db import transaction
+
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(transaction, "on_commit", lambda func, using=None, robust=False: func())
+    monkeypatch.setattr(
+        lifecycle,
+        "send_after_commit",
+        lambda name, *args, countdown=None, queue=None: calls.append((name, *args, countdown)),
+    )
+    monkeypatch.setattr(lifecycle, "send_now", lambda name, *a, **k: calls.append((name,)))
+    return calls
+
+
+def started(caller, prompt: str = "a red fox") -> Task:
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt=prompt).task
+    dispatch_pending()
+    task_start(task_id=task.pk)
+    return Task.objects.get(pk=task.pk)
+
+
+def test_the_slot_is_free_before_the_result_is_made_and_the_next_task_starts(
+    caller, clock, outbox, monkeypatch
+):
+    account = sandbox_account(concurrency=1, duration="1")
+    first = started(caller)
+    second = task_submit(caller=caller, action=Action.IMAGINE, prompt="a blue fox").task
+    assert dispatch_pending().assigned == []  # the one slot is taken
+
+    rendered: list[str] = []
+    real_render = sandbox_engine.render_result
+    monkeypatch.setattr(
+        sandbox_engine,
+        "render_result",
+        lambda job: rendered.append(job.task_id) or real_render(job),
+    )
+    clock.advance(seconds=1)
+    outbox.clear()
+    task_poll(task_id=first.pk, token=first.poll_token)
+
+    first = Task.objects.get(pk=first.pk)
+    assert first.status == Status.IN_PROGRESS  # the result is not stored yet …
+    assert first.slot_freed_at == clock.now  # … but the slot is free
+    assert rendered == []  # nothing rendered in the poll step
+    assert ("tasks.dispatch",) in outbox  # the next task is asked for at once
+    assert ("tasks.finish_job", first.pk, first.poll_token, None) in outbox
+    assert dispatch_pending().assigned == [second.pk]
+    assert Task.objects.get(pk=second.pk).upstream_account_id == account.pk
+
+    task_finish(task_id=first.pk, token=first.poll_token)  # the results queue's step
+    first = Task.objects.get(pk=first.pk)
+    assert first.status == Status.SUCCESS
+    assert rendered == [first.pk]
+    assert first.result["image"] and len(first.result["splits"]) == 4
+    entries = LedgerEntry.objects.filter(task_id=first.pk).order_by("id")
+    kinds = list(entries.values_list("kind", flat=True))
+    assert kinds == [EntryKind.HOLD, EntryKind.CAPTURE]
+
+
+def test_a_duplicate_or_stale_finishing_message_changes_nothing(caller, clock, outbox):
+    sandbox_account(duration="0")
+    task = started(caller)
+    task_poll(task_id=task.pk, token=task.poll_token)
+    task_finish(task_id=task.pk, token="not-the-chain")
+    assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS
+    task_finish(task_id=task.pk, token=task.poll_token)
+    done = Task.objects.get(pk=task.pk)
+    task_finish(task_id=task.pk, token=task.poll_token)  # redelivered
+    assert Task.objects.get(pk=task.pk).result == done.result
+    assert LedgerEntry.objects.filter(task_id=task.pk, kind=EntryKind.CAPTURE).count() == 1
+
+
+def test_polls_come_when_the_upstream_expects_the_job_to_be_done(caller, clock, outbox):
+    sandbox_account(duration="0.5")
+    outbox.clear()
+    task = started(caller)
+    polls = [m for m in outbox if m[0] == "tasks.poll_job"]
+    assert polls == [("tasks.poll_job", task.pk, task.poll_token, 0.5 + POLL_ETA_SLACK)]
+
+    clock.advance(seconds=0.2)  # asked early: the next poll is due when the job is
+    outbox.clear()
+    task_poll(task_id=task.pk, token=task.poll_token)
+    (poll,) = [m for m in outbox if m[0] == "tasks.poll_job"]
+    assert poll[-1] == pytest.approx(0.3 + POLL_ETA_SLACK)
+
+    sandbox_account("slow", duration="600")
+    assert lifecycle.poll_delay(600) == settings.TASK_POLL_INTERVAL  # never later than usual
+    assert lifecycle.poll_delay(None) == settings.TASK_POLL_INTERVAL
+
+
+def test_a_lost_finishing_message_is_sent_again_by_the_sweeper(caller, clock, outbox):
+    sandbox_account(duration="0")
+    task = started(caller)
+    task_poll(task_id=task.pk, token=task.poll_token)  # the finishing message is lost
+    outbox.clear()
+    assert tasks_sweep()["restarted"] == 0  # within its lease: maybe just a backlog
+
+    clock.advance(seconds=settings.TASK_FINISH_LEASE + 1)
+    assert tasks_sweep()["restarted"] == 1
+    new = Task.objects.get(pk=task.pk).poll_token
+    assert ("tasks.poll_job", task.pk, new, 0) in outbox
+    task_poll(task_id=task.pk, token=new)
+    assert ("tasks.finish_job", task.pk, new, None) in outbox
+    task_finish(task_id=task.pk, token=new)
+    assert Task.objects.get(pk=task.pk).status == Status.SUCCESS
+
+
+def test_a_job_waiting_for_its_result_to_be_stored_is_not_timed_out_at_its_deadline(
+    caller, clock, outbox
+):
+    account = sandbox_account(duration="0")
+    task = started(caller)
+    task_poll(task_id=task.pk, token=task.poll_token)
+    clock.advance(seconds=account.run_timeout_seconds + 1)
+    assert tasks_sweep()["timeout"] == 0
+    task_finish(task_id=task.pk, token=Task.objects.get(pk=task.pk).poll_token)
+    assert Task.objects.get(pk=task.pk).status == Status.SUCCESS
+
+    # One that never gets its result stored times out in the end (its hold is released).
+    other = started(caller, prompt="a green fox")
+    task_poll(task_id=other.pk, token=other.poll_token)
+    clock.advance(seconds=account.run_timeout_seconds + 2 * settings.TASK_FINISH_LEASE + 1)
+    tasks_sweep()
+    other = Task.objects.get(pk=other.pk)
+    assert (other.status, other.error_code) == (Status.FAILURE, ErrorCode.TIMEOUT)
