@@ -16,7 +16,10 @@ import dataclasses
 import hmac
 import logging
 import secrets
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,7 +53,7 @@ from .buttons import buttons_for
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
 from .jobs import account_view, job_for
-from .models import Task
+from .models import SweepMark, Task
 from .prompt import parse_prompt, seed
 
 logger = logging.getLogger(__name__)
@@ -224,6 +227,61 @@ def finish_lease(now: datetime) -> datetime:
     sweeper sends the finishing message again (the results queue may have a backlog: it is
     the low-priority one, and a second message only costs a look at the row)."""
     return now + timedelta(seconds=float(getattr(settings, "TASK_FINISH_LEASE", 300)))
+
+
+# --- outages and slow jobs ---------------------------------------------------------------------
+
+SWEEP_MARK = "sweep"
+
+
+def sweep_gap_threshold() -> timedelta:
+    """How long without a sweep is more than normal: three sweep intervals, and at least 90 s
+    (beat's schedule and a busy worker make a sweep a little late now and then)."""
+    interval = float(getattr(settings, "TASK_SWEEP_INTERVAL", 30))
+    return timedelta(seconds=max(3 * interval, 90.0))
+
+
+def sweeper_recent(now: datetime) -> bool:
+    """Whether the sweeper ran lately. A poll step that finds a run deadline passed while it has
+    not (an outage: the broker, beat or the workers were down) leaves the verdict to the
+    sweeper's next run, which first pushes deadlines by the time lost."""
+    last = SweepMark.objects.filter(name=SWEEP_MARK).values_list("at", flat=True).first()
+    return last is None or now - last <= sweep_gap_threshold()
+
+
+class JobBudgetExceeded(Exception):
+    """A job's own processing (its poll, making its result) ran past ``TASK_JOB_TIME_BUDGET``:
+    the job is slow, not the account, so the account's health is left alone."""
+
+
+def job_budget_seconds() -> float:
+    """The time one poll or finishing step may take: below Celery's soft time limit, so the
+    step stops on our terms (a job-level failure) before Celery's (counted as the upstream's)."""
+    return float(settings.TASK_JOB_TIME_BUDGET)
+
+
+@contextmanager
+def job_budget() -> Iterator[None]:
+    """Raise ``JobBudgetExceeded`` in this step if it runs longer than its budget.
+
+    A timer signal, so only in the main thread (Celery's prefork and solo pools, tests);
+    elsewhere Celery's own soft time limit is the bound.
+    """
+    seconds = job_budget_seconds()
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _over(signum: int, frame: Any) -> None:
+        raise JobBudgetExceeded(f"The job's processing took longer than {seconds:g} seconds.")
+
+    previous = signal.signal(signal.SIGALRM, _over)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _settle(task: Task, *, succeeded: bool) -> None:
@@ -626,7 +684,10 @@ def task_poll(*, task_id: str, token: str) -> None:
         return  # finished, cancelled, or superseded by a newer poll chain
     now = _now()
     finishing = task.slot_freed_at is not None
-    if task.run_deadline and now >= task.run_deadline and not finishing:
+    overdue = bool(task.run_deadline and now >= task.run_deadline and not finishing)
+    # Unless the sweeper has not run for a while: an outage ate this task's time, and the
+    # sweeper's next run pushes its deadline by the gap; until then it runs on.
+    if overdue and sweeper_recent(now):
         task_timeout(task=task, due=now)
         return
     ours = Q(poll_token=token)
@@ -652,7 +713,8 @@ def task_poll(*, task_id: str, token: str) -> None:
         return
     job = job_for(task, account)
     try:
-        outcome = engine.poll_status(job)
+        with job_budget():
+            outcome = engine.poll_status(job)
         if outcome.status == PollResult.SUCCESS:
             # The upstream is done: its slot is free from now on, whatever storing takes.
             if not finishing and not _slot_release(task_id, token):
@@ -680,6 +742,12 @@ def task_poll(*, task_id: str, token: str) -> None:
         # A slow upstream or a slow download: ask again, like an unanswered poll.
         _note_account_failure(account.pk, "The upstream did not answer a poll in time.")
         _keep_polling(task, token, progress=None)
+        return
+    except JobBudgetExceeded:
+        # This job is slow to process, not the account: retried a few times with a back-off
+        # like a crash, then failed on its own; the account's health is not touched.
+        logger.warning("poll step over its time budget", extra={"task_id": task_id})
+        _poll_crashed(task, token, engine=engine, job=job)
         return
     except Exception:
         logger.exception("poll step crashed", extra={"task_id": task_id})
@@ -735,10 +803,17 @@ def task_finish(*, task_id: str, token: str) -> None:
         return
     job = job_for(task, account)
     try:
-        outcome = engine.poll(job)
-        if outcome.status == PollResult.SUCCESS:
-            task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
-            return
+        with job_budget():
+            outcome = engine.poll(job)
+            if outcome.status == PollResult.SUCCESS:
+                task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
+                return
+    except JobBudgetExceeded:
+        # Making this result is slow (this job's business, never the account's): retried a
+        # few times with a back-off, then the task fails with its hold released.
+        logger.warning("finishing a task went over its time budget", extra={"task_id": task_id})
+        _poll_crashed(task, token, engine=engine, job=job)
+        return
     except Exception:
         logger.exception("finishing a task crashed", extra={"task_id": task_id})
         _poll_crashed(task, token, engine=engine, job=job)

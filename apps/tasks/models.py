@@ -163,3 +163,16 @@ class BannedWord(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         self.word = " ".join(self.word.split()).lower()
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class SweepMark(models.Model):
+    """When the sweeper last ran (one row, ``name="sweep"``), in PostgreSQL: it must survive
+    the broker outage it is there to notice. A gap much longer than the sweep interval means
+    nothing could move (broker, beat or every worker down), so the sweeper pushes deadlines by
+    the gap and re-sends lost messages instead of timing the tasks out."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -52,6 +52,7 @@ from .lifecycle import (
     ACTIVE_STATUSES,
     DISPATCH_RUNNING_TTL,
     INTERRUPTED_SUBMITS,
+    SWEEP_MARK,
     dispatch_keys,
     dispatch_redis,
     engine_named,
@@ -59,10 +60,11 @@ from .lifecycle import (
     enqueue_start,
     poll_lease,
     start_lease,
+    sweep_gap_threshold,
     task_fail,
     task_timeout,
 )
-from .models import Task
+from .models import SweepMark, Task
 
 logger = logging.getLogger(__name__)
 
@@ -400,6 +402,7 @@ def tasks_sweep() -> dict[str, int]:
         "modal_expired": 0,
         "errors": 0,
     }
+    report["redriven"] = _redrive_after_outage(now)
 
     for task_id in (
         Task.objects.filter(status=Status.NOT_START, start_deadline__lt=now)
@@ -458,6 +461,53 @@ def tasks_sweep() -> dict[str, int]:
     )
     report["dispatched"] = len(dispatch_run().assigned)
     return report
+
+
+def _sweep_gap(now: datetime) -> timedelta | None:
+    """Record this sweep; the time lost since the previous one if the gap was longer than
+    normal (``sweep_gap_threshold``), else None. The mark's row lock makes two sweeps at once
+    see the gap once."""
+    with transaction.atomic():
+        mark = SweepMark.objects.select_for_update().filter(name=SWEEP_MARK).first()
+        if mark is None:
+            SweepMark.objects.get_or_create(name=SWEEP_MARK, defaults={"at": now})
+            return None
+        previous = mark.at
+        SweepMark.objects.filter(name=SWEEP_MARK).update(at=now)
+    gap = now - previous
+    if gap <= sweep_gap_threshold():
+        return None
+    # What a sweep interval would have cost anyway is not given back.
+    return gap - timedelta(seconds=float(settings.TASK_SWEEP_INTERVAL))
+
+
+def _redrive_after_outage(now: datetime) -> int:
+    """After a gap in sweeps (the broker, beat or every worker was down), tasks whose only
+    problem was the outage are re-driven, not failed: start and run deadlines move by the time
+    lost, and the start and poll messages that may have been lost are sent again (their leases
+    are expired now, so this sweep's recovery below re-sends them; a duplicate is harmless).
+    A submit a worker claimed keeps its own lease: whether it reached the upstream is the
+    interrupted-submit recovery's question. Returns the number of tasks re-driven."""
+    lost = _sweep_gap(now)
+    if lost is None:
+        return 0
+    with transaction.atomic():
+        Task.objects.filter(status=Status.NOT_START, start_deadline__isnull=False).update(
+            start_deadline=F("start_deadline") + lost
+        )
+        Task.objects.filter(status__in=ACTIVE_STATUSES, run_deadline__isnull=False).update(
+            run_deadline=F("run_deadline") + lost
+        )
+        redriven = (
+            Task.objects.filter(status__in=ACTIVE_STATUSES)
+            .exclude(status=Status.SUBMITTED, submit_claimed_at__isnull=False)
+            .update(lease_expires_at=now - timedelta(microseconds=1))
+        )
+    logger.warning(
+        "sweeps stopped for a while; deadlines pushed and messages re-sent",
+        extra={"lost_seconds": lost.total_seconds(), "tasks": redriven},
+    )
+    return redriven
 
 
 @contextmanager

@@ -376,6 +376,11 @@ TASK_DISPATCH_INTERVAL = env_int("TASK_DISPATCH_INTERVAL", 5)
 # Seconds a job the upstream finished may wait on the results queue before the sweeper sends
 # its finishing message again.
 TASK_FINISH_LEASE = env_float("TASK_FINISH_LEASE", 300.0)
+# Seconds one poll or finishing step of a job may take: below the soft time limit, so a job
+# slow to process fails on its own (retried, then failed) and never cools its account down.
+TASK_JOB_TIME_BUDGET = env_float(
+    "TASK_JOB_TIME_BUDGET", max(1.0, float(CELERY_TASK_SOFT_TIME_LIMIT) - 10.0)
+)
 # Coalesce dispatch passes with flags in Redis (at most one pass running and one message
 # waiting, however many tasks are accepted or finish at once). Without Redis, one pass a kick.
 TASK_DISPATCH_COALESCE = env_bool("TASK_DISPATCH_COALESCE", True)

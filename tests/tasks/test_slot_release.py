@@ -15,11 +15,12 @@ from apps.tasks import lifecycle
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.lifecycle import (
     POLL_ETA_SLACK,
+    SWEEP_MARK,
     task_finish,
     task_poll,
     task_start,
 )
-from apps.tasks.models import Task
+from apps.tasks.models import SweepMark, Task
 from apps.tasks.scheduling import dispatch_pending, tasks_sweep
 from apps.tasks.services.submit import task_submit
 
@@ -47,6 +48,11 @@ def outbox(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     )
     monkeypatch.setattr(lifecycle, "send_now", lambda name, *a, **k: calls.append((name,)))
     return calls
+
+
+def swept_all_along(now) -> None:
+    """The sweeper ran on schedule until ``now`` (no outage to make up for)."""
+    SweepMark.objects.update_or_create(name=SWEEP_MARK, defaults={"at": now})
 
 
 def started(caller, prompt: str = "a red fox") -> Task:
@@ -149,6 +155,7 @@ def test_a_job_waiting_for_its_result_to_be_stored_is_not_timed_out_at_its_deadl
     task = started(caller)
     task_poll(task_id=task.pk, token=task.poll_token)
     clock.advance(seconds=account.run_timeout_seconds + 1)
+    swept_all_along(clock.now)  # no outage: the deadline really passed
     assert tasks_sweep()["timeout"] == 0
     task_finish(task_id=task.pk, token=Task.objects.get(pk=task.pk).poll_token)
     assert Task.objects.get(pk=task.pk).status == Status.SUCCESS
@@ -157,6 +164,7 @@ def test_a_job_waiting_for_its_result_to_be_stored_is_not_timed_out_at_its_deadl
     other = started(caller, prompt="a green fox")
     task_poll(task_id=other.pk, token=other.poll_token)
     clock.advance(seconds=account.run_timeout_seconds + 2 * settings.TASK_FINISH_LEASE + 1)
+    swept_all_along(clock.now)
     tasks_sweep()
     other = Task.objects.get(pk=other.pk)
     assert (other.status, other.error_code) == (Status.FAILURE, ErrorCode.TIMEOUT)
