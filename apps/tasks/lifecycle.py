@@ -174,6 +174,18 @@ def dispatch_keys() -> tuple[str, str, str]:
     return f"{prefix}:queued", f"{prefix}:again", f"{prefix}:running"
 
 
+def dispatch_note() -> None:
+    """Note that a pass is wanted, for a caller that runs the dispatcher itself right after
+    (no message): a dispatcher already running passes once more."""
+    client = dispatch_redis()
+    if client is None:
+        return
+    try:
+        client.set(dispatch_keys()[1], 1, ex=DISPATCH_RUNNING_TTL)
+    except redis.RedisError:
+        logger.warning("dispatch flags unreadable", exc_info=True)
+
+
 def dispatch_request() -> bool:
     """Note that a dispatch pass is wanted. True when a message must be sent (none is queued,
     or the flags cannot be read: a message too many beats a kick lost)."""
@@ -392,7 +404,8 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
                         total_succeeded=F("total_succeeded") + 1, consecutive_failures=0
                     )
                 task_changed(task=task, event_type="task.succeeded")
-                kick_dispatcher()
+                if task.slot_freed_at is None:
+                    kick_dispatcher()  # otherwise the slot was handed on when it was freed
     except BaseException:
         storage.delete_result(result)
         raise
@@ -672,16 +685,19 @@ def _job_orphaned(task_id: str, account_id: int) -> bool:
     return current["status"] in TERMINAL_STATUSES or current["upstream_account_id"] != account_id
 
 
-def task_poll(*, task_id: str, token: str) -> None:
+def task_poll(*, task_id: str, token: str) -> bool:
     """One poll step: progress, result or failure. Re-schedules itself while running.
 
     Whatever the step concludes applies only while ``token`` is still the task's poll chain
     (compare-and-set on it): a step that was already talking to the upstream when an operator
     moved the task to another account, or a newer chain took over, changes nothing.
+
+    True when this step found the job done and freed its account's slot: the caller (the
+    poll message's worker, free at this very moment) then runs the dispatcher itself.
     """
     task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
     if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
-        return  # finished, cancelled, or superseded by a newer poll chain
+        return False  # finished, cancelled, or superseded by a newer poll chain
     now = _now()
     finishing = task.slot_freed_at is not None
     overdue = bool(task.run_deadline and now >= task.run_deadline and not finishing)
@@ -689,7 +705,7 @@ def task_poll(*, task_id: str, token: str) -> None:
     # sweeper's next run pushes its deadline by the gap; until then it runs on.
     if overdue and sweeper_recent(now):
         task_timeout(task=task, due=now)
-        return
+        return False
     ours = Q(poll_token=token)
     account = task.upstream_account
     if account is None:
@@ -700,7 +716,7 @@ def task_poll(*, task_id: str, token: str) -> None:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return
+        return False
     engine = _engine_for(task, account)
     if engine is None:
         task_fail(
@@ -710,25 +726,26 @@ def task_poll(*, task_id: str, token: str) -> None:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return
+        return False
     job = job_for(task, account)
     try:
         with job_budget():
             outcome = engine.poll_status(job)
         if outcome.status == PollResult.SUCCESS:
             # The upstream is done: its slot is free from now on, whatever storing takes.
-            if not finishing and not _slot_release(task_id, token):
-                return  # finished, cancelled or superseded meanwhile
+            freed = not finishing and _slot_release(task_id, token)
+            if not finishing and not freed:
+                return False  # finished, cancelled or superseded meanwhile
             if outcome.result_pending:
                 enqueue_finish(task_id, token)  # made and stored on the results queue
             else:
                 task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
-            return
+            return freed
     except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
         # A poll changes nothing upstream: an unanswered one is simply asked again.
         _note_account_failure(account.pk, exc.message)
         _keep_polling(task, token, progress=None)
-        return
+        return False
     except PermanentEngineError as exc:
         task_fail(
             task_id=task_id,
@@ -737,22 +754,22 @@ def task_poll(*, task_id: str, token: str) -> None:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return
+        return False
     except SoftTimeLimitExceeded:
         # A slow upstream or a slow download: ask again, like an unanswered poll.
         _note_account_failure(account.pk, "The upstream did not answer a poll in time.")
         _keep_polling(task, token, progress=None)
-        return
+        return False
     except JobBudgetExceeded:
         # This job is slow to process, not the account: retried a few times with a back-off
         # like a crash, then failed on its own; the account's health is not touched.
         logger.warning("poll step over its time budget", extra={"task_id": task_id})
         _poll_crashed(task, token, engine=engine, job=job)
-        return
+        return False
     except Exception:
         logger.exception("poll step crashed", extra={"task_id": task_id})
         _poll_crashed(task, token, engine=engine, job=job)
-        return
+        return False
     if outcome.status == PollResult.FAILURE:
         if task_fail(
             task_id=task_id,
@@ -773,6 +790,7 @@ def task_poll(*, task_id: str, token: str) -> None:
             state=state,
             soon=poll_delay(outcome.eta_seconds),
         )
+    return False
 
 
 def _slot_release(task_id: str, token: str) -> bool:
@@ -785,7 +803,9 @@ def _slot_release(task_id: str, token: str) -> bool:
             pk=task_id, status=Status.IN_PROGRESS, poll_token=token, slot_freed_at__isnull=True
         ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
         if moved:
-            kick_dispatcher()
+            # The worker that ran this step runs the dispatcher next (``workers.poll_job``);
+            # the note makes a dispatcher already running pass once more should it be busy.
+            transaction.on_commit(dispatch_note)
     return bool(moved)
 
 

@@ -39,7 +39,23 @@ def start_job(task_id: str) -> None:
 def poll_job(task_id: str, token: str) -> None:
     from apps.tasks.lifecycle import task_poll  # entry points import their service late
 
-    task_poll(task_id=task_id, token=token)
+    if task_poll(task_id=task_id, token=token):
+        hand_on_slot()
+
+
+def hand_on_slot() -> None:
+    """A poll step just freed an account slot, and this process is free: run the dispatcher
+    here rather than send a message for another process to pick up, and start the first task
+    it assigned here too (its start message, also sent, then finds it claimed and does
+    nothing). The slot goes from freed to the next submit in one process, without a hop."""
+    from apps.tasks.lifecycle import task_start  # entry points import their service late
+    from apps.tasks.scheduling import dispatch_run  # entry points import their service late
+
+    result = dispatch_run()
+    if result.contended:
+        send_now("tasks.dispatch", countdown=CONTENDED_DISPATCH_RETRY)
+    if result.assigned:
+        task_start(task_id=result.assigned[0])
 
 
 @shared_task(name="tasks.finish_job", acks_late=True, ignore_result=True)

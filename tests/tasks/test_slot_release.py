@@ -85,7 +85,6 @@ def test_the_slot_is_free_before_the_result_is_made_and_the_next_task_starts(
     assert first.status == Status.IN_PROGRESS  # the result is not stored yet …
     assert first.slot_freed_at == clock.now  # … but the slot is free
     assert rendered == []  # nothing rendered in the poll step
-    assert ("tasks.dispatch",) in outbox  # the next task is asked for at once
     assert ("tasks.finish_job", first.pk, first.poll_token, None) in outbox
     assert dispatch_pending().assigned == [second.pk]
     assert Task.objects.get(pk=second.pk).upstream_account_id == account.pk
@@ -168,3 +167,36 @@ def test_a_job_waiting_for_its_result_to_be_stored_is_not_timed_out_at_its_deadl
     tasks_sweep()
     other = Task.objects.get(pk=other.pk)
     assert (other.status, other.error_code) == (Status.FAILURE, ErrorCode.TIMEOUT)
+
+
+def test_the_worker_that_freed_a_slot_starts_the_next_task_itself(caller, clock, sent):
+    """``tasks.poll_job``: the step frees the slot, then the same process dispatches and
+    submits the next queued task, without waiting for another message to be picked up."""
+    from apps.tasks import workers
+
+    sandbox_account(concurrency=1, duration="1")
+    first = started(caller)
+    second = task_submit(caller=caller, action=Action.IMAGINE, prompt="a blue fox").task
+    assert dispatch_pending().assigned == []
+    clock.advance(seconds=1)
+    workers.poll_job(first.pk, first.poll_token)
+    second = Task.objects.get(pk=second.pk)
+    assert second.status == Status.IN_PROGRESS  # claimed and submitted in that same call
+    assert second.submit_claimed_at == clock.now
+    assert Task.objects.get(pk=first.pk).slot_freed_at == clock.now
+
+
+def test_a_poll_step_that_frees_nothing_runs_no_dispatcher(caller, clock, sent, monkeypatch):
+    from apps.tasks import scheduling, workers
+
+    passes: list[int] = []
+    monkeypatch.setattr(
+        scheduling, "dispatch_run", lambda: passes.append(1) or scheduling.DispatchResult([])
+    )
+    sandbox_account(duration="5")
+    task = started(caller)
+    workers.poll_job(task.pk, task.poll_token)  # still running upstream
+    assert passes == []
+    clock.advance(seconds=5)
+    workers.poll_job(task.pk, task.poll_token)
+    assert passes == [1]
