@@ -128,10 +128,12 @@ def results_queue(env: dict[str, str]) -> str:
     return env.get("CELERY_RESULTS_QUEUE") or f"{env['CELERY_TASK_DEFAULT_QUEUE']}-results"
 
 
-def start_results_worker(env: dict[str, str], *, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    """A low-priority worker for the results queue alone, as compose runs it."""
+def start_results_worker(
+    env: dict[str, str], *, concurrency: int = 2, nice: int = 10
+) -> subprocess.Popen[bytes]:
+    """A low-priority worker for the results queue alone, as compose runs it (``nice`` 10)."""
     return start_worker(
-        {**env, "CELERY_WORKER_NICE": "10"},
+        {**env, "CELERY_WORKER_NICE": str(nice)},
         concurrency=concurrency,
         queues=results_queue(env),
         name="results",

@@ -45,6 +45,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="engine worker processes")
     parser.add_argument("--fetch-every", type=float, default=0.02)
+    parser.add_argument(
+        "--results-nice",
+        type=int,
+        default=10,
+        help="CPU niceness of the results worker (compose: 10; on a machine crowded by other "
+        "work a niced worker is starved, and SUCCESS waits for it)",
+    )
     parser.add_argument("--timeout", type=float, default=300, help="seconds per round")
     return parser.parse_args()
 
@@ -155,12 +162,30 @@ def run_round(
         hooks = dict(receiver.success_at)
     fetch_ms = [(seen[t] - done_at[t]) * 1000 for t in seen if t in done_at]
     webhook_ms = [(hooks[t] - done_at[t]) * 1000 for t in hooks if t in done_at and t in ids]
-    statuses = list(Task.objects.filter(pk__in=ids).values_list("status", flat=True))
+    rows = list(
+        Task.objects.filter(pk__in=ids).values_list("pk", "status", "slot_freed_at", "finished_at")
+    )
+    statuses = [status for _, status, _, _ in rows]
+    # Where the time goes: done upstream -> seen done by a poll (slot freed) -> stored.
+    detect_ms = [
+        (freed.timestamp() - done_at[pk]) * 1000
+        for pk, _, freed, _ in rows
+        if freed and pk in done_at
+    ]
+    store_ms = [
+        (finished - freed).total_seconds() * 1000
+        for _, _, freed, finished in rows
+        if freed and finished
+    ]
     return {
         "tasks": len(ids),
         "succeeded": statuses.count(Status.SUCCESS),
         "fetch_ms": _percentiles(fetch_ms),
         "webhook_ms": _percentiles(webhook_ms),
+        "breakdown": {
+            "done_to_slot_freed_ms": _percentiles(detect_ms),
+            "slot_freed_to_stored_ms": _percentiles(store_ms),
+        },
     }
 
 
@@ -196,7 +221,7 @@ def main() -> int:
         _stack.start_worker(
             env, concurrency=args.concurrency, queues=env["CELERY_TASK_DEFAULT_QUEUE"]
         )
-        _stack.start_results_worker(env)
+        _stack.start_results_worker(env, nice=args.results_nice)
         _stack.start_worker(
             env, concurrency=4, pool="threads", queues=webhooks_queue, name="webhooks"
         )
