@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """P5 (issue 15): upstream job done -> SUCCESS visible through fetch, and -> webhook received.
 
-    .venv/bin/python bench/e2e.py                      # 60 tasks of 1 s, 3 rounds
+    .venv/bin/python bench/e2e.py                      # 60 tasks of 1 s, one a second, 3 rounds
     .venv/bin/python bench/e2e.py --tasks 20 --rounds 1
 
 Each round starts a Celery worker for engine jobs, the low-priority results worker, a webhooks
@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tasks", type=int, default=60)
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per sandbox job")
-    parser.add_argument("--interval", type=float, default=0.25, help="seconds between submits")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between submits")
     parser.add_argument("--slots", type=int, default=10, help="concurrency of the one account")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="engine worker processes")

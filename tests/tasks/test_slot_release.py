@@ -183,7 +183,16 @@ def test_the_worker_that_freed_a_slot_starts_the_next_task_itself(caller, clock,
     second = Task.objects.get(pk=second.pk)
     assert second.status == Status.IN_PROGRESS  # claimed and submitted in that same call
     assert second.submit_claimed_at == clock.now
-    assert Task.objects.get(pk=first.pk).slot_freed_at == clock.now
+    first = Task.objects.get(pk=first.pk)
+    assert first.slot_freed_at == clock.now
+    # Work was waiting: the result is left to the results queue.
+    assert first.status == Status.IN_PROGRESS
+    assert ("finish", first.pk, first.poll_token) in sent
+
+    # With nothing waiting, the worker stores the result itself at once.
+    clock.advance(seconds=1)
+    workers.poll_job(second.pk, second.poll_token)
+    assert Task.objects.get(pk=second.pk).status == Status.SUCCESS
 
 
 def test_a_poll_step_that_frees_nothing_runs_no_dispatcher(caller, clock, sent, monkeypatch):
