@@ -341,13 +341,15 @@ def _assign(pairs: list[tuple[Task, UpstreamAccount]], now: datetime) -> list[st
 MAX_COALESCED_PASSES = 50
 
 
-def dispatch_run() -> DispatchResult:
+def dispatch_run(*, took_message: bool = True) -> DispatchResult:
     """Run dispatch passes until nobody asks for another; the entry point of the dispatch
     message (``lifecycle.kick_dispatcher`` explains the flags).
 
     Only one process runs passes at a time: one that finds another running leaves the request
     to it and returns at once, so finished tasks no longer set off a crowd of passes that
     collide on the account locks. Without Redis (the embedded run) each message is one pass.
+    ``took_message=False``: run without a dispatch message (a worker that just freed a slot);
+    a message on its way stays marked as such.
     """
     client = dispatch_redis()
     if client is None:
@@ -355,7 +357,8 @@ def dispatch_run() -> DispatchResult:
     queued, again, running = dispatch_keys()
     owner = secrets.token_hex(8)
     try:
-        client.delete(queued)  # from now on a kick sends a new message
+        if took_message:
+            client.delete(queued)  # from now on a kick sends a new message
         if not client.set(running, owner, nx=True, ex=DISPATCH_RUNNING_TTL):
             return DispatchResult([])  # the running one sees ``again`` before it stops
     except redis.RedisError:

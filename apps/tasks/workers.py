@@ -55,7 +55,7 @@ def hand_on_slot() -> bool:
     from apps.tasks.lifecycle import task_start  # entry points import their service late
     from apps.tasks.scheduling import dispatch_run  # entry points import their service late
 
-    result = dispatch_run()
+    result = dispatch_run(took_message=False)
     if result.contended:
         send_now("tasks.dispatch", countdown=CONTENDED_DISPATCH_RETRY)
     if result.assigned:

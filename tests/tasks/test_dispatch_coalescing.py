@@ -113,3 +113,11 @@ def test_a_pass_assigns_its_whole_batch_in_one_statement(messages):
     assert rows.filter(upstream_account=first).count() == 2
     assert rows.filter(upstream_account=second).count() == 2
     assert rows.filter(status=Status.NOT_START).count() == 1
+
+
+def test_a_run_without_a_message_leaves_the_message_on_its_way_marked(coalescing):
+    """A worker that freed a slot dispatches without a message: a message already on its way
+    stays marked, so kicks meanwhile do not send a second one."""
+    assert dispatch_request() is True
+    dispatch_run(took_message=False)
+    assert dispatch_request() is False

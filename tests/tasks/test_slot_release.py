@@ -200,7 +200,9 @@ def test_a_poll_step_that_frees_nothing_runs_no_dispatcher(caller, clock, sent, 
 
     passes: list[int] = []
     monkeypatch.setattr(
-        scheduling, "dispatch_run", lambda: passes.append(1) or scheduling.DispatchResult([])
+        scheduling,
+        "dispatch_run",
+        lambda **kw: passes.append(1) or scheduling.DispatchResult([]),
     )
     sandbox_account(duration="5")
     task = started(caller)
