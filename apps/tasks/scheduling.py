@@ -132,6 +132,8 @@ class DispatchResult:
 
     assigned: list[str]
     contended: bool = False
+    #: Another process was running the dispatcher: this one left the pass to it.
+    deferred: bool = False
 
 
 def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
@@ -360,7 +362,8 @@ def dispatch_run(*, took_message: bool = True) -> DispatchResult:
         if took_message:
             client.delete(queued)  # from now on a kick sends a new message
         if not client.set(running, owner, nx=True, ex=DISPATCH_RUNNING_TTL):
-            return DispatchResult([])  # the running one sees ``again`` before it stops
+            # The running one sees ``again`` before it stops.
+            return DispatchResult([], deferred=True)
     except redis.RedisError:
         logger.warning("dispatch flags unreadable; one pass", exc_info=True)
         return dispatch_pending()

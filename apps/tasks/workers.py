@@ -51,7 +51,8 @@ def hand_on_slot() -> bool:
     here rather than send a message for another process to pick up, and start the first task
     it assigned here too (its start message, also sent, then finds it claimed and does
     nothing). The slot goes from freed to the next submit in one process, without a hop.
-    True if work was handed on (or may have been: another dispatcher held accounts)."""
+    True if work was handed on, or may have been (another process is dispatching, or held
+    some accounts): only a worker sure that nothing waits stores the result itself."""
     from apps.tasks.lifecycle import task_start  # entry points import their service late
     from apps.tasks.scheduling import dispatch_run  # entry points import their service late
 
@@ -60,7 +61,7 @@ def hand_on_slot() -> bool:
         send_now("tasks.dispatch", countdown=CONTENDED_DISPATCH_RETRY)
     if result.assigned:
         task_start(task_id=result.assigned[0])
-    return bool(result.assigned or result.contended)
+    return bool(result.assigned or result.contended or result.deferred)
 
 
 @shared_task(name="tasks.finish_job", acks_late=True, ignore_result=True)

@@ -211,3 +211,23 @@ def test_a_poll_step_that_frees_nothing_runs_no_dispatcher(caller, clock, sent, 
     clock.advance(seconds=5)
     workers.poll_job(task.pk, task.poll_token)
     assert passes == [1]
+
+
+def test_a_worker_that_left_the_dispatch_to_another_leaves_the_result_to_the_queue(
+    caller, clock, sent, monkeypatch
+):
+    """Another process was dispatching (work may be waiting): no result is made inline."""
+    from apps.tasks import scheduling, workers
+
+    monkeypatch.setattr(
+        scheduling,
+        "dispatch_run",
+        lambda **kw: scheduling.DispatchResult([], deferred=True),
+    )
+    sandbox_account(duration="1")
+    task = started(caller)
+    clock.advance(seconds=1)
+    workers.poll_job(task.pk, task.poll_token)
+    task = Task.objects.get(pk=task.pk)
+    assert (task.status, task.slot_freed_at) == (Status.IN_PROGRESS, clock.now)
+    assert ("finish", task.pk, task.poll_token) in sent
