@@ -42,6 +42,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from apps.core.errors import Conflict
+from apps.core.messaging import send_now
 from apps.engines.base import engine_names, get_engine
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.selectors import upstream_account_usable
@@ -50,6 +51,7 @@ from .enums import ErrorCode, Mode, Status
 from .events import task_changed
 from .lifecycle import (
     ACTIVE_STATUSES,
+    DISPATCH,
     DISPATCH_RUNNING_TTL,
     INTERRUPTED_SUBMITS,
     SWEEP_MARK,
@@ -62,6 +64,9 @@ from .lifecycle import (
     start_lease,
     sweep_gap_threshold,
     task_fail,
+    task_finish,
+    task_poll,
+    task_start,
     task_timeout,
 )
 from .models import SweepMark, Task
@@ -394,6 +399,35 @@ def dispatch_run(*, took_message: bool = True) -> DispatchResult:
     except redis.RedisError:
         logger.warning("dispatch flags lost mid-run", exc_info=True)
         return DispatchResult(assigned, contended=True)
+
+
+#: Seconds before a dispatch that met another dispatcher's account locks runs again.
+CONTENDED_DISPATCH_RETRY = 0.5
+
+
+def poll_step(*, task_id: str, token: str) -> None:
+    """The poll message's work: one poll step and, when it freed a slot, the hand-on.
+
+    The process that freed the slot is free itself at that moment: it runs the dispatcher
+    rather than send a message for another process to pick up, and submits the first task
+    the pass assigned (that task's start message, also sent, then finds it claimed and does
+    nothing), so the slot goes from freed to the next submit without a hop. When nothing was
+    waiting for the slot, it also makes and stores the result here and now instead of behind
+    the results queue (whose message, also sent, then finds the task finished).
+    """
+    if task_poll(task_id=task_id, token=token) and not _hand_on_slot():
+        task_finish(task_id=task_id, token=token)
+
+
+def _hand_on_slot() -> bool:
+    """True if work was handed on, or may have been (another process is dispatching, or held
+    some accounts): only a worker sure that nothing waits stores the result itself."""
+    result = dispatch_run(took_message=False)
+    if result.contended:
+        send_now(DISPATCH, countdown=CONTENDED_DISPATCH_RETRY)
+    if result.assigned:
+        task_start(task_id=result.assigned[0])
+    return bool(result.assigned or result.contended or result.deferred)
 
 
 def tasks_sweep() -> dict[str, int]:

@@ -37,31 +37,9 @@ def start_job(task_id: str) -> None:
 
 @shared_task(name="tasks.poll_job", acks_late=True, ignore_result=True)
 def poll_job(task_id: str, token: str) -> None:
-    # Entry points import their service late (the pipeline never imports its entry points).
-    from apps.tasks.lifecycle import task_finish, task_poll
+    from apps.tasks.scheduling import poll_step  # entry points import their service late
 
-    if task_poll(task_id=task_id, token=token) and not hand_on_slot():
-        # Nothing was waiting for the slot: store the result here and now instead of behind
-        # the results queue (its message, also sent, then finds the task finished).
-        task_finish(task_id=task_id, token=token)
-
-
-def hand_on_slot() -> bool:
-    """A poll step just freed an account slot, and this process is free: run the dispatcher
-    here rather than send a message for another process to pick up, and start the first task
-    it assigned here too (its start message, also sent, then finds it claimed and does
-    nothing). The slot goes from freed to the next submit in one process, without a hop.
-    True if work was handed on, or may have been (another process is dispatching, or held
-    some accounts): only a worker sure that nothing waits stores the result itself."""
-    from apps.tasks.lifecycle import task_start  # entry points import their service late
-    from apps.tasks.scheduling import dispatch_run  # entry points import their service late
-
-    result = dispatch_run(took_message=False)
-    if result.contended:
-        send_now("tasks.dispatch", countdown=CONTENDED_DISPATCH_RETRY)
-    if result.assigned:
-        task_start(task_id=result.assigned[0])
-    return bool(result.assigned or result.contended or result.deferred)
+    poll_step(task_id=task_id, token=token)
 
 
 @shared_task(name="tasks.finish_job", acks_late=True, ignore_result=True)

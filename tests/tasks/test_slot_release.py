@@ -170,8 +170,9 @@ def test_a_job_waiting_for_its_result_to_be_stored_is_not_timed_out_at_its_deadl
 
 
 def test_the_worker_that_freed_a_slot_starts_the_next_task_itself(caller, clock, sent):
-    """``tasks.poll_job``: the step frees the slot, then the same process dispatches and
-    submits the next queued task, without waiting for another message to be picked up."""
+    """``tasks.poll_job`` (``scheduling.poll_step``): the step frees the slot, then the same
+    process dispatches and submits the next queued task, without waiting for another message
+    to be picked up."""
     from apps.tasks import workers
 
     sandbox_account(concurrency=1, duration="1")
