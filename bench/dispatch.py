@@ -215,10 +215,14 @@ def pick_query(queued: int, tenants: int) -> dict[str, Any]:
         # lets the pick read the partial index alone.
         cursor.execute("VACUUM ANALYZE tasks_task")
 
+    jit: dict[str, bool] = {}
+
     def execution_ms(sql: str, params: list[Any]) -> float:
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + sql, params)
-            return float(cursor.fetchone()[0][0]["Execution Time"])
+            plan = cursor.fetchone()[0][0]
+            jit[sql[:40]] = "JIT" in plan
+            return float(plan["Execution Time"])
 
     pools = [(False, Mode.FAST.value), (False, Mode.RELAX.value), (False, Mode.TURBO.value)]
     lateral_sql, lateral_params = lateral_pick_sql(pools, 30)
@@ -231,6 +235,7 @@ def pick_query(queued: int, tenants: int) -> dict[str, Any]:
         "lateral_ms": round(_stack.median(lateral) or 0, 3),
         "window_ms_baseline": round(_stack.median(window) or 0, 3),
         "ratio": round((_stack.median(lateral) or 0) / (_stack.median(window) or 1), 4),
+        "jit_compiled": sorted(jit.values()),
         "goal_ms": "<= 5",
     }
 
