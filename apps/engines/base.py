@@ -63,6 +63,9 @@ class ResultImage:
 class SubmitResult:
     upstream_job_id: str
     state: dict[str, Any] = field(default_factory=dict)
+    #: Seconds the upstream expects the job to take, when it says (the first poll is then
+    #: scheduled for about then instead of a fixed interval later).
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,13 @@ class PollResult:
     fail_reason: str = ""
     error_code: str = ""
     state: dict[str, Any] = field(default_factory=dict)
+    #: RUNNING: seconds until the upstream expects to be done, when it knows (the next poll is
+    #: scheduled for then, not a fixed interval later).
+    eta_seconds: float | None = None
+    #: SUCCESS from ``poll_status``: the upstream is done, but the result was not produced
+    #: (``poll`` produces it). The lifecycle frees the account's slot at once and has the
+    #: result made and stored off the slot's critical path.
+    result_pending: bool = False
 
     RUNNING: ClassVar[str] = "running"
     SUCCESS: ClassVar[str] = "success"
@@ -229,6 +239,13 @@ class Engine:
 
     def poll(self, job: Job) -> PollResult:
         raise NotImplementedError
+
+    def poll_status(self, job: Job) -> PollResult:
+        """``poll``, except that a finished job may be answered cheaply: SUCCESS with
+        ``result_pending`` and no result, when producing the result is the slow part (the
+        sandbox renders it). The lifecycle then calls ``poll`` for the result, after the
+        account's slot is free again. The default is ``poll`` itself."""
+        return self.poll(job)
 
     def cancel(self, job: Job) -> None:
         """Best effort; the default is to let the upstream job run out."""

@@ -117,6 +117,12 @@ class Task(models.Model):
         editable=False,
         help_text="Place in its pool's queue: a number from the pool's sequence at acceptance.",
     )
+    slot_freed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The upstream finished the job: its account slot is free, the result is "
+        "being stored.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -125,6 +131,13 @@ class Task(models.Model):
             models.Index(fields=["organization", "-created_at"], name="task_org_recent"),
             models.Index(fields=["organization", "status"], name="task_org_status"),
             models.Index(fields=["status", "mode", "submitted_at"], name="task_queue"),
+            # The dispatcher's fair pick (scheduling._queued_candidates_lateral): queued rows
+            # only, so it stays small and is read a few entries per tenant.
+            models.Index(
+                fields=["organization", "is_test", "mode", "submitted_at", "id"],
+                condition=models.Q(status="NOT_START"),
+                name="task_queued_fair",
+            ),
             models.Index(fields=["upstream_account", "status"], name="task_account_status"),
             # The operator admin: its list is newest first, and the stats page reads the last
             # hour of created and finished tasks (apps/operator/selectors.py).
@@ -173,3 +186,16 @@ class BannedWord(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         self.word = " ".join(self.word.split()).lower()
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class SweepMark(models.Model):
+    """When the sweeper last ran (one row, ``name="sweep"``), in PostgreSQL: it must survive
+    the broker outage it is there to notice. A gap much longer than the sweep interval means
+    nothing could move (broker, beat or every worker down), so the sweeper pushes deadlines by
+    the gap and re-sends lost messages instead of timing the tasks out."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"
