@@ -350,6 +350,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
+    # GET /api/v1/status's states, named apart from a task's status.
+    "ENUM_NAME_OVERRIDES": {"ServiceStateEnum": ["operational", "degraded", "down"]},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
