@@ -393,6 +393,9 @@ WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_ROTATION_OVERL
 # Finished webhook messages and their attempt log are deleted this many days after they
 # finished (pending ones never are); 0 keeps them forever.
 WEBHOOK_RETENTION_DAYS = env_float("WEBHOOK_RETENTION_DAYS", 30.0)
+# Requests one delivery worker process sends at once (a batch of due attempts goes out in
+# parallel over kept-alive connections, apps/webhooks/delivery.py).
+WEBHOOK_SEND_CONCURRENCY = env_int("WEBHOOK_SEND_CONCURRENCY", 16)
 
 # --- Stripe -----------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY the product runs and buying answers that payments are unavailable.
