@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,24 @@ def wait_arrivals(receiver: Receiver, msg_ids: set[str], timeout: float) -> dict
         time.sleep(0.1)
 
 
+def timezone_now() -> datetime:
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def wait_queue_empty(queue: str, timeout: float = 120) -> None:
+    """Until the worker took every doorbell of the previous phase off the queue (those left
+    would start on the next phase's messages before it is timed), and a moment more."""
+    import redis
+
+    client = redis.Redis.from_url(_stack.REDIS_URL)
+    deadline = time.monotonic() + timeout
+    while client.llen(queue) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+
+
 def wait_settled(timeout: float) -> None:
     """Until no attempt is pending or claimed (the worker recorded every outcome)."""
     from apps.webhooks.models import WebhookDelivery
@@ -225,14 +244,23 @@ def msg_ids_of(tasks: list[Any]) -> dict[str, float]:
 def capacity_round(
     args: argparse.Namespace, organization: Any, receiver: Receiver, worker_pid: int
 ) -> dict[str, Any]:
+    from django.db import transaction
+
     from apps.core.messaging import send_now
     from apps.webhooks.conf import DELIVER_TASK
+    from apps.webhooks.models import WebhookDelivery
 
     tasks = make_tasks(organization, receiver.url(), args.events)
-    with _HeldBroker():
+    later = timezone_now() + timedelta(days=1)
+    with _HeldBroker(), transaction.atomic():
         for task in tasks:
             publish(task)
+        # Not due until the doorbells ring: no stray doorbell may start on them early.
+        attempts = WebhookDelivery.objects.filter(event__task__in=tasks)
+        attempts.update(next_attempt_at=later)
     created = msg_ids_of(tasks)
+    wait_queue_empty(args.queue)
+    attempts.update(next_attempt_at=timezone_now())
     cpu_before = cpu_seconds(worker_pid)
     started = time.time()
     for _ in range(args.concurrency):
@@ -263,15 +291,18 @@ def rate_round(
     competing for this machine's two cores. Latency is counted from the arrival time, so a
     sender running late counts against the figure, never for it.
     """
-    from django.db import connection
+    from django.db import connection, transaction
 
-    from apps.webhooks.models import WebhookEvent
+    from apps.webhooks.models import WebhookDelivery, WebhookEvent
 
     count = int(args.rate * args.duration)
     tasks = make_tasks(organization, receiver.url(), count)
-    with _HeldBroker():
+    later = timezone_now() + timedelta(days=1)
+    with _HeldBroker(), transaction.atomic():
         for task in tasks:
             publish(task)
+        WebhookDelivery.objects.filter(event__task__in=tasks).update(next_attempt_at=later)
+    wait_queue_empty(args.queue)
     events = list(
         WebhookEvent.objects.filter(task_id__in=[t.pk for t in tasks])
         .order_by("id")
@@ -404,7 +435,7 @@ def main() -> int:
         port, count, threads = (int(v) for v in args.bare_client)
         bare_client(port, count, threads)
         return 0
-    queue = f"bench-webhooks-{os.getpid()}"
+    queue = args.queue = f"bench-webhooks-{os.getpid()}"
     env = _stack.prepare(
         "webhooks",
         WEBHOOKS_ALLOW_PRIVATE_ADDRESSES="true",

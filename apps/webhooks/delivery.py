@@ -644,15 +644,15 @@ def _deliver_rounds(event_ids: Iterable[int], *, time_budget: float, drain: bool
         if following:
             batch, following = following[:BATCH_SIZE], following[BATCH_SIZE:]
             claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch), wait=True)
-        elif wanted:
-            batch, wanted = wanted[:BATCH_SIZE], wanted[BATCH_SIZE:]
-            claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch))
-            if drain and len(claims) < BATCH_SIZE:
-                claims += _claim_batch(clock.now(), limit=BATCH_SIZE - len(claims))
         elif drain:
+            # Every due attempt, oldest first: the given messages among them (a message not
+            # due or held back could not be claimed by its id either).
             claims = _claim_batch(clock.now(), limit=BATCH_SIZE)
             if not claims:
                 break
+        elif wanted:
+            batch, wanted = wanted[:BATCH_SIZE], wanted[BATCH_SIZE:]
+            claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch))
         else:
             break
         if not claims:
@@ -678,8 +678,9 @@ def events_deliver(
 def deliveries_drain(
     *, event_ids: Iterable[int] = (), time_budget: float = WORKER_TIME_BUDGET
 ) -> int:
-    """What a delivery worker runs: these messages first, then every other due attempt, in
-    batches, until nothing is due or the time budget is spent. Returns the attempts made.
+    """What a delivery worker runs: every due attempt (``event_ids``' among them), oldest
+    first, in batches, until nothing is due or the time budget is spent. Returns the attempts
+    made.
 
     The broker message is a doorbell: under load one worker empties the backlog in batches
     instead of making one round per message, and the messages that arrive meanwhile find
