@@ -41,7 +41,12 @@ async def main(port: int, log_path: str) -> None:
                 lines.append(f"{msg_id} {received:.6f}\n")
                 writer.write(RESPONSE)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            asyncio.CancelledError,
+            ConnectionError,
+        ):
             pass
         finally:
             writer.close()
