@@ -210,13 +210,6 @@ class _Scanner:
                 "string values (whitespace, numbers, punctuation).",
                 details={"max_structure_bytes": MAX_JSON_STRUCTURE_BYTES},
             )
-        self.values += (
-            data.count(b",", start, end)
-            + data.count(b"[", start, end)
-            + data.count(b"{", start, end)
-        )
-        if self.values > MAX_JSON_VALUES:
-            raise JSONBodyTooManyValues()
         # Depth over a bounded number of brackets: ``[[[[…`` is "too deep", not merely "too
         # many values", and the loop never runs longer than the value limit allows.
         for match in _BRACKET.finditer(data, start, end):
@@ -226,6 +219,13 @@ class _Scanner:
             self.depth += 1 if match.group() in b"[{" else -1
             if self.depth > MAX_JSON_DEPTH:
                 raise JSONBodyTooDeep()
+        self.values += (
+            data.count(b",", start, end)
+            + data.count(b"[", start, end)
+            + data.count(b"{", start, end)
+        )
+        if self.values > MAX_JSON_VALUES:
+            raise JSONBodyTooManyValues()
 
     def _string_end(self) -> None:
         if not self.string_is_large:
