@@ -1,6 +1,7 @@
-"""Sending outbox messages: claim a batch of attempts, POST them signed, record the outcomes.
+"""Sending outbox messages: claim attempts in batches, POST them signed, record the outcomes.
 
-One round (``events_deliver``, ``deliveries_drain``):
+A delivery loop (``events_deliver``, ``deliveries_drain``) keeps up to ``BATCH_SIZE`` attempts
+in flight:
 
 1. *Claim*: one ``UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`` stamps a
    lease (``claimed_until``, ``claim_token``) on up to ``n`` due pending attempts whose message is
@@ -10,10 +11,11 @@ One round (``events_deliver``, ``deliveries_drain``):
    keep-alive connection pool per process (:class:`apps.core.http.SafeSession`: the URL is
    vetted and its host resolved again for every request, a connection is reused only to an
    address vetted for that request). Each request has its own timeouts and total deadline.
-3. *Record* in one short transaction of a few statements for the whole batch: compare-and-set
-   on each claim token, finish the messages that ended, append the next attempt of those that
-   failed at the back-off time (or end them as dead), and find each finished message's
-   successor, which the next round claims.
+3. *Record* the outcomes that came back together (``GATHER_SECONDS``) in one short transaction
+   of a few statements: compare-and-set on each claim token, finish the messages that ended,
+   append the next attempt of those that failed at the back-off time (or end them as dead),
+   and find each finished message's successor, which the loop claims next. A slow receiver
+   keeps only its own slot: the loop claims more work while it waits.
 
 A worker killed anywhere leaves pending attempts whose lease expires; the beat task
 (``deliveries_dispatch_due``) queues them again. So delivery is at-least-once, never lost; a
@@ -29,8 +31,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -68,8 +69,12 @@ from .signing import signature_header
 
 logger = logging.getLogger(__name__)
 
-#: Attempts claimed (and sent concurrently) per round.
+#: Attempts one delivery loop has in flight at most (claimed, and sent concurrently).
 BATCH_SIZE = 64
+#: Once the first outcome of a round is back, how long the loop waits for the others before it
+#: records what it has: receivers that answer together are recorded together, and a slow one
+#: (up to its whole timeout) holds only its own slot.
+GATHER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -358,42 +363,81 @@ def _post(claim: _Claim, signing_secrets: list[str]) -> _Outcome:
     )
 
 
-def _send_batch(claims: Sequence[_Claim]) -> list[_Outcome]:
-    """Send the claimed attempts, concurrently when there are several; outcomes in order."""
-    to_send = [claim for claim in claims if not claim.endpoint_disabled]
-    keys = _signing_secrets(to_send, clock.now()) if to_send else {}
-    outcomes: dict[int, _Outcome] = {}
-    if len(to_send) == 1:
-        claim = to_send[0]
-        outcomes[claim.delivery_id] = _post(claim, keys.get(claim.organization_id, []))
-    elif to_send:
+def _log_attempt(claim: _Claim, outcome: _Outcome) -> None:
+    logger.info(
+        "webhook attempt",
+        extra={
+            "event_id": claim.event_id,
+            "attempt": claim.attempt,
+            "status_code": outcome.status_code,
+            "success": outcome.success,
+        },
+    )
+
+
+class _InFlight:
+    """The sends a delivery loop has started and not recorded yet.
+
+    Outcomes are collected as they come back: those that end together (the usual case) are
+    recorded together, while a slow receiver, which may take its whole timeout, keeps only its
+    own slot and is recorded when it ends; the loop refills the other slots meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.sending: dict[Future[_Outcome], tuple[_Claim, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.sending)
+
+    def start(self, claims: Sequence[_Claim]) -> list[tuple[_Claim, _Outcome]]:
+        """Start sending ``claims``; returns the outcomes known at once (nothing to send)."""
+        ready = [(claim, _DISABLED) for claim in claims if claim.endpoint_disabled]
+        to_send = [claim for claim in claims if not claim.endpoint_disabled]
+        if not to_send:
+            return ready
+        keys = _signing_secrets(to_send, clock.now())
+        if len(to_send) == 1 and not self.sending:  # alone: no thread hop
+            claim = to_send[0]
+            outcome = _post(claim, keys.get(claim.organization_id, []))
+            _log_attempt(claim, outcome)
+            return [*ready, (claim, outcome)]
         executor = _executor()
-        futures: list[tuple[_Claim, Future[_Outcome]]] = [
-            (claim, executor.submit(_post, claim, keys.get(claim.organization_id, [])))
-            for claim in to_send
-        ]
         # Every request ends by its own total deadline; this bound only guards against a bug.
         give_up = time.monotonic() + request_timeout().total + 5
-        for claim, future in futures:
-            try:
-                outcomes[claim.delivery_id] = future.result(
-                    timeout=max(0.0, give_up - time.monotonic())
-                )
-            except FutureTimeout:
-                outcomes[claim.delivery_id] = _Outcome(
-                    success=False, error="Internal error: the send did not finish."
-                )
-    for claim, outcome in zip(to_send, (outcomes[c.delivery_id] for c in to_send), strict=True):
-        logger.info(
-            "webhook attempt",
-            extra={
-                "event_id": claim.event_id,
-                "attempt": claim.attempt,
-                "status_code": outcome.status_code,
-                "success": outcome.success,
-            },
+        for claim in to_send:
+            future = executor.submit(_post, claim, keys.get(claim.organization_id, []))
+            self.sending[future] = (claim, give_up)
+        return ready
+
+    def collect(self) -> list[tuple[_Claim, _Outcome]]:
+        """Wait for the next outcome, then up to ``GATHER_SECONDS`` for the others."""
+        if not self.sending:
+            return []
+        until = min(give_up for _, give_up in self.sending.values())
+        done, pending = wait(
+            self.sending, timeout=max(0.0, until - time.monotonic()), return_when=FIRST_COMPLETED
         )
-    return [outcomes.get(claim.delivery_id, _DISABLED) for claim in claims]
+        if done and pending:
+            more, _ = wait(pending, timeout=GATHER_SECONDS)
+            done |= more
+        results: list[tuple[_Claim, _Outcome]] = []
+        for future in done:
+            claim, _ = self.sending.pop(future)
+            results.append((claim, future.result()))
+        now = time.monotonic()
+        for future, (claim, give_up) in list(self.sending.items()):
+            if now > give_up:
+                del self.sending[future]
+                results.append(
+                    (
+                        claim,
+                        _Outcome(success=False, error="Internal error: the send did not finish."),
+                    )
+                )
+        results.sort(key=lambda result: result[0].delivery_id)
+        for claim, outcome in results:
+            _log_attempt(claim, outcome)
+        return results
 
 
 # --- Recording -----------------------------------------------------------------------------------
@@ -585,8 +629,11 @@ def _successors(finished: Sequence[_Claim]) -> list[int]:
 
 
 def _round(claims: list[_Claim]) -> _Recorded:
-    outcomes = _send_batch(claims)
-    return _record_batch(list(zip(claims, outcomes, strict=True)))
+    in_flight = _InFlight()
+    results = in_flight.start(claims)
+    while len(in_flight):
+        results += in_flight.collect()
+    return _record_batch(results)
 
 
 def event_deliver(*, event_id: int, wait: bool = False) -> DeliveryResult:
@@ -637,29 +684,36 @@ def _chain_marker(*, task_id: str, target_key: str, sequence: int) -> _Claim:
 
 def _deliver_rounds(event_ids: Iterable[int], *, time_budget: float, drain: bool) -> list[int]:
     started = time.monotonic()
-    wanted = list(dict.fromkeys(int(event_id) for event_id in event_ids))
+    # Draining claims every due attempt, the given ones among them.
+    wanted = [] if drain else list(dict.fromkeys(int(event_id) for event_id in event_ids))
     following: list[int] = []  # successors: claimed waiting on locks, see _claim_batch
     attempted: list[int] = []
-    while time.monotonic() - started < time_budget:
-        if following:
-            batch, following = following[:BATCH_SIZE], following[BATCH_SIZE:]
-            claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch), wait=True)
-        elif drain:
-            # Every due attempt, oldest first: the given messages among them (a message not
-            # due or held back could not be claimed by its id either).
-            claims = _claim_batch(clock.now(), limit=BATCH_SIZE)
-            if not claims:
-                break
-        elif wanted:
-            batch, wanted = wanted[:BATCH_SIZE], wanted[BATCH_SIZE:]
-            claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch))
-        else:
+    in_flight = _InFlight()
+    while True:
+        within_budget = time.monotonic() - started < time_budget
+        room = BATCH_SIZE - len(in_flight)
+        claims: list[_Claim] = []
+        if within_budget and room > 0:
+            if following:
+                batch, following = following[:room], following[room:]
+                claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch), wait=True)
+            elif drain:
+                # Every due attempt, oldest first: the given messages among them (a message
+                # not due or held back could not be claimed by its id either).
+                claims = _claim_batch(clock.now(), limit=room)
+            elif wanted:
+                batch, wanted = wanted[:room], wanted[room:]
+                claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch))
+        if not claims and not len(in_flight):
+            if within_budget and (following or wanted):
+                continue  # these were done or held: on to the next ones
             break
-        if not claims:
-            continue
-        recorded = _round(claims)
-        attempted.extend(recorded.delivery_ids)
-        following.extend(recorded.successor_ids)
+        results = in_flight.start(claims)
+        results += in_flight.collect()
+        if results:
+            recorded = _record_batch(results)
+            attempted.extend(recorded.delivery_ids)
+            following.extend(recorded.successor_ids)
     return attempted
 
 

@@ -207,3 +207,35 @@ def test_a_pooled_connection_is_reused_only_to_an_address_vetted_for_the_request
     assert post() == 200
     assert len(receiver.requests) == 4
     session.close()
+
+
+def test_a_slow_receiver_holds_only_its_own_slot(make_task, receiver, clock, settings, monkeypatch):
+    """Two sends in flight at most: while one receiver keeps its request open, every other
+    message still goes out through the other slot. The slow receiver answers only once it has
+    seen them all, so a loop that waited for its whole batch would never get there: the slow
+    request would run into its read timeout instead."""
+    monkeypatch.setattr(delivery_module, "BATCH_SIZE", 2)
+    monkeypatch.setattr(delivery_module, "GATHER_SECONDS", 0.05)
+    settings.WEBHOOK_READ_TIMEOUT = 20.0
+    settings.WEBHOOK_TOTAL_TIMEOUT = 25.0
+    others_seen = threading.Event()
+    fast_count = [0]
+    lock = threading.Lock()
+
+    def respond(request: dict[str, Any]) -> int:
+        if request["path"] == "/slow":
+            return 200 if others_seen.wait(30) else 500
+        with lock:
+            fast_count[0] += 1
+            if fast_count[0] == 4:
+                others_seen.set()
+        return 200
+
+    receiver.respond = respond
+    slow = publish(make_task(notify_hook=receiver.url("/slow")), status="SUBMITTED")[0]
+    fast = many(make_task, receiver.url("/fast"), 4)
+    clock.advance(1)
+    assert deliveries_drain() == 5
+    states = dict(WebhookDelivery.objects.values_list("event_id", "state"))
+    assert states == {e.pk: DeliveryState.SUCCEEDED for e in [slow, *fast]}
+    assert [r["path"] for r in receiver.requests][-1] == "/slow"
