@@ -75,6 +75,8 @@ BATCH_SIZE = 64
 #: records what it has: receivers that answer together are recorded together, and a slow one
 #: (up to its whole timeout) holds only its own slot.
 GATHER_SECONDS = 1.0
+#: While sends are still in flight, a draining loop looks for newly due attempts this often.
+DRAIN_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -409,14 +411,16 @@ class _InFlight:
             self.sending[future] = (claim, give_up)
         return ready
 
-    def collect(self) -> list[tuple[_Claim, _Outcome]]:
-        """Wait for the next outcome, then up to ``GATHER_SECONDS`` for the others."""
+    def collect(self, *, at_most: float | None = None) -> list[tuple[_Claim, _Outcome]]:
+        """Wait for the next outcome (``at_most`` seconds, when given), then up to
+        ``GATHER_SECONDS`` for the others."""
         if not self.sending:
             return []
         until = min(give_up for _, give_up in self.sending.values())
-        done, pending = wait(
-            self.sending, timeout=max(0.0, until - time.monotonic()), return_when=FIRST_COMPLETED
-        )
+        timeout = max(0.0, until - time.monotonic())
+        if at_most is not None:
+            timeout = min(timeout, at_most)
+        done, pending = wait(self.sending, timeout=timeout, return_when=FIRST_COMPLETED)
         if done and pending:
             more, _ = wait(pending, timeout=GATHER_SECONDS)
             done |= more
@@ -709,7 +713,8 @@ def _deliver_rounds(event_ids: Iterable[int], *, time_budget: float, drain: bool
                 continue  # these were done or held: on to the next ones
             break
         results = in_flight.start(claims)
-        results += in_flight.collect()
+        # Draining, the loop looks for newly due work while a slow receiver is still busy.
+        results += in_flight.collect(at_most=DRAIN_POLL_SECONDS if drain else None)
         if results:
             recorded = _record_batch(results)
             attempted.extend(recorded.delivery_ids)
