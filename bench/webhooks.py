@@ -150,11 +150,16 @@ def cpu_seconds(pid: int) -> float:
 
 def make_tasks(organization: Any, url: str, count: int) -> list[Any]:
     from apps.tasks.enums import Action, Status
-    from apps.tasks.models import Protocol, Task
+    from apps.tasks.models import Protocol, Task, new_task_id
 
+    # Thousands of ids made within a few milliseconds: their six random digits may collide.
+    ids: set[str] = set()
+    while len(ids) < count:
+        ids.add(new_task_id())
     return Task.objects.bulk_create(
         [
             Task(
+                id=task_id,
                 organization=organization,
                 protocol=Protocol.MJPROXY,
                 action=Action.IMAGINE,
@@ -163,7 +168,7 @@ def make_tasks(organization: Any, url: str, count: int) -> list[Any]:
                 prompt_en=f"a benchmark fox {index}",
                 notify_hook=url,
             )
-            for index in range(count)
+            for index, task_id in enumerate(sorted(ids))
         ],
         batch_size=1000,
     )
