@@ -62,11 +62,12 @@ class LenientJSONParser(BaseParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        raw = json_body_read(stream)
-        if not raw or not raw.strip():
-            return {}
         try:
-            # Bounded (size, values, depth) and text-checked like every dialect's body.
+            # Bounded (size, values, depth; checked while it is read) and text-checked like
+            # every dialect's body.
+            raw = json_body_read(stream)
+            if not raw or not raw.strip():
+                return {}
             return json_body_parse(raw)
         except JSONBodyInvalid as exc:
             raise exceptions.ParseError("The request body is not valid JSON.") from exc

@@ -435,6 +435,9 @@ WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_ROTATION_OVERL
 WEBHOOK_RETENTION_DAYS = env_float("WEBHOOK_RETENTION_DAYS", 30.0)
 # Days the discord engine keeps a job record nobody touched (at least 2; 0 keeps them forever).
 DISCORD_JOB_RETENTION_DAYS = env_float("DISCORD_JOB_RETENTION_DAYS", 30.0)
+# Requests one delivery worker process sends at once (a batch of due attempts goes out in
+# parallel over kept-alive connections, apps/webhooks/delivery.py).
+WEBHOOK_SEND_CONCURRENCY = env_int("WEBHOOK_SEND_CONCURRENCY", 16)
 
 # --- Stripe -----------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY the product runs and buying answers that payments are unavailable.
