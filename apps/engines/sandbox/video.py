@@ -92,7 +92,9 @@ def _subject_mask(size: tuple[int, int]) -> Image.Image:
     return mask.filter(ImageFilter.GaussianBlur(max(2, min(width, height) // 14)))
 
 
-def _view(image: Image.Image, size: tuple[int, int], zoom: float, dx: float, dy: float) -> Image:
+def _view(
+    image: Image.Image, size: tuple[int, int], zoom: float, dx: float, dy: float
+) -> Image.Image:
     """The frame the camera sees: ``image`` zoomed by ``zoom`` and shifted by (dx, dy) of it."""
     width, height = image.size
     crop_w, crop_h = width / zoom, height / zoom
