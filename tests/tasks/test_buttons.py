@@ -606,6 +606,8 @@ def test_ttapi_component_names() -> None:
         "pan_right",
         "pan_up",
         "pan_down",
+        "animate_high",
+        "animate_low",
         "reroll0",
     ]
     assert ttapi_components(describe()) == [
