@@ -57,6 +57,7 @@ from apps.engines.base import (
     PermanentEngineError,
     PollResult,
     ResultImage,
+    ResultVideo,
     StoredFile,
     SubmitResult,
     TemporaryEngineError,
@@ -77,6 +78,8 @@ STATE_PREFIX = "mjgate:"
 #: A finished job reported by a callback is remembered this long for the poll that applies it.
 CALLBACK_SNAPSHOT_SECONDS = 600
 #: ``engine_state`` keys: polls in a row whose answer did not list the job, and since when.
+#: trueai-org's Plus route for video (absent from novicezk's proxy).
+VIDEO_PATH = "/mj/submit/video"
 MISSING_POLLS = "missing_polls"
 MISSING_SINCE = "missing_since"
 #: A job the upstream has stopped listing (a proxy restarted without persistence, an operator
@@ -191,6 +194,13 @@ class MjproxyEngine(Engine):
         client = client_for(job.account)
         path, body = self._request(client, job)
         answer = client.post(path, body)
+        if path == VIDEO_PATH and answer.status in (404, 405):
+            # A midjourney-proxy without the Plus routes (novicezk's) has no video.
+            raise PermanentEngineError(
+                "The upstream midjourney-proxy has no video route (/mj/submit/video, a Plus "
+                "feature); run video tasks on a sandbox or a Plus upstream.",
+                error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+            )
         accepted = self._accepted(answer)
         job_id = self._second_step(client, job, accepted)
         self._recovered(job.account)
@@ -289,10 +299,42 @@ class MjproxyEngine(Engine):
             self._need_inputs(inputs, 2, "Face swap")
             body.update(sourceBase64=inputs[0], targetBase64=inputs[1])
             return "/mj/insight-face/swap", body
+        if job.action == Action.VIDEO:
+            return VIDEO_PATH, self._video_body(job, body, inputs)
         raise PermanentEngineError(
             f"The mjproxy engine cannot start a {job.action} task without a parent task.",
             error_code=ErrorCode.INVALID_PARAMETER,
         )
+
+    def _video_body(self, job: Job, body: dict[str, Any], inputs: list[str]) -> dict[str, Any]:
+        """trueai-org's ``/mj/submit/video`` body for a start frame, a parent image or an
+        extension (``action: extend`` with the upstream's task id and the clip's index)."""
+        params = job.params
+        body.update(
+            prompt=job.prompt,
+            motion=params.get("motion") or "low",
+            batchSize=int(params.get("batch_size") or 4),
+            loop=bool(params.get("loop")),
+        )
+        index = int(params.get("index") or 1)
+        parent = job.parent
+        if params.get("extend"):
+            if parent is None:
+                raise PermanentEngineError(
+                    "Extending needs the video task.", error_code=ErrorCode.INVALID_PARAMETER
+                )
+            body.update(action="extend", taskId=self._parent_job(job.account, parent), index=index)
+        elif inputs:
+            body["base64"] = inputs[0]
+        elif parent is not None and parent.grid is not None:
+            # The parent's image as we stored it (its split for a grid) is the start frame.
+            frame = parent.splits[index - 1] if len(parent.splits) >= index else parent.grid
+            body["base64"] = _data_url(frame)
+        else:
+            raise PermanentEngineError(
+                "A video needs a start frame.", error_code=ErrorCode.INVALID_PARAMETER
+            )
+        return body
 
     @staticmethod
     def _need_inputs(inputs: list[str], count: int, what: str) -> None:
@@ -387,6 +429,9 @@ class MjproxyEngine(Engine):
             status=PollResult.SUCCESS,
             progress=100,
             image=self._result_image(job, view),
+            videos=tuple(
+                ResultVideo(data=self._download(job.account, url)) for url in view.video_urls
+            ),
             is_grid=view.is_grid,
             properties=view.properties,
             # Kept with our task (never shown): follow-ups are translated through them.
