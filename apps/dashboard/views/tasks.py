@@ -39,6 +39,7 @@ CREATE_ACTIONS = (
     (Action.BLEND, "Blend", "Mix 2–5 images."),
     (Action.SHORTEN, "Shorten", "Analyse a prompt and suggest shorter ones."),
     (Action.SWAP_FACE, "Face swap", "Put the face of one picture onto another."),
+    (Action.VIDEO, "Video", "Animate a start frame into four short clips (prompt optional)."),
 )
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOADS = 5
