@@ -167,13 +167,18 @@ def task_images(task: Task) -> dict[str, Any]:
         "inputs": [file_url(name) for name in task.inputs or []],
         # A video's clips: (url, download name), in batch order; its image is the poster.
         "videos": [
-            (file_url(name), _video_name(task, n))
+            (
+                file_url(name),
+                video_download_name(task, n),
+                reverse("dashboard:task-download", args=[task.pk, f"video-{n}"]),
+            )
             for n, name in enumerate(result.get("videos") or [], start=1)
         ],
     }
 
 
-def _video_name(task: Task, n: int) -> str:
+def video_download_name(task: Task, n: int) -> str:
+    """``mjgate-<id>-<prompt words>-video-<n>.mp4``."""
     return download_name(task, f"video-{n}").rsplit(".", 1)[0] + ".mp4"
 
 
