@@ -123,10 +123,12 @@ class FakeJob:
     buttons: list[dict[str, Any]] = field(default_factory=list)
     batch_size: int = 0
     video: bytes | None = None
+    #: A video's ``imageUrl`` (its poster); some Plus upstreams send none.
+    poster: bool = True
 
     def as_json(self, base_url: str, image_base: str | None = None) -> dict[str, Any]:
         done = self.status == "SUCCESS"
-        has_image = done and self.action != "SHORTEN"
+        has_image = done and self.action != "SHORTEN" and (self.action != "VIDEO" or self.poster)
         return {
             "id": self.id,
             "action": self.action,
@@ -193,6 +195,8 @@ class FakeMjproxy:
         self.supports_list = supports_list
         self.supports_batch = supports_batch
         self.supports_video = supports_video
+        #: Video jobs report a poster ``imageUrl`` (False: only ``videoUrls``).
+        self.video_posters = True
         #: Answers for the next submits, in order: (code, description).
         self.scripted: list[tuple[int, str]] = []
         #: Prompts containing one of these are refused with code 24.
@@ -552,6 +556,7 @@ class FakeMjproxy:
                 job.images_in = len(body.get("base64Array") or [])
             elif kind == "VIDEO":
                 job.grid, job.batch_size = False, int(body.get("batchSize") or 4)
+                job.poster = self.video_posters
                 if body.get("action") == "extend":
                     parent = self.jobs.get(str(body.get("taskId")))
                     if parent is None or parent.action != "VIDEO":

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+import av
 from django.conf import settings
 from django.core.cache import cache
 from django.urls import reverse
@@ -64,6 +65,9 @@ from apps.engines.base import (
     register,
 )
 from apps.engines.models import UpstreamAccount
+
+# The sandbox's clip reader: a poster from the first frame when an upstream sends none.
+from apps.engines.sandbox.video import first_frame
 from apps.tasks.enums import Action, ErrorCode
 
 from . import mapping
@@ -425,13 +429,12 @@ class MjproxyEngine(Engine):
             return replace(view.poll_result(), state={MISSING_POLLS: 0, MISSING_SINCE: None})
         if view.status != PollResult.SUCCESS:
             return view.poll_result()
+        if job.action == Action.VIDEO:
+            return self._video_result(job, view)
         return PollResult(
             status=PollResult.SUCCESS,
             progress=100,
             image=self._result_image(job, view),
-            videos=tuple(
-                ResultVideo(data=self._download(job.account, url)) for url in view.video_urls
-            ),
             is_grid=view.is_grid,
             properties=view.properties,
             # Kept with our task (never shown): follow-ups are translated through them.
@@ -541,6 +544,35 @@ class MjproxyEngine(Engine):
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
         return dict(answer.data)
+
+    def _video_result(self, job: Job, view: mapping.UpstreamView) -> PollResult:
+        """A finished video: its clips downloaded, and a poster (the upstream's image, else
+        the first frame of the first clip)."""
+        if not view.video_urls:
+            raise PermanentEngineError(
+                "The upstream reported the video finished but sent no clip.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        clips = [self._download(job.account, url) for url in view.video_urls]
+        if view.image_url:
+            poster = self._download(job.account, view.image_url)
+        else:
+            try:
+                poster = first_frame(clips[0])
+            except (ValueError, av.error.FFmpegError) as exc:
+                raise PermanentEngineError(
+                    "The upstream's video clip could not be read.",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                ) from exc
+        return PollResult(
+            status=PollResult.SUCCESS,
+            progress=100,
+            image=ResultImage(data=poster),
+            videos=tuple(ResultVideo(data=clip) for clip in clips),
+            is_grid=False,
+            properties=view.properties,
+            state={"buttons": view.buttons},
+        )
 
     def _result_image(self, job: Job, view: mapping.UpstreamView) -> ResultImage | None:
         if job.action == Action.SHORTEN:

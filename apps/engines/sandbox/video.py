@@ -40,6 +40,7 @@ __all__ = [
     "Clip",
     "Motion",
     "extend_clip",
+    "first_frame",
     "last_frame",
     "render_clip",
     "video_result",
@@ -180,6 +181,14 @@ def render_clip(
         image = opened.convert("RGB")
     frames = _frames(image, motion=motion, seed=seed, index=index, seconds=CLIP_SECONDS, loop=loop)
     return Clip(data=_encode(frames), poster=_png(frames[0]))
+
+
+def first_frame(clip: bytes) -> bytes:
+    """The first frame of an MP4 clip, as PNG (a poster when an upstream sends none)."""
+    with av.open(io.BytesIO(clip), mode="r") as container:
+        for frame in container.decode(video=0):
+            return _png(frame.to_image())
+    raise ValueError("The video has no frames.")
 
 
 def last_frame(clip: bytes) -> bytes:

@@ -94,3 +94,15 @@ def test_an_upstream_without_video_fails_the_task_clearly_and_refunds(funded, li
     assert task.error_code == ErrorCode.UNSUPPORTED_BY_UPSTREAM
     assert "/mj/submit/video" in task.fail_reason
     assert task.tokens_charged == 0
+
+
+def test_a_video_without_a_poster_gets_its_first_frame(funded, live_key, fake):
+    fake.video_posters = False
+    mjproxy_account(fake)
+    outcome = task_submit_video(
+        caller=_caller(funded, live_key), images=[data_url(png_bytes())], batch_size=1
+    )
+    done = _finish(fake, outcome.task.pk)
+    assert fake.task_json(done.upstream_job_id)["imageUrl"] is None
+    assert read_file(done.result["image"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(done.result["videos"]) == 1
