@@ -35,7 +35,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import av
 from django.conf import settings
 from django.core.cache import cache
 from django.urls import reverse
@@ -559,7 +558,7 @@ class MjproxyEngine(Engine):
         else:
             try:
                 poster = first_frame(clips[0])
-            except (ValueError, av.error.FFmpegError) as exc:
+            except ValueError as exc:
                 raise PermanentEngineError(
                     "The upstream's video clip could not be read.",
                     error_code=ErrorCode.UPSTREAM_ERROR,

@@ -23,9 +23,9 @@ import os
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
+from types import ModuleType
 from typing import Literal
 
-import av
 from PIL import Image, ImageDraw, ImageFilter
 
 from apps.engines.base import Job, PermanentEngineError, PollResult, ResultImage, ResultVideo
@@ -47,6 +47,15 @@ __all__ = [
 ]
 
 Motion = Literal["low", "high"]
+
+
+def _av() -> ModuleType:
+    # Imported on first use: FFmpeg's libraries cost every process that loads them ~20 MB,
+    # and only the workers that render or read a clip need them (not the web processes).
+    import av as loaded
+
+    return loaded
+
 
 #: Midjourney's clips: 480p ("SD"), about five seconds, extended four seconds at a time up to
 #: about 21 seconds.
@@ -146,6 +155,7 @@ def _encode(frames: list[Image.Image]) -> bytes:
 
 
 def _write(path: str, frames: list[Image.Image]) -> None:
+    av = _av()
     with av.open(path, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height = frames[0].size
@@ -169,8 +179,13 @@ def _png(image: Image.Image) -> bytes:
 
 
 def _decode(data: bytes) -> list[Image.Image]:
-    with av.open(io.BytesIO(data), mode="r") as container:
-        return [frame.to_image() for frame in container.decode(video=0)]
+    """Every frame of a clip; ``ValueError`` when it is not a video FFmpeg can read."""
+    av = _av()
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            return [frame.to_image() for frame in container.decode(video=0)]
+    except av.error.FFmpegError as exc:
+        raise ValueError("The video could not be read.") from exc
 
 
 def render_clip(
@@ -184,10 +199,16 @@ def render_clip(
 
 
 def first_frame(clip: bytes) -> bytes:
-    """The first frame of an MP4 clip, as PNG (a poster when an upstream sends none)."""
-    with av.open(io.BytesIO(clip), mode="r") as container:
-        for frame in container.decode(video=0):
-            return _png(frame.to_image())
+    """The first frame of an MP4 clip, as PNG (a poster when an upstream sends none).
+
+    ``ValueError`` when the clip is not a video FFmpeg can read."""
+    av = _av()
+    try:
+        with av.open(io.BytesIO(clip), mode="r") as container:
+            for frame in container.decode(video=0):
+                return _png(frame.to_image())
+    except av.error.FFmpegError as exc:
+        raise ValueError("The video could not be read.") from exc
     raise ValueError("The video has no frames.")
 
 
@@ -304,5 +325,5 @@ def video_result(job: Job, seed: int) -> PollResult:
 
 
 def _seconds(clip: bytes) -> float:
-    with av.open(io.BytesIO(clip), mode="r") as container:
+    with _av().open(io.BytesIO(clip), mode="r") as container:
         return round((container.duration or 0) / 1_000_000, 2)
