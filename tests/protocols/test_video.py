@@ -170,6 +170,10 @@ def test_ttapi_video_submit_and_extend(funded, live_key, client_for, sandbox):
     extended = run_to_completion(extend["data"]["jobId"])
     assert extended.status == "SUCCESS", extended.fail_reason
     assert extended.params["index"] == 1 and extended.params["manual"] is True
+    # A job of one video has only video 0; the refusal says so in TTAPI's numbering.
+    refused = client.post("/midjourney/video/extend", {"jobId": task.id, "index": 2}, format="json")
+    assert refused.status_code == 400
+    assert "index goes from 0 to 0" in refused.json()["message"]
 
 
 def test_native_video_and_animate_alias(funded, live_key, client_for, sandbox):

@@ -19,7 +19,7 @@ from apps.core.api import OrganizationAPIView
 from apps.core.errors import NotFound, ServiceError
 from apps.tasks.actions import ButtonRef, ByName, press_spec
 from apps.tasks.enums import Action, parse_mode
-from apps.tasks.errors import dialect_error, domain_label
+from apps.tasks.errors import InputError, dialect_error, domain_label
 from apps.tasks.models import Protocol
 from apps.tasks.selectors import task_get
 from apps.tasks.services.acceptance import SubmitOutcome
@@ -273,17 +273,26 @@ class VideoExtendView(SubmitView):
         job_id = text_field(data, "jobId")
         if not job_id.strip():
             raise exceptions.ValidationError({"jobId": "This field is required."})
-        return task_submit_video(
-            caller=self.caller,
-            prompt=prompt,
-            parent_id=job_id,
-            index=int(str(raw).strip()) + 1,
-            extend=True,
-            motion=optional_text(data, "manual") or optional_text(data, "motion"),
-            batch_size=data.get("bs"),
-            mode=_requested_mode(data),
-            echo=_echo(data),
-        )
+        try:
+            return task_submit_video(
+                caller=self.caller,
+                prompt=prompt,
+                parent_id=job_id,
+                index=int(str(raw).strip()) + 1,
+                extend=True,
+                motion=optional_text(data, "manual") or optional_text(data, "motion"),
+                batch_size=data.get("bs"),
+                mode=_requested_mode(data),
+                echo=_echo(data),
+            )
+        except InputError as exc:
+            count = (exc.details or {}).get("count")
+            if exc.field != "index" or not isinstance(count, int):
+                raise
+            # TTAPI counts a job's videos from 0; say it in its numbers.
+            raise exceptions.ValidationError(
+                {"index": f"The job has {count} video(s): index goes from 0 to {count - 1}."}
+            ) from exc
 
 
 class SeedView(TtapiView):
