@@ -41,7 +41,7 @@ DEFAULT_BATCH_SIZE = 4
 DEFAULT_MOTION = "low"
 #: Midjourney's video parameters, written in a prompt as in Discord; they become fields.
 _FLAG_RE = re.compile(
-    r"(?:^|\s)--(?P<name>motion|bs|batch|loop|video|raw_video)(?:\s+(?P<value>(?!--)\S+))?",
+    r"(?:^|\s)--(?P<name>motion|bs|batch|loop|video)(?:\s+(?P<value>(?!--)\S+))?",
     re.IGNORECASE,
 )
 
