@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/v1/", include("apps.protocols.v1.urls")),
     path("", include("apps.protocols.mjproxy.urls")),
     path("midjourney/v1/", include("apps.protocols.ttapi.urls")),
+    path("midjourney/video/", include("apps.protocols.ttapi.video_urls")),
     path("billing/", include("apps.billing.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The native schema plus the midjourney-proxy and TTAPI routes: what the docs page shows.

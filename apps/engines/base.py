@@ -60,6 +60,14 @@ class ResultImage:
 
 
 @dataclass(frozen=True)
+class ResultVideo:
+    """A video clip the engine produced (MP4): bytes (sandbox) or a URL we download."""
+
+    data: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class SubmitResult:
     upstream_job_id: str
     state: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +83,8 @@ class PollResult:
     status: str
     progress: int = 0
     image: ResultImage | None = None
+    #: Video clips (a VIDEO job's batch); ``image`` is then their poster (the first frame).
+    videos: tuple[ResultVideo, ...] = ()
     #: The image is a 2×2 grid (split into four) rather than a single picture.
     is_grid: bool = False
     properties: dict[str, Any] = field(default_factory=dict)
@@ -164,6 +174,8 @@ class ParentRef:
     #: four quadrants. Empty when the parent has no stored result.
     grid: StoredFile | None = None
     splits: tuple[StoredFile, ...] = ()
+    #: The parent's stored video clips (a VIDEO parent), in batch order.
+    videos: tuple[StoredFile, ...] = ()
 
 
 @dataclass(frozen=True)

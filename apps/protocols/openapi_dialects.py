@@ -84,6 +84,27 @@ MJPROXY: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
     ),
     (
         "post",
+        "/mj/submit/video",
+        "Video (Plus route): animate a start frame or a task's image, or extend a clip",
+        {
+            "prompt": _STR,
+            "motion": {**_STR, "enum": ["low", "high"]},
+            "image": {**_STR, "format": "uri"},
+            "base64": _STR,
+            "batchSize": {**_INT, "enum": [1, 2, 4]},
+            "loop": {"type": "boolean"},
+            "videoType": _STR,
+            "action": {**_STR, "enum": ["extend"]},
+            "taskId": _STR,
+            "index": {**_INT, "minimum": 1, "maximum": 4},
+            "notifyHook": {**_STR, "format": "uri"},
+            "state": _STR,
+        },
+        [],
+        "submit",
+    ),
+    (
+        "post",
         "/mj/insight-face/swap",
         "Face swap: the face of the source image onto the target image",
         {"sourceBase64": _STR, "targetBase64": _STR},
@@ -185,6 +206,39 @@ TTAPI: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
     ("post", "/midjourney/v1/seed", "The seed of a job", {"jobId": _STR}, ["jobId"], "seed"),
     (
         "post",
+        "/midjourney/v1/video/submit",
+        "Video from a start frame (also at /midjourney/video/submit, TTAPI's documented path)",
+        {
+            "prompt": _STR,
+            "imageUrl": {**_STR, "format": "uri"},
+            "manual": {**_STR, "enum": ["low", "high"]},
+            "bs": {**_INT, "enum": [1, 2, 4]},
+            "resolution": {**_STR, "enum": ["sd"]},
+            "loop": {"type": "boolean"},
+            "mode": {**_STR, "enum": ["fast", "relax", "turbo"]},
+            "hookUrl": {**_STR, "format": "uri"},
+        },
+        ["imageUrl"],
+        "job",
+    ),
+    (
+        "post",
+        "/midjourney/v1/video/extend",
+        "Extend video index (0-3) of a job by 4 s (also at /midjourney/video/extend)",
+        {
+            "jobId": _STR,
+            "index": {**_INT, "minimum": 0, "maximum": 3},
+            "manual": {**_STR, "enum": ["low", "high"]},
+            "animateMode": {**_STR, "enum": ["auto", "manual"]},
+            "prompt": _STR,
+            "bs": {**_INT, "enum": [1, 2, 4]},
+            "hookUrl": {**_STR, "format": "uri"},
+        },
+        ["jobId", "index"],
+        "job",
+    ),
+    (
+        "post",
         "/midjourney/v1/fetch",
         "A job's status and result",
         {"jobId": _STR},
@@ -196,7 +250,8 @@ TTAPI: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
 _RESPONSES = {
     "submit": "`{code, description, result, properties}`: code 1 started, 22 queued, 21 waits "
     "for submit/modal, 3 not found, 4 refused, 23 plan limit, 24 banned word.",
-    "task": "Task JSON: id, action, status, prompt, progress, imageUrl, imageUrls, buttons …",
+    "task": "Task JSON: id, action, status, prompt, progress, imageUrl, imageUrls, videoUrls, "
+    "buttons …",
     "tasks": "A list of Task JSON.",
     "seed": "The seed of the finished task.",
     "job": '`{status: "SUCCESS", message, data: {jobId, job_id}}`; errors are '

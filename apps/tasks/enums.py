@@ -16,6 +16,8 @@ class Action(models.TextChoices):
     BLEND = "BLEND", "Blend"
     SHORTEN = "SHORTEN", "Shorten"
     SWAP_FACE = "SWAP_FACE", "Swap face"
+    #: Animate an image into short MP4 clips (from a start frame, an upscale, or extending a video).
+    VIDEO = "VIDEO", "Video"
 
 
 class Status(models.TextChoices):
@@ -71,3 +73,5 @@ class ErrorCode(models.TextChoices):
     FAST_HOURS_EXHAUSTED = "FAST_HOURS_EXHAUSTED", "Fast hours exhausted"
     #: The upstream account must be verified by a person (CAPTCHA, "action needed").
     NEEDS_VERIFICATION = "NEEDS_VERIFICATION", "Needs verification"
+    #: The upstream (a midjourney-proxy without the Plus routes, …) cannot run this action.
+    UNSUPPORTED_BY_UPSTREAM = "UNSUPPORTED_BY_UPSTREAM", "Unsupported by the upstream"

@@ -50,7 +50,7 @@ from apps.engines.models import Health, UpstreamAccount
 from apps.engines.notify import account_cooling_down
 
 from . import storage
-from .buttons import buttons_for
+from .buttons import buttons_for, resolve_custom_id
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
 from .jobs import account_view, job_for
@@ -372,6 +372,12 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
             )
         if data is not None:
             result = storage.store_result(data=data, is_grid=outcome.is_grid, stem=task_id)
+    if outcome.videos and result:
+        try:
+            storage.store_videos(result=result, clips=_video_clips(outcome), stem=task_id)
+        except BaseException:
+            storage.delete_result(result)
+            raise
     task = Task.objects.get(pk=task_id)
     job_hash = secrets.token_hex(16)
     buttons = [b.as_dict() for b in _buttons(task.action, job_hash, result, outcome)]
@@ -416,9 +422,33 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
     return True
 
 
+def _video_clips(outcome: PollResult) -> list[bytes]:
+    """The clips' bytes: the engine's own, or downloaded from its upstream (bounded)."""
+    clips = []
+    for video in outcome.videos:
+        data = video.data
+        if data is None and video.url:
+            data = safe_download(
+                video.url,
+                max_bytes=100 * 1024 * 1024,
+                timeout=Timeout(connect=10, read=60, total=120),
+            )
+        if data:
+            clips.append(data)
+    return clips
+
+
 def _buttons(action: str, job_hash: str, result: dict[str, Any], outcome: PollResult) -> list[Any]:
     if action == Action.SWAP_FACE:
         return []
+    if action == Action.VIDEO:
+        # Extend buttons for the clips this batch has (1, 2 or 4).
+        clips = len(result.get("videos") or [])
+        return [
+            button
+            for button in buttons_for(action, job_hash=job_hash, is_grid=False)
+            if (resolve_custom_id(button.custom_id).index or 0) <= clips
+        ]
     if action in (Action.DESCRIBE, Action.SHORTEN):
         return buttons_for(action, job_hash=job_hash, is_grid=False)
     if not result:

@@ -98,6 +98,20 @@ def store_result(*, data: bytes, is_grid: bool, stem: str = "image") -> dict[str
     return result
 
 
+def store_videos(*, result: dict[str, Any], clips: list[bytes], stem: str = "video") -> None:
+    """Store a video task's MP4 clips next to its poster (``result`` from ``store_result``).
+
+    Named ``<stem>-1.mp4`` …, listed in ``result["videos"]`` in batch order.
+    """
+    if not _STEM_RE.fullmatch(stem):
+        stem = "video"
+    key = result.get("key") or _new_key()
+    result["key"] = key
+    result["videos"] = [
+        _save(f"results/{key}/{stem}-{index}.mp4", clip) for index, clip in enumerate(clips, 1)
+    ]
+
+
 def delete_result(result: dict[str, Any]) -> None:
     """Remove the files of a ``store_result`` whose task lost its race to finish."""
     names = [
@@ -105,6 +119,7 @@ def delete_result(result: dict[str, Any]) -> None:
         result.get("thumb"),
         *(result.get("splits") or []),
         *(result.get("split_thumbs") or []),
+        *(result.get("videos") or []),
     ]
     for name in names:
         if name:

@@ -128,12 +128,12 @@ def rejected(error: type[Exception], call: Callable[[], Any]) -> Any:
         ),
         (
             {"action": "UPSCALE", "prompt": "a cat"},
-            "Unknown action 'UPSCALE'. Use IMAGINE, DESCRIBE, BLEND, SHORTEN or SWAP_FACE; "
+            "Unknown action 'UPSCALE'. Use IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE or VIDEO; "
             "follow-ups (upscale, variation …) are submitted with a parent task and a button.",
         ),
         (
             {"action": "PAINT", "prompt": "a cat"},
-            "Unknown action 'PAINT'. Use IMAGINE, DESCRIBE, BLEND, SHORTEN or SWAP_FACE; "
+            "Unknown action 'PAINT'. Use IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE or VIDEO; "
             "follow-ups (upscale, variation …) are submitted with a parent task and a button.",
         ),
         (

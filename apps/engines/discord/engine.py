@@ -166,6 +166,15 @@ class DiscordEngine(Engine):
                 f"This account does not serve the {job.bot} bot.",
                 error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             )
+        if job.action == Action.VIDEO:
+            # Pressing Animate is a component interaction like any button, but the bot answers
+            # with MP4 attachments our tracker does not read yet; refuse before sending, so the
+            # customer is not charged for a job whose clips we could not deliver.
+            raise PermanentEngineError(
+                "Video is not available on the discord engine yet; run video tasks on the "
+                "sandbox or a midjourney-proxy Plus upstream.",
+                error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+            )
         if job.parent is not None and job.custom_id:
             return self._press(job, settings, rest)
         channel = settings.channel_for(job.bot)

@@ -31,6 +31,7 @@ from apps.tasks import prompt as prompts
 from apps.tasks.enums import Action, ErrorCode
 
 from . import render
+from .video import video_result
 
 DEFAULT_DURATION = 6.0
 STALL_PROGRESS = 42
@@ -261,6 +262,8 @@ def render_result(job: Job) -> PollResult:
     if action == Action.SWAP_FACE:
         source, target = _inputs(job)[:2]
         return _single(render.render_swap_face(source, target), seed)
+    if action == Action.VIDEO:
+        return video_result(job, seed)
     if action == Action.DESCRIBE:
         image = _inputs(job)[0]
         described = render.describe_prompts(image)

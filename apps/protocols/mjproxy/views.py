@@ -45,9 +45,11 @@ from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.seeds import task_image_seed
 from apps.tasks.services.submit import task_submit
 from apps.tasks.services.uploads import images_upload
+from apps.tasks.services.video import task_submit_video
 
 from ..common import (
     LenientJSONParser,
+    bool_field,
     caller_of,
     drf_error_response,
     epoch_ms,
@@ -58,6 +60,7 @@ from ..common import (
     stored_file_url,
     string_list,
     text_field,
+    video_resolution_check,
     with_retry_after,
     with_tier_limit_hint,
 )
@@ -111,6 +114,7 @@ _WIRE_FIELDS = {
     "parent": "taskId",
     "task": "taskId",
     "button": "customId",
+    "batch_size": "batchSize",
 }
 _SWAP_FACE_IMAGES = ("sourceBase64", "targetBase64")
 
@@ -122,6 +126,8 @@ def wire_field(field: str, index: int | None, action: str | None) -> str:
             return "base64"
         if action == Action.SWAP_FACE:
             return _SWAP_FACE_IMAGES[index] if index in (0, 1) else _SWAP_FACE_IMAGES[0]
+        if action == Action.VIDEO:
+            return "image"
         return domain_label("base64Array", index)
     return _WIRE_FIELDS.get(field) or domain_label(field, index)
 
@@ -269,6 +275,42 @@ class ActionView(SubmitView):
             caller=self.caller,
             parent_id=text_field(data, "taskId"),
             custom_id=text_field(data, "customId"),
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
+            echo=_echo(data),
+        )
+
+
+#: ``/mj/submit/video`` ``action``: a new video (animate), or extend a clip of ``taskId``.
+_VIDEO_ACTIONS = ("", "animate", "video", "extend")
+
+
+class VideoView(SubmitView):
+    """trueai-org's Plus route: ``{prompt, motion, image|base64, batchSize, loop, videoType,
+    action: "extend", taskId, index, notifyHook, state}``."""
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        action = text_field(data, "action").strip().lower()
+        if action not in _VIDEO_ACTIONS:
+            raise exceptions.ValidationError(
+                {"action": "Use extend to extend a video, or leave action out to animate."}
+            )
+        if data.get("endImage"):
+            raise exceptions.ValidationError(
+                {"endImage": "An end frame is not available; send the start frame only."}
+            )
+        video_resolution_check("videoType", text_field(data, "videoType"))
+        image = text_field(data, "image") or text_field(data, "base64")
+        return task_submit_video(
+            caller=self.caller,
+            prompt=text_field(data, "prompt"),
+            images=[image] if image else [],
+            parent_id=text_field(data, "taskId") or None,
+            index=data.get("index"),
+            extend=action == "extend",
+            motion=optional_text(data, "motion"),
+            batch_size=data.get("batchSize"),
+            loop=bool_field(data, "loop"),
             mode=_requested_mode(data),
             path_mode=self.path_mode,
             echo=_echo(data),

@@ -32,7 +32,7 @@ from apps.api_keys.services import (
 from apps.billing.selectors import balance_get
 from apps.core.api import OrganizationAPIView
 from apps.tasks.actions import ByName
-from apps.tasks.enums import Status
+from apps.tasks.enums import Action, Status
 from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import task_fetch, task_get, task_list, task_queue_estimate
 from apps.tasks.services.acceptance import SubmitOutcome
@@ -40,6 +40,7 @@ from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
+from apps.tasks.services.video import task_submit_video
 
 from ..common import caller_of
 from ..ttapi.actions import ttapi_names
@@ -172,7 +173,21 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
         data = body.validated_data
         caller = caller_of(self, Protocol.NATIVE)
         echo = ClientEcho(notify_hook=data.get("webhook_url", ""), metadata=data.get("metadata"))
-        if "parent" in data:
+        if data.get("action") == Action.VIDEO:
+            outcome = task_submit_video(
+                caller=caller,
+                prompt=data.get("prompt", ""),
+                images=data.get("images", []),
+                parent_id=data.get("parent"),
+                index=data.get("index"),
+                extend=data.get("extend", False),
+                motion=data.get("motion"),
+                batch_size=data.get("batch_size"),
+                loop=data.get("loop", False),
+                mode=data.get("mode"),
+                echo=echo,
+            )
+        elif "parent" in data:
             # TTAPI's button names are accepted too: the native API always took them.
             outcome = task_press(
                 caller=caller,

@@ -158,8 +158,9 @@ def accept(task: Task, *, now: datetime) -> None:
                 "tier": locked.tier_code,
             },
         )
-    price_key = action_spec(task.action).price_key
-    task.price = 0 if task.is_test else price_get(action=price_key, mode=task.mode)
+    spec = action_spec(task.action)
+    base = 0 if task.is_test else price_get(action=spec.price_key, mode=task.mode)
+    task.price = spec.price_for(base, task.params or {})
     task.submitted_at = now
     task.start_deadline = now + settings.TASK_START_DEADLINE
 

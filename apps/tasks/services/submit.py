@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import prompt as prompts
 from ..actions import ACTIONS, NEW_TASK_ACTIONS, Inputs
-from ..enums import Status
+from ..enums import Action, Status
 from ..errors import FIELD, InputError
 from ..imageinput import DecodedImage
 from ..models import Task
@@ -28,6 +28,7 @@ from .inputs import (
     store_inputs,
 )
 from .translation import prompt_for_upstream
+from .video import task_submit_video
 
 BLEND_DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
 
@@ -79,6 +80,14 @@ def task_submit(
     echo: ClientEcho | None = None,
 ) -> SubmitOutcome:
     """Accept a new (non follow-up) task of ``action``, validated by its row of the table."""
+    if (action or "").upper() == Action.VIDEO:
+        # Video has fields of its own (motion, batch size …); its service applies their
+        # defaults here, so no caller's prompt is dropped on the way.
+        if dimensions:
+            raise InputError("VIDEO takes no dimensions.", field="dimensions")
+        return task_submit_video(
+            caller=caller, prompt=prompt, images=images, mode=mode, path_mode=path_mode, echo=echo
+        )
     echo = echo or ClientEcho()
     notify_hook = check_hook(echo.notify_hook)
     state = check_state(echo.state)
