@@ -112,7 +112,7 @@ def start_worker(
         "--concurrency",
         str(concurrency),
         "-Q",
-        queues or env["CELERY_TASK_DEFAULT_QUEUE"],
+        queues or f"{env['CELERY_TASK_DEFAULT_QUEUE']},{results_queue(env)}",
         "-n",
         f"{name}-{uuid.uuid4().hex[:6]}@localhost",
         "--loglevel",
@@ -121,6 +121,23 @@ def start_worker(
         "--without-mingle",
     ]
     return _start(name, command, env)
+
+
+def results_queue(env: dict[str, str]) -> str:
+    """The queue where results are made and stored (named as config/settings/base.py does)."""
+    return env.get("CELERY_RESULTS_QUEUE") or f"{env['CELERY_TASK_DEFAULT_QUEUE']}-results"
+
+
+def start_results_worker(
+    env: dict[str, str], *, concurrency: int = 2, nice: int = 10
+) -> subprocess.Popen[bytes]:
+    """A low-priority worker for the results queue alone, as compose runs it (``nice`` 10)."""
+    return start_worker(
+        {**env, "CELERY_WORKER_NICE": str(nice)},
+        concurrency=concurrency,
+        queues=results_queue(env),
+        name="results",
+    )
 
 
 def start_beat(env: dict[str, str]) -> subprocess.Popen[bytes]:

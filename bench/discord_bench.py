@@ -116,6 +116,8 @@ def utilisation(args: argparse.Namespace, fake: Any) -> dict[str, Any]:
     busy: list[float] = []
     jobs: list[int] = []
     failures: list[str] = []
+    submit_times: list[float] = []
+    wait_times: list[float] = []
     start = time.monotonic()
     stop_at = start + args.seconds
 
@@ -145,9 +147,13 @@ def utilisation(args: argparse.Namespace, fake: Any) -> dict[str, Any]:
             except Exception as exc:
                 failures.append(repr(exc))
                 continue
+            sent = time.monotonic()
             with lock:
                 event = done.setdefault(submitted.upstream_job_id, threading.Event())
             event.wait(30)
+            with lock:
+                submit_times.append(sent - began)
+                wait_times.append(time.monotonic() - sent)
             mine += min(time.monotonic(), stop_at) - began
             count += 1
         with lock:
@@ -179,9 +185,17 @@ def utilisation(args: argparse.Namespace, fake: Any) -> dict[str, Any]:
         "jobs_per_slot_median": statistics.median(jobs) if jobs else 0,
         "utilisation": round(sum(busy) / slot_time, 4),
         "work_share": round(sum(jobs) * args.job_seconds / slot_time, 4),
+        # Where a job's slot-time goes: our submit (REST calls), then the bot's work and the
+        # gateway's news (the result downloaded) until the slot is free again.
+        "submit_seconds_median": _median(submit_times),
+        "result_wait_seconds_median": _median(wait_times),
         "submit_failures": len(failures),
         "duplicate_nonces": stats["duplicate_nonces"],
     }
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
 
 
 def gateway_rss(args: argparse.Namespace, fake: Any, db_name: str) -> dict[str, Any]:

@@ -6,13 +6,21 @@
 
 Each round fills the queue with ``--tasks`` imagine tasks through the mj-proxy API (12+ tenants on
 the top tier, so tier limits never hold work back) while no worker runs, then starts a Celery
-worker (``--concurrency`` prefork processes) and beat on the local settings (PostgreSQL + Redis)
-and waits until every task is terminal. From the tasks' own timestamps it reports:
+worker (``--concurrency`` prefork processes) for engine jobs, a low-priority results worker
+(``--results-concurrency``, as compose runs it) and beat on the local settings (PostgreSQL +
+Redis) and waits until every task is terminal. From the tasks' own timestamps it reports:
 
 - ``utilisation``: the ideal makespan (tasks x duration / slots, the baseline this run computes
-  for itself) over the measured one (first claim -> last finish);
-- ``free_to_start_ms``: per account, the i-th slot freed (a task finished) to the (i+slots)-th
-  claim on that account, p50/p99 — how long a free slot waited for work while work was queued.
+  for itself) over the measured one (first claim -> last slot freed, ``slot_freed_at``: the
+  moment the upstream said done; the result is stored after that, off the slot);
+- ``free_to_start_ms``: per account, the i-th slot freed to the (i+slots)-th claim on that
+  account, p50/p99 — how long a free slot waited for work while work was queued;
+- ``stored_after_free_ms``: slot freed -> SUCCESS (the results queue's lag), for the record.
+
+``--pick-queued N`` (default 100,000; 0 skips it) also times the dispatcher's fair pick with N
+tasks queued across ``--pick-tenants`` tenants (30 free slots, after VACUUM ANALYZE as
+autovacuum would leave the table): the LATERAL pick and, as the baseline, the portable window
+query it replaced (server-side execution time from EXPLAIN ANALYZE, median of 20).
 
 Medians over rounds, and the load average, go with the figures: only ratios are comparable
 between machines.
@@ -41,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per sandbox job")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="worker processes")
+    parser.add_argument("--results-concurrency", type=int, default=2)
+    parser.add_argument("--pick-queued", type=int, default=100_000)
+    parser.add_argument("--pick-tenants", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per round")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     return parser.parse_args()
@@ -94,13 +105,21 @@ def measure(ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
 
     rows = list(
         Task.objects.filter(pk__in=ids).values(
-            "status", "upstream_account_id", "submit_claimed_at", "finished_at"
+            "status", "upstream_account_id", "submit_claimed_at", "finished_at", "slot_freed_at"
         )
     )
+    for row in rows:
+        # The slot is free from the upstream's "done" (or from the end, for a failed task).
+        row["freed"] = row["slot_freed_at"] or row["finished_at"]
     done = [r for r in rows if r["status"] == Status.SUCCESS]
-    claimed = [r for r in rows if r["submit_claimed_at"] and r["finished_at"]]
+    claimed = [r for r in rows if r["submit_claimed_at"] and r["freed"]]
     first = min(r["submit_claimed_at"] for r in claimed)
-    last = max(r["finished_at"] for r in claimed)
+    last = max(r["freed"] for r in claimed)
+    lag = [
+        (r["finished_at"] - r["slot_freed_at"]).total_seconds() * 1000
+        for r in done
+        if r["slot_freed_at"]
+    ]
     makespan = (last - first).total_seconds()
     slots = args.accounts * args.slots
     ideal = len(ids) * args.duration / slots
@@ -110,7 +129,7 @@ def measure(ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
         by_account[row["upstream_account_id"]].append(row)
     for account_rows in by_account.values():
         starts = sorted(r["submit_claimed_at"] for r in account_rows)
-        frees = sorted(r["finished_at"] for r in account_rows)
+        frees = sorted(r["freed"] for r in account_rows)
         for i, freed in enumerate(frees):
             if i + args.slots < len(starts):
                 gaps.append(max(0.0, (starts[i + args.slots] - freed).total_seconds() * 1000))
@@ -128,6 +147,10 @@ def measure(ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
             "p99": _round(_stack.percentile(gaps, 0.99)),
             "max": _round(max(gaps) if gaps else None),
             "samples": len(gaps),
+        },
+        "stored_after_free_ms": {
+            "p50": _round(_stack.percentile(lag, 0.5)),
+            "p99": _round(_stack.percentile(lag, 0.99)),
         },
     }
 
@@ -149,6 +172,100 @@ def wait_terminal(ids: list[str], timeout: float) -> bool:
     return False
 
 
+def pick_query(queued: int, tenants: int) -> dict[str, Any]:
+    """Time the fair pick with ``queued`` tasks waiting (``tenants`` of them), against the window
+    query it replaced; EXPLAIN ANALYZE's execution time, median of 20 after a warm-up."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from apps.accounts.models import Organization
+    from apps.accounts.provisioning import tenant_provision
+    from apps.tasks.enums import Mode, Status
+    from apps.tasks.models import Task
+    from apps.tasks.scheduling import lateral_pick_sql
+
+    tier = tenant_provision(email="pick@example.com", tier_code="PREMIUM", tokens=0)
+    tier_id = Organization.objects.get(pk=tier.organization.pk).tier_id
+    orgs = Organization.objects.bulk_create(
+        [Organization(name=f"pick-{i}", tier_id=tier_id) for i in range(tenants)]
+    )
+    start = timezone.now()
+    modes = [Mode.FAST, Mode.FAST, Mode.RELAX]
+    batch: list[Task] = []
+    for index in range(queued):
+        batch.append(
+            Task(
+                id=f"77{index:012d}",
+                organization_id=orgs[index % len(orgs)].pk,
+                action="IMAGINE",
+                mode=modes[index % 3],
+                status=Status.NOT_START,
+                prompt="pick",
+                prompt_en="pick",
+                submitted_at=start,
+            )
+        )
+        if len(batch) == 5000:
+            Task.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        Task.objects.bulk_create(batch)
+    with connection.cursor() as cursor:
+        # What autovacuum keeps true of a live table: statistics, and a visibility map that
+        # lets the pick read the partial index alone.
+        cursor.execute("VACUUM ANALYZE tasks_task")
+
+    jit: dict[str, bool] = {}
+
+    def execution_ms(sql: str, params: list[Any]) -> float:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0][0]
+            jit[sql[:40]] = "JIT" in plan
+            return float(plan["Execution Time"])
+
+    pools = [(False, Mode.FAST.value), (False, Mode.RELAX.value), (False, Mode.TURBO.value)]
+    lateral_sql, lateral_params = lateral_pick_sql(pools, 30)
+    window_sql, window_params = _window_sql(pools)
+    lateral = [execution_ms(lateral_sql, lateral_params) for _ in range(21)][1:]
+    window = [execution_ms(window_sql, window_params) for _ in range(6)][1:]
+    return {
+        "queued": queued,
+        "tenants": len(orgs),
+        "lateral_ms": round(_stack.median(lateral) or 0, 3),
+        "window_ms_baseline": round(_stack.median(window) or 0, 3),
+        "ratio": round((_stack.median(lateral) or 0) / (_stack.median(window) or 1), 4),
+        "jit_compiled": sorted(jit.values()),
+        "goal_ms": "<= 5",
+    }
+
+
+def _window_sql(pools: list[tuple[bool, str]]) -> tuple[str, list[Any]]:
+    """The SQL of the portable window pick (what ran on PostgreSQL before the LATERAL one)."""
+    from django.db.models import F, Q, Window
+    from django.db.models.functions import RowNumber
+
+    from apps.tasks.enums import Status
+    from apps.tasks.models import Task
+
+    modes = [mode for _, mode in pools]
+    ranked = (
+        Task.objects.filter(Q(is_test=False, mode__in=modes), status=Status.NOT_START)
+        .annotate(
+            rank=Window(
+                RowNumber(),
+                partition_by=[F("organization_id")],
+                order_by=[F("submitted_at").asc(), F("pk").asc()],
+            )
+        )
+        .filter(rank__lte=30)
+        .order_by("rank", "submitted_at", "pk")
+        .values_list("pk", flat=True)[:500]
+    )
+    sql, params = ranked.query.sql_with_params()
+    return sql, list(params)
+
+
 def main() -> int:
     args = parse_args()
     env = _stack.prepare("dispatch")
@@ -157,13 +274,17 @@ def main() -> int:
         keys = setup(args)
         for round_no in range(args.rounds):
             ids = submit(keys, args.tasks, round_no)
-            _stack.start_worker(env, concurrency=args.concurrency)
+            _stack.start_worker(
+                env, concurrency=args.concurrency, queues=env["CELERY_TASK_DEFAULT_QUEUE"]
+            )
+            _stack.start_results_worker(env, concurrency=args.results_concurrency)
             _stack.start_beat(env)
             finished = wait_terminal(ids, args.timeout)
             _stack.stop_children()
             result = measure(ids, args)
             result["finished_in_time"] = finished
             rounds.append(result)
+        pick = pick_query(args.pick_queued, args.pick_tenants) if args.pick_queued else None
     finally:
         _stack.teardown(keep=args.keep)
     utilisation = [r["utilisation"] for r in rounds if r["utilisation"] is not None]
@@ -180,6 +301,7 @@ def main() -> int:
                 },
                 "goal": {"utilisation": ">= 0.97", "free_to_start_p99_ms": "<= 200"},
                 "rounds": rounds,
+                "fair_pick": pick,
             },
             indent=2,
             default=str,

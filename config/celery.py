@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.exceptions
 from celery import Celery
+from celery.signals import worker_init
 from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
@@ -46,3 +47,13 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # The task pipeline's entry points live in a module named for what it is (apps/tasks/workers.py).
 app.autodiscover_tasks(related_name="workers")
+
+
+@worker_init.connect
+def _lower_priority(**_: Any) -> None:
+    """A worker started with ``CELERY_WORKER_NICE`` (the results worker) runs at that lower
+    CPU priority, and so do its pool processes: storing results must not take the CPU from
+    the starts, polls and dispatches that keep upstream slots busy."""
+    nice = int(os.environ.get("CELERY_WORKER_NICE") or 0)
+    if nice > 0:
+        os.nice(nice)

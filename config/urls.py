@@ -1,8 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.templatetags.static import static
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.core import views as core_views
@@ -12,12 +10,13 @@ from apps.tasks import views as task_views
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     # Browsers ask for /favicon.ico on pages that name no icon (the API docs, error pages).
-    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
+    path("favicon.ico", core_views.favicon, name="favicon"),
     path("readyz", core_views.readyz, name="readyz"),
     path("files/<path:path>", task_views.result_file, name="result-file"),
     path("api/v1/", include("apps.protocols.v1.urls")),
     path("", include("apps.protocols.mjproxy.urls")),
     path("midjourney/v1/", include("apps.protocols.ttapi.urls")),
+    path("midjourney/video/", include("apps.protocols.ttapi.video_urls")),
     path("billing/", include("apps.billing.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The native schema plus the midjourney-proxy and TTAPI routes: what the docs page shows.

@@ -30,12 +30,17 @@ MAX_BACKOFF = 30.0
 #: A child that ran this long before it exited counts as healthy: its back-off starts over.
 HEALTHY_AFTER = 60.0
 WEBHOOKS_QUEUE = os.environ.get("CELERY_WEBHOOKS_QUEUE") or "webhooks"
+#: The engine-jobs queue and its results queue (named as config/settings/base.py names them).
+TASKS_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE") or "mjgate"
+RESULTS_QUEUE = os.environ.get("CELERY_RESULTS_QUEUE") or f"{TASKS_QUEUE}-results"
 #: Gossip and mingle are of no use here, and kombu's reconnect defect lives in them.
 WORKER_OPTIONS = ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
 
 PROCESSES = {
     "web": [PY, "manage.py", "runserver", f"127.0.0.1:{PORT}", "--noreload"],
-    # Engine jobs and the safety nets (the default queue).
+    # Engine jobs and the safety nets (the default queue), and here also the results queue
+    # (making and storing results after a job's slot is free); compose gives that its own
+    # low-priority worker.
     "worker": [
         PY,
         "-m",
@@ -44,6 +49,8 @@ PROCESSES = {
         "config",
         "worker",
         *WORKER_OPTIONS,
+        "--queues",
+        f"{TASKS_QUEUE},{RESULTS_QUEUE}",
         "--concurrency",
         "2",
         "--hostname",

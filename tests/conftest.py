@@ -5,14 +5,17 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from apps.accounts.models import Organization, Role, User
 from apps.api_keys.services import IssuedKey, api_key_create
 from apps.billing.ledger import ledger_topup
+from apps.core.cache import config_cache_clear
 from apps.core.messaging import broker_breaker_reset
 from apps.core.ratelimit import cache_breaker
 from apps.tasks.models import BannedWord
+from apps.tasks.selectors import pool_throughput_forget
 
 from .factories import MembershipFactory, OrganizationFactory
 from .reference_data import ensure_reference_data
@@ -67,6 +70,15 @@ def _reference_data(request: pytest.FixtureRequest) -> None:
     if transactional:
         request.getfixturevalue("transactional_db")
         ensure_reference_data()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    """Each test starts with no cached API keys, prices or banned words: rows a rolled-back
+    test cached must not answer for the next one."""
+    cache.clear()
+    config_cache_clear()
+    pool_throughput_forget()
 
 
 @pytest.fixture(autouse=True)

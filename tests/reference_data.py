@@ -21,6 +21,8 @@ PRICES = {
     "IMAGINE_DRAFT": (7000, 3500, 14000),
     "EDIT": (14000, 7000, 28000),
     "RETEXTURE": (14000, 7000, 28000),
+    # apps/billing/migrations/0004_video_prices.py: a batch of 4 clips, 8x an image job.
+    "VIDEO": (112000, 56000, 224000),
 }
 
 
@@ -37,7 +39,11 @@ def ensure_reference_data() -> None:
                 is_default=is_default,
                 sort_order=order,
             )
-    if not Price.objects.exists():
-        for action, amounts in PRICES.items():
-            for mode, amount in zip(("FAST", "RELAX", "TURBO"), amounts, strict=True):
-                Price.objects.create(action=action, mode=mode, tokens=amount)
+    # Row by row: a database kept from before a price migration gets the new rows too.
+    have = set(Price.objects.values_list("action", "mode"))
+    Price.objects.bulk_create(
+        Price(action=action, mode=mode, tokens=amount)
+        for action, amounts in PRICES.items()
+        for mode, amount in zip(("FAST", "RELAX", "TURBO"), amounts, strict=True)
+        if (action, mode) not in have
+    )

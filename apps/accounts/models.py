@@ -93,12 +93,29 @@ class Organization(TimeStampedModel):
     is_active = models.BooleanField(default=True)
     stripe_customer_id = models.CharField(max_length=64, blank=True, db_index=True)
     stripe_subscription_id = models.CharField(max_length=64, blank=True)
+    #: Tasks of this organization in an unfinished status (``apps.tasks.enums``
+    #: ``UNFINISHED_STATUSES``), what the tier limit compares against. Kept by a PostgreSQL
+    #: trigger on the task table (migration ``tasks.0006``) in the very transaction that
+    #: inserts a task or changes its status, so no code path can forget it;
+    #: ``manage.py ledger_check`` verifies it against a COUNT. Never written by the application.
+    unfinished_tasks = models.IntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ("name", "id")
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Never write ``unfinished_tasks`` back: the copy in memory may be stale, the trigger
+        owns the column."""
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name != "unfinished_tasks"
+            ]
+        super().save(*args, **kwargs)
 
 
 class Role(models.TextChoices):

@@ -78,8 +78,11 @@ def user_create(
 
 
 def organization_set_tier(*, organization: Organization, tier: MembershipTier) -> Organization:
-    Organization.objects.filter(pk=organization.pk).update(tier=tier, updated_at=timezone.now())
+    # A save (not a queryset update) so its signal drops the cached copies of the organization
+    # that its API keys carry (apps.api_keys.services).
     organization.tier = tier
+    organization.updated_at = timezone.now()
+    organization.save(update_fields=["tier", "updated_at"])
     return organization
 
 

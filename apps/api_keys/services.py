@@ -12,11 +12,15 @@ from enum import Enum
 from typing import Final, Literal
 
 from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
-from apps.accounts.models import Organization, User
+from apps.accounts.models import MembershipTier, Organization, User
 from apps.core.errors import PermissionDenied, ServiceError, ValidationFailed
+from apps.core.ratelimit import cache_breaker
 
 from .models import LIVE_SCHEME, PREFIX_RANDOM_CHARS, TEST_SCHEME, ApiKey, hash_key
 
@@ -110,11 +114,12 @@ def api_key_create(
 
 
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    """Revoke at once: the next request with this key is refused (no caching of keys)."""
+    """Revoke at once: the next request with this key is refused (its cached copy is dropped)."""
     if api_key.revoked_at is None:
         now = timezone.now()
         ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
         api_key.revoked_at = now
+    api_keys_changed(prefixes=[api_key.prefix])
     return api_key
 
 
@@ -162,9 +167,8 @@ def api_key_authenticate(*, raw_key: str, client_ip: str | None) -> ApiKey:
         raise ApiKeyRejected("The API key is not valid.", code="invalid_api_key")
     presented_hash = hash_key(raw_key)
     match = None
-    for candidate in ApiKey.objects.select_related("organization", "organization__tier").filter(
-        prefix=_prefix_of(raw_key)
-    ):
+    candidates, from_database = _keys_with_prefix(_prefix_of(raw_key))
+    for candidate in candidates:
         if hmac.compare_digest(candidate.key_hash, presented_hash):
             match = candidate
     if match is None:
@@ -182,8 +186,88 @@ def api_key_authenticate(*, raw_key: str, client_ip: str | None) -> ApiKey:
         )
         error.http_status = 403
         raise error
-    _touch(match, client_ip)
+    if from_database:
+        # A cached copy's last_used_at may be older than the row's; the copy is refreshed at
+        # least every KEY_CACHE_SECONDS, well within the last-used resolution.
+        _touch(match, client_ip)
     return match
+
+
+# --- the key cache -----------------------------------------------------------------------------
+# The keys of a prefix (with their organization and tier) are kept in the shared cache for
+# KEY_CACHE_SECONDS. Any change of a key, its organization or its tier replaces the entry with a
+# tombstone for a few seconds, in the changing transaction and again when it commits, and readers only
+# ``add`` (never overwrite): a reader that loaded the row before a revocation cannot put the old
+# copy back, so a revocation takes effect with the next request.
+
+KEY_CACHE_SECONDS = 30
+#: How long a change keeps readers from caching the keys it touched (covers a reader that
+#: loaded the row just before the change and adds it just after).
+TOMBSTONE_SECONDS = 5
+_TOMBSTONE = "changed"
+
+
+def _key_cache_key(prefix: str) -> str:
+    return f"apikey:{prefix}"
+
+
+def _keys_with_prefix(prefix: str) -> tuple[list[ApiKey], bool]:
+    """The keys with ``prefix`` and whether they were read from the database."""
+    cached: object = _TOMBSTONE
+    if not cache_breaker.is_open():
+        try:
+            cached = cache.get(_key_cache_key(prefix))
+        except (RedisError, OSError) as exc:
+            cache_breaker.trip(exc)
+    if isinstance(cached, list):
+        return cached, False
+    rows = list(
+        ApiKey.objects.select_related("organization", "organization__tier").filter(prefix=prefix)
+    )
+    if cached is None:
+        try:
+            cache.add(_key_cache_key(prefix), rows, KEY_CACHE_SECONDS)
+        except (RedisError, OSError) as exc:
+            cache_breaker.trip(exc)
+    return rows, True
+
+
+def api_keys_changed(*, prefixes: list[str]) -> None:
+    """Drop the cached copies of these keys now and again when the change commits."""
+    if not prefixes:
+        return
+
+    def drop() -> None:
+        try:
+            cache.set_many({_key_cache_key(p): _TOMBSTONE for p in prefixes}, TOMBSTONE_SECONDS)
+        except (RedisError, OSError) as exc:
+            # Readers fail open to the database while the breaker is open, and entries written
+            # before the outage expire within KEY_CACHE_SECONDS.
+            cache_breaker.trip(exc)
+
+    drop()
+    transaction.on_commit(drop)
+
+
+def api_key_saved(*, instance: ApiKey, **_: object) -> None:
+    """Receiver of ApiKey's save and delete signals (connected in ``ApiKeysConfig.ready``)."""
+    api_keys_changed(prefixes=[instance.prefix])
+
+
+def organization_saved(*, instance: Organization, **_: object) -> None:
+    """Receiver of Organization's save signal: its keys carry a copy of it."""
+    api_keys_changed(
+        prefixes=list(ApiKey.objects.filter(organization=instance).values_list("prefix", flat=True))
+    )
+
+
+def tier_saved(*, instance: MembershipTier, **_: object) -> None:
+    """Receiver of MembershipTier's save signal: keys carry a copy of their tier."""
+    api_keys_changed(
+        prefixes=list(
+            ApiKey.objects.filter(organization__tier=instance).values_list("prefix", flat=True)
+        )
+    )
 
 
 def _touch(api_key: ApiKey, client_ip: str | None) -> None:

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Count, F, Q
 
-from apps.tasks.enums import TERMINAL_STATUSES, Status
+from apps.accounts.models import Organization
+from apps.tasks.enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 from apps.tasks.models import Task
 
 from .models import Balance, EntryKind, LedgerEntry
@@ -345,6 +347,30 @@ def _walk_tasks(report: LedgerReport, *, chunk_size: int, progress: Progress | N
     report.tasks = done
 
 
+def _compare_unfinished_counters(report: LedgerReport) -> None:
+    """Each organization's running count of unfinished tasks (what the tier limit reads,
+    kept by the task table's trigger) against a COUNT of its unfinished tasks."""
+    off = (
+        Organization.objects.annotate(
+            counted=Count("tasks", filter=Q(tasks__status__in=UNFINISHED_STATUSES))
+        )
+        .exclude(unfinished_tasks=F("counted"))
+        .order_by("pk")
+        .values_list("pk", "unfinished_tasks", "counted")
+    )
+    for organization_id, counter, counted in off:
+        report.add(
+            Drift(
+                check="unfinished",
+                organization_id=organization_id,
+                message="the organization's unfinished-task counter differs from a COUNT of "
+                "its unfinished tasks",
+                expected=counted,
+                actual=counter,
+            )
+        )
+
+
 def ledger_audit(
     *, chunk_size: int = 5000, progress: Progress | None = None, max_drifts: int = 1000
 ) -> LedgerReport:
@@ -356,4 +382,5 @@ def ledger_audit(
         sums = _walk_entries(report, chunk_size=chunk_size, progress=progress)
         _compare_balances(report, sums, chunk_size=chunk_size, progress=progress)
         _walk_tasks(report, chunk_size=chunk_size, progress=progress)
+        _compare_unfinished_counters(report)
     return report

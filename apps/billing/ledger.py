@@ -21,6 +21,11 @@ organization ``FOR UPDATE`` (a tier check, say) and then moves tokens can never 
 we wait for it. Callers that lock the organization should prefer ``select_for_update(no_key=True)``,
 which does not conflict with KEY SHARE at all.
 
+The hold of a new task, the hot path of every submit, is the one exception in shape, not in
+effect: its caller already holds the organization's row lock, and on PostgreSQL steps 1 to 5 are
+one statement (a conditional ``UPDATE … RETURNING`` of the balance feeding the entry's
+``INSERT``; see ``ledger_hold``). The balance row lock is still what orders the entries.
+
 A crash anywhere before commit rolls back the balance change and the entry together; there is no
 state in between.
 """
@@ -351,20 +356,88 @@ def ledger_refund_task(*, task: Task, operator: User | None, reason: str) -> Led
         )
 
 
+_HOLD_SQL = f"""
+WITH moved AS (
+    UPDATE {Balance._meta.db_table}
+    SET available = available - %(amount)s, held = held + %(amount)s, updated_at = %(now)s
+    WHERE organization_id = %(organization)s AND available >= %(amount)s
+      AND NOT EXISTS (
+        SELECT 1 FROM {LedgerEntry._meta.db_table}
+        WHERE organization_id = %(organization)s AND idempotency_key = %(key)s
+      )
+    RETURNING available, held
+)
+INSERT INTO {LedgerEntry._meta.db_table} (
+    organization_id, kind, delta_available, delta_held, available_after, held_after,
+    idempotency_key, task_id, stripe_object_id, operator_id, reason, created_at
+)
+SELECT %(organization)s, %(kind)s, -%(amount)s, %(amount)s, available, held,
+       %(key)s, %(task)s, '', NULL, '', %(now)s
+FROM moved
+RETURNING id, available_after, held_after
+"""  # noqa: S608 - table names from our models, every value a parameter
+
+
 def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
-    """Reserve a task's price. Must run in the transaction that accepts the task.
+    """Reserve a task's price. Must run in the transaction that accepts the task, which holds
+    the organization's row lock (``accept`` takes it), so the lock order stays the documented
+    one: organization, then balance.
+
+    On PostgreSQL the hold is one statement: a conditional ``UPDATE … RETURNING`` of the
+    balance (enough available, no hold of this task yet) feeding the ledger row's ``INSERT``.
+    When it moves nothing (no balance row yet, too little available, or a hold already made)
+    the general path locks, looks and answers exactly: the earlier entry, or
+    ``InsufficientBalance`` with the figures.
 
     A price of 0 (a free promotion) still records a hold of 0, so the task settles like any other.
     """
     amount = _tokens(amount, what="A hold")
     if amount < 0:
         raise ValidationFailed("A hold cannot be negative.")
+    key = task_hold_key(task.pk)
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        now = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _HOLD_SQL,
+                {
+                    "amount": amount,
+                    "organization": task.organization_id,
+                    "key": key,
+                    "kind": EntryKind.HOLD,
+                    "task": task.pk,
+                    "now": now,
+                },
+            )
+            row = cursor.fetchone()
+        if row is not None:
+            entry_id, available, held = row
+            balance_changed(
+                organization_id=task.organization_id,
+                before=available + amount,
+                available=available,
+                held=held,
+            )
+            entry = LedgerEntry(
+                id=entry_id,
+                organization_id=task.organization_id,
+                kind=EntryKind.HOLD,
+                delta_available=-amount,
+                delta_held=amount,
+                available_after=available,
+                held_after=held,
+                idempotency_key=key,
+                task=task,
+                created_at=now,
+            )
+            entry._state.adding = False
+            return entry
     return _post(
         organization_id=task.organization_id,
         kind=EntryKind.HOLD,
         delta_available=-amount,
         delta_held=amount,
-        idempotency_key=task_hold_key(task.pk),
+        idempotency_key=key,
         task=task,
     )
 

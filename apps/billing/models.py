@@ -9,7 +9,15 @@ from django.conf import settings
 from django.db import models
 
 from apps.accounts.models import Organization
+from apps.core.cache import ConfigQuerySet
 from apps.tasks.enums import PRICE_KEY_CHOICES, Mode
+
+#: The process-wide copy of the price table (``apps.billing.selectors.price_get``).
+PRICES_CACHE = "prices"
+
+
+class PriceQuerySet(ConfigQuerySet):
+    cache_name = PRICES_CACHE
 
 
 class Price(models.Model):
@@ -19,6 +27,8 @@ class Price(models.Model):
     mode = models.CharField(max_length=8, choices=Mode.choices)
     tokens = models.PositiveBigIntegerField(help_text="0 is allowed (free promotions).")
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = PriceQuerySet.as_manager()
 
     class Meta:
         ordering = ("action", "mode")

@@ -6,11 +6,12 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from apps.accounts.models import Organization
+from apps.core.cache import config_cached, config_changed
 from apps.core.errors import NotFound
 from apps.tasks.enums import UNFINISHED_STATUSES, Mode
 from apps.tasks.models import Task
 
-from .models import Balance, LedgerEntry, Price, TokenPackage
+from .models import PRICES_CACHE, Balance, LedgerEntry, Price, TokenPackage
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,25 @@ def balance_get(*, organization: Organization) -> BalanceView:
     return BalanceView(available=row["available"], held=row["held"])
 
 
+def _prices_load() -> dict[tuple[str, str], int]:
+    return {
+        (action, mode): int(tokens)
+        for action, mode, tokens in Price.objects.values_list("action", "mode", "tokens")
+    }
+
+
 def price_get(*, action: str, mode: str) -> int:
-    tokens = Price.objects.filter(action=action, mode=mode).values_list("tokens", flat=True).first()
+    """The price of ``action`` in ``mode``, from the process's copy of the price table
+    (``apps.core.cache``): an operator's change reaches every process within a second."""
+    tokens = config_cached(PRICES_CACHE, _prices_load).get((action, mode))
     if tokens is None:
         raise NotFound(f"No price is configured for {action} in {mode} mode.")
     return int(tokens)
+
+
+def prices_changed(**_: object) -> None:
+    """Receiver of Price's save and delete signals (connected in ``BillingConfig.ready``)."""
+    config_changed(PRICES_CACHE)
 
 
 def price_list() -> QuerySet[Price]:

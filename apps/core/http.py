@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import re
+import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -482,6 +485,15 @@ class _PinnedStream(httpcore.NetworkStream):
             return self._sock.getsockname()
         if info == "socket":
             return self._sock
+        if info == "is_readable":
+            # An idle kept-alive connection with something to read has been closed by the
+            # server (httpcore then does not reuse it).
+            try:
+                poller = select.poll()
+                poller.register(self._sock, select.POLLIN)
+                return bool(poller.poll(0))
+            except (OSError, ValueError):
+                return True
         return None
 
 
@@ -556,13 +568,44 @@ def safe_request(
     deadline = _Deadline(timeout.total)
     checked = check_url(url, allow_private=allow_private)
     backend = _PinnedBackend(checked.addresses, deadline, timeout.connect)
+    request = _build_request(checked, method, headers, content, timeout, keep_alive=False)
+    try:
+        with _connection(checked, backend) as connection:
+            status, response_headers, body, truncated = _exchange(
+                connection, request, max_response_bytes
+            )
+    except httpcore.TimeoutException as exc:
+        raise OutboundHTTPError(f"The request to {checked.host} timed out.") from exc
+    except httpcore.ConnectError as exc:
+        raise OutboundHTTPError(str(exc) or f"Could not connect to {checked.host}.") from exc
+    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+        raise OutboundHTTPError(f"The request to {checked.host} failed: {exc}") from exc
+    return SafeResponse(
+        status=status,
+        headers=response_headers,
+        body=body,
+        truncated=truncated,
+        elapsed_ms=int((time.monotonic() - started) * 1000),
+        address=backend.connected_to or "",
+    )
 
+
+def _build_request(
+    checked: CheckedURL,
+    method: str,
+    headers: Mapping[str, str] | None,
+    content: bytes | None,
+    timeout: Timeout,
+    *,
+    keep_alive: bool,
+) -> httpcore.Request:
     request_headers: list[tuple[bytes, bytes]] = [
         (b"Host", checked.host_header.encode("ascii")),
         (b"User-Agent", USER_AGENT.encode()),
         (b"Accept-Encoding", b"identity"),
-        (b"Connection", b"close"),
     ]
+    if not keep_alive:
+        request_headers.append((b"Connection", b"close"))
     given = {name.lower() for name in (headers or {})}
     request_headers = [h for h in request_headers if h[0].decode().lower() not in given]
     for name, value in (headers or {}).items():
@@ -571,8 +614,7 @@ def safe_request(
         request_headers.append((name.encode("latin-1"), str(value).encode("latin-1")))
     if content is not None or method.upper() in ("POST", "PUT", "PATCH"):
         request_headers.append((b"Content-Length", str(len(content or b"")).encode()))
-
-    request = httpcore.Request(
+    return httpcore.Request(
         method.upper().encode("ascii"),
         httpcore.URL(
             scheme=checked.scheme.encode("ascii"),
@@ -591,49 +633,172 @@ def safe_request(
             }
         },
     )
-    origin = httpcore.Origin(
-        checked.scheme.encode("ascii"), checked.host.encode("ascii"), checked.port
+
+
+def _connection(
+    checked: CheckedURL, backend: _PinnedBackend, keepalive_expiry: float | None = None
+) -> httpcore.HTTPConnection:
+    return httpcore.HTTPConnection(
+        origin=httpcore.Origin(
+            checked.scheme.encode("ascii"), checked.host.encode("ascii"), checked.port
+        ),
+        ssl_context=_ssl_context() if checked.scheme == "https" else None,
+        network_backend=backend,
+        http1=True,
+        http2=False,
+        retries=0,
+        keepalive_expiry=keepalive_expiry,
     )
+
+
+def _exchange(
+    connection: httpcore.HTTPConnection, request: httpcore.Request, max_response_bytes: int
+) -> tuple[int, dict[str, str], bytes, bool]:
+    """Send ``request`` and read at most ``max_response_bytes`` of the answer."""
     body = bytearray()
     truncated = False
+    response = connection.handle_request(request)
     try:
-        with httpcore.HTTPConnection(
-            origin=origin,
-            ssl_context=_ssl_context() if checked.scheme == "https" else None,
-            network_backend=backend,
-            http1=True,
-            http2=False,
-            retries=0,
-        ) as connection:
-            response = connection.handle_request(request)
-            try:
-                for chunk in response.iter_stream():
-                    room = max_response_bytes - len(body)
-                    if len(chunk) > room:
-                        body.extend(chunk[:room])
-                        truncated = True
-                        break
-                    body.extend(chunk)
-            finally:
-                response.close()
-    except httpcore.TimeoutException as exc:
-        raise OutboundHTTPError(f"The request to {checked.host} timed out.") from exc
-    except httpcore.ConnectError as exc:
-        raise OutboundHTTPError(str(exc) or f"Could not connect to {checked.host}.") from exc
-    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-        raise OutboundHTTPError(f"The request to {checked.host} failed: {exc}") from exc
-
+        for chunk in response.iter_stream():
+            room = max_response_bytes - len(body)
+            if len(chunk) > room:
+                body.extend(chunk[:room])
+                truncated = True
+                break
+            body.extend(chunk)
+    finally:
+        response.close()
     response_headers: dict[str, str] = {}
     for raw_name, raw_value in response.headers:
         response_headers[raw_name.decode("latin-1").lower()] = raw_value.decode("latin-1")
-    return SafeResponse(
-        status=response.status,
-        headers=response_headers,
-        body=bytes(body),
-        truncated=truncated,
-        elapsed_ms=int((time.monotonic() - started) * 1000),
-        address=backend.connected_to or "",
-    )
+    return response.status, response_headers, bytes(body), truncated
+
+
+@dataclass
+class _Pooled:
+    connection: httpcore.HTTPConnection
+    backend: _PinnedBackend
+    address: str
+
+
+class SafeSession:
+    """:func:`safe_request` with keep-alive connections, for a process that calls many URLs.
+
+    The guard is the same for every request, pooled or not: the URL is parsed and its host
+    resolved and vetted again each time, and an idle connection is reused only when the
+    address it is connected to is one of the addresses just vetted for this request (a name
+    that now resolves elsewhere, or to a refused address, never reuses the old connection).
+    New connections dial the vetted addresses only, as :func:`safe_request` does. Redirects
+    are never followed; each request has its own connect/read timeouts and total deadline.
+
+    Thread-safe; a process forked after use starts with an empty pool.
+    """
+
+    def __init__(self, *, max_idle_per_origin: int = 8, idle_seconds: float = 30.0) -> None:
+        self.max_idle_per_origin = max_idle_per_origin
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str, int], list[_Pooled]] = {}
+        self._pid = os.getpid()
+        self.connections_opened = 0
+
+    def _take(self, checked: CheckedURL) -> _Pooled | None:
+        key = (checked.scheme, checked.host, checked.port)
+        stale: list[_Pooled] = []
+        found: _Pooled | None = None
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the sockets belong to the parent
+                self._idle = {}
+                self._pid = os.getpid()
+            idle = self._idle.get(key, [])
+            while idle:
+                pooled = idle.pop()
+                if (
+                    pooled.address in checked.addresses
+                    and pooled.connection.is_idle()
+                    and not pooled.connection.has_expired()
+                ):
+                    found = pooled
+                    break
+                stale.append(pooled)
+        for pooled in stale:
+            pooled.connection.close()
+        return found
+
+    def _give_back(self, checked: CheckedURL, pooled: _Pooled) -> None:
+        if not pooled.connection.is_idle():
+            pooled.connection.close()
+            return
+        key = (checked.scheme, checked.host, checked.port)
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self.max_idle_per_origin and self._pid == os.getpid():
+                idle.append(pooled)
+                return
+        pooled.connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._idle = self._idle, {}
+        for idle in pools.values():
+            for pooled in idle:
+                pooled.connection.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        max_response_bytes: int = 64 * 1024,
+        allow_private: bool | None = None,
+    ) -> SafeResponse:
+        """Like :func:`safe_request`, over a kept-alive connection when one may be reused."""
+        started = time.monotonic()
+        checked = check_url(url, allow_private=allow_private)
+        request = _build_request(checked, method, headers, content, timeout, keep_alive=True)
+        pooled = self._take(checked)
+        if pooled is not None:
+            # Each request has its own total deadline, also on a reused connection.
+            pooled.backend.deadline.expires = time.monotonic() + timeout.total
+        else:
+            backend = _PinnedBackend(checked.addresses, _Deadline(timeout.total), timeout.connect)
+            pooled = _Pooled(_connection(checked, backend, self.idle_seconds), backend, "")
+        try:
+            status, response_headers, body, truncated = _exchange(
+                pooled.connection, request, max_response_bytes
+            )
+        except httpcore.TimeoutException as exc:
+            pooled.connection.close()
+            raise OutboundHTTPError(f"The request to {checked.host} timed out.") from exc
+        except httpcore.ConnectError as exc:
+            pooled.connection.close()
+            raise OutboundHTTPError(str(exc) or f"Could not connect to {checked.host}.") from exc
+        except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+            pooled.connection.close()
+            raise OutboundHTTPError(f"The request to {checked.host} failed: {exc}") from exc
+        except BaseException:
+            pooled.connection.close()
+            raise
+        if not pooled.address:
+            pooled.address = pooled.backend.connected_to or ""
+            with self._lock:
+                self.connections_opened += 1
+        address = pooled.address
+        if truncated:  # the rest of the answer is still on the wire
+            pooled.connection.close()
+        else:
+            self._give_back(checked, pooled)
+        return SafeResponse(
+            status=status,
+            headers=response_headers,
+            body=body,
+            truncated=truncated,
+            elapsed_ms=int((time.monotonic() - started) * 1000),
+            address=address,
+        )
 
 
 def safe_download(

@@ -2,7 +2,8 @@
 
 A sliding-window counter in the Django cache (Redis in production): the count of the current
 fixed window plus the previous window's count weighted by how much of it still overlaps the
-sliding window. Two atomic ``incr`` operations per request, no read-modify-write race, and a
+sliding window. One Redis round trip per request (GET, INCR and EXPIRE pipelined on the
+process's one client), no read-modify-write race, and a
 burst at a window boundary cannot double the allowance as it can with plain fixed windows.
 
 When the cache is unreachable (a Redis outage) the limiter fails open: the request is allowed,
@@ -35,6 +36,7 @@ from rest_framework.throttling import BaseThrottle
 
 from apps.api_keys.models import ApiKey
 
+from .cache import redis_client
 from .errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -143,19 +145,41 @@ def rate_limit_hit(
         return RateDecision(True, 0)
 
 
+def _counts(current_key: str, previous_key: str, timeout: int) -> tuple[int, int, Any]:
+    """(previous window's count, current window's count after this request, redis client).
+
+    On Redis this is one round trip (a pipeline of GET, INCR and EXPIRE) on the process's
+    client; other caches (tests, the embedded setup) use the cache API.
+    """
+    client = redis_client()
+    if client is None:
+        previous = int(cache.get(previous_key) or 0)
+        return previous, _incr(current_key, timeout), None
+    pipe = client.pipeline(transaction=False)
+    pipe.get(cache.make_key(previous_key))
+    pipe.incr(cache.make_key(current_key))
+    pipe.expire(cache.make_key(current_key), timeout)
+    previous, current, _ = pipe.execute()
+    return int(previous or 0), int(current), client
+
+
 def _rate_limit_count(*, bucket: str, limit: int, window: int, now: float | None) -> RateDecision:
     now = time.time() if now is None else now
     current_window = int(now // window)
     elapsed = now - current_window * window
     current_key = f"ratelimit:{bucket}:{current_window}"
-    previous = int(cache.get(f"ratelimit:{bucket}:{current_window - 1}") or 0)
-    current = _incr(current_key, window * 2 + 1)
+    previous, current, client = _counts(
+        current_key, f"ratelimit:{bucket}:{current_window - 1}", window * 2 + 1
+    )
     weight = (window - elapsed) / window
     estimated = previous * weight + current
     if estimated <= limit:
         return RateDecision(True, 0)
-    with contextlib.suppress(ValueError):  # expired in between: nothing to give back
-        cache.decr(current_key)
+    if client is not None:
+        client.decr(cache.make_key(current_key))
+    else:
+        with contextlib.suppress(ValueError):  # expired in between: nothing to give back
+            cache.decr(current_key)
     accepted = current - 1
     to_window_end = window - elapsed
     # Within this window a request fits once enough of the previous window has slid out:

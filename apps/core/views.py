@@ -10,7 +10,8 @@ from pathlib import Path
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.templatetags.static import static
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -91,3 +92,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if ok else "unavailable", "checks": results}, status=200 if ok else 503
     )
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``/favicon.ico`` → the SVG icon. Resolved per request, not when the URLconf is imported:
+    with hashed static files the name is only known once ``collectstatic`` has run, and
+    ``manage.py check`` and migrations import the URLconf before that."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))

@@ -48,6 +48,7 @@ _GROUPS = (
     ("zoom", "Zoom"),
     ("pan", "Pan"),
     ("prompt", "Use a prompt"),
+    ("video", "Video"),
     ("other", "More"),
 )
 
@@ -69,6 +70,8 @@ _ICON_PATHS: dict[str, str] = {
     "➡️": '<path d="M4 12h15M13 6l6 6-6 6"/>',
     "⬆️": '<path d="M12 20V5M6 11l6-6 6 6"/>',
     "⬇️": '<path d="M12 4v15M6 13l6 6 6-6"/>',
+    "🎞️": '<rect x="3" y="5" width="18" height="14" rx="2"/><path d="M7 5v14M17 5v14M3 9h4M3 15h4'
+    'M17 9h4M17 15h4"/>',
 }
 _KEYCAP = "\ufe0f\u20e3"
 
@@ -162,7 +165,21 @@ def task_images(task: Task) -> dict[str, Any]:
         "width": result.get("width"),
         "height": result.get("height"),
         "inputs": [file_url(name) for name in task.inputs or []],
+        # A video's clips: (url, download name), in batch order; its image is the poster.
+        "videos": [
+            (
+                file_url(name),
+                video_download_name(task, n),
+                reverse("dashboard:task-download", args=[task.pk, f"video-{n}"]),
+            )
+            for n, name in enumerate(result.get("videos") or [], start=1)
+        ],
     }
+
+
+def video_download_name(task: Task, n: int) -> str:
+    """``mjgate-<id>-<prompt words>-video-<n>.mp4``."""
+    return download_name(task, f"video-{n}").rsplit(".", 1)[0] + ".mp4"
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,20 @@ class ResultImage:
 
 
 @dataclass(frozen=True)
+class ResultVideo:
+    """A video clip the engine produced (MP4): bytes (sandbox) or a URL we download."""
+
+    data: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class SubmitResult:
     upstream_job_id: str
     state: dict[str, Any] = field(default_factory=dict)
+    #: Seconds the upstream expects the job to take, when it says (the first poll is then
+    #: scheduled for about then instead of a fixed interval later).
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ class PollResult:
     status: str
     progress: int = 0
     image: ResultImage | None = None
+    #: Video clips (a VIDEO job's batch); ``image`` is then their poster (the first frame).
+    videos: tuple[ResultVideo, ...] = ()
     #: The image is a 2×2 grid (split into four) rather than a single picture.
     is_grid: bool = False
     properties: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +93,13 @@ class PollResult:
     fail_reason: str = ""
     error_code: str = ""
     state: dict[str, Any] = field(default_factory=dict)
+    #: RUNNING: seconds until the upstream expects to be done, when it knows (the next poll is
+    #: scheduled for then, not a fixed interval later).
+    eta_seconds: float | None = None
+    #: SUCCESS from ``poll_status``: the upstream is done, but the result was not produced
+    #: (``poll`` produces it). The lifecycle frees the account's slot at once and has the
+    #: result made and stored off the slot's critical path.
+    result_pending: bool = False
 
     RUNNING: ClassVar[str] = "running"
     SUCCESS: ClassVar[str] = "success"
@@ -154,6 +174,8 @@ class ParentRef:
     #: four quadrants. Empty when the parent has no stored result.
     grid: StoredFile | None = None
     splits: tuple[StoredFile, ...] = ()
+    #: The parent's stored video clips (a VIDEO parent), in batch order.
+    videos: tuple[StoredFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,6 +255,13 @@ class Engine:
     def poll(self, job: Job) -> PollResult:
         raise NotImplementedError
 
+    def poll_status(self, job: Job) -> PollResult:
+        """``poll``, except that a finished job may be answered cheaply: SUCCESS with
+        ``result_pending`` and no result, when producing the result is the slow part (the
+        sandbox renders it). The lifecycle then calls ``poll`` for the result, after the
+        account's slot is free again. The default is ``poll`` itself."""
+        return self.poll(job)
+
     def cancel(self, job: Job) -> None:
         """Best effort; the default is to let the upstream job run out."""
 
@@ -255,6 +284,12 @@ class Engine:
 
     def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
         """Raise ValueError with a clear message for bad account options."""
+
+    def fast_falls_back_to_relax(self, options: Mapping[str, Any]) -> bool:
+        """Whether an account with these options whose fast hours ran out still takes FAST
+        jobs, running them in relax mode (the dispatcher keeps giving it FAST work). No
+        unless the engine knows such a setting."""
+        return False
 
 
 _REGISTRY: dict[str, Engine] = {}

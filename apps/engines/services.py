@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.errors import Conflict, ValidationFailed
@@ -14,6 +16,7 @@ from apps.tasks.enums import Mode
 
 from .base import engine_names, get_engine
 from .models import Health, UpstreamAccount
+from .notify import account_left_service
 
 #: Option names that are credentials: stored encrypted in ``secrets``, never in ``options``.
 SECRET_OPTIONS = {"secret", "token", "password", "api_key", "cookie"}
@@ -197,11 +200,20 @@ def upstream_account_set_enabled(*, account: UpstreamAccount, enabled: bool) -> 
     return account
 
 
+def _serving(account_id: int) -> bool:
+    return UpstreamAccount.objects.filter(
+        pk=account_id, is_enabled=True, health=Health.HEALTHY
+    ).exists()
+
+
 def upstream_account_set_health(
     *, account: UpstreamAccount, health: str, reason: str = ""
 ) -> UpstreamAccount:
+    """Set the health state and its reason. An account that leaves the healthy state this way
+    is told to the operators by e-mail (``apps.engines.notify``)."""
     if health not in Health.values:
         raise ValidationFailed(f"Unknown health state '{health}'.")
+    was_serving = _serving(account.pk)
     now = timezone.now()
     UpstreamAccount.objects.filter(pk=account.pk).update(
         health=health,
@@ -211,4 +223,51 @@ def upstream_account_set_health(
         consecutive_failures=0 if health == Health.HEALTHY else account.consecutive_failures,
     )
     account.refresh_from_db()
+    if was_serving and health != Health.HEALTHY:
+        account_left_service(account=account, health=health, reason=reason)
     return account
+
+
+def upstream_account_take_out(
+    *, account_id: int, health: str, reason: str, disable: bool = False
+) -> None:
+    """An engine found that the account cannot serve: record why (the admin shows
+    ``health_reason``), disable it when it needs new credentials, and tell the operators once
+    (one mail, even when the state and the switch both change)."""
+    account = UpstreamAccount.objects.filter(pk=account_id).first()
+    if account is None:
+        return
+    was_serving = account.health == Health.HEALTHY and account.is_enabled
+    if health not in Health.values:
+        raise ValidationFailed(f"Unknown health state '{health}'.")
+    if account.health != health or account.health_reason != reason[:500]:
+        UpstreamAccount.objects.filter(pk=account.pk).update(
+            health=health,
+            health_reason=reason[:500],
+            health_changed_at=timezone.now(),
+            cooldown_until=None,
+        )
+    if disable and account.is_enabled:
+        UpstreamAccount.objects.filter(pk=account.pk).update(is_enabled=False)
+    account.refresh_from_db()
+    if was_serving and (health != Health.HEALTHY or disable):
+        account_left_service(account=account, health=health, reason=reason, disabled=disable)
+
+
+def upstream_account_pause(*, account_id: int, until: datetime, reason: str) -> bool:
+    """The upstream asked us to wait (a long rate limit): no new work for the account until
+    ``until``. A healthy account (or one whose cooldown is over) cools down till then; one in
+    a longer cooldown or another state keeps it. Routine, so nobody is e-mailed. Returns
+    whether the account was paused."""
+    now = timezone.now()
+    return bool(
+        UpstreamAccount.objects.filter(
+            Q(health=Health.HEALTHY) | Q(health=Health.COOLING_DOWN, cooldown_until__lt=until),
+            pk=account_id,
+        ).update(
+            health=Health.COOLING_DOWN,
+            health_reason=reason[:500],
+            health_changed_at=now,
+            cooldown_until=until,
+        )
+    )

@@ -172,11 +172,18 @@ class Condition:
     kind: str
     title: str
     detail: str
+    #: False where the event itself already e-mailed operators at once (an account's health
+    #: change: ``apps/engines/notify.py``); the alert then adds the webhook message and the
+    #: "resolved" e-mail, and never mails the opening twice.
+    email_on_open: bool = True
 
 
 def unhealthy_accounts() -> list[Condition]:
-    rows = UpstreamAccount.objects.filter(is_enabled=True, is_sandbox_pool=False).exclude(
-        health=Health.HEALTHY
+    """Accounts out of the healthy state, enabled or taken out by their engine. A cooldown is
+    left out: it ends by itself within minutes (the engine layer mails it at most hourly), and
+    a mode left without any account still alerts as ``mode_down``."""
+    rows = UpstreamAccount.objects.filter(is_sandbox_pool=False).exclude(
+        health__in=(Health.HEALTHY, Health.COOLING_DOWN)
     )
     return [
         Condition(
@@ -184,6 +191,7 @@ def unhealthy_accounts() -> list[Condition]:
             kind="account_unhealthy",
             title=f"Upstream account {account.name} is {account.get_health_display().lower()}",
             detail=account.health_reason or account.last_error or "no reason recorded",
+            email_on_open=False,
         )
         for account in rows.order_by("pk")
     ]

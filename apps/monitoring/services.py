@@ -64,7 +64,9 @@ def _staff_emails() -> list[str]:
     )
 
 
-def _notify(alert: Alert, *, resolved: bool, settings: AlertSettings) -> dict[str, Any]:
+def _notify(
+    alert: Alert, *, resolved: bool, settings: AlertSettings, email: bool = True
+) -> dict[str, Any]:
     """Tell operators; returns where it went (or why it did not) for the alert's record."""
     word = "RESOLVED" if resolved else "ALERT"
     subject = f"[{_product()}] {word}: {alert.title}"
@@ -76,7 +78,7 @@ def _notify(alert: Alert, *, resolved: bool, settings: AlertSettings) -> dict[st
         else f"Since {when:%Y-%m-%d %H:%M:%S %Z}. You will get one message when it clears."
     )
     told: dict[str, Any] = {}
-    if settings.email_staff:
+    if settings.email_staff and email:
         recipients = _staff_emails()
         if recipients:
             try:
@@ -139,7 +141,10 @@ def _open(
             )
     except IntegrityError:  # already open (another evaluator, or the event itself)
         return None
-    alert.notified = {"opened": _notify(alert, resolved=False, settings=settings)}
+    told = _notify(alert, resolved=False, settings=settings, email=condition.email_on_open)
+    if not condition.email_on_open:
+        told["email"] = "sent by the event"
+    alert.notified = {"opened": told}
     alert.save(update_fields=["notified"])
     return alert
 

@@ -9,7 +9,7 @@ sandbox pool and move no money); account utilisation includes the sandbox pool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,7 @@ from django.utils import timezone
 from apps.accounts.models import Organization
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.engines.models import UpstreamAccount
-from apps.engines.selectors import upstream_account_usable
+from apps.engines.selectors import upstream_account_modes, upstream_account_usable
 from apps.tasks.enums import Mode, Status
 from apps.tasks.models import Task
 
@@ -75,6 +75,8 @@ class AccountLoad:
     health: str
     running: int
     concurrency: int
+    #: The modes it takes new work for now (None: all its modes while usable).
+    takes: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def utilisation(self) -> float:
@@ -199,6 +201,7 @@ def stats_account_loads(*, now: datetime) -> list[AccountLoad]:
             health=account.health,
             running=running.get(account.pk, 0),
             concurrency=account.concurrency,
+            takes=tuple(upstream_account_modes(account, now=now)),
         )
         for account in UpstreamAccount.objects.order_by("name")
     ]
@@ -250,7 +253,9 @@ def stats_mode_queues(*, now: datetime, accounts: list[AccountLoad]) -> list[Mod
         capacity = sum(
             a.concurrency
             for a in accounts
-            if a.usable and mode in a.modes and not a.is_sandbox_pool
+            if a.usable
+            and mode in (a.modes if a.takes is None else a.takes)
+            and not a.is_sandbox_pool
         )
         modes.append(
             ModeQueue(

@@ -38,6 +38,12 @@ def result_split_urls(task: Task) -> list[str]:
     return [url for url in urls if url]
 
 
+def result_video_urls(task: Task) -> list[str]:
+    """A VIDEO task's MP4 clips, in batch order; empty for every other task."""
+    urls = [file_url(name) for name in (task.result or {}).get("videos") or []]
+    return [url for url in urls if url]
+
+
 def stored_file_url(name: str) -> str:
     """The public URL of a file the task services stored (an upload, an input)."""
     return file_url(name) or ""
@@ -62,11 +68,12 @@ class LenientJSONParser(BaseParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
-        raw = json_body_read(stream)
-        if not raw or not raw.strip():
-            return {}
         try:
-            # Bounded (size, values, depth) and text-checked like every dialect's body.
+            # Bounded (size, values, depth; checked while it is read) and text-checked like
+            # every dialect's body.
+            raw = json_body_read(stream)
+            if not raw or not raw.strip():
+                return {}
             return json_body_parse(raw)
         except JSONBodyInvalid as exc:
             raise exceptions.ParseError("The request body is not valid JSON.") from exc
@@ -104,6 +111,27 @@ def string_list(data: Mapping[str, Any], name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise exceptions.ValidationError({name: "Must be a list of strings."})
     return list(value)
+
+
+def bool_field(data: Mapping[str, Any], name: str) -> bool:
+    """A yes/no field: JSON true/false (or absent), and "true"/"false" as some clients send."""
+    value = data.get(name)
+    if value is None or value is False or value == "":
+        return False
+    if value is True:
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise exceptions.ValidationError({name: "Must be true or false."})
+
+
+def video_resolution_check(name: str, value: str) -> None:
+    """Only SD (480p) clips exist here; an HD request is refused rather than served as SD."""
+    wanted = (value or "").strip().lower()
+    if wanted and ("720" in wanted or wanted == "hd"):
+        raise exceptions.ValidationError(
+            {name: "HD (720p) video is not available; send sd/480 or leave it out."}
+        )
 
 
 def state_field(data: Mapping[str, Any]) -> str | None:

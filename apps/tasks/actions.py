@@ -57,6 +57,7 @@ class Capability(StrEnum):
     BLEND = "blend"
     SHORTEN = "shorten"
     SWAP_FACE = "swap_face"
+    VIDEO = "video"
     EDIT = "edit"
     RETEXTURE = "retexture"
 
@@ -83,6 +84,8 @@ class ResultButtons(StrEnum):
     DESCRIBE = "describe"
     #: The five shortened prompts.
     SHORTEN = "shorten"
+    #: Short MP4 clips: the extend buttons (high/low motion) of each clip of the batch.
+    VIDEO = "video"
     NONE = "none"
 
 
@@ -169,6 +172,18 @@ class ActionSpec:
     grid: bool
     #: The buttons whose press starts a task of this action.
     presses: tuple[PressSpec, ...] = ()
+    #: Non-zero: the price row is for a batch of this many results, and a task's price scales
+    #: with its own ``batch_size`` (a video batch of 1 costs a quarter of a batch of 4).
+    batch_price_of: int = 0
+
+    def price_for(self, base: int, params: Mapping[str, object]) -> int:
+        """The price of a task with ``params`` when the price row says ``base``."""
+        if not self.batch_price_of:
+            return base
+        batch = params.get("batch_size") or self.batch_price_of
+        size = batch if isinstance(batch, int) else self.batch_price_of
+        # Rounded up: a batch never costs less than its share of the row.
+        return -(-base * size // self.batch_price_of)
 
     @property
     def lists_prompts(self) -> bool:
@@ -342,6 +357,48 @@ def _pan(direction: str) -> PressSpec:
 
 
 PAN_LEFT, PAN_RIGHT, PAN_UP, PAN_DOWN = (_pan(d) for d in PAN_DIRECTIONS)
+
+
+def _animate(motion: str) -> PressSpec:
+    """Animate (Low/High motion) on an upscale: Midjourney's automatic image-to-video."""
+    return PressSpec(
+        key=f"animate_{motion}",
+        action=Action.VIDEO,
+        # Midjourney numbers the button with the upscaled image's place; any number means it.
+        pattern=_re(rf"MJ::JOB::animate_{motion}::\d+::{_H}{_SOLO}"),
+        emits=f"MJ::JOB::animate_{motion}::1::{{hash}}::SOLO",
+        emoji="🎞️",
+        label=f"Animate ({motion.capitalize()} motion)",
+        names=(f"ANIMATE_{motion.upper()}", f"animate_{motion}"),
+        group="video",
+    )
+
+
+def _extend(motion: str) -> PressSpec:
+    """Extend (Low/High motion) on clip *n* of a video: four more seconds from its last frame."""
+    return PressSpec(
+        key=f"animate_{motion}_extend",
+        action=Action.VIDEO,
+        pattern=_re(rf"MJ::JOB::animate_{motion}_extend::(?P<n>\d+)::{_H}{_SOLO}"),
+        emits=f"MJ::JOB::animate_{motion}_extend::{{n}}::{{hash}}",
+        emoji="🎞️",
+        label=f"Extend ({motion.capitalize()} motion)",
+        indexes=_FOUR,
+        index_noun="video",
+        index_range="a video batch holds at most 4 clips",
+        names=(f"EXTEND_{motion.upper()}{{n}}", f"extend_{motion}_{{n}}"),
+        group="video",
+        title=f"Extend video {{n}} ({motion} motion)",
+    )
+
+
+ANIMATE_HIGH, ANIMATE_LOW = _animate("high"), _animate("low")
+EXTEND_HIGH, EXTEND_LOW = _extend("high"), _extend("low")
+#: The motion of a video press (``animate_low`` … ``animate_high_extend``).
+VIDEO_MOTIONS: tuple[str, ...] = ("low", "high")
+#: Batch sizes Midjourney offers for video (``--bs``).
+VIDEO_BATCH_SIZES: tuple[int, ...] = (1, 2, 4)
+
 DESCRIBED_PROMPT = PressSpec(
     key="picreader",
     action=Action.IMAGINE,
@@ -488,6 +545,21 @@ ACTIONS: Mapping[str, ActionSpec] = {
             grid=False,
         ),
         ActionSpec(
+            action=Action.VIDEO,
+            price_key=Action.VIDEO,
+            capability=Capability.VIDEO,
+            # A new video takes its start frame; the prompt is optional (automatic animation).
+            # The rest (motion, batch size, loop, a parent to animate or extend) is
+            # apps/tasks/services/video.py's.
+            inputs=Inputs(
+                min_images=1, max_images=1, count_message="A video needs one start frame image."
+            ),
+            result_buttons=ResultButtons.VIDEO,
+            grid=False,
+            presses=(ANIMATE_HIGH, ANIMATE_LOW, EXTEND_HIGH, EXTEND_LOW),
+            batch_price_of=4,
+        ),
+        ActionSpec(
             action=Action.EDIT,
             price_key=Action.EDIT,
             capability=Capability.EDIT,
@@ -544,7 +616,13 @@ _SINGLE_SET: tuple[tuple[PressSpec, int | None], ...] = (
     (PAN_RIGHT, None),
     (PAN_UP, None),
     (PAN_DOWN, None),
+    (ANIMATE_HIGH, None),
+    (ANIMATE_LOW, None),
     (REROLL, None),
+)
+#: A video's buttons: extend each clip (the lifecycle keeps those of the clips it has).
+_VIDEO_SET: tuple[tuple[PressSpec, int | None], ...] = tuple(
+    pair for n in _FOUR for pair in ((EXTEND_HIGH, n), (EXTEND_LOW, n))
 )
 _DESCRIBE_SET: tuple[tuple[PressSpec, int | None], ...] = (
     *((DESCRIBED_PROMPT, n) for n in _FOUR),
@@ -572,6 +650,8 @@ def result_button_set(action: str, *, is_grid: bool) -> tuple[tuple[PressSpec, i
         return _SHORTEN_SET
     if kind == ResultButtons.NONE:
         return ()
+    if kind == ResultButtons.VIDEO:
+        return _VIDEO_SET
     return _GRID_SET if is_grid else _SINGLE_SET
 
 

@@ -16,6 +16,8 @@ class Action(models.TextChoices):
     BLEND = "BLEND", "Blend"
     SHORTEN = "SHORTEN", "Shorten"
     SWAP_FACE = "SWAP_FACE", "Swap face"
+    #: Animate an image into short MP4 clips (from a start frame, an upscale, or extending a video).
+    VIDEO = "VIDEO", "Video"
     #: The editor: repaint the masked part of an image (inpaint, or outpaint on a canvas).
     EDIT = "EDIT", "Edit"
     #: Retexture: the image's shapes kept, its surfaces restyled by the prompt.
@@ -82,5 +84,6 @@ class ErrorCode(models.TextChoices):
     FAST_HOURS_EXHAUSTED = "FAST_HOURS_EXHAUSTED", "Fast hours exhausted"
     #: The upstream account must be verified by a person (CAPTCHA, "action needed").
     NEEDS_VERIFICATION = "NEEDS_VERIFICATION", "Needs verification"
-    #: The upstream (its version or kind) has no way to run this feature (remix, edits …).
+    #: The upstream (its version or kind, a midjourney-proxy without the Plus routes, …) has no
+    #: way to run this action or feature (video, remix, edits …).
     UNSUPPORTED_BY_UPSTREAM = "UNSUPPORTED_BY_UPSTREAM", "Unsupported by the upstream"

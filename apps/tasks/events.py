@@ -57,16 +57,27 @@ def native_task_payload(task: Task) -> dict[str, Any]:
     return task_payload(task, protocol=Protocol.NATIVE)
 
 
-def task_changed(*, task: Task, event_type: str | None = None) -> list[WebhookEvent]:
+def task_changed(
+    *,
+    task: Task,
+    event_type: str | None = None,
+    inserted: bool = False,
+    endpoints_none: bool = False,
+) -> list[WebhookEvent]:
     """Record that ``task`` changed. Call inside the transaction that changed it.
 
     The task row is re-read under its lock, so the bodies carry the state this transaction
     commits even when the caller changed it with a queryset ``update()``, and two publishers of
     one task cannot interleave their messages. ``event_type`` defaults from the status.
-    Returns the outbox messages written.
+    ``inserted`` says the caller inserted ``task`` in this transaction from this very instance:
+    no other transaction can see the row yet, so it is used as it is (no re-read).
+    ``endpoints_none``: the caller read in this transaction that the organization has no
+    enabled webhook endpoint. Returns the outbox messages written.
     """
-    with transaction.atomic():
-        fresh = Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
+    # A task just inserted needs no savepoint: a failure here fails the transaction that
+    # inserted it, which is what that caller wants (and a statement less per submit).
+    with transaction.atomic(savepoint=not inserted):
+        fresh = task if inserted else Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
         return task_event_publish(
             organization_id=fresh.organization_id,
             task_id=fresh.pk,
@@ -76,4 +87,5 @@ def task_changed(*, task: Task, event_type: str | None = None) -> list[WebhookEv
             hook_url=fresh.notify_hook,
             hook_body=lambda: task_payload(fresh),
             native_body=lambda: native_task_payload(fresh),
+            endpoints_none=endpoints_none,
         )

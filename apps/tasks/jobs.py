@@ -71,6 +71,7 @@ def _parent_ref(parent: Task) -> ParentRef:
         buttons=tuple(_frozen(b) for b in parent.buttons or [] if isinstance(b, dict)),
         grid=_file(result["image"]) if result.get("image") else None,
         splits=tuple(_file(name) for name in result.get("splits") or []),
+        videos=tuple(_file(name) for name in result.get("videos") or []),
     )
 
 

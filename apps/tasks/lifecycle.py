@@ -16,10 +16,14 @@ import dataclasses
 import hmac
 import logging
 import secrets
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
@@ -29,7 +33,7 @@ from django.utils import timezone
 from apps.billing.ledger import ledger_capture, ledger_release
 from apps.core.errors import PermissionDenied, ServiceUnavailable
 from apps.core.http import Timeout, safe_download
-from apps.core.messaging import send_after_commit
+from apps.core.messaging import send_after_commit, send_now
 from apps.engines.base import (
     Engine,
     EngineError,
@@ -43,13 +47,14 @@ from apps.engines.base import (
     get_engine,
 )
 from apps.engines.models import Health, UpstreamAccount
+from apps.engines.notify import account_cooling_down
 
 from . import storage
-from .buttons import buttons_for
+from .buttons import buttons_for, resolve_custom_id
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
 from .jobs import account_view, job_for
-from .models import Task
+from .models import SweepMark, Task
 from .prompt import parse_prompt, seed
 
 logger = logging.getLogger(__name__)
@@ -112,15 +117,91 @@ def start_lease(now: datetime) -> datetime:
 DISPATCH = "tasks.dispatch"
 START_JOB = "tasks.start_job"
 POLL_JOB = "tasks.poll_job"
+FINISH_JOB = "tasks.finish_job"
 
 
 def kick_dispatcher() -> None:
     """Ask a worker to dispatch queued tasks, once the current transaction commits.
 
     The dispatcher runs on a worker, never inside the request that accepted a task: it locks
-    every account row, which a burst of customer requests must not contend for.
+    every account row, which a burst of customer requests must not contend for. Kicks are
+    coalesced (:func:`dispatch_request`): a burst of them sends one message, not one each.
     """
-    send_after_commit(DISPATCH)
+    transaction.on_commit(_kick_now)
+
+
+def _kick_now() -> None:
+    if dispatch_request():
+        send_now(DISPATCH)
+
+
+# --- coalescing dispatch passes (Redis flags; a lost flag costs at most one beat interval) ----
+#
+# Three keys per queue: ``queued`` (a dispatch message is on its way: do not send another),
+# ``again`` (a pass is wanted: whoever runs the dispatcher runs one more pass before it stops)
+# and ``running`` (a worker is inside the dispatcher). A kick sets ``again`` and sends a
+# message only if none is queued; the worker clears ``queued`` when it takes the message, so a
+# kick after that sends a new one; a worker that finds another running leaves ``again`` set for
+# it, and the running one re-checks ``again`` before and after it lets go of ``running``. So
+# no kick is lost and none piles up: at most one pass runs and at most one message waits.
+
+#: Seconds a ``queued`` mark lives: a message lost with the broker stops suppressing kicks
+#: after this (beat's dispatch safety net runs meanwhile).
+DISPATCH_QUEUED_TTL = 15
+#: Seconds a ``running`` mark lives: longer than a pass can take (the hard time limit).
+DISPATCH_RUNNING_TTL = 120
+
+_dispatch_client: Any = None
+
+
+def dispatch_redis() -> Any:
+    """The Redis client for the coalescing flags, or None when dispatches are not coalesced
+    (no Redis, or ``TASK_DISPATCH_COALESCE`` off): every kick then sends a message."""
+    global _dispatch_client
+    if not getattr(settings, "TASK_DISPATCH_COALESCE", False) or not settings.REDIS_URL:
+        return None
+    if _dispatch_client is None:
+        timeout = float(getattr(settings, "REDIS_SOCKET_TIMEOUT", 2.0))
+        _dispatch_client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    return _dispatch_client
+
+
+def dispatch_keys() -> tuple[str, str, str]:
+    """``queued``, ``again`` and ``running``, per Celery queue (so test runs and benchmarks
+    sharing one Redis never coalesce into each other)."""
+    prefix = f"mjgate:dispatch:{settings.CELERY_TASK_DEFAULT_QUEUE}"
+    return f"{prefix}:queued", f"{prefix}:again", f"{prefix}:running"
+
+
+def dispatch_note() -> None:
+    """Note that a pass is wanted, for a caller that runs the dispatcher itself right after
+    (no message): a dispatcher already running passes once more."""
+    client = dispatch_redis()
+    if client is None:
+        return
+    try:
+        client.set(dispatch_keys()[1], 1, ex=DISPATCH_RUNNING_TTL)
+    except redis.RedisError:
+        logger.warning("dispatch flags unreadable", exc_info=True)
+
+
+def dispatch_request() -> bool:
+    """Note that a dispatch pass is wanted. True when a message must be sent (none is queued,
+    or the flags cannot be read: a message too many beats a kick lost)."""
+    client = dispatch_redis()
+    if client is None:
+        return True
+    queued, again, _ = dispatch_keys()
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(again, 1, ex=DISPATCH_RUNNING_TTL)
+        pipe.set(queued, 1, nx=True, ex=DISPATCH_QUEUED_TTL)
+        return bool(pipe.execute()[1])
+    except redis.RedisError:
+        logger.warning("dispatch flags unreadable; sending the message", exc_info=True)
+        return True
 
 
 def enqueue_start(task_id: str, *, countdown: float = 0) -> None:
@@ -131,6 +212,89 @@ def enqueue_start(task_id: str, *, countdown: float = 0) -> None:
 def enqueue_poll(task_id: str, token: str, *, countdown: float | None = None) -> None:
     delay = settings.TASK_POLL_INTERVAL if countdown is None else countdown
     send_after_commit(POLL_JOB, task_id, token, countdown=delay)
+
+
+def enqueue_finish(task_id: str, token: str) -> None:
+    """Ask a worker of the results queue (low priority, ``CELERY_RESULTS_QUEUE``) to make and
+    store the result of a job the upstream finished; the account's slot is already free."""
+    send_after_commit(FINISH_JOB, task_id, token)
+
+
+#: Shortest wait before a poll the upstream's estimate says is due (a clock a little off must
+#: not turn into a busy loop), and what is added to the estimate so the job is done by then.
+MIN_POLL_DELAY = 0.05
+POLL_ETA_SLACK = 0.02
+
+
+def poll_delay(eta_seconds: float | None) -> float:
+    """Seconds until the next poll: when the upstream expects to be done, if that is sooner
+    than the usual interval (``TASK_POLL_INTERVAL``), else the usual interval."""
+    interval = float(settings.TASK_POLL_INTERVAL)
+    if eta_seconds is None:
+        return interval
+    return max(MIN_POLL_DELAY, min(interval, eta_seconds + POLL_ETA_SLACK))
+
+
+def finish_lease(now: datetime) -> datetime:
+    """Until when a job whose slot was freed may wait for its result to be stored before the
+    sweeper sends the finishing message again (the results queue may have a backlog: it is
+    the low-priority one, and a second message only costs a look at the row)."""
+    return now + timedelta(seconds=float(getattr(settings, "TASK_FINISH_LEASE", 300)))
+
+
+# --- outages and slow jobs ---------------------------------------------------------------------
+
+SWEEP_MARK = "sweep"
+
+
+def sweep_gap_threshold() -> timedelta:
+    """How long without a sweep is more than normal: three sweep intervals, and at least 90 s
+    (beat's schedule and a busy worker make a sweep a little late now and then)."""
+    interval = float(getattr(settings, "TASK_SWEEP_INTERVAL", 30))
+    return timedelta(seconds=max(3 * interval, 90.0))
+
+
+def sweeper_recent(now: datetime) -> bool:
+    """Whether the sweeper ran lately. A poll step that finds a run deadline passed while it has
+    not (an outage: the broker, beat or the workers were down) leaves the verdict to the
+    sweeper's next run, which first pushes deadlines by the time lost."""
+    last = SweepMark.objects.filter(name=SWEEP_MARK).values_list("at", flat=True).first()
+    return last is None or now - last <= sweep_gap_threshold()
+
+
+class JobBudgetExceeded(Exception):
+    """A job's own processing (its poll, making its result) ran past ``TASK_JOB_TIME_BUDGET``:
+    the job is slow, not the account, so the account's health is left alone."""
+
+
+def job_budget_seconds() -> float:
+    """The time one poll or finishing step may take: below Celery's soft time limit, so the
+    step stops on our terms (a job-level failure) before Celery's (counted as the upstream's)."""
+    return float(settings.TASK_JOB_TIME_BUDGET)
+
+
+@contextmanager
+def job_budget() -> Iterator[None]:
+    """Raise ``JobBudgetExceeded`` in this step if it runs longer than its budget.
+
+    A timer signal, so only in the main thread (Celery's prefork and solo pools, tests);
+    elsewhere Celery's own soft time limit is the bound.
+    """
+    seconds = job_budget_seconds()
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _over(signum: int, frame: Any) -> None:
+        raise JobBudgetExceeded(f"The job's processing took longer than {seconds:g} seconds.")
+
+    previous = signal.signal(signal.SIGALRM, _over)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _settle(task: Task, *, succeeded: bool) -> None:
@@ -208,6 +372,12 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
             )
         if data is not None:
             result = storage.store_result(data=data, is_grid=outcome.is_grid, stem=task_id)
+    if outcome.videos and result:
+        try:
+            storage.store_videos(result=result, clips=_video_clips(outcome), stem=task_id)
+        except BaseException:
+            storage.delete_result(result)
+            raise
     task = Task.objects.get(pk=task_id)
     job_hash = secrets.token_hex(16)
     buttons = [b.as_dict() for b in _buttons(task.action, job_hash, result, outcome)]
@@ -241,7 +411,8 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
                         total_succeeded=F("total_succeeded") + 1, consecutive_failures=0
                     )
                 task_changed(task=task, event_type="task.succeeded")
-                kick_dispatcher()
+                if task.slot_freed_at is None:
+                    kick_dispatcher()  # otherwise the slot was handed on when it was freed
     except BaseException:
         storage.delete_result(result)
         raise
@@ -251,9 +422,33 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
     return True
 
 
+def _video_clips(outcome: PollResult) -> list[bytes]:
+    """The clips' bytes: the engine's own, or downloaded from its upstream (bounded)."""
+    clips = []
+    for video in outcome.videos:
+        data = video.data
+        if data is None and video.url:
+            data = safe_download(
+                video.url,
+                max_bytes=100 * 1024 * 1024,
+                timeout=Timeout(connect=10, read=60, total=120),
+            )
+        if data:
+            clips.append(data)
+    return clips
+
+
 def _buttons(action: str, job_hash: str, result: dict[str, Any], outcome: PollResult) -> list[Any]:
     if action == Action.SWAP_FACE:
         return []
+    if action == Action.VIDEO:
+        # Extend buttons for the clips this batch has (1, 2 or 4).
+        clips = len(result.get("videos") or [])
+        return [
+            button
+            for button in buttons_for(action, job_hash=job_hash, is_grid=False)
+            if (resolve_custom_id(button.custom_id).index or 0) <= clips
+        ]
     if action in (Action.DESCRIBE, Action.SHORTEN):
         return buttons_for(action, job_hash=job_hash, is_grid=False)
     if not result:
@@ -276,7 +471,7 @@ def _note_account_failure(account_id: int | None, message: str) -> None:
     UpstreamAccount.objects.filter(pk=account_id).update(
         consecutive_failures=F("consecutive_failures") + 1, last_error=message[:2000]
     )
-    UpstreamAccount.objects.filter(
+    cooled = UpstreamAccount.objects.filter(
         Q(health=Health.HEALTHY) | Q(health=Health.COOLING_DOWN, cooldown_until__lte=now),
         pk=account_id,
         consecutive_failures__gte=COOLDOWN_AFTER_FAILURES,
@@ -286,6 +481,8 @@ def _note_account_failure(account_id: int | None, message: str) -> None:
         health_changed_at=now,
         cooldown_until=now + COOLDOWN,
     )
+    if cooled:
+        account_cooling_down(account_id=account_id)  # the operators hear of it (throttled)
 
 
 def _requeue(task: Task, message: str) -> None:
@@ -480,7 +677,8 @@ def task_start(*, task_id: str) -> None:
             started_at=now,
             progress=0,
             poll_token=token,
-            lease_expires_at=poll_lease(now),
+            slot_freed_at=None,
+            lease_expires_at=poll_lease(now),  # the first poll comes within an interval
             updated_at=now,
             **running,
         )
@@ -489,7 +687,7 @@ def task_start(*, task_id: str) -> None:
                 total_submitted=F("total_submitted") + 1, last_used_at=now
             )
             task_changed(task=_reload(task_id), event_type="task.updated")
-            enqueue_poll(task_id, token)
+            enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
     if not moved and _job_orphaned(task_id, account.pk):
         # Cancelled, failed or timed out while we were submitting, or moved to another account
         # by an operator: stop the upstream job. (A task the sweeper handed to another worker
@@ -520,20 +718,27 @@ def _job_orphaned(task_id: str, account_id: int) -> bool:
     return current["status"] in TERMINAL_STATUSES or current["upstream_account_id"] != account_id
 
 
-def task_poll(*, task_id: str, token: str) -> None:
+def task_poll(*, task_id: str, token: str) -> bool:
     """One poll step: progress, result or failure. Re-schedules itself while running.
 
     Whatever the step concludes applies only while ``token`` is still the task's poll chain
     (compare-and-set on it): a step that was already talking to the upstream when an operator
     moved the task to another account, or a newer chain took over, changes nothing.
+
+    True when this step found the job done and freed its account's slot: the caller (the
+    poll message's worker, free at this very moment) then runs the dispatcher itself.
     """
     task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
     if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
-        return  # finished, cancelled, or superseded by a newer poll chain
+        return False  # finished, cancelled, or superseded by a newer poll chain
     now = _now()
-    if task.run_deadline and now >= task.run_deadline:
+    finishing = task.slot_freed_at is not None
+    overdue = bool(task.run_deadline and now >= task.run_deadline and not finishing)
+    # Unless the sweeper has not run for a while: an outage ate this task's time, and the
+    # sweeper's next run pushes its deadline by the gap; until then it runs on.
+    if overdue and sweeper_recent(now):
         task_timeout(task=task, due=now)
-        return
+        return False
     ours = Q(poll_token=token)
     account = task.upstream_account
     if account is None:
@@ -544,7 +749,7 @@ def task_poll(*, task_id: str, token: str) -> None:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return
+        return False
     engine = _engine_for(task, account)
     if engine is None:
         task_fail(
@@ -554,18 +759,26 @@ def task_poll(*, task_id: str, token: str) -> None:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return
+        return False
     job = job_for(task, account)
     try:
-        outcome = engine.poll(job)
+        with job_budget():
+            outcome = engine.poll_status(job)
         if outcome.status == PollResult.SUCCESS:
-            task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
-            return
+            # The upstream is done: its slot is free from now on, whatever storing takes.
+            freed = not finishing and _slot_release(task_id, token)
+            if not finishing and not freed:
+                return False  # finished, cancelled or superseded meanwhile
+            if outcome.result_pending:
+                enqueue_finish(task_id, token)  # made and stored on the results queue
+            else:
+                task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
+            return freed
     except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
         # A poll changes nothing upstream: an unanswered one is simply asked again.
         _note_account_failure(account.pk, exc.message)
         _keep_polling(task, token, progress=None)
-        return
+        return False
     except PermanentEngineError as exc:
         task_fail(
             task_id=task_id,
@@ -574,16 +787,22 @@ def task_poll(*, task_id: str, token: str) -> None:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return
+        return False
     except SoftTimeLimitExceeded:
         # A slow upstream or a slow download: ask again, like an unanswered poll.
         _note_account_failure(account.pk, "The upstream did not answer a poll in time.")
         _keep_polling(task, token, progress=None)
-        return
+        return False
+    except JobBudgetExceeded:
+        # This job is slow to process, not the account: retried a few times with a back-off
+        # like a crash, then failed on its own; the account's health is not touched.
+        logger.warning("poll step over its time budget", extra={"task_id": task_id})
+        _poll_crashed(task, token, engine=engine, job=job)
+        return False
     except Exception:
         logger.exception("poll step crashed", extra={"task_id": task_id})
         _poll_crashed(task, token, engine=engine, job=job)
-        return
+        return False
     if outcome.status == PollResult.FAILURE:
         if task_fail(
             task_id=task_id,
@@ -597,7 +816,63 @@ def task_poll(*, task_id: str, token: str) -> None:
         state = dict(outcome.state)
         if (task.engine_state or {}).get(POLL_CRASHES):
             state[POLL_CRASHES] = 0  # the upstream answered normally: the run of crashes ended
-        _keep_polling(task, token, progress=outcome.progress, state=state)
+        _keep_polling(
+            task,
+            token,
+            progress=outcome.progress,
+            state=state,
+            soon=poll_delay(outcome.eta_seconds),
+        )
+    return False
+
+
+def _slot_release(task_id: str, token: str) -> bool:
+    """The upstream finished ``task_id``'s job: free its account slot now (the dispatcher
+    counts only tasks holding one) and start the next queued task at once, before the result
+    is fetched and stored. False if the task is not this poll chain's any more."""
+    now = _now()
+    with transaction.atomic():
+        moved = Task.objects.filter(
+            pk=task_id, status=Status.IN_PROGRESS, poll_token=token, slot_freed_at__isnull=True
+        ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
+        if moved:
+            # The worker that ran this step runs the dispatcher next (``workers.poll_job``);
+            # the note makes a dispatcher already running pass once more should it be busy.
+            transaction.on_commit(dispatch_note)
+    return bool(moved)
+
+
+def task_finish(*, task_id: str, token: str) -> None:
+    """Make and store the result of a job the upstream finished (its slot is already free):
+    the results queue's step. Applies only while ``token`` is still the task's poll chain."""
+    task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
+    if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
+        return  # finished (a duplicate message), cancelled, or superseded
+    account = task.upstream_account
+    engine = _engine_for(task, account) if account is not None else None
+    if account is None or engine is None:
+        # Let the poll step say what is wrong (it fails the task with the right reason).
+        _keep_polling(task, token, progress=None, countdown=0)
+        return
+    job = job_for(task, account)
+    try:
+        with job_budget():
+            outcome = engine.poll(job)
+            if outcome.status == PollResult.SUCCESS:
+                task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
+                return
+    except JobBudgetExceeded:
+        # Making this result is slow (this job's business, never the account's): retried a
+        # few times with a back-off, then the task fails with its hold released.
+        logger.warning("finishing a task went over its time budget", extra={"task_id": task_id})
+        _poll_crashed(task, token, engine=engine, job=job)
+        return
+    except Exception:
+        logger.exception("finishing a task crashed", extra={"task_id": task_id})
+        _poll_crashed(task, token, engine=engine, job=job)
+        return
+    # The upstream takes it back (it should not): the poll step decides, as for any answer.
+    _keep_polling(task, token, progress=None, countdown=0)
 
 
 def _poll_crashed(task: Task, token: str, *, engine: Engine, job: Job) -> None:
@@ -636,8 +911,13 @@ def _keep_polling(
     progress: int | None,
     state: dict[str, Any] | None = None,
     countdown: float | None = None,
+    soon: float | None = None,
 ) -> None:
-    """Record progress and schedule the next step — only while this chain is the current one."""
+    """Record progress and schedule the next step — only while this chain is the current one.
+
+    ``countdown``: a delay longer than usual (a crash's back-off), which the lease covers too;
+    ``soon``: one no longer than the usual interval (when the upstream expects to be done),
+    which the usual lease covers already."""
     now = _now()
     with transaction.atomic():
         fields: dict[str, Any] = {
@@ -658,7 +938,7 @@ def _keep_polling(
             ).update(progress=progress)
             if progressed:
                 task_changed(task=_reload(task.pk), event_type="task.updated")
-        enqueue_poll(task.pk, token, countdown=countdown)
+        enqueue_poll(task.pk, token, countdown=countdown if soon is None else soon)
 
 
 def task_timeout(*, task: Task, due: datetime | None = None) -> bool:

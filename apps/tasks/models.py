@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 
 from apps.accounts.models import Organization
+from apps.core.cache import ConfigQuerySet
 
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Mode, Status
 
@@ -20,6 +21,10 @@ def new_task_id() -> str:
     that a collision within one millisecond is negligible. Tenancy never relies on secrecy.
     """
     return f"{int(time.time() * 1000)}{secrets.randbelow(1_000_000):06d}"
+
+
+#: The process-wide copy of the active banned words (``apps.tasks.selectors``).
+BANNED_WORDS_CACHE = "banned-words"
 
 
 class Protocol(models.TextChoices):
@@ -106,6 +111,18 @@ class Task(models.Model):
         null=True, blank=True, help_text="A worker began the engine submit (at most once)."
     )
     poll_token = models.CharField(max_length=32, blank=True, help_text="Current poll chain.")
+    queue_seq = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Place in its pool's queue: a number from the pool's sequence at acceptance.",
+    )
+    slot_freed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The upstream finished the job: its account slot is free, the result is "
+        "being stored.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -114,11 +131,24 @@ class Task(models.Model):
             models.Index(fields=["organization", "-created_at"], name="task_org_recent"),
             models.Index(fields=["organization", "status"], name="task_org_status"),
             models.Index(fields=["status", "mode", "submitted_at"], name="task_queue"),
+            # The dispatcher's fair pick (scheduling._queued_candidates_lateral): queued rows
+            # only, so it stays small and is read a few entries per tenant.
+            models.Index(
+                fields=["organization", "is_test", "mode", "submitted_at", "id"],
+                condition=models.Q(status="NOT_START"),
+                name="task_queued_fair",
+            ),
             models.Index(fields=["upstream_account", "status"], name="task_account_status"),
             # The operator admin: its list is newest first, and the stats page reads the last
             # hour of created and finished tasks (apps/operator/selectors.py).
             models.Index(fields=["created_at"], name="task_created"),
             models.Index(fields=["finished_at"], name="task_finished"),
+            # The head of each pool's queue (queue position without a COUNT).
+            models.Index(
+                fields=["mode", "is_test", "queue_seq"],
+                name="task_queue_head",
+                condition=models.Q(status="NOT_START"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -134,12 +164,18 @@ class Task(models.Model):
         return int(self.price) if self.status == Status.SUCCESS and not self.is_test else 0
 
 
+class BannedWordQuerySet(ConfigQuerySet):
+    cache_name = BANNED_WORDS_CACHE
+
+
 class BannedWord(models.Model):
     """Operator-managed list; matched whole-word and case-insensitively (SPEC §4.5)."""
 
     word = models.CharField(max_length=100, unique=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BannedWordQuerySet.as_manager()
 
     class Meta:
         ordering = ("word",)
@@ -150,3 +186,16 @@ class BannedWord(models.Model):
     def save(self, *args: object, **kwargs: object) -> None:
         self.word = " ".join(self.word.split()).lower()
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class SweepMark(models.Model):
+    """When the sweeper last ran (one row, ``name="sweep"``), in PostgreSQL: it must survive
+    the broker outage it is there to notice. A gap much longer than the sweep interval means
+    nothing could move (broker, beat or every worker down), so the sweeper pushes deadlines by
+    the gap and re-sends lost messages instead of timing the tasks out."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -20,32 +20,56 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import transaction
-from django.db.models import Count, F, Q, Window
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    DateTimeField,
+    F,
+    IntegerField,
+    Q,
+    Value,
+    When,
+    Window,
+)
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from apps.core.errors import Conflict
+from apps.core.messaging import send_now
 from apps.engines.base import engine_names, get_engine
 from apps.engines.models import Health, UpstreamAccount
-from apps.engines.selectors import upstream_account_usable
+from apps.engines.selectors import upstream_account_modes, upstream_account_usable
 
 from .enums import ErrorCode, Mode, Status
 from .events import task_changed
 from .lifecycle import (
     ACTIVE_STATUSES,
+    DISPATCH,
+    DISPATCH_RUNNING_TTL,
     INTERRUPTED_SUBMITS,
+    SWEEP_MARK,
+    dispatch_keys,
+    dispatch_redis,
     engine_named,
     enqueue_poll,
     enqueue_start,
     poll_lease,
     start_lease,
+    sweep_gap_threshold,
     task_fail,
+    task_finish,
+    task_poll,
+    task_start,
     task_timeout,
 )
-from .models import Task
+from .models import SweepMark, Task
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +104,7 @@ class _Slot:
     account: UpstreamAccount
     free: int
     running: int
+    modes: list[str]  # the modes it takes now (its health may rule some out)
 
 
 def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
@@ -87,7 +112,7 @@ def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
         slot
         for slot in slots.values()
         if slot.free > 0
-        and slot.account.serves(task.mode)
+        and task.mode in slot.modes
         and slot.account.is_sandbox_pool == task.is_test
     ]
     parent = task.parent
@@ -113,6 +138,8 @@ class DispatchResult:
 
     assigned: list[str]
     contended: bool = False
+    #: Another process was running the dispatcher: this one left the pass to it.
+    deferred: bool = False
 
 
 def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
@@ -128,14 +155,23 @@ def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
         mode
         for slot in slots.values()
         if slot.free > 0 and not slot.account.is_sandbox_pool
-        for mode in slot.account.modes or []
+        for mode in slot.modes
     }
     test_modes = {
         mode
         for slot in slots.values()
         if slot.free > 0 and slot.account.is_sandbox_pool
-        for mode in slot.account.modes or []
+        for mode in slot.modes
     }
+    if connection.vendor == "postgresql":
+        pools = sorted({(False, m) for m in live_modes} | {(True, m) for m in test_modes})
+        return _queued_candidates_lateral(pools, free) if pools else []
+    return _queued_candidates_window(live_modes, test_modes, free)
+
+
+def _queued_candidates_window(live_modes: set[str], test_modes: set[str], free: int) -> list[str]:
+    """The portable pick (SQLite, the embedded run): rank every servable queued row within its
+    tenant. Correct anywhere; on PostgreSQL the LATERAL pick gives the same answer cheaply."""
     servable = Q(is_test=False, mode__in=live_modes) | Q(is_test=True, mode__in=test_modes)
     ranked = (
         Task.objects.filter(servable, status=Status.NOT_START)
@@ -153,12 +189,61 @@ def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
     return list(ranked[:DISPATCH_WINDOW])
 
 
+def _queued_candidates_lateral(pools: list[tuple[bool, str]], free: int) -> list[str]:
+    """``_queued_candidates`` on PostgreSQL, reading a handful of index entries whatever the
+    queue length: the tenants with queued work by a skip scan of the partial index on queued
+    rows (``task_queued_fair``), then for each tenant and servable pool its ``free`` oldest
+    tasks (``LATERAL … LIMIT``), ranked within the tenant. The same answer as the portable
+    window query, without reading and sorting every queued row."""
+    sql, params = lateral_pick_sql(pools, free)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+
+def lateral_pick_sql(pools: list[tuple[bool, str]], free: int) -> tuple[str, list[Any]]:
+    """The SQL and parameters of the LATERAL pick (also for EXPLAIN in tests and benches)."""
+    table = connection.ops.quote_name(Task._meta.db_table)
+    queued = f"status = '{Status.NOT_START}'"  # a literal, so the partial index matches
+    values = ", ".join(["(%s, %s)"] * len(pools))
+    sql = f"""
+        WITH RECURSIVE orgs(org) AS (
+            (SELECT organization_id FROM {table} WHERE {queued}
+             ORDER BY organization_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.organization_id FROM {table} t
+                    WHERE t.{queued} AND t.organization_id > orgs.org
+                    ORDER BY t.organization_id LIMIT 1)
+            FROM orgs WHERE orgs.org IS NOT NULL
+        ),
+        pools(is_test, mode) AS (VALUES {values}),
+        picked AS (
+            SELECT c.id, c.submitted_at,
+                   row_number() OVER (
+                       PARTITION BY orgs.org ORDER BY c.submitted_at, c.id
+                   ) AS rank
+            FROM orgs CROSS JOIN pools
+            CROSS JOIN LATERAL (
+                SELECT t.id, t.submitted_at FROM {table} t
+                WHERE t.{queued} AND t.organization_id = orgs.org
+                  AND t.is_test = pools.is_test AND t.mode = pools.mode
+                ORDER BY t.submitted_at, t.id LIMIT %s
+            ) c
+            WHERE orgs.org IS NOT NULL
+        )
+        SELECT id FROM picked WHERE rank <= %s
+        ORDER BY rank, submitted_at, id LIMIT %s
+    """  # noqa: S608 - table name and status literal are ours; values are parameters
+    params: list[Any] = [v for pool in pools for v in pool]
+    params += [free, free, DISPATCH_WINDOW]
+    return sql, params
+
+
 def dispatch_pending() -> DispatchResult:
     """Assign queued tasks to free account slots (least busy account first, fair to tenants)."""
     now = _now()
     if Task.objects.filter(status=Status.NOT_START, is_test=True).exists():
         sandbox_pool_ensure()
-    assigned: list[str] = []
     with transaction.atomic():
         enabled = set(UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", flat=True))
         locked = list(
@@ -171,13 +256,20 @@ def dispatch_pending() -> DispatchResult:
         if not accounts:
             return DispatchResult([], contended)
         running = dict(
-            Task.objects.filter(upstream_account__in=accounts, status__in=ACTIVE_STATUSES)
+            Task.objects.filter(
+                upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+            )
             .values_list("upstream_account")
             .annotate(n=Count("pk"))
             .values_list("upstream_account", "n")
         )
         slots = {
-            a.pk: _Slot(a, a.concurrency - running.get(a.pk, 0), running.get(a.pk, 0))
+            a.pk: _Slot(
+                a,
+                a.concurrency - running.get(a.pk, 0),
+                running.get(a.pk, 0),
+                upstream_account_modes(a, now=now),
+            )
             for a in accounts
         }
         if not any(slot.free > 0 for slot in slots.values()):
@@ -195,12 +287,14 @@ def dispatch_pending() -> DispatchResult:
             Task.objects.filter(
                 organization_id__in={t.organization_id for t in queued},
                 status__in=ACTIVE_STATUSES,
+                slot_freed_at=None,
             )
             .values_list("organization_id")
             .annotate(n=Count("pk"))
             .values_list("organization_id", "n")
         )
         waiting = queued
+        chosen_pairs: list[tuple[Task, UpstreamAccount]] = []
         while waiting and any(slot.free > 0 for slot in slots.values()):
             # Fairness: the tenant with the fewest running tasks goes next, oldest task first.
             waiting.sort(key=lambda t: (org_running[t.organization_id], t.submitted_at, t.pk))
@@ -214,29 +308,132 @@ def dispatch_pending() -> DispatchResult:
                 break
             task, slot = chosen
             waiting.remove(task)
-            account = slot.account
-            moved = Task.objects.filter(pk=task.pk, status=Status.NOT_START).update(
-                status=Status.SUBMITTED,
-                upstream_account=account,
-                engine=account.engine,
-                submit_claimed_at=None,
-                lease_expires_at=start_lease(now),
-                run_deadline=now + timedelta(seconds=account.run_timeout_seconds),
-                updated_at=now,
-            )
-            if not moved:
-                continue
             slot.free -= 1
             slot.running += 1
             org_running[task.organization_id] += 1
-            assigned.append(task.pk)
-            task.status = Status.SUBMITTED
-            task.upstream_account = account
-            task_changed(task=task, event_type="task.updated")
-            enqueue_start(task.pk)
+            chosen_pairs.append((task, slot.account))
+        if not chosen_pairs:
+            return DispatchResult([], contended)
+        assigned = _assign(chosen_pairs, now)
     if assigned:
         logger.info("dispatched", extra={"count": len(assigned)})
     return DispatchResult(assigned, contended)
+
+
+def _assign(pairs: list[tuple[Task, UpstreamAccount]], now: datetime) -> list[str]:
+    """Write every assignment of a pass in one statement (the rows are locked by the caller,
+    still NOT_START), then the events and start messages (sent after commit)."""
+    account_of = [When(pk=task.pk, then=Value(account.pk)) for task, account in pairs]
+    engine_of = [When(pk=task.pk, then=Value(account.engine)) for task, account in pairs]
+    deadline_of = [
+        When(pk=task.pk, then=Value(now + timedelta(seconds=account.run_timeout_seconds)))
+        for task, account in pairs
+    ]
+    ids = [task.pk for task, _ in pairs]
+    # The rows are locked (FOR UPDATE) as NOT_START by this transaction: every one moves.
+    Task.objects.filter(pk__in=ids, status=Status.NOT_START).update(
+        status=Status.SUBMITTED,
+        upstream_account_id=Case(*account_of, output_field=IntegerField()),
+        engine=Case(*engine_of, output_field=CharField()),
+        submit_claimed_at=None,
+        lease_expires_at=start_lease(now),
+        run_deadline=Case(*deadline_of, output_field=DateTimeField()),
+        updated_at=now,
+    )
+    assigned: list[str] = []
+    for task, account in pairs:
+        assigned.append(task.pk)
+        task.status = Status.SUBMITTED
+        task.upstream_account = account
+        task_changed(task=task, event_type="task.updated")
+        enqueue_start(task.pk)
+    return assigned
+
+
+#: Passes one coalesced run makes at most before it hands over to a fresh message.
+MAX_COALESCED_PASSES = 50
+
+
+def dispatch_run(*, took_message: bool = True) -> DispatchResult:
+    """Run dispatch passes until nobody asks for another; the entry point of the dispatch
+    message (``lifecycle.kick_dispatcher`` explains the flags).
+
+    Only one process runs passes at a time: one that finds another running leaves the request
+    to it and returns at once, so finished tasks no longer set off a crowd of passes that
+    collide on the account locks. Without Redis (the embedded run) each message is one pass.
+    ``took_message=False``: run without a dispatch message (a worker that just freed a slot);
+    a message on its way stays marked as such.
+    """
+    client = dispatch_redis()
+    if client is None:
+        return dispatch_pending()
+    queued, again, running = dispatch_keys()
+    owner = secrets.token_hex(8)
+    try:
+        if took_message:
+            client.delete(queued)  # from now on a kick sends a new message
+        if not client.set(running, owner, nx=True, ex=DISPATCH_RUNNING_TTL):
+            # The running one sees ``again`` before it stops.
+            return DispatchResult([], deferred=True)
+    except redis.RedisError:
+        logger.warning("dispatch flags unreadable; one pass", exc_info=True)
+        return dispatch_pending()
+    assigned: list[str] = []
+    contended = False
+    try:
+        for _ in range(MAX_COALESCED_PASSES):
+            client.delete(again)
+            result = dispatch_pending()
+            assigned.extend(result.assigned)
+            contended = result.contended
+            if client.exists(again):
+                client.expire(running, DISPATCH_RUNNING_TTL)
+                continue
+            if client.get(running) == owner.encode():
+                client.delete(running)
+            # A kick between our look at ``again`` and the release: its message's worker may
+            # have found us still running and left, so take the request ourselves.
+            if client.exists(again) and client.set(
+                running, owner, nx=True, ex=DISPATCH_RUNNING_TTL
+            ):
+                continue
+            return DispatchResult(assigned, contended)
+        # Still asked for after many passes: let a new message carry on (no endless task).
+        if client.get(running) == owner.encode():
+            client.delete(running)
+        return DispatchResult(assigned, contended=True)
+    except redis.RedisError:
+        logger.warning("dispatch flags lost mid-run", exc_info=True)
+        return DispatchResult(assigned, contended=True)
+
+
+#: Seconds before a dispatch that met another dispatcher's account locks runs again.
+CONTENDED_DISPATCH_RETRY = 0.5
+
+
+def poll_step(*, task_id: str, token: str) -> None:
+    """The poll message's work: one poll step and, when it freed a slot, the hand-on.
+
+    The process that freed the slot is free itself at that moment: it runs the dispatcher
+    rather than send a message for another process to pick up, and submits the first task
+    the pass assigned (that task's start message, also sent, then finds it claimed and does
+    nothing), so the slot goes from freed to the next submit without a hop. When nothing was
+    waiting for the slot, it also makes and stores the result here and now instead of behind
+    the results queue (whose message, also sent, then finds the task finished).
+    """
+    if task_poll(task_id=task_id, token=token) and not _hand_on_slot():
+        task_finish(task_id=task_id, token=token)
+
+
+def _hand_on_slot() -> bool:
+    """True if work was handed on, or may have been (another process is dispatching, or held
+    some accounts): only a worker sure that nothing waits stores the result itself."""
+    result = dispatch_run(took_message=False)
+    if result.contended:
+        send_now(DISPATCH, countdown=CONTENDED_DISPATCH_RETRY)
+    if result.assigned:
+        task_start(task_id=result.assigned[0])
+    return bool(result.assigned or result.contended or result.deferred)
 
 
 def tasks_sweep() -> dict[str, int]:
@@ -251,6 +448,7 @@ def tasks_sweep() -> dict[str, int]:
         "modal_expired": 0,
         "errors": 0,
     }
+    report["redriven"] = _redrive_after_outage(now)
 
     for task_id in (
         Task.objects.filter(status=Status.NOT_START, start_deadline__lt=now)
@@ -268,8 +466,13 @@ def tasks_sweep() -> dict[str, int]:
 
     report["parent_account_gone"] = _fail_follow_ups_of_gone_accounts()
 
+    # A job the upstream finished (its slot freed) waits only for our results queue: it times
+    # out only if its result is still not stored long after its deadline.
+    finishing_late = now - 2 * timedelta(seconds=float(settings.TASK_FINISH_LEASE))
     for task in Task.objects.select_related("upstream_account").filter(
-        status__in=ACTIVE_STATUSES, run_deadline__lt=now
+        Q(slot_freed_at=None) | Q(run_deadline__lt=finishing_late),
+        status__in=ACTIVE_STATUSES,
+        run_deadline__lt=now,
     ):
         with _isolated(report, task.pk):
             if task_timeout(task=task, due=now):
@@ -302,8 +505,55 @@ def tasks_sweep() -> dict[str, int]:
     UpstreamAccount.objects.filter(health=Health.COOLING_DOWN, cooldown_until__lte=now).update(
         health=Health.HEALTHY, health_reason="", health_changed_at=now, cooldown_until=None
     )
-    report["dispatched"] = len(dispatch_pending().assigned)
+    report["dispatched"] = len(dispatch_run().assigned)
     return report
+
+
+def _sweep_gap(now: datetime) -> timedelta | None:
+    """Record this sweep; the time lost since the previous one if the gap was longer than
+    normal (``sweep_gap_threshold``), else None. The mark's row lock makes two sweeps at once
+    see the gap once."""
+    with transaction.atomic():
+        mark = SweepMark.objects.select_for_update().filter(name=SWEEP_MARK).first()
+        if mark is None:
+            SweepMark.objects.get_or_create(name=SWEEP_MARK, defaults={"at": now})
+            return None
+        previous = mark.at
+        SweepMark.objects.filter(name=SWEEP_MARK).update(at=now)
+    gap = now - previous
+    if gap <= sweep_gap_threshold():
+        return None
+    # What a sweep interval would have cost anyway is not given back.
+    return gap - timedelta(seconds=float(settings.TASK_SWEEP_INTERVAL))
+
+
+def _redrive_after_outage(now: datetime) -> int:
+    """After a gap in sweeps (the broker, beat or every worker was down), tasks whose only
+    problem was the outage are re-driven, not failed: start and run deadlines move by the time
+    lost, and the start and poll messages that may have been lost are sent again (their leases
+    are expired now, so this sweep's recovery below re-sends them; a duplicate is harmless).
+    A submit a worker claimed keeps its own lease: whether it reached the upstream is the
+    interrupted-submit recovery's question. Returns the number of tasks re-driven."""
+    lost = _sweep_gap(now)
+    if lost is None:
+        return 0
+    with transaction.atomic():
+        Task.objects.filter(status=Status.NOT_START, start_deadline__isnull=False).update(
+            start_deadline=F("start_deadline") + lost
+        )
+        Task.objects.filter(status__in=ACTIVE_STATUSES, run_deadline__isnull=False).update(
+            run_deadline=F("run_deadline") + lost
+        )
+        redriven = (
+            Task.objects.filter(status__in=ACTIVE_STATUSES)
+            .exclude(status=Status.SUBMITTED, submit_claimed_at__isnull=False)
+            .update(lease_expires_at=now - timedelta(microseconds=1))
+        )
+    logger.warning(
+        "sweeps stopped for a while; deadlines pushed and messages re-sent",
+        extra={"lost_seconds": lost.total_seconds(), "tasks": redriven},
+    )
+    return redriven
 
 
 @contextmanager
@@ -462,9 +712,11 @@ def account_pick_other(task: Task, *, exclude: int | None, now: datetime) -> Ups
     )
     if exclude is not None:
         candidates = candidates.exclude(pk=exclude)
-    usable = [a for a in candidates if upstream_account_usable(a, now=now) and a.serves(task.mode)]
+    usable = [a for a in candidates if upstream_account_usable(a, now=now, mode=task.mode)]
     running = dict(
-        Task.objects.filter(upstream_account__in=usable, status__in=ACTIVE_STATUSES)
+        Task.objects.filter(
+            upstream_account__in=usable, status__in=ACTIVE_STATUSES, slot_freed_at=None
+        )
         .values_list("upstream_account")
         .annotate(n=Count("pk"))
         .values_list("upstream_account", "n")
@@ -496,7 +748,7 @@ def task_expected_to_start(*, task: Task) -> bool:
         for account in UpstreamAccount.objects.filter(
             is_enabled=True, is_sandbox_pool=task.is_test
         ).order_by("pk")
-        if upstream_account_usable(account, now=now) and account.serves(task.mode)
+        if upstream_account_usable(account, now=now, mode=task.mode)
     ]
     parent = task.parent
     if parent is not None and parent.upstream_account_id:
@@ -509,7 +761,9 @@ def task_expected_to_start(*, task: Task) -> bool:
     if not accounts:
         return False
     running = dict(
-        Task.objects.filter(upstream_account__in=accounts, status__in=ACTIVE_STATUSES)
+        Task.objects.filter(
+            upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+        )
         .values_list("upstream_account")
         .annotate(n=Count("pk"))
         .values_list("upstream_account", "n")

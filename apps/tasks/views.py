@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import mimetypes
+import re
 
 from django.core.files.storage import default_storage
 from django.http import (
@@ -25,6 +26,26 @@ from apps.core.errors import PermissionDenied
 from .lifecycle import upstream_callback_receive
 
 SERVED_PREFIXES = ("results/", "inputs/")
+#: Most bytes one Range answer carries; a player asks again for the rest (RFC 9110 allows a
+#: shorter part than asked), so a request never reads a whole large clip into memory.
+MAX_RANGE_BYTES = 8 * 1024 * 1024
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | bool | None:
+    """A single ``bytes=`` range as (first, last); None without one (or one we ignore, such
+    as several ranges: the whole file is then a valid answer); False when unsatisfiable."""
+    match = _RANGE_RE.match(header.strip())
+    if match is None or not (match[1] or match[2]):
+        return None
+    if match[1]:
+        first = int(match[1])
+        last = int(match[2]) if match[2] else size - 1
+    else:  # the last N bytes
+        first, last = max(0, size - int(match[2])), size - 1
+    if first >= size or last < first:
+        return False
+    return first, min(last, size - 1, first + MAX_RANGE_BYTES - 1)
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -54,6 +75,20 @@ def result_file(request: HttpRequest, path: str) -> HttpResponseBase:
         handle.close()
         response = HttpResponse(content_type=content_type)
         response["Content-Length"] = str(size)
+    elif (span := _byte_range(request.headers.get("Range", ""), size)) is not None:
+        # Video players (Safari's always) seek with Range requests.
+        if span is False or span is True:
+            handle.close()
+            response = HttpResponse(status=416)
+            response["Content-Range"] = f"bytes */{size}"
+        else:
+            first, last = span
+            with handle:
+                handle.seek(first)
+                part = handle.read(last - first + 1)
+            response = HttpResponse(part, status=206, content_type=content_type)
+            response["Content-Range"] = f"bytes {first}-{last}/{size}"
+            response["Content-Length"] = str(len(part))
     else:
         response = FileResponse(handle, content_type=content_type)
     download_name = path.rsplit("/", 1)[-1]
@@ -62,8 +97,11 @@ def result_file(request: HttpRequest, path: str) -> HttpResponseBase:
     # Results never change once written: let clients and CDNs keep them.
     response["Cache-Control"] = "public, max-age=31536000, immutable"
     response["X-Content-Type-Options"] = "nosniff"
+    response["Accept-Ranges"] = "bytes"
     response["Access-Control-Allow-Origin"] = "*"
-    response["Access-Control-Expose-Headers"] = "ETag, Content-Disposition, Content-Length"
+    response["Access-Control-Expose-Headers"] = (
+        "ETag, Content-Disposition, Content-Length, Content-Range, Accept-Ranges"
+    )
     return response
 
 

@@ -22,9 +22,9 @@ CONTENDED_DISPATCH_RETRY = 0.5
 
 @shared_task(name="tasks.dispatch", acks_late=True, ignore_result=True)
 def dispatch() -> None:
-    from apps.tasks.scheduling import dispatch_pending  # entry points import their service late
+    from apps.tasks.scheduling import dispatch_run  # entry points import their service late
 
-    if dispatch_pending().contended:
+    if dispatch_run().contended:
         send_now("tasks.dispatch", countdown=CONTENDED_DISPATCH_RETRY)
 
 
@@ -37,9 +37,16 @@ def start_job(task_id: str) -> None:
 
 @shared_task(name="tasks.poll_job", acks_late=True, ignore_result=True)
 def poll_job(task_id: str, token: str) -> None:
-    from apps.tasks.lifecycle import task_poll  # entry points import their service late
+    from apps.tasks.scheduling import poll_step  # entry points import their service late
 
-    task_poll(task_id=task_id, token=token)
+    poll_step(task_id=task_id, token=token)
+
+
+@shared_task(name="tasks.finish_job", acks_late=True, ignore_result=True)
+def finish_job(task_id: str, token: str) -> None:
+    from apps.tasks.lifecycle import task_finish  # entry points import their service late
+
+    task_finish(task_id=task_id, token=token)
 
 
 @shared_task(name="tasks.sweep", acks_late=True, ignore_result=True)

@@ -1,35 +1,48 @@
-"""Sending outbox messages: claim an attempt, POST it signed, record the outcome, schedule retries.
+"""Sending outbox messages: claim attempts in batches, POST them signed, record the outcomes.
 
-The sequence for one message (``event_deliver``):
+A delivery loop (``events_deliver``, ``deliveries_drain``) keeps up to ``BATCH_SIZE`` attempts
+in flight:
 
-1. *Claim*: in a short transaction, lock the message's pending attempt (``SKIP LOCKED``), check
-   that it is due, that no earlier message of the same task to the same target is still pending
-   (ordering), and stamp a lease (``claimed_until``, ``claim_token``). Commit.
-2. *Send* outside any transaction, through the SSRF-safe client (no redirects, timeouts).
-3. *Record*: compare-and-set on the claim token. Success ends the message; a failure logs the
-   attempt and appends the next one at the back-off time, or ends the message as dead.
+1. *Claim*: one ``UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING`` stamps a
+   lease (``claimed_until``, ``claim_token``) on up to ``n`` due pending attempts whose message is
+   not held back by an earlier pending message of the same task to the same target (ordering),
+   and returns everything the send needs: the message, its URL, the endpoint's state.
+2. *Send* outside any transaction, concurrently (a thread pool per process), through one
+   keep-alive connection pool per process (:class:`apps.core.http.SafeSession`: the URL is
+   vetted and its host resolved again for every request, a connection is reused only to an
+   address vetted for that request). Each request has its own timeouts and total deadline.
+3. *Record* the outcomes that came back together (``GATHER_SECONDS``) in one short transaction
+   of a few statements: compare-and-set on each claim token, finish the messages that ended,
+   append the next attempt of those that failed at the back-off time (or end them as dead),
+   and find each finished message's successor, which the loop claims next. A slow receiver
+   keeps only its own slot: the loop claims more work while it waits.
 
-A worker killed anywhere leaves a pending attempt whose lease expires; the beat task
-(``deliveries_dispatch_due``) queues it again. So delivery is at-least-once, never lost; a
+A worker killed anywhere leaves pending attempts whose lease expires; the beat task
+(``deliveries_dispatch_due``) queues them again. So delivery is at-least-once, never lost; a
 receiver may see a message twice and deduplicates on ``webhook-id``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import threading
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
+from django.conf import settings
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 
-from apps.accounts.models import Membership, Role
-from apps.core.http import OutboundHTTPError, UnsafeURL, safe_request
+from apps.accounts.models import Membership, Organization, Role
+from apps.core.http import OutboundHTTPError, SafeSession, UnsafeURL
 
 from . import clock
 from .conf import (
@@ -50,11 +63,20 @@ from .models import (
     WebhookEndpoint,
     WebhookEvent,
 )
-from .selectors import webhook_secrets_for_signing
+from .selectors import webhook_secrets_for_signing_many
 from .services import events_enqueue, webhook_secret_ensure
 from .signing import signature_header
 
 logger = logging.getLogger(__name__)
+
+#: Attempts one delivery loop has in flight at most (claimed, and sent concurrently).
+BATCH_SIZE = 64
+#: Once the first outcome of a round is back, how long the loop waits for the others before it
+#: records what it has: receivers that answer together are recorded together, and a slow one
+#: (up to its whole timeout) holds only its own slot.
+GATHER_SECONDS = 1.0
+#: While sends are still in flight, a draining loop looks for newly due attempts this often.
+DRAIN_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -65,10 +87,43 @@ class _Outcome:
     response_body: str = ""
     error: str = ""
     permanent: bool = False  # retrying cannot help (the URL is refused)
+    skipped: bool = False  # not sent at all (the endpoint is disabled)
 
     @property
     def gone(self) -> bool:
         return self.status_code == 410
+
+
+_DISABLED = _Outcome(success=False, error="Not sent: the endpoint is disabled.", skipped=True)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A claimed attempt and what sending it needs (one row of the claim statement)."""
+
+    delivery_id: int
+    attempt: int
+    trigger: str
+    url: str
+    event_id: int
+    msg_id: str
+    body: str
+    organization_id: int
+    task_id: str | None
+    target_key: str
+    sequence: int
+    endpoint_id: int | None
+    endpoint_enabled: bool | None
+    failing_since: datetime | None
+    token: str
+
+    @property
+    def endpoint_disabled(self) -> bool:
+        return (
+            self.endpoint_id is not None
+            and self.endpoint_enabled is False
+            and self.trigger == DeliveryTrigger.AUTO
+        )
 
 
 @dataclass(frozen=True)
@@ -77,38 +132,18 @@ class DeliveryResult:
     successor_id: int | None  # the next message of the same task and target, now unblocked
 
 
-def _held(event: WebhookEvent) -> bool:
-    """An earlier message of the same task to the same target is still pending."""
-    if event.task_id is None:
-        return False
-    return WebhookEvent.objects.filter(
-        task_id=event.task_id,
-        target_key=event.target_key,
-        sequence__lt=event.sequence,
-        state=EventState.PENDING,
-    ).exists()
+@dataclass(frozen=True)
+class _Recorded:
+    delivery_ids: list[int]  # attempts whose outcome was recorded, in claim order
+    successor_ids: list[int]  # next messages of the chains that moved on
 
 
-def _successor(event: WebhookEvent) -> int | None:
-    if event.task_id is None:
-        return None
-    return (
-        WebhookEvent.objects.filter(
-            task_id=event.task_id,
-            target_key=event.target_key,
-            sequence__gt=event.sequence,
-            state=EventState.PENDING,
-        )
-        .order_by("sequence")
-        .values_list("pk", flat=True)
-        .first()
-    )
-
-
-def _finish_event(event: WebhookEvent, state: str, now: datetime) -> None:
-    WebhookEvent.objects.filter(pk=event.pk).update(state=state, finished_at=now)
-    event.state = state
-    event.finished_at = now
+def _tables() -> dict[str, str]:
+    return {
+        "delivery": connection.ops.quote_name(WebhookDelivery._meta.db_table),
+        "event": connection.ops.quote_name(WebhookEvent._meta.db_table),
+        "endpoint": connection.ops.quote_name(WebhookEndpoint._meta.db_table),
+    }
 
 
 # --- Disabling endpoints -------------------------------------------------------------------------
@@ -156,93 +191,152 @@ def endpoint_disable(*, endpoint_id: int, reason: str, now: datetime | None = No
     return bool(disabled)
 
 
-def _note_failure(endpoint: WebhookEndpoint, now: datetime) -> None:
+def _note_failure(claim: _Claim, now: datetime) -> None:
     """Track the endpoint's run of failures; one that fails for days is disabled."""
-    if endpoint.failing_since is None:
-        WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(
+    if claim.endpoint_id is None:
+        return
+    if claim.failing_since is None:
+        WebhookEndpoint.objects.filter(pk=claim.endpoint_id, failing_since__isnull=True).update(
             failing_since=now
         )
         return
     limit = disable_after()
-    if endpoint.is_enabled and now - endpoint.failing_since >= limit:
+    if claim.endpoint_enabled and now - claim.failing_since >= limit:
         days = limit.total_seconds() / 86400
         endpoint_disable(
-            endpoint_id=endpoint.pk,
-            reason=f"Every delivery failed for {days:g} days (since {endpoint.failing_since:%Y-%m-%d %H:%M} UTC).",
+            endpoint_id=claim.endpoint_id,
+            reason=f"Every delivery failed for {days:g} days (since {claim.failing_since:%Y-%m-%d %H:%M} UTC).",
             now=now,
         )
 
 
-# --- One message ---------------------------------------------------------------------------------
+# --- Claiming ------------------------------------------------------------------------------------
+
+_CLAIM_SQL = """
+WITH pick AS (
+    SELECT d.id
+    FROM {delivery} d
+    JOIN {event} e ON e.id = d.event_id
+    WHERE d.state = %(pending)s
+      AND d.next_attempt_at <= %(now)s
+      AND (d.claimed_until IS NULL OR d.claimed_until <= %(now)s)
+      {only_events}
+      AND (e.task_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM {event} p
+          WHERE p.task_id = e.task_id
+            AND p.target_key = e.target_key
+            AND p.sequence < e.sequence
+            AND p.state = %(pending)s
+      ))
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT %(limit)s
+    FOR UPDATE OF d {skip_locked}
+)
+UPDATE {delivery} d
+SET claimed_until = %(lease)s,
+    claim_token = %(token)s,
+    attempted_at = CASE WHEN {disabled} THEN d.attempted_at ELSE %(now)s END,
+    url = CASE WHEN {disabled} THEN d.url ELSE COALESCE(ep.url, e.url) END
+FROM pick, {event} e LEFT JOIN {endpoint} ep ON ep.id = e.endpoint_id
+WHERE d.id = pick.id AND e.id = d.event_id
+RETURNING d.id, d.attempt, d.trigger, d.url, e.id, e.msg_id, e.body, e.organization_id,
+    e.task_id, e.target_key, e.sequence, e.endpoint_id, ep.is_enabled, ep.failing_since
+"""
+# An automatic attempt to a disabled endpoint is claimed only to be ended, never sent.
+_DISABLED_SQL = "(ep.id IS NOT NULL AND NOT ep.is_enabled AND d.trigger = %(auto)s)"
 
 
-def _claim(
-    event_id: int, now: datetime, *, wait: bool = False
-) -> tuple[WebhookDelivery, WebhookEvent, str] | DeliveryResult:
-    # ``wait``: block on another worker's claim transaction instead of skipping the row. Used
-    # for a successor, which the other worker may have just found still held: once its short
-    # transaction ends, either it claimed the attempt (we then see the lease and stop) or it
-    # gave up, and the message is ours.
-    with transaction.atomic():
-        delivery = (
-            WebhookDelivery.objects.select_for_update(skip_locked=not wait, of=("self",))
-            .filter(event_id=event_id, state=DeliveryState.PENDING, next_attempt_at__lte=now)
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-            .first()
-        )
-        if delivery is None:
-            if wait:
-                # A successor superseded by a newer progress message while we were sending
-                # its predecessor: the chain goes on with the next pending one.
-                superseded = WebhookEvent.objects.filter(
-                    pk=event_id, state=EventState.SUPERSEDED
-                ).first()
-                if superseded is not None:
-                    return DeliveryResult(delivery=None, successor_id=_successor(superseded))
-            return DeliveryResult(delivery=None, successor_id=None)
-        event = WebhookEvent.objects.select_related("endpoint").get(pk=event_id)
-        if _held(event):
-            return DeliveryResult(delivery=None, successor_id=None)
-        endpoint = event.endpoint
-        if (
-            endpoint is not None
-            and not endpoint.is_enabled
-            and delivery.trigger == DeliveryTrigger.AUTO
-        ):
-            delivery.state = DeliveryState.DEAD
-            delivery.error = "Not sent: the endpoint is disabled."
-            delivery.save(update_fields=["state", "error"])
-            _finish_event(event, EventState.DEAD, now)
-            return DeliveryResult(delivery=delivery, successor_id=_successor(event))
-        token = secrets.token_hex(16)
-        delivery.claimed_until = now + CLAIM_LEASE
-        delivery.claim_token = token
-        delivery.attempted_at = now
-        delivery.url = event.target_url
-        delivery.save(update_fields=["claimed_until", "claim_token", "attempted_at", "url"])
-    return delivery, event, token
+def _claim_batch(
+    now: datetime,
+    *,
+    event_ids: Sequence[int] | None = None,
+    limit: int = BATCH_SIZE,
+    wait: bool = False,
+) -> list[_Claim]:
+    """Claim up to ``limit`` due, unheld attempts (of ``event_ids`` only, when given): one
+    statement.
+
+    ``wait``: block on another worker's lock instead of skipping the row. Used for a successor,
+    which another worker may be claiming at this moment: once its statement ends, either it
+    claimed the attempt (we then see the lease and leave it) or the message is ours.
+    """
+    if event_ids is not None and not event_ids:
+        return []
+    token = secrets.token_hex(16)
+    sql = _CLAIM_SQL.format(
+        **_tables(),
+        only_events="AND d.event_id = ANY(%(event_ids)s)" if event_ids is not None else "",
+        skip_locked="" if wait else "SKIP LOCKED",
+        disabled=_DISABLED_SQL,
+    )
+    params: dict[str, Any] = {
+        "pending": DeliveryState.PENDING,
+        "auto": DeliveryTrigger.AUTO,
+        "now": now,
+        "lease": now + CLAIM_LEASE,
+        "token": token,
+        "limit": limit,
+        "event_ids": list(event_ids) if event_ids is not None else None,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # Each row holds the fields of _Claim in order, all but the token.
+    claims = [_Claim(*cast(Any, (*row, token))) for row in rows]
+    claims.sort(key=lambda claim: claim.delivery_id)
+    return claims
 
 
-def _send(delivery: WebhookDelivery, event: WebhookEvent) -> _Outcome:
-    webhook_secret_ensure(organization=event.organization)
-    signing_secrets = webhook_secrets_for_signing(organization=event.organization, now=clock.now())
+# --- Sending -------------------------------------------------------------------------------------
+
+_session = SafeSession()
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The process's sending threads (made again in a forked child: threads do not survive)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            workers = int(getattr(settings, "WEBHOOK_SEND_CONCURRENCY", 16))
+            _pool = (
+                os.getpid(),
+                ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="webhook-send"),
+            )
+        return _pool[1]
+
+
+def _signing_secrets(claims: Iterable[_Claim], now: datetime) -> dict[int, list[str]]:
+    organization_ids = {claim.organization_id for claim in claims}
+    found = webhook_secrets_for_signing_many(organization_ids=organization_ids, now=now)
+    missing = organization_ids - set(found)
+    if missing:  # an organization's first message: its secret is made now
+        for organization in Organization.objects.filter(pk__in=missing):
+            webhook_secret_ensure(organization=organization)
+        found.update(webhook_secrets_for_signing_many(organization_ids=missing, now=now))
+    return found
+
+
+def _post(claim: _Claim, signing_secrets: list[str]) -> _Outcome:
+    """One signed POST. Runs in a sending thread: no database access here."""
     # Real wall-clock time: receivers check it against their clock to refuse replays.
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
-        "webhook-id": event.msg_id,
+        "webhook-id": claim.msg_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(
-            secrets=signing_secrets, msg_id=event.msg_id, timestamp=timestamp, body=event.body
+            secrets=signing_secrets, msg_id=claim.msg_id, timestamp=timestamp, body=claim.body
         ),
     }
     started = time.monotonic()
     try:
-        response = safe_request(
+        response = _session.request(
             "POST",
-            delivery.url,
+            claim.url,
             headers=headers,
-            content=event.body.encode("utf-8"),
+            content=claim.body.encode("utf-8"),
             timeout=request_timeout(),
             max_response_bytes=RESPONSE_LOG_BYTES,
         )
@@ -252,7 +346,7 @@ def _send(delivery: WebhookDelivery, event: WebhookEvent) -> _Outcome:
         latency = int((time.monotonic() - started) * 1000)
         return _Outcome(success=False, error=exc.message[:500], latency_ms=latency)
     except Exception as exc:  # a bug must not leave the attempt claimed until the lease ends
-        logger.exception("webhook send crashed", extra={"event_id": event.pk})
+        logger.exception("webhook send crashed", extra={"event_id": claim.event_id})
         return _Outcome(success=False, error=f"Internal error: {type(exc).__name__}")
     status = response.status
     body_text = response.body.decode("utf-8", errors="replace").replace("\x00", "")
@@ -271,125 +365,387 @@ def _send(delivery: WebhookDelivery, event: WebhookEvent) -> _Outcome:
     )
 
 
-def _kill_chain(event: WebhookEvent, now: datetime, reason: str) -> None:
+def _log_attempt(claim: _Claim, outcome: _Outcome) -> None:
+    logger.info(
+        "webhook attempt",
+        extra={
+            "event_id": claim.event_id,
+            "attempt": claim.attempt,
+            "status_code": outcome.status_code,
+            "success": outcome.success,
+        },
+    )
+
+
+class _InFlight:
+    """The sends a delivery loop has started and not recorded yet.
+
+    Outcomes are collected as they come back: those that end together (the usual case) are
+    recorded together, while a slow receiver, which may take its whole timeout, keeps only its
+    own slot and is recorded when it ends; the loop refills the other slots meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.sending: dict[Future[_Outcome], tuple[_Claim, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self.sending)
+
+    def start(self, claims: Sequence[_Claim]) -> list[tuple[_Claim, _Outcome]]:
+        """Start sending ``claims``; returns the outcomes known at once (nothing to send)."""
+        ready = [(claim, _DISABLED) for claim in claims if claim.endpoint_disabled]
+        to_send = [claim for claim in claims if not claim.endpoint_disabled]
+        if not to_send:
+            return ready
+        keys = _signing_secrets(to_send, clock.now())
+        if len(to_send) == 1 and not self.sending:  # alone: no thread hop
+            claim = to_send[0]
+            outcome = _post(claim, keys.get(claim.organization_id, []))
+            _log_attempt(claim, outcome)
+            return [*ready, (claim, outcome)]
+        executor = _executor()
+        # Every request ends by its own total deadline; this bound only guards against a bug.
+        give_up = time.monotonic() + request_timeout().total + 5
+        for claim in to_send:
+            future = executor.submit(_post, claim, keys.get(claim.organization_id, []))
+            self.sending[future] = (claim, give_up)
+        return ready
+
+    def collect(self, *, at_most: float | None = None) -> list[tuple[_Claim, _Outcome]]:
+        """Wait for the next outcome (``at_most`` seconds, when given), then up to
+        ``GATHER_SECONDS`` for the others."""
+        if not self.sending:
+            return []
+        until = min(give_up for _, give_up in self.sending.values())
+        timeout = max(0.0, until - time.monotonic())
+        if at_most is not None:
+            timeout = min(timeout, at_most)
+        done, pending = wait(self.sending, timeout=timeout, return_when=FIRST_COMPLETED)
+        if done and pending:
+            more, _ = wait(pending, timeout=GATHER_SECONDS)
+            done |= more
+        results: list[tuple[_Claim, _Outcome]] = []
+        for future in done:
+            claim, _ = self.sending.pop(future)
+            results.append((claim, future.result()))
+        now = time.monotonic()
+        for future, (claim, give_up) in list(self.sending.items()):
+            if now > give_up:
+                del self.sending[future]
+                results.append(
+                    (
+                        claim,
+                        _Outcome(success=False, error="Internal error: the send did not finish."),
+                    )
+                )
+        results.sort(key=lambda result: result[0].delivery_id)
+        for claim, outcome in results:
+            _log_attempt(claim, outcome)
+        return results
+
+
+# --- Recording -----------------------------------------------------------------------------------
+
+
+def _kill_chain(claim: _Claim, now: datetime, reason: str) -> None:
     """A task hook answered 410: nothing more goes to it for this task."""
     doomed = WebhookEvent.objects.filter(
-        task_id=event.task_id, target_key=event.target_key, state=EventState.PENDING
-    ).exclude(pk=event.pk)
+        task_id=claim.task_id, target_key=claim.target_key, state=EventState.PENDING
+    ).exclude(pk=claim.event_id)
     WebhookDelivery.objects.filter(event__in=doomed, state=DeliveryState.PENDING).update(
         state=DeliveryState.DEAD, error=reason
     )
     doomed.update(state=EventState.DEAD, finished_at=now)
 
 
-def _record(delivery: WebhookDelivery, token: str, outcome: _Outcome) -> DeliveryResult:
+def _state_of(claim: _Claim, outcome: _Outcome, schedule: tuple[int, ...]) -> str:
+    if outcome.success:
+        return DeliveryState.SUCCEEDED
+    if (
+        outcome.skipped
+        or outcome.gone
+        or outcome.permanent
+        or claim.trigger == DeliveryTrigger.MANUAL
+        or claim.attempt > len(schedule)
+    ):
+        return DeliveryState.DEAD
+    return DeliveryState.FAILED
+
+
+def _update_from_values(
+    sql: str, row_template: str, rows: Sequence[Sequence[Any]], *, returning: bool = False
+) -> list[Any]:
+    """Run ``sql`` with ``{values}`` replaced by one ``VALUES`` list of ``rows``."""
+    values = ", ".join([row_template] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(values=values, **_tables()), [v for row in rows for v in row])
+        return [row[0] for row in cursor.fetchall()] if returning else []
+
+
+_RECORD_SQL = """
+UPDATE {delivery} d
+SET state = v.state, status_code = v.status_code, latency_ms = v.latency_ms,
+    response_body = v.response_body, error = v.error, claimed_until = NULL
+FROM (VALUES {values}) AS v(id, token, state, status_code, latency_ms, response_body, error)
+WHERE d.id = v.id AND d.state = 'pending' AND d.claim_token = v.token
+RETURNING d.id
+"""
+_RECORD_ROW = (
+    "(%s::bigint, %s::varchar, %s::varchar, %s::integer, %s::integer, %s::text, %s::varchar)"
+)
+_FINISH_SQL = """
+UPDATE {event} e SET state = v.state, finished_at = v.finished_at
+FROM (VALUES {values}) AS v(id, state, finished_at)
+WHERE e.id = v.id
+"""
+_FINISH_ROW = "(%s::bigint, %s::varchar, %s::timestamptz)"
+_SUCCESSORS_SQL = """
+SELECT DISTINCT ON (s.task_id, s.target_key) s.id
+FROM {event} s
+JOIN unnest(%s::varchar[], %s::varchar[], %s::integer[]) AS f(task_id, target_key, sequence)
+  ON s.task_id = f.task_id AND s.target_key = f.target_key AND s.sequence > f.sequence
+WHERE s.state = %s
+ORDER BY s.task_id, s.target_key, s.sequence
+"""
+
+
+def _record_batch(results: Sequence[tuple[_Claim, _Outcome]]) -> _Recorded:
+    """Record the outcomes of one round in one transaction; claims whose lease ran out (another
+    worker took over, and its outcome counts) are left alone."""
+    if not results:
+        return _Recorded(delivery_ids=[], successor_ids=[])
     now = clock.now()
     schedule = retry_schedule()
+    states = {claim.delivery_id: _state_of(claim, outcome, schedule) for claim, outcome in results}
     with transaction.atomic():
-        event = WebhookEvent.objects.select_for_update().get(pk=delivery.event_id)
-        if outcome.success:
-            state = DeliveryState.SUCCEEDED
-        elif (
-            outcome.gone
-            or outcome.permanent
-            or delivery.trigger == DeliveryTrigger.MANUAL
-            or delivery.attempt > len(schedule)
-        ):
-            state = DeliveryState.DEAD
-        else:
-            state = DeliveryState.FAILED
-        recorded = WebhookDelivery.objects.filter(
-            pk=delivery.pk, state=DeliveryState.PENDING, claim_token=token
-        ).update(
-            state=state,
-            status_code=outcome.status_code,
-            latency_ms=outcome.latency_ms,
-            response_body=outcome.response_body,
-            error=outcome.error,
-            claimed_until=None,
+        # The messages first, in id order, as every other writer of a message does.
+        list(
+            WebhookEvent.objects.select_for_update()
+            .filter(pk__in={claim.event_id for claim, _ in results})
+            .order_by("pk")
+            .values_list("pk", flat=True)
         )
-        if not recorded:  # our lease ran out and another worker took over; its outcome counts
-            return DeliveryResult(delivery=None, successor_id=None)
-        delivery.refresh_from_db()
-        endpoint = (
-            WebhookEndpoint.objects.filter(pk=event.endpoint_id).first()
-            if event.endpoint_id
-            else None
-        )
-
-        if state == DeliveryState.FAILED:
-            delay = timedelta(seconds=schedule[delivery.attempt - 1])
-            due = now + delay
-            short = delay <= SHORT_RETRY
-            WebhookDelivery.objects.create(
-                organization_id=event.organization_id,
-                event=event,
-                endpoint_id=event.endpoint_id,
-                attempt=delivery.attempt + 1,
-                trigger=DeliveryTrigger.AUTO,
-                next_attempt_at=due,
-                dispatched_until=due + DISPATCH_LEASE if short else None,
-                url=delivery.url,
-                created_at=now,
-            )
-            if short:
-                events_enqueue(event_ids=[event.pk], countdown=delay.total_seconds())
-        else:
-            _finish_event(event, EventState.SUCCEEDED if outcome.success else EventState.DEAD, now)
-
-        if endpoint is not None:
-            if outcome.success:
-                if endpoint.failing_since is not None:
-                    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
-            else:
-                _note_failure(endpoint, now)
-                if outcome.gone:
-                    endpoint_disable(
-                        endpoint_id=endpoint.pk,
-                        reason="The endpoint answered 410 Gone.",
-                        now=now,
+        recorded = set(
+            _update_from_values(
+                _RECORD_SQL,
+                _RECORD_ROW,
+                [
+                    (
+                        claim.delivery_id,
+                        claim.token,
+                        states[claim.delivery_id],
+                        outcome.status_code,
+                        outcome.latency_ms,
+                        outcome.response_body,
+                        outcome.error,
                     )
-        elif outcome.gone and event.task_id is not None:
-            _kill_chain(event, now, "Not sent: the hook answered 410 Gone to an earlier message.")
+                    for claim, outcome in results
+                ],
+                returning=True,
+            )
+        )
+        done = [(c, o) for c, o in results if c.delivery_id in recorded]
+        retries: list[WebhookDelivery] = []
+        short_retries: dict[float, list[int]] = defaultdict(list)
+        finished: list[tuple[int, str, datetime]] = []
+        for claim, outcome in done:
+            if states[claim.delivery_id] == DeliveryState.FAILED:
+                delay = timedelta(seconds=schedule[claim.attempt - 1])
+                due = now + delay
+                short = delay <= SHORT_RETRY
+                retries.append(
+                    WebhookDelivery(
+                        organization_id=claim.organization_id,
+                        event_id=claim.event_id,
+                        endpoint_id=claim.endpoint_id,
+                        attempt=claim.attempt + 1,
+                        trigger=DeliveryTrigger.AUTO,
+                        next_attempt_at=due,
+                        dispatched_until=due + DISPATCH_LEASE if short else None,
+                        url=claim.url,
+                        created_at=now,
+                    )
+                )
+                if short:
+                    short_retries[delay.total_seconds()].append(claim.event_id)
+            else:
+                state = EventState.SUCCEEDED if outcome.success else EventState.DEAD
+                finished.append((claim.event_id, state, now))
+        if retries:
+            WebhookDelivery.objects.bulk_create(retries)
+        for countdown, event_ids in short_retries.items():
+            events_enqueue(event_ids=event_ids, countdown=countdown)
+        if finished:
+            _update_from_values(_FINISH_SQL, _FINISH_ROW, finished)
+        _endpoint_effects(done, now)
+        finished_ids = {event_id for event_id, _, _ in finished}
+        successors = _successors([claim for claim, _ in done if claim.event_id in finished_ids])
+    order = [claim.delivery_id for claim, _ in results if claim.delivery_id in recorded]
+    return _Recorded(delivery_ids=order, successor_ids=successors)
 
-        successor = _successor(event) if event.state != EventState.PENDING else None
-    return DeliveryResult(delivery=delivery, successor_id=successor)
+
+def _endpoint_effects(done: Sequence[tuple[_Claim, _Outcome]], now: datetime) -> None:
+    """Failure streaks, disabling after days of failures or on 410, a task hook's 410."""
+    recovered: set[int] = set()
+    failed: dict[int, _Claim] = {}
+    for claim, outcome in done:
+        if outcome.skipped:
+            continue
+        if claim.endpoint_id is not None:
+            if outcome.success:
+                if claim.failing_since is not None:
+                    recovered.add(claim.endpoint_id)
+                continue
+            failed.setdefault(claim.endpoint_id, claim)
+            if outcome.gone:
+                endpoint_disable(
+                    endpoint_id=claim.endpoint_id,
+                    reason="The endpoint answered 410 Gone.",
+                    now=now,
+                )
+        elif outcome.gone and claim.task_id is not None:
+            _kill_chain(claim, now, "Not sent: the hook answered 410 Gone to an earlier message.")
+    if recovered:
+        WebhookEndpoint.objects.filter(pk__in=recovered).update(failing_since=None)
+    for claim in failed.values():
+        _note_failure(claim, now)
+
+
+def _successors(finished: Sequence[_Claim]) -> list[int]:
+    """The next pending message of each chain whose message just ended (one query)."""
+    chains = [claim for claim in finished if claim.task_id is not None]
+    if not chains:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _SUCCESSORS_SQL.format(**_tables()),
+            [
+                [claim.task_id for claim in chains],
+                [claim.target_key for claim in chains],
+                [claim.sequence for claim in chains],
+                EventState.PENDING,
+            ],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+# --- Entry points --------------------------------------------------------------------------------
+
+
+def _round(claims: list[_Claim]) -> _Recorded:
+    in_flight = _InFlight()
+    results = in_flight.start(claims)
+    while len(in_flight):
+        results += in_flight.collect()
+    return _record_batch(results)
 
 
 def event_deliver(*, event_id: int, wait: bool = False) -> DeliveryResult:
-    """Make the due attempt of one message, if there is one and nothing holds it back."""
-    claimed = _claim(event_id, clock.now(), wait=wait)
-    if isinstance(claimed, DeliveryResult):
-        return claimed
-    delivery, event, token = claimed
-    outcome = _send(delivery, event)
-    logger.info(
-        "webhook attempt",
-        extra={
-            "event_id": event.pk,
-            "attempt": delivery.attempt,
-            "status_code": outcome.status_code,
-            "success": outcome.success,
-        },
+    """Make the due attempt of one message, if there is one and nothing holds it back.
+
+    ``wait`` is for a worker following a chain (see :func:`_claim_batch`); a successor that was
+    superseded meanwhile hands over to the next pending message of its chain.
+    """
+    claims = _claim_batch(clock.now(), event_ids=[event_id], limit=1, wait=wait)
+    if not claims:
+        if wait:
+            superseded = (
+                WebhookEvent.objects.filter(pk=event_id, state=EventState.SUPERSEDED)
+                .values("task_id", "target_key", "sequence")
+                .first()
+            )
+            if superseded is not None:
+                successors = _successors([_chain_marker(**superseded)])
+                return DeliveryResult(delivery=None, successor_id=next(iter(successors), None))
+        return DeliveryResult(delivery=None, successor_id=None)
+    recorded = _round(claims)
+    if not recorded.delivery_ids:
+        return DeliveryResult(delivery=None, successor_id=None)
+    delivery = WebhookDelivery.objects.get(pk=recorded.delivery_ids[0])
+    return DeliveryResult(delivery=delivery, successor_id=next(iter(recorded.successor_ids), None))
+
+
+def _chain_marker(*, task_id: str, target_key: str, sequence: int) -> _Claim:
+    # Only the chain fields matter to _successors.
+    return _Claim(
+        delivery_id=0,
+        attempt=0,
+        trigger="",
+        url="",
+        event_id=0,
+        msg_id="",
+        body="",
+        organization_id=0,
+        task_id=task_id,
+        target_key=target_key,
+        sequence=sequence,
+        endpoint_id=None,
+        endpoint_enabled=None,
+        failing_since=None,
+        token="",
     )
-    return _record(delivery, token, outcome)
+
+
+def _deliver_rounds(event_ids: Iterable[int], *, time_budget: float, drain: bool) -> list[int]:
+    started = time.monotonic()
+    # Draining claims every due attempt, the given ones among them.
+    wanted = [] if drain else list(dict.fromkeys(int(event_id) for event_id in event_ids))
+    following: list[int] = []  # successors: claimed waiting on locks, see _claim_batch
+    attempted: list[int] = []
+    in_flight = _InFlight()
+    while True:
+        within_budget = time.monotonic() - started < time_budget
+        room = BATCH_SIZE - len(in_flight)
+        claims: list[_Claim] = []
+        if within_budget and room > 0:
+            if following:
+                batch, following = following[:room], following[room:]
+                claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch), wait=True)
+            elif drain:
+                # Every due attempt, oldest first: the given messages among them (a message
+                # not due or held back could not be claimed by its id either).
+                claims = _claim_batch(clock.now(), limit=room)
+            elif wanted:
+                batch, wanted = wanted[:room], wanted[room:]
+                claims = _claim_batch(clock.now(), event_ids=batch, limit=len(batch))
+        if not claims and not len(in_flight):
+            if within_budget and (following or wanted):
+                continue  # these were done or held: on to the next ones
+            break
+        results = in_flight.start(claims)
+        # Draining, the loop looks for newly due work while a slow receiver is still busy.
+        results += in_flight.collect(at_most=DRAIN_POLL_SECONDS if drain else None)
+        if results:
+            recorded = _record_batch(results)
+            attempted.extend(recorded.delivery_ids)
+            following.extend(recorded.successor_ids)
+    return attempted
 
 
 def events_deliver(
     *, event_ids: Iterable[int], time_budget: float = WORKER_TIME_BUDGET
 ) -> list[WebhookDelivery]:
-    """Deliver these messages and, as each finishes, the next one of its task and target."""
-    started = time.monotonic()
-    queue: deque[tuple[int, bool]] = deque((event_id, False) for event_id in event_ids)
-    attempted: list[WebhookDelivery] = []
-    while queue and time.monotonic() - started < time_budget:
-        event_id, is_successor = queue.popleft()
-        result = event_deliver(event_id=event_id, wait=is_successor)
-        if result.delivery is not None:
-            attempted.append(result.delivery)
-        if result.successor_id is not None:
-            queue.append((result.successor_id, True))
-    return attempted
+    """Deliver these messages and, as each finishes, the next one of its task and target.
+
+    Returns the attempts made, in the order they were made.
+    """
+    attempted = _deliver_rounds(event_ids, time_budget=time_budget, drain=False)
+    by_id = WebhookDelivery.objects.in_bulk(attempted)
+    return [by_id[pk] for pk in attempted]
+
+
+def deliveries_drain(
+    *, event_ids: Iterable[int] = (), time_budget: float = WORKER_TIME_BUDGET
+) -> int:
+    """What a delivery worker runs: every due attempt (``event_ids``' among them), oldest
+    first, in batches, until nothing is due or the time budget is spent. Returns the attempts
+    made.
+
+    The broker message is a doorbell: under load one worker empties the backlog in batches
+    instead of making one round per message, and the messages that arrive meanwhile find
+    their attempts done (one statement each).
+    """
+    return len(_deliver_rounds(event_ids, time_budget=time_budget, drain=True))
 
 
 def deliveries_dispatch_due(*, limit: int = 500) -> list[int]:

@@ -411,6 +411,7 @@ def task_event_publish(
     hook_url: str,
     hook_body: Callable[[], dict[str, Any]],
     native_body: Callable[[], dict[str, Any]],
+    endpoints_none: bool = False,
 ) -> list[WebhookEvent]:
     """Write the outbox messages for one change of a task. Call inside the changing transaction,
     holding the task's row lock (``apps.tasks.events.task_changed`` does both).
@@ -421,7 +422,8 @@ def task_event_publish(
     organization's enabled endpoints that subscribe receive ``native_body()`` in an envelope.
     Each builder runs at most once, and only when someone receives its body.
     """
-    with transaction.atomic():
+    # No savepoint: the caller's transaction fails with us (one statement less per change).
+    with transaction.atomic(savepoint=False):
         events: list[WebhookEvent] = []
         if hook_url:
             events.append(
@@ -437,9 +439,15 @@ def task_event_publish(
             )
         data: dict[str, Any] | None = None
         now_iso = clock.now().isoformat()
-        endpoints = WebhookEndpoint.objects.filter(
-            organization_id=organization_id, is_enabled=True
-        ).order_by("id")
+        # ``endpoints_none``: the caller read, in this transaction, that the organization has
+        # no enabled endpoint (the submit does, with its organization lock).
+        endpoints = (
+            WebhookEndpoint.objects.none()
+            if endpoints_none
+            else WebhookEndpoint.objects.filter(
+                organization_id=organization_id, is_enabled=True
+            ).order_by("id")
+        )
         for endpoint in endpoints:
             delivered_as = _endpoint_event_type(endpoint, event_type)
             if delivered_as is None:

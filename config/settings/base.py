@@ -202,7 +202,8 @@ REDIS_SOCKET_TIMEOUT = 2.0
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache with one client (one connection pool) per process.
+            "BACKEND": "apps.core.cache.ProcessRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "mjgate",
             "OPTIONS": {
@@ -278,7 +279,14 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE") or "mjgate"
 # Webhook deliveries have their own queue and worker (scripts/devrun.py, docker/compose.yml):
 # behind long engine jobs a first attempt waited 11 s; on its own queue it leaves at once.
 CELERY_WEBHOOKS_QUEUE = env_str("CELERY_WEBHOOKS_QUEUE") or "webhooks"
-CELERY_TASK_ROUTES = {"webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE}}
+# Making and storing results (the sandbox's render, splits, thumbnails) runs after the job's
+# account slot is freed, on a queue of its own served by a low-priority worker
+# (``CELERY_WORKER_NICE``), so it never holds a slot or delays a start or a poll.
+CELERY_RESULTS_QUEUE = env_str("CELERY_RESULTS_QUEUE") or f"{CELERY_TASK_DEFAULT_QUEUE}-results"
+CELERY_TASK_ROUTES = {
+    "webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE},
+    "tasks.finish_job": {"queue": CELERY_RESULTS_QUEUE},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
@@ -317,6 +325,8 @@ if CELERY_BROKER_URL.startswith("sqla+sqlite:"):
         "task": "core.compact_embedded_broker",
         "schedule": 300.0,
     }
+# The discord engine's job records untouched for DISCORD_JOB_RETENTION_DAYS, hourly.
+CELERY_BEAT_SCHEDULE["discord-purge-jobs"] = {"task": "discord.purge_jobs", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Django REST framework and the OpenAPI schema ---------------------------------------------
@@ -340,6 +350,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
+    # GET /api/v1/status's states, named apart from a task's status.
+    "ENUM_NAME_OVERRIDES": {"ServiceStateEnum": ["operational", "degraded", "down"]},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
@@ -383,6 +395,17 @@ TASK_DEFAULT_RUN_TIMEOUT = timedelta(seconds=env_int("TASK_DEFAULT_RUN_TIMEOUT",
 TASK_POLL_INTERVAL = env_float("TASK_POLL_INTERVAL", 2.0)
 TASK_SWEEP_INTERVAL = env_int("TASK_SWEEP_INTERVAL", 30)
 TASK_DISPATCH_INTERVAL = env_int("TASK_DISPATCH_INTERVAL", 5)
+# Seconds a job the upstream finished may wait on the results queue before the sweeper sends
+# its finishing message again.
+TASK_FINISH_LEASE = env_float("TASK_FINISH_LEASE", 300.0)
+# Seconds one poll or finishing step of a job may take: below the soft time limit, so a job
+# slow to process fails on its own (retried, then failed) and never cools its account down.
+TASK_JOB_TIME_BUDGET = env_float(
+    "TASK_JOB_TIME_BUDGET", max(1.0, float(CELERY_TASK_SOFT_TIME_LIMIT) - 10.0)
+)
+# Coalesce dispatch passes with flags in Redis (at most one pass running and one message
+# waiting, however many tasks are accepted or finish at once). Without Redis, one pass a kick.
+TASK_DISPATCH_COALESCE = env_bool("TASK_DISPATCH_COALESCE", True)
 # Seconds added to every worker lease before the sweeper presumes the worker dead.
 TASK_LEASE_GRACE = env_float("TASK_LEASE_GRACE", 30.0)
 
@@ -413,6 +436,11 @@ WEBHOOK_SECRET_ROTATION_OVERLAP_HOURS = env_float("WEBHOOK_SECRET_ROTATION_OVERL
 # Finished webhook messages and their attempt log are deleted this many days after they
 # finished (pending ones never are); 0 keeps them forever.
 WEBHOOK_RETENTION_DAYS = env_float("WEBHOOK_RETENTION_DAYS", 30.0)
+# Days the discord engine keeps a job record nobody touched (at least 2; 0 keeps them forever).
+DISCORD_JOB_RETENTION_DAYS = env_float("DISCORD_JOB_RETENTION_DAYS", 30.0)
+# Requests one delivery worker process sends at once (a batch of due attempts goes out in
+# parallel over kept-alive connections, apps/webhooks/delivery.py).
+WEBHOOK_SEND_CONCURRENCY = env_int("WEBHOOK_SEND_CONCURRENCY", 16)
 
 # --- Stripe -----------------------------------------------------------------------------------
 # Without STRIPE_SECRET_KEY the product runs and buying answers that payments are unavailable.

@@ -57,10 +57,17 @@ TEST_REDIS_URL = _redis_url
 CELERY_TASK_DEFAULT_QUEUE = env_str("MJGATE_TEST_QUEUE") or f"mjgate-test-{os.getpid()}"
 # The workers integration tests start consume this run's queue only: webhooks go there too.
 CELERY_WEBHOOKS_QUEUE = CELERY_TASK_DEFAULT_QUEUE
-CELERY_TASK_ROUTES = {"webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE}}
+CELERY_RESULTS_QUEUE = CELERY_TASK_DEFAULT_QUEUE
+CELERY_TASK_ROUTES = {
+    "webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE},
+    "tasks.finish_job": {"queue": CELERY_RESULTS_QUEUE},
+}
 CELERY_BROKER_URL = _redis_url or "memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# One dispatch message per kick, as the tests that count messages expect; the coalescing tests
+# (tests/tasks/test_dispatch_coalescing.py) switch it on with their own Redis flags.
+TASK_DISPATCH_COALESCE = env_bool("TASK_DISPATCH_COALESCE", False)
 
 SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdefghijklmnop"  # noqa: S105
 DEBUG = False

@@ -229,6 +229,8 @@ def test_prices_table(key_client):
         "UPSCALE": {"FAST": 3500, "RELAX": 1750, "TURBO": 7000},
         "VARIATION": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
         "ZOOM": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
+        # A batch of four clips: 8x an image job (Midjourney's relative GPU cost).
+        "VIDEO": {"FAST": 112000, "RELAX": 56000, "TURBO": 224000},
     }
 
 

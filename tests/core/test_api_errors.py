@@ -122,7 +122,9 @@ def broken_selectors(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("unexpected")
 
     for module in (mjproxy_views, ttapi_views, v1_views):
-        monkeypatch.setattr(module, "task_get", boom)
+        for name in ("task_get", "task_fetch"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, boom)
 
 
 def test_an_unexpected_error_is_json_in_every_dialect(funded, live_key, broken_selectors):  # noqa: F811

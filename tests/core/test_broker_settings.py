@@ -61,7 +61,9 @@ def test_webhook_tasks_have_their_own_queue(tmp_path):
         DJANGO_SETTINGS_MODULE="config.settings.local",
         MJGATE_VAR_DIR=str(tmp_path),
     )
-    assert routes == "{'webhooks.*': {'queue': 'webhooks'}}"
+    assert routes == (
+        "{'webhooks.*': {'queue': 'webhooks'}, 'tasks.finish_job': {'queue': 'mjgate-results'}}"
+    )
     assert (queue, default) == ("'webhooks'", "'mjgate'")
 
 

@@ -28,9 +28,17 @@ from django.db import close_old_connections
 from PIL import Image
 
 from apps.core.jsonbody import (
+    LARGE_STRING_BYTES,
     MAX_JSON_DEPTH,
+    MAX_JSON_LARGE_STRINGS,
+    MAX_JSON_SMALL_TEXT_BYTES,
     MAX_JSON_STRING_BYTES,
+    MAX_JSON_STRUCTURE_BYTES,
     MAX_JSON_VALUES,
+    READ_CHUNK_BYTES,
+    JSONBodyInvalid,
+    JSONBodyTooManyValues,
+    json_body_parse,
     json_body_read,
 )
 from apps.core.models import IdempotencyRecord
@@ -225,8 +233,8 @@ def test_sixty_megabytes_of_base64_is_refused_without_parsing(funded, live_key, 
     assert answer.status == 413
     assert str(MAX_JSON_STRING_BYTES) in message
     assert answer.cpu < CPU_BUDGET
-    # The body itself is read once (60 MB); nothing is built from it, and nothing stays.
-    assert answer.peak_growth < len(raw) + 20 * MIB
+    # Refused while it is read, after the first literal's limit: the body is never held whole.
+    assert answer.peak_growth < MEMORY_BUDGET, f"peak grew by {answer.peak_growth / MIB:.0f} MiB"
     assert answer.retained_growth < MEMORY_BUDGET
     assert snapshot(funded) == before
 
@@ -315,3 +323,125 @@ def test_a_body_longer_than_declared_is_capped_when_read():
     with pytest.raises(RequestTooLarge):
         json_body_read(io.BytesIO(b" " * (MAX_REQUEST_BODY_BYTES + 1)))
     assert json_body_read(io.BytesIO(b"{}")) == b"{}"
+
+
+# --- 60 MB bombs: refused while the body is read (issue 19) -------------------------------------
+
+SIXTY_MB = 60 * 1000 * 1000
+
+
+def _sixty_megabyte_bombs() -> dict[str, bytes]:
+    """60 MB bodies, each breaking one limit somewhere early (no legitimate request looks so)."""
+    text_value = b'"' + b"A" * 6000 + b'"'
+    return {
+        "one_base64_value": b'{"prompt":"x","base64":"' + b"A" * SIXTY_MB + b'"}',
+        "empty_arrays": b'{"prompt":"x","base64Array":[' + b"[]," * (SIXTY_MB // 3) + b"[]]}",
+        "numbers": b'{"prompt":"x","n":[' + b"1," * (SIXTY_MB // 2) + b"1]}",
+        "whitespace": b'{"prompt":"x",' + b" " * SIXTY_MB + b'"mode":"FAST"}',
+        "escaped_backslashes": b'{"prompt":"' + b"\\\\" * (SIXTY_MB // 2) + b'"}',
+        "many_text_values": b'{"prompt":"x","base64Array":['
+        + b",".join([text_value] * (SIXTY_MB // 6003))
+        + b"]}",
+        "deep_then_padding": b'{"prompt":' + b"[" * 40 + b" " * SIXTY_MB + b"]" * 40 + b"}",
+    }
+
+
+class CountingStream(io.BytesIO):
+    """A request body that counts the bytes read from it."""
+
+    taken = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self.taken += len(data)
+        return data
+
+
+@pytest.mark.parametrize("bomb", sorted(_sixty_megabyte_bombs()))
+def test_a_sixty_megabyte_bomb_is_refused_after_reading_a_fraction_of_it(bomb):
+    stream = CountingStream(_sixty_megabyte_bombs()[bomb])
+    with pytest.raises((JSONBodyInvalid, JSONBodyTooManyValues, RequestTooLarge)):
+        json_body_read(stream)
+    # The refusal comes with the chunk that breaks a limit: at most one literal's worth (the
+    # longest value allowed) plus a chunk, never the body.
+    assert stream.taken <= MAX_JSON_STRING_BYTES + 2 * READ_CHUNK_BYTES, stream.taken
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dialect", ["mjproxy", "ttapi", "native"])
+@pytest.mark.parametrize("bomb", sorted(_sixty_megabyte_bombs()))
+def test_a_sixty_megabyte_bomb_costs_the_web_process_under_fifty_megabytes(
+    funded,  # noqa: F811
+    live_key,
+    sandbox,  # noqa: F811
+    dialect,
+    bomb,
+):
+    raw = _sixty_megabyte_bombs()[bomb]
+    if dialect == "native":
+        raw = b'{"action":"IMAGINE",' + raw[1:]
+    before = snapshot(funded)
+    call(PATHS[dialect], b'{"prompt":"warm-up","mode":"NO-SUCH-MODE"}', live_key.plaintext)
+    answer = call(
+        PATHS[dialect], raw, live_key.plaintext, HTTP_IDEMPOTENCY_KEY=f"bomb-{dialect}-{bomb}"
+    )
+    assert dialect_error(answer, dialect)
+    assert answer.cpu < CPU_BUDGET, f"{bomb} held the worker for {answer.cpu:.3f} s of CPU"
+    assert answer.peak_growth < MEMORY_BUDGET, f"peak grew by {answer.peak_growth / MIB:.0f} MiB"
+    assert answer.retained_growth < MEMORY_BUDGET
+    assert snapshot(funded) == before
+
+
+@pytest.mark.parametrize("dialect", ["mjproxy", "ttapi", "native"])
+@pytest.mark.parametrize(
+    "shape",
+    ["six_images", "text_values", "whitespace"],
+)
+def test_the_new_limits_answer_413_in_the_dialect_shape(funded, live_key, sandbox, dialect, shape):  # noqa: F811
+    image = b'"' + b"A" * (LARGE_STRING_BYTES + 10) + b'"'
+    text = b'"' + b"A" * 60_000 + b'"'
+    body = {
+        "six_images": b'{"prompt":"x","base64Array":['
+        + b",".join([image] * (MAX_JSON_LARGE_STRINGS + 1))
+        + b"]}",
+        "text_values": b'{"prompt":"x","base64Array":['
+        + b",".join([text] * (MAX_JSON_SMALL_TEXT_BYTES // 60_000 + 1))
+        + b"]}",
+        "whitespace": b'{"prompt":"x",' + b"\n" * (MAX_JSON_STRUCTURE_BYTES + 1) + b"}",
+    }[shape]
+    if dialect == "native":
+        body = b'{"action":"IMAGINE",' + body[1:]
+    before = snapshot(funded)
+    answer = call(PATHS[dialect], body, live_key.plaintext)
+    assert answer.status == 413, answer.body
+    assert dialect_error(answer, dialect)
+    assert snapshot(funded) == before
+
+
+def test_five_images_and_the_longest_text_fields_are_within_the_limits():
+    image = "data:image/png;base64," + "A" * (4 * -(-10 * MIB // 3))  # a 10 MiB image
+    body = json.dumps(
+        {
+            "prompt": "\u00e9" * 8192,
+            "state": "\u00e9" * 65_536,
+            "base64Array": [image] * 5,
+            "ids": [str(n) for n in range(1000)],
+        },
+        ensure_ascii=True,
+    ).encode()
+    assert len(body) <= MAX_REQUEST_BODY_BYTES
+    assert json_body_parse(json_body_read(io.BytesIO(body)))["state"] == "\u00e9" * 65_536
+
+
+@pytest.mark.parametrize("escape", [b'\\"', b"\\\\"])
+def test_an_escape_split_between_two_chunks_is_read_as_one(escape):
+    """The chunk ends inside an escape: an escaped quote must not end the literal, and an
+    escaped backslash must not escape the quote after it."""
+    head = b'{"a":"' + b"x" * (READ_CHUNK_BYTES - 7)
+    assert len(head + escape[:1]) == READ_CHUNK_BYTES
+    # Three MB of text after the escape, and then the literal ends: read wrongly, the text
+    # would count as structure (over its 2 MiB limit) or the parity of quotes would flip.
+    body = head + escape + b"y" * (3 * MIB) + b'","b":"' + b"z" * 10 + b'"}'
+    parsed = json_body_parse(json_body_read(io.BytesIO(body)))
+    assert parsed["a"].endswith("y" * 10) and parsed["b"] == "z" * 10
+    assert len(parsed["a"]) == READ_CHUNK_BYTES - 7 + 1 + 3 * MIB

@@ -51,6 +51,7 @@ def test_every_dashboard_page_fits_both_widths_and_passes_axe(
         ("/accounts/login/", "login"),
         ("/accounts/signup/", "signup"),
         ("/dev/mailbox/", "mailbox"),
+        ("/status/", "status"),
     ):
         page.goto(f"{base}{path}")
         fits(page, f"i16-{name}", problems)

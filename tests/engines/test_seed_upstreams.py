@@ -13,7 +13,7 @@ from apps.accounts.demo import demo_seed
 from apps.api_keys.models import ApiKey
 from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, Status
-from apps.tasks.lifecycle import task_poll, task_start
+from apps.tasks.lifecycle import task_finish, task_poll, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.acceptance import SubmitOutcome
@@ -56,7 +56,9 @@ def test_the_first_imagine_after_the_seed_produces_an_image(monkeypatch):
     task_start(task_id=outcome.task.pk)
     later = timezone.now() + timedelta(seconds=8)
     monkeypatch.setattr(timezone, "now", lambda: later)  # the demo job takes 8 seconds
-    task_poll(task_id=outcome.task.pk, token=Task.objects.get(pk=outcome.task.pk).poll_token)
+    token = Task.objects.get(pk=outcome.task.pk).poll_token
+    task_poll(task_id=outcome.task.pk, token=token)
+    task_finish(task_id=outcome.task.pk, token=token)  # the results queue stores the image
     task = Task.objects.get(pk=outcome.task.pk)
     assert task.status == Status.SUCCESS
     assert task.upstream_account.name == "sandbox-demo"

@@ -29,6 +29,7 @@ from typing import Any
 
 from PIL import Image
 
+from apps.engines.sandbox.video import render_clip
 from apps.tasks.buttons import Button, buttons_for
 from apps.tasks.enums import Action
 
@@ -41,6 +42,8 @@ SUBMIT_PATHS = {
     "/mj/insight-face/swap": "SWAP_FACE",
     "/mj/submit/edits": "EDITS",
     "/mj/submit/retexture": "RETEXTURE",
+    # trueai-org's Plus route; ``supports_video=False`` plays novicezk's proxy (404).
+    "/mj/submit/video": "VIDEO",
 }
 #: Routes only the Plus proxies have (``supports_edits = False`` answers them 404).
 PLUS_PATHS = ("/mj/submit/edits", "/mj/submit/retexture")
@@ -93,6 +96,11 @@ def _png(seed: str, *, grid: bool) -> bytes:
     return out.getvalue()
 
 
+def _mp4(seed: str) -> bytes:
+    """A real short H.264 clip, as a Plus upstream serves its videos."""
+    return render_clip(_png(seed, grid=False), motion="low", seed=len(seed)).data
+
+
 @dataclass
 class Recorded:
     method: str
@@ -125,10 +133,14 @@ class FakeJob:
     will_fail: str = ""
     image: bytes | None = None
     buttons: list[dict[str, Any]] = field(default_factory=list)
+    batch_size: int = 0
+    video: bytes | None = None
+    #: A video's ``imageUrl`` (its poster); some Plus upstreams send none.
+    poster: bool = True
 
     def as_json(self, base_url: str, image_base: str | None = None) -> dict[str, Any]:
         done = self.status == "SUCCESS"
-        has_image = done and self.action != "SHORTEN"
+        has_image = done and self.action != "SHORTEN" and (self.action != "VIDEO" or self.poster)
         return {
             "id": self.id,
             "action": self.action,
@@ -147,6 +159,16 @@ class FakeJob:
             ),
             "progress": f"{self.progress}%" if self.status != "FAILURE" else "",
             "failReason": self.fail_reason or None,
+            "videoUrls": (
+                [
+                    {
+                        "url": f"{base_url if image_base is None else image_base}/videos/{self.id}-{n}.mp4"
+                    }
+                    for n in range(1, self.batch_size + 1)
+                ]
+                if done and self.action == "VIDEO"
+                else None
+            ),
             "buttons": self.buttons if done else [],
             "properties": {
                 "finalPrompt": self.final_prompt or self.prompt,
@@ -175,6 +197,7 @@ class FakeMjproxy:
         callbacks: bool = True,
         supports_list: bool = True,
         supports_batch: bool = True,
+        supports_video: bool = True,
     ) -> None:
         self.secret = secret
         #: Seconds from submit to the end of a job; None: jobs move only when the test says.
@@ -188,6 +211,9 @@ class FakeMjproxy:
         self.supports_remix = True
         #: The editor routes exist (a Plus proxy); False: they answer 404.
         self.supports_edits = True
+        self.supports_video = supports_video
+        #: Video jobs report a poster ``imageUrl`` (False: only ``videoUrls``).
+        self.video_posters = True
         #: Answers for the next submits, in order: (code, description).
         self.scripted: list[tuple[int, str]] = []
         #: Prompts containing one of these are refused with code 24.
@@ -340,6 +366,13 @@ class FakeMjproxy:
             job.buttons = [
                 _wire(b) for b in buttons_for(Action.DESCRIBE, job_hash="x", is_grid=False)
             ]
+        elif job.action == "VIDEO":
+            job.grid = False
+            job.batch_size = job.batch_size or 4
+            job.video = _mp4(job.id)
+            job.buttons = [
+                _wire(b) for b in buttons_for(Action.VIDEO, job_hash=job.job_hash, is_grid=False)
+            ][: 2 * job.batch_size]
         else:
             job.buttons = [
                 _wire(b, b.custom_id.replace("upsample_v6_", "upsample_v6r1_"))
@@ -403,6 +436,16 @@ class FakeMjproxy:
         headers = {k.lower(): v for k, v in handler.headers.items()}
         with self._lock:
             self.requests.append(Recorded(method, path, body, headers))
+        if path.startswith("/videos/"):
+            job_id = path.rsplit("/", 1)[-1].split("-", 1)[0]
+            with self._lock:
+                job = self.jobs.get(job_id)
+                video = job.video if job else None
+            if video is None:
+                self._reply(handler, 404, {"error": "no video"})
+            else:
+                self._reply_bytes(handler, 200, video, "video/mp4")
+            return
         if path.startswith("/images/"):
             job_id = path.rsplit("/", 1)[-1].removesuffix(".png")
             with self._lock:
@@ -421,7 +464,9 @@ class FakeMjproxy:
         if self.secret is not None and headers.get("mj-api-secret") != self.secret:
             self._reply(handler, 401, {"code": 4, "description": "bad secret"})
             return
-        if path in PLUS_PATHS and not self.supports_edits:
+        if (path in PLUS_PATHS and not self.supports_edits) or (
+            path == "/mj/submit/video" and not self.supports_video
+        ):
             self._reply(handler, 404, None)
             return
         if path in SUBMIT_PATHS and method == "POST":
@@ -534,6 +579,18 @@ class FakeMjproxy:
             elif kind in ("IMAGINE", "BLEND", "EDITS", "RETEXTURE"):
                 job.images_in = len(body.get("base64Array") or [])
                 job.mask = str(body.get("maskBase64") or "")
+            elif kind == "VIDEO":
+                job.grid, job.batch_size = False, int(body.get("batchSize") or 4)
+                job.poster = self.video_posters
+                if body.get("action") == "extend":
+                    parent = self.jobs.get(str(body.get("taskId")))
+                    if parent is None or parent.action != "VIDEO":
+                        return self._answer(3, "video task not found")
+                    job.parent_id = parent.id
+                elif not body.get("base64") and not body.get("image"):
+                    return self._answer(4, "image is required")
+                else:
+                    job.images_in = 1
             for needle, reason in self.fail_prompts.items():
                 if needle in job.prompt:
                     job.will_fail = reason
@@ -547,6 +604,7 @@ class FakeMjproxy:
     @staticmethod
     def _action_name(custom_id: str) -> str:
         for needle, name in (
+            ("animate_", "VIDEO"),
             ("upsample", "UPSCALE"),
             ("variation", "VARIATION"),
             ("reroll", "REROLL"),

@@ -89,6 +89,9 @@ BODY_ID_ROUTES: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = [
     ("post", "midjourney/v1/fetch", lambda f: {"jobId": f["task"]}),
     ("get", "midjourney/v1/fetch", lambda f: {"jobId": f["task"]}),
     ("post", "api/v1/tasks", lambda f: {"parent": f["task"], "button": "U1"}),
+    ("post", "mj/submit/video", lambda f: {"taskId": f["task"], "index": 1}),
+    ("post", "midjourney/v1/video/extend", lambda f: {"jobId": f["task"], "index": 0}),
+    ("post", "midjourney/video/extend", lambda f: {"jobId": f["task"], "index": 0}),
     ("get", "api/v1/ledger", lambda f: {"task": f["task"]}),
 ]
 #: Routes that take no object id at all.
@@ -107,6 +110,8 @@ NO_ID_ROUTES = {
     "midjourney/v1/imagine",
     "midjourney/v1/blend",
     "midjourney/v1/describe",
+    "midjourney/v1/video/submit",
+    "midjourney/video/submit",
     "api/v1/balance",
     "api/v1/prices",
     "api/v1/plan",

@@ -39,6 +39,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "progress": (str,),
     "imageUrl": NULLABLE_STR,
     "imageUrls": (list, type(None)),
+    "videoUrls": (list, type(None)),
     "thumbnailUrl": NULLABLE_STR,
     "failReason": NULLABLE_STR,
     "errorCode": NULLABLE_STR,

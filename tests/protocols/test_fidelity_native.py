@@ -304,6 +304,27 @@ def _remix(walk: Walk) -> None:
     assert family.params["remix_mode"] is True
 
 
+def _video(body: dict[str, Any]) -> Callable[[Walk], dict[str, Any]]:
+    def probe(walk: Walk) -> dict[str, Any]:
+        return dict(walk.task({"action": "VIDEO", "images": [png_data_url()], **body}).params)
+
+    return probe
+
+
+def _video_parent(walk: Walk) -> None:
+    grid = walk.grid()
+    task = walk.task({"action": "VIDEO", "parent": grid.pk, "index": 3})
+    assert (task.action, task.parent_id, task.params["index"]) == (Action.VIDEO, grid.pk, 3)
+
+
+def _video_extend(walk: Walk) -> None:
+    video = run_to_completion(
+        walk.task({"action": "VIDEO", "images": [png_data_url()], "batch_size": 1}).pk
+    )
+    task = walk.task({"action": "VIDEO", "parent": video.pk, "extend": True, "index": 1})
+    assert task.params["extend"] is True and task.params["variant"] == "extend"
+
+
 LATER = (timezone.now() + timedelta(days=30)).replace(microsecond=0)
 
 #: (serializer, field) → a probe proving the field is honoured (or, where it cannot be, that
@@ -348,6 +369,15 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
         ).params["mask"][:7],
         "inputs/",
     ),
+    ("TaskCreateSerializer", "motion"): lambda w: _eq(
+        _video({"motion": "high"})(w)["motion"], "high"
+    ),
+    ("TaskCreateSerializer", "batch_size"): lambda w: _eq(
+        _video({"batch_size": 2})(w)["batch_size"], 2
+    ),
+    ("TaskCreateSerializer", "loop"): lambda w: _eq(_video({"loop": True})(w)["loop"], True),
+    ("TaskCreateSerializer", "index"): _video_parent,
+    ("TaskCreateSerializer", "extend"): _video_extend,
     ("TaskModalSerializer", "prompt"): _modal_prompt,
     ("UploadSerializer", "images"): lambda w: _eq(
         len(

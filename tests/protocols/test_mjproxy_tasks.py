@@ -34,6 +34,7 @@ TASK_KEYS = {
     "progress",
     "imageUrl",
     "imageUrls",
+    "videoUrls",
     "thumbnailUrl",
     "failReason",
     "errorCode",

@@ -150,7 +150,13 @@ def test_schemathesis_finds_no_server_error(
                     where = f"{case.method} {case.path} {response.status_code}"
                     nonconforming.setdefault(where, str(exc)[:500])
 
-            check()
+            try:
+                check()
+            except hypothesis.errors.Unsatisfiable:
+                # Nothing to make invalid: an operation with no parameter, body or key
+                # (GET /api/v1/status) has no negative case. Its positive case ran.
+                if mode != GenerationMode.NEGATIVE:
+                    raise
     assert errors == []
     assert nonconforming == {}
     assert len(sent) >= 1000

@@ -30,6 +30,7 @@ DATA_KEYS = {
     "cdnImage",
     "discordImage",
     "images",
+    "videoUrls",
     "components",
     "seed",
     "quota",

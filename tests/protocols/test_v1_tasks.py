@@ -18,7 +18,7 @@ TASKS = "/api/v1/tasks"
 TASK_KEYS = {
     "id", "object", "action", "status", "mode", "is_test", "parent", "button", "prompt",
     "prompt_en", "description", "metadata", "webhook_url", "progress", "image_url", "image_urls",
-    "thumbnail_url", "buttons", "properties", "seed", "fail_reason", "error_code", "price",
+    "thumbnail_url", "video_urls", "poster_url", "buttons", "properties", "seed", "fail_reason", "error_code", "price",
     "created_at", "submitted_at", "started_at", "finished_at",
 }  # fmt: skip
 

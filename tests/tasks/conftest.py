@@ -103,4 +103,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
         "apply_async",
         lambda args, countdown=None: calls.append(("poll", *args)),
     )
+    monkeypatch.setattr(
+        celery_tasks.finish_job,
+        "apply_async",
+        lambda args, countdown=None: calls.append(("finish", *args)),
+    )
     return calls

@@ -13,7 +13,7 @@ from PIL import Image
 
 from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import TERMINAL_STATUSES, Status
-from apps.tasks.lifecycle import task_poll, task_start
+from apps.tasks.lifecycle import task_finish, task_poll, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
 from tests.factories import UpstreamAccountFactory
@@ -40,6 +40,18 @@ def png_data_url(
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def poll_step(task_id: str, token: str | None = None) -> Task:
+    """One poll message (``task_poll``) and, when it found the job done and freed the slot,
+    the results queue's message that stores the result (``task_finish``)."""
+    token = token if token is not None else Task.objects.get(pk=task_id).poll_token
+    task_poll(task_id=task_id, token=token)
+    task = Task.objects.get(pk=task_id)
+    if task.status == Status.IN_PROGRESS and task.slot_freed_at and task.poll_token == token:
+        task_finish(task_id=task_id, token=token)
+        task = Task.objects.get(pk=task_id)
+    return task
+
+
 def run_to_completion(task_id: str, *, max_steps: int = 20) -> Task:
     for _ in range(max_steps):
         task = Task.objects.get(pk=task_id)
@@ -49,6 +61,8 @@ def run_to_completion(task_id: str, *, max_steps: int = 20) -> Task:
             dispatch_pending()
         elif task.status == Status.SUBMITTED:
             task_start(task_id=task_id)
+        elif task.status == Status.IN_PROGRESS and task.slot_freed_at is not None:
+            task_finish(task_id=task_id, token=task.poll_token)  # the results queue's step
         elif task.status == Status.IN_PROGRESS:
             task_poll(task_id=task_id, token=task.poll_token)
         else:

@@ -51,6 +51,7 @@ def test_new_task_actions_are_the_rows_with_inputs() -> None:
         Action.BLEND,
         Action.SHORTEN,
         Action.SWAP_FACE,
+        Action.VIDEO,
         Action.EDIT,
         Action.RETEXTURE,
     )

@@ -40,7 +40,11 @@ def shorten() -> list[Button]:
 
 
 def every_button() -> list[Button]:
-    return [*grid(), *upscale(), *describe(), *shorten()]
+    return [*grid(), *upscale(), *describe(), *shorten(), *video()]
+
+
+def video() -> list[Button]:
+    return buttons_for(Action.VIDEO, job_hash=HASH, is_grid=False)
 
 
 # --- buttons_for ---------------------------------------------------------------------------------
@@ -128,6 +132,8 @@ def test_upscale_buttons_are_midjourneys_exactly() -> None:
         (f"MJ::JOB::pan_right::1::{HASH}::SOLO", "➡️", "", 2, 2),
         (f"MJ::JOB::pan_up::1::{HASH}::SOLO", "⬆️", "", 2, 2),
         (f"MJ::JOB::pan_down::1::{HASH}::SOLO", "⬇️", "", 2, 2),
+        (f"MJ::JOB::animate_high::1::{HASH}::SOLO", "🎞️", "Animate (High motion)", 2, 2),
+        (f"MJ::JOB::animate_low::1::{HASH}::SOLO", "🎞️", "Animate (Low motion)", 2, 2),
         (f"MJ::JOB::reroll::0::{HASH}::SOLO", "🔄", "", 2, 2),
     ]
 
@@ -247,6 +253,21 @@ EXPECTED_ACTIONS: list[tuple[str, ButtonAction]] = [
             ButtonAction(Action.PAN, None, f"pan_{d}", pan_direction=d, job_hash=HASH),
         )
         for d in ("left", "right", "up", "down")
+    ),
+    *(
+        (
+            f"MJ::JOB::animate_{m}::1::{HASH}::SOLO",
+            ButtonAction(Action.VIDEO, None, f"animate_{m}", job_hash=HASH),
+        )
+        for m in ("high", "low")
+    ),
+    *(
+        (
+            f"MJ::JOB::animate_{m}_extend::{n}::{HASH}",
+            ButtonAction(Action.VIDEO, n, f"animate_{m}_extend", job_hash=HASH),
+        )
+        for n in range(1, 5)
+        for m in ("high", "low")
     ),
     *(
         (
@@ -495,6 +516,8 @@ def test_alias_not_offered_by_the_task_lists_what_it_offers() -> None:
         "PAN_RIGHT",
         "PAN_UP",
         "PAN_DOWN",
+        "ANIMATE_HIGH",
+        "ANIMATE_LOW",
         "REROLL",
     ]
     assert info.value.message == (
@@ -583,6 +606,8 @@ def test_ttapi_component_names() -> None:
         "pan_right",
         "pan_up",
         "pan_down",
+        "animate_high",
+        "animate_low",
         "reroll0",
     ]
     assert ttapi_components(describe()) == [

@@ -18,7 +18,7 @@ from apps.billing.selectors import balance_get
 from apps.core.errors import ConcurrencyLimitReached
 from apps.engines.models import SandboxJob
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Status
-from apps.tasks.lifecycle import ACTIVE_STATUSES, task_poll, task_start
+from apps.tasks.lifecycle import ACTIVE_STATUSES, task_finish, task_poll, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.inputs import Caller
@@ -143,8 +143,8 @@ def test_dispatchers_never_overfill_an_account_and_serve_tenants_fairly(make_key
     def sampler() -> None:
         try:
             while not stop.is_set():
-                counts = dict(
-                    Task.objects.filter(status__in=ACTIVE_STATUSES)
+                counts = dict(  # slot holders (a finished job's slot is free at once)
+                    Task.objects.filter(status__in=ACTIVE_STATUSES, slot_freed_at=None)
                     .values_list("upstream_account")
                     .annotate(n=Count("pk"))
                     .values_list("upstream_account", "n")
@@ -169,6 +169,8 @@ def test_dispatchers_never_overfill_an_account_and_serve_tenants_fairly(make_key
                     continue
                 if task.status == Status.SUBMITTED:
                     task_start(task_id=task.pk)
+                elif task.slot_freed_at is not None:  # the results queue's step
+                    task_finish(task_id=task.pk, token=task.poll_token)
                 else:
                     task_poll(task_id=task.pk, token=task.poll_token)
         finally:

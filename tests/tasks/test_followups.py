@@ -35,6 +35,8 @@ UPSCALE_LABELS = [
     "",
     "",
     "",
+    "Animate (High motion)",
+    "Animate (Low motion)",
     "",
 ]
 
@@ -87,6 +89,8 @@ def test_buttons_on_every_kind_of_result(caller):
         f"MJ::Outpaint::75::1::{up_hash}::SOLO",
         f"MJ::CustomZoom::{up_hash}",
         *(f"MJ::JOB::pan_{d}::1::{up_hash}::SOLO" for d in ("left", "right", "up", "down")),
+        f"MJ::JOB::animate_high::1::{up_hash}::SOLO",
+        f"MJ::JOB::animate_low::1::{up_hash}::SOLO",
         f"MJ::JOB::reroll::0::{up_hash}::SOLO",
     ]
 

@@ -28,7 +28,7 @@ from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.submit import task_submit
 
-from .helpers import png_bytes, run_to_completion, sandbox_account, stored_files
+from .helpers import png_bytes, poll_step, run_to_completion, sandbox_account, stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +84,7 @@ def test_a_terminal_task_never_changes(caller, final, sent):
     task = in_progress(caller, duration="0")
     token = task.poll_token
     if final == Status.SUCCESS:
-        task_poll(task_id=task.pk, token=token)
+        poll_step(task.pk, token)
     elif final == Status.FAILURE:
         assert task_fail(task_id=task.pk, reason="Broken.", error_code=ErrorCode.UPSTREAM_ERROR)
     else:
@@ -238,7 +238,7 @@ def test_timeout_wins_over_a_success_that_was_still_storing_files(caller, monkey
 
     monkeypatch.setattr(storage, "store_result", store_then_lose_the_race)
     files_before = stored_files(settings.MEDIA_ROOT)
-    task_poll(task_id=task.pk, token=task.poll_token)
+    poll_step(task.pk, task.poll_token)
 
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.error_code) == (Status.FAILURE, ErrorCode.TIMEOUT)
@@ -252,7 +252,7 @@ def test_timeout_wins_over_a_success_that_was_still_storing_files(caller, monkey
 def test_success_wins_over_a_late_timeout(caller):
     task = in_progress(caller, duration="0")
     stale = Task.objects.get(pk=task.pk)
-    task_poll(task_id=task.pk, token=task.poll_token)
+    poll_step(task.pk, task.poll_token)
     assert task_timeout(task=stale) is False
     task = Task.objects.get(pk=task.pk)
     assert task.status == Status.SUCCESS
@@ -300,7 +300,7 @@ def test_progress_only_moves_forward(caller, monkeypatch):
 
     from apps.engines.sandbox.engine import SandboxEngine
 
-    monkeypatch.setattr(SandboxEngine, "poll", poll)
+    monkeypatch.setattr(SandboxEngine, "poll_status", poll)
     seen = []
     for _ in range(3):
         task_poll(task_id=task.pk, token=task.poll_token)

@@ -19,14 +19,13 @@ from apps.tasks.lifecycle import (
     MAX_POLL_CRASHES,
     POLL_CRASHES,
     _grace,
-    task_poll,
     task_start,
 )
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending, tasks_sweep
 from apps.tasks.services.submit import task_submit
 
-from .helpers import sandbox_account, stored_files
+from .helpers import poll_step, sandbox_account, stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -56,12 +55,12 @@ def crash_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     def crash(self, job):
         raise KeyError("an answer nobody foresaw")
 
-    monkeypatch.setattr(SandboxEngine, "poll", crash)
+    monkeypatch.setattr(SandboxEngine, "poll_status", crash)
 
 
 def step(task_id: str) -> Task:
-    task_poll(task_id=task_id, token=Task.objects.get(pk=task_id).poll_token)
-    return Task.objects.get(pk=task_id)
+    """A poll message and, for a finished job, the results queue's message after it."""
+    return poll_step(task_id)
 
 
 def test_a_poll_step_that_keeps_crashing_fails_the_task_and_releases_its_hold(
@@ -103,13 +102,13 @@ def test_a_poll_step_that_keeps_crashing_fails_the_task_and_releases_its_hold(
 
 def test_a_normal_answer_ends_the_run_of_crashes(caller, clock, sent, monkeypatch):
     task = running(caller, duration="60")
-    real_poll = SandboxEngine.poll
+    real_poll = SandboxEngine.poll_status
     crash_polls(monkeypatch)
     for _ in range(MAX_POLL_CRASHES - 1):
         task = step(task.pk)
     assert task.engine_state[POLL_CRASHES] == MAX_POLL_CRASHES - 1
 
-    monkeypatch.setattr(SandboxEngine, "poll", real_poll)
+    monkeypatch.setattr(SandboxEngine, "poll_status", real_poll)
     clock.advance(seconds=30)
     task = step(task.pk)
     assert (task.status, task.progress) == (Status.IN_PROGRESS, progress_at(30, 60))
@@ -153,7 +152,7 @@ def test_a_slow_poll_cut_off_by_the_soft_time_limit_is_asked_again_without_count
     def slow(self, job):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(SandboxEngine, "poll", slow)
+    monkeypatch.setattr(SandboxEngine, "poll_status", slow)
     for _ in range(MAX_POLL_CRASHES + 1):
         sent.clear()
         task = step(task.pk)

@@ -17,7 +17,7 @@ from apps.tasks.services.submit import task_submit
 
 pytestmark = pytest.mark.django_db
 
-DEFAULTS = importlib.import_module("apps.tasks.migrations.0006_default_banned_words")
+DEFAULTS = importlib.import_module("apps.tasks.migrations.0008_default_banned_words")
 
 
 @pytest.fixture

@@ -460,7 +460,7 @@ def test_a_poll_without_an_answer_is_repeated(caller, sent, monkeypatch):
     def no_answer(self, job):
         raise SubmitOutcomeUnknown("The upstream did not answer in time.")
 
-    monkeypatch.setattr(SandboxEngine, "poll", no_answer)
+    monkeypatch.setattr(SandboxEngine, "poll_status", no_answer)
     sent.clear()
     task_poll(task_id=task.pk, token=token)
     assert Task.objects.get(pk=task.pk).status == Status.IN_PROGRESS

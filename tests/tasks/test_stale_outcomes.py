@@ -19,13 +19,13 @@ from apps.engines.base import PermanentEngineError, PollResult, ResultImage
 from apps.engines.models import UpstreamAccount
 from apps.engines.sandbox.engine import SandboxEngine
 from apps.tasks.enums import Action, ErrorCode, Status
-from apps.tasks.lifecycle import task_poll, task_start, task_timeout
+from apps.tasks.lifecycle import task_start, task_timeout
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
 from apps.tasks.services.operator import task_retry_on_another_account
 from apps.tasks.services.submit import task_submit
 
-from .helpers import png_bytes, sandbox_account, stored_files
+from .helpers import png_bytes, poll_step, sandbox_account, stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -84,9 +84,9 @@ def test_a_poll_step_overtaken_by_an_operator_move_changes_nothing(
             raise news
         return news
 
-    monkeypatch.setattr(SandboxEngine, "poll", move_while_asking)
+    monkeypatch.setattr(SandboxEngine, "poll_status", move_while_asking)
     sent.clear()
-    task_poll(task_id=task.pk, token=task.poll_token)
+    poll_step(task.pk, task.poll_token)
 
     assert_moved_and_untouched(task.pk, second)
     assert stored_files(settings.MEDIA_ROOT) == files_before  # a lost race leaves no files
@@ -134,7 +134,7 @@ def test_a_submit_error_after_an_operator_move_does_not_fail_the_moved_task(
 def test_a_task_whose_deadline_passed_still_times_out(caller, clock, sent):
     task, first, _second = running_on_first_of_two(caller)
     clock.advance(seconds=601)
-    task_poll(task_id=task.pk, token=task.poll_token)
+    poll_step(task.pk, task.poll_token)
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.error_code) == (Status.FAILURE, ErrorCode.TIMEOUT)
     assert task.upstream_account_id == first.pk

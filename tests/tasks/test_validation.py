@@ -129,12 +129,14 @@ def rejected(error: type[Exception], call: Callable[[], Any]) -> Any:
         (
             {"action": "UPSCALE", "prompt": "a cat"},
             "Unknown action 'UPSCALE'. Use IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE, "
-            "EDIT or RETEXTURE; follow-ups (upscale, variation …) are submitted with a parent task and a button.",
+            "VIDEO, EDIT or RETEXTURE; follow-ups (upscale, variation …) are submitted with a "
+            "parent task and a button.",
         ),
         (
             {"action": "PAINT", "prompt": "a cat"},
             "Unknown action 'PAINT'. Use IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE, "
-            "EDIT or RETEXTURE; follow-ups (upscale, variation …) are submitted with a parent task and a button.",
+            "VIDEO, EDIT or RETEXTURE; follow-ups (upscale, variation …) are submitted with a "
+            "parent task and a button.",
         ),
         (
             {"action": Action.IMAGINE, "prompt": "a cat", "mode": "LUDICROUS"},

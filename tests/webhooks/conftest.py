@@ -20,7 +20,7 @@ from tests.factories import TaskFactory
 class Receiver:
     """A webhook receiver on loopback. Records every request; answers ``respond()``'s status."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
         receiver = self
         self.requests: list[dict[str, Any]] = []
         self.connections = 0
@@ -29,6 +29,9 @@ class Receiver:
         self.lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps the connection open between requests; 1.0 closes it after each.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 request = {
@@ -53,6 +56,8 @@ class Receiver:
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
+            # Deliveries arrive several at once: the default backlog of 5 resets connections.
+            request_queue_size = 128
 
             def verify_request(self, request: Any, client_address: Any) -> bool:
                 receiver.connections += 1
@@ -87,6 +92,13 @@ def body(request: dict[str, Any]) -> Any:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def keep_alive_receiver() -> Iterator[Receiver]:
+    server = Receiver(keep_alive=True)
     yield server
     server.close()
 

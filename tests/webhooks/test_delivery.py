@@ -381,8 +381,8 @@ def test_a_worker_killed_mid_request_is_recovered_after_its_lease(
     [event] = publish(task, status="SUBMITTED")
     broker.queue.clear()  # the worker took the message off the queue
     # A worker claims the attempt and dies before sending or recording anything.
-    claimed = delivery_module._claim(event.pk, clock.now)
-    assert not isinstance(claimed, delivery_module.DeliveryResult)
+    [claimed] = delivery_module._claim_batch(clock.now, event_ids=[event.pk])
+    assert claimed.event_id == event.pk
     clock.advance(DISPATCH_LEASE.total_seconds() + 1)
     assert deliveries_dispatch_due() == []  # still within the dead worker's claim
     clock.set(T0 + CLAIM_LEASE)
@@ -400,13 +400,12 @@ def test_an_outcome_recorded_after_losing_the_lease_is_discarded(
     task = make_task(notify_hook=receiver.url())
     [event] = publish(task, status="SUBMITTED")
     broker.queue.clear()
-    slow = delivery_module._claim(event.pk, clock.now)
-    assert not isinstance(slow, delivery_module.DeliveryResult)
+    [slow] = delivery_module._claim_batch(clock.now, event_ids=[event.pk])
     clock.set(T0 + CLAIM_LEASE)
     broker.beat()  # another worker takes over and succeeds
     outcome = delivery_module._Outcome(success=False, status_code=500, error="HTTP 500")
-    result = delivery_module._record(slow[0], slow[2], outcome)
-    assert result.delivery is None
+    result = delivery_module._record_batch([(slow, outcome)])
+    assert result.delivery_ids == []
     [attempt] = event.deliveries.all()
     assert attempt.state == DeliveryState.SUCCEEDED
 

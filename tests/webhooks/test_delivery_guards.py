@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import connections, transaction
 
 from apps.core import http
 from apps.tasks.events import task_changed
@@ -81,13 +81,16 @@ def test_no_transaction_is_open_while_the_receiver_is_called(
     WebhookEndpoint.objects.create(organization=organization, url=receiver.url("/org"))
     task = make_task(notify_hook=receiver.url("/hook"))
     seen: list[tuple[bool, bool]] = []
-    real = delivery_module.safe_request
+    # The sends run in the delivery's sending threads: what matters is the connection of the
+    # thread that claimed and will record the batch.
+    worker_connection = connections["default"]
+    real = delivery_module._session.request
 
     def watched(*args: Any, **kwargs: Any) -> Any:
-        seen.append((connection.in_atomic_block, connection.get_autocommit()))
+        seen.append((worker_connection.in_atomic_block, worker_connection.get_autocommit()))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(delivery_module, "safe_request", watched)
+    monkeypatch.setattr(delivery_module._session, "request", watched)
     receiver.respond = lambda request: 503 if len(receiver.requests) < 2 else 200
     events = change(task, status="SUBMITTED")
     events_deliver(event_ids=[e.pk for e in events])  # both fail: the failure path

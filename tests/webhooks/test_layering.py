@@ -95,6 +95,7 @@ def test_only_the_celery_entry_points_import_inside_functions(path):
         assert {module for _, module in lazy} <= {
             "apps.webhooks.delivery",
             "apps.webhooks.delivery.events_deliver",
+            "apps.webhooks.delivery.deliveries_drain",
             "apps.webhooks.delivery.deliveries_dispatch_due",
             "apps.webhooks.services",
             "apps.webhooks.services.webhook_messages_purge",

@@ -36,7 +36,7 @@ def status(request: HttpRequest) -> HttpResponse:
             "modes": modes,
             "updated_at": body["updated_at"],
             "window_minutes": body["window_minutes"],
-            "refresh": PUBLIC_STATUS_SECONDS * 3,
+            "refresh": PUBLIC_STATUS_SECONDS,
         },
     )
     response["Cache-Control"] = f"public, max-age={PUBLIC_STATUS_SECONDS}"

@@ -41,6 +41,7 @@ CREATE_ACTIONS = (
     (Action.BLEND, "Blend", "Mix 2–5 images."),
     (Action.SHORTEN, "Shorten", "Analyse a prompt and suggest shorter ones."),
     (Action.SWAP_FACE, "Face swap", "Put the face of one picture onto another."),
+    (Action.VIDEO, "Video", "Animate a start frame into four short clips (prompt optional)."),
     (Action.EDIT, "Edit", "Repaint the white part of a mask of one image."),
     (Action.RETEXTURE, "Retexture", "Keep an image's shapes, restyle its surfaces."),
 )
@@ -467,8 +468,14 @@ def download(request: HttpRequest, task_id: str, part: str) -> HttpResponse:
     public file URL would be saved as ``image.png``."""
     task = task_get(organization=organization_of(request), task_id=task_id)
     result = task.result or {}
+    filename = ""
     if part == "image":
         name, label = result.get("image"), ("grid" if result.get("is_grid") else "")
+    elif part.startswith("video-") and part[6:].isdigit():
+        videos = result.get("videos") or []
+        index = int(part[6:])
+        name = videos[index - 1] if 1 <= index <= len(videos) else None
+        label, filename = part, presenters.video_download_name(task, index)
     else:
         splits = result.get("splits") or []
         index = int(part) if part.isdigit() else 0
@@ -482,6 +489,6 @@ def download(request: HttpRequest, task_id: str, part: str) -> HttpResponse:
         raise Http404("This file is gone.") from exc
     # A streaming response; the dashboard's view decorator is typed for plain ones.
     response: Any = FileResponse(
-        handle, as_attachment=True, filename=presenters.download_name(task, label)
+        handle, as_attachment=True, filename=filename or presenters.download_name(task, label)
     )
     return cast(HttpResponse, response)

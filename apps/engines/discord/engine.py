@@ -9,8 +9,10 @@
   at once (custom zoom, describe/shorten picks; vary region through the editor's API with the
   mask). ``upstream_job_id`` is the nonce.
 * **Find job**: a submit whose worker died is resolved from the row: sent → adopted; still
-  ``prepared`` → the channel's recent messages are read back; nothing after two minutes means
-  the bot never got it (it answers within seconds), so submitting again cannot run it twice.
+  ``prepared`` with no ``sending_at`` → its POST never left, so it is sent now; acknowledged by
+  Discord on the gateway → adopted; otherwise the channel's recent messages are read back, and
+  nothing two minutes after the POST left means the bot never got it (it answers within
+  seconds), so submitting again cannot run it twice.
 * **Poll** reads the row (the gateway keeps it current) and downloads a finished image at
   once; when the gateway has been silent about a live job for a while it reads the channel
   back over REST itself, so a dead gateway loses nothing.
@@ -26,6 +28,7 @@ import base64
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -55,15 +58,13 @@ logger = logging.getLogger(__name__)
 
 #: A prepared interaction with no trace in the channel after this long never reached the bot.
 LOST_SUBMIT_SECONDS = 120
+#: How long a lookup of an interrupted submit waits for Discord's acknowledgement of it.
+ACK_WAIT_SECONDS = 4.0
 #: A live job the gateway has said nothing about for this long is looked up over REST.
 RECOVER_AFTER_SECONDS = 20
 SEED_WAIT_SECONDS = 10.0
 MODE_FLAGS: dict[str, str] = {Mode.FAST: "--fast", Mode.RELAX: "--relax", Mode.TURBO: "--turbo"}
 BLEND_DIMENSIONS = {"PORTRAIT": "--ar 2:3", "SQUARE": "--ar 1:1", "LANDSCAPE": "--ar 3:2"}
-
-
-def _fast_exhausted_key(account_id: int) -> str:
-    return f"discord:fast-exhausted:{account_id}"
 
 
 def _check_remix_form(row: DiscordJob) -> None:
@@ -86,6 +87,9 @@ class DiscordEngine(Engine):
 
     def validate_options(self, options: dict[str, Any], secrets: dict[str, Any]) -> None:
         discord_options.parse(options, secrets)
+
+    def fast_falls_back_to_relax(self, options: Mapping[str, Any]) -> bool:
+        return discord_options.falls_back_to_relax(options)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -131,20 +135,16 @@ class DiscordEngine(Engine):
             .order_by("-created_at")
             .first()
         )
-        if earlier is not None:
-            if earlier.phase == Phase.PREPARED:
-                raise SubmitOutcomeUnknown(
-                    "An earlier submit of this task may have reached Discord; it is looked up "
-                    "before anything is sent again.",
-                    error_code=ErrorCode.UPSTREAM_ERROR,
-                )
+        if earlier is not None and earlier.phase == Phase.PREPARED:
+            # An earlier submit of this task stopped half-way: sent or not, it is looked up
+            # before anything is sent again.
+            earlier = self._resolve_prepared(job, earlier)
+        if earlier is not None and earlier.phase not in (Phase.REFUSED, Phase.FAILURE):
             return SubmitResult(upstream_job_id=earlier.nonce, state=tracker.job_state(earlier))
         unfit = tracker.account_unfit(account_id=job.account.id, mode=job.mode)
         if unfit is not None:
             code, reason = unfit
-            raise TemporaryEngineError(
-                f"{reason} The task goes back to the queue.", error_code=code
-            )
+            raise TemporaryEngineError(reason, error_code=code)
         rest = DiscordRest(account_id=job.account.id, settings=settings)
         try:
             row = self._send(job, settings, rest, relax=self._relax_instead(job, settings))
@@ -163,10 +163,12 @@ class DiscordEngine(Engine):
 
     @staticmethod
     def _relax_instead(job: Job, settings: DiscordSettings) -> bool:
+        """A FAST job on an account whose fast hours ran out, configured to fall back: it is
+        sent in relax at once (the account's health says so until an operator resets it)."""
         return (
             job.mode == Mode.FAST
             and settings.fast_fallback_to_relax
-            and bool(cache.get(_fast_exhausted_key(job.account.id)))
+            and tracker.fast_hours_exhausted(account_id=job.account.id)
         )
 
     def _send(
@@ -177,10 +179,22 @@ class DiscordEngine(Engine):
                 f"This account does not serve the {job.bot} bot.",
                 error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             )
+        if job.action == Action.VIDEO:
+            # Pressing Animate is a component interaction like any button, but the bot answers
+            # with MP4 attachments our tracker does not read yet; refuse before sending, so the
+            # customer is not charged for a job whose clips we could not deliver.
+            raise PermanentEngineError(
+                "Video is not available on the discord engine yet; run video tasks on the "
+                "sandbox or a midjourney-proxy Plus upstream.",
+                error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+            )
         if job.parent is not None and job.custom_id:
             return self._press(job, settings, rest)
         channel = settings.channel_for(job.bot)
         name, command_options, attachments = self._command(job, settings, rest, channel, relax)
+        # The command's id and version first: a refusal here (401, 429 for too long) leaves
+        # no row behind, since nothing was sent.
+        command = rest.command(name, bot=job.bot)
         nonce = new_nonce()
         row = DiscordJob.objects.create(
             nonce=nonce,
@@ -193,7 +207,12 @@ class DiscordEngine(Engine):
             prompt=str(command_options[0]["value"]) if name in ("imagine", "shorten") else "",
         )
         for refresh in (False, True):
-            command = rest.command(name, bot=job.bot, refresh=refresh)
+            if refresh:
+                try:
+                    command = rest.command(name, bot=job.bot, refresh=True)
+                except (TemporaryEngineError, PermanentEngineError) as exc:
+                    self._refused(row, exc.message, exc.error_code)
+                    raise
             payload = {
                 "type": wire.APPLICATION_COMMAND,
                 "application_id": command.application_id,
@@ -326,21 +345,26 @@ class DiscordEngine(Engine):
 
     @staticmethod
     def _interact(rest: DiscordRest, row: DiscordJob, payload: dict[str, Any]) -> None:
+        def leaving() -> None:
+            DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
+                sending_at=timezone.now()
+            )
+
         try:
-            rest.interact(payload)
+            rest.interact(payload, before_send=leaving)
         except (TemporaryEngineError, PermanentEngineError) as exc:
             # Discord answered and did not take it: nothing runs, the row is closed. (A stale
             # command version is retried by the caller; an unknown outcome stays prepared.)
             DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
-                phase=Phase.REFUSED, fail_reason=exc.message
+                phase=Phase.REFUSED, error_code=exc.error_code, fail_reason=exc.message
             )
             raise
         DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(phase=Phase.SENT)
 
     @staticmethod
-    def _refused(row: DiscordJob, reason: str) -> None:
+    def _refused(row: DiscordJob, reason: str, error_code: str = ErrorCode.UPSTREAM_ERROR) -> None:
         DiscordJob.objects.filter(pk=row.pk).exclude(phase=Phase.SUCCESS).update(
-            phase=Phase.REFUSED, fail_reason=reason
+            phase=Phase.REFUSED, error_code=error_code, fail_reason=reason
         )
 
     def _confirm(
@@ -369,9 +393,9 @@ class DiscordEngine(Engine):
         fall_back = settings.fast_fallback_to_relax and job.parent is None
         if row.error_code == ErrorCode.FAST_HOURS_EXHAUSTED and job.mode == Mode.FAST and fall_back:
             # Fall back as configured: the refused job never ran, so sending it again in
-            # relax mode runs it once. The account stays healthy for relax work.
-            cache.set(_fast_exhausted_key(job.account.id), True, timeout=3600)
-            tracker.account_trouble(account_id=job.account.id, health="healthy", reason="")
+            # relax mode runs it once. The account's health stays "fast hours exhausted" (the
+            # operator is told, the admin shows it); the dispatcher still gives it FAST work,
+            # which goes out in relax from now on.
             again = self._send(job, settings, rest, relax=True)
             return self._confirm(job, again, settings, rest)
         raise TemporaryEngineError(
@@ -469,6 +493,29 @@ class DiscordEngine(Engine):
         if row is None:
             return None
         if row.phase == Phase.PREPARED:
+            row = self._resolve_prepared(job, row)
+            if row is None:
+                return None
+        if row.phase in (Phase.REFUSED, Phase.FAILURE):
+            return None
+        return SubmitResult(upstream_job_id=row.nonce, state=tracker.job_state(row))
+
+    def _resolve_prepared(self, job: Job, row: DiscordJob) -> DiscordJob | None:
+        """Did a prepared row's interaction reach Discord? The row (adopted) if it did, None
+        (the row closed) if it certainly did not; ``SubmitOutcomeUnknown`` while that cannot
+        be told yet.
+
+        Never sent (no ``sending_at``: its worker died before the POST left) → closed at once.
+        Sent → Discord acknowledges the interaction on the gateway within a second (the
+        acknowledgement carries our nonce) and the bot answers within seconds, so the
+        gateway's record, or the channel read back, says so; a short wait covers a worker
+        that died just after sending. Nothing after ``LOST_SUBMIT_SECONDS`` means the POST
+        never arrived.
+        """
+        if row.sending_at is None:
+            self._refused(row, "The interaction was never sent (its worker stopped before).")
+            return None
+        if not row.interaction_id:
             settings = self._settings(job)
             rest = DiscordRest(account_id=job.account.id, settings=settings)
             try:
@@ -476,18 +523,29 @@ class DiscordEngine(Engine):
             finally:
                 rest.close()
             row.refresh_from_db()
-        if row.phase == Phase.PREPARED:
-            age = (timezone.now() - row.created_at).total_seconds()
-            if age < LOST_SUBMIT_SECONDS:
-                raise SubmitOutcomeUnknown(
-                    "The interaction may still be answered; looking again shortly.",
-                    error_code=ErrorCode.UPSTREAM_ERROR,
-                )
-            self._refused(row, "The interaction never reached the bot.")
-            return None
-        if row.phase in (Phase.REFUSED, Phase.FAILURE):
-            return None
-        return SubmitResult(upstream_job_id=row.nonce, state=tracker.job_state(row))
+        # Sent a moment ago: give Discord's acknowledgement the moment it needs to arrive.
+        left = ACK_WAIT_SECONDS - (timezone.now() - row.sending_at).total_seconds()
+        deadline = time.monotonic() + min(max(left, 0.0), ACK_WAIT_SECONDS)
+        while row.phase == Phase.PREPARED and not row.interaction_id:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+            row.refresh_from_db()
+        if row.phase != Phase.PREPARED:
+            return row
+        if row.interaction_id:
+            # Discord took it (the gateway saw the acknowledgement): it is running.
+            DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(phase=Phase.SENT)
+            row.refresh_from_db()
+            return row
+        age = (timezone.now() - row.sending_at).total_seconds()
+        if age < LOST_SUBMIT_SECONDS:
+            raise SubmitOutcomeUnknown(
+                "The interaction may still be answered; looking again shortly.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        self._refused(row, "The interaction never reached the bot.")
+        return None
 
     def _read_back(
         self, job: Job, settings: DiscordSettings, rest: DiscordRest, channel: str

@@ -63,6 +63,9 @@ class DiscordJob(models.Model):
     seed = models.BigIntegerField(null=True, blank=True)
     error_code = models.CharField(max_length=32, blank=True)
     fail_reason = models.TextField(blank=True)
+    #: When the interaction's POST was about to leave (written just before each try): a
+    #: prepared row without it was certainly never sent.
+    sending_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -107,6 +107,14 @@ def _url(name: str, value: Any, schemes: tuple[str, ...]) -> str:
     return text
 
 
+def falls_back_to_relax(options: Mapping[str, Any]) -> bool:
+    """``fast_fallback_to_relax`` of stored options (False when absent or unreadable)."""
+    try:
+        return _boolean("fast_fallback_to_relax", options.get("fast_fallback_to_relax", False))
+    except ValueError:
+        return False
+
+
 def parse(options: Mapping[str, Any], secrets: Mapping[str, Any]) -> DiscordSettings:
     """Checked settings; raises ValueError with a sentence an operator can act on."""
     unknown = sorted(set(options) - set(OPTIONS))

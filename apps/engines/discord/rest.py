@@ -13,13 +13,18 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from django.core.cache import cache
+from django.utils import timezone
 
 from apps.engines.base import PermanentEngineError, SubmitOutcomeUnknown, TemporaryEngineError
+from apps.engines.services import upstream_account_pause
 from apps.tasks.enums import ErrorCode
 
 from .options import DiscordSettings
@@ -30,6 +35,10 @@ logger = logging.getLogger(__name__)
 #: A rate limit longer than this is not waited out inside a request: the task goes back.
 MAX_RATE_LIMIT_WAIT = 15.0
 MAX_ATTEMPTS = 5
+#: A call's turn lock lives this long at most (longer than a rate-limit wait plus a request).
+TURN_SECONDS = 45
+#: How long a call waits for its turn before the task goes back to the queue.
+TURN_WAIT = 30.0
 COMMAND_INDEX_SECONDS = 3600
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 _ID = re.compile(r"/\d{5,}")
@@ -85,10 +94,15 @@ class DiscordRest:
         if wait <= 0:
             return
         if wait > MAX_RATE_LIMIT_WAIT:
-            raise TemporaryEngineError(
-                f"Discord rate-limits this account for another {wait:.0f} s.",
-                error_code=ErrorCode.UPSTREAM_ERROR,
+            # Too long to wait inside a request: the account takes no work until then (the
+            # dispatcher gives it to others), and this task goes back to the queue.
+            message = f"Discord rate-limits this account for another {wait:.0f} s."
+            upstream_account_pause(
+                account_id=self.account_id,
+                until=timezone.now() + timedelta(seconds=wait),
+                reason=message,
             )
+            raise TemporaryEngineError(message, error_code=ErrorCode.UPSTREAM_ERROR)
         time.sleep(wait)
 
     def _limited(self, route: str, response: httpx.Response) -> None:
@@ -96,10 +110,17 @@ class DiscordRest:
             body = response.json()
         except ValueError:
             body = {}
-        retry_after = float(body.get("retry_after") or response.headers.get("Retry-After") or 1)
-        is_global = bool(body.get("global")) or response.headers.get("X-RateLimit-Global") == "true"
-        key = self._key("*" if is_global else route)
-        cache.set(key, time.time() + retry_after, timeout=int(retry_after) + 2)
+        headers = response.headers
+        # The body's float is the precise one; Retry-After is whole seconds, rounded up.
+        retry_after = _seconds(
+            body.get("retry_after") if isinstance(body, dict) else None,
+            headers.get("X-RateLimit-Reset-After"),
+            headers.get("Retry-After"),
+        )
+        is_global = (isinstance(body, dict) and bool(body.get("global"))) or (
+            headers.get("X-RateLimit-Global", "").lower() == "true"
+        )
+        self._hold(route="*" if is_global else route, seconds=retry_after)
         logger.info(
             "discord 429 for account %s on %s: retry after %.2f s%s",
             self.account_id,
@@ -108,32 +129,86 @@ class DiscordRest:
             " (global)" if is_global else "",
         )
 
+    def _hold(self, *, route: str, seconds: float) -> None:
+        """Nobody calls ``route`` (``*``: anything) for this account for ``seconds``."""
+        key = self._key(route)
+        until = time.time() + seconds
+        if until > float(cache.get(key) or 0):
+            cache.set(key, until, timeout=int(seconds) + 2)
+
+    def _exhausted(self, route: str, response: httpx.Response) -> None:
+        """A bucket with nothing left (``X-RateLimit-Remaining: 0``): wait for its reset
+        before calling the route again, instead of running into the 429."""
+        if response.headers.get("X-RateLimit-Remaining") != "0":
+            return
+        seconds = _seconds(response.headers.get("X-RateLimit-Reset-After"))
+        if seconds > 0:
+            self._hold(route=route, seconds=min(seconds, MAX_RATE_LIMIT_WAIT))
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """One REST call of this account at a time, across workers (a lock in the cache).
+
+        A 429 only reaches the other callers once its answer is in: calls already on their way
+        would break the limit it announces. Taking turns, every call starts after the previous
+        one's answer (and its rate-limit headers) was recorded — as a browser's one client
+        would. The lock outlives no call: it expires after ``TURN_SECONDS`` should its holder
+        die, and a caller waiting longer than ``TURN_WAIT`` gives up (the task is requeued).
+        """
+        key = f"discord:turn:{self.account_id}"
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + TURN_WAIT
+        while not cache.add(key, token, timeout=TURN_SECONDS):
+            if time.monotonic() >= deadline:
+                raise TemporaryEngineError(
+                    "This Discord account is busy with other calls; trying again shortly.",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                )
+            time.sleep(0.01)
+        try:
+            yield
+        finally:
+            if cache.get(key) == token:
+                cache.delete(key)
+
     # --- requests -----------------------------------------------------------------------------
 
     def request(
-        self, method: str, url: str, *, route: str = "", absolute: bool = False, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        route: str = "",
+        absolute: bool = False,
+        before_send: Callable[[], None] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """Send a request, waiting out 429s. Connection refused → not sent (temporary);
-        a timeout after sending → outcome unknown."""
+        a timeout after sending → outcome unknown. ``before_send`` runs right before each try
+        leaves (after the turn and any rate limit were waited for)."""
         target = url if absolute else f"{self.settings.rest_base_url}{url}"
         route = route or f"{method} {_ID.sub('/:id', url)}"
         for _attempt in range(MAX_ATTEMPTS):
-            self._wait_for_limits(route)
-            try:
-                response = self._client.request(method, target, headers=self._headers, **kwargs)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                raise TemporaryEngineError(
-                    f"Discord cannot be reached ({type(exc).__name__}).",
-                    error_code=ErrorCode.UPSTREAM_ERROR,
-                ) from exc
-            except httpx.HTTPError as exc:
-                raise SubmitOutcomeUnknown(
-                    f"Discord did not answer ({type(exc).__name__}).",
-                    error_code=ErrorCode.UPSTREAM_ERROR,
-                ) from exc
-            if response.status_code == 429:
-                self._limited(route, response)
-                continue
+            with self._turn():
+                self._wait_for_limits(route)
+                if before_send is not None:
+                    before_send()
+                try:
+                    response = self._client.request(method, target, headers=self._headers, **kwargs)
+                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                    raise TemporaryEngineError(
+                        f"Discord cannot be reached ({type(exc).__name__}).",
+                        error_code=ErrorCode.UPSTREAM_ERROR,
+                    ) from exc
+                except httpx.HTTPError as exc:
+                    raise SubmitOutcomeUnknown(
+                        f"Discord did not answer ({type(exc).__name__}).",
+                        error_code=ErrorCode.UPSTREAM_ERROR,
+                    ) from exc
+                if response.status_code == 429:
+                    self._limited(route, response)
+                    continue
+                self._exhausted(route, response)
             if response.status_code == 401:
                 raise InvalidToken(
                     "Discord rejected the account's token (401 Unauthorized).",
@@ -184,9 +259,17 @@ class DiscordRest:
 
     # --- interactions -------------------------------------------------------------------------
 
-    def interact(self, payload: dict[str, Any]) -> None:
+    def interact(
+        self, payload: dict[str, Any], *, before_send: Callable[[], None] | None = None
+    ) -> None:
         """POST one interaction. Raises CommandOutdated for a stale command version."""
-        response = self.request("POST", "/interactions", json=payload, route="POST /interactions")
+        response = self.request(
+            "POST",
+            "/interactions",
+            json=payload,
+            route="POST /interactions",
+            before_send=before_send,
+        )
         if response.status_code in (200, 204):
             return
         body = _json(response)
@@ -281,6 +364,18 @@ class DiscordRest:
     def me(self) -> dict[str, Any]:
         response = self.request("GET", "/users/@me")
         return dict(response.json())
+
+
+def _seconds(*candidates: Any) -> float:
+    """The first of ``candidates`` that reads as a positive number of seconds (else 1)."""
+    for value in candidates:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        if seconds > 0:
+            return seconds
+    return 1.0
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -19,19 +19,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
 
 from apps.engines.base import JobUpdate, PollResult, ResultImage
 from apps.engines.models import Health, UpstreamAccount
-from apps.engines.services import upstream_account_set_enabled, upstream_account_set_health
+from apps.engines.services import upstream_account_take_out
 from apps.tasks.enums import ErrorCode, Mode
 
 from . import wire
 from .models import LIVE_PHASES, DiscordJob, Phase
-from .options import DiscordSettings
+from .options import DiscordSettings, falls_back_to_relax
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +66,9 @@ def _head(text: wire.BotText) -> str:
 
 
 def account_trouble(*, account_id: int, health: str, reason: str, disable: bool = False) -> None:
-    """Record why an account cannot serve (the admin shows ``health_reason``)."""
-    account = UpstreamAccount.objects.filter(pk=account_id).first()
-    if account is None:
-        return
-    was_serving = account.health == Health.HEALTHY and account.is_enabled
-    if health and (account.health != health or account.health_reason != reason[:500]):
-        upstream_account_set_health(account=account, health=health, reason=reason)
-        logger.warning("discord account %s is now %s: %s", account_id, health, reason)
-    if disable and account.is_enabled:
-        upstream_account_set_enabled(account=account, enabled=False)
-    if was_serving and (health not in ("", Health.HEALTHY) or disable):
-        _tell_operators(account, health=health, reason=reason, disabled=disable)
+    """Record why an account cannot serve (the admin shows ``health_reason``); the operators
+    are told by e-mail when it stops serving."""
+    upstream_account_take_out(account_id=account_id, health=health, reason=reason, disable=disable)
 
 
 #: Health states in which an account takes no new interaction (FAST_HOURS_EXHAUSTED: no FAST one).
@@ -99,7 +88,7 @@ def account_unfit(*, account_id: int, mode: str) -> tuple[str, str] | None:
     """
     account = (
         UpstreamAccount.objects.filter(pk=account_id)
-        .values("is_enabled", "health", "health_reason")
+        .values("is_enabled", "health", "health_reason", "options")
         .first()
     )
     if account is None:
@@ -107,32 +96,20 @@ def account_unfit(*, account_id: int, mode: str) -> tuple[str, str] | None:
     health = account["health"]
     if not account["is_enabled"]:
         return ErrorCode.ACCOUNT_UNAVAILABLE, "The discord account is disabled."
-    if health not in _HEALTH_CODES or (
-        health == Health.FAST_HOURS_EXHAUSTED and mode == Mode.RELAX
-    ):
+    if health not in _HEALTH_CODES:
         return None
+    if health == Health.FAST_HOURS_EXHAUSTED and (
+        mode == Mode.RELAX or (mode == Mode.FAST and falls_back_to_relax(account["options"] or {}))
+    ):
+        return None  # relax work runs on; FAST work too, sent in relax, when so configured
     reason = account["health_reason"] or Health(health).label
     return _HEALTH_CODES[health], f"The discord account is {Health(health).label.lower()}: {reason}"
 
 
-def _tell_operators(account: UpstreamAccount, *, health: str, reason: str, disabled: bool) -> None:
-    """E-mail the operators (active staff) that an account stopped serving, and why."""
-    recipients = list(
-        get_user_model()
-        .objects.filter(is_staff=True, is_active=True)
-        .exclude(email="")
-        .values_list("email", flat=True)
-    )
-    if not recipients:
-        return
-    state = "disabled" if disabled else Health(health).label.lower()
-    subject = f"[mjgate] Discord account {account.name} is {state}"
-    body = (
-        f"The Discord account {account.name} (#{account.pk}) stopped serving tasks: {state}.\n\n"
-        f"Why: {reason}\n\nTasks that were not sent yet go to the other accounts. Fix the "
-        "account and set it healthy (and enabled) again in the operator admin."
-    )
-    transaction.on_commit(lambda: send_mail(subject, body, None, recipients, fail_silently=True))
+def fast_hours_exhausted(*, account_id: int) -> bool:
+    return UpstreamAccount.objects.filter(
+        pk=account_id, health=Health.FAST_HOURS_EXHAUSTED
+    ).exists()
 
 
 # --- events ----------------------------------------------------------------------------------

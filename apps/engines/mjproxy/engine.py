@@ -57,12 +57,16 @@ from apps.engines.base import (
     PermanentEngineError,
     PollResult,
     ResultImage,
+    ResultVideo,
     StoredFile,
     SubmitResult,
     TemporaryEngineError,
     register,
 )
 from apps.engines.models import UpstreamAccount
+
+# The sandbox's clip reader: a poster from the first frame when an upstream sends none.
+from apps.engines.sandbox.video import first_frame
 from apps.tasks.enums import Action, ErrorCode
 from apps.tasks.remix import is_remixed
 
@@ -75,6 +79,8 @@ logger = logging.getLogger(__name__)
 #: The Plus proxies' editor routes; an upstream without them answers 404.
 EDITS_PATH = "/mj/submit/edits"
 RETEXTURE_PATH = "/mj/submit/retexture"
+#: trueai-org's Plus route for video (absent from novicezk's proxy).
+VIDEO_PATH = "/mj/submit/video"
 PLUS_ONLY_PATHS = (EDITS_PATH, RETEXTURE_PATH)
 
 OPTIONS = ("base_url", "callbacks", "callback_base_url")
@@ -203,6 +209,13 @@ class MjproxyEngine(Engine):
                 f"cannot run {job.action} tasks.",
                 error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
             )
+        if path == VIDEO_PATH and answer.status in (404, 405):
+            # A midjourney-proxy without the Plus routes (novicezk's) has no video.
+            raise PermanentEngineError(
+                "The upstream midjourney-proxy has no video route (/mj/submit/video, a Plus "
+                "feature); run video tasks on a sandbox or a Plus upstream.",
+                error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+            )
         accepted = self._accepted(answer)
         if is_remixed(job.params) and not accepted.modal and accepted.job_id:
             self._refuse_unremixed(client, job, accepted.job_id)
@@ -323,10 +336,42 @@ class MjproxyEngine(Engine):
             self._need_inputs(inputs, 2, "Face swap")
             body.update(sourceBase64=inputs[0], targetBase64=inputs[1])
             return "/mj/insight-face/swap", body
+        if job.action == Action.VIDEO:
+            return VIDEO_PATH, self._video_body(job, body, inputs)
         raise PermanentEngineError(
             f"The mjproxy engine cannot start a {job.action} task without a parent task.",
             error_code=ErrorCode.INVALID_PARAMETER,
         )
+
+    def _video_body(self, job: Job, body: dict[str, Any], inputs: list[str]) -> dict[str, Any]:
+        """trueai-org's ``/mj/submit/video`` body for a start frame, a parent image or an
+        extension (``action: extend`` with the upstream's task id and the clip's index)."""
+        params = job.params
+        body.update(
+            prompt=job.prompt,
+            motion=params.get("motion") or "low",
+            batchSize=int(params.get("batch_size") or 4),
+            loop=bool(params.get("loop")),
+        )
+        index = int(params.get("index") or 1)
+        parent = job.parent
+        if params.get("extend"):
+            if parent is None:
+                raise PermanentEngineError(
+                    "Extending needs the video task.", error_code=ErrorCode.INVALID_PARAMETER
+                )
+            body.update(action="extend", taskId=self._parent_job(job.account, parent), index=index)
+        elif inputs:
+            body["base64"] = inputs[0]
+        elif parent is not None and parent.grid is not None:
+            # The parent's image as we stored it (its split for a grid) is the start frame.
+            frame = parent.splits[index - 1] if len(parent.splits) >= index else parent.grid
+            body["base64"] = _data_url(frame)
+        else:
+            raise PermanentEngineError(
+                "A video needs a start frame.", error_code=ErrorCode.INVALID_PARAMETER
+            )
+        return body
 
     @staticmethod
     def _need_inputs(inputs: list[str], count: int, what: str) -> None:
@@ -430,6 +475,8 @@ class MjproxyEngine(Engine):
             return replace(view.poll_result(), state={MISSING_POLLS: 0, MISSING_SINCE: None})
         if view.status != PollResult.SUCCESS:
             return view.poll_result()
+        if job.action == Action.VIDEO:
+            return self._video_result(job, view)
         return PollResult(
             status=PollResult.SUCCESS,
             progress=100,
@@ -543,6 +590,35 @@ class MjproxyEngine(Engine):
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
         return dict(answer.data)
+
+    def _video_result(self, job: Job, view: mapping.UpstreamView) -> PollResult:
+        """A finished video: its clips downloaded, and a poster (the upstream's image, else
+        the first frame of the first clip)."""
+        if not view.video_urls:
+            raise PermanentEngineError(
+                "The upstream reported the video finished but sent no clip.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        clips = [self._download(job.account, url) for url in view.video_urls]
+        if view.image_url:
+            poster = self._download(job.account, view.image_url)
+        else:
+            try:
+                poster = first_frame(clips[0])
+            except ValueError as exc:
+                raise PermanentEngineError(
+                    "The upstream's video clip could not be read.",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                ) from exc
+        return PollResult(
+            status=PollResult.SUCCESS,
+            progress=100,
+            image=ResultImage(data=poster),
+            videos=tuple(ResultVideo(data=clip) for clip in clips),
+            is_grid=False,
+            properties=view.properties,
+            state={"buttons": view.buttons},
+        )
 
     def _result_image(self, job: Job, view: mapping.UpstreamView) -> ResultImage | None:
         if job.action == Action.SHORTEN:

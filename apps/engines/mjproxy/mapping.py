@@ -141,6 +141,8 @@ class UpstreamView:
     is_grid: bool = False
     properties: dict[str, Any] = field(default_factory=dict)
     buttons: list[dict[str, Any]] = field(default_factory=list)
+    #: A video job's clips (the upstream's addresses, for our download only).
+    video_urls: list[str] = field(default_factory=list)
 
     def poll_result(self) -> PollResult:
         """The result without its image (the engine downloads that)."""
@@ -172,6 +174,16 @@ def _result_properties(action: str, upstream: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def _video_urls(value: Any) -> list[str]:
+    """trueai-org's ``videoUrls``: ``[{"url": …}]`` (plain strings accepted too)."""
+    urls: list[str] = []
+    for item in value if isinstance(value, list) else []:
+        url = item.get("url") if isinstance(item, Mapping) else item
+        if isinstance(url, str) and url.strip():
+            urls.append(url.strip())
+    return urls
+
+
 def upstream_view(upstream: Mapping[str, Any], *, action: str) -> UpstreamView:
     """Map one upstream task (poll answer or callback body) for our task of ``action``."""
     status = str(upstream.get("status") or "").upper()
@@ -188,6 +200,7 @@ def upstream_view(upstream: Mapping[str, Any], *, action: str) -> UpstreamView:
             is_grid=action in GRID_ACTIONS,
             properties=_result_properties(action, upstream),
             buttons=[dict(b) for b in buttons],
+            video_urls=_video_urls(upstream.get("videoUrls")),
         )
     reason = _text(upstream.get("failReason"))
     if status == "CANCEL":

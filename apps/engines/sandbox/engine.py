@@ -35,6 +35,7 @@ from . import render
 from .editor import render_edit, render_retexture
 from .references import apply_references
 from .remix import render_remix
+from .video import video_result
 
 DEFAULT_DURATION = 6.0
 STALL_PROGRESS = 42
@@ -117,7 +118,10 @@ class SandboxEngine(Engine):
                     "The sandbox job changed while it was submitted."
                 ) from None
             created = found
-        return SubmitResult(upstream_job_id=created.job_id)
+        if created.stall:
+            return SubmitResult(upstream_job_id=created.job_id)
+        left = created.duration - (timezone.now() - created.created_at).total_seconds()
+        return SubmitResult(upstream_job_id=created.job_id, eta_seconds=max(0.0, left))
 
     def find_job(self, job: Job) -> SubmitResult | None:
         job_id = (
@@ -139,6 +143,15 @@ class SandboxEngine(Engine):
             )
 
     def poll(self, job: Job) -> PollResult:
+        status = self.poll_status(job)
+        if status.result_pending:
+            return render_result(job)
+        return status
+
+    def poll_status(self, job: Job) -> PollResult:
+        """Where the job is, without rendering: a finished one is SUCCESS with
+        ``result_pending`` (the render, the slow part, is ``poll``'s). A running one says
+        how long it has left, so the next poll comes when it is done."""
         record = SandboxJob.objects.filter(job_id=job.upstream_job_id).first()
         if record is None:
             raise PermanentEngineError(
@@ -155,7 +168,9 @@ class SandboxEngine(Engine):
             return PollResult(status=PollResult.RUNNING, progress=STALL_PROGRESS)
         if elapsed < record.duration:
             return PollResult(
-                status=PollResult.RUNNING, progress=progress_at(elapsed, record.duration)
+                status=PollResult.RUNNING,
+                progress=progress_at(elapsed, record.duration),
+                eta_seconds=record.duration - elapsed,
             )
         if record.will_fail:
             return PollResult(
@@ -163,7 +178,7 @@ class SandboxEngine(Engine):
                 fail_reason="The sandbox failed this job as configured (fail_rate).",
                 error_code=ErrorCode.UPSTREAM_REJECTED,
             )
-        return render_result(job)
+        return PollResult(status=PollResult.SUCCESS, progress=100, result_pending=True)
 
 
 def _seed(job: Job) -> int:
@@ -265,6 +280,8 @@ def render_result(job: Job) -> PollResult:
     if action == Action.SWAP_FACE:
         source, target = _inputs(job)[:2]
         return _single(render.render_swap_face(source, target), seed)
+    if action == Action.VIDEO:
+        return video_result(job, seed)
     if action == Action.DESCRIBE:
         image = _inputs(job)[0]
         described = render.describe_prompts(image)

@@ -15,7 +15,13 @@ from apps.tasks.buttons import Button, friendly_name
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 
-from ..common import epoch_ms, result_image_url, result_split_urls, result_thumbnail_url
+from ..common import (
+    epoch_ms,
+    result_image_url,
+    result_split_urls,
+    result_thumbnail_url,
+    result_video_urls,
+)
 
 #: Actions whose result is text (prompts), copied into ``prompt``/``promptEn`` on success.
 _TEXT_RESULT_ACTIONS = (Action.DESCRIBE, Action.SHORTEN)
@@ -41,6 +47,14 @@ def image_urls(task: Task) -> list[dict[str, str]] | None:
     return [{"url": main}] if main else None
 
 
+def video_urls(task: Task) -> list[dict[str, str]] | None:
+    """``[{"url": …}]``: a video's MP4 clips as trueai-org's proxy lists them, else ``null``.
+
+    ``imageUrl`` of a video is its poster (the first frame of the first clip)."""
+    urls = result_video_urls(task)
+    return [{"url": url} for url in urls] or None
+
+
 def description_text(task: Task) -> str:
     """The command the task ran, as the proxy describes its tasks; never empty."""
     if task.description:
@@ -54,6 +68,8 @@ def description_text(task: Task) -> str:
         return f"/blend {task.id} {len(task.inputs or [])}"
     if task.action == Action.SWAP_FACE:
         return f"/swap_face {task.id}"
+    if task.action == Action.VIDEO:
+        return f"/video {task.prompt}".rstrip()
     command = "/shorten" if task.action == Action.SHORTEN else "/imagine"
     return f"{command} {task.prompt}".rstrip()
 
@@ -94,6 +110,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "progress": progress_text(task),
         "imageUrl": result_image_url(task),
         "imageUrls": image_urls(task),
+        "videoUrls": video_urls(task),
         "thumbnailUrl": result_thumbnail_url(task),
         "failReason": task.fail_reason or None,
         "errorCode": task.error_code or None,

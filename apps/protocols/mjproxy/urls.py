@@ -20,6 +20,7 @@ _ROUTES: list[tuple[str, Any, str]] = [
     ("submit/describe", views.DescribeView, "describe"),
     ("submit/blend", views.BlendView, "blend"),
     ("submit/shorten", views.ShortenView, "shorten"),
+    ("submit/video", views.VideoView, "video"),
     ("submit/change", views.ChangeView, "change"),
     ("submit/simple-change", views.SimpleChangeView, "simple-change"),
     ("submit/upload-discord-images", views.UploadDiscordImagesView, "upload-discord-images"),

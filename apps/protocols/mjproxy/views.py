@@ -29,10 +29,15 @@ from apps.core.errors import (
     ServiceError,
 )
 from apps.tasks.actions import ByName, press_spec
-from apps.tasks.enums import Action
+from apps.tasks.enums import Action, Status
 from apps.tasks.errors import dialect_error, domain_label
-from apps.tasks.models import Protocol
-from apps.tasks.selectors import task_get, task_list, task_queue_list
+from apps.tasks.models import Protocol, Task
+from apps.tasks.selectors import (
+    task_fetch,
+    task_list,
+    task_queue_estimate,
+    task_queue_list,
+)
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
@@ -40,11 +45,14 @@ from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.seeds import task_image_seed
 from apps.tasks.services.submit import task_submit
 from apps.tasks.services.uploads import images_upload
+from apps.tasks.services.video import task_submit_video
 
 from ..common import (
     LenientJSONParser,
+    bool_field,
     caller_of,
     drf_error_response,
+    epoch_ms,
     json_object,
     logger,
     optional_text,
@@ -52,6 +60,7 @@ from ..common import (
     stored_file_url,
     string_list,
     text_field,
+    video_resolution_check,
     with_retry_after,
     with_tier_limit_hint,
 )
@@ -105,6 +114,7 @@ _WIRE_FIELDS = {
     "parent": "taskId",
     "task": "taskId",
     "button": "customId",
+    "batch_size": "batchSize",
 }
 _SWAP_FACE_IMAGES = ("sourceBase64", "targetBase64")
 
@@ -116,6 +126,8 @@ def wire_field(field: str, index: int | None, action: str | None) -> str:
             return "base64"
         if action == Action.SWAP_FACE:
             return _SWAP_FACE_IMAGES[index] if index in (0, 1) else _SWAP_FACE_IMAGES[0]
+        if action == Action.VIDEO:
+            return "image"
         return domain_label("base64Array", index)
     return _WIRE_FIELDS.get(field) or domain_label(field, index)
 
@@ -183,13 +195,11 @@ def submit_answer(outcome: SubmitOutcome) -> Response:
         )
     if outcome.result == SubmitOutcome.QUEUED:
         ahead = max(outcome.queue_position - 1, 0)
+        properties: dict[str, Any] = {"numberOfQueues": ahead}
+        if outcome.expected_start is not None:
+            properties["estimatedStartTime"] = epoch_ms(outcome.expected_start)
         return Response(
-            envelope(
-                IN_QUEUE,
-                f"In queue, there are {ahead} tasks ahead",
-                task.id,
-                {"numberOfQueues": ahead},
-            )
+            envelope(IN_QUEUE, f"In queue, there are {ahead} tasks ahead", task.id, properties)
         )
     return Response(envelope(SUCCESS, "Submit success", task.id))
 
@@ -280,6 +290,42 @@ class ActionView(SubmitView):
             path_mode=self.path_mode,
             echo=_echo(data),
             remix=self.remix,
+        )
+
+
+#: ``/mj/submit/video`` ``action``: a new video (animate), or extend a clip of ``taskId``.
+_VIDEO_ACTIONS = ("", "animate", "video", "extend")
+
+
+class VideoView(SubmitView):
+    """trueai-org's Plus route: ``{prompt, motion, image|base64, batchSize, loop, videoType,
+    action: "extend", taskId, index, notifyHook, state}``."""
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        action = text_field(data, "action").strip().lower()
+        if action not in _VIDEO_ACTIONS:
+            raise exceptions.ValidationError(
+                {"action": "Use extend to extend a video, or leave action out to animate."}
+            )
+        if data.get("endImage"):
+            raise exceptions.ValidationError(
+                {"endImage": "An end frame is not available; send the start frame only."}
+            )
+        video_resolution_check("videoType", text_field(data, "videoType"))
+        image = text_field(data, "image") or text_field(data, "base64")
+        return task_submit_video(
+            caller=self.caller,
+            prompt=text_field(data, "prompt"),
+            images=[image] if image else [],
+            parent_id=text_field(data, "taskId") or None,
+            index=data.get("index"),
+            extend=action == "extend",
+            motion=optional_text(data, "motion"),
+            batch_size=data.get("batchSize"),
+            loop=bool_field(data, "loop"),
+            mode=_requested_mode(data),
+            path_mode=self.path_mode,
+            echo=_echo(data),
         )
 
 
@@ -415,11 +461,24 @@ class UploadDiscordImagesView(MjProxyView):
         return Response(envelope(SUCCESS, "Success", [stored_file_url(n) for n in names]))
 
 
+def queued_task_json(task: Task) -> dict[str, Any]:
+    """``task_json``, plus where a queued task stands, as the submit answer said it (tasks
+    ahead and the expected start): fetch and every list show the same."""
+    body = task_json(task)
+    if task.status == Status.NOT_START:
+        estimate = task_queue_estimate(task=task)
+        body["properties"]["numberOfQueues"] = max(estimate.position - 1, 0)
+        body["properties"]["estimatedStartTime"] = epoch_ms(estimate.expected_start)
+    return body
+
+
 class FetchView(MjProxyView):
     not_found_empty = True
 
     def get(self, request: Request, task_id: str, **kwargs: Any) -> Response:
-        return Response(task_json(task_get(organization=self.organization, task_id=task_id)))
+        return Response(
+            queued_task_json(task_fetch(organization=self.organization, task_id=task_id))
+        )
 
 
 class ListByConditionView(MjProxyView):
@@ -439,19 +498,21 @@ class ListByConditionView(MjProxyView):
         for task_id in wanted:
             if task_id in found and task_id not in seen:
                 seen.add(task_id)
-                tasks.append(task_json(found[task_id]))
+                tasks.append(queued_task_json(found[task_id]))
         return Response(tasks)
 
 
 class ListView(MjProxyView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         tasks = task_list(organization=self.organization)[:LIST_LIMIT]
-        return Response([task_json(t) for t in tasks])
+        return Response([queued_task_json(t) for t in tasks])
 
 
 class QueueView(MjProxyView):
     def get(self, request: Request, **kwargs: Any) -> Response:
-        return Response([task_json(t) for t in task_queue_list(organization=self.organization)])
+        return Response(
+            [queued_task_json(t) for t in task_queue_list(organization=self.organization)]
+        )
 
 
 class ImageSeedView(MjProxyView):

@@ -34,6 +34,12 @@ TTAPI_NAMES: Mapping[str, tuple[str, ...]] = {
     "picreader": ("describe{n}",),
     "picread_retry": ("reroll0", "reroll"),
     "prompt_analyzer": ("shorten{n}",),
+    # Video (TTAPI documents its own routes, /midjourney/video/submit|extend; these name the
+    # buttons in ``components`` and on /action).
+    "animate_high": ("animate_high",),
+    "animate_low": ("animate_low",),
+    "animate_high_extend": ("extend_high{n}",),
+    "animate_low_extend": ("extend_low{n}",),
 }
 
 #: The button TTAPI's ``/inpaint`` endpoint presses.

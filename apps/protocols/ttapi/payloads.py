@@ -8,7 +8,7 @@ from apps.tasks.buttons import Button, buttons_of
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
 
-from ..common import epoch_ms, result_image_url, result_split_urls
+from ..common import epoch_ms, result_image_url, result_split_urls, result_video_urls
 from .actions import ttapi_component_name, ttapi_components
 
 PENDING_QUEUE = "PENDING_QUEUE"
@@ -66,6 +66,8 @@ def job_data(task: Task) -> dict[str, Any]:
         # TTAPI's link to the original; ours is the same stable copy.
         "discordImage": image,
         "images": splits or None,
+        # A video job's MP4 clips (its cdnImage is the poster).
+        "videoUrls": result_video_urls(task) or None,
         "components": ttapi_components(buttons_of(task.buttons)),
         "seed": str(task.seed) if task.seed is not None else None,
         "quota": str(quota(task)),

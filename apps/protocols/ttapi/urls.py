@@ -16,4 +16,6 @@ urlpatterns = [
     path("inpaint", views.InpaintView.as_view(), name="inpaint"),
     path("seed", views.SeedView.as_view(), name="seed"),
     path("fetch", views.FetchView.as_view(), name="fetch"),
+    path("video/submit", views.VideoSubmitView.as_view(), name="video-submit"),
+    path("video/extend", views.VideoExtendView.as_view(), name="video-extend"),
 ]

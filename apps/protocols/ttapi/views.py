@@ -19,17 +19,19 @@ from apps.core.api import OrganizationAPIView
 from apps.core.errors import NotFound, ServiceError
 from apps.tasks.actions import ButtonRef, ByName, press_spec
 from apps.tasks.enums import Action, parse_mode
-from apps.tasks.errors import dialect_error, domain_label
+from apps.tasks.errors import InputError, dialect_error, domain_label
 from apps.tasks.models import Protocol
-from apps.tasks.selectors import task_get
+from apps.tasks.selectors import task_fetch, task_get
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.inputs import Caller, ClientEcho
 from apps.tasks.services.press import ModalInput, task_press
 from apps.tasks.services.seeds import task_image_seed
 from apps.tasks.services.submit import task_submit
+from apps.tasks.services.video import task_submit_video
 
 from ..common import (
     LenientJSONParser,
+    bool_field,
     caller_of,
     drf_error_response,
     json_object,
@@ -37,6 +39,7 @@ from ..common import (
     optional_text,
     string_list,
     text_field,
+    video_resolution_check,
     with_retry_after,
     with_tier_limit_hint,
 )
@@ -62,6 +65,8 @@ _WIRE_FIELDS = {
     "parent": "jobId",
     "task": "jobId",
     "button": "action",
+    "motion": "manual",
+    "batch_size": "bs",
 }
 
 
@@ -70,6 +75,8 @@ def wire_field(field: str, index: int | None, action: str | None) -> str:
     if field == "images":
         if action == Action.DESCRIBE:
             return "base64"
+        if action == Action.VIDEO:
+            return "imageUrl"
         return domain_label("imgBase64Array", index)
     return _WIRE_FIELDS.get(field) or domain_label(field, index)
 
@@ -223,6 +230,74 @@ class InpaintView(SubmitView):
         return _press(self, button=button, data=data)
 
 
+class VideoSubmitView(SubmitView):
+    """``POST /midjourney/video/submit`` as TTAPI documents it: ``{prompt, imageUrl, manual
+    (low|high motion), bs (1|2|4), resolution (sd), loop, mode, hookUrl}``."""
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        if data.get("endingUrl"):
+            raise exceptions.ValidationError(
+                {"endingUrl": "An ending frame is not available; send imageUrl only."}
+            )
+        video_resolution_check("resolution", text_field(data, "resolution"))
+        image = text_field(data, "imageUrl") or text_field(data, "base64")
+        return task_submit_video(
+            caller=self.caller,
+            prompt=text_field(data, "prompt"),
+            images=[image] if image else [],
+            motion=optional_text(data, "manual") or optional_text(data, "motion"),
+            batch_size=data.get("bs"),
+            loop=bool_field(data, "loop"),
+            mode=_requested_mode(data),
+            echo=_echo(data),
+        )
+
+
+class VideoExtendView(SubmitView):
+    """``POST /midjourney/video/extend``: ``{jobId, index (0-3), manual, animateMode
+    (auto|manual, with prompt), bs, hookUrl}`` — four more seconds of one clip."""
+
+    def submit(self, data: dict[str, Any]) -> SubmitOutcome:
+        raw = data.get("index", 0)
+        if isinstance(raw, bool) or str(raw).strip() not in ("0", "1", "2", "3"):
+            raise exceptions.ValidationError(
+                {"index": "Must be 0, 1, 2 or 3: which video of the job to extend."}
+            )
+        animate_mode = text_field(data, "animateMode").strip().lower() or "auto"
+        if animate_mode not in ("auto", "manual"):
+            raise exceptions.ValidationError({"animateMode": "Must be auto or manual."})
+        prompt = text_field(data, "prompt")
+        if animate_mode == "manual" and not prompt.strip():
+            raise exceptions.ValidationError({"prompt": "animateMode manual needs a prompt."})
+        if animate_mode == "auto" and prompt.strip():
+            raise exceptions.ValidationError(
+                {"prompt": "animateMode auto takes no prompt; use manual to guide the motion."}
+            )
+        job_id = text_field(data, "jobId")
+        if not job_id.strip():
+            raise exceptions.ValidationError({"jobId": "This field is required."})
+        try:
+            return task_submit_video(
+                caller=self.caller,
+                prompt=prompt,
+                parent_id=job_id,
+                index=int(str(raw).strip()) + 1,
+                extend=True,
+                motion=optional_text(data, "manual") or optional_text(data, "motion"),
+                batch_size=data.get("bs"),
+                mode=_requested_mode(data),
+                echo=_echo(data),
+            )
+        except InputError as exc:
+            count = (exc.details or {}).get("count")
+            if exc.field != "index" or not isinstance(count, int):
+                raise
+            # TTAPI counts a job's videos from 0; say it in its numbers.
+            raise exceptions.ValidationError(
+                {"index": f"The job has {count} video(s): index goes from 0 to {count - 1}."}
+            ) from exc
+
+
 class SeedView(TtapiView):
     def post(self, request: Request) -> Response:
         task = task_get(
@@ -245,4 +320,4 @@ class FetchView(TtapiView):
     def _fetch(self, job_id: str) -> Response:
         if not job_id.strip():
             raise exceptions.ValidationError({"jobId": "This field is required."})
-        return Response(job_json(task_get(organization=self.organization, task_id=job_id)))
+        return Response(job_json(task_fetch(organization=self.organization, task_id=job_id)))

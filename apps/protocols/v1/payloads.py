@@ -8,7 +8,7 @@ from typing import Any
 from apps.tasks.buttons import Button, friendly_name
 from apps.tasks.models import Task
 
-from ..common import result_image_url, result_split_urls, result_thumbnail_url
+from ..common import result_image_url, result_split_urls, result_thumbnail_url, result_video_urls
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -48,6 +48,9 @@ def task_json(task: Task) -> dict[str, Any]:
         "image_url": result_image_url(task),
         "image_urls": result_split_urls(task),
         "thumbnail_url": result_thumbnail_url(task),
+        # A VIDEO task's MP4 clips; its image_url is their poster (also in poster_url).
+        "video_urls": result_video_urls(task),
+        "poster_url": result_image_url(task) if (task.result or {}).get("videos") else None,
         "buttons": [button_json(b) for b in task.buttons or []],
         "properties": task.properties or {},
         "seed": task.seed,

@@ -49,6 +49,12 @@ class TaskSerializer(serializers.Serializer):
         child=serializers.URLField(), help_text="The four split images of a grid."
     )
     thumbnail_url = serializers.URLField(allow_null=True)
+    video_urls = serializers.ListField(
+        child=serializers.URLField(), help_text="VIDEO: the MP4 clips (H.264), batch order."
+    )
+    poster_url = serializers.URLField(
+        allow_null=True, help_text="VIDEO: the poster image (first frame); null otherwise."
+    )
     buttons = ButtonSerializer(many=True)
     properties = serializers.DictField(help_text="Includes `finalPrompt`.")
     seed = serializers.IntegerField(allow_null=True)
@@ -88,11 +94,37 @@ _NOT_ON_A_PRESS = {
 }
 
 
+#: Fields only a VIDEO task takes; on any other request they are refused, never dropped.
+_VIDEO_FIELDS = ("motion", "batch_size", "loop", "extend", "index")
+
+
 class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     action = serializers.ChoiceField(
-        choices=list(NEW_TASK_ACTIONS),
+        choices=[*NEW_TASK_ACTIONS, "ANIMATE"],
         required=False,
-        help_text="For a new task. Follow-ups give `parent` and `button` instead.",
+        help_text=(
+            "For a new task. Follow-ups give `parent` and `button` instead. VIDEO (alias "
+            "ANIMATE) animates `images[0]` (the start frame) or the image of `parent`, or "
+            "extends a clip of the video `parent` (`extend`, `index`)."
+        ),
+    )
+    motion = serializers.ChoiceField(
+        choices=["low", "high"], required=False, help_text="VIDEO: low (default) or high motion."
+    )
+    batch_size = serializers.ChoiceField(
+        choices=[1, 2, 4], required=False, help_text="VIDEO: clips per job (default 4)."
+    )
+    loop = serializers.BooleanField(
+        required=False, help_text="VIDEO: the clip returns to its first frame."
+    )
+    extend = serializers.BooleanField(
+        required=False, help_text="VIDEO: extend clip `index` of the video `parent` by 4 s."
+    )
+    index = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=4,
+        help_text="VIDEO: which image of a grid `parent` to animate, or which clip to extend.",
     )
     prompt = TextField(required=False, allow_blank=True, trim_whitespace=False)
     images = serializers.ListField(
@@ -133,6 +165,13 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("action") == "ANIMATE":
+            attrs["action"] = Action.VIDEO
+        if attrs.get("action") == Action.VIDEO:
+            return _video_attrs(attrs)
+        for field in _VIDEO_FIELDS:
+            if field in attrs:
+                raise serializers.ValidationError({field: "Only a VIDEO task takes it."})
         if "parent" in attrs or "button" in attrs:
             if "action" in attrs:
                 raise serializers.ValidationError(
@@ -151,6 +190,17 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         else:
             _check_inputs_taken(attrs)
         return attrs
+
+
+def _video_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A VIDEO task may name a ``parent`` (to animate or extend) but presses no ``button``."""
+    if "button" in attrs:
+        raise serializers.ValidationError(
+            {"button": "A VIDEO task presses no button; give parent (and index) instead."}
+        )
+    if "dimensions" in attrs:
+        raise serializers.ValidationError({"dimensions": "VIDEO takes no dimensions."})
+    return attrs
 
 
 def _check_inputs_taken(attrs: dict[str, Any]) -> None:

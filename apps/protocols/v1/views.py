@@ -32,13 +32,15 @@ from apps.api_keys.services import (
 from apps.billing.selectors import balance_get
 from apps.core.api import OrganizationAPIView
 from apps.tasks.actions import ByName
-from apps.tasks.models import Protocol
-from apps.tasks.selectors import task_get, task_list
+from apps.tasks.enums import Action, Status
+from apps.tasks.models import Protocol, Task
+from apps.tasks.selectors import task_fetch, task_get, task_list, task_queue_estimate
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
 from apps.tasks.services.press import ModalInput, task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
+from apps.tasks.services.video import task_submit_video
 
 from ..common import caller_of
 from ..ttapi.actions import ttapi_names
@@ -103,8 +105,26 @@ class BalanceView(OrganizationAPIView):
 # --- tasks -----------------------------------------------------------------------------------
 
 
+def _with_queue(body: dict[str, Any], task: Task) -> dict[str, Any]:
+    """A queued task's place: ``queue_position`` (0: a free slot takes it now, 1: next) and
+    ``expected_start`` (ISO 8601, null until the pool's throughput is known)."""
+    if task.status == Status.NOT_START:
+        estimate = task_queue_estimate(task=task)
+        body["properties"]["queue_position"] = estimate.position
+        body["properties"]["expected_start"] = (
+            estimate.expected_start.isoformat() if estimate.expected_start else None
+        )
+    return body
+
+
 def _created(outcome: SubmitOutcome) -> Response:
-    return Response(TaskSerializer(outcome.task).data, status=status.HTTP_201_CREATED)
+    body = TaskSerializer(outcome.task).data
+    if outcome.result != SubmitOutcome.MODAL:
+        body["properties"]["queue_position"] = outcome.queue_position
+        body["properties"]["expected_start"] = (
+            outcome.expected_start.isoformat() if outcome.expected_start else None
+        )
+    return Response(body, status=status.HTTP_201_CREATED)
 
 
 class TaskListView(NativeErrorsMixin, OrganizationAPIView):
@@ -155,7 +175,21 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
         data = body.validated_data
         caller = caller_of(self, Protocol.NATIVE)
         echo = ClientEcho(notify_hook=data.get("webhook_url", ""), metadata=data.get("metadata"))
-        if "parent" in data:
+        if data.get("action") == Action.VIDEO:
+            outcome = task_submit_video(
+                caller=caller,
+                prompt=data.get("prompt", ""),
+                images=data.get("images", []),
+                parent_id=data.get("parent"),
+                index=data.get("index"),
+                extend=data.get("extend", False),
+                motion=data.get("motion"),
+                batch_size=data.get("batch_size"),
+                loop=data.get("loop", False),
+                mode=data.get("mode"),
+                echo=echo,
+            )
+        elif "parent" in data:
             # TTAPI's button names are accepted too: the native API always took them.
             outcome = task_press(
                 caller=caller,
@@ -191,8 +225,8 @@ class TaskDetailView(NativeErrorsMixin, OrganizationAPIView):
         summary="Get a task", responses={200: TaskSerializer, **_errors(401, 403, 404, 429)}
     )
     def get(self, request: Request, task_id: str) -> Response:
-        task = task_get(organization=self.organization, task_id=task_id)
-        return Response(TaskSerializer(task).data)
+        task = task_fetch(organization=self.organization, task_id=task_id)
+        return Response(_with_queue(TaskSerializer(task).data, task))
 
 
 class TaskModalView(NativeErrorsMixin, OrganizationAPIView):

@@ -8,33 +8,43 @@ token.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.accounts.models import Organization
+from apps.accounts.models import MembershipTier, Organization
 from apps.billing.ledger import ledger_hold
 from apps.billing.selectors import price_get
 from apps.core.errors import ConcurrencyLimitReached
+from apps.webhooks.models import WebhookEndpoint
 
-from ..enums import UNFINISHED_STATUSES
+from ..actions import action_spec
+from ..enums import Status
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
 from ..models import Task
-from ..scheduling import task_expected_to_start
-from ..selectors import task_queue_position
+from ..selectors import UNREAD, task_queue_estimate
 from .inputs import discard_files
 from .pricekeys import price_key_for
 
 logger = logging.getLogger(__name__)
 
 SEED_LIMIT = 4_294_967_295
+
+#: The queue head each accepted task saw under the organization lock, until its answer is
+#: made (weak: a task whose transaction failed leaves nothing behind).
+queue_heads: weakref.WeakKeyDictionary[Task, Any] = weakref.WeakKeyDictionary()
+#: Accepted tasks whose organization had no enabled webhook endpoint under the lock.
+no_endpoints: weakref.WeakKeyDictionary[Task, bool] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -44,49 +54,155 @@ class SubmitOutcome:
     task: Task
     result: str
     queue_position: int = 0
+    #: When a queued task is expected to start (None: no throughput measured yet).
+    expected_start: datetime | None = None
 
     STARTED = "started"
     QUEUED = "queued"
     MODAL = "modal"
 
 
+def queue_sequence(mode: str, is_test: bool) -> str:
+    """The PostgreSQL sequence numbering the queue of a pool (tasks migration 0007)."""
+    return f"tasks_queue_{mode.lower()}_{'test' if is_test else 'live'}"
+
+
 def new_seed() -> int:
     return secrets.randbelow(SEED_LIMIT)
 
 
+@dataclass(frozen=True)
+class _Locked:
+    """What the acceptance reads with the organization's row lock."""
+
+    unfinished: int
+    limit: int
+    tier_name: str
+    tier_code: str
+    queue_seq: int | None = None
+    queue_head: Any = UNREAD
+    has_endpoints: bool = True
+
+
+@functools.cache
+def _lock_sql() -> str:
+    """The lock statement, built once per process from the models' tables (no SQL is built
+    per request): the organization's counter and tier, the task's queue number, the pool's
+    queue head (partial index ``task_queue_head``) and whether any webhook endpoint listens."""
+    org = Organization._meta.db_table
+    tier = MembershipTier._meta.db_table
+    tasks = Task._meta.db_table
+    endpoints = WebhookEndpoint._meta.db_table
+    # NO KEY UPDATE serialises the submits of one organization without blocking the KEY SHARE
+    # lock the ledger (and every foreign key insert) takes on the same row; ``OF o`` keeps the
+    # shared tier row unlocked, or every FREE organization would queue behind one another.
+    return f"""
+        SELECT o.unfinished_tasks, t.max_unfinished_tasks, t.name, t.code, nextval(%(sequence)s),
+               (SELECT q.queue_seq FROM {tasks} q
+                WHERE q.status = %(queued)s AND q.mode = %(mode)s AND q.is_test = %(is_test)s
+                  AND q.queue_seq IS NOT NULL
+                ORDER BY q.queue_seq LIMIT 1),
+               EXISTS (SELECT 1 FROM {endpoints} e
+                       WHERE e.organization_id = o.id AND e.is_enabled)
+        FROM {org} o JOIN {tier} t ON t.id = o.tier_id
+        WHERE o.id = %(organization)s
+        FOR NO KEY UPDATE OF o
+    """  # noqa: S608 - table names from our models, every value a parameter
+
+
+def _lock_organization(task: Task) -> _Locked:
+    if connection.vendor != "postgresql":
+        organization = (
+            Organization.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("tier")
+            .get(pk=task.organization_id)
+        )
+        tier = organization.tier
+        return _Locked(
+            organization.unfinished_tasks, tier.max_unfinished_tasks, tier.name, tier.code
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _lock_sql(),
+            {
+                "sequence": queue_sequence(task.mode, task.is_test),
+                "queued": Status.NOT_START,
+                "mode": task.mode,
+                "is_test": task.is_test,
+                "organization": task.organization_id,
+            },
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Organization.DoesNotExist("The task's organization does not exist.")
+    unfinished, limit, name, code, queue_seq, head, has_endpoints = row
+    return _Locked(unfinished, limit, name, code, queue_seq, head, has_endpoints)
+
+
 def accept(task: Task, *, now: datetime) -> None:
     """Inside the caller's transaction: tier limit and price. Locks the organization."""
-    # NO KEY UPDATE serialises the submits of one organization without blocking the KEY SHARE
-    # lock the ledger (and every foreign key insert) takes on the same row; ``of`` keeps the
-    # shared tier row unlocked, or every FREE organization would queue behind one another.
-    organization = (
-        Organization.objects.select_for_update(no_key=True, of=("self",))
-        .select_related("tier")
-        .get(pk=task.organization_id)
-    )
-    unfinished = Task.objects.filter(
-        organization_id=organization.pk, status__in=UNFINISHED_STATUSES
-    ).count()
-    limit = organization.tier.max_unfinished_tasks
-    if unfinished >= limit:
+    locked = _lock_organization(task)
+    task.queue_seq = locked.queue_seq
+    queue_heads[task] = locked.queue_head
+    # The endpoints as of the lock statement, as a SELECT later in the transaction would have
+    # seen them a moment later (endpoints are created under this same organization lock).
+    no_endpoints[task] = not locked.has_endpoints
+    # Kept in step by the task table's trigger in every transaction that inserts a task or
+    # changes its status; read here under the row lock, so it is exact (no COUNT).
+    if locked.unfinished >= locked.limit:
         raise ConcurrencyLimitReached(
-            f"Your {organization.tier.name} plan allows {limit} unfinished tasks at once; "
+            f"Your {locked.tier_name} plan allows {locked.limit} unfinished tasks at once; "
             f"wait for one to finish or upgrade your plan.",
-            details={"limit": limit, "unfinished": unfinished, "tier": organization.tier.code},
+            details={
+                "limit": locked.limit,
+                "unfinished": locked.unfinished,
+                "tier": locked.tier_code,
+            },
         )
-    price_key = price_key_for(task)
-    task.price = 0 if task.is_test else price_get(action=price_key, mode=task.mode)
+    spec = action_spec(task.action)
+    # The row of the task's price key: its action's, or a variant's (draft mode) priced on its own.
+    base = 0 if task.is_test else price_get(action=price_key_for(task), mode=task.mode)
+    task.price = spec.price_for(base, task.params or {})
     task.submitted_at = now
     task.start_deadline = now + settings.TASK_START_DEADLINE
+
+
+@functools.cache
+def _insert_sql() -> tuple[str, tuple[Any, ...]]:
+    fields = tuple(Task._meta.concrete_fields)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(f.column)) for f in fields)
+    values = ", ".join(["%s"] * len(fields))
+    table = quote(Task._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) VALUES ({values})", fields  # noqa: S608
+
+
+def _insert(task: Task) -> None:
+    """``task.save(force_insert=True)`` without building the INSERT per request (the task
+    model has no save signals; the values go through each field's own preparation)."""
+    if connection.vendor != "postgresql":
+        task.save(force_insert=True)
+        return
+    sql, fields = _insert_sql()
+    values = [f.get_db_prep_save(f.pre_save(task, True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+    task._state.adding = False
+    task._state.db = connection.alias
 
 
 def insert_accepted(task: Task, *, now: datetime) -> None:
     """Inside the caller's transaction: accept ``task``, insert it, hold its price."""
     accept(task, now=now)
-    task.save(force_insert=True)
+    _insert(task)
     if not task.is_test:
         ledger_hold(task=task, amount=task.price)
-    task_changed(task=task, event_type="task.created")
+    task_changed(
+        task=task,
+        event_type="task.created",
+        inserted=True,
+        endpoints_none=no_endpoints.pop(task, False),
+    )
     kick_dispatcher()
 
 
@@ -94,12 +210,15 @@ def finish_acceptance(task: Task) -> SubmitOutcome:
     """After commit: answer "started" (code 1) or the queue position (code 22).
 
     The request does no dispatching: ``insert_accepted`` sent the dispatch message, and a worker
-    assigns the task. Whether it starts at once is the scheduler's honest guess (a free slot of
-    its pool with no older task of its mode waiting for it).
+    assigns the task. Whether it starts at once is an honest guess from the pool's free slots
+    and the task's place in the pool's queue (``task_queue_estimate``, two indexed reads).
     """
-    if task_expected_to_start(task=task):
+    estimate = task_queue_estimate(task=task, head=queue_heads.pop(task, UNREAD))
+    if estimate.position == 0:
         return SubmitOutcome(task, SubmitOutcome.STARTED)
-    return SubmitOutcome(task, SubmitOutcome.QUEUED, task_queue_position(task=task))
+    return SubmitOutcome(
+        task, SubmitOutcome.QUEUED, estimate.position, expected_start=estimate.expected_start
+    )
 
 
 def create_and_accept(task: Task, *, input_files: Sequence[str]) -> SubmitOutcome:

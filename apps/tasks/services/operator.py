@@ -135,6 +135,7 @@ def _move_to_another_account(task: Task) -> RetryOutcome:
             engine_state={},
             submit_claimed_at=None,
             poll_token="",  # the old poll chain stops at its next step
+            slot_freed_at=None,
             progress=0,
             started_at=None,
             lease_expires_at=start_lease(now),

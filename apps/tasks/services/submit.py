@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import prompt as prompts
 from ..actions import ACTIONS, NEW_TASK_ACTIONS, Inputs
-from ..enums import Status
+from ..enums import Action, Status
 from ..errors import FIELD, InputError
 from ..imageinput import DecodedImage
 from ..models import Task
@@ -32,6 +32,7 @@ from .inputs import (
 from .pricekeys import DRAFT
 from .references import REFERENCES, rehost_prompt_urls, with_rehosted
 from .translation import prompt_for_upstream
+from .video import task_submit_video
 
 BLEND_DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
 
@@ -105,6 +106,17 @@ def task_submit(
 
     ``remix`` turns remix mode on for the task's follow-ups (variations, rerolls and pans
     then ask for the prompt first)."""
+    if (action or "").upper() == Action.VIDEO:
+        # Video has fields of its own (motion, batch size …); its service applies their
+        # defaults here, so no caller's prompt is dropped on the way. Remix mode does not
+        # apply to a video's follow-ups (they have no prompt to change).
+        if dimensions:
+            raise InputError("VIDEO takes no dimensions.", field="dimensions")
+        if mask not in (None, ""):
+            raise InputError(f"VIDEO takes no {FIELD}; only the editor (EDIT) does.", field="mask")
+        return task_submit_video(
+            caller=caller, prompt=prompt, images=images, mode=mode, path_mode=path_mode, echo=echo
+        )
     echo = echo or ClientEcho()
     notify_hook = check_hook(echo.notify_hook)
     state = check_state(echo.state)

@@ -85,6 +85,7 @@
         IMAGINE: "Optional: up to 5 reference images.",
         DESCRIBE: "One image to describe.",
         BLEND: "2 to 5 images to blend.",
+        VIDEO: "The start frame: one image to animate into four ~5 s clips.",
         EDIT: "The image to edit.",
         RETEXTURE: "The image to retexture.",
       };

@@ -4,8 +4,8 @@ A real Celery worker and a real ``manage.py discord_gateway`` process drive thre
 the fake Discord (jobs of about a second). While the tasks run the fake drops every WebSocket,
 the gateway process is SIGKILLed (a new one takes over the leases), the worker is SIGKILLed (a
 new one starts; the test plays beat and runs the sweeper), and the fake drops the WebSockets
-again. Every task must end, no interaction may reach Discord twice, and the ledger must show
-each task captured once or released.
+again. Every task must succeed, no interaction may reach Discord twice, and the ledger must show
+each task captured once.
 """
 
 from __future__ import annotations
@@ -151,18 +151,28 @@ def test_sixty_tasks_survive_gateway_worker_and_websocket_deaths(
     tasks = list(Task.objects.filter(pk__in=ids))
     statuses = Counter(task.status for task in tasks)
     assert set(statuses) <= set(TERMINAL_STATUSES)
-    # The issue's bar: every task terminal, charged once (success) or released (checked below).
-    # On a loaded machine a submit whose outcome stays unknown past the start attempts fails
-    # with its hold released rather than risk a second interaction; nearly all must succeed.
+    # The issue's bar: every task terminal, charged once (checked below). Nothing here is a
+    # reason for a task to fail — a submit interrupted by a kill is found again (acknowledged,
+    # answered, or certainly never sent) instead of being given up — so every one succeeds.
     not_ok = [(t.status, t.error_code, t.fail_reason) for t in tasks if t.status != Status.SUCCESS]
-    assert statuses[Status.SUCCESS] >= TASKS * 0.9, not_ok
-    assert set(statuses) <= {Status.SUCCESS, Status.FAILURE}, not_ok
+    assert statuses[Status.SUCCESS] == TASKS, not_ok
     stats = slow_fake.stats()
     assert stats["duplicate_nonces"] == 0
     # One interaction per task: nothing was sent twice under another nonce either.
     assert stats["interactions"] == TASKS
-    sent = Counter(DiscordJob.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
-    assert set(sent.values()) == {1}
+    # A row whose worker died before its POST left is closed and a new one sent; every task
+    # has exactly one row that went out, and it is the task's job.
+    sent = Counter(
+        DiscordJob.objects.filter(task_id__in=ids, sending_at__isnull=False).values_list(
+            "task_id", flat=True
+        )
+    )
+    assert set(sent.values()) == {1} and len(sent) == TASKS
+    assert set(
+        DiscordJob.objects.filter(task_id__in=ids, sending_at__isnull=False).values_list(
+            "nonce", flat=True
+        )
+    ) == {task.upstream_job_id for task in tasks}
     assert len({task.upstream_job_id for task in tasks}) == TASKS
     for task in tasks:
         kinds = list(

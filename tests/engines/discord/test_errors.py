@@ -7,12 +7,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from apps.engines.base import PermanentEngineError, TemporaryEngineError
 from apps.engines.discord.engine import DiscordEngine
 from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.models import DiscordJob, Phase
 from apps.engines.models import Health, UpstreamAccount
+from apps.engines.selectors import upstream_account_usable
 from tests.factories import UserFactory
 
 from .conftest import GatewayThread, job_for, poll_until_done
@@ -112,8 +114,11 @@ def test_fast_hours_exhausted_falls_back_to_relax_when_configured(
     engine.submit(again)
     assert DiscordJob.objects.get(task_id=again.task_id).prompt == "a second windmill --relax"
     assert fake_discord.stats()["error:Credits exhausted"] == refused_before
+    # The admin still shows why: fast hours are gone (the dispatcher keeps giving it FAST work).
     account.refresh_from_db()
-    assert account.health == Health.HEALTHY
+    assert account.health == Health.FAST_HOURS_EXHAUSTED
+    assert upstream_account_usable(account, now=timezone.now(), mode="FAST")
+    assert not upstream_account_usable(account, now=timezone.now(), mode="TURBO")
 
 
 def test_an_invalid_token_disables_the_account(

@@ -9,11 +9,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from apps.engines.base import SubmitOutcomeUnknown
 from apps.engines.discord.engine import DiscordEngine
 from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.leases import RENEW_EVERY, TTL, lease_acquire
@@ -128,38 +131,73 @@ def test_a_worker_that_died_after_sending_is_adopted_not_resent(
 def test_an_interaction_that_never_left_is_sent_after_the_grace_period(
     engine: DiscordEngine, make_account: Callable[..., Any], fake_discord: FakeDiscordThread
 ) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from apps.engines.base import SubmitOutcomeUnknown
-
     account, _token = make_account(submit_confirm_seconds=0)
     job = job_for(account, prompt="a lost message")
+    # Its worker stopped while the POST was leaving (or just after): nobody can tell yet.
     DiscordJob.objects.create(
         nonce="1234567890123", account=account, task_id=job.task_id, action="IMAGINE",
         command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
-        prompt="a lost message --fast",
+        prompt="a lost message --fast", sending_at=timezone.now() - timedelta(seconds=10),
     )  # fmt: skip
+    before = fake_discord.stats()["interactions"]
     with pytest.raises(SubmitOutcomeUnknown):
         engine.find_job(job)
     with pytest.raises(SubmitOutcomeUnknown):
         engine.submit(job)
+    assert fake_discord.stats()["interactions"] == before
     DiscordJob.objects.filter(pk="1234567890123").update(
-        created_at=timezone.now() - timedelta(minutes=5)
+        sending_at=timezone.now() - timedelta(minutes=5)
     )
     assert engine.find_job(job) is None
     submitted = engine.submit(job)
     assert submitted.upstream_job_id != "1234567890123"
+    assert fake_discord.stats()["interactions"] == before + 1
+
+
+def test_an_interaction_whose_worker_stopped_before_sending_is_sent_at_once(
+    engine: DiscordEngine, make_account: Callable[..., Any], fake_discord: FakeDiscordThread
+) -> None:
+    """A prepared row that never got to ``sending_at``: nothing left, so nothing to wait for
+    (the lifecycle's few start attempts are not spent on a job that cannot exist)."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a never sent message")
+    DiscordJob.objects.create(
+        nonce="1234567890124", account=account, task_id=job.task_id, action="IMAGINE",
+        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
+        prompt="a never sent message --fast",
+    )  # fmt: skip
+    before = fake_discord.stats()["interactions"]
+    assert engine.find_job(job) is None
+    assert DiscordJob.objects.get(pk="1234567890124").phase == "refused"
+    submitted = engine.submit(job)
+    assert submitted.upstream_job_id != "1234567890124"
+    assert fake_discord.stats()["interactions"] == before + 1
+
+
+def test_an_acknowledged_interaction_is_adopted_without_waiting_for_the_bot(
+    engine: DiscordEngine, make_account: Callable[..., Any], fake_discord: FakeDiscordThread
+) -> None:
+    """Discord acknowledged it (the gateway recorded the interaction id for our nonce): it
+    reached the bot, so it is adopted even before the bot said anything."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="an acknowledged message")
+    DiscordJob.objects.create(
+        nonce="1234567890125", account=account, task_id=job.task_id, action="IMAGINE",
+        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
+        prompt="an acknowledged message --fast", sending_at=timezone.now(),
+        interaction_id="1234567890999",
+    )  # fmt: skip
+    before = fake_discord.stats()["interactions"]
+    found = engine.find_job(job)
+    assert found is not None and found.upstream_job_id == "1234567890125"
+    assert DiscordJob.objects.get(pk="1234567890125").phase == "sent"
+    assert engine.submit(job).upstream_job_id == "1234567890125"
+    assert fake_discord.stats()["interactions"] == before
 
 
 def test_poll_reads_the_channel_back_when_the_gateway_is_silent(
     engine: DiscordEngine, make_account: Callable[..., Any]
 ) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     account, _token = make_account(submit_confirm_seconds=0)
     job = job_for(account, prompt="a silent gateway")
     submitted = engine.submit(job)

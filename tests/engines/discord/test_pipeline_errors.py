@@ -188,3 +188,164 @@ def test_a_failed_account_sends_its_tasks_to_a_healthy_one(
     bad.refresh_from_db()
     assert bad.health == health
     assert balance_get(organization=organization).held == 0
+
+
+def test_a_revoked_token_disables_the_account_and_its_tasks_run_elsewhere(
+    client: APIClient,
+    celery_worker_factory: Callable[..., Worker],
+    organization: Any,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+) -> None:
+    """Discord answers 401 (the token was reset): the account is disabled with the reason, the
+    gateway's session ends, and every task given to it but not yet sent runs on a healthy one."""
+    bad, bad_token = make_account()
+    wait_live(fake_discord, [bad_token])
+    ids = []
+    for n in range(3):
+        created = client.post(
+            "/api/v1/tasks", {"action": "IMAGINE", "prompt": f"a salt marsh {n}"}, format="json"
+        )
+        assert created.status_code == 201, created.json()
+        ids.append(created.json()["id"])
+    dispatch_pending()
+    assert set(Task.objects.filter(pk__in=ids).values_list("upstream_account_id", flat=True)) == {
+        bad.pk
+    }
+    before = fake_discord.stats()
+    fake_discord.add_user(bad_token, revoked=True)  # REST answers 401 from now on
+    task_start(task_id=ids[0])
+    bad.refresh_from_db()
+    assert (bad.is_enabled, bad.health) == (False, Health.NEEDS_VERIFICATION)
+    assert "401" in bad.health_reason and "fresh token" in bad.health_reason
+    assert Task.objects.get(pk=ids[0]).status == Status.NOT_START
+    # Discord then ends the gateway session (4004): the account stays as it is.
+    assert fake_discord.control("drop", {"token": bad_token, "how": "auth"})["dropped"] == 1
+    wait_for(lambda: bad_token in fake_discord.stats()["live_sessions"], lambda live: not live)
+    # The other two reach a worker: they are not sent with the dead token.
+    celery_worker_factory()
+    wait_for(
+        lambda: Task.objects.filter(pk__in=ids, status=Status.NOT_START).count(),
+        lambda waiting: waiting == 3,
+    )
+    good, good_token = make_account()
+    wait_live(fake_discord, [good_token])
+    tasks_sweep()
+
+    for task_id in ids:
+        done = _finished(client, task_id)
+        assert done["status"] == "SUCCESS", done
+        assert (done["error_code"], done["fail_reason"]) in (("", ""), (None, None)), done
+        charged_once(task_id)
+        mj = client.get(f"/mj/task/{task_id}/fetch").json()
+        assert (mj["status"], mj["failReason"] or "") == ("SUCCESS", "")
+    assert set(Task.objects.filter(pk__in=ids).values_list("upstream_account_id", flat=True)) == {
+        good.pk
+    }
+    # Discord heard the bad token once (the first submit), and no interaction left with it.
+    after = fake_discord.stats()
+    assert after["unauthorized"] - before.get("unauthorized", 0) == 1
+    assert after["interactions"] == before["interactions"] + 3
+    assert after["duplicate_nonces"] == 0
+    assert not DiscordJob.objects.filter(account_id=bad.pk).exclude(phase=Phase.REFUSED).exists()
+    bad.refresh_from_db()
+    assert (bad.is_enabled, bad.health) == (False, Health.NEEDS_VERIFICATION)
+    assert balance_get(organization=organization).held == 0
+
+
+@pytest.mark.parametrize("is_global", [False, True], ids=["per-route", "global"])
+def test_rate_limits_are_waited_out_and_nothing_is_sent_twice(
+    client: APIClient,
+    celery_worker: Any,
+    organization: Any,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    is_global: bool,
+) -> None:
+    """Discord answers 429 to the worker's calls: each is waited out (``retry_after``, per route
+    or for every route), no call is made while limited, every task succeeds and each
+    interaction is sent once."""
+    account, token = make_account()
+    wait_live(fake_discord, [token])
+    before = fake_discord.stats()
+    # The next four REST calls of this account answer 429.
+    fake_discord.add_user(token, rate_limit=4, retry_after=0.4, rate_limit_global=is_global)
+    ids = []
+    for n in range(3):
+        created = client.post(
+            "/api/v1/tasks", {"action": "IMAGINE", "prompt": f"a tide pool {n}"}, format="json"
+        )
+        assert created.status_code == 201, created.json()
+        ids.append(created.json()["id"])
+    for task_id in ids:
+        done = _finished(client, task_id)
+        assert done["status"] == "SUCCESS", done
+        charged_once(task_id)
+    after = fake_discord.stats()
+    assert after["rate_limited"] - before.get("rate_limited", 0) == 4
+    assert after.get("rate_limit_violations", 0) == before.get("rate_limit_violations", 0)
+    assert after["interactions"] == before["interactions"] + len(ids)
+    assert after["duplicate_nonces"] == 0
+    account.refresh_from_db()
+    assert (account.health, account.is_enabled) == (Health.HEALTHY, True)
+    assert balance_get(organization=organization).held == 0
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["relax-only", "fast-falls-back"])
+def test_an_account_out_of_fast_hours_keeps_serving_relax_work(
+    client: APIClient,
+    celery_worker: Any,
+    organization: Any,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    fallback: bool,
+) -> None:
+    """Out of fast hours, the only account still runs RELAX tasks — and FAST ones, in relax,
+    when it falls back — while its health says why."""
+    account, token = make_account(
+        fake_user={"fast_exhausted": True}, fast_fallback_to_relax=fallback
+    )
+    wait_live(fake_discord, [token])
+
+    def submit(prompt: str, mode: str) -> str:
+        created = client.post(
+            "/api/v1/tasks", {"action": "IMAGINE", "prompt": prompt, "mode": mode}, format="json"
+        )
+        assert created.status_code == 201, created.json()
+        return str(created.json()["id"])
+
+    fast = submit("a granite quarry", "FAST")
+    if fallback:
+        done = _finished(client, fast)
+        assert done["status"] == "SUCCESS", done
+        charged_once(fast)
+    else:
+        # Refused by the bot, back in the queue, and never given to this account again.
+        wait_for(
+            lambda: Task.objects.get(pk=fast).attempts,
+            lambda attempts: attempts >= 1,
+        )
+    account.refresh_from_db()
+    assert account.health == Health.FAST_HOURS_EXHAUSTED
+    assert "fast hours" in account.health_reason.lower()
+
+    relax = submit("a chalk cliff", "RELAX")
+    done = _finished(client, relax)
+    assert done["status"] == "SUCCESS", done
+    charged_once(relax)
+    second = submit("a basalt column", "FAST")
+    if fallback:
+        # Sent in relax at once: the bot refused this account's FAST work only the first time.
+        done = _finished(client, second)
+        assert done["status"] == "SUCCESS", done
+        rows = DiscordJob.objects.filter(task_id=second)
+        assert [row.prompt for row in rows] == ["a basalt column --relax"]
+    else:
+        tasks_sweep()
+        assert Task.objects.get(pk=fast).status == Status.NOT_START
+        assert Task.objects.get(pk=second).status == Status.NOT_START
+    assert set(
+        Task.objects.filter(status=Status.SUCCESS).values_list("upstream_account_id", flat=True)
+    ) == {account.pk}
+    account.refresh_from_db()
+    assert (account.health, account.is_enabled) == (Health.FAST_HOURS_EXHAUSTED, True)

@@ -5,14 +5,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 
+from apps.engines.base import TemporaryEngineError
 from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.options import parse
 from apps.engines.discord.rest import DiscordRest
+from apps.engines.models import Health, UpstreamAccount
+from apps.engines.selectors import upstream_account_usable
+from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db]
 
@@ -86,3 +93,75 @@ def test_upload_flow_puts_the_bytes_where_discord_said(
     url = message["attachments"][0]["url"]
     assert url.startswith(f"{fake_discord.url}/attachments/{channel}/")
     assert rest.messages(channel)[0]["id"] == message["id"]
+
+
+@pytest.mark.parametrize("is_global", [False, True], ids=["per-route", "global"])
+def test_the_fake_answers_429_as_discord_does(
+    rest_for: Callable[..., Any], fake_discord: FakeDiscordThread, is_global: bool
+) -> None:
+    _rest, token, channel = rest_for(rate_limit=1, retry_after=1.25, rate_limit_global=is_global)
+    response = httpx.get(
+        f"{fake_discord.url}/api/v10/channels/{channel}/messages", headers={"Authorization": token}
+    )
+    assert response.status_code == 429
+    body = response.json()
+    assert body["message"] == "You are being rate limited."
+    assert (body["retry_after"], body["global"]) == (1.25, is_global)
+    headers = response.headers
+    assert headers["Retry-After"] == "2"  # whole seconds, rounded up
+    if is_global:
+        assert (headers["X-RateLimit-Global"], headers["X-RateLimit-Scope"]) == ("true", "global")
+        assert "X-RateLimit-Bucket" not in headers
+    else:
+        assert headers["X-RateLimit-Scope"] == "user"
+        assert (headers["X-RateLimit-Limit"], headers["X-RateLimit-Remaining"]) == ("5", "0")
+        assert float(headers["X-RateLimit-Reset-After"]) == 1.25
+        assert float(headers["X-RateLimit-Reset"]) > time.time()
+        assert headers["X-RateLimit-Bucket"]
+        assert "X-RateLimit-Global" not in headers
+
+
+def test_a_long_rate_limit_pauses_the_account_instead_of_waiting(
+    rest_for: Callable[..., Any], fake_discord: FakeDiscordThread, mailoutbox: list[Any]
+) -> None:
+    UserFactory(is_staff=True)
+    rest, _token, channel = rest_for(rate_limit=1, retry_after=40, rate_limit_global=True)
+    violations = fake_discord.stats().get("rate_limit_violations", 0)
+    with pytest.raises(TemporaryEngineError) as caught:
+        rest.messages(channel)
+    assert "rate-limits this account" in caught.value.message
+    account = UpstreamAccount.objects.get(pk=rest.account_id)
+    assert account.health == Health.COOLING_DOWN
+    assert account.cooldown_until is not None
+    assert timezone.now() + timedelta(seconds=30) < account.cooldown_until
+    assert account.cooldown_until < timezone.now() + timedelta(seconds=41)
+    assert not upstream_account_usable(account, now=timezone.now())
+    # Nothing was sent while limited, and a routine rate limit mails nobody.
+    assert fake_discord.stats().get("rate_limit_violations", 0) == violations
+    assert mailoutbox == []
+
+
+def test_an_empty_bucket_is_waited_for_before_the_429() -> None:
+    """``X-RateLimit-Remaining: 0`` on a success: the route is held until the bucket resets."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json=[],
+            headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "7.5"},
+        )
+
+    cache.clear()
+    settings = parse(
+        {"guild_id": "600000000000000001", "channel_id": "700000000000000001"},
+        {"token": "mfa.bucket-test-token-0123456789"},
+    )
+    rest = DiscordRest(
+        account_id=987654,
+        settings=settings,
+        client=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+    assert rest.messages("700000000000000001") == []
+    held = float(cache.get(rest._key("GET /channels/:id/messages")) or 0)
+    assert time.time() + 6 < held <= time.time() + 7.5
+    assert cache.get(rest._key("*")) is None  # only that route

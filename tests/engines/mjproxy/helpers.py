@@ -12,7 +12,7 @@ from PIL import Image
 from apps.accounts.models import MembershipTier, Organization
 from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Status
-from apps.tasks.lifecycle import task_poll, task_start
+from apps.tasks.lifecycle import task_finish, task_poll, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
 from tests.factories import UpstreamAccountFactory
@@ -67,6 +67,8 @@ def step(task_id: str) -> str:
         dispatch_pending()
     elif task.status == Status.SUBMITTED:
         task_start(task_id=task_id)
+    elif task.status == Status.IN_PROGRESS and task.slot_freed_at is not None:
+        task_finish(task_id=task_id, token=task.poll_token)  # the results queue's step
     elif task.status == Status.IN_PROGRESS:
         task_poll(task_id=task_id, token=task.poll_token)
     return str(Task.objects.get(pk=task_id).status)

@@ -13,7 +13,8 @@ from apps.billing.audit import ledger_audit
 class Command(BaseCommand):
     help = (
         "Recompute every organization's balance from its ledger entries, check each entry's "
-        "running balance and that every finished task was captured or released exactly once. "
+        "running balance, that every finished task was captured or released exactly once and "
+        "that each organization's unfinished-task counter (the tier limit's) matches a COUNT. "
         "Exits 1 and lists each drift if anything is off."
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -87,6 +88,7 @@ class FakeDiscord:
             return await handler(request)
         user = self.world.user_by_token(request.headers.get("Authorization"))
         if user is None:
+            self.world.stats["unauthorized"] += 1
             return _error(401, "401: Unauthorized")
         route = self._route_key(request)
         now = time.monotonic()
@@ -98,24 +100,40 @@ class FakeDiscord:
             self.world.stats["rate_limited"] += 1
             scope_key = (user.id, "*" if user.rate_limit_global else route)
             self.world.limited_until[scope_key] = now + user.retry_after * 0.9
-            headers = {
-                "Retry-After": str(max(1, round(user.retry_after))),
-                "X-RateLimit-Scope": "global" if user.rate_limit_global else "user",
-                "X-RateLimit-Bucket": uuid.uuid5(uuid.NAMESPACE_URL, route).hex[:16],
-            }
-            if user.rate_limit_global:
-                headers["X-RateLimit-Global"] = "true"
-            return web.json_response(
-                {
-                    "message": "You are being rate limited.",
-                    "retry_after": user.retry_after,
-                    "global": user.rate_limit_global,
-                },
-                status=429,
-                headers=headers,
-            )
+            return self._too_many_requests(user, route)
         request[USER] = user
         return await handler(request)
+
+    @staticmethod
+    def _too_many_requests(user: FakeUser, route: str) -> web.Response:
+        """A 429 as Discord sends it: ``retry_after`` (seconds, float) and ``global`` in the
+        body; ``Retry-After`` (whole seconds, rounded up) and the ``X-RateLimit-*`` headers of
+        the route's bucket — or only ``X-RateLimit-Global`` and the scope for a global limit."""
+        retry_after = round(user.retry_after, 3)
+        headers = {
+            "Retry-After": str(max(1, math.ceil(retry_after))),
+            "X-RateLimit-Scope": "global" if user.rate_limit_global else "user",
+        }
+        if user.rate_limit_global:
+            headers["X-RateLimit-Global"] = "true"
+        else:
+            headers.update(
+                {
+                    "X-RateLimit-Limit": "5",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
+                    "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+                    "X-RateLimit-Bucket": uuid.uuid5(uuid.NAMESPACE_URL, route).hex[:16],
+                }
+            )
+        body: dict[str, Any] = {
+            "message": "You are being rate limited.",
+            "retry_after": retry_after,
+            "global": user.rate_limit_global,
+        }
+        if user.rate_limit_global:
+            body["code"] = 0
+        return web.json_response(body, status=429, headers=headers)
 
     # --- messages and dispatches --------------------------------------------------------------
 
@@ -579,6 +597,7 @@ class FakeDiscord:
             )
             self.world.users[token] = user
         for key in (
+            "revoked",
             "fast_exhausted",
             "captcha",
             "banned",
@@ -602,7 +621,8 @@ class FakeDiscord:
         return web.json_response(self.world.counts())
 
     async def control_drop(self, request: web.Request) -> web.Response:
-        """Drop gateway connections: ``{"token": …, "how": "close"|"reconnect"|"invalidate"}``."""
+        """Drop gateway connections: ``{"token": …, "how": "close"|"reconnect"|"invalidate"|
+        "auth"}`` (``auth``: closed with 4004, as Discord ends the sessions of a reset token)."""
         body = await request.json() if request.can_read_body else {}
         how = body.get("how", "close")
         dropped = 0
@@ -618,6 +638,11 @@ class FakeDiscord:
             elif how == "invalidate":
                 session.invalid = True
                 await ws.send_json({"op": 9, "d": False, "s": None, "t": None})
+            elif how == "auth":
+                # A reset token's session: closed with 4004, never resumable.
+                session.invalid = True
+                session.ws = None
+                await ws.close(code=4004, message=b"Authentication failed.")
             else:
                 session.ws = None
                 await ws.close(code=4000, message=b"Unknown error")

@@ -48,6 +48,9 @@ class FakeUser:
     rate_limit: int = 0
     rate_limit_global: bool = False
     retry_after: float = 0.2
+    #: The token was reset (password change, Discord's own invalidation): REST answers 401,
+    #: the gateway closes with 4004.
+    revoked: bool = False
     running: int = 0
     dm_channel_id: str = ""
 
@@ -108,7 +111,8 @@ class World:
     def user_by_token(self, token: str | None) -> FakeUser | None:
         if not token:
             return None
-        return self.users.get(token.removeprefix("Bot ").strip())
+        user = self.users.get(token.removeprefix("Bot ").strip())
+        return None if user is None or user.revoked else user
 
     def user_by_id(self, user_id: str) -> FakeUser | None:
         return next((user for user in self.users.values() if user.id == user_id), None)

@@ -39,7 +39,7 @@ def seed_default_banned_words(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tasks", "0005_error_codes_fast_hours_verification"),
+        ("tasks", "0007_task_queue_seq"),
     ]
 
     operations = [

@@ -21,14 +21,14 @@ def unseed(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0004_price_key_draft'),
+        ('billing', '0005_price_key_draft'),
     ]
 
     operations = [
         migrations.AlterField(
             model_name='price',
             name='action',
-            field=models.CharField(choices=[('IMAGINE', 'Imagine'), ('UPSCALE', 'Upscale'), ('VARIATION', 'Variation'), ('REROLL', 'Reroll'), ('ZOOM', 'Zoom'), ('PAN', 'Pan'), ('DESCRIBE', 'Describe'), ('BLEND', 'Blend'), ('SHORTEN', 'Shorten'), ('SWAP_FACE', 'Swap face'), ('EDIT', 'Edit'), ('RETEXTURE', 'Retexture'), ('IMAGINE_DRAFT', 'Imagine (draft mode)')], max_length=16),
+            field=models.CharField(choices=[('IMAGINE', 'Imagine'), ('UPSCALE', 'Upscale'), ('VARIATION', 'Variation'), ('REROLL', 'Reroll'), ('ZOOM', 'Zoom'), ('PAN', 'Pan'), ('DESCRIBE', 'Describe'), ('BLEND', 'Blend'), ('SHORTEN', 'Shorten'), ('SWAP_FACE', 'Swap face'), ('VIDEO', 'Video'), ('EDIT', 'Edit'), ('RETEXTURE', 'Retexture'), ('IMAGINE_DRAFT', 'Imagine (draft mode)')], max_length=16),
         ),
         migrations.RunPython(seed, unseed),
     ]
