@@ -19,7 +19,8 @@ def _settings_default(name: str) -> str:
 
 def test_deliveries_are_routed_to_their_own_queue():
     source = (ROOT / "config" / "settings" / "base.py").read_text()
-    assert 'CELERY_TASK_ROUTES = {"webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE}}' in source
+    routes = source.split("CELERY_TASK_ROUTES = {", 1)[1].split("}\n", 1)[0]
+    assert '"webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE}' in routes
     assert _settings_default("CELERY_WEBHOOKS_QUEUE") != _settings_default(
         "CELERY_TASK_DEFAULT_QUEUE"
     )
@@ -31,8 +32,10 @@ def test_compose_runs_a_worker_for_the_webhooks_queue_only():
     webhooks = compose.split("\n  webhooks:\n", 1)[1].split("\n  beat:\n", 1)[0]
     assert f"--queues={queue}" in webhooks
     assert "--pool=threads" in webhooks
-    engine = compose.split("\n  worker:\n", 1)[1].split("\n  webhooks:\n", 1)[0]
+    engine = compose.split("\n  worker:\n", 1)[1].split("\n  results:\n", 1)[0]
     assert "--queues" not in engine  # the default queue: engine jobs, not deliveries
+    results = compose.split("\n  results:\n", 1)[1].split("\n  webhooks:\n", 1)[0]
+    assert f"--queues={queue}" not in results and "--queues=" in results
 
 
 def test_the_run_command_runs_a_worker_for_the_webhooks_queue_only():
@@ -42,4 +45,8 @@ def test_the_run_command_runs_a_worker_for_the_webhooks_queue_only():
     spec.loader.exec_module(devrun)
     webhooks = devrun.PROCESSES["webhooks"]
     assert webhooks[webhooks.index("--queues") + 1] == devrun.WEBHOOKS_QUEUE
-    assert "--queues" not in devrun.PROCESSES["worker"] and "-Q" not in devrun.PROCESSES["worker"]
+    worker = devrun.PROCESSES["worker"]
+    assert "-Q" not in worker
+    # The engine worker serves the task queue and the results queue, never the deliveries'.
+    served = worker[worker.index("--queues") + 1].split(",")
+    assert devrun.TASKS_QUEUE in served and devrun.WEBHOOKS_QUEUE not in served
