@@ -127,6 +127,10 @@ def rejected(error: type[Exception], call: Callable[[], Any]) -> Any:
             "Face swap needs a source and a target image.",
         ),
         (
+            {"action": Action.VIDEO, "images": [png_data_url()], "mask": png_data_url()},
+            "VIDEO takes no mask; only the editor (EDIT) does.",
+        ),
+        (
             {"action": "UPSCALE", "prompt": "a cat"},
             "Unknown action 'UPSCALE'. Use IMAGINE, DESCRIBE, BLEND, SHORTEN, SWAP_FACE, "
             "VIDEO, EDIT or RETEXTURE; follow-ups (upscale, variation …) are submitted with a "
