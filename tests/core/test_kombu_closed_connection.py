@@ -15,7 +15,7 @@ import types
 import pytest
 from kombu.transport import redis as kombu_redis
 
-import config.celery  # noqa: F401  (installs the guard, as every worker does at start)
+import config.celery  # installs the guard, as every worker does at start
 
 
 def _channel_of_a_closed_connection() -> kombu_redis.Channel:
