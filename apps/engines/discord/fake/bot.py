@@ -16,21 +16,16 @@ vary-region editor's submit, the way the real bot does on the wire:
   (``content_type: video/mp4``; the clips side by side) and a ``U<n>`` button per clip
   (``MJ::JOB::video_virtual_upscale::<n>::<hash>``), which posts "Video #n" — that clip alone —
   with its Extend (High/Low motion) buttons. With Remix mode on, Animate and Extend first open
-  the ``MJ::AnimateModal`` form. Clips are real H.264 MP4s made with the sandbox's renderer.
+  the ``MJ::AnimateModal`` form. Clips are real H.264 MP4s (``render``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import random
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
-
-from PIL import Image
-
-from apps.engines.sandbox.video import extend_clip, render_clip
 
 from . import render
 from .world import BotJob, FakeUser
@@ -221,43 +216,20 @@ def video_options(prompt: str) -> tuple[str, int, bool]:
     return chosen, int(size), bool(re.search(r"(?:^|\s)--loop\b", prompt))
 
 
-def _tiled(frames: list[bytes]) -> bytes:
-    """The batch side by side (2×2, or 1×2): the picture a video message animates."""
-    images = [Image.open(io.BytesIO(frame)).convert("RGB") for frame in frames]
-    width, height = images[0].size
-    columns = 1 if len(images) == 1 else 2
-    rows = (len(images) + columns - 1) // columns
-    sheet = Image.new("RGB", (width * columns, height * rows))
-    for index, image in enumerate(images):
-        sheet.paste(
-            image.resize((width, height)), ((index % columns) * width, (index // columns) * height)
-        )
-    out = io.BytesIO()
-    sheet.save(out, format="PNG")
-    return out.getvalue()
-
-
 def render_batch(
     *, frame: bytes, clip: bytes, motion: str, batch: int, loop: bool, seed: int
 ) -> tuple[list[bytes], bytes]:
     """A video job's clips (from ``frame``, or extending ``clip``) and its message's MP4."""
-    chosen = "high" if motion == "high" else "low"
     try:
-        if clip:
-            made = [extend_clip(clip, motion=chosen, seed=seed, index=n) for n in range(batch)]
-        else:
-            made = [
-                render_clip(frame, motion=chosen, seed=seed, index=n, loop=loop)
-                for n in range(batch)
-            ]
+        clips = [
+            render.extend_mp4(clip, motion=motion, seed=f"{seed}:{n}")
+            if clip
+            else render.clip_mp4(frame, motion=motion, seed=f"{seed}:{n}", loop=loop)
+            for n in range(batch)
+        ]
     except (ValueError, OSError) as exc:
         raise BotError("Invalid parameter", f"The video could not be made: {exc}") from exc
-    if batch == 1:
-        return [made[0].data], made[0].data
-    sheet = render_clip(
-        _tiled([item.poster for item in made]), motion=chosen, seed=seed, index=9, loop=loop
-    )
-    return [item.data for item in made], sheet.data
+    return clips, clips[0] if batch == 1 else render.sheet_mp4(clips)
 
 
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
@@ -836,7 +808,7 @@ class MidjourneyBot:
         """``/imagine <frame link> … --video 1``: the first link is the start frame."""
         link = _LINK.search(prompt)
         frame = self.discord.cdn_file(link[1]) if link else None
-        if frame is None:
+        if frame is None or not render.is_picture(frame):
             raise BotError("Invalid link", "A video needs a start frame: an image link first.")
         await self.video_job(user, bot_id, channel_id, meta, prompt, frame=frame)
 
