@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 LOST_SUBMIT_SECONDS = 120
 #: A clip of a video batch the bot would not show after this many presses fails the task.
 CLIP_PRESSES = 3
+#: How long one poll may take to press a clip's button before another may try.
+CLIP_LOCK_SECONDS = 30
 #: How long a lookup of an interrupted submit waits for Discord's acknowledgement of it.
 ACK_WAIT_SECONDS = 4.0
 #: A live job the gateway has said nothing about for this long is looked up over REST.
@@ -85,6 +87,15 @@ def _main_rows(job: Job) -> Any:
     return DiscordJob.objects.filter(account_id=job.account.id, task_id=job.task_id).exclude(
         command__contains=wire.VIRTUAL_UPSCALE
     )
+
+
+def _press_lost(row: DiscordJob) -> bool:
+    """A prepared press nobody is sending any more (the clip lock lasts 30 s) that Discord
+    never acknowledged."""
+    age = (timezone.now() - (row.sending_at or row.created_at)).total_seconds()
+    if row.sending_at is None:
+        return age > CLIP_LOCK_SECONDS
+    return not row.interaction_id and age > LOST_SUBMIT_SECONDS
 
 
 def _check_animate_form(row: DiscordJob) -> None:
@@ -783,6 +794,10 @@ class DiscordEngine(Engine):
                         error_code=ErrorCode.UPSTREAM_ERROR,
                     )
                 missing.append(number)
+            elif latest.phase == Phase.PREPARED and _press_lost(latest):
+                # Its worker stopped before the press left, or it never reached the bot.
+                self._refused(latest, "The press that shows this clip never reached the bot.")
+                missing.append(number)
             elif latest.phase == Phase.FAILURE:
                 raise PermanentEngineError(latest.fail_reason, error_code=latest.error_code)
             elif latest.phase == Phase.SUCCESS:
@@ -815,7 +830,7 @@ class DiscordEngine(Engine):
         clip at a time: concurrent polls of the task take turns (a short lock in the cache)
         and look again once they hold it."""
         key = f"discord:clip:{row.nonce}:{number}"
-        if not cache.add(key, 1, 30):
+        if not cache.add(key, 1, CLIP_LOCK_SECONDS):
             return
         try:
             live = DiscordJob.objects.filter(

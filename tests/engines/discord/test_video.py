@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import av
 import pytest
+from django.utils import timezone
 from PIL import Image, ImageChops, ImageStat
 
 from apps.engines.base import PermanentEngineError, StoredFile
@@ -18,7 +20,7 @@ from apps.engines.discord.engine import DiscordEngine
 from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.models import DiscordJob
 
-from .conftest import GatewayThread, job_for, parent_of
+from .conftest import GatewayThread, job_for, parent_of, poll_until_done, wait_for
 from .test_engine_flow import _finished
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -355,3 +357,46 @@ def test_a_bad_start_frame_fails_as_the_bot_says(
             )
         )
     assert caught.value.error_code == "INVALID_PARAMETER"
+
+
+def test_a_clip_press_whose_worker_died_before_sending_is_pressed_again(
+    engine: DiscordEngine,
+    connected: Callable[..., tuple[Any, GatewayThread]],
+    fake_discord: FakeDiscordThread,
+) -> None:
+    account, _thread = connected()
+    job = job_for(
+        account,
+        action="VIDEO",
+        prompt="",
+        images=(_png(),),
+        params=_video_params(batch_size=1),
+    )
+    submitted = engine.submit(job)
+    running = replace(job, upstream_job_id=submitted.upstream_job_id, state=submitted.state)
+    main = wait_for(
+        lambda: DiscordJob.objects.filter(pk=submitted.upstream_job_id, phase="success").first()
+    )
+    # A poll's worker wrote the press of U1 and died before it left (no sending_at).
+    button = next(
+        b["custom_id"]
+        for b in main.components[0]["components"]
+        if "video_virtual" in b["custom_id"]
+    )
+    DiscordJob.objects.create(
+        nonce="1" * 18,
+        account_id=account.pk,
+        task_id=job.task_id,
+        action="VIDEO",
+        command=button,
+        bot_id=main.bot_id,
+        channel_id=main.channel_id,
+        parent_message_id=main.result_message_id,
+    )
+    assert engine.poll(running).status == "running"  # still within the press's lock time
+    DiscordJob.objects.filter(pk="1" * 18).update(created_at=timezone.now() - timedelta(seconds=60))
+    presses = fake_discord.stats()["interactions"]
+    result = poll_until_done(engine, running)
+    assert result.status == "success" and len(result.videos) == 1
+    assert DiscordJob.objects.get(pk="1" * 18).phase == "refused"
+    assert fake_discord.stats()["interactions"] == presses + 1
