@@ -138,7 +138,13 @@ def test_a_start_frame_with_a_prompt_high_motion_a_batch_of_two_and_a_loop(
         ids = [b["custom_id"] for b in clip["buttons"]]
         assert any(i.startswith("MJ::JOB::animate_high_extend::1::") for i in ids)
         assert any(i.startswith("MJ::JOB::animate_low_extend::1::") for i in ids)
-    # The gateway told the lifecycle the job was done.
+    # "Animating..." (the bot's reply with our nonce) and its "(NN%)" edits were read as the
+    # job's progress, which the gateway pushed; then it told the lifecycle the job was done.
+    assert row.message_id and row.bot_prompt.startswith(row.prompt)
+    assert any(
+        u.task_id == job.task_id and u.result.status == "running" and 0 < u.result.progress < 100
+        for u in thread.updates
+    ), thread.updates
     assert any(u.task_id == job.task_id and u.result.status == "success" for u in thread.updates), (
         thread.updates
     )

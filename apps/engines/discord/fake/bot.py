@@ -888,7 +888,8 @@ class MidjourneyBot:
         clip: bytes = b"",
         reference: str = "",
     ) -> None:
-        """A video job: "Waiting to start", progress edits, then the video message."""
+        """A video job: "Animating..." (the reply carrying the nonce), progress edits of it,
+        then the video message."""
         motion, batch, loop = video_options(prompt)
         if clip:
             batch, loop = 4, False  # Extend always makes a batch of four
@@ -900,7 +901,7 @@ class MidjourneyBot:
             started = await self.discord.post_message(
                 channel_id,
                 author_id=bot_id,
-                content=f"{head} (Waiting to start)",
+                content="Animating...",
                 nonce=meta["nonce"],
                 interaction=meta,
                 reference=reference,
