@@ -119,6 +119,7 @@ def _created(outcome: SubmitOutcome) -> Response:
 class TaskListView(NativeErrorsMixin, OrganizationAPIView):
     required_key_flags = ("midjourney",)
     writes = True
+    query_params = tuple(TaskListQuerySerializer().fields)
 
     @extend_schema(
         summary="List tasks, newest first",
