@@ -13,12 +13,18 @@ class Capability(StrEnum):
     MANAGE_KEYS = "manage_keys"
     MANAGE_WEBHOOKS = "manage_webhooks"
     MANAGE_MEMBERS = "manage_members"
+    MANAGE_SETTINGS = "manage_settings"
     MANAGE_BILLING = "manage_billing"
     DELETE_ORGANIZATION = "delete_organization"
 
 
 _MEMBER = frozenset({Capability.VIEW_TASKS, Capability.CREATE_TASKS})
-_ADMIN = _MEMBER | {Capability.MANAGE_KEYS, Capability.MANAGE_WEBHOOKS, Capability.MANAGE_MEMBERS}
+_ADMIN = _MEMBER | {
+    Capability.MANAGE_KEYS,
+    Capability.MANAGE_WEBHOOKS,
+    Capability.MANAGE_MEMBERS,
+    Capability.MANAGE_SETTINGS,
+}
 _OWNER = _ADMIN | {Capability.MANAGE_BILLING, Capability.DELETE_ORGANIZATION}
 
 ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {

@@ -109,6 +109,10 @@ class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
     required_key_flags: tuple[str, ...] = ()
     writes: bool = False
     parser_classes = [JSONBodyParser]
+    #: The query-string parameters a GET of this view reads. Any other is refused with a
+    #: validation error naming it, in the dialect's envelope, rather than ignored (a filter
+    #: misspelt must not silently list everything).
+    query_params: tuple[str, ...] = ()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -117,6 +121,18 @@ class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
             raise exceptions.NotAuthenticated()
         self.api_key: ApiKey = api_key
         self.organization: Organization = api_key.organization
+        if request.method in ("GET", "HEAD"):
+            self._check_query_params(request)
+
+    def _check_query_params(self, request: Request) -> None:
+        unknown = [name for name in request.query_params if name not in self.query_params]
+        if not unknown:
+            return
+        takes = ", ".join(self.query_params) if self.query_params else "none"
+        name = unknown[0]
+        raise exceptions.ValidationError(
+            {name: f"Unknown query parameter '{name}'; this endpoint takes: {takes}."}
+        )
 
     def handle_exception(self, exc: Exception) -> Response:
         # Each dialect's handler maps ServiceErrors; infrastructure failures become one first.

@@ -1,6 +1,18 @@
 from django.urls import path
 
-from .views import billing, editor, keys, mailbox, orgs, overview, status, tasks, team, webhooks
+from .views import (
+    billing,
+    editor,
+    keys,
+    mailbox,
+    orgs,
+    overview,
+    settings,
+    status,
+    tasks,
+    team,
+    webhooks,
+)
 
 app_name = "dashboard"
 
@@ -47,6 +59,8 @@ urlpatterns = [
     path("billing/buy/", billing.buy, name="billing-buy"),
     path("billing/upgrade/", billing.upgrade, name="billing-upgrade"),
     path("billing/portal/", billing.portal, name="billing-portal"),
+    path("settings/", settings.index, name="settings"),
+    path("settings/translation/", settings.translation, name="settings-translation"),
     path("team/", team.index, name="team"),
     path("team/invite/", team.invite, name="team-invite"),
     path(

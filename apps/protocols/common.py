@@ -16,7 +16,9 @@ from rest_framework.response import Response
 
 from apps.core.errors import ConcurrencyLimitReached, ServiceError
 from apps.core.jsonbody import JSONBodyInvalid, json_body_parse, json_body_read
+from apps.tasks.enums import Status
 from apps.tasks.models import Task
+from apps.tasks.selectors import QueueEstimate, task_queue_estimate
 from apps.tasks.services.inputs import Caller
 from apps.tasks.storage import file_url
 
@@ -25,6 +27,14 @@ logger = logging.getLogger("apps.protocols")
 
 def epoch_ms(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000) if value is not None else None
+
+
+def queue_estimate(task: Task) -> QueueEstimate | None:
+    """Where a queued task stands in its pool's fair queue (None unless it is queued): what
+    every dialect shows in fetch, lists and queued-task webhook bodies."""
+    if task.status != Status.NOT_START:
+        return None
+    return task_queue_estimate(task=task)
 
 
 def result_image_url(task: Task) -> str | None:

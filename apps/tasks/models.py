@@ -130,6 +130,13 @@ class Task(models.Model):
         editable=False,
         help_text="Place in its pool's queue: a number from the pool's sequence at acceptance.",
     )
+    tenant_seq = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Place in its tenant's part of its pool's queue: the tenant's counter for the "
+        "pool (TenantQueueCounter) at acceptance.",
+    )
     slot_freed_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -162,6 +169,13 @@ class Task(models.Model):
                 name="task_queue_head",
                 condition=models.Q(status="NOT_START"),
             ),
+            # Each tenant's part of each pool's queue (the fair queue position): the tenants
+            # with queued work by a skip scan, each one's head, tail and n-th task by a probe.
+            models.Index(
+                fields=["mode", "is_test", "organization", "tenant_seq"],
+                name="task_tenant_queue",
+                condition=models.Q(status="NOT_START"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -175,6 +189,31 @@ class Task(models.Model):
     def tokens_charged(self) -> int:
         """What the customer paid: the price is captured only on success; test tasks are free."""
         return int(self.price) if self.status == Status.SUCCESS and not self.is_test else 0
+
+
+class TenantQueueCounter(models.Model):
+    """The last number given to a tenant's tasks in one pool (a mode, live or test).
+
+    Bumped under the organization's lock at acceptance (``services.acceptance``), so a
+    tenant's queued tasks are numbered in the order they queued: a task's rank within its
+    tenant is its number minus the tenant's smallest queued number, read by one index probe
+    (``selectors.task_queue_estimate``) instead of a COUNT of the queue.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    mode = models.CharField(max_length=8, choices=Mode.choices)
+    is_test = models.BooleanField()
+    last = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "mode", "is_test"], name="tenant_queue_counter_pool"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.mode} {'test' if self.is_test else 'live'}"
 
 
 class BannedWordQuerySet(ConfigQuerySet):

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Organization
@@ -142,6 +142,8 @@ class QueueEstimate:
 
     position: int
     expected_start: datetime | None = None
+    #: Queued tasks of the pool the dispatcher starts before this one (its fair queue order).
+    ahead: int = 0
 
 
 #: Throughput is measured over this window of finished tasks and re-read this often.
@@ -170,9 +172,11 @@ def pool_throughput(*, mode: str, is_test: bool) -> float:
 
 
 def pool_throughput_forget() -> None:
-    """Forget the measured throughputs and pool sizes of this process (tests)."""
+    """Forget the measured throughputs, pool sizes and pool snapshots of this process
+    (tests)."""
     _throughput.clear()
     _capacity.clear()
+    _snapshots.clear()
 
 
 def _pool_free_slots(task: Task) -> int:
@@ -220,19 +224,6 @@ def _pool_capacity(*, mode: str, is_test: bool) -> int:
     return total
 
 
-def queue_head_query(*, mode: str, is_test: bool) -> QuerySet[Task, Any]:
-    """The smallest queue number still waiting in a pool, as a one-row query (partial index
-    ``task_queue_head``: one index probe whatever the queue's length). The acceptance reads
-    it in its organization-lock statement."""
-    return (
-        Task.objects.filter(
-            status=Status.NOT_START, mode=mode, is_test=is_test, queue_seq__isnull=False
-        )
-        .order_by("queue_seq")
-        .values("queue_seq")[:1]
-    )
-
-
 class _Unread:
     pass
 
@@ -240,35 +231,235 @@ class _Unread:
 UNREAD = _Unread()
 
 
-def task_queue_estimate(*, task: Task, head: int | _Unread | None = UNREAD) -> QueueEstimate:
-    """Where the queued ``task`` stands in its pool (its mode, live or test).
+@dataclass(frozen=True)
+class TenantQueue:
+    """One tenant's part of a pool's queue, as the fair queue estimate reads it."""
 
-    Its place in the pool's queue is its queue number minus the head's (numbers come from one
-    sequence per pool at acceptance), so no COUNT of the queue runs; tasks that left the queue
-    out of order (cancelled, or served earlier for fairness) make it an upper bound. ``head``
-    is the head as the caller read it (the acceptance, under its lock; None: the queue was
-    empty). The first ``free`` places start now; a place behind more tasks than the pool has
-    slots means every slot is busy, and the free slots are not read.
+    organization_id: int
+    head: int  # the smallest number (``Task.tenant_seq``) still queued
+    tail: int  # the largest
+    running: int  # the tenant's tasks holding a slot now, in any pool (as the dispatcher counts)
+
+    @property
+    def queued(self) -> int:
+        """Queued tasks of the tenant in the pool (an upper bound when some left the middle
+        of its queue: a cancelled task leaves a gap in the numbers until the queue drains)."""
+        return self.tail - self.head + 1
+
+
+#: A pool's snapshot is re-read this often per process; the submit path reads it, so it must
+#: not run once per request (issue 15), and a second's staleness moves a position by little.
+POOL_SNAPSHOT_SECONDS = 1.0
+_snapshots: dict[tuple[str, bool], tuple[float, dict[int, TenantQueue]]] = {}
+
+
+def _snapshot_sql() -> str:
+    table = connection.ops.quote_name(Task._meta.db_table)
+    queued = f"status = '{Status.NOT_START}'"  # a literal, so the partial index matches
+    active = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+    return f"""
+        WITH RECURSIVE orgs(org) AS (
+            (SELECT organization_id FROM {table}
+             WHERE {queued} AND mode = %(mode)s AND is_test = %(is_test)s
+               AND tenant_seq IS NOT NULL
+             ORDER BY organization_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.organization_id FROM {table} t
+                    WHERE t.{queued} AND t.mode = %(mode)s AND t.is_test = %(is_test)s
+                      AND t.tenant_seq IS NOT NULL AND t.organization_id > orgs.org
+                    ORDER BY t.organization_id LIMIT 1)
+            FROM orgs WHERE orgs.org IS NOT NULL
+        )
+        SELECT orgs.org,
+               (SELECT h.tenant_seq FROM {table} h
+                WHERE h.{queued} AND h.mode = %(mode)s AND h.is_test = %(is_test)s
+                  AND h.organization_id = orgs.org AND h.tenant_seq IS NOT NULL
+                ORDER BY h.tenant_seq LIMIT 1),
+               (SELECT l.tenant_seq FROM {table} l
+                WHERE l.{queued} AND l.mode = %(mode)s AND l.is_test = %(is_test)s
+                  AND l.organization_id = orgs.org AND l.tenant_seq IS NOT NULL
+                ORDER BY l.tenant_seq DESC LIMIT 1),
+               (SELECT count(*) FROM {table} r
+                WHERE r.organization_id = orgs.org AND r.status IN ({active})
+                  AND r.slot_freed_at IS NULL)
+        FROM orgs WHERE orgs.org IS NOT NULL
+    """  # noqa: S608 - table name and status literals are ours; values are parameters
+
+
+def pool_snapshot(*, mode: str, is_test: bool, fresh: bool = False) -> dict[int, TenantQueue]:
+    """Every tenant with queued work in the pool: its queue's head and tail numbers and its
+    running tasks. On PostgreSQL one statement of index probes (a skip scan over the tenants
+    of the pool in ``task_tenant_queue``, then a few probes per tenant) whatever the queue's
+    length, cached ``POOL_SNAPSHOT_SECONDS`` per process."""
+    key = (mode, is_test)
+    now = time.monotonic()
+    cached = _snapshots.get(key)
+    if not fresh and cached is not None and now - cached[0] < POOL_SNAPSHOT_SECONDS:
+        return cached[1]
+    snapshot: dict[int, TenantQueue] = {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_snapshot_sql(), {"mode": mode, "is_test": is_test})
+            for org, head, tail, running in cursor.fetchall():
+                if head is not None:
+                    snapshot[org] = TenantQueue(org, int(head), int(tail), int(running))
+    else:  # the portable reading (SQLite): the same numbers from aggregates
+        rows = (
+            Task.objects.filter(
+                status=Status.NOT_START, mode=mode, is_test=is_test, tenant_seq__isnull=False
+            )
+            .values("organization_id")
+            .annotate(head=Min("tenant_seq"), tail=Max("tenant_seq"))
+        )
+        running = dict(
+            Task.objects.filter(status__in=ACTIVE_STATUSES, slot_freed_at=None)
+            .values_list("organization_id")
+            .annotate(n=Count("pk"))
+            .values_list("organization_id", "n")
+        )
+        for row in rows:
+            org = row["organization_id"]
+            snapshot[org] = TenantQueue(org, row["head"], row["tail"], running.get(org, 0))
+    _snapshots[key] = (now, snapshot)
+    return snapshot
+
+
+def _tenant_head(task: Task) -> int | None:
+    row = (
+        Task.objects.filter(
+            status=Status.NOT_START,
+            mode=task.mode,
+            is_test=task.is_test,
+            organization_id=task.organization_id,
+            tenant_seq__isnull=False,
+        )
+        .order_by("tenant_seq")
+        .values_list("tenant_seq", flat=True)[:1]
+    )
+    found = list(row)
+    return found[0] if found else None
+
+
+def _probe_sql() -> str:
+    table = connection.ops.quote_name(Task._meta.db_table)
+    queued = f"status = '{Status.NOT_START}'"
+    return f"""
+        SELECT p.org, c.submitted_at, c.id
+        FROM unnest(%(orgs)s::bigint[], %(seqs)s::bigint[]) AS p(org, seq)
+        CROSS JOIN LATERAL (
+            SELECT t.submitted_at, t.id FROM {table} t
+            WHERE t.{queued} AND t.mode = %(mode)s AND t.is_test = %(is_test)s
+              AND t.organization_id = p.org AND t.tenant_seq >= p.seq
+            ORDER BY t.tenant_seq LIMIT 1
+        ) c
+    """  # noqa: S608 - table name and status literal are ours; values are parameters
+
+
+def _tied_tasks(task: Task, wanted: dict[int, int]) -> list[tuple[Any, str]]:
+    """For each tenant ``org`` in ``wanted``, its first queued task numbered ``wanted[org]``
+    or later in ``task``'s pool: (submitted_at, id). One statement of index probes."""
+    if not wanted:
+        return []
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _probe_sql(),
+                {
+                    "orgs": list(wanted),
+                    "seqs": list(wanted.values()),
+                    "mode": task.mode,
+                    "is_test": task.is_test,
+                },
+            )
+            return [(submitted_at, pk) for _, submitted_at, pk in cursor.fetchall()]
+    found: list[tuple[Any, str]] = []
+    for org, seq in wanted.items():
+        row = (
+            Task.objects.filter(
+                status=Status.NOT_START,
+                mode=task.mode,
+                is_test=task.is_test,
+                organization_id=org,
+                tenant_seq__gte=seq,
+            )
+            .order_by("tenant_seq")
+            .values_list("submitted_at", "pk")
+            .first()
+        )
+        if row is not None:
+            found.append(row)
+    return found
+
+
+def task_tasks_ahead(
+    *, task: Task, head: int | _Unread | None = UNREAD, fresh: bool = False
+) -> int:
+    """How many queued tasks of the pool the dispatcher will start before ``task``.
+
+    The dispatcher (``scheduling.dispatch_pending``) serves the tenant with the fewest running
+    tasks first, oldest task first. So a queued task's turn is its *level*: its tenant's running
+    tasks plus its rank among the tenant's queued tasks of the pool (0 for the oldest), ties
+    going to the earlier submission. Starting a task leaves every level unchanged (its tenant
+    runs one more and each of its queued tasks moves up one), so this is the exact order in
+    which the current queue starts as slots open; a task finishing moves its tenant's queue
+    up one level, and a newcomer's tasks join at their own level. Tasks ahead of ``task``
+    (tenant A, rank r, level L = running_A + r) are r of its own tenant's, plus for every
+    other tenant B those below L — min(queued_B, L − running_B) — plus B's task at level L if
+    it was submitted first.
+
+    The rank comes from the tenant's numbers (``head``: the tenant's smallest queued number as
+    the caller read it), the other tenants from the pool's snapshot, and the tied tasks from
+    one probe statement: no COUNT of the queue. Other pools' tasks picked in the same pass are
+    not modelled (each pool is its own queue).
+    """
+    if task.tenant_seq is None:
+        return task_queue_position(task=task) - 1  # a task queued before numbering (or SQLite)
+    if isinstance(head, _Unread) or head is None:
+        head = _tenant_head(task) if isinstance(head, _Unread) else None
+    rank = max(0, task.tenant_seq - head) if head is not None else 0
+    snapshot = pool_snapshot(mode=task.mode, is_test=task.is_test, fresh=fresh)
+    own = snapshot.get(task.organization_id)
+    level = (own.running if own is not None else 0) + rank
+    ahead = rank
+    wanted: dict[int, int] = {}
+    for org, queue in snapshot.items():
+        if org == task.organization_id:
+            continue
+        below = level - queue.running  # B's tasks of rank < below are at a lower level
+        ahead += min(queue.queued, max(below, 0))
+        if 0 <= below < queue.queued:
+            wanted[org] = queue.head + below
+    mine = (task.submitted_at, task.pk)
+    ahead += sum(1 for tied in _tied_tasks(task, wanted) if tied < mine)
+    return ahead
+
+
+def task_queue_estimate(
+    *, task: Task, head: int | _Unread | None = UNREAD, fresh: bool = False
+) -> QueueEstimate:
+    """Where the queued ``task`` stands in its pool's fair queue (its mode, live or test).
+
+    ``ahead`` is how many queued tasks start before it (``task_tasks_ahead``: the
+    dispatcher's own order). The first ``free`` of the queue start now; after them the task
+    waits for ``ahead - free + 1`` slots to open (``position``), at the pool's measured
+    throughput. ``head`` is the tenant's queue head as the caller read it (the acceptance,
+    under its lock). A place behind more tasks than the pool has slots means every slot is
+    busy, and the free slots are not read.
     """
     if task.status != Status.NOT_START or task.submitted_at is None:
         return QueueEstimate(0)
-    if task.queue_seq is None:
-        place = task_queue_position(task=task)  # SQLite, or a task queued before numbering
-    else:
-        if isinstance(head, _Unread):
-            row = queue_head_query(mode=task.mode, is_test=task.is_test).first()
-            head = row["queue_seq"] if row else None
-        place = max(1, task.queue_seq - head + 1) if head is not None else 1
+    ahead = task_tasks_ahead(task=task, head=head, fresh=fresh)
+    place = ahead + 1
     capacity = _pool_capacity(mode=task.mode, is_test=task.is_test)
     # A pool just configured may not be in the remembered size yet: 0 is always re-read.
     busy = 0 < capacity < place and not task.is_test
     free = 0 if busy else _pool_free_slots(task)
     if place <= free:
-        return QueueEstimate(0)
+        return QueueEstimate(0, ahead=ahead)
     waiting = place - free
     rate = pool_throughput(mode=task.mode, is_test=task.is_test)
     expected = timezone.now() + timedelta(seconds=waiting / rate) if rate > 0 else None
-    return QueueEstimate(waiting, expected)
+    return QueueEstimate(waiting, expected, ahead=ahead)
 
 
 def task_queue_position(*, task: Task) -> int:

@@ -17,3 +17,12 @@ def translation_enabled(*, organization: Organization, translator: Translator) -
         .first()
     )
     return translator.on_by_default if chosen is None else chosen
+
+
+def organization_translation_choice(*, organization: Organization) -> bool | None:
+    """The organization's own on/off choice; None when it made none (the default applies)."""
+    return (
+        OrganizationTranslation.objects.filter(organization=organization)
+        .values_list("enabled", flat=True)
+        .first()
+    )

@@ -295,7 +295,7 @@ def test_history_filters_and_search(owner: User, organization: Organization) -> 
 
     def prompts(query: str) -> list[tuple[str, str]]:
         rows = client.get(f"/tasks/{query}").context["rows"]
-        return sorted((task.prompt, task.action) for task, _ in rows)
+        return sorted((task.prompt, task.action) for task, _, _ in rows)
 
     assert prompts("?q=fox") == [("red fox", "IMAGINE"), ("red fox", "UPSCALE")]
     assert prompts("?status=FAILURE") == [("blue whale", "IMAGINE")]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from apps.protocols.mjproxy.payloads import task_json as mjproxy_task_json
+from apps.protocols.mjproxy.payloads import queued_task_json as mjproxy_task_json
 from apps.protocols.ttapi.payloads import job_json
-from apps.protocols.v1.payloads import task_json as native_task_json
+from apps.protocols.v1.payloads import queued_task_json as native_task_json
 from apps.tasks.enums import Action
 from apps.tasks.events import native_task_payload, task_payload
 from apps.tasks.models import Protocol, Task

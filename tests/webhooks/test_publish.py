@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from apps.protocols.v1.payloads import task_json as native_task_json
+from apps.protocols.v1.payloads import queued_task_json as native_task_json
 from apps.tasks import events
 from apps.tasks.events import register_task_payload, task_changed
 from apps.tasks.models import Task

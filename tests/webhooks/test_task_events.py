@@ -14,8 +14,8 @@ from django.db import transaction
 
 import apps
 from apps.billing.ledger import ledger_adjust, ledger_topup
-from apps.protocols.mjproxy.payloads import task_json as mjproxy_task_json
-from apps.protocols.v1.payloads import task_json as native_task_json
+from apps.protocols.mjproxy.payloads import queued_task_json as mjproxy_task_json
+from apps.protocols.v1.payloads import queued_task_json as native_task_json
 from apps.tasks.events import task_changed
 from apps.webhooks import workers
 from apps.webhooks.models import EventState, WebhookEndpoint, WebhookEvent

@@ -19,7 +19,7 @@ from apps.core.errors import NotFound, ServiceError, ValidationFailed
 from apps.tasks.actions import ACTIONS
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Mode, Status
 from apps.tasks.models import Protocol, Task
-from apps.tasks.selectors import task_get, task_list, task_queue_position
+from apps.tasks.selectors import task_get, task_list, task_queue_estimate
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import Caller
@@ -159,13 +159,28 @@ def _with_references(request: HttpRequest, caller: Caller, action: str, prompt: 
     return f"{prompt.strip()} {extra}"
 
 
+def queue_note(task: Task) -> dict[str, Any] | None:
+    """Where a queued task stands, for "n ahead, starts ~hh:mm" (None unless it is queued):
+    ``ahead`` tasks wait for a slot before it in its pool's fair queue, ``starts`` is the
+    expected start from the pool's measured throughput (None until measured), ``now``: a
+    free slot takes it at once."""
+    if task.status != Status.NOT_START:
+        return None
+    estimate = task_queue_estimate(task=task)
+    return {
+        "now": estimate.position == 0,
+        "ahead": max(estimate.position - 1, 0),
+        "starts": estimate.expected_start,
+    }
+
+
 def card_context(request: HttpRequest, task: Task) -> dict[str, Any]:
     return {
         "task": task,
         "images": presenters.task_images(task),
         "button_groups": presenters.button_groups(task),
         "prompts": presenters.numbered_prompts(task),
-        "queue_position": task_queue_position(task=task) if task.status == Status.NOT_START else 0,
+        "queue": queue_note(task),
         "polling": task.status not in TERMINAL_STATUSES and task.status != Status.MODAL,
         "can_create": can(request, Capability.CREATE_TASKS),
     }
@@ -416,7 +431,7 @@ def history(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "page": page,
-            "rows": [(task, presenters.task_images(task)) for task in page],
+            "rows": [(task, presenters.task_images(task), queue_note(task)) for task in page],
             "query": _query_without_page(request),
             "nav": "history",
         },

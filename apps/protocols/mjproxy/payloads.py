@@ -17,6 +17,7 @@ from apps.tasks.models import Task
 
 from ..common import (
     epoch_ms,
+    queue_estimate,
     result_image_url,
     result_split_urls,
     result_thumbnail_url,
@@ -118,3 +119,15 @@ def task_json(task: Task) -> dict[str, Any]:
         "properties": properties,
         "buttons": [button_json(b) if isinstance(b, dict) else b for b in task.buttons or []],
     }
+
+
+def queued_task_json(task: Task) -> dict[str, Any]:
+    """``task_json``, plus where a queued task stands, as the submit answer said it: tasks
+    waiting ahead of it for a slot (``numberOfQueues``) and the expected start
+    (``estimatedStartTime``, epoch ms). Fetch, every list and queued-task webhooks show it."""
+    body = task_json(task)
+    estimate = queue_estimate(task)
+    if estimate is not None:
+        body["properties"]["numberOfQueues"] = max(estimate.position - 1, 0)
+        body["properties"]["estimatedStartTime"] = epoch_ms(estimate.expected_start)
+    return body

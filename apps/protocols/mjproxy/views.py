@@ -29,13 +29,12 @@ from apps.core.errors import (
     ServiceError,
 )
 from apps.tasks.actions import ByName, press_spec
-from apps.tasks.enums import Action, Status
+from apps.tasks.enums import Action
 from apps.tasks.errors import dialect_error, domain_label
-from apps.tasks.models import Protocol, Task
+from apps.tasks.models import Protocol
 from apps.tasks.selectors import (
     task_fetch,
     task_list,
-    task_queue_estimate,
     task_queue_list,
 )
 from apps.tasks.services.acceptance import SubmitOutcome
@@ -65,7 +64,7 @@ from ..common import (
     with_tier_limit_hint,
 )
 from .actions import CHANGE_ACTIONS, SIMPLE_CHANGE_LETTERS
-from .payloads import task_json
+from .payloads import queued_task_json
 
 SUCCESS = 1
 NOT_FOUND = 3
@@ -459,17 +458,6 @@ class UploadDiscordImagesView(MjProxyView):
         images = string_list(data, "base64Array")
         names = images_upload(caller=caller_of(self, Protocol.MJPROXY), images=images)
         return Response(envelope(SUCCESS, "Success", [stored_file_url(n) for n in names]))
-
-
-def queued_task_json(task: Task) -> dict[str, Any]:
-    """``task_json``, plus where a queued task stands, as the submit answer said it (tasks
-    ahead and the expected start): fetch and every list show the same."""
-    body = task_json(task)
-    if task.status == Status.NOT_START:
-        estimate = task_queue_estimate(task=task)
-        body["properties"]["numberOfQueues"] = max(estimate.position - 1, 0)
-        body["properties"]["estimatedStartTime"] = epoch_ms(estimate.expected_start)
-    return body
 
 
 class FetchView(MjProxyView):

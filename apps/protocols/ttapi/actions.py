@@ -11,6 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from apps.tasks.actions import PressSpec
+
+#: Where the names come from (checked by ``tests/protocols/test_ttapi_documented_names.py``):
+#: TTAPI's action endpoint, https://docs.ttapi.io/api-reference/en/midjourney/action
+#: ("upsample1 = U1, variation1 = V1"); its fetch example, whose ``components`` are
+#: ``upsample1..4, reroll, variation1..4``, https://docs.ttapi.io/api/en/midjourney/fetch; and
+#: the action list TTAPI's console sends (``high_variation``, ``low_variation``, ``upscale2``,
+#: ``upscale4``, ``zoom_out_2``, ``zoom_out_1_5``, ``pan_left``, ``upscale_creative``,
+#: ``upscale_subtle``), plus ``reroll0`` as TTAPI's older docs wrote the grid's reroll.
+#: TTAPI's ``redo_upscale2/4``, ``redo_upscale_subtle`` and ``make_square`` name buttons we do
+#: not offer: an action with those names is refused with the list of buttons on offer.
 from apps.tasks.buttons import Button, resolve_button
 
 TTAPI_NAMES: Mapping[str, tuple[str, ...]] = {

@@ -8,7 +8,13 @@ from apps.tasks.buttons import Button, buttons_of
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
 
-from ..common import epoch_ms, result_image_url, result_split_urls, result_video_urls
+from ..common import (
+    epoch_ms,
+    queue_estimate,
+    result_image_url,
+    result_split_urls,
+    result_video_urls,
+)
 from .actions import ttapi_component_name, ttapi_components
 
 PENDING_QUEUE = "PENDING_QUEUE"
@@ -83,8 +89,16 @@ def job_data(task: Task) -> dict[str, Any]:
 
 
 def job_json(task: Task) -> dict[str, Any]:
-    """``{status, message, jobId, data}``: ``status`` is the job's, as TTAPI's fetch answers."""
+    """``{status, message, jobId, data}``: ``status`` is the job's, as TTAPI's fetch answers.
+
+    A queued job's ``data`` also says where it stands (TTAPI's own job JSON has no field for
+    it; the names follow its camelCase): ``queuePosition`` (0: a free slot takes it now, 1:
+    next) and ``estimatedStartTime`` (epoch ms, null until the pool's throughput is known)."""
     data = job_data(task)
+    estimate = queue_estimate(task)
+    if estimate is not None:
+        data["queuePosition"] = estimate.position
+        data["estimatedStartTime"] = epoch_ms(estimate.expected_start)
     return {
         "status": data["status"],
         "message": task.fail_reason or "success",

@@ -311,6 +311,8 @@ class SeedView(TtapiView):
 class FetchView(TtapiView):
     """``GET ?jobId=`` or ``POST {jobId}``."""
 
+    query_params = ("jobId",)
+
     def get(self, request: Request) -> Response:
         return self._fetch(str(request.query_params.get("jobId", "")))
 

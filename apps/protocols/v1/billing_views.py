@@ -51,6 +51,7 @@ class LedgerPageSerializer(serializers.Serializer):
 
 
 class LedgerView(OrganizationAPIView):
+    query_params = tuple(LedgerQuerySerializer().fields)
     required_key_flags = ("billing_read",)
 
     @extend_schema(

@@ -8,7 +8,13 @@ from typing import Any
 from apps.tasks.buttons import Button, friendly_name
 from apps.tasks.models import Task
 
-from ..common import result_image_url, result_split_urls, result_thumbnail_url, result_video_urls
+from ..common import (
+    queue_estimate,
+    result_image_url,
+    result_split_urls,
+    result_thumbnail_url,
+    result_video_urls,
+)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -62,3 +68,18 @@ def task_json(task: Task) -> dict[str, Any]:
         "started_at": _iso(task.started_at),
         "finished_at": _iso(task.finished_at),
     }
+
+
+def with_queue(body: dict[str, Any], task: Task) -> dict[str, Any]:
+    """A queued task's place: ``queue_position`` (0: a free slot takes it now, 1: next) and
+    ``expected_start`` (ISO 8601, null until the pool's throughput is known)."""
+    estimate = queue_estimate(task)
+    if estimate is not None:
+        body["properties"]["queue_position"] = estimate.position
+        body["properties"]["expected_start"] = _iso(estimate.expected_start)
+    return body
+
+
+def queued_task_json(task: Task) -> dict[str, Any]:
+    """``task_json`` with a queued task's place (webhook bodies)."""
+    return with_queue(task_json(task), task)

@@ -32,9 +32,9 @@ from apps.api_keys.services import (
 from apps.billing.selectors import balance_get
 from apps.core.api import OrganizationAPIView
 from apps.tasks.actions import ByName
-from apps.tasks.enums import Action, Status
-from apps.tasks.models import Protocol, Task
-from apps.tasks.selectors import task_fetch, task_get, task_list, task_queue_estimate
+from apps.tasks.enums import Action
+from apps.tasks.models import Protocol
+from apps.tasks.selectors import task_fetch, task_get, task_list
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
@@ -46,6 +46,7 @@ from ..common import caller_of
 from ..ttapi.actions import ttapi_names
 from .errors import NativeErrorsMixin
 from .pagination import NewestFirstPagination
+from .payloads import with_queue
 from .serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
@@ -105,18 +106,6 @@ class BalanceView(OrganizationAPIView):
 # --- tasks -----------------------------------------------------------------------------------
 
 
-def _with_queue(body: dict[str, Any], task: Task) -> dict[str, Any]:
-    """A queued task's place: ``queue_position`` (0: a free slot takes it now, 1: next) and
-    ``expected_start`` (ISO 8601, null until the pool's throughput is known)."""
-    if task.status == Status.NOT_START:
-        estimate = task_queue_estimate(task=task)
-        body["properties"]["queue_position"] = estimate.position
-        body["properties"]["expected_start"] = (
-            estimate.expected_start.isoformat() if estimate.expected_start else None
-        )
-    return body
-
-
 def _created(outcome: SubmitOutcome) -> Response:
     body = TaskSerializer(outcome.task).data
     if outcome.result != SubmitOutcome.MODAL:
@@ -130,6 +119,7 @@ def _created(outcome: SubmitOutcome) -> Response:
 class TaskListView(NativeErrorsMixin, OrganizationAPIView):
     required_key_flags = ("midjourney",)
     writes = True
+    query_params = tuple(TaskListQuerySerializer().fields)
 
     @extend_schema(
         summary="List tasks, newest first",
@@ -151,7 +141,10 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
         )
         paginator = NewestFirstPagination(limit=params.get("limit"))
         page = paginator.paginate_queryset(tasks, request)
-        return paginator.get_paginated_response(TaskSerializer(page, many=True).data)
+        rows = TaskSerializer(page, many=True).data
+        return paginator.get_paginated_response(
+            [with_queue(row, task) for row, task in zip(rows, page, strict=True)]
+        )
 
     @extend_schema(
         summary="Create a task, or press a button of a finished task",
@@ -226,7 +219,7 @@ class TaskDetailView(NativeErrorsMixin, OrganizationAPIView):
     )
     def get(self, request: Request, task_id: str) -> Response:
         task = task_fetch(organization=self.organization, task_id=task_id)
-        return Response(_with_queue(TaskSerializer(task).data, task))
+        return Response(with_queue(TaskSerializer(task).data, task))
 
 
 class TaskModalView(NativeErrorsMixin, OrganizationAPIView):

@@ -330,6 +330,8 @@ class WebhookSecretRotateView(OrganizationAPIView):
 
 
 class WebhookDeliveryListView(OrganizationAPIView):
+    query_params = tuple(DeliveryQuerySerializer().fields)
+
     @extend_schema(
         summary="Delivery attempts, newest first",
         operation_id="v1_webhook_deliveries_list",

@@ -31,7 +31,7 @@ from ..actions import action_spec
 from ..enums import Status
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
-from ..models import Task
+from ..models import Task, TenantQueueCounter
 from ..selectors import UNREAD, task_queue_estimate
 from .inputs import discard_files
 from .pricekeys import price_key_for
@@ -80,6 +80,8 @@ class _Locked:
     tier_name: str
     tier_code: str
     queue_seq: int | None = None
+    tenant_seq: int | None = None
+    #: The tenant's smallest queued number in the pool as the lock statement saw it.
     queue_head: Any = UNREAD
     has_endpoints: bool = True
 
@@ -87,21 +89,35 @@ class _Locked:
 @functools.cache
 def _lock_sql() -> str:
     """The lock statement, built once per process from the models' tables (no SQL is built
-    per request): the organization's counter and tier, the task's queue number, the pool's
-    queue head (partial index ``task_queue_head``) and whether any webhook endpoint listens."""
+    per request): the organization's counter and tier, the task's queue number, its number in
+    the tenant's part of the pool's queue (the tenant's counter, bumped), the tenant's queue
+    head in the pool (partial index ``task_tenant_queue``) and whether any webhook endpoint
+    listens."""
     org = Organization._meta.db_table
     tier = MembershipTier._meta.db_table
     tasks = Task._meta.db_table
     endpoints = WebhookEndpoint._meta.db_table
+    counters = TenantQueueCounter._meta.db_table
     # NO KEY UPDATE serialises the submits of one organization without blocking the KEY SHARE
     # lock the ledger (and every foreign key insert) takes on the same row; ``OF o`` keeps the
     # shared tier row unlocked, or every FREE organization would queue behind one another.
+    # The counter's upsert waits for a concurrent submit of the same tenant to commit (as the
+    # organization's row lock does), so numbers are never given twice; a refused submit rolls
+    # its bump back with everything else.
     return f"""
+        WITH counter AS (
+            INSERT INTO {counters} (organization_id, mode, is_test, last)
+            VALUES (%(organization)s, %(mode)s, %(is_test)s, 1)
+            ON CONFLICT (organization_id, mode, is_test)
+            DO UPDATE SET last = {counters}.last + 1
+            RETURNING last
+        )
         SELECT o.unfinished_tasks, t.max_unfinished_tasks, t.name, t.code, nextval(%(sequence)s),
-               (SELECT q.queue_seq FROM {tasks} q
+               (SELECT last FROM counter),
+               (SELECT q.tenant_seq FROM {tasks} q
                 WHERE q.status = %(queued)s AND q.mode = %(mode)s AND q.is_test = %(is_test)s
-                  AND q.queue_seq IS NOT NULL
-                ORDER BY q.queue_seq LIMIT 1),
+                  AND q.organization_id = o.id AND q.tenant_seq IS NOT NULL
+                ORDER BY q.tenant_seq LIMIT 1),
                EXISTS (SELECT 1 FROM {endpoints} e
                        WHERE e.organization_id = o.id AND e.is_enabled)
         FROM {org} o JOIN {tier} t ON t.id = o.tier_id
@@ -118,8 +134,17 @@ def _lock_organization(task: Task) -> _Locked:
             .get(pk=task.organization_id)
         )
         tier = organization.tier
+        counter, _ = TenantQueueCounter.objects.select_for_update().get_or_create(
+            organization_id=task.organization_id, mode=task.mode, is_test=task.is_test
+        )
+        counter.last += 1
+        counter.save(update_fields=["last"])
         return _Locked(
-            organization.unfinished_tasks, tier.max_unfinished_tasks, tier.name, tier.code
+            organization.unfinished_tasks,
+            tier.max_unfinished_tasks,
+            tier.name,
+            tier.code,
+            tenant_seq=counter.last,
         )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -135,14 +160,15 @@ def _lock_organization(task: Task) -> _Locked:
         row = cursor.fetchone()
     if row is None:
         raise Organization.DoesNotExist("The task's organization does not exist.")
-    unfinished, limit, name, code, queue_seq, head, has_endpoints = row
-    return _Locked(unfinished, limit, name, code, queue_seq, head, has_endpoints)
+    unfinished, limit, name, code, queue_seq, tenant_seq, head, has_endpoints = row
+    return _Locked(unfinished, limit, name, code, queue_seq, tenant_seq, head, has_endpoints)
 
 
 def accept(task: Task, *, now: datetime) -> None:
     """Inside the caller's transaction: tier limit and price. Locks the organization."""
     locked = _lock_organization(task)
     task.queue_seq = locked.queue_seq
+    task.tenant_seq = locked.tenant_seq
     queue_heads[task] = locked.queue_head
     # The endpoints as of the lock statement, as a SELECT later in the transaction would have
     # seen them a moment later (endpoints are created under this same organization lock).
