@@ -35,6 +35,7 @@ from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import (
     task_fetch,
     task_list,
+    task_page,
     task_queue_estimate,
     task_queue_list,
 )
@@ -504,7 +505,7 @@ class ListByConditionView(MjProxyView):
 
 class ListView(MjProxyView):
     def get(self, request: Request, **kwargs: Any) -> Response:
-        tasks = task_list(organization=self.organization)[:LIST_LIMIT]
+        tasks = task_page(organization=self.organization, limit=LIST_LIMIT)
         return Response([queued_task_json(t) for t in tasks])
 
 

@@ -34,7 +34,7 @@ from apps.core.api import OrganizationAPIView
 from apps.tasks.actions import ByName
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Protocol, Task
-from apps.tasks.selectors import task_fetch, task_get, task_list, task_queue_estimate
+from apps.tasks.selectors import TaskFilters, task_fetch, task_get, task_queue_estimate
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
@@ -141,16 +141,17 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
         query = TaskListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        tasks = task_list(
-            organization=self.organization,
-            statuses=sorted(params.get("status") or []),
-            actions=sorted(params.get("action") or []),
-            modes=sorted(params.get("mode") or []),
+        filters = TaskFilters(
+            statuses=tuple(sorted(params.get("status") or [])),
+            actions=tuple(sorted(params.get("action") or [])),
+            modes=tuple(sorted(params.get("mode") or [])),
             is_test=params.get("is_test"),
             search=params.get("search"),
         )
         paginator = NewestFirstPagination(limit=params.get("limit"))
-        page = paginator.paginate_queryset(tasks, request)
+        page = paginator.paginate_tasks(
+            organization=self.organization, filters=filters, request=request
+        )
         return paginator.get_paginated_response(TaskSerializer(page, many=True).data)
 
     @extend_schema(
