@@ -56,7 +56,11 @@ class Task(models.Model):
     """
 
     id = models.CharField(primary_key=True, max_length=32, default=new_task_id, editable=False)
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="tasks")
+    # Indexed by task_org_recent and task_org_status (organization first), so no index of its
+    # own: every index is written by each insert and each status change (tasks 0014).
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="tasks", db_index=False
+    )
     api_key = models.ForeignKey(
         "api_keys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks"
     )
@@ -67,13 +71,12 @@ class Task(models.Model):
         blank=True,
         related_name="+",
     )
-    is_test = models.BooleanField(default=False, db_index=True)
+    is_test = models.BooleanField(default=False)
     protocol = models.CharField(max_length=16, choices=Protocol.choices, default=Protocol.NATIVE)
 
     action = models.CharField(max_length=16, choices=Action.choices)
-    status = models.CharField(
-        max_length=16, choices=Status.choices, default=Status.NOT_START, db_index=True
-    )
+    # Indexed by task_queue (status first) and the partial indexes on queued rows.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NOT_START)
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.FAST)
     parent = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
@@ -96,6 +99,7 @@ class Task(models.Model):
         null=True,
         blank=True,
         related_name="tasks",
+        db_index=False,  # task_account_status starts with it
     )
     upstream_job_id = models.CharField(max_length=128, blank=True, db_index=True)
     engine_state = models.JSONField(default=dict, blank=True)
