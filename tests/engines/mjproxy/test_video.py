@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import av
@@ -52,18 +53,20 @@ def test_a_start_frame_goes_to_the_plus_video_route_and_the_clips_are_ours(funde
     (sent,) = fake.submits("/mj/submit/video")
     assert sent.body["prompt"] == "the tide comes in"
     assert (sent.body["motion"], sent.body["batchSize"], sent.body["loop"]) == ("high", 2, True)
-    assert sent.body["base64"].startswith("data:image/png;base64,")
+    # trueai-org's SubmitVideoDTO: the start frame in ``image``, SD unless asked.
+    assert sent.body["image"].startswith("data:image/png;base64,")
+    assert sent.body["videoType"] == "vid_1.1_i2v_480" and "endImage" not in sent.body
     assert done.action == Action.VIDEO
     assert len(done.result["videos"]) == 2
     assert all(_codec(name) == "h264" for name in done.result["videos"])
-    # Extend clip 2: the upstream's own task id, trueai's action=extend.
+    # Extend clip 2: the upstream's own task id, trueai's action=extend, its index from 0.
     extend = task_submit_video(caller=caller, parent_id=done.pk, extend=True, index=2)
     extended = _finish(fake, extend.task.pk)
     body = fake.submits("/mj/submit/video")[-1].body
     assert (body["action"], body["taskId"], body["index"]) == (
         "extend",
         done.upstream_job_id,
-        2,
+        1,
     )
     assert len(extended.result["videos"]) == 4
 
@@ -106,3 +109,21 @@ def test_a_video_without_a_poster_gets_its_first_frame(funded, live_key, fake):
     assert fake.task_json(done.upstream_job_id)["imageUrl"] is None
     assert read_file(done.result["image"])[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(done.result["videos"]) == 1
+
+
+def test_hd_and_an_end_frame_go_upstream_as_videotype_and_endimage(funded, live_key, fake):
+    mjproxy_account(fake)
+    end = png_bytes((250, 20, 20))
+    outcome = task_submit_video(
+        caller=_caller(funded, live_key),
+        images=[data_url(png_bytes())],
+        batch_size=1,
+        resolution="720p",
+        end_image=data_url(end),
+    )
+    done = _finish(fake, outcome.task.pk)
+    (sent,) = fake.submits("/mj/submit/video")
+    assert sent.body["videoType"] == "vid_1.1_i2v_720"
+    assert base64.b64decode(sent.body["endImage"].split(",", 1)[1]) == end
+    assert fake.jobs[done.upstream_job_id].video_type == "vid_1.1_i2v_720"
+    assert done.price == 358_400 // 4  # the HD row, a batch of 1
