@@ -37,10 +37,10 @@ from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
-from PIL import Image, UnidentifiedImageError
 from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
+from PIL import Image, UnidentifiedImageError
 
 from apps.core.http import (
     OutboundHTTPError,

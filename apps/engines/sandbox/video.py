@@ -36,8 +36,8 @@ from apps.tasks.enums import ErrorCode
 __all__ = [
     "CLIP_SECONDS",
     "EXTEND_SECONDS",
-    "HD_PIXELS",
     "FPS",
+    "HD_PIXELS",
     "MAX_SECONDS",
     "MAX_SIDE",
     "Clip",
