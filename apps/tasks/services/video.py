@@ -266,7 +266,8 @@ def task_submit_video(
         raise InputError("A loop cannot be extended; extend without loop.", field="loop")
     if looping and (end_image not in (None, "") or flags.get("end")):
         raise InputError(
-            "A loop ends on its first frame; give either loop or an end frame, not both.",
+            f"A loop ends on its first frame; give either loop or an end frame ({FIELD}), "
+            "not both.",
             field="end_image",
         )
     chosen_resolution = video_resolution(resolution)
