@@ -30,6 +30,7 @@ import io
 import logging
 import math
 import mimetypes
+import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -83,6 +84,10 @@ EDITS_PATH = "/mj/submit/edits"
 RETEXTURE_PATH = "/mj/submit/retexture"
 #: trueai-org's Plus route for video (absent from novicezk's proxy).
 VIDEO_PATH = "/mj/submit/video"
+#: Our "Animate Manually" button (the id of Midjourney's animate form).
+_MANUAL_ANIMATE = re.compile(
+    r"^MJ::AnimateModal::(?P<hash>[^:\s]+)::(?P<n>\d+)::(?P<motion>low|high)::0$"
+)
 #: ``videoType`` of a resolution (trueai-org's ``SubmitVideoDTO``).
 VIDEO_TYPES = {"480p": "vid_1.1_i2v_480", "720p": "vid_1.1_i2v_720"}
 PLUS_ONLY_PATHS = (EDITS_PATH, RETEXTURE_PATH)
@@ -437,6 +442,11 @@ class MjproxyEngine(Engine):
 
     def _their_custom_id(self, client: MjproxyClient, job: Job, parent: ParentRef) -> str:
         pressed = str(job.params.get("custom_id") or job.custom_id)
+        manual = _MANUAL_ANIMATE.match(pressed)
+        if manual is not None:
+            # Discord has no "Animate Manually" button: its form (MJ::AnimateModal) opens when
+            # the animate press is sent with Remix on, which a remixed job does.
+            pressed = f"MJ::JOB::animate_{manual['motion']}::{manual['n']}::{manual['hash']}::SOLO"
         theirs = parent.state.get("buttons")
         if not theirs:
             # Not remembered (a parent from before buttons were kept): ask the upstream.

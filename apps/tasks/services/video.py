@@ -69,7 +69,7 @@ _FLAG_RE = re.compile(
 )
 
 
-def _flags(prompt: str) -> tuple[str, dict[str, str]]:
+def take_video_flags(prompt: str) -> tuple[str, dict[str, str]]:
     """Take ``--motion``, ``--bs``, ``--loop`` and ``--video`` out of ``prompt``."""
     found: dict[str, str] = {}
 
@@ -233,7 +233,7 @@ def task_submit_video(
     echo = echo or ClientEcho()
     notify_hook = check_hook(echo.notify_hook)
     state = check_state(echo.state)
-    text, flags = _flags(prompt)
+    text, flags = take_video_flags(prompt)
     chosen_motion = video_motion(motion if motion not in (None, "") else flags.get("motion"))
     size = video_batch_size(batch_size if batch_size not in (None, "") else flags.get("bs"))
     looping = bool(loop) or flags.get("loop") == "true"
