@@ -10,7 +10,7 @@ import pytest
 
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.services.inputs import Caller
-from apps.tasks.services.press import task_press
+from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 from apps.tasks.services.video import task_submit_video
 from apps.tasks.storage import read_file
@@ -127,3 +127,27 @@ def test_hd_and_an_end_frame_go_upstream_as_videotype_and_endimage(funded, live_
     assert base64.b64decode(sent.body["endImage"].split(",", 1)[1]) == end
     assert fake.jobs[done.upstream_job_id].video_type == "vid_1.1_i2v_720"
     assert done.price == 358_400 // 4  # the HD row, a batch of 1
+
+
+def test_animate_manually_is_the_animate_press_with_remix_and_its_prompt_upstream(
+    funded, live_key, fake
+):
+    """Discord has no "Animate Manually" button: the engine presses the upstream's animate with
+    enableRemix (answered 21, Midjourney's MJ::AnimateModal form) and sends the prompt in
+    /mj/submit/modal."""
+    mjproxy_account(fake)
+    caller = _caller(funded, live_key)
+    grid = _finish(fake, task_submit(caller=caller, action=Action.IMAGINE, prompt="a fox").task.pk)
+    u1 = next(b["custom_id"] for b in grid.buttons if b["label"] == "U1")
+    upscale = _finish(fake, task_press(caller=caller, parent_id=grid.pk, custom_id=u1).task.pk)
+    manual = next(b["custom_id"] for b in upscale.buttons if "AnimateModal" in b["custom_id"])
+    waiting = task_press(caller=caller, parent_id=upscale.pk, custom_id=manual).task
+    assert waiting.status == Status.MODAL
+    task_submit_modal(caller=caller, task_id=waiting.pk, prompt="the fox runs --bs 1")
+    video = _finish(fake, waiting.pk)
+    sent = fake.submits("/mj/submit/action")[-1].body
+    assert sent["taskId"] == upscale.upstream_job_id and sent["enableRemix"] is True
+    assert sent["customId"].startswith("MJ::JOB::animate_high::")
+    (modal,) = fake.requests_to("/mj/submit/modal")
+    assert modal.body == {"taskId": video.upstream_job_id, "prompt": "the fox runs"}
+    assert _codec(video.result["videos"][0]) == "h264"
