@@ -658,10 +658,15 @@ _SINGLE_SET: tuple[tuple[PressSpec, int | None], ...] = (
     (PAN_DOWN, None),
     (ANIMATE_HIGH, None),
     (ANIMATE_LOW, None),
-    (ANIMATE_MANUAL_HIGH, None),
-    (ANIMATE_MANUAL_LOW, None),
     (REROLL, None),
 )
+#: Presses Midjourney offers beside a button that have no button of their own on Discord: the
+#: web app's "Animate Manually" next to "Animate". A task that has the button (key) can be
+#: pressed these ways too; its stored buttons stay Discord's, exactly as Midjourney sends them.
+IMPLIED_PRESSES: Mapping[str, tuple[PressSpec, ...]] = {
+    ANIMATE_HIGH.key: (ANIMATE_MANUAL_HIGH,),
+    ANIMATE_LOW.key: (ANIMATE_MANUAL_LOW,),
+}
 #: A video's buttons: extend each clip (the lifecycle keeps those of the clips it has).
 _VIDEO_SET: tuple[tuple[PressSpec, int | None], ...] = tuple(
     pair for n in _FOUR for pair in ((EXTEND_HIGH, n), (EXTEND_LOW, n))

@@ -385,9 +385,6 @@ class FakeMjproxy:
             job.buttons = [
                 _wire(b, b.custom_id.replace("upsample_v6_", "upsample_v6r1_"))
                 for b in buttons_for(Action.IMAGINE, job_hash=job.job_hash, is_grid=job.grid)
-                # Discord's upscale has no "Animate Manually" button: its form opens from the
-                # animate press with Remix on.
-                if "::AnimateModal::" not in b.custom_id
             ]
         if job.action != "SHORTEN":
             job.image = _png(job.id, grid=job.grid)

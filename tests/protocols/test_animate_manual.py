@@ -39,14 +39,22 @@ def clip_of(task: Task, n: int = 0) -> tuple[str, float]:
         return container.streams.video[0].codec_context.name, container.duration / 1_000_000
 
 
-def test_an_upscale_offers_animate_manually_with_midjourneys_form_id(
+def manual_id(upscale: dict[str, Any], motion: str) -> str:
+    """Animate Manually's id: Midjourney's animate form for the upscale's job hash."""
+    auto = custom_id_of(upscale, f"Animate ({motion.capitalize()} motion)")
+    job_hash = auto.split("::")[4]
+    return f"MJ::AnimateModal::{job_hash}::1::{motion}::0"
+
+
+def test_the_upscale_keeps_discords_buttons_and_animate_manually_is_pressable(
     funded, live_key, client_for, sandbox
 ):
     upscale = upscale_of(client_for(live_key))
     labels = [b["label"] for b in upscale["buttons"]]
-    assert "Animate Manually (High motion)" in labels and "Animate Manually (Low motion)" in labels
-    manual = custom_id_of(upscale, "Animate Manually (High motion)")
-    assert manual.startswith("MJ::AnimateModal::") and manual.endswith("::1::high::0")
+    # Discord's upscale has no "Animate Manually" button: the list stays Midjourney's.
+    assert "Animate (High motion)" in labels
+    assert not any("Manually" in label for label in labels)
+    assert not any("AnimateModal" in b["customId"] for b in upscale["buttons"])
 
 
 def test_mjproxy_animate_manually_waits_for_the_prompt_then_runs(
@@ -55,7 +63,7 @@ def test_mjproxy_animate_manually_waits_for_the_prompt_then_runs(
     client = client_for(live_key)
     upscale = upscale_of(client)
     before = snapshot(funded)
-    manual = custom_id_of(upscale, "Animate Manually (High motion)")
+    manual = manual_id(upscale, "high")
     answer = client.post(
         "/mj/submit/action", trueai_action(upscale["id"], manual), format="json"
     ).json()
@@ -130,7 +138,8 @@ def test_ttapi_animate_manual_takes_its_prompt_in_one_call(funded, live_key, cli
     assert video.prompt_en == "wind in the fur" and video.params["manual"] is True
     assert clip_of(video)[0] == "h264"
     data = client.get(f"/midjourney/v1/fetch?jobId={upscale['id']}").json()["data"]
-    assert "animate_high_manual" in data["components"]
+    assert "animate_high" in data["components"]
+    assert "animate_high_manual" not in data["components"]  # pressable, not a button
 
 
 def test_native_animate_manual_then_the_modal_step(funded, live_key, client_for, sandbox):
@@ -168,7 +177,7 @@ def test_a_bad_animate_prompt_is_refused_and_nothing_is_charged(
 ):
     client = client_for(live_key)
     upscale = upscale_of(client)
-    manual = custom_id_of(upscale, "Animate Manually (High motion)")
+    manual = manual_id(upscale, "high")
     waiting = client.post(
         "/mj/submit/action", trueai_action(upscale["id"], manual), format="json"
     ).json()["result"]

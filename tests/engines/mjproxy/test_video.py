@@ -140,7 +140,8 @@ def test_animate_manually_is_the_animate_press_with_remix_and_its_prompt_upstrea
     grid = _finish(fake, task_submit(caller=caller, action=Action.IMAGINE, prompt="a fox").task.pk)
     u1 = next(b["custom_id"] for b in grid.buttons if b["label"] == "U1")
     upscale = _finish(fake, task_press(caller=caller, parent_id=grid.pk, custom_id=u1).task.pk)
-    manual = next(b["custom_id"] for b in upscale.buttons if "AnimateModal" in b["custom_id"])
+    auto = next(b["custom_id"] for b in upscale.buttons if "animate_high::" in b["custom_id"])
+    manual = f"MJ::AnimateModal::{auto.split('::')[4]}::1::high::0"
     waiting = task_press(caller=caller, parent_id=upscale.pk, custom_id=manual).task
     assert waiting.status == Status.MODAL
     task_submit_modal(caller=caller, task_id=waiting.pk, prompt="the fox runs --bs 1")
