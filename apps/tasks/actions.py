@@ -420,7 +420,6 @@ def _animate_manual(motion: str) -> PressSpec:
             f"animate_{motion}_manual",
         ),
         group="video",
-        title=f"Animate with a prompt ({motion} motion)",
     )
 
 

@@ -82,3 +82,33 @@ def test_enlarge_the_canvas_and_outpaint(live_server: Any, new_page: Callable[[]
     kept = source.convert("RGB").getpixel((2, height // 2))
     assert max(abs(a - b) for a, b in zip(left, kept, strict=True)) < 40
     assert right != left
+
+
+def test_animate_manually_opens_the_prompt_dialog(
+    live_server: Any, new_page: Callable[[], Any]
+) -> None:
+    from playwright.sync_api import expect
+
+    base = live_server.url
+    tenant = seed_tenant(tasks_are_test=True)
+    sandbox_pool_ensure()
+    UpstreamAccount.objects.filter(name=SANDBOX_POOL_NAME).update(options={"duration": 0})
+    page = new_page()
+    sign_in(page, base, tenant.user.email, then="/create/")
+    card = page.locator(f"#task-{tenant.upscale.pk}")
+    card.get_by_role("button", name="Animate Manually (High motion)").click()
+    dialog = page.locator("dialog.modal[open]")
+    expect(dialog.get_by_role("heading", name="Animate Manually")).to_be_visible()
+    waiting = Task.objects.get(parent=tenant.upscale, action=Action.VIDEO)
+    assert waiting.status == Status.MODAL and waiting.tokens_charged == 0
+    dialog.get_by_label("Prompt").fill("the lighthouse beam sweeps --bs 1")
+    dialog.get_by_role("button", name="Submit").click()
+    expect(page.locator("dialog.modal[open]")).to_have_count(0)
+    video = run_to_completion(waiting.pk)
+    assert video.status == Status.SUCCESS, video.fail_reason
+    assert video.prompt_en == "the lighthouse beam sweeps"
+    assert (video.params["manual"], video.params["motion"], len(video.result["videos"])) == (
+        True,
+        "high",
+        1,
+    )

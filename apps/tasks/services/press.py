@@ -402,9 +402,7 @@ def task_press(
     notify_hook = check_hook(echo.notify_hook)
     state = check_state(echo.state)
     parent = _press_parent(caller, parent_id)
-    chosen = _chosen(
-        with_implied(buttons_of(parent.buttons)), custom_id=custom_id, button=button
-    )
+    chosen = _chosen(with_implied(buttons_of(parent.buttons)), custom_id=custom_id, button=button)
     pressed = resolve_custom_id(chosen)
     press = pressed.press
     if press is None:  # pragma: no cover - resolve_custom_id always names its row
