@@ -317,6 +317,8 @@ def _animate_settings(params: dict[str, Any], flags: dict[str, str]) -> list[str
     )
     params["batch_size"] = video_batch_size(flags.get("bs"))
     params["loop"] = flags.get("loop") == "true"
+    if params["loop"] and str(params.get("variant", "")).endswith("_extend"):
+        raise InputError(f"A loop cannot be extended; remove --loop from {FIELD}.", field="prompt")
     if not flags.get("end"):
         params.pop(END_FRAME, None)
         return []
