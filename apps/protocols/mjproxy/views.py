@@ -294,6 +294,17 @@ class ActionView(SubmitView):
         )
 
 
+#: trueai-org's ``videoType`` (its SubmitVideoDTO): SD and HD.
+_VIDEO_TYPES = {"vid_1.1_i2v_480": "480p", "vid_1.1_i2v_720": "720p"}
+
+
+def _resolution(video_type: str | None) -> str | None:
+    """The domain's resolution for a ``videoType``; anything else goes on to be refused."""
+    if video_type is None:
+        return None
+    return _VIDEO_TYPES.get(video_type.strip().lower(), video_type)
+
+
 #: ``/mj/submit/video`` ``action``: a new video (animate), or extend a clip of ``taskId``.
 _VIDEO_ACTIONS = ("", "animate", "video", "extend")
 
@@ -320,7 +331,7 @@ class VideoView(SubmitView):
             motion=optional_text(data, "motion"),
             batch_size=data.get("batchSize"),
             loop=bool_field(data, "loop"),
-            resolution=optional_text(data, "videoType"),
+            resolution=_resolution(optional_text(data, "videoType")),
             end_image=optional_text(data, "endImage"),
             mode=_requested_mode(data),
             path_mode=self.path_mode,

@@ -47,17 +47,9 @@ DEFAULT_MOTION = "low"
 #: (docs.midjourney.com "Video": "HD resolution videos, but only in Fast Mode").
 SD = "480p"
 VIDEO_RESOLUTIONS: tuple[str, ...] = (SD, HD)
-#: The spellings clients use: ours, SD/HD, the bare heights, trueai-org's ``videoType``.
-_RESOLUTION_NAMES = {
-    "480p": SD,
-    "480": SD,
-    "sd": SD,
-    "vid_1.1_i2v_480": SD,
-    "720p": HD,
-    "720": HD,
-    "hd": HD,
-    "vid_1.1_i2v_720": HD,
-}
+#: The spellings clients use: ours, SD/HD, the bare heights (a dialect maps its own, such as
+#: trueai-org's ``videoType``, onto these).
+_RESOLUTION_NAMES = {"480p": SD, "480": SD, "sd": SD, "720p": HD, "720": HD, "hd": HD}
 #: Task params: the clip's resolution, and that it ends on an end frame (the image is stored
 #: as the ``end`` reference, so engines read it as ``Job.references["end"]``).
 END_FRAME = "end_frame"
