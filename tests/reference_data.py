@@ -7,7 +7,7 @@ TIERS = [
     ("VIP", "VIP", 20, False, 1),
     ("PREMIUM", "Premium", 50, False, 2),
 ]
-PRICES = {
+PRICES: dict[str, tuple[int | None, int | None, int | None]] = {
     "IMAGINE": (14000, 7000, 28000),
     "UPSCALE": (3500, 1750, 7000),
     "VARIATION": (14000, 7000, 28000),
@@ -23,6 +23,8 @@ PRICES = {
     "RETEXTURE": (14000, 7000, 28000),
     # apps/billing/migrations/0004_video_prices.py: a batch of 4 clips, 8x an image job.
     "VIDEO": (112000, 56000, 224000),
+    # apps/billing/migrations/0007_price_video_hd.py: 3.2x VIDEO; no RELAX row (no HD in Relax).
+    "VIDEO_HD": (358400, None, 716800),
 }
 
 
@@ -45,5 +47,5 @@ def ensure_reference_data() -> None:
         Price(action=action, mode=mode, tokens=amount)
         for action, amounts in PRICES.items()
         for mode, amount in zip(("FAST", "RELAX", "TURBO"), amounts, strict=True)
-        if (action, mode) not in have
+        if (action, mode) not in have and amount is not None
     )

@@ -13,7 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
 
 from apps.tasks import storage
-from apps.tasks.buttons import Button, buttons_of, friendly_name, resolve_button
+from apps.tasks.buttons import Button, buttons_of, friendly_name, resolve_button, with_implied
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
 from apps.tasks.prompt import result_prompts
@@ -126,7 +126,8 @@ def _describe_button(button: Button) -> ButtonView:
 def button_groups(task: Task) -> list[tuple[str, list[ButtonView]]]:
     if task.status != Status.SUCCESS:
         return []
-    views = [_describe_button(b) for b in buttons_of(task.buttons)]
+    # Animate Manually is offered beside Animate, as on Midjourney's web app.
+    views = [_describe_button(b) for b in with_implied(buttons_of(task.buttons))]
     groups = []
     for key, label in _GROUPS:
         members = [v for v in views if v.group == key]

@@ -135,15 +135,6 @@ def bool_field(data: Mapping[str, Any], name: str) -> bool:
     raise exceptions.ValidationError({name: "Must be true or false."})
 
 
-def video_resolution_check(name: str, value: str) -> None:
-    """Only SD (480p) clips exist here; an HD request is refused rather than served as SD."""
-    wanted = (value or "").strip().lower()
-    if wanted and ("720" in wanted or wanted == "hd"):
-        raise exceptions.ValidationError(
-            {name: "HD (720p) video is not available; send sd/480 or leave it out."}
-        )
-
-
 def state_field(data: Mapping[str, Any]) -> str | None:
     """``state`` is echoed verbatim; a non-string value is kept as its JSON text."""
     value = data.get("state")

@@ -73,6 +73,8 @@ class ModalStep(StrEnum):
     PROMPT = "prompt"
     #: Remix: a variation, reroll or pan asks for the (changed) prompt first.
     REMIX = "remix"
+    #: Animate (Manual): the prompt that guides the motion (the image's prompt, to start).
+    ANIMATE = "animate"
 
 
 class ResultButtons(StrEnum):
@@ -371,6 +373,8 @@ def _animate(motion: str) -> PressSpec:
         label=f"Animate ({motion.capitalize()} motion)",
         names=(f"ANIMATE_{motion.upper()}", f"animate_{motion}"),
         group="video",
+        # With Remix on, Midjourney asks for the prompt first (its MJ::AnimateModal form).
+        remixable=True,
     )
 
 
@@ -389,10 +393,38 @@ def _extend(motion: str) -> PressSpec:
         names=(f"EXTEND_{motion.upper()}{{n}}", f"extend_{motion}_{{n}}"),
         group="video",
         title=f"Extend video {{n}} ({motion} motion)",
+        remixable=True,
+    )
+
+
+def _animate_manual(motion: str) -> PressSpec:
+    """Animate Manually (Low/High motion): the prompt is given in a second step first.
+
+    Midjourney's web app offers "Animate Manually" beside the automatic buttons; on Discord the
+    same press with Remix on opens the "MJ::AnimateModal::<hash>::<n>::<motion>::0" form
+    (trueai-org/midjourney-proxy builds "MJ::AnimateModal::<hash>::<n>::<motion>::1" for the
+    extend's, its last field marking an extension); we use that form's id for the button, so
+    each distinct press has one Midjourney-shaped id.
+    """
+    return PressSpec(
+        key=f"animate_{motion}_manual",
+        action=Action.VIDEO,
+        pattern=_re(rf"MJ::AnimateModal::{_H}::\d+::{motion}::0"),
+        emits=f"MJ::AnimateModal::{{hash}}::1::{motion}::0",
+        emoji="🎞️",
+        label=f"Animate Manually ({motion.capitalize()} motion)",
+        modal=ModalStep.ANIMATE,
+        names=(
+            f"ANIMATE_MANUAL_{motion.upper()}",
+            f"animate_manual_{motion}",
+            f"animate_{motion}_manual",
+        ),
+        group="video",
     )
 
 
 ANIMATE_HIGH, ANIMATE_LOW = _animate("high"), _animate("low")
+ANIMATE_MANUAL_HIGH, ANIMATE_MANUAL_LOW = _animate_manual("high"), _animate_manual("low")
 EXTEND_HIGH, EXTEND_LOW = _extend("high"), _extend("low")
 #: The motion of a video press (``animate_low`` … ``animate_high_extend``).
 VIDEO_MOTIONS: tuple[str, ...] = ("low", "high")
@@ -556,7 +588,14 @@ ACTIONS: Mapping[str, ActionSpec] = {
             ),
             result_buttons=ResultButtons.VIDEO,
             grid=False,
-            presses=(ANIMATE_HIGH, ANIMATE_LOW, EXTEND_HIGH, EXTEND_LOW),
+            presses=(
+                ANIMATE_HIGH,
+                ANIMATE_LOW,
+                ANIMATE_MANUAL_HIGH,
+                ANIMATE_MANUAL_LOW,
+                EXTEND_HIGH,
+                EXTEND_LOW,
+            ),
             batch_price_of=4,
         ),
         ActionSpec(
@@ -620,6 +659,13 @@ _SINGLE_SET: tuple[tuple[PressSpec, int | None], ...] = (
     (ANIMATE_LOW, None),
     (REROLL, None),
 )
+#: Presses Midjourney offers beside a button that have no button of their own on Discord: the
+#: web app's "Animate Manually" next to "Animate". A task that has the button (key) can be
+#: pressed these ways too; its stored buttons stay Discord's, exactly as Midjourney sends them.
+IMPLIED_PRESSES: Mapping[str, tuple[PressSpec, ...]] = {
+    ANIMATE_HIGH.key: (ANIMATE_MANUAL_HIGH,),
+    ANIMATE_LOW.key: (ANIMATE_MANUAL_LOW,),
+}
 #: A video's buttons: extend each clip (the lifecycle keeps those of the clips it has).
 _VIDEO_SET: tuple[tuple[PressSpec, int | None], ...] = tuple(
     pair for n in _FOUR for pair in ((EXTEND_HIGH, n), (EXTEND_LOW, n))

@@ -25,6 +25,7 @@ from apps.core.errors import ValidationFailed
 
 from .actions import (
     ACTIONS,
+    IMPLIED_PRESSES,
     PAN_DIRECTIONS,
     PRESSES,
     PressSpec,
@@ -282,3 +283,23 @@ def find_button(
 def buttons_of(data: Iterable[Mapping[str, Any]] | None) -> list[Button]:
     """A task's stored buttons as ``Button`` values."""
     return [Button.from_dict(b) for b in data or []]
+
+
+def with_implied(buttons: Sequence[Button]) -> list[Button]:
+    """``buttons`` and, after each one that implies others (Animate → Animate Manually), those,
+    with the same Midjourney job hash: what a press of the task may choose from."""
+    out: list[Button] = []
+    for button in buttons:
+        out.append(button)
+        resolved = resolve_button(button)
+        if resolved is None or resolved.press is None or not resolved.job_hash:
+            continue
+        for press in IMPLIED_PRESSES.get(resolved.press.key, ()):
+            out.append(
+                Button(
+                    custom_id=press.custom_id(job_hash=resolved.job_hash),
+                    emoji=press.emoji,
+                    label=press.label,
+                )
+            )
+    return out

@@ -231,6 +231,8 @@ def test_prices_table(key_client):
         "ZOOM": {"FAST": 14000, "RELAX": 7000, "TURBO": 28000},
         # A batch of four clips: 8x an image job (Midjourney's relative GPU cost).
         "VIDEO": {"FAST": 112000, "RELAX": 56000, "TURBO": 224000},
+        # HD (720p): 3.2x SD's GPU time; Midjourney makes no HD video in Relax.
+        "VIDEO_HD": {"FAST": 358400, "TURBO": 716800},
     }
 
 

@@ -72,3 +72,43 @@ def test_an_upscale_card_offers_the_animate_buttons(
     html = login(owner).get(f"/tasks/{upscale.pk}/").content.decode()
     assert 'aria-label="Video"' in html
     assert "MJ::JOB::animate_high::1::" in html and "MJ::JOB::animate_low::1::" in html
+
+
+def test_create_an_hd_video_with_an_end_frame(
+    owner: User, organization: Organization, fund: Any
+) -> None:
+    fund(organization, 500_000)
+    client = login(owner)
+    page = client.get("/create/").content.decode()
+    assert 'name="resolution"' in page and 'name="end_image"' in page
+    start = base64.b64decode(png_data_url((200, 30, 30)).split(",", 1)[1])
+    end = base64.b64decode(png_data_url((20, 40, 230)).split(",", 1)[1])
+    response = client.post(
+        "/create/",
+        {
+            "action": "VIDEO",
+            "prompt": "the light changes",
+            "mode": "FAST",
+            "resolution": "720p",
+            "images": [SimpleUploadedFile("frame.png", start, content_type="image/png")],
+            "end_image": SimpleUploadedFile("end.png", end, content_type="image/png"),
+        },
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200, response.content[:500]
+    task = Task.objects.get(organization=organization)
+    assert task.params["resolution"] == "720p" and task.params["end_frame"] is True
+    assert task.price == 358_400  # the VIDEO_HD row, a batch of 4
+    refused = client.post(
+        "/create/",
+        {
+            "action": "VIDEO",
+            "prompt": "the light changes",
+            "mode": "RELAX",
+            "resolution": "720p",
+            "images": [SimpleUploadedFile("frame.png", start, content_type="image/png")],
+        },
+        HTTP_HX_REQUEST="true",
+    )
+    assert refused.status_code == 400 and "720p" in refused.content.decode()
+    assert Task.objects.filter(organization=organization).count() == 1

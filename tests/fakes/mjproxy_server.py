@@ -45,6 +45,8 @@ SUBMIT_PATHS = {
     # trueai-org's Plus route; ``supports_video=False`` plays novicezk's proxy (404).
     "/mj/submit/video": "VIDEO",
 }
+#: trueai-org's ``videoType`` values: SD and HD.
+VIDEO_TYPES = ("vid_1.1_i2v_480", "vid_1.1_i2v_720")
 #: Routes only the Plus proxies have (``supports_edits = False`` answers them 404).
 PLUS_PATHS = ("/mj/submit/edits", "/mj/submit/retexture")
 MODAL_CUSTOM_IDS = (
@@ -60,6 +62,8 @@ REMIX_CUSTOM_IDS = (
     "MJ::JOB::high_variation::",
     "MJ::JOB::reroll::",
     "MJ::JOB::pan_",
+    # Animate and extend: with Remix on Midjourney opens its MJ::AnimateModal form.
+    "MJ::JOB::animate_",
 )
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
 RUNNING = ("NOT_START", "SUBMITTED", "IN_PROGRESS")
@@ -133,6 +137,10 @@ class FakeJob:
     will_fail: str = ""
     image: bytes | None = None
     buttons: list[dict[str, Any]] = field(default_factory=list)
+    #: The editor's composed picture (EDITS/RETEXTURE ``image``), as sent.
+    edit_image: str = ""
+    video_type: str = ""
+    end_image: str = ""
     batch_size: int = 0
     video: bytes | None = None
     #: A video's ``imageUrl`` (its poster); some Plus upstreams send none.
@@ -576,18 +584,34 @@ class FakeMjproxy:
             elif kind in ("DESCRIBE", "SHORTEN", "SWAP_FACE"):
                 job.grid = False
                 job.images_in = 1 if kind == "DESCRIBE" else (2 if kind == "SWAP_FACE" else 0)
-            elif kind in ("IMAGINE", "BLEND", "EDITS", "RETEXTURE"):
+            elif kind in ("IMAGINE", "BLEND"):
                 job.images_in = len(body.get("base64Array") or [])
-                job.mask = str(body.get("maskBase64") or "")
+            elif kind in ("EDITS", "RETEXTURE"):
+                # trueai-org's SubmitEditsDTO: ``prompt`` and one ``image`` (url or data URL),
+                # both required (SubmitController.Edits/Retexture answer VALIDATION_ERROR, 4).
+                image = str(body.get("image") or "").strip()
+                if not image or not prompt.strip():
+                    return self._answer(4, "image或prompt不能为空")
+                if not image.startswith(("http", "data:")):
+                    image = "data:image/png;base64," + image
+                job.images_in, job.edit_image = 1, image
             elif kind == "VIDEO":
+                # trueai-org's SubmitVideoDTO: ``image`` (the start frame, not needed to
+                # extend), ``endImage``, ``videoType``, ``index`` 0-3, ``batchSize`` 1|2|4.
+                video_type = str(body.get("videoType") or "vid_1.1_i2v_480")
+                if video_type not in VIDEO_TYPES:
+                    return self._answer(4, f"unknown videoType {video_type}")
                 job.grid, job.batch_size = False, int(body.get("batchSize") or 4)
                 job.poster = self.video_posters
+                job.video_type, job.end_image = video_type, str(body.get("endImage") or "")
                 if body.get("action") == "extend":
                     parent = self.jobs.get(str(body.get("taskId")))
                     if parent is None or parent.action != "VIDEO":
                         return self._answer(3, "video task not found")
+                    if body.get("index") not in range(parent.batch_size or 4):
+                        return self._answer(4, "index must be 0-3, a video of the task")
                     job.parent_id = parent.id
-                elif not body.get("base64") and not body.get("image"):
+                elif not body.get("image"):
                     return self._answer(4, "image is required")
                 else:
                     job.images_in = 1

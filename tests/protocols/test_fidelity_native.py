@@ -376,6 +376,12 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
         _video({"batch_size": 2})(w)["batch_size"], 2
     ),
     ("TaskCreateSerializer", "loop"): lambda w: _eq(_video({"loop": True})(w)["loop"], True),
+    ("TaskCreateSerializer", "resolution"): lambda w: _eq(
+        _video({"resolution": "720p", "mode": "FAST"})(w)["resolution"], "720p"
+    ),
+    ("TaskCreateSerializer", "end_image"): lambda w: _eq(
+        _video({"end_image": png_data_url()})(w)["end_frame"], True
+    ),
     ("TaskCreateSerializer", "index"): _video_parent,
     ("TaskCreateSerializer", "extend"): _video_extend,
     ("TaskModalSerializer", "prompt"): _modal_prompt,

@@ -226,7 +226,7 @@ def test_native_video_prices_are_listed(live_key, client_for):
         ("/mj/submit/video", {"motion": "wild", "base64": "IMAGE"}, "motion"),
         ("/mj/submit/video", {"batchSize": 3, "base64": "IMAGE"}, "batchSize"),
         ("/mj/submit/video", {"prompt": "no frame"}, "image"),
-        ("/mj/submit/video", {"videoType": "vid_1.1_i2v_720", "base64": "IMAGE"}, "videoType"),
+        ("/mj/submit/video", {"videoType": "vid_1.1_i2v_1080", "base64": "IMAGE"}, "videoType"),
         ("/midjourney/video/submit", {"imageUrl": "IMAGE", "bs": 3}, "bs"),
         ("/midjourney/video/submit", {"imageUrl": "IMAGE", "manual": "wild"}, "manual"),
         ("/midjourney/video/extend", {"jobId": "1", "index": 7}, "index"),

@@ -61,6 +61,7 @@ def editor(request: HttpRequest, task_id: str) -> HttpResponse:
             action=_KINDS[kind],
             prompt=prompt,
             mask=request.POST.get("mask") or None,
+            canvas=request.POST.get("image") or None,
         )
     except ServiceError as exc:
         return _form(request, task, kind, error=exc.message, prompt=prompt, status=400)

@@ -26,6 +26,7 @@ from apps.tasks.services.inputs import Caller
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 from apps.tasks.services.uploads import images_upload
+from apps.tasks.services.video import task_submit_video
 from apps.tasks.storage import file_url
 
 from .. import presenters
@@ -85,6 +86,9 @@ class CreateForm(forms.Form):
             ("PORTRAIT", "Portrait 2:3"),
             ("LANDSCAPE", "Landscape 3:2"),
         ],
+    )
+    resolution = forms.ChoiceField(
+        required=False, choices=[("480p", "SD 480p"), ("720p", "HD 720p (fast modes)")]
     )
 
 
@@ -250,6 +254,16 @@ def create(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             try:
                 caller = _caller(request, test_mode=data["test_mode"])
+                if data["action"] == Action.VIDEO:
+                    outcome = task_submit_video(
+                        caller=caller,
+                        prompt=data["prompt"],
+                        images=_uploads(request, data["action"]),
+                        mode=data["mode"],
+                        resolution=data["resolution"] or None,
+                        end_image=_upload_one(request, "end_image"),
+                    )
+                    return _after_submit(request, outcome)
                 outcome = task_submit(
                     caller=caller,
                     action=data["action"],

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import base64
 import hmac
+import io
 import logging
 import math
 import mimetypes
+import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -39,6 +41,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
+from PIL import Image, UnidentifiedImageError
 
 from apps.core.http import (
     OutboundHTTPError,
@@ -81,6 +84,12 @@ EDITS_PATH = "/mj/submit/edits"
 RETEXTURE_PATH = "/mj/submit/retexture"
 #: trueai-org's Plus route for video (absent from novicezk's proxy).
 VIDEO_PATH = "/mj/submit/video"
+#: Our "Animate Manually" button (the id of Midjourney's animate form).
+_MANUAL_ANIMATE = re.compile(
+    r"^MJ::AnimateModal::(?P<hash>[^:\s]+)::(?P<n>\d+)::(?P<motion>low|high)::0$"
+)
+#: ``videoType`` of a resolution (trueai-org's ``SubmitVideoDTO``).
+VIDEO_TYPES = {"480p": "vid_1.1_i2v_480", "720p": "vid_1.1_i2v_720"}
 PLUS_ONLY_PATHS = (EDITS_PATH, RETEXTURE_PATH)
 
 OPTIONS = ("base_url", "callbacks", "callback_base_url")
@@ -137,6 +146,27 @@ def callback_cache_key(account_id: int, job_id: str) -> str:
 def _data_url(file: StoredFile) -> str:
     mime = mimetypes.guess_type(file.name)[0] or "image/png"
     return f"data:{mime};base64,{base64.b64encode(file.read()).decode()}"
+
+
+def _edit_image(image: StoredFile, mask: StoredFile) -> str:
+    """The editor's one input as the Plus proxies take it: the picture with the area to repaint
+    made transparent (our mask is white there), as a PNG data URL. Transparent parts of the
+    picture itself (an enlarged canvas) stay transparent: they are repainted too."""
+    try:
+        with Image.open(io.BytesIO(image.read())) as raw:
+            picture = raw.convert("RGBA")
+        with Image.open(io.BytesIO(mask.read())) as raw_mask:
+            painted = raw_mask.convert("L").resize(picture.size, Image.Resampling.NEAREST)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise PermanentEngineError(
+            "The editor's image or mask could not be read.", error_code=ErrorCode.INVALID_PARAMETER
+        ) from exc
+    keep = painted.point(lambda v: 0 if v >= 128 else 255)
+    alpha = Image.composite(picture.getchannel("A"), keep, keep)
+    picture.putalpha(alpha)
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return f"data:image/png;base64,{base64.b64encode(out.getvalue()).decode()}"
 
 
 def _task_list(data: Any) -> list[Mapping[str, Any]]:
@@ -321,16 +351,17 @@ class MjproxyEngine(Engine):
                 raise PermanentEngineError(
                     "The editor needs a stored mask.", error_code=ErrorCode.INVALID_PARAMETER
                 )
-            body.update(
-                action="EDITS",
-                prompt=job.prompt,
-                base64Array=inputs[:1],
-                maskBase64=_data_url(job.mask),
-            )
+            # trueai-org/midjourney-proxy takes edits and retextures as its SubmitEditsDTO
+            # (src/Midjourney.Base/Dto/SubmitEditsDTO.cs; SubmitController.Edits/Retexture in
+            # src/Midjourney.API/Controllers/SubmitController.cs): ``prompt`` and one
+            # ``image`` (url or data URL), both required — the editor's picture composed with
+            # its mask, the area to repaint transparent.
+            body.update(prompt=job.prompt, image=_edit_image(job.images[0], job.mask))
             return EDITS_PATH, body
         if job.action == Action.RETEXTURE:
             self._need_inputs(inputs, 1, "Retexture")
-            body.update(action="RETEXTURE", prompt=job.prompt, base64Array=inputs[:1])
+            # The same SubmitEditsDTO (see above): ``prompt`` and the ``image`` to restyle.
+            body.update(prompt=job.prompt, image=inputs[0])
             return RETEXTURE_PATH, body
         if job.action == Action.SWAP_FACE:
             self._need_inputs(inputs, 2, "Face swap")
@@ -345,14 +376,24 @@ class MjproxyEngine(Engine):
 
     def _video_body(self, job: Job, body: dict[str, Any], inputs: list[str]) -> dict[str, Any]:
         """trueai-org's ``/mj/submit/video`` body for a start frame, a parent image or an
-        extension (``action: extend`` with the upstream's task id and the clip's index)."""
+        extension (``action: extend`` with the upstream's task id and the clip's index).
+
+        Field names and values as its ``SubmitVideoDTO`` has them
+        (trueai-org/midjourney-proxy ``src/Midjourney.Base/Dto/SubmitVideoDTO.cs``): the start
+        and end frames in ``image`` and ``endImage`` (url or data URL), ``videoType``
+        ``vid_1.1_i2v_480`` (SD) or ``vid_1.1_i2v_720`` (HD), ``index`` counted from 0.
+        """
         params = job.params
         body.update(
             prompt=job.prompt,
             motion=params.get("motion") or "low",
             batchSize=int(params.get("batch_size") or 4),
             loop=bool(params.get("loop")),
+            videoType=VIDEO_TYPES.get(str(params.get("resolution") or ""), VIDEO_TYPES["480p"]),
         )
+        ends = job.references.get("end") or ()
+        if ends:
+            body["endImage"] = _data_url(ends[0])
         index = int(params.get("index") or 1)
         parent = job.parent
         if params.get("extend"):
@@ -360,13 +401,15 @@ class MjproxyEngine(Engine):
                 raise PermanentEngineError(
                     "Extending needs the video task.", error_code=ErrorCode.INVALID_PARAMETER
                 )
-            body.update(action="extend", taskId=self._parent_job(job.account, parent), index=index)
+            body.update(
+                action="extend", taskId=self._parent_job(job.account, parent), index=index - 1
+            )
         elif inputs:
-            body["base64"] = inputs[0]
+            body["image"] = inputs[0]
         elif parent is not None and parent.grid is not None:
             # The parent's image as we stored it (its split for a grid) is the start frame.
             frame = parent.splits[index - 1] if len(parent.splits) >= index else parent.grid
-            body["base64"] = _data_url(frame)
+            body["image"] = _data_url(frame)
         else:
             raise PermanentEngineError(
                 "A video needs a start frame.", error_code=ErrorCode.INVALID_PARAMETER
@@ -399,6 +442,11 @@ class MjproxyEngine(Engine):
 
     def _their_custom_id(self, client: MjproxyClient, job: Job, parent: ParentRef) -> str:
         pressed = str(job.params.get("custom_id") or job.custom_id)
+        manual = _MANUAL_ANIMATE.match(pressed)
+        if manual is not None:
+            # Discord has no "Animate Manually" button: its form (MJ::AnimateModal) opens when
+            # the animate press is sent with Remix on, which a remixed job does.
+            pressed = f"MJ::JOB::animate_{manual['motion']}::{manual['n']}::{manual['hash']}::SOLO"
         theirs = parent.state.get("buttons")
         if not theirs:
             # Not remembered (a parent from before buttons were kept): ask the upstream.

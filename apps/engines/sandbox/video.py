@@ -4,8 +4,10 @@ Midjourney's video model turns a still into a few seconds of motion; the sandbox
 with a camera move over the image — a pan and a zoom whose direction and speed come from the
 seed, and a parallax between the picture's centre (the "subject") and its surroundings — so a
 client sees a real, playable clip that is clearly made from its image. ``high`` motion moves
-further and faster than ``low``; a ``loop`` clip returns to its first frame; an extension
-continues an earlier clip from its last frame.
+further and faster than ``low``; a ``loop`` clip returns to its first frame; a clip with an end
+frame dissolves into that image over its last second and a half and ends on it; an extension
+continues an earlier clip from its last frame. SD clips are 480p-sized, HD (720p) clips have
+the pixel count of 1280x720 in the image's shape (exactly 1280x720 for 16:9).
 
 Encoding is PyAV (maintained FFmpeg bindings whose wheels bundle FFmpeg and libx264, so no
 system package is needed). Work is bounded: clips are at most ``MAX_SIDE`` px on their long
@@ -26,7 +28,7 @@ from fractions import Fraction
 from types import ModuleType
 from typing import Literal
 
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from apps.engines.base import Job, PermanentEngineError, PollResult, ResultImage, ResultVideo
 from apps.tasks.enums import ErrorCode
@@ -35,6 +37,7 @@ __all__ = [
     "CLIP_SECONDS",
     "EXTEND_SECONDS",
     "FPS",
+    "HD_PIXELS",
     "MAX_SECONDS",
     "MAX_SIDE",
     "Clip",
@@ -60,6 +63,10 @@ def _av() -> ModuleType:
 #: Midjourney's clips: 480p ("SD"), about five seconds, extended four seconds at a time up to
 #: about 21 seconds.
 MAX_SIDE = 480
+#: HD ("720p"): as many pixels as 1280x720, in the start frame's shape.
+HD_PIXELS = 1280 * 720
+#: The share of a clip over which it dissolves into its end frame.
+_END_BLEND = 0.3
 CLIP_SECONDS = 5
 EXTEND_SECONDS = 4
 MAX_SECONDS = 21
@@ -82,7 +89,10 @@ def _even(value: float) -> int:
     return max(16, int(value) // 2 * 2)
 
 
-def _frame_size(width: int, height: int) -> tuple[int, int]:
+def _frame_size(width: int, height: int, *, hd: bool = False) -> tuple[int, int]:
+    if hd:
+        scale = math.sqrt(HD_PIXELS / (width * height))
+        return _even(round(width * scale)), _even(round(height * scale))
     scale = MAX_SIDE / max(width, height)
     return _even(width * scale), _even(height * scale)
 
@@ -117,10 +127,19 @@ def _view(
 
 
 def _frames(
-    source: Image.Image, *, motion: Motion, seed: int, index: int, seconds: int, loop: bool
+    source: Image.Image,
+    *,
+    motion: Motion,
+    seed: int,
+    index: int,
+    seconds: int,
+    loop: bool,
+    size: tuple[int, int] | None = None,
+    end: Image.Image | None = None,
 ) -> list[Image.Image]:
-    """The clip's frames: a camera move over ``source`` with the subject in parallax."""
-    size = _frame_size(*source.size)
+    """The clip's frames: a camera move over ``source`` with the subject in parallax, ending
+    on ``end`` (fitted to the frame) when there is one."""
+    size = size or _frame_size(*source.size)
     # Work on a canvas a little larger than the frame, so zooming in never upsamples much.
     canvas = source.convert("RGB").resize(
         (int(size[0] * 1.25), int(size[1] * 1.25)), Image.Resampling.BILINEAR
@@ -141,7 +160,18 @@ def _frames(
         # The subject moves half as far again as the background: depth.
         front = _view(canvas, size, zoom * (1 + 0.04 * t), dx * 1.5, dy * 1.5)
         frames.append(Image.composite(front, back, mask))
+    if end is not None:
+        _dissolve_into(frames, ImageOps.fit(end.convert("RGB"), size, Image.Resampling.BILINEAR))
     return frames
+
+
+def _dissolve_into(frames: list[Image.Image], end: Image.Image) -> None:
+    """The last ``_END_BLEND`` of ``frames`` cross-fade into ``end``; the last one is ``end``."""
+    count = max(2, int(len(frames) * _END_BLEND))
+    first = len(frames) - count
+    for step in range(count):
+        share = (step + 1) / count
+        frames[first + step] = Image.blend(frames[first + step], end, share)
 
 
 def _encode(frames: list[Image.Image]) -> bytes:
@@ -188,13 +218,34 @@ def _decode(data: bytes) -> list[Image.Image]:
         raise ValueError("The video could not be read.") from exc
 
 
+def _image(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.convert("RGB")
+
+
 def render_clip(
-    source: bytes, *, motion: Motion, seed: int, index: int = 0, loop: bool = False
+    source: bytes,
+    *,
+    motion: Motion,
+    seed: int,
+    index: int = 0,
+    loop: bool = False,
+    hd: bool = False,
+    end: bytes | None = None,
 ) -> Clip:
-    """A ``CLIP_SECONDS`` clip animated from the image ``source`` (clip ``index`` of a batch)."""
-    with Image.open(io.BytesIO(source)) as opened:
-        image = opened.convert("RGB")
-    frames = _frames(image, motion=motion, seed=seed, index=index, seconds=CLIP_SECONDS, loop=loop)
+    """A ``CLIP_SECONDS`` clip animated from the image ``source`` (clip ``index`` of a batch),
+    HD-sized with ``hd``, ending on the image ``end`` when given."""
+    image = _image(source)
+    frames = _frames(
+        image,
+        motion=motion,
+        seed=seed,
+        index=index,
+        seconds=CLIP_SECONDS,
+        loop=loop,
+        size=_frame_size(*image.size, hd=hd),
+        end=_image(end) if end is not None else None,
+    )
     return Clip(data=_encode(frames), poster=_png(frames[0]))
 
 
@@ -220,8 +271,11 @@ def last_frame(clip: bytes) -> bytes:
     return _png(frames[-1])
 
 
-def extend_clip(clip: bytes, *, motion: Motion, seed: int, index: int = 0) -> Clip:
-    """``clip`` followed by ``EXTEND_SECONDS`` more of motion from its last frame.
+def extend_clip(
+    clip: bytes, *, motion: Motion, seed: int, index: int = 0, end: bytes | None = None
+) -> Clip:
+    """``clip`` followed by ``EXTEND_SECONDS`` more of motion from its last frame (ending on
+    the image ``end`` when given).
 
     Raises ``ValueError`` when the clip is already ``MAX_SECONDS`` long (Midjourney's limit).
     """
@@ -230,11 +284,17 @@ def extend_clip(clip: bytes, *, motion: Motion, seed: int, index: int = 0) -> Cl
         raise ValueError("The video has no frames.")
     if len(earlier) + EXTEND_SECONDS * FPS > MAX_SECONDS * FPS:
         raise ValueError(f"A video can be extended up to {MAX_SECONDS} seconds.")
-    more = _frames(
-        earlier[-1], motion=motion, seed=seed, index=index, seconds=EXTEND_SECONDS, loop=False
-    )
     size = earlier[0].size
-    more = [frame if frame.size == size else frame.resize(size) for frame in more]
+    more = _frames(
+        earlier[-1],
+        motion=motion,
+        seed=seed,
+        index=index,
+        seconds=EXTEND_SECONDS,
+        loop=False,
+        size=size,
+        end=_image(end) if end is not None else None,
+    )
     return Clip(data=_encode(earlier + more), poster=_png(earlier[0]))
 
 
@@ -296,23 +356,30 @@ def video_result(job: Job, seed: int) -> PollResult:
     if batch not in (1, 2, 4):
         raise _invalid(f"A video batch holds 1, 2 or 4 clips; got {batch}.")
     loop = bool(job.params.get("loop"))
+    hd = job.params.get("resolution") == "720p"
+    ends = job.references.get("end") or ()
+    end = ends[0].read() if ends else None
     clips: list[Clip] = []
     if _is_extend(job):
         earlier = _parent_clip(job)
         for number in range(batch):
             try:
-                clips.append(extend_clip(earlier, motion=motion, seed=seed, index=number))
+                clips.append(extend_clip(earlier, motion=motion, seed=seed, index=number, end=end))
             except ValueError as exc:
                 raise _invalid(str(exc)) from exc
+            except OSError as exc:  # Pillow could not read the end frame
+                raise _invalid("The end frame is not an image the sandbox can read.") from exc
     else:
         source = _start_frame(job)
         try:
             clips = [
-                render_clip(source, motion=motion, seed=seed, index=number, loop=loop)
+                render_clip(
+                    source, motion=motion, seed=seed, index=number, loop=loop, hd=hd, end=end
+                )
                 for number in range(batch)
             ]
-        except OSError as exc:  # Pillow could not read the start frame
-            raise _invalid("The start frame is not an image the sandbox can read.") from exc
+        except OSError as exc:  # Pillow could not read the start or end frame
+            raise _invalid("The start or end frame is not an image the sandbox can read.") from exc
     return PollResult(
         status=PollResult.SUCCESS,
         progress=100,
@@ -320,7 +387,11 @@ def video_result(job: Job, seed: int) -> PollResult:
         videos=tuple(ResultVideo(data=clip.data) for clip in clips),
         is_grid=False,
         seed=seed,
-        properties={"videoDuration": _seconds(clips[0].data), "batchSize": batch},
+        properties={
+            "videoDuration": _seconds(clips[0].data),
+            "batchSize": batch,
+            "videoResolution": "720p" if hd else "480p",
+        },
     )
 
 

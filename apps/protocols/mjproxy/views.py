@@ -60,7 +60,6 @@ from ..common import (
     stored_file_url,
     string_list,
     text_field,
-    video_resolution_check,
     with_retry_after,
     with_tier_limit_hint,
 )
@@ -115,6 +114,8 @@ _WIRE_FIELDS = {
     "task": "taskId",
     "button": "customId",
     "batch_size": "batchSize",
+    "resolution": "videoType",
+    "end_image": "endImage",
 }
 _SWAP_FACE_IMAGES = ("sourceBase64", "targetBase64")
 
@@ -293,13 +294,25 @@ class ActionView(SubmitView):
         )
 
 
+#: trueai-org's ``videoType`` (its SubmitVideoDTO): SD and HD.
+_VIDEO_TYPES = {"vid_1.1_i2v_480": "480p", "vid_1.1_i2v_720": "720p"}
+
+
+def _resolution(video_type: str | None) -> str | None:
+    """The domain's resolution for a ``videoType``; anything else goes on to be refused."""
+    if video_type is None:
+        return None
+    return _VIDEO_TYPES.get(video_type.strip().lower(), video_type)
+
+
 #: ``/mj/submit/video`` ``action``: a new video (animate), or extend a clip of ``taskId``.
 _VIDEO_ACTIONS = ("", "animate", "video", "extend")
 
 
 class VideoView(SubmitView):
-    """trueai-org's Plus route: ``{prompt, motion, image|base64, batchSize, loop, videoType,
-    action: "extend", taskId, index, notifyHook, state}``."""
+    """trueai-org's Plus route: ``{prompt, motion, image|base64, endImage, batchSize, loop,
+    videoType (vid_1.1_i2v_480|vid_1.1_i2v_720), action: "extend", taskId, index, notifyHook,
+    state}`` (its ``SubmitVideoDTO``)."""
 
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
         action = text_field(data, "action").strip().lower()
@@ -307,11 +320,6 @@ class VideoView(SubmitView):
             raise exceptions.ValidationError(
                 {"action": "Use extend to extend a video, or leave action out to animate."}
             )
-        if data.get("endImage"):
-            raise exceptions.ValidationError(
-                {"endImage": "An end frame is not available; send the start frame only."}
-            )
-        video_resolution_check("videoType", text_field(data, "videoType"))
         image = text_field(data, "image") or text_field(data, "base64")
         return task_submit_video(
             caller=self.caller,
@@ -323,6 +331,8 @@ class VideoView(SubmitView):
             motion=optional_text(data, "motion"),
             batch_size=data.get("batchSize"),
             loop=bool_field(data, "loop"),
+            resolution=_resolution(optional_text(data, "videoType")),
+            end_image=optional_text(data, "endImage"),
             mode=_requested_mode(data),
             path_mode=self.path_mode,
             echo=_echo(data),

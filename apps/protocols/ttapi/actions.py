@@ -48,6 +48,8 @@ TTAPI_NAMES: Mapping[str, tuple[str, ...]] = {
     # buttons in ``components`` and on /action).
     "animate_high": ("animate_high",),
     "animate_low": ("animate_low",),
+    "animate_high_manual": ("animate_high_manual", "animate_manual_high"),
+    "animate_low_manual": ("animate_low_manual", "animate_manual_low"),
     "animate_high_extend": ("extend_high{n}",),
     "animate_low_extend": ("extend_low{n}",),
 }

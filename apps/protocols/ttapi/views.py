@@ -39,7 +39,6 @@ from ..common import (
     optional_text,
     string_list,
     text_field,
-    video_resolution_check,
     with_retry_after,
     with_tier_limit_hint,
 )
@@ -67,6 +66,7 @@ _WIRE_FIELDS = {
     "button": "action",
     "motion": "manual",
     "batch_size": "bs",
+    "end_image": "endingUrl",
 }
 
 
@@ -231,15 +231,11 @@ class InpaintView(SubmitView):
 
 
 class VideoSubmitView(SubmitView):
-    """``POST /midjourney/video/submit`` as TTAPI documents it: ``{prompt, imageUrl, manual
-    (low|high motion), bs (1|2|4), resolution (sd), loop, mode, hookUrl}``."""
+    """``POST /midjourney/video/submit`` as TTAPI documents it: ``{prompt, imageUrl, endingUrl
+    (the end frame), manual (low|high motion), bs (1|2|4), resolution (sd|hd), loop, mode,
+    hookUrl}``."""
 
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:
-        if data.get("endingUrl"):
-            raise exceptions.ValidationError(
-                {"endingUrl": "An ending frame is not available; send imageUrl only."}
-            )
-        video_resolution_check("resolution", text_field(data, "resolution"))
         image = text_field(data, "imageUrl") or text_field(data, "base64")
         return task_submit_video(
             caller=self.caller,
@@ -248,6 +244,8 @@ class VideoSubmitView(SubmitView):
             motion=optional_text(data, "manual") or optional_text(data, "motion"),
             batch_size=data.get("bs"),
             loop=bool_field(data, "loop"),
+            resolution=optional_text(data, "resolution"),
+            end_image=optional_text(data, "endingUrl"),
             mode=_requested_mode(data),
             echo=_echo(data),
         )

@@ -95,7 +95,7 @@ _NOT_ON_A_PRESS = {
 
 
 #: Fields only a VIDEO task takes; on any other request they are refused, never dropped.
-_VIDEO_FIELDS = ("motion", "batch_size", "loop", "extend", "index")
+_VIDEO_FIELDS = ("motion", "batch_size", "loop", "extend", "index", "resolution", "end_image")
 
 
 class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
@@ -119,6 +119,21 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     )
     extend = serializers.BooleanField(
         required=False, help_text="VIDEO: extend clip `index` of the video `parent` by 4 s."
+    )
+    resolution = serializers.ChoiceField(
+        choices=["480p", "720p"],
+        required=False,
+        help_text=(
+            "VIDEO: 480p (SD, default) or 720p (HD: FAST/TURBO only, priced as VIDEO_HD). An "
+            "extension keeps its video's."
+        ),
+    )
+    end_image = serializers.CharField(
+        required=False,
+        help_text=(
+            "VIDEO: the end frame (data URL or http(s) URL): the clips end on this image. "
+            "`--end <url>` in the prompt does the same; not with `loop`."
+        ),
     )
     index = serializers.IntegerField(
         required=False,

@@ -180,6 +180,8 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
                 motion=data.get("motion"),
                 batch_size=data.get("batch_size"),
                 loop=data.get("loop", False),
+                resolution=data.get("resolution"),
+                end_image=data.get("end_image"),
                 mode=data.get("mode"),
                 echo=echo,
             )

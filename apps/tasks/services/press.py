@@ -29,6 +29,7 @@ from ..buttons import (
     friendly_name,
     resolve_alias,
     resolve_custom_id,
+    with_implied,
 )
 from ..enums import Action, Status, parse_mode
 from ..errors import FIELD, InputError, ParentNotFound
@@ -50,6 +51,7 @@ from .inputs import (
 from .pricekeys import DRAFT
 from .references import REFERENCES, rehost_prompt_urls, with_rehosted
 from .translation import prompt_for_upstream
+from .video import END_FRAME, END_REFERENCE, take_video_flags, video_batch_size, video_motion
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,8 @@ def _step_of(task: Task) -> ModalStep | None:
     if press is None:
         return None
     if press.modal is None and params.get(REMIXED):
-        return ModalStep.REMIX
+        # A remixed animate or extend asks what Animate (Manual) asks: the motion's prompt.
+        return ModalStep.ANIMATE if press.action == Action.VIDEO else ModalStep.REMIX
     return press.modal
 
 
@@ -242,6 +245,16 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
     if step == ModalStep.ZOOM and text.strip().startswith("--") and task.parent is not None:
         # Clients often send just "--zoom 1.5": the description stays the parent's.
         text = f"{task.parent.prompt_en} {text.strip()}"
+    video_flags: dict[str, str] = {}
+    if step == ModalStep.ANIMATE:
+        # The prompt guides the motion; Midjourney's --motion/--bs/--loop/--end in it are the
+        # video's settings, not words of the prompt.
+        text, video_flags = take_video_flags(text)
+        if not text.strip():
+            raise InputError(
+                f"Animate (Manual) needs {FIELD}: the prompt that guides the motion.",
+                field="prompt",
+            )
     parsed = parse_checked(text, allow_zoom=step == ModalStep.ZOOM)
     if parsed.mode_flag is not None and parsed.mode_flag != task.mode:
         raise InputError(
@@ -272,15 +285,18 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
         files = [storage.store_input(data=decoded.data, ext=decoded.format.lower())]
         params["mask"] = files[0]
     upstream = prompt_for_upstream(organization=task.organization, parsed=parsed)
+    if step == ModalStep.ANIMATE:
+        files = _animate_settings(params, video_flags)
     try:
         rehosted = rehost_prompt_urls(parsed, upstream.text)
     except BaseException:
         discard_files(files)
         raise
     files = [*files, *rehosted.files]
+    ends = (params.get(REFERENCES) or {}).get(END_REFERENCE)
     params.pop(REFERENCES, None)
-    if rehosted.references:
-        params[REFERENCES] = rehosted.references
+    if rehosted.references or ends:
+        params[REFERENCES] = {**rehosted.references, **({END_REFERENCE: ends} if ends else {})}
     return _SecondStep(
         prompt=text if prompt not in (None, "") else None,
         prompt_en=rehosted.text,
@@ -289,6 +305,37 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
         seed=prompts.seed(parsed),
         files=files,
     )
+
+
+def _animate_settings(params: dict[str, Any], flags: dict[str, str]) -> list[str]:
+    """Animate (Manual)'s settings into ``params``: the button's motion unless ``--motion``
+    says otherwise, ``--bs``, ``--loop``, an end frame (``--end <url>``, stored: the files
+    returned). Nothing is stored until every setting is valid."""
+    params["manual"] = True
+    params["motion"] = video_motion(
+        flags.get("motion") or params.get("motion") or _motion_of(params)
+    )
+    params["batch_size"] = video_batch_size(flags.get("bs"))
+    params["loop"] = flags.get("loop") == "true"
+    if params["loop"] and str(params.get("variant", "")).endswith("_extend"):
+        raise InputError(f"A loop cannot be extended; remove --loop from {FIELD}.", field="prompt")
+    if not flags.get("end"):
+        params.pop(END_FRAME, None)
+        return []
+    if params["loop"]:
+        raise InputError(
+            f"A loop ends on its first frame; give either --loop or --end in {FIELD}.",
+            field="prompt",
+        )
+    decoded = load_image(flags["end"], field="prompt", action=Action.VIDEO)
+    files = [storage.store_input(data=decoded.data, ext=decoded.format.lower())]
+    params[END_FRAME] = True
+    params[REFERENCES] = {END_REFERENCE: files}
+    return files
+
+
+def _motion_of(params: dict[str, Any]) -> str:
+    return "high" if "high" in str(params.get("variant", "")) else "low"
 
 
 def _apply(task: Task, step: _SecondStep) -> None:
@@ -357,7 +404,7 @@ def task_press(
     notify_hook = check_hook(echo.notify_hook)
     state = check_state(echo.state)
     parent = _press_parent(caller, parent_id)
-    chosen = _chosen(buttons_of(parent.buttons), custom_id=custom_id, button=button)
+    chosen = _chosen(with_implied(buttons_of(parent.buttons)), custom_id=custom_id, button=button)
     pressed = resolve_custom_id(chosen)
     press = pressed.press
     if press is None:  # pragma: no cover - resolve_custom_id always names its row
@@ -379,6 +426,10 @@ def task_press(
     elif press.modal is None:
         _refuse_second_step(press, modal)
         return create_and_accept(task, input_files=[])
+    elif press.modal == ModalStep.ANIMATE:
+        # Midjourney's form for it is the remix form of the animate press (MJ::AnimateModal):
+        # an upstream runs it as a remixed press.
+        task.params = {**task.params, REMIXED: True, "motion": _motion_of(task.params)}
     task.prompt_en = _starting_prompt(parent, press, pressed.index)
     task.properties = {"finalPrompt": task.prompt_en}
     if modal is None:

@@ -2,11 +2,12 @@
 
 Midjourney's video model (V1) makes a batch of short clips from one image: automatically (no
 prompt) or guided by a prompt ("manual"), with low or high motion, optionally looping back to
-its first frame; a clip is then extended four seconds at a time. Every dialect reaches it
+its first frame or ending on another image (``--end <url>``, the end frame), in SD (480p) or
+HD (720p, FAST/TURBO only, priced apart); a clip is then extended four seconds at a time. Every dialect reaches it
 through :func:`task_submit_video` (the upscale buttons "Animate (High/Low motion)" and a
 video's "Extend" buttons go through ``task_press`` like any button, and land in the same
 engine code). Errors name domain fields: ``motion``, ``batch_size``, ``images``, ``parent``,
-``index``, ``prompt``.
+``index``, ``prompt``, ``resolution``, ``end_image``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from apps.core.errors import NotFound
 
 from .. import prompt as prompts
 from ..actions import VIDEO_BATCH_SIZES, VIDEO_MOTIONS
-from ..enums import Action, Status
+from ..enums import Action, Mode, Status
 from ..errors import FIELD, InputError, ParentNotFound
+from ..imageinput import DecodedImage
 from ..models import Task
 from ..selectors import task_get
 from .acceptance import SubmitOutcome, create_and_accept, new_seed
@@ -35,18 +37,31 @@ from .inputs import (
     resolve_mode,
     store_inputs,
 )
+from .pricekeys import HD, RESOLUTION
+from .references import REFERENCES
 from .translation import prompt_for_upstream
 
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_MOTION = "low"
+#: Midjourney's two video resolutions: SD (the default) and HD, which only Fast mode makes
+#: (docs.midjourney.com "Video": "HD resolution videos, but only in Fast Mode").
+SD = "480p"
+VIDEO_RESOLUTIONS: tuple[str, ...] = (SD, HD)
+#: The spellings clients use: ours, SD/HD, the bare heights (a dialect maps its own, such as
+#: trueai-org's ``videoType``, onto these).
+_RESOLUTION_NAMES = {"480p": SD, "480": SD, "sd": SD, "720p": HD, "720": HD, "hd": HD}
+#: Task params: the clip's resolution, and that it ends on an end frame (the image is stored
+#: as the ``end`` reference, so engines read it as ``Job.references["end"]``).
+END_FRAME = "end_frame"
+END_REFERENCE = "end"
 #: Midjourney's video parameters, written in a prompt as in Discord; they become fields.
 _FLAG_RE = re.compile(
-    r"(?:^|\s)--(?P<name>motion|bs|batch|loop|video)(?:\s+(?P<value>(?!--)\S+))?",
+    r"(?:^|\s)--(?P<name>motion|bs|batch|loop|video|end)(?:\s+(?P<value>(?!--)\S+))?",
     re.IGNORECASE,
 )
 
 
-def _flags(prompt: str) -> tuple[str, dict[str, str]]:
+def take_video_flags(prompt: str) -> tuple[str, dict[str, str]]:
     """Take ``--motion``, ``--bs``, ``--loop`` and ``--video`` out of ``prompt``."""
     found: dict[str, str] = {}
 
@@ -57,6 +72,10 @@ def _flags(prompt: str) -> tuple[str, dict[str, str]]:
             found[name] = "true"
             # A value after --loop/--video is the prompt's next word, not the flag's.
             return f" {value}" if value else ""
+        if name == "end" and value.lower() == "loop":
+            # ``--end loop`` is Midjourney's other spelling of ``--loop``.
+            found["loop"] = "true"
+            return ""
         found["bs" if name == "batch" else name] = value
         return ""
 
@@ -90,6 +109,38 @@ def video_batch_size(value: Any) -> int:
             details={"batch_size": str(value)},
         )
     return size
+
+
+def video_resolution(value: Any) -> str:
+    """``480p`` (SD) or ``720p`` (HD) from any of the spellings clients use."""
+    if value in (None, ""):
+        return SD
+    found = _RESOLUTION_NAMES.get(str(value).strip().lower())
+    if found is None or isinstance(value, bool):
+        raise InputError(
+            f"{FIELD} must be 480p (SD) or 720p (HD); got '{value}'.",
+            field="resolution",
+            details={"resolution": str(value)},
+        )
+    return found
+
+
+def _check_hd_mode(resolution: str, mode: str) -> None:
+    if resolution == HD and mode == Mode.RELAX:
+        raise InputError(
+            f"HD (720p) video runs only in fast or turbo mode; {FIELD} 720p cannot run in "
+            "RELAX. Use 480p, or a fast mode.",
+            field="resolution",
+            details={"resolution": resolution, "mode": mode},
+        )
+
+
+def _end_frame(value: Any, flag: str | None) -> DecodedImage | None:
+    """The end frame: the ``end_image`` field (it wins), else ``--end <url>`` in the prompt."""
+    chosen = value if value not in (None, "") else flag
+    if chosen in (None, ""):
+        return None
+    return load_image(chosen, field="end_image", action=Action.VIDEO)
 
 
 def _video_parent(caller: Caller, parent_id: str, *, extend: bool, index: int | None) -> Task:
@@ -155,6 +206,8 @@ def task_submit_video(
     motion: Any = None,
     batch_size: Any = None,
     loop: bool = False,
+    resolution: Any = None,
+    end_image: Any = None,
     mode: str | None = None,
     path_mode: str | None = None,
     echo: ClientEcho | None = None,
@@ -164,13 +217,15 @@ def task_submit_video(
     The clip starts from ``images[0]`` (a start frame: a data URL or an http(s) URL), or from
     the image of ``parent_id`` (its ``index``-th split for a grid); with ``extend`` it continues
     clip ``index`` of the video ``parent_id``. ``prompt`` guides the motion ("manual"); empty
-    means automatic. Midjourney's ``--motion``, ``--bs``, ``--loop`` in the prompt count as the
-    fields, which win when both are given.
+    means automatic. Midjourney's ``--motion``, ``--bs``, ``--loop``, ``--end`` in the prompt
+    count as the fields, which win when both are given. ``resolution`` is ``480p`` (SD,
+    default; an extension keeps its video's) or ``720p`` (HD: FAST/TURBO only, its own price);
+    ``end_image`` (or ``--end <url>``) is the image the clips end on.
     """
     echo = echo or ClientEcho()
     notify_hook = check_hook(echo.notify_hook)
     state = check_state(echo.state)
-    text, flags = _flags(prompt)
+    text, flags = take_video_flags(prompt)
     chosen_motion = video_motion(motion if motion not in (None, "") else flags.get("motion"))
     size = video_batch_size(batch_size if batch_size not in (None, "") else flags.get("bs"))
     looping = bool(loop) or flags.get("loop") == "true"
@@ -201,6 +256,24 @@ def task_submit_video(
         )
     if looping and extend:
         raise InputError("A loop cannot be extended; extend without loop.", field="loop")
+    if looping and (end_image not in (None, "") or flags.get("end")):
+        raise InputError(
+            f"A loop ends on its first frame; give either loop or an end frame ({FIELD}), "
+            "not both.",
+            field="end_image",
+        )
+    chosen_resolution = video_resolution(resolution)
+    if extend and parent is not None:
+        # An extension continues its video's frames, so it is made at that video's resolution.
+        made_at = (parent.params or {}).get(RESOLUTION) or SD
+        if resolution not in (None, "") and chosen_resolution != made_at:
+            raise InputError(
+                f"An extension keeps its video's resolution ({made_at}); {FIELD} "
+                f"{chosen_resolution} was asked for.",
+                field="resolution",
+                details={"resolution": chosen_resolution, "video_resolution": made_at},
+            )
+        chosen_resolution = made_at
     parsed = parse_checked(text) if text else None
     if parent is not None:
         # Like every follow-up, a video of a task runs in that task's mode.
@@ -220,9 +293,11 @@ def task_submit_video(
             requested=mode, path_mode=path_mode, flag=parsed.mode_flag if parsed else None
         )
     check_tier_mode(caller.organization, chosen_mode)
+    _check_hd_mode(chosen_resolution, chosen_mode)
     decoded = (
         [load_image(images[0], field="images", index=0, action=Action.VIDEO)] if images else []
     )
+    end_frame = _end_frame(end_image, flags.get("end"))
     upstream = (
         prompt_for_upstream(organization=caller.organization, parsed=parsed) if parsed else None
     )
@@ -234,10 +309,15 @@ def task_submit_video(
         "loop": looping,
         "extend": extend,
         "manual": parsed is not None,
+        RESOLUTION: chosen_resolution,
     }
     if parent is not None:
         params["index"] = position or 1
     input_files = store_inputs(decoded)
+    end_files = store_inputs([end_frame]) if end_frame is not None else []
+    if end_files:
+        params[END_FRAME] = True
+        params[REFERENCES] = {END_REFERENCE: end_files}
     task = Task(
         organization=caller.organization,
         api_key=caller.api_key,
@@ -258,4 +338,4 @@ def task_submit_video(
         seed=seed if seed is not None else new_seed(),
         properties=upstream.properties if upstream else {"finalPrompt": ""},
     )
-    return create_and_accept(task, input_files=input_files)
+    return create_and_accept(task, input_files=[*input_files, *end_files])

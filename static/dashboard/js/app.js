@@ -288,6 +288,72 @@
       });
     });
 
+    // --- The canvas (the editor only): enlarge it, move the picture inside; the uncovered
+    // area is transparent in the image sent and white in the mask, so it is filled.
+    var tools = $("[data-canvas-tools]", form);
+    var layout = null;  // {w, h, x, y, bw, bh} once the canvas is larger than the picture
+    var composed = "";
+    if (tools) {
+      var original = img.getAttribute("src");
+      var picture = new Image();
+      var aspect = $("[data-canvas-aspect]", tools);
+      var widthInput = $("[data-canvas-width]", tools);
+      var heightInput = $("[data-canvas-height]", tools);
+      var across = $("[data-canvas-x]", tools);
+      var down = $("[data-canvas-y]", tools);
+      var shown = $("[data-canvas-size]", tools);
+      var imageInput = $("input[name=image]", form);
+      var MAX = 4096;
+      var compose = function () {
+        var bw = picture.naturalWidth, bh = picture.naturalHeight;
+        if (!bw || !bh) return;
+        var w = bw, h = bh, choice = aspect.value;
+        widthInput.disabled = heightInput.disabled = choice !== "free";
+        if (choice === "free") {
+          w = Math.max(bw, Math.min(MAX, Math.round(Number(widthInput.value) || bw)));
+          h = Math.max(bh, Math.min(MAX, Math.round(Number(heightInput.value) || bh)));
+        } else if (choice !== "original") {
+          var parts = choice.split(":"), ratio = Number(parts[0]) / Number(parts[1]);
+          // The smallest canvas of that shape that holds the whole picture.
+          if (bw / bh < ratio) { w = Math.round(bh * ratio); } else { h = Math.round(bw / ratio); }
+        }
+        if (choice !== "free") { widthInput.value = w; heightInput.value = h; }
+        var x = Math.round((w - bw) * Number(across.value) / 100);
+        var y = Math.round((h - bh) * Number(down.value) / 100);
+        var enlarged = w > bw || h > bh;
+        layout = enlarged ? {w: w, h: h, x: x, y: y, bw: bw, bh: bh} : null;
+        shown.textContent = w + " × " + h + (enlarged ? " (enlarged)" : "");
+        editor.setAttribute("data-canvas", w + "x" + h);
+        if (enlarged) {
+          var board = document.createElement("canvas");
+          board.width = w; board.height = h;
+          board.getContext("2d").drawImage(picture, x, y);
+          composed = board.toDataURL("image/png");
+        } else {
+          composed = "";
+        }
+        imageInput.value = composed;
+        img.src = composed || original;
+        editor.classList.toggle("enlarged", enlarged);
+        if (submit) submit.disabled = !(drawn || enlarged);
+      };
+      img.addEventListener("load", function () {
+        // A new canvas size starts a new mask: strokes on the old one would land elsewhere.
+        if (canvas.width !== img.naturalWidth || canvas.height !== img.naturalHeight) {
+          size();
+          drawn = false;
+          editor.removeAttribute("data-drawn");
+          if (submit) submit.disabled = !layout;
+        }
+      });
+      [aspect, widthInput, heightInput, across, down].forEach(function (control) {
+        control.addEventListener("input", compose);
+        control.addEventListener("change", compose);
+      });
+      picture.addEventListener("load", compose);
+      picture.src = original;
+    }
+
     function exportMask() {
       var out = document.createElement("canvas");
       out.width = canvas.width;
@@ -295,16 +361,25 @@
       var ctx = out.getContext("2d");
       ctx.fillStyle = "#000";
       ctx.fillRect(0, 0, out.width, out.height);
+      if (layout) {
+        // Everything the picture does not cover is to be filled.
+        ctx.fillStyle = "#fff";
+        ctx.fillRect(0, 0, out.width, out.height);
+        ctx.fillStyle = "#000";
+        ctx.fillRect(layout.x, layout.y, layout.bw, layout.bh);
+      }
       ctx.drawImage(canvas, 0, 0);
       return out.toDataURL("image/png");
     }
     form.addEventListener("submit", function (event) {
-      if (!drawn) { event.preventDefault(); event.stopImmediatePropagation(); return; }
+      if (!drawn && !layout) { event.preventDefault(); event.stopImmediatePropagation(); return; }
       output.value = exportMask();
     }, true);
-    // Whichever of htmx and the listener above sees the submit first, the request has the mask.
+    // Whichever of htmx and the listener above sees the submit first, the request has the mask
+    // (and the enlarged canvas).
     form.addEventListener("htmx:configRequest", function (event) {
-      if (drawn) event.detail.parameters.mask = exportMask();
+      if (drawn || layout) event.detail.parameters.mask = exportMask();
+      if (layout) event.detail.parameters.image = composed;
     });
   }
 
