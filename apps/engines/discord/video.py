@@ -89,6 +89,7 @@ def plan(job: Job) -> VideoPlan:
     manual = bool(params.get("manual"))
     extend = bool(params.get("extend")) or variant.endswith("_extend")
     parent = job.parent
+    _refuse_web_only(job)
     if extend:
         if parent is None:
             raise _invalid("Extending needs the video task.")
@@ -116,6 +117,24 @@ def plan(job: Job) -> VideoPlan:
     else:
         raise _invalid("A video needs a start frame: an image, or a parent task with one.")
     return VideoPlan(route=route, motion=motion, batch=batch, loop=loop, manual=manual, index=index)
+
+
+def _refuse_web_only(job: Job) -> None:
+    """HD (720p) clips and end frames are asked for on midjourney.com's video settings; the
+    bot's ``/imagine`` and its Animate/Extend buttons offer neither, so such a job is refused
+    before anything is sent instead of silently coming back as SD clips with no end frame."""
+    if str(job.params.get("resolution") or "") == "720p":
+        raise PermanentEngineError(
+            "HD (720p) video is not made through the Midjourney bot on Discord; ask for SD "
+            "(480p), or run it on the sandbox or a midjourney-proxy Plus upstream.",
+            error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+        )
+    if job.references.get("end"):
+        raise PermanentEngineError(
+            "An end frame cannot be given to the Midjourney bot on Discord; leave it out, or "
+            "run it on the sandbox or a midjourney-proxy Plus upstream.",
+            error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+        )
 
 
 def start_frame(job: Job, video: VideoPlan) -> bytes:

@@ -406,3 +406,31 @@ def test_a_clip_press_whose_worker_died_before_sending_is_pressed_again(
     assert result.status == "success" and len(result.videos) == 1
     assert DiscordJob.objects.get(pk="1" * 18).phase == "refused"
     assert fake_discord.stats()["interactions"] == presses + 1
+
+
+@pytest.mark.parametrize(
+    ("params", "end_frame"),
+    [(_video_params(resolution="720p"), False), (_video_params(), True)],
+    ids=["hd-720p", "end-frame"],
+)
+def test_hd_clips_and_end_frames_are_refused_before_anything_is_sent(
+    engine: DiscordEngine,
+    connected: Callable[..., tuple[Any, GatewayThread]],
+    fake_discord: FakeDiscordThread,
+    params: dict[str, Any],
+    end_frame: bool,
+) -> None:
+    # The bot offers neither (they are midjourney.com settings): coming back as SD clips that
+    # end anywhere would drop what the customer asked for and paid for.
+    account, _thread = connected()
+    before = fake_discord.stats()["interactions"]
+    job = job_for(account, action="VIDEO", prompt="", images=(_png(),), params=params)
+    if end_frame:
+        ending = _png((200, 40, 40))
+        job = replace(job, references={"end": (StoredFile("end.png", lambda _name: ending),)})
+    with pytest.raises(PermanentEngineError) as caught:
+        engine.submit(job)
+    assert caught.value.error_code == "UNSUPPORTED_BY_UPSTREAM"
+    assert ("HD (720p)" if not end_frame else "end frame") in caught.value.message
+    assert not DiscordJob.objects.filter(task_id=job.task_id).exists()
+    assert fake_discord.stats()["interactions"] == before
