@@ -115,6 +115,8 @@ _WIRE_FIELDS = {
     "task": "taskId",
     "button": "customId",
     "batch_size": "batchSize",
+    # Chosen by a header in this dialect (apps.protocols.common.POOL_HEADER).
+    "pool": "X-Mjgate-Pool",
 }
 _SWAP_FACE_IMAGES = ("sourceBase64", "targetBase64")
 

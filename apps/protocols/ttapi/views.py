@@ -67,6 +67,8 @@ _WIRE_FIELDS = {
     "button": "action",
     "motion": "manual",
     "batch_size": "bs",
+    # Chosen by a header in this dialect (apps.protocols.common.POOL_HEADER).
+    "pool": "X-Mjgate-Pool",
 }
 
 

@@ -30,9 +30,11 @@ from .inputs import (
     check_hook,
     check_state,
     check_tier_mode,
+    follow_up_pool,
     load_image,
     parse_checked,
     resolve_mode,
+    resolve_pool,
     store_inputs,
 )
 from .translation import prompt_for_upstream
@@ -220,6 +222,7 @@ def task_submit_video(
             requested=mode, path_mode=path_mode, flag=parsed.mode_flag if parsed else None
         )
     check_tier_mode(caller.organization, chosen_mode)
+    pool = follow_up_pool(parent) if parent is not None else resolve_pool(caller, mode=chosen_mode)
     decoded = (
         [load_image(images[0], field="images", index=0, action=Action.VIDEO)] if images else []
     )
@@ -247,6 +250,7 @@ def task_submit_video(
         action=Action.VIDEO,
         status=Status.NOT_START,
         mode=chosen_mode,
+        pool=pool,
         parent=parent,
         prompt=(prompt or "").strip(),
         prompt_en=upstream.text if upstream else "",
