@@ -12,13 +12,20 @@ class Capability(StrEnum):
     CREATE_TASKS = "create_tasks"
     MANAGE_KEYS = "manage_keys"
     MANAGE_WEBHOOKS = "manage_webhooks"
+    #: The organization's own upstream accounts (bring your own accounts).
+    MANAGE_UPSTREAM_ACCOUNTS = "manage_upstream_accounts"
     MANAGE_MEMBERS = "manage_members"
     MANAGE_BILLING = "manage_billing"
     DELETE_ORGANIZATION = "delete_organization"
 
 
 _MEMBER = frozenset({Capability.VIEW_TASKS, Capability.CREATE_TASKS})
-_ADMIN = _MEMBER | {Capability.MANAGE_KEYS, Capability.MANAGE_WEBHOOKS, Capability.MANAGE_MEMBERS}
+_ADMIN = _MEMBER | {
+    Capability.MANAGE_KEYS,
+    Capability.MANAGE_WEBHOOKS,
+    Capability.MANAGE_MEMBERS,
+    Capability.MANAGE_UPSTREAM_ACCOUNTS,
+}
 _OWNER = _ADMIN | {Capability.MANAGE_BILLING, Capability.DELETE_ORGANIZATION}
 
 ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {

@@ -1,6 +1,18 @@
 from django.urls import path
 
-from .views import billing, editor, keys, mailbox, orgs, overview, status, tasks, team, webhooks
+from .views import (
+    billing,
+    editor,
+    keys,
+    mailbox,
+    orgs,
+    overview,
+    status,
+    tasks,
+    team,
+    upstream,
+    webhooks,
+)
 
 app_name = "dashboard"
 
@@ -43,6 +55,19 @@ urlpatterns = [
         name="webhook-delivery-resend",
     ),
     path("webhooks/secret/rotate/", webhooks.secret_rotate, name="webhook-secret-rotate"),
+    path("upstream-accounts/", upstream.index, name="upstream-accounts"),
+    path("upstream-accounts/new/", upstream.create, name="upstream-account-create"),
+    path("upstream-accounts/<int:account_id>/", upstream.edit, name="upstream-account-edit"),
+    path(
+        "upstream-accounts/<int:account_id>/toggle/",
+        upstream.toggle,
+        name="upstream-account-toggle",
+    ),
+    path(
+        "upstream-accounts/<int:account_id>/delete/",
+        upstream.delete,
+        name="upstream-account-delete",
+    ),
     path("billing/", billing.index, name="billing"),
     path("billing/buy/", billing.buy, name="billing-buy"),
     path("billing/upgrade/", billing.upgrade, name="billing-upgrade"),

@@ -169,9 +169,7 @@ def test_500_concurrent_submits_never_cross_tenants_accounts(make_key, fund):
     captures = dict(
         LedgerEntry.objects.filter(kind=EntryKind.CAPTURE).values_list("task_id", "delta_held")
     )
-    rests = {
-        entry.task_id: entry for entry in LedgerEntry.objects.filter(kind=EntryKind.RELEASE)
-    }
+    rests = {entry.task_id: entry for entry in LedgerEntry.objects.filter(kind=EntryKind.RELEASE)}
     spent: Counter[int] = Counter()
     for task in tasks:
         own = owner_of[task.upstream_account_id] is not None
@@ -184,9 +182,7 @@ def test_500_concurrent_submits_never_cross_tenants_accounts(make_key, fund):
             assert (rest.delta_available, rest.delta_held) == (price - fee, fee - price)
         else:
             assert task.pk not in rests
-        assert (
-            LedgerEntry.objects.filter(idempotency_key=task_settle_key(task.pk)).count() == 1
-        )
+        assert LedgerEntry.objects.filter(idempotency_key=task_settle_key(task.pk)).count() == 1
         spent[task.organization_id] += charged
     for organization in tenants:
         balance = balance_get(organization=organization)
