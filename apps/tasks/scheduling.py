@@ -195,26 +195,35 @@ def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
 
 def _queued_candidates_window(pools: list[QueuePool], free: int) -> list[str]:
     """The portable pick (SQLite, the embedded run): rank every servable queued row within its
-    tenant. Correct anywhere; on PostgreSQL the LATERAL pick gives the same answer cheaply."""
-    kinds = []
-    for is_test, mode, pool, owner in pools:
-        kind = Q(is_test=is_test, mode=mode, pool=pool)
-        kinds.append(kind & Q(organization_id=owner) if owner is not None else kind)
-    servable = functools.reduce(operator.or_, kinds)
-    ranked = (
-        Task.objects.filter(servable, status=Status.NOT_START)
-        .annotate(
-            rank=Window(
-                RowNumber(),
-                partition_by=[F("organization_id")],
-                order_by=[F("submitted_at").asc(), F("pk").asc()],
+    tenant, for shared and own slots apart (a tenant's older backlog for the shared pool must
+    not hide its tasks for its own free accounts, nor the reverse). Correct anywhere; on
+    PostgreSQL the LATERAL pick gives the same answer cheaply."""
+    best: dict[str, tuple[int, datetime, str]] = {}
+    for shared in (True, False):
+        kinds = []
+        for is_test, mode, pool, owner in pools:
+            if (owner is None) != shared:
+                continue
+            kind = Q(is_test=is_test, mode=mode, pool=pool)
+            kinds.append(kind & Q(organization_id=owner) if owner is not None else kind)
+        if not kinds:
+            continue
+        ranked = (
+            Task.objects.filter(functools.reduce(operator.or_, kinds), status=Status.NOT_START)
+            .annotate(
+                rank=Window(
+                    RowNumber(),
+                    partition_by=[F("organization_id")],
+                    order_by=[F("submitted_at").asc(), F("pk").asc()],
+                )
             )
+            .filter(rank__lte=free)
+            .values_list("pk", "rank", "submitted_at")
         )
-        .filter(rank__lte=free)
-        .order_by("rank", "submitted_at", "pk")
-        .values_list("pk", flat=True)
-    )
-    return list(ranked[:DISPATCH_WINDOW])
+        for pk, rank, submitted_at in ranked:
+            if pk not in best or rank < best[pk][0]:
+                best[pk] = (rank, submitted_at, pk)
+    return [pk for _, _, pk in sorted(best.values())][:DISPATCH_WINDOW]
 
 
 def _queued_candidates_lateral(pools: list[QueuePool], free: int) -> list[str]:
@@ -233,8 +242,9 @@ def _queued_candidates_lateral(pools: list[QueuePool], free: int) -> list[str]:
 def lateral_pick_sql(pools: list[QueuePool], free: int) -> tuple[str, list[Any]]:
     """The SQL and parameters of the LATERAL pick (also for EXPLAIN in tests and benches).
 
-    A task that two pools may take (``own_then_shared``: its owner's accounts and the shared
-    ones) is found by both; ``DISTINCT`` keeps it once before it is ranked."""
+    Tasks are ranked within their tenant for shared and own slots apart (a tenant's older
+    shared backlog must not hide its tasks for its own free accounts). A task both may take
+    (``own_then_shared``) is ranked in each and kept once, at its better rank."""
     table = connection.ops.quote_name(Task._meta.db_table)
     queued = f"status = '{Status.NOT_START}'"  # a literal, so the partial index matches
     values = ", ".join(["(%s, %s, %s, %s::bigint)"] * len(pools))
@@ -250,7 +260,7 @@ def lateral_pick_sql(pools: list[QueuePool], free: int) -> tuple[str, list[Any]]
         ),
         pools(is_test, mode, pool, owner) AS (VALUES {values}),
         found AS (
-            SELECT DISTINCT orgs.org, c.id, c.submitted_at
+            SELECT DISTINCT orgs.org, pools.owner IS NULL AS shared, c.id, c.submitted_at
             FROM orgs JOIN pools ON pools.owner IS NULL OR pools.owner = orgs.org
             CROSS JOIN LATERAL (
                 SELECT t.id, t.submitted_at FROM {table} t
@@ -263,11 +273,14 @@ def lateral_pick_sql(pools: list[QueuePool], free: int) -> tuple[str, list[Any]]
         ),
         picked AS (
             SELECT id, submitted_at,
-                   row_number() OVER (PARTITION BY org ORDER BY submitted_at, id) AS rank
+                   row_number() OVER (
+                       PARTITION BY org, shared ORDER BY submitted_at, id
+                   ) AS rank
             FROM found
         )
         SELECT id FROM picked WHERE rank <= %s
-        ORDER BY rank, submitted_at, id LIMIT %s
+        GROUP BY id, submitted_at
+        ORDER BY min(rank), submitted_at, id LIMIT %s
     """  # noqa: S608 - table name and status literal are ours; values are parameters
     params: list[Any] = [v for pool in pools for v in pool]
     params += [free, free, DISPATCH_WINDOW]

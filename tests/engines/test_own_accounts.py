@@ -3,6 +3,7 @@ dialect, the dispatcher's isolation and the platform fee (issue #18)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -12,20 +13,26 @@ from apps.billing.audit import ledger_audit
 from apps.billing.ledger import task_rest_key
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.billing.selectors import balance_get
+from apps.engines.base import PermanentEngineError
+from apps.engines.mjproxy.engine import client_for
 from apps.engines.models import Health, UpstreamAccount
+from apps.engines.notify import account_left_service
 from apps.engines.own_services import own_account_create
 from apps.tasks.enums import Action, Mode, Pool, Status
+from apps.tasks.jobs import account_view
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
+from apps.tasks.selectors import task_queue_estimate
 from apps.tasks.services.inputs import Caller
 from apps.tasks.services.press import task_press
 from apps.tasks.services.submit import task_submit
-from tests.factories import UpstreamAccountFactory
+from tests.factories import UpstreamAccountFactory, UserFactory
 from tests.tasks.helpers import run_to_completion
 
 pytestmark = pytest.mark.django_db
 
 MJPROXY = {"base_url": "https://mj.example.com"}
+LOOPBACK = "http://127.0.0.1:9"
 
 
 def _tier(organization: Organization, code: str) -> None:
@@ -421,3 +428,50 @@ def test_an_unhealthy_own_account_shows_its_reason(api_client, premium, live_key
     assert body["health_reason"] == "Discord asks for a captcha."
     assert body["last_error"] == "HTTP 403 from the upstream"
     assert body["serving"] == []
+
+
+# --- an own account's address is customer input -----------------------------------------------
+
+
+def test_calls_to_an_own_account_get_the_full_ssrf_guard(premium, settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = False
+    own = UpstreamAccountFactory(
+        name="mine", owner=premium, engine="mjproxy", options={"base_url": "https://mj.example"}
+    )
+    shared = UpstreamAccountFactory(
+        name="ops", engine="mjproxy", options={"base_url": "https://mj.example"}
+    )
+    assert account_view(own).operator_managed is False
+    assert account_view(shared).operator_managed is True
+    # An address that later resolves (or was stored) private is refused before any connection.
+    client = client_for(dataclasses.replace(account_view(own), options={"base_url": LOOPBACK}))
+    with pytest.raises(PermanentEngineError, match="not usable"):
+        client.request("GET", "/mj/task/list")
+
+
+# --- queue position, operators' view ------------------------------------------------------------
+
+
+def test_an_own_task_queues_in_its_organizations_own_line(premium, make_key, fund):
+    fund(premium, 1_000_000)
+    mine = UpstreamAccountFactory(name="mine", owner=premium, concurrency=1)
+    UpstreamAccountFactory(name="shared-1", concurrency=1)
+    own = Caller(organization=premium, api_key=make_key(premium, pool=Pool.OWN).api_key)
+    shared = Caller(organization=premium, api_key=make_key(premium).api_key)
+    for n in range(3):  # the shared line is longer than the own one
+        task_submit(caller=shared, action=Action.SHORTEN, prompt=f"a road {n}")
+    first = task_submit(caller=own, action=Action.SHORTEN, prompt="a fox")
+    second = task_submit(caller=own, action=Action.SHORTEN, prompt="a fox again")
+    assert first.result == "started"  # the own account's slot is free
+    assert (second.result, second.queue_position) == ("queued", 1)
+    dispatch_pending()
+    assert Task.objects.get(pk=first.task.pk).upstream_account_id == mine.pk
+    assert task_queue_estimate(task=Task.objects.get(pk=second.task.pk)).position == 1
+
+
+def test_operators_are_not_mailed_about_a_tenants_own_account(premium):
+    UserFactory(email="ops@example.com", is_staff=True)
+    own = UpstreamAccountFactory(name="mine", owner=premium)
+    shared = UpstreamAccountFactory(name="ops")
+    assert not account_left_service(account=own, health=Health.BANNED, reason="banned")
+    assert account_left_service(account=shared, health=Health.BANNED, reason="banned")
