@@ -198,7 +198,7 @@ def _queued_candidates_window(pools: list[QueuePool], free: int) -> list[str]:
     tenant, for shared and own slots apart (a tenant's older backlog for the shared pool must
     not hide its tasks for its own free accounts, nor the reverse). Correct anywhere; on
     PostgreSQL the LATERAL pick gives the same answer cheaply."""
-    best: dict[str, tuple[int, datetime, str]] = {}
+    best: dict[str, tuple[int, datetime | None, str]] = {}
     for shared in (True, False):
         kinds = []
         for is_test, mode, pool, owner in pools:
@@ -223,7 +223,8 @@ def _queued_candidates_window(pools: list[QueuePool], free: int) -> list[str]:
         for pk, rank, submitted_at in ranked:
             if pk not in best or rank < best[pk][0]:
                 best[pk] = (rank, submitted_at, pk)
-    return [pk for _, _, pk in sorted(best.values())][:DISPATCH_WINDOW]
+    order = sorted(best.values(), key=lambda r: (r[0], r[1].timestamp() if r[1] else 0.0, r[2]))
+    return [pk for _, _, pk in order][:DISPATCH_WINDOW]
 
 
 def _queued_candidates_lateral(pools: list[QueuePool], free: int) -> list[str]:
