@@ -154,6 +154,7 @@ def _page(
     tier = organization.tier
     rows = _rows(request)
     prices = price_table_get(organization=organization)
+    can_add = tier.allows_own_accounts and len(rows) < tier.max_own_accounts
     return render(
         request,
         "dashboard/upstream_accounts.html",
@@ -163,7 +164,8 @@ def _page(
             "allowed": tier.allows_own_accounts,
             "limit": tier.max_own_accounts,
             "tier_name": tier.name,
-            "can_add": tier.allows_own_accounts and len(rows) < tier.max_own_accounts,
+            # A refused form is shown with its errors even when no account may be added.
+            "can_add": can_add or (form is not None and form.is_bound),
             "own_queued": own_queue_counts(organization=organization),
             "fees": [
                 (action, prices.own_account_fees.get(action, {}), modes)
