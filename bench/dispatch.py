@@ -224,7 +224,12 @@ def pick_query(queued: int, tenants: int) -> dict[str, Any]:
             jit[sql[:40]] = "JIT" in plan
             return float(plan["Execution Time"])
 
-    pools = [(False, Mode.FAST.value), (False, Mode.RELAX.value), (False, Mode.TURBO.value)]
+    # What free slots of shared accounts take: shared and own-then-shared tasks of each mode.
+    pools = [
+        (False, mode.value, pool, None)
+        for mode in (Mode.FAST, Mode.RELAX, Mode.TURBO)
+        for pool in ("shared", "own_then_shared")
+    ]
     lateral_sql, lateral_params = lateral_pick_sql(pools, 30)
     window_sql, window_params = _window_sql(pools)
     lateral = [execution_ms(lateral_sql, lateral_params) for _ in range(21)][1:]
@@ -240,7 +245,7 @@ def pick_query(queued: int, tenants: int) -> dict[str, Any]:
     }
 
 
-def _window_sql(pools: list[tuple[bool, str]]) -> tuple[str, list[Any]]:
+def _window_sql(pools: list[tuple[bool, str, str, int | None]]) -> tuple[str, list[Any]]:
     """The SQL of the portable window pick (what ran on PostgreSQL before the LATERAL one)."""
     from django.db.models import F, Q, Window
     from django.db.models.functions import RowNumber
@@ -248,7 +253,7 @@ def _window_sql(pools: list[tuple[bool, str]]) -> tuple[str, list[Any]]:
     from apps.tasks.enums import Status
     from apps.tasks.models import Task
 
-    modes = [mode for _, mode in pools]
+    modes = sorted({pool[1] for pool in pools})
     ranked = (
         Task.objects.filter(Q(is_test=False, mode__in=modes), status=Status.NOT_START)
         .annotate(

@@ -7,6 +7,10 @@ TIERS = [
     ("VIP", "VIP", 20, False, 1),
     ("PREMIUM", "Premium", 50, False, 2),
 ]
+#: apps/accounts/migrations/0004_own_accounts_tier.py: own upstream accounts per tier.
+OWN_ACCOUNTS = {"VIP": 2, "PREMIUM": 10}
+#: apps/billing/migrations/0008_own_account_fees.py: the platform fee is 20% of the price.
+OWN_FEE_PERCENT = 20
 PRICES: dict[str, tuple[int | None, int | None, int | None]] = {
     "IMAGINE": (14000, 7000, 28000),
     "UPSCALE": (3500, 1750, 7000),
@@ -40,11 +44,17 @@ def ensure_reference_data() -> None:
                 max_unfinished_tasks=limit,
                 is_default=is_default,
                 sort_order=order,
+                max_own_accounts=OWN_ACCOUNTS.get(code, 0),
             )
     # Row by row: a database kept from before a price migration gets the new rows too.
     have = set(Price.objects.values_list("action", "mode"))
     Price.objects.bulk_create(
-        Price(action=action, mode=mode, tokens=amount)
+        Price(
+            action=action,
+            mode=mode,
+            tokens=amount,
+            own_account_tokens=-(-amount * OWN_FEE_PERCENT // 100),
+        )
         for action, amounts in PRICES.items()
         for mode, amount in zip(("FAST", "RELAX", "TURBO"), amounts, strict=True)
         if (action, mode) not in have and amount is not None

@@ -41,6 +41,7 @@ class MembershipTierAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "name",
         "max_unfinished_tasks",
         "allowed_modes",
+        "max_own_accounts",
         "stripe_price_id",
         "is_default",
         "sort_order",

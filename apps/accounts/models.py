@@ -66,6 +66,12 @@ class MembershipTier(models.Model):
     )
     is_default = models.BooleanField(default=False)
     sort_order = models.PositiveSmallIntegerField(default=0)
+    max_own_accounts = models.PositiveSmallIntegerField(
+        "own upstream accounts",
+        default=0,
+        help_text="Upstream accounts an organization of this tier may add and run its own "
+        "tasks on (bring your own accounts); 0 does not allow any.",
+    )
 
     class Meta:
         ordering = ("sort_order", "code")
@@ -82,6 +88,10 @@ class MembershipTier(models.Model):
 
     def allows_mode(self, mode: str) -> bool:
         return not self.allowed_modes or mode in self.allowed_modes
+
+    @property
+    def allows_own_accounts(self) -> bool:
+        return self.max_own_accounts > 0
 
 
 class Organization(TimeStampedModel):

@@ -12,6 +12,8 @@ class Capability(StrEnum):
     CREATE_TASKS = "create_tasks"
     MANAGE_KEYS = "manage_keys"
     MANAGE_WEBHOOKS = "manage_webhooks"
+    #: The organization's own upstream accounts (bring your own accounts).
+    MANAGE_UPSTREAM_ACCOUNTS = "manage_upstream_accounts"
     MANAGE_MEMBERS = "manage_members"
     MANAGE_SETTINGS = "manage_settings"
     MANAGE_BILLING = "manage_billing"
@@ -24,6 +26,7 @@ _ADMIN = _MEMBER | {
     Capability.MANAGE_WEBHOOKS,
     Capability.MANAGE_MEMBERS,
     Capability.MANAGE_SETTINGS,
+    Capability.MANAGE_UPSTREAM_ACCOUNTS,
 }
 _OWNER = _ADMIN | {Capability.MANAGE_BILLING, Capability.DELETE_ORGANIZATION}
 

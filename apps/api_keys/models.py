@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.accounts.models import Organization
 from apps.core.models import TimeStampedModel
+from apps.tasks.enums import Pool
 
 LIVE_SCHEME = "mjg_live_"
 TEST_SCHEME = "mjg_test_"
@@ -46,6 +47,14 @@ class ApiKey(TimeStampedModel):
         default=False,
         help_text="Variations, rerolls and pans open a prompt step (remix) unless the request "
         "says otherwise.",
+    )
+    pool = models.CharField(
+        "upstream pool",
+        max_length=16,
+        choices=Pool.choices,
+        default=Pool.SHARED,
+        help_text="Whose upstream accounts run this key's new tasks unless the request says: "
+        "the shared pool, the organization's own accounts, or its own then the shared pool.",
     )
     allowed_ips = models.JSONField(
         default=list, blank=True, help_text="IP addresses or CIDR networks; empty allows any."

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from apps.accounts.models import MembershipTier, Organization, User
 from apps.core.errors import PermissionDenied, ServiceError, ValidationFailed
 from apps.core.ratelimit import cache_breaker
+from apps.tasks.enums import Pool
 
 from .models import LIVE_SCHEME, PREFIX_RANDOM_CHARS, TEST_SCHEME, ApiKey, hash_key
 
@@ -77,6 +78,24 @@ def _clean_ips(values: list[str] | None) -> list[str]:
     return cleaned
 
 
+def _check_pool(organization: Organization, pool: str) -> None:
+    """A key's default pool: a known one, and the organization's own accounts only on a plan
+    that includes them (a submit re-checks: a plan can change after the key was made)."""
+    if pool not in Pool.values:
+        raise ValidationFailed(
+            f"Unknown pool '{pool}'. Use shared, own or own_then_shared.",
+            details={"field": "pool"},
+        )
+    tier = organization.tier
+    if pool != Pool.SHARED and not tier.allows_own_accounts:
+        raise PermissionDenied(
+            f"The {tier.name} plan does not include your own upstream accounts, so a key "
+            f"cannot default to the {pool} pool.",
+            code="pool_not_allowed",
+            details={"field": "pool", "tier": tier.code},
+        )
+
+
 def api_key_create(
     *,
     organization: Organization,
@@ -89,12 +108,14 @@ def api_key_create(
     allowed_ips: list[str] | None = None,
     expires_at: datetime | None = None,
     remix: bool = False,
+    pool: str = Pool.SHARED,
 ) -> IssuedKey:
     name = (name or "").strip()
     if not name:
         raise ValidationFailed("An API key needs a name.", details={"field": "name"})
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationFailed("The expiry must be in the future.", details={"field": "expires_at"})
+    _check_pool(organization, pool)
     plaintext = _generate(is_test)
     api_key = ApiKey.objects.create(
         organization=organization,
@@ -108,6 +129,7 @@ def api_key_create(
         allowed_ips=_clean_ips(allowed_ips),
         expires_at=expires_at,
         remix=remix,
+        pool=pool,
         created_by=created_by,
     )
     return IssuedKey(api_key=api_key, plaintext=plaintext)
@@ -133,6 +155,7 @@ def api_key_update(
     allowed_ips: list[str] | Keep | None = KEEP,
     expires_at: datetime | Keep | None = KEEP,
     remix: bool | None = None,
+    pool: str | None = None,
 ) -> ApiKey:
     """Change what is given; ``allowed_ips=None`` (or ``[]``) allows any address and
     ``expires_at=None`` makes the key never expire."""
@@ -148,6 +171,9 @@ def api_key_update(
         api_key.can_read_billing = can_read_billing
     if remix is not None:
         api_key.remix = remix
+    if pool is not None:
+        _check_pool(api_key.organization, pool)
+        api_key.pool = pool
     if allowed_ips is not KEEP:
         api_key.allowed_ips = _clean_ips(allowed_ips)
     if expires_at is not KEEP:
@@ -355,6 +381,7 @@ def api_key_create_by_key(
     allowed_ips: list[str] | None = None,
     expires_at: datetime | None = None,
     remix: bool = False,
+    pool: str = Pool.SHARED,
 ) -> IssuedKey:
     """Issue a key of ``caller``'s organization with no more power than ``caller``.
 
@@ -384,6 +411,7 @@ def api_key_create_by_key(
         allowed_ips=cleaned_ips,
         expires_at=expires_at,
         remix=remix,
+        pool=pool,
     )
 
 
@@ -398,6 +426,7 @@ def api_key_update_by_key(
     allowed_ips: list[str] | Keep | None = KEEP,
     expires_at: datetime | Keep | None = KEEP,
     remix: bool | None = None,
+    pool: str | None = None,
 ) -> ApiKey:
     """Change a key of the caller's organization; only what the caller holds may be granted.
 
@@ -429,6 +458,7 @@ def api_key_update_by_key(
         allowed_ips=cleaned_ips,
         expires_at=expires_at,
         remix=remix,
+        pool=pool,
     )
 
 

@@ -41,8 +41,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Price)
 class PriceAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ("action", "mode", "tokens", "updated_at")
-    list_editable = ("tokens",)
+    # own_account_tokens: the platform fee when the organization's own upstream account runs
+    # the task (bring your own accounts); empty charges the default share of the price.
+    list_display = ("action", "mode", "tokens", "own_account_tokens", "updated_at")
+    list_editable = ("tokens", "own_account_tokens")
     list_filter = ("mode", "action")
     ordering = ("action", "mode")
 

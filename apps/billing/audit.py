@@ -26,6 +26,7 @@ from apps.accounts.models import Organization
 from apps.tasks.enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 from apps.tasks.models import Task
 
+from .ledger import task_rest_key
 from .models import Balance, EntryKind, LedgerEntry
 
 #: progress(phase, done, total)
@@ -280,7 +281,14 @@ def _check_task(
                 )
             )
     holds = [e for e in entries if e["kind"] == EntryKind.HOLD]
-    settles = [e for e in entries if e["kind"] in SETTLE_KINDS]
+    # The rest of a hold given back after a smaller capture (own account's platform fee) is
+    # not a settle of its own: it must come with a capture, and the two must add up.
+    rests = [
+        e
+        for e in entries
+        if e["kind"] == EntryKind.RELEASE and e.get("idempotency_key") == task_rest_key(task_id)
+    ]
+    settles = [e for e in entries if e["kind"] in SETTLE_KINDS and e not in rests]
     kinds = sorted(e["kind"] for e in settles)
     status = task["status"]
     if len(holds) > 1:
@@ -305,9 +313,16 @@ def _check_task(
     elif settles:
         drift(f"the task is still {status} but was settled already", "no settle", kinds)
     held = sum(e["delta_held"] for e in holds)
+    if rests and (len(settles) != 1 or settles[0]["kind"] != EntryKind.CAPTURE):
+        drift("the rest of a hold was given back without a capture", "a capture", kinds)
+    given_back = -sum(e["delta_held"] for e in rests)
     for settle in settles:
-        if -settle["delta_held"] != held:
-            drift("the settle does not match the hold", held, -settle["delta_held"])
+        if -settle["delta_held"] + given_back != held:
+            drift(
+                "the settle does not match the hold",
+                held,
+                -settle["delta_held"] + given_back,
+            )
 
 
 def _walk_tasks(report: LedgerReport, *, chunk_size: int, progress: Progress | None) -> None:
@@ -329,7 +344,7 @@ def _walk_tasks(report: LedgerReport, *, chunk_size: int, progress: Progress | N
         for row in (
             with_task.filter(task_id__in=task_ids)
             .order_by("id")
-            .values("id", "task_id", "organization_id", "kind", "delta_held")
+            .values("id", "task_id", "organization_id", "kind", "delta_held", "idempotency_key")
         ):
             entries[row["task_id"]].append(row)
         tasks: dict[str, Mapping[str, Any]] = {

@@ -442,7 +442,12 @@ def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
     )
 
 
-def _settle(*, task: Task, kind: str) -> LedgerEntry | None:
+def task_rest_key(task_id: object) -> str:
+    # The part of a hold a smaller capture gives back (a task its own account ran).
+    return f"task:{task_id}:rest"
+
+
+def _settle(*, task: Task, kind: str, charge: int | None = None) -> LedgerEntry | None:
     with transaction.atomic():
         # Lock first, then look: both the hold and an earlier settle are read under the lock.
         balance = _lock_balance(task.organization_id)
@@ -453,6 +458,28 @@ def _settle(*, task: Task, kind: str) -> LedgerEntry | None:
         if hold is None:
             return None  # test keys and never-queued MODAL tasks hold nothing
         amount = hold.delta_held
+        if kind == EntryKind.CAPTURE and charge is not None and charge < amount:
+            # Capture the charge, then give the rest of the hold back: two entries under the
+            # one balance lock, in one transaction, so there is no state with only one.
+            captured = _apply(
+                balance=balance,
+                kind=EntryKind.CAPTURE,
+                delta_available=0,
+                delta_held=-charge,
+                idempotency_key=task_settle_key(task.pk),
+                task=task,
+            )
+            _apply(
+                balance=balance,
+                kind=EntryKind.RELEASE,
+                delta_available=amount - charge,
+                delta_held=-(amount - charge),
+                idempotency_key=task_rest_key(task.pk),
+                task=task,
+                reason="The rest of the hold: the organization's own upstream account ran it "
+                "(platform fee charged).",
+            )
+            return captured
         return _apply(
             balance=balance,
             kind=kind,
@@ -463,13 +490,20 @@ def _settle(*, task: Task, kind: str) -> LedgerEntry | None:
         )
 
 
-def ledger_capture(*, task: Task) -> LedgerEntry | None:
-    """Charge a succeeded task its held price.
+def ledger_capture(*, task: Task, charge: int | None = None) -> LedgerEntry | None:
+    """Charge a succeeded task its held price, or ``charge`` when that is less (the platform
+    fee of a task its organization's own upstream account ran, held at the normal price): the
+    capture then takes ``charge`` and a release entry (``task:<id>:rest``) gives the rest of
+    the hold back, in the same transaction.
 
     Returns the settle entry, which is the earlier one (possibly a release) if the task was
     settled already, or None when the task holds nothing.
     """
-    return _settle(task=task, kind=EntryKind.CAPTURE)
+    if charge is not None:
+        charge = _tokens(charge, what="A capture")
+        if charge < 0:
+            raise ValidationFailed("A capture cannot be negative.")
+    return _settle(task=task, kind=EntryKind.CAPTURE, charge=charge)
 
 
 def ledger_release(*, task: Task) -> LedgerEntry | None:

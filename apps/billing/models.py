@@ -21,11 +21,23 @@ class PriceQuerySet(ConfigQuerySet):
 
 
 class Price(models.Model):
-    """Tokens charged for one successful task of an action in a mode (SPEC §3)."""
+    """Tokens charged for one successful task of an action in a mode (SPEC §3).
+
+    ``own_account_tokens`` is the platform fee table: what a task costs when one of the
+    organization's own upstream accounts ran it (bring your own accounts). Empty: the
+    ``OWN_ACCOUNT_FEE_PERCENT`` share of ``tokens`` (so a price row added later is never free).
+    """
 
     action = models.CharField(max_length=16, choices=PRICE_KEY_CHOICES)
     mode = models.CharField(max_length=8, choices=Mode.choices)
     tokens = models.PositiveBigIntegerField(help_text="0 is allowed (free promotions).")
+    own_account_tokens = models.PositiveBigIntegerField(
+        "own-account fee",
+        null=True,
+        blank=True,
+        help_text="Platform fee when the organization's own upstream account runs the task; "
+        "empty: the default share of the price.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = PriceQuerySet.as_manager()
@@ -91,7 +103,10 @@ class LedgerEntry(models.Model):
     * A task's capture and release share the key ``task:<id>:settle``: the unique constraint,
       not an ``if`` in Python, guarantees a finished task is settled exactly once — capture or
       release, never both, never twice — whichever of success, failure, cancel, timeout or the
-      sweeper gets there first.
+      sweeper gets there first. A task its organization's own upstream account ran is captured
+      at the platform fee; the rest of its hold goes back in a release keyed
+      ``task:<id>:rest``, written with the capture under the same lock (the audit checks that
+      capture and rest add up to the hold).
     * A correction is a new entry (``adjustment`` with the operator and a reason).
     """
 

@@ -27,20 +27,41 @@ def balance_get(*, organization: Organization) -> BalanceView:
     return BalanceView(available=row["available"], held=row["held"])
 
 
-def _prices_load() -> dict[tuple[str, str], int]:
+def own_account_fee_of(tokens: int, own_account_tokens: int | None) -> int:
+    """A price row's platform fee for a task the organization's own account runs: the
+    operator's figure, else the default share of the price (rounded up)."""
+    if own_account_tokens is not None:
+        return int(own_account_tokens)
+    percent = int(settings.OWN_ACCOUNT_FEE_PERCENT)
+    return -(-int(tokens) * percent // 100)
+
+
+def _prices_load() -> dict[tuple[str, str], tuple[int, int]]:
     return {
-        (action, mode): int(tokens)
-        for action, mode, tokens in Price.objects.values_list("action", "mode", "tokens")
+        (action, mode): (int(tokens), own_account_fee_of(tokens, own))
+        for action, mode, tokens, own in Price.objects.values_list(
+            "action", "mode", "tokens", "own_account_tokens"
+        )
     }
+
+
+def _price_row(action: str, mode: str) -> tuple[int, int]:
+    row = config_cached(PRICES_CACHE, _prices_load).get((action, mode))
+    if row is None:
+        raise NotFound(f"No price is configured for {action} in {mode} mode.")
+    return row
 
 
 def price_get(*, action: str, mode: str) -> int:
     """The price of ``action`` in ``mode``, from the process's copy of the price table
     (``apps.core.cache``): an operator's change reaches every process within a second."""
-    tokens = config_cached(PRICES_CACHE, _prices_load).get((action, mode))
-    if tokens is None:
-        raise NotFound(f"No price is configured for {action} in {mode} mode.")
-    return int(tokens)
+    return _price_row(action, mode)[0]
+
+
+def own_account_fee_get(*, action: str, mode: str) -> int:
+    """The platform fee of ``action`` in ``mode`` when the organization's own upstream account
+    runs it (the fee table beside the prices; same cache)."""
+    return _price_row(action, mode)[1]
 
 
 def prices_changed(**_: object) -> None:
@@ -68,6 +89,10 @@ class PriceTable:
     modes: list[str]
     #: action -> mode -> tokens per successful task
     prices: dict[str, dict[str, int]]
+    #: action -> mode -> platform fee per successful task run by the organization's own account
+    own_account_fees: dict[str, dict[str, int]]
+    #: whether the organization's tier lets it add its own upstream accounts
+    own_accounts_allowed: bool
     #: the modes the organization's tier may use
     allowed_modes: list[str]
     tokens_per_cny: int
@@ -76,12 +101,18 @@ class PriceTable:
 def price_table_get(*, organization: Organization) -> PriceTable:
     """The price table as the organization sees it, with the modes its tier allows."""
     table: dict[str, dict[str, int]] = {}
-    for action, mode, tokens in price_list().values_list("action", "mode", "tokens"):
+    fees: dict[str, dict[str, int]] = {}
+    for action, mode, tokens, own in price_list().values_list(
+        "action", "mode", "tokens", "own_account_tokens"
+    ):
         table.setdefault(action, {})[mode] = int(tokens)
+        fees.setdefault(action, {})[mode] = own_account_fee_of(tokens, own)
     tier = organization.tier
     return PriceTable(
         modes=list(Mode.values),
         prices=table,
+        own_account_fees=fees,
+        own_accounts_allowed=tier.allows_own_accounts,
         allowed_modes=[mode for mode in Mode.values if tier.allows_mode(mode)],
         tokens_per_cny=int(settings.TOKENS_PER_CNY),
     )

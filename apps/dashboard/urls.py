@@ -11,6 +11,7 @@ from .views import (
     status,
     tasks,
     team,
+    upstream,
     webhooks,
 )
 
@@ -55,6 +56,19 @@ urlpatterns = [
         name="webhook-delivery-resend",
     ),
     path("webhooks/secret/rotate/", webhooks.secret_rotate, name="webhook-secret-rotate"),
+    path("upstream-accounts/", upstream.index, name="upstream-accounts"),
+    path("upstream-accounts/new/", upstream.create, name="upstream-account-create"),
+    path("upstream-accounts/<int:account_id>/", upstream.edit, name="upstream-account-edit"),
+    path(
+        "upstream-accounts/<int:account_id>/toggle/",
+        upstream.toggle,
+        name="upstream-account-toggle",
+    ),
+    path(
+        "upstream-accounts/<int:account_id>/delete/",
+        upstream.delete,
+        name="upstream-account-delete",
+    ),
     path("billing/", billing.index, name="billing"),
     path("billing/buy/", billing.buy, name="billing-buy"),
     path("billing/upgrade/", billing.upgrade, name="billing-upgrade"),

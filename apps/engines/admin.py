@@ -168,6 +168,7 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
     form = UpstreamAccountForm
     list_display = (
         "name",
+        "owner",
         "engine",
         "modes_display",
         "is_enabled",
@@ -179,8 +180,8 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "last_used_at",
         "last_error_short",
     )
-    list_filter = ("is_enabled", "health", "engine", "is_sandbox_pool")
-    search_fields = ("name",)
+    list_filter = ("is_enabled", "health", "engine", "is_sandbox_pool", "owner")
+    search_fields = ("name", "owner__name")
     ordering = ("name",)
     actions = (
         "enable",
@@ -190,6 +191,7 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "export_csv",
     )
     readonly_fields = (
+        "owner",
         "credentials_state",
         "is_enabled",
         "is_sandbox_pool",

@@ -150,6 +150,10 @@ class AccountView:
     running_jobs: Callable[[], Sequence[str]] = field(
         default=_no_running_jobs, repr=False, compare=False
     )
+    #: The platform's operator configured it (the shared pool). False: an organization's own
+    #: account, whose addresses a customer chose, so every call to it gets the full SSRF
+    #: guard (no private or loopback addresses), like a customer's webhook URL.
+    operator_managed: bool = True
 
 
 @dataclass(frozen=True)

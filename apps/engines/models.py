@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
+from apps.accounts.models import Organization
 from apps.core.crypto import EncryptedJSONField
 from apps.core.models import TimeStampedModel
 
@@ -21,9 +22,23 @@ class UpstreamAccount(TimeStampedModel):
 
     ``options`` holds non-secret engine settings (sandbox duration, mjproxy base_url);
     ``secrets`` is encrypted at rest and never serialised or shown after saving.
+
+    ``owner`` empty: the platform's shared pool. Set: an organization's own account (bring your
+    own accounts), which only ever runs that organization's tasks of the ``own`` and
+    ``own_then_shared`` pools (``apps.engines.selectors.upstream_account_takes``, the one
+    definition the dispatcher and every read of free slots use). Names are unique within the
+    shared pool and within each organization, so a tenant never learns another one's names.
     """
 
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(
+        Organization,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="upstream_accounts",
+        help_text="The organization whose own account this is; empty for the shared pool.",
+    )
     engine = models.CharField(max_length=32, db_index=True)
     modes = models.JSONField(default=list, help_text="Modes served: FAST, RELAX, TURBO.")
     concurrency = models.PositiveSmallIntegerField(default=3, help_text="Jobs running at once.")
@@ -52,6 +67,18 @@ class UpstreamAccount(TimeStampedModel):
 
     class Meta:
         ordering = ("name",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=models.Q(owner__isnull=True),
+                name="upstream_shared_name_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["owner", "name"],
+                condition=models.Q(owner__isnull=False),
+                name="upstream_owned_name_unique",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.engine})"

@@ -43,7 +43,13 @@ def account_left_service(
     disabled: bool = False,
     until: datetime | None = None,
 ) -> bool:
-    """Queue the mail (sent on commit). Returns whether one was queued."""
+    """Queue the mail (sent on commit). Returns whether one was queued.
+
+    An organization's own account (bring your own) is its owner's business: its state and
+    reason show on the owner's dashboard, and the platform's operators are not mailed."""
+    if account.owner_id is not None:
+        logger.info("own upstream account %s left service: %s (%s)", account.pk, health, reason)
+        return False
     if health == Health.COOLING_DOWN and not disabled:
         key = f"engines:health-mail:cooldown:{account.pk}"
         if not cache.add(key, 1, timeout=COOLDOWN_MAIL_EVERY):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from apps.tasks.enums import Mode
+from apps.tasks.enums import Mode, Pool
 
 from .base import get_engine
 from .models import Health, UpstreamAccount
@@ -54,3 +54,28 @@ def upstream_account_usable(
     """Whether new work of ``mode`` (any mode it serves, without one) may go to ``account``."""
     modes = upstream_account_modes(account, now=now)
     return bool(modes) if mode is None else mode in modes
+
+
+def upstream_account_takes(
+    account: UpstreamAccount, *, organization_id: int, pool: str, is_test: bool = False
+) -> bool:
+    """Whether ``account`` may ever run a task of ``organization_id`` asking for ``pool``: the
+    one definition of the isolation between tenants' own accounts and the shared pool.
+
+    An organization's own account runs only that organization's ``own`` and
+    ``own_then_shared`` tasks; a shared account runs every ``shared`` and ``own_then_shared``
+    task, never an ``own`` one. Test tasks run on the built-in sandbox pool only.
+    """
+    if account.is_sandbox_pool != is_test:
+        return False
+    if account.owner_id is not None:
+        return account.owner_id == organization_id and pool != Pool.SHARED
+    return pool != Pool.OWN
+
+
+def upstream_account_owned_usable(*, organization_id: int, mode: str, now: datetime) -> bool:
+    """Whether the organization has an own account that may take new ``mode`` work now."""
+    return any(
+        upstream_account_usable(account, now=now, mode=mode)
+        for account in UpstreamAccount.objects.filter(owner_id=organization_id, is_enabled=True)
+    )

@@ -61,7 +61,8 @@ class ModeStatus:
 
 def _accounts_by_mode(now: datetime) -> dict[str, tuple[int, int]]:
     counts = {mode: [0, 0] for mode in Mode.values}
-    for account in UpstreamAccount.objects.filter(is_sandbox_pool=False).only(
+    # The shared pool only: an organization's own accounts serve nobody else.
+    for account in UpstreamAccount.objects.filter(is_sandbox_pool=False, owner=None).only(
         "modes", "is_enabled", "health", "cooldown_until"
     ):
         usable = upstream_account_usable(account, now=now)
@@ -182,7 +183,8 @@ def unhealthy_accounts() -> list[Condition]:
     """Accounts out of the healthy state, enabled or taken out by their engine. A cooldown is
     left out: it ends by itself within minutes (the engine layer mails it at most hourly), and
     a mode left without any account still alerts as ``mode_down``."""
-    rows = UpstreamAccount.objects.filter(is_sandbox_pool=False).exclude(
+    # Organizations' own accounts are their owners' to fix (shown on their dashboard).
+    rows = UpstreamAccount.objects.filter(is_sandbox_pool=False, owner=None).exclude(
         health__in=(Health.HEALTHY, Health.COOLING_DOWN)
     )
     return [

@@ -201,8 +201,16 @@ def server_error(request: HttpRequest) -> HttpResponse:
     )
 
 
+#: The request header that chooses whose upstream accounts run a new task, in every dialect.
+POOL_HEADER = "X-Mjgate-Pool"
+
+
 def caller_of(view: Any, protocol: str) -> Caller:
-    return Caller(organization=view.organization, api_key=view.api_key, protocol=protocol)
+    request = getattr(view, "request", None)
+    pool = request.headers.get(POOL_HEADER) if request is not None else None
+    return Caller(
+        organization=view.organization, api_key=view.api_key, protocol=protocol, pool=pool
+    )
 
 
 def first_message(detail: Any) -> str:

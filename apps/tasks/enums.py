@@ -74,6 +74,28 @@ def parse_mode(value: str | None) -> str | None:
     return MODE_ALIASES.get(str(value).strip().upper())
 
 
+class Pool(models.TextChoices):
+    """Whose upstream accounts may run a task (bring-your-own accounts, issue #18).
+
+    ``shared``: the platform's pool only; ``own``: only accounts the task's organization added
+    itself (charged the platform fee); ``own_then_shared``: its own accounts first, the shared
+    pool when none of them has a free slot (the normal price is held; the fee is charged when
+    one of its own accounts ran it).
+    """
+
+    SHARED = "shared", "Shared pool"
+    OWN = "own", "Own accounts only"
+    OWN_THEN_SHARED = "own_then_shared", "Own accounts, then the shared pool"
+
+
+def parse_pool(value: str | None) -> str | None:
+    """The pool a client named (case-insensitive, ``-`` for ``_``), or None if unknown."""
+    if value is None:
+        return None
+    text = str(value).strip().lower().replace("-", "_")
+    return text if text in Pool.values else None
+
+
 class ErrorCode(models.TextChoices):
     BANNED_PROMPT = "BANNED_PROMPT", "Banned prompt"
     TIMEOUT = "TIMEOUT", "Timed out"

@@ -53,6 +53,7 @@ def account_view(account: UpstreamAccount) -> AccountView:
         # The field decrypts to a dict; its static type is its database column's (text).
         secrets=_frozen(cast("dict[str, Any]", account.secrets)),
         running_jobs=lambda: _running_jobs(account_id),
+        operator_managed=account.owner_id is None,
     )
 
 

@@ -298,9 +298,10 @@ def job_budget() -> Iterator[None]:
 
 
 def _settle(task: Task, *, succeeded: bool) -> None:
-    """The single place where the task lifecycle touches money."""
+    """The single place where the task lifecycle touches money. A task its organization's own
+    upstream account ran is charged the platform fee (``own_fee``), whatever was held."""
     if succeeded:
-        ledger_capture(task=task)
+        ledger_capture(task=task, charge=task.own_fee if task.served_by_own_account else None)
     else:
         ledger_release(task=task)
 

@@ -12,7 +12,7 @@ from django.db import models
 from apps.accounts.models import Organization
 from apps.core.cache import ConfigQuerySet
 
-from .enums import TERMINAL_STATUSES, Action, ErrorCode, Mode, Status
+from .enums import TERMINAL_STATUSES, Action, ErrorCode, Mode, Pool, Status
 
 _last_task_id = 0
 _task_id_lock = threading.Lock()
@@ -116,6 +116,19 @@ class Task(models.Model):
     error_code = models.CharField(max_length=32, choices=ErrorCode.choices, blank=True)
 
     price = models.PositiveBigIntegerField(default=0, help_text="Tokens held for this task.")
+    pool = models.CharField(
+        max_length=16,
+        choices=Pool.choices,
+        default=Pool.SHARED,
+        help_text="Whose upstream accounts may run it: the shared pool, the organization's own, "
+        "or its own then the shared pool.",
+    )
+    own_fee = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Platform fee charged instead of the price when one of the organization's own "
+        "accounts runs it (own pools only).",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True, help_text="Accepted and queued.")
@@ -158,7 +171,7 @@ class Task(models.Model):
             # The dispatcher's fair pick (scheduling._queued_candidates_lateral): queued rows
             # only, so it stays small and is read a few entries per tenant.
             models.Index(
-                fields=["organization", "is_test", "mode", "submitted_at", "id"],
+                fields=["organization", "is_test", "mode", "pool", "submitted_at", "id"],
                 condition=models.Q(status="NOT_START"),
                 name="task_queued_fair",
             ),
@@ -190,9 +203,22 @@ class Task(models.Model):
         return self.status in TERMINAL_STATUSES
 
     @property
+    def served_by_own_account(self) -> bool:
+        """One of the organization's own upstream accounts ran (or runs) it."""
+        if self.own_fee is None or self.upstream_account_id is None:
+            return False
+        account = self.upstream_account
+        return account is not None and account.owner_id == self.organization_id
+
+    @property
     def tokens_charged(self) -> int:
-        """What the customer paid: the price is captured only on success; test tasks are free."""
-        return int(self.price) if self.status == Status.SUCCESS and not self.is_test else 0
+        """What the customer paid: the price is captured only on success (the platform fee
+        when its own account ran it); test tasks are free."""
+        if self.status != Status.SUCCESS or self.is_test:
+            return 0
+        if self.served_by_own_account:
+            return int(self.own_fee or 0)
+        return int(self.price)
 
 
 class TenantQueueCounter(models.Model):

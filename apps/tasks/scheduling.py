@@ -13,7 +13,9 @@ timeout (releasing their holds), restarts poll chains whose worker died, and re-
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import secrets
 from collections import defaultdict
 from collections.abc import Iterator
@@ -45,9 +47,13 @@ from apps.core.errors import Conflict
 from apps.core.messaging import send_now
 from apps.engines.base import engine_names, get_engine
 from apps.engines.models import Health, UpstreamAccount
-from apps.engines.selectors import upstream_account_modes, upstream_account_usable
+from apps.engines.selectors import (
+    upstream_account_modes,
+    upstream_account_takes,
+    upstream_account_usable,
+)
 
-from .enums import ErrorCode, Mode, Status
+from .enums import ErrorCode, Mode, Pool, Status
 from .events import task_changed
 from .lifecycle import (
     ACTIVE_STATUSES,
@@ -88,6 +94,7 @@ def sandbox_pool_ensure() -> UpstreamAccount:
     """The built-in pool that serves test keys. Needs no configuration (SPEC §2)."""
     account, _ = UpstreamAccount.objects.get_or_create(
         name=SANDBOX_POOL_NAME,
+        owner=None,
         defaults={
             "engine": "sandbox",
             "modes": [Mode.FAST, Mode.RELAX, Mode.TURBO],
@@ -107,13 +114,17 @@ class _Slot:
     modes: list[str]  # the modes it takes now (its health may rule some out)
 
 
+def _takes(account: UpstreamAccount, task: Task) -> bool:
+    return upstream_account_takes(
+        account, organization_id=task.organization_id, pool=task.pool, is_test=task.is_test
+    )
+
+
 def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
     candidates = [
         slot
         for slot in slots.values()
-        if slot.free > 0
-        and task.mode in slot.modes
-        and slot.account.is_sandbox_pool == task.is_test
+        if slot.free > 0 and task.mode in slot.modes and _takes(slot.account, task)
     ]
     parent = task.parent
     if parent is not None and parent.upstream_account_id:
@@ -142,70 +153,102 @@ class DispatchResult:
     deferred: bool = False
 
 
+#: One kind of queued task a free slot may take: (is_test, mode, the task's pool, the only
+#: organization whose tasks it is — an own account's owner — or None for any organization).
+QueuePool = tuple[bool, str, str, int | None]
+
+
+def _slot_pools(account: UpstreamAccount, modes: list[str]) -> set[QueuePool]:
+    """The kinds of queued task a free slot of ``account`` may take (what
+    ``upstream_account_takes`` allows, as rows the pick can match against the index)."""
+    if account.is_sandbox_pool:
+        return {(True, mode, Pool.SHARED, None) for mode in modes}
+    if account.owner_id is None:
+        return {(False, mode, pool, None) for mode in modes for pool in _SHARED_TAKES}
+    return {(False, mode, pool, account.owner_id) for mode in modes for pool in _OWN_TAKES}
+
+
+_SHARED_TAKES = (Pool.SHARED, Pool.OWN_THEN_SHARED)
+_OWN_TAKES = (Pool.OWN, Pool.OWN_THEN_SHARED)
+
+
 def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
     """Ids of queued tasks worth considering now, interleaved across tenants.
 
-    Only modes with a free slot are read (a backlog of RELAX tasks cannot hide the FAST ones),
-    and each tenant contributes at most as many tasks as there are free slots, oldest first,
-    ordered by their rank within the tenant: the window is fair however large one tenant's
-    backlog is.
+    Only modes and pools with a free slot are read (a backlog of RELAX tasks cannot hide the
+    FAST ones, nor one tenant's tasks for its own busy accounts the shared pool's), and each
+    tenant contributes at most as many tasks as there are free slots, oldest first, ordered by
+    their rank within the tenant: the window is fair however large one tenant's backlog is.
     """
     free = sum(slot.free for slot in slots.values() if slot.free > 0)
-    live_modes = {
-        mode
-        for slot in slots.values()
-        if slot.free > 0 and not slot.account.is_sandbox_pool
-        for mode in slot.modes
-    }
-    test_modes = {
-        mode
-        for slot in slots.values()
-        if slot.free > 0 and slot.account.is_sandbox_pool
-        for mode in slot.modes
-    }
+    pools: set[QueuePool] = set()
+    for slot in slots.values():
+        if slot.free > 0:
+            pools |= _slot_pools(slot.account, slot.modes)
+    if not pools:
+        return []
+    ordered = sorted(pools, key=lambda p: (p[0], p[1], p[2], p[3] or 0))
     if connection.vendor == "postgresql":
-        pools = sorted({(False, m) for m in live_modes} | {(True, m) for m in test_modes})
-        return _queued_candidates_lateral(pools, free) if pools else []
-    return _queued_candidates_window(live_modes, test_modes, free)
+        return _queued_candidates_lateral(ordered, free)
+    return _queued_candidates_window(ordered, free)
 
 
-def _queued_candidates_window(live_modes: set[str], test_modes: set[str], free: int) -> list[str]:
+def _queued_candidates_window(pools: list[QueuePool], free: int) -> list[str]:
     """The portable pick (SQLite, the embedded run): rank every servable queued row within its
-    tenant. Correct anywhere; on PostgreSQL the LATERAL pick gives the same answer cheaply."""
-    servable = Q(is_test=False, mode__in=live_modes) | Q(is_test=True, mode__in=test_modes)
-    ranked = (
-        Task.objects.filter(servable, status=Status.NOT_START)
-        .annotate(
-            rank=Window(
-                RowNumber(),
-                partition_by=[F("organization_id")],
-                order_by=[F("submitted_at").asc(), F("pk").asc()],
+    tenant, for shared and own slots apart (a tenant's older backlog for the shared pool must
+    not hide its tasks for its own free accounts, nor the reverse). Correct anywhere; on
+    PostgreSQL the LATERAL pick gives the same answer cheaply."""
+    best: dict[str, tuple[int, datetime | None, str]] = {}
+    for shared in (True, False):
+        kinds = []
+        for is_test, mode, pool, owner in pools:
+            if (owner is None) != shared:
+                continue
+            kind = Q(is_test=is_test, mode=mode, pool=pool)
+            kinds.append(kind & Q(organization_id=owner) if owner is not None else kind)
+        if not kinds:
+            continue
+        ranked = (
+            Task.objects.filter(functools.reduce(operator.or_, kinds), status=Status.NOT_START)
+            .annotate(
+                rank=Window(
+                    RowNumber(),
+                    partition_by=[F("organization_id")],
+                    order_by=[F("submitted_at").asc(), F("pk").asc()],
+                )
             )
+            .filter(rank__lte=free)
+            .values_list("pk", "rank", "submitted_at")
         )
-        .filter(rank__lte=free)
-        .order_by("rank", "submitted_at", "pk")
-        .values_list("pk", flat=True)
-    )
-    return list(ranked[:DISPATCH_WINDOW])
+        for pk, rank, submitted_at in ranked:
+            if pk not in best or rank < best[pk][0]:
+                best[pk] = (rank, submitted_at, pk)
+    order = sorted(best.values(), key=lambda r: (r[0], r[1].timestamp() if r[1] else 0.0, r[2]))
+    return [pk for _, _, pk in order][:DISPATCH_WINDOW]
 
 
-def _queued_candidates_lateral(pools: list[tuple[bool, str]], free: int) -> list[str]:
+def _queued_candidates_lateral(pools: list[QueuePool], free: int) -> list[str]:
     """``_queued_candidates`` on PostgreSQL, reading a handful of index entries whatever the
     queue length: the tenants with queued work by a skip scan of the partial index on queued
     rows (``task_queued_fair``), then for each tenant and servable pool its ``free`` oldest
-    tasks (``LATERAL … LIMIT``), ranked within the tenant. The same answer as the portable
-    window query, without reading and sorting every queued row."""
+    tasks (``LATERAL … LIMIT``; an own account's pools only for its owner), ranked within the
+    tenant. The same answer as the portable window query, without reading and sorting every
+    queued row."""
     sql, params = lateral_pick_sql(pools, free)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]
 
 
-def lateral_pick_sql(pools: list[tuple[bool, str]], free: int) -> tuple[str, list[Any]]:
-    """The SQL and parameters of the LATERAL pick (also for EXPLAIN in tests and benches)."""
+def lateral_pick_sql(pools: list[QueuePool], free: int) -> tuple[str, list[Any]]:
+    """The SQL and parameters of the LATERAL pick (also for EXPLAIN in tests and benches).
+
+    Tasks are ranked within their tenant for shared and own slots apart (a tenant's older
+    shared backlog must not hide its tasks for its own free accounts). A task both may take
+    (``own_then_shared``) is ranked in each and kept once, at its better rank."""
     table = connection.ops.quote_name(Task._meta.db_table)
     queued = f"status = '{Status.NOT_START}'"  # a literal, so the partial index matches
-    values = ", ".join(["(%s, %s)"] * len(pools))
+    values = ", ".join(["(%s, %s, %s, %s::bigint)"] * len(pools))
     sql = f"""
         WITH RECURSIVE orgs(org) AS (
             (SELECT organization_id FROM {table} WHERE {queued}
@@ -216,23 +259,29 @@ def lateral_pick_sql(pools: list[tuple[bool, str]], free: int) -> tuple[str, lis
                     ORDER BY t.organization_id LIMIT 1)
             FROM orgs WHERE orgs.org IS NOT NULL
         ),
-        pools(is_test, mode) AS (VALUES {values}),
-        picked AS (
-            SELECT c.id, c.submitted_at,
-                   row_number() OVER (
-                       PARTITION BY orgs.org ORDER BY c.submitted_at, c.id
-                   ) AS rank
-            FROM orgs CROSS JOIN pools
+        pools(is_test, mode, pool, owner) AS (VALUES {values}),
+        found AS (
+            SELECT DISTINCT orgs.org, pools.owner IS NULL AS shared, c.id, c.submitted_at
+            FROM orgs JOIN pools ON pools.owner IS NULL OR pools.owner = orgs.org
             CROSS JOIN LATERAL (
                 SELECT t.id, t.submitted_at FROM {table} t
                 WHERE t.{queued} AND t.organization_id = orgs.org
                   AND t.is_test = pools.is_test AND t.mode = pools.mode
+                  AND t.pool = pools.pool
                 ORDER BY t.submitted_at, t.id LIMIT %s
             ) c
             WHERE orgs.org IS NOT NULL
+        ),
+        picked AS (
+            SELECT id, submitted_at,
+                   row_number() OVER (
+                       PARTITION BY org, shared ORDER BY submitted_at, id
+                   ) AS rank
+            FROM found
         )
         SELECT id FROM picked WHERE rank <= %s
-        ORDER BY rank, submitted_at, id LIMIT %s
+        GROUP BY id, submitted_at
+        ORDER BY min(rank), submitted_at, id LIMIT %s
     """  # noqa: S608 - table name and status literal are ours; values are parameters
     params: list[Any] = [v for pool in pools for v in pool]
     params += [free, free, DISPATCH_WINDOW]
@@ -302,7 +351,14 @@ def dispatch_pending() -> DispatchResult:
             for task in waiting:
                 options = _eligible(task, slots)
                 if options:
-                    chosen = (task, min(options, key=lambda s: (s.running, s.account.pk)))
+                    # Own accounts first (own_then_shared), then the least busy.
+                    chosen = (
+                        task,
+                        min(
+                            options,
+                            key=lambda s: (s.account.owner_id is None, s.running, s.account.pk),
+                        ),
+                    )
                     break
             if chosen is None:
                 break
@@ -737,7 +793,11 @@ def account_pick_other(task: Task, *, exclude: int | None, now: datetime) -> Ups
     )
     if exclude is not None:
         candidates = candidates.exclude(pk=exclude)
-    usable = [a for a in candidates if upstream_account_usable(a, now=now, mode=task.mode)]
+    usable = [
+        a
+        for a in candidates
+        if upstream_account_usable(a, now=now, mode=task.mode) and _takes(a, task)
+    ]
     running = dict(
         Task.objects.filter(
             upstream_account__in=usable, status__in=ACTIVE_STATUSES, slot_freed_at=None
@@ -773,7 +833,7 @@ def task_expected_to_start(*, task: Task) -> bool:
         for account in UpstreamAccount.objects.filter(
             is_enabled=True, is_sandbox_pool=task.is_test
         ).order_by("pk")
-        if upstream_account_usable(account, now=now, mode=task.mode)
+        if upstream_account_usable(account, now=now, mode=task.mode) and _takes(account, task)
     ]
     parent = task.parent
     if parent is not None and parent.upstream_account_id:

@@ -15,9 +15,9 @@ from apps.accounts.models import Organization
 from apps.core.cache import config_cached, config_changed
 from apps.core.errors import NotFound
 from apps.engines.models import UpstreamAccount
-from apps.engines.selectors import upstream_account_usable
+from apps.engines.selectors import upstream_account_takes, upstream_account_usable
 
-from .enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
+from .enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Pool, Status
 from .lifecycle import ACTIVE_STATUSES, engine_named
 from .models import BANNED_WORDS_CACHE, BannedWord, Task
 from .scheduling import sandbox_pool_ensure
@@ -328,7 +328,15 @@ def _pool_free_slots(task: Task) -> int:
         .annotate(busy=Count("tasks", filter=Q(tasks__status__in=ACTIVE_STATUSES)))
         .order_by("pk")
     )
-    accounts = [a for a in accounts if upstream_account_usable(a, now=now) and a.serves(task.mode)]
+    accounts = [
+        a
+        for a in accounts
+        if upstream_account_usable(a, now=now)
+        and a.serves(task.mode)
+        and upstream_account_takes(
+            a, organization_id=task.organization_id, pool=task.pool, is_test=task.is_test
+        )
+    ]
     parent = task.parent if task.parent_id else None
     if parent is not None and parent.upstream_account_id:
         same = [a for a in accounts if a.pk == parent.upstream_account_id]
@@ -586,7 +594,12 @@ def task_queue_estimate(
     """
     if task.status != Status.NOT_START or task.submitted_at is None:
         return QueueEstimate(0)
-    ahead = task_tasks_ahead(task=task, head=head, fresh=fresh)
+    if task.pool == Pool.OWN:
+        # Only the organization's own accounts serve an own-only task (and serve nothing
+        # else of other tenants), so its line is the organization's own-only queue.
+        ahead = task_own_queue_position(task=task) - 1
+    else:
+        ahead = task_tasks_ahead(task=task, head=head, fresh=fresh)
     place = ahead + 1
     capacity = _pool_capacity(mode=task.mode, is_test=task.is_test)
     # A pool just configured may not be in the remembered size yet: 0 is always re-read.
@@ -598,6 +611,20 @@ def task_queue_estimate(
     rate = pool_throughput(mode=task.mode, is_test=task.is_test)
     expected = timezone.now() + timedelta(seconds=waiting / rate) if rate > 0 else None
     return QueueEstimate(waiting, expected, ahead=ahead)
+
+
+def task_own_queue_position(*, task: Task) -> int:
+    """How many of its organization's own-only queued tasks of the mode are ahead of ``task``,
+    plus one (the partial index ``task_queued_fair`` covers exactly this range)."""
+    ahead = Task.objects.filter(
+        organization_id=task.organization_id,
+        is_test=task.is_test,
+        mode=task.mode,
+        pool=Pool.OWN,
+        status=Status.NOT_START,
+        submitted_at__lt=task.submitted_at,
+    ).count()
+    return ahead + 1
 
 
 def task_queue_position(*, task: Task) -> int:

@@ -388,6 +388,10 @@ SIGNUP_GRANT_TOKENS = env_int("SIGNUP_GRANT_TOKENS", 70_000)
 # balance.low webhook event (35,000 tokens = 1 CNY); 0 turns the event off.
 BALANCE_LOW_THRESHOLD = env_int("BALANCE_LOW_THRESHOLD", 35_000)
 TOKENS_PER_CNY = 35_000
+# Bring-your-own upstream accounts: a task the organization's own account runs costs the
+# platform fee of its price row (Price.own_account_tokens, operator-editable); a row without
+# one charges this percentage of the price (the seeded fees are 20%).
+OWN_ACCOUNT_FEE_PERCENT = env_int("OWN_ACCOUNT_FEE_PERCENT", 20)
 
 # --- Task engine ------------------------------------------------------------------------------
 TASK_START_DEADLINE = timedelta(seconds=env_int("TASK_START_DEADLINE", 600))

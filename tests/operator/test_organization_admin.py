@@ -287,6 +287,7 @@ def test_price_tier_and_package_edits_are_audited(operator_client):
             "form-MAX_NUM_FORMS": "1000",
             "form-0-id": str(price.pk),
             "form-0-tokens": "1000",
+            "form-0-own_account_tokens": str(price.own_account_tokens),
             "_save": "Save",
         },
     )

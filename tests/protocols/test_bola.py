@@ -22,6 +22,7 @@ from django.utils import timezone
 from apps.api_keys.models import ApiKey
 from apps.billing.models import Balance, LedgerEntry
 from apps.core.api import OrganizationAPIView
+from apps.engines.models import UpstreamAccount
 from apps.tasks.buttons import buttons_for
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
@@ -35,6 +36,7 @@ MISSING = {
     "endpoint_id": "999999999",
     "delivery_id": "999999999",
     "entry_id": "999999999",
+    "account_id": "999999999",
 }
 _PREFIXED = re.compile(r"^mj-(fast|relax|turbo)/")
 
@@ -120,6 +122,7 @@ NO_ID_ROUTES = {
     "api/v1/webhooks/secret",
     "api/v1/webhooks/secret/rotate",
     "api/v1/webhooks/deliveries",
+    "api/v1/upstream-accounts",
 }
 
 
@@ -177,6 +180,13 @@ def objects_of(organization, api_key) -> dict[str, Any]:
         "task_id": [succeeded.pk, modal.pk, queued.pk],
         "key_id": [api_key.pk],
         "entry_id": [LedgerEntry.objects.filter(organization=organization).first().pk],
+        # Their own upstream account, and one of the shared pool: neither is the caller's.
+        "account_id": [
+            UpstreamAccount.objects.create(
+                name=f"theirs-{organization.pk}", engine="sandbox", owner=organization
+            ).pk,
+            UpstreamAccount.objects.get_or_create(name="shared-bola", engine="sandbox")[0].pk,
+        ],
     }
     if apps.is_installed("apps.webhooks"):
         from apps.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent

@@ -15,13 +15,16 @@ from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.test import APIClient
 
+from apps.accounts.models import MembershipTier
 from apps.api_keys.models import ApiKey
-from apps.protocols.v1 import billing_views, upload_views, webhook_views
+from apps.engines.models import UpstreamAccount
+from apps.protocols.v1 import billing_views, upload_views, upstream_views, webhook_views
 from apps.protocols.v1 import serializers as v1_serializers
-from apps.tasks.enums import Action, Mode, Status
+from apps.tasks.enums import Action, Mode, Pool, Status
 from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
+from tests.factories import UpstreamAccountFactory
 from tests.tasks.helpers import button_id, png_data_url, run_to_completion
 
 from .conftest import snapshot
@@ -197,6 +200,7 @@ OUTPUT_ONLY = {
     "DeliveryDetailSerializer",
     "LedgerEntrySerializer",
     "LedgerPageSerializer",
+    "UpstreamAccountSerializer",
 }
 #: Query-string serializers: their fields are filters, walked by ``QUERY_PROBES``.
 QUERY = {"TaskListQuerySerializer", "LedgerQuerySerializer", "DeliveryQuerySerializer"}
@@ -204,7 +208,7 @@ QUERY = {"TaskListQuerySerializer", "LedgerQuerySerializer", "DeliveryQuerySeria
 
 def request_serializers() -> dict[str, type[serializers.Serializer]]:
     found: dict[str, type[serializers.Serializer]] = {}
-    for module in (v1_serializers, webhook_views, billing_views, upload_views):
+    for module in (v1_serializers, webhook_views, billing_views, upload_views, upstream_views):
         for name, value in vars(module).items():
             if (
                 inspect.isclass(value)
@@ -254,6 +258,30 @@ class Walk:
         key.refresh_from_db()
         return key
 
+    def premium(self) -> None:
+        """The organization's plan includes own upstream accounts."""
+        self.organization.tier = MembershipTier.objects.get(code="PREMIUM")
+        self.organization.save(update_fields=["tier"])
+
+    def account(self, body: dict[str, Any]) -> UpstreamAccount:
+        self.premium()
+        base = {
+            "name": "walk",
+            "engine": "mjproxy",
+            "modes": ["FAST"],
+            "options": {"base_url": "https://mj.example.com"},
+        }
+        answer = self.api.post("/api/v1/upstream-accounts", {**base, **body}, format="json")
+        assert answer.status_code == 201, answer.json()
+        return UpstreamAccount.objects.get(pk=answer.json()["id"])
+
+    def patch_account(self, body: dict[str, Any]) -> UpstreamAccount:
+        account = self.account({"secrets": {"secret": "before"}})
+        answer = self.api.patch(f"/api/v1/upstream-accounts/{account.pk}", body, format="json")
+        assert answer.status_code == 200, answer.json()
+        account.refresh_from_db()
+        return account
+
     def endpoint(self, body: dict[str, Any]) -> WebhookEndpoint:
         answer = self.api.post("/api/v1/webhooks/endpoints", {"url": HOOK, **body}, format="json")
         assert answer.status_code == 201, answer.json()
@@ -265,6 +293,13 @@ class Walk:
         assert answer.status_code == 200, answer.json()
         endpoint.refresh_from_db()
         return endpoint
+
+
+def _own_pool(walk: Walk) -> None:
+    walk.premium()
+    UpstreamAccountFactory(name="walk-own", owner=walk.organization)
+    task = walk.task({"action": "IMAGINE", "prompt": "a fox", "pool": "own"})
+    assert (task.pool, task.price, task.own_fee) == (Pool.OWN, 2800, 2800)
 
 
 def _modal_prompt(walk: Walk) -> None:
@@ -358,6 +393,7 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
         {"order": 7},
     ),
     ("TaskCreateSerializer", "remix"): _remix,
+    ("TaskCreateSerializer", "pool"): _own_pool,
     ("TaskCreateSerializer", "mask"): lambda w: _eq(
         w.task(
             {
@@ -406,6 +442,54 @@ BODY_PROBES: dict[tuple[str, str], Callable[[Walk], None]] = {
         w.key({"billing_read": False}).can_read_billing, False
     ),
     ("ApiKeyCreateSerializer", "remix"): lambda w: _eq(w.key({"remix": True}).remix, True),
+    ("ApiKeyCreateSerializer", "pool"): lambda w: (
+        w.premium(),
+        _eq(w.key({"pool": "own_then_shared"}).pool, Pool.OWN_THEN_SHARED),
+    ),
+    ("ApiKeyUpdateSerializer", "pool"): lambda w: (
+        w.premium(),
+        _eq(w.patch_key({"pool": "own"}).pool, Pool.OWN),
+    ),
+    ("UpstreamAccountWriteSerializer", "name"): lambda w: _eq(w.account({}).name, "walk"),
+    ("UpstreamAccountWriteSerializer", "engine"): lambda w: _eq(w.account({}).engine, "mjproxy"),
+    ("UpstreamAccountWriteSerializer", "modes"): lambda w: _eq(
+        w.account({"modes": ["RELAX", "FAST"]}).modes, ["RELAX", "FAST"]
+    ),
+    ("UpstreamAccountWriteSerializer", "concurrency"): lambda w: _eq(
+        w.account({"concurrency": 7}).concurrency, 7
+    ),
+    ("UpstreamAccountWriteSerializer", "queue_size"): lambda w: _eq(
+        w.account({"queue_size": 4}).queue_size, 4
+    ),
+    ("UpstreamAccountWriteSerializer", "options"): lambda w: _eq(
+        dict(w.account({"options": {"base_url": "https://b.example.com"}}).options),
+        {"base_url": "https://b.example.com"},
+    ),
+    ("UpstreamAccountWriteSerializer", "secrets"): lambda w: _eq(
+        dict(w.account({"secrets": {"secret": "s3"}}).secrets), {"secret": "s3"}
+    ),
+    ("UpstreamAccountUpdateSerializer", "name"): lambda w: _eq(
+        w.patch_account({"name": "renamed"}).name, "renamed"
+    ),
+    ("UpstreamAccountUpdateSerializer", "modes"): lambda w: _eq(
+        w.patch_account({"modes": ["TURBO"]}).modes, ["TURBO"]
+    ),
+    ("UpstreamAccountUpdateSerializer", "concurrency"): lambda w: _eq(
+        w.patch_account({"concurrency": 9}).concurrency, 9
+    ),
+    ("UpstreamAccountUpdateSerializer", "queue_size"): lambda w: _eq(
+        w.patch_account({"queue_size": 0}).queue_size, 0
+    ),
+    ("UpstreamAccountUpdateSerializer", "options"): lambda w: _eq(
+        dict(w.patch_account({"options": {"base_url": "https://c.example.com"}}).options),
+        {"base_url": "https://c.example.com"},
+    ),
+    ("UpstreamAccountUpdateSerializer", "secrets"): lambda w: _eq(
+        dict(w.patch_account({"secrets": {"secret": "after"}}).secrets), {"secret": "after"}
+    ),
+    ("UpstreamAccountUpdateSerializer", "is_enabled"): lambda w: _eq(
+        w.patch_account({"is_enabled": False}).is_enabled, False
+    ),
     ("ApiKeyCreateSerializer", "allowed_ips"): lambda w: _eq(
         w.key({"allowed_ips": ["203.0.113.0/24"]}).allowed_ips, ["203.0.113.0/24"]
     ),

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from apps.tasks.enums import Mode
+from apps.tasks.enums import Mode, Pool
+from apps.tasks.models import Task
 from apps.tasks.scheduling import (
     _queued_candidates_lateral,
     _queued_candidates_window,
@@ -24,23 +25,30 @@ pytestmark = [
 ]
 
 
+TENANTS: list[int] = []
+
+
 @pytest.fixture
 def queue() -> list[str]:
-    """Five tenants with backlogs of different sizes, modes and test flags, interleaved in
-    time (and two tasks of one tenant submitted in the same instant)."""
+    """Five tenants with backlogs of different sizes, modes, pools and test flags,
+    interleaved in time (and two tasks of one tenant submitted in the same instant)."""
     start = timezone.now() - timedelta(minutes=5)
     tenants = [OrganizationFactory() for _ in range(5)]
+    TENANTS[:] = [t.pk for t in tenants]
     ids = []
     plan = [
-        (0, 12, Mode.FAST, False),
-        (1, 1, Mode.FAST, False),
-        (2, 4, Mode.RELAX, False),
-        (3, 3, Mode.FAST, True),
-        (4, 6, Mode.TURBO, False),
-        (1, 2, Mode.RELAX, False),
+        (0, 12, Mode.FAST, False, Pool.SHARED),
+        (1, 1, Mode.FAST, False, Pool.SHARED),
+        (2, 4, Mode.RELAX, False, Pool.SHARED),
+        (3, 3, Mode.FAST, True, Pool.SHARED),
+        (4, 6, Mode.TURBO, False, Pool.SHARED),
+        (1, 2, Mode.RELAX, False, Pool.SHARED),
+        (2, 5, Mode.FAST, False, Pool.OWN),
+        (0, 3, Mode.FAST, False, Pool.OWN_THEN_SHARED),
+        (4, 2, Mode.FAST, False, Pool.OWN),
     ]
     second = 0
-    for tenant, count, mode, is_test in plan:
+    for tenant, count, mode, is_test, pool in plan:
         for _ in range(count):
             second += 1
             ids.append(
@@ -49,6 +57,7 @@ def queue() -> list[str]:
                     organization=tenants[tenant],
                     mode=mode,
                     is_test=is_test,
+                    pool=pool,
                     submitted_at=start + timedelta(seconds=second // 2),
                 ).pk
             )
@@ -56,26 +65,54 @@ def queue() -> list[str]:
     return ids
 
 
+def _pools(live: set[str], test: set[str], owners: dict[int, set[str]]) -> list:
+    """Free shared slots of the ``live`` modes, sandbox slots of the ``test`` ones, and free
+    slots of own accounts of tenants (by index) in their modes."""
+    pools = {(False, m, p, None) for m in live for p in (Pool.SHARED, Pool.OWN_THEN_SHARED)}
+    pools |= {(True, m, Pool.SHARED, None) for m in test}
+    for index, modes in owners.items():
+        owner = TENANTS[index]
+        pools |= {(False, m, p, owner) for m in modes for p in (Pool.OWN, Pool.OWN_THEN_SHARED)}
+    return sorted(pools, key=lambda p: (p[0], p[1], p[2], p[3] or 0))
+
+
 @pytest.mark.parametrize(
-    "live, test, free",
+    "live, test, owners, free",
     [
-        ({Mode.FAST, Mode.RELAX, Mode.TURBO}, {Mode.FAST}, 3),
-        ({Mode.FAST}, set(), 5),
-        ({Mode.RELAX, Mode.TURBO}, {Mode.FAST, Mode.RELAX}, 1),
-        ({Mode.FAST, Mode.RELAX}, set(), 40),
+        ({Mode.FAST, Mode.RELAX, Mode.TURBO}, {Mode.FAST}, {}, 3),
+        ({Mode.FAST}, set(), {}, 5),
+        ({Mode.RELAX, Mode.TURBO}, {Mode.FAST, Mode.RELAX}, {}, 1),
+        ({Mode.FAST, Mode.RELAX}, set(), {}, 40),
+        ({Mode.FAST}, set(), {2: {Mode.FAST}, 0: {Mode.FAST}}, 4),
+        (set(), set(), {2: {Mode.FAST}}, 3),
+        ({Mode.TURBO}, set(), {4: {Mode.FAST, Mode.TURBO}}, 40),
     ],
 )
-def test_the_lateral_pick_equals_the_window_pick(queue, live, test, free):
-    pools = sorted({(False, m) for m in live} | {(True, m) for m in test})
+def test_the_lateral_pick_equals_the_window_pick(queue, live, test, owners, free):
+    pools = _pools(live, test, owners)
     lateral = _queued_candidates_lateral(pools, free)
-    assert lateral == _queued_candidates_window(live, test, free)
+    assert lateral == _queued_candidates_window(pools, free)
     assert lateral  # the case picks something, so the comparison means something
+
+
+def test_the_pick_keeps_pools_apart(queue):
+    """Only tenant 2's own slots are free: only its own-only tasks are candidates; only
+    shared slots free: no own-only task is; an own-then-shared task is found once."""
+    own_only = _queued_candidates_lateral(_pools(set(), set(), {2: {Mode.FAST}}), 40)
+    rows = Task.objects.filter(pk__in=own_only)
+    assert {(t.organization_id, t.pool) for t in rows} == {(TENANTS[2], Pool.OWN)}
+    assert len(own_only) == 5
+    shared = _queued_candidates_lateral(_pools({Mode.FAST}, set(), {0: {Mode.FAST}}), 100)
+    assert len(shared) == len(set(shared))
+    pools_seen = set(Task.objects.filter(pk__in=shared).values_list("pool", flat=True))
+    assert Pool.OWN not in pools_seen
+    assert Pool.OWN_THEN_SHARED in pools_seen
 
 
 def test_the_pick_reads_only_the_partial_index_of_queued_rows(queue):
     """The plan walks ``task_queued_fair`` (a skip scan for the tenants, then a few entries
     per tenant), never the whole table (sequential scans off: this table is tiny)."""
-    sql, params = lateral_pick_sql([(False, Mode.FAST.value), (False, Mode.RELAX.value)], 3)
+    sql, params = lateral_pick_sql(_pools({Mode.FAST, Mode.RELAX}, set(), {}), 3)
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_bitmapscan = off")

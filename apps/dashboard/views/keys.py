@@ -17,6 +17,7 @@ from apps.accounts.roles import Capability
 from apps.api_keys.selectors import api_key_get, api_key_list
 from apps.api_keys.services import api_key_create, api_key_revoke
 from apps.core.errors import ServiceError
+from apps.tasks.enums import Pool
 
 from ..tenancy import dashboard_view, organization_of
 
@@ -42,6 +43,13 @@ class ApiKeyForm(forms.Form):
         label="Remix by default",
         help_text="Variations, rerolls and pans ask for the (changed) prompt first, unless a "
         "request says otherwise (enableRemix, remix).",
+    )
+    pool = forms.ChoiceField(
+        choices=Pool.choices,
+        initial=Pool.SHARED,
+        label="Upstream pool",
+        help_text="Whose upstream accounts run this key's new tasks, unless a request says "
+        "otherwise (X-Mjgate-Pool). Own accounts need a plan that includes them.",
     )
     expires_on = forms.DateField(
         required=False,
@@ -152,6 +160,7 @@ def create(request: HttpRequest) -> HttpResponse:
                 read_only=data["read_only"],
                 can_read_billing=data["can_read_billing"],
                 remix=data["remix"],
+                pool=data["pool"],
                 allowed_ips=form.ip_list(),
                 expires_at=form.expires_at(),
             )

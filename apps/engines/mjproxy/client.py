@@ -4,7 +4,9 @@ Every call goes through :func:`apps.core.http.safe_request` with ``allow_private
 ``base_url`` is operator input, typed into the admin or ``createupstream`` by the person who
 runs the platform — typically a midjourney-proxy on the same private network (10.x, a docker
 service name, 127.0.0.1) — so refusing private addresses would refuse the common setup while
-protecting against nobody: a customer can never choose this URL. What we still want from the
+protecting against nobody: a customer can never choose this URL — except the ``base_url`` of
+an organization's own account (bring your own accounts), which gets the full guard
+(``allow_private``). What we still want from the
 guarded client is everything else it enforces: explicit connect/read/total timeouts on every
 call, no redirects followed (a redirect could otherwise carry our ``mj-api-secret`` to another
 host), pinned addresses and a cap on the response size.
@@ -82,10 +84,20 @@ def _never_sent(exc: OutboundHTTPError) -> bool:
 class MjproxyClient:
     """One upstream: ``base_url`` (before ``/mj/…``) and the ``mj-api-secret`` to send."""
 
-    def __init__(self, *, base_url: str, secret: str = "", timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        secret: str = "",
+        timeout: float | None = None,
+        allow_private: bool = True,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.secret = secret
         self.timeout = _timeout(timeout)
+        #: False for an organization's own account (bring your own): its address is customer
+        #: input, so the full SSRF guard applies (the settings' default for customer URLs).
+        self.allow_private = allow_private
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -114,7 +126,7 @@ class MjproxyClient:
                 content=content,
                 timeout=self.timeout,
                 max_response_bytes=MAX_RESPONSE_BYTES,
-                allow_private=True,
+                allow_private=True if self.allow_private else None,
             )
         except UnsafeURL as exc:
             raise PermanentEngineError(

@@ -132,6 +132,7 @@ def client_for(account: AccountView) -> MjproxyClient:
     return MjproxyClient(
         base_url=str(account.options.get("base_url") or ""),
         secret=str(account.secrets.get("secret") or ""),
+        allow_private=account.operator_managed,
     )
 
 
@@ -706,7 +707,8 @@ class MjproxyEngine(Engine):
                     read=timeout,
                     total=timeout * 2,
                 ),
-                allow_private=True if own else None,
+                # A tenant's own account: its base_url is customer input, never trusted.
+                allow_private=True if own and account.operator_managed else None,
             )
         except (UnsafeURL, ResponseTooLarge) as exc:
             raise PermanentEngineError(

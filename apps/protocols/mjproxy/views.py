@@ -116,6 +116,8 @@ _WIRE_FIELDS = {
     "batch_size": "batchSize",
     "resolution": "videoType",
     "end_image": "endImage",
+    # Chosen by a header in this dialect (apps.protocols.common.POOL_HEADER).
+    "pool": "X-Mjgate-Pool",
 }
 _SWAP_FACE_IMAGES = ("sourceBase64", "targetBase64")
 

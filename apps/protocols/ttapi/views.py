@@ -67,6 +67,8 @@ _WIRE_FIELDS = {
     "motion": "manual",
     "batch_size": "bs",
     "end_image": "endingUrl",
+    # Chosen by a header in this dialect (apps.protocols.common.POOL_HEADER).
+    "pool": "X-Mjgate-Pool",
 }
 
 

@@ -91,7 +91,10 @@ class PricesView(OrganizationAPIView):
         summary="Tokens per successful task, by action and mode",
         description=(
             "`prices[action][mode]` is charged only when a task succeeds (held while it runs). "
-            "`allowed_modes` are the modes the organization's plan may use."
+            "`allowed_modes` are the modes the organization's plan may use. "
+            "`own_account_fees[action][mode]` is the platform fee charged instead when one of "
+            "the organization's own upstream accounts runs the task "
+            "(`own_accounts_allowed`: whether its plan includes them)."
         ),
         responses={
             200: inline_serializer(
@@ -104,6 +107,10 @@ class PricesView(OrganizationAPIView):
                     "prices": serializers.DictField(
                         child=serializers.DictField(child=serializers.IntegerField())
                     ),
+                    "own_account_fees": serializers.DictField(
+                        child=serializers.DictField(child=serializers.IntegerField())
+                    ),
+                    "own_accounts_allowed": serializers.BooleanField(),
                 },
             ),
             **_errors(401, 403, 429),
@@ -118,6 +125,8 @@ class PricesView(OrganizationAPIView):
                 "modes": table.modes,
                 "allowed_modes": table.allowed_modes,
                 "prices": table.prices,
+                "own_account_fees": table.own_account_fees,
+                "own_accounts_allowed": table.own_accounts_allowed,
             }
         )
 

@@ -63,6 +63,8 @@ def task_json(task: Task) -> dict[str, Any]:
         "fail_reason": task.fail_reason or None,
         "error_code": task.error_code or None,
         "price": task.price,
+        "pool": task.pool,
+        "platform_fee": task.own_fee,
         "created_at": _iso(task.created_at),
         "submitted_at": _iso(task.submitted_at),
         "started_at": _iso(task.started_at),

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from apps.api_keys.models import ApiKey
 from apps.core.fields import StrictFieldsMixin, TextField
 from apps.tasks.actions import NEW_TASK_ACTIONS, action_spec
-from apps.tasks.enums import Action, ErrorCode, Mode, Status
+from apps.tasks.enums import Action, ErrorCode, Mode, Pool, Status
 
 from .payloads import task_json
 
@@ -61,6 +61,14 @@ class TaskSerializer(serializers.Serializer):
     fail_reason = serializers.CharField(allow_null=True)
     error_code = serializers.ChoiceField(choices=ErrorCode.choices, allow_null=True)
     price = serializers.IntegerField(help_text="Tokens held, charged only on success.")
+    pool = serializers.ChoiceField(
+        choices=Pool.values, help_text="Whose upstream accounts may run it (shared, own, …)."
+    )
+    platform_fee = serializers.IntegerField(
+        allow_null=True,
+        help_text="Own pools: what success costs when your own account runs it (instead of "
+        "`price`; the rest of the hold is given back).",
+    )
     created_at = serializers.DateTimeField()
     submitted_at = serializers.DateTimeField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
@@ -178,6 +186,16 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     metadata = serializers.DictField(
         required=False, validators=[_check_metadata], help_text="Your JSON object, ≤ 16 KiB."
     )
+    pool = serializers.CharField(
+        required=False,
+        max_length=32,
+        help_text=(
+            "Whose upstream accounts run a new task: `shared` (the platform's), `own` (your "
+            "organization's own accounts only, charged the platform fee) or `own_then_shared`. "
+            "Left out: the `X-Mjgate-Pool` header, else the key's default. Follow-ups run "
+            "where their parent ran."
+        ),
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("action") == "ANIMATE":
@@ -290,6 +308,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "read_only",
             "billing_read",
             "remix",
+            "pool",
             "allowed_ips",
             "expires_at",
             "revoked_at",
@@ -329,6 +348,11 @@ class ApiKeyCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         default=False,
         help_text="Remix by default: variations, rerolls and pans open a prompt step (MODAL).",
     )
+    pool = serializers.ChoiceField(
+        choices=Pool.values,
+        default=Pool.SHARED,
+        help_text="Default pool of the key's new tasks: shared, own or own_then_shared.",
+    )
     allowed_ips = serializers.ListField(
         child=serializers.CharField(max_length=64),
         required=False,
@@ -358,6 +382,11 @@ class ApiKeyUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
     billing_read = serializers.BooleanField(required=False)
     remix = serializers.BooleanField(
         required=False, help_text="Remix by default (variations, rerolls, pans ask for a prompt)."
+    )
+    pool = serializers.ChoiceField(
+        choices=Pool.values,
+        required=False,
+        help_text="Default pool of the key's new tasks: shared, own or own_then_shared.",
     )
     allowed_ips = serializers.ListField(
         child=serializers.CharField(max_length=64),

@@ -62,3 +62,19 @@ urlpatterns += [
         name="webhook-delivery-resend",
     ),
 ]
+
+# The organization's own upstream accounts (apps/protocols/v1/upstream_views.py).
+from . import upstream_views  # noqa: E402
+
+urlpatterns += [
+    path(
+        "upstream-accounts",
+        upstream_views.UpstreamAccountListView.as_view(),
+        name="upstream-accounts",
+    ),
+    path(
+        "upstream-accounts/<str:account_id>",
+        upstream_views.UpstreamAccountDetailView.as_view(),
+        name="upstream-account",
+    ),
+]

@@ -10,6 +10,7 @@ holds (see ``apps.api_keys.services.api_key_create_by_key``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from drf_spectacular.utils import (
@@ -168,6 +169,9 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         caller = caller_of(self, Protocol.NATIVE)
+        if data.get("pool") is not None:
+            # The body's pool wins over the header's.
+            caller = dataclasses.replace(caller, pool=data["pool"])
         echo = ClientEcho(notify_hook=data.get("webhook_url", ""), metadata=data.get("metadata"))
         if data.get("action") == Action.VIDEO:
             outcome = task_submit_video(
@@ -299,6 +303,7 @@ class KeyListView(OrganizationAPIView):
             allowed_ips=data.get("allowed_ips"),
             expires_at=data.get("expires_at"),
             remix=data["remix"],
+            pool=data["pool"],
         )
         serializer = ApiKeyCreatedSerializer(issued.api_key, context={"secret": issued.plaintext})
         return Response(serializer.data, status=status.HTTP_201_CREATED)
@@ -340,6 +345,7 @@ class KeyDetailView(OrganizationAPIView):
             allowed_ips=data.get("allowed_ips", KEEP),
             expires_at=data.get("expires_at", KEEP),
             remix=data.get("remix"),
+            pool=data.get("pool"),
         )
         return Response(ApiKeySerializer(updated).data)
 

@@ -23,12 +23,12 @@ from django.utils import timezone
 
 from apps.accounts.models import MembershipTier, Organization
 from apps.billing.ledger import ledger_hold
-from apps.billing.selectors import price_get
+from apps.billing.selectors import own_account_fee_get, price_get
 from apps.core.errors import ConcurrencyLimitReached
 from apps.webhooks.models import WebhookEndpoint
 
 from ..actions import action_spec
-from ..enums import Status
+from ..enums import Pool, Status
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
 from ..models import Task, TenantQueueCounter
@@ -187,8 +187,19 @@ def accept(task: Task, *, now: datetime) -> None:
         )
     spec = action_spec(task.action)
     # The row of the task's price key: its action's, or a variant's (draft mode) priced on its own.
-    base = 0 if task.is_test else price_get(action=price_key_for(task), mode=task.mode)
+    key = price_key_for(task)
+    base = 0 if task.is_test else price_get(action=key, mode=task.mode)
     task.price = spec.price_for(base, task.params or {})
+    task.own_fee = None
+    if not task.is_test and task.pool != Pool.SHARED:
+        # Own accounts: the platform fee. ``own`` holds just the fee; ``own_then_shared``
+        # holds the price (a shared account may run it) and the capture charges the fee when
+        # its own account did (``lifecycle._settle``).
+        task.own_fee = spec.price_for(
+            own_account_fee_get(action=key, mode=task.mode), task.params or {}
+        )
+        if task.pool == Pool.OWN:
+            task.price = task.own_fee
     task.submitted_at = now
     task.start_deadline = now + settings.TASK_START_DEADLINE
 

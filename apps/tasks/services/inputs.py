@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.files.storage import default_storage
+from django.utils import timezone
 
 from apps.accounts.models import Organization
 from apps.api_keys.models import ApiKey
 from apps.core.errors import BannedPrompt, ValidationFailed
 from apps.core.http import OutboundHTTPError, Timeout, UnsafeURL, check_url, safe_download
+from apps.engines.selectors import upstream_account_owned_usable
 
 from .. import prompt as prompts
 from .. import storage
-from ..enums import Mode, parse_mode
+from ..enums import Mode, Pool, parse_mode, parse_pool
 from ..errors import FIELD, InputError
 from ..imageinput import DecodedImage, decode_image, is_url
 from ..models import Protocol
@@ -41,6 +43,8 @@ class Caller:
     api_key: ApiKey | None = None
     user: Any = None
     protocol: str = Protocol.NATIVE
+    #: The pool the request asked for (a header, the native ``pool`` field); None: the key's.
+    pool: str | None = None
 
     @property
     def is_test(self) -> bool:
@@ -104,6 +108,58 @@ def check_tier_mode(organization: Organization, mode: str) -> None:
             field="mode",
             details={"mode": mode},
         )
+
+
+def resolve_pool(caller: Caller, *, mode: str) -> str:
+    """Whose upstream accounts run the new task: the request's choice, else the key's default,
+    else the shared pool. Refused — before anything is written — when the name is unknown,
+    the plan does not include own accounts, or ``own`` is asked for and none of the
+    organization's own accounts may take ``mode`` work now. Test keys always run on the
+    built-in sandbox: their choice is checked but the task goes to the sandbox."""
+    if caller.pool not in (None, ""):
+        chosen = parse_pool(caller.pool)
+        if chosen is None:
+            raise InputError(
+                f"Unknown pool '{caller.pool}' in {FIELD}. Use shared, own or own_then_shared.",
+                field="pool",
+            )
+    else:
+        chosen = caller.api_key.pool if caller.api_key is not None else Pool.SHARED
+    if chosen == Pool.SHARED:
+        return Pool.SHARED
+    tier = caller.organization.tier
+    if not tier.allows_own_accounts:
+        raise InputError(
+            f"The {tier.name} plan does not include your own upstream accounts, so {FIELD} "
+            f"cannot be {chosen}; use the shared pool or upgrade your plan.",
+            field="pool",
+            code="pool_not_allowed",
+            details={"pool": chosen, "tier": tier.code},
+        )
+    if caller.is_test:
+        return Pool.SHARED
+    if chosen == Pool.OWN and not upstream_account_owned_usable(
+        organization_id=caller.organization.pk, mode=mode, now=timezone.now()
+    ):
+        raise InputError(
+            f"{FIELD} is own, but none of your organization's own upstream accounts is enabled, "
+            f"healthy and serving {mode} mode; add or enable one, or use own_then_shared or "
+            f"the shared pool.",
+            field="pool",
+            code="no_own_account",
+            details={"pool": chosen, "mode": mode},
+        )
+    return chosen
+
+
+def follow_up_pool(parent: Any) -> str:
+    """A follow-up (a button, a video of a task) runs where its parent's job lives: in the
+    own pool when one of the organization's own accounts ran the parent (and is charged its
+    fee), else in the shared pool. The request's pool choice applies to new tasks only."""
+    account = parent.upstream_account if parent.upstream_account_id else None
+    if account is not None and account.owner_id == parent.organization_id:
+        return Pool.OWN
+    return Pool.SHARED
 
 
 def check_hook(url: str) -> str:

@@ -166,6 +166,7 @@ def _retry_as_new_task(failed: Task) -> RetryOutcome:
         protocol=failed.protocol,
         action=failed.action,
         mode=failed.mode,
+        pool=failed.pool,
         parent=failed.parent,
         custom_id=failed.custom_id,
         prompt=failed.prompt,

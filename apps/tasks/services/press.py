@@ -45,6 +45,7 @@ from .inputs import (
     check_hook,
     check_state,
     discard_files,
+    follow_up_pool,
     load_image,
     parse_checked,
 )
@@ -193,6 +194,7 @@ def _follow_up(
         protocol=caller.protocol,
         action=press.action,
         mode=parent.mode,
+        pool=follow_up_pool(parent),
         parent=parent,
         custom_id=pressed.custom_id,
         prompt=parent.prompt,

@@ -27,6 +27,7 @@ from .inputs import (
     load_image,
     parse_checked,
     resolve_mode,
+    resolve_pool,
     store_inputs,
 )
 from .pricekeys import DRAFT
@@ -136,6 +137,7 @@ def task_submit(
         requested=mode, path_mode=path_mode, flag=parsed.mode_flag if parsed else None
     )
     check_tier_mode(caller.organization, chosen_mode)
+    pool = resolve_pool(caller, mode=chosen_mode)
     seed = prompts.seed(parsed) if parsed is not None else None
     # Before anything is stored: a banned word in the translation still refuses the request.
     upstream = (
@@ -163,6 +165,7 @@ def task_submit(
         action=action,
         status=Status.NOT_START,
         mode=chosen_mode,
+        pool=pool,
         prompt=(prompt or "").strip(),
         prompt_en=rehosted.text if rehosted else "",
         state=state,

@@ -32,9 +32,11 @@ from .inputs import (
     check_hook,
     check_state,
     check_tier_mode,
+    follow_up_pool,
     load_image,
     parse_checked,
     resolve_mode,
+    resolve_pool,
     store_inputs,
 )
 from .pricekeys import HD, RESOLUTION
@@ -294,6 +296,7 @@ def task_submit_video(
         )
     check_tier_mode(caller.organization, chosen_mode)
     _check_hd_mode(chosen_resolution, chosen_mode)
+    pool = follow_up_pool(parent) if parent is not None else resolve_pool(caller, mode=chosen_mode)
     decoded = (
         [load_image(images[0], field="images", index=0, action=Action.VIDEO)] if images else []
     )
@@ -327,6 +330,7 @@ def task_submit_video(
         action=Action.VIDEO,
         status=Status.NOT_START,
         mode=chosen_mode,
+        pool=pool,
         parent=parent,
         prompt=(prompt or "").strip(),
         prompt_en=upstream.text if upstream else "",
