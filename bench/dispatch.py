@@ -15,7 +15,12 @@ Redis) and waits until every task is terminal. From the tasks' own timestamps it
   moment the upstream said done; the result is stored after that, off the slot);
 - ``free_to_start_ms``: per account, the i-th slot freed to the (i+slots)-th claim on that
   account, p50/p99 — how long a free slot waited for work while work was queued;
-- ``stored_after_free_ms``: slot freed -> SUCCESS (the results queue's lag), for the record.
+- ``stored_after_free_ms``: slot freed -> SUCCESS (the results queue's lag), for the record;
+- ``worker_cpu_ms_per_task``: the engine worker's CPU time (all its processes) per task — the
+  work a busy machine's load multiplies into slot time (``bench/dispatch_profile.py`` breaks
+  it down by step, without Celery).
+
+``--slots-only`` ends a round once every slot is freed, without waiting for the results queue.
 
 ``--pick-queued N`` (default 100,000; 0 skips it) also times the dispatcher's fair pick with N
 tasks queued across ``--pick-tenants`` tenants (30 free slots, after VACUUM ANALYZE as
@@ -54,6 +59,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pick-tenants", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per round")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--slots-only",
+        action="store_true",
+        help="end a round when every slot is freed, without waiting for the stored results "
+        "(stored_after_free_ms then covers the results stored by then)",
+    )
     return parser.parse_args()
 
 
@@ -159,13 +170,16 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def wait_terminal(ids: list[str], timeout: float) -> bool:
+def wait_terminal(ids: list[str], timeout: float, *, slots_only: bool = False) -> bool:
     from apps.tasks.enums import TERMINAL_STATUSES
     from apps.tasks.models import Task
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = Task.objects.filter(pk__in=ids).exclude(status__in=TERMINAL_STATUSES).count()
+        left = Task.objects.filter(pk__in=ids).exclude(status__in=TERMINAL_STATUSES)
+        if slots_only:  # the upstream part is over; results may still be on their way
+            left = left.filter(slot_freed_at__isnull=True)
+        left = left.count()
         if not left:
             return True
         time.sleep(0.5)
@@ -279,21 +293,28 @@ def main() -> int:
         keys = setup(args)
         for round_no in range(args.rounds):
             ids = submit(keys, args.tasks, round_no)
-            _stack.start_worker(
+            worker = _stack.start_worker(
                 env, concurrency=args.concurrency, queues=env["CELERY_TASK_DEFAULT_QUEUE"]
             )
             _stack.start_results_worker(env, concurrency=args.results_concurrency)
             _stack.start_beat(env)
-            finished = wait_terminal(ids, args.timeout)
+            finished = wait_terminal(ids, args.timeout, slots_only=args.slots_only)
+            cpu = _stack.session_cpu_seconds(worker)
+            load = _stack.machine()["loadavg"]
             _stack.stop_children()
             result = measure(ids, args)
             result["finished_in_time"] = finished
+            # The engine worker's CPU (starts, polls, dispatch passes; results are the results
+            # worker's), per task: what the machine's load multiplies into slot time.
+            result["worker_cpu_ms_per_task"] = round(1000 * cpu / len(ids), 1)
+            result["loadavg_at_end"] = load
             rounds.append(result)
         pick = pick_query(args.pick_queued, args.pick_tenants) if args.pick_queued else None
     finally:
         _stack.teardown(keep=args.keep)
     utilisation = [r["utilisation"] for r in rounds if r["utilisation"] is not None]
     p99 = [r["free_to_start_ms"]["p99"] for r in rounds if r["free_to_start_ms"]["p99"] is not None]
+    cpu = [r["worker_cpu_ms_per_task"] for r in rounds]
     print(
         json.dumps(
             {
@@ -303,6 +324,7 @@ def main() -> int:
                 "median": {
                     "utilisation": _stack.median(utilisation),
                     "free_to_start_p99_ms": _stack.median(p99),
+                    "worker_cpu_ms_per_task": _stack.median(cpu),
                 },
                 "goal": {"utilisation": ">= 0.97", "free_to_start_p99_ms": "<= 200"},
                 "rounds": rounds,

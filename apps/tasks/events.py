@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
-from apps.webhooks.models import EventType, WebhookEvent
+from apps.webhooks.models import EventType, WebhookEndpoint, WebhookEvent
 from apps.webhooks.services import task_event_publish
 
 from .enums import Status
@@ -62,6 +62,7 @@ def task_changed(
     task: Task,
     event_type: str | None = None,
     inserted: bool = False,
+    locked: bool = False,
     endpoints_none: bool = False,
 ) -> list[WebhookEvent]:
     """Record that ``task`` changed. Call inside the transaction that changed it.
@@ -71,13 +72,18 @@ def task_changed(
     one task cannot interleave their messages. ``event_type`` defaults from the status.
     ``inserted`` says the caller inserted ``task`` in this transaction from this very instance:
     no other transaction can see the row yet, so it is used as it is (no re-read).
+    ``locked`` says the caller changed the row in this transaction (so holds its lock) and read
+    ``task`` after that change: it is used as it is too (the hot path of a task's life: its
+    assignment, start, progress and end each spare a savepoint and a locked re-read).
     ``endpoints_none``: the caller read in this transaction that the organization has no
     enabled webhook endpoint. Returns the outbox messages written.
     """
-    # A task just inserted needs no savepoint: a failure here fails the transaction that
-    # inserted it, which is what that caller wants (and a statement less per submit).
-    with transaction.atomic(savepoint=not inserted):
-        fresh = task if inserted else Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
+    # A task just inserted (or changed) needs no savepoint: a failure here fails the
+    # transaction that inserted or changed it, which is what that caller wants (and a
+    # statement less per change).
+    current = inserted or locked
+    with transaction.atomic(savepoint=not current):
+        fresh = task if current else Task.objects.select_for_update(of=("self",)).get(pk=task.pk)
         return task_event_publish(
             organization_id=fresh.organization_id,
             task_id=fresh.pk,
@@ -88,4 +94,24 @@ def task_changed(
             hook_body=lambda: task_payload(fresh),
             native_body=lambda: native_task_payload(fresh),
             endpoints_none=endpoints_none,
+        )
+
+
+def tasks_changed(*, tasks: list[Task], event_type: str) -> None:
+    """``task_changed(locked=True)`` for a batch the caller changed in this transaction (the
+    dispatcher's assignments): which organizations have an enabled webhook endpoint is read
+    once for the batch, not once per task."""
+    if not tasks:
+        return
+    with_endpoints = set(
+        WebhookEndpoint.objects.filter(
+            organization_id__in={task.organization_id for task in tasks}, is_enabled=True
+        ).values_list("organization_id", flat=True)
+    )
+    for task in tasks:
+        task_changed(
+            task=task,
+            event_type=event_type,
+            locked=True,
+            endpoints_none=task.organization_id not in with_endpoints,
         )

@@ -345,7 +345,9 @@ def task_fail(
         task = _reload(task_id)
         _settle(task, succeeded=False)
         task_changed(
-            task=task, event_type="task.cancelled" if status == Status.CANCEL else "task.failed"
+            task=task,
+            event_type="task.cancelled" if status == Status.CANCEL else "task.failed",
+            locked=True,  # changed above in this transaction, read after
         )
         kick_dispatcher()
     return True
@@ -411,7 +413,7 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
                     UpstreamAccount.objects.filter(pk=task.upstream_account_id).update(
                         total_succeeded=F("total_succeeded") + 1, consecutive_failures=0
                     )
-                task_changed(task=task, event_type="task.succeeded")
+                task_changed(task=task, event_type="task.succeeded", locked=True)
                 if task.slot_freed_at is None:
                     kick_dispatcher()  # otherwise the slot was handed on when it was freed
     except BaseException:
@@ -592,7 +594,8 @@ def task_start(*, task_id: str) -> None:
     ).update(submit_claimed_at=now, lease_expires_at=submit_lease(now), updated_at=now)
     if not claimed:
         return
-    task = _reload(task_id)
+    # What the submit needs: the task, its account and its parent (for follow-ups).
+    task = Task.objects.select_related("parent", "upstream_account").get(pk=task_id)
     claim = _claim(task)
     account = task.upstream_account
     if account is None:
@@ -687,7 +690,7 @@ def task_start(*, task_id: str) -> None:
             UpstreamAccount.objects.filter(pk=account.pk).update(
                 total_submitted=F("total_submitted") + 1, last_used_at=now
             )
-            task_changed(task=_reload(task_id), event_type="task.updated")
+            task_changed(task=Task.objects.get(pk=task_id), event_type="task.updated", locked=True)
             enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
     if not moved and _job_orphaned(task_id, account.pk):
         # Cancelled, failed or timed out while we were submitting, or moved to another account
@@ -938,7 +941,7 @@ def _keep_polling(
                 pk=task.pk, status=Status.IN_PROGRESS, poll_token=token, progress__lt=progress
             ).update(progress=progress)
             if progressed:
-                task_changed(task=_reload(task.pk), event_type="task.updated")
+                task_changed(task=_reload(task.pk), event_type="task.updated", locked=True)
         enqueue_poll(task.pk, token, countdown=countdown if soon is None else soon)
 
 

@@ -54,12 +54,13 @@ from apps.engines.selectors import (
 )
 
 from .enums import ErrorCode, Mode, Pool, Status
-from .events import task_changed
+from .events import tasks_changed
 from .lifecycle import (
     ACTIVE_STATUSES,
     DISPATCH,
     DISPATCH_RUNNING_TTL,
     INTERRUPTED_SUBMITS,
+    START_JOB,
     SWEEP_MARK,
     dispatch_keys,
     dispatch_redis,
@@ -118,6 +119,21 @@ def _takes(account: UpstreamAccount, task: Task) -> bool:
     return upstream_account_takes(
         account, organization_id=task.organization_id, pool=task.pool, is_test=task.is_test
     )
+
+
+#: What choosing a slot for a queued task reads of it (``_eligible`` and the fair order): a
+#: pass reads a handful of columns of each candidate, not all of them and its parent's.
+_CHOOSING_FIELDS = (
+    "id",
+    "organization_id",
+    "mode",
+    "is_test",
+    "submitted_at",
+    "pool",
+    "parent",
+    "parent__upstream_account_id",
+    "parent__engine",
+)
 
 
 def _eligible(task: Task, slots: dict[int, _Slot]) -> list[_Slot]:
@@ -288,16 +304,27 @@ def lateral_pick_sql(pools: list[QueuePool], free: int) -> tuple[str, list[Any]]
     return sql, params
 
 
-def dispatch_pending() -> DispatchResult:
-    """Assign queued tasks to free account slots (least busy account first, fair to tenants)."""
+def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
+    """Assign queued tasks to free account slots (least busy account first, fair to tenants).
+
+    ``start_first``: the caller submits the first task assigned itself, at once (the worker
+    that just freed a slot): no start message is sent for it (should the caller die first,
+    the sweeper sends it when the task's start lease runs out)."""
     now = _now()
-    if Task.objects.filter(status=Status.NOT_START, is_test=True).exists():
+    enabled_pools = dict(
+        UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", "is_sandbox_pool")
+    )
+    if (
+        not any(enabled_pools.values())
+        and Task.objects.filter(status=Status.NOT_START, is_test=True).exists()
+    ):
         sandbox_pool_ensure()
     with transaction.atomic():
-        enabled = set(UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", flat=True))
+        enabled = set(enabled_pools)
         locked = list(
             UpstreamAccount.objects.select_for_update(skip_locked=True)
             .filter(is_enabled=True)
+            .defer("secrets")  # encrypted, and only the engine running a job needs them
             .order_by("pk")
         )
         contended = bool(enabled - {account.pk for account in locked})
@@ -329,6 +356,7 @@ def dispatch_pending() -> DispatchResult:
         queued = list(
             Task.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("parent")
+            .only(*_CHOOSING_FIELDS)
             .filter(pk__in=candidates, status=Status.NOT_START)
         )
         org_running: dict[int, int] = defaultdict(int)
@@ -370,15 +398,18 @@ def dispatch_pending() -> DispatchResult:
             chosen_pairs.append((task, slot.account))
         if not chosen_pairs:
             return DispatchResult([], contended)
-        assigned = _assign(chosen_pairs, now)
+        assigned = _assign(chosen_pairs, now, start_first=start_first)
     if assigned:
         logger.info("dispatched", extra={"count": len(assigned)})
     return DispatchResult(assigned, contended)
 
 
-def _assign(pairs: list[tuple[Task, UpstreamAccount]], now: datetime) -> list[str]:
+def _assign(
+    pairs: list[tuple[Task, UpstreamAccount]], now: datetime, *, start_first: bool = False
+) -> list[str]:
     """Write every assignment of a pass in one statement (the rows are locked by the caller,
-    still NOT_START), then the events and start messages (sent after commit)."""
+    still NOT_START), then the events (the rows read back in one statement) and the start
+    messages (sent after commit; none for the first task when the caller starts it)."""
     account_of = [When(pk=task.pk, then=Value(account.pk)) for task, account in pairs]
     engine_of = [When(pk=task.pk, then=Value(account.engine)) for task, account in pairs]
     deadline_of = [
@@ -396,21 +427,18 @@ def _assign(pairs: list[tuple[Task, UpstreamAccount]], now: datetime) -> list[st
         run_deadline=Case(*deadline_of, output_field=DateTimeField()),
         updated_at=now,
     )
-    assigned: list[str] = []
-    for task, account in pairs:
-        assigned.append(task.pk)
-        task.status = Status.SUBMITTED
-        task.upstream_account = account
-        task_changed(task=task, event_type="task.updated")
-        enqueue_start(task.pk)
-    return assigned
+    fresh = {task.pk: task for task in Task.objects.filter(pk__in=ids)}
+    tasks_changed(tasks=[fresh[task_id] for task_id in ids], event_type="task.updated")
+    for task_id in ids[1:] if start_first else ids:
+        enqueue_start(task_id)
+    return ids
 
 
 #: Passes one coalesced run makes at most before it hands over to a fresh message.
 MAX_COALESCED_PASSES = 50
 
 
-def dispatch_run(*, took_message: bool = True) -> DispatchResult:
+def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> DispatchResult:
     """Run dispatch passes until nobody asks for another; the entry point of the dispatch
     message (``lifecycle.kick_dispatcher`` explains the flags).
 
@@ -418,11 +446,12 @@ def dispatch_run(*, took_message: bool = True) -> DispatchResult:
     to it and returns at once, so finished tasks no longer set off a crowd of passes that
     collide on the account locks. Without Redis (the embedded run) each message is one pass.
     ``took_message=False``: run without a dispatch message (a worker that just freed a slot);
-    a message on its way stays marked as such.
+    a message on its way stays marked as such. ``start_first``: the caller submits the first
+    task assigned itself (``dispatch_pending``), so no start message is sent for that one.
     """
     client = dispatch_redis()
     if client is None:
-        return dispatch_pending()
+        return dispatch_pending(start_first=start_first)
     queued, again, running = dispatch_keys()
     owner = secrets.token_hex(8)
     try:
@@ -433,13 +462,13 @@ def dispatch_run(*, took_message: bool = True) -> DispatchResult:
             return DispatchResult([], deferred=True)
     except redis.RedisError:
         logger.warning("dispatch flags unreadable; one pass", exc_info=True)
-        return dispatch_pending()
+        return dispatch_pending(start_first=start_first)
     assigned: list[str] = []
     contended = False
     try:
         for _ in range(MAX_COALESCED_PASSES):
             client.delete(again)
-            result = dispatch_pending()
+            result = dispatch_pending(start_first=start_first and not assigned)
             assigned.extend(result.assigned)
             contended = result.contended
             if client.exists(again):
@@ -472,10 +501,10 @@ def poll_step(*, task_id: str, token: str) -> None:
 
     The process that freed the slot is free itself at that moment: it runs the dispatcher
     rather than send a message for another process to pick up, and submits the first task
-    the pass assigned (that task's start message, also sent, then finds it claimed and does
-    nothing), so the slot goes from freed to the next submit without a hop. When nothing was
-    waiting for the slot, it also makes and stores the result here and now instead of behind
-    the results queue (whose message, also sent, then finds the task finished).
+    the pass assigned (no start message is sent for that one), so the slot goes from freed to
+    the next submit without a hop. When nothing was waiting for the slot, it also makes and
+    stores the result here and now instead of behind the results queue (whose message, also
+    sent, then finds the task finished).
     """
     if task_poll(task_id=task_id, token=token) and not _hand_on_slot():
         task_finish(task_id=task_id, token=token)
@@ -484,11 +513,17 @@ def poll_step(*, task_id: str, token: str) -> None:
 def _hand_on_slot() -> bool:
     """True if work was handed on, or may have been (another process is dispatching, or held
     some accounts): only a worker sure that nothing waits stores the result itself."""
-    result = dispatch_run(took_message=False)
+    result = dispatch_run(took_message=False, start_first=True)
     if result.contended:
         send_now(DISPATCH, countdown=CONTENDED_DISPATCH_RETRY)
     if result.assigned:
-        task_start(task_id=result.assigned[0])
+        try:
+            task_start(task_id=result.assigned[0])
+        except BaseException:
+            # Its start message was left out for this call: send it now (a duplicate of a
+            # start that got as far as its claim is harmless, ``task_start`` claims once).
+            send_now(START_JOB, result.assigned[0])
+            raise
     return bool(result.assigned or result.contended or result.deferred)
 
 

@@ -66,7 +66,9 @@ def test_a_dispatcher_finding_another_running_leaves_the_request_to_it(
 ):
     passes: list[int] = []
     monkeypatch.setattr(
-        scheduling, "dispatch_pending", lambda: passes.append(1) or scheduling.DispatchResult([])
+        scheduling,
+        "dispatch_pending",
+        lambda **_: passes.append(1) or scheduling.DispatchResult([]),
     )
     _, again, running = dispatch_keys()
     coalescing.set(running, "someone-else", ex=60)
@@ -85,7 +87,7 @@ def test_a_dispatcher_finding_another_running_leaves_the_request_to_it(
 def test_a_kick_during_a_pass_makes_one_more_pass(coalescing, monkeypatch: pytest.MonkeyPatch):
     passes: list[int] = []
 
-    def one_pass() -> scheduling.DispatchResult:
+    def one_pass(**_: object) -> scheduling.DispatchResult:
         passes.append(1)
         if len(passes) == 1:
             dispatch_request()  # a task finished while this pass ran

@@ -184,6 +184,7 @@ def test_the_worker_that_freed_a_slot_starts_the_next_task_itself(caller, clock,
     second = Task.objects.get(pk=second.pk)
     assert second.status == Status.IN_PROGRESS  # claimed and submitted in that same call
     assert second.submit_claimed_at == clock.now
+    assert ("start", second.pk) not in sent  # no message for a start done on the spot
     first = Task.objects.get(pk=first.pk)
     assert first.slot_freed_at == clock.now
     # Work was waiting: the result is left to the results queue.
