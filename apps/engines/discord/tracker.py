@@ -282,7 +282,10 @@ def _succeeded(
     ids: list[str],
 ) -> list[JobUpdate]:
     description = wire.embed_text(message)
-    image_url = str(attachments[0].get("url", "")) if attachments else ""
+    # A video job's message: its MP4 (the clip, or the batch side by side) is the result.
+    videos = [item for item in attachments if wire.is_video_attachment(item)]
+    shown = videos if job.action == Action.VIDEO and videos else attachments
+    image_url = str(shown[0].get("url", "")) if shown else ""
     moved = DiscordJob.objects.filter(pk=job.pk, phase__in=(*LIVE_PHASES, Phase.PREPARED)).update(
         phase=Phase.SUCCESS,
         progress=100,
