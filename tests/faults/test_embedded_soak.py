@@ -136,6 +136,16 @@ def _soak(tmp_path: Path, seconds: float) -> None:
             time.sleep(1)
         assert [s for s in statuses if s >= 500] == []
         assert submitted and finished, (len(submitted), len(finished))
+        summary = {
+            "seconds": seconds,
+            "calls": len(statuses),
+            "submitted": len(submitted),
+            "succeeded_seen": len(finished),
+            "presses": pressed,
+            "crashed_processes": len(crashes),
+            "max_status": max(statuses, default=0),
+        }
+        print("SOAK", json.dumps(summary))  # evidence for the "three times in a row"
         devrun.send_signal(signal.SIGINT)
         assert devrun.wait(timeout=30) == 0
     finally:
