@@ -198,3 +198,78 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+# --- CPU time per request: steadier than requests per second on a shared machine ------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(parent: int) -> list[int]:
+    """The direct children of ``parent`` (a gunicorn master's workers)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                children.append(int(entry.name))
+    return children
+
+
+def pg_backend_pids(db_name: str, application_name: str) -> list[int]:
+    """The PostgreSQL server processes serving ``application_name``'s connections to
+    ``db_name`` (the server runs on this machine, as the benches assume)."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            [db_name, application_name],
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+class CpuMeter:
+    """CPU seconds spent by a gunicorn master's workers and by their PostgreSQL backends
+    between :meth:`start` and :meth:`stop` (processes present at both ends)."""
+
+    def __init__(self, master_pid: int, db_name: str, application_name: str) -> None:
+        self.master_pid = master_pid
+        self.db_name = db_name
+        self.application_name = application_name
+        self._before: dict[str, dict[int, float]] = {}
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        web = {pid: _cpu_seconds(pid) for pid in child_pids(self.master_pid)}
+        pids = pg_backend_pids(self.db_name, self.application_name)
+        return {"web": web, "postgres": {pid: _cpu_seconds(pid) for pid in pids}}
+
+    def start(self) -> None:
+        self._before = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        after = self._sample()
+        return {
+            side: sum(
+                max(0.0, seconds - self._before[side][pid])
+                for pid, seconds in after[side].items()
+                if pid in self._before[side]
+            )
+            for side in ("web", "postgres")
+        }
+
+
+def with_application_name(database_url: str, name: str) -> str:
+    """``database_url`` whose connections name themselves ``name`` in pg_stat_activity."""
+    separator = "&" if "?" in database_url else "?"
+    return f"{database_url}{separator}application_name={name}"

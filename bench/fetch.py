@@ -45,6 +45,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    parser.add_argument("--timeout", type=int, default=30, help="wrk's per-request timeout, s")
     parser.add_argument("--keep", action="store_true")
     return parser.parse_args()
 
@@ -126,33 +129,27 @@ def main() -> int:
         list_lua.write_text(
             FETCH_LUA % {"ids": '"20"', "key": key, "prefix": "/api/v1/tasks?limit=", "suffix": ""}
         )
-        bare_port, app_port = submit_bench.free_port(), submit_bench.free_port()
-        bare_env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parent)}
-        submit_bench.gunicorn("bare_app:application", bare_port, args.workers, bare_env)
-        submit_bench.gunicorn("config.wsgi:application", app_port, args.workers, env)
-        submit_bench.wait_http(bare_port)
-        submit_bench.wait_http(app_port)
+        (bare_port, bare_meter), (app_port, app_meter) = submit_bench.serve_both(env, args)
         plan = (
-            ("bare_pk_select", bare_port, bare_lua),
-            ("fetch", app_port, fetch_lua),
-            ("list", app_port, list_lua),
+            ("bare_pk_select", bare_port, bare_lua, bare_meter),
+            ("fetch", app_port, fetch_lua, app_meter),
+            ("list", app_port, list_lua, app_meter),
         )
+        headers = {"mj-api-secret": key, "Authorization": f"Bearer {key}"}
+        submit_bench.warm_up(bare_port, f"/task/{ids[0]}", headers, None, args.workers * 3)
+        submit_bench.warm_up(app_port, f"/mj/task/{ids[0]}/fetch", headers, None, args.workers * 3)
         short = argparse.Namespace(**{**vars(args), "duration": 2})
-        for _, port, script in plan:  # warm-up
-            _wrk(wrk, port, script, short)
+        for _, port, script, _ in plan:
+            submit_bench.run_wrk(wrk, port, script, short, path="")
         for _ in range(args.rounds):
-            for name, port, script in plan:
-                runs[name].append(_wrk(wrk, port, script, args))
+            for name, port, script, meter in plan:
+                runs[name].append(
+                    submit_bench.run_wrk(wrk, port, script, args, path="", meter=meter)
+                )
     finally:
         _stack.teardown(keep=args.keep)
-    medians = {
-        name: {
-            "rps": _stack.median([r["rps"] for r in results]),
-            "p50_ms": _stack.median([r["latency_ms"].get("p50", 0.0) for r in results]),
-            "p99_ms": _stack.median([r["latency_ms"].get("p99", 0.0) for r in results]),
-        }
-        for name, results in runs.items()
-    }
+    medians = submit_bench.summarize(runs)
+    bare = medians["bare_pk_select"]
     print(
         json.dumps(
             {
@@ -160,6 +157,14 @@ def main() -> int:
                 "config": vars(args),
                 "machine": _stack.machine(),
                 "median": medians,
+                "ratio_cpu_bare_over_mjgate": {
+                    name: submit_bench.ratio(
+                        (bare["web_cpu_ms"] or 0) + (bare["postgres_cpu_ms"] or 0),
+                        (medians[name]["web_cpu_ms"] or 0)
+                        + (medians[name]["postgres_cpu_ms"] or 0),
+                    )
+                    for name in ("fetch", "list")
+                },
                 "goal": {"fetch_p99_ms": "<= 10", "list_p99_ms": "<= 25"},
                 "runs": runs,
             },
@@ -167,29 +172,6 @@ def main() -> int:
         )
     )
     return 0
-
-
-def _wrk(wrk: str, port: int, script: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Like submit.run_wrk, for GET scripts (the URL is only the base)."""
-    import re
-    import subprocess
-
-    output = subprocess.run(
-        [
-            *[wrk, "-t", "2", "-c", str(args.connections), "-d", f"{args.duration}s"],
-            *["--latency", "-s", str(script), f"http://127.0.0.1:{port}"],
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    latency = {
-        f"p{q}": submit_bench._ms(value)
-        for q, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M)
-    }
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {"rps": rps, "latency_ms": latency, "non_2xx": int(errors.group(1)) if errors else 0}
 
 
 if __name__ == "__main__":

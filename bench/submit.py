@@ -11,8 +11,17 @@ requests per second and latency percentiles, the medians, and the ratio mjgate/b
 Also counted in-process: SQL statements of one submit (``CaptureQueriesContext``).
 
 No worker runs, so the submitted tasks stay queued: the queue grows during the run, the way it
-does under a burst. The tenant sits on a tier without a practical limit and the per-key rate
-limit is lifted, so every request takes the full accept path rather than a refusal.
+does under a burst. The pool has ``--accounts`` sandbox accounts of 3 slots (none runs, so the
+first submits are told they start and the rest that they queue, as in production under a
+burst). The tenant sits on a tier without a practical limit and the per-key rate limit is
+lifted, so every request takes the full accept path rather than a refusal.
+
+Requests per second swing with whatever else the machine runs; the CPU each request costs does
+much less, so each run also reports CPU milliseconds per request of the gunicorn workers and
+of their PostgreSQL backends (read from /proc; PostgreSQL must run on this machine), and the
+ratios mjgate/bare of both. ``wrk`` waits up to ``--timeout`` seconds for an answer, so slow
+answers count in the percentiles instead of vanishing as socket timeouts. Each gunicorn worker
+answers some requests before the measured runs (its first request loads the URLconf).
 """
 
 from __future__ import annotations
@@ -50,7 +59,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
+    parser.add_argument("--accounts", type=int, default=10, help="sandbox accounts (3 slots)")
+    parser.add_argument("--timeout", type=int, default=30, help="wrk's per-request timeout, s")
     parser.add_argument("--keep", action="store_true")
     return parser.parse_args()
 
@@ -69,13 +82,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def setup() -> str:
+def setup(accounts: int = 0) -> str:
     from django.db import connection
 
     from apps.accounts.models import MembershipTier
     from apps.accounts.provisioning import tenant_provision
+    from apps.engines.models import UpstreamAccount
+    from apps.tasks.enums import Mode
 
     MembershipTier.objects.create(code="BENCH", name="Bench", max_unfinished_tasks=10**9)
+    UpstreamAccount.objects.bulk_create(
+        UpstreamAccount(
+            name=f"bench sandbox {n}", engine="sandbox", modes=list(Mode), concurrency=3
+        )
+        for n in range(accounts)
+    )
     tenant = tenant_provision(email="bench@example.com", tier_code="BENCH", tokens=10**13)
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE bench_bare (id bigserial PRIMARY KEY, prompt text)")
@@ -98,12 +119,34 @@ def count_statements(key: str) -> int:
     return len(queries.captured_queries)
 
 
-def gunicorn(app: str, port: int, workers: int, env: dict[str, str]) -> Any:
+def gunicorn(
+    app: str,
+    port: int,
+    workers: int,
+    env: dict[str, str],
+    *,
+    worker_class: str = "sync",
+    threads: int = 1,
+) -> Any:
     command = [
         *[sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}"],
         *["--workers", str(workers), "--timeout", "60", "--log-level", "warning"],
+        *["--worker-class", worker_class, "--threads", str(threads)],
     ]
     return _stack._start(f"gunicorn-{port}", command, env)
+
+
+def warm_up(port: int, path: str, headers: dict[str, str], body: bytes | None, count: int) -> None:
+    """``count`` requests one after another (each worker's first one loads the URLconf)."""
+    import http.client
+
+    for _ in range(count):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            connection.request("POST" if body is not None else "GET", path, body, headers)
+            connection.getresponse().read()
+        finally:
+            connection.close()
 
 
 def wait_http(port: int, timeout: float = 60) -> None:
@@ -125,22 +168,96 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def run_wrk(wrk: str, port: int, script: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_wrk(
+    wrk: str,
+    port: int,
+    script: Path,
+    args: argparse.Namespace,
+    *,
+    path: str = "/mj/submit/imagine",
+    meter: _stack.CpuMeter | None = None,
+) -> dict[str, Any]:
+    """One ``wrk`` run; with ``meter``, the CPU milliseconds per request of web and PostgreSQL."""
+    if meter is not None:
+        meter.start()
     output = subprocess.run(
         [
             *[wrk, "-t", "2", "-c", str(args.connections), "-d", f"{args.duration}s"],
-            *["--latency", "-s", str(script), f"http://127.0.0.1:{port}/mj/submit/imagine"],
+            *["--timeout", f"{getattr(args, 'timeout', 30)}s", "--latency", "-s", str(script)],
+            f"http://127.0.0.1:{port}{path}",
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
+    cpu = meter.stop() if meter is not None else None
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     latency = {
         f"p{q}": _ms(value) for q, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M)
     }
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {"rps": rps, "latency_ms": latency, "non_2xx": int(errors.group(1)) if errors else 0}
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    result: dict[str, Any] = {
+        "rps": rps,
+        "requests": requests,
+        "latency_ms": latency,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else None,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+    if cpu is not None and requests:
+        result["cpu_ms_per_request"] = {
+            side: round(seconds * 1000 / requests, 3) for side, seconds in cpu.items()
+        }
+    return result
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per server: the medians over rounds of req/s, p50, p99 and CPU ms per request."""
+
+    def cpu(results: list[dict[str, Any]], side: str) -> float | None:
+        values = [r["cpu_ms_per_request"][side] for r in results if "cpu_ms_per_request" in r]
+        return _stack.median(values)
+
+    return {
+        name: {
+            "rps": _stack.median([r["rps"] for r in results]),
+            "p50_ms": _stack.median([r["latency_ms"].get("p50", 0.0) for r in results]),
+            "p99_ms": _stack.median([r["latency_ms"].get("p99", 0.0) for r in results]),
+            "web_cpu_ms": cpu(results, "web"),
+            "postgres_cpu_ms": cpu(results, "postgres"),
+        }
+        for name, results in runs.items()
+    }
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 4) if numerator and denominator else None
+
+
+def serve_both(
+    env: dict[str, str], args: argparse.Namespace
+) -> tuple[tuple[int, _stack.CpuMeter], tuple[int, _stack.CpuMeter]]:
+    """gunicorn with the bare app and with mjgate, each with its meter of CPU per request."""
+    bare_port, app_port = free_port(), free_port()
+    database = env["DATABASE_URL"]
+    bare_env = {
+        **env,
+        "PYTHONPATH": str(Path(__file__).resolve().parent),
+        "DATABASE_URL": _stack.with_application_name(database, "bench_bare"),
+    }
+    app_env = {**env, "DATABASE_URL": _stack.with_application_name(database, "bench_mjgate")}
+    options = {"worker_class": args.worker_class, "threads": args.threads}
+    bare = gunicorn("bare_app:application", bare_port, args.workers, bare_env, **options)
+    app = gunicorn("config.wsgi:application", app_port, args.workers, app_env, **options)
+    wait_http(bare_port)
+    wait_http(app_port)
+    db_name = _stack._state["db_name"]
+    return (
+        (bare_port, _stack.CpuMeter(bare.pid, db_name, "bench_bare")),
+        (app_port, _stack.CpuMeter(app.pid, db_name, "bench_mjgate")),
+    )
 
 
 def main() -> int:
@@ -149,32 +266,27 @@ def main() -> int:
     env = _stack.prepare("submit", API_RATE_LIMIT=str(10**9), ALLOWED_HOSTS="*")
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "mjgate": []}
     try:
-        key = setup()
+        key = setup(args.accounts)
         statements = count_statements(key)
         scripts = Path(tempfile.mkdtemp())
         script = scripts / "submit.lua"
         script.write_text(LUA % {"key": key})
-        bare_port, app_port = free_port(), free_port()
-        bare_env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parent)}
-        gunicorn("bare_app:application", bare_port, args.workers, bare_env)
-        gunicorn("config.wsgi:application", app_port, args.workers, env)
-        wait_http(bare_port)
-        wait_http(app_port)
-        for port in (bare_port, app_port):  # warm-up
-            run_wrk(wrk, port, script, argparse.Namespace(**{**vars(args), "duration": 2}))
+        (bare_port, bare_meter), (app_port, app_meter) = serve_both(env, args)
+        headers = {"Content-Type": "application/json", "mj-api-secret": key}
+        body = json.dumps({"prompt": "warm up --ar 3:2"}).encode()
+        for port in (bare_port, app_port):
+            warm_up(port, "/mj/submit/imagine", headers, body, count=args.workers * 3)
+            run_wrk(wrk, port, script, argparse.Namespace(**{**vars(args), "duration": 3}))
         for _ in range(args.rounds):
-            for name, port in (("bare", bare_port), ("mjgate", app_port)):
-                runs[name].append(run_wrk(wrk, port, script, args))
+            for name, port, meter in (
+                ("bare", bare_port, bare_meter),
+                ("mjgate", app_port, app_meter),
+            ):
+                runs[name].append(run_wrk(wrk, port, script, args, meter=meter))
     finally:
         _stack.teardown(keep=args.keep)
-    medians = {
-        name: {
-            "rps": _stack.median([r["rps"] for r in results]),
-            "p99_ms": _stack.median([r["latency_ms"].get("p99", 0.0) for r in results]),
-        }
-        for name, results in runs.items()
-    }
-    ratio = medians["mjgate"]["rps"] / medians["bare"]["rps"] if medians["bare"]["rps"] else None
+    medians = summarize(runs)
+    mjgate, bare = medians["mjgate"], medians["bare"]
     print(
         json.dumps(
             {
@@ -183,7 +295,14 @@ def main() -> int:
                 "machine": _stack.machine(),
                 "statements_per_submit": statements,
                 "median": medians,
-                "ratio_rps_mjgate_over_bare": None if ratio is None else round(ratio, 4),
+                "ratio_rps_mjgate_over_bare": ratio(mjgate["rps"], bare["rps"]),
+                "ratio_cpu_bare_over_mjgate": {
+                    "web": ratio(bare["web_cpu_ms"], mjgate["web_cpu_ms"]),
+                    "web_and_postgres": ratio(
+                        (bare["web_cpu_ms"] or 0) + (bare["postgres_cpu_ms"] or 0),
+                        (mjgate["web_cpu_ms"] or 0) + (mjgate["postgres_cpu_ms"] or 0),
+                    ),
+                },
                 "goal": {"ratio": ">= 0.5", "p99_ms": "<= 100", "statements": "<= 8"},
                 "runs": runs,
             },

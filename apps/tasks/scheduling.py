@@ -640,22 +640,46 @@ def _recover_submitted(task: Task, now: datetime, report: dict[str, int]) -> Non
         report["lost"] += 1
 
 
-def _parent_account_gone(task: Task) -> bool:
-    """The follow-up must run on its parent's account, and that account will not come back on
-    its own: deleted, disabled by an operator, banned, or no longer serving the mode. (Cooling
-    down or waiting for verification may pass, so such a follow-up keeps waiting.)"""
+#: Why a follow-up cannot run on its parent's account: the reason shown and its error code.
+_GONE = (
+    "The upstream account that made the parent task is unavailable, so this follow-up cannot run.",
+    ErrorCode.ACCOUNT_UNAVAILABLE,
+)
+_OUT_OF_FAST_HOURS = (
+    "The upstream account that made the parent task has run out of fast hours, so this "
+    "follow-up cannot run in {mode} mode; press the button again in RELAX mode.",
+    ErrorCode.FAST_HOURS_EXHAUSTED,
+)
+
+
+def _parent_account_gone(task: Task) -> tuple[str, str] | None:
+    """Why the follow-up cannot run (its reason and error code), or None while it can wait.
+
+    The follow-up must run on its parent's account, and that account will not come back on
+    its own: deleted, disabled by an operator, banned, or no longer serving the mode; or out
+    of fast hours for a mode that needs them (fast hours come back with the next billing
+    period, far beyond any start deadline; an account that falls back to relax still runs a
+    FAST follow-up). Cooling down or waiting for verification may pass, so such a follow-up
+    keeps waiting."""
     parent = task.parent
     if parent is None or not parent.engine:
-        return False
+        return None
     if not get_engine(parent.engine).follow_ups_need_parent_account:
-        return False
+        return None
     account = parent.upstream_account
-    return (
+    if (
         account is None
         or not account.is_enabled
         or account.health == Health.BANNED
         or not account.serves(task.mode)
-    )
+    ):
+        return _GONE
+    if account.health == Health.FAST_HOURS_EXHAUSTED and task.mode not in upstream_account_modes(
+        account, now=timezone.now()
+    ):
+        reason, code = _OUT_OF_FAST_HOURS
+        return reason.format(mode=task.mode), code
+    return None
 
 
 def _gone_follow_ups_query() -> Q | None:
@@ -671,11 +695,12 @@ def _gone_follow_ups_query() -> Q | None:
         | Q(parent__upstream_account__health=Health.BANNED)
     )
     # Accounts are few; their modes live in a JSON list, which SQLite cannot search.
-    for account_id, modes in UpstreamAccount.objects.filter(engine__in=bound).values_list(
-        "pk", "modes"
-    ):
-        served = [mode for mode in modes or [] if isinstance(mode, str)]
-        gone |= Q(parent__upstream_account_id=account_id) & ~Q(mode__in=served)
+    now = timezone.now()
+    for account in UpstreamAccount.objects.filter(engine__in=bound):
+        served = [mode for mode in account.modes or [] if isinstance(mode, str)]
+        if account.health == Health.FAST_HOURS_EXHAUSTED:
+            served = upstream_account_modes(account, now=now)  # RELAX (and FAST on fallback)
+        gone |= Q(parent__upstream_account_id=account.pk) & ~Q(mode__in=served)
     return Q(parent__engine__in=bound) & gone
 
 
@@ -689,11 +714,11 @@ def _fail_follow_ups_of_gone_accounts() -> int:
     for task in Task.objects.select_related("parent__upstream_account").filter(
         gone, status=Status.NOT_START, parent__isnull=False
     ):
-        if _parent_account_gone(task) and task_fail(
+        why = _parent_account_gone(task)
+        if why is not None and task_fail(
             task_id=task.pk,
-            reason="The upstream account that made the parent task is unavailable, so this "
-            "follow-up cannot run.",
-            error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+            reason=why[0],
+            error_code=why[1],
             from_statuses=(Status.NOT_START,),
         ):
             failed += 1

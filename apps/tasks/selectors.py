@@ -38,48 +38,55 @@ def task_get(*, organization: Organization, task_id: object) -> Task:
 
 
 class _TaskRowReader:
-    """One task by primary key and organization, as one prepared statement.
+    """Tasks read by hand-written statements: by primary key and organization (fetch), or a
+    page of a list.
 
-    The API's fetch path needs the task's columns and nothing else: no join, no ORDER BY (a
-    primary-key lookup has one row), and no SQL built per request (building it in the ORM
-    cost more than running it). The statement and the column converters are made once per
-    process, from the model's own fields, so the reader follows schema changes.
+    The API's read paths need the task's columns and nothing else: no join, no ORDER BY on a
+    primary-key lookup, and no SQL built per request (building it in the ORM cost more than
+    running it). The column list and converters are made once per process, from the model's
+    own fields, so the reader follows schema changes.
     """
 
     def __init__(self) -> None:
-        self._prepared: tuple[str, list[str], list[list[Any]], list[Any]] | None = None
+        self._prepared: tuple[str, str, list[str], list[list[Any]], list[Any]] | None = None
 
-    def _prepare(self) -> tuple[str, list[str], list[list[Any]], list[Any]]:
+    def _prepare(self) -> tuple[str, str, list[str], list[list[Any]], list[Any]]:
         if self._prepared is None:
             fields = list(Task._meta.concrete_fields)
             quote = connection.ops.quote_name
             table = quote(Task._meta.db_table)
             columns = ", ".join(f"{table}.{quote(str(f.column))}" for f in fields)
-            sql = (
-                f"SELECT {columns} FROM {table} "  # noqa: S608 - names from the model
-                f"WHERE {table}.{quote('id')} = %s AND {table}.{quote('organization_id')} = %s "
-                "LIMIT 1"
-            )
+            head = f"SELECT {columns} FROM {table} WHERE "  # noqa: S608 - names from the model
             expressions = [f.get_col(Task._meta.db_table) for f in fields]
             converters = [
                 connection.ops.get_db_converters(e) + e.get_db_converters(connection)
                 for e in expressions
             ]
-            self._prepared = (sql, [f.attname for f in fields], converters, expressions)
+            self._prepared = (table, head, [f.attname for f in fields], converters, expressions)
         return self._prepared
 
-    def get(self, *, organization_id: int, task_id: str) -> Task | None:
-        sql, names, converters, expressions = self._prepare()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [task_id, organization_id])
-            row = cursor.fetchone()
-        if row is None:
-            return None
+    def _task(self, row: Any) -> Task:
+        _, _, names, converters, expressions = self._prepare()
         values = list(row)
         for index, chain in enumerate(converters):
             for convert in chain:
                 values[index] = convert(values[index], expressions[index], connection)
         return Task.from_db(connection.alias, names, values)
+
+    def select(self, where: str, params: list[Any]) -> list[Task]:
+        """The tasks matching ``where`` (``{table}`` stands for the quoted table name)."""
+        table, head, *_ = self._prepare()
+        with connection.cursor() as cursor:
+            cursor.execute(head + where.format(table=table), params)
+            rows = cursor.fetchall()
+        return [self._task(row) for row in rows]
+
+    def get(self, *, organization_id: int, task_id: str) -> Task | None:
+        found = self.select(
+            "{table}.id = %s AND {table}.organization_id = %s LIMIT 1",
+            [task_id, organization_id],
+        )
+        return found[0] if found else None
 
 
 _task_rows = _TaskRowReader()
@@ -121,6 +128,137 @@ def task_list(
     if search:
         qs = qs.filter(prompt__icontains=search)
     return qs.order_by("-created_at", "-pk")
+
+
+@dataclass(frozen=True)
+class TaskFilters:
+    """What a task list may be narrowed to (every field optional); ``task_list`` applies the
+    same filters to a queryset and :func:`task_page` to one hand-built statement."""
+
+    statuses: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    modes: tuple[str, ...] = ()
+    is_test: bool | None = None
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class PageBound:
+    """A row's place in the newest-first order: ``(created_at, id)``."""
+
+    created_at: datetime
+    id: str
+
+
+def task_page(
+    *,
+    organization: Organization,
+    filters: TaskFilters = TaskFilters(),
+    after: PageBound | None = None,
+    before: PageBound | None = None,
+    limit: int,
+) -> list[Task]:
+    """Up to ``limit`` tasks of ``task_list``, newest first: those after ``after`` in that
+    order, or (``before``) the ``limit`` closest before it, oldest first.
+
+    On PostgreSQL one statement built by hand (index ``task_org_recent``, no SQL built by the
+    ORM per request; building it cost more than running it), its rows made into tasks with the
+    model's own converters."""
+    if connection.vendor != "postgresql":
+        return _task_page_orm(organization, filters, after=after, before=before, limit=limit)
+    where, params = _page_where(organization, filters, after=after, before=before)
+    order = "ASC" if before is not None else "DESC"
+    return _task_rows.select(
+        f"{where} ORDER BY {{table}}.created_at {order}, {{table}}.id {order} LIMIT %s",
+        [*params, limit],
+    )
+
+
+def task_page_exists(
+    *,
+    organization: Organization,
+    filters: TaskFilters = TaskFilters(),
+    before: PageBound,
+) -> bool:
+    """Whether ``task_list`` has a task before ``before`` (newer than it)."""
+    if connection.vendor != "postgresql":
+        return _task_list_orm(organization, filters).filter(_newer_q(before)).exists()
+    where, params = _page_where(organization, filters, before=before)
+    table = connection.ops.quote_name(Task._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE {where.format(table=table)} LIMIT 1",  # noqa: S608
+            params,
+        )
+        return cursor.fetchone() is not None
+
+
+def _page_where(
+    organization: Organization,
+    filters: TaskFilters,
+    *,
+    after: PageBound | None = None,
+    before: PageBound | None = None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (``{table}`` to fill in) and its parameters; the same conditions
+    ``task_list`` builds (``search`` as the ORM's ``icontains``)."""
+    clauses = ["{table}.organization_id = %s"]
+    params: list[Any] = [organization.pk]
+    for column, values in (
+        ("status", filters.statuses),
+        ("action", filters.actions),
+        ("mode", filters.modes),
+    ):
+        if values:
+            clauses.append(f"{{table}}.{column} = ANY(%s)")
+            params.append(list(values))
+    if filters.is_test is not None:
+        clauses.append("{table}.is_test = %s")
+        params.append(filters.is_test)
+    if filters.search:
+        clauses.append("UPPER({table}.prompt::text) LIKE UPPER(%s)")
+        params.append(f"%{connection.ops.prep_for_like_query(filters.search)}%")
+    for bound, op in ((after, "<"), (before, ">")):
+        if bound is not None:
+            clauses.append(
+                f"({{table}}.created_at {op} %s "
+                f"OR ({{table}}.created_at = %s AND {{table}}.id {op} %s))"
+            )
+            params += [bound.created_at, bound.created_at, bound.id]
+    return " AND ".join(clauses), params
+
+
+def _newer_q(bound: PageBound) -> Q:
+    return Q(created_at__gt=bound.created_at) | Q(created_at=bound.created_at, id__gt=bound.id)
+
+
+def _task_list_orm(organization: Organization, filters: TaskFilters) -> QuerySet[Task]:
+    return task_list(
+        organization=organization,
+        statuses=list(filters.statuses),
+        actions=list(filters.actions),
+        modes=list(filters.modes),
+        is_test=filters.is_test,
+        search=filters.search,
+    )
+
+
+def _task_page_orm(
+    organization: Organization,
+    filters: TaskFilters,
+    *,
+    after: PageBound | None,
+    before: PageBound | None,
+    limit: int,
+) -> list[Task]:
+    queryset = _task_list_orm(organization, filters)
+    if before is not None:
+        return list(queryset.filter(_newer_q(before)).order_by("created_at", "id")[:limit])
+    if after is not None:
+        queryset = queryset.filter(
+            Q(created_at__lt=after.created_at) | Q(created_at=after.created_at, id__lt=after.id)
+        )
+    return list(queryset[:limit])
 
 
 def task_unfinished_count(*, organization: Organization) -> int:

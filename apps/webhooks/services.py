@@ -441,8 +441,9 @@ def task_event_publish(
         now_iso = clock.now().isoformat()
         # ``endpoints_none``: the caller read, in this transaction, that the organization has
         # no enabled endpoint (the submit does, with its organization lock).
-        endpoints = (
-            WebhookEndpoint.objects.none()
+        # (A plain empty list, not ``.none()``: iterating an empty queryset still compiles it.)
+        endpoints: Iterable[WebhookEndpoint] = (
+            ()
             if endpoints_none
             else WebhookEndpoint.objects.filter(
                 organization_id=organization_id, is_enabled=True

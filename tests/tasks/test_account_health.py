@@ -16,12 +16,17 @@ from apps.engines.models import Health, UpstreamAccount
 from apps.engines.selectors import upstream_account_modes, upstream_account_usable
 from apps.engines.services import upstream_account_set_health, upstream_account_take_out
 from apps.operator.selectors import stats_account_loads, stats_mode_queues
-from apps.tasks.enums import Action, Mode, Status
+from apps.tasks.enums import Action, ErrorCode, Mode, Status
 from apps.tasks.lifecycle import COOLDOWN, COOLDOWN_AFTER_FAILURES, task_start
 from apps.tasks.models import Task
-from apps.tasks.scheduling import account_pick_other, dispatch_pending, task_expected_to_start
+from apps.tasks.scheduling import (
+    account_pick_other,
+    dispatch_pending,
+    task_expected_to_start,
+    tasks_sweep,
+)
 from apps.tasks.services.submit import task_submit
-from tests.factories import UpstreamAccountFactory, UserFactory
+from tests.factories import TaskFactory, UpstreamAccountFactory, UserFactory
 
 from .helpers import sandbox_account
 
@@ -131,6 +136,50 @@ def test_a_discord_account_falling_back_to_relax_still_gets_fast_work(
     assert dispatch_pending().assigned == [fast.pk]
     assert Task.objects.get(pk=fast.pk).upstream_account_id == lenient.pk
     assert Task.objects.get(pk=turbo.pk).status == Status.NOT_START
+
+
+@pytest.mark.parametrize(
+    ("lenient", "mode", "fails"),
+    [
+        (False, Mode.FAST, True),
+        (False, Mode.TURBO, True),
+        (False, Mode.RELAX, False),
+        (True, Mode.FAST, False),
+        (True, Mode.TURBO, True),
+    ],
+    ids=["fast", "turbo", "relax-waits", "fast-falls-back", "turbo-never-falls-back"],
+)
+def test_a_follow_up_of_an_account_out_of_fast_hours_fails_at_once_unless_it_can_run(
+    lenient: bool, mode: str, fails: bool
+) -> None:
+    # Follow-ups run on their parent's account (Discord's buttons belong to its messages).
+    # Out of fast hours, that account takes no work of a mode that needs them: such a
+    # follow-up could only wait out its start deadline, so the sweeper fails it now, saying why.
+    options = {"fast_fallback_to_relax": True} if lenient else {}
+    account = _exhausted(_discord("parent-account", **options))
+    parent = TaskFactory(succeeded=True, engine="discord", upstream_account=account, mode=mode)
+    child = TaskFactory(
+        queued=True,
+        organization=parent.organization,
+        action=Action.UPSCALE,
+        parent=parent,
+        mode=mode,
+    )
+    report = tasks_sweep()
+    child.refresh_from_db()
+    if not fails:
+        # It runs (the sweep's dispatch pass may already have sent it) on its parent's account.
+        assert report["parent_account_gone"] == 0
+        assert child.status in (Status.NOT_START, Status.SUBMITTED, Status.IN_PROGRESS)
+        assert child.upstream_account_id in (None, account.pk)
+        return
+    assert report["parent_account_gone"] == 1
+    assert child.status == Status.FAILURE
+    assert child.error_code == ErrorCode.FAST_HOURS_EXHAUSTED
+    assert child.fail_reason == (
+        "The upstream account that made the parent task has run out of fast hours, so this "
+        f"follow-up cannot run in {mode} mode; press the button again in RELAX mode."
+    )
 
 
 # --- operators told by e-mail ----------------------------------------------------------------

@@ -17,6 +17,11 @@
   once; when the gateway has been silent about a live job for a while it reads the channel
   back over REST itself, so a dead gateway loses nothing.
 * **Seed**: the ✉️ reaction on the result; the bot's DM carries the seed.
+* **Video** (``video.py`` says how the bot does it): an ``/imagine`` with the start frame and
+  ``--video 1``, or the Animate/Extend button; once the bot's video message is there, the poll
+  presses its ``U<n>`` button for each clip of the batch and delivers the clips (MP4) with the
+  first frame as the poster. The editor and retexture have no Discord command (the methods
+  below say why), so those tasks fail with ``UNSUPPORTED_BY_UPSTREAM`` before anything is sent.
 
 Engines are pure adapters: nothing here touches tasks or money; account health changes go
 through ``apps.engines.services``.
@@ -29,6 +34,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -40,16 +46,21 @@ from apps.engines.base import (
     Job,
     PermanentEngineError,
     PollResult,
+    ResultImage,
+    ResultVideo,
     SubmitOutcomeUnknown,
     SubmitResult,
     TemporaryEngineError,
     register,
 )
+
+# The sandbox's clip reader: a video's poster is the first frame of its first clip.
+from apps.engines.sandbox.video import first_frame
 from apps.tasks.enums import Action, ErrorCode, Mode
 from apps.tasks.remix import is_remixed
 
 from . import options as discord_options
-from . import tracker, wire
+from . import tracker, video, wire
 from .models import LIVE_PHASES, DiscordJob, GatewayLease, Phase
 from .options import DiscordSettings
 from .rest import CommandOutdated, DiscordRest, InvalidToken, new_nonce
@@ -58,6 +69,10 @@ logger = logging.getLogger(__name__)
 
 #: A prepared interaction with no trace in the channel after this long never reached the bot.
 LOST_SUBMIT_SECONDS = 120
+#: A clip of a video batch the bot would not show after this many presses fails the task.
+CLIP_PRESSES = 3
+#: How long one poll may take to press a clip's button before another may try.
+CLIP_LOCK_SECONDS = 30
 #: How long a lookup of an interrupted submit waits for Discord's acknowledgement of it.
 ACK_WAIT_SECONDS = 4.0
 #: A live job the gateway has said nothing about for this long is looked up over REST.
@@ -65,6 +80,33 @@ RECOVER_AFTER_SECONDS = 20
 SEED_WAIT_SECONDS = 10.0
 MODE_FLAGS: dict[str, str] = {Mode.FAST: "--fast", Mode.RELAX: "--relax", Mode.TURBO: "--turbo"}
 BLEND_DIMENSIONS = {"PORTRAIT": "--ar 2:3", "SQUARE": "--ar 1:1", "LANDSCAPE": "--ar 3:2"}
+
+
+def _main_rows(job: Job) -> Any:
+    """The task's interactions that run its job (not the presses that show a video's clips)."""
+    return DiscordJob.objects.filter(account_id=job.account.id, task_id=job.task_id).exclude(
+        command__contains=wire.VIRTUAL_UPSCALE
+    )
+
+
+def _press_lost(row: DiscordJob) -> bool:
+    """A prepared press nobody is sending any more (the clip lock lasts 30 s) that Discord
+    never acknowledged."""
+    age = (timezone.now() - (row.sending_at or row.created_at)).total_seconds()
+    if row.sending_at is None:
+        return age > CLIP_LOCK_SECONDS
+    return not row.interaction_id and age > LOST_SUBMIT_SECONDS
+
+
+def _check_animate_form(row: DiscordJob) -> None:
+    """A prompt for an Extend press goes in the bot's Animate form, which it opens only with
+    the user's Remix mode on; without it the clip was extended without the prompt."""
+    if not video.is_animate_form(row.modal):
+        raise PermanentEngineError(
+            "The Discord account does not have Remix mode on (Midjourney /settings), so the "
+            "prompt for the extension could not be sent; the bot extended the clip without it.",
+            error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+        )
 
 
 def _check_remix_form(row: DiscordJob) -> None:
@@ -130,7 +172,7 @@ class DiscordEngine(Engine):
     def submit(self, job: Job) -> SubmitResult:
         settings = self._settings(job)
         earlier = (
-            DiscordJob.objects.filter(account_id=job.account.id, task_id=job.task_id)
+            _main_rows(job)
             .exclude(phase__in=(Phase.REFUSED, Phase.FAILURE))
             .order_by("-created_at")
             .first()
@@ -180,15 +222,21 @@ class DiscordEngine(Engine):
                 error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             )
         if job.action == Action.VIDEO:
-            # Pressing Animate is a component interaction like any button, but the bot answers
-            # with MP4 attachments our tracker does not read yet; refuse before sending, so the
-            # customer is not charged for a job whose clips we could not deliver.
-            raise PermanentEngineError(
-                "Video is not available on the discord engine yet; run video tasks on the "
-                "sandbox or a midjourney-proxy Plus upstream.",
-                error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
-            )
-        if job.parent is not None and job.custom_id:
+            plan = video.plan(job)
+            if plan.route == video.EXTEND:
+                assert job.parent is not None
+                clip = video.clip_message(job.parent.state, plan)
+                return self._press(
+                    job,
+                    settings,
+                    rest,
+                    pressed=plan.extend_button(),
+                    message_id=str(clip.get("message_id") or ""),
+                    offered=clip.get("buttons") or [],
+                )
+            if plan.route == video.ANIMATE:
+                return self._press(job, settings, rest, pressed=plan.animate_button())
+        elif job.parent is not None and job.custom_id:
             return self._press(job, settings, rest)
         channel = settings.channel_for(job.bot)
         name, command_options, attachments = self._command(job, settings, rest, channel, relax)
@@ -244,6 +292,15 @@ class DiscordEngine(Engine):
     def _command(
         self, job: Job, settings: DiscordSettings, rest: DiscordRest, channel: str, relax: bool
     ) -> tuple[str, list[dict[str, Any]], list[dict[str, str]]]:
+        if job.action == Action.VIDEO:
+            plan = video.plan(job)
+            frame = video.start_frame(job, plan)
+            (url,) = self._post_images(job, rest, channel, [frame])
+            prompt = video.imagine_prompt(url, job.prompt, plan)
+            flag = MODE_FLAGS.get(Mode.RELAX if relax else job.mode, "")
+            if flag:
+                prompt = f"{prompt} {flag}"
+            return "imagine", [{"type": 3, "name": "prompt", "value": prompt}], []
         if job.action == Action.IMAGINE:
             prompt = job.prompt
             if job.images:
@@ -268,11 +325,21 @@ class DiscordEngine(Engine):
             if dimensions:
                 blend_options.append({"type": 3, "name": "dimensions", "value": dimensions})
             return "blend", blend_options, attachments
+        if job.action in (Action.EDIT, Action.RETEXTURE):
+            # Midjourney's editor and retexture live on midjourney.com only: the Discord bot has
+            # no command or button for them (its Vary (Region) edits a job it made, with a mask
+            # in its own editor — our VARIATION press). trueai-org/midjourney-proxy refuses them
+            # for Discord accounts too (TaskService.SubmitEdit/SubmitRetexture:
+            # "当前账号不支持编辑/重绘任务" — this account type cannot edit or retexture).
+            raise PermanentEngineError(
+                f"The Midjourney Discord bot has no {job.action.lower()} command (the editor and "
+                "retexture are on midjourney.com only); run it on the sandbox or a "
+                "midjourney-proxy Plus upstream.",
+                error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
+            )
         raise PermanentEngineError(
             f"The discord engine cannot run {job.action} (the Midjourney bot has no such command).",
-            error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM
-            if job.action in (Action.EDIT, Action.RETEXTURE)
-            else ErrorCode.UPSTREAM_REJECTED,
+            error_code=ErrorCode.UPSTREAM_REJECTED,
         )
 
     def _uploads(
@@ -298,18 +365,71 @@ class DiscordEngine(Engine):
         message = rest.post_message(channel, content="", attachments=attachments)
         return [str(item["url"]) for item in message.get("attachments", [])]
 
-    def _press(self, job: Job, settings: DiscordSettings, rest: DiscordRest) -> DiscordJob:
+    @staticmethod
+    def _post_images(job: Job, rest: DiscordRest, channel: str, images: list[bytes]) -> list[str]:
+        """Images (a video's start frame) posted in the channel: their CDN links."""
+        attachments = []
+        for index, data in enumerate(images):
+            filename = f"{job.task_id}_frame{index}.png"
+            uploaded = rest.upload(channel, filename, data)
+            attachments.append(
+                {"id": str(index), "filename": filename, "uploaded_filename": uploaded}
+            )
+        message = rest.post_message(channel, content="", attachments=attachments)
+        urls = [str(item["url"]) for item in message.get("attachments", [])]
+        if len(urls) != len(images):
+            raise TemporaryEngineError(
+                "Discord did not return the posted start frame's link.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        return urls
+
+    def _press(
+        self,
+        job: Job,
+        settings: DiscordSettings,
+        rest: DiscordRest,
+        *,
+        pressed: str = "",
+        message_id: str = "",
+        offered: list[Any] | None = None,
+    ) -> DiscordJob:
+        """Press a button of the parent's message: ``pressed`` (default: the task's own button
+        id) on ``message_id`` offering ``offered`` (default: the parent's result message)."""
         parent = job.parent
         assert parent is not None
-        state = parent.state
-        if state.get("account") != job.account.id or not state.get("message_id"):
+        return self._press_on(
+            job,
+            settings,
+            rest,
+            parent.state,
+            pressed=pressed,
+            message_id=message_id,
+            offered=offered,
+        )
+
+    def _press_on(
+        self,
+        job: Job,
+        settings: DiscordSettings,
+        rest: DiscordRest,
+        state: Mapping[str, Any],
+        *,
+        pressed: str = "",
+        message_id: str = "",
+        offered: list[Any] | None = None,
+    ) -> DiscordJob:
+        """Press a button of the message a job's ``state`` describes (see ``_press``)."""
+        message_id = message_id or str(state.get("message_id") or "")
+        if state.get("account") != job.account.id or not message_id:
             raise PermanentEngineError(
                 "The Discord account that made the parent task is not this one, so its buttons "
                 "cannot be pressed here.",
                 error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             )
-        available = [str(button.get("custom_id")) for button in state.get("buttons") or []]
-        theirs = wire.their_custom_id(job.custom_id, available)
+        buttons = state.get("buttons") if offered is None else offered
+        available = [str(button.get("custom_id")) for button in buttons or []]
+        theirs = wire.their_custom_id(pressed or job.custom_id, available)
         if theirs is None:
             raise PermanentEngineError(
                 "The parent's Discord message does not offer this button.",
@@ -324,7 +444,7 @@ class DiscordEngine(Engine):
             command=theirs,
             bot_id=str(state.get("bot_id") or wire.MIDJOURNEY_BOT_ID),
             channel_id=str(state.get("channel_id") or settings.channel_id),
-            parent_message_id=str(state["message_id"]),
+            parent_message_id=message_id,
         )
         self._interact(
             rest,
@@ -383,6 +503,13 @@ class DiscordEngine(Engine):
                 raise PermanentEngineError(row.fail_reason, error_code=row.error_code)
             if row.phase in (Phase.RUNNING, Phase.SUCCESS) and is_remixed(job.params):
                 _check_remix_form(row)
+            if (
+                row.phase in (Phase.RUNNING, Phase.SUCCESS)
+                and job.action == Action.VIDEO
+                and job.params.get("manual")
+                and row.command != "imagine"
+            ):
+                _check_animate_form(row)
             if row.phase in (Phase.RUNNING, Phase.SUCCESS) or time.monotonic() >= deadline:
                 return row
             time.sleep(0.1)
@@ -430,7 +557,9 @@ class DiscordEngine(Engine):
                 "components": [
                     {
                         "type": 1,
-                        "components": [{"type": 4, "custom_id": field, "value": job.prompt}],
+                        "components": [
+                            {"type": 4, "custom_id": field, "value": self._modal_value(job, modal)}
+                        ],
                     }
                     for field in fields[:1]
                 ],
@@ -443,6 +572,14 @@ class DiscordEngine(Engine):
             DiscordJob.objects.filter(pk=row.pk, phase=Phase.MODAL_SENT).update(
                 phase=Phase.FAILURE, error_code=ErrorCode.UPSTREAM_REJECTED, fail_reason=reason
             )
+
+    @staticmethod
+    def _modal_value(job: Job, modal: dict[str, Any]) -> str:
+        """What the form is answered with: the task's prompt; for an automatic video, the
+        prompt the bot filled in itself (the task has none of its own)."""
+        if job.action == Action.VIDEO and not job.params.get("manual"):
+            return next(iter(modal.get("values") or []), "") or job.prompt
+        return job.prompt
 
     def _submit_inpaint(
         self,
@@ -485,7 +622,7 @@ class DiscordEngine(Engine):
 
     def find_job(self, job: Job) -> SubmitResult | None:
         row = (
-            DiscordJob.objects.filter(account_id=job.account.id, task_id=job.task_id)
+            _main_rows(job)
             .exclude(phase__in=(Phase.REFUSED, Phase.FAILURE))
             .order_by("-created_at")
             .first()
@@ -574,12 +711,146 @@ class DiscordEngine(Engine):
                 rest.close()
             row.refresh_from_db()
         try:
+            if job.action == Action.VIDEO and row.phase == Phase.SUCCESS:
+                return self._video_result(job, row, settings)
             return tracker.result_of(row, settings=settings)
+        except (TemporaryEngineError, PermanentEngineError):
+            raise
         except Exception as exc:
             raise TemporaryEngineError(
                 f"Downloading the result from Discord failed: {exc}",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
+
+    # --- video ---------------------------------------------------------------------------------
+
+    def _video_result(self, job: Job, row: DiscordJob, settings: DiscordSettings) -> PollResult:
+        """A finished video job: its clips, each from the message the bot shows it alone in
+        (pressed here, once per clip), downloaded, with the first frame as the poster."""
+        ids = wire.custom_ids(row.components)
+        if wire.is_single_clip(ids):
+            clips: list[DiscordJob] | None = [row]
+        else:
+            offered = wire.video_clip_count(ids)
+            if not offered:
+                raise PermanentEngineError(
+                    "The bot's video message offers no clip.", error_code=ErrorCode.UPSTREAM_ERROR
+                )
+            wanted = min(offered, int(job.params.get("batch_size") or offered))
+            clips = self._clip_rows(job, row, settings, wanted)
+        if clips is None:
+            return replace(
+                tracker.result_of(row, settings=None), status=PollResult.RUNNING, progress=99
+            )
+        data = [tracker.download(clip.image_url, settings) for clip in clips]
+        try:
+            poster = first_frame(data[0])
+        except ValueError as exc:
+            raise PermanentEngineError(
+                "The bot's video clip could not be read.", error_code=ErrorCode.UPSTREAM_ERROR
+            ) from exc
+        state = {
+            **tracker.job_state(row),
+            "clips": [
+                {
+                    "message_id": clip.result_message_id,
+                    "job_hash": clip.job_hash,
+                    "buttons": wire.buttons(clip.components),
+                }
+                for clip in clips
+            ],
+        }
+        return PollResult(
+            status=PollResult.SUCCESS,
+            progress=100,
+            image=ResultImage(data=poster),
+            videos=tuple(ResultVideo(data=clip) for clip in data),
+            properties={"batchSize": len(data)},
+            seed=row.seed,
+            state=state,
+        )
+
+    def _clip_rows(
+        self, job: Job, row: DiscordJob, settings: DiscordSettings, wanted: int
+    ) -> list[DiscordJob] | None:
+        """The finished "Video #n" messages of clips 1..``wanted``, or None while some are not
+        there yet (the missing ones are asked for: their ``U<n>`` button pressed once)."""
+        found: list[DiscordJob] = []
+        missing: list[int] = []
+        stale = False
+        for number in range(1, wanted + 1):
+            presses = DiscordJob.objects.filter(
+                account_id=job.account.id,
+                task_id=job.task_id,
+                parent_message_id=row.result_message_id,
+                command__contains=f"{wire.VIRTUAL_UPSCALE}{number}::",
+            ).order_by("-created_at")
+            latest = presses.first()
+            if latest is None or latest.phase == Phase.REFUSED:
+                if presses.filter(phase=Phase.REFUSED).count() >= CLIP_PRESSES:
+                    raise PermanentEngineError(
+                        f"The bot would not show clip {number} of the video "
+                        f"({latest.fail_reason if latest else 'no answer'}).",
+                        error_code=ErrorCode.UPSTREAM_ERROR,
+                    )
+                missing.append(number)
+            elif latest.phase == Phase.PREPARED and _press_lost(latest):
+                # Its worker stopped before the press left, or it never reached the bot.
+                self._refused(latest, "The press that shows this clip never reached the bot.")
+                missing.append(number)
+            elif latest.phase == Phase.FAILURE:
+                raise PermanentEngineError(latest.fail_reason, error_code=latest.error_code)
+            elif latest.phase == Phase.SUCCESS:
+                found.append(latest)
+            else:
+                stale = stale or (
+                    timezone.now() - latest.updated_at > timedelta(seconds=RECOVER_AFTER_SECONDS)
+                )
+        if not missing and not stale:
+            return found if len(found) == wanted else None
+        rest = DiscordRest(account_id=job.account.id, settings=settings)
+        try:
+            if stale and cache.add(f"discord:readback:{row.account_id}:{row.channel_id}", 1, 10):
+                self._read_back(job, settings, rest, row.channel_id)
+            for number in missing:
+                self._show_clip(job, row, settings, rest, number)
+        finally:
+            rest.close()
+        return None
+
+    def _show_clip(
+        self,
+        job: Job,
+        row: DiscordJob,
+        settings: DiscordSettings,
+        rest: DiscordRest,
+        number: int,
+    ) -> None:
+        """Press ``U<number>`` under the video: the bot posts that clip alone. One press per
+        clip at a time: concurrent polls of the task take turns (a short lock in the cache)
+        and look again once they hold it."""
+        key = f"discord:clip:{row.nonce}:{number}"
+        if not cache.add(key, 1, CLIP_LOCK_SECONDS):
+            return
+        try:
+            live = DiscordJob.objects.filter(
+                task_id=job.task_id,
+                parent_message_id=row.result_message_id,
+                command__contains=f"{wire.VIRTUAL_UPSCALE}{number}::",
+            ).exclude(phase=Phase.REFUSED)
+            if live.exists():
+                return
+            self._press_on(
+                job,
+                settings,
+                rest,
+                tracker.job_state(row),
+                pressed=f"MJ::JOB::video_virtual_upscale::{number}::{video.ANY_HASH}",
+                message_id=row.result_message_id,
+                offered=wire.buttons(row.components),
+            )
+        finally:
+            cache.delete(key)
 
     def cancel(self, job: Job) -> None:
         """Midjourney cannot stop a running job: it runs out and its result is dropped (the

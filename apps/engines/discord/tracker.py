@@ -25,7 +25,7 @@ from django.db.models import Q
 from apps.engines.base import JobUpdate, PollResult, ResultImage
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.services import upstream_account_take_out
-from apps.tasks.enums import ErrorCode, Mode
+from apps.tasks.enums import Action, ErrorCode, Mode
 
 from . import wire
 from .models import LIVE_PHASES, DiscordJob, Phase
@@ -137,11 +137,10 @@ def interaction_failed(*, listener: Listener, data: dict[str, Any]) -> None:
 
 
 def modal_opened(*, listener: Listener, data: dict[str, Any], iframe: bool) -> None:
-    fields = [
-        str(field.get("custom_id"))
-        for row in data.get("components") or []
-        for field in row.get("components") or []
+    inputs = [
+        field for row in data.get("components") or [] for field in row.get("components") or []
     ]
+    fields = [str(field.get("custom_id")) for field in inputs]
     DiscordJob.objects.filter(
         account_id=listener.account_id,
         nonce=str(data.get("nonce", "")),
@@ -152,6 +151,8 @@ def modal_opened(*, listener: Listener, data: dict[str, Any], iframe: bool) -> N
             "id": str(data.get("id", "")),
             "custom_id": str(data.get("custom_id", "")),
             "fields": fields,
+            # What the bot filled in (the job's own prompt): an automatic answer sends it back.
+            "values": [str(field.get("value") or "") for field in inputs],
             "iframe": iframe,
             "application_id": str((data.get("application") or {}).get("id", "")),
         },
@@ -220,6 +221,7 @@ def _job_of(listener: Listener, message: dict[str, Any], *, edited: bool) -> Dis
                 job
                 for job in unseen.filter(parent_message_id=reference)
                 if f"::upsample::{text.image_index}::" in job.command
+                or f"{wire.VIRTUAL_UPSCALE}{text.image_index}::" in job.command
             ),
             None,
         )
@@ -368,6 +370,10 @@ def result_of(job: DiscordJob, *, settings: DiscordSettings | None) -> PollResul
     """A row as a poll result. With ``settings`` a finished image is downloaded to bytes at
     once (CDN links expire); without, the URL is handed on."""
     state = job_state(job)
+    if job.phase == Phase.SUCCESS and job.action == Action.VIDEO:
+        # A video job's clips are gathered by the engine's poll (one message per clip); the
+        # bot's result message only says the job is done.
+        return PollResult(status=PollResult.SUCCESS, progress=100, state=state)
     if job.phase == Phase.SUCCESS:
         image: ResultImage | None = None
         if job.image_url:

@@ -40,14 +40,19 @@ EPHEMERAL = 64
 _PROGRESS = re.compile(r"\((\d{1,3})%\)")
 _HEAD = re.compile(r"^\*\*(?P<prompt>.*?)\*\* - (?P<rest>.*)$", re.DOTALL)
 _MENTION = re.compile(r"<@!?(\d+)>")
-_IMAGE_INDEX = re.compile(r"Image #(\d)")
+#: "Image #n" (an upscale of a grid) and "Video #n" (one clip of a video batch).
+_IMAGE_INDEX = re.compile(r"(?:Image|Video) #(\d)")
 _HASH_PART = re.compile(
     r"^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,})$"
 )
 _SEED = re.compile(r"\*\*seed\*\*\s*(\d+)", re.IGNORECASE)
 _FILE_HASH = re.compile(
-    r"_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.(?:png|webp|jpg)"
+    r"_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:_\d+)?\.(?:png|webp|jpg|mp4)"
 )
+#: The button that shows clip *n* of a video batch on its own ("U1" under a video), and the
+#: buttons of a single clip: Extend (High/Low motion).
+VIRTUAL_UPSCALE = "::video_virtual_upscale::"
+_EXTEND = re.compile(r"^MJ::JOB::animate_(?:high|low)_extend::")
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,24 @@ def is_modal_button(custom_id: str) -> bool:
     return custom_id.startswith(
         ("MJ::CustomZoom::", "MJ::Inpaint::", "MJ::Job::PicReader::", "MJ::Job::PromptAnalyzer::")
     )
+
+
+def is_video_attachment(attachment: dict[str, Any]) -> bool:
+    """An MP4 the bot attached (a video job's clips): by its content type, else its name."""
+    kind = str(attachment.get("content_type") or "").lower()
+    if kind:
+        return kind.startswith("video/")
+    return str(attachment.get("filename") or "").lower().endswith(".mp4")
+
+
+def video_clip_count(custom_ids_on_message: list[str]) -> int:
+    """How many clips a video batch message offers (its ``video_virtual_upscale`` buttons)."""
+    return sum(1 for custom_id in custom_ids_on_message if VIRTUAL_UPSCALE in custom_id)
+
+
+def is_single_clip(custom_ids_on_message: list[str]) -> bool:
+    """A message showing one clip: it carries the Extend buttons."""
+    return any(_EXTEND.match(custom_id) for custom_id in custom_ids_on_message)
 
 
 def is_grid_result(custom_ids_on_message: list[str]) -> bool:

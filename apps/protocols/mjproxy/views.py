@@ -35,6 +35,7 @@ from apps.tasks.models import Protocol
 from apps.tasks.selectors import (
     task_fetch,
     task_list,
+    task_page,
     task_queue_list,
 )
 from apps.tasks.services.acceptance import SubmitOutcome
@@ -492,7 +493,7 @@ class ListByConditionView(MjProxyView):
 
 class ListView(MjProxyView):
     def get(self, request: Request, **kwargs: Any) -> Response:
-        tasks = task_list(organization=self.organization)[:LIST_LIMIT]
+        tasks = task_page(organization=self.organization, limit=LIST_LIMIT)
         return Response([queued_task_json(t) for t in tasks])
 
 

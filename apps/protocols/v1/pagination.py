@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, QuerySet
 from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.pagination import CursorPagination
@@ -29,7 +28,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
+from apps.accounts.models import Organization
 from apps.core.errors import ValidationFailed
+from apps.tasks.models import Task
+from apps.tasks.selectors import PageBound, TaskFilters, task_page, task_page_exists
 
 CURSOR_PARAM = "cursor"
 INVALID_CURSOR = "The cursor is invalid."
@@ -63,34 +65,34 @@ class Cursor:
         return cls(backwards=raw["b"], created_at=created_at, id=raw["i"])
 
 
-def _after(cursor: Cursor) -> Q:
-    """Rows that come after the cursor's row in newest-first order."""
-    return Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=cursor.id)
-
-
-def _before(cursor: Cursor) -> Q:
-    return Q(created_at__gt=cursor.created_at) | Q(created_at=cursor.created_at, id__gt=cursor.id)
-
-
 def _cursor_at(row: Any, *, backwards: bool) -> Cursor:
     return Cursor(backwards=backwards, created_at=row.created_at, id=row.pk)
 
 
+def _bound(cursor: Cursor) -> PageBound:
+    return PageBound(created_at=cursor.created_at, id=cursor.id)
+
+
 class NewestFirstPagination:
-    """``{next, previous, results}`` over a queryset of rows with ``created_at`` and a string pk."""
+    """``{next, previous, results}`` over an organization's tasks (``task_page``)."""
 
     def __init__(self, *, limit: int | None = None) -> None:
         self.limit = min(max(int(limit or DEFAULT_LIMIT), 1), MAX_LIMIT)
         self.next: Cursor | None = None
         self.previous: Cursor | None = None
 
-    def paginate_queryset(self, queryset: QuerySet[Any], request: Request) -> list[Any]:
+    def paginate_tasks(
+        self, *, organization: Organization, filters: TaskFilters, request: Request
+    ) -> list[Task]:
         self.request = request
         raw = request.query_params.get(CURSOR_PARAM)
         cursor = Cursor.decode(raw) if raw else None
         if cursor is not None and cursor.backwards:
-            rows = list(
-                queryset.filter(_before(cursor)).order_by("created_at", "id")[: self.limit + 1]
+            rows = task_page(
+                organization=organization,
+                filters=filters,
+                before=_bound(cursor),
+                limit=self.limit + 1,
             )
             page = list(reversed(rows[: self.limit]))
             if len(rows) > self.limit:
@@ -98,15 +100,23 @@ class NewestFirstPagination:
             if page:
                 self.next = _cursor_at(page[-1], backwards=False)
             return page
-        ordered = queryset.order_by("-created_at", "-id")
-        rows = list((ordered.filter(_after(cursor)) if cursor else ordered)[: self.limit + 1])
+        rows = task_page(
+            organization=organization,
+            filters=filters,
+            after=_bound(cursor) if cursor else None,
+            limit=self.limit + 1,
+        )
         page = rows[: self.limit]
         if len(rows) > self.limit:
             self.next = _cursor_at(page[-1], backwards=False)
         if (
             cursor is not None
             and page
-            and queryset.filter(_before(_cursor_at(page[0], backwards=True))).exists()
+            and task_page_exists(
+                organization=organization,
+                filters=filters,
+                before=PageBound(created_at=page[0].created_at, id=page[0].pk),
+            )
         ):
             self.previous = _cursor_at(page[0], backwards=True)
         return page

@@ -34,7 +34,7 @@ from apps.core.api import OrganizationAPIView
 from apps.tasks.actions import ByName
 from apps.tasks.enums import Action
 from apps.tasks.models import Protocol
-from apps.tasks.selectors import task_fetch, task_get, task_list
+from apps.tasks.selectors import TaskFilters, task_fetch, task_get
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
 from apps.tasks.services.inputs import ClientEcho
@@ -131,16 +131,17 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
         query = TaskListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        tasks = task_list(
-            organization=self.organization,
-            statuses=sorted(params.get("status") or []),
-            actions=sorted(params.get("action") or []),
-            modes=sorted(params.get("mode") or []),
+        filters = TaskFilters(
+            statuses=tuple(sorted(params.get("status") or [])),
+            actions=tuple(sorted(params.get("action") or [])),
+            modes=tuple(sorted(params.get("mode") or [])),
             is_test=params.get("is_test"),
             search=params.get("search"),
         )
         paginator = NewestFirstPagination(limit=params.get("limit"))
-        page = paginator.paginate_queryset(tasks, request)
+        page = paginator.paginate_tasks(
+            organization=self.organization, filters=filters, request=request
+        )
         rows = TaskSerializer(page, many=True).data
         return paginator.get_paginated_response(
             [with_queue(row, task) for row, task in zip(rows, page, strict=True)]

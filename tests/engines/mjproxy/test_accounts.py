@@ -179,8 +179,9 @@ def test_a_follow_up_whose_parent_account_is_gone_fails_clearly(
         {"health": Health.BANNED},
         {"modes": ["RELAX"]},
         {"is_enabled": False},
+        {"health": Health.FAST_HOURS_EXHAUSTED},
     ],
-    ids=["banned", "mode-dropped", "disabled"],
+    ids=["banned", "mode-dropped", "disabled", "out-of-fast-hours"],
 )
 def test_the_sweeper_finds_follow_ups_of_gone_accounts_without_loading_the_others(
     funded, live_key, fake, second_fake, monkeypatch, gone
@@ -225,9 +226,19 @@ def test_the_sweeper_finds_follow_ups_of_gone_accounts_without_loading_the_other
         **dict.fromkeys(children[first.pk], Status.FAILURE),
         **dict.fromkeys(children[second.pk], Status.NOT_START),
     }
-    assert {Task.objects.get(pk=pk).error_code for pk in children[first.pk]} == {
-        ErrorCode.ACCOUNT_UNAVAILABLE
+    # Out of fast hours (an mjproxy account never falls back to relax): these FAST follow-ups
+    # could only wait out their start deadline, so they fail now, saying why and what to do.
+    exhausted = gone.get("health") == Health.FAST_HOURS_EXHAUSTED
+    failed = [Task.objects.get(pk=pk) for pk in children[first.pk]]
+    assert {t.mode for t in failed} == {"FAST"}
+    assert {t.error_code for t in failed} == {
+        ErrorCode.FAST_HOURS_EXHAUSTED if exhausted else ErrorCode.ACCOUNT_UNAVAILABLE
     }
+    if exhausted:
+        assert {t.fail_reason for t in failed} == {
+            "The upstream account that made the parent task has run out of fast hours, so "
+            "this follow-up cannot run in FAST mode; press the button again in RELAX mode."
+        }
 
 
 def test_a_follow_up_of_a_deleted_account_fails_instead_of_running_elsewhere(

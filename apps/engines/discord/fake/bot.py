@@ -10,7 +10,13 @@ vary-region editor's submit, the way the real bot does on the wire:
 * upscales come at once as a reply referencing the grid;
 * errors are ephemeral embeds with the nonce (banned prompt, invalid parameter, job queue full,
   fast hours exhausted, subscription required, CAPTCHA "Action needed to continue", blocked);
-* the ✉️ reaction on a result makes it DM the job id and seed.
+* the ✉️ reaction on a result makes it DM the job id and seed;
+* video: ``/imagine <frame link> … --video 1 [--motion low|high] [--bs 1|2|4] [--loop]`` and
+  the Animate (High/Low motion) buttons of an upscale answer with a message carrying an MP4
+  (``content_type: video/mp4``; the clips side by side) and a ``U<n>`` button per clip
+  (``MJ::JOB::video_virtual_upscale::<n>::<hash>``), which posts "Video #n" — that clip alone —
+  with its Extend (High/Low motion) buttons. With Remix mode on, Animate and Extend first open
+  the ``MJ::AnimateModal`` form. Clips are real H.264 MP4s (``render``).
 """
 
 from __future__ import annotations
@@ -71,7 +77,14 @@ KNOWN_PARAMETERS = {
     "uplight",
     "upbeta",
     "draft",
+    "video",
+    "motion",
+    "bs",
+    "loop",
+    "end",
 }
+_VIDEO = re.compile(r"(?:^|\s)--video\b")
+_LINK = re.compile(r"<?(https?://[^\s>]+)>?")
 #: Buttons that open the remix form when the user has Remix mode on.
 REMIXABLE = {
     "variation",
@@ -141,8 +154,82 @@ def upscale_components(job_hash: str) -> list[dict[str, Any]]:
                 for side, emoji in (("left", "⬅️"), ("right", "➡️"), ("up", "⬆️"), ("down", "⬇️"))
             ),
         ),
+        _row(
+            _button(
+                f"MJ::JOB::animate_high::1::{job_hash}::SOLO",
+                label="Animate (High motion)",
+                emoji="🎞️",
+            ),
+            _button(
+                f"MJ::JOB::animate_low::1::{job_hash}::SOLO",
+                label="Animate (Low motion)",
+                emoji="🎞️",
+            ),
+        ),
         _row(_button(f"MJ::JOB::reroll::0::{job_hash}::SOLO", emoji="🔄")),
     ]
+
+
+def video_components(job_hash: str, clips: int) -> list[dict[str, Any]]:
+    return [
+        _row(
+            *(
+                _button(f"MJ::JOB::video_virtual_upscale::{n}::{job_hash}", label=f"U{n}")
+                for n in range(1, clips + 1)
+            ),
+            _button(f"MJ::JOB::reroll::0::{job_hash}::SOLO", emoji="🔄"),
+        )
+    ]
+
+
+def clip_components(job_hash: str) -> list[dict[str, Any]]:
+    return [
+        _row(
+            *(
+                _button(
+                    f"MJ::JOB::animate_{motion}_extend::1::{job_hash}",
+                    label=f"Extend ({motion.capitalize()} motion)",
+                    emoji="🎞️",
+                )
+                for motion in ("high", "low")
+            )
+        )
+    ]
+
+
+def video_prompt(prompt: str, motion: str) -> str:
+    """A job's prompt as a video prompt of ``motion`` (earlier video flags replaced)."""
+    bare = re.sub(r"\s--(?:motion|video|bs)(?:\s+\w+)?|\s--loop\b", "", f" {prompt}").strip()
+    return f"{bare} --motion {motion} --video 1"
+
+
+def video_options(prompt: str) -> tuple[str, int, bool]:
+    """(motion, batch size, loop) of a video prompt; ``BotError`` for values the bot refuses."""
+    motion = re.search(r"--motion\s+(\S+)", prompt)
+    batch = re.search(r"--bs\s+(\S+)", prompt)
+    chosen = motion[1].lower() if motion else "low"
+    if chosen not in ("low", "high"):
+        raise BotError("Invalid parameter", f"`--motion {chosen}`: use low or high.")
+    size = batch[1] if batch else "4"
+    if size not in ("1", "2", "4"):
+        raise BotError("Invalid parameter", f"`--bs {size}`: a video batch is 1, 2 or 4.")
+    return chosen, int(size), bool(re.search(r"(?:^|\s)--loop\b", prompt))
+
+
+def render_batch(
+    *, frame: bytes, clip: bytes, motion: str, batch: int, loop: bool, seed: int
+) -> tuple[list[bytes], bytes]:
+    """A video job's clips (from ``frame``, or extending ``clip``) and its message's MP4."""
+    try:
+        clips = [
+            render.extend_mp4(clip, motion=motion, seed=f"{seed}:{n}")
+            if clip
+            else render.clip_mp4(frame, motion=motion, seed=f"{seed}:{n}", loop=loop)
+            for n in range(batch)
+        ]
+    except (ValueError, OSError) as exc:
+        raise BotError("Invalid parameter", f"The video could not be made: {exc}") from exc
+    return clips, clips[0] if batch == 1 else render.sheet_mp4(clips)
 
 
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
@@ -215,7 +302,10 @@ class MidjourneyBot:
             if name == "imagine":
                 prompt = str(options.get("prompt", ""))
                 check_prompt(prompt)
-                await self.grid_job(user, bot_id, channel_id, meta, prompt, kind="imagine")
+                if _VIDEO.search(prompt):
+                    await self.video_from_prompt(user, bot_id, channel_id, meta, prompt)
+                else:
+                    await self.grid_job(user, bot_id, channel_id, meta, prompt, kind="imagine")
             elif name == "blend":
                 urls = [
                     attachments[str(v)] for k, v in sorted(options.items()) if k != "dimensions"
@@ -271,7 +361,18 @@ class MidjourneyBot:
         try:
             self.account_checks(user)
             check_prompt(prompt)
-            if modal["kind"] == "remix":
+            if modal["kind"] == "animate":
+                await self.video_job(
+                    user,
+                    bot_id,
+                    channel_id,
+                    meta,
+                    video_prompt(prompt or modal["prompt"], modal["motion"]),
+                    frame=modal.get("frame", b""),
+                    clip=modal.get("clip", b""),
+                    reference=modal["reference"],
+                )
+            elif modal["kind"] == "remix":
                 await self.grid_job(
                     user,
                     bot_id,
@@ -464,6 +565,8 @@ class MidjourneyBot:
             await self.describe(user, bot_id, channel_id, meta, image)
             return
         assert job is not None
+        if await self.press_video(user, bot_id, channel_id, meta, message, job, custom_id):
+            return
         labels = {
             "variation": "Variations (Strong) by",
             "low_variation": "Variations (Subtle) by",
@@ -644,7 +747,18 @@ class MidjourneyBot:
                 components=components,
                 reference=reference,
             )
-            self.remember(final, job_hash, prompt, user, bot_id, channel_id, not single, kind, mode)
+            self.remember(
+                final,
+                job_hash,
+                prompt,
+                user,
+                bot_id,
+                channel_id,
+                not single,
+                kind,
+                mode,
+                image=picture if single else b"",
+            )
         finally:
             user.running -= 1
 
@@ -662,9 +776,8 @@ class MidjourneyBot:
         await asyncio.sleep(self.step_seconds)
         job_hash = _job_hash()
         name = f"{user.username}_{job_hash}.png"
-        attachment = self.discord.store_cdn(
-            channel_id, name, render.single_png(job.hash, index - 1)
-        )
+        picture = render.single_png(job.hash, index - 1)
+        attachment = self.discord.store_cdn(channel_id, name, picture)
         final = await self.discord.post_message(
             channel_id,
             author_id=bot_id,
@@ -675,7 +788,218 @@ class MidjourneyBot:
             interaction=meta,
         )
         self.remember(
-            final, job_hash, job.prompt, user, bot_id, channel_id, False, "upscale", job.mode
+            final,
+            job_hash,
+            job.prompt,
+            user,
+            bot_id,
+            channel_id,
+            False,
+            "upscale",
+            job.mode,
+            image=picture,
+        )
+
+    # --- video --------------------------------------------------------------------------------
+
+    async def video_from_prompt(
+        self, user: FakeUser, bot_id: str, channel_id: str, meta: dict[str, Any], prompt: str
+    ) -> None:
+        """``/imagine <frame link> … --video 1``: the first link is the start frame."""
+        link = _LINK.search(prompt)
+        frame = self.discord.cdn_file(link[1]) if link else None
+        if frame is None or not render.is_picture(frame):
+            raise BotError("Invalid link", "A video needs a start frame: an image link first.")
+        await self.video_job(user, bot_id, channel_id, meta, prompt, frame=frame)
+
+    async def press_video(
+        self,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        meta: dict[str, Any],
+        message: dict[str, Any],
+        job: BotJob,
+        custom_id: str,
+    ) -> bool:
+        """The video buttons; False when ``custom_id`` is none of them."""
+        if match := re.fullmatch(r"MJ::JOB::video_virtual_upscale::(\d)::[\w-]+", custom_id):
+            await self.show_clip(user, bot_id, channel_id, meta, message, job, int(match[1]))
+            return True
+        if job.kind == "video" and custom_id.startswith("MJ::JOB::reroll::"):
+            await self.video_job(
+                user,
+                bot_id,
+                channel_id,
+                meta,
+                job.prompt,
+                frame=job.image,
+                reference=message["id"],
+            )
+            return True
+        match = re.fullmatch(
+            r"MJ::JOB::animate_(high|low)(_extend)?::(\d)::([\w-]+)(?:::SOLO)?", custom_id
+        )
+        if match is None:
+            return False
+        motion, extend = match[1], bool(match[2])
+        source = {"clip": job.clips[0]} if extend else {"frame": job.image}
+        if not next(iter(source.values())):
+            raise BotError("Action not allowed", "This message has nothing to animate.")
+        if user.remix:
+            await self.open_modal(
+                user,
+                bot_id,
+                channel_id,
+                meta,
+                kind="animate",
+                custom_id=f"MJ::AnimateModal::{match[4]}::{match[3]}::{motion}::{int(extend)}",
+                field="MJ::AnimateModal::prompt",
+                value=video_prompt(job.prompt, motion).removesuffix(" --video 1"),
+                title="Animate Prompt",
+                extra={
+                    "motion": motion,
+                    "prompt": job.prompt,
+                    "reference": message["id"],
+                    **source,
+                },
+            )
+            return True
+        await self.video_job(
+            user,
+            bot_id,
+            channel_id,
+            meta,
+            video_prompt(job.prompt, motion),
+            reference=message["id"],
+            **source,
+        )
+        return True
+
+    async def video_job(
+        self,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        meta: dict[str, Any],
+        prompt: str,
+        *,
+        frame: bytes = b"",
+        clip: bytes = b"",
+        reference: str = "",
+    ) -> None:
+        """A video job: "Animating..." (the reply carrying the nonce), progress edits of it,
+        then the video message."""
+        motion, batch, loop = video_options(prompt)
+        if clip:
+            batch, loop = 4, False  # Extend always makes a batch of four
+        mode = prompt_mode(prompt, user)
+        self.mode_checks(user, mode)
+        user.running += 1
+        try:
+            head = f"**{prompt}** - <@{user.id}>"
+            started = await self.discord.post_message(
+                channel_id,
+                author_id=bot_id,
+                content="Animating...",
+                nonce=meta["nonce"],
+                interaction=meta,
+                reference=reference,
+            )
+            job_hash = _job_hash()
+            seed = random.Random(job_hash).randint(0, 4_294_967_295)
+            rendering = asyncio.ensure_future(
+                asyncio.to_thread(
+                    render_batch,
+                    frame=frame,
+                    clip=clip,
+                    motion=motion,
+                    batch=batch,
+                    loop=loop,
+                    seed=seed,
+                )
+            )
+            for step in range(1, self.steps + 1):
+                await asyncio.sleep(self.step_seconds)
+                percent = int(step * 100 / (self.steps + 1))
+                preview = self.discord.store_cdn(
+                    channel_id, f"{job_hash}_preview.png", render.grid_png(job_hash, progress=0)
+                )
+                await self.discord.edit_message(
+                    channel_id,
+                    started["id"],
+                    content=f"{head} ({percent}%) ({MODE_LABELS[mode]})",
+                    attachments=[preview],
+                )
+            clips, sheet = await rendering
+            await asyncio.sleep(self.step_seconds)
+            await self.discord.delete_message(channel_id, started["id"])
+            attachment = self.discord.store_cdn(
+                channel_id, f"{user.username}_{job_hash}.mp4", sheet, content_type="video/mp4"
+            )
+            final = await self.discord.post_message(
+                channel_id,
+                author_id=bot_id,
+                content=f"{head} ({MODE_LABELS[mode]})",
+                attachments=[attachment],
+                components=video_components(job_hash, len(clips)),
+                reference=reference,
+            )
+            self.remember(
+                final,
+                job_hash,
+                prompt,
+                user,
+                bot_id,
+                channel_id,
+                False,
+                "video",
+                mode,
+                image=frame,
+                clips=tuple(clips),
+            )
+        finally:
+            user.running -= 1
+
+    async def show_clip(
+        self,
+        user: FakeUser,
+        bot_id: str,
+        channel_id: str,
+        meta: dict[str, Any],
+        message: dict[str, Any],
+        job: BotJob,
+        index: int,
+    ) -> None:
+        """``U<n>`` under a video: clip *n* alone, with its Extend buttons (no GPU time)."""
+        if not 1 <= index <= len(job.clips):
+            raise BotError("Action not allowed", f"This video has no clip {index}.")
+        await asyncio.sleep(self.step_seconds)
+        job_hash = _job_hash()
+        clip = job.clips[index - 1]
+        attachment = self.discord.store_cdn(
+            channel_id, f"{user.username}_{job_hash}.mp4", clip, content_type="video/mp4"
+        )
+        final = await self.discord.post_message(
+            channel_id,
+            author_id=bot_id,
+            content=f"**{job.prompt}** - Video #{index} <@{user.id}>",
+            attachments=[attachment],
+            components=clip_components(job_hash),
+            reference=message["id"],
+            interaction=meta,
+        )
+        self.remember(
+            final,
+            job_hash,
+            job.prompt,
+            user,
+            bot_id,
+            channel_id,
+            False,
+            "video_clip",
+            job.mode,
+            clips=(clip,),
         )
 
     async def describe(
@@ -749,6 +1073,9 @@ class MidjourneyBot:
         grid: bool,
         kind: str,
         mode: str,
+        *,
+        image: bytes = b"",
+        clips: tuple[bytes, ...] = (),
     ) -> None:
         custom_ids = tuple(
             button["custom_id"]
@@ -766,4 +1093,6 @@ class MidjourneyBot:
             kind=kind,
             mode=mode,
             custom_ids=custom_ids,
+            image=image,
+            clips=clips,
         )

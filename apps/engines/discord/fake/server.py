@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -158,7 +158,9 @@ class FakeDiscord:
         for user in [only] if only else self.world.watchers(channel_id):
             await self.dispatch_user(user, event, data)
 
-    def store_cdn(self, channel_id: str, filename: str, data: bytes) -> dict[str, Any]:
+    def store_cdn(
+        self, channel_id: str, filename: str, data: bytes, *, content_type: str = "image/png"
+    ) -> dict[str, Any]:
         file_id = self.world.snowflake()
         path = f"/attachments/{channel_id}/{file_id}/{filename}"
         self.world.cdn[path] = data
@@ -168,7 +170,7 @@ class FakeDiscord:
             "size": len(data),
             "url": f"{self.base_url}{path}?ex={int(time.time()) + 86400:x}",
             "proxy_url": f"{self.base_url}{path}",
-            "content_type": "image/png",
+            "content_type": content_type,
         }
 
     @staticmethod
@@ -262,6 +264,10 @@ class FakeDiscord:
         await self.dispatch_channel(
             channel_id, "MESSAGE_DELETE", {"id": message_id, "channel_id": channel_id}
         )
+
+    def cdn_file(self, url: str) -> bytes | None:
+        """A file of this fake's CDN by its link (a start frame the bot is shown)."""
+        return self.world.cdn.get(urlsplit(url.strip("<>")).path)
 
     def dm_channel(self, user: FakeUser) -> str:
         if not user.dm_channel_id:
@@ -561,7 +567,8 @@ class FakeDiscord:
         if data is None:
             return web.Response(status=404)
         self.world.stats["cdn_downloads"] += 1
-        return web.Response(body=data, content_type="image/png")
+        kind = "video/mp4" if request.path.endswith(".mp4") else "image/png"
+        return web.Response(body=data, content_type=kind)
 
     async def inpaint(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -82,6 +82,10 @@ class BotJob:
     kind: str
     mode: str
     custom_ids: tuple[str, ...]
+    #: The message's picture (an upscale: what its Animate buttons start from).
+    image: bytes = b""
+    #: A video message's clips (MP4), in batch order.
+    clips: tuple[bytes, ...] = ()
 
 
 class World:
