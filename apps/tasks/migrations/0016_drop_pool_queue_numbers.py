@@ -33,7 +33,7 @@ def create_sequences(apps: Any, schema_editor: Any) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("tasks", "0014_tenant_queue"),
+        ("tasks", "0015_drop_redundant_task_indexes"),
     ]
 
     operations = [
