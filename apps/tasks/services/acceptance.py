@@ -228,7 +228,9 @@ def finish_acceptance(task: Task) -> SubmitOutcome:
 
     The request does no dispatching: ``insert_accepted`` sent the dispatch message, and a worker
     assigns the task. Whether it starts at once is an honest guess from the pool's free slots
-    and the task's place in the pool's queue (``task_queue_estimate``, two indexed reads).
+    and the task's place in the pool's fair queue (``task_queue_estimate``: the tenant's queue
+    head as the lock statement read it, the pool's snapshot cached per process, at most one
+    probe statement for tasks tied with it, and the free slots unless every slot is busy).
     """
     estimate = task_queue_estimate(task=task, head=queue_heads.pop(task, UNREAD))
     if estimate.position == 0:
