@@ -161,11 +161,12 @@ class Task(models.Model):
             # hour of created and finished tasks (apps/operator/selectors.py).
             models.Index(fields=["created_at"], name="task_created"),
             models.Index(fields=["finished_at"], name="task_finished"),
-            # Each tenant's part of each pool's queue (the fair queue position): the tenants
-            # with queued work by a skip scan, each one's head, tail and n-th task by a probe.
+            # Each tenant's part of each pool's queue (the fair queue position): its head, tail
+            # and n-th task by a probe. It leads with the fair pick's columns, so the pick
+            # (ordered by submission) keeps reading ``task_queued_fair``.
             models.Index(
-                fields=["mode", "is_test", "organization", "tenant_seq"],
-                name="task_tenant_queue",
+                fields=["organization", "is_test", "mode", "tenant_seq"],
+                name="task_tenant_queued",
                 condition=models.Q(status="NOT_START"),
             ),
         ]

@@ -1,9 +1,10 @@
 # The pool-wide queue numbers (0007) gave way to per-tenant ones (0014, the fair queue
-# position): the column, its index and the six sequences go.
+# position): the column, its index and the six sequences go. The tenant queue's index leads
+# with the fair pick's columns now, so the pick keeps reading task_queued_fair.
 
 from typing import Any
 
-from django.db import migrations
+from django.db import migrations, models
 
 MODES = ("FAST", "RELAX", "TURBO")
 
@@ -46,4 +47,16 @@ class Migration(migrations.Migration):
             name="queue_seq",
         ),
         migrations.RunPython(drop_sequences, create_sequences),
+        migrations.RemoveIndex(
+            model_name="task",
+            name="task_tenant_queue",
+        ),
+        migrations.AddIndex(
+            model_name="task",
+            index=models.Index(
+                condition=models.Q(("status", "NOT_START")),
+                fields=["organization", "is_test", "mode", "tenant_seq"],
+                name="task_tenant_queued",
+            ),
+        ),
     ]

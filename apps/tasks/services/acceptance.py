@@ -85,7 +85,7 @@ def _lock_sql() -> str:
     """The lock statement, built once per process from the models' tables (no SQL is built
     per request): the organization's counter and tier, the task's number in the tenant's part
     of the pool's queue (the tenant's counter, bumped), the tenant's queue head in the pool
-    (partial index ``task_tenant_queue``) and whether any webhook endpoint listens."""
+    (partial index ``task_tenant_queued``) and whether any webhook endpoint listens."""
     org = Organization._meta.db_table
     tier = MembershipTier._meta.db_table
     tasks = Task._meta.db_table
