@@ -141,12 +141,6 @@ class Task(models.Model):
         null=True, blank=True, help_text="A worker began the engine submit (at most once)."
     )
     poll_token = models.CharField(max_length=32, blank=True, help_text="Current poll chain.")
-    queue_seq = models.BigIntegerField(
-        null=True,
-        blank=True,
-        editable=False,
-        help_text="Place in its pool's queue: a number from the pool's sequence at acceptance.",
-    )
     tenant_seq = models.BigIntegerField(
         null=True,
         blank=True,
@@ -180,17 +174,12 @@ class Task(models.Model):
             # hour of created and finished tasks (apps/operator/selectors.py).
             models.Index(fields=["created_at"], name="task_created"),
             models.Index(fields=["finished_at"], name="task_finished"),
-            # The head of each pool's queue (queue position without a COUNT).
+            # Each tenant's part of each pool's queue (the fair queue position): its head, tail
+            # and n-th task by a probe. It leads with the fair pick's columns, so the pick
+            # (ordered by submission) keeps reading ``task_queued_fair``.
             models.Index(
-                fields=["mode", "is_test", "queue_seq"],
-                name="task_queue_head",
-                condition=models.Q(status="NOT_START"),
-            ),
-            # Each tenant's part of each pool's queue (the fair queue position): the tenants
-            # with queued work by a skip scan, each one's head, tail and n-th task by a probe.
-            models.Index(
-                fields=["mode", "is_test", "organization", "tenant_seq"],
-                name="task_tenant_queue",
+                fields=["organization", "is_test", "mode", "tenant_seq"],
+                name="task_tenant_queued",
                 condition=models.Q(status="NOT_START"),
             ),
         ]

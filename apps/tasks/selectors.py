@@ -405,38 +405,40 @@ def _snapshot_sql() -> str:
     active = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
     return f"""
         WITH RECURSIVE orgs(org) AS (
-            (SELECT organization_id FROM {table}
-             WHERE {queued} AND mode = %(mode)s AND is_test = %(is_test)s
-               AND tenant_seq IS NOT NULL
+            (SELECT organization_id FROM {table} WHERE {queued}
              ORDER BY organization_id LIMIT 1)
             UNION ALL
             SELECT (SELECT t.organization_id FROM {table} t
-                    WHERE t.{queued} AND t.mode = %(mode)s AND t.is_test = %(is_test)s
-                      AND t.tenant_seq IS NOT NULL AND t.organization_id > orgs.org
+                    WHERE t.{queued} AND t.organization_id > orgs.org
                     ORDER BY t.organization_id LIMIT 1)
             FROM orgs WHERE orgs.org IS NOT NULL
-        )
-        SELECT orgs.org,
+        ),
+        pool AS (
+            SELECT orgs.org,
                (SELECT h.tenant_seq FROM {table} h
                 WHERE h.{queued} AND h.mode = %(mode)s AND h.is_test = %(is_test)s
                   AND h.organization_id = orgs.org AND h.tenant_seq IS NOT NULL
-                ORDER BY h.tenant_seq LIMIT 1),
+                ORDER BY h.tenant_seq LIMIT 1) AS head
+            FROM orgs WHERE orgs.org IS NOT NULL
+        )
+        SELECT pool.org, pool.head,
                (SELECT l.tenant_seq FROM {table} l
                 WHERE l.{queued} AND l.mode = %(mode)s AND l.is_test = %(is_test)s
-                  AND l.organization_id = orgs.org AND l.tenant_seq IS NOT NULL
+                  AND l.organization_id = pool.org AND l.tenant_seq IS NOT NULL
                 ORDER BY l.tenant_seq DESC LIMIT 1),
                (SELECT count(*) FROM {table} r
-                WHERE r.organization_id = orgs.org AND r.status IN ({active})
+                WHERE r.organization_id = pool.org AND r.status IN ({active})
                   AND r.slot_freed_at IS NULL)
-        FROM orgs WHERE orgs.org IS NOT NULL
+        FROM pool WHERE pool.head IS NOT NULL
     """  # noqa: S608 - table name and status literals are ours; values are parameters
 
 
 def pool_snapshot(*, mode: str, is_test: bool, fresh: bool = False) -> dict[int, TenantQueue]:
     """Every tenant with queued work in the pool: its queue's head and tail numbers and its
-    running tasks. On PostgreSQL one statement of index probes (a skip scan over the tenants
-    of the pool in ``task_tenant_queue``, then a few probes per tenant) whatever the queue's
-    length, cached ``POOL_SNAPSHOT_SECONDS`` per process."""
+    running tasks. On PostgreSQL one statement of index probes whatever the queue's length (a
+    skip scan over the tenants with queued work, as the dispatcher's pick does, then a few
+    probes per tenant in ``task_tenant_queued``), cached ``POOL_SNAPSHOT_SECONDS`` per
+    process."""
     key = (mode, is_test)
     now = time.monotonic()
     cached = _snapshots.get(key)

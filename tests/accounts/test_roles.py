@@ -16,6 +16,7 @@ EXPECTED = {
         Capability.MANAGE_KEYS,
         Capability.MANAGE_WEBHOOKS,
         Capability.MANAGE_MEMBERS,
+        Capability.MANAGE_SETTINGS,
     },
     Role.OWNER: set(Capability),
 }

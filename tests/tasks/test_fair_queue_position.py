@@ -145,3 +145,26 @@ def test_the_estimate_turns_the_place_into_slots_to_wait_for(tenants):
     pool_throughput_forget()  # the pool's size is remembered for a few seconds
     assert task_queue_estimate(task=Task.objects.get(pk=order[1]), fresh=True).position == 0
     assert task_queue_estimate(task=Task.objects.get(pk=order[4]), fresh=True).position == 3
+
+
+def test_the_estimate_reads_indexes_only(tenants):
+    """The snapshot and the tie probe walk the partial indexes of queued rows, never the
+    table (sequential scans off: the table is tiny here)."""
+    from django.db import connection
+
+    from apps.tasks import selectors
+
+    seed(tenants)
+    pool = {"mode": Mode.FAST.value, "is_test": False}
+    plans = []
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        for sql, params in (
+            (selectors._snapshot_sql(), pool),
+            (selectors._probe_sql(), {"orgs": [1, 2], "seqs": [1, 1], **pool}),
+        ):
+            cursor.execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    assert all("task_tenant_queued" in plan for plan in plans), plans
+    assert all("Seq Scan" not in plan and "Sort" not in plan for plan in plans), plans

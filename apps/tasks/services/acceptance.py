@@ -62,11 +62,6 @@ class SubmitOutcome:
     MODAL = "modal"
 
 
-def queue_sequence(mode: str, is_test: bool) -> str:
-    """The PostgreSQL sequence numbering the queue of a pool (tasks migration 0007)."""
-    return f"tasks_queue_{mode.lower()}_{'test' if is_test else 'live'}"
-
-
 def new_seed() -> int:
     return secrets.randbelow(SEED_LIMIT)
 
@@ -79,7 +74,6 @@ class _Locked:
     limit: int
     tier_name: str
     tier_code: str
-    queue_seq: int | None = None
     tenant_seq: int | None = None
     #: The tenant's smallest queued number in the pool as the lock statement saw it.
     queue_head: Any = UNREAD
@@ -89,10 +83,9 @@ class _Locked:
 @functools.cache
 def _lock_sql() -> str:
     """The lock statement, built once per process from the models' tables (no SQL is built
-    per request): the organization's counter and tier, the task's queue number, its number in
-    the tenant's part of the pool's queue (the tenant's counter, bumped), the tenant's queue
-    head in the pool (partial index ``task_tenant_queue``) and whether any webhook endpoint
-    listens."""
+    per request): the organization's counter and tier, the task's number in the tenant's part
+    of the pool's queue (the tenant's counter, bumped), the tenant's queue head in the pool
+    (partial index ``task_tenant_queued``) and whether any webhook endpoint listens."""
     org = Organization._meta.db_table
     tier = MembershipTier._meta.db_table
     tasks = Task._meta.db_table
@@ -112,7 +105,7 @@ def _lock_sql() -> str:
             DO UPDATE SET last = {counters}.last + 1
             RETURNING last
         )
-        SELECT o.unfinished_tasks, t.max_unfinished_tasks, t.name, t.code, nextval(%(sequence)s),
+        SELECT o.unfinished_tasks, t.max_unfinished_tasks, t.name, t.code,
                (SELECT last FROM counter),
                (SELECT q.tenant_seq FROM {tasks} q
                 WHERE q.status = %(queued)s AND q.mode = %(mode)s AND q.is_test = %(is_test)s
@@ -150,7 +143,6 @@ def _lock_organization(task: Task) -> _Locked:
         cursor.execute(
             _lock_sql(),
             {
-                "sequence": queue_sequence(task.mode, task.is_test),
                 "queued": Status.NOT_START,
                 "mode": task.mode,
                 "is_test": task.is_test,
@@ -160,14 +152,13 @@ def _lock_organization(task: Task) -> _Locked:
         row = cursor.fetchone()
     if row is None:
         raise Organization.DoesNotExist("The task's organization does not exist.")
-    unfinished, limit, name, code, queue_seq, tenant_seq, head, has_endpoints = row
-    return _Locked(unfinished, limit, name, code, queue_seq, tenant_seq, head, has_endpoints)
+    unfinished, limit, name, code, tenant_seq, head, has_endpoints = row
+    return _Locked(unfinished, limit, name, code, tenant_seq, head, has_endpoints)
 
 
 def accept(task: Task, *, now: datetime) -> None:
     """Inside the caller's transaction: tier limit and price. Locks the organization."""
     locked = _lock_organization(task)
-    task.queue_seq = locked.queue_seq
     task.tenant_seq = locked.tenant_seq
     queue_heads[task] = locked.queue_head
     # The endpoints as of the lock statement, as a SELECT later in the transaction would have
@@ -248,7 +239,9 @@ def finish_acceptance(task: Task) -> SubmitOutcome:
 
     The request does no dispatching: ``insert_accepted`` sent the dispatch message, and a worker
     assigns the task. Whether it starts at once is an honest guess from the pool's free slots
-    and the task's place in the pool's queue (``task_queue_estimate``, two indexed reads).
+    and the task's place in the pool's fair queue (``task_queue_estimate``: the tenant's queue
+    head as the lock statement read it, the pool's snapshot cached per process, at most one
+    probe statement for tasks tied with it, and the free slots unless every slot is busy).
     """
     estimate = task_queue_estimate(task=task, head=queue_heads.pop(task, UNREAD))
     if estimate.position == 0:
