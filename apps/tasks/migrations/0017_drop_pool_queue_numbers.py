@@ -34,7 +34,7 @@ def create_sequences(apps: Any, schema_editor: Any) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("tasks", "0015_drop_redundant_task_indexes"),
+        ("tasks", "0016_task_pool"),
     ]
 
     operations = [
