@@ -47,6 +47,7 @@ class ApiKeyForm(forms.Form):
     pool = forms.ChoiceField(
         choices=Pool.choices,
         initial=Pool.SHARED,
+        required=False,
         label="Upstream pool",
         help_text="Whose upstream accounts run this key's new tasks, unless a request says "
         "otherwise (X-Mjgate-Pool). Own accounts need a plan that includes them.",
@@ -160,7 +161,7 @@ def create(request: HttpRequest) -> HttpResponse:
                 read_only=data["read_only"],
                 can_read_billing=data["can_read_billing"],
                 remix=data["remix"],
-                pool=data["pool"],
+                pool=data.get("pool") or Pool.SHARED,
                 allowed_ips=form.ip_list(),
                 expires_at=form.expires_at(),
             )
