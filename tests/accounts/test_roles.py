@@ -16,6 +16,7 @@ EXPECTED = {
         Capability.MANAGE_KEYS,
         Capability.MANAGE_WEBHOOKS,
         Capability.MANAGE_MEMBERS,
+        Capability.MANAGE_UPSTREAM_ACCOUNTS,
     },
     Role.OWNER: set(Capability),
 }
