@@ -17,6 +17,7 @@ EXPECTED = {
         Capability.MANAGE_WEBHOOKS,
         Capability.MANAGE_MEMBERS,
         Capability.MANAGE_SETTINGS,
+        Capability.MANAGE_UPSTREAM_ACCOUNTS,
     },
     Role.OWNER: set(Capability),
 }

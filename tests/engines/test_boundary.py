@@ -22,7 +22,10 @@ ALLOWED_FROM_TASKS = {
 }
 #: Not engine code: the operator's admin page for accounts is an edge (STYLE: operator admin
 #: sits on top with the protocols); it counts each account's tasks for the list.
-EXEMPT = {ENGINES / "admin.py"}
+#: Nor the tenant-facing services and selectors of organizations' own accounts: they sit beside
+#: the operator's (``apps.engines.services``) as services, count an account's running tasks and
+#: refuse to delete a busy one; no engine imports them (lint-imports' engines contract).
+EXEMPT = {ENGINES / "admin.py", ENGINES / "own_services.py", ENGINES / "own_selectors.py"}
 #: (The discord gateway's management command, the edge that feeds the lifecycle, lives in
 #: apps/tasks/management/commands/, so nothing else under apps/engines is exempt.)
 

@@ -19,6 +19,7 @@ TASK_KEYS = {
     "id", "object", "action", "status", "mode", "is_test", "parent", "button", "prompt",
     "prompt_en", "description", "metadata", "webhook_url", "progress", "image_url", "image_urls",
     "thumbnail_url", "video_urls", "poster_url", "buttons", "properties", "seed", "fail_reason", "error_code", "price",
+    "pool", "platform_fee",
     "created_at", "submitted_at", "started_at", "finished_at",
 }  # fmt: skip
 

@@ -62,7 +62,7 @@ class TaskSerializer(serializers.Serializer):
     error_code = serializers.ChoiceField(choices=ErrorCode.choices, allow_null=True)
     price = serializers.IntegerField(help_text="Tokens held, charged only on success.")
     pool = serializers.ChoiceField(
-        choices=Pool.values, help_text="Whose upstream accounts may run it (shared, own, …)."
+        choices=Pool.choices, help_text="Whose upstream accounts may run it (shared, own, …)."
     )
     platform_fee = serializers.IntegerField(
         allow_null=True,
@@ -349,7 +349,7 @@ class ApiKeyCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         help_text="Remix by default: variations, rerolls and pans open a prompt step (MODAL).",
     )
     pool = serializers.ChoiceField(
-        choices=Pool.values,
+        choices=Pool.choices,
         default=Pool.SHARED,
         help_text="Default pool of the key's new tasks: shared, own or own_then_shared.",
     )
@@ -384,7 +384,7 @@ class ApiKeyUpdateSerializer(StrictFieldsMixin, serializers.Serializer):
         required=False, help_text="Remix by default (variations, rerolls, pans ask for a prompt)."
     )
     pool = serializers.ChoiceField(
-        choices=Pool.values,
+        choices=Pool.choices,
         required=False,
         help_text="Default pool of the key's new tasks: shared, own or own_then_shared.",
     )
