@@ -175,12 +175,12 @@ class Task(models.Model):
             models.Index(fields=["created_at"], name="task_created"),
             models.Index(fields=["finished_at"], name="task_finished"),
             # Each tenant's part of each pool's queue (the fair queue position): its head, tail
-            # and n-th task by a probe. It leads with the fair pick's columns, so the pick
-            # (ordered by submission) keeps reading ``task_queued_fair``.
+            # and n-th task by a probe. Only numbered rows, so the fair pick (which asks for
+            # every queued row) keeps reading ``task_queued_fair``.
             models.Index(
                 fields=["organization", "is_test", "mode", "tenant_seq"],
                 name="task_tenant_queued",
-                condition=models.Q(status="NOT_START"),
+                condition=models.Q(status="NOT_START", tenant_seq__isnull=False),
             ),
         ]
 

@@ -497,7 +497,8 @@ def _probe_sql() -> str:
         CROSS JOIN LATERAL (
             SELECT t.submitted_at, t.id FROM {table} t
             WHERE t.{queued} AND t.mode = %(mode)s AND t.is_test = %(is_test)s
-              AND t.organization_id = p.org AND t.tenant_seq >= p.seq
+              AND t.organization_id = p.org AND t.tenant_seq IS NOT NULL
+              AND t.tenant_seq >= p.seq
             ORDER BY t.tenant_seq LIMIT 1
         ) c
     """  # noqa: S608 - table name and status literal are ours; values are parameters

@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="task",
             index=models.Index(
-                condition=models.Q(("status", "NOT_START")),
+                condition=models.Q(("status", "NOT_START"), ("tenant_seq__isnull", False)),
                 fields=["organization", "is_test", "mode", "tenant_seq"],
                 name="task_tenant_queued",
             ),
