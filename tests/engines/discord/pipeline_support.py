@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.test import Client
+from rest_framework.test import APIClient
 
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.engines.discord.fake import FakeDiscordClient
@@ -98,3 +99,45 @@ def charged_once(task_id: str) -> None:
     kinds = list(LedgerEntry.objects.filter(task_id=task_id).values_list("kind", flat=True))
     assert kinds.count(EntryKind.CAPTURE) == 1, kinds
     assert EntryKind.RELEASE not in kinds, kinds
+
+
+def gateway_api(
+    *,
+    organization: Any,
+    live_key: Any,
+    fund: Callable[..., Any],
+    make_account: Callable[..., Any],
+    fake_discord: Any,
+    gateway_process: Callable[[str], GatewayProcess],
+    name: str,
+) -> APIClient:
+    """A funded tenant's API client, its Discord account served by a gateway process ``name``
+    that is live on the fake Discord (the end-to-end tests' ``api`` fixtures)."""
+    fund(organization, 10_000_000)
+    _account, token = make_account()
+    gateway_process(name)
+    wait_live(fake_discord, [token])
+    client = APIClient()
+    client.credentials(HTTP_MJ_API_SECRET=live_key.plaintext)
+    return client
+
+
+def mj_fetch(client: APIClient, task_id: str) -> dict[str, Any]:
+    """The mj-proxy task JSON once terminal: it must have succeeded, charged once."""
+    body = wait_for(
+        lambda: client.get(f"/mj/task/{task_id}/fetch").json(),
+        lambda body: body["status"] in TERMINAL,
+    )
+    assert body["status"] == "SUCCESS", body
+    charged_once(task_id)
+    return body
+
+
+def mj_press(client: APIClient, parent: dict[str, Any], label: str) -> dict[str, Any]:
+    """Press ``parent``'s button ``label`` through mj-proxy and wait for the result."""
+    custom_id = next(b["customId"] for b in parent["buttons"] if b["label"] == label)
+    pressed = client.post(
+        "/mj/submit/action", {"taskId": parent["id"], "customId": custom_id}, format="json"
+    ).json()
+    assert pressed["code"] in (1, 22), pressed
+    return mj_fetch(client, pressed["result"])

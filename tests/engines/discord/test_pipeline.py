@@ -23,8 +23,10 @@ from .pipeline_support import (
     GatewayProcess,
     charged_once,
     downloadable,
+    gateway_api,
+    mj_fetch,
+    mj_press,
     wait_for,
-    wait_live,
 )
 
 pytestmark = [
@@ -45,32 +47,15 @@ def api(
     fake_discord: FakeDiscordThread,
     gateway_process: Callable[[str], GatewayProcess],
 ) -> APIClient:
-    fund(organization, 10_000_000)
-    _account, token = make_account()
-    gateway_process("gw-pipeline")
-    wait_live(fake_discord, [token])
-    client = APIClient()
-    client.credentials(HTTP_MJ_API_SECRET=live_key.plaintext)
-    return client
-
-
-def mj_fetch(client: APIClient, task_id: str) -> dict[str, Any]:
-    body = wait_for(
-        lambda: client.get(f"/mj/task/{task_id}/fetch").json(),
-        lambda body: body["status"] in TERMINAL,
+    return gateway_api(
+        organization=organization,
+        live_key=live_key,
+        fund=fund,
+        make_account=make_account,
+        fake_discord=fake_discord,
+        gateway_process=gateway_process,
+        name="gw-pipeline",
     )
-    assert body["status"] == "SUCCESS", body
-    charged_once(task_id)
-    return body
-
-
-def _press(client: APIClient, parent: dict[str, Any], label: str) -> dict[str, Any]:
-    custom_id = next(b["customId"] for b in parent["buttons"] if b["label"] == label)
-    pressed = client.post(
-        "/mj/submit/action", {"taskId": parent["id"], "customId": custom_id}, format="json"
-    ).json()
-    assert pressed["code"] in (1, 22), pressed
-    return mj_fetch(client, pressed["result"])
 
 
 def test_every_action_through_the_mjproxy_dialect(api: APIClient, fake_discord: Any) -> None:
@@ -85,14 +70,14 @@ def test_every_action_through_the_mjproxy_dialect(api: APIClient, fake_discord: 
     )
     assert len(grid["imageUrls"]) == 4
 
-    upscaled = _press(api, grid, "U1")
+    upscaled = mj_press(api, grid, "U1")
     assert upscaled["action"] == "UPSCALE" and downloadable(upscaled["imageUrl"])
-    varied = _press(api, grid, "V1")
+    varied = mj_press(api, grid, "V1")
     assert varied["action"] == "VARIATION" and downloadable(varied["imageUrl"])
-    zoomed = _press(api, upscaled, "Zoom Out 2x")
+    zoomed = mj_press(api, upscaled, "Zoom Out 2x")
     assert zoomed["action"] == "ZOOM" and downloadable(zoomed["imageUrl"])
     # The follow-ups' own buttons work too: U2 of the variation grid.
-    again = _press(api, varied, "U2")
+    again = mj_press(api, varied, "U2")
     assert downloadable(again["imageUrl"])
 
     described = api.post(

@@ -23,12 +23,11 @@ from apps.engines.discord.models import DiscordJob
 from tests.tasks.helpers import png_data_url
 
 from .pipeline_support import (
-    TERMINAL,
     GatewayProcess,
-    charged_once,
     downloadable,
-    wait_for,
-    wait_live,
+    gateway_api,
+    mj_fetch,
+    mj_press,
 )
 
 pytestmark = [
@@ -49,32 +48,15 @@ def api(
     fake_discord: FakeDiscordThread,
     gateway_process: Callable[[str], GatewayProcess],
 ) -> APIClient:
-    fund(organization, 10_000_000)
-    _account, token = make_account()
-    gateway_process("gw-video")
-    wait_live(fake_discord, [token])
-    client = APIClient()
-    client.credentials(HTTP_MJ_API_SECRET=live_key.plaintext)
-    return client
-
-
-def _fetch(client: APIClient, task_id: str) -> dict[str, Any]:
-    body = wait_for(
-        lambda: client.get(f"/mj/task/{task_id}/fetch").json(),
-        lambda body: body["status"] in TERMINAL,
+    return gateway_api(
+        organization=organization,
+        live_key=live_key,
+        fund=fund,
+        make_account=make_account,
+        fake_discord=fake_discord,
+        gateway_process=gateway_process,
+        name="gw-video",
     )
-    assert body["status"] == "SUCCESS", body
-    charged_once(task_id)
-    return body
-
-
-def _press(client: APIClient, parent: dict[str, Any], label: str) -> dict[str, Any]:
-    custom_id = next(b["customId"] for b in parent["buttons"] if b["label"] == label)
-    pressed = client.post(
-        "/mj/submit/action", {"taskId": parent["id"], "customId": custom_id}, format="json"
-    ).json()
-    assert pressed["code"] in (1, 22), pressed
-    return _fetch(client, pressed["result"])
 
 
 def _clips(task: dict[str, Any]) -> list[tuple[str, float]]:
@@ -97,10 +79,10 @@ def test_animate_extend_and_a_start_frame_through_the_worker(
     before = fake_discord.stats()
     submitted = api.post("/mj/submit/imagine", {"prompt": "a harbour at dawn"}, format="json")
     assert submitted.json()["code"] == 1, submitted.json()
-    grid = _fetch(api, submitted.json()["result"])
-    upscaled = _press(api, grid, "U1")
+    grid = mj_fetch(api, submitted.json()["result"])
+    upscaled = mj_press(api, grid, "U1")
 
-    animated = _press(api, upscaled, "Animate (Low motion)")
+    animated = mj_press(api, upscaled, "Animate (Low motion)")
     assert animated["action"] == "VIDEO"
     assert downloadable(animated["imageUrl"])  # the poster
     assert [codec for codec, _s in _clips(animated)] == ["h264"] * 4
@@ -110,7 +92,7 @@ def test_animate_extend_and_a_start_frame_through_the_worker(
         task_id=animated["id"], command__startswith="MJ::JOB::animate_low::1::"
     ).exists()
 
-    extended = _press(api, animated, "Extend (High motion)")
+    extended = mj_press(api, animated, "Extend (High motion)")
     assert len(extended["videoUrls"]) == 4
     assert all(8.5 <= seconds <= 9.5 for _c, seconds in _clips(extended))
 
@@ -120,7 +102,7 @@ def test_animate_extend_and_a_start_frame_through_the_worker(
         format="json",
     ).json()
     assert started["code"] == 1, started
-    framed = _fetch(api, started["result"])
+    framed = mj_fetch(api, started["result"])
     assert [codec for codec, _s in _clips(framed)] == ["h264"]
     sent = DiscordJob.objects.get(task_id=framed["id"], command="imagine")
     assert "boats rock gently --video 1 --motion low --bs 1" in sent.prompt
