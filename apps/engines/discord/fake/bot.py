@@ -25,6 +25,7 @@ import asyncio
 import random
 import re
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import render
@@ -233,6 +234,18 @@ def render_batch(
 
 
 NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣", "5️⃣")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Where and to what the bot answers a press: the user, the bot, the channel, the
+    interaction's metadata and the message whose button was pressed."""
+
+    user: FakeUser
+    bot_id: str
+    channel_id: str
+    meta: dict[str, Any]
+    message: dict[str, Any]
 
 
 class BotError(Exception):
@@ -774,30 +787,13 @@ class MidjourneyBot:
     ) -> None:
         self.mode_checks(user, job.mode)
         await asyncio.sleep(self.step_seconds)
-        job_hash = _job_hash()
-        name = f"{user.username}_{job_hash}.png"
         picture = render.single_png(job.hash, index - 1)
-        attachment = self.discord.store_cdn(channel_id, name, picture)
-        final = await self.discord.post_message(
-            channel_id,
-            author_id=bot_id,
-            content=f"**{job.prompt}** - Image #{index} <@{user.id}>",
-            attachments=[attachment],
-            components=upscale_components(job_hash),
-            reference=message["id"],
-            interaction=meta,
-        )
-        self.remember(
-            final,
-            job_hash,
-            job.prompt,
-            user,
-            bot_id,
-            channel_id,
-            False,
-            "upscale",
-            job.mode,
-            image=picture,
+        await self.post_alone(
+            Reply(user, bot_id, channel_id, meta, message),
+            job,
+            f"Image #{index}",
+            picture,
+            video=False,
         )
 
     # --- video --------------------------------------------------------------------------------
@@ -975,31 +971,46 @@ class MidjourneyBot:
         if not 1 <= index <= len(job.clips):
             raise BotError("Action not allowed", f"This video has no clip {index}.")
         await asyncio.sleep(self.step_seconds)
+        await self.post_alone(
+            Reply(user, bot_id, channel_id, meta, message),
+            job,
+            f"Video #{index}",
+            job.clips[index - 1],
+            video=True,
+        )
+
+    async def post_alone(
+        self, reply: Reply, job: BotJob, label: str, data: bytes, *, video: bool
+    ) -> None:
+        """One image (an upscale) or one clip of ``job`` in a message of its own, answering
+        the press on ``reply.message``: ``**prompt** - Image #n`` / ``Video #n``, with the
+        buttons Midjourney puts under it."""
         job_hash = _job_hash()
-        clip = job.clips[index - 1]
+        name = f"{reply.user.username}_{job_hash}.{'mp4' if video else 'png'}"
         attachment = self.discord.store_cdn(
-            channel_id, f"{user.username}_{job_hash}.mp4", clip, content_type="video/mp4"
+            reply.channel_id, name, data, content_type="video/mp4" if video else "image/png"
         )
         final = await self.discord.post_message(
-            channel_id,
-            author_id=bot_id,
-            content=f"**{job.prompt}** - Video #{index} <@{user.id}>",
+            reply.channel_id,
+            author_id=reply.bot_id,
+            content=f"**{job.prompt}** - {label} <@{reply.user.id}>",
             attachments=[attachment],
-            components=clip_components(job_hash),
-            reference=message["id"],
-            interaction=meta,
+            components=(clip_components if video else upscale_components)(job_hash),
+            reference=reply.message["id"],
+            interaction=reply.meta,
         )
         self.remember(
             final,
             job_hash,
             job.prompt,
-            user,
-            bot_id,
-            channel_id,
+            reply.user,
+            reply.bot_id,
+            reply.channel_id,
             False,
-            "video_clip",
+            "video_clip" if video else "upscale",
             job.mode,
-            clips=(clip,),
+            image=b"" if video else data,
+            clips=(data,) if video else (),
         )
 
     async def describe(
