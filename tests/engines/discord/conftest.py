@@ -201,6 +201,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 def poll_until_done(engine: DiscordEngine, job: Job, timeout: float = 60.0) -> Any:
     """The job's first non-running poll. The bound only stops a hung test: a video job is
     several bot steps (a form, the clips pressed one by one), slow on a loaded machine."""
+
     def done() -> Any:
         result = engine.poll(job)
         return result if result.status != "running" else None
