@@ -25,7 +25,7 @@ from apps.engines.discord.gateway import GatewayService
 from apps.engines.models import UpstreamAccount
 from apps.engines.services import upstream_account_create
 
-from .pipeline_support import GatewayProcess
+from .pipeline_support import GatewayProcess, gateway_api
 
 _channels = itertools.count(700_000_000_001)
 
@@ -226,3 +226,30 @@ def gateway_process(tmp_path: Path) -> Iterator[Callable[[str], GatewayProcess]]
 
 # Real Celery workers for the end-to-end tests (test_pipeline.py).
 from tests.integration_support import celery_worker, celery_worker_factory  # noqa: E402, F401
+
+
+@pytest.fixture
+def gateway_api_for(
+    organization: Any,
+    live_key: Any,
+    fund: Any,
+    celery_worker: Any,  # noqa: F811 - the fixture imported above, requested by name
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    gateway_process: Callable[[str], GatewayProcess],
+) -> Callable[[str], Any]:
+    """The end-to-end tests' API client: a real worker, and the tenant's Discord account served
+    by a gateway process of the given name, live on the fake Discord."""
+
+    def make(name: str) -> Any:
+        return gateway_api(
+            organization=organization,
+            live_key=live_key,
+            fund=fund,
+            make_account=make_account,
+            fake_discord=fake_discord,
+            gateway_process=gateway_process,
+            name=name,
+        )
+
+    return make

@@ -14,16 +14,13 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from apps.engines.discord.fake import FakeDiscordThread
 from apps.tasks.models import Task
 from tests.tasks.helpers import png_data_url
 
 from .pipeline_support import (
     TERMINAL,
-    GatewayProcess,
     charged_once,
     downloadable,
-    gateway_api,
     mj_fetch,
     mj_press,
     wait_for,
@@ -38,24 +35,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def api(
-    organization: Any,
-    live_key: Any,
-    fund: Any,
-    celery_worker: Any,
-    make_account: Callable[..., Any],
-    fake_discord: FakeDiscordThread,
-    gateway_process: Callable[[str], GatewayProcess],
-) -> APIClient:
-    return gateway_api(
-        organization=organization,
-        live_key=live_key,
-        fund=fund,
-        make_account=make_account,
-        fake_discord=fake_discord,
-        gateway_process=gateway_process,
-        name="gw-pipeline",
-    )
+def api(gateway_api_for: Callable[[str], APIClient]) -> APIClient:
+    return gateway_api_for("gw-pipeline")
 
 
 def test_every_action_through_the_mjproxy_dialect(api: APIClient, fake_discord: Any) -> None:

@@ -23,9 +23,7 @@ from apps.engines.discord.models import DiscordJob
 from tests.tasks.helpers import png_data_url
 
 from .pipeline_support import (
-    GatewayProcess,
     downloadable,
-    gateway_api,
     mj_fetch,
     mj_press,
 )
@@ -39,24 +37,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def api(
-    organization: Any,
-    live_key: Any,
-    fund: Any,
-    celery_worker: Any,
-    make_account: Callable[..., Any],
-    fake_discord: FakeDiscordThread,
-    gateway_process: Callable[[str], GatewayProcess],
-) -> APIClient:
-    return gateway_api(
-        organization=organization,
-        live_key=live_key,
-        fund=fund,
-        make_account=make_account,
-        fake_discord=fake_discord,
-        gateway_process=gateway_process,
-        name="gw-video",
-    )
+def api(gateway_api_for: Callable[[str], APIClient]) -> APIClient:
+    return gateway_api_for("gw-video")
 
 
 def _clips(task: dict[str, Any]) -> list[tuple[str, float]]:
