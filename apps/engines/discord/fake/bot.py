@@ -704,6 +704,24 @@ class MidjourneyBot:
             },
         )
 
+    async def progress_edits(
+        self, channel_id: str, message_id: str, head: str, mode: str, job_hash: str
+    ) -> None:
+        """The running job's message edited ``steps`` times, a blurred preview and a percentage
+        each time, ``step_seconds`` apart (as Midjourney's bot shows a job's progress)."""
+        for step in range(1, self.steps + 1):
+            await asyncio.sleep(self.step_seconds)
+            percent = int(step * 100 / (self.steps + 1))
+            preview = self.discord.store_cdn(
+                channel_id, f"{job_hash}_preview.png", render.grid_png(job_hash, progress=0)
+            )
+            await self.discord.edit_message(
+                channel_id,
+                message_id,
+                content=f"{head} ({percent}%) ({MODE_LABELS[mode]})",
+                attachments=[preview],
+            )
+
     async def grid_job(
         self,
         user: FakeUser,
@@ -732,18 +750,7 @@ class MidjourneyBot:
                 reference=reference,
             )
             job_hash = _job_hash()
-            for step in range(1, self.steps + 1):
-                await asyncio.sleep(self.step_seconds)
-                percent = int(step * 100 / (self.steps + 1))
-                preview = self.discord.store_cdn(
-                    channel_id, f"{job_hash}_preview.png", render.grid_png(job_hash, progress=0)
-                )
-                await self.discord.edit_message(
-                    channel_id,
-                    started["id"],
-                    content=f"{head} ({percent}%) ({MODE_LABELS[mode]})",
-                    attachments=[preview],
-                )
+            await self.progress_edits(channel_id, started["id"], head, mode, job_hash)
             await asyncio.sleep(self.step_seconds)
             await self.discord.delete_message(channel_id, started["id"])
             name = (
@@ -915,18 +922,7 @@ class MidjourneyBot:
                     seed=seed,
                 )
             )
-            for step in range(1, self.steps + 1):
-                await asyncio.sleep(self.step_seconds)
-                percent = int(step * 100 / (self.steps + 1))
-                preview = self.discord.store_cdn(
-                    channel_id, f"{job_hash}_preview.png", render.grid_png(job_hash, progress=0)
-                )
-                await self.discord.edit_message(
-                    channel_id,
-                    started["id"],
-                    content=f"{head} ({percent}%) ({MODE_LABELS[mode]})",
-                    attachments=[preview],
-                )
+            await self.progress_edits(channel_id, started["id"], head, mode, job_hash)
             clips, sheet = await rendering
             await asyncio.sleep(self.step_seconds)
             await self.discord.delete_message(channel_id, started["id"])
