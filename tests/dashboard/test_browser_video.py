@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from apps.billing.selectors import price_get
 from apps.engines.models import UpstreamAccount
-from apps.tasks.enums import Action, Mode, Status
+from apps.tasks.enums import VIDEO_HD, Action, Mode, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import SANDBOX_POOL_NAME, sandbox_pool_ensure
 from tests.tasks.helpers import run_to_completion
@@ -51,6 +51,13 @@ def test_a_start_frame_becomes_playable_downloadable_clips(
     expect(animate.get_by_role("button", name="Animate (Low motion)")).to_be_visible()
     page.get_by_role("radio", name="Video").check()
     video_price = price_get(action=Action.VIDEO, mode=Mode.FAST)
+    expect(page.locator("[data-price-for=FAST]")).to_have_text(f"{video_price:,} tokens")
+    # HD is priced on its own row: the tiles follow the resolution select, and back.
+    hd_price = price_get(action=VIDEO_HD, mode=Mode.FAST)
+    assert hd_price != video_price
+    page.select_option("#id_resolution", "720p")
+    expect(page.locator("[data-price-for=FAST]")).to_have_text(f"{hd_price:,} tokens")
+    page.select_option("#id_resolution", "480p")
     expect(page.locator("[data-price-for=FAST]")).to_have_text(f"{video_price:,} tokens")
     expect(page.locator("[data-images-hint]")).to_contain_text("start frame")
     page.fill("#id_prompt", "the moon rises")

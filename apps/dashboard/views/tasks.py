@@ -17,7 +17,7 @@ from apps.accounts.roles import Capability
 from apps.billing.selectors import ledger_list, plan_get, price_table_get
 from apps.core.errors import NotFound, ServiceError, ValidationFailed
 from apps.tasks.actions import ACTIONS
-from apps.tasks.enums import TERMINAL_STATUSES, Action, Mode, Status
+from apps.tasks.enums import TERMINAL_STATUSES, VIDEO_HD, Action, Mode, Status
 from apps.tasks.models import Protocol, Task
 from apps.tasks.selectors import task_get, task_list, task_queue_estimate
 from apps.tasks.services.acceptance import SubmitOutcome
@@ -319,8 +319,12 @@ def create(request: HttpRequest) -> HttpResponse:
             "plan": plan,
             # The mode tiles show the price of the chosen action (the script switches it).
             "price_table": {
-                action: {mode: _price(prices.prices, action, mode) for mode in Mode.values}
-                for action, _, _ in CREATE_ACTIONS
+                **{
+                    action: {mode: _price(prices.prices, action, mode) for mode in Mode.values}
+                    for action, _, _ in CREATE_ACTIONS
+                },
+                # An HD video is priced on its own row (the resolution select switches to it).
+                VIDEO_HD: {mode: _price(prices.prices, VIDEO_HD, mode) for mode in Mode.values},
             },
             "feed": [card_context(request, task) for task in feed],
             "nav": "create",

@@ -101,7 +101,10 @@
     }
     var test = $("input[name=test_mode]", form);
     var free = test && test.checked;
-    var row = priceTable[action] || {};
+    // An HD (720p) video is priced on its own row.
+    var resolution = $("select[name=resolution]", form);
+    var key = action === "VIDEO" && resolution && resolution.value === "720p" ? "VIDEO_HD" : action;
+    var row = priceTable[key] || {};
     $all("[data-price-for]", form).forEach(function (small) {
       var price = row[small.getAttribute("data-price-for")];
       if (free) small.textContent = "free";
@@ -111,7 +114,7 @@
   }
   document.addEventListener("change", function (event) {
     var form = event.target.closest("form[data-create-form]");
-    if (form && (event.target.name === "action" || event.target.name === "test_mode")) syncCreateForm(form);
+    if (form && ["action", "test_mode", "resolution"].indexOf(event.target.name) !== -1) syncCreateForm(form);
   });
 
   // --- A new card far from where the user pressed: bring it into view and say so ------------
