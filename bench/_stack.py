@@ -260,11 +260,23 @@ class CpuMeter:
     """CPU seconds spent by a gunicorn master's workers and by their PostgreSQL backends
     between :meth:`start` and :meth:`stop` (processes present at both ends)."""
 
-    def __init__(self, master_pid: int, db_name: str, application_name: str) -> None:
+    def __init__(
+        self,
+        master_pid: int,
+        db_name: str,
+        application_name: str,
+        access_log: Path | None = None,
+    ) -> None:
         self.master_pid = master_pid
         self.db_name = db_name
         self.application_name = application_name
         self._before: dict[str, dict[int, float]] = {}
+        #: gunicorn's access log of request times (``%(D)s``, microseconds): the server-side
+        #: latency of each request between start and stop, without the time it waited to be
+        #: accepted (what wrk's latency adds when every worker is busy).
+        self.access_log = access_log
+        self._log_offset = 0
+        self.server_ms: list[float] = []
 
     def _sample(self) -> dict[str, dict[int, float]]:
         web = {pid: _cpu_seconds(pid) for pid in child_pids(self.master_pid)}
@@ -272,10 +284,18 @@ class CpuMeter:
         return {"web": web, "postgres": {pid: _cpu_seconds(pid) for pid in pids}}
 
     def start(self) -> None:
+        if self.access_log is not None:
+            self._log_offset = self.access_log.stat().st_size if self.access_log.exists() else 0
         self._before = self._sample()
 
     def stop(self) -> dict[str, float]:
         after = self._sample()
+        if self.access_log is not None:
+            time.sleep(0.2)  # the last requests' lines are flushed
+            with self.access_log.open("rb") as handle:
+                handle.seek(self._log_offset)
+                lines = handle.read().split()
+            self.server_ms = [int(line) / 1000 for line in lines if line.isdigit()]
         return {
             side: sum(
                 max(0.0, seconds - self._before[side][pid])

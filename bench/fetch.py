@@ -10,6 +10,11 @@ tenants and 30 days) inside PostgreSQL from one template task (``INSERT … SELE
 a bare baseline view (bench/bare_app.py: one primary-key SELECT on the same table); ``wrk``
 (16 connections) asks for random task ids of one tenant through ``GET /mj/task/{id}/fetch``,
 and pages through ``GET /api/v1/tasks``. Rounds interleave baseline and mjgate.
+
+Latency is reported twice: ``p50_ms``/``p99_ms`` as wrk sees it (with 16 connections on 4 sync
+workers it includes the wait to be accepted, so it mostly measures throughput), and
+``server_p50_ms``/``server_p99_ms``, each request's time inside a gunicorn worker (its access
+log's ``%(D)s``) — the server latency issue 15's P3 goals are set on.
 """
 
 from __future__ import annotations
@@ -173,7 +178,7 @@ def main() -> int:
                     )
                     for name in ("fetch", "list")
                 },
-                "goal": {"fetch_p99_ms": "<= 10", "list_p99_ms": "<= 25"},
+                "goal": {"fetch_server_p99_ms": "<= 10", "list_server_p99_ms": "<= 25"},
                 "runs": runs,
             },
             indent=2,

@@ -127,12 +127,16 @@ def gunicorn(
     *,
     worker_class: str = "sync",
     threads: int = 1,
+    access_log: Path | None = None,
 ) -> Any:
     command = [
         *[sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}"],
         *["--workers", str(workers), "--timeout", "60", "--log-level", "warning"],
         *["--worker-class", worker_class, "--threads", str(threads)],
     ]
+    if access_log is not None:
+        # Each request's time in the worker, in microseconds (server-side latency).
+        command += ["--access-logfile", str(access_log), "--access-logformat", "%(D)s"]
     return _stack._start(f"gunicorn-{port}", command, env)
 
 
@@ -210,6 +214,12 @@ def run_wrk(
         result["cpu_ms_per_request"] = {
             side: round(seconds * 1000 / requests, 3) for side, seconds in cpu.items()
         }
+    if meter is not None and meter.server_ms:
+        times = sorted(meter.server_ms)
+        result["server_ms"] = {
+            f"p{q}": round(times[min(len(times) - 1, int(len(times) * q / 100))], 2)
+            for q in (50, 99)
+        }
     return result
 
 
@@ -225,6 +235,13 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
             "rps": _stack.median([r["rps"] for r in results]),
             "p50_ms": _stack.median([r["latency_ms"].get("p50", 0.0) for r in results]),
             "p99_ms": _stack.median([r["latency_ms"].get("p99", 0.0) for r in results]),
+            # In the server (gunicorn's request time), without the wait to be accepted.
+            "server_p50_ms": _stack.median(
+                [r["server_ms"]["p50"] for r in results if "server_ms" in r]
+            ),
+            "server_p99_ms": _stack.median(
+                [r["server_ms"]["p99"] for r in results if "server_ms" in r]
+            ),
             "web_cpu_ms": cpu(results, "web"),
             "postgres_cpu_ms": cpu(results, "postgres"),
         }
@@ -249,14 +266,20 @@ def serve_both(
     }
     app_env = {**env, "DATABASE_URL": _stack.with_application_name(database, "bench_mjgate")}
     options = {"worker_class": args.worker_class, "threads": args.threads}
-    bare = gunicorn("bare_app:application", bare_port, args.workers, bare_env, **options)
-    app = gunicorn("config.wsgi:application", app_port, args.workers, app_env, **options)
+    logs = Path(tempfile.mkdtemp())
+    bare_log, app_log = logs / "bare.log", logs / "mjgate.log"
+    bare = gunicorn(
+        "bare_app:application", bare_port, args.workers, bare_env, access_log=bare_log, **options
+    )
+    app = gunicorn(
+        "config.wsgi:application", app_port, args.workers, app_env, access_log=app_log, **options
+    )
     wait_http(bare_port)
     wait_http(app_port)
     db_name = _stack._state["db_name"]
     return (
-        (bare_port, _stack.CpuMeter(bare.pid, db_name, "bench_bare")),
-        (app_port, _stack.CpuMeter(app.pid, db_name, "bench_mjgate")),
+        (bare_port, _stack.CpuMeter(bare.pid, db_name, "bench_bare", bare_log)),
+        (app_port, _stack.CpuMeter(app.pid, db_name, "bench_mjgate", app_log)),
     )
 
 
