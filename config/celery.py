@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import sys
 from typing import Any
 
 import redis.exceptions
@@ -18,6 +19,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 # MFA, Stripe), about 9 MiB in every worker process that no task uses (issue 15, P6). The
 # checks run where they are acted on: ``manage.py check`` / ``migrate`` at deploy.
 os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
+# httpx's package imports its command-line client when it can (click, rich and pygments: about
+# 4 MiB of Python objects in every web and worker process; issue 15, P6); without it, httpx
+# falls back to a stub ``main`` that says the CLI is not installed. Nothing here runs it.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def _survive_closed_connections() -> None:
