@@ -451,7 +451,11 @@ def result_file_derive(name: str) -> bool:
     result = Task.objects.filter(pk=stem, result__key=key).values_list("result", flat=True).first()
     if not result or name not in storage.derived_names(result):
         return False
-    storage.derive_files(result, [name])
+    try:
+        storage.derive_files(result, [name])
+    except (OSError, ValueError):  # the image itself is gone or unreadable: nothing to serve
+        logger.warning("could not make result file %s", name, exc_info=True)
+        return False
     return True
 
 

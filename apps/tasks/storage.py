@@ -137,7 +137,7 @@ def _write_in_place(name: str, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, getattr(default_storage, "file_permissions_mode", None) or 0o644)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -261,3 +261,14 @@ def test_result_files_work_for_browser_clients(caller, organization, fund, clien
     assert split_answer["Content-Disposition"] == f'inline; filename="{task.pk}-1.png"'
     assert split_answer["ETag"] != etag
     assert client.head("/files/results/nothing-here/image.png").status_code == 404
+
+
+def test_a_split_of_a_result_whose_image_is_gone_is_not_found(caller, organization, fund, client):
+    fund(organization, 100_000)
+    sandbox_account()
+    task = run_to_completion(
+        task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
+    )
+    default_storage.delete(task.result["image"])
+    assert client.get(f"/files/{task.result['splits'][0]}").status_code == 404
+    assert not default_storage.exists(task.result["splits"][0])
