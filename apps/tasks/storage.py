@@ -49,8 +49,10 @@ def _save(name: str, data: bytes) -> str:
 
 
 #: PNG compression for the splits we cut: level 1 encodes about four times faster than the
-#: default 6 for files about a third larger, and the encode is most of a result's storing time.
+#: default 6 for files about a third larger, and the encode is most of a result's storing time;
+#: zlib's run-length strategy (``Z_RLE``) takes the same time for about a quarter fewer bytes.
 SPLIT_PNG_LEVEL = 1
+SPLIT_PNG_STRATEGY = 3
 
 
 def served_by_us() -> bool:
@@ -82,7 +84,7 @@ def _quadrant(image: Image.Image, index: int) -> Image.Image:
 
 def _png(image: Image.Image) -> bytes:
     out = BytesIO()
-    image.save(out, format="PNG", compress_level=SPLIT_PNG_LEVEL)
+    image.save(out, format="PNG", compress_level=SPLIT_PNG_LEVEL, compress_type=SPLIT_PNG_STRATEGY)
     return out.getvalue()
 
 
