@@ -172,8 +172,9 @@ def store_result(*, data: bytes, is_grid: bool, stem: str = "image") -> dict[str
 
     ``stem`` names the files (the task's id, so a download is called ``<task id>.png`` and a
     split ``<task id>-1.png``); the random folder is what keeps them unguessable. Only the
-    image's header is read here; on local storage the thumbnails and splits are made later
-    (:func:`derive_files`), elsewhere the image is decoded once and each file encoded once.
+    image's header is read here; on local storage the thumbnails and splits of a result named
+    after its task are made later (:func:`derive_files`), otherwise the image is decoded once
+    and each file encoded once.
 
     Returns the ``Task.result`` dict: names in storage, never URLs, so a change of domain or
     storage backend never rewrites rows.
@@ -187,7 +188,9 @@ def store_result(*, data: bytes, is_grid: bool, stem: str = "image") -> dict[str
         image_name = _save(result["image"], data)
         if image_name != result["image"]:  # a fresh random folder: never taken
             raise RuntimeError(f"result name {result['image']!r} was taken")
-        if not served_by_us():
+        # Made now where nobody could make them later: storage serving its own URLs, or a
+        # result not named after its task (the ``/files/`` route finds the task by the stem).
+        if not served_by_us() or stem == "image":
             image.load()
             for name in derived_names(result):
                 derived = _derive(image, result, name)

@@ -115,14 +115,20 @@ def test_delete_result_removes_every_file_of_a_result():
     grid = Image.new("RGB", (64, 64), (10, 20, 30))
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
-    result = storage.store_result(data=buffer.getvalue(), is_grid=True)
+    result = storage.store_result(data=buffer.getvalue(), is_grid=True, stem="1234")
     # Only the grid is stored at once; its thumbnail, splits and their thumbnails come after.
     assert len(stored_files(settings.MEDIA_ROOT)) == len(before) + 1
     storage.delete_result(result)
     assert stored_files(settings.MEDIA_ROOT) == before
 
-    result = storage.store_result(data=buffer.getvalue(), is_grid=True)
+    result = storage.store_result(data=buffer.getvalue(), is_grid=True, stem="1234")
     assert len(storage.derive_files(result)) == 9
+    assert len(stored_files(settings.MEDIA_ROOT)) == len(before) + 10
+    storage.delete_result(result)
+    assert stored_files(settings.MEDIA_ROOT) == before
+
+    # Not named after a task: the /files/ route could not find it, so all are made at once.
+    result = storage.store_result(data=buffer.getvalue(), is_grid=True)
     assert len(stored_files(settings.MEDIA_ROOT)) == len(before) + 10
     storage.delete_result(result)
     assert stored_files(settings.MEDIA_ROOT) == before
