@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.core import schema  # noqa: F401  (registers key authentication with drf-spectacular)
 from apps.core import views as core_views
 from apps.protocols.openapi_dialects import ALL_DIALECTS_SETTINGS
 from apps.tasks import views as task_views

@@ -196,8 +196,8 @@ class TaskFactory(factory.django.DjangoModelFactory):
             fail_reason="The upstream rejected the job.",
             error_code=ErrorCode.UPSTREAM_REJECTED,
         )
-        #: Write a result image (a grid for grid actions, with its splits and thumbnails) to
-        #: storage and give the task the buttons Midjourney attaches to it.
+        #: Write a result image (a grid for grid actions; its splits and thumbnails are made when
+        #: first read) to storage and give the task the buttons Midjourney attaches to it.
         stored_result = False
         job_hash = factory.LazyFunction(lambda: secrets.token_hex(16))
         cancelled = factory.Trait(

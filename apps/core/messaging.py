@@ -51,6 +51,7 @@ def send_now(
     *args: Any,
     countdown: float | None = None,
     queue: str | None = None,
+    priority: int | None = None,
 ) -> None:
     """Send the message now. Use it only where no transaction can be open (a Celery task
     re-queueing itself); everything else goes through :func:`send_after_commit`."""
@@ -62,6 +63,9 @@ def send_now(
         options["countdown"] = countdown
     if queue:
         options["queue"] = queue
+    if priority is not None:
+        # On Redis, 0 is served first and 9 last within a queue (kombu's priority steps).
+        options["priority"] = priority
     try:
         # The registered task object when this process knows it (keeps task_always_eager and
         # the routing of the task's own options); otherwise a plain send by name.
@@ -81,6 +85,9 @@ def send_after_commit(
     *args: Any,
     countdown: float | None = None,
     queue: str | None = None,
+    priority: int | None = None,
 ) -> None:
     """Send Celery task ``name`` with ``args`` once the current transaction commits."""
-    transaction.on_commit(lambda: send_now(name, *args, countdown=countdown, queue=queue))
+    transaction.on_commit(
+        lambda: send_now(name, *args, countdown=countdown, queue=queue, priority=priority)
+    )

@@ -17,7 +17,7 @@ from apps.engines.models import UpstreamAccount
 
 from .enums import Status
 from .models import Task
-from .storage import read_file
+from .storage import read_file, read_result_file
 
 #: The running jobs an engine may look up in one go for an account, at most.
 MAX_RUNNING_JOBS = 1000
@@ -30,6 +30,12 @@ def _frozen(values: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 def _file(name: str) -> StoredFile:
     return StoredFile(name=name, reader=read_file)
+
+
+def _result_file(name: str, result: Mapping[str, Any]) -> StoredFile:
+    """A file of a parent's result: a split not made yet is made when the engine reads it."""
+    copy = dict(result)
+    return StoredFile(name=name, reader=lambda wanted: read_result_file(wanted, copy))
 
 
 def _running_jobs(account_id: int) -> Sequence[str]:
@@ -71,7 +77,7 @@ def _parent_ref(parent: Task) -> ParentRef:
         account_id=parent.upstream_account_id,
         buttons=tuple(_frozen(b) for b in parent.buttons or [] if isinstance(b, dict)),
         grid=_file(result["image"]) if result.get("image") else None,
-        splits=tuple(_file(name) for name in result.get("splits") or []),
+        splits=tuple(_result_file(name, result) for name in result.get("splits") or []),
         videos=tuple(_file(name) for name in result.get("videos") or []),
     )
 

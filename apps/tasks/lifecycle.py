@@ -118,6 +118,10 @@ DISPATCH = "tasks.dispatch"
 START_JOB = "tasks.start_job"
 POLL_JOB = "tasks.poll_job"
 FINISH_JOB = "tasks.finish_job"
+DERIVE_FILES = "tasks.derive_files"
+#: The derive message's priority on the results queue: after every waiting finishing step
+#: (Redis serves 0 first, 9 last), so thumbnails and splits never delay a SUCCESS.
+DERIVE_PRIORITY = 9
 
 
 def kick_dispatcher() -> None:
@@ -354,7 +358,8 @@ def task_fail(
 
 
 def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = None) -> bool:
-    """Store the result files, then move the task to SUCCESS and capture its hold.
+    """Store the result image, then move the task to SUCCESS and capture its hold (the
+    thumbnails and splits are made after, on a low-priority message or when first asked for).
 
     False if another worker, a cancel or a timeout finished the task first — or, with
     ``poll_token``, if the poll chain that saw the result is no longer the task's (an operator
@@ -421,6 +426,35 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
         raise
     if not moved:
         storage.delete_result(result)
+        return False
+    if storage.served_by_us() and storage.derived_names(result):
+        # Thumbnails and splits are made after SUCCESS (whoever asks first makes a missing one).
+        send_after_commit(DERIVE_FILES, task_id, priority=DERIVE_PRIORITY)
+    return True
+
+
+def task_derive_files(*, task_id: str) -> None:
+    """Make a succeeded task's thumbnails and splits that nobody has asked for yet (the
+    results queue's low-priority step after ``task_succeed``)."""
+    row = Task.objects.filter(pk=task_id).values_list("result", flat=True).first()
+    if row:
+        storage.derive_files(row)
+
+
+def result_file_derive(name: str) -> bool:
+    """Make result file ``name`` if it is a derived file of a task's result not made yet (the
+    ``/files/`` route's miss). True when it exists now; False for any name that is not one."""
+    parts = storage.result_file_parts(name)
+    if parts is None:
+        return False
+    key, stem = parts
+    result = Task.objects.filter(pk=stem, result__key=key).values_list("result", flat=True).first()
+    if not result or name not in storage.derived_names(result):
+        return False
+    try:
+        storage.derive_files(result, [name])
+    except (OSError, ValueError):  # the image itself is gone or unreadable: nothing to serve
+        logger.warning("could not make result file %s", name, exc_info=True)
         return False
     return True
 

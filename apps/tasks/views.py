@@ -23,7 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from apps.core.errors import PermissionDenied
 
-from .lifecycle import upstream_callback_receive
+from .lifecycle import result_file_derive, upstream_callback_receive
 
 SERVED_PREFIXES = ("results/", "inputs/")
 #: Most bytes one Range answer carries; a player asks again for the rest (RFC 9110 allows a
@@ -55,10 +55,14 @@ def result_file(request: HttpRequest, path: str) -> HttpResponseBase:
     Web clients load them with ``crossOrigin=anonymous`` to cache them, so every answer allows
     any origin; ``HEAD`` is answered without reading the file; the ETag (the file never changes
     once written) answers ``If-None-Match`` with 304; the download name is the stored file's
-    (``<task id>.png``, ``<task id>-1.png`` for the splits of a grid).
+    (``<task id>.png``, ``<task id>-1.png`` for the splits of a grid). A result's thumbnail or
+    split that the results queue has not made yet is made on this first request.
     """
     if not path.startswith(SERVED_PREFIXES) or ".." in path.split("/"):
         raise Http404("No such file.")
+    if not default_storage.exists(path):
+        # A result's thumbnail or split not made yet: made now (issue 15), then served.
+        result_file_derive(path)
     try:
         handle = default_storage.open(path, "rb")
         size = default_storage.size(path)

@@ -49,6 +49,13 @@ def finish_job(task_id: str, token: str) -> None:
     task_finish(task_id=task_id, token=token)
 
 
+@shared_task(name="tasks.derive_files", acks_late=True, ignore_result=True)
+def derive_files(task_id: str) -> None:
+    from apps.tasks.lifecycle import task_derive_files  # entry points import their service late
+
+    task_derive_files(task_id=task_id)
+
+
 @shared_task(name="tasks.sweep", acks_late=True, ignore_result=True)
 def sweep() -> None:
     from apps.tasks.scheduling import tasks_sweep  # entry points import their service late

@@ -281,11 +281,14 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE") or "mjgate"
 CELERY_WEBHOOKS_QUEUE = env_str("CELERY_WEBHOOKS_QUEUE") or "webhooks"
 # Making and storing results (the sandbox's render, splits, thumbnails) runs after the job's
 # account slot is freed, on a queue of its own served by a low-priority worker
-# (``CELERY_WORKER_NICE``), so it never holds a slot or delays a start or a poll.
+# (``CELERY_WORKER_NICE``), so it never holds a slot or delays a start or a poll. A result's
+# thumbnails and splits are made there too, after its SUCCESS, at the lowest priority
+# (``lifecycle.DERIVE_PRIORITY``: Redis serves every waiting finishing step first).
 CELERY_RESULTS_QUEUE = env_str("CELERY_RESULTS_QUEUE") or f"{CELERY_TASK_DEFAULT_QUEUE}-results"
 CELERY_TASK_ROUTES = {
     "webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE},
     "tasks.finish_job": {"queue": CELERY_RESULTS_QUEUE},
+    "tasks.derive_files": {"queue": CELERY_RESULTS_QUEUE},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"

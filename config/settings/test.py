@@ -61,6 +61,7 @@ CELERY_RESULTS_QUEUE = CELERY_TASK_DEFAULT_QUEUE
 CELERY_TASK_ROUTES = {
     "webhooks.*": {"queue": CELERY_WEBHOOKS_QUEUE},
     "tasks.finish_job": {"queue": CELERY_RESULTS_QUEUE},
+    "tasks.derive_files": {"queue": CELERY_RESULTS_QUEUE},
 }
 CELERY_BROKER_URL = _redis_url or "memory://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}

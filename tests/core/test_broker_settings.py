@@ -62,7 +62,8 @@ def test_webhook_tasks_have_their_own_queue(tmp_path):
         MJGATE_VAR_DIR=str(tmp_path),
     )
     assert routes == (
-        "{'webhooks.*': {'queue': 'webhooks'}, 'tasks.finish_job': {'queue': 'mjgate-results'}}"
+        "{'webhooks.*': {'queue': 'webhooks'}, 'tasks.finish_job': {'queue': 'mjgate-results'}, "
+        "'tasks.derive_files': {'queue': 'mjgate-results'}}"
     )
     assert (queue, default) == ("'webhooks'", "'mjgate'")
 

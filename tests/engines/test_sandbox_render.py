@@ -9,6 +9,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from apps.engines.sandbox.render import (
     describe_prompts,
+    grid_quadrant,
     grid_size,
     render_blend,
     render_grid,
@@ -145,6 +146,12 @@ def test_split_grid_returns_the_four_quadrants_in_u1_to_u4_order(
         assert (
             ImageChops.difference(load(quadrant).convert("RGB"), grid.crop(box)).getbbox() is None
         )
+
+
+def test_grid_quadrant_is_that_split_alone(square_grid: bytes, quadrants: list[bytes]) -> None:
+    assert [grid_quadrant(square_grid, n) for n in range(1, 5)] == quadrants
+    with pytest.raises(ValueError):
+        grid_quadrant(square_grid, 5)
 
 
 def test_split_grid_of_odd_size_covers_every_pixel() -> None:

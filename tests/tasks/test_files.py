@@ -10,7 +10,7 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from PIL import Image
 
-from apps.tasks import storage
+from apps.tasks import lifecycle, storage
 from apps.tasks.enums import Action
 from apps.tasks.services.submit import task_submit
 
@@ -115,10 +115,122 @@ def test_delete_result_removes_every_file_of_a_result():
     grid = Image.new("RGB", (64, 64), (10, 20, 30))
     buffer = io.BytesIO()
     grid.save(buffer, format="PNG")
+    result = storage.store_result(data=buffer.getvalue(), is_grid=True, stem="1234")
+    # Only the grid is stored at once; its thumbnail, splits and their thumbnails come after.
+    assert len(stored_files(settings.MEDIA_ROOT)) == len(before) + 1
+    storage.delete_result(result)
+    assert stored_files(settings.MEDIA_ROOT) == before
+
+    result = storage.store_result(data=buffer.getvalue(), is_grid=True, stem="1234")
+    assert len(storage.derive_files(result)) == 9
+    assert len(stored_files(settings.MEDIA_ROOT)) == len(before) + 10
+    storage.delete_result(result)
+    assert stored_files(settings.MEDIA_ROOT) == before
+
+    # Not named after a task: the /files/ route could not find it, so all are made at once.
     result = storage.store_result(data=buffer.getvalue(), is_grid=True)
     assert len(stored_files(settings.MEDIA_ROOT)) == len(before) + 10
     storage.delete_result(result)
     assert stored_files(settings.MEDIA_ROOT) == before
+
+
+def _grid_png(size: tuple[int, int] = (64, 48)) -> bytes:
+    grid = Image.new("RGB", size, (10, 20, 30))
+    for index, (left, top) in enumerate(((0, 0), (32, 0), (0, 24), (32, 24)), start=1):
+        grid.paste((index * 40, 0, 0), (left, top, left + 32, top + 24))
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_derived_files_are_made_once_whoever_asks_first_and_match_the_grid():
+    result = storage.store_result(data=_grid_png(), is_grid=True, stem="1234")
+    assert not any(default_storage.exists(name) for name in storage.derived_names(result))
+    assert storage.derive_files(result, [result["splits"][2]]) == [result["splits"][2]]
+    third = Image.open(io.BytesIO(storage.read_file(result["splits"][2])))
+    assert third.size == (32, 24) and third.convert("RGB").getpixel((5, 5)) == (120, 0, 0)
+    # The background step makes the other eight; a second run makes nothing.
+    assert len(storage.derive_files(result)) == 8
+    assert storage.derive_files(result) == []
+    assert storage.derive_files(result, ["results/elsewhere/1234-1.png"]) == []
+    thumb = Image.open(io.BytesIO(storage.read_file(result["split_thumbs"][0])))
+    assert thumb.format == "WEBP" and thumb.size == (32, 24)
+
+
+def test_s3_style_storage_gets_every_file_before_the_task_succeeds(monkeypatch):
+    """Storage serving its own URLs cannot ask us for a missing file: all made at once."""
+    monkeypatch.setattr(storage, "served_by_us", lambda: False)
+    result = storage.store_result(data=_grid_png(), is_grid=True, stem="1234")
+    assert all(default_storage.exists(name) for name in storage.derived_names(result))
+    storage.delete_result(result)
+
+
+def test_a_split_not_made_yet_is_made_on_its_first_request(caller, organization, fund, client):
+    fund(organization, 100_000)
+    sandbox_account()
+    task = run_to_completion(
+        task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
+    )
+    result = task.result
+    assert not any(default_storage.exists(name) for name in storage.derived_names(result))
+    for name in storage.derived_names(result):
+        answer = client.get(f"/files/{name}")
+        assert answer.status_code == 200, name
+        assert body(answer) == storage.read_file(name)
+    grid = Image.open(io.BytesIO(storage.read_file(result["image"]))).convert("RGB")
+    split = Image.open(io.BytesIO(storage.read_file(result["splits"][1]))).convert("RGB")
+    assert split.tobytes() == grid.crop((512, 0, 1024, 512)).tobytes()
+
+
+def test_a_missing_name_that_is_not_a_derived_file_of_that_task_is_not_made(
+    caller, organization, fund, client
+):
+    fund(organization, 100_000)
+    sandbox_account()
+    task = run_to_completion(
+        task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
+    )
+    key, pk = task.result["key"], task.pk
+    before = stored_files(settings.MEDIA_ROOT)
+    for path in (
+        f"results/{key}/{pk}-5.png",  # a fifth split
+        f"results/{key}/{pk}-1.jpg",
+        f"results/{key}/{pk}.png.thumb.webp",
+        f"results/{'x' * 32}/{pk}-1.png",  # another key
+        f"results/{key}/9{pk}-1.png",  # another task
+        f"inputs/{key}/{pk}-1.png",
+    ):
+        assert client.get(f"/files/{path}").status_code == 404, path
+    assert stored_files(settings.MEDIA_ROOT) == before
+
+
+def test_an_upscale_has_no_splits_to_make(caller, organization, fund, client):
+    fund(organization, 100_000)
+    sandbox_account()
+    grid = run_to_completion(
+        task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
+    )
+    assert grid.result["is_grid"]
+    single = storage.store_result(data=_grid_png(), is_grid=False, stem=grid.pk)
+    assert single["splits"] == [] and single["split_thumbs"] == []
+    assert client.get(f"/files/results/{single['key']}/{grid.pk}-1.png").status_code == 404
+
+
+def test_success_sends_the_low_priority_derive_message(caller, organization, fund, monkeypatch):
+    sent: list[tuple[str, tuple[object, ...], int | None]] = []
+    monkeypatch.setattr(
+        lifecycle,
+        "send_after_commit",
+        lambda name, *args, priority=None, **_: sent.append((name, args, priority)),
+    )
+    fund(organization, 100_000)
+    sandbox_account()
+    task = run_to_completion(
+        task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
+    )
+    assert ("tasks.derive_files", (task.pk,), lifecycle.DERIVE_PRIORITY) in sent
+    lifecycle.task_derive_files(task_id=task.pk)
+    assert all(default_storage.exists(name) for name in storage.derived_names(task.result))
 
 
 def test_result_files_work_for_browser_clients(caller, organization, fund, client):
@@ -155,3 +267,14 @@ def test_result_files_work_for_browser_clients(caller, organization, fund, clien
     assert split_answer["Content-Disposition"] == f'inline; filename="{task.pk}-1.png"'
     assert split_answer["ETag"] != etag
     assert client.head("/files/results/nothing-here/image.png").status_code == 404
+
+
+def test_a_split_of_a_result_whose_image_is_gone_is_not_found(caller, organization, fund, client):
+    fund(organization, 100_000)
+    sandbox_account()
+    task = run_to_completion(
+        task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task.pk
+    )
+    default_storage.delete(task.result["image"])
+    assert client.get(f"/files/{task.result['splits'][0]}").status_code == 404
+    assert not default_storage.exists(task.result["splits"][0])

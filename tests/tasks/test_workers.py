@@ -12,7 +12,14 @@ from django.conf import settings
 
 import apps.tasks.workers as workers
 
-NAMES = {"tasks.dispatch", "tasks.start_job", "tasks.poll_job", "tasks.finish_job", "tasks.sweep"}
+NAMES = {
+    "tasks.dispatch",
+    "tasks.start_job",
+    "tasks.poll_job",
+    "tasks.finish_job",
+    "tasks.derive_files",
+    "tasks.sweep",
+}
 
 
 def test_celery_autodiscovery_registers_the_entry_points_by_name():

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from django import forms
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -27,7 +26,7 @@ from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 from apps.tasks.services.uploads import images_upload
 from apps.tasks.services.video import task_submit_video
-from apps.tasks.storage import file_url
+from apps.tasks.storage import file_url, open_result_file
 
 from .. import presenters
 from ..selectors import task_children
@@ -517,7 +516,7 @@ def download(request: HttpRequest, task_id: str, part: str) -> HttpResponse:
     if not name:
         raise Http404("This task has no such file.")
     try:
-        handle = default_storage.open(name, "rb")
+        handle = open_result_file(name, result)  # a split not made yet is made now
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise Http404("This file is gone.") from exc
     # A streaming response; the dashboard's view decorator is typed for plain ones.

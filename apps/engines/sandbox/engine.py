@@ -251,7 +251,7 @@ def render_result(job: Job) -> PollResult:
             strength: render.VariationStrength = "subtle" if variant == "low" else "strong"
             varied = render.render_variation(source, seed, strength)
         else:
-            quadrant = render.split_grid(source)[int(params.get("index") or 1) - 1]
+            quadrant = render.grid_quadrant(source, int(params.get("index") or 1))
             varied = render.render_variation(quadrant, seed, "grid")
         if is_remixed(params):
             varied = render_remix(varied, job.prompt, seed)
