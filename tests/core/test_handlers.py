@@ -107,6 +107,7 @@ def test_the_api_chain_keeps_cors_security_headers_and_the_error_envelope():
     assert json.loads(body)["error"]["code"] == "not_authenticated"
 
 
+@pytest.mark.django_db
 def test_the_api_chain_answers_preflights():
     status, headers, _ = wsgi_call(
         "/mj/submit/imagine",
