@@ -22,6 +22,7 @@ import json
 import pstats
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ def parse_args() -> argparse.Namespace:
         "--full-chain",
         action="store_true",
         help="also measure every kind through Django's own WSGIHandler (settings.MIDDLEWARE)",
+    )
+    parser.add_argument(
+        "--unprepared",
+        action="store_true",
+        help="also measure every kind with DATABASE_PREPARED_STATEMENTS off (apps/core/db.py)",
     )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -126,45 +132,89 @@ def backend_cpu() -> float:
     return _stack._cpu_seconds(connection.connection.info.backend_pid)
 
 
-def measure(application: Any, requests: Requests, kind: str, args: argparse.Namespace) -> dict:
+@dataclass
+class Variant:
+    """One way of serving the requests, measured interleaved with the others."""
+
+    name: str
+    application: Any
+    prepared: bool = True
+    cpu: float = 0.0
+    pg: float = 0.0
+    wall: float = 0.0
+
+    def __enter__(self) -> Variant:
+        from django.conf import settings
+
+        settings.DATABASE_PREPARED_STATEMENTS = self.prepared
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from django.conf import settings
+
+        settings.DATABASE_PREPARED_STATEMENTS = True
+
+
+BLOCK = 50
+
+
+def measure(
+    variants: list[Variant], requests: Requests, kind: str, args: argparse.Namespace
+) -> dict:
+    """Each variant's figures for ``kind``: requests in blocks of :data:`BLOCK`, the variants
+    taking turns, so a neighbour's load and the data's growth weigh on them alike."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    for _ in range(args.warmup):
-        status = call(application, requests.make(kind))
-        assert status == 200, (kind, status)
-    with CaptureQueriesContext(connection) as queries:
-        call(application, requests.make(kind))
-    statements = len(queries.captured_queries)
-    envs = [requests.make(kind) for _ in range(args.requests)]
-    pg_before, cpu_before, wall_before = backend_cpu(), time.process_time(), time.perf_counter()
-    for env in envs:
-        call(application, env)
-    cpu = time.process_time() - cpu_before
-    wall = time.perf_counter() - wall_before
-    pg = backend_cpu() - pg_before
-    profile = cProfile.Profile(time.process_time)  # CPU, not waits
-    envs = [requests.make(kind) for _ in range(min(args.requests, 200))]
-    profile.enable()
-    for env in envs:
-        call(application, env)
-    profile.disable()
-    stats = pstats.Stats(profile)
-    result: dict[str, Any] = {
-        "web_cpu_ms": round(cpu * 1000 / args.requests, 3),
-        "postgres_cpu_ms": round(pg * 1000 / args.requests, 3),
-        "wall_ms": round(wall * 1000 / args.requests, 3),
-        "statements": statements,
-        "python_calls": round(stats.total_calls / len(envs)),  # type: ignore[attr-defined]
-    }
-    if args.profile:
-        out = io.StringIO()
-        stats.stream = out  # type: ignore[attr-defined]
-        stats.sort_stats("cumulative").print_stats(args.top)
-        out.write("\n")
-        stats.sort_stats("tottime").print_stats(args.top)
-        result["profile"] = out.getvalue().splitlines()
-    return result
+    results: dict[str, dict[str, Any]] = {}
+    statements: dict[str, int] = {}
+    for variant in variants:
+        variant.cpu = variant.pg = variant.wall = 0.0
+        with variant:
+            for _ in range(args.warmup):
+                status = call(variant.application, requests.make(kind))
+                assert status == 200, (kind, status)
+            with CaptureQueriesContext(connection) as queries:
+                call(variant.application, requests.make(kind))
+            statements[variant.name] = len(queries.captured_queries)
+    blocks = max(1, args.requests // BLOCK)
+    for _ in range(blocks):
+        for variant in variants:
+            with variant:
+                envs = [requests.make(kind) for _ in range(BLOCK)]
+                pg, cpu, wall = backend_cpu(), time.process_time(), time.perf_counter()
+                for env in envs:
+                    call(variant.application, env)
+                variant.cpu += time.process_time() - cpu
+                variant.wall += time.perf_counter() - wall
+                variant.pg += backend_cpu() - pg
+    count = blocks * BLOCK
+    for variant in variants:
+        profile = cProfile.Profile(time.process_time)  # CPU, not waits
+        with variant:
+            envs = [requests.make(kind) for _ in range(min(args.requests, 200))]
+            profile.enable()
+            for env in envs:
+                call(variant.application, env)
+            profile.disable()
+        stats = pstats.Stats(profile)
+        result: dict[str, Any] = {
+            "web_cpu_ms": round(variant.cpu * 1000 / count, 3),
+            "postgres_cpu_ms": round(variant.pg * 1000 / count, 3),
+            "wall_ms": round(variant.wall * 1000 / count, 3),
+            "statements": statements[variant.name],
+            "python_calls": round(stats.total_calls / len(envs)),  # type: ignore[attr-defined]
+        }
+        if args.profile:
+            out = io.StringIO()
+            stats.stream = out  # type: ignore[attr-defined]
+            stats.sort_stats("cumulative").print_stats(args.top)
+            out.write("\n")
+            stats.sort_stats("tottime").print_stats(args.top)
+            result["profile"] = out.getvalue().splitlines()
+        name = kind if variant.name == "lean" else f"{kind}_{variant.name}"
+        results[name] = result
+    return results
 
 
 def main() -> int:
@@ -174,6 +224,11 @@ def main() -> int:
         import submit as submit_bench
 
         key = submit_bench.setup(accounts=10)
+        from django.db import connections
+
+        # One backend for the whole run, so its CPU counter covers every measured request.
+        connections["default"].settings_dict["CONN_MAX_AGE"] = None
+        connections["default"].close()  # the next connection takes the setting
         from config.wsgi import application
 
         requests = Requests(key, [])
@@ -191,13 +246,16 @@ def main() -> int:
             )
         requests.task_ids = [str(pk) for pk in Task.objects.values_list("pk", flat=True)]
         kinds = [kind for kind in KINDS if kind in args.kinds]
-        results = {kind: measure(application, requests, kind, args) for kind in kinds}
+        variants = [Variant("lean", application)]
+        if args.unprepared:
+            variants.append(Variant("unprepared", application, prepared=False))
         if args.full_chain:
             from django.core.handlers.wsgi import WSGIHandler
 
-            full = WSGIHandler()
-            for kind in kinds:
-                results[f"{kind}_full_chain"] = measure(full, requests, kind, args)
+            variants.append(Variant("full_chain", WSGIHandler()))
+        results: dict[str, Any] = {}
+        for kind in kinds:
+            results.update(measure(variants, requests, kind, args))
     finally:
         _stack.teardown(keep=args.keep)
     profiles = {kind: result.pop("profile", None) for kind, result in results.items()}

@@ -24,6 +24,7 @@ from django.utils import timezone
 from apps.accounts.models import MembershipTier, Organization
 from apps.billing.ledger import ledger_hold
 from apps.billing.selectors import own_account_fee_get, price_get
+from apps.core.db import prepared_cursor
 from apps.core.errors import ConcurrencyLimitReached
 from apps.webhooks.models import WebhookEndpoint
 
@@ -140,7 +141,7 @@ def _lock_organization(task: Task) -> _Locked:
             tier.code,
             tenant_seq=counter.last,
         )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _lock_sql(),
             {
@@ -253,7 +254,7 @@ def _insert(task: Task) -> None:
             values.append(value)
         else:
             values.append(field.get_db_prep_save(field.pre_save(task, True), connection))
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, values)
     task._state.adding = False
     task._state.db = connection.alias
