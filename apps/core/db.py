@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
@@ -30,15 +31,31 @@ class _Preparing:
 
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+        self._last: tuple[Any, Any] = (None, None)
 
     def execute(self, query: Any, params: Any = None) -> Any:
+        self._last = (query, params)
         return self._cursor.execute(query, params, prepare=True)
+
+    @property
+    def _query(self) -> Any:
+        """What Django's query log reads (``last_executed_query``; only when queries are
+        logged): the statement with its values, as Django's own cursor would show it."""
+        query, params = self._last
+        return SimpleNamespace(query=None if query is None else _composed(query, params))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._cursor)
+
+
+def _composed(query: Any, params: Any) -> bytes | None:
+    try:
+        return str(connection.ops.compose_sql(query, params)).encode()  # type: ignore[attr-defined]
+    except Exception:  # only the log's text: the statement itself ran
+        return None
 
 
 def prepared_statements_enabled() -> bool:
