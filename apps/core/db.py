@@ -71,6 +71,7 @@ def prepared_cursor() -> Iterator[Any]:
         with connection.cursor() as cursor:
             yield cursor
         return
+    # Lazy: the PostgreSQL backend module needs psycopg, which a SQLite setup may not have.
     from django.db.backends.postgresql.base import ServerBindingCursor
 
     connection.ensure_connection()
