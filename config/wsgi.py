@@ -1,10 +1,15 @@
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 from django.urls import get_resolver
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-application = get_wsgi_application()
+django.setup(set_prefix=False)
+
+from apps.core.handlers import PathRoutedWSGIHandler  # noqa: E402 - needs the apps loaded
+
+# API routes take a short middleware chain, every other page the full one (apps/core/handlers.py).
+application = PathRoutedWSGIHandler()
 
 # Import the URLconf, and with it every view, while the worker boots: otherwise the first
 # request each gunicorn worker serves does it (seconds on a busy machine), and production

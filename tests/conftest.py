@@ -3,15 +3,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import django.test.client
 import pytest
+import rest_framework.test
 from django.conf import settings
 from django.core.cache import cache
-from rest_framework.test import APIClient
+from django.test.client import ClientHandler
+from rest_framework.test import APIClient, ForceAuthClientHandler
 
 from apps.accounts.models import Organization, Role, User
 from apps.api_keys.services import IssuedKey, api_key_create
 from apps.billing.ledger import ledger_topup
 from apps.core.cache import config_cache_clear
+from apps.core.handlers import ListedMiddleware, api_middleware, is_lean_path
 from apps.core.messaging import broker_breaker_reset
 from apps.core.ratelimit import cache_breaker
 from apps.tasks.models import BannedWord
@@ -19,6 +23,40 @@ from apps.tasks.selectors import pool_throughput_forget
 
 from .factories import MembershipFactory, OrganizationFactory
 from .reference_data import ensure_reference_data
+
+
+def _path_routed(base: type[ClientHandler]) -> type[ClientHandler]:
+    """``base`` (a test client's handler) routing requests as production's WSGI application
+    does (apps/core/handlers.py): API paths through the short API middleware chain."""
+
+    class ApiChain(ListedMiddleware, base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.middleware = api_middleware()
+            super().__init__(*args, **kwargs)
+
+    class PathRouted(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.api_chain = ApiChain(*args, **kwargs)
+
+        def __call__(self, environ: dict[str, Any]) -> Any:
+            if not is_lean_path(environ.get("PATH_INFO", "")):
+                return super().__call__(environ)
+            for name in ("_force_user", "_force_token"):  # APIClient.force_authenticate
+                if hasattr(self, name):
+                    setattr(self.api_chain, name, getattr(self, name))
+            return self.api_chain(environ)
+
+    PathRouted.__name__ = PathRouted.__qualname__ = f"PathRouted{base.__name__}"
+    return PathRouted
+
+
+# Every test client (Django's and DRF's) serves API paths the way production does.
+django.test.client.ClientHandler = _path_routed(ClientHandler)  # type: ignore[misc]
+rest_framework.test.ForceAuthClientHandler = _path_routed(  # type: ignore[misc, assignment]
+    ForceAuthClientHandler
+)
+
 
 #: Tests with these marks are slow by nature (real worker or server subprocesses, a browser):
 #: they are marked ``slow`` here, so a new one never has to remember. Other long tests (the

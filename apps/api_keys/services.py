@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from apps.accounts.models import MembershipTier, Organization, User
 from apps.core.errors import PermissionDenied, ServiceError, ValidationFailed
-from apps.core.ratelimit import cache_breaker
+from apps.core.ratelimit import PendingCount, api_key_bucket, cache_breaker, counted_cache_get
 from apps.tasks.enums import Pool
 
 from .models import LIVE_SCHEME, PREFIX_RANDOM_CHARS, TEST_SCHEME, ApiKey, hash_key
@@ -188,12 +188,37 @@ def api_key_authenticate(*, raw_key: str, client_ip: str | None) -> ApiKey:
     The row is found by its clear prefix and confirmed by a constant-time comparison of hashes,
     so response timing says nothing about how much of a guessed key was right.
     """
+    return api_key_authenticate_counted(raw_key=raw_key, client_ip=client_ip, rate_limit=0)[0]
+
+
+def api_key_authenticate_counted(
+    *, raw_key: str, client_ip: str | None, rate_limit: int
+) -> tuple[ApiKey, PendingCount | None]:
+    """:func:`api_key_authenticate`, counting the request against the key's rate-limit bucket
+    (``rate_limit`` per minute; 0: not counted) in the key lookup's Redis round trip. The
+    pending count goes to the rate throttle; a rejected key gives it back."""
     raw_key = (raw_key or "").strip()
     if not raw_key.startswith((LIVE_SCHEME, TEST_SCHEME)):
         raise ApiKeyRejected("The API key is not valid.", code="invalid_api_key")
     presented_hash = hash_key(raw_key)
+    candidates, from_database, pending = _keys_with_prefix(
+        _prefix_of(raw_key), bucket=api_key_bucket(presented_hash), rate_limit=rate_limit
+    )
+    try:
+        match = _check(candidates, presented_hash, client_ip)
+    except BaseException:
+        if pending is not None:
+            pending.give_back()
+        raise
+    if from_database:
+        # A cached copy's last_used_at may be older than the row's; the copy is refreshed at
+        # least every KEY_CACHE_SECONDS, well within the last-used resolution.
+        _touch(match, client_ip)
+    return match, pending
+
+
+def _check(candidates: list[ApiKey], presented_hash: str, client_ip: str | None) -> ApiKey:
     match = None
-    candidates, from_database = _keys_with_prefix(_prefix_of(raw_key))
     for candidate in candidates:
         if hmac.compare_digest(candidate.key_hash, presented_hash):
             match = candidate
@@ -212,10 +237,6 @@ def api_key_authenticate(*, raw_key: str, client_ip: str | None) -> ApiKey:
         )
         error.http_status = 403
         raise error
-    if from_database:
-        # A cached copy's last_used_at may be older than the row's; the copy is refreshed at
-        # least every KEY_CACHE_SECONDS, well within the last-used resolution.
-        _touch(match, client_ip)
     return match
 
 
@@ -237,25 +258,38 @@ def _key_cache_key(prefix: str) -> str:
     return f"apikey:{prefix}"
 
 
-def _keys_with_prefix(prefix: str) -> tuple[list[ApiKey], bool]:
-    """The keys with ``prefix`` and whether they were read from the database."""
+def _keys_with_prefix(
+    prefix: str, *, bucket: str, rate_limit: int
+) -> tuple[list[ApiKey], bool, PendingCount | None]:
+    """The keys with ``prefix``, whether they were read from the database, and the request's
+    count against ``bucket`` when it travelled with the cache read."""
     cached: object = _TOMBSTONE
+    pending = None
     if not cache_breaker.is_open():
         try:
-            cached = cache.get(_key_cache_key(prefix))
+            cached, pending = counted_cache_get(
+                cache_key=_key_cache_key(prefix), bucket=bucket, limit=rate_limit
+            )
         except (RedisError, OSError) as exc:
             cache_breaker.trip(exc)
     if isinstance(cached, list):
-        return cached, False
-    rows = list(
-        ApiKey.objects.select_related("organization", "organization__tier").filter(prefix=prefix)
-    )
+        return cached, False, pending
+    try:
+        rows = list(
+            ApiKey.objects.select_related("organization", "organization__tier").filter(
+                prefix=prefix
+            )
+        )
+    except BaseException:
+        if pending is not None:
+            pending.give_back()
+        raise
     if cached is None:
         try:
             cache.add(_key_cache_key(prefix), rows, KEY_CACHE_SECONDS)
         except (RedisError, OSError) as exc:
             cache_breaker.trip(exc)
-    return rows, True
+    return rows, True, pending
 
 
 def api_keys_changed(*, prefixes: list[str]) -> None:

@@ -20,7 +20,7 @@ from apps.api_keys.models import ApiKey
 from .errors import ServiceError, ServiceUnavailable, ValidationFailed
 from .idempotency import IdempotentPostMixin
 from .jsonbody import JSONBodyParser
-from .ratelimit import RequestSizeLimitMixin
+from .ratelimit import RequestSizeLimitMixin, pending_count_give_back
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,12 @@ class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
     query_params: tuple[str, ...] = ()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
+        try:
+            super().initial(request, *args, **kwargs)
+        except BaseException:
+            # Refused before the rate throttle ran (a permission): not counted.
+            pending_count_give_back(request)
+            raise
         api_key = request.auth
         if not isinstance(api_key, ApiKey):  # pragma: no cover - HasApiKey already refused
             raise exceptions.NotAuthenticated()

@@ -10,9 +10,10 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from apps.api_keys.models import ApiKey
-from apps.api_keys.services import ApiKeyRejected, api_key_authenticate
+from apps.api_keys.services import ApiKeyRejected, api_key_authenticate_counted
 
 from .net import client_ip
+from .ratelimit import api_rate_limit
 
 #: Header names (as Django exposes them) that may carry a key, besides Authorization: Bearer.
 KEY_HEADERS = ("HTTP_MJ_API_SECRET", "HTTP_TT_API_KEY")
@@ -67,11 +68,16 @@ class ApiKeyAuthentication(BaseAuthentication):
         if raw_key is None:
             return None
         try:
-            api_key = api_key_authenticate(raw_key=raw_key, client_ip=client_ip(request))
+            api_key, pending = api_key_authenticate_counted(
+                raw_key=raw_key, client_ip=client_ip(request), rate_limit=api_rate_limit()
+            )
         except ApiKeyRejected as exc:
             if exc.http_status == 403:
                 raise KeyForbidden(exc.message, code=exc.code) from exc
             raise KeyAuthenticationFailed(exc.message, code=exc.code) from exc
+        # The request's rate-limit count came with the key (one Redis round trip for both):
+        # ApiKeyRateThrottle decides on it, and a request refused before that gives it back.
+        request.pending_rate_count = pending  # type: ignore[attr-defined]
         return AnonymousUser(), api_key
 
     def authenticate_header(self, request: Request) -> str:

@@ -2,8 +2,9 @@
 
 A sliding-window counter in the Django cache (Redis in production): the count of the current
 fixed window plus the previous window's count weighted by how much of it still overlaps the
-sliding window. One Redis round trip per request (GET, INCR and EXPIRE pipelined on the
-process's one client), no read-modify-write race, and a
+sliding window. GET, INCR and EXPIRE are pipelined on the process's one client; for a
+key-authenticated request they travel in the key lookup's round trip (:func:`counted_cache_get`),
+so the limiter adds no Redis round trip of its own. No read-modify-write race, and a
 burst at a window boundary cannot double the allowance as it can with plain fixed windows.
 
 When the cache is unreachable (a Redis outage) the limiter fails open: the request is allowed,
@@ -163,23 +164,43 @@ def _counts(current_key: str, previous_key: str, timeout: int) -> tuple[int, int
     return int(previous or 0), int(current), client
 
 
+def _window_keys(bucket: str, window: int, now: float) -> tuple[str, str]:
+    current_window = int(now // window)
+    return f"ratelimit:{bucket}:{current_window}", f"ratelimit:{bucket}:{current_window - 1}"
+
+
 def _rate_limit_count(*, bucket: str, limit: int, window: int, now: float | None) -> RateDecision:
     now = time.time() if now is None else now
-    current_window = int(now // window)
-    elapsed = now - current_window * window
-    current_key = f"ratelimit:{bucket}:{current_window}"
-    previous, current, client = _counts(
-        current_key, f"ratelimit:{bucket}:{current_window - 1}", window * 2 + 1
+    current_key, previous_key = _window_keys(bucket, window, now)
+    previous, current, client = _counts(current_key, previous_key, window * 2 + 1)
+    return _decide(
+        current_key=current_key,
+        previous=previous,
+        current=current,
+        client=client,
+        limit=limit,
+        window=window,
+        now=now,
     )
+
+
+def _decide(
+    *,
+    current_key: str,
+    previous: int,
+    current: int,
+    client: Any,
+    limit: int,
+    window: int,
+    now: float,
+) -> RateDecision:
+    """Allow the request counted as ``current`` in its window, or give it back and refuse it."""
+    elapsed = now - int(now // window) * window
     weight = (window - elapsed) / window
     estimated = previous * weight + current
     if estimated <= limit:
         return RateDecision(True, 0)
-    if client is not None:
-        client.decr(cache.make_key(current_key))
-    else:
-        with contextlib.suppress(ValueError):  # expired in between: nothing to give back
-            cache.decr(current_key)
+    _give_back(current_key, client)
     accepted = current - 1
     to_window_end = window - elapsed
     # Within this window a request fits once enough of the previous window has slid out:
@@ -193,6 +214,95 @@ def _rate_limit_count(*, bucket: str, limit: int, window: int, now: float | None
         spill = window * (1 - (limit - 1) / accepted) if accepted > 0 else 0.0
         wait = to_window_end + max(0.0, spill)
     return RateDecision(False, max(1, math.ceil(wait)))
+
+
+def _give_back(current_key: str, client: Any) -> None:
+    if client is not None:
+        client.decr(cache.make_key(current_key))
+    else:
+        with contextlib.suppress(ValueError):  # expired in between: nothing to give back
+            cache.decr(current_key)
+
+
+@dataclass
+class PendingCount:
+    """A request counted against its bucket ahead of the throttle check: the count travelled
+    in the key lookup's Redis round trip (:func:`counted_cache_get`). The throttle decides on
+    it (:meth:`decide`); a request refused before the throttle runs is given back
+    (:meth:`give_back`), so only requests that reach the throttle count, as without it."""
+
+    current_key: str
+    previous: int
+    current: int
+    client: Any
+    limit: int
+    window: int
+    now: float
+    settled: bool = False
+
+    def decide(self) -> RateDecision:
+        self.settled = True
+        try:
+            return _decide(
+                current_key=self.current_key,
+                previous=self.previous,
+                current=self.current,
+                client=self.client,
+                limit=self.limit,
+                window=self.window,
+                now=self.now,
+            )
+        except (RedisError, OSError) as exc:
+            cache_breaker.trip(exc)
+            return RateDecision(True, 0)
+
+    def give_back(self) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            _give_back(self.current_key, self.client)
+        except (RedisError, OSError) as exc:
+            cache_breaker.trip(exc)
+
+
+def counted_cache_get(
+    *, cache_key: str, bucket: str, limit: int, window: int = DEFAULT_WINDOW_SECONDS
+) -> tuple[Any, PendingCount | None]:
+    """``cache.get(cache_key)``, and on Redis one request counted against ``bucket`` in the
+    same round trip (a pipeline of GET, GET, INCR and EXPIRE). Returns the value and the
+    pending count (None when nothing was counted: no limit, not Redis, or the cache is
+    failing open). Raises the cache's errors as ``cache.get`` does."""
+    client = None if limit <= 0 or cache_breaker.is_open() else redis_client()
+    if client is None:
+        return cache.get(cache_key), None
+    now = time.time()
+    current_key, previous_key = _window_keys(bucket, window, now)
+    pipe = client.pipeline(transaction=False)
+    pipe.get(cache.make_key(cache_key))
+    pipe.get(cache.make_key(previous_key))
+    pipe.incr(cache.make_key(current_key))
+    pipe.expire(cache.make_key(current_key), window * 2 + 1)
+    raw, previous, current, _ = pipe.execute()
+    # The value as Django's Redis cache stores it (its serializer: ints plain, the rest pickled).
+    value = None if raw is None else cache._cache._serializer.loads(raw)  # type: ignore[attr-defined]
+    pending = PendingCount(
+        current_key, int(previous or 0), int(current), client, limit, window, now
+    )
+    return value, pending
+
+
+def pending_count_give_back(request: Any) -> None:
+    """The request is refused before its throttle ran: give its pending count back."""
+    pending = getattr(request, "pending_rate_count", None)
+    if isinstance(pending, PendingCount):
+        pending.give_back()
+
+
+def api_key_bucket(key_hash: str) -> str:
+    """The rate-limit bucket of the key whose hash is ``key_hash`` (known from the presented
+    key before its row is, so the count can travel with the key lookup)."""
+    return f"key:{key_hash[:24]}"
 
 
 def api_rate_limit() -> int:
@@ -212,9 +322,13 @@ class ApiKeyRateThrottle(BaseThrottle):
         api_key = request.auth
         if not isinstance(api_key, ApiKey):
             return True
-        decision = rate_limit_hit(
-            bucket=f"key:{api_key.pk}:{api_key.prefix}", limit=api_rate_limit()
-        )
+        pending = getattr(request, "pending_rate_count", None)
+        if isinstance(pending, PendingCount) and not pending.settled:
+            decision = pending.decide()  # counted with the key lookup (ApiKeyAuthentication)
+        else:
+            decision = rate_limit_hit(
+                bucket=api_key_bucket(api_key.key_hash), limit=api_rate_limit()
+            )
         self._wait = decision.retry_after
         return decision.allowed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -9,10 +10,15 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+from django.db.models.query_utils import DeferredAttribute
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from apps.accounts.models import Organization
 from apps.core.cache import config_cached, config_changed
+from apps.core.db import prepared_cursor
 from apps.core.errors import NotFound
 from apps.engines.models import UpstreamAccount
 from apps.engines.selectors import upstream_account_takes, upstream_account_usable
@@ -71,12 +77,27 @@ class _TaskRowReader:
         for index, chain in enumerate(converters):
             for convert in chain:
                 values[index] = convert(values[index], expressions[index], connection)
-        return Task.from_db(connection.alias, names, values)
+        if (
+            not _plain_construction()
+            or pre_init.has_listeners(Task)
+            or post_init.has_listeners(Task)
+        ):
+            return Task.from_db(connection.alias, names, values)
+        # What ``from_db`` makes, without ``Model.__init__``'s per-field work: every column is
+        # loaded, setting an attribute of a new task does nothing but store it, and no init
+        # signal listens (checked above).
+        task = Task.__new__(Task)
+        task.__dict__.update(zip(names, values, strict=True))
+        state = ModelState()
+        state.adding = False
+        state.db = connection.alias
+        task._state = state
+        return task
 
     def select(self, where: str, params: list[Any]) -> list[Task]:
         """The tasks matching ``where`` (``{table}`` stands for the quoted table name)."""
         table, head, *_ = self._prepare()
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(head + where.format(table=table), params)
             rows = cursor.fetchall()
         return [self._task(row) for row in rows]
@@ -90,6 +111,18 @@ class _TaskRowReader:
 
 
 _task_rows = _TaskRowReader()
+
+
+@functools.cache
+def _plain_construction() -> bool:
+    """Whether storing each column's value in a new task's ``__dict__`` is what ``__init__``
+    does: each field's class attribute is Django's plain deferred attribute, or a foreign key's
+    (whose setter also drops a cached related object, which a new task has none of)."""
+    allowed = (DeferredAttribute, ForeignKeyDeferredAttribute)
+    return all(
+        type(getattr(Task, str(field.attname), None)) in allowed
+        for field in Task._meta.concrete_fields
+    )
 
 
 def task_fetch(*, organization: Organization, task_id: object) -> Task:

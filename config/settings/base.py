@@ -122,6 +122,10 @@ else:
             },
         }
     }
+# The submit's, fetch's and list's hand-written statements are prepared on each connection
+# (apps/core/db.py). Turn off behind a pooler in transaction mode (PgBouncer before 1.21, or
+# without max_prepared_statements), where prepared statements do not follow the session.
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Users and sign-up (django-allauth) -------------------------------------------------------

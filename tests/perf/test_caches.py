@@ -124,3 +124,73 @@ def test_bulk_changes_of_cached_tables_are_seen_at_once() -> None:
     before = price_get(action="IMAGINE", mode="FAST")
     Price.objects.filter(action="IMAGINE", mode="FAST").update(tokens=before + 5)
     assert price_get(action="IMAGINE", mode="FAST") == before + 5
+
+
+class _RoundTrips:
+    """Counts the Redis round trips of the process's client: single commands and pipelines."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import redis.client
+
+        self.count = 0
+        for cls, name in (
+            (redis.client.Redis, "execute_command"),
+            (redis.client.Pipeline, "execute"),
+        ):
+            original = getattr(cls, name)
+
+            def counted(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                self.count += 1
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(cls, name, counted)
+
+
+def _window_count(key_hash: str) -> int:
+    import time
+
+    bucket = ratelimit.api_key_bucket(key_hash)
+    return int(cache.get(f"ratelimit:{bucket}:{int(time.time() // 60)}") or 0)
+
+
+@pytest.mark.django_db
+def test_the_key_lookup_and_the_rate_count_are_one_redis_round_trip(
+    redis_cache: None, settings: Any, live_key: IssuedKey, key_client: APIClient, monkeypatch: Any
+) -> None:
+    settings.API_RATE_LIMIT = 100
+    cache.clear()
+    assert key_client.get("/mj/task/list").status_code == 200  # caches the key
+    trips = _RoundTrips(monkeypatch)
+    assert key_client.get("/mj/task/list").status_code == 200
+    assert trips.count == 1
+    assert _window_count(live_key.api_key.key_hash) == 2
+
+
+@pytest.mark.django_db
+def test_on_redis_over_the_limit_is_429_and_refusals_are_not_counted(
+    redis_cache: None,
+    settings: Any,
+    organization: Organization,
+    live_key: IssuedKey,
+    key_client: APIClient,
+    make_key: Any,
+) -> None:
+    settings.API_RATE_LIMIT = 2
+    for _ in range(2):
+        assert key_client.get("/mj/task/list").status_code == 200
+    refused = key_client.get("/mj/task/list")
+    assert refused.status_code == 429
+    assert int(refused["Retry-After"]) >= 1
+    assert _window_count(live_key.api_key.key_hash) == 2  # the refused one was given back
+    # Refused by a permission (a read-only key submitting): not counted either.
+    read_only = make_key(organization, read_only=True)
+    client = APIClient()
+    client.credentials(HTTP_MJ_API_SECRET=read_only.plaintext)
+    assert client.post("/api/v1/tasks", {"prompt": "a cat"}, format="json").status_code == 403
+    assert _window_count(read_only.api_key.key_hash) == 0
+    assert client.get("/api/v1/tasks").status_code == 200
+    assert _window_count(read_only.api_key.key_hash) == 1
+    # A revoked key is refused at once, and not counted.
+    api_key_revoke(api_key=read_only.api_key)
+    assert client.get("/api/v1/tasks").status_code == 401
+    assert _window_count(read_only.api_key.key_hash) == 1

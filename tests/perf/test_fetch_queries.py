@@ -28,6 +28,13 @@ def test_fetch_reads_one_row_without_joins_or_ordering(organization: Any) -> Non
     expected = task_get(organization=organization, task_id=task.pk)
     for field in type(task)._meta.concrete_fields:
         assert getattr(fetched, field.attname) == getattr(expected, field.attname), field.name
+    # Made without Model.__init__: a task like any loaded one (saved, related rows lazy).
+    assert (fetched._state.adding, fetched._state.db) == (False, "default")
+    assert fetched.organization == organization
+    assert fetched == expected and fetched.pk == task.pk
+    fetched.progress = 42
+    fetched.save(update_fields=["progress"])
+    assert task_get(organization=organization, task_id=task.pk).progress == 42
 
 
 @pytest.mark.django_db

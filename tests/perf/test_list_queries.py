@@ -163,3 +163,43 @@ def test_the_mjproxy_list_is_the_newest_tasks_of_the_organization(
     answer = key_client.get("/mj/task/list")
     assert answer.status_code == 200
     assert [t["id"] for t in answer.json()] == _orm_ids(organization, TaskFilters())[:100]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "limit=20",
+        "limit=1",
+        "limit=100",
+        "limit=0",
+        "limit=101",
+        "limit=2.0",
+        "limit=%D9%A3",
+        "limit=1&limit=2",
+        "limit=5&status=SUCCESS",
+        "cursor=abc",
+        "limit=+5",
+        "limit=",
+    ],
+)
+def test_the_plain_list_query_reads_as_the_serializer_does(query: str) -> None:
+    """The list's shortcut for no query or a bare ``limit`` answers exactly what
+    TaskListQuerySerializer validates; anything else goes to the serializer."""
+    from django.http import QueryDict
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from apps.protocols.v1.serializers import TaskListQuerySerializer
+    from apps.protocols.v1.views import _plain_list_query
+
+    request = Request(APIRequestFactory().get(f"/api/v1/tasks?{query}"))
+    plain = _plain_list_query(request)
+    serializer = TaskListQuerySerializer(data=QueryDict(query))
+    if plain is not None:
+        assert serializer.is_valid(), serializer.errors
+        assert plain == dict(serializer.validated_data)
+    else:
+        assert query and not (
+            query.startswith("limit=") and query[6:].isdigit() and 1 <= int(query[6:]) <= 100
+        )

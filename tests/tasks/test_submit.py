@@ -370,3 +370,49 @@ def test_an_image_url_that_cannot_be_used_is_rejected(
     assert info.value.message == message
     assert Task.objects.count() == 0
     assert LedgerEntry.objects.filter(kind=EntryKind.HOLD).count() == 0
+
+
+@pytest.mark.postgres
+def test_the_fast_insert_writes_what_the_orm_would(organization, fund):
+    """acceptance._insert passes plain values as they are: each column as task.save() sets it."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from apps.tasks.services.acceptance import _insert
+
+    now = timezone.now()
+
+    def make(task_id: str) -> Task:
+        return Task(
+            id=task_id,
+            organization=organization,
+            action=Action.IMAGINE,
+            status=Status.NOT_START,
+            mode=Mode.FAST,
+            protocol=Protocol.MJPROXY,
+            prompt="a cat --ar 3:2",
+            params={"ar": "3:2", "nested": [1, "x"]},
+            metadata={"k": "v"},
+            progress=0,
+            seed=4_000_000_000,
+            price=14_000,
+            is_test=False,
+            submitted_at=now,
+            tenant_seq=7,
+        )
+
+    _insert(make("9000000000000000001"))
+    make("9000000000000000002").save(force_insert=True)
+    columns = [
+        f.column
+        for f in Task._meta.concrete_fields
+        if f.name not in ("id", "created_at", "updated_at")
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(columns)} FROM tasks_task WHERE id = ANY(%s) ORDER BY id",  # noqa: S608
+            [["9000000000000000001", "9000000000000000002"]],
+        )
+        fast, orm = cursor.fetchall()
+    assert fast == orm
+    assert Task.objects.get(pk="9000000000000000001").created_at is not None

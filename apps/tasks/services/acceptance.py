@@ -18,12 +18,13 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from apps.accounts.models import MembershipTier, Organization
 from apps.billing.ledger import ledger_hold
 from apps.billing.selectors import own_account_fee_get, price_get
+from apps.core.db import prepared_cursor
 from apps.core.errors import ConcurrencyLimitReached
 from apps.webhooks.models import WebhookEndpoint
 
@@ -39,6 +40,7 @@ from .pricekeys import price_key_for
 logger = logging.getLogger(__name__)
 
 SEED_LIMIT = 4_294_967_295
+_MISSING = object()
 
 #: The queue head each accepted task saw under the organization lock, until its answer is
 #: made (weak: a task whose transaction failed leaves nothing behind).
@@ -139,7 +141,7 @@ def _lock_organization(task: Task) -> _Locked:
             tier.code,
             tenant_seq=counter.last,
         )
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _lock_sql(),
             {
@@ -195,25 +197,64 @@ def accept(task: Task, *, now: datetime) -> None:
     task.start_deadline = now + settings.TASK_START_DEADLINE
 
 
+#: Field classes (exactly these, not subclasses) whose preparation for the database returns a
+#: value of the given type unchanged.
+_PLAIN_TYPES: dict[type[Any], type[Any]] = {
+    models.CharField: str,
+    models.TextField: str,
+    models.URLField: str,
+    models.BooleanField: bool,
+    models.SmallIntegerField: int,
+    models.IntegerField: int,
+    models.BigIntegerField: int,
+    models.PositiveSmallIntegerField: int,
+    models.PositiveIntegerField: int,
+    models.PositiveBigIntegerField: int,
+}
+
+
+def _plain_type(field: Any) -> type[Any] | None:
+    """The type whose values of ``field`` need no preparation (None: always prepare)."""
+    if isinstance(field, models.ForeignKey):
+        return _plain_type(field.target_field)
+    if isinstance(field, models.AutoField | models.BigAutoField):
+        return int
+    return _PLAIN_TYPES.get(type(field))
+
+
 @functools.cache
-def _insert_sql() -> tuple[str, tuple[Any, ...]]:
+def _insert_sql() -> tuple[str, tuple[Any, ...], tuple[tuple[str, type[Any] | None], ...]]:
     fields = tuple(Task._meta.concrete_fields)
     quote = connection.ops.quote_name
     columns = ", ".join(quote(str(f.column)) for f in fields)
     values = ", ".join(["%s"] * len(fields))
     table = quote(Task._meta.db_table)
-    return f"INSERT INTO {table} ({columns}) VALUES ({values})", fields  # noqa: S608
+    plain = tuple((str(f.attname), _plain_type(f)) for f in fields)
+    return f"INSERT INTO {table} ({columns}) VALUES ({values})", fields, plain  # noqa: S608
 
 
 def _insert(task: Task) -> None:
     """``task.save(force_insert=True)`` without building the INSERT per request (the task
-    model has no save signals; the values go through each field's own preparation)."""
+    model has no save signals). A plain value (``str`` or a text choice, ``int``, ``bool``,
+    None) of a field whose preparation returns it unchanged goes as it is; every other value (JSON, times, the
+    ``auto_now`` stamps) through its field's own preparation."""
     if connection.vendor != "postgresql":
         task.save(force_insert=True)
         return
-    sql, fields = _insert_sql()
-    values = [f.get_db_prep_save(f.pre_save(task, True), connection) for f in fields]
-    with connection.cursor() as cursor:
+    sql, fields, plain = _insert_sql()
+    values = []
+    attributes = task.__dict__
+    for field, (attname, plain_type) in zip(fields, plain, strict=True):
+        value = attributes.get(attname, _MISSING)
+        if plain_type is not None and (
+            value is None
+            or type(value) is plain_type
+            or (plain_type is str and isinstance(value, str))  # TextChoices: CharField keeps it
+        ):
+            values.append(value)
+        else:
+            values.append(field.get_db_prep_save(field.pre_save(task, True), connection))
+    with prepared_cursor() as cursor:
         cursor.execute(sql, values)
     task._state.adding = False
     task._state.db = connection.alias

@@ -1,0 +1,86 @@
+"""Prepared statements for the hot paths' hand-written SQL (issue 15: submit, fetch, list).
+
+Django binds parameters on the client (psycopg's ``ClientCursor``) and turns psycopg's automatic
+preparation off, so PostgreSQL parses and plans every statement afresh: for the submit's lock
+statement and INSERT and the fetch that is most of the server's CPU per request. A statement
+run through :func:`prepared_cursor` is bound on the server and prepared on its connection the
+first time, and each later run only executes the stored plan.
+
+Through Django's cursor wrapper as any query: ``CaptureQueriesContext`` sees it and
+``execute_wrapper`` hooks apply. ``DATABASE_PREPARED_STATEMENTS = False`` (a pooler in
+transaction mode, where a session's prepared statements do not follow it) falls back to
+Django's own cursor; so does any database but PostgreSQL with psycopg 3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+#: A psycopg prepare threshold no statement reaches by repetition.
+_NEVER = 2**62
+
+
+class _Preparing:
+    """A psycopg server-binding cursor whose ``execute`` prepares the statement."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self._last: tuple[Any, Any] = (None, None)
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        self._last = (query, params)
+        return self._cursor.execute(query, params, prepare=True)
+
+    @property
+    def _query(self) -> Any:
+        """What Django's query log reads (``last_executed_query``; only when queries are
+        logged): the statement with its values, as Django's own cursor would show it."""
+        query, params = self._last
+        return SimpleNamespace(query=None if query is None else _composed(query, params))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+
+def _composed(query: Any, params: Any) -> bytes | None:
+    try:
+        return str(connection.ops.compose_sql(query, params)).encode()  # type: ignore[attr-defined]
+    except Exception:  # only the log's text: the statement itself ran
+        return None
+
+
+def prepared_statements_enabled() -> bool:
+    return connection.vendor == "postgresql" and bool(
+        getattr(settings, "DATABASE_PREPARED_STATEMENTS", True)
+    )
+
+
+@contextmanager
+def prepared_cursor() -> Iterator[Any]:
+    """A cursor of the default connection whose statements are prepared (see the module)."""
+    if not prepared_statements_enabled():
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    # Lazy: the PostgreSQL backend module needs psycopg, which a SQLite setup may not have.
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    psycopg_connection = connection.connection
+    if psycopg_connection.prepare_threshold is None:
+        # Django sets None, which turns preparing off altogether; a threshold no statement
+        # reaches prepares only what asks to be (``prepare=True``), as Django's own stay unprepared.
+        psycopg_connection.prepare_threshold = _NEVER
+    raw = ServerBindingCursor(psycopg_connection)  # type: ignore[call-arg]
+    with connection._prepare_cursor(_Preparing(raw)) as cursor:  # type: ignore[attr-defined]
+        yield cursor
