@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import IO, Any
 
@@ -18,7 +19,7 @@ from apps.core.errors import ConcurrencyLimitReached, ServiceError
 from apps.core.jsonbody import JSONBodyInvalid, json_body_parse, json_body_read
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
-from apps.tasks.selectors import QueueEstimate, task_queue_estimate
+from apps.tasks.selectors import QueueEstimate, task_queue_estimate, task_queue_estimates
 from apps.tasks.services.inputs import Caller
 from apps.tasks.storage import file_url
 
@@ -29,12 +30,29 @@ def epoch_ms(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000) if value is not None else None
 
 
+#: Estimates read for a whole page by ``queue_estimates_prefetch``, each used once by
+#: ``queue_estimate`` (weak: a page's tasks leave nothing behind once answered).
+_prefetched: weakref.WeakKeyDictionary[Task, QueueEstimate] = weakref.WeakKeyDictionary()
+
+
+def queue_estimates_prefetch(tasks: Iterable[Task]) -> None:
+    """Read the queue estimates of a page of tasks at once (``task_queue_estimates``: a few
+    statements for the page instead of a few per queued task); ``queue_estimate`` of each of
+    them then answers from them. Lists call it before rendering their rows."""
+    tasks = list(tasks)
+    estimates = task_queue_estimates(tasks=tasks)
+    for task in tasks:
+        if task.pk in estimates:
+            _prefetched[task] = estimates[task.pk]
+
+
 def queue_estimate(task: Task) -> QueueEstimate | None:
     """Where a queued task stands in its pool's fair queue (None unless it is queued): what
     every dialect shows in fetch, lists and queued-task webhook bodies."""
     if task.status != Status.NOT_START:
         return None
-    return task_queue_estimate(task=task)
+    prefetched = _prefetched.pop(task, None)
+    return prefetched if prefetched is not None else task_queue_estimate(task=task)
 
 
 def result_image_url(task: Task) -> str | None:

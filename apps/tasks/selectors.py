@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -350,20 +351,28 @@ def pool_throughput_forget() -> None:
     _snapshots.clear()
 
 
-def _pool_free_slots(task: Task) -> int:
-    """Free slots of the accounts that may take ``task`` (one read: accounts with their
-    running counts). Follow-ups go to their parent's account where its engine needs that."""
-    now = timezone.now()
-    if task.is_test:
+def _accounts_with_load(*, is_test: bool) -> list[Any]:
+    """The enabled accounts of the live pool or the test pool, each with its running tasks
+    (``busy``, an annotation): one read."""
+    if is_test:
         sandbox_pool_ensure()  # test keys need no configuration: their pool always exists
-    accounts = list(
-        UpstreamAccount.objects.filter(is_enabled=True, is_sandbox_pool=task.is_test)
+    return list(
+        UpstreamAccount.objects.filter(is_enabled=True, is_sandbox_pool=is_test)
         .annotate(busy=Count("tasks", filter=Q(tasks__status__in=ACTIVE_STATUSES)))
         .order_by("pk")
     )
+
+
+def _pool_free_slots(task: Task, loaded: list[Any] | None = None) -> int:
+    """Free slots of the accounts that may take ``task`` (one read: accounts with their
+    running counts; ``loaded``: that read, made once for a page of tasks). Follow-ups go to
+    their parent's account where its engine needs that."""
+    now = timezone.now()
+    if loaded is None:
+        loaded = _accounts_with_load(is_test=task.is_test)
     accounts = [
         a
-        for a in accounts
+        for a in loaded
         if upstream_account_usable(a, now=now)
         and a.serves(task.mode)
         and upstream_account_takes(
@@ -525,7 +534,7 @@ def _probe_sql() -> str:
     table = connection.ops.quote_name(Task._meta.db_table)
     queued = f"status = '{Status.NOT_START}'"
     return f"""
-        SELECT p.org, c.submitted_at, c.id
+        SELECT p.org, p.seq, c.submitted_at, c.id
         FROM unnest(%(orgs)s::bigint[], %(seqs)s::bigint[]) AS p(org, seq)
         CROSS JOIN LATERAL (
             SELECT t.submitted_at, t.id FROM {table} t
@@ -537,30 +546,36 @@ def _probe_sql() -> str:
     """  # noqa: S608 - table name and status literal are ours; values are parameters
 
 
-def _tied_tasks(task: Task, wanted: dict[int, int]) -> list[tuple[Any, str]]:
-    """For each tenant ``org`` in ``wanted``, its first queued task numbered ``wanted[org]``
-    or later in ``task``'s pool: (submitted_at, id). One statement of index probes."""
-    if not wanted:
-        return []
+def _tied_tasks(
+    *, mode: str, is_test: bool, wanted: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[Any, str]]:
+    """For each (tenant ``org``, number ``seq``) in ``wanted``, the tenant's first queued task
+    numbered ``seq`` or later in the pool: (submitted_at, id) by (org, seq). One statement of
+    index probes, however many tasks the pairs come from (a page of a list asks once)."""
+    pairs = sorted(set(wanted))
+    if not pairs:
+        return {}
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
                 _probe_sql(),
                 {
-                    "orgs": list(wanted),
-                    "seqs": list(wanted.values()),
-                    "mode": task.mode,
-                    "is_test": task.is_test,
+                    "orgs": [org for org, _ in pairs],
+                    "seqs": [seq for _, seq in pairs],
+                    "mode": mode,
+                    "is_test": is_test,
                 },
             )
-            return [(submitted_at, pk) for _, submitted_at, pk in cursor.fetchall()]
-    found: list[tuple[Any, str]] = []
-    for org, seq in wanted.items():
+            return {
+                (org, seq): (submitted_at, pk) for org, seq, submitted_at, pk in cursor.fetchall()
+            }
+    found: dict[tuple[int, int], tuple[Any, str]] = {}
+    for org, seq in pairs:
         row = (
             Task.objects.filter(
                 status=Status.NOT_START,
-                mode=task.mode,
-                is_test=task.is_test,
+                mode=mode,
+                is_test=is_test,
                 organization_id=org,
                 tenant_seq__gte=seq,
             )
@@ -569,8 +584,41 @@ def _tied_tasks(task: Task, wanted: dict[int, int]) -> list[tuple[Any, str]]:
             .first()
         )
         if row is not None:
-            found.append(row)
+            found[(org, seq)] = row
     return found
+
+
+def _ahead_but_ties(
+    task: Task, head: int | None, snapshot: dict[int, TenantQueue]
+) -> tuple[int, dict[int, int]]:
+    """``task_tasks_ahead`` without the tasks tied with ``task``'s level: the count, and for
+    each other tenant with a task at that level the number of that task (to probe)."""
+    seq = task.tenant_seq or 0  # numbered: callers check
+    rank = max(0, seq - head) if head is not None else 0
+    own = snapshot.get(task.organization_id)
+    level = (own.running if own is not None else 0) + rank
+    ahead = rank
+    wanted: dict[int, int] = {}
+    for org, queue in snapshot.items():
+        if org == task.organization_id:
+            continue
+        below = level - queue.running  # B's tasks of rank < below are at a lower level
+        ahead += min(queue.queued, max(below, 0))
+        if 0 <= below < queue.queued:
+            wanted[org] = queue.head + below
+    return ahead, wanted
+
+
+def _ties_before(
+    task: Task, wanted: dict[int, int], found: dict[tuple[int, int], tuple[Any, str]]
+) -> int:
+    """How many of the tied tasks ``found`` for ``wanted`` were submitted before ``task``."""
+    mine = (task.submitted_at, task.pk)
+    return sum(
+        1
+        for org, seq in wanted.items()
+        if (tied := found.get((org, seq))) is not None and tied < mine
+    )
 
 
 def task_tasks_ahead(
@@ -598,22 +646,10 @@ def task_tasks_ahead(
         return task_queue_position(task=task) - 1  # a task queued before numbering (or SQLite)
     if isinstance(head, _Unread) or head is None:
         head = _tenant_head(task) if isinstance(head, _Unread) else None
-    rank = max(0, task.tenant_seq - head) if head is not None else 0
     snapshot = pool_snapshot(mode=task.mode, is_test=task.is_test, fresh=fresh)
-    own = snapshot.get(task.organization_id)
-    level = (own.running if own is not None else 0) + rank
-    ahead = rank
-    wanted: dict[int, int] = {}
-    for org, queue in snapshot.items():
-        if org == task.organization_id:
-            continue
-        below = level - queue.running  # B's tasks of rank < below are at a lower level
-        ahead += min(queue.queued, max(below, 0))
-        if 0 <= below < queue.queued:
-            wanted[org] = queue.head + below
-    mine = (task.submitted_at, task.pk)
-    ahead += sum(1 for tied in _tied_tasks(task, wanted) if tied < mine)
-    return ahead
+    ahead, wanted = _ahead_but_ties(task, head, snapshot)
+    found = _tied_tasks(mode=task.mode, is_test=task.is_test, wanted=wanted.items())
+    return ahead + _ties_before(task, wanted, found)
 
 
 def task_queue_estimate(
@@ -636,11 +672,74 @@ def task_queue_estimate(
         ahead = task_own_queue_position(task=task) - 1
     else:
         ahead = task_tasks_ahead(task=task, head=head, fresh=fresh)
+    return _estimate_behind(task, ahead)
+
+
+def task_queue_estimates(*, tasks: Iterable[Task]) -> dict[str, QueueEstimate]:
+    """``task_queue_estimate`` of each queued task of ``tasks`` (a page of a list), by id, in
+    a few statements for the whole page instead of a few per task: each tenant's queue head
+    read once per pool, and the tasks tied with any of them probed in one statement per pool.
+    Tasks not queued are left out."""
+    estimates: dict[str, QueueEstimate] = {}
+    numbered: list[Task] = []
+    for task in tasks:
+        if task.status != Status.NOT_START or task.submitted_at is None:
+            continue
+        if task.pool == Pool.OWN or task.tenant_seq is None:
+            estimates[task.pk] = task_queue_estimate(task=task)
+        else:
+            numbered.append(task)
+    heads: dict[tuple[int, str, bool], int | None] = {}
+    pools: dict[tuple[str, bool], list[tuple[Task, int, dict[int, int]]]] = {}
+    page = _PageReads()
+    for task in numbered:
+        tenant_pool = (task.organization_id, task.mode, task.is_test)
+        if tenant_pool not in heads:
+            heads[tenant_pool] = _tenant_head(task)
+        snapshot = pool_snapshot(mode=task.mode, is_test=task.is_test)
+        ahead, wanted = _ahead_but_ties(task, heads[tenant_pool], snapshot)
+        pools.setdefault((task.mode, task.is_test), []).append((task, ahead, wanted))
+    for (mode, is_test), entries in pools.items():
+        found = _tied_tasks(
+            mode=mode,
+            is_test=is_test,
+            wanted=[pair for _, _, wanted in entries for pair in wanted.items()],
+        )
+        for task, ahead, wanted in entries:
+            ahead += _ties_before(task, wanted, found)
+            estimates[task.pk] = _estimate_behind(task, ahead, page)
+    return estimates
+
+
+@dataclass
+class _PageReads:
+    """What a page of estimates reads once for all its tasks: each pool's size and the
+    accounts with their running tasks."""
+
+    capacity: dict[tuple[str, bool], int] = field(default_factory=dict)
+    accounts: dict[bool, list[Any]] = field(default_factory=dict)
+
+
+def _estimate_behind(task: Task, ahead: int, page: _PageReads | None = None) -> QueueEstimate:
+    """The estimate of queued ``task`` with ``ahead`` tasks starting before it."""
     place = ahead + 1
-    capacity = _pool_capacity(mode=task.mode, is_test=task.is_test)
+    pool = (task.mode, task.is_test)
+    if page is not None and pool in page.capacity:
+        capacity = page.capacity[pool]
+    else:
+        capacity = _pool_capacity(mode=task.mode, is_test=task.is_test)
+        if page is not None:
+            page.capacity[pool] = capacity
     # A pool just configured may not be in the remembered size yet: 0 is always re-read.
     busy = 0 < capacity < place and not task.is_test
-    free = 0 if busy else _pool_free_slots(task)
+    if busy:
+        free = 0
+    elif page is None:
+        free = _pool_free_slots(task)
+    else:
+        if task.is_test not in page.accounts:
+            page.accounts[task.is_test] = _accounts_with_load(is_test=task.is_test)
+        free = _pool_free_slots(task, page.accounts[task.is_test])
     if place <= free:
         return QueueEstimate(0, ahead=ahead)
     waiting = place - free

@@ -106,3 +106,33 @@ def test_a_running_or_finished_task_shows_no_place(measured, live_key, client_fo
     assert (
         "queuePosition" not in client.get("/midjourney/v1/fetch", {"jobId": done.pk}).json()["data"]
     )
+
+
+def test_a_list_of_queued_tasks_reads_their_places_for_the_page_at_once(
+    measured, live_key, client_for
+):
+    """The lists read the places of a page's queued tasks together: the statements of a page
+    of twelve queued tasks are those of a page of two (no per-row reads)."""
+    client = client_for(live_key)
+    for n in range(12):
+        answer = client.post("/mj/submit/imagine", {"prompt": f"owl {n}"}, format="json")
+        assert answer.json()["code"] == 22
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def statements(path: str, **params: Any) -> tuple[Any, int]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(path, params)
+        assert response.status_code == 200, response.content
+        return response.json(), len(captured)
+
+    _, two = statements("/api/v1/tasks", limit=2)
+    page, twelve = statements("/api/v1/tasks", limit=12)
+    assert twelve == two
+    places = sorted(t["properties"]["queue_position"] for t in page["results"])
+    assert places == list(range(1, 13))
+    listed, mj_twelve = statements("/mj/task/list")
+    assert sorted(
+        t["properties"]["numberOfQueues"] for t in listed if t["status"] == "NOT_START"
+    ) == list(range(12))
+    assert mj_twelve <= two + 1

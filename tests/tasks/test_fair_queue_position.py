@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.accounts.models import MembershipTier, Organization
@@ -20,7 +22,12 @@ from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, Mode, Status
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending
-from apps.tasks.selectors import pool_throughput_forget, task_queue_estimate, task_tasks_ahead
+from apps.tasks.selectors import (
+    pool_throughput_forget,
+    task_queue_estimate,
+    task_queue_estimates,
+    task_tasks_ahead,
+)
 from apps.tasks.services.inputs import Caller
 from apps.tasks.services.submit import task_submit
 from tests.factories import OrganizationFactory
@@ -179,3 +186,32 @@ def test_the_estimate_reads_indexes_only(tenants):
         assert all(any(name in s for name in allowed) for s in scans), plan
         assert "Seq Scan" not in plan, plan
     assert "task_tenant_queued" in plans[0], plans[0]
+
+
+def test_a_page_of_estimates_is_each_tasks_own_in_a_few_statements(tenants):
+    """A list reads its queued tasks' estimates together (``task_queue_estimates``): the same
+    answer as one task at a time, in statements that do not grow with the page."""
+    seed(tenants)
+    queued = queued_fast()
+    one_by_one = {}
+    for task in queued:
+        estimate = task_queue_estimate(task=task, fresh=True)
+        one_by_one[task.pk] = (estimate.position, estimate.ahead)
+    assert len(set(one_by_one.values())) == len(queued)  # every task its own place
+
+    def page(tasks: list[Task]) -> tuple[dict[str, tuple[int, int]], int]:
+        with CaptureQueriesContext(connection) as statements:
+            estimates = task_queue_estimates(tasks=tasks)
+        return {pk: (e.position, e.ahead) for pk, e in estimates.items()}, len(statements)
+
+    together, statements = page(queued)
+    assert together == one_by_one
+    _, fewer = page(queued[:2])
+    # One queue head per tenant (four tenants), one probe of tied tasks for the pool, and a
+    # read of free slots for each place within the pool's three slots: not one per task.
+    assert statements <= 4 + 1 + 3 < len(queued)
+    assert statements <= fewer + 3 + 2  # 14 tasks cost what 2 of them do, but for the tenants
+    # A task not queued has no estimate; others' estimates are unaffected by it.
+    done = Task.objects.exclude(status=Status.NOT_START).first()
+    assert done is not None
+    assert task_queue_estimates(tasks=[done]) == {}

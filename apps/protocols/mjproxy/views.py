@@ -56,6 +56,7 @@ from ..common import (
     json_object,
     logger,
     optional_text,
+    queue_estimates_prefetch,
     state_field,
     stored_file_url,
     string_list,
@@ -494,6 +495,7 @@ class ListByConditionView(MjProxyView):
             )
         wanted = [str(i) for i in ids]
         found = {t.pk: t for t in task_list(organization=self.organization, ids=wanted)}
+        queue_estimates_prefetch(found.values())
         seen: set[str] = set()
         tasks = []
         for task_id in wanted:
@@ -506,14 +508,15 @@ class ListByConditionView(MjProxyView):
 class ListView(MjProxyView):
     def get(self, request: Request, **kwargs: Any) -> Response:
         tasks = task_page(organization=self.organization, limit=LIST_LIMIT)
+        queue_estimates_prefetch(tasks)
         return Response([queued_task_json(t) for t in tasks])
 
 
 class QueueView(MjProxyView):
     def get(self, request: Request, **kwargs: Any) -> Response:
-        return Response(
-            [queued_task_json(t) for t in task_queue_list(organization=self.organization)]
-        )
+        tasks = list(task_queue_list(organization=self.organization))
+        queue_estimates_prefetch(tasks)
+        return Response([queued_task_json(t) for t in tasks])
 
 
 class ImageSeedView(MjProxyView):

@@ -43,7 +43,7 @@ from apps.tasks.services.press import ModalInput, task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 from apps.tasks.services.video import task_submit_video
 
-from ..common import caller_of
+from ..common import caller_of, queue_estimates_prefetch
 from ..ttapi.actions import ttapi_names
 from .errors import NativeErrorsMixin
 from .pagination import NewestFirstPagination
@@ -163,6 +163,7 @@ class TaskListView(NativeErrorsMixin, OrganizationAPIView):
             organization=self.organization, filters=filters, request=request
         )
         rows = TaskSerializer(page, many=True).data
+        queue_estimates_prefetch(page)
         return paginator.get_paginated_response(
             [with_queue(row, task) for row, task in zip(rows, page, strict=True)]
         )
