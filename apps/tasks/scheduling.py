@@ -188,25 +188,44 @@ _SHARED_TAKES = (Pool.SHARED, Pool.OWN_THEN_SHARED)
 _OWN_TAKES = (Pool.OWN, Pool.OWN_THEN_SHARED)
 
 
-def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
-    """Ids of queued tasks worth considering now, interleaved across tenants.
+@dataclass
+class _Pick:
+    """What a fair pick found: the candidates (ids), the running count of every tenant with
+    queued work (None: not read, the pass counts them), and whether tasks were left out that
+    a slot still free after this pick's candidates may take (the pass then picks again the
+    long way, ``_queued_candidates_lateral``)."""
 
-    Only modes and pools with a free slot are read (a backlog of RELAX tasks cannot hide the
-    FAST ones, nor one tenant's tasks for its own busy accounts the shared pool's), and each
-    tenant contributes at most as many tasks as there are free slots, oldest first, ordered by
-    their rank within the tenant: the window is fair however large one tenant's backlog is.
-    """
-    free = sum(slot.free for slot in slots.values() if slot.free > 0)
+    ids: list[str]
+    running: dict[int, int] | None = None
+    truncated: bool = False
+
+
+def _free_pools(slots: dict[int, _Slot]) -> set[QueuePool]:
     pools: set[QueuePool] = set()
     for slot in slots.values():
         if slot.free > 0:
             pools |= _slot_pools(slot.account, slot.modes)
+    return pools
+
+
+def _queued_candidates(slots: dict[int, _Slot]) -> _Pick:
+    """Queued tasks worth considering now, fair across tenants.
+
+    Only modes and pools with a free slot are read (a backlog of RELAX tasks cannot hide the
+    FAST ones, nor one tenant's tasks for its own busy accounts the shared pool's). On
+    PostgreSQL only the tenants the fair order can reach with the free slots are read, a few
+    of their oldest tasks each (``_queued_candidates_fair``); elsewhere each tenant contributes
+    at most as many tasks as there are free slots, oldest first, ordered by their rank within
+    the tenant: the window is fair however large one tenant's backlog is.
+    """
+    free = sum(slot.free for slot in slots.values() if slot.free > 0)
+    pools = _free_pools(slots)
     if not pools:
-        return []
+        return _Pick([])
     ordered = sorted(pools, key=lambda p: (p[0], p[1], p[2], p[3] or 0))
     if connection.vendor == "postgresql":
-        return _queued_candidates_lateral(ordered, free)
-    return _queued_candidates_window(ordered, free)
+        return _queued_candidates_fair(slots, set(ordered))
+    return _Pick(_queued_candidates_window(ordered, free), truncated=False)
 
 
 def _queued_candidates_window(pools: list[QueuePool], free: int) -> list[str]:
@@ -304,6 +323,178 @@ def lateral_pick_sql(pools: list[QueuePool], free: int) -> tuple[str, list[Any]]
     return sql, params
 
 
+# --- the fair pick by tenant heads (PostgreSQL) ----------------------------------------------
+#
+# The fair order serves the tenant with the fewest tasks holding a slot next, its oldest task
+# first. So which tenants the free slots can reach follows from two small things per tenant:
+# its running count and its queue's head in each pool. One statement walks the partial index of
+# queued rows from one (tenant, test flag, mode, pool) to the next — one probe each, whose
+# first entry is that pool's head — and counts the running tasks; the quotas follow in Python
+# (``_fair_quotas``); a second statement reads each reached tenant's oldest tasks up to its
+# quota. About (tenants x pools in use) + (free slots) index entries whatever the queue length,
+# and no sort of the queue.
+
+_HEADS_SQL: str | None = None
+_TAKE_SQL: str | None = None
+
+
+def _heads_sql() -> str:
+    """Every (tenant, is_test, mode, pool) with queued work and its head, with the tenant's
+    count of tasks holding a slot (a fixed statement, built once from the model)."""
+    global _HEADS_SQL
+    if _HEADS_SQL is None:
+        table = connection.ops.quote_name(Task._meta.db_table)
+        queued = f"status = '{Status.NOT_START}'"
+        active = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+        key = "organization_id, is_test, mode, pool"
+        order = f"{key}, submitted_at, id"
+        _HEADS_SQL = f"""
+            WITH RECURSIVE heads AS (
+                (SELECT {key}, submitted_at, id FROM {table} WHERE {queued}
+                 ORDER BY {order} LIMIT 1)
+                UNION ALL
+                SELECT n.* FROM heads h CROSS JOIN LATERAL (
+                    SELECT {key}, submitted_at, id FROM {table} t
+                    WHERE t.{queued} AND (t.organization_id, t.is_test, t.mode, t.pool)
+                        > (h.organization_id, h.is_test, h.mode, h.pool)
+                    ORDER BY {order} LIMIT 1
+                ) n
+            ),
+            running AS (
+                SELECT organization_id, count(*) AS n FROM {table}
+                WHERE status IN ({active}) AND slot_freed_at IS NULL
+                GROUP BY organization_id
+            )
+            SELECT heads.organization_id, heads.is_test, heads.mode, heads.pool,
+                   coalesce((extract(epoch FROM heads.submitted_at) * 1000000)::bigint, 0), heads.id,
+                   coalesce(running.n, 0)
+            FROM heads LEFT JOIN running USING (organization_id)
+        """  # noqa: S608 - table name and status literals are ours
+    return _HEADS_SQL
+
+
+def _take_sql() -> str:
+    """The oldest queued tasks of given (tenant, is_test, mode, pool), up to a quota each."""
+    global _TAKE_SQL
+    if _TAKE_SQL is None:
+        table = connection.ops.quote_name(Task._meta.db_table)
+        queued = f"status = '{Status.NOT_START}'"
+        _TAKE_SQL = f"""
+            SELECT c.id, w.k FROM unnest(
+                %s::bigint[], %s::boolean[], %s::text[], %s::text[], %s::int[]
+            ) WITH ORDINALITY AS w(org, is_test, mode, pool, quota, k)
+            CROSS JOIN LATERAL (
+                SELECT t.id FROM {table} t
+                WHERE t.{queued} AND t.organization_id = w.org AND t.is_test = w.is_test
+                  AND t.mode = w.mode AND t.pool = w.pool
+                ORDER BY t.submitted_at, t.id LIMIT w.quota
+            ) c
+        """  # noqa: S608 - table name and status literal are ours; values are parameters
+    return _TAKE_SQL
+
+
+#: A tenant's oldest servable task: when it was submitted (microseconds since the epoch, which
+#: orders as the timestamp does and is cheaper to read) and its id.
+_Head = tuple[int, str]
+
+
+def _fair_quotas(tenants: dict[int, tuple[int, _Head]], free: int) -> dict[int, int]:
+    """How many tasks of each tenant the fair order may give ``free`` slots to, at most.
+
+    The order serves the tenant with the fewest running tasks, its oldest task first, one at a
+    time. Every tenant below the level ``top - 1`` is raised to it (``top``: the lowest level
+    the free slots reach, counting each tenant without limit), and the slots left over go, one
+    each, to tenants at ``top - 1`` in the order of their next task: of those that start there,
+    only the ones with the oldest heads (the others' next tasks are not known, so they all may
+    get one). An upper bound: a tenant with fewer tasks than its quota leaves slots over, and
+    the caller picks again the long way for those (``_Pick.truncated``)."""
+    if not tenants or free <= 0:
+        return {}
+    levels = [running for running, _ in tenants.values()]
+
+    def reach(level: int) -> int:
+        return sum(max(0, level - running) for running in levels)
+
+    top = min(levels) + 1
+    while reach(top) < free:
+        top += 1
+    left = free - reach(top - 1)
+    quotas = {org: max(0, top - 1 - running) for org, (running, _) in tenants.items()}
+    for org, (running, _) in tenants.items():
+        if running < top - 1:
+            quotas[org] += 1
+    starting = sorted((head, org) for org, (running, head) in tenants.items() if running == top - 1)
+    for _, org in starting[:left]:
+        quotas[org] += 1
+    return {org: quota for org, quota in quotas.items() if quota > 0}
+
+
+def _queued_candidates_fair(slots: dict[int, _Slot], pools: set[QueuePool]) -> _Pick:
+    """``_queued_candidates`` on PostgreSQL: the tenants' heads and running counts in one
+    statement, the quotas of the tenants the free slots reach (live and test slots apart;
+    an own account's free slots add to its owner's quota), then those tenants' oldest tasks
+    up to their quotas in a second statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(_heads_sql())
+        rows = cursor.fetchall()
+    running: dict[int, int] = {}
+    kinds: dict[tuple[int, bool], list[tuple[bool, str, str]]] = defaultdict(list)
+    heads: dict[tuple[int, bool], _Head] = {}
+    for org, is_test, mode, pool, submitted_at, task_id, count in rows:
+        running[org] = int(count)
+        if (is_test, mode, pool, None) not in pools and (is_test, mode, pool, org) not in pools:
+            continue
+        kinds[(org, is_test)].append((is_test, mode, pool))
+        head = (submitted_at, task_id)
+        if (org, is_test) not in heads or head < heads[(org, is_test)]:
+            heads[(org, is_test)] = head
+    if not kinds:
+        return _Pick([], running)
+    quotas: dict[tuple[int, bool], int] = {}
+    for is_test in (False, True):
+        free = sum(
+            s.free for s in slots.values() if s.free > 0 and s.account.is_sandbox_pool == is_test
+        )
+        tenants = {
+            org: (running[org], head) for (org, test), head in heads.items() if test == is_test
+        }
+        for org, quota in _fair_quotas(tenants, free).items():
+            quotas[(org, is_test)] = quota
+    for slot in slots.values():
+        owner = slot.account.owner_id
+        if slot.free > 0 and owner is not None and (owner, False) in kinds:
+            quotas[(owner, False)] = quotas.get((owner, False), 0) + slot.free
+    wanted = [
+        (org, kind, quota)
+        for (org, is_test), quota in quotas.items()
+        for kind in kinds[(org, is_test)]
+    ]
+    # Tenants the quotas leave out may still have work a slot could take if the chosen
+    # tenants' tasks do not fill the slots (fewer than the quota, or none eligible).
+    truncated = len(quotas) < len(kinds)
+    if not wanted:
+        return _Pick([], running, truncated)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _take_sql(),
+            [
+                [org for org, _, _ in wanted],
+                [kind[0] for _, kind, _ in wanted],
+                [kind[1] for _, kind, _ in wanted],
+                [kind[2] for _, kind, _ in wanted],
+                [quota for _, _, quota in wanted],
+            ],
+        )
+        taken = cursor.fetchall()
+    found: dict[int, int] = defaultdict(int)
+    ids = []
+    for task_id, k in taken:
+        found[k] += 1
+        ids.append(task_id)
+    truncated = truncated or any(found[k + 1] >= w[2] for k, w in enumerate(wanted))
+    return _Pick(ids, running, truncated)
+
+
 def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
     """Assign queued tasks to free account slots (least busy account first, fair to tenants).
 
@@ -350,58 +541,90 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
         }
         if not any(slot.free > 0 for slot in slots.values()):
             return DispatchResult([], contended)
-        candidates = _queued_candidates(slots)
-        if not candidates:
-            return DispatchResult([], contended)
-        queued = list(
-            Task.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("parent")
-            .only(*_CHOOSING_FIELDS)
-            .filter(pk__in=candidates, status=Status.NOT_START)
-        )
+        pick = _queued_candidates(slots)
         org_running: dict[int, int] = defaultdict(int)
-        org_running.update(
-            Task.objects.filter(
-                organization_id__in={t.organization_id for t in queued},
-                status__in=ACTIVE_STATUSES,
-                slot_freed_at=None,
-            )
-            .values_list("organization_id")
-            .annotate(n=Count("pk"))
-            .values_list("organization_id", "n")
-        )
-        waiting = queued
         chosen_pairs: list[tuple[Task, UpstreamAccount]] = []
-        while waiting and any(slot.free > 0 for slot in slots.values()):
-            # Fairness: the tenant with the fewest running tasks goes next, oldest task first.
-            waiting.sort(key=lambda t: (org_running[t.organization_id], t.submitted_at, t.pk))
-            chosen = None
-            for task in waiting:
-                options = _eligible(task, slots)
-                if options:
-                    # Own accounts first (own_then_shared), then the least busy.
-                    chosen = (
-                        task,
-                        min(
-                            options,
-                            key=lambda s: (s.account.owner_id is None, s.running, s.account.pk),
-                        ),
-                    )
-                    break
-            if chosen is None:
-                break
-            task, slot = chosen
-            waiting.remove(task)
-            slot.free -= 1
-            slot.running += 1
-            org_running[task.organization_id] += 1
-            chosen_pairs.append((task, slot.account))
+        waiting = _lock_queued(pick.ids, org_running, pick.running)
+        _choose(waiting, slots, org_running, chosen_pairs)
+        if pick.truncated and any(slot.free > 0 for slot in slots.values()):
+            # The quick pick's tenants did not fill every slot and it left some out: pick
+            # again among all of them (rare: follow-ups waiting for their parent's account,
+            # a tenant with fewer tasks than its quota).
+            pools = sorted(_free_pools(slots), key=lambda p: (p[0], p[1], p[2], p[3] or 0))
+            seen = set(pick.ids)
+            free = sum(slot.free for slot in slots.values() if slot.free > 0)
+            more = [pk for pk in _queued_candidates_lateral(pools, free) if pk not in seen]
+            waiting += _lock_queued(more, org_running, pick.running)
+            _choose(waiting, slots, org_running, chosen_pairs)
         if not chosen_pairs:
             return DispatchResult([], contended)
         assigned = _assign(chosen_pairs, now, start_first=start_first)
     if assigned:
         logger.info("dispatched", extra={"count": len(assigned)})
     return DispatchResult(assigned, contended)
+
+
+def _lock_queued(
+    ids: list[str], org_running: dict[int, int], known: dict[int, int] | None
+) -> list[Task]:
+    """Lock the candidates still queued (``SKIP LOCKED``: another pass has them) and note
+    their tenants' running counts in ``org_running`` (read here unless the pick read them)."""
+    if not ids:
+        return []
+    queued = list(
+        Task.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("parent")
+        .only(*_CHOOSING_FIELDS)
+        .filter(pk__in=ids, status=Status.NOT_START)
+    )
+    orgs = {t.organization_id for t in queued}
+    if known is not None:
+        org_running.update({org: known.get(org, 0) for org in orgs - org_running.keys()})
+        return queued
+    org_running.update(
+        Task.objects.filter(
+            organization_id__in=orgs - org_running.keys(),
+            status__in=ACTIVE_STATUSES,
+            slot_freed_at=None,
+        )
+        .values_list("organization_id")
+        .annotate(n=Count("pk"))
+        .values_list("organization_id", "n")
+    )
+    return queued
+
+
+def _choose(
+    waiting: list[Task],
+    slots: dict[int, _Slot],
+    org_running: dict[int, int],
+    chosen_pairs: list[tuple[Task, UpstreamAccount]],
+) -> None:
+    """Give free slots to ``waiting`` tasks in the fair order, one at a time: the tenant with
+    the fewest running tasks next, its oldest task first. Chosen tasks leave ``waiting``."""
+    while waiting and any(slot.free > 0 for slot in slots.values()):
+        waiting.sort(key=lambda t: (org_running[t.organization_id], t.submitted_at, t.pk))
+        chosen = None
+        for task in waiting:
+            options = _eligible(task, slots)
+            if options:
+                # Own accounts first (own_then_shared), then the least busy.
+                chosen = (
+                    task,
+                    min(
+                        options,
+                        key=lambda s: (s.account.owner_id is None, s.running, s.account.pk),
+                    ),
+                )
+                break
+        if chosen is None:
+            return
+        task, slot = chosen
+        waiting.remove(task)
+        slot.free -= 1
+        slot.running += 1
+        org_running[task.organization_id] += 1
+        chosen_pairs.append((task, slot.account))
 
 
 def _assign(
