@@ -49,7 +49,7 @@ from apps.engines.base import (
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.notify import account_cooling_down
 
-from . import storage
+from . import rows, storage
 from .buttons import buttons_for, resolve_custom_id
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
@@ -589,13 +589,20 @@ def task_start(*, task_id: str) -> None:
     upstream job cancelled instead of being recorded as running.
     """
     now = _now()
-    claimed = Task.objects.filter(
-        pk=task_id, status=Status.SUBMITTED, submit_claimed_at__isnull=True
-    ).update(submit_claimed_at=now, lease_expires_at=submit_lease(now), updated_at=now)
-    if not claimed:
-        return
-    # What the submit needs: the task, its account and its parent (for follow-ups).
-    task = Task.objects.select_related("parent", "upstream_account").get(pk=task_id)
+    if rows.fixed_sql():
+        # The claim and the read of what the submit needs, in one statement.
+        claimed_task = rows.task_claim_submit(task_id, now=now, lease=submit_lease(now))
+        if claimed_task is None:
+            return
+        task = claimed_task
+    else:
+        claimed = Task.objects.filter(
+            pk=task_id, status=Status.SUBMITTED, submit_claimed_at__isnull=True
+        ).update(submit_claimed_at=now, lease_expires_at=submit_lease(now), updated_at=now)
+        if not claimed:
+            return
+        # What the submit needs: the task, its account and its parent (for follow-ups).
+        task = Task.objects.select_related("parent", "upstream_account").get(pk=task_id)
     claim = _claim(task)
     account = task.upstream_account
     if account is None:
@@ -672,26 +679,50 @@ def task_start(*, task_id: str) -> None:
         # fixed it): the upstream is asked for the real one when a client wants it.
         running["seed"] = _prompt_seed(task.prompt_en)
     with transaction.atomic():
-        moved = Task.objects.filter(
-            pk=task_id, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
-        ).update(
-            status=Status.IN_PROGRESS,
-            upstream_job_id=submitted.upstream_job_id,
-            engine_state={**(task.engine_state or {}), **submitted.state},
-            started_at=now,
-            progress=0,
-            poll_token=token,
-            slot_freed_at=None,
-            lease_expires_at=poll_lease(now),  # the first poll comes within an interval
-            updated_at=now,
-            **running,
-        )
-        if moved:
-            UpstreamAccount.objects.filter(pk=account.pk).update(
-                total_submitted=F("total_submitted") + 1, last_used_at=now
+        if rows.fixed_sql():
+            # The move, the account's counters and the row read back in one statement.
+            written = rows.task_mark_running(
+                task,
+                upstream_job_id=submitted.upstream_job_id,
+                engine_state={**(task.engine_state or {}), **submitted.state},
+                token=token,
+                now=now,
+                lease=poll_lease(now),  # the first poll comes within an interval
+                account_id=account.pk,
+                **running,
             )
-            task_changed(task=Task.objects.get(pk=task_id), event_type="task.updated", locked=True)
-            enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
+            moved = written is not None
+            if written is not None:
+                fresh, endpoints = written
+                task_changed(
+                    task=fresh, event_type="task.updated", locked=True, endpoints_none=not endpoints
+                )
+                enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
+        else:
+            moved = bool(
+                Task.objects.filter(
+                    pk=task_id, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
+                ).update(
+                    status=Status.IN_PROGRESS,
+                    upstream_job_id=submitted.upstream_job_id,
+                    engine_state={**(task.engine_state or {}), **submitted.state},
+                    started_at=now,
+                    progress=0,
+                    poll_token=token,
+                    slot_freed_at=None,
+                    lease_expires_at=poll_lease(now),  # the first poll comes within an interval
+                    updated_at=now,
+                    **running,
+                )
+            )
+            if moved:
+                UpstreamAccount.objects.filter(pk=account.pk).update(
+                    total_submitted=F("total_submitted") + 1, last_used_at=now
+                )
+                task_changed(
+                    task=Task.objects.get(pk=task_id), event_type="task.updated", locked=True
+                )
+                enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
     if not moved and _job_orphaned(task_id, account.pk):
         # Cancelled, failed or timed out while we were submitting, or moved to another account
         # by an operator: stop the upstream job. (A task the sweeper handed to another worker
@@ -732,7 +763,10 @@ def task_poll(*, task_id: str, token: str) -> bool:
     True when this step found the job done and freed its account's slot: the caller (the
     poll message's worker, free at this very moment) then runs the dispatcher itself.
     """
-    task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
+    if rows.fixed_sql():
+        task = rows.task_for_step(task_id)
+    else:
+        task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
     if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
         return False  # finished, cancelled, or superseded by a newer poll chain
     now = _now()
@@ -836,9 +870,17 @@ def _slot_release(task_id: str, token: str) -> bool:
     is fetched and stored. False if the task is not this poll chain's any more."""
     now = _now()
     with transaction.atomic():
-        moved = Task.objects.filter(
-            pk=task_id, status=Status.IN_PROGRESS, poll_token=token, slot_freed_at__isnull=True
-        ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
+        if rows.fixed_sql():
+            moved = rows.task_release_slot(task_id, token, now=now, lease=finish_lease(now))
+        else:
+            moved = bool(
+                Task.objects.filter(
+                    pk=task_id,
+                    status=Status.IN_PROGRESS,
+                    poll_token=token,
+                    slot_freed_at__isnull=True,
+                ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
+            )
         if moved:
             # The worker that ran this step runs the dispatcher next (``workers.poll_job``);
             # the note makes a dispatcher already running pass once more should it be busy.
