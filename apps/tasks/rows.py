@@ -175,12 +175,52 @@ def _build_release() -> str:
     )
 
 
+def _build_enabled() -> str:
+    return f"SELECT id, is_sandbox_pool FROM {accounts_table()} WHERE is_enabled"  # noqa: S608
+
+
+def _build_lock_accounts() -> str:
+    # The enabled accounts no other pass holds, locked, each with its count of tasks holding a
+    # slot (``slot_freed_at`` unset), in one statement.
+    return (
+        f"SELECT {ACCOUNT_NO_SECRETS.columns('a')}, (SELECT count(*) FROM {tasks_table()} t "  # noqa: S608
+        "WHERE t.upstream_account_id = a.id AND t.status IN ('SUBMITTED', 'IN_PROGRESS') "
+        f"AND t.slot_freed_at IS NULL) FROM {accounts_table()} a WHERE a.is_enabled "
+        "ORDER BY a.id FOR UPDATE OF a SKIP LOCKED"
+    )
+
+
+def _build_lock_queued() -> str:
+    return (
+        f"SELECT {CHOOSING.columns('t')}, {CHOOSING_PARENT.columns('p')} "  # noqa: S608
+        f"FROM {tasks_table()} t LEFT JOIN {tasks_table()} p ON p.id = t.parent_id "
+        "WHERE t.id = ANY(%s) AND t.status = 'NOT_START' FOR UPDATE OF t SKIP LOCKED"
+    )
+
+
+def _build_assign() -> str:
+    # Every assignment of a pass: account, engine and run deadline per task.
+    return (
+        f"UPDATE {tasks_table()} t SET status = 'SUBMITTED', "  # noqa: S608
+        "upstream_account_id = v.account, engine = v.engine, submit_claimed_at = NULL, "
+        "lease_expires_at = %s, run_deadline = v.deadline, updated_at = %s "
+        "FROM unnest(%s::varchar[], %s::bigint[], %s::varchar[], %s::timestamptz[]) "
+        "AS v(id, account, engine, deadline) "
+        "WHERE t.id = v.id AND t.status = 'NOT_START' "
+        f"RETURNING {TASK.columns('t')}, {has_endpoints_sql('t')}"
+    )
+
+
 _BUILDERS = {
     "step": _build_step,
     "claim": _build_claim,
     "running": lambda: _build_running(False),
     "running_seed": lambda: _build_running(True),
     "release": _build_release,
+    "enabled": _build_enabled,
+    "lock_accounts": _build_lock_accounts,
+    "lock_queued": _build_lock_queued,
+    "assign": _build_assign,
 }
 
 
@@ -249,3 +289,59 @@ def task_release_slot(task_id: str, token: str, *, now: Any, lease: Any) -> bool
     with connection.cursor() as cursor:
         cursor.execute(_sql("release"), [now, lease, now, task_id, token])
         return cursor.rowcount > 0
+
+
+def accounts_enabled() -> dict[int, bool]:
+    """Every enabled account: whether it is the sandbox pool."""
+    with connection.cursor() as cursor:
+        cursor.execute(_sql("enabled"))
+        return {pk: bool(sandbox) for pk, sandbox in cursor.fetchall()}
+
+
+def accounts_lock_free() -> list[tuple[UpstreamAccount, int]]:
+    """The enabled accounts no other dispatcher holds, locked (``SKIP LOCKED``), without their
+    secrets, by id; each with its count of tasks holding one of its slots."""
+    with connection.cursor() as cursor:
+        cursor.execute(_sql("lock_accounts"))
+        found = cursor.fetchall()
+    return [(ACCOUNT_NO_SECRETS.make(row[:-1]), int(row[-1])) for row in found]
+
+
+def tasks_lock_queued(ids: list[str]) -> list[Task]:
+    """Those of ``ids`` still queued, locked (``SKIP LOCKED``), with what choosing a slot reads
+    of them and of their parents."""
+    width = CHOOSING.width
+    with connection.cursor() as cursor:
+        cursor.execute(_sql("lock_queued"), [ids])
+        found = cursor.fetchall()
+    tasks = []
+    for row in found:
+        task = CHOOSING.make(row[:width])
+        if row[width] is not None:
+            task.parent = CHOOSING_PARENT.make(row[width:])
+        elif task.parent_id is None:
+            task.parent = None
+        tasks.append(task)
+    return tasks
+
+
+def tasks_assign(
+    rows: list[tuple[str, int, str, Any]], *, lease: Any, now: Any
+) -> list[tuple[Task, bool]]:
+    """Assign queued tasks, locked by the caller, to accounts: ``rows`` of (task id, account
+    id, engine, run deadline), one statement. The rows as written, each with whether its
+    organization has an enabled webhook endpoint."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql("assign"),
+            [
+                lease,
+                now,
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3] for r in rows],
+            ],
+        )
+        found = cursor.fetchall()
+    return [(TASK.make(row[:-1]), bool(row[-1])) for row in found]

@@ -53,6 +53,7 @@ from apps.engines.selectors import (
     upstream_account_usable,
 )
 
+from . import rows
 from .enums import ErrorCode, Mode, Pool, Status
 from .events import tasks_changed
 from .lifecycle import (
@@ -502,9 +503,13 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
     that just freed a slot): no start message is sent for it (should the caller die first,
     the sweeper sends it when the task's start lease runs out)."""
     now = _now()
-    enabled_pools = dict(
-        UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", "is_sandbox_pool")
-    )
+    fixed = rows.fixed_sql()
+    if fixed:
+        enabled_pools = rows.accounts_enabled()
+    else:
+        enabled_pools = dict(
+            UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", "is_sandbox_pool")
+        )
     if (
         not any(enabled_pools.values())
         and Task.objects.filter(status=Status.NOT_START, is_test=True).exists()
@@ -512,24 +517,32 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
         sandbox_pool_ensure()
     with transaction.atomic():
         enabled = set(enabled_pools)
-        locked = list(
-            UpstreamAccount.objects.select_for_update(skip_locked=True)
-            .filter(is_enabled=True)
-            .defer("secrets")  # encrypted, and only the engine running a job needs them
-            .order_by("pk")
-        )
+        running: dict[int, int]
+        if fixed:
+            # The accounts and their running counts, locked, in one statement.
+            counted = rows.accounts_lock_free()
+            locked = [account for account, _ in counted]
+            running = {account.pk: n for account, n in counted}
+        else:
+            locked = list(
+                UpstreamAccount.objects.select_for_update(skip_locked=True)
+                .filter(is_enabled=True)
+                .defer("secrets")  # encrypted, and only the engine running a job needs them
+                .order_by("pk")
+            )
         contended = bool(enabled - {account.pk for account in locked})
         accounts = [account for account in locked if upstream_account_usable(account, now=now)]
         if not accounts:
             return DispatchResult([], contended)
-        running = dict(
-            Task.objects.filter(
-                upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+        if not fixed:
+            running = dict(
+                Task.objects.filter(
+                    upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+                )
+                .values_list("upstream_account")
+                .annotate(n=Count("pk"))
+                .values_list("upstream_account", "n")
             )
-            .values_list("upstream_account")
-            .annotate(n=Count("pk"))
-            .values_list("upstream_account", "n")
-        )
         slots = {
             a.pk: _Slot(
                 a,
@@ -571,12 +584,15 @@ def _lock_queued(
     their tenants' running counts in ``org_running`` (read here unless the pick read them)."""
     if not ids:
         return []
-    queued = list(
-        Task.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("parent")
-        .only(*_CHOOSING_FIELDS)
-        .filter(pk__in=ids, status=Status.NOT_START)
-    )
+    if rows.fixed_sql():
+        queued = rows.tasks_lock_queued(ids)
+    else:
+        queued = list(
+            Task.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("parent")
+            .only(*_CHOOSING_FIELDS)
+            .filter(pk__in=ids, status=Status.NOT_START)
+        )
     orgs = {t.organization_id for t in queued}
     if known is not None:
         org_running.update({org: known.get(org, 0) for org in orgs - org_running.keys()})
@@ -633,13 +649,36 @@ def _assign(
     """Write every assignment of a pass in one statement (the rows are locked by the caller,
     still NOT_START), then the events (the rows read back in one statement) and the start
     messages (sent after commit; none for the first task when the caller starts it)."""
+    ids = [task.pk for task, _ in pairs]
+    if rows.fixed_sql():
+        written = rows.tasks_assign(
+            [
+                (
+                    task.pk,
+                    account.pk,
+                    account.engine,
+                    now + timedelta(seconds=account.run_timeout_seconds),
+                )
+                for task, account in pairs
+            ],
+            lease=start_lease(now),
+            now=now,
+        )
+        fresh = {task.pk: task for task, _ in written}
+        tasks_changed(
+            tasks=[fresh[task_id] for task_id in ids],
+            event_type="task.updated",
+            with_endpoints={task.organization_id for task, hooked in written if hooked},
+        )
+        for task_id in ids[1:] if start_first else ids:
+            enqueue_start(task_id)
+        return ids
     account_of = [When(pk=task.pk, then=Value(account.pk)) for task, account in pairs]
     engine_of = [When(pk=task.pk, then=Value(account.engine)) for task, account in pairs]
     deadline_of = [
         When(pk=task.pk, then=Value(now + timedelta(seconds=account.run_timeout_seconds)))
         for task, account in pairs
     ]
-    ids = [task.pk for task, _ in pairs]
     # The rows are locked (FOR UPDATE) as NOT_START by this transaction: every one moves.
     Task.objects.filter(pk__in=ids, status=Status.NOT_START).update(
         status=Status.SUBMITTED,
