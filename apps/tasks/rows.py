@@ -41,6 +41,7 @@ class Rows(Generic[M]):
         self.model = model
         self._only = only
         self._prepared: tuple[list[str], list[Any], list[Any], list[str]] | None = None
+        self._converted: list[tuple[int, Any, Any]] | None = None
 
     def _prepare(self) -> tuple[list[str], list[Any], list[Any], list[str]]:
         if self._prepared is None:
@@ -74,9 +75,15 @@ class Rows(Generic[M]):
     def make(self, values: Sequence[Any]) -> M:
         names, converters, expressions, _ = self._prepare()
         row = list(values)
-        for index, chain in enumerate(converters):
+        if self._converted is None:
+            self._converted = [
+                (index, chain, expressions[index])
+                for index, chain in enumerate(converters)
+                if chain
+            ]
+        for index, chain, expression in self._converted:
             for convert in chain:
-                row[index] = convert(row[index], expressions[index], connection)
+                row[index] = convert(row[index], expression, connection)
         return self.model.from_db(connection.alias, names, row)
 
 
@@ -176,7 +183,15 @@ def _build_release() -> str:
 
 
 def _build_enabled() -> str:
-    return f"SELECT id, is_sandbox_pool FROM {accounts_table()} WHERE is_enabled"  # noqa: S608
+    # The enabled accounts, and a row (NULL, NULL) when test tasks are queued while no sandbox
+    # pool is enabled (the pass then makes the built-in one).
+    accounts = accounts_table()
+    return (
+        f"SELECT id, is_sandbox_pool FROM {accounts} WHERE is_enabled UNION ALL "  # noqa: S608
+        f"(SELECT NULL, NULL FROM {tasks_table()} WHERE status = 'NOT_START' AND is_test "
+        f"AND NOT EXISTS (SELECT 1 FROM {accounts} WHERE is_enabled AND is_sandbox_pool) "
+        "LIMIT 1)"
+    )
 
 
 def _build_lock_accounts() -> str:
@@ -291,11 +306,14 @@ def task_release_slot(task_id: str, token: str, *, now: Any, lease: Any) -> bool
         return cursor.rowcount > 0
 
 
-def accounts_enabled() -> dict[int, bool]:
-    """Every enabled account: whether it is the sandbox pool."""
+def accounts_enabled() -> tuple[dict[int, bool], bool]:
+    """Every enabled account (whether it is the sandbox pool), and whether test tasks are
+    queued while no sandbox pool is enabled."""
     with connection.cursor() as cursor:
         cursor.execute(_sql("enabled"))
-        return {pk: bool(sandbox) for pk, sandbox in cursor.fetchall()}
+        found = cursor.fetchall()
+    enabled = {pk: bool(sandbox) for pk, sandbox in found if pk is not None}
+    return enabled, len(enabled) < len(found)
 
 
 def accounts_lock_free() -> list[tuple[UpstreamAccount, int]]:

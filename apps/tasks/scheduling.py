@@ -505,15 +505,16 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
     now = _now()
     fixed = rows.fixed_sql()
     if fixed:
-        enabled_pools = rows.accounts_enabled()
+        enabled_pools, sandbox_wanted = rows.accounts_enabled()
     else:
         enabled_pools = dict(
             UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", "is_sandbox_pool")
         )
-    if (
-        not any(enabled_pools.values())
-        and Task.objects.filter(status=Status.NOT_START, is_test=True).exists()
-    ):
+        sandbox_wanted = (
+            not any(enabled_pools.values())
+            and Task.objects.filter(status=Status.NOT_START, is_test=True).exists()
+        )
+    if sandbox_wanted:
         sandbox_pool_ensure()
     with transaction.atomic():
         enabled = set(enabled_pools)
@@ -717,9 +718,10 @@ def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> Dis
     queued, again, running = dispatch_keys()
     owner = secrets.token_hex(8)
     try:
-        if took_message:
-            client.delete(queued)  # from now on a kick sends a new message
-        if not client.set(running, owner, nx=True, ex=DISPATCH_RUNNING_TTL):
+        if not _flag_script(client, _ACQUIRE)(
+            keys=[queued, again, running],
+            args=[owner, DISPATCH_RUNNING_TTL, 1 if took_message else 0],
+        ):
             # The running one sees ``again`` before it stops.
             return DispatchResult([], deferred=True)
     except redis.RedisError:
@@ -729,19 +731,13 @@ def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> Dis
     contended = False
     try:
         for _ in range(MAX_COALESCED_PASSES):
-            client.delete(again)
             result = dispatch_pending(start_first=start_first and not assigned)
             assigned.extend(result.assigned)
             contended = result.contended
-            if client.exists(again):
-                client.expire(running, DISPATCH_RUNNING_TTL)
-                continue
-            if client.get(running) == owner.encode():
-                client.delete(running)
-            # A kick between our look at ``again`` and the release: its message's worker may
-            # have found us still running and left, so take the request ourselves.
-            if client.exists(again) and client.set(
-                running, owner, nx=True, ex=DISPATCH_RUNNING_TTL
+            # One more pass if a kick came meanwhile, else let go (atomically: a kick after
+            # this finds nobody running and sends or runs its own pass).
+            if _flag_script(client, _AGAIN_OR_RELEASE)(
+                keys=[again, running], args=[owner, DISPATCH_RUNNING_TTL]
             ):
                 continue
             return DispatchResult(assigned, contended)
@@ -752,6 +748,39 @@ def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> Dis
     except redis.RedisError:
         logger.warning("dispatch flags lost mid-run", exc_info=True)
         return DispatchResult(assigned, contended=True)
+
+
+# The coalescing flags' two steps as Redis scripts: one round trip each, and atomic, so no
+# kick falls between looking at ``again`` and letting go of ``running``.
+#: Take the dispatcher: KEYS queued, again, running; ARGV owner, ttl, took_message.
+_ACQUIRE = """
+if ARGV[3] == '1' then redis.call('del', KEYS[1]) end
+if redis.call('set', KEYS[3], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
+    redis.call('del', KEYS[2])
+    return 1
+end
+return 0
+"""
+#: After a pass: KEYS again, running; ARGV owner, ttl. 1 (and ``again`` cleared, ``running``
+#: renewed) when another pass is wanted, else 0 with ``running`` released if still ours.
+_AGAIN_OR_RELEASE = """
+if redis.call('del', KEYS[1]) == 1 then
+    redis.call('expire', KEYS[2], tonumber(ARGV[2]))
+    return 1
+end
+if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[2]) end
+return 0
+"""
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def _flag_script(client: Any, source: str) -> Any:
+    """``source`` registered with ``client`` (once per client; run by its SHA after)."""
+    key = (id(client), source)
+    script = _scripts.get(key)
+    if script is None:
+        script = _scripts[key] = client.register_script(source)
+    return script
 
 
 #: Seconds before a dispatch that met another dispatcher's account locks runs again.
