@@ -869,10 +869,11 @@ def _slot_release(task_id: str, token: str) -> bool:
     counts only tasks holding one) and start the next queued task at once, before the result
     is fetched and stored. False if the task is not this poll chain's any more."""
     now = _now()
-    with transaction.atomic():
-        if rows.fixed_sql():
-            moved = rows.task_release_slot(task_id, token, now=now, lease=finish_lease(now))
-        else:
+    if rows.fixed_sql():
+        # One statement: its own transaction (no BEGIN and COMMIT around it).
+        moved = rows.task_release_slot(task_id, token, now=now, lease=finish_lease(now))
+    else:
+        with transaction.atomic():
             moved = bool(
                 Task.objects.filter(
                     pk=task_id,
@@ -881,10 +882,10 @@ def _slot_release(task_id: str, token: str) -> bool:
                     slot_freed_at__isnull=True,
                 ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
             )
-        if moved:
-            # The worker that ran this step runs the dispatcher next (``workers.poll_job``);
-            # the note makes a dispatcher already running pass once more should it be busy.
-            transaction.on_commit(dispatch_note)
+    if moved:
+        # The worker that ran this step runs the dispatcher next (``workers.poll_job``); the
+        # note makes a dispatcher already running pass once more should it be busy.
+        transaction.on_commit(dispatch_note)
     return bool(moved)
 
 

@@ -89,10 +89,25 @@ class Rows(Generic[M]):
 
 TASK = Rows(Task)
 ACCOUNT = Rows(UpstreamAccount)
-#: An account as a dispatch pass reads it: everything but its (encrypted) secrets.
-ACCOUNT_NO_SECRETS = Rows(
+#: An account as a dispatch pass reads it: what choosing a slot needs (not its encrypted
+#: secrets, nor its counters, which change with every job).
+ACCOUNT_CHOOSING = Rows(
     UpstreamAccount,
-    only=[f.attname for f in UpstreamAccount._meta.concrete_fields if f.name != "secrets"],
+    only=[
+        "id",
+        "updated_at",
+        "name",
+        "owner_id",
+        "engine",
+        "modes",
+        "concurrency",
+        "run_timeout_seconds",
+        "is_enabled",
+        "is_sandbox_pool",
+        "health",
+        "cooldown_until",
+        "options",
+    ],
 )
 #: What choosing a slot reads of a queued task and of its parent.
 CHOOSING = Rows(
@@ -198,7 +213,7 @@ def _build_lock_accounts() -> str:
     # The enabled accounts no other pass holds, locked, each with its count of tasks holding a
     # slot (``slot_freed_at`` unset), in one statement.
     return (
-        f"SELECT {ACCOUNT_NO_SECRETS.columns('a')}, (SELECT count(*) FROM {tasks_table()} t "  # noqa: S608
+        f"SELECT {ACCOUNT_CHOOSING.columns('a')}, (SELECT count(*) FROM {tasks_table()} t "  # noqa: S608
         "WHERE t.upstream_account_id = a.id AND t.status IN ('SUBMITTED', 'IN_PROGRESS') "
         f"AND t.slot_freed_at IS NULL) FROM {accounts_table()} a WHERE a.is_enabled "
         "ORDER BY a.id FOR UPDATE OF a SKIP LOCKED"
@@ -322,7 +337,20 @@ def accounts_lock_free() -> list[tuple[UpstreamAccount, int]]:
     with connection.cursor() as cursor:
         cursor.execute(_sql("lock_accounts"))
         found = cursor.fetchall()
-    return [(ACCOUNT_NO_SECRETS.make(row[:-1]), int(row[-1])) for row in found]
+    accounts = []
+    for row in found:
+        values = tuple(row[:-1])
+        # An account unchanged since the last pass of this process is that pass's instance
+        # (a pass reads every enabled account; making each anew was most of its Python).
+        known = _accounts_seen.get(values[0])
+        if known is None or known[0] != values:
+            known = _accounts_seen[values[0]] = (values, ACCOUNT_CHOOSING.make(values))
+        accounts.append((known[1], int(row[-1])))
+    return accounts
+
+
+#: The accounts the last passes of this process read: id -> (their row, the instance).
+_accounts_seen: dict[int, tuple[tuple[Any, ...], UpstreamAccount]] = {}
 
 
 def tasks_lock_queued(ids: list[str]) -> list[Task]:
