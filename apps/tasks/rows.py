@@ -210,13 +210,21 @@ def _build_enabled() -> str:
 
 
 def _build_lock_accounts() -> str:
-    # The enabled accounts no other pass holds, locked, each with its count of tasks holding a
-    # slot (``slot_freed_at`` unset), in one statement.
+    # The enabled accounts no other pass holds, locked.
     return (
-        f"SELECT {ACCOUNT_CHOOSING.columns('a')}, (SELECT count(*) FROM {tasks_table()} t "  # noqa: S608
-        "WHERE t.upstream_account_id = a.id AND t.status IN ('SUBMITTED', 'IN_PROGRESS') "
-        f"AND t.slot_freed_at IS NULL) FROM {accounts_table()} a WHERE a.is_enabled "
-        "ORDER BY a.id FOR UPDATE OF a SKIP LOCKED"
+        f"SELECT {ACCOUNT_CHOOSING.columns('a')} FROM {accounts_table()} a "  # noqa: S608
+        "WHERE a.is_enabled ORDER BY a.id FOR UPDATE OF a SKIP LOCKED"
+    )
+
+
+def _build_holding() -> str:
+    # Tasks holding a slot of each given account. A statement of its own, after the lock: in
+    # the locking statement its snapshot could predate the commit of the pass that held the
+    # lock just before, whose assignments it would then not count (and overfill the account).
+    return (
+        f"SELECT upstream_account_id, count(*) FROM {tasks_table()} "  # noqa: S608
+        "WHERE upstream_account_id = ANY(%s) AND status IN ('SUBMITTED', 'IN_PROGRESS') "
+        "AND slot_freed_at IS NULL GROUP BY upstream_account_id"
     )
 
 
@@ -249,6 +257,7 @@ _BUILDERS = {
     "release": _build_release,
     "enabled": _build_enabled,
     "lock_accounts": _build_lock_accounts,
+    "holding": _build_holding,
     "lock_queued": _build_lock_queued,
     "assign": _build_assign,
 }
@@ -331,22 +340,29 @@ def accounts_enabled() -> tuple[dict[int, bool], bool]:
     return enabled, len(enabled) < len(found)
 
 
-def accounts_lock_free() -> list[tuple[UpstreamAccount, int]]:
-    """The enabled accounts no other dispatcher holds, locked (``SKIP LOCKED``), without their
-    secrets, by id; each with its count of tasks holding one of its slots."""
+def accounts_lock_free() -> list[UpstreamAccount]:
+    """The enabled accounts no other dispatcher holds, locked (``SKIP LOCKED``), by id, with
+    what choosing a slot reads of them."""
     with connection.cursor() as cursor:
         cursor.execute(_sql("lock_accounts"))
         found = cursor.fetchall()
     accounts = []
     for row in found:
-        values = tuple(row[:-1])
+        values = tuple(row)
         # An account unchanged since the last pass of this process is that pass's instance
         # (a pass reads every enabled account; making each anew was most of its Python).
         known = _accounts_seen.get(values[0])
         if known is None or known[0] != values:
             known = _accounts_seen[values[0]] = (values, ACCOUNT_CHOOSING.make(values))
-        accounts.append((known[1], int(row[-1])))
+        accounts.append(known[1])
     return accounts
+
+
+def accounts_holding(ids: list[int]) -> dict[int, int]:
+    """How many tasks hold a slot of each of the accounts ``ids`` (call after locking them)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_sql("holding"), [ids])
+        return {pk: int(n) for pk, n in cursor.fetchall()}
 
 
 #: The accounts the last passes of this process read: id -> (their row, the instance).

@@ -518,12 +518,8 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
         sandbox_pool_ensure()
     with transaction.atomic():
         enabled = set(enabled_pools)
-        running: dict[int, int]
         if fixed:
-            # The accounts and their running counts, locked, in one statement.
-            counted = rows.accounts_lock_free()
-            locked = [account for account, _ in counted]
-            running = {account.pk: n for account, n in counted}
+            locked = rows.accounts_lock_free()
         else:
             locked = list(
                 UpstreamAccount.objects.select_for_update(skip_locked=True)
@@ -535,7 +531,11 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
         accounts = [account for account in locked if upstream_account_usable(account, now=now)]
         if not accounts:
             return DispatchResult([], contended)
-        if not fixed:
+        # Counted after the lock, in a statement of its own (so it sees what the pass that
+        # held an account last committed).
+        if fixed:
+            running = rows.accounts_holding([a.pk for a in accounts])
+        else:
             running = dict(
                 Task.objects.filter(
                     upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
@@ -555,6 +555,7 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
         }
         if not any(slot.free > 0 for slot in slots.values()):
             return DispatchResult([], contended)
+        free_before = sum(slot.free for slot in slots.values() if slot.free > 0)
         pick = _queued_candidates(slots)
         org_running: dict[int, int] = defaultdict(int)
         chosen_pairs: list[tuple[Task, UpstreamAccount]] = []
@@ -564,10 +565,12 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
             # The quick pick's tenants did not fill every slot and it left some out: pick
             # again among all of them (rare: follow-ups waiting for their parent's account,
             # a tenant with fewer tasks than its quota).
+            # (Each tenant's oldest up to all the pass's free slots, as the full pick reads
+            # them: the quick pick's are among those.)
             pools = sorted(_free_pools(slots), key=lambda p: (p[0], p[1], p[2], p[3] or 0))
             seen = set(pick.ids)
-            free = sum(slot.free for slot in slots.values() if slot.free > 0)
-            more = [pk for pk in _queued_candidates_lateral(pools, free) if pk not in seen]
+            full = _queued_candidates_lateral(pools, free_before)
+            more = [pk for pk in full if pk not in seen]
             waiting += _lock_queued(more, org_running, pick.running)
             _choose(waiting, slots, org_running, chosen_pairs)
         if not chosen_pairs:
