@@ -753,22 +753,22 @@ def _job_orphaned(task_id: str, account_id: int) -> bool:
     return current["status"] in TERMINAL_STATUSES or current["upstream_account_id"] != account_id
 
 
-def task_poll(*, task_id: str, token: str) -> bool:
+def task_poll(*, task_id: str, token: str) -> int | None:
     """One poll step: progress, result or failure. Re-schedules itself while running.
 
     Whatever the step concludes applies only while ``token`` is still the task's poll chain
     (compare-and-set on it): a step that was already talking to the upstream when an operator
     moved the task to another account, or a newer chain took over, changes nothing.
 
-    True when this step found the job done and freed its account's slot: the caller (the
-    poll message's worker, free at this very moment) then runs the dispatcher itself.
+    The account's id when this step found the job done and freed its slot (else None): the
+    caller (the poll message's worker, free at this very moment) then fills that slot itself.
     """
     if rows.fixed_sql():
         task = rows.task_for_step(task_id)
     else:
         task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
     if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
-        return False  # finished, cancelled, or superseded by a newer poll chain
+        return None  # finished, cancelled, or superseded by a newer poll chain
     now = _now()
     finishing = task.slot_freed_at is not None
     overdue = bool(task.run_deadline and now >= task.run_deadline and not finishing)
@@ -776,7 +776,7 @@ def task_poll(*, task_id: str, token: str) -> bool:
     # sweeper's next run pushes its deadline by the gap; until then it runs on.
     if overdue and sweeper_recent(now):
         task_timeout(task=task, due=now)
-        return False
+        return None
     ours = Q(poll_token=token)
     account = task.upstream_account
     if account is None:
@@ -787,7 +787,7 @@ def task_poll(*, task_id: str, token: str) -> bool:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return False
+        return None
     engine = _engine_for(task, account)
     if engine is None:
         task_fail(
@@ -797,7 +797,7 @@ def task_poll(*, task_id: str, token: str) -> bool:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return False
+        return None
     job = job_for(task, account)
     try:
         with job_budget():
@@ -806,17 +806,17 @@ def task_poll(*, task_id: str, token: str) -> bool:
             # The upstream is done: its slot is free from now on, whatever storing takes.
             freed = not finishing and _slot_release(task_id, token)
             if not finishing and not freed:
-                return False  # finished, cancelled or superseded meanwhile
+                return None  # finished, cancelled or superseded meanwhile
             if outcome.result_pending:
                 enqueue_finish(task_id, token)  # made and stored on the results queue
             else:
                 task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
-            return freed
+            return account.pk if freed else None
     except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
         # A poll changes nothing upstream: an unanswered one is simply asked again.
         _note_account_failure(account.pk, exc.message)
         _keep_polling(task, token, progress=None)
-        return False
+        return None
     except PermanentEngineError as exc:
         task_fail(
             task_id=task_id,
@@ -825,22 +825,22 @@ def task_poll(*, task_id: str, token: str) -> bool:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return False
+        return None
     except SoftTimeLimitExceeded:
         # A slow upstream or a slow download: ask again, like an unanswered poll.
         _note_account_failure(account.pk, "The upstream did not answer a poll in time.")
         _keep_polling(task, token, progress=None)
-        return False
+        return None
     except JobBudgetExceeded:
         # This job is slow to process, not the account: retried a few times with a back-off
         # like a crash, then failed on its own; the account's health is not touched.
         logger.warning("poll step over its time budget", extra={"task_id": task_id})
         _poll_crashed(task, token, engine=engine, job=job)
-        return False
+        return None
     except Exception:
         logger.exception("poll step crashed", extra={"task_id": task_id})
         _poll_crashed(task, token, engine=engine, job=job)
-        return False
+        return None
     if outcome.status == PollResult.FAILURE:
         if task_fail(
             task_id=task_id,
@@ -861,7 +861,7 @@ def task_poll(*, task_id: str, token: str) -> bool:
             state=state,
             soon=poll_delay(outcome.eta_seconds),
         )
-    return False
+    return None
 
 
 def _slot_release(task_id: str, token: str) -> bool:

@@ -209,11 +209,12 @@ def _build_enabled() -> str:
     )
 
 
-def _build_lock_accounts() -> str:
-    # The enabled accounts no other pass holds, locked.
+def _build_lock_accounts(one: bool = False) -> str:
+    # The enabled accounts no other pass holds (or the one given), locked.
     return (
         f"SELECT {ACCOUNT_CHOOSING.columns('a')} FROM {accounts_table()} a "  # noqa: S608
-        "WHERE a.is_enabled ORDER BY a.id FOR UPDATE OF a SKIP LOCKED"
+        f"WHERE a.is_enabled {'AND a.id = %s ' if one else ''}"
+        "ORDER BY a.id FOR UPDATE OF a SKIP LOCKED"
     )
 
 
@@ -257,6 +258,7 @@ _BUILDERS = {
     "release": _build_release,
     "enabled": _build_enabled,
     "lock_accounts": _build_lock_accounts,
+    "lock_account": lambda: _build_lock_accounts(one=True),
     "holding": _build_holding,
     "lock_queued": _build_lock_queued,
     "assign": _build_assign,
@@ -340,11 +342,14 @@ def accounts_enabled() -> tuple[dict[int, bool], bool]:
     return enabled, len(enabled) < len(found)
 
 
-def accounts_lock_free() -> list[UpstreamAccount]:
-    """The enabled accounts no other dispatcher holds, locked (``SKIP LOCKED``), by id, with
-    what choosing a slot reads of them."""
+def accounts_lock_free(account_id: int | None = None) -> list[UpstreamAccount]:
+    """The enabled accounts no other dispatcher holds (only ``account_id``, if given), locked
+    (``SKIP LOCKED``), by id, with what choosing a slot reads of them."""
     with connection.cursor() as cursor:
-        cursor.execute(_sql("lock_accounts"))
+        if account_id is None:
+            cursor.execute(_sql("lock_accounts"))
+        else:
+            cursor.execute(_sql("lock_account"), [account_id])
         found = cursor.fetchall()
     accounts = []
     for row in found:

@@ -394,6 +394,11 @@ def _take_sql() -> str:
     return _TAKE_SQL
 
 
+#: Tasks the quick pick reads beyond what the free slots take: passes of different accounts
+#: run side by side (``_hand_on_slot``) and may both reach for the same head, which one of
+#: them then skips (locked); a spare or two spares it the long way round.
+FAIR_PICK_SPARE = 2
+
 #: A tenant's oldest servable task: when it was submitted (microseconds since the epoch, which
 #: orders as the timestamp does and is cheaper to read) and its id.
 _Head = tuple[int, str]
@@ -459,7 +464,7 @@ def _queued_candidates_fair(slots: dict[int, _Slot], pools: set[QueuePool]) -> _
         tenants = {
             org: (running[org], head) for (org, test), head in heads.items() if test == is_test
         }
-        for org, quota in _fair_quotas(tenants, free).items():
+        for org, quota in _fair_quotas(tenants, free + FAIR_PICK_SPARE if free else 0).items():
             quotas[(org, is_test)] = quota
     for slot in slots.values():
         owner = slot.account.owner_id
@@ -496,15 +501,19 @@ def _queued_candidates_fair(slots: dict[int, _Slot], pools: set[QueuePool]) -> _
     return _Pick(ids, running, truncated)
 
 
-def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
+def dispatch_pending(*, start_first: bool = False, account_id: int | None = None) -> DispatchResult:
     """Assign queued tasks to free account slots (least busy account first, fair to tenants).
 
     ``start_first``: the caller submits the first task assigned itself, at once (the worker
     that just freed a slot): no start message is sent for it (should the caller die first,
-    the sweeper sends it when the task's start lease runs out)."""
+    the sweeper sends it when the task's start lease runs out). ``account_id``: fill only that
+    account's free slots (the slot the caller just freed); ``contended`` then says another
+    pass holds it."""
     now = _now()
     fixed = rows.fixed_sql()
-    if fixed:
+    if account_id is not None:
+        enabled_pools, sandbox_wanted = {account_id: False}, False
+    elif fixed:
         enabled_pools, sandbox_wanted = rows.accounts_enabled()
     else:
         enabled_pools = dict(
@@ -519,11 +528,13 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
     with transaction.atomic():
         enabled = set(enabled_pools)
         if fixed:
-            locked = rows.accounts_lock_free()
+            locked = rows.accounts_lock_free(account_id)
         else:
+            chosen_accounts = UpstreamAccount.objects.filter(is_enabled=True)
+            if account_id is not None:
+                chosen_accounts = chosen_accounts.filter(pk=account_id)
             locked = list(
-                UpstreamAccount.objects.select_for_update(skip_locked=True)
-                .filter(is_enabled=True)
+                chosen_accounts.select_for_update(skip_locked=True)
                 .defer("secrets")  # encrypted, and only the engine running a job needs them
                 .order_by("pk")
             )
@@ -800,14 +811,22 @@ def poll_step(*, task_id: str, token: str) -> None:
     stores the result here and now instead of behind the results queue (whose message, also
     sent, then finds the task finished).
     """
-    if task_poll(task_id=task_id, token=token) and not _hand_on_slot():
+    freed = task_poll(task_id=task_id, token=token)
+    if freed is not None and not _hand_on_slot(freed):
         task_finish(task_id=task_id, token=token)
 
 
-def _hand_on_slot() -> bool:
+def _hand_on_slot(account_id: int) -> bool:
     """True if work was handed on, or may have been (another process is dispatching, or held
-    some accounts): only a worker sure that nothing waits stores the result itself."""
-    result = dispatch_run(took_message=False, start_first=True)
+    some accounts): only a worker sure that nothing waits stores the result itself.
+
+    First a pass of the freed slot's own account alone: it needs no turn at the coalesced
+    dispatcher (passes of other accounts run beside it, each locks its own accounts), so the
+    next task starts here even while another process dispatches. Only if that account is held
+    by another pass, or nothing queued fits it, the general pass runs (coalesced)."""
+    result = dispatch_pending(start_first=True, account_id=account_id)
+    if not result.assigned:
+        result = dispatch_run(took_message=False, start_first=True)
     if result.contended:
         send_now(DISPATCH, countdown=CONTENDED_DISPATCH_RETRY)
     if result.assigned:
