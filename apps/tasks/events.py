@@ -97,17 +97,21 @@ def task_changed(
         )
 
 
-def tasks_changed(*, tasks: list[Task], event_type: str) -> None:
+def tasks_changed(
+    *, tasks: list[Task], event_type: str, with_endpoints: set[int] | None = None
+) -> None:
     """``task_changed(locked=True)`` for a batch the caller changed in this transaction (the
     dispatcher's assignments): which organizations have an enabled webhook endpoint is read
-    once for the batch, not once per task."""
+    once for the batch, not once per task (``with_endpoints``: the caller read it in this
+    transaction, with the rows)."""
     if not tasks:
         return
-    with_endpoints = set(
-        WebhookEndpoint.objects.filter(
-            organization_id__in={task.organization_id for task in tasks}, is_enabled=True
-        ).values_list("organization_id", flat=True)
-    )
+    if with_endpoints is None:
+        with_endpoints = set(
+            WebhookEndpoint.objects.filter(
+                organization_id__in={task.organization_id for task in tasks}, is_enabled=True
+            ).values_list("organization_id", flat=True)
+        )
     for task in tasks:
         task_changed(
             task=task,

@@ -49,7 +49,7 @@ from apps.engines.base import (
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.notify import account_cooling_down
 
-from . import storage
+from . import rows, storage
 from .buttons import buttons_for, resolve_custom_id
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
@@ -623,13 +623,20 @@ def task_start(*, task_id: str) -> None:
     upstream job cancelled instead of being recorded as running.
     """
     now = _now()
-    claimed = Task.objects.filter(
-        pk=task_id, status=Status.SUBMITTED, submit_claimed_at__isnull=True
-    ).update(submit_claimed_at=now, lease_expires_at=submit_lease(now), updated_at=now)
-    if not claimed:
-        return
-    # What the submit needs: the task, its account and its parent (for follow-ups).
-    task = Task.objects.select_related("parent", "upstream_account").get(pk=task_id)
+    if rows.fixed_sql():
+        # The claim and the read of what the submit needs, in one statement.
+        claimed_task = rows.task_claim_submit(task_id, now=now, lease=submit_lease(now))
+        if claimed_task is None:
+            return
+        task = claimed_task
+    else:
+        claimed = Task.objects.filter(
+            pk=task_id, status=Status.SUBMITTED, submit_claimed_at__isnull=True
+        ).update(submit_claimed_at=now, lease_expires_at=submit_lease(now), updated_at=now)
+        if not claimed:
+            return
+        # What the submit needs: the task, its account and its parent (for follow-ups).
+        task = Task.objects.select_related("parent", "upstream_account").get(pk=task_id)
     claim = _claim(task)
     account = task.upstream_account
     if account is None:
@@ -706,26 +713,50 @@ def task_start(*, task_id: str) -> None:
         # fixed it): the upstream is asked for the real one when a client wants it.
         running["seed"] = _prompt_seed(task.prompt_en)
     with transaction.atomic():
-        moved = Task.objects.filter(
-            pk=task_id, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
-        ).update(
-            status=Status.IN_PROGRESS,
-            upstream_job_id=submitted.upstream_job_id,
-            engine_state={**(task.engine_state or {}), **submitted.state},
-            started_at=now,
-            progress=0,
-            poll_token=token,
-            slot_freed_at=None,
-            lease_expires_at=poll_lease(now),  # the first poll comes within an interval
-            updated_at=now,
-            **running,
-        )
-        if moved:
-            UpstreamAccount.objects.filter(pk=account.pk).update(
-                total_submitted=F("total_submitted") + 1, last_used_at=now
+        if rows.fixed_sql():
+            # The move, the account's counters and the row read back in one statement.
+            written = rows.task_mark_running(
+                task,
+                upstream_job_id=submitted.upstream_job_id,
+                engine_state={**(task.engine_state or {}), **submitted.state},
+                token=token,
+                now=now,
+                lease=poll_lease(now),  # the first poll comes within an interval
+                account_id=account.pk,
+                **running,
             )
-            task_changed(task=Task.objects.get(pk=task_id), event_type="task.updated", locked=True)
-            enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
+            moved = written is not None
+            if written is not None:
+                fresh, endpoints = written
+                task_changed(
+                    task=fresh, event_type="task.updated", locked=True, endpoints_none=not endpoints
+                )
+                enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
+        else:
+            moved = bool(
+                Task.objects.filter(
+                    pk=task_id, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
+                ).update(
+                    status=Status.IN_PROGRESS,
+                    upstream_job_id=submitted.upstream_job_id,
+                    engine_state={**(task.engine_state or {}), **submitted.state},
+                    started_at=now,
+                    progress=0,
+                    poll_token=token,
+                    slot_freed_at=None,
+                    lease_expires_at=poll_lease(now),  # the first poll comes within an interval
+                    updated_at=now,
+                    **running,
+                )
+            )
+            if moved:
+                UpstreamAccount.objects.filter(pk=account.pk).update(
+                    total_submitted=F("total_submitted") + 1, last_used_at=now
+                )
+                task_changed(
+                    task=Task.objects.get(pk=task_id), event_type="task.updated", locked=True
+                )
+                enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
     if not moved and _job_orphaned(task_id, account.pk):
         # Cancelled, failed or timed out while we were submitting, or moved to another account
         # by an operator: stop the upstream job. (A task the sweeper handed to another worker
@@ -756,19 +787,22 @@ def _job_orphaned(task_id: str, account_id: int) -> bool:
     return current["status"] in TERMINAL_STATUSES or current["upstream_account_id"] != account_id
 
 
-def task_poll(*, task_id: str, token: str) -> bool:
+def task_poll(*, task_id: str, token: str) -> int | None:
     """One poll step: progress, result or failure. Re-schedules itself while running.
 
     Whatever the step concludes applies only while ``token`` is still the task's poll chain
     (compare-and-set on it): a step that was already talking to the upstream when an operator
     moved the task to another account, or a newer chain took over, changes nothing.
 
-    True when this step found the job done and freed its account's slot: the caller (the
-    poll message's worker, free at this very moment) then runs the dispatcher itself.
+    The account's id when this step found the job done and freed its slot (else None): the
+    caller (the poll message's worker, free at this very moment) then fills that slot itself.
     """
-    task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
+    if rows.fixed_sql():
+        task = rows.task_for_step(task_id)
+    else:
+        task = Task.objects.select_related("upstream_account", "parent").filter(pk=task_id).first()
     if task is None or task.status != Status.IN_PROGRESS or task.poll_token != token:
-        return False  # finished, cancelled, or superseded by a newer poll chain
+        return None  # finished, cancelled, or superseded by a newer poll chain
     now = _now()
     finishing = task.slot_freed_at is not None
     overdue = bool(task.run_deadline and now >= task.run_deadline and not finishing)
@@ -776,7 +810,7 @@ def task_poll(*, task_id: str, token: str) -> bool:
     # sweeper's next run pushes its deadline by the gap; until then it runs on.
     if overdue and sweeper_recent(now):
         task_timeout(task=task, due=now)
-        return False
+        return None
     ours = Q(poll_token=token)
     account = task.upstream_account
     if account is None:
@@ -787,7 +821,7 @@ def task_poll(*, task_id: str, token: str) -> bool:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return False
+        return None
     engine = _engine_for(task, account)
     if engine is None:
         task_fail(
@@ -797,7 +831,7 @@ def task_poll(*, task_id: str, token: str) -> bool:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return False
+        return None
     job = job_for(task, account)
     try:
         with job_budget():
@@ -806,17 +840,17 @@ def task_poll(*, task_id: str, token: str) -> bool:
             # The upstream is done: its slot is free from now on, whatever storing takes.
             freed = not finishing and _slot_release(task_id, token)
             if not finishing and not freed:
-                return False  # finished, cancelled or superseded meanwhile
+                return None  # finished, cancelled or superseded meanwhile
             if outcome.result_pending:
                 enqueue_finish(task_id, token)  # made and stored on the results queue
             else:
                 task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
-            return freed
+            return account.pk if freed else None
     except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
         # A poll changes nothing upstream: an unanswered one is simply asked again.
         _note_account_failure(account.pk, exc.message)
         _keep_polling(task, token, progress=None)
-        return False
+        return None
     except PermanentEngineError as exc:
         task_fail(
             task_id=task_id,
@@ -825,22 +859,22 @@ def task_poll(*, task_id: str, token: str) -> bool:
             from_statuses=(Status.IN_PROGRESS,),
             where=ours,
         )
-        return False
+        return None
     except SoftTimeLimitExceeded:
         # A slow upstream or a slow download: ask again, like an unanswered poll.
         _note_account_failure(account.pk, "The upstream did not answer a poll in time.")
         _keep_polling(task, token, progress=None)
-        return False
+        return None
     except JobBudgetExceeded:
         # This job is slow to process, not the account: retried a few times with a back-off
         # like a crash, then failed on its own; the account's health is not touched.
         logger.warning("poll step over its time budget", extra={"task_id": task_id})
         _poll_crashed(task, token, engine=engine, job=job)
-        return False
+        return None
     except Exception:
         logger.exception("poll step crashed", extra={"task_id": task_id})
         _poll_crashed(task, token, engine=engine, job=job)
-        return False
+        return None
     if outcome.status == PollResult.FAILURE:
         if task_fail(
             task_id=task_id,
@@ -861,7 +895,7 @@ def task_poll(*, task_id: str, token: str) -> bool:
             state=state,
             soon=poll_delay(outcome.eta_seconds),
         )
-    return False
+    return None
 
 
 def _slot_release(task_id: str, token: str) -> bool:
@@ -869,14 +903,23 @@ def _slot_release(task_id: str, token: str) -> bool:
     counts only tasks holding one) and start the next queued task at once, before the result
     is fetched and stored. False if the task is not this poll chain's any more."""
     now = _now()
-    with transaction.atomic():
-        moved = Task.objects.filter(
-            pk=task_id, status=Status.IN_PROGRESS, poll_token=token, slot_freed_at__isnull=True
-        ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
-        if moved:
-            # The worker that ran this step runs the dispatcher next (``workers.poll_job``);
-            # the note makes a dispatcher already running pass once more should it be busy.
-            transaction.on_commit(dispatch_note)
+    if rows.fixed_sql():
+        # One statement: its own transaction (no BEGIN and COMMIT around it).
+        moved = rows.task_release_slot(task_id, token, now=now, lease=finish_lease(now))
+    else:
+        with transaction.atomic():
+            moved = bool(
+                Task.objects.filter(
+                    pk=task_id,
+                    status=Status.IN_PROGRESS,
+                    poll_token=token,
+                    slot_freed_at__isnull=True,
+                ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
+            )
+    if moved:
+        # The worker that ran this step runs the dispatcher next (``workers.poll_job``); the
+        # note makes a dispatcher already running pass once more should it be busy.
+        transaction.on_commit(dispatch_note)
     return bool(moved)
 
 

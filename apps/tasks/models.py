@@ -162,8 +162,9 @@ class Task(models.Model):
             models.Index(fields=["organization", "-created_at"], name="task_org_recent"),
             models.Index(fields=["organization", "status"], name="task_org_status"),
             models.Index(fields=["status", "mode", "submitted_at"], name="task_queue"),
-            # The dispatcher's fair pick (scheduling._queued_candidates_lateral): queued rows
-            # only, so it stays small and is read a few entries per tenant.
+            # The dispatcher's fair pick (scheduling._queued_candidates_fair walks one entry per
+            # tenant and pool for the heads, then reads a few per tenant): queued rows only, so
+            # it stays small.
             models.Index(
                 fields=["organization", "is_test", "mode", "pool", "submitted_at", "id"],
                 condition=models.Q(status="NOT_START"),

@@ -53,6 +53,7 @@ from apps.engines.selectors import (
     upstream_account_usable,
 )
 
+from . import rows
 from .enums import ErrorCode, Mode, Pool, Status
 from .events import tasks_changed
 from .lifecycle import (
@@ -188,25 +189,44 @@ _SHARED_TAKES = (Pool.SHARED, Pool.OWN_THEN_SHARED)
 _OWN_TAKES = (Pool.OWN, Pool.OWN_THEN_SHARED)
 
 
-def _queued_candidates(slots: dict[int, _Slot]) -> list[str]:
-    """Ids of queued tasks worth considering now, interleaved across tenants.
+@dataclass
+class _Pick:
+    """What a fair pick found: the candidates (ids), the running count of every tenant with
+    queued work (None: not read, the pass counts them), and whether tasks were left out that
+    a slot still free after this pick's candidates may take (the pass then picks again the
+    long way, ``_queued_candidates_lateral``)."""
 
-    Only modes and pools with a free slot are read (a backlog of RELAX tasks cannot hide the
-    FAST ones, nor one tenant's tasks for its own busy accounts the shared pool's), and each
-    tenant contributes at most as many tasks as there are free slots, oldest first, ordered by
-    their rank within the tenant: the window is fair however large one tenant's backlog is.
-    """
-    free = sum(slot.free for slot in slots.values() if slot.free > 0)
+    ids: list[str]
+    running: dict[int, int] | None = None
+    truncated: bool = False
+
+
+def _free_pools(slots: dict[int, _Slot]) -> set[QueuePool]:
     pools: set[QueuePool] = set()
     for slot in slots.values():
         if slot.free > 0:
             pools |= _slot_pools(slot.account, slot.modes)
+    return pools
+
+
+def _queued_candidates(slots: dict[int, _Slot]) -> _Pick:
+    """Queued tasks worth considering now, fair across tenants.
+
+    Only modes and pools with a free slot are read (a backlog of RELAX tasks cannot hide the
+    FAST ones, nor one tenant's tasks for its own busy accounts the shared pool's). On
+    PostgreSQL only the tenants the fair order can reach with the free slots are read, a few
+    of their oldest tasks each (``_queued_candidates_fair``); elsewhere each tenant contributes
+    at most as many tasks as there are free slots, oldest first, ordered by their rank within
+    the tenant: the window is fair however large one tenant's backlog is.
+    """
+    free = sum(slot.free for slot in slots.values() if slot.free > 0)
+    pools = _free_pools(slots)
     if not pools:
-        return []
+        return _Pick([])
     ordered = sorted(pools, key=lambda p: (p[0], p[1], p[2], p[3] or 0))
     if connection.vendor == "postgresql":
-        return _queued_candidates_lateral(ordered, free)
-    return _queued_candidates_window(ordered, free)
+        return _queued_candidates_fair(slots, set(ordered))
+    return _Pick(_queued_candidates_window(ordered, free), truncated=False)
 
 
 def _queued_candidates_window(pools: list[QueuePool], free: int) -> list[str]:
@@ -304,41 +324,237 @@ def lateral_pick_sql(pools: list[QueuePool], free: int) -> tuple[str, list[Any]]
     return sql, params
 
 
-def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
+# --- the fair pick by tenant heads (PostgreSQL) ----------------------------------------------
+#
+# The fair order serves the tenant with the fewest tasks holding a slot next, its oldest task
+# first. So which tenants the free slots can reach follows from two small things per tenant:
+# its running count and its queue's head in each pool. One statement walks the partial index of
+# queued rows from one (tenant, test flag, mode, pool) to the next — one probe each, whose
+# first entry is that pool's head — and counts the running tasks; the quotas follow in Python
+# (``_fair_quotas``); a second statement reads each reached tenant's oldest tasks up to its
+# quota. About (tenants x pools in use) + (free slots) index entries whatever the queue length,
+# and no sort of the queue.
+
+_HEADS_SQL: str | None = None
+_TAKE_SQL: str | None = None
+
+
+def _heads_sql() -> str:
+    """Every (tenant, is_test, mode, pool) with queued work and its head, with the tenant's
+    count of tasks holding a slot (a fixed statement, built once from the model)."""
+    global _HEADS_SQL
+    if _HEADS_SQL is None:
+        table = connection.ops.quote_name(Task._meta.db_table)
+        queued = f"status = '{Status.NOT_START}'"
+        active = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+        key = "organization_id, is_test, mode, pool"
+        order = f"{key}, submitted_at, id"
+        _HEADS_SQL = f"""
+            WITH RECURSIVE heads AS (
+                (SELECT {key}, submitted_at, id FROM {table} WHERE {queued}
+                 ORDER BY {order} LIMIT 1)
+                UNION ALL
+                SELECT n.* FROM heads h CROSS JOIN LATERAL (
+                    SELECT {key}, submitted_at, id FROM {table} t
+                    WHERE t.{queued} AND (t.organization_id, t.is_test, t.mode, t.pool)
+                        > (h.organization_id, h.is_test, h.mode, h.pool)
+                    ORDER BY {order} LIMIT 1
+                ) n
+            ),
+            running AS (
+                SELECT organization_id, count(*) AS n FROM {table}
+                WHERE status IN ({active}) AND slot_freed_at IS NULL
+                GROUP BY organization_id
+            )
+            SELECT heads.organization_id, heads.is_test, heads.mode, heads.pool,
+                   coalesce((extract(epoch FROM heads.submitted_at) * 1000000)::bigint, 0), heads.id,
+                   coalesce(running.n, 0)
+            FROM heads LEFT JOIN running USING (organization_id)
+        """  # noqa: S608 - table name and status literals are ours
+    return _HEADS_SQL
+
+
+def _take_sql() -> str:
+    """The oldest queued tasks of given (tenant, is_test, mode, pool), up to a quota each."""
+    global _TAKE_SQL
+    if _TAKE_SQL is None:
+        table = connection.ops.quote_name(Task._meta.db_table)
+        queued = f"status = '{Status.NOT_START}'"
+        _TAKE_SQL = f"""
+            SELECT c.id, w.k FROM unnest(
+                %s::bigint[], %s::boolean[], %s::text[], %s::text[], %s::int[]
+            ) WITH ORDINALITY AS w(org, is_test, mode, pool, quota, k)
+            CROSS JOIN LATERAL (
+                SELECT t.id FROM {table} t
+                WHERE t.{queued} AND t.organization_id = w.org AND t.is_test = w.is_test
+                  AND t.mode = w.mode AND t.pool = w.pool
+                ORDER BY t.submitted_at, t.id LIMIT w.quota
+            ) c
+        """  # noqa: S608 - table name and status literal are ours; values are parameters
+    return _TAKE_SQL
+
+
+#: Tasks the quick pick reads beyond what the free slots take: passes of different accounts
+#: run side by side (``_hand_on_slot``) and may both reach for the same head, which one of
+#: them then skips (locked); a spare or two spares it the long way round.
+FAIR_PICK_SPARE = 2
+
+#: A tenant's oldest servable task: when it was submitted (microseconds since the epoch, which
+#: orders as the timestamp does and is cheaper to read) and its id.
+_Head = tuple[int, str]
+
+
+def _fair_quotas(tenants: dict[int, tuple[int, _Head]], free: int) -> dict[int, int]:
+    """How many tasks of each tenant the fair order may give ``free`` slots to, at most.
+
+    The order serves the tenant with the fewest running tasks, its oldest task first, one at a
+    time. Every tenant below the level ``top - 1`` is raised to it (``top``: the lowest level
+    the free slots reach, counting each tenant without limit), and the slots left over go, one
+    each, to tenants at ``top - 1`` in the order of their next task: of those that start there,
+    only the ones with the oldest heads (the others' next tasks are not known, so they all may
+    get one). An upper bound: a tenant with fewer tasks than its quota leaves slots over, and
+    the caller picks again the long way for those (``_Pick.truncated``)."""
+    if not tenants or free <= 0:
+        return {}
+    levels = [running for running, _ in tenants.values()]
+
+    def reach(level: int) -> int:
+        return sum(max(0, level - running) for running in levels)
+
+    top = min(levels) + 1
+    while reach(top) < free:
+        top += 1
+    left = free - reach(top - 1)
+    quotas = {org: max(0, top - 1 - running) for org, (running, _) in tenants.items()}
+    for org, (running, _) in tenants.items():
+        if running < top - 1:
+            quotas[org] += 1
+    starting = sorted((head, org) for org, (running, head) in tenants.items() if running == top - 1)
+    for _, org in starting[:left]:
+        quotas[org] += 1
+    return {org: quota for org, quota in quotas.items() if quota > 0}
+
+
+def _queued_candidates_fair(slots: dict[int, _Slot], pools: set[QueuePool]) -> _Pick:
+    """``_queued_candidates`` on PostgreSQL: the tenants' heads and running counts in one
+    statement, the quotas of the tenants the free slots reach (live and test slots apart;
+    an own account's free slots add to its owner's quota), then those tenants' oldest tasks
+    up to their quotas in a second statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(_heads_sql())
+        rows = cursor.fetchall()
+    running: dict[int, int] = {}
+    kinds: dict[tuple[int, bool], list[tuple[bool, str, str]]] = defaultdict(list)
+    heads: dict[tuple[int, bool], _Head] = {}
+    for org, is_test, mode, pool, submitted_at, task_id, count in rows:
+        running[org] = int(count)
+        if (is_test, mode, pool, None) not in pools and (is_test, mode, pool, org) not in pools:
+            continue
+        kinds[(org, is_test)].append((is_test, mode, pool))
+        head = (submitted_at, task_id)
+        if (org, is_test) not in heads or head < heads[(org, is_test)]:
+            heads[(org, is_test)] = head
+    if not kinds:
+        return _Pick([], running)
+    quotas: dict[tuple[int, bool], int] = {}
+    for is_test in (False, True):
+        free = sum(
+            s.free for s in slots.values() if s.free > 0 and s.account.is_sandbox_pool == is_test
+        )
+        tenants = {
+            org: (running[org], head) for (org, test), head in heads.items() if test == is_test
+        }
+        for org, quota in _fair_quotas(tenants, free + FAIR_PICK_SPARE if free else 0).items():
+            quotas[(org, is_test)] = quota
+    for slot in slots.values():
+        owner = slot.account.owner_id
+        if slot.free > 0 and owner is not None and (owner, False) in kinds:
+            quotas[(owner, False)] = quotas.get((owner, False), 0) + slot.free
+    wanted = [
+        (org, kind, quota)
+        for (org, is_test), quota in quotas.items()
+        for kind in kinds[(org, is_test)]
+    ]
+    # Tenants the quotas leave out may still have work a slot could take if the chosen
+    # tenants' tasks do not fill the slots (fewer than the quota, or none eligible).
+    truncated = len(quotas) < len(kinds)
+    if not wanted:
+        return _Pick([], running, truncated)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _take_sql(),
+            [
+                [org for org, _, _ in wanted],
+                [kind[0] for _, kind, _ in wanted],
+                [kind[1] for _, kind, _ in wanted],
+                [kind[2] for _, kind, _ in wanted],
+                [quota for _, _, quota in wanted],
+            ],
+        )
+        taken = cursor.fetchall()
+    found: dict[int, int] = defaultdict(int)
+    ids = []
+    for task_id, k in taken:
+        found[k] += 1
+        ids.append(task_id)
+    truncated = truncated or any(found[k + 1] >= w[2] for k, w in enumerate(wanted))
+    return _Pick(ids, running, truncated)
+
+
+def dispatch_pending(*, start_first: bool = False, account_id: int | None = None) -> DispatchResult:
     """Assign queued tasks to free account slots (least busy account first, fair to tenants).
 
     ``start_first``: the caller submits the first task assigned itself, at once (the worker
     that just freed a slot): no start message is sent for it (should the caller die first,
-    the sweeper sends it when the task's start lease runs out)."""
+    the sweeper sends it when the task's start lease runs out). ``account_id``: fill only that
+    account's free slots (the slot the caller just freed); ``contended`` then says another
+    pass holds it."""
     now = _now()
-    enabled_pools = dict(
-        UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", "is_sandbox_pool")
-    )
-    if (
-        not any(enabled_pools.values())
-        and Task.objects.filter(status=Status.NOT_START, is_test=True).exists()
-    ):
+    fixed = rows.fixed_sql()
+    if account_id is not None:
+        enabled_pools, sandbox_wanted = {account_id: False}, False
+    elif fixed:
+        enabled_pools, sandbox_wanted = rows.accounts_enabled()
+    else:
+        enabled_pools = dict(
+            UpstreamAccount.objects.filter(is_enabled=True).values_list("pk", "is_sandbox_pool")
+        )
+        sandbox_wanted = (
+            not any(enabled_pools.values())
+            and Task.objects.filter(status=Status.NOT_START, is_test=True).exists()
+        )
+    if sandbox_wanted:
         sandbox_pool_ensure()
     with transaction.atomic():
         enabled = set(enabled_pools)
-        locked = list(
-            UpstreamAccount.objects.select_for_update(skip_locked=True)
-            .filter(is_enabled=True)
-            .defer("secrets")  # encrypted, and only the engine running a job needs them
-            .order_by("pk")
-        )
+        if fixed:
+            locked = rows.accounts_lock_free(account_id)
+        else:
+            chosen_accounts = UpstreamAccount.objects.filter(is_enabled=True)
+            if account_id is not None:
+                chosen_accounts = chosen_accounts.filter(pk=account_id)
+            locked = list(
+                chosen_accounts.select_for_update(skip_locked=True)
+                .defer("secrets")  # encrypted, and only the engine running a job needs them
+                .order_by("pk")
+            )
         contended = bool(enabled - {account.pk for account in locked})
         accounts = [account for account in locked if upstream_account_usable(account, now=now)]
         if not accounts:
             return DispatchResult([], contended)
-        running = dict(
-            Task.objects.filter(
-                upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+        # Counted after the lock, in a statement of its own (so it sees what the pass that
+        # held an account last committed).
+        if fixed:
+            running = rows.accounts_holding([a.pk for a in accounts])
+        else:
+            running = dict(
+                Task.objects.filter(
+                    upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+                )
+                .values_list("upstream_account")
+                .annotate(n=Count("pk"))
+                .values_list("upstream_account", "n")
             )
-            .values_list("upstream_account")
-            .annotate(n=Count("pk"))
-            .values_list("upstream_account", "n")
-        )
         slots = {
             a.pk: _Slot(
                 a,
@@ -350,52 +566,24 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
         }
         if not any(slot.free > 0 for slot in slots.values()):
             return DispatchResult([], contended)
-        candidates = _queued_candidates(slots)
-        if not candidates:
-            return DispatchResult([], contended)
-        queued = list(
-            Task.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("parent")
-            .only(*_CHOOSING_FIELDS)
-            .filter(pk__in=candidates, status=Status.NOT_START)
-        )
+        free_before = sum(slot.free for slot in slots.values() if slot.free > 0)
+        pick = _queued_candidates(slots)
         org_running: dict[int, int] = defaultdict(int)
-        org_running.update(
-            Task.objects.filter(
-                organization_id__in={t.organization_id for t in queued},
-                status__in=ACTIVE_STATUSES,
-                slot_freed_at=None,
-            )
-            .values_list("organization_id")
-            .annotate(n=Count("pk"))
-            .values_list("organization_id", "n")
-        )
-        waiting = queued
         chosen_pairs: list[tuple[Task, UpstreamAccount]] = []
-        while waiting and any(slot.free > 0 for slot in slots.values()):
-            # Fairness: the tenant with the fewest running tasks goes next, oldest task first.
-            waiting.sort(key=lambda t: (org_running[t.organization_id], t.submitted_at, t.pk))
-            chosen = None
-            for task in waiting:
-                options = _eligible(task, slots)
-                if options:
-                    # Own accounts first (own_then_shared), then the least busy.
-                    chosen = (
-                        task,
-                        min(
-                            options,
-                            key=lambda s: (s.account.owner_id is None, s.running, s.account.pk),
-                        ),
-                    )
-                    break
-            if chosen is None:
-                break
-            task, slot = chosen
-            waiting.remove(task)
-            slot.free -= 1
-            slot.running += 1
-            org_running[task.organization_id] += 1
-            chosen_pairs.append((task, slot.account))
+        waiting = _lock_queued(pick.ids, org_running, pick.running)
+        _choose(waiting, slots, org_running, chosen_pairs)
+        if pick.truncated and any(slot.free > 0 for slot in slots.values()):
+            # The quick pick's tenants did not fill every slot and it left some out: pick
+            # again among all of them (rare: follow-ups waiting for their parent's account,
+            # a tenant with fewer tasks than its quota).
+            # (Each tenant's oldest up to all the pass's free slots, as the full pick reads
+            # them: the quick pick's are among those.)
+            pools = sorted(_free_pools(slots), key=lambda p: (p[0], p[1], p[2], p[3] or 0))
+            seen = set(pick.ids)
+            full = _queued_candidates_lateral(pools, free_before)
+            more = [pk for pk in full if pk not in seen]
+            waiting += _lock_queued(more, org_running, pick.running)
+            _choose(waiting, slots, org_running, chosen_pairs)
         if not chosen_pairs:
             return DispatchResult([], contended)
         assigned = _assign(chosen_pairs, now, start_first=start_first)
@@ -404,19 +592,108 @@ def dispatch_pending(*, start_first: bool = False) -> DispatchResult:
     return DispatchResult(assigned, contended)
 
 
+def _lock_queued(
+    ids: list[str], org_running: dict[int, int], known: dict[int, int] | None
+) -> list[Task]:
+    """Lock the candidates still queued (``SKIP LOCKED``: another pass has them) and note
+    their tenants' running counts in ``org_running`` (read here unless the pick read them)."""
+    if not ids:
+        return []
+    if rows.fixed_sql():
+        queued = rows.tasks_lock_queued(ids)
+    else:
+        queued = list(
+            Task.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("parent")
+            .only(*_CHOOSING_FIELDS)
+            .filter(pk__in=ids, status=Status.NOT_START)
+        )
+    orgs = {t.organization_id for t in queued}
+    if known is not None:
+        org_running.update({org: known.get(org, 0) for org in orgs - org_running.keys()})
+        return queued
+    org_running.update(
+        Task.objects.filter(
+            organization_id__in=orgs - org_running.keys(),
+            status__in=ACTIVE_STATUSES,
+            slot_freed_at=None,
+        )
+        .values_list("organization_id")
+        .annotate(n=Count("pk"))
+        .values_list("organization_id", "n")
+    )
+    return queued
+
+
+def _choose(
+    waiting: list[Task],
+    slots: dict[int, _Slot],
+    org_running: dict[int, int],
+    chosen_pairs: list[tuple[Task, UpstreamAccount]],
+) -> None:
+    """Give free slots to ``waiting`` tasks in the fair order, one at a time: the tenant with
+    the fewest running tasks next, its oldest task first. Chosen tasks leave ``waiting``."""
+    while waiting and any(slot.free > 0 for slot in slots.values()):
+        waiting.sort(key=lambda t: (org_running[t.organization_id], t.submitted_at, t.pk))
+        chosen = None
+        for task in waiting:
+            options = _eligible(task, slots)
+            if options:
+                # Own accounts first (own_then_shared), then the least busy.
+                chosen = (
+                    task,
+                    min(
+                        options,
+                        key=lambda s: (s.account.owner_id is None, s.running, s.account.pk),
+                    ),
+                )
+                break
+        if chosen is None:
+            return
+        task, slot = chosen
+        waiting.remove(task)
+        slot.free -= 1
+        slot.running += 1
+        org_running[task.organization_id] += 1
+        chosen_pairs.append((task, slot.account))
+
+
 def _assign(
     pairs: list[tuple[Task, UpstreamAccount]], now: datetime, *, start_first: bool = False
 ) -> list[str]:
     """Write every assignment of a pass in one statement (the rows are locked by the caller,
     still NOT_START), then the events (the rows read back in one statement) and the start
     messages (sent after commit; none for the first task when the caller starts it)."""
+    ids = [task.pk for task, _ in pairs]
+    if rows.fixed_sql():
+        written = rows.tasks_assign(
+            [
+                (
+                    task.pk,
+                    account.pk,
+                    account.engine,
+                    now + timedelta(seconds=account.run_timeout_seconds),
+                )
+                for task, account in pairs
+            ],
+            lease=start_lease(now),
+            now=now,
+        )
+        fresh = {task.pk: task for task, _ in written}
+        tasks_changed(
+            tasks=[fresh[task_id] for task_id in ids],
+            event_type="task.updated",
+            with_endpoints={task.organization_id for task, hooked in written if hooked},
+        )
+        for task_id in ids[1:] if start_first else ids:
+            enqueue_start(task_id)
+        return ids
     account_of = [When(pk=task.pk, then=Value(account.pk)) for task, account in pairs]
     engine_of = [When(pk=task.pk, then=Value(account.engine)) for task, account in pairs]
     deadline_of = [
         When(pk=task.pk, then=Value(now + timedelta(seconds=account.run_timeout_seconds)))
         for task, account in pairs
     ]
-    ids = [task.pk for task, _ in pairs]
     # The rows are locked (FOR UPDATE) as NOT_START by this transaction: every one moves.
     Task.objects.filter(pk__in=ids, status=Status.NOT_START).update(
         status=Status.SUBMITTED,
@@ -455,9 +732,10 @@ def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> Dis
     queued, again, running = dispatch_keys()
     owner = secrets.token_hex(8)
     try:
-        if took_message:
-            client.delete(queued)  # from now on a kick sends a new message
-        if not client.set(running, owner, nx=True, ex=DISPATCH_RUNNING_TTL):
+        if not _flag_script(client, _ACQUIRE)(
+            keys=[queued, again, running],
+            args=[owner, DISPATCH_RUNNING_TTL, 1 if took_message else 0],
+        ):
             # The running one sees ``again`` before it stops.
             return DispatchResult([], deferred=True)
     except redis.RedisError:
@@ -467,19 +745,13 @@ def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> Dis
     contended = False
     try:
         for _ in range(MAX_COALESCED_PASSES):
-            client.delete(again)
             result = dispatch_pending(start_first=start_first and not assigned)
             assigned.extend(result.assigned)
             contended = result.contended
-            if client.exists(again):
-                client.expire(running, DISPATCH_RUNNING_TTL)
-                continue
-            if client.get(running) == owner.encode():
-                client.delete(running)
-            # A kick between our look at ``again`` and the release: its message's worker may
-            # have found us still running and left, so take the request ourselves.
-            if client.exists(again) and client.set(
-                running, owner, nx=True, ex=DISPATCH_RUNNING_TTL
+            # One more pass if a kick came meanwhile, else let go (atomically: a kick after
+            # this finds nobody running and sends or runs its own pass).
+            if _flag_script(client, _AGAIN_OR_RELEASE)(
+                keys=[again, running], args=[owner, DISPATCH_RUNNING_TTL]
             ):
                 continue
             return DispatchResult(assigned, contended)
@@ -490,6 +762,39 @@ def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> Dis
     except redis.RedisError:
         logger.warning("dispatch flags lost mid-run", exc_info=True)
         return DispatchResult(assigned, contended=True)
+
+
+# The coalescing flags' two steps as Redis scripts: one round trip each, and atomic, so no
+# kick falls between looking at ``again`` and letting go of ``running``.
+#: Take the dispatcher: KEYS queued, again, running; ARGV owner, ttl, took_message.
+_ACQUIRE = """
+if ARGV[3] == '1' then redis.call('del', KEYS[1]) end
+if redis.call('set', KEYS[3], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
+    redis.call('del', KEYS[2])
+    return 1
+end
+return 0
+"""
+#: After a pass: KEYS again, running; ARGV owner, ttl. 1 (and ``again`` cleared, ``running``
+#: renewed) when another pass is wanted, else 0 with ``running`` released if still ours.
+_AGAIN_OR_RELEASE = """
+if redis.call('del', KEYS[1]) == 1 then
+    redis.call('expire', KEYS[2], tonumber(ARGV[2]))
+    return 1
+end
+if redis.call('get', KEYS[2]) == ARGV[1] then redis.call('del', KEYS[2]) end
+return 0
+"""
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def _flag_script(client: Any, source: str) -> Any:
+    """``source`` registered with ``client`` (once per client; run by its SHA after)."""
+    key = (id(client), source)
+    script = _scripts.get(key)
+    if script is None:
+        script = _scripts[key] = client.register_script(source)
+    return script
 
 
 #: Seconds before a dispatch that met another dispatcher's account locks runs again.
@@ -506,14 +811,22 @@ def poll_step(*, task_id: str, token: str) -> None:
     stores the result here and now instead of behind the results queue (whose message, also
     sent, then finds the task finished).
     """
-    if task_poll(task_id=task_id, token=token) and not _hand_on_slot():
+    freed = task_poll(task_id=task_id, token=token)
+    if freed is not None and not _hand_on_slot(freed):
         task_finish(task_id=task_id, token=token)
 
 
-def _hand_on_slot() -> bool:
+def _hand_on_slot(account_id: int) -> bool:
     """True if work was handed on, or may have been (another process is dispatching, or held
-    some accounts): only a worker sure that nothing waits stores the result itself."""
-    result = dispatch_run(took_message=False, start_first=True)
+    some accounts): only a worker sure that nothing waits stores the result itself.
+
+    First a pass of the freed slot's own account alone: it needs no turn at the coalesced
+    dispatcher (passes of other accounts run beside it, each locks its own accounts), so the
+    next task starts here even while another process dispatches. Only if that account is held
+    by another pass, or nothing queued fits it, the general pass runs (coalesced)."""
+    result = dispatch_pending(start_first=True, account_id=account_id)
+    if not result.assigned:
+        result = dispatch_run(took_message=False, start_first=True)
     if result.contended:
         send_now(DISPATCH, countdown=CONTENDED_DISPATCH_RETRY)
     if result.assigned:

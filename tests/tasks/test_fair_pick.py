@@ -127,3 +127,94 @@ def test_the_pick_reads_only_the_partial_index_of_queued_rows(queue):
     assert all(("task_queued_fair" in s or "task_tenant_queued" in s) for s in scans), plan
     assert "Seq Scan on tasks_task" not in plan
     assert "Sort Key: tasks_task" not in plan  # no sort of the queue itself
+
+
+def _slots(free: dict[str, int], owners: dict[int, int] | None = None) -> dict:
+    """Free slots: one shared account per entry of ``free`` (its modes comma-separated), and
+    an own FAST account of tenant ``index`` with ``n`` free slots per entry of ``owners``."""
+    from apps.engines.models import UpstreamAccount
+    from apps.tasks.scheduling import _Slot
+
+    slots = {}
+    for n, (modes, count) in enumerate(free.items(), start=1):
+        account = UpstreamAccount(pk=n, is_sandbox_pool=False, owner_id=None, engine="sandbox")
+        slots[n] = _Slot(account, count, 0, modes.split(","))
+    for index, count in (owners or {}).items():
+        pk = 100 + index
+        account = UpstreamAccount(
+            pk=pk, is_sandbox_pool=False, owner_id=TENANTS[index], engine="sandbox"
+        )
+        slots[pk] = _Slot(account, count, 0, [Mode.FAST])
+    return slots
+
+
+def _chosen(candidates: list[str], slots: dict, running: dict[int, int]) -> list[str]:
+    """What a pass assigns from ``candidates`` (the dispatcher's own choosing loop)."""
+    import copy
+    from collections import defaultdict
+
+    from apps.tasks.scheduling import _choose, _lock_queued
+
+    org_running: dict[int, int] = defaultdict(int)
+    waiting = _lock_queued(candidates, org_running, running)
+    pairs: list = []
+    _choose(waiting, copy.deepcopy(slots), org_running, pairs)
+    return [task.pk for task, _ in pairs]
+
+
+@pytest.mark.parametrize(
+    "free, owners, busy",
+    [
+        ({"FAST,RELAX,TURBO": 3}, {}, {}),
+        ({"FAST": 1}, {}, {}),
+        ({"FAST": 1}, {}, {0: 2, 1: 0, 2: 1}),
+        ({"FAST,RELAX": 5}, {}, {2: 3}),
+        ({"FAST,RELAX,TURBO": 40}, {}, {0: 1}),
+        ({"RELAX": 2, "TURBO": 2}, {}, {1: 4}),
+        ({"FAST": 2}, {2: 3, 0: 1}, {2: 1}),
+        ({}, {4: 2}, {}),
+    ],
+)
+def test_the_quick_pick_chooses_what_the_full_pick_chooses(queue, free, owners, busy):
+    """The pick by tenant heads reads only the tenants the free slots can reach, a few tasks
+    each; what the pass then assigns is what it assigns from the full pick (each tenant's
+    ``free`` oldest tasks per pool), running tasks and own accounts included."""
+    from apps.tasks.scheduling import (
+        _free_pools,
+        _queued_candidates_fair,
+    )
+
+    for index, count in busy.items():
+        for _ in range(count):
+            TaskFactory(running=True, organization_id=TENANTS[index])
+    slots = _slots(free, owners)
+    pools = _free_pools(slots)
+    total = sum(s.free for s in slots.values())
+    quick = _queued_candidates_fair(slots, pools)
+    assert quick.running is not None
+    ordered = sorted(pools, key=lambda p: (p[0], p[1], p[2], p[3] or 0))
+    full = _queued_candidates_lateral(ordered, total)
+    expected = _chosen(full, slots, quick.running)
+    assert expected
+    got = _chosen(quick.ids, slots, quick.running)
+    if len(got) < len(expected):
+        assert quick.truncated  # the pass picks again the long way
+    else:
+        assert got == expected
+
+
+def test_the_quick_pick_reads_the_heads_by_the_partial_index(queue):
+    """The heads walk one entry per (tenant, pool) of the partial index of queued rows."""
+    from apps.tasks.scheduling import _heads_sql
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE tasks_task")
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        cursor.execute("EXPLAIN " + _heads_sql())
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    queued_scans = [
+        line for line in plan.splitlines() if " Scan using " in line and "queue " not in line
+    ]
+    assert any("task_queued_fair" in s for s in queued_scans), plan
+    assert "Seq Scan on tasks_task" not in plan
