@@ -68,6 +68,11 @@ COOLDOWN_AFTER_FAILURES = 3
 COOLDOWN = timedelta(minutes=2)
 #: ``engine_state`` key counting submits the sweeper found interrupted by a dead worker.
 INTERRUPTED_SUBMITS = "interrupted_submits"
+#: Unknown submit outcomes (``SubmitOutcomeUnknown``) a task of an engine that can find its
+#: jobs may meet before it fails; the look-ups after them back off from ``TASK_POLL_INTERVAL``
+#: to ``MAX_UNKNOWN_OUTCOME_DELAY`` (about four minutes in all at the default interval).
+MAX_INTERRUPTED_SUBMITS = 12
+MAX_UNKNOWN_OUTCOME_DELAY = 30.0
 #: ``engine_state`` key counting consecutive poll steps that crashed (a bug, an answer nobody
 #: foresaw, storage refusing the result). Reset by a step that gets a normal answer.
 POLL_CRASHES = "poll_crashes"
@@ -551,8 +556,16 @@ def _requeue(task: Task, message: str) -> None:
 
 
 def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknown) -> None:
-    """The upstream may or may not have the job: look it up later, or give up without charge."""
-    if not engine.idempotent_submit or task.attempts + 1 >= MAX_START_ATTEMPTS:
+    """The upstream may or may not have the job: look it up later, or give up without charge.
+
+    An engine that can find its jobs says "unknown" while it can still learn the answer (the
+    discord engine waits up to two minutes for Discord's acknowledgement), so the look-ups
+    back off and have their own bound, ``MAX_INTERRUPTED_SUBMITS``, rather than the start
+    attempts' five: together they span those minutes. The start lease covers the wait, so
+    the sweeper does not re-send the start before the scheduled look-up is due.
+    """
+    interrupted = int((task.engine_state or {}).get(INTERRUPTED_SUBMITS, 0)) + 1
+    if not engine.idempotent_submit or interrupted >= MAX_INTERRUPTED_SUBMITS:
         task_fail(
             task_id=task.pk,
             reason=exc.message,
@@ -563,7 +576,10 @@ def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknow
         return
     now = _now()
     state = dict(task.engine_state or {})
-    state[INTERRUPTED_SUBMITS] = int(state.get(INTERRUPTED_SUBMITS, 0)) + 1
+    state[INTERRUPTED_SUBMITS] = interrupted
+    delay = min(
+        float(settings.TASK_POLL_INTERVAL) * 2 ** (interrupted - 1), MAX_UNKNOWN_OUTCOME_DELAY
+    )
     with transaction.atomic():
         moved = Task.objects.filter(
             pk=task.pk, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
@@ -571,11 +587,11 @@ def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknow
             submit_claimed_at=None,
             engine_state=state,
             attempts=F("attempts") + 1,
-            lease_expires_at=start_lease(now),
+            lease_expires_at=start_lease(now) + timedelta(seconds=delay),
             updated_at=now,
         )
         if moved:
-            enqueue_start(task.pk, countdown=settings.TASK_POLL_INTERVAL)
+            enqueue_start(task.pk, countdown=delay)
 
 
 def _claim(task: Task) -> Q:

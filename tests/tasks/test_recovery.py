@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.billing.selectors import balance_get
@@ -20,7 +21,9 @@ from apps.tasks.lifecycle import (
     COOLDOWN,
     COOLDOWN_AFTER_FAILURES,
     INTERRUPTED_SUBMITS,
+    MAX_INTERRUPTED_SUBMITS,
     MAX_START_ATTEMPTS,
+    MAX_UNKNOWN_OUTCOME_DELAY,
     task_poll,
     task_start,
 )
@@ -382,6 +385,32 @@ def test_an_unknown_submit_outcome_is_looked_up_before_submitting_again(
     assert task.status == Status.IN_PROGRESS
     assert scripted.submits == 1
     assert SandboxJob.objects.get(task_id=task.pk).submit_calls == 1
+
+
+def test_unknown_submit_outcomes_are_looked_up_with_back_off_past_the_start_attempts(
+    caller, sent, scripted, scripted_account
+):
+    """An engine that can find its jobs says "unknown" while the answer may still come (the
+    discord engine waits two minutes for an acknowledgement): the look-ups back off, the
+    start lease covers each wait (a sweep must not re-send the start early and burn the
+    look-ups), and they outlast the five start attempts before the task fails unpaid."""
+    unknown = SubmitOutcomeUnknown("The upstream did not answer in time.")
+    scripted.script = [unknown] * MAX_INTERRUPTED_SUBMITS
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
+    for n in range(1, MAX_INTERRUPTED_SUBMITS):
+        started = timezone.now()
+        task_start(task_id=task.pk)
+        task = Task.objects.get(pk=task.pk)
+        assert (task.status, task.engine_state) == (Status.SUBMITTED, {INTERRUPTED_SUBMITS: n})
+        wait = min(settings.TASK_POLL_INTERVAL * 2 ** (n - 1), MAX_UNKNOWN_OUTCOME_DELAY)
+        assert (task.lease_expires_at - started).total_seconds() >= wait
+    assert MAX_INTERRUPTED_SUBMITS - 1 > MAX_START_ATTEMPTS
+    task_start(task_id=task.pk)
+    task = Task.objects.get(pk=task.pk)
+    assert (task.status, task.fail_reason) == (Status.FAILURE, unknown.message)
+    assert scripted.submits == MAX_INTERRUPTED_SUBMITS
+    released(task)
 
 
 def test_an_unknown_submit_outcome_fails_when_the_upstream_cannot_find_jobs(
