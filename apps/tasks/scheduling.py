@@ -18,7 +18,7 @@ import logging
 import operator
 import secrets
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -547,14 +547,7 @@ def dispatch_pending(*, start_first: bool = False, account_id: int | None = None
         if fixed:
             running = rows.accounts_holding([a.pk for a in accounts])
         else:
-            running = dict(
-                Task.objects.filter(
-                    upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
-                )
-                .values_list("upstream_account")
-                .annotate(n=Count("pk"))
-                .values_list("upstream_account", "n")
-            )
+            running = _slots_held(accounts)
         slots = {
             a.pk: _Slot(
                 a,
@@ -713,6 +706,19 @@ def _assign(
 
 #: Passes one coalesced run makes at most before it hands over to a fresh message.
 MAX_COALESCED_PASSES = 50
+
+
+def _slots_held(accounts: Iterable[UpstreamAccount]) -> dict[int, int]:
+    """Tasks holding a slot of each of ``accounts`` (started, slot not freed yet), by id:
+    the ORM reading of ``rows.accounts_holding``."""
+    return dict(
+        Task.objects.filter(
+            upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
+        )
+        .values_list("upstream_account")
+        .annotate(n=Count("pk"))
+        .values_list("upstream_account", "n")
+    )
 
 
 def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> DispatchResult:
@@ -1146,14 +1152,7 @@ def account_pick_other(task: Task, *, exclude: int | None, now: datetime) -> Ups
         for a in candidates
         if upstream_account_usable(a, now=now, mode=task.mode) and _takes(a, task)
     ]
-    running = dict(
-        Task.objects.filter(
-            upstream_account__in=usable, status__in=ACTIVE_STATUSES, slot_freed_at=None
-        )
-        .values_list("upstream_account")
-        .annotate(n=Count("pk"))
-        .values_list("upstream_account", "n")
-    )
+    running = _slots_held(usable)
     free = [a for a in usable if running.get(a.pk, 0) < a.concurrency]
     if not free:
         raise Conflict(
@@ -1193,14 +1192,7 @@ def task_expected_to_start(*, task: Task) -> bool:
             accounts = [a for a in accounts if a.engine == parent.engine] or accounts
     if not accounts:
         return False
-    running = dict(
-        Task.objects.filter(
-            upstream_account__in=accounts, status__in=ACTIVE_STATUSES, slot_freed_at=None
-        )
-        .values_list("upstream_account")
-        .annotate(n=Count("pk"))
-        .values_list("upstream_account", "n")
-    )
+    running = _slots_held(accounts)
     free = sum(max(0, a.concurrency - running.get(a.pk, 0)) for a in accounts)
     ahead = Task.objects.filter(
         status=Status.NOT_START,
