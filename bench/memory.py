@@ -159,6 +159,10 @@ def main() -> int:
                         pss_mib(celery_main) + sum(pss_mib(pid) for pid in pool), 1
                     ),
                     "celery_processes": 1 + len(pool),
+                    "celery_rss_mib_each": {
+                        "parent": round(rss_mib(celery_main), 1),
+                        "children": [round(rss_mib(pid), 1) for pid in pool],
+                    },
                     "tasks_finished": finished,
                 }
             )

@@ -15,12 +15,20 @@ import binascii
 import hashlib
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.apps import apps
 from django.conf import settings
 from django.db import models
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
+
+# ``cryptography.fernet`` is imported where a value is encrypted or decrypted, not with this
+# module: loading its Rust extension maps about 10 MiB into a process, and the models that
+# declare encrypted columns are imported at boot by every process, many of which never decrypt
+# anything (a Celery worker's parent, whose pages every pool process then also maps; issue 15,
+# P6).
 
 
 def _derived_key(secret: str) -> bytes:
@@ -34,6 +42,8 @@ def configured_keys() -> list[str]:
 
 def key_errors() -> list[str]:
     """What is wrong with FIELD_ENCRYPTION_KEYS (for the system check), without the keys."""
+    from cryptography.fernet import Fernet
+
     errors = []
     for position, key in enumerate(configured_keys(), start=1):
         try:
@@ -55,6 +65,8 @@ def _keys() -> list[bytes]:
 
 
 def _fernets() -> list[Fernet]:
+    from cryptography.fernet import Fernet
+
     return [Fernet(key) for key in _keys()]
 
 
@@ -63,6 +75,8 @@ def encrypt_text(plaintext: str) -> str:
 
 
 def decrypt_text(token: str) -> str:
+    from cryptography.fernet import InvalidToken, MultiFernet
+
     try:
         return MultiFernet(_fernets()).decrypt(token.encode()).decode()
     except InvalidToken as exc:
@@ -71,6 +85,8 @@ def decrypt_text(token: str) -> str:
 
 def token_is_current(token: str) -> bool:
     """True when the token is encrypted with the key that encrypts now."""
+    from cryptography.fernet import InvalidToken
+
     try:
         _fernets()[0].decrypt(token.encode())
     except InvalidToken:
@@ -80,6 +96,8 @@ def token_is_current(token: str) -> bool:
 
 def token_reencrypt(token: str) -> str:
     """The same plaintext under the current key. ValueError when no key can read it."""
+    from cryptography.fernet import InvalidToken, MultiFernet
+
     try:
         return MultiFernet(_fernets()).rotate(token.encode()).decode()
     except InvalidToken as exc:
@@ -104,7 +122,12 @@ class EncryptedJSONField(models.TextField):
         return loaded
 
     def get_prep_value(self, value: Any) -> str:
-        return encrypt_text(json.dumps(value or {}, sort_keys=True))
+        # No secrets is stored as no token: there is nothing to hide (a token's length shows
+        # its plaintext's), and reading such a row then needs no key, no decryption and no
+        # ``cryptography`` in the process (a sandbox account is read at every dispatch).
+        if not value:
+            return ""
+        return encrypt_text(json.dumps(value, sort_keys=True))
 
 
 def encrypted_columns() -> Iterator[tuple[type[models.Model], models.Field[Any, Any]]]:

@@ -15,7 +15,7 @@ from apps.tasks.buttons import Button, friendly_name
 from apps.tasks.enums import Action, Status
 from apps.tasks.models import Task
 
-from ..common import (
+from ..task_fields import (
     epoch_ms,
     queue_estimate,
     result_image_url,

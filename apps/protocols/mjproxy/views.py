@@ -52,18 +52,16 @@ from ..common import (
     bool_field,
     caller_of,
     drf_error_response,
-    epoch_ms,
     json_object,
     logger,
     optional_text,
-    queue_estimates_prefetch,
     state_field,
-    stored_file_url,
     string_list,
     text_field,
     with_retry_after,
     with_tier_limit_hint,
 )
+from ..task_fields import epoch_ms, queue_estimates_prefetch, stored_file_url
 from .actions import CHANGE_ACTIONS, SIMPLE_CHANGE_LETTERS
 from .payloads import queued_task_json
 

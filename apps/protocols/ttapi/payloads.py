@@ -8,7 +8,7 @@ from apps.tasks.buttons import Button, buttons_of
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
 
-from ..common import (
+from ..task_fields import (
     epoch_ms,
     queue_estimate,
     result_image_url,

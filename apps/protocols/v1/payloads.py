@@ -8,7 +8,7 @@ from typing import Any
 from apps.tasks.buttons import Button, friendly_name
 from apps.tasks.models import Task
 
-from ..common import (
+from ..task_fields import (
     queue_estimate,
     result_image_url,
     result_split_urls,

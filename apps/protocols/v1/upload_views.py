@@ -17,7 +17,8 @@ from apps.core.fields import StrictFieldsMixin
 from apps.tasks.models import Protocol
 from apps.tasks.services.uploads import MAX_UPLOAD_IMAGES, images_upload
 
-from ..common import caller_of, stored_file_url
+from ..common import caller_of
+from ..task_fields import stored_file_url
 from .errors import NativeErrorsMixin
 from .views import IDEMPOTENCY_HEADER, _errors
 

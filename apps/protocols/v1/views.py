@@ -43,7 +43,8 @@ from apps.tasks.services.press import ModalInput, task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 from apps.tasks.services.video import task_submit_video
 
-from ..common import caller_of, queue_estimates_prefetch
+from ..common import caller_of
+from ..task_fields import queue_estimates_prefetch
 from ..ttapi.actions import ttapi_names
 from .errors import NativeErrorsMixin
 from .pagination import NewestFirstPagination
