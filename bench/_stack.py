@@ -103,7 +103,8 @@ def start_worker(
     command = [
         sys.executable,
         "-m",
-        "celery",
+        # Celery's command line without click-repl and pygments (config/celery_cli.py).
+        "config.celery_cli",
         "-A",
         "config",
         "worker",
@@ -143,7 +144,7 @@ def start_results_worker(
 def start_beat(env: dict[str, str]) -> subprocess.Popen[bytes]:
     schedule = _state["work"] / "celerybeat-schedule"
     command = [
-        *[sys.executable, "-m", "celery", "-A", "config", "beat"],
+        *[sys.executable, "-m", "config.celery_cli", "-A", "config", "beat"],
         *["--loglevel", "WARNING", "--schedule", str(schedule)],
     ]
     return _start("beat", command, env)

@@ -33,7 +33,8 @@ WEBHOOKS_QUEUE = os.environ.get("CELERY_WEBHOOKS_QUEUE") or "webhooks"
 #: The engine-jobs queue and its results queue (named as config/settings/base.py names them).
 TASKS_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE") or "mjgate"
 RESULTS_QUEUE = os.environ.get("CELERY_RESULTS_QUEUE") or f"{TASKS_QUEUE}-results"
-#: Gossip and mingle are of no use here, and kombu's reconnect defect lives in them.
+#: Gossip and mingle are of no use here, and kombu's reconnect defect lives in them. Celery
+#: runs through config/celery_cli.py: its command line without click-repl and pygments.
 WORKER_OPTIONS = ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
 
 PROCESSES = {
@@ -44,7 +45,7 @@ PROCESSES = {
     "worker": [
         PY,
         "-m",
-        "celery",
+        "config.celery_cli",
         "-A",
         "config",
         "worker",
@@ -60,7 +61,7 @@ PROCESSES = {
     "webhooks": [
         PY,
         "-m",
-        "celery",
+        "config.celery_cli",
         "-A",
         "config",
         "worker",
@@ -77,7 +78,7 @@ PROCESSES = {
     "beat": [
         PY,
         "-m",
-        "celery",
+        "config.celery_cli",
         "-A",
         "config",
         "beat",

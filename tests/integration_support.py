@@ -155,7 +155,7 @@ def start_worker(
     command = [
         sys.executable,
         "-m",
-        "celery",
+        "config.celery_cli",
         "-A",
         "config",
         "worker",

@@ -1,0 +1,121 @@
+"""What a Celery worker does not load at boot (issue 15, P6).
+
+A prefork worker's pool processes are forks of its parent: whatever the parent imported at
+boot is resident in each of them. These tests boot the worker's app in a fresh process the way
+``python -m config.celery_cli -A config worker`` does, up to the fork, and check that the
+modules taken out of a worker's boot stay out, so the saving cannot silently come back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from django.db import connection
+
+from apps.engines.models import UpstreamAccount
+from config.celery_cli import _repl_refused
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Modules no worker uses at boot, and what loading them cost in each worker process.
+NOT_AT_BOOT = {
+    # DRF (the API's parsers, serializers and, through its compat module, requests): ~4 MiB.
+    "rest_framework.serializers": "DRF",
+    "rest_framework.parsers": "DRF",
+    "requests": "DRF's compat module",
+    # cryptography's Rust extension: ~10 MiB mapped, loaded where a secret is encrypted or read.
+    "cryptography.fernet": "encrypted columns",
+    "cryptography.hazmat.bindings._rust": "encrypted columns",
+    # celery's command line: the amqp shell (~6 MiB) and coloured output (~1.5 MiB).
+    "click_repl._completer": "celery amqp repl",
+    "prompt_toolkit": "celery amqp repl",
+    "wcwidth": "celery amqp repl",
+    "pygments": "coloured CLI output",
+    # billiard's cffi route to prctl in every pool process: pycparser's tables, ~3 MiB each.
+    "pycparser": "billiard's pdeathsig through cffi",
+    "cffi.cparser": "billiard's pdeathsig through cffi",
+}
+
+#: Loaded by that same boot: without them the test would prove nothing.
+AT_BOOT = ("celery.bin.amqp", "celery.apps.worker", "apps.tasks.workers", "apps.webhooks.workers")
+
+BOOT = """
+import json, sys
+from config.celery_cli import leave_out_extras   # what `python -m config.celery_cli` runs first
+leave_out_extras()
+import celery.bin.celery                          # the command line, every subcommand
+from celery.apps.worker import Worker             # the worker command's module
+import celery.concurrency.prefork
+from config.celery import app
+app.loader.import_default_modules()               # django.setup() and every task module
+import celery.platforms, ctypes
+celery.platforms.set_pdeathsig("SIGKILL")         # what each pool process does first
+libc = ctypes.CDLL(None)
+signum = ctypes.c_int()
+libc.prctl(2, ctypes.byref(signum))               # PR_GET_PDEATHSIG
+loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+print(json.dumps({"modules": loaded, "pdeathsig": signum.value}))
+"""
+
+
+@pytest.fixture(scope="module")
+def booted() -> dict[str, object]:
+    completed = subprocess.run(
+        [sys.executable, "-c", BOOT],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded: dict[str, object] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_a_booted_worker_has_not_imported_what_it_does_not_use(booted):
+    modules = set(booted["modules"])  # type: ignore[call-overload]
+    assert [name for name in AT_BOOT if name not in modules] == []
+    loaded = {name: why for name, why in NOT_AT_BOOT.items() if name in modules}
+    assert loaded == {}
+
+
+def test_each_pool_process_still_dies_with_its_parent(booted):
+    """The parent-death signal is set (through ctypes), as celery asks of each pool process."""
+    assert booted["pdeathsig"] == signal.SIGKILL
+
+
+def test_the_amqp_shell_is_refused_with_where_to_find_it():
+    group = click.Group("amqp")
+    _repl_refused().register_repl(group)  # type: ignore[attr-defined]
+    result = CliRunner().invoke(group, ["repl"])
+    assert result.exit_code == 2
+    assert "run `celery -A config amqp repl`" in result.output
+
+
+def _raw_secrets(pk: int) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secrets FROM engines_upstreamaccount WHERE id = %s", [pk])
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db
+def test_no_secrets_are_stored_as_no_token_and_read_back_empty():
+    """An account without secrets needs no decryption (nor cryptography) to be read."""
+    bare = UpstreamAccount.objects.create(name="bare", engine="sandbox", modes=["FAST"])
+    keyed = UpstreamAccount.objects.create(
+        name="keyed", engine="sandbox", modes=["FAST"], secrets={"token": "s3cret"}
+    )
+    assert _raw_secrets(bare.pk) == ""
+    assert UpstreamAccount.objects.get(pk=bare.pk).secrets == {}
+    assert "s3cret" not in _raw_secrets(keyed.pk)
+    assert _raw_secrets(keyed.pk) != ""
+    assert UpstreamAccount.objects.get(pk=keyed.pk).secrets == {"token": "s3cret"}
