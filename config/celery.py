@@ -79,7 +79,7 @@ def _pdeathsig_through_ctypes() -> None:
             errno = ctypes.get_errno()
             raise OSError(errno, os.strerror(errno))
 
-    celery.platforms._set_pdeathsig = _set_pdeathsig  # type: ignore[attr-defined]
+    celery.platforms._set_pdeathsig = _set_pdeathsig
 
 
 _pdeathsig_through_ctypes()

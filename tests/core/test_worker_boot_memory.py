@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -67,7 +68,7 @@ print(json.dumps({"modules": loaded, "pdeathsig": signum.value}))
 
 
 @pytest.fixture(scope="module")
-def booted() -> dict[str, object]:
+def booted() -> dict[str, Any]:
     completed = subprocess.run(
         [sys.executable, "-c", BOOT],
         cwd=ROOT,
@@ -77,12 +78,12 @@ def booted() -> dict[str, object]:
         timeout=120,
         check=True,
     )
-    loaded: dict[str, object] = json.loads(completed.stdout.strip().splitlines()[-1])
+    loaded: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     return loaded
 
 
 def test_a_booted_worker_has_not_imported_what_it_does_not_use(booted):
-    modules = set(booted["modules"])  # type: ignore[call-overload]
+    modules = set(booted["modules"])
     assert [name for name in AT_BOOT if name not in modules] == []
     loaded = {name: why for name, why in NOT_AT_BOOT.items() if name in modules}
     assert loaded == {}
@@ -95,7 +96,7 @@ def test_each_pool_process_still_dies_with_its_parent(booted):
 
 def test_the_amqp_shell_is_refused_with_where_to_find_it():
     group = click.Group("amqp")
-    _repl_refused().register_repl(group)  # type: ignore[attr-defined]
+    _repl_refused().register_repl(group)
     result = CliRunner().invoke(group, ["repl"])
     assert result.exit_code == 2
     assert "run `celery -A config amqp repl`" in result.output
