@@ -526,10 +526,13 @@ def dispatch_pending(*, start_first: bool = False, account_id: int | None = None
         )
     if sandbox_wanted:
         sandbox_pool_ensure()
+    # A pass in a transaction of its own commits without waiting for the disk: what it writes
+    # (assignments, not yet submitted anywhere) is made again should PostgreSQL lose it.
+    own_transaction = not transaction.get_connection().in_atomic_block
     with transaction.atomic():
         enabled = set(enabled_pools)
         if fixed:
-            locked = rows.accounts_lock_free(account_id)
+            locked = rows.accounts_lock_free(account_id, relaxed=own_transaction)
         else:
             chosen_accounts = UpstreamAccount.objects.filter(is_enabled=True)
             if account_id is not None:
