@@ -18,6 +18,7 @@ import logging
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -206,9 +207,16 @@ def enqueue_start(task_id: str, *, countdown: float = 0) -> None:
     send_after_commit(START_JOB, task_id, countdown=countdown or None)
 
 
-def enqueue_poll(task_id: str, token: str, *, countdown: float | None = None) -> None:
+def enqueue_poll(
+    task_id: str, token: str, *, countdown: float | None = None, counted_from: float | None = None
+) -> None:
+    """``counted_from``: the ``time.monotonic()`` of the upstream's answer the countdown is
+    reckoned from (the writes and the commit after it do not delay the poll)."""
     delay = settings.TASK_POLL_INTERVAL if countdown is None else countdown
-    send_after_commit(POLL_JOB, task_id, token, countdown=delay)
+    if counted_from is None:
+        send_after_commit(POLL_JOB, task_id, token, countdown=delay)
+    else:
+        send_after_commit(POLL_JOB, task_id, token, countdown=delay, counted_from=counted_from)
 
 
 def enqueue_finish(task_id: str, token: str) -> None:
@@ -668,6 +676,7 @@ def task_start(*, task_id: str) -> None:
     job = job_for(task, account)
     try:
         submitted = _submit(engine, job)
+        answered = time.monotonic()  # the upstream's estimate runs from here
     except TemporaryEngineError as exc:
         _note_account_failure(account.pk, exc.message)
         if task.attempts + 1 >= MAX_START_ATTEMPTS:
@@ -738,7 +747,12 @@ def task_start(*, task_id: str) -> None:
                 task_changed(
                     task=fresh, event_type="task.updated", locked=True, endpoints_none=not endpoints
                 )
-                enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
+                enqueue_poll(
+                    task_id,
+                    token,
+                    countdown=poll_delay(submitted.eta_seconds),
+                    counted_from=answered,
+                )
         else:
             moved = bool(
                 Task.objects.filter(
@@ -763,7 +777,12 @@ def task_start(*, task_id: str) -> None:
                 task_changed(
                     task=Task.objects.get(pk=task_id), event_type="task.updated", locked=True
                 )
-                enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
+                enqueue_poll(
+                    task_id,
+                    token,
+                    countdown=poll_delay(submitted.eta_seconds),
+                    counted_from=answered,
+                )
     if not moved and _job_orphaned(task_id, account.pk):
         # Cancelled, failed or timed out while we were submitting, or moved to another account
         # by an operator: stop the upstream job. (A task the sweeper handed to another worker

@@ -44,7 +44,9 @@ def outbox(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     monkeypatch.setattr(
         lifecycle,
         "send_after_commit",
-        lambda name, *args, countdown=None, queue=None: calls.append((name, *args, countdown)),
+        lambda name, *args, countdown=None, queue=None, counted_from=None: calls.append(
+            (name, *args, countdown)
+        ),
     )
     monkeypatch.setattr(lifecycle, "send_now", lambda name, *a, **k: calls.append((name,)))
     return calls
@@ -293,3 +295,37 @@ def test_with_nothing_waiting_the_step_stores_the_result_without_a_message(calle
     scheduling.poll_step(task_id=task.pk, token=task.poll_token)
     assert Task.objects.get(pk=task.pk).status == Status.SUCCESS
     assert [m for m in outbox if m[0] == "tasks.finish_job"] == []
+
+
+def test_the_first_poll_is_reckoned_from_the_upstreams_answer(caller, clock, monkeypatch):
+    """Its countdown runs from the moment the upstream answered the submit (the writes and
+    the commit after that do not delay it)."""
+    import time
+
+    from django.db import transaction
+
+    sandbox_account(duration="0.5")
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()
+    anchors: list[tuple[str, float | None, float | None]] = []
+    monkeypatch.setattr(transaction, "on_commit", lambda func, using=None, robust=False: func())
+    monkeypatch.setattr(
+        lifecycle,
+        "send_after_commit",
+        lambda name, *args, countdown=None, counted_from=None, **_: anchors.append(
+            (name, countdown, counted_from)
+        ),
+    )
+    submitted_at: list[float] = []
+    real_submit = sandbox_engine.SandboxEngine.submit
+
+    def submit(self, job):
+        answer = real_submit(self, job)
+        submitted_at.append(time.monotonic())
+        return answer
+
+    monkeypatch.setattr(sandbox_engine.SandboxEngine, "submit", submit)
+    task_start(task_id=task.pk)
+    ((_, countdown, counted_from),) = [a for a in anchors if a[0] == "tasks.poll_job"]
+    assert countdown == pytest.approx(0.5 + POLL_ETA_SLACK)
+    assert counted_from is not None and 0 <= counted_from - submitted_at[0] < 0.05
