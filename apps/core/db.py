@@ -84,3 +84,35 @@ def prepared_cursor() -> Iterator[Any]:
     raw = ServerBindingCursor(psycopg_connection)  # type: ignore[call-arg]
     with connection._prepare_cursor(_Preparing(raw)) as cursor:  # type: ignore[attr-defined]
         yield cursor
+
+
+# --- relaxed commits ---------------------------------------------------------------------------
+#
+# A commit waits for its WAL record to reach the disk (``synchronous_commit``): 1-4 ms on this
+# kind of machine, far more than the statements of a dispatch step. A few transactions of the
+# slot cycle only keep books that the pipeline rebuilds if PostgreSQL itself crashed and lost
+# them (a slot marked free, an assignment to an account): for those the commit need not wait.
+# PostgreSQL stays consistent either way; such a commit is at most ``wal_writer_delay`` x 3 from
+# the disk, and the next ordinary commit (the claim before any upstream submit, which stays
+# synchronous) flushes it too, as the WAL is written in order. Never for money, a task's
+# acceptance, or a record that must outlive a crash once something outside saw it.
+#
+# The setting is local to the transaction and travels inside the statement (no extra round
+# trip): a statement that is its own transaction, or the first of a transaction the caller
+# opened itself. ``relaxed_commit_wanted`` says whether the caller's transaction is its own.
+
+#: Put before a statement (one with no WITH of its own) to relax its transaction's commit.
+RELAXED_COMMIT = (
+    "WITH relaxed_commit AS MATERIALIZED "
+    "(SELECT set_config('synchronous_commit', 'off', true) AS relaxed) "
+)
+#: ANDed into that statement's WHERE clause (it makes PostgreSQL evaluate the setting).
+RELAXED_COMMIT_CONDITION = "(SELECT relaxed FROM relaxed_commit) IS NOT NULL"
+
+
+def relaxed_commit_wanted(*, outermost: bool) -> bool:
+    """Whether a statement may relax its transaction's commit: on PostgreSQL, when the
+    transaction is the caller's own (``outermost``: the caller's ``atomic`` block is the
+    outermost one, or the statement runs on its own in autocommit), never inside a transaction
+    somebody else opened (it would relax their commit too)."""
+    return connection.vendor == "postgresql" and outermost

@@ -86,8 +86,20 @@ def send_after_commit(
     countdown: float | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    counted_from: float | None = None,
 ) -> None:
-    """Send Celery task ``name`` with ``args`` once the current transaction commits."""
-    transaction.on_commit(
-        lambda: send_now(name, *args, countdown=countdown, queue=queue, priority=priority)
-    )
+    """Send Celery task ``name`` with ``args`` once the current transaction commits.
+
+    ``counted_from``: the ``time.monotonic()`` the ``countdown`` runs from (when what it
+    counts down to was learnt), so the time until the commit is not added to it."""
+    if counted_from is None:
+        transaction.on_commit(
+            lambda: send_now(name, *args, countdown=countdown, queue=queue, priority=priority)
+        )
+        return
+
+    def send() -> None:
+        left = max(0.0, (countdown or 0.0) - (time.monotonic() - counted_from))
+        send_now(name, *args, countdown=left, queue=queue, priority=priority)
+
+    transaction.on_commit(send)

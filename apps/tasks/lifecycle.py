@@ -18,10 +18,11 @@ import logging
 import secrets
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
@@ -184,18 +185,6 @@ def dispatch_keys() -> tuple[str, str, str]:
     return f"{prefix}:queued", f"{prefix}:again", f"{prefix}:running"
 
 
-def dispatch_note() -> None:
-    """Note that a pass is wanted, for a caller that runs the dispatcher itself right after
-    (no message): a dispatcher already running passes once more."""
-    client = dispatch_redis()
-    if client is None:
-        return
-    try:
-        client.set(dispatch_keys()[1], 1, ex=DISPATCH_RUNNING_TTL)
-    except redis.RedisError:
-        logger.warning("dispatch flags unreadable", exc_info=True)
-
-
 def dispatch_request() -> bool:
     """Note that a dispatch pass is wanted. True when a message must be sent (none is queued,
     or the flags cannot be read: a message too many beats a kick lost)."""
@@ -218,9 +207,16 @@ def enqueue_start(task_id: str, *, countdown: float = 0) -> None:
     send_after_commit(START_JOB, task_id, countdown=countdown or None)
 
 
-def enqueue_poll(task_id: str, token: str, *, countdown: float | None = None) -> None:
+def enqueue_poll(
+    task_id: str, token: str, *, countdown: float | None = None, counted_from: float | None = None
+) -> None:
+    """``counted_from``: the ``time.monotonic()`` of the upstream's answer the countdown is
+    reckoned from (the writes and the commit after it do not delay the poll)."""
     delay = settings.TASK_POLL_INTERVAL if countdown is None else countdown
-    send_after_commit(POLL_JOB, task_id, token, countdown=delay)
+    if counted_from is None:
+        send_after_commit(POLL_JOB, task_id, token, countdown=delay)
+    else:
+        send_after_commit(POLL_JOB, task_id, token, countdown=delay, counted_from=counted_from)
 
 
 def enqueue_finish(task_id: str, token: str) -> None:
@@ -231,8 +227,11 @@ def enqueue_finish(task_id: str, token: str) -> None:
 
 #: Shortest wait before a poll the upstream's estimate says is due (a clock a little off must
 #: not turn into a busy loop), and what is added to the estimate so the job is done by then.
+#: The poll message leaves after the upstream answered, so it comes due after the estimate
+#: even with no slack; the few milliseconds only cover a clock step. Every millisecond added
+#: here is a millisecond each slot idles per job (issue 15, P2).
 MIN_POLL_DELAY = 0.05
-POLL_ETA_SLACK = 0.02
+POLL_ETA_SLACK = 0.003
 
 
 def poll_delay(eta_seconds: float | None) -> float:
@@ -677,6 +676,7 @@ def task_start(*, task_id: str) -> None:
     job = job_for(task, account)
     try:
         submitted = _submit(engine, job)
+        answered = time.monotonic()  # the upstream's estimate runs from here
     except TemporaryEngineError as exc:
         _note_account_failure(account.pk, exc.message)
         if task.attempts + 1 >= MAX_START_ATTEMPTS:
@@ -747,7 +747,12 @@ def task_start(*, task_id: str) -> None:
                 task_changed(
                     task=fresh, event_type="task.updated", locked=True, endpoints_none=not endpoints
                 )
-                enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
+                enqueue_poll(
+                    task_id,
+                    token,
+                    countdown=poll_delay(submitted.eta_seconds),
+                    counted_from=answered,
+                )
         else:
             moved = bool(
                 Task.objects.filter(
@@ -772,7 +777,12 @@ def task_start(*, task_id: str) -> None:
                 task_changed(
                     task=Task.objects.get(pk=task_id), event_type="task.updated", locked=True
                 )
-                enqueue_poll(task_id, token, countdown=poll_delay(submitted.eta_seconds))
+                enqueue_poll(
+                    task_id,
+                    token,
+                    countdown=poll_delay(submitted.eta_seconds),
+                    counted_from=answered,
+                )
     if not moved and _job_orphaned(task_id, account.pk):
         # Cancelled, failed or timed out while we were submitting, or moved to another account
         # by an operator: stop the upstream job. (A task the sweeper handed to another worker
@@ -803,15 +813,27 @@ def _job_orphaned(task_id: str, account_id: int) -> bool:
     return current["status"] in TERMINAL_STATUSES or current["upstream_account_id"] != account_id
 
 
-def task_poll(*, task_id: str, token: str) -> int | None:
+class SlotFreed(NamedTuple):
+    """A poll step found its job done and freed the account's slot."""
+
+    account_id: int
+    #: The result is still to be made and stored: the caller, once it has handed the slot on,
+    #: sends ``enqueue_finish`` or makes it itself (``task_finish``). Should it die first, the
+    #: finish lease runs out and the sweeper restarts the poll chain, which asks again.
+    finish_pending: bool
+
+
+def task_poll(*, task_id: str, token: str, defer_finish: bool = False) -> SlotFreed | None:
     """One poll step: progress, result or failure. Re-schedules itself while running.
 
     Whatever the step concludes applies only while ``token`` is still the task's poll chain
     (compare-and-set on it): a step that was already talking to the upstream when an operator
     moved the task to another account, or a newer chain took over, changes nothing.
 
-    The account's id when this step found the job done and freed its slot (else None): the
+    A :class:`SlotFreed` when this step found the job done and freed its slot (else None): the
     caller (the poll message's worker, free at this very moment) then fills that slot itself.
+    ``defer_finish``: the caller has the result made once it has done so (``finish_pending``);
+    otherwise the results queue is asked here.
     """
     if rows.fixed_sql():
         task = rows.task_for_step(task_id)
@@ -858,10 +880,13 @@ def task_poll(*, task_id: str, token: str) -> int | None:
             if not finishing and not freed:
                 return None  # finished, cancelled or superseded meanwhile
             if outcome.result_pending:
+                if freed and defer_finish:
+                    # The caller hands the slot on first, then has the result made.
+                    return SlotFreed(account.pk, finish_pending=True)
                 enqueue_finish(task_id, token)  # made and stored on the results queue
             else:
                 task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
-            return account.pk if freed else None
+            return SlotFreed(account.pk, finish_pending=False) if freed else None
     except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
         # A poll changes nothing upstream: an unanswered one is simply asked again.
         _note_account_failure(account.pk, exc.message)
@@ -932,10 +957,9 @@ def _slot_release(task_id: str, token: str) -> bool:
                     slot_freed_at__isnull=True,
                 ).update(slot_freed_at=now, lease_expires_at=finish_lease(now), updated_at=now)
             )
-    if moved:
-        # The worker that ran this step runs the dispatcher next (``workers.poll_job``); the
-        # note makes a dispatcher already running pass once more should it be busy.
-        transaction.on_commit(dispatch_note)
+    # No dispatch note here: the worker that ran this step runs the dispatcher next
+    # (``scheduling.poll_step``), and a pass already running that holds this account is told
+    # to pass once more when that worker finds it there.
     return bool(moved)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from django.db import connection, models
 
+from apps.core.db import RELAXED_COMMIT, RELAXED_COMMIT_CONDITION, relaxed_commit_wanted
 from apps.engines.models import UpstreamAccount
 from apps.webhooks.models import WebhookEndpoint
 
@@ -189,11 +190,13 @@ def _build_running(seed: bool) -> str:
     )
 
 
-def _build_release() -> str:
+def _build_release(relaxed: bool = False) -> str:
+    head = RELAXED_COMMIT if relaxed else ""
+    tail = f" AND {RELAXED_COMMIT_CONDITION}" if relaxed else ""
     return (
-        f"UPDATE {tasks_table()} SET slot_freed_at = %s, lease_expires_at = %s, "  # noqa: S608
+        f"{head}UPDATE {tasks_table()} SET slot_freed_at = %s, lease_expires_at = %s, "  # noqa: S608
         "updated_at = %s WHERE id = %s AND status = 'IN_PROGRESS' AND poll_token = %s "
-        "AND slot_freed_at IS NULL"
+        f"AND slot_freed_at IS NULL{tail}"
     )
 
 
@@ -209,11 +212,14 @@ def _build_enabled() -> str:
     )
 
 
-def _build_lock_accounts(one: bool = False) -> str:
-    # The enabled accounts no other pass holds (or the one given), locked.
+def _build_lock_accounts(one: bool = False, relaxed: bool = False) -> str:
+    # The enabled accounts no other pass holds (or the one given), locked; ``relaxed``: the
+    # pass's commit does not wait for the disk (apps/core/db.py, "relaxed commits").
+    head = RELAXED_COMMIT if relaxed else ""
+    condition = f"AND {RELAXED_COMMIT_CONDITION} " if relaxed else ""
     return (
-        f"SELECT {ACCOUNT_CHOOSING.columns('a')} FROM {accounts_table()} a "  # noqa: S608
-        f"WHERE a.is_enabled {'AND a.id = %s ' if one else ''}"
+        f"{head}SELECT {ACCOUNT_CHOOSING.columns('a')} FROM {accounts_table()} a "  # noqa: S608
+        f"WHERE a.is_enabled {'AND a.id = %s ' if one else ''}{condition}"
         "ORDER BY a.id FOR UPDATE OF a SKIP LOCKED"
     )
 
@@ -256,9 +262,12 @@ _BUILDERS = {
     "running": lambda: _build_running(False),
     "running_seed": lambda: _build_running(True),
     "release": _build_release,
+    "release_relaxed": lambda: _build_release(relaxed=True),
     "enabled": _build_enabled,
     "lock_accounts": _build_lock_accounts,
     "lock_account": lambda: _build_lock_accounts(one=True),
+    "lock_accounts_relaxed": lambda: _build_lock_accounts(relaxed=True),
+    "lock_account_relaxed": lambda: _build_lock_accounts(one=True, relaxed=True),
     "holding": _build_holding,
     "lock_queued": _build_lock_queued,
     "assign": _build_assign,
@@ -326,9 +335,15 @@ def task_mark_running(
 
 
 def task_release_slot(task_id: str, token: str, *, now: Any, lease: Any) -> bool:
-    """The compare-and-set that frees a finished job's slot (``lifecycle._slot_release``)."""
+    """The compare-and-set that frees a finished job's slot (``lifecycle._slot_release``).
+
+    Its own transaction, committed without waiting for the disk (a crash of PostgreSQL that
+    lost it leaves the slot held until the sweeper polls the job again)."""
+    relaxed = relaxed_commit_wanted(outermost=not connection.in_atomic_block)
     with connection.cursor() as cursor:
-        cursor.execute(_sql("release"), [now, lease, now, task_id, token])
+        cursor.execute(
+            _sql("release_relaxed" if relaxed else "release"), [now, lease, now, task_id, token]
+        )
         return cursor.rowcount > 0
 
 
@@ -342,14 +357,20 @@ def accounts_enabled() -> tuple[dict[int, bool], bool]:
     return enabled, len(enabled) < len(found)
 
 
-def accounts_lock_free(account_id: int | None = None) -> list[UpstreamAccount]:
+def accounts_lock_free(
+    account_id: int | None = None, *, relaxed: bool = False
+) -> list[UpstreamAccount]:
     """The enabled accounts no other dispatcher holds (only ``account_id``, if given), locked
-    (``SKIP LOCKED``), by id, with what choosing a slot reads of them."""
+    (``SKIP LOCKED``), by id, with what choosing a slot reads of them. ``relaxed``: the first
+    statement of a pass in a transaction of its own, whose commit then does not wait for the
+    disk (an assignment lost with a crash of PostgreSQL is made again; no upstream saw it)."""
+    relaxed = relaxed and relaxed_commit_wanted(outermost=True)
+    suffix = "_relaxed" if relaxed else ""
     with connection.cursor() as cursor:
         if account_id is None:
-            cursor.execute(_sql("lock_accounts"))
+            cursor.execute(_sql("lock_accounts" + suffix))
         else:
-            cursor.execute(_sql("lock_account"), [account_id])
+            cursor.execute(_sql("lock_account" + suffix), [account_id])
         found = cursor.fetchall()
     accounts = []
     for row in found:

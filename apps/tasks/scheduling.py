@@ -66,6 +66,7 @@ from .lifecycle import (
     dispatch_keys,
     dispatch_redis,
     engine_named,
+    enqueue_finish,
     enqueue_poll,
     enqueue_start,
     poll_lease,
@@ -525,10 +526,13 @@ def dispatch_pending(*, start_first: bool = False, account_id: int | None = None
         )
     if sandbox_wanted:
         sandbox_pool_ensure()
+    # A pass in a transaction of its own commits without waiting for the disk: what it writes
+    # (assignments, not yet submitted anywhere) is made again should PostgreSQL lose it.
+    own_transaction = not transaction.get_connection().in_atomic_block
     with transaction.atomic():
         enabled = set(enabled_pools)
         if fixed:
-            locked = rows.accounts_lock_free(account_id)
+            locked = rows.accounts_lock_free(account_id, relaxed=own_transaction)
         else:
             chosen_accounts = UpstreamAccount.objects.filter(is_enabled=True)
             if account_id is not None:
@@ -773,12 +777,15 @@ def dispatch_run(*, took_message: bool = True, start_first: bool = False) -> Dis
 # The coalescing flags' two steps as Redis scripts: one round trip each, and atomic, so no
 # kick falls between looking at ``again`` and letting go of ``running``.
 #: Take the dispatcher: KEYS queued, again, running; ARGV owner, ttl, took_message.
+#: A caller that finds another pass running leaves ``again`` set for it (the kick that sent a
+#: message set it already; a worker that freed a slot and runs no message sets it here).
 _ACQUIRE = """
 if ARGV[3] == '1' then redis.call('del', KEYS[1]) end
 if redis.call('set', KEYS[3], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
     redis.call('del', KEYS[2])
     return 1
 end
+redis.call('set', KEYS[2], 1, 'EX', tonumber(ARGV[2]))
 return 0
 """
 #: After a pass: KEYS again, running; ARGV owner, ttl. 1 (and ``again`` cleared, ``running``
@@ -813,12 +820,27 @@ def poll_step(*, task_id: str, token: str) -> None:
     The process that freed the slot is free itself at that moment: it runs the dispatcher
     rather than send a message for another process to pick up, and submits the first task
     the pass assigned (no start message is sent for that one), so the slot goes from freed to
-    the next submit without a hop. When nothing was waiting for the slot, it also makes and
-    stores the result here and now instead of behind the results queue (whose message, also
-    sent, then finds the task finished).
+    the next submit without a hop; only then does it ask the results queue to make and store
+    the result. When nothing was waiting for the slot, it makes and stores the result here and
+    now instead (no message: should it die first, the finish lease runs out and the sweeper
+    restarts the poll chain).
     """
-    freed = task_poll(task_id=task_id, token=token)
-    if freed is not None and not _hand_on_slot(freed):
+    freed = task_poll(task_id=task_id, token=token, defer_finish=True)
+    if freed is None:
+        return
+    try:
+        handed_on = _hand_on_slot(freed.account_id)
+    except BaseException:
+        if freed.finish_pending:
+            enqueue_finish(task_id, token)
+        raise
+    if not freed.finish_pending:
+        return  # the result was stored in the poll step already
+    if handed_on:
+        # Only now: the next task's submit went first (this message's publish is not on the
+        # slot's way from freed to busy again).
+        enqueue_finish(task_id, token)
+    else:
         task_finish(task_id=task_id, token=token)
 
 

@@ -84,6 +84,26 @@ def test_a_dispatcher_finding_another_running_leaves_the_request_to_it(
     assert coalescing.exists(again) == 0
 
 
+def test_a_worker_that_freed_a_slot_leaves_a_busy_dispatcher_one_more_pass(
+    coalescing, monkeypatch: pytest.MonkeyPatch
+):
+    """The worker that freed a slot runs the dispatcher without a message (and no kick set
+    ``again`` for it): finding another pass running, it asks that one to pass once more,
+    which then sees the freed slot."""
+    passes: list[int] = []
+    monkeypatch.setattr(
+        scheduling,
+        "dispatch_pending",
+        lambda **_: passes.append(1) or scheduling.DispatchResult([]),
+    )
+    _, again, running = dispatch_keys()
+    coalescing.set(running, "someone-else", ex=60)
+    assert coalescing.exists(again) == 0
+    result = dispatch_run(took_message=False, start_first=True)
+    assert (result.assigned, result.deferred, passes) == ([], True, [])
+    assert coalescing.exists(again) == 1
+
+
 def test_a_kick_during_a_pass_makes_one_more_pass(coalescing, monkeypatch: pytest.MonkeyPatch):
     passes: list[int] = []
 

@@ -44,7 +44,9 @@ def outbox(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     monkeypatch.setattr(
         lifecycle,
         "send_after_commit",
-        lambda name, *args, countdown=None, queue=None: calls.append((name, *args, countdown)),
+        lambda name, *args, countdown=None, queue=None, counted_from=None: calls.append(
+            (name, *args, countdown)
+        ),
     )
     monkeypatch.setattr(lifecycle, "send_now", lambda name, *a, **k: calls.append((name,)))
     return calls
@@ -233,3 +235,97 @@ def test_a_worker_that_left_the_dispatch_to_another_leaves_the_result_to_the_que
     task = Task.objects.get(pk=task.pk)
     assert (task.status, task.slot_freed_at) == (Status.IN_PROGRESS, clock.now)
     assert ("finish", task.pk, task.poll_token) in sent
+
+
+def test_the_next_task_is_submitted_before_the_results_queue_is_asked(caller, clock, monkeypatch):
+    """From the slot's point of view the finishing message's publish is dead time: the step
+    submits the next task upstream first, then asks for the result."""
+    from django.db import transaction
+
+    from apps.engines.models import SandboxJob
+    from apps.tasks import scheduling
+
+    sandbox_account(concurrency=1, duration="1")
+    first = started(caller)
+    second = task_submit(caller=caller, action=Action.IMAGINE, prompt="a blue fox").task
+    assert dispatch_pending().assigned == []
+
+    order: list[tuple[str, bool]] = []
+    monkeypatch.setattr(transaction, "on_commit", lambda func, using=None, robust=False: func())
+
+    def record(name: str, *args: Any, **options: Any) -> None:
+        order.append((name, SandboxJob.objects.filter(task_id=second.pk).exists()))
+
+    monkeypatch.setattr(lifecycle, "send_after_commit", record)
+    monkeypatch.setattr(lifecycle, "send_now", record)
+    monkeypatch.setattr(scheduling, "send_now", record)
+    clock.advance(seconds=1)
+    scheduling.poll_step(task_id=first.pk, token=first.poll_token)
+
+    assert Task.objects.get(pk=second.pk).status == Status.IN_PROGRESS
+    finishes = [upstream_job for name, upstream_job in order if name == "tasks.finish_job"]
+    assert finishes == [True]  # one finishing message, sent once the next job existed
+
+
+def test_a_hand_on_that_crashes_still_asks_for_the_result(caller, clock, outbox, monkeypatch):
+    from apps.tasks import scheduling
+
+    def crash(account_id: int) -> bool:
+        raise RuntimeError("the dispatcher broke")
+
+    monkeypatch.setattr(scheduling, "_hand_on_slot", crash)
+    sandbox_account(duration="1")
+    task = started(caller)
+    clock.advance(seconds=1)
+    outbox.clear()
+    with pytest.raises(RuntimeError):
+        scheduling.poll_step(task_id=task.pk, token=task.poll_token)
+    task = Task.objects.get(pk=task.pk)
+    assert task.slot_freed_at == clock.now
+    assert ("tasks.finish_job", task.pk, task.poll_token, None) in outbox
+
+
+def test_with_nothing_waiting_the_step_stores_the_result_without_a_message(caller, clock, outbox):
+    from apps.tasks import scheduling
+
+    sandbox_account(duration="1")
+    task = started(caller)
+    clock.advance(seconds=1)
+    outbox.clear()
+    scheduling.poll_step(task_id=task.pk, token=task.poll_token)
+    assert Task.objects.get(pk=task.pk).status == Status.SUCCESS
+    assert [m for m in outbox if m[0] == "tasks.finish_job"] == []
+
+
+def test_the_first_poll_is_reckoned_from_the_upstreams_answer(caller, clock, monkeypatch):
+    """Its countdown runs from the moment the upstream answered the submit (the writes and
+    the commit after that do not delay it)."""
+    import time
+
+    from django.db import transaction
+
+    sandbox_account(duration="0.5")
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()
+    anchors: list[tuple[str, float | None, float | None]] = []
+    monkeypatch.setattr(transaction, "on_commit", lambda func, using=None, robust=False: func())
+    monkeypatch.setattr(
+        lifecycle,
+        "send_after_commit",
+        lambda name, *args, countdown=None, counted_from=None, **_: anchors.append(
+            (name, countdown, counted_from)
+        ),
+    )
+    submitted_at: list[float] = []
+    real_submit = sandbox_engine.SandboxEngine.submit
+
+    def submit(self, job):
+        answer = real_submit(self, job)
+        submitted_at.append(time.monotonic())
+        return answer
+
+    monkeypatch.setattr(sandbox_engine.SandboxEngine, "submit", submit)
+    task_start(task_id=task.pk)
+    ((_, countdown, counted_from),) = [a for a in anchors if a[0] == "tasks.poll_job"]
+    assert countdown == pytest.approx(0.5 + POLL_ETA_SLACK)
+    assert counted_from is not None and 0 <= counted_from - submitted_at[0] < 0.05

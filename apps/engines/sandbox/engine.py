@@ -16,6 +16,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.core.db import RELAXED_COMMIT, RELAXED_COMMIT_CONDITION, relaxed_commit_wanted
 from apps.engines.base import (
     Engine,
     Job,
@@ -198,13 +199,20 @@ def _insert_live(record: SandboxJob) -> bool:
         quote = connection.ops.quote_name
         columns = ", ".join(quote(str(f.column)) for f in fields)
         table = quote(SandboxJob._meta.db_table)
+        values = ", ".join(["%s"] * len(fields))
+        conflict = "ON CONFLICT (account_id, task_id) WHERE NOT cancelled DO NOTHING"
+        _INSERT_SQL.append(f"INSERT INTO {table} ({columns}) VALUES ({values}) {conflict}")  # noqa: S608
+        # The sandbox is an upstream of its own: on its own (no transaction of ours around
+        # it) its record's commit does not wait for the disk, as ours do not wait for a real
+        # upstream's (apps/core/db.py, "relaxed commits").
         _INSERT_SQL.append(
-            f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "  # noqa: S608
-            "ON CONFLICT (account_id, task_id) WHERE NOT cancelled DO NOTHING"
+            f"{RELAXED_COMMIT}INSERT INTO {table} ({columns}) SELECT {values} "
+            f"WHERE {RELAXED_COMMIT_CONDITION} {conflict}"
         )
+    relaxed = relaxed_commit_wanted(outermost=not connection.in_atomic_block)
     with connection.cursor() as cursor:
         cursor.execute(
-            _INSERT_SQL[0],
+            _INSERT_SQL[1 if relaxed else 0],
             [f.get_db_prep_save(f.pre_save(record, True), connection) for f in fields],
         )
         inserted = cursor.rowcount > 0
