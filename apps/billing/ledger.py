@@ -40,6 +40,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.accounts.models import Organization
+from apps.core.db import prepared_cursor
 from apps.core.errors import InsufficientBalance, ValidationFailed
 
 from .events import balance_changed
@@ -383,8 +384,9 @@ def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
     the organization's row lock (``accept`` takes it), so the lock order stays the documented
     one: organization, then balance.
 
-    On PostgreSQL the hold is one statement: a conditional ``UPDATE … RETURNING`` of the
-    balance (enough available, no hold of this task yet) feeding the ledger row's ``INSERT``.
+    On PostgreSQL the hold is one prepared statement (``apps.core.db.prepared_cursor``): a
+    conditional ``UPDATE … RETURNING`` of the balance (enough available, no hold of this task
+    yet) feeding the ledger row's ``INSERT``.
     When it moves nothing (no balance row yet, too little available, or a hold already made)
     the general path locks, looks and answers exactly: the earlier entry, or
     ``InsufficientBalance`` with the figures.
@@ -397,7 +399,8 @@ def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
     key = task_hold_key(task.pk)
     if connection.vendor == "postgresql" and connection.in_atomic_block:
         now = timezone.now()
-        with connection.cursor() as cursor:
+        # Prepared on the connection (``apps.core.db``): each later hold only executes the plan.
+        with prepared_cursor() as cursor:
             cursor.execute(
                 _HOLD_SQL,
                 {

@@ -196,6 +196,24 @@ def dispatch_note() -> None:
         logger.warning("dispatch flags unreadable", exc_info=True)
 
 
+#: A kick as one Redis command (a script, run by its SHA): KEYS again, queued; ARGV their TTLs.
+#: Sets ``again``, and ``queued`` unless it is set; 1 when it set ``queued`` (send a message).
+#: A pipeline of the two SETs costs the request about twice the client CPU of one command.
+_KICK = """
+redis.call('set', KEYS[1], 1, 'EX', tonumber(ARGV[1]))
+if redis.call('set', KEYS[2], 1, 'NX', 'EX', tonumber(ARGV[2])) then return 1 end
+return 0
+"""
+_kick_scripts: dict[int, Any] = {}
+
+
+def _kick_script(client: Any) -> Any:
+    script = _kick_scripts.get(id(client))
+    if script is None:
+        script = _kick_scripts[id(client)] = client.register_script(_KICK)
+    return script
+
+
 def dispatch_request() -> bool:
     """Note that a dispatch pass is wanted. True when a message must be sent (none is queued,
     or the flags cannot be read: a message too many beats a kick lost)."""
@@ -204,10 +222,11 @@ def dispatch_request() -> bool:
         return True
     queued, again, _ = dispatch_keys()
     try:
-        pipe = client.pipeline(transaction=False)
-        pipe.set(again, 1, ex=DISPATCH_RUNNING_TTL)
-        pipe.set(queued, 1, nx=True, ex=DISPATCH_QUEUED_TTL)
-        return bool(pipe.execute()[1])
+        return bool(
+            _kick_script(client)(
+                keys=[again, queued], args=[DISPATCH_RUNNING_TTL, DISPATCH_QUEUED_TTL]
+            )
+        )
     except redis.RedisError:
         logger.warning("dispatch flags unreadable; sending the message", exc_info=True)
         return True

@@ -124,3 +124,26 @@ def test_a_run_without_a_message_leaves_the_message_on_its_way_marked(coalescing
     assert dispatch_request() is True
     dispatch_run(took_message=False)
     assert dispatch_request() is False
+
+
+def test_a_kick_is_one_redis_command_setting_both_flags_with_their_ttls(
+    coalescing, monkeypatch: pytest.MonkeyPatch
+):
+    """The submit's kick costs one Redis round trip (a script), not a pipeline of two SETs."""
+    import redis.client
+
+    calls: list[Any] = []
+    original = redis.client.Redis.execute_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Redis, "execute_command", counted)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", lambda *a, **k: pytest.fail("pipeline"))
+    queued, again, _ = dispatch_keys()
+    assert dispatch_request() is True
+    assert dispatch_request() is False
+    assert calls in (["EVALSHA", "EVALSHA"], ["EVALSHA", "SCRIPT LOAD", "EVALSHA", "EVALSHA"])
+    assert 0 < coalescing.ttl(queued) <= lifecycle.DISPATCH_QUEUED_TTL
+    assert lifecycle.DISPATCH_QUEUED_TTL < coalescing.ttl(again) <= lifecycle.DISPATCH_RUNNING_TTL
