@@ -75,7 +75,7 @@ def test_the_hold_is_prepared_once_per_connection_and_reused() -> None:
             cursor.execute(
                 "SELECT generic_plans + custom_plans FROM pg_prepared_statements"
                 " WHERE statement LIKE %s",
-                ["%INSERT INTO billing_ledgerentry%FROM moved%"],
+                ["SELECT hold_id%FROM ledger_task_hold(%"],
             )
             return [row[0] for row in cursor.fetchall()]
 
