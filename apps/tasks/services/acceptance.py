@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
 from django.utils import timezone
 
 from apps.accounts.models import MembershipTier, Organization
@@ -264,13 +264,16 @@ def _insert(task: Task) -> None:
     task._state.db = connection.alias
 
 
-def _row_values(task: Task) -> list[Any]:
+def _row_values(task: Task, *, as_json: bool = False) -> list[Any]:
     """The INSERT's values of ``task``, in ``_insert_sql``'s column order.
 
     A plain value (``str`` or a text choice, ``int``, ``bool``, None) of a field whose
     preparation returns it unchanged goes as it is; every other value (JSON, times, the
-    ``auto_now`` stamps) through its field's own preparation."""
+    ``auto_now`` stamps) through its field's own preparation. ``as_json``: as
+    ``jsonb_populate_record`` reads each into its column (times as ISO text, JSON as itself).
+    """
     _, fields, plain = _insert_sql()
+    db = connections[DEFAULT_DB_ALIAS]  # the connection itself: no proxy per attribute read
     values = []
     attributes = task.__dict__
     for field, (attname, plain_type) in zip(fields, plain, strict=True):
@@ -281,28 +284,26 @@ def _row_values(task: Task) -> list[Any]:
             or (plain_type is str and isinstance(value, str))  # TextChoices: CharField keeps it
         ):
             values.append(value)
-        else:
-            values.append(field.get_db_prep_save(field.pre_save(task, True), connection))
+            continue
+        value = field.get_db_prep_save(field.pre_save(task, True), db)
+        if as_json:
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(field, models.JSONField):
+                value = getattr(value, "obj", value)  # psycopg's Jsonb wrapper: the value itself
+        values.append(value)
     return values
-
-
-def _json_value(field: Any, value: Any) -> Any:
-    """A prepared value as ``jsonb_populate_record`` reads it into the field's column."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(field, models.JSONField):
-        return getattr(value, "obj", value)  # psycopg's Jsonb wrapper: the value itself
-    return value
 
 
 def _row_json(task: Task) -> str:
     """``task``'s row as a JSON object of column → value, every concrete column."""
-    _, fields, _ = _insert_sql()
-    row = {
-        str(field.column): _json_value(field, value)
-        for field, value in zip(fields, _row_values(task), strict=True)
-    }
+    row = dict(zip(_columns(), _row_values(task, as_json=True), strict=True))
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+@functools.cache
+def _columns() -> tuple[str, ...]:
+    return tuple(str(field.column) for field in _insert_sql()[1])
 
 
 #: The submit's acceptance in one statement (migration ``tasks.0018``): lock, tier limit,
