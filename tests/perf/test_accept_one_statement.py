@@ -170,3 +170,31 @@ def test_a_test_key_holds_nothing_in_one_statement(
     assert paths == ["alone"]
     assert Task.objects.get(pk=outcome.task.pk).is_test
     assert not LedgerEntry.objects.exists()
+
+
+def test_a_hold_crossing_the_low_balance_threshold_takes_the_transaction_path(
+    organization: Organization, live_key: Any, fund: Any, paths: list[str], settings: Any
+) -> None:
+    """The ``balance.low`` event is written in the accepting transaction, by the ledger."""
+    price = price_get(action=Action.IMAGINE, mode=Mode.FAST)
+    settings.BALANCE_LOW_THRESHOLD = 2 * price
+    fund(organization, 3 * price)
+    caller = Caller(organization=organization, api_key=live_key.api_key)
+    _submit(caller, "above the threshold after")  # 3 -> 2 prices: not below
+    _submit(caller, "crosses it")  # 2 -> 1: below, once
+    _submit(caller, "below already")  # 1 -> 0: no crossing
+    assert paths == ["alone", "transaction", "alone"]
+    assert LedgerEntry.objects.filter(kind=EntryKind.HOLD).count() == 3
+    assert ledger_audit().ok
+
+
+def test_without_prepared_statements_the_one_statement_path_still_works(
+    caller: Caller, paths: list[str], settings: Any
+) -> None:
+    """Behind a pooler in transaction mode (``DATABASE_PREPARED_STATEMENTS = False``)."""
+    settings.DATABASE_PREPARED_STATEMENTS = False
+    outcome = _submit(caller, "unprepared")
+    assert paths == ["alone"]
+    assert Task.objects.get(pk=outcome.task.pk).prompt == "unprepared"
+    assert LedgerEntry.objects.get(task_id=outcome.task.pk).kind == EntryKind.HOLD
+    assert ledger_audit().ok
