@@ -38,7 +38,7 @@ from rest_framework.throttling import BaseThrottle
 
 from apps.api_keys.models import ApiKey
 
-from .cache import redis_client
+from .cache import LeanScript, redis_client
 from .errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -278,14 +278,7 @@ local current = redis.call('incr', KEYS[3])
 redis.call('expire', KEYS[3], tonumber(ARGV[1]))
 return {value, previous, current}
 """
-_counted_get_scripts: dict[int, Any] = {}
-
-
-def _counted_get_script(client: Any) -> Any:
-    script = _counted_get_scripts.get(id(client))
-    if script is None:
-        script = _counted_get_scripts[id(client)] = client.register_script(_COUNTED_GET)
-    return script
+_counted_get = LeanScript(_COUNTED_GET)
 
 
 def counted_cache_get(
@@ -300,7 +293,8 @@ def counted_cache_get(
         return cache.get(cache_key), None
     now = time.time()
     current_key, previous_key = _window_keys(bucket, window, now)
-    raw, previous, current = _counted_get_script(client)(
+    raw, previous, current = _counted_get(
+        client,
         keys=[cache.make_key(cache_key), cache.make_key(previous_key), cache.make_key(current_key)],
         args=[window * 2 + 1],
     )

@@ -31,6 +31,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.billing.ledger import ledger_capture, ledger_release
+from apps.core.cache import LeanScript
 from apps.core.errors import PermissionDenied, ServiceUnavailable
 from apps.core.http import Timeout, safe_download
 from apps.core.messaging import send_after_commit, send_now
@@ -204,14 +205,7 @@ redis.call('set', KEYS[1], 1, 'EX', tonumber(ARGV[1]))
 if redis.call('set', KEYS[2], 1, 'NX', 'EX', tonumber(ARGV[2])) then return 1 end
 return 0
 """
-_kick_scripts: dict[int, Any] = {}
-
-
-def _kick_script(client: Any) -> Any:
-    script = _kick_scripts.get(id(client))
-    if script is None:
-        script = _kick_scripts[id(client)] = client.register_script(_KICK)
-    return script
+_kick = LeanScript(_KICK)
 
 
 def dispatch_request() -> bool:
@@ -223,9 +217,7 @@ def dispatch_request() -> bool:
     queued, again, _ = dispatch_keys()
     try:
         return bool(
-            _kick_script(client)(
-                keys=[again, queued], args=[DISPATCH_RUNNING_TTL, DISPATCH_QUEUED_TTL]
-            )
+            _kick(client, keys=[again, queued], args=[DISPATCH_RUNNING_TTL, DISPATCH_QUEUED_TTL])
         )
     except redis.RedisError:
         logger.warning("dispatch flags unreadable; sending the message", exc_info=True)
