@@ -72,16 +72,18 @@ class LeanScript:
     the pool's checkout, release and observability counters; for the one command a submit
     sends at a time that cost more CPU than the command (isolated, 53-87 us per script call
     against 33-43 us sent on a connection directly; more inside a request). This sends
-    ``EVALSHA`` on a connection made with the client's pool settings, one per process and
-    thread (a fork makes a new one), and reads the reply. ``NOSCRIPT`` (a restarted or flushed
+    ``EVALSHA`` on a connection made with the client's pool settings, one per process, thread
+    and pool shared by the scripts (a fork makes a new one), and reads the reply. ``NOSCRIPT`` (a restarted or flushed
     server) loads the script and runs it again. Any error leaves the connection closed (the
     next call connects it afresh) and is redis-py's own (``RedisError``), as callers expect.
     """
 
+    #: The connections, per thread: {id(pool): (pid, pool, connection)}, shared by the scripts.
+    _local = threading.local()
+
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        self._local = threading.local()
 
     def __call__(self, client: Any, *, keys: list[Any], args: list[Any]) -> Any:
         connection = self._connection(client)
@@ -102,11 +104,15 @@ class LeanScript:
         connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
         return connection.read_response()
 
-    def _connection(self, client: Any) -> Any:
+    @classmethod
+    def _connection(cls, client: Any) -> Any:
         pool = client.connection_pool
-        held = getattr(self._local, "held", None)
+        held_by_pool = getattr(cls._local, "held", None)
+        if held_by_pool is None:
+            held_by_pool = cls._local.held = {}
+        held = held_by_pool.get(id(pool))
         if held is None or held[0] != os.getpid() or held[1] is not pool:
-            held = self._local.held = (os.getpid(), pool, pool.make_connection())
+            held = held_by_pool[id(pool)] = (os.getpid(), pool, pool.make_connection())
         return held[2]
 
 

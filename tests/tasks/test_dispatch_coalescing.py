@@ -160,6 +160,6 @@ def test_a_kick_survives_a_dropped_connection_and_a_server_without_the_script(co
     keys, args = [again, queued], [lifecycle.DISPATCH_RUNNING_TTL, lifecycle.DISPATCH_QUEUED_TTL]
     assert script(coalescing, keys=keys, args=args) == 1  # NOSCRIPT, loaded, run
     assert script(coalescing, keys=keys, args=args) == 0
-    script._local.held[2].disconnect()  # the socket goes away under it
+    script._connection(coalescing).disconnect()  # the socket goes away under it
     coalescing.delete(queued)
     assert script(coalescing, keys=keys, args=args) == 1
