@@ -62,6 +62,7 @@ def test_the_lock_statements_generic_plan_reads_the_queue_head_from_the_partial_
     assert head.group(1) in ("task_tenant_queued", "task_queued_fair"), plan
 
 
+@pytest.mark.postgres
 def test_the_one_statement_acceptances_queue_head_reads_a_partial_index_in_a_generic_plan(
     organization,
 ):
