@@ -12,13 +12,18 @@ from apps.accounts.models import Organization
 from apps.webhooks.services import balance_low_publish
 
 
+def balance_low_threshold() -> int:
+    """Tokens under which the available balance is low (0: never)."""
+    return int(getattr(settings, "BALANCE_LOW_THRESHOLD", 0))
+
+
 def balance_changed(*, organization_id: int, before: int, available: int, held: int) -> None:
     """Publish ``balance.low`` when a movement takes the available balance below the threshold.
 
     Only the crossing publishes, not every movement below it, so a customer's endpoint hears
     once per dip rather than once per task. Called inside the ledger's transaction.
     """
-    threshold = int(getattr(settings, "BALANCE_LOW_THRESHOLD", 0))
+    threshold = balance_low_threshold()
     if threshold <= 0 or not (before >= threshold > available):
         return
     organization = Organization.objects.get(pk=organization_id)

@@ -33,16 +33,17 @@ state in between.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.accounts.models import Organization
+from apps.core.db import prepared_cursor
 from apps.core.errors import InsufficientBalance, ValidationFailed
 
-from .events import balance_changed
+from .events import balance_changed, balance_low_threshold
 from .models import Balance, EntryKind, LedgerEntry
 
 if TYPE_CHECKING:
@@ -356,26 +357,29 @@ def ledger_refund_task(*, task: Task, operator: User | None, reason: str) -> Led
         )
 
 
-_HOLD_SQL = f"""
-WITH moved AS (
-    UPDATE {Balance._meta.db_table}
-    SET available = available - %(amount)s, held = held + %(amount)s, updated_at = %(now)s
-    WHERE organization_id = %(organization)s AND available >= %(amount)s
-      AND NOT EXISTS (
-        SELECT 1 FROM {LedgerEntry._meta.db_table}
-        WHERE organization_id = %(organization)s AND idempotency_key = %(key)s
-      )
-    RETURNING available, held
+#: The hold of a task: the database function ``ledger_task_hold`` (migration ``billing.0009``),
+#: the ledger's one statement for it, which the submit's one-statement acceptance calls too.
+_HOLD_SQL = (
+    "SELECT hold_id, hold_available, hold_held FROM ledger_task_hold("
+    "%(organization)s, %(amount)s, %(key)s, %(kind)s, %(task)s, %(now)s)"
 )
-INSERT INTO {LedgerEntry._meta.db_table} (
-    organization_id, kind, delta_available, delta_held, available_after, held_after,
-    idempotency_key, task_id, stripe_object_id, operator_id, reason, created_at
-)
-SELECT %(organization)s, %(kind)s, -%(amount)s, %(amount)s, available, held,
-       %(key)s, %(task)s, '', NULL, '', %(now)s
-FROM moved
-RETURNING id, available_after, held_after
-"""  # noqa: S608 - table names from our models, every value a parameter
+
+
+def ledger_hold_arguments(*, task: Task, amount: int) -> dict[str, Any]:
+    """What the database's ``tasks_task_accept`` passes to ``ledger_task_hold`` for ``task``'s
+    hold (the submit's one-statement acceptance, outside a transaction): the amount checked as
+    :func:`ledger_hold` checks it, the hold's key and kind, and the ``balance.low`` threshold
+    (a hold that crosses it, or that moves nothing, is refused there and the caller takes the
+    transaction path through :func:`ledger_hold`). Only this module names them."""
+    amount = _tokens(amount, what="A hold")
+    if amount < 0:
+        raise ValidationFailed("A hold cannot be negative.")
+    return {
+        "hold_amount": amount,
+        "hold_key": task_hold_key(task.pk),
+        "hold_kind": str(EntryKind.HOLD),
+        "low_threshold": balance_low_threshold(),
+    }
 
 
 def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
@@ -383,8 +387,10 @@ def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
     the organization's row lock (``accept`` takes it), so the lock order stays the documented
     one: organization, then balance.
 
-    On PostgreSQL the hold is one statement: a conditional ``UPDATE … RETURNING`` of the
-    balance (enough available, no hold of this task yet) feeding the ledger row's ``INSERT``.
+    On PostgreSQL the hold is one prepared statement (``apps.core.db.prepared_cursor``) calling
+    the database function ``ledger_task_hold`` (migration ``billing.0009``): a conditional
+    ``UPDATE … RETURNING`` of the balance (enough available, no hold of this task yet) feeding
+    the ledger row's ``INSERT``.
     When it moves nothing (no balance row yet, too little available, or a hold already made)
     the general path locks, looks and answers exactly: the earlier entry, or
     ``InsufficientBalance`` with the figures.
@@ -397,7 +403,8 @@ def ledger_hold(*, task: Task, amount: int) -> LedgerEntry:
     key = task_hold_key(task.pk)
     if connection.vendor == "postgresql" and connection.in_atomic_block:
         now = timezone.now()
-        with connection.cursor() as cursor:
+        # Prepared on the connection (``apps.core.db``): each later hold only executes the plan.
+        with prepared_cursor() as cursor:
             cursor.execute(
                 _HOLD_SQL,
                 {

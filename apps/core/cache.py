@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -27,7 +29,7 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import models, transaction
 from django.utils.functional import cached_property
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,57 @@ class ProcessRedisCache(RedisCache):
                     client = this._class(this._servers, **this._options)
                     _CLIENTS[key] = client
         return client
+
+
+class LeanScript:
+    """A Lua script of the hot path, run by its SHA on a Redis connection of its own.
+
+    redis-py's client takes each command through its retry wrapper, its argument checks and
+    the pool's checkout, release and observability counters; for the one command a submit
+    sends at a time that cost more CPU than the command (isolated, 53-87 us per script call
+    against 33-43 us sent on a connection directly; more inside a request). This sends
+    ``EVALSHA`` on a connection made with the client's pool settings, one per process, thread
+    and pool shared by the scripts (a fork makes a new one), and reads the reply. ``NOSCRIPT`` (a restarted or flushed
+    server) loads the script and runs it again. Any error leaves the connection closed (the
+    next call connects it afresh) and is redis-py's own (``RedisError``), as callers expect.
+    """
+
+    #: The connections, per thread: {id(pool): (pid, pool, connection)}, shared by the scripts.
+    _local = threading.local()
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, client: Any, *, keys: list[Any], args: list[Any]) -> Any:
+        connection = self._connection(client)
+        try:
+            try:
+                return self._run(connection, keys, args)
+            except NoScriptError:
+                connection.send_command("SCRIPT", "LOAD", self.source)
+                connection.read_response()
+                return self._run(connection, keys, args)
+        except BaseException:
+            # A reply half read, a timeout, a dropped socket: close it; the next call connects
+            # the same connection object afresh.
+            connection.disconnect()
+            raise
+
+    def _run(self, connection: Any, keys: list[Any], args: list[Any]) -> Any:
+        connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        return connection.read_response()
+
+    @classmethod
+    def _connection(cls, client: Any) -> Any:
+        pool = client.connection_pool
+        held_by_pool = getattr(cls._local, "held", None)
+        if held_by_pool is None:
+            held_by_pool = cls._local.held = {}
+        held = held_by_pool.get(id(pool))
+        if held is None or held[0] != os.getpid() or held[1] is not pool:
+            held = held_by_pool[id(pool)] = (os.getpid(), pool, pool.make_connection())
+        return held[2]
 
 
 def redis_client() -> Any | None:

@@ -287,9 +287,13 @@ def json_text_check(data: Any) -> None:
                 )
 
 
-def json_body_parse(raw: bytes) -> Any:
-    """Parse a request body under the limits above; DRF exceptions describe every refusal."""
-    json_body_check(raw)
+def json_body_parse(raw: bytes, *, checked: bool = False) -> Any:
+    """Parse a request body under the limits above; DRF exceptions describe every refusal.
+
+    ``checked``: ``raw`` came from :func:`json_body_read`, which made the same checks while
+    reading it (a second scan of the body would find nothing new)."""
+    if not checked:
+        json_body_check(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -315,4 +319,4 @@ class JSONBodyParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
-        return json_body_parse(json_body_read(stream))
+        return json_body_parse(json_body_read(stream), checked=True)

@@ -3,7 +3,8 @@
 A sliding-window counter in the Django cache (Redis in production): the count of the current
 fixed window plus the previous window's count weighted by how much of it still overlaps the
 sliding window. GET, INCR and EXPIRE are pipelined on the process's one client; for a
-key-authenticated request they travel in the key lookup's round trip (:func:`counted_cache_get`),
+key-authenticated request they travel in the key lookup's round trip, one script
+(:func:`counted_cache_get`),
 so the limiter adds no Redis round trip of its own. No read-modify-write race, and a
 burst at a window boundary cannot double the allowance as it can with plain fixed windows.
 
@@ -37,7 +38,7 @@ from rest_framework.throttling import BaseThrottle
 
 from apps.api_keys.models import ApiKey
 
-from .cache import redis_client
+from .cache import LeanScript, redis_client
 from .errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -266,11 +267,25 @@ class PendingCount:
             cache_breaker.trip(exc)
 
 
+#: The key lookup's GET with the request's count, as one Redis command (a script run by its
+#: SHA): KEYS the cached value, the previous window, the current window; ARGV the current
+#: window's TTL. Returns the value, the previous window's count and the current one after this
+#: request. A pipeline of the four commands cost the request about 1.5 times the client CPU.
+_COUNTED_GET = """
+local value = redis.call('get', KEYS[1])
+local previous = redis.call('get', KEYS[2])
+local current = redis.call('incr', KEYS[3])
+redis.call('expire', KEYS[3], tonumber(ARGV[1]))
+return {value, previous, current}
+"""
+_counted_get = LeanScript(_COUNTED_GET)
+
+
 def counted_cache_get(
     *, cache_key: str, bucket: str, limit: int, window: int = DEFAULT_WINDOW_SECONDS
 ) -> tuple[Any, PendingCount | None]:
     """``cache.get(cache_key)``, and on Redis one request counted against ``bucket`` in the
-    same round trip (a pipeline of GET, GET, INCR and EXPIRE). Returns the value and the
+    same round trip (one script: GET, GET, INCR and EXPIRE). Returns the value and the
     pending count (None when nothing was counted: no limit, not Redis, or the cache is
     failing open). Raises the cache's errors as ``cache.get`` does."""
     client = None if limit <= 0 or cache_breaker.is_open() else redis_client()
@@ -278,12 +293,11 @@ def counted_cache_get(
         return cache.get(cache_key), None
     now = time.time()
     current_key, previous_key = _window_keys(bucket, window, now)
-    pipe = client.pipeline(transaction=False)
-    pipe.get(cache.make_key(cache_key))
-    pipe.get(cache.make_key(previous_key))
-    pipe.incr(cache.make_key(current_key))
-    pipe.expire(cache.make_key(current_key), window * 2 + 1)
-    raw, previous, current, _ = pipe.execute()
+    raw, previous, current = _counted_get(
+        client,
+        keys=[cache.make_key(cache_key), cache.make_key(previous_key), cache.make_key(current_key)],
+        args=[window * 2 + 1],
+    )
     # The value as Django's Redis cache stores it (its serializer: ints plain, the rest pickled).
     value = None if raw is None else cache._cache._serializer.loads(raw)  # type: ignore[attr-defined]
     pending = PendingCount(

@@ -41,7 +41,7 @@ class LenientJSONParser(BaseParser):
             raw = json_body_read(stream)
             if not raw or not raw.strip():
                 return {}
-            return json_body_parse(raw)
+            return json_body_parse(raw, checked=True)
         except JSONBodyInvalid as exc:
             raise exceptions.ParseError("The request body is not valid JSON.") from exc
 

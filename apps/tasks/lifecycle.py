@@ -32,6 +32,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.billing.ledger import ledger_capture, ledger_release
+from apps.core.cache import LeanScript
 from apps.core.errors import PermissionDenied, ServiceUnavailable
 from apps.core.http import Timeout, safe_download
 from apps.core.messaging import send_after_commit, send_now
@@ -185,6 +186,17 @@ def dispatch_keys() -> tuple[str, str, str]:
     return f"{prefix}:queued", f"{prefix}:again", f"{prefix}:running"
 
 
+#: A kick as one Redis command (a script, run by its SHA): KEYS again, queued; ARGV their TTLs.
+#: Sets ``again``, and ``queued`` unless it is set; 1 when it set ``queued`` (send a message).
+#: A pipeline of the two SETs costs the request about twice the client CPU of one command.
+_KICK = """
+redis.call('set', KEYS[1], 1, 'EX', tonumber(ARGV[1]))
+if redis.call('set', KEYS[2], 1, 'NX', 'EX', tonumber(ARGV[2])) then return 1 end
+return 0
+"""
+_kick = LeanScript(_KICK)
+
+
 def dispatch_request() -> bool:
     """Note that a dispatch pass is wanted. True when a message must be sent (none is queued,
     or the flags cannot be read: a message too many beats a kick lost)."""
@@ -193,10 +205,9 @@ def dispatch_request() -> bool:
         return True
     queued, again, _ = dispatch_keys()
     try:
-        pipe = client.pipeline(transaction=False)
-        pipe.set(again, 1, ex=DISPATCH_RUNNING_TTL)
-        pipe.set(queued, 1, nx=True, ex=DISPATCH_QUEUED_TTL)
-        return bool(pipe.execute()[1])
+        return bool(
+            _kick(client, keys=[again, queued], args=[DISPATCH_RUNNING_TTL, DISPATCH_QUEUED_TTL])
+        )
     except redis.RedisError:
         logger.warning("dispatch flags unreadable; sending the message", exc_info=True)
         return True

@@ -127,15 +127,19 @@ def test_bulk_changes_of_cached_tables_are_seen_at_once() -> None:
 
 
 class _RoundTrips:
-    """Counts the Redis round trips of the process's client: single commands and pipelines."""
+    """Counts the Redis round trips of the process: the client's single commands and pipelines,
+    and the hot path's scripts on their own connections."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import redis.client
+
+        from apps.core.cache import LeanScript
 
         self.count = 0
         for cls, name in (
             (redis.client.Redis, "execute_command"),
             (redis.client.Pipeline, "execute"),
+            (LeanScript, "_run"),
         ):
             original = getattr(cls, name)
 

@@ -60,3 +60,30 @@ def test_a_second_hold_of_a_task_returns_the_first() -> None:
     assert again.pk == first.pk
     assert Balance.objects.get(organization=org).available == 700
     assert ledger_audit().ok
+
+
+@pytest.mark.django_db
+def test_the_hold_is_prepared_once_per_connection_and_reused() -> None:
+    """PostgreSQL parses and plans the hold once per connection, not once per submit."""
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    org = OrganizationFactory()
+    ledger_topup(organization=org, amount=1000, idempotency_key="t1")
+
+    def hold_statements() -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT generic_plans + custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE %s",
+                ["SELECT hold_id%FROM ledger_task_hold(%"],
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    for price in (100, 200, 300):
+        with transaction.atomic():
+            ledger_hold(task=_task(org), amount=price)
+    runs = hold_statements()
+    assert len(runs) == 1 and runs[0] == 3, runs
+    balance = Balance.objects.get(organization=org)
+    assert (balance.available, balance.held) == (400, 600)
+    assert ledger_audit().ok

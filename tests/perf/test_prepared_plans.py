@@ -60,3 +60,28 @@ def test_the_lock_statements_generic_plan_reads_the_queue_head_from_the_partial_
     head = re.search(r"Index (?:Only )?Scan using (\w+) on tasks_task q\b", plan)
     assert head is not None, plan
     assert head.group(1) in ("task_tenant_queued", "task_queued_fair"), plan
+
+
+@pytest.mark.postgres
+def test_the_one_statement_acceptances_queue_head_reads_a_partial_index_in_a_generic_plan(
+    organization,
+):
+    """``tasks_task_accept`` (PL/pgSQL) caches its statements' plans per connection and may use
+    a generic plan after a few calls: its queue-head query keeps the status a literal too."""
+    import importlib
+
+    migration = importlib.import_module("apps.tasks.migrations.0018_task_accept_function")
+    sql = migration.QUEUE_HEAD.format(
+        mode="%(mode)s", is_test="%(is_test)s", organization="%(organization)s"
+    )
+    assert sql in migration.FORWARD.replace("v_mode", "%(mode)s").replace(
+        "v_is_test", "%(is_test)s"
+    ).replace("v_org", "%(organization)s")
+    plan = generic_plan(
+        sql,
+        {"organization": "bigint", "mode": "text", "is_test": "boolean"},
+        {"organization": organization.pk, "mode": Mode.FAST, "is_test": False},
+    )
+    head = re.search(r"Index (?:Only )?Scan using (\w+) on tasks_task q\b", plan)
+    assert head is not None, plan
+    assert head.group(1) in ("task_tenant_queued", "task_queued_fair"), plan

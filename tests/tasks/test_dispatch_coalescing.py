@@ -144,3 +144,42 @@ def test_a_run_without_a_message_leaves_the_message_on_its_way_marked(coalescing
     assert dispatch_request() is True
     dispatch_run(took_message=False)
     assert dispatch_request() is False
+
+
+def test_a_kick_is_one_redis_command_setting_both_flags_with_their_ttls(
+    coalescing, monkeypatch: pytest.MonkeyPatch
+):
+    """The submit's kick costs one Redis round trip (a script), not a pipeline of two SETs."""
+    import redis.client
+    import redis.connection
+
+    sent: list[Any] = []
+    original = redis.connection.AbstractConnection.send_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(args[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_command", counted)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", lambda *a, **k: pytest.fail("pipeline"))
+    queued, again, _ = dispatch_keys()
+    assert dispatch_request() is True
+    assert dispatch_request() is False
+    assert sent in (["EVALSHA", "EVALSHA"], ["EVALSHA", "SCRIPT", "EVALSHA", "EVALSHA"])
+    assert 0 < coalescing.ttl(queued) <= lifecycle.DISPATCH_QUEUED_TTL
+    assert lifecycle.DISPATCH_QUEUED_TTL < coalescing.ttl(again) <= lifecycle.DISPATCH_RUNNING_TTL
+
+
+def test_a_kick_survives_a_dropped_connection_and_a_server_without_the_script(coalescing):
+    """The kick's own connection: a dropped socket is reconnected on the next kick, and a
+    server that lost its scripts (restarted) gets the script again."""
+    from apps.core.cache import LeanScript
+
+    script = LeanScript(lifecycle._KICK + "\n-- a source no server has seen yet")
+    queued, again, _ = dispatch_keys()
+    keys, args = [again, queued], [lifecycle.DISPATCH_RUNNING_TTL, lifecycle.DISPATCH_QUEUED_TTL]
+    assert script(coalescing, keys=keys, args=args) == 1  # NOSCRIPT, loaded, run
+    assert script(coalescing, keys=keys, args=args) == 0
+    script._connection(coalescing).disconnect()  # the socket goes away under it
+    coalescing.delete(queued)
+    assert script(coalescing, keys=keys, args=args) == 1

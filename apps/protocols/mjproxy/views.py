@@ -20,6 +20,7 @@ from django.http import Http404, HttpResponse
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from apps.core.api import OrganizationAPIView
 from apps.core.errors import (
@@ -182,6 +183,21 @@ class MjProxyView(OrganizationAPIView):
 
     def body(self, request: Request) -> dict[str, Any]:
         return json_object(request.data)
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        """DRF's negotiation, skipped where its answer is known: the proxy's routes render JSON
+        only, and with no ``Accept`` header or ``*/*`` (what its clients send) and no
+        ``?format=`` override DRF can only pick that renderer and its media type. Every other
+        request negotiates as DRF does (``application/json; indent=4``, a 406 …)."""
+        renderers = self.get_renderers()
+        if (
+            len(renderers) == 1
+            and request.META.get("HTTP_ACCEPT", "*/*") == "*/*"
+            and getattr(self, "format_kwarg", None) is None
+            and api_settings.URL_FORMAT_OVERRIDE not in request._request.GET
+        ):
+            return renderers[0], renderers[0].media_type
+        return super().perform_content_negotiation(request, force)
 
 
 def submit_answer(outcome: SubmitOutcome) -> Response:

@@ -9,6 +9,7 @@ token.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import secrets
 import weakref
@@ -18,11 +19,11 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, models, transaction
 from django.utils import timezone
 
 from apps.accounts.models import MembershipTier, Organization
-from apps.billing.ledger import ledger_hold
+from apps.billing.ledger import ledger_hold, ledger_hold_arguments
 from apps.billing.selectors import own_account_fee_get, price_get
 from apps.core.db import prepared_cursor
 from apps.core.errors import ConcurrencyLimitReached
@@ -172,16 +173,26 @@ def accept(task: Task, *, now: datetime) -> None:
     no_endpoints[task] = not locked.has_endpoints
     # Kept in step by the task table's trigger in every transaction that inserts a task or
     # changes its status; read here under the row lock, so it is exact (no COUNT).
-    if locked.unfinished >= locked.limit:
+    _limit_reached(
+        unfinished=locked.unfinished,
+        limit=locked.limit,
+        tier_name=locked.tier_name,
+        tier_code=locked.tier_code,
+    )
+    _price(task, now=now)
+
+
+def _limit_reached(*, unfinished: int, limit: int, tier_name: str, tier_code: str) -> None:
+    if unfinished >= limit:
         raise ConcurrencyLimitReached(
-            f"Your {locked.tier_name} plan allows {locked.limit} unfinished tasks at once; "
+            f"Your {tier_name} plan allows {limit} unfinished tasks at once; "
             f"wait for one to finish or upgrade your plan.",
-            details={
-                "limit": locked.limit,
-                "unfinished": locked.unfinished,
-                "tier": locked.tier_code,
-            },
+            details={"limit": limit, "unfinished": unfinished, "tier": tier_code},
         )
+
+
+def _price(task: Task, *, now: datetime) -> None:
+    """The task's price (and own-account fee) and its acceptance times; reads no locked row."""
     spec = action_spec(task.action)
     # The row of the task's price key: its action's, or a variant's (draft mode) priced on its own.
     key = price_key_for(task)
@@ -245,7 +256,24 @@ def _insert(task: Task) -> None:
     if connection.vendor != "postgresql":
         task.save(force_insert=True)
         return
-    sql, fields, plain = _insert_sql()
+    sql = _insert_sql()[0]
+    values = _row_values(task)
+    with prepared_cursor() as cursor:
+        cursor.execute(sql, values)
+    task._state.adding = False
+    task._state.db = connection.alias
+
+
+def _row_values(task: Task, *, as_json: bool = False) -> list[Any]:
+    """The INSERT's values of ``task``, in ``_insert_sql``'s column order.
+
+    A plain value (``str`` or a text choice, ``int``, ``bool``, None) of a field whose
+    preparation returns it unchanged goes as it is; every other value (JSON, times, the
+    ``auto_now`` stamps) through its field's own preparation. ``as_json``: as
+    ``jsonb_populate_record`` reads each into its column (times as ISO text, JSON as itself).
+    """
+    _, fields, plain = _insert_sql()
+    db = connections[DEFAULT_DB_ALIAS]  # the connection itself: no proxy per attribute read
     values = []
     attributes = task.__dict__
     for field, (attname, plain_type) in zip(fields, plain, strict=True):
@@ -256,12 +284,97 @@ def _insert(task: Task) -> None:
             or (plain_type is str and isinstance(value, str))  # TextChoices: CharField keeps it
         ):
             values.append(value)
-        else:
-            values.append(field.get_db_prep_save(field.pre_save(task, True), connection))
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, values)
+            continue
+        value = field.get_db_prep_save(field.pre_save(task, True), db)
+        if as_json:
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(field, models.JSONField):
+                value = getattr(value, "obj", value)  # psycopg's Jsonb wrapper: the value itself
+        values.append(value)
+    return values
+
+
+def _row_json(task: Task) -> str:
+    """``task``'s row as a JSON object of column → value, every concrete column."""
+    row = dict(zip(_columns(), _row_values(task, as_json=True), strict=True))
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+@functools.cache
+def _columns() -> tuple[str, ...]:
+    return tuple(str(field.column) for field in _insert_sql()[1])
+
+
+#: The submit's acceptance in one statement (migration ``tasks.0018``): lock, tier limit,
+#: queue number and head, INSERT and the ledger's hold.
+_ACCEPT_SQL = (
+    "SELECT outcome, unfinished, max_unfinished, tier_name, tier_code, seq, queue_head,"
+    " has_endpoints FROM tasks_task_accept(%(row)s::jsonb, %(alone)s, %(hold)s,"
+    " %(hold_amount)s, %(hold_key)s, %(hold_kind)s, %(low_threshold)s, %(now)s)"
+)
+#: SQLSTATE of ``tasks_task_accept`` when the hold moved nothing or crossed the low threshold.
+HOLD_REFUSED = "MJ001"
+
+
+def _alone_possible(task: Task) -> bool:
+    """Whether ``task`` may be accepted in one statement outside a transaction: PostgreSQL, no
+    transaction open (the statement is its own), and no outbox row to write with it (the task's
+    own hook; an organization's endpoints are checked by the statement itself)."""
+    return (
+        connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and not task.notify_hook
+        and connection.get_autocommit()
+    )
+
+
+def _accept_alone(task: Task, *, now: datetime) -> bool:
+    """Accept and insert ``task`` and hold its price in one statement, its own transaction:
+    one round trip instead of BEGIN, the lock statement, INSERT, the hold and COMMIT.
+
+    False (nothing written) when the transaction path must do it: the organization has a
+    webhook endpoint (the outbox row goes in the accepting transaction), or the hold moved
+    nothing or crossed the low-balance threshold (the ledger answers those exactly). Raises
+    ``ConcurrencyLimitReached`` as ``accept`` does."""
+    _price(task, now=now)
+    hold = not task.is_test
+    arguments: dict[str, Any] = {
+        "row": _row_json(task),
+        "alone": True,
+        "hold": hold,
+        "now": now,
+        "hold_amount": 0,
+        "hold_key": "",
+        "hold_kind": "",
+        "low_threshold": 0,
+    }
+    if hold:
+        arguments.update(ledger_hold_arguments(task=task, amount=task.price))
+    try:
+        with prepared_cursor() as cursor:
+            cursor.execute(_ACCEPT_SQL, arguments)
+            row = cursor.fetchone()
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == HOLD_REFUSED:
+            return False
+        raise
+    outcome, unfinished, limit, tier_name, tier_code, seq, head, _ = row
+    if outcome == "missing":
+        raise Organization.DoesNotExist("The task's organization does not exist.")
+    if outcome == "endpoints":
+        return False
+    if outcome == "limit":
+        _limit_reached(unfinished=unfinished, limit=limit, tier_name=tier_name, tier_code=tier_code)
+    task.tenant_seq = seq
     task._state.adding = False
     task._state.db = connection.alias
+    queue_heads[task] = head
+    # Committed already. ``task.created`` has no receiver (no hook of its own, no endpoint:
+    # checked above), so ``task_changed`` would write no outbox row; it is not called, which
+    # spares its transaction block.
+    kick_dispatcher()  # no transaction: kicks now
+    return True
 
 
 def insert_accepted(task: Task, *, now: datetime) -> None:
@@ -300,8 +413,9 @@ def create_and_accept(task: Task, *, input_files: Sequence[str]) -> SubmitOutcom
     """Insert and accept ``task`` in one transaction; its stored inputs go if anything fails."""
     now = timezone.now()
     try:
-        with transaction.atomic():
-            insert_accepted(task, now=now)
+        if not (_alone_possible(task) and _accept_alone(task, now=now)):
+            with transaction.atomic():
+                insert_accepted(task, now=now)
     except BaseException:
         discard_files(input_files)
         raise
