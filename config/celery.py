@@ -105,7 +105,7 @@ def _keep_database_connections() -> None:
 
         close_old_connections()
 
-    celery_django.DjangoWorkerFixup.close_database = close_database  # type: ignore[method-assign]
+    celery_django.DjangoWorkerFixup.close_database = close_database
 
 
 _keep_database_connections()
