@@ -821,8 +821,9 @@ def poll_step(*, task_id: str, token: str) -> None:
     rather than send a message for another process to pick up, and submits the first task
     the pass assigned (no start message is sent for that one), so the slot goes from freed to
     the next submit without a hop; only then does it ask the results queue to make and store
-    the result. When nothing was waiting for the slot, it makes and stores the result here and
-    now instead (no message: should it die first, the finish lease runs out and the sweeper
+    the result. When nothing was waiting for the slot and no other job is running (no poll of
+    theirs can come due behind this process's image work), it makes and stores the result here
+    and now instead (no message: should it die first, the finish lease runs out and the sweeper
     restarts the poll chain).
     """
     freed = task_poll(task_id=task_id, token=token, defer_finish=True)
@@ -836,12 +837,22 @@ def poll_step(*, task_id: str, token: str) -> None:
         raise
     if not freed.finish_pending:
         return  # the result was stored in the poll step already
-    if handed_on:
+    if handed_on or _other_jobs_running(task_id):
         # Only now: the next task's submit went first (this message's publish is not on the
-        # slot's way from freed to busy again).
+        # slot's way from freed to busy again). With other jobs running, their polls would
+        # wait behind this process's image work: the results queue makes the result instead.
         enqueue_finish(task_id, token)
     else:
         task_finish(task_id=task_id, token=token)
+
+
+def _other_jobs_running(task_id: str) -> bool:
+    """Whether a job other than ``task_id`` holds an upstream slot (its poll may come due)."""
+    return (
+        Task.objects.filter(status__in=ACTIVE_STATUSES, slot_freed_at__isnull=True)
+        .exclude(pk=task_id)
+        .exists()
+    )
 
 
 def _hand_on_slot(account_id: int) -> bool:

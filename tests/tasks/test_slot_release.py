@@ -199,6 +199,29 @@ def test_the_worker_that_freed_a_slot_starts_the_next_task_itself(caller, clock,
     assert Task.objects.get(pk=second.pk).status == Status.SUCCESS
 
 
+def test_with_other_jobs_running_the_result_goes_to_the_results_queue(caller, clock, sent):
+    """Nothing waits for the freed slot, but another job still runs: making the result here
+    (image work) would hold this process while that job's poll comes due, so the results queue
+    makes it. The last running job's result is made at once, in the step."""
+    from apps.tasks import workers
+
+    sandbox_account(concurrency=2, duration="1")
+    first = started(caller)
+    second = started(caller, prompt="a blue fox")
+    clock.advance(seconds=1)
+    workers.poll_job(first.pk, first.poll_token)
+    first = Task.objects.get(pk=first.pk)
+    assert (first.status, first.slot_freed_at) == (Status.IN_PROGRESS, clock.now)
+    assert ("finish", first.pk, first.poll_token) in sent
+
+    workers.poll_job(second.pk, second.poll_token)
+    second = Task.objects.get(pk=second.pk)
+    assert second.status == Status.SUCCESS
+    assert ("finish", second.pk, second.poll_token) not in sent
+    # The first, whose result is still to be made, holds no slot: it did not count.
+    assert Task.objects.get(pk=first.pk).status == Status.IN_PROGRESS
+
+
 def test_a_poll_step_that_frees_nothing_runs_no_dispatcher(caller, clock, sent, monkeypatch):
     from apps.tasks import scheduling, workers
 
