@@ -224,10 +224,7 @@ def enqueue_poll(
     """``counted_from``: the ``time.monotonic()`` of the upstream's answer the countdown is
     reckoned from (the writes and the commit after it do not delay the poll)."""
     delay = settings.TASK_POLL_INTERVAL if countdown is None else countdown
-    if counted_from is None:
-        send_after_commit(POLL_JOB, task_id, token, countdown=delay)
-    else:
-        send_after_commit(POLL_JOB, task_id, token, countdown=delay, counted_from=counted_from)
+    send_after_commit(POLL_JOB, task_id, token, countdown=delay, counted_from=counted_from)
 
 
 def enqueue_finish(task_id: str, token: str) -> None:
