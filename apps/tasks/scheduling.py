@@ -821,9 +821,9 @@ def poll_step(*, task_id: str, token: str) -> None:
     rather than send a message for another process to pick up, and submits the first task
     the pass assigned (no start message is sent for that one), so the slot goes from freed to
     the next submit without a hop; only then does it ask the results queue to make and store
-    the result. When nothing was waiting for the slot and no other job is running (no poll of
-    theirs can come due behind this process's image work), it makes and stores the result here
-    and now instead (no message: should it die first, the finish lease runs out and the sweeper
+    the result. When nothing was waiting for the slot and few other jobs are running (their
+    polls have the worker's other processes), it makes and stores the result here and now
+    instead (no message: should it die first, the finish lease runs out and the sweeper
     restarts the poll chain).
     """
     freed = task_poll(task_id=task_id, token=token, defer_finish=True)
@@ -837,21 +837,32 @@ def poll_step(*, task_id: str, token: str) -> None:
         raise
     if not freed.finish_pending:
         return  # the result was stored in the poll step already
-    if handed_on or _other_jobs_running(task_id):
+    if handed_on or _other_jobs_running(task_id) > INLINE_FINISH_MAX_OTHERS:
         # Only now: the next task's submit went first (this message's publish is not on the
-        # slot's way from freed to busy again). With other jobs running, their polls would
-        # wait behind this process's image work: the results queue makes the result instead.
+        # slot's way from freed to busy again). With many jobs still running, their polls
+        # could queue behind the image work of several processes at once: the results queue
+        # makes the result instead.
         enqueue_finish(task_id, token)
     else:
         task_finish(task_id=task_id, token=token)
 
 
-def _other_jobs_running(task_id: str) -> bool:
-    """Whether a job other than ``task_id`` holds an upstream slot (its poll may come due)."""
+#: A poll step whose freed slot had nothing waiting makes the result itself (no hop through
+#: the results queue, whose worker is niced) while at most this many other jobs hold slots:
+#: the engine worker's other processes (4 by default) are left for their polls. With more
+#: running (the end of a burst: every poll step finds the queue empty), each would hold its
+#: process for the image work and the last polls would come late (issue 15, P2).
+INLINE_FINISH_MAX_OTHERS = 2
+
+
+def _other_jobs_running(task_id: str) -> int:
+    """How many jobs other than ``task_id`` hold an upstream slot, counted up to one more
+    than :data:`INLINE_FINISH_MAX_OTHERS`."""
     return (
         Task.objects.filter(status__in=ACTIVE_STATUSES, slot_freed_at__isnull=True)
         .exclude(pk=task_id)
-        .exists()
+        .values("pk")[: INLINE_FINISH_MAX_OTHERS + 1]
+        .count()
     )
 
 

@@ -199,26 +199,33 @@ def test_the_worker_that_freed_a_slot_starts_the_next_task_itself(caller, clock,
     assert Task.objects.get(pk=second.pk).status == Status.SUCCESS
 
 
-def test_with_other_jobs_running_the_result_goes_to_the_results_queue(caller, clock, sent):
-    """Nothing waits for the freed slot, but another job still runs: making the result here
-    (image work) would hold this process while that job's poll comes due, so the results queue
-    makes it. The last running job's result is made at once, in the step."""
-    from apps.tasks import workers
+def test_with_many_jobs_running_the_result_goes_to_the_results_queue(
+    caller, clock, sent, monkeypatch
+):
+    """Nothing waits for the freed slot, but more jobs still run than the worker's other
+    processes are left for: making the result here (image work) could hold this process while
+    their polls come due, so the results queue makes it. With few running, the step makes it
+    at once (no hop through the niced results queue)."""
+    from apps.tasks import scheduling, workers
 
-    sandbox_account(concurrency=2, duration="1")
-    first = started(caller)
-    second = started(caller, prompt="a blue fox")
+    assert scheduling.INLINE_FINISH_MAX_OTHERS >= 1
+    others = 1  # the Free plan's 3 unfinished tasks: one more running than allowed
+    monkeypatch.setattr(scheduling, "INLINE_FINISH_MAX_OTHERS", others)
+    sandbox_account(concurrency=others + 2, duration="1")
+    jobs = [started(caller, prompt=f"a fox number {n}") for n in range(others + 2)]
     clock.advance(seconds=1)
-    workers.poll_job(first.pk, first.poll_token)
+    first = jobs[0]
+    workers.poll_job(first.pk, first.poll_token)  # others + 1 still running
     first = Task.objects.get(pk=first.pk)
     assert (first.status, first.slot_freed_at) == (Status.IN_PROGRESS, clock.now)
     assert ("finish", first.pk, first.poll_token) in sent
 
-    workers.poll_job(second.pk, second.poll_token)
+    second = jobs[1]
+    workers.poll_job(second.pk, second.poll_token)  # others still running: few enough
     second = Task.objects.get(pk=second.pk)
     assert second.status == Status.SUCCESS
     assert ("finish", second.pk, second.poll_token) not in sent
-    # The first, whose result is still to be made, holds no slot: it did not count.
+    # The first, its result still to be made, holds no slot: it was not counted.
     assert Task.objects.get(pk=first.pk).status == Status.IN_PROGRESS
 
 
