@@ -16,6 +16,8 @@ Redis) and waits until every task is terminal. From the tasks' own timestamps it
 - ``free_to_start_ms``: per account, the i-th slot freed to the (i+slots)-th claim on that
   account, p50/p99 — how long a free slot waited for work while work was queued;
 - ``stored_after_free_ms``: slot freed -> SUCCESS (the results queue's lag), for the record;
+- ``claim_to_upstream_ms`` and ``done_to_freed_ms``: where a cycle's time goes besides the job
+  (the submit; the poll's lateness, the run's first second apart: its polls come due at once);
 - ``worker_cpu_ms_per_task``: the engine worker's CPU time (all its processes) per task — the
   work a busy machine's load multiplies into slot time (``bench/dispatch_profile.py`` breaks
   it down by step, without Celery).
@@ -166,6 +168,59 @@ def measure(ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
             "p50": _round(_stack.percentile(lag, 0.5)),
             "p99": _round(_stack.percentile(lag, 0.99)),
         },
+        **cycle_breakdown(ids),
+    }
+
+
+def cycle_breakdown(ids: list[str]) -> dict[str, Any]:
+    """Where each job's cycle loses time, from the sandbox's own record of the job (its
+    ``created_at``: when the upstream took it; done ``duration`` later):
+
+    - ``claim_to_upstream_ms``: the claim -> the upstream has the job (the submit);
+    - ``done_to_freed_ms``: the job done upstream -> its slot freed (the poll's lateness),
+      for the jobs of the run's first second (whose polls all come due together) and the rest.
+    """
+    from datetime import timedelta
+
+    from apps.engines.models import SandboxJob
+    from apps.tasks.models import Task
+
+    tasks = {
+        row["pk"]: row
+        for row in Task.objects.filter(pk__in=ids, slot_freed_at__isnull=False).values(
+            "pk", "submit_claimed_at", "slot_freed_at"
+        )
+    }
+    jobs = list(
+        SandboxJob.objects.filter(task_id__in=list(tasks)).values(
+            "task_id", "created_at", "duration"
+        )
+    )
+    if not jobs:
+        return {}
+    first = min(job["created_at"] for job in jobs)
+    submit: list[float] = []
+    late_first: list[float] = []
+    late_rest: list[float] = []
+    for job in jobs:
+        task = tasks[job["task_id"]]
+        if task["submit_claimed_at"]:
+            submit.append((job["created_at"] - task["submit_claimed_at"]).total_seconds() * 1000)
+        done = job["created_at"] + timedelta(seconds=job["duration"])
+        late = (task["slot_freed_at"] - done).total_seconds() * 1000
+        (late_first if job["created_at"] - first < timedelta(seconds=1) else late_rest).append(late)
+
+    def spread(values: list[float]) -> dict[str, Any]:
+        return {
+            "p50": _round(_stack.percentile(values, 0.5)),
+            "p99": _round(_stack.percentile(values, 0.99)),
+            "max": _round(max(values) if values else None),
+            "samples": len(values),
+        }
+
+    return {
+        "claim_to_upstream_ms": spread(submit),
+        "done_to_freed_ms": {"first_second": spread(late_first), "after": spread(late_rest)},
     }
 
 
