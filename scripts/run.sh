@@ -14,4 +14,6 @@ export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:${PORT}}"
 
 .venv/bin/python manage.py migrate --noinput -v 1
 .venv/bin/python manage.py seed_demo
+# The embedded broker's tables, made once before the processes that share its file start.
+.venv/bin/python manage.py embedded_broker_prepare
 exec .venv/bin/python scripts/devrun.py

@@ -7,6 +7,11 @@ invisible row again: an unacknowledged message a dead worker held is restored fr
 worker's own memory by re-publishing, not from that row. So deleting invisible rows changes
 nothing a consumer can see, and beat does it every few minutes, then truncates the
 write-ahead log.
+
+kombu creates the file's tables when a process first opens it; two processes doing so at
+once (the run command starts several workers and beat together) race, and one of them logs
+"table kombu_queue already exists" before it reconnects. The run command makes them first
+(``embedded_broker_prepare``, the ``embedded_broker_prepare`` management command).
 """
 
 from __future__ import annotations
@@ -31,6 +36,23 @@ def embedded_broker_file() -> Path | None:
     if not url.startswith(prefix):
         return None
     return Path(url[len(prefix) :])
+
+
+def embedded_broker_prepare(path: Path | None = None) -> bool:
+    """Create the broker file and kombu's tables in it, once, before the processes that use
+    it start (each would otherwise create them itself, racing the others). True when the
+    embedded broker is in use (the tables exist now); a no-op otherwise."""
+    path = path or embedded_broker_file()
+    if path is None:
+        return False
+    from kombu import Connection
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Wait for another process's write lock rather than fail (as the settings' options do).
+    options = {"connect_args": {"timeout": 30}}
+    with Connection(f"sqla+sqlite:///{path}", transport_options=options) as connection:
+        connection.default_channel.session  # opening the session creates the tables  # noqa: B018
+    return True
 
 
 def embedded_broker_compact(path: Path | None = None) -> int:
