@@ -245,6 +245,7 @@ def main() -> int:
                 " || '/grid.png')"
             )
         requests.task_ids = [str(pk) for pk in Task.objects.values_list("pk", flat=True)]
+        submit_bench.analyze()  # plans made over the filled tables, as in service
         kinds = [kind for kind in KINDS if kind in args.kinds]
         variants = [Variant("lean", application)]
         if args.unprepared:

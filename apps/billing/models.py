@@ -110,8 +110,9 @@ class LedgerEntry(models.Model):
     * A correction is a new entry (``adjustment`` with the operator and a reason).
     """
 
+    # Indexed by ``ledger_org_recent`` and the unique key, which both start with it.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="ledger_entries"
+        Organization, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
     )
     kind = models.CharField(max_length=16, choices=EntryKind.choices, db_index=True)
     delta_available = models.BigIntegerField()
@@ -123,12 +124,14 @@ class LedgerEntry(models.Model):
         "tasks.Task", on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_entries"
     )
     stripe_object_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # Indexed where set (``ledger_operator``): only an operator's adjustment has one.
     operator = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,
     )
     reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -142,7 +145,14 @@ class LedgerEntry(models.Model):
                 fields=["organization", "idempotency_key"], name="unique_ledger_idempotency_key"
             )
         ]
-        indexes = [models.Index(fields=["organization", "-id"], name="ledger_org_recent")]
+        indexes = [
+            models.Index(fields=["organization", "-id"], name="ledger_org_recent"),
+            models.Index(
+                fields=["operator"],
+                name="ledger_operator",
+                condition=models.Q(operator__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return (

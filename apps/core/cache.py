@@ -84,6 +84,8 @@ class LeanScript:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        #: ``EVALSHA <sha>`` in the protocol's framing, made once (see :meth:`_pack`).
+        self._head = _frame(b"EVALSHA") + _frame(self.sha.encode())
 
     def __call__(self, client: Any, *, keys: list[Any], args: list[Any]) -> Any:
         connection = self._connection(client)
@@ -101,8 +103,30 @@ class LeanScript:
             raise
 
     def _run(self, connection: Any, keys: list[Any], args: list[Any]) -> Any:
-        connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        packed = self._pack(connection, keys, args)
+        if packed is None:
+            connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        else:
+            connection.send_packed_command([packed])
         return connection.read_response()
+
+    def _pack(self, connection: Any, keys: list[Any], args: list[Any]) -> bytes | None:
+        """The command as redis-py's packer frames it, without its per-argument calls: text
+        in the connection's encoding, whole numbers in decimal (what its encoder does with
+        them). None for any other value or a large command: redis-py packs those."""
+        encoding = connection.encoder.encoding
+        parts = [b"*%d\r\n" % (len(keys) + len(args) + 3), self._head, _frame(b"%d" % len(keys))]
+        for value in (*keys, *args):
+            if type(value) is str:
+                parts.append(_frame(value.encode(encoding)))
+            elif type(value) is int:
+                parts.append(_frame(b"%d" % value))
+            elif type(value) is bytes:
+                parts.append(_frame(value))
+            else:
+                return None
+        packed = b"".join(parts)
+        return packed if len(packed) <= _PACK_LIMIT else None
 
     @classmethod
     def _connection(cls, client: Any) -> Any:
@@ -114,6 +138,16 @@ class LeanScript:
         if held is None or held[0] != os.getpid() or held[1] is not pool:
             held = held_by_pool[id(pool)] = (os.getpid(), pool, pool.make_connection())
         return held[2]
+
+
+#: Commands up to this size are framed by :meth:`LeanScript._pack` (redis-py's packer chunks
+#: larger ones rather than copy them; a script's keys and counts are far smaller).
+_PACK_LIMIT = 6000
+
+
+def _frame(value: bytes) -> bytes:
+    """One bulk string of the Redis protocol."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def redis_client() -> Any | None:

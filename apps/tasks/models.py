@@ -64,12 +64,14 @@ class Task(models.Model):
     api_key = models.ForeignKey(
         "api_keys.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks"
     )
+    # Indexed where set (``task_created_by``): an API submit has none.
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,
     )
     is_test = models.BooleanField(default=False)
     protocol = models.CharField(max_length=16, choices=Protocol.choices, default=Protocol.NATIVE)
@@ -78,8 +80,14 @@ class Task(models.Model):
     # Indexed by task_queue (status first) and the partial indexes on queued rows.
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NOT_START)
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.FAST)
+    # Indexed where set (``task_parent``): a new task has none.
     parent = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="children",
+        db_index=False,
     )
     custom_id = models.CharField(max_length=200, blank=True, help_text="Button pressed.")
 
@@ -170,11 +178,32 @@ class Task(models.Model):
                 condition=models.Q(status="NOT_START"),
                 name="task_queued_fair",
             ),
-            models.Index(fields=["upstream_account", "status"], name="task_account_status"),
+            # The columns below are empty when a task is submitted (and, but for the parent and
+            # the user, until it is claimed or finished): each index holds only the rows that
+            # have a value, so a submit and each status change before it is set write none of
+            # them. Every query of these columns compares them with a value (``=``, ``IN``,
+            # ``>=``), which the planner knows excludes NULL, so the partial indexes serve them.
+            models.Index(
+                fields=["upstream_account", "status"],
+                name="task_account_status",
+                condition=models.Q(upstream_account__isnull=False),
+            ),
+            models.Index(
+                fields=["parent"], name="task_parent", condition=models.Q(parent__isnull=False)
+            ),
+            models.Index(
+                fields=["created_by"],
+                name="task_created_by",
+                condition=models.Q(created_by__isnull=False),
+            ),
             # The operator admin: its list is newest first, and the stats page reads the last
             # hour of created and finished tasks (apps/operator/selectors.py).
             models.Index(fields=["created_at"], name="task_created"),
-            models.Index(fields=["finished_at"], name="task_finished"),
+            models.Index(
+                fields=["finished_at"],
+                name="task_finished",
+                condition=models.Q(finished_at__isnull=False),
+            ),
             # Each tenant's part of each pool's queue (the fair queue position): its head, tail
             # and n-th task by a probe. Only numbered rows, so the fair pick (which asks for
             # every queued row) keeps reading ``task_queued_fair``.

@@ -36,10 +36,14 @@ class Piece:
 
 def needs_translation(text: str) -> bool:
     """True when ``text`` holds a letter outside ASCII (Chinese, Cyrillic, accented Latin …)."""
+    if text.isascii():  # every prompt in English: one scan in C, no call per character
+        return False
     return any(ord(char) > 127 and char.isalpha() for char in text)
 
 
 def has_chinese(text: str) -> bool:
+    if text.isascii():
+        return False
     return any(low <= ord(char) <= high for char in text for low, high in _HAN_RANGES)
 
 

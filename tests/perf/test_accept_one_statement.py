@@ -10,6 +10,7 @@ writes and hands every case it does not cover (webhook outbox rows, a refused ho
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -198,3 +199,54 @@ def test_without_prepared_statements_the_one_statement_path_still_works(
     assert Task.objects.get(pk=outcome.task.pk).prompt == "unprepared"
     assert LedgerEntry.objects.get(task_id=outcome.task.pk).kind == EntryKind.HOLD
     assert ledger_audit().ok
+
+
+def test_the_statements_row_takes_json_and_plain_times_as_they_are(
+    caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row sent to ``tasks_task_accept`` is made without the fields' preparation where it
+    would return the value unchanged (JSON values, aware times of fields that stamp nothing):
+    the same JSON text as through every field's preparation, with only the two stamping
+    fields (``created_at``, ``updated_at``) prepared."""
+    from django.db.models import Field
+    from django.utils import timezone
+
+    now = timezone.now()
+    task = Task(
+        organization=caller.organization,
+        api_key=caller.api_key,
+        protocol="mjproxy",
+        action=Action.IMAGINE,
+        status=Status.NOT_START,
+        mode=Mode.FAST,
+        pool="shared",
+        prompt="ünïcode \u2028 prompt",
+        params={"a": [1, 2.5, None, True], "b": "x"},
+        metadata={},
+        inputs=["in/1.png"],
+        properties={"finalPrompt": "p"},
+        state=None,
+        seed=7,
+        price=3,
+        submitted_at=now,
+        start_deadline=now,
+    )
+    prepared: list[str] = []
+    original = Field.get_db_prep_save
+
+    def spy(self: Field, value: Any, connection: Any) -> Any:  # type: ignore[type-arg]
+        prepared.append(self.attname)
+        return original(self, value, connection)
+
+    monkeypatch.setattr(Field, "get_db_prep_save", spy)
+    fast = acceptance._row_json(task)
+    assert sorted(prepared) == ["created_at", "updated_at"]
+    monkeypatch.setattr(acceptance, "_json_as_is", dict)
+    prepared.clear()
+    full = acceptance._row_json(task)
+    assert len(prepared) > 10
+    # The same text but for the two stamps, which each call sets anew.
+    stamps = re.compile(r'"(created_at|updated_at)":"[^"]+"')
+    assert stamps.sub("", fast) == stamps.sub("", full)
+    assert '"params":{"a":[1,2.5,null,true],"b":"x"}' in fast
+    assert f'"submitted_at":"{now.isoformat()}"' in fast

@@ -12,23 +12,32 @@ Business outcomes answer HTTP 200 with their code, as midjourney-proxy does (cli
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from typing import Any
 
-from django.http import Http404, HttpResponse
+from django.contrib.auth.models import AnonymousUser
+from django.http import Http404, HttpResponse, QueryDict
 from rest_framework import exceptions
-from rest_framework.request import Request
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request, is_form_media_type
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from apps.api_keys.models import ApiKey
 from apps.core.api import OrganizationAPIView
+from apps.core.authentication import ApiKeyAuthentication
 from apps.core.errors import (
     BannedPrompt,
     ConcurrencyLimitReached,
     NotFound,
     ServiceError,
 )
+from apps.core.idempotency import HEADER as IDEMPOTENCY_HEADER
+from apps.core.permissions import HasApiKey
+from apps.core.ratelimit import ApiKeyRateThrottle, pending_count_give_back, request_size_check
 from apps.tasks.actions import ByName, press_spec
 from apps.tasks.enums import Action
 from apps.tasks.errors import dialect_error, domain_label
@@ -200,26 +209,26 @@ class MjProxyView(OrganizationAPIView):
         return super().perform_content_negotiation(request, force)
 
 
-def submit_answer(outcome: SubmitOutcome) -> Response:
+def submit_envelope(outcome: SubmitOutcome) -> dict[str, Any]:
     task = outcome.task
     if outcome.result == SubmitOutcome.MODAL:
-        return Response(
-            envelope(
-                EXISTED,
-                "Waiting for window confirm",
-                task.id,
-                {"finalPrompt": task.prompt_en or None, "remix": True},
-            )
+        return envelope(
+            EXISTED,
+            "Waiting for window confirm",
+            task.id,
+            {"finalPrompt": task.prompt_en or None, "remix": True},
         )
     if outcome.result == SubmitOutcome.QUEUED:
         ahead = max(outcome.queue_position - 1, 0)
         properties: dict[str, Any] = {"numberOfQueues": ahead}
         if outcome.expected_start is not None:
             properties["estimatedStartTime"] = epoch_ms(outcome.expected_start)
-        return Response(
-            envelope(IN_QUEUE, f"In queue, there are {ahead} tasks ahead", task.id, properties)
-        )
-    return Response(envelope(SUCCESS, "Submit success", task.id))
+        return envelope(IN_QUEUE, f"In queue, there are {ahead} tasks ahead", task.id, properties)
+    return envelope(SUCCESS, "Submit success", task.id)
+
+
+def submit_answer(outcome: SubmitOutcome) -> Response:
+    return Response(submit_envelope(outcome))
 
 
 _TRUE = (True, 1, "true", "True", "TRUE", "1")
@@ -244,15 +253,70 @@ def _echo(data: dict[str, Any]) -> ClientEcho:
 
 
 class SubmitView(MjProxyView):
+    """Base of the submit routes. A plain submit (POST, no ``Idempotency-Key``, no query
+    string, JSON answer without negotiation) skips DRF's request cycle (:meth:`dispatch`)."""
+
     writes = True
     #: The request's ``enableRemix`` (``None``: not given).
     remix: bool | None = None
 
     def post(self, request: Request, **kwargs: Any) -> Response:
-        data = self.body(request)
+        return Response(self.answer(self.body(request)))
+
+    def answer(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The envelope answering the request's body ``data``."""
         self.remix = _remix_flag(data)
-        outcome = self.submit(data)
-        return submit_answer(outcome)
+        return submit_envelope(self.submit(data))
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """DRF's dispatch, or for a plain submit the same steps without its ``Request``,
+        negotiation, ``Response`` and renderer cycle: authentication, permissions, throttle,
+        body size and parsing run the same code in the same order; the answer is the bytes
+        and headers DRF would send. Any exception goes to DRF's own handling, so every error
+        is answered exactly as on DRF's path. What the plain path needs from DRF it uses as
+        DRF does: the key's user and auth are set on the Django request (DRF sets them there
+        too), the permission and throttle checks are the view's own methods."""
+        if not _lean_possible(self, request, kwargs):
+            return super().dispatch(request, *args, **kwargs)
+        self.args = args
+        self.kwargs = kwargs
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            self._lean_initial(request)
+            content = self._lean_render(self.answer(json_object(_lean_data(request))))
+        except Exception as exc:
+            drf_request = self.initialize_request(request, *args, **kwargs)
+            # As authentication left them (DRF's setters; nothing authenticates again).
+            drf_request.user, drf_request.auth = _lean_identity(request)
+            self.request = drf_request
+            response = self.handle_exception(exc)
+            self.response = self.finalize_response(drf_request, response, *args, **kwargs)
+            return self.response
+        answer = HttpResponse(content, content_type=_LEAN_RENDERER.media_type)
+        for key, value in self.headers.items():
+            answer[key] = value
+        return answer
+
+    def _lean_initial(self, request: Any) -> None:
+        """What ``OrganizationAPIView.initial`` does for a plain submit, in its order."""
+        self._idempotency_record = None
+        try:
+            _lean_authenticate(request)
+            self.check_permissions(request)
+            self.check_throttles(request)
+            request_size_check(content_length=request.META.get("CONTENT_LENGTH"))
+        except BaseException:
+            pending_count_give_back(request)
+            raise
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey):  # pragma: no cover - HasApiKey already refused
+            raise exceptions.NotAuthenticated()
+        self.api_key = api_key
+        self.organization = api_key.organization
+
+    def _lean_render(self, data: dict[str, Any]) -> bytes:
+        return bytes(_LEAN_RENDERER.render(data, _LEAN_RENDERER.media_type, {}))
 
     def submit(self, data: dict[str, Any]) -> SubmitOutcome:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -260,6 +324,85 @@ class SubmitView(MjProxyView):
     @property
     def caller(self) -> Any:
         return caller_of(self, Protocol.MJPROXY)
+
+
+#: The one renderer of the proxy's routes (DRF's JSONRenderer with the API's settings).
+_LEAN_RENDERER = JSONRenderer()
+
+
+def _lean_possible(view: SubmitView, request: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether DRF's cycle would do nothing for ``request`` that the plain path does not:
+    a POST to a submit route that answers through :meth:`SubmitView.answer`, with the
+    project's authentication, permission, throttle, parser and renderer, no
+    ``Idempotency-Key`` (replays and records live in DRF's cycle), no query string (no
+    ``?format=``) and no negotiation to make (no ``Accept`` or ``*/*``)."""
+    meta = request.META
+    cls = type(view)
+    return (
+        request.method == "POST"
+        and IDEMPOTENCY_HEADER not in meta
+        and not meta.get("QUERY_STRING")
+        and meta.get("HTTP_ACCEPT", "*/*") == "*/*"
+        and "format" not in kwargs
+        and cls.post is SubmitView.post
+        and cls.dispatch is SubmitView.dispatch
+        and _lean_classes(cls)
+    )
+
+
+_lean_views: dict[type[SubmitView], bool] = {}
+
+
+def _lean_classes(cls: type[SubmitView]) -> bool:
+    known = _lean_views.get(cls)
+    if known is None:
+        known = _lean_views[cls] = _lean_classes_check(cls)
+    return known
+
+
+def _lean_classes_check(cls: type[SubmitView]) -> bool:
+    return (
+        list(cls.authentication_classes) == [ApiKeyAuthentication]
+        and list(cls.permission_classes) == [HasApiKey]
+        and list(cls.throttle_classes) == [ApiKeyRateThrottle]
+        and list(cls.parser_classes) == [LenientJSONParser]
+        and list(cls.renderer_classes) == [JSONRenderer]
+        and cls.versioning_class is None
+        and cls.content_negotiation_class is DefaultContentNegotiation
+    )
+
+
+def _lean_authenticate(request: Any) -> None:
+    """DRF's ``Request._authenticate`` with the one authenticator, on the Django request (DRF
+    sets ``user`` and ``auth`` there as well)."""
+    try:
+        found = ApiKeyAuthentication().authenticate(request)
+    except exceptions.APIException:
+        request.user, request.auth = AnonymousUser(), None
+        raise
+    request.user, request.auth = found if found is not None else (AnonymousUser(), None)
+
+
+def _lean_identity(request: Any) -> tuple[Any, Any]:
+    """The user and auth the plain path found (none yet: DRF's unauthenticated pair)."""
+    return getattr(request, "user", None) or AnonymousUser(), getattr(request, "auth", None)
+
+
+def _lean_data(request: Any) -> Any:
+    """``request.data`` as DRF's ``Request`` parses it with ``LenientJSONParser``: no body
+    (a Content-Length of 0 or none readable) is ``{}``, else the parser reads the stream."""
+    meta = request.META
+    try:
+        length = int(meta.get("CONTENT_LENGTH", meta.get("HTTP_CONTENT_LENGTH", 0)))
+    except (ValueError, TypeError):
+        length = 0
+    if length == 0:
+        content_type = meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))
+        if content_type and is_form_media_type(content_type):
+            return QueryDict("", encoding=request.encoding)
+        return {}
+    stream = request if not request._read_started else io.BytesIO(request.body)
+    return LenientJSONParser().parse(stream, None, None)
 
 
 def _requested_mode(data: dict[str, Any]) -> str | None:

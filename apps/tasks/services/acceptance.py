@@ -273,6 +273,7 @@ def _row_values(task: Task, *, as_json: bool = False) -> list[Any]:
     ``jsonb_populate_record`` reads each into its column (times as ISO text, JSON as itself).
     """
     _, fields, plain = _insert_sql()
+    json_as_is = _json_as_is()
     db = connections[DEFAULT_DB_ALIAS]  # the connection itself: no proxy per attribute read
     values = []
     attributes = task.__dict__
@@ -285,6 +286,19 @@ def _row_values(task: Task, *, as_json: bool = False) -> list[Any]:
         ):
             values.append(value)
             continue
+        kind = json_as_is.get(attname) if as_json else None
+        if kind is not None:
+            # What the field's own preparation gives, without the calls: a JSON field's value
+            # itself (the Jsonb wrapper is unwrapped for the row anyway), an aware time of a
+            # field that stamps nothing as its ISO text. Anything else takes the full path.
+            if kind == "json" and type(value) in _JSON_AS_IS:
+                values.append(value)
+                continue
+            if kind == "time" and (
+                value is None or (type(value) is datetime and value.tzinfo is not None)
+            ):
+                values.append(None if value is None else value.isoformat())
+                continue
         value = field.get_db_prep_save(field.pre_save(task, True), db)
         if as_json:
             if isinstance(value, datetime):
@@ -293,6 +307,24 @@ def _row_values(task: Task, *, as_json: bool = False) -> list[Any]:
                 value = getattr(value, "obj", value)  # psycopg's Jsonb wrapper: the value itself
         values.append(value)
     return values
+
+
+#: Types a JSON field's value may have to go into the row as it is.
+_JSON_AS_IS = (dict, list, str, int, float, bool, type(None))
+
+
+@functools.cache
+def _json_as_is() -> dict[str, str]:
+    """Fields whose value :func:`_row_values` puts into the JSON row without the field's
+    preparation: ``json`` (a JSONField with no encoder of its own), ``time`` (a DateTimeField
+    that stamps nothing on save: its value is what it holds)."""
+    kinds = {}
+    for field in _insert_sql()[1]:
+        if type(field) is models.JSONField and field.encoder is None:
+            kinds[str(field.attname)] = "json"
+        elif type(field) is models.DateTimeField and not (field.auto_now or field.auto_now_add):
+            kinds[str(field.attname)] = "time"
+    return kinds
 
 
 def _row_json(task: Task) -> str:
