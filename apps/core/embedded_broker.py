@@ -22,6 +22,7 @@ import sqlite3
 from pathlib import Path
 
 from django.conf import settings
+from kombu import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ def embedded_broker_prepare(path: Path | None = None) -> bool:
     path = path or embedded_broker_file()
     if path is None:
         return False
-    from kombu import Connection
-
     path.parent.mkdir(parents=True, exist_ok=True)
     # Wait for another process's write lock rather than fail (as the settings' options do).
     options = {"connect_args": {"timeout": 30}}
