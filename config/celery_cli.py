@@ -17,10 +17,14 @@ mjgate's workers use prefork and threads.
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
 import click
+
+#: Read by apps/operator/apps.py: "0" keeps Django from importing the apps' admin modules.
+ADMIN_MODULES_ENV = "MJGATE_ADMIN_MODULES"
 
 #: What celery's command line imports only for the interactive extras a worker never uses.
 LEFT_OUT = ("click_repl", "pygments")
@@ -44,16 +48,39 @@ def _repl_refused() -> types.ModuleType:
 
 
 def leave_out_extras() -> None:
-    """Keep celery's command line from importing click-repl and pygments in this process.
+    """Keep celery's command line from importing click-repl and pygments in this process, and
+    Django from importing the apps' admin modules (apps/operator/apps.py): no Celery process
+    serves an admin page.
 
-    Must run before ``celery.bin`` is imported; a no-op for modules already imported.
+    Must run before ``celery.bin`` is imported and Django is set up; a no-op for modules
+    already imported.
     """
+    os.environ.setdefault(ADMIN_MODULES_ENV, "0")
     sys.modules.setdefault("click_repl", _repl_refused())
     # celery.bin.base imports pygments in a try block and prints plain text without it.
     sys.modules.setdefault("pygments", None)  # type: ignore[arg-type]
 
 
+def without_docstrings() -> None:
+    """Run this process again under ``python -OO`` unless it already runs so.
+
+    Docstrings are about 4 MiB of the code objects a worker loads (Django, Celery, kombu,
+    redis-py's command mixins, the apps), held by the parent and counted again in each prefork
+    pool process's RSS (issue 15, P6); no worker reads them (``--help`` texts of celery's own
+    subcommands come out shorter). ``-OO`` also drops ``assert`` statements: ours narrow
+    types, the libraries' check their own invariants, none guards input. The same process
+    (same pid, arguments and environment) is replaced, so supervisors see no difference; the
+    second start costs the interpreter's start-up once. Python writes ``.opt-2.pyc`` caches
+    beside the usual ones.
+    """
+    if sys.flags.optimize >= 2:
+        return
+    # The same command line, this interpreter, the flag added: nothing from outside.
+    os.execv(sys.executable, [sys.executable, "-OO", *sys.orig_argv[1:]])  # noqa: S606
+
+
 def main() -> None:
+    without_docstrings()
     leave_out_extras()
     from celery.bin.celery import main as celery_main
 
