@@ -3,9 +3,9 @@ import os
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
 
-#: Set (to "0") by config/celery_cli.py: Celery processes serve no admin page, so they do not
-#: import the apps' admin modules at boot (issue 15, P6).
-ADMIN_MODULES_ENV = "MJGATE_ADMIN_MODULES"
+#: Set (to "1") in the Celery processes config/celery_cli.py starts: they serve no admin page,
+#: so they do not import the apps' admin modules at boot (issue 15, P6).
+CELERY_PROCESS_ENV = "MJGATE_CELERY_PROCESS"
 
 
 class OperatorConfig(AppConfig):
@@ -37,7 +37,7 @@ class OperatorAdminConfig(admin_apps.AdminConfig):
         There the admin's checks are still registered, and ``config/urls.py`` imports the admin
         modules itself, so an admin URL reversed in a worker still resolves.
         """
-        if os.environ.get(ADMIN_MODULES_ENV) == "0":
+        if os.environ.get(CELERY_PROCESS_ENV) == "1":
             admin_apps.SimpleAdminConfig.ready(self)
             return
         super().ready()
