@@ -32,14 +32,13 @@ import click
 #: (no admin modules).
 CELERY_PROCESS_ENV = "MJGATE_CELERY_PROCESS"
 
-#: What kombu and celery import when it is installed, for what these processes never do:
-#: kombu registers a YAML serializer (PyYAML and libyaml, about 1 MiB of each process) that
-#: Celery's ``accept_content`` (JSON only) never lets a message use; celery takes greenlet
-#: (and the C++ runtime it links) for the eventlet and gevent pools. Without them kombu
-#: registers its "YAML is not installed" stub and celery uses thread identities, as on a
-#: machine where they are not installed. Also pygments: celery.bin.base imports it in a try
-#: block and prints plain text without it.
-NOT_IMPORTED = ("yaml", "greenlet", "pygments")
+#: What these processes never use although celery imports it when it is installed: greenlet
+#: (and the C++ runtime it links, about 1 MiB of the parent) for the eventlet and gevent
+#: pools; without it celery uses thread identities, as where it is not installed. pygments:
+#: celery.bin.base imports it in a try block and prints plain text without it. (PyYAML,
+#: which kombu imports for a serializer JSON-only ``accept_content`` never uses, stays:
+#: the URLconf, which a task that reverses a URL loads, needs it through drf-spectacular.)
+NOT_IMPORTED = ("greenlet", "pygments")
 
 
 def _repl_refused() -> types.ModuleType:
@@ -60,7 +59,7 @@ def _repl_refused() -> types.ModuleType:
 
 
 def leave_out_extras() -> None:
-    """Keep this process from importing click-repl, pygments, PyYAML and greenlet.
+    """Keep this process from importing click-repl, pygments and greenlet.
 
     Must run before Celery and kombu are imported (``config/__init__.py`` calls it first in
     a process this module started); a no-op for modules already imported.
