@@ -31,13 +31,14 @@ the submit-time check (no DNS) refuses them like ``127.0.0.1``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -55,7 +56,6 @@ ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 2048
 MAX_HOST_LENGTH = 253
-USER_AGENT = "mjgate/1.0 (+webhooks)"
 # Host names made of these characters only (after IDNA encoding); anything else (percent
 # escapes, backslashes, underscores) is a parser-differential trick or not a host at all.
 _HOSTNAME = re.compile(
@@ -299,6 +299,21 @@ def _wire() -> ModuleType:
     return http_wire
 
 
+@contextlib.contextmanager
+def _outbound_errors(host: str) -> Iterator[None]:
+    """httpcore's and the socket's failures (in :mod:`.http_wire`) as OutboundHTTPError."""
+    import httpcore  # imported by .http_wire already
+
+    try:
+        yield
+    except httpcore.TimeoutException as exc:
+        raise OutboundHTTPError(f"The request to {host} timed out.") from exc
+    except httpcore.ConnectError as exc:
+        raise OutboundHTTPError(str(exc) or f"Could not connect to {host}.") from exc
+    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+        raise OutboundHTTPError(f"The request to {host} failed: {exc}") from exc
+
+
 def _parse(url: str) -> tuple[str, str, int, bytes, IPAddress | None]:
     if not isinstance(url, str) or not url:
         raise UnsafeURL("A URL is required.")
@@ -435,7 +450,7 @@ def safe_request(
     backend = wire.PinnedBackend(checked.addresses, deadline, timeout.connect)
     request = wire.build_request(checked, method, headers, content, timeout, keep_alive=False)
     with (
-        wire.outbound_errors(checked.host),
+        _outbound_errors(checked.host),
         wire.open_connection(checked, backend) as connection,
     ):
         status, response_headers, body, truncated = wire.exchange(
@@ -542,7 +557,7 @@ class SafeSession:
                 wire.open_connection(checked, backend, self.idle_seconds), backend, ""
             )
         try:
-            with wire.outbound_errors(checked.host):
+            with _outbound_errors(checked.host):
                 status, response_headers, body, truncated = wire.exchange(
                     pooled.connection, request, max_response_bytes
                 )

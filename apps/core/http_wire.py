@@ -8,20 +8,22 @@ calls out does not need (issue 15, P6). Everything here takes a :class:`~apps.co
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import select
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import certifi
 import httpcore
 
-from .http import USER_AGENT, CheckedURL, OutboundHTTPError, Timeout
+if TYPE_CHECKING:
+    from .http import CheckedURL, Timeout
+
+USER_AGENT = "mjgate/1.0 (+webhooks)"
 
 
 @functools.lru_cache(maxsize=1)
@@ -265,16 +267,3 @@ class Pooled:
     connection: httpcore.HTTPConnection
     backend: PinnedBackend
     address: str
-
-
-@contextlib.contextmanager
-def outbound_errors(host: str) -> Iterator[None]:
-    """httpcore's and the socket's failures as :class:`~apps.core.http.OutboundHTTPError`."""
-    try:
-        yield
-    except httpcore.TimeoutException as exc:
-        raise OutboundHTTPError(f"The request to {host} timed out.") from exc
-    except httpcore.ConnectError as exc:
-        raise OutboundHTTPError(str(exc) or f"Could not connect to {host}.") from exc
-    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-        raise OutboundHTTPError(f"The request to {host} failed: {exc}") from exc
