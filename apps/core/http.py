@@ -287,14 +287,14 @@ def _httpx() -> ModuleType:
     services do at start-up; a Celery pool process that never calls out never needs them
     (issue 15, P6). The wire half of this module, built on httpcore, is :mod:`.http_wire`.
     """
-    import httpx
+    import httpx  # lazy: not with this module, so a worker never calling out never loads it
 
     return httpx
 
 
 def _wire() -> ModuleType:
     """:mod:`.http_wire` (httpcore), imported with the first request (see :func:`_httpx`)."""
-    from . import http_wire
+    from . import http_wire  # lazy: httpcore loads with the first request, see _httpx()
 
     return http_wire
 
