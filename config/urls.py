@@ -8,6 +8,11 @@ from apps.core import views as core_views
 from apps.protocols.openapi_dialects import ALL_DIALECTS_SETTINGS
 from apps.tasks import views as task_views
 
+# The admin's pages are built from what the apps' admin modules register; Celery processes do not
+# import those modules when Django starts (apps/operator/apps.py), so this URLconf does, before
+# ``admin.site.urls`` below reads the registry (a no-op where Django already imported them).
+admin.autodiscover()
+
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     # Browsers ask for /favicon.ico on pages that name no icon (the API docs, error pages).

@@ -31,25 +31,24 @@ the submit-time check (no DNS) refuses them like ``127.0.0.1``.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import ipaddress
 import os
 import re
-import select
 import socket
-import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import certifi
-import httpcore
-import httpx
 from django.conf import settings
 
 from .errors import ServiceError, ValidationFailed
+
+if TYPE_CHECKING:
+    from . import http_wire
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -57,7 +56,6 @@ ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 2048
 MAX_HOST_LENGTH = 253
-USER_AGENT = "mjgate/1.0 (+webhooks)"
 # Host names made of these characters only (after IDNA encoding); anything else (percent
 # escapes, backslashes, underscores) is a parser-differential trick or not a host at all.
 _HOSTNAME = re.compile(
@@ -281,6 +279,41 @@ def _numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(value)
 
 
+def _httpx() -> ModuleType:
+    """httpx, imported where a URL is first parsed rather than with this module.
+
+    httpx and httpcore (with h11, anyio, idna and the standard library's cookie and urllib
+    modules) are about 3.5 MiB of every process that imports this module, which the apps'
+    services do at start-up; a Celery pool process that never calls out never needs them
+    (issue 15, P6). The wire half of this module, built on httpcore, is :mod:`.http_wire`.
+    """
+    import httpx  # lazy: not with this module, so a worker never calling out never loads it
+
+    return httpx
+
+
+def _wire() -> ModuleType:
+    """:mod:`.http_wire` (httpcore), imported with the first request (see :func:`_httpx`)."""
+    from . import http_wire  # lazy: httpcore loads with the first request, see _httpx()
+
+    return http_wire
+
+
+@contextlib.contextmanager
+def _outbound_errors(host: str) -> Iterator[None]:
+    """httpcore's and the socket's failures (in :mod:`.http_wire`) as OutboundHTTPError."""
+    import httpcore  # imported by .http_wire already
+
+    try:
+        yield
+    except httpcore.TimeoutException as exc:
+        raise OutboundHTTPError(f"The request to {host} timed out.") from exc
+    except httpcore.ConnectError as exc:
+        raise OutboundHTTPError(str(exc) or f"Could not connect to {host}.") from exc
+    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
+        raise OutboundHTTPError(f"The request to {host} failed: {exc}") from exc
+
+
 def _parse(url: str) -> tuple[str, str, int, bytes, IPAddress | None]:
     if not isinstance(url, str) or not url:
         raise UnsafeURL("A URL is required.")
@@ -288,6 +321,7 @@ def _parse(url: str) -> tuple[str, str, int, bytes, IPAddress | None]:
         raise UnsafeURL(f"The URL is longer than {MAX_URL_LENGTH} characters.")
     if _FORBIDDEN_URL_CHARS.search(url):
         raise UnsafeURL("The URL contains spaces, control characters or backslashes.")
+    httpx = _httpx()
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError, TypeError) as exc:
@@ -391,162 +425,7 @@ def check_url(
     )
 
 
-# --- The pinned network backend -------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def _default_ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=certifi.where())
-
-
-def _ssl_context() -> ssl.SSLContext:
-    """The context used for https. A function so tests can trust their own certificate."""
-    return _default_ssl_context()
-
-
-def _open_socket(address: str, port: int, timeout: float) -> socket.socket:
-    """Open a TCP connection to an IP literal. The only place this module dials out."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect((address, port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class _Deadline:
-    def __init__(self, total: float) -> None:
-        self.expires = time.monotonic() + total
-
-    def clamp(self, timeout: float | None, exc: type[Exception]) -> float:
-        remaining = self.expires - time.monotonic()
-        if remaining <= 0:
-            raise exc("The total time allowed for the request ran out.")
-        return remaining if timeout is None else min(timeout, remaining)
-
-
-class _PinnedStream(httpcore.NetworkStream):
-    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
-        self._sock = sock
-        self._deadline = deadline
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._sock.settimeout(self._deadline.clamp(timeout, httpcore.ReadTimeout))
-        try:
-            return self._sock.recv(max_bytes)
-        except TimeoutError as exc:
-            raise httpcore.ReadTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from exc
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        self._sock.settimeout(self._deadline.clamp(timeout, httpcore.WriteTimeout))
-        try:
-            self._sock.sendall(buffer)
-        except TimeoutError as exc:
-            raise httpcore.WriteTimeout(str(exc)) from exc
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc)) from exc
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        # server_hostname is the URL's host name: SNI and certificate checks use it, not the
-        # pinned address.
-        self._sock.settimeout(self._deadline.clamp(timeout, httpcore.ConnectTimeout))
-        try:
-            wrapped = ssl_context.wrap_socket(self._sock, server_hostname=server_hostname)
-        except TimeoutError as exc:
-            self._sock.close()
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except (ssl.SSLError, OSError) as exc:
-            self._sock.close()
-            raise httpcore.ConnectError(str(exc)) from exc
-        return _PinnedStream(wrapped, self._deadline)
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "ssl_object":
-            return self._sock if isinstance(self._sock, ssl.SSLSocket) else None
-        if info == "server_addr":
-            return self._sock.getpeername()
-        if info == "client_addr":
-            return self._sock.getsockname()
-        if info == "socket":
-            return self._sock
-        if info == "is_readable":
-            # An idle kept-alive connection with something to read has been closed by the
-            # server (httpcore then does not reuse it).
-            try:
-                poller = select.poll()
-                poller.register(self._sock, select.POLLIN)
-                return bool(poller.poll(0))
-            except (OSError, ValueError):
-                return True
-        return None
-
-
-class _PinnedBackend(httpcore.NetworkBackend):
-    """Connects to the vetted addresses only, whatever host name it is asked for."""
-
-    def __init__(self, addresses: Iterable[str], deadline: _Deadline, connect_timeout: float):
-        self.addresses = tuple(addresses)
-        self.deadline = deadline
-        self.connect_timeout = connect_timeout
-        self.connected_to: str | None = None
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        del host  # deliberately unused: resolving it again would undo the check
-        error: Exception = httpcore.ConnectError("No address to connect to.")
-        for address in self.addresses:
-            limit = self.deadline.clamp(
-                min(timeout or self.connect_timeout, self.connect_timeout), httpcore.ConnectTimeout
-            )
-            try:
-                sock = _open_socket(address, port, limit)
-            except TimeoutError as exc:
-                error = httpcore.ConnectTimeout(f"Connecting to {address} timed out.")
-                error.__cause__ = exc
-                continue
-            except OSError as exc:
-                error = httpcore.ConnectError(f"Connecting to {address} failed: {exc}")
-                error.__cause__ = exc
-                continue
-            self.connected_to = address
-            return _PinnedStream(sock, self.deadline)
-        raise error
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:  # pragma: no cover - never configured
-        raise httpcore.ConnectError("Unix sockets are not allowed.")
-
-    def sleep(self, seconds: float) -> None:  # pragma: no cover - retries are disabled
-        time.sleep(seconds)
-
-
-# --- Public API -----------------------------------------------------------------------------------
+# --- Public API (the connections themselves: apps/core/http_wire.py) -----------------------------------------------------------------------------------
 
 
 def safe_request(
@@ -564,22 +443,19 @@ def safe_request(
     Any status code is returned as is (3xx included: redirects are never followed). Raises
     :class:`UnsafeURL` (permanent) or :class:`OutboundHTTPError` (usually temporary).
     """
+    wire = _wire()
     started = time.monotonic()
-    deadline = _Deadline(timeout.total)
+    deadline = wire.Deadline(timeout.total)
     checked = check_url(url, allow_private=allow_private)
-    backend = _PinnedBackend(checked.addresses, deadline, timeout.connect)
-    request = _build_request(checked, method, headers, content, timeout, keep_alive=False)
-    try:
-        with _connection(checked, backend) as connection:
-            status, response_headers, body, truncated = _exchange(
-                connection, request, max_response_bytes
-            )
-    except httpcore.TimeoutException as exc:
-        raise OutboundHTTPError(f"The request to {checked.host} timed out.") from exc
-    except httpcore.ConnectError as exc:
-        raise OutboundHTTPError(str(exc) or f"Could not connect to {checked.host}.") from exc
-    except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-        raise OutboundHTTPError(f"The request to {checked.host} failed: {exc}") from exc
+    backend = wire.PinnedBackend(checked.addresses, deadline, timeout.connect)
+    request = wire.build_request(checked, method, headers, content, timeout, keep_alive=False)
+    with (
+        _outbound_errors(checked.host),
+        wire.open_connection(checked, backend) as connection,
+    ):
+        status, response_headers, body, truncated = wire.exchange(
+            connection, request, max_response_bytes
+        )
     return SafeResponse(
         status=status,
         headers=response_headers,
@@ -588,97 +464,6 @@ def safe_request(
         elapsed_ms=int((time.monotonic() - started) * 1000),
         address=backend.connected_to or "",
     )
-
-
-def _build_request(
-    checked: CheckedURL,
-    method: str,
-    headers: Mapping[str, str] | None,
-    content: bytes | None,
-    timeout: Timeout,
-    *,
-    keep_alive: bool,
-) -> httpcore.Request:
-    request_headers: list[tuple[bytes, bytes]] = [
-        (b"Host", checked.host_header.encode("ascii")),
-        (b"User-Agent", USER_AGENT.encode()),
-        (b"Accept-Encoding", b"identity"),
-    ]
-    if not keep_alive:
-        request_headers.append((b"Connection", b"close"))
-    given = {name.lower() for name in (headers or {})}
-    request_headers = [h for h in request_headers if h[0].decode().lower() not in given]
-    for name, value in (headers or {}).items():
-        if name.lower() in ("host", "content-length", "transfer-encoding"):
-            continue
-        request_headers.append((name.encode("latin-1"), str(value).encode("latin-1")))
-    if content is not None or method.upper() in ("POST", "PUT", "PATCH"):
-        request_headers.append((b"Content-Length", str(len(content or b"")).encode()))
-    return httpcore.Request(
-        method.upper().encode("ascii"),
-        httpcore.URL(
-            scheme=checked.scheme.encode("ascii"),
-            host=checked.host.encode("ascii"),
-            port=checked.port,
-            target=checked.target,
-        ),
-        headers=request_headers,
-        content=content or b"",
-        extensions={
-            "timeout": {
-                "connect": timeout.connect,
-                "read": timeout.read,
-                "write": timeout.read,
-                "pool": timeout.connect,
-            }
-        },
-    )
-
-
-def _connection(
-    checked: CheckedURL, backend: _PinnedBackend, keepalive_expiry: float | None = None
-) -> httpcore.HTTPConnection:
-    return httpcore.HTTPConnection(
-        origin=httpcore.Origin(
-            checked.scheme.encode("ascii"), checked.host.encode("ascii"), checked.port
-        ),
-        ssl_context=_ssl_context() if checked.scheme == "https" else None,
-        network_backend=backend,
-        http1=True,
-        http2=False,
-        retries=0,
-        keepalive_expiry=keepalive_expiry,
-    )
-
-
-def _exchange(
-    connection: httpcore.HTTPConnection, request: httpcore.Request, max_response_bytes: int
-) -> tuple[int, dict[str, str], bytes, bool]:
-    """Send ``request`` and read at most ``max_response_bytes`` of the answer."""
-    body = bytearray()
-    truncated = False
-    response = connection.handle_request(request)
-    try:
-        for chunk in response.iter_stream():
-            room = max_response_bytes - len(body)
-            if len(chunk) > room:
-                body.extend(chunk[:room])
-                truncated = True
-                break
-            body.extend(chunk)
-    finally:
-        response.close()
-    response_headers: dict[str, str] = {}
-    for raw_name, raw_value in response.headers:
-        response_headers[raw_name.decode("latin-1").lower()] = raw_value.decode("latin-1")
-    return response.status, response_headers, bytes(body), truncated
-
-
-@dataclass
-class _Pooled:
-    connection: httpcore.HTTPConnection
-    backend: _PinnedBackend
-    address: str
 
 
 class SafeSession:
@@ -698,14 +483,14 @@ class SafeSession:
         self.max_idle_per_origin = max_idle_per_origin
         self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
-        self._idle: dict[tuple[str, str, int], list[_Pooled]] = {}
+        self._idle: dict[tuple[str, str, int], list[http_wire.Pooled]] = {}
         self._pid = os.getpid()
         self.connections_opened = 0
 
-    def _take(self, checked: CheckedURL) -> _Pooled | None:
+    def _take(self, checked: CheckedURL) -> http_wire.Pooled | None:
         key = (checked.scheme, checked.host, checked.port)
-        stale: list[_Pooled] = []
-        found: _Pooled | None = None
+        stale: list[http_wire.Pooled] = []
+        found: http_wire.Pooled | None = None
         with self._lock:
             if self._pid != os.getpid():  # forked: the sockets belong to the parent
                 self._idle = {}
@@ -725,7 +510,7 @@ class SafeSession:
             pooled.connection.close()
         return found
 
-    def _give_back(self, checked: CheckedURL, pooled: _Pooled) -> None:
+    def _give_back(self, checked: CheckedURL, pooled: http_wire.Pooled) -> None:
         if not pooled.connection.is_idle():
             pooled.connection.close()
             return
@@ -756,29 +541,26 @@ class SafeSession:
         allow_private: bool | None = None,
     ) -> SafeResponse:
         """Like :func:`safe_request`, over a kept-alive connection when one may be reused."""
+        wire = _wire()
         started = time.monotonic()
         checked = check_url(url, allow_private=allow_private)
-        request = _build_request(checked, method, headers, content, timeout, keep_alive=True)
+        request = wire.build_request(checked, method, headers, content, timeout, keep_alive=True)
         pooled = self._take(checked)
         if pooled is not None:
             # Each request has its own total deadline, also on a reused connection.
             pooled.backend.deadline.expires = time.monotonic() + timeout.total
         else:
-            backend = _PinnedBackend(checked.addresses, _Deadline(timeout.total), timeout.connect)
-            pooled = _Pooled(_connection(checked, backend, self.idle_seconds), backend, "")
-        try:
-            status, response_headers, body, truncated = _exchange(
-                pooled.connection, request, max_response_bytes
+            backend = wire.PinnedBackend(
+                checked.addresses, wire.Deadline(timeout.total), timeout.connect
             )
-        except httpcore.TimeoutException as exc:
-            pooled.connection.close()
-            raise OutboundHTTPError(f"The request to {checked.host} timed out.") from exc
-        except httpcore.ConnectError as exc:
-            pooled.connection.close()
-            raise OutboundHTTPError(str(exc) or f"Could not connect to {checked.host}.") from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-            pooled.connection.close()
-            raise OutboundHTTPError(f"The request to {checked.host} failed: {exc}") from exc
+            pooled = wire.Pooled(
+                wire.open_connection(checked, backend, self.idle_seconds), backend, ""
+            )
+        try:
+            with _outbound_errors(checked.host):
+                status, response_headers, body, truncated = wire.exchange(
+                    pooled.connection, request, max_response_bytes
+                )
         except BaseException:
             pooled.connection.close()
             raise

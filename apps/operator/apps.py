@@ -1,5 +1,11 @@
+import os
+
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+
+#: Set (to "1") in the Celery processes config/celery_cli.py starts: they serve no admin page,
+#: so they do not import the apps' admin modules at boot (issue 15, P6).
+CELERY_PROCESS_ENV = "MJGATE_CELERY_PROCESS"
 
 
 class OperatorConfig(AppConfig):
@@ -21,3 +27,17 @@ class OperatorAdminConfig(admin_apps.AdminConfig):
 
     default = False
     default_site = "apps.operator.site.OperatorAdminSite"
+
+    def ready(self) -> None:
+        """Import every app's ``admin`` module, except in a Celery process.
+
+        The admin modules bring the admin's forms and widgets, allauth's admins and the services
+        that only admin actions call (operator tools, translation, acceptance): about 1.5 MiB
+        that a prefork worker's parent held and each pool process counted again (issue 15, P6).
+        There the admin's checks are still registered, and ``config/urls.py`` imports the admin
+        modules itself, so an admin URL reversed in a worker still resolves.
+        """
+        if os.environ.get(CELERY_PROCESS_ENV) == "1":
+            admin_apps.SimpleAdminConfig.ready(self)
+            return
+        super().ready()

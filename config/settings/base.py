@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -232,6 +231,10 @@ CELERY_BROKER_URL = (
 if CELERY_BROKER_URL.startswith("sqla+sqlite:"):
     # Passed to SQLAlchemy's create_engine: wait for the write lock instead of failing.
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"connect_args": {"timeout": 30}}
+    # Imported here only: SQLite's library is about 1 MiB of a process that loads it, and a
+    # process on PostgreSQL and Redis never needs it (issue 15, P6).
+    import sqlite3
+
     # Write-ahead logging lets readers poll while a process writes (persistent in the file).
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     with (

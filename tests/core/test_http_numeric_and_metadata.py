@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from apps.core import http as outbound
+from apps.core import http_wire
 from apps.core.http import UnsafeURL, check_url, safe_download, safe_request
 from apps.tasks.models import Task
 from apps.webhooks.models import WebhookEndpoint
@@ -104,7 +105,7 @@ def test_a_metadata_name_is_refused_after_resolution(settings, monkeypatch):
 def test_no_socket_is_opened_to_metadata_even_with_private_allowed(settings, monkeypatch):
     settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = True
     opened: list[Any] = []
-    monkeypatch.setattr(outbound, "_open_socket", lambda *a, **k: opened.append(a))
+    monkeypatch.setattr(http_wire, "open_socket", lambda *a, **k: opened.append(a))
     for url in METADATA:
         with pytest.raises(UnsafeURL):
             safe_request("POST", url, content=b"{}")

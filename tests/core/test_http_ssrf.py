@@ -2,7 +2,7 @@
 
 A canary HTTP listener on loopback counts every connection it accepts. With private addresses
 refused, no spelling of a loopback, private or metadata address may reach it, nor may anything
-open a socket to a refused address (``_open_socket`` is spied on as well).
+open a socket to a refused address (``http_wire.open_socket`` is spied on as well).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from apps.core import http as outbound
+from apps.core import http_wire
 from apps.core.http import (
     OutboundHTTPError,
     ResponseTooLarge,
@@ -123,13 +124,13 @@ def allow_private(settings: Any) -> None:
 @pytest.fixture
 def socket_spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     opened: list[tuple[str, int]] = []
-    real = outbound._open_socket
+    real = http_wire.open_socket
 
     def spy(address: str, port: int, timeout: float) -> socket.socket:
         opened.append((address, port))
         return real(address, port, timeout)
 
-    monkeypatch.setattr(outbound, "_open_socket", spy)
+    monkeypatch.setattr(http_wire, "open_socket", spy)
     return opened
 
 
@@ -311,7 +312,7 @@ def test_redirect_to_a_private_address_is_not_followed(
     redirector.location = f"http://127.0.0.1:{canary.port}/stolen"
     try:
         fake_dns(monkeypatch, {"public.customer.example": ["93.184.216.34"]})
-        real_open = outbound._open_socket
+        real_open = http_wire.open_socket
         dialled: list[tuple[str, int]] = []
 
         def route(address: str, port: int, timeout: float) -> socket.socket:
@@ -320,7 +321,7 @@ def test_redirect_to_a_private_address_is_not_followed(
             assert address == "93.184.216.34"
             return real_open("127.0.0.1", redirector.port, timeout)
 
-        monkeypatch.setattr(outbound, "_open_socket", route)
+        monkeypatch.setattr(http_wire, "open_socket", route)
         response = safe_request("POST", "http://public.customer.example/hook", content=b"{}")
         assert response.status == 302
         assert response.headers["location"] == f"http://127.0.0.1:{canary.port}/stolen"
@@ -537,7 +538,7 @@ def test_tls_uses_the_host_name_for_sni_and_verification_while_dialling_the_pinn
     server.server.socket = server_context.wrap_socket(server.server.socket, server_side=True)
     try:
         client_context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
-        monkeypatch.setattr(outbound, "_ssl_context", lambda: client_context)
+        monkeypatch.setattr(http_wire, "ssl_context", lambda: client_context)
         fake_dns(monkeypatch, {hostname: ["127.0.0.1"], "other.customer.example": ["127.0.0.1"]})
 
         response = safe_request("GET", f"https://{hostname}:{server.port}/secure")

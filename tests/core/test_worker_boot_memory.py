@@ -2,8 +2,9 @@
 
 A prefork worker's pool processes are forks of its parent: whatever the parent imported at
 boot is resident in each of them. These tests boot the worker's app in a fresh process the way
-``python -m config.celery_cli -A config worker`` does, up to the fork, and check that the
-modules taken out of a worker's boot stay out, so the saving cannot silently come back.
+``python -m config.celery_cli -A config worker`` does (after its restart: ``python -OO`` with
+``MJGATE_CELERY_PROCESS=1``), up to the fork, and check that the modules taken out of a
+worker's boot stay out, so the saving cannot silently come back.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from click.testing import CliRunner
 from django.db import connection
 
 from apps.engines.models import UpstreamAccount
-from config.celery_cli import _repl_refused
+from config.celery_cli import CELERY_PROCESS_ENV, _repl_refused
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +44,20 @@ NOT_AT_BOOT = {
     # billiard's cffi route to prctl in every pool process: pycparser's tables, ~3 MiB each.
     "pycparser": "billiard's pdeathsig through cffi",
     "cffi.cparser": "billiard's pdeathsig through cffi",
+    # The apps' admin modules (~1.5 MiB): forms, allauth's admins, admin-only services.
+    "django.contrib.auth.admin": "admin modules",
+    "allauth.account.admin": "admin modules",
+    "apps.tasks.admin": "admin modules",
+    "apps.operator.admin": "admin modules",
+    "apps.translation.services": "admin-only services",
+    # httpx and httpcore (~3.5 MiB with h11, anyio, idna, cookiejar): on the first call out.
+    "httpx": "outbound HTTP",
+    "httpcore": "outbound HTTP",
+    "h11": "outbound HTTP",
+    "anyio": "outbound HTTP",
+    "apps.core.http_wire": "outbound HTTP",
+    # greenlet (and the C++ runtime) for the eventlet and gevent pools.
+    "greenlet": "eventlet and gevent pools",
 }
 
 #: Loaded by that same boot: without them the test would prove nothing.
@@ -50,7 +65,7 @@ AT_BOOT = ("celery.bin.amqp", "celery.apps.worker", "apps.tasks.workers", "apps.
 
 BOOT = """
 import json, sys
-from config.celery_cli import leave_out_extras   # what `python -m config.celery_cli` runs first
+from config.celery_cli import leave_out_extras   # config/__init__.py ran it already
 leave_out_extras()
 import celery.bin.celery                          # the command line, every subcommand
 from celery.apps.worker import Worker             # the worker command's module
@@ -63,16 +78,27 @@ libc = ctypes.CDLL(None)
 signum = ctypes.c_int()
 libc.prctl(2, ctypes.byref(signum))               # PR_GET_PDEATHSIG
 loaded = sorted(name for name, module in sys.modules.items() if module is not None)
-print(json.dumps({"modules": loaded, "pdeathsig": signum.value}))
+from django.contrib import admin
+from django.urls import reverse
+print(json.dumps({
+    "modules": loaded,
+    "pdeathsig": signum.value,
+    "optimize": sys.flags.optimize,
+    "docstring": json.dumps.__doc__,
+    "admin_registered_at_boot": len(admin.site._registry),
+    # The URLconf imports the admin modules itself: an admin URL still resolves.
+    "admin_url": reverse("admin:tasks_task_changelist"),
+    "admin_registered_after_urls": len(admin.site._registry),
+}))
 """
 
 
 @pytest.fixture(scope="module")
 def booted() -> dict[str, Any]:
     completed = subprocess.run(
-        [sys.executable, "-c", BOOT],
+        [sys.executable, "-OO", "-c", BOOT],
         cwd=ROOT,
-        env=dict(os.environ),
+        env={**os.environ, CELERY_PROCESS_ENV: "1"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -87,6 +113,68 @@ def test_a_booted_worker_has_not_imported_what_it_does_not_use(booted):
     assert [name for name in AT_BOOT if name not in modules] == []
     loaded = {name: why for name, why in NOT_AT_BOOT.items() if name in modules}
     assert loaded == {}
+
+
+def test_a_booted_worker_has_no_docstrings(booted):
+    """-OO drops docstrings (about 4 MiB of every worker process)."""
+    assert booted["optimize"] == 2
+    assert booted["docstring"] is None
+
+
+def test_a_worker_loads_the_admin_only_with_the_urlconf(booted):
+    assert booted["admin_registered_at_boot"] == 0
+    assert booted["admin_url"] == "/admin/tasks/task/"
+    assert booted["admin_registered_after_urls"] > 20
+
+
+def test_celery_cli_restarts_itself_as_a_celery_process():
+    """``python -m config.celery_cli`` replaces itself once with ``python -OO`` and
+    ``MJGATE_CELERY_PROCESS=1``, keeping its arguments; then it runs as asked."""
+    code = (
+        "import os, sys\n"
+        "from config.celery_cli import restart_as_celery_process\n"
+        "print('started', os.getpid(), flush=True)\n"
+        "restart_as_celery_process()\n"
+        "print(os.getpid(), sys.flags.optimize, os.environ['MJGATE_CELERY_PROCESS'], sys.argv[1:])\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != CELERY_PROCESS_ENV}
+    completed = subprocess.run(
+        [sys.executable, "-c", code, "worker", "-Q", "x"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    started, restarted, final = completed.stdout.strip().splitlines()
+    pid = started.split()[1]
+    # Started twice (the second time under -OO), one pid: the process was replaced.
+    assert started == restarted == f"started {pid}"
+    assert final == f"{pid} 2 1 ['worker', '-Q', 'x']"
+
+
+def test_outbound_http_loads_httpx_on_first_use():
+    """apps.core.http imports httpx (to parse) and httpcore (to connect) when first used, not
+    with Django's start in a Celery process (the web's admin modules import httpx)."""
+    code = (
+        "import sys, django\n"
+        "django.setup()\n"
+        "import apps.core.http as http\n"
+        "before = sorted(m for m in ('httpx', 'httpcore', 'apps.core.http_wire') if m in sys.modules)\n"
+        "http.check_url('https://example.com/hook', resolve_host=False)\n"
+        "print(before, 'httpx' in sys.modules)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, CELERY_PROCESS_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert completed.stdout.strip().splitlines()[-1] == "[] True"
 
 
 def test_each_pool_process_still_dies_with_its_parent(booted):

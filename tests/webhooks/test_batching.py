@@ -13,7 +13,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from apps.core import http
+from apps.core import http, http_wire
 from apps.core.http import SafeSession, UnsafeURL
 from apps.tasks.events import task_changed
 from apps.tasks.models import Task
@@ -183,7 +183,7 @@ def test_a_pooled_connection_is_reused_only_to_an_address_vetted_for_the_request
         return socket.create_connection(("127.0.0.1", receiver.port), timeout=timeout)
 
     monkeypatch.setattr(http, "resolve", resolve)
-    monkeypatch.setattr(http, "_open_socket", open_socket)
+    monkeypatch.setattr(http_wire, "open_socket", open_socket)
     session = SafeSession()
     url = f"http://hooks.customer.example:{receiver.port}/hook"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import connections, transaction
 
-from apps.core import http
+from apps.core import http, http_wire
 from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks import delivery as delivery_module
@@ -47,7 +47,7 @@ def test_dns_rebinding_between_attempts_is_refused_without_a_request(
         return socket.create_connection(("127.0.0.1", receiver.port), timeout=timeout)
 
     monkeypatch.setattr(http, "resolve", resolve)
-    monkeypatch.setattr(http, "_open_socket", open_socket)
+    monkeypatch.setattr(http_wire, "open_socket", open_socket)
     receiver.respond = lambda request: 503
     task = make_task(notify_hook=f"http://hooks.customer.example:{receiver.port}/hook")
     [event] = change(task, status="SUBMITTED")

@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -29,6 +28,9 @@ from apps.tasks.enums import ErrorCode
 
 from .options import DiscordSettings
 from .wire import BOT_IDS
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ TURN_SECONDS = 45
 #: How long a call waits for its turn before the task goes back to the queue.
 TURN_WAIT = 30.0
 COMMAND_INDEX_SECONDS = 3600
-TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+#: Seconds: the whole call, and connecting (an ``httpx.Timeout``).
+TIMEOUT = 20.0
+CONNECT_TIMEOUT = 5.0
 _ID = re.compile(r"/\d{5,}")
 
 
@@ -69,9 +73,16 @@ class DiscordRest:
     def __init__(
         self, *, account_id: int, settings: DiscordSettings, client: httpx.Client | None = None
     ) -> None:
+        # httpx is imported where a client is first made, not with the engine's modules,
+        # which every worker process imports at start-up: it is about 3.5 MiB of each
+        # process, needed only by one working a discord account (issue 15, P6).
+        import httpx
+
         self.account_id = account_id
         self.settings = settings
-        self._client = client or httpx.Client(timeout=TIMEOUT)
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT)
+        )
         self._headers = {
             "Authorization": settings.token,
             "User-Agent": settings.user_agent,
@@ -186,6 +197,8 @@ class DiscordRest:
         """Send a request, waiting out 429s. Connection refused → not sent (temporary);
         a timeout after sending → outcome unknown. ``before_send`` runs right before each try
         leaves (after the turn and any rate limit were waited for)."""
+        import httpx  # loaded by __init__ already
+
         target = url if absolute else f"{self.settings.rest_base_url}{url}"
         route = route or f"{method} {_ID.sub('/:id', url)}"
         for _attempt in range(MAX_ATTEMPTS):
@@ -291,6 +304,8 @@ class DiscordRest:
     def upload(self, channel_id: str, filename: str, data: bytes) -> str:
         """Discord's two-step upload: ask for a slot, PUT the bytes there. Returns the
         ``uploaded_filename`` that interactions and messages refer to."""
+        import httpx  # loaded by __init__ already
+
         response = self.request(
             "POST",
             f"/channels/{channel_id}/attachments",

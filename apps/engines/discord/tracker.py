@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from django.db import transaction
 from django.db.models import Q
 
@@ -316,6 +315,8 @@ def _with_image(update: JobUpdate, settings: DiscordSettings | None) -> JobUpdat
     image = update.result.image
     if settings is None or image is None or not image.url:
         return update
+    import httpx  # where a result is downloaded: see download()
+
     try:
         data = download(image.url, settings)
     except (httpx.HTTPError, ValueError) as exc:
@@ -357,6 +358,11 @@ def download(url: str, settings: DiscordSettings) -> bytes:
     origin = f"{parts.scheme}://{parts.netloc}".lower()
     if origin not in settings.cdn_origins:
         raise ValueError(f"Refusing to download a result from {origin}: not the account's CDN.")
+    # httpx is imported here, not with the engine's modules, which every worker process imports
+    # at start-up: about 3.5 MiB of each, needed only by one working a discord account
+    # (issue 15, P6).
+    import httpx
+
     with httpx.stream("GET", url, timeout=30.0, follow_redirects=False) as response:
         response.raise_for_status()
         chunks = []

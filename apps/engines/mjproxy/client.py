@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
 from django.conf import settings
 
 from apps.core.http import OutboundHTTPError, ResponseTooLarge, Timeout, UnsafeURL, safe_request
@@ -71,6 +70,10 @@ def _timeout(total: float | None = None) -> Timeout:
 
 def _never_sent(exc: OutboundHTTPError) -> bool:
     """True when the failure happened before the request left (safe to send it elsewhere)."""
+    # httpcore is imported by the request that failed (apps/core/http_wire.py), not with this
+    # module, which every worker process imports at start-up (issue 15, P6).
+    import httpcore
+
     cause = exc.__cause__
     if isinstance(cause, httpcore.ConnectError | httpcore.ConnectTimeout):
         return True
