@@ -198,7 +198,9 @@ def task_cost(task: Task) -> Cost:
     if task.is_test:
         return Cost(paid=0, would_have=0, held=False, free=True)
     if task.status == Status.SUCCESS:
-        return Cost(paid=price, would_have=price, held=False, free=price == 0)
+        # What the ledger took: the platform fee when the organization's own account ran it.
+        paid = task.tokens_charged
+        return Cost(paid=paid, would_have=price, held=False, free=paid == 0)
     if task.status in (Status.FAILURE, Status.CANCEL):
         return Cost(paid=0, would_have=price, held=False, free=price == 0)
     return Cost(paid=0, would_have=price, held=task.status != Status.MODAL, free=price == 0)

@@ -32,6 +32,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.billing.ledger import ledger_capture, ledger_release
+from apps.billing.models import EntryKind
 from apps.core.cache import LeanScript
 from apps.core.errors import PermissionDenied, ServiceUnavailable
 from apps.core.http import Timeout, safe_download
@@ -317,7 +318,14 @@ def _settle(task: Task, *, succeeded: bool) -> None:
     """The single place where the task lifecycle touches money. A task its organization's own
     upstream account ran is charged the platform fee (``own_fee``), whatever was held."""
     if succeeded:
-        ledger_capture(task=task, charge=task.own_fee if task.served_by_own_account else None)
+        entry = ledger_capture(
+            task=task, charge=task.own_fee if task.served_by_own_account else None
+        )
+        # What was captured, kept on the task in the capture's transaction: what the task shows
+        # as charged stays what the ledger took, whatever happens to the account later.
+        captured = -entry.delta_held if entry is not None and entry.kind == EntryKind.CAPTURE else 0
+        Task.objects.filter(pk=task.pk).update(tokens_captured=captured)
+        task.tokens_captured = captured
     else:
         ledger_release(task=task)
 

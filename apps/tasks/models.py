@@ -137,6 +137,12 @@ class Task(models.Model):
         help_text="Platform fee charged instead of the price when one of the organization's own "
         "accounts runs it (own pools only).",
     )
+    tokens_captured = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens the ledger captured when it succeeded, written in the capture's "
+        "transaction (empty until then, and for tasks that succeeded before it was recorded).",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True, help_text="Accepted and queued.")
@@ -232,9 +238,16 @@ class Task(models.Model):
     @property
     def tokens_charged(self) -> int:
         """What the customer paid: the price is captured only on success (the platform fee
-        when its own account ran it); test tasks are free."""
+        when its own account ran it); test tasks are free.
+
+        What the ledger captured, as recorded then: the upstream account may be deleted later
+        (the task keeps no account), which must not turn a platform fee into the price. Tasks
+        that succeeded before the capture was recorded fall back to deciding it now.
+        """
         if self.status != Status.SUCCESS or self.is_test:
             return 0
+        if self.tokens_captured is not None:
+            return int(self.tokens_captured)
         if self.served_by_own_account:
             return int(self.own_fee or 0)
         return int(self.price)

@@ -175,7 +175,7 @@ def test_500_concurrent_submits_never_cross_tenants_accounts(make_key, fund):
         own = owner_of[task.upstream_account_id] is not None
         charged = fee if own else price
         assert -captures[task.pk] == charged, (task.pk, task.pool, own)
-        assert task.tokens_charged == charged
+        assert task.tokens_charged == task.tokens_captured == charged
         if task.pool == Pool.OWN_THEN_SHARED and own:
             rest = rests[task.pk]
             assert rest.idempotency_key == task_rest_key(task.pk)
