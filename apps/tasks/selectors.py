@@ -310,7 +310,9 @@ def task_queue_list(*, organization: Organization) -> QuerySet[Task]:
 class QueueEstimate:
     """Where a queued task stands: ``position`` 0 means a free slot takes it now; otherwise it
     is the task's place in the line waiting for a slot (1 = next). ``expected_start`` comes
-    from the pool's measured throughput (None until tasks of the pool have finished lately)."""
+    from the pool's measured throughput (None until tasks of the pool have finished lately;
+    for an own-only task its organization's own accounts are the pool, and None also while
+    none of them may take its mode)."""
 
     position: int
     expected_start: datetime | None = None
@@ -343,10 +345,37 @@ def pool_throughput(*, mode: str, is_test: bool) -> float:
     return rate
 
 
+_own_throughput: dict[tuple[int, str], tuple[float, float]] = {}
+
+
+def own_throughput(*, organization_id: int, mode: str) -> float:
+    """Tasks of ``mode`` the organization's own accounts finished per second over the last
+    ``THROUGHPUT_WINDOW``: the rate its own-only queue moves at (one read per organization and
+    mode every ``THROUGHPUT_REFRESH_SECONDS`` per process)."""
+    now = time.monotonic()
+    cached = _own_throughput.get((organization_id, mode))
+    if cached is not None and now - cached[0] < THROUGHPUT_REFRESH_SECONDS:
+        return cached[1]
+    finished = Task.objects.filter(
+        # An own account runs only its owner's tasks: the organization narrows the read.
+        organization_id=organization_id,
+        upstream_account__owner_id=organization_id,
+        finished_at__gte=timezone.now() - THROUGHPUT_WINDOW,
+        mode=mode,
+        is_test=False,
+        status__in=TERMINAL_STATUSES,
+        started_at__isnull=False,
+    ).count()
+    rate = finished / THROUGHPUT_WINDOW.total_seconds()
+    _own_throughput[(organization_id, mode)] = (now, rate)
+    return rate
+
+
 def pool_throughput_forget() -> None:
     """Forget the measured throughputs, pool sizes and pool snapshots of this process
     (tests)."""
     _throughput.clear()
+    _own_throughput.clear()
     _capacity.clear()
     _snapshots.clear()
 
@@ -358,6 +387,18 @@ def _accounts_with_load(*, is_test: bool) -> list[Any]:
         sandbox_pool_ensure()  # test keys need no configuration: their pool always exists
     return list(
         UpstreamAccount.objects.filter(is_enabled=True, is_sandbox_pool=is_test)
+        .annotate(busy=Count("tasks", filter=Q(tasks__status__in=ACTIVE_STATUSES)))
+        .order_by("pk")
+    )
+
+
+def _own_accounts_with_load(*, organization_id: int) -> list[Any]:
+    """The organization's enabled own accounts, each with its running tasks (``busy``, counted
+    as ``_accounts_with_load`` counts them): one read of a handful of rows."""
+    return list(
+        UpstreamAccount.objects.filter(
+            owner_id=organization_id, is_enabled=True, is_sandbox_pool=False
+        )
         .annotate(busy=Count("tasks", filter=Q(tasks__status__in=ACTIVE_STATUSES)))
         .order_by("pk")
     )
@@ -662,7 +703,8 @@ def task_queue_estimate(
     waits for ``ahead - free + 1`` slots to open (``position``), at the pool's measured
     throughput. ``head`` is the tenant's queue head as the caller read it (the acceptance,
     under its lock). A place behind more tasks than the pool has slots means every slot is
-    busy, and the free slots are not read.
+    busy, and the free slots are not read. An own-only task's line, slots and throughput are
+    its organization's own accounts' (``_own_estimate_behind``).
     """
     if task.status != Status.NOT_START or task.submitted_at is None:
         return QueueEstimate(0)
@@ -682,16 +724,19 @@ def task_queue_estimates(*, tasks: Iterable[Task]) -> dict[str, QueueEstimate]:
     Tasks not queued are left out."""
     estimates: dict[str, QueueEstimate] = {}
     numbered: list[Task] = []
+    page = _PageReads()
     for task in tasks:
         if task.status != Status.NOT_START or task.submitted_at is None:
             continue
-        if task.pool == Pool.OWN or task.tenant_seq is None:
+        if task.pool == Pool.OWN:
+            ahead = task_own_queue_position(task=task) - 1
+            estimates[task.pk] = _estimate_behind(task, ahead, page)
+        elif task.tenant_seq is None:
             estimates[task.pk] = task_queue_estimate(task=task)
         else:
             numbered.append(task)
     heads: dict[tuple[int, str, bool], int | None] = {}
     pools: dict[tuple[str, bool], list[tuple[Task, int, dict[int, int]]]] = {}
-    page = _PageReads()
     for task in numbered:
         tenant_pool = (task.organization_id, task.mode, task.is_test)
         if tenant_pool not in heads:
@@ -714,14 +759,18 @@ def task_queue_estimates(*, tasks: Iterable[Task]) -> dict[str, QueueEstimate]:
 @dataclass
 class _PageReads:
     """What a page of estimates reads once for all its tasks: each pool's size and the
-    accounts with their running tasks."""
+    accounts with their running tasks, and each organization's own accounts (own-only
+    tasks)."""
 
     capacity: dict[tuple[str, bool], int] = field(default_factory=dict)
     accounts: dict[bool, list[Any]] = field(default_factory=dict)
+    own_accounts: dict[int, list[Any]] = field(default_factory=dict)
 
 
 def _estimate_behind(task: Task, ahead: int, page: _PageReads | None = None) -> QueueEstimate:
     """The estimate of queued ``task`` with ``ahead`` tasks starting before it."""
+    if task.pool == Pool.OWN:
+        return _own_estimate_behind(task, ahead, page)
     place = ahead + 1
     pool = (task.mode, task.is_test)
     if page is not None and pool in page.capacity:
@@ -745,6 +794,32 @@ def _estimate_behind(task: Task, ahead: int, page: _PageReads | None = None) -> 
     waiting = place - free
     rate = pool_throughput(mode=task.mode, is_test=task.is_test)
     expected = timezone.now() + timedelta(seconds=waiting / rate) if rate > 0 else None
+    return QueueEstimate(waiting, expected, ahead=ahead)
+
+
+def _own_estimate_behind(task: Task, ahead: int, page: _PageReads | None) -> QueueEstimate:
+    """``_estimate_behind`` of an own-only task: only the organization's own accounts serve
+    its line, so their free slots and the rate they finish its mode's tasks at make the wait,
+    however large the shared pool is. With none of them usable for the mode now (disabled,
+    cooling down, banned, out of fast hours), nothing says when a slot opens: no
+    ``expected_start``."""
+    place = ahead + 1
+    org = task.organization_id
+    loaded = page.own_accounts.get(org) if page is not None else None
+    if loaded is None:
+        loaded = _own_accounts_with_load(organization_id=org)
+        if page is not None:
+            page.own_accounts[org] = loaded
+    now = timezone.now()
+    usable = [a for a in loaded if upstream_account_usable(a, now=now, mode=task.mode)]
+    if not usable:
+        return QueueEstimate(place, None, ahead=ahead)
+    free = _pool_free_slots(task, usable)
+    if place <= free:
+        return QueueEstimate(0, ahead=ahead)
+    waiting = place - free
+    rate = own_throughput(organization_id=org, mode=task.mode)
+    expected = now + timedelta(seconds=waiting / rate) if rate > 0 else None
     return QueueEstimate(waiting, expected, ahead=ahead)
 
 
