@@ -359,3 +359,58 @@ def test_the_first_poll_is_reckoned_from_the_upstreams_answer(caller, clock, mon
     ((_, countdown, counted_from),) = [a for a in anchors if a[0] == "tasks.poll_job"]
     assert countdown == pytest.approx(0.5 + POLL_ETA_SLACK)
     assert counted_from is not None and 0 <= counted_from - submitted_at[0] < 0.05
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_poll_step_whose_account_another_pass_holds_tries_its_own_pass_again(
+    caller, clock, sent, monkeypatch
+):
+    """Two slots of one account freed at the same moment: the other step's pass holds the
+    account (and may have counted this slot as still held). This step waits for it and runs
+    its own pass again, so the next task starts here and now, not after the contended
+    dispatch's half-second retry."""
+    import threading
+    from types import SimpleNamespace
+
+    from django.db import connection, transaction
+
+    from apps.engines.models import UpstreamAccount
+    from apps.tasks import scheduling, workers
+
+    account = sandbox_account(concurrency=1, duration="1")
+    first = started(caller)
+    second = task_submit(caller=caller, action=Action.IMAGINE, prompt="a blue fox").task
+    locked, release = threading.Event(), threading.Event()
+
+    def other_pass() -> None:
+        try:
+            with transaction.atomic():
+                UpstreamAccount.objects.select_for_update().get(pk=account.pk)
+                locked.set()
+                release.wait(timeout=10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=other_pass)
+    holder.start()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the other pass ends while this step waits
+        waits.append(seconds)
+        release.set()
+        holder.join(timeout=10)
+
+    monkeypatch.setattr(scheduling, "time", SimpleNamespace(sleep=sleep), raising=False)
+    try:
+        assert locked.wait(timeout=10)
+        clock.advance(seconds=1)
+        before = len(sent)
+        workers.poll_job(first.pk, first.poll_token)
+    finally:
+        release.set()
+        holder.join(timeout=10)
+    assert waits == [scheduling.OWN_PASS_RETRY_DELAY]
+    second = Task.objects.get(pk=second.pk)
+    assert second.status == Status.IN_PROGRESS  # started in that same step
+    assert ("dispatch",) not in sent[before:]  # no contended retry was needed
