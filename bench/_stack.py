@@ -15,6 +15,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -259,7 +260,15 @@ def pg_backend_pids(db_name: str, application_name: str) -> list[int]:
 
 class CpuMeter:
     """CPU seconds spent by a gunicorn master's workers and by their PostgreSQL backends
-    between :meth:`start` and :meth:`stop` (processes present at both ends)."""
+    between :meth:`start` and :meth:`stop`.
+
+    Sampled every :data:`SAMPLE_EVERY` seconds meanwhile: a process that appears during the
+    run (a backend replacing one whose connection reached ``CONN_MAX_AGE``, a restarted
+    worker) counts from zero, and one that ends counts up to its last sample (reading only
+    the processes present at both ends lost every backend replaced mid-run: a round whose
+    connections all turned over read 0 ms of PostgreSQL CPU)."""
+
+    SAMPLE_EVERY = 0.25
 
     def __init__(
         self,
@@ -271,7 +280,11 @@ class CpuMeter:
         self.master_pid = master_pid
         self.db_name = db_name
         self.application_name = application_name
-        self._before: dict[str, dict[int, float]] = {}
+        #: Per side, each process's CPU seconds at its first and at its last sample.
+        self._first: dict[str, dict[int, float]] = {}
+        self._last: dict[str, dict[int, float]] = {}
+        self._stop_sampling = threading.Event()
+        self._sampler: threading.Thread | None = None
         #: gunicorn's access log of request times (``%(D)s``, microseconds): the server-side
         #: latency of each request between start and stop, without the time it waited to be
         #: accepted (what wrk's latency adds when every worker is busy).
@@ -284,13 +297,37 @@ class CpuMeter:
         pids = pg_backend_pids(self.db_name, self.application_name)
         return {"web": web, "postgres": {pid: _cpu_seconds(pid) for pid in pids}}
 
+    def _record(self, *, starting: bool) -> None:
+        for side, found in self._sample().items():
+            for pid, seconds in found.items():
+                if pid not in self._first[side]:
+                    # Present at the start: counted from there; born since: from zero.
+                    self._first[side][pid] = seconds if starting else 0.0
+                # CPU time only grows; a process gone between listing and reading reads 0.
+                self._last[side][pid] = max(seconds, self._last[side].get(pid, 0.0))
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop_sampling.wait(self.SAMPLE_EVERY):
+            try:
+                self._record(starting=False)
+            except Exception:  # noqa: S112 - a sample lost to a vanished process
+                continue
+
     def start(self) -> None:
         if self.access_log is not None:
             self._log_offset = self.access_log.stat().st_size if self.access_log.exists() else 0
-        self._before = self._sample()
+        self._first = {"web": {}, "postgres": {}}
+        self._last = {"web": {}, "postgres": {}}
+        self._record(starting=True)
+        self._stop_sampling.clear()
+        self._sampler = threading.Thread(target=self._sample_until_stopped, daemon=True)
+        self._sampler.start()
 
     def stop(self) -> dict[str, float]:
-        after = self._sample()
+        self._stop_sampling.set()
+        if self._sampler is not None:
+            self._sampler.join()
+        self._record(starting=False)
         if self.access_log is not None:
             time.sleep(0.2)  # the last requests' lines are flushed
             with self.access_log.open("rb") as handle:
@@ -299,9 +336,7 @@ class CpuMeter:
             self.server_ms = [int(line) / 1000 for line in lines if line.isdigit()]
         return {
             side: sum(
-                max(0.0, seconds - self._before[side][pid])
-                for pid, seconds in after[side].items()
-                if pid in self._before[side]
+                max(0.0, self._last[side][pid] - first) for pid, first in self._first[side].items()
             )
             for side in ("web", "postgres")
         }
