@@ -114,6 +114,14 @@ class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
     #: misspelt must not silently list everything).
     query_params: tuple[str, ...] = ()
 
+    def _bind_api_key(self, request: Any) -> None:
+        """The authenticated key and its organization, for the view (after authentication)."""
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey):  # pragma: no cover - HasApiKey already refused
+            raise exceptions.NotAuthenticated()
+        self.api_key: ApiKey = api_key
+        self.organization: Organization = api_key.organization
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         try:
             super().initial(request, *args, **kwargs)
@@ -121,11 +129,7 @@ class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
             # Refused before the rate throttle ran (a permission): not counted.
             pending_count_give_back(request)
             raise
-        api_key = request.auth
-        if not isinstance(api_key, ApiKey):  # pragma: no cover - HasApiKey already refused
-            raise exceptions.NotAuthenticated()
-        self.api_key: ApiKey = api_key
-        self.organization: Organization = api_key.organization
+        self._bind_api_key(request)
         if request.method in ("GET", "HEAD"):
             self._check_query_params(request)
 

@@ -329,19 +329,24 @@ _throughput: dict[tuple[str, bool], tuple[float, float]] = {}
 def pool_throughput(*, mode: str, is_test: bool) -> float:
     """Tasks of the pool finished per second over the last ``THROUGHPUT_WINDOW`` (one indexed
     read per pool every ``THROUGHPUT_REFRESH_SECONDS`` per process)."""
+    return _finished_rate(_throughput, (mode, is_test), mode=mode, is_test=is_test)
+
+
+def _finished_rate(cache: dict[Any, tuple[float, float]], key: Any, **where: Any) -> float:
+    """Tasks matching ``where`` that ran and finished, per second over the last
+    ``THROUGHPUT_WINDOW``, kept in ``cache`` under ``key`` for ``THROUGHPUT_REFRESH_SECONDS``."""
     now = time.monotonic()
-    cached = _throughput.get((mode, is_test))
+    cached = cache.get(key)
     if cached is not None and now - cached[0] < THROUGHPUT_REFRESH_SECONDS:
         return cached[1]
     finished = Task.objects.filter(
         finished_at__gte=timezone.now() - THROUGHPUT_WINDOW,
-        mode=mode,
-        is_test=is_test,
         status__in=TERMINAL_STATUSES,
         started_at__isnull=False,
+        **where,
     ).count()
     rate = finished / THROUGHPUT_WINDOW.total_seconds()
-    _throughput[(mode, is_test)] = (now, rate)
+    cache[key] = (now, rate)
     return rate
 
 
@@ -352,23 +357,15 @@ def own_throughput(*, organization_id: int, mode: str) -> float:
     """Tasks of ``mode`` the organization's own accounts finished per second over the last
     ``THROUGHPUT_WINDOW``: the rate its own-only queue moves at (one read per organization and
     mode every ``THROUGHPUT_REFRESH_SECONDS`` per process)."""
-    now = time.monotonic()
-    cached = _own_throughput.get((organization_id, mode))
-    if cached is not None and now - cached[0] < THROUGHPUT_REFRESH_SECONDS:
-        return cached[1]
-    finished = Task.objects.filter(
+    return _finished_rate(
+        _own_throughput,
+        (organization_id, mode),
         # An own account runs only its owner's tasks: the organization narrows the read.
         organization_id=organization_id,
         upstream_account__owner_id=organization_id,
-        finished_at__gte=timezone.now() - THROUGHPUT_WINDOW,
         mode=mode,
         is_test=False,
-        status__in=TERMINAL_STATUSES,
-        started_at__isnull=False,
-    ).count()
-    rate = finished / THROUGHPUT_WINDOW.total_seconds()
-    _own_throughput[(organization_id, mode)] = (now, rate)
-    return rate
+    )
 
 
 def pool_throughput_forget() -> None:

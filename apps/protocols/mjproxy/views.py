@@ -26,7 +26,6 @@ from rest_framework.request import Request, is_form_media_type
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from apps.api_keys.models import ApiKey
 from apps.core.api import OrganizationAPIView
 from apps.core.authentication import ApiKeyAuthentication
 from apps.core.errors import (
@@ -309,11 +308,7 @@ class SubmitView(MjProxyView):
         except BaseException:
             pending_count_give_back(request)
             raise
-        api_key = request.auth
-        if not isinstance(api_key, ApiKey):  # pragma: no cover - HasApiKey already refused
-            raise exceptions.NotAuthenticated()
-        self.api_key = api_key
-        self.organization = api_key.organization
+        self._bind_api_key(request)
 
     def _lean_render(self, data: dict[str, Any]) -> bytes:
         return bytes(_LEAN_RENDERER.render(data, _LEAN_RENDERER.media_type, {}))
