@@ -6,11 +6,17 @@ of it) and the ``…_like`` copies (varchar_pattern_ops, for ``LIKE 'abc%'``) of
 object id and task id, which no query uses (Django does not track them in its state). The
 operator's index holds only the rows that have one (an operator's adjustment): every query of
 it compares it with a value, which excludes NULL.
+
+The operator's partial index is built with ``CREATE INDEX CONCURRENTLY`` on PostgreSQL
+(``AddIndexWithoutLock``) before the full one is dropped, so the ledger keeps taking holds and
+captures meanwhile. Not atomic, as ``CONCURRENTLY`` requires.
 """
 
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+
+from apps.core.migration_ops import AddIndexWithoutLock
 
 #: Created by Django for indexed varchar columns on PostgreSQL (names from the 0001 schema).
 _LIKE_INDEXES = [
@@ -36,6 +42,8 @@ def _create_like_indexes(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    atomic = False
+
     dependencies = [
         ("accounts", "0004_own_accounts_tier"),
         ("billing", "0009_ledger_task_hold_function"),
@@ -43,6 +51,14 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        AddIndexWithoutLock(
+            model_name="ledgerentry",
+            index=models.Index(
+                condition=models.Q(("operator__isnull", False)),
+                fields=["operator"],
+                name="ledger_operator",
+            ),
+        ),
         migrations.RunPython(_drop_like_indexes, _create_like_indexes, elidable=True),
         migrations.AlterField(
             model_name="ledgerentry",
@@ -64,14 +80,6 @@ class Migration(migrations.Migration):
                 on_delete=django.db.models.deletion.PROTECT,
                 related_name="ledger_entries",
                 to="accounts.organization",
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="ledgerentry",
-            index=models.Index(
-                condition=models.Q(("operator__isnull", False)),
-                fields=["operator"],
-                name="ledger_operator",
             ),
         ),
     ]

@@ -1,0 +1,66 @@
+"""Schema operations for migrations that must not stop a live database's writes.
+
+``CREATE INDEX`` holds a lock that blocks every write to the table for as long as the index
+takes to build: seconds to minutes on a task table of millions of rows, during which no submit
+is accepted and no task moves. PostgreSQL's ``CREATE INDEX CONCURRENTLY`` builds the index
+beside the writes instead (it reads the table twice and waits for the transactions that were
+running when it began). These operations do that on PostgreSQL and fall back to Django's
+plain ``AddIndex`` / ``RemoveIndex`` elsewhere (SQLite, the embedded setup), where
+``django.contrib.postgres``'s own would fail.
+
+A migration using them sets ``atomic = False`` (``CONCURRENTLY`` cannot run in a
+transaction). To replace an index under the same name without a moment when queries have
+neither, add the new one under a temporary name, remove the old one, then ``RenameIndex``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.db.migrations.operations import AddIndex, RemoveIndex
+
+
+def _on_postgresql(schema_editor: Any) -> bool:
+    return bool(schema_editor.connection.vendor == "postgresql")
+
+
+class AddIndexWithoutLock(AddIndexConcurrently):
+    """``AddIndex``, built with ``CREATE INDEX CONCURRENTLY`` on PostgreSQL."""
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if _on_postgresql(schema_editor):
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if _on_postgresql(schema_editor):
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+
+
+class RemoveIndexWithoutLock(RemoveIndexConcurrently):
+    """``RemoveIndex``, dropped with ``DROP INDEX CONCURRENTLY`` on PostgreSQL (a plain drop
+    waits for every query on the table and blocks the ones behind it)."""
+
+    def database_forwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if _on_postgresql(schema_editor):
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            RemoveIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(
+        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        if _on_postgresql(schema_editor):
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            RemoveIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
