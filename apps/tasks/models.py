@@ -141,7 +141,7 @@ class Task(models.Model):
         null=True,
         blank=True,
         help_text="Tokens the ledger captured when it succeeded, written in the capture's "
-        "transaction (empty until then, and for tasks that succeeded before it was recorded).",
+        "transaction (empty until then).",
     )
 
     created_at = models.DateTimeField(auto_now_add=True)

@@ -4,9 +4,11 @@ account ran stays the fee after that account is deleted (TTAPI ``quota``, the da
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from rest_framework.test import APIClient
 
 from apps.accounts.models import MembershipTier, Organization, User
@@ -147,3 +149,48 @@ def test_a_task_that_succeeded_before_the_capture_was_recorded_is_read_as_before
 def test_a_new_task_is_accepted_with_nothing_captured(premium: Organization, make_key: Any) -> None:
     task = _submit(premium, make_key(premium))
     assert Task.objects.get(pk=task.pk).tokens_captured is None
+
+
+def test_migration_0022_records_what_the_ledger_captured_for_older_successes(
+    premium: Organization, make_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backfill reads each older success's capture entry: the fee for the own account's
+    task (whose account is gone since), the price for the shared pool's, 0 for a test task;
+    tasks not succeeded and values already recorded are left alone; batches walk the table."""
+    backfill = importlib.import_module("apps.tasks.migrations.0022_backfill_tokens_captured")
+    monkeypatch.setattr(backfill, "BATCH", 2)
+    own_key = make_key(premium, pool=Pool.OWN_THEN_SHARED)
+    mine = UpstreamAccountFactory(name="mine", owner=premium)
+    UpstreamAccountFactory(name="shared-1")
+    own = _submit(premium, own_key, "an own heron")
+    dispatch_pending()
+    run_to_completion(own.pk)
+    own_account_delete(organization=premium, account_id=mine.pk)
+    shared = [_submit(premium, make_key(premium), f"a shared heron {n}") for n in range(3)]
+    dispatch_pending()
+    for task in shared:
+        run_to_completion(task.pk)
+    test_key = make_key(premium, is_test=True)
+    UpstreamAccountFactory(sandbox_pool=True)
+    test = run_to_completion(_submit(premium, test_key, "a test heron").pk)
+    waiting = _submit(premium, make_key(premium), "a queued heron")
+    older = [own.pk, test.pk, *(task.pk for task in shared)]
+    Task.objects.filter(pk__in=older).update(tokens_captured=None)  # as before 0021
+    Task.objects.filter(pk=shared[0].pk).update(tokens_captured=7)  # recorded: left alone
+
+    backfill.backfill(django_apps, None)
+
+    after = dict(
+        Task.objects.filter(pk__in=[*older, waiting.pk]).values_list("pk", "tokens_captured")
+    )
+    assert after == {
+        own.pk: FEE,
+        test.pk: 0,
+        shared[0].pk: 7,
+        shared[1].pk: PRICE,
+        shared[2].pk: PRICE,
+        waiting.pk: None,
+    }
+    assert Task.objects.get(pk=own.pk).tokens_charged == FEE
+    backfill.backfill(django_apps, None)  # again: nothing changes
+    assert dict(Task.objects.filter(pk__in=after).values_list("pk", "tokens_captured")) == after
