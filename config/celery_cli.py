@@ -82,8 +82,10 @@ def restart_as_celery_process() -> None:
     kombu, redis-py's command mixins, the apps), held by the parent and counted again in each
     prefork pool process's RSS (issue 15, P6); no worker reads them (``--help`` texts of
     celery's own subcommands come out shorter). It also drops ``assert`` statements: ours
-    narrow types, the libraries' check their own invariants, none guards input. Python writes
-    ``.opt-2.pyc`` caches beside the usual ones.
+    narrow types, the libraries' check their own invariants, none guards input. It loads
+    ``.opt-2.pyc`` caches, which ``scripts/bootstrap.sh`` and ``docker/Dockerfile`` compile
+    (pip writes only the plain ones, and processes that may not write caches would otherwise
+    compile every module from source at each start).
 
     The process is replaced (same pid, arguments and environment), so supervisors see no
     difference; the second start costs the interpreter's start-up once.
