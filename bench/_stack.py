@@ -143,12 +143,41 @@ def start_results_worker(
 
 
 def start_beat(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    schedule = _state["work"] / "celerybeat-schedule"
+    schedule = beat_schedule_path()
     command = [
         *[sys.executable, "-m", "config.celery_cli", "-A", "config", "beat"],
         *["--loglevel", "WARNING", "--schedule", str(schedule)],
     ]
     return _start("beat", command, env)
+
+
+def wait_booted(
+    process: subprocess.Popen[bytes],
+    *,
+    children: int = 0,
+    path: Path | None = None,
+    timeout: float = 120.0,
+) -> None:
+    """Wait until a started Celery process has booted: a worker once its ``children`` pool
+    processes are forked (its parent forks them when Django and every task module are loaded),
+    beat once it has written ``path`` (its schedule file). So a bench can start the services
+    around the one it measures first, and their start-up (seconds of CPU on a 2-core machine)
+    does not fall inside the measured window."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"a process of the stack exited with {process.returncode}")
+        if children and len(child_pids(process.pid)) >= children:
+            return
+        if path is not None and any(f.stat().st_size for f in path.parent.glob(f"{path.name}*")):
+            return  # (dbm may add a suffix to the name)
+        time.sleep(0.1)
+    raise SystemExit("a process of the stack did not finish starting in time")
+
+
+def beat_schedule_path() -> Path:
+    """Where :func:`start_beat` has beat keep its schedule."""
+    return Path(_state["work"]) / "celerybeat-schedule"
 
 
 def session_cpu_seconds(process: subprocess.Popen[bytes]) -> float:

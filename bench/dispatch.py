@@ -5,10 +5,12 @@
     .venv/bin/python bench/dispatch.py --tasks 120 --rounds 1
 
 Each round fills the queue with ``--tasks`` imagine tasks through the mj-proxy API (12+ tenants on
-the top tier, so tier limits never hold work back) while no worker runs, then starts a Celery
-worker (``--concurrency`` prefork processes) for engine jobs, a low-priority results worker
-(``--results-concurrency``, as compose runs it) and beat on the local settings (PostgreSQL +
-Redis) and waits until every task is terminal. From the tasks' own timestamps it reports:
+the top tier, so tier limits never hold work back) while no worker runs, then starts a
+low-priority results worker (``--results-concurrency``, as compose runs it) and beat, and once
+they have booted a Celery worker (``--concurrency`` prefork processes) for engine jobs, on the
+local settings (PostgreSQL + Redis), and waits until every task is terminal (the services of a
+deployment are long running: their start-up is kept out of the measured window). From the
+tasks' own timestamps it reports:
 
 - ``utilisation``: the ideal makespan (tasks x duration / slots, the baseline this run computes
   for itself) over the measured one (first claim -> last slot freed, ``slot_freed_at``: the
@@ -393,11 +395,16 @@ def main() -> int:
         keys = setup(args)
         for round_no in range(args.rounds):
             ids = submit(keys, args.tasks, round_no)
+            # The results worker and beat first, booted before the engine worker starts: the
+            # measured window (from the first claim) holds the services at work, not their
+            # start-up beside it (a deployment's services are long running).
+            results = _stack.start_results_worker(env, concurrency=args.results_concurrency)
+            beat = _stack.start_beat(env)
+            _stack.wait_booted(results, children=args.results_concurrency)
+            _stack.wait_booted(beat, path=_stack.beat_schedule_path())
             worker = _stack.start_worker(
                 env, concurrency=args.concurrency, queues=env["CELERY_TASK_DEFAULT_QUEUE"]
             )
-            _stack.start_results_worker(env, concurrency=args.results_concurrency)
-            _stack.start_beat(env)
             finished = wait_terminal(ids, args.timeout, slots_only=args.slots_only)
             cpu = _stack.session_cpu_seconds(worker)
             load = _stack.machine()["loadavg"]
