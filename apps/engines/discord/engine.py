@@ -647,18 +647,31 @@ class DiscordEngine(Engine):
         acknowledgement carries our nonce) and the bot answers within seconds, so the
         gateway's record, or the channel read back, says so; a short wait covers a worker
         that died just after sending. Nothing after ``LOST_SUBMIT_SECONDS`` means the POST
-        never arrived.
+        never arrived. A channel that cannot be read back leaves the question open
+        (``SubmitOutcomeUnknown``, never a temporary error: that would requeue the task).
         """
         if row.sending_at is None:
             self._refused(row, "The interaction was never sent (its worker stopped before).")
             return None
         if not row.interaction_id:
-            settings = self._settings(job)
-            rest = DiscordRest(account_id=job.account.id, settings=settings)
             try:
-                self._read_back(job, settings, rest, row.channel_id)
-            finally:
-                rest.close()
+                settings = self._settings(job)
+                rest = DiscordRest(account_id=job.account.id, settings=settings)
+                try:
+                    self._read_back(job, settings, rest, row.channel_id)
+                finally:
+                    rest.close()
+            except TemporaryEngineError as exc:
+                # The channel could not be read (the account's REST turn still held by the
+                # dead worker, a rate limit, Discord down): that says nothing about whether
+                # the interaction arrived. A temporary error would send the task back to the
+                # queue and on to another account, which sends it again while this one may
+                # be running.
+                raise SubmitOutcomeUnknown(
+                    f"Whether the interrupted interaction reached Discord cannot be told yet "
+                    f"({exc.message}); looking again shortly.",
+                    error_code=exc.error_code,
+                ) from exc
             row.refresh_from_db()
         # Sent a moment ago: give Discord's acknowledgement the moment it needs to arrive.
         left = ACK_WAIT_SECONDS - (timezone.now() - row.sending_at).total_seconds()
