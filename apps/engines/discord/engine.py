@@ -466,9 +466,15 @@ class DiscordEngine(Engine):
     @staticmethod
     def _interact(rest: DiscordRest, row: DiscordJob, payload: dict[str, Any]) -> None:
         def leaving() -> None:
-            DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
+            # Only from a row still prepared: a look-up that took the task over (this submit
+            # outlived its lease) may have closed it as never sent and sends the task itself.
+            if not DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
                 sending_at=timezone.now()
-            )
+            ):
+                raise TemporaryEngineError(
+                    "This submit was taken over while it waited; nothing was sent.",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                )
 
         try:
             rest.interact(payload, before_send=leaving)
@@ -651,8 +657,27 @@ class DiscordEngine(Engine):
         (``SubmitOutcomeUnknown``, never a temporary error: that would requeue the task).
         """
         if row.sending_at is None:
-            self._refused(row, "The interaction was never sent (its worker stopped before).")
-            return None
+            # Closed only while still unsent: this update and ``_interact``'s ``sending_at``
+            # exclude each other, so a submit that was only slow (a threads pool has no hard
+            # time limit; it outlived its lease waiting for the REST turn) either finds its
+            # row closed and sends nothing, or got there first and its row is looked up below.
+            closed = DiscordJob.objects.filter(
+                pk=row.pk, phase=Phase.PREPARED, sending_at__isnull=True
+            ).update(
+                phase=Phase.REFUSED,
+                error_code=ErrorCode.UPSTREAM_ERROR,
+                fail_reason="The interaction was never sent (its worker stopped before).",
+            )
+            if closed:
+                return None
+            row.refresh_from_db()
+            if row.phase != Phase.PREPARED:
+                return row
+            if row.sending_at is None:  # unreachable: the update above would have closed it
+                raise SubmitOutcomeUnknown(
+                    "The interaction changed while it was looked up; looking again shortly.",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                )
         if not row.interaction_id:
             try:
                 settings = self._settings(job)

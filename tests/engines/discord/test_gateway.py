@@ -17,7 +17,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from apps.engines.base import SubmitOutcomeUnknown
+from apps.engines.base import SubmitOutcomeUnknown, TemporaryEngineError
 from apps.engines.discord import rest as rest_module
 from apps.engines.discord.engine import DiscordEngine
 from apps.engines.discord.fake import FakeDiscordThread
@@ -248,6 +248,58 @@ def test_a_lookup_that_cannot_read_the_channel_leaves_the_outcome_unknown(
     cache.delete(f"discord:turn:{account.pk}")
     assert engine.find_job(job) is None
     assert DiscordJob.objects.get(task_id=job.task_id).phase == Phase.REFUSED
+
+
+def test_a_submit_taken_over_while_it_waited_for_its_turn_sends_nothing(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A threads pool has no hard time limit: a submit waiting for the account's REST turn can
+    outlive its lease, and the sweeper hands the task to another start, whose look-up closes
+    the still unsent row. When the slow submit's turn comes, its POST must not leave."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a slow submit")
+    original = DiscordRest.request
+
+    def request(self: DiscordRest, method: str, url: str, **kwargs: Any) -> Any:
+        if url == "/interactions":
+            # While this submit waits for its turn, the other start looks the task up.
+            assert engine.find_job(job) is None
+        return original(self, method, url, **kwargs)
+
+    before = fake_discord.stats()["interactions"]
+    with monkeypatch.context() as patched:
+        patched.setattr(DiscordRest, "request", request)
+        with pytest.raises(TemporaryEngineError, match="taken over"):
+            engine.submit(job)
+    (closed,) = DiscordJob.objects.filter(task_id=job.task_id)
+    assert (closed.phase, closed.sending_at) == (Phase.REFUSED, None)
+    assert fake_discord.stats()["interactions"] == before
+    submitted = engine.submit(job)  # what the other start does next: sent once
+    assert submitted.upstream_job_id != closed.nonce
+    assert fake_discord.stats()["interactions"] == before + 1
+
+
+def test_a_look_up_does_not_close_a_row_whose_post_left_after_it_read_it(
+    engine: DiscordEngine, make_account: Callable[..., Any]
+) -> None:
+    """The look-up read the row before the slow submit wrote ``sending_at`` and sent it: the
+    row is not closed as never sent (the task would be sent twice), it is looked up as sent."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a late post")
+    DiscordJob.objects.create(
+        nonce="1234567890126", account=account, task_id=job.task_id, action="IMAGINE",
+        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
+        prompt="a late post --fast",
+    )  # fmt: skip
+    seen = DiscordJob.objects.get(pk="1234567890126")
+    DiscordJob.objects.filter(pk="1234567890126").update(
+        sending_at=timezone.now(), interaction_id="1234567890998"
+    )
+    found = engine._resolve_prepared(job, seen)
+    assert found is not None and found.phase == Phase.SENT
 
 
 def test_an_interaction_whose_worker_stopped_before_sending_is_sent_at_once(
