@@ -466,9 +466,15 @@ class DiscordEngine(Engine):
     @staticmethod
     def _interact(rest: DiscordRest, row: DiscordJob, payload: dict[str, Any]) -> None:
         def leaving() -> None:
-            DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
+            # Only from a row still prepared: a look-up that took the task over (this submit
+            # outlived its lease) may have closed it as never sent and sends the task itself.
+            if not DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
                 sending_at=timezone.now()
-            )
+            ):
+                raise TemporaryEngineError(
+                    "This submit was taken over while it waited; nothing was sent.",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                )
 
         try:
             rest.interact(payload, before_send=leaving)
@@ -647,18 +653,50 @@ class DiscordEngine(Engine):
         acknowledgement carries our nonce) and the bot answers within seconds, so the
         gateway's record, or the channel read back, says so; a short wait covers a worker
         that died just after sending. Nothing after ``LOST_SUBMIT_SECONDS`` means the POST
-        never arrived.
+        never arrived. A channel that cannot be read back leaves the question open
+        (``SubmitOutcomeUnknown``, never a temporary error: that would requeue the task).
         """
         if row.sending_at is None:
-            self._refused(row, "The interaction was never sent (its worker stopped before).")
-            return None
+            # Closed only while still unsent: this update and ``_interact``'s ``sending_at``
+            # exclude each other, so a submit that was only slow (a threads pool has no hard
+            # time limit; it outlived its lease waiting for the REST turn) either finds its
+            # row closed and sends nothing, or got there first and its row is looked up below.
+            closed = DiscordJob.objects.filter(
+                pk=row.pk, phase=Phase.PREPARED, sending_at__isnull=True
+            ).update(
+                phase=Phase.REFUSED,
+                error_code=ErrorCode.UPSTREAM_ERROR,
+                fail_reason="The interaction was never sent (its worker stopped before).",
+            )
+            if closed:
+                return None
+            row.refresh_from_db()
+            if row.phase != Phase.PREPARED:
+                return row
+            if row.sending_at is None:  # unreachable: the update above would have closed it
+                raise SubmitOutcomeUnknown(
+                    "The interaction changed while it was looked up; looking again shortly.",
+                    error_code=ErrorCode.UPSTREAM_ERROR,
+                )
         if not row.interaction_id:
-            settings = self._settings(job)
-            rest = DiscordRest(account_id=job.account.id, settings=settings)
             try:
-                self._read_back(job, settings, rest, row.channel_id)
-            finally:
-                rest.close()
+                settings = self._settings(job)
+                rest = DiscordRest(account_id=job.account.id, settings=settings)
+                try:
+                    self._read_back(job, settings, rest, row.channel_id)
+                finally:
+                    rest.close()
+            except TemporaryEngineError as exc:
+                # The channel could not be read (the account's REST turn still held by the
+                # dead worker, a rate limit, Discord down): that says nothing about whether
+                # the interaction arrived. A temporary error would send the task back to the
+                # queue and on to another account, which sends it again while this one may
+                # be running.
+                raise SubmitOutcomeUnknown(
+                    f"Whether the interrupted interaction reached Discord cannot be told yet "
+                    f"({exc.message}); looking again shortly.",
+                    error_code=exc.error_code,
+                ) from exc
             row.refresh_from_db()
         # Sent a moment ago: give Discord's acknowledgement the moment it needs to arrive.
         left = ACK_WAIT_SECONDS - (timezone.now() - row.sending_at).total_seconds()

@@ -64,7 +64,10 @@ class DiscordJob(models.Model):
     error_code = models.CharField(max_length=32, blank=True)
     fail_reason = models.TextField(blank=True)
     #: When the interaction's POST was about to leave (written just before each try): a
-    #: prepared row without it was certainly never sent.
+    #: prepared row without it was certainly never sent. Not a record that Discord got it (a
+    #: worker may die before the POST leaves; such a row is closed as refused after
+    #: ``LOST_SUBMIT_SECONDS``). Written only while the row is prepared, so a row a look-up
+    #: closed as never sent is never sent afterwards.
     sending_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -22,7 +22,7 @@ from apps.billing.audit import ledger_audit
 from apps.billing.models import EntryKind, LedgerEntry
 from apps.billing.selectors import balance_get
 from apps.engines.discord.fake import FakeDiscordThread
-from apps.engines.discord.models import DiscordJob
+from apps.engines.discord.models import DiscordJob, Phase
 from apps.engines.services import upstream_account_create
 from apps.tasks.enums import TERMINAL_STATUSES, Action, Status
 from apps.tasks.models import Task
@@ -118,6 +118,9 @@ def test_sixty_tasks_survive_gateway_worker_and_websocket_deaths(
             return Task.objects.filter(pk__in=ids, status__in=TERMINAL_STATUSES).count()
 
         def drop_all(how: str) -> None:
+            # Every socket live right now: a gateway that just reconnected (a heartbeat ACK
+            # late on a loaded machine counts as a dead connection) has none to drop yet.
+            wait_live(slow_fake, tokens)
             dropped = sum(
                 slow_fake.control("drop", {"token": token, "how": how})["dropped"]
                 for token in tokens
@@ -140,7 +143,6 @@ def test_sixty_tasks_survive_gateway_worker_and_websocket_deaths(
         celery_worker_factory(**WORKER_ENV)
 
         _wait(lambda: done() >= 35, timeout=90, sweep=True)
-        wait_live(slow_fake, tokens)
         drop_all("reconnect")
 
         _wait(lambda: done() == TASKS, timeout=180, sweep=True)
@@ -160,19 +162,27 @@ def test_sixty_tasks_survive_gateway_worker_and_websocket_deaths(
     assert stats["duplicate_nonces"] == 0
     # One interaction per task: nothing was sent twice under another nonce either.
     assert stats["interactions"] == TASKS
-    # A row whose worker died before its POST left is closed and a new one sent; every task
-    # has exactly one row that went out, and it is the task's job.
-    sent = Counter(
-        DiscordJob.objects.filter(task_id__in=ids, sending_at__isnull=False).values_list(
-            "task_id", flat=True
+    # Which rows reached Discord: the fake's own record of the nonces it accepted (the ground
+    # truth). ``sending_at`` is no such record: it is written just before the POST leaves, so a
+    # worker killed in between leaves a row with it that Discord never saw. Such a row is closed
+    # (refused) once the look-up is sure of that, and the task is sent again.
+    accepted = dict(slow_fake.discord.world.nonces)
+    rows = list(
+        DiscordJob.objects.filter(task_id__in=ids).values_list(
+            "task_id", "nonce", "phase", "sending_at", "fail_reason"
         )
     )
-    assert set(sent.values()) == {1} and len(sent) == TASKS
-    assert set(
-        DiscordJob.objects.filter(task_id__in=ids, sending_at__isnull=False).values_list(
-            "nonce", flat=True
-        )
-    ) == {task.upstream_job_id for task in tasks}
+    reached = Counter(task_id for task_id, nonce, *_ in rows if accepted.get(nonce))
+    # Every task had exactly one interaction that reached Discord, and it is the task's job.
+    assert set(reached.values()) == {1} and len(reached) == TASKS, [
+        row for row in rows if reached[row[0]] != 1
+    ]
+    assert {nonce for _task_id, nonce, *_ in rows if accepted.get(nonce)} == {
+        task.upstream_job_id for task in tasks
+    }
+    # Every other row was closed: none is left waiting for a look-up that will never come.
+    unsent = [row for row in rows if not accepted.get(row[1])]
+    assert all(phase == Phase.REFUSED for _t, _n, phase, *_ in unsent), unsent
     assert len({task.upstream_job_id for task in tasks}) == TASKS
     for task in tasks:
         kinds = list(

@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.utils import timezone
 
-from apps.engines.base import SubmitOutcomeUnknown
+from apps.engines.base import SubmitOutcomeUnknown, TemporaryEngineError
+from apps.engines.discord import rest as rest_module
 from apps.engines.discord.engine import DiscordEngine
 from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.leases import RENEW_EVERY, TTL, lease_acquire
-from apps.engines.discord.models import DiscordJob, GatewayLease
+from apps.engines.discord.models import DiscordJob, GatewayLease, Phase
+from apps.engines.discord.rest import TURN_SECONDS, DiscordRest
 from tests.integration_support import ROOT, worker_environment
 
 from .conftest import GatewayThread, job_for, wait_for
@@ -152,6 +155,151 @@ def test_an_interaction_that_never_left_is_sent_after_the_grace_period(
     submitted = engine.submit(job)
     assert submitted.upstream_job_id != "1234567890123"
     assert fake_discord.stats()["interactions"] == before + 1
+
+
+class _Killed(BaseException):
+    """The worker's process dying: no ``except Exception`` on the way out sees it."""
+
+
+def _die_after_sending_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next interaction's worker dies right after ``sending_at`` was committed, before
+    its POST leaves (``before_send`` runs inside the account's REST turn)."""
+    original = DiscordRest.request
+
+    def request(self: DiscordRest, method: str, url: str, **kwargs: Any) -> Any:
+        leaving = kwargs.get("before_send")
+        if url != "/interactions" or leaving is None:
+            return original(self, method, url, **kwargs)
+
+        def then_die() -> None:
+            leaving()
+            # SIGKILL does not release the turn: it stays in the cache until it expires.
+            cache.set(f"discord:turn:{self.account_id}", "dead", timeout=TURN_SECONDS)
+            raise _Killed
+
+        return original(self, method, url, **{**kwargs, "before_send": then_die})
+
+    monkeypatch.setattr(DiscordRest, "request", request)
+
+
+def test_a_submit_killed_between_sending_at_and_its_post_is_closed_and_sent_again(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The acceptance run's extra "sent" row: a row whose ``sending_at`` was written but whose
+    POST never left. After the grace period it is closed (refused, ``sending_at`` kept: it says
+    when the POST was about to leave, not that it arrived) and a new interaction goes out, so
+    the task has two rows with ``sending_at`` but Discord got one interaction."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a killed submit")
+    before = fake_discord.stats()["interactions"]
+    with monkeypatch.context() as patched:
+        _die_after_sending_at(patched)
+        with pytest.raises(_Killed):
+            engine.submit(job)
+    (first,) = DiscordJob.objects.filter(task_id=job.task_id)
+    assert first.phase == Phase.PREPARED and first.sending_at is not None
+    cache.delete(f"discord:turn:{account.pk}")  # expired by now (TURN_SECONDS)
+    DiscordJob.objects.filter(pk=first.pk).update(sending_at=timezone.now() - timedelta(minutes=5))
+    assert engine.find_job(job) is None
+    submitted = engine.submit(job)
+    first.refresh_from_db()
+    assert first.phase == Phase.REFUSED and first.sending_at is not None
+    assert first.fail_reason == "The interaction never reached the bot."
+    assert submitted.upstream_job_id != first.nonce
+    assert fake_discord.stats()["interactions"] == before + 1
+    accepted = fake_discord.discord.world.nonces
+    assert (accepted[first.nonce], accepted[submitted.upstream_job_id]) == (0, 1)
+
+
+def test_a_lookup_that_cannot_read_the_channel_leaves_the_outcome_unknown(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The killed worker still holds the account's REST turn, so the look-up cannot read the
+    channel back. That is "cannot tell yet", not "Discord did not take it": a temporary error
+    here would send the task back to the queue, to be sent again on another account while
+    this interaction's fate is unknown (and its row left prepared for good)."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a lookup behind a dead turn")
+    with monkeypatch.context() as patched:
+        _die_after_sending_at(patched)
+        with pytest.raises(_Killed):
+            engine.submit(job)
+    DiscordJob.objects.filter(task_id=job.task_id).update(
+        sending_at=timezone.now() - timedelta(seconds=10)
+    )
+    monkeypatch.setattr(rest_module, "TURN_WAIT", 0.2)
+    with pytest.raises(SubmitOutcomeUnknown):
+        engine.find_job(job)
+    with pytest.raises(SubmitOutcomeUnknown):
+        engine.submit(job)
+    # Even once Discord certainly never got it, the row is closed only after it was looked up.
+    DiscordJob.objects.filter(task_id=job.task_id).update(
+        sending_at=timezone.now() - timedelta(minutes=5)
+    )
+    with pytest.raises(SubmitOutcomeUnknown):
+        engine.find_job(job)
+    assert DiscordJob.objects.get(task_id=job.task_id).phase == Phase.PREPARED
+    cache.delete(f"discord:turn:{account.pk}")
+    assert engine.find_job(job) is None
+    assert DiscordJob.objects.get(task_id=job.task_id).phase == Phase.REFUSED
+
+
+def test_a_submit_taken_over_while_it_waited_for_its_turn_sends_nothing(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A threads pool has no hard time limit: a submit waiting for the account's REST turn can
+    outlive its lease, and the sweeper hands the task to another start, whose look-up closes
+    the still unsent row. When the slow submit's turn comes, its POST must not leave."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a slow submit")
+    original = DiscordRest.request
+
+    def request(self: DiscordRest, method: str, url: str, **kwargs: Any) -> Any:
+        if url == "/interactions":
+            # While this submit waits for its turn, the other start looks the task up.
+            assert engine.find_job(job) is None
+        return original(self, method, url, **kwargs)
+
+    before = fake_discord.stats()["interactions"]
+    with monkeypatch.context() as patched:
+        patched.setattr(DiscordRest, "request", request)
+        with pytest.raises(TemporaryEngineError, match="taken over"):
+            engine.submit(job)
+    (closed,) = DiscordJob.objects.filter(task_id=job.task_id)
+    assert (closed.phase, closed.sending_at) == (Phase.REFUSED, None)
+    assert fake_discord.stats()["interactions"] == before
+    submitted = engine.submit(job)  # what the other start does next: sent once
+    assert submitted.upstream_job_id != closed.nonce
+    assert fake_discord.stats()["interactions"] == before + 1
+
+
+def test_a_look_up_does_not_close_a_row_whose_post_left_after_it_read_it(
+    engine: DiscordEngine, make_account: Callable[..., Any]
+) -> None:
+    """The look-up read the row before the slow submit wrote ``sending_at`` and sent it: the
+    row is not closed as never sent (the task would be sent twice), it is looked up as sent."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a late post")
+    DiscordJob.objects.create(
+        nonce="1234567890126", account=account, task_id=job.task_id, action="IMAGINE",
+        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
+        prompt="a late post --fast",
+    )  # fmt: skip
+    seen = DiscordJob.objects.get(pk="1234567890126")
+    DiscordJob.objects.filter(pk="1234567890126").update(
+        sending_at=timezone.now(), interaction_id="1234567890998"
+    )
+    found = engine._resolve_prepared(job, seen)
+    assert found is not None and found.phase == Phase.SENT
 
 
 def test_an_interaction_whose_worker_stopped_before_sending_is_sent_at_once(
