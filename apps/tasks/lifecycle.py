@@ -640,7 +640,13 @@ def _submit(engine: Engine, job: Job) -> SubmitResult:
     upstream; looking first keeps a job from being submitted twice.
     """
     if job.state.get(INTERRUPTED_SUBMITS):
-        found = engine.find_job(job)
+        try:
+            found = engine.find_job(job)
+        except TemporaryEngineError as exc:
+            # The look-up could not ask the upstream: whether the interrupted submit reached
+            # it is still unknown. As a temporary error the task would go back to the queue as
+            # never accepted (maybe to another account) while the first job may run.
+            raise SubmitOutcomeUnknown(exc.message, error_code=exc.error_code) from exc
         if found is not None:
             return found
     return engine.submit(job)

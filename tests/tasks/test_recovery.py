@@ -413,6 +413,31 @@ def test_unknown_submit_outcomes_are_looked_up_with_back_off_past_the_start_atte
     released(task)
 
 
+def test_a_look_up_that_cannot_ask_the_upstream_leaves_the_outcome_unknown(
+    caller, sent, scripted, scripted_account, monkeypatch
+):
+    """An interrupted submit's look-up that cannot reach the upstream (``find_job`` raising a
+    temporary error) knows no more than before: the task stays with its account and is looked
+    up again, never given back to the queue as not accepted while the first job may run."""
+    scripted.script = [SubmitOutcomeUnknown("The upstream did not answer in time.")]
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a red fox").task
+    dispatch_pending()  # what the dispatch message does on a worker
+    task_start(task_id=task.pk)
+    account = Task.objects.get(pk=task.pk).upstream_account_id
+
+    def unreachable(job):
+        raise TemporaryEngineError("The upstream is busy; try again shortly.")
+
+    monkeypatch.setattr(scripted, "find_job", unreachable)
+    sent.clear()
+    task_start(task_id=task.pk)
+    task = Task.objects.get(pk=task.pk)
+    assert (task.status, task.upstream_account_id) == (Status.SUBMITTED, account)
+    assert task.engine_state == {INTERRUPTED_SUBMITS: 2}
+    assert sent == [("start", task.pk)]  # a look-up later, after its back-off
+    assert scripted.submits == 1  # nothing sent again meanwhile
+
+
 def test_an_unknown_submit_outcome_fails_when_the_upstream_cannot_find_jobs(
     caller, sent, scripted, scripted_account, monkeypatch
 ):
