@@ -42,10 +42,17 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile's top functions")
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--dump", help="write each kind's cProfile stats to DUMP.<kind>")
     parser.add_argument(
         "--full-chain",
         action="store_true",
         help="also measure every kind through Django's own WSGIHandler (settings.MIDDLEWARE)",
+    )
+    parser.add_argument(
+        "--layered",
+        action="store_true",
+        help="also measure every kind with the API middleware chain layered, not fused"
+        " (apps/core/handlers.FusedMiddleware)",
     )
     parser.add_argument(
         "--unprepared",
@@ -198,6 +205,8 @@ def measure(
                 call(variant.application, env)
             profile.disable()
         stats = pstats.Stats(profile)
+        if args.dump:
+            stats.dump_stats(f"{args.dump}.{kind}_{variant.name}")
         result: dict[str, Any] = {
             "web_cpu_ms": round(variant.cpu * 1000 / count, 3),
             "postgres_cpu_ms": round(variant.pg * 1000 / count, 3),
@@ -250,6 +259,11 @@ def main() -> int:
         variants = [Variant("lean", application)]
         if args.unprepared:
             variants.append(Variant("unprepared", application, prepared=False))
+        if args.layered:
+            from apps.core.handlers import PathRoutedWSGIHandler
+
+            layered = PathRoutedWSGIHandler(fused=False)
+            variants.append(Variant("layered", layered))
         if args.full_chain:
             from django.core.handlers.wsgi import WSGIHandler
 
