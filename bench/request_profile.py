@@ -49,12 +49,6 @@ def parse_args() -> argparse.Namespace:
         help="also measure every kind through Django's own WSGIHandler (settings.MIDDLEWARE)",
     )
     parser.add_argument(
-        "--layered",
-        action="store_true",
-        help="also measure every kind with the API middleware chain layered, not fused"
-        " (apps/core/handlers.FusedMiddleware)",
-    )
-    parser.add_argument(
         "--unprepared",
         action="store_true",
         help="also measure every kind with DATABASE_PREPARED_STATEMENTS off (apps/core/db.py)",
@@ -259,11 +253,6 @@ def main() -> int:
         variants = [Variant("lean", application)]
         if args.unprepared:
             variants.append(Variant("unprepared", application, prepared=False))
-        if args.layered:
-            from apps.core.handlers import PathRoutedWSGIHandler
-
-            layered = PathRoutedWSGIHandler(fused=False)
-            variants.append(Variant("layered", layered))
         if args.full_chain:
             from django.core.handlers.wsgi import WSGIHandler
 

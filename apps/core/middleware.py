@@ -34,33 +34,15 @@ def _add_cors_headers(response: HttpResponse) -> HttpResponse:
 
 
 class CompatCorsMiddleware:
-    #: ``__call__`` is ``process_request`` and ``process_response`` around the view
-    #: (``apps.core.handlers.FusedMiddleware`` runs the hooks alone).
-    call_is_hooks = True
-
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.process_request(request)
-        if response is None:
-            response = self.get_response(request)
-        return self.process_response(request, response)
-
-    # The two halves, as Django's middleware hooks (the API chain runs them in one layer,
-    # apps/core/handlers.FusedMiddleware): a preflight is answered here, and every API
-    # response (a preflight's too) gets the CORS headers.
-    def process_request(self, request: HttpRequest) -> HttpResponse | None:
-        if (
-            request.method == "OPTIONS"
-            and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in request.META
-            and _is_api_path(request.path)
-        ):
-            return HttpResponse(status=204)
-        return None
-
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        return _add_cors_headers(response) if _is_api_path(request.path) else response
+        if not _is_api_path(request.path):
+            return self.get_response(request)
+        if request.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in request.META:
+            return _add_cors_headers(HttpResponse(status=204))
+        return _add_cors_headers(self.get_response(request))
 
 
 class ApiTextGuardMiddleware:
@@ -70,16 +52,10 @@ class ApiTextGuardMiddleware:
     error. ``BadRequest`` is answered by ``handler400`` in the dialect's error shape.
     """
 
-    call_is_hooks = True  # as CompatCorsMiddleware's
-
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        self.process_request(request)
-        return self.get_response(request)
-
-    def process_request(self, request: HttpRequest) -> None:
         if _is_api_path(request.path):
             texts = [request.path, *request.GET.keys()]
             texts.extend(value for values in request.GET.lists() for value in values[1])
@@ -87,3 +63,4 @@ class ApiTextGuardMiddleware:
                 raise BadRequest(
                     "The URL may not contain NUL characters (%00) or unpaired surrogates."
                 )
+        return self.get_response(request)
