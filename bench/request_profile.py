@@ -42,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile's top functions")
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--dump", help="write each kind's cProfile stats to DUMP.<kind>")
     parser.add_argument(
         "--full-chain",
         action="store_true",
@@ -198,6 +199,8 @@ def measure(
                 call(variant.application, env)
             profile.disable()
         stats = pstats.Stats(profile)
+        if args.dump:
+            stats.dump_stats(f"{args.dump}.{kind}_{variant.name}")
         result: dict[str, Any] = {
             "web_cpu_ms": round(variant.cpu * 1000 / count, 3),
             "postgres_cpu_ms": round(variant.pg * 1000 / count, 3),

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 #: A psycopg prepare threshold no statement reaches by repetition.
 _NEVER = 2**62
@@ -58,8 +58,9 @@ def _composed(query: Any, params: Any) -> bytes | None:
         return None
 
 
-def prepared_statements_enabled() -> bool:
-    return connection.vendor == "postgresql" and bool(
+def prepared_statements_enabled(db: Any = None) -> bool:
+    """Whether ``db`` (default: the default connection) prepares the hot paths' statements."""
+    return (connections[DEFAULT_DB_ALIAS] if db is None else db).vendor == "postgresql" and bool(
         getattr(settings, "DATABASE_PREPARED_STATEMENTS", True)
     )
 
@@ -67,22 +68,25 @@ def prepared_statements_enabled() -> bool:
 @contextmanager
 def prepared_cursor() -> Iterator[Any]:
     """A cursor of the default connection whose statements are prepared (see the module)."""
-    if not prepared_statements_enabled():
-        with connection.cursor() as cursor:
+    # The connection itself, looked up once (each attribute read through ``connection`` looks
+    # it up again in the thread's connections).
+    db = connections[DEFAULT_DB_ALIAS]
+    if not prepared_statements_enabled(db):
+        with db.cursor() as cursor:
             yield cursor
         return
     # Lazy: the PostgreSQL backend module needs psycopg, which a SQLite setup may not have.
     from django.db.backends.postgresql.base import ServerBindingCursor
 
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    psycopg_connection = connection.connection
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    psycopg_connection = db.connection
     if psycopg_connection.prepare_threshold is None:
         # Django sets None, which turns preparing off altogether; a threshold no statement
         # reaches prepares only what asks to be (``prepare=True``), as Django's own stay unprepared.
         psycopg_connection.prepare_threshold = _NEVER
     raw = ServerBindingCursor(psycopg_connection)  # type: ignore[call-arg]
-    with connection._prepare_cursor(_Preparing(raw)) as cursor:  # type: ignore[attr-defined]
+    with db._prepare_cursor(_Preparing(raw)) as cursor:  # type: ignore[attr-defined]
         yield cursor
 
 

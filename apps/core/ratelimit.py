@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
@@ -291,15 +291,17 @@ def counted_cache_get(
     client = None if limit <= 0 or cache_breaker.is_open() else redis_client()
     if client is None:
         return cache.get(cache_key), None
+    backend: Any = caches["default"]  # what ``cache`` stands for, looked up once
+    make_key = backend.make_key
     now = time.time()
     current_key, previous_key = _window_keys(bucket, window, now)
     raw, previous, current = _counted_get(
         client,
-        keys=[cache.make_key(cache_key), cache.make_key(previous_key), cache.make_key(current_key)],
+        keys=[make_key(cache_key), make_key(previous_key), make_key(current_key)],
         args=[window * 2 + 1],
     )
     # The value as Django's Redis cache stores it (its serializer: ints plain, the rest pickled).
-    value = None if raw is None else cache._cache._serializer.loads(raw)  # type: ignore[attr-defined]
+    value = None if raw is None else backend._cache._serializer.loads(raw)
     pending = PendingCount(
         current_key, int(previous or 0), int(current), client, limit, window, now
     )

@@ -160,11 +160,14 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 #: The request header that chooses whose upstream accounts run a new task, in every dialect.
 POOL_HEADER = "X-Mjgate-Pool"
+#: ``POOL_HEADER`` as WSGI names it in ``request.META`` (what ``request.headers`` reads it from;
+#: building ``request.headers`` parses every header of the request, once per request).
+POOL_META = "HTTP_" + POOL_HEADER.upper().replace("-", "_")
 
 
 def caller_of(view: Any, protocol: str) -> Caller:
     request = getattr(view, "request", None)
-    pool = request.headers.get(POOL_HEADER) if request is not None else None
+    pool = request.META.get(POOL_META) if request is not None else None
     return Caller(
         organization=view.organization, api_key=view.api_key, protocol=protocol, pool=pool
     )

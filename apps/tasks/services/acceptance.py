@@ -327,10 +327,15 @@ def _json_as_is() -> dict[str, str]:
     return kinds
 
 
+#: What ``json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)`` uses,
+#: made once (``dumps`` builds an encoder per call when given any option).
+_ROW_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _row_json(task: Task) -> str:
     """``task``'s row as a JSON object of column → value, every concrete column."""
     row = dict(zip(_columns(), _row_values(task, as_json=True), strict=True))
-    return json.dumps(row, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ROW_ENCODER.encode(row)
 
 
 @functools.cache
@@ -353,11 +358,12 @@ def _alone_possible(task: Task) -> bool:
     """Whether ``task`` may be accepted in one statement outside a transaction: PostgreSQL, no
     transaction open (the statement is its own), and no outbox row to write with it (the task's
     own hook; an organization's endpoints are checked by the statement itself)."""
+    db = connections[DEFAULT_DB_ALIAS]  # the connection itself: no lookup per attribute read
     return (
-        connection.vendor == "postgresql"
-        and not connection.in_atomic_block
+        db.vendor == "postgresql"
+        and not db.in_atomic_block
         and not task.notify_hook
-        and connection.get_autocommit()
+        and db.get_autocommit()
     )
 
 
@@ -400,7 +406,7 @@ def _accept_alone(task: Task, *, now: datetime) -> bool:
         _limit_reached(unfinished=unfinished, limit=limit, tier_name=tier_name, tier_code=tier_code)
     task.tenant_seq = seq
     task._state.adding = False
-    task._state.db = connection.alias
+    task._state.db = DEFAULT_DB_ALIAS  # ``connection``'s alias
     queue_heads[task] = head
     # Committed already. ``task.created`` has no receiver (no hook of its own, no endpoint:
     # checked above), so ``task_changed`` would write no outbox row; it is not called, which
