@@ -12,7 +12,8 @@ is not coloured (celery's own fallback when pygments is missing). Everything els
 
 A process started so restarts itself once (same pid, arguments and environment) under
 ``python -OO`` with ``MJGATE_CELERY_PROCESS=1`` set, so that ``config/__init__.py`` leaves the
-extras out before Celery and kombu are imported, and Django the apps' admin modules
+extras out before Celery and kombu are imported (and redis-py's asyncio client until
+something uses it: :data:`DEFERRED`), and Django the apps' admin modules
 (:func:`leave_out_extras`, :func:`restart_as_celery_process`).
 
 Not for the eventlet or gevent pools, which must patch the standard library before anything
@@ -21,6 +22,9 @@ is imported and need greenlet; mjgate's workers use prefork and threads.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import sys
 import types
@@ -39,6 +43,53 @@ CELERY_PROCESS_ENV = "MJGATE_CELERY_PROCESS"
 #: which kombu imports for a serializer JSON-only ``accept_content`` never uses, stays:
 #: the URLconf, which a task that reverses a URL loads, needs it through drf-spectacular.)
 NOT_IMPORTED = ("greenlet", "pygments")
+
+#: Packages whose ``__init__`` runs on first use of one of its names, not when imported.
+#: ``redis/__init__.py`` imports ``redis.asyncio``, whose ``__init__`` imports the whole
+#: asyncio client (its connection, cluster, sentinel and keyspace-notification modules): about
+#: 1.3 MiB of Python objects in each process of a worker, counted again in each pool
+#: process's RSS (issue 15, P6); every Redis client here (kombu's, Django's cache, the
+#: dispatch scripts) is the synchronous one. The package itself is there (redis-py's own
+#: modules import its submodules, which load as usual), and the first name read from it runs
+#: its ``__init__`` as a plain import would have.
+DEFERRED = ("redis.asyncio",)
+
+
+class _DeferredInit(importlib.abc.Loader):
+    """Makes a package whose ``__init__`` runs when a name is first read from it."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        loader = self.loader
+
+        def __getattr__(name: str) -> object:
+            # Called for names the module does not have yet: run the real __init__ once
+            # (it defines them), then answer as the module now does.
+            del module.__getattr__
+            loader.exec_module(module)
+            return getattr(module, name)
+
+        module.__getattr__ = __getattr__  # type: ignore[method-assign]
+
+
+class _DeferredInitFinder(importlib.abc.MetaPathFinder):
+    """Finds the :data:`DEFERRED` packages as usual and defers their ``__init__``."""
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in DEFERRED:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)  # type: ignore[arg-type]
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _DeferredInit(spec.loader)
+        return spec
 
 
 def _repl_refused() -> types.ModuleType:
@@ -59,14 +110,17 @@ def _repl_refused() -> types.ModuleType:
 
 
 def leave_out_extras() -> None:
-    """Keep this process from importing click-repl, pygments and greenlet.
+    """Keep this process from importing click-repl, pygments and greenlet, and defer the
+    ``__init__`` of :data:`DEFERRED` packages to their first use.
 
-    Must run before Celery and kombu are imported (``config/__init__.py`` calls it first in
-    a process this module started); a no-op for modules already imported.
+    Must run before Celery, kombu and redis-py are imported (``config/__init__.py`` calls it
+    first in a process this module started); a no-op for modules already imported.
     """
     for name in NOT_IMPORTED:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     sys.modules.setdefault("click_repl", _repl_refused())
+    if not any(isinstance(finder, _DeferredInitFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _DeferredInitFinder())
 
 
 def restart_as_celery_process() -> None:

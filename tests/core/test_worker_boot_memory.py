@@ -58,6 +58,10 @@ NOT_AT_BOOT = {
     "apps.core.http_wire": "outbound HTTP",
     # greenlet (and the C++ runtime) for the eventlet and gevent pools.
     "greenlet": "eventlet and gevent pools",
+    # redis-py's asyncio client (~1.3 MiB): its package's __init__ runs on first use.
+    "redis.asyncio.client": "redis-py's asyncio client",
+    "redis.asyncio.cluster": "redis-py's asyncio client",
+    "redis.asyncio.connection": "redis-py's asyncio client",
 }
 
 #: Loaded by that same boot: without them the test would prove nothing.
@@ -78,6 +82,9 @@ libc = ctypes.CDLL(None)
 signum = ctypes.c_int()
 libc.prctl(2, ctypes.byref(signum))               # PR_GET_PDEATHSIG
 loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+import redis.asyncio                              # deferred: still only the package
+asyncio_client_loaded_by_import = "redis.asyncio.client" in sys.modules
+from redis.asyncio import Redis as AsyncRedis     # the first name read runs its __init__
 from django.contrib import admin
 from django.urls import reverse
 print(json.dumps({
@@ -89,6 +96,9 @@ print(json.dumps({
     # The URLconf imports the admin modules itself: an admin URL still resolves.
     "admin_url": reverse("admin:tasks_task_changelist"),
     "admin_registered_after_urls": len(admin.site._registry),
+    "asyncio_client_loaded_by_import": asyncio_client_loaded_by_import,
+    "async_redis": f"{AsyncRedis.__module__}.{AsyncRedis.__qualname__}",
+    "async_redis_names": sorted(set(redis.asyncio.__all__) - set(dir(redis.asyncio))),
 }))
 """
 
@@ -119,6 +129,15 @@ def test_a_booted_worker_has_no_docstrings(booted):
     """-OO drops docstrings (about 4 MiB of every worker process)."""
     assert booted["optimize"] == 2
     assert booted["docstring"] is None
+
+
+def test_redis_asyncio_runs_its_init_on_first_use(booted):
+    """redis-py's asyncio package is imported (redis-py imports its submodules) but its
+    ``__init__``, which imports the whole asyncio client, runs only when a name is read."""
+    assert booted["asyncio_client_loaded_by_import"] is False
+    assert booted["async_redis"] == "redis.asyncio.client.Redis"
+    # Every name the package exports is there once it has run.
+    assert booted["async_redis_names"] == []
 
 
 def test_a_worker_loads_the_admin_only_with_the_urlconf(booted):
