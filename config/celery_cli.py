@@ -12,8 +12,8 @@ is not coloured (celery's own fallback when pygments is missing). Everything els
 
 A process started so restarts itself once (same pid, arguments and environment) under
 ``python -OO`` with ``MJGATE_CELERY_PROCESS=1`` set, so that ``config/__init__.py`` leaves the
-extras out before Celery and kombu are imported (and redis-py's asyncio client until
-something uses it: :data:`DEFERRED`), and Django the apps' admin modules
+extras out before Celery and kombu are imported (and redis-py's asyncio client and Django's
+admin classes until something uses them: :data:`DEFERRED`), and Django the apps' admin modules
 (:func:`leave_out_extras`, :func:`restart_as_celery_process`).
 
 Not for the eventlet or gevent pools, which must patch the standard library before anything
@@ -44,15 +44,18 @@ CELERY_PROCESS_ENV = "MJGATE_CELERY_PROCESS"
 #: the URLconf, which a task that reverses a URL loads, needs it through drf-spectacular.)
 NOT_IMPORTED = ("greenlet", "pygments")
 
-#: Packages whose ``__init__`` runs on first use of one of its names, not when imported.
-#: ``redis/__init__.py`` imports ``redis.asyncio``, whose ``__init__`` imports the whole
-#: asyncio client (its connection, cluster, sentinel and keyspace-notification modules): about
-#: 1.3 MiB of Python objects in each process of a worker, counted again in each pool
-#: process's RSS (issue 15, P6); every Redis client here (kombu's, Django's cache, the
-#: dispatch scripts) is the synchronous one. The package itself is there (redis-py's own
-#: modules import its submodules, which load as usual), and the first name read from it runs
-#: its ``__init__`` as a plain import would have.
-DEFERRED = ("redis.asyncio",)
+#: Packages whose ``__init__`` runs on first use of one of its names, not when imported (their
+#: submodules load as usual when imported). Each would otherwise be held by a worker's parent
+#: and counted again in each prefork pool process's RSS (issue 15, P6):
+#:
+#: - ``redis.asyncio``: ``redis/__init__.py`` imports it, and its ``__init__`` the whole
+#:   asyncio client (connection, cluster, sentinel, keyspace notifications): about 1.3 MiB.
+#:   Every Redis client here (kombu's, Django's cache, the dispatch scripts) is the
+#:   synchronous one; redis-py's own modules import a few of its submodules.
+#: - ``django.contrib.admin``: the admin app's models (``LogEntry``) and app config load, but
+#:   not its ``__init__``'s ModelAdmin, filters, widgets and sites (about 0.7 MiB) until
+#:   something reads ``admin.site`` or the like: the URLconf does, if a task loads it.
+DEFERRED = ("redis.asyncio", "django.contrib.admin")
 
 
 class _DeferredInit(importlib.abc.Loader):
