@@ -55,7 +55,11 @@ NOT_IMPORTED = ("greenlet", "pygments")
 #: - ``django.contrib.admin``: the admin app's models (``LogEntry``) and app config load, but
 #:   not its ``__init__``'s ModelAdmin, filters, widgets and sites (about 0.7 MiB) until
 #:   something reads ``admin.site`` or the like: the URLconf does, if a task loads it.
-DEFERRED = ("redis.asyncio", "django.contrib.admin")
+#: - ``sqlparse`` (its lexer, filters and command line: about 0.5 MiB), which Django's
+#:   database operations import for the SQL scripts of migrations and ``sqlflush``.
+#: - ``django.views``, whose ``__init__`` imports the generic class-based views; the error
+#:   reporter of Django's logging imports ``django.views.debug``, a submodule.
+DEFERRED = ("redis.asyncio", "django.contrib.admin", "sqlparse", "django.views")
 
 
 class _DeferredInit(importlib.abc.Loader):

@@ -66,6 +66,10 @@ NOT_AT_BOOT = {
     "redis.asyncio.client": "redis-py's asyncio client",
     "redis.asyncio.cluster": "redis-py's asyncio client",
     "redis.asyncio.connection": "redis-py's asyncio client",
+    # Deferred the same way: sqlparse (~0.5 MiB) and Django's generic views.
+    "sqlparse.lexer": "SQL scripts (migrations)",
+    "sqlparse.cli": "SQL scripts (migrations)",
+    "django.views.generic": "class-based views",
 }
 
 #: Loaded by that same boot: without them the test would prove nothing.
@@ -95,6 +99,8 @@ loaded = sorted(name for name, module in sys.modules.items() if module is not No
 import redis.asyncio                              # deferred: still only the package
 asyncio_client_loaded_by_import = "redis.asyncio.client" in sys.modules
 from redis.asyncio import Redis as AsyncRedis     # the first name read runs its __init__
+import sqlparse
+split = sqlparse.split("SELECT 1; SELECT 2;")
 from django.contrib import admin
 from django.urls import reverse
 print(json.dumps({
@@ -109,6 +115,7 @@ print(json.dumps({
     "asyncio_client_loaded_by_import": asyncio_client_loaded_by_import,
     "async_redis": f"{AsyncRedis.__module__}.{AsyncRedis.__qualname__}",
     "async_redis_names": sorted(set(redis.asyncio.__all__) - set(dir(redis.asyncio))),
+    "sqlparse_split": split,
 }))
 """
 
@@ -141,13 +148,15 @@ def test_a_booted_worker_has_no_docstrings(booted):
     assert booted["docstring"] is None
 
 
-def test_redis_asyncio_runs_its_init_on_first_use(booted):
+def test_deferred_packages_run_their_init_on_first_use(booted):
     """redis-py's asyncio package is imported (redis-py imports its submodules) but its
     ``__init__``, which imports the whole asyncio client, runs only when a name is read."""
     assert booted["asyncio_client_loaded_by_import"] is False
     assert booted["async_redis"] == "redis.asyncio.client.Redis"
     # Every name the package exports is there once it has run.
     assert booted["async_redis_names"] == []
+    # The same for sqlparse, which Django's operations use for SQL scripts.
+    assert booted["sqlparse_split"] == ["SELECT 1;", "SELECT 2;"]
 
 
 def test_a_worker_loads_the_admin_only_with_the_urlconf(booted):
