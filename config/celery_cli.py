@@ -12,9 +12,9 @@ is not coloured (celery's own fallback when pygments is missing). Everything els
 
 A process started so restarts itself once (same pid, arguments and environment) under
 ``python -OO`` with ``MJGATE_CELERY_PROCESS=1`` set, so that ``config/__init__.py`` leaves the
-extras out before Celery and kombu are imported (and redis-py's asyncio client and Django's
-admin classes until something uses them: :data:`DEFERRED`), and Django the apps' admin modules
-(:func:`leave_out_extras`, :func:`restart_as_celery_process`).
+extras out before Celery and kombu are imported (and the ``__init__`` of a few packages, such
+as redis-py's asyncio client, until something uses them: :data:`DEFERRED`), and Django the
+apps' admin modules (:func:`leave_out_extras`, :func:`restart_as_celery_process`).
 
 Not for the eventlet or gevent pools, which must patch the standard library before anything
 is imported and need greenlet; mjgate's workers use prefork and threads.
@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import importlib.util
 import os
 import sys
+import threading
 import types
 
 import click
@@ -73,12 +73,29 @@ class _DeferredInit(importlib.abc.Loader):
 
     def exec_module(self, module: types.ModuleType) -> None:
         loader = self.loader
+        # A thread pool's threads may read their first name from it at the same time: the
+        # others wait until the __init__ has run (the hook stays until then).
+        lock = threading.RLock()
+        running = False
 
         def __getattr__(name: str) -> object:
-            # Called for names the module does not have yet: run the real __init__ once
-            # (it defines them), then answer as the module now does.
-            del module.__getattr__
-            loader.exec_module(module)
+            # Called for names the module does not have (yet): run the real __init__ once,
+            # then answer as the module now does.
+            nonlocal running
+            with lock:
+                if module.__dict__.get("__getattr__") is __getattr__:
+                    if running:  # the __init__ itself, asking for a name not set yet
+                        raise AttributeError(
+                            f"module {module.__name__!r} has no attribute {name!r}"
+                        )
+                    running = True
+                    try:
+                        loader.exec_module(module)
+                    finally:
+                        running = False
+                    # Unless the __init__ set a __getattr__ of its own.
+                    if module.__dict__.get("__getattr__") is __getattr__:
+                        del module.__getattr__
             return getattr(module, name)
 
         module.__getattr__ = __getattr__  # type: ignore[method-assign]

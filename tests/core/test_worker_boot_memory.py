@@ -9,11 +9,13 @@ worker's boot stay out, so the saving cannot silently come back.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from click.testing import CliRunner
 from django.db import connection
 
 from apps.engines.models import UpstreamAccount
+from config import celery_cli
 from config.celery_cli import CELERY_PROCESS_ENV, _repl_refused
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,6 +160,42 @@ def test_deferred_packages_run_their_init_on_first_use(booted):
     assert booted["async_redis_names"] == []
     # The same for sqlparse, which Django's operations use for SQL scripts.
     assert booted["sqlparse_split"] == ["SELECT 1;", "SELECT 2;"]
+
+
+def test_a_deferred_init_runs_once_when_threads_read_it_together(tmp_path, monkeypatch):
+    """The first reads from a deferred package, from several threads at once, run its
+    ``__init__`` once; each gets the name, and an unknown name still raises AttributeError."""
+    package = tmp_path / "deferred_probe"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import builtins, time\n"
+        "builtins.deferred_probe_runs = getattr(builtins, 'deferred_probe_runs', 0) + 1\n"
+        "time.sleep(0.2)\n"
+        "VALUE = 42\n"
+    )
+    (package / "sub" / "__init__.py").write_text("SUB = 'sub'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(celery_cli, "DEFERRED", ("deferred_probe",))
+    finder = celery_cli._DeferredInitFinder()
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    import builtins
+
+    try:
+        module = importlib.import_module("deferred_probe")
+        # Its submodules import as usual; the package's own __init__ has not run.
+        assert importlib.import_module("deferred_probe.sub").SUB == "sub"
+        assert getattr(builtins, "deferred_probe_runs", 0) == 0
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            values = list(pool.map(lambda _: module.VALUE, range(6)))
+        assert values == [42] * 6
+        assert builtins.deferred_probe_runs == 1
+        with pytest.raises(AttributeError):
+            _ = module.MISSING
+    finally:
+        for name in ("deferred_probe", "deferred_probe.sub"):
+            sys.modules.pop(name, None)
+        if hasattr(builtins, "deferred_probe_runs"):
+            del builtins.deferred_probe_runs
 
 
 def test_a_worker_loads_the_admin_only_with_the_urlconf(booted):
