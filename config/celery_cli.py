@@ -12,8 +12,9 @@ is not coloured (celery's own fallback when pygments is missing). Everything els
 
 A process started so restarts itself once (same pid, arguments and environment) under
 ``python -OO`` with ``MJGATE_CELERY_PROCESS=1`` set, so that ``config/__init__.py`` leaves the
-extras out before Celery and kombu are imported, and Django the apps' admin modules
-(:func:`leave_out_extras`, :func:`restart_as_celery_process`).
+extras out before Celery and kombu are imported (and the ``__init__`` of a few packages, such
+as redis-py's asyncio client, until something uses them: :data:`DEFERRED`), and Django the
+apps' admin modules (:func:`leave_out_extras`, :func:`restart_as_celery_process`).
 
 Not for the eventlet or gevent pools, which must patch the standard library before anything
 is imported and need greenlet; mjgate's workers use prefork and threads.
@@ -21,8 +22,11 @@ is imported and need greenlet; mjgate's workers use prefork and threads.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
 import sys
+import threading
 import types
 
 import click
@@ -39,6 +43,77 @@ CELERY_PROCESS_ENV = "MJGATE_CELERY_PROCESS"
 #: which kombu imports for a serializer JSON-only ``accept_content`` never uses, stays:
 #: the URLconf, which a task that reverses a URL loads, needs it through drf-spectacular.)
 NOT_IMPORTED = ("greenlet", "pygments")
+
+#: Packages whose ``__init__`` runs on first use of one of its names, not when imported (their
+#: submodules load as usual when imported). Each would otherwise be held by a worker's parent
+#: and counted again in each prefork pool process's RSS (issue 15, P6):
+#:
+#: - ``redis.asyncio``: ``redis/__init__.py`` imports it, and its ``__init__`` the whole
+#:   asyncio client (connection, cluster, sentinel, keyspace notifications): about 1.3 MiB.
+#:   Every Redis client here (kombu's, Django's cache, the dispatch scripts) is the
+#:   synchronous one; redis-py's own modules import a few of its submodules.
+#: - ``django.contrib.admin``: the admin app's models (``LogEntry``) and app config load, but
+#:   not its ``__init__``'s ModelAdmin, filters, widgets and sites (about 0.7 MiB) until
+#:   something reads ``admin.site`` or the like: the URLconf does, if a task loads it.
+#: - ``sqlparse`` (its lexer, filters and command line: about 0.5 MiB), which Django's
+#:   database operations import for the SQL scripts of migrations and ``sqlflush``.
+#: - ``django.views``, whose ``__init__`` imports the generic class-based views; the error
+#:   reporter of Django's logging imports ``django.views.debug``, a submodule.
+DEFERRED = ("redis.asyncio", "django.contrib.admin", "sqlparse", "django.views")
+
+
+class _DeferredInit(importlib.abc.Loader):
+    """Makes a package whose ``__init__`` runs when a name is first read from it."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        loader = self.loader
+        # A thread pool's threads may read their first name from it at the same time: the
+        # others wait until the __init__ has run (the hook stays until then).
+        lock = threading.RLock()
+        running = False
+
+        def __getattr__(name: str) -> object:
+            # Called for names the module does not have (yet): run the real __init__ once,
+            # then answer as the module now does.
+            nonlocal running
+            with lock:
+                if module.__dict__.get("__getattr__") is __getattr__:
+                    if running:  # the __init__ itself, asking for a name not set yet
+                        raise AttributeError(
+                            f"module {module.__name__!r} has no attribute {name!r}"
+                        )
+                    running = True
+                    try:
+                        loader.exec_module(module)
+                    finally:
+                        running = False
+                    # Unless the __init__ set a __getattr__ of its own.
+                    if module.__dict__.get("__getattr__") is __getattr__:
+                        del module.__getattr__
+            return getattr(module, name)
+
+        module.__getattr__ = __getattr__  # type: ignore[method-assign]
+
+
+class _DeferredInitFinder(importlib.abc.MetaPathFinder):
+    """Finds the :data:`DEFERRED` packages as usual and defers their ``__init__``."""
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in DEFERRED:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)  # type: ignore[arg-type]
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _DeferredInit(spec.loader)
+        return spec
 
 
 def _repl_refused() -> types.ModuleType:
@@ -59,14 +134,17 @@ def _repl_refused() -> types.ModuleType:
 
 
 def leave_out_extras() -> None:
-    """Keep this process from importing click-repl, pygments and greenlet.
+    """Keep this process from importing click-repl, pygments and greenlet, and defer the
+    ``__init__`` of :data:`DEFERRED` packages to their first use.
 
-    Must run before Celery and kombu are imported (``config/__init__.py`` calls it first in
-    a process this module started); a no-op for modules already imported.
+    Must run before Celery, kombu and redis-py are imported (``config/__init__.py`` calls it
+    first in a process this module started); a no-op for modules already imported.
     """
     for name in NOT_IMPORTED:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     sys.modules.setdefault("click_repl", _repl_refused())
+    if not any(isinstance(finder, _DeferredInitFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _DeferredInitFinder())
 
 
 def restart_as_celery_process() -> None:

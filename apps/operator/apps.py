@@ -1,7 +1,10 @@
 import os
 
+# The module itself, not ``from django.contrib.admin import apps``: reading a name from the
+# package would run its ``__init__`` (ModelAdmin, the filters, widgets and sites), which a
+# Celery process defers to first use (config/celery_cli.py, DEFERRED).
+import django.contrib.admin.apps as admin_apps
 from django.apps import AppConfig
-from django.contrib.admin import apps as admin_apps
 
 #: Set (to "1") in the Celery processes config/celery_cli.py starts: they serve no admin page,
 #: so they do not import the apps' admin modules at boot (issue 15, P6).

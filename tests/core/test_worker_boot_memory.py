@@ -9,11 +9,13 @@ worker's boot stay out, so the saving cannot silently come back.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from click.testing import CliRunner
 from django.db import connection
 
 from apps.engines.models import UpstreamAccount
+from config import celery_cli
 from config.celery_cli import CELERY_PROCESS_ENV, _repl_refused
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +53,10 @@ NOT_AT_BOOT = {
     "apps.tasks.admin": "admin modules",
     "apps.operator.admin": "admin modules",
     "apps.translation.services": "admin-only services",
+    # django.contrib.admin's __init__ (~0.7 MiB): deferred to the first name read from it.
+    "django.contrib.admin.options": "the admin's classes",
+    "django.contrib.admin.sites": "the admin's classes",
+    "django.contrib.admin.widgets": "the admin's classes",
     # httpx and httpcore (~3.5 MiB with h11, anyio, idna, cookiejar): on the first call out.
     "httpx": "outbound HTTP",
     "httpcore": "outbound HTTP",
@@ -58,10 +65,24 @@ NOT_AT_BOOT = {
     "apps.core.http_wire": "outbound HTTP",
     # greenlet (and the C++ runtime) for the eventlet and gevent pools.
     "greenlet": "eventlet and gevent pools",
+    # redis-py's asyncio client (~1.3 MiB): its package's __init__ runs on first use.
+    "redis.asyncio.client": "redis-py's asyncio client",
+    "redis.asyncio.cluster": "redis-py's asyncio client",
+    "redis.asyncio.connection": "redis-py's asyncio client",
+    # Deferred the same way: sqlparse (~0.5 MiB) and Django's generic views.
+    "sqlparse.lexer": "SQL scripts (migrations)",
+    "sqlparse.cli": "SQL scripts (migrations)",
+    "django.views.generic": "class-based views",
 }
 
 #: Loaded by that same boot: without them the test would prove nothing.
-AT_BOOT = ("celery.bin.amqp", "celery.apps.worker", "apps.tasks.workers", "apps.webhooks.workers")
+AT_BOOT = (
+    "celery.bin.amqp",
+    "celery.apps.worker",
+    "apps.tasks.workers",
+    "apps.webhooks.workers",
+    "django.contrib.admin.models",
+)
 
 BOOT = """
 import json, sys
@@ -78,6 +99,11 @@ libc = ctypes.CDLL(None)
 signum = ctypes.c_int()
 libc.prctl(2, ctypes.byref(signum))               # PR_GET_PDEATHSIG
 loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+import redis.asyncio                              # deferred: still only the package
+asyncio_client_loaded_by_import = "redis.asyncio.client" in sys.modules
+from redis.asyncio import Redis as AsyncRedis     # the first name read runs its __init__
+import sqlparse
+split = sqlparse.split("SELECT 1; SELECT 2;")
 from django.contrib import admin
 from django.urls import reverse
 print(json.dumps({
@@ -89,6 +115,10 @@ print(json.dumps({
     # The URLconf imports the admin modules itself: an admin URL still resolves.
     "admin_url": reverse("admin:tasks_task_changelist"),
     "admin_registered_after_urls": len(admin.site._registry),
+    "asyncio_client_loaded_by_import": asyncio_client_loaded_by_import,
+    "async_redis": f"{AsyncRedis.__module__}.{AsyncRedis.__qualname__}",
+    "async_redis_names": sorted(set(redis.asyncio.__all__) - set(dir(redis.asyncio))),
+    "sqlparse_split": split,
 }))
 """
 
@@ -119,6 +149,53 @@ def test_a_booted_worker_has_no_docstrings(booted):
     """-OO drops docstrings (about 4 MiB of every worker process)."""
     assert booted["optimize"] == 2
     assert booted["docstring"] is None
+
+
+def test_deferred_packages_run_their_init_on_first_use(booted):
+    """redis-py's asyncio package is imported (redis-py imports its submodules) but its
+    ``__init__``, which imports the whole asyncio client, runs only when a name is read."""
+    assert booted["asyncio_client_loaded_by_import"] is False
+    assert booted["async_redis"] == "redis.asyncio.client.Redis"
+    # Every name the package exports is there once it has run.
+    assert booted["async_redis_names"] == []
+    # The same for sqlparse, which Django's operations use for SQL scripts.
+    assert booted["sqlparse_split"] == ["SELECT 1;", "SELECT 2;"]
+
+
+def test_a_deferred_init_runs_once_when_threads_read_it_together(tmp_path, monkeypatch):
+    """The first reads from a deferred package, from several threads at once, run its
+    ``__init__`` once; each gets the name, and an unknown name still raises AttributeError."""
+    package = tmp_path / "deferred_probe"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import builtins, time\n"
+        "builtins.deferred_probe_runs = getattr(builtins, 'deferred_probe_runs', 0) + 1\n"
+        "time.sleep(0.2)\n"
+        "VALUE = 42\n"
+    )
+    (package / "sub" / "__init__.py").write_text("SUB = 'sub'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(celery_cli, "DEFERRED", ("deferred_probe",))
+    finder = celery_cli._DeferredInitFinder()
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    import builtins
+
+    try:
+        module = importlib.import_module("deferred_probe")
+        # Its submodules import as usual; the package's own __init__ has not run.
+        assert importlib.import_module("deferred_probe.sub").SUB == "sub"
+        assert getattr(builtins, "deferred_probe_runs", 0) == 0
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            values = list(pool.map(lambda _: module.VALUE, range(6)))
+        assert values == [42] * 6
+        assert builtins.deferred_probe_runs == 1
+        with pytest.raises(AttributeError):
+            _ = module.MISSING
+    finally:
+        for name in ("deferred_probe", "deferred_probe.sub"):
+            sys.modules.pop(name, None)
+        if hasattr(builtins, "deferred_probe_runs"):
+            del builtins.deferred_probe_runs
 
 
 def test_a_worker_loads_the_admin_only_with_the_urlconf(booted):
