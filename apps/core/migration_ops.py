@@ -19,48 +19,42 @@ from typing import Any
 
 from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db.migrations.operations import AddIndex, RemoveIndex
+from django.db.migrations.operations.base import Operation
 
 
-def _on_postgresql(schema_editor: Any) -> bool:
-    return bool(schema_editor.connection.vendor == "postgresql")
+class _ConcurrentlyOnPostgreSQL:
+    """Run the concurrent operation on PostgreSQL and ``plain``'s elsewhere."""
 
-
-class AddIndexWithoutLock(AddIndexConcurrently):
-    """``AddIndex``, built with ``CREATE INDEX CONCURRENTLY`` on PostgreSQL."""
+    plain: type[Operation]
 
     def database_forwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        if _on_postgresql(schema_editor):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+        self._run("database_forwards", app_label, schema_editor, from_state, to_state)
 
     def database_backwards(
         self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
     ) -> None:
-        if _on_postgresql(schema_editor):
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        self._run("database_backwards", app_label, schema_editor, from_state, to_state)
+
+    def _run(
+        self, step: str, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
+    ) -> None:
+        args = (app_label, schema_editor, from_state, to_state)
+        if schema_editor.connection.vendor == "postgresql":
+            getattr(super(), step)(*args)
         else:
-            AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+            getattr(self.plain, step)(self, *args)
 
 
-class RemoveIndexWithoutLock(RemoveIndexConcurrently):
+class AddIndexWithoutLock(_ConcurrentlyOnPostgreSQL, AddIndexConcurrently):
+    """``AddIndex``, built with ``CREATE INDEX CONCURRENTLY`` on PostgreSQL."""
+
+    plain = AddIndex
+
+
+class RemoveIndexWithoutLock(_ConcurrentlyOnPostgreSQL, RemoveIndexConcurrently):
     """``RemoveIndex``, dropped with ``DROP INDEX CONCURRENTLY`` on PostgreSQL (a plain drop
     waits for every query on the table and blocks the ones behind it)."""
 
-    def database_forwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
-    ) -> None:
-        if _on_postgresql(schema_editor):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            RemoveIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(
-        self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any
-    ) -> None:
-        if _on_postgresql(schema_editor):
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            RemoveIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+    plain = RemoveIndex
