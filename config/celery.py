@@ -121,10 +121,12 @@ app.autodiscover_tasks(related_name="workers")
 def _lower_priority(**_: Any) -> None:
     """A worker started with ``CELERY_WORKER_NICE`` (the results worker) runs at that lower
     CPU priority, and so do its pool processes: storing results must not take the CPU from
-    the starts, polls and dispatches that keep upstream slots busy."""
-    nice = int(os.environ.get("CELERY_WORKER_NICE") or 0)
-    if nice > 0:
-        os.nice(nice)
+    the starts, polls and dispatches that keep upstream slots busy. Leading its own session,
+    it lowers the session's autogroup too (config/priority.py), without which its nice value
+    weighs only against its own session's processes."""
+    from config.priority import lower_priority
+
+    lower_priority(int(os.environ.get("CELERY_WORKER_NICE") or 0))
 
 
 @task_prerun.connect

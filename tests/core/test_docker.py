@@ -53,6 +53,18 @@ def test_compose_runs_migrations_once_before_the_app_services():
         assert "migrate:\n        condition: service_completed_successfully" in block, name
 
 
+def test_compose_lowers_the_results_worker_against_the_other_containers():
+    """A nice value weighs only inside its own container: the results worker's container also
+    has a lower CPU weight than the engine worker's (config/priority.py)."""
+    services = COMPOSE.split("\nservices:\n", 1)[1]
+    results = services.split("\n  results:\n", 1)[1].split("\n\n  ", 1)[0]
+    worker = services.split("\n  worker:\n", 1)[1].split("\n\n  ", 1)[0]
+    assert 'CELERY_WORKER_NICE: "10"' in results
+    shares = re.search(r"^    cpu_shares: (\d+)$", results, re.MULTILINE)
+    assert shares and int(shares.group(1)) < 1024  # Docker's default weight
+    assert "cpu_shares" not in worker
+
+
 class _Recorder(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
