@@ -488,6 +488,25 @@ class DiscordEngine(Engine):
         DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(phase=Phase.SENT)
 
     @staticmethod
+    def _close_lost(row: DiscordJob, reason: str) -> bool:
+        """Close a press judged lost from ``row`` as read (prepared, never acknowledged), only
+        if it is still exactly that: the gateway may record Discord's acknowledgement, or its
+        worker write ``sending_at``, between the look and this update. True if it closed it;
+        False if the row moved on (it is alive: look again rather than press once more)."""
+        return bool(
+            DiscordJob.objects.filter(
+                pk=row.pk,
+                phase=Phase.PREPARED,
+                interaction_id="",
+                **(
+                    {"sending_at__isnull": True}
+                    if row.sending_at is None
+                    else {"sending_at": row.sending_at}
+                ),
+            ).update(phase=Phase.REFUSED, error_code=ErrorCode.UPSTREAM_ERROR, fail_reason=reason)
+        )
+
+    @staticmethod
     def _refused(row: DiscordJob, reason: str, error_code: str = ErrorCode.UPSTREAM_ERROR) -> None:
         DiscordJob.objects.filter(pk=row.pk).exclude(phase=Phase.SUCCESS).update(
             phase=Phase.REFUSED, error_code=error_code, fail_reason=reason
@@ -719,8 +738,22 @@ class DiscordEngine(Engine):
                 "The interaction may still be answered; looking again shortly.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
-        self._refused(row, "The interaction never reached the bot.")
-        return None
+        if self._close_lost(row, "The interaction never reached the bot."):
+            return None
+        # It moved on between the look and the close: acknowledged (or answered), so it runs
+        # after all; or sent once more by its worker, outliving its lease: look again later.
+        row.refresh_from_db()
+        if row.phase == Phase.PREPARED and not row.interaction_id:
+            raise SubmitOutcomeUnknown(
+                "The interaction is being sent again; looking again shortly.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
+        if row.phase == Phase.PREPARED:
+            DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(phase=Phase.SENT)
+            row.refresh_from_db()
+        if row.phase in (Phase.REFUSED, Phase.FAILURE):
+            return None
+        return row
 
     def _read_back(
         self, job: Job, settings: DiscordSettings, rest: DiscordRest, channel: str
@@ -833,9 +866,13 @@ class DiscordEngine(Engine):
                     )
                 missing.append(number)
             elif latest.phase == Phase.PREPARED and _press_lost(latest):
-                # Its worker stopped before the press left, or it never reached the bot.
-                self._refused(latest, "The press that shows this clip never reached the bot.")
-                missing.append(number)
+                # Its worker stopped before the press left, or it never reached the bot; unless
+                # it moved on meanwhile (acknowledged, or its worker sending it after all):
+                # then it is pending like any other, and pressed again only if it is lost.
+                if self._close_lost(
+                    latest, "The press that shows this clip never reached the bot."
+                ):
+                    missing.append(number)
             elif latest.phase == Phase.FAILURE:
                 raise PermanentEngineError(latest.fail_reason, error_code=latest.error_code)
             elif latest.phase == Phase.SUCCESS:

@@ -302,6 +302,64 @@ def test_a_look_up_does_not_close_a_row_whose_post_left_after_it_read_it(
     assert found is not None and found.phase == Phase.SENT
 
 
+def test_a_look_up_does_not_close_a_row_acknowledged_while_it_was_judged_lost(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sent long ago, no acknowledgement on record, nothing in the channel: lost, unless
+    Discord's acknowledgement reaches the gateway between that look and the close. The close
+    is a compare-and-set on what was judged, so the row is adopted (sent once), not closed
+    and sent again."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="an acknowledgement at the last moment")
+    DiscordJob.objects.create(
+        nonce="1234567890127", account=account, task_id=job.task_id, action="IMAGINE",
+        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
+        prompt="an acknowledgement at the last moment --fast",
+        sending_at=timezone.now() - timedelta(minutes=5),
+    )  # fmt: skip
+    original = DiscordEngine._close_lost
+
+    def acknowledged_meanwhile(row: DiscordJob, reason: str) -> bool:
+        DiscordJob.objects.filter(pk=row.pk).update(interaction_id="1234567890999")
+        return original(row, reason)
+
+    monkeypatch.setattr(DiscordEngine, "_close_lost", staticmethod(acknowledged_meanwhile))
+    before = fake_discord.stats()["interactions"]
+    found = engine.find_job(job)
+    assert found is not None and found.upstream_job_id == "1234567890127"
+    row = DiscordJob.objects.get(pk="1234567890127")
+    assert (row.phase, row.interaction_id) == (Phase.SENT, "1234567890999")
+    assert fake_discord.stats()["interactions"] == before
+
+
+def test_a_look_up_leaves_a_row_sent_again_by_its_slow_worker_to_a_later_look(
+    engine: DiscordEngine, make_account: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judged lost, but its worker (outliving its lease) writes a new ``sending_at`` and sends
+    it once more before the close: neither closed nor adopted yet; "unknown", looked at again."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a second try at the last moment")
+    DiscordJob.objects.create(
+        nonce="1234567890128", account=account, task_id=job.task_id, action="IMAGINE",
+        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
+        prompt="a second try at the last moment --fast",
+        sending_at=timezone.now() - timedelta(minutes=5),
+    )  # fmt: skip
+    original = DiscordEngine._close_lost
+
+    def sent_again_meanwhile(row: DiscordJob, reason: str) -> bool:
+        DiscordJob.objects.filter(pk=row.pk).update(sending_at=timezone.now())
+        return original(row, reason)
+
+    monkeypatch.setattr(DiscordEngine, "_close_lost", staticmethod(sent_again_meanwhile))
+    with pytest.raises(SubmitOutcomeUnknown):
+        engine.find_job(job)
+    assert DiscordJob.objects.get(pk="1234567890128").phase == Phase.PREPARED
+
+
 def test_an_interaction_whose_worker_stopped_before_sending_is_sent_at_once(
     engine: DiscordEngine, make_account: Callable[..., Any], fake_discord: FakeDiscordThread
 ) -> None:

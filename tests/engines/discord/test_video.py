@@ -408,6 +408,58 @@ def test_a_clip_press_whose_worker_died_before_sending_is_pressed_again(
     assert fake_discord.stats()["interactions"] == presses + 1
 
 
+def test_a_clip_press_acknowledged_while_it_was_judged_lost_is_not_pressed_again(
+    engine: DiscordEngine,
+    connected: Callable[..., tuple[Any, GatewayThread]],
+    fake_discord: FakeDiscordThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A press sent long ago with no acknowledgement on record looks lost; Discord's
+    acknowledgement reaches the gateway between that look and the close. The close is a
+    compare-and-set on what was judged, so the press is not closed, and not pressed twice."""
+    account, _thread = connected()
+    job = job_for(
+        account, action="VIDEO", prompt="", images=(_png(),), params=_video_params(batch_size=1)
+    )
+    submitted = engine.submit(job)
+    running = replace(job, upstream_job_id=submitted.upstream_job_id, state=submitted.state)
+    main = wait_for(
+        lambda: DiscordJob.objects.filter(pk=submitted.upstream_job_id, phase="success").first()
+    )
+    button = next(
+        b["custom_id"]
+        for b in main.components[0]["components"]
+        if "video_virtual" in b["custom_id"]
+    )
+    DiscordJob.objects.create(
+        nonce="2" * 18,
+        account_id=account.pk,
+        task_id=job.task_id,
+        action="VIDEO",
+        command=button,
+        bot_id=main.bot_id,
+        channel_id=main.channel_id,
+        parent_message_id=main.result_message_id,
+        sending_at=timezone.now() - timedelta(minutes=5),
+    )
+    original = DiscordEngine._close_lost
+    closes: list[bool] = []
+
+    def acknowledged_meanwhile(row: DiscordJob, reason: str) -> bool:
+        # What the gateway writes when Discord acknowledges the interaction.
+        DiscordJob.objects.filter(pk=row.pk).update(interaction_id="1234567890777")
+        closes.append(original(row, reason))
+        return closes[-1]
+
+    monkeypatch.setattr(DiscordEngine, "_close_lost", staticmethod(acknowledged_meanwhile))
+    presses = fake_discord.stats()["interactions"]
+    assert engine.poll(running).status == "running"
+    assert closes == [False]
+    press = DiscordJob.objects.get(pk="2" * 18)
+    assert press.phase == "prepared" and press.interaction_id == "1234567890777"
+    assert fake_discord.stats()["interactions"] == presses
+
+
 @pytest.mark.parametrize(
     ("params", "end_frame"),
     [(_video_params(resolution="720p"), False), (_video_params(), True)],
