@@ -16,7 +16,12 @@ from typing import Any, Generic, TypeVar
 
 from django.db import connection, models
 
-from apps.core.db import RELAXED_COMMIT, RELAXED_COMMIT_CONDITION, relaxed_commit_wanted
+from apps.core.db import (
+    RELAXED_COMMIT,
+    RELAXED_COMMIT_CONDITION,
+    prepared_cursor,
+    relaxed_commit_wanted,
+)
 from apps.engines.models import UpstreamAccount
 from apps.webhooks.models import WebhookEndpoint
 
@@ -289,7 +294,7 @@ def task_with_relations(row: Sequence[Any]) -> Task:
 
 def task_for_step(task_id: str) -> Task | None:
     """The task with its account and parent (``select_related`` of both), or None."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_sql("step"), [task_id])
         row = cursor.fetchone()
     return task_with_relations(row) if row is not None else None
@@ -298,7 +303,7 @@ def task_for_step(task_id: str) -> Task | None:
 def task_claim_submit(task_id: str, *, now: Any, lease: Any) -> Task | None:
     """Claim an assigned task's submit (``submit_claimed_at``, at most once) and read it with
     its account and parent, in one statement. None when it was not ours to claim."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_sql("claim"), [now, lease, now, task_id])
         row = cursor.fetchone()
     return task_with_relations(row) if row is not None else None
@@ -326,7 +331,7 @@ def task_mark_running(
     if seed is not ...:
         params.append(seed)
     params += [task.pk, task.submit_claimed_at, now, account_id]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_sql("running" if seed is ... else "running_seed"), params)
         row = cursor.fetchone()
     if row is None:
@@ -340,7 +345,7 @@ def task_release_slot(task_id: str, token: str, *, now: Any, lease: Any) -> bool
     Its own transaction, committed without waiting for the disk (a crash of PostgreSQL that
     lost it leaves the slot held until the sweeper polls the job again)."""
     relaxed = relaxed_commit_wanted(outermost=not connection.in_atomic_block)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _sql("release_relaxed" if relaxed else "release"), [now, lease, now, task_id, token]
         )
@@ -350,7 +355,7 @@ def task_release_slot(task_id: str, token: str, *, now: Any, lease: Any) -> bool
 def accounts_enabled() -> tuple[dict[int, bool], bool]:
     """Every enabled account (whether it is the sandbox pool), and whether test tasks are
     queued while no sandbox pool is enabled."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_sql("enabled"))
         found = cursor.fetchall()
     enabled = {pk: bool(sandbox) for pk, sandbox in found if pk is not None}
@@ -366,7 +371,7 @@ def accounts_lock_free(
     disk (an assignment lost with a crash of PostgreSQL is made again; no upstream saw it)."""
     relaxed = relaxed and relaxed_commit_wanted(outermost=True)
     suffix = "_relaxed" if relaxed else ""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         if account_id is None:
             cursor.execute(_sql("lock_accounts" + suffix))
         else:
@@ -386,7 +391,7 @@ def accounts_lock_free(
 
 def accounts_holding(ids: list[int]) -> dict[int, int]:
     """How many tasks hold a slot of each of the accounts ``ids`` (call after locking them)."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_sql("holding"), [ids])
         return {pk: int(n) for pk, n in cursor.fetchall()}
 
@@ -399,7 +404,7 @@ def tasks_lock_queued(ids: list[str]) -> list[Task]:
     """Those of ``ids`` still queued, locked (``SKIP LOCKED``), with what choosing a slot reads
     of them and of their parents."""
     width = CHOOSING.width
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_sql("lock_queued"), [ids])
         found = cursor.fetchall()
     tasks = []
@@ -419,7 +424,7 @@ def tasks_assign(
     """Assign queued tasks, locked by the caller, to accounts: ``rows`` of (task id, account
     id, engine, run deadline), one statement. The rows as written, each with whether its
     organization has an enabled webhook endpoint."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _sql("assign"),
             [

@@ -44,6 +44,7 @@ from django.db.models import (
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from apps.core.db import prepared_cursor
 from apps.core.errors import Conflict
 from apps.core.messaging import send_now
 from apps.engines.base import engine_names, get_engine
@@ -273,7 +274,7 @@ def _queued_candidates_lateral(pools: list[QueuePool], free: int) -> list[str]:
     tenant. The same answer as the portable window query, without reading and sorting every
     queued row."""
     sql, params = lateral_pick_sql(pools, free)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]
 
@@ -442,7 +443,7 @@ def _queued_candidates_fair(slots: dict[int, _Slot], pools: set[QueuePool]) -> _
     statement, the quotas of the tenants the free slots reach (live and test slots apart;
     an own account's free slots add to its owner's quota), then those tenants' oldest tasks
     up to their quotas in a second statement."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_heads_sql())
         rows = cursor.fetchall()
     running: dict[int, int] = {}
@@ -482,7 +483,7 @@ def _queued_candidates_fair(slots: dict[int, _Slot], pools: set[QueuePool]) -> _
     truncated = len(quotas) < len(kinds)
     if not wanted:
         return _Pick([], running, truncated)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _take_sql(),
             [

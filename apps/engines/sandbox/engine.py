@@ -16,7 +16,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from apps.core.db import RELAXED_COMMIT, RELAXED_COMMIT_CONDITION, relaxed_commit_wanted
+from apps.core.db import (
+    RELAXED_COMMIT,
+    RELAXED_COMMIT_CONDITION,
+    prepared_cursor,
+    relaxed_commit_wanted,
+)
 from apps.engines.base import (
     Engine,
     Job,
@@ -210,7 +215,7 @@ def _insert_live(record: SandboxJob) -> bool:
             f"WHERE {RELAXED_COMMIT_CONDITION} {conflict}"
         )
     relaxed = relaxed_commit_wanted(outermost=not connection.in_atomic_block)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _INSERT_SQL[1 if relaxed else 0],
             [f.get_db_prep_save(f.pre_save(record, True), connection) for f in fields],
@@ -235,7 +240,7 @@ def _job_record(job_id: str) -> SandboxJob | None:
         columns = ", ".join(quote(str(f.column)) for f in fields)
         table = quote(SandboxJob._meta.db_table)
         _RECORD_SQL.append(f"SELECT {columns} FROM {table} WHERE job_id = %s")  # noqa: S608
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_RECORD_SQL[0], [job_id])
         row = cursor.fetchone()
     if row is None:
