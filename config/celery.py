@@ -14,6 +14,8 @@ from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_init
 from kombu.transport import redis as kombu_redis
 
+from config.priority import lower_priority
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 # Celery's Django fixup runs Django's system checks when a worker starts and ignores what they
 # find; the URL checks import the whole URLconf (every view, DRF, drf-spectacular, allauth's
@@ -124,8 +126,6 @@ def _lower_priority(**_: Any) -> None:
     the starts, polls and dispatches that keep upstream slots busy. Leading its own session,
     it lowers the session's autogroup too (config/priority.py), without which its nice value
     weighs only against its own session's processes."""
-    from config.priority import lower_priority
-
     lower_priority(int(os.environ.get("CELERY_WORKER_NICE") or 0))
 
 

@@ -22,9 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery import current_app, signals
+import redis
+from celery import Task, current_app, signals
+from celery.utils.nodenames import anon_nodename
+from celery.utils.saferepr import saferepr
 from django.conf import settings
 from django.db import transaction
+from kombu.utils.json import dumps
 
 logger = logging.getLogger(__name__)
 
@@ -163,13 +167,15 @@ class _Route:
 class _LeanState(threading.local):
     connection: Any = None
     pid: int = 0
+    url: str = ""
 
 
 _lean_local = _LeanState()
 _lean_lock = threading.Lock()
-#: (app id, broker URL) -> whether the lean send applies; (task name, queue) -> its route.
+#: (app id, broker URL) -> whether the lean send applies; (task name, queue) -> the router it
+#: was worked out with (Celery's own, and its routes: replaced when they change) and the route.
 _lean_usable: dict[tuple[int, str], bool] = {}
-_lean_routes: dict[tuple[str, str | None], _Route | None] = {}
+_lean_routes: dict[tuple[str, str | None], tuple[Any, Any, _Route | None]] = {}
 _lean_pool: dict[str, Any] = {}
 
 
@@ -203,11 +209,13 @@ def _lean_applies(app: Any) -> bool:
 
 def _lean_route(app: Any, name: str, queue: str | None) -> _Route | None:
     key = (name, queue)
-    if key in _lean_routes:
-        return _lean_routes[key]
+    router = app.amqp.router  # what ``send_task`` routes with
+    known = _lean_routes.get(key)
+    if known is not None and known[0] is router and known[1] is router.routes:
+        return known[2]
     route = _resolve_route(app, name, queue)
     with _lean_lock:
-        _lean_routes[key] = route
+        _lean_routes[key] = (router, router.routes, route)
     return route
 
 
@@ -218,8 +226,6 @@ def _resolve_route(app: Any, name: str, queue: str | None) -> _Route | None:
     options: dict[str, Any] = {}
     if task_type is not None:
         # ``Task.apply_async``: the task's options, and its own ignore_result.
-        from celery import Task
-
         if (
             type(task_type).shadow_name is not Task.shadow_name
             or getattr(task_type, "_dump_pydantic_arguments", None) is not None
@@ -286,16 +292,12 @@ def _args_repr(app: Any, args: tuple[Any, ...]) -> str:
         text = repr(tuple(args))
         if len(text) <= 256 and text.isascii() and "\\" not in text:
             return text
-    from celery.utils.saferepr import saferepr
-
     return saferepr(args, app.amqp.argsrepr_maxsize, maxlevels=app.conf.task_repr_maxlevels)
 
 
 def _origin() -> str:
     """Celery's ``anon_nodename()`` (the sending process), once per process."""
     if _ORIGIN[0] != os.getpid():
-        from celery.utils.nodenames import anon_nodename
-
         _ORIGIN[:] = [os.getpid(), anon_nodename()]
     return str(_ORIGIN[1])
 
@@ -326,13 +328,16 @@ def _lean_send(
         return False
     if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
         return False
+    task = app.tasks.get(name)
+    if task is not None and (
+        "apply_async" in vars(task) or type(task).apply_async is not Task.apply_async
+    ):
+        return False  # its own apply_async (a subclass, an instrumentation, a test's record)
     route = _lean_route(app, name, queue)
     if route is None:
         return False
     if route.check is not None:
         route.check(*args)  # a TypeError, as ``apply_async`` raises it
-    from kombu.utils.json import dumps
-
     try:
         body = dumps((list(args), {}, _EMBED))
     except TypeError:
@@ -413,12 +418,10 @@ def _lpush(app: Any, key: bytes, value: bytes) -> None:
 
 def _broker_connection(app: Any) -> Any:
     local = _lean_local
-    if local.connection is None or local.pid != os.getpid():
-        url = app.conf.broker_url
+    url = app.conf.broker_url
+    if local.connection is None or local.pid != os.getpid() or local.url != url:
         pool = _lean_pool.get(url)
         if pool is None:
-            import redis
-
             timeout = float(getattr(settings, "REDIS_SOCKET_TIMEOUT", 2.0))
             pool = redis.ConnectionPool.from_url(
                 url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -427,4 +430,5 @@ def _broker_connection(app: Any) -> Any:
                 _lean_pool[url] = pool
         local.connection = pool.make_connection()
         local.pid = os.getpid()
+        local.url = url
     return local.connection

@@ -152,3 +152,16 @@ def test_turned_off_or_on_another_broker_it_is_celery_s_send(broker, monkeypatch
     assert messaging._lean_send("tasks.start_job", ("task-1",), countdown=None, queue=None,
                                 priority=None) is False  # fmt: skip
     assert broker.llen(QUEUE) == 1
+
+
+def test_a_task_with_its_own_apply_async_is_sent_through_it(broker, monkeypatch) -> None:
+    """A replaced ``apply_async`` (a Task subclass, an instrumentation wrapping it, a test's
+    record) is what sends that task's messages: the lean send leaves them to it."""
+    from apps.tasks import workers
+
+    monkeypatch.setattr(settings, "LEAN_PUBLISH", True, raising=False)
+    calls: list[Any] = []
+    monkeypatch.setattr(workers.start_job, "apply_async", lambda **kw: calls.append(kw))
+    send_now("tasks.start_job", "task-1")
+    assert calls == [{"args": ("task-1",)}]
+    assert broker.llen(QUEUE) == 0
