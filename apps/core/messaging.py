@@ -123,14 +123,16 @@ def send_after_commit(
 # pool processes' CPU in a burst of one-second jobs), nearly all of it outside the message:
 # the call's option merging and routing, kombu's Queue and Exchange objects made per send, its
 # producer pool, connection checks and retry wrappers. For a message Celery would send to a
-# direct queue of a Redis broker, the lean send builds the same message with Celery's own
-# header builder (``amqp.create_task_message``, as ``send_task`` calls it), frames kombu's
-# envelope (what its Redis transport stores: the body in base64, the delivery tag, the delivery
-# info) and sends one ``LPUSH`` onto the list kombu would choose (the queue's, or its priority
-# step's) on a connection of its own. Anything else (another broker, eager mode, sent events,
-# publish signals with receivers, an exchange that is not direct, a queue with an expiry,
-# arguments JSON cannot carry as they are) goes through Celery. ``LEAN_PUBLISH = False`` turns
-# it off. ``tests/core/test_lean_publish.py`` holds the two messages to each other.
+# direct queue of a Redis broker, the lean send builds the same message: the protocol-2 headers
+# ``amqp.as_task_v2`` makes (with the task's own options, routed by Celery's router, both worked
+# out once per task), kombu's envelope (what its Redis transport stores: the body in base64,
+# the delivery tag, the delivery info), and one ``LPUSH`` onto the list kombu would choose (the
+# queue's, or its priority step's) on a connection of its own. Anything else (another broker,
+# eager mode, sent events, publish signals with receivers, a task with its own
+# ``apply_async``, an exchange that is not direct, a queue with an expiry, arguments JSON
+# cannot carry as they are) goes through Celery. ``LEAN_PUBLISH = False`` turns it off.
+# ``tests/core/test_lean_publish.py`` sends every message the product sends both ways and
+# compares what Redis stored.
 
 #: Settings under which Celery's message for a task is what the lean send builds.
 _LEAN_CONFIG = {
