@@ -49,7 +49,9 @@ def lower_priority(nice: int) -> str:
             if error.errno == errno.EAGAIN and attempt < 2:
                 time.sleep(0.11)
                 continue
-            logger.warning(
+            # Not an error: the nice value holds inside the session (and in a container, where
+            # the container's CPU weight decides, autogroup does not apply at all).
+            logger.info(
                 "could not lower this worker's session priority (%s): its nice value holds "
                 "only against processes of its own session",
                 error,
