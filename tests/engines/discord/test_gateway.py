@@ -302,6 +302,27 @@ def test_a_look_up_does_not_close_a_row_whose_post_left_after_it_read_it(
     assert found is not None and found.phase == Phase.SENT
 
 
+def _sent_long_ago(account: Any, job: Any, nonce: str) -> None:
+    """A prepared row whose POST left five minutes ago, with no acknowledgement on record."""
+    DiscordJob.objects.create(
+        nonce=nonce, account=account, task_id=job.task_id, action="IMAGINE", command="imagine",
+        bot_id="936929561302675456", channel_id=account.options["channel_id"],
+        prompt=f"{job.prompt} --fast", sending_at=timezone.now() - timedelta(minutes=5),
+    )  # fmt: skip
+
+
+def _changed_before_the_close(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> None:
+    """The row gets ``fields`` (what the gateway or its worker writes) between the look that
+    judged it lost and the close."""
+    original = DiscordEngine._close_lost
+
+    def meanwhile(row: DiscordJob, reason: str) -> bool:
+        DiscordJob.objects.filter(pk=row.pk).update(**fields)
+        return original(row, reason)
+
+    monkeypatch.setattr(DiscordEngine, "_close_lost", staticmethod(meanwhile))
+
+
 def test_a_look_up_does_not_close_a_row_acknowledged_while_it_was_judged_lost(
     engine: DiscordEngine,
     make_account: Callable[..., Any],
@@ -314,19 +335,8 @@ def test_a_look_up_does_not_close_a_row_acknowledged_while_it_was_judged_lost(
     and sent again."""
     account, _token = make_account(submit_confirm_seconds=0)
     job = job_for(account, prompt="an acknowledgement at the last moment")
-    DiscordJob.objects.create(
-        nonce="1234567890127", account=account, task_id=job.task_id, action="IMAGINE",
-        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
-        prompt="an acknowledgement at the last moment --fast",
-        sending_at=timezone.now() - timedelta(minutes=5),
-    )  # fmt: skip
-    original = DiscordEngine._close_lost
-
-    def acknowledged_meanwhile(row: DiscordJob, reason: str) -> bool:
-        DiscordJob.objects.filter(pk=row.pk).update(interaction_id="1234567890999")
-        return original(row, reason)
-
-    monkeypatch.setattr(DiscordEngine, "_close_lost", staticmethod(acknowledged_meanwhile))
+    _sent_long_ago(account, job, "1234567890127")
+    _changed_before_the_close(monkeypatch, interaction_id="1234567890999")
     before = fake_discord.stats()["interactions"]
     found = engine.find_job(job)
     assert found is not None and found.upstream_job_id == "1234567890127"
@@ -342,19 +352,8 @@ def test_a_look_up_leaves_a_row_sent_again_by_its_slow_worker_to_a_later_look(
     it once more before the close: neither closed nor adopted yet; "unknown", looked at again."""
     account, _token = make_account(submit_confirm_seconds=0)
     job = job_for(account, prompt="a second try at the last moment")
-    DiscordJob.objects.create(
-        nonce="1234567890128", account=account, task_id=job.task_id, action="IMAGINE",
-        command="imagine", bot_id="936929561302675456", channel_id=account.options["channel_id"],
-        prompt="a second try at the last moment --fast",
-        sending_at=timezone.now() - timedelta(minutes=5),
-    )  # fmt: skip
-    original = DiscordEngine._close_lost
-
-    def sent_again_meanwhile(row: DiscordJob, reason: str) -> bool:
-        DiscordJob.objects.filter(pk=row.pk).update(sending_at=timezone.now())
-        return original(row, reason)
-
-    monkeypatch.setattr(DiscordEngine, "_close_lost", staticmethod(sent_again_meanwhile))
+    _sent_long_ago(account, job, "1234567890128")
+    _changed_before_the_close(monkeypatch, sending_at=timezone.now())
     with pytest.raises(SubmitOutcomeUnknown):
         engine.find_job(job)
     assert DiscordJob.objects.get(pk="1234567890128").phase == Phase.PREPARED

@@ -383,32 +383,23 @@ def test_a_bad_start_frame_fails_as_the_bot_says(
     assert caught.value.error_code == "INVALID_PARAMETER"
 
 
-def test_a_clip_press_whose_worker_died_before_sending_is_pressed_again(
-    engine: DiscordEngine,
-    connected: Callable[..., tuple[Any, GatewayThread]],
-    fake_discord: FakeDiscordThread,
-) -> None:
-    account, _thread = connected()
+def _video_with_a_clip_press(engine: DiscordEngine, account: Any, nonce: str, **press: Any) -> Any:
+    """A one-clip video the bot finished, and a press of its U1 button written by a poll's
+    worker (``press``: the row's other fields, such as ``sending_at``). The running job."""
     job = job_for(
-        account,
-        action="VIDEO",
-        prompt="",
-        images=(_png(),),
-        params=_video_params(batch_size=1),
+        account, action="VIDEO", prompt="", images=(_png(),), params=_video_params(batch_size=1)
     )
     submitted = engine.submit(job)
-    running = replace(job, upstream_job_id=submitted.upstream_job_id, state=submitted.state)
     main = wait_for(
         lambda: DiscordJob.objects.filter(pk=submitted.upstream_job_id, phase="success").first()
     )
-    # A poll's worker wrote the press of U1 and died before it left (no sending_at).
     button = next(
         b["custom_id"]
         for b in main.components[0]["components"]
         if "video_virtual" in b["custom_id"]
     )
     DiscordJob.objects.create(
-        nonce="1" * 18,
+        nonce=nonce,
         account_id=account.pk,
         task_id=job.task_id,
         action="VIDEO",
@@ -416,7 +407,19 @@ def test_a_clip_press_whose_worker_died_before_sending_is_pressed_again(
         bot_id=main.bot_id,
         channel_id=main.channel_id,
         parent_message_id=main.result_message_id,
+        **press,
     )
+    return replace(job, upstream_job_id=submitted.upstream_job_id, state=submitted.state)
+
+
+def test_a_clip_press_whose_worker_died_before_sending_is_pressed_again(
+    engine: DiscordEngine,
+    connected: Callable[..., tuple[Any, GatewayThread]],
+    fake_discord: FakeDiscordThread,
+) -> None:
+    account, _thread = connected()
+    # A poll's worker wrote the press of U1 and died before it left (no sending_at).
+    running = _video_with_a_clip_press(engine, account, "1" * 18)
     assert engine.poll(running).status == "running"  # still within the press's lock time
     DiscordJob.objects.filter(pk="1" * 18).update(created_at=timezone.now() - timedelta(seconds=60))
     presses = fake_discord.stats()["interactions"]
@@ -436,29 +439,8 @@ def test_a_clip_press_acknowledged_while_it_was_judged_lost_is_not_pressed_again
     acknowledgement reaches the gateway between that look and the close. The close is a
     compare-and-set on what was judged, so the press is not closed, and not pressed twice."""
     account, _thread = connected()
-    job = job_for(
-        account, action="VIDEO", prompt="", images=(_png(),), params=_video_params(batch_size=1)
-    )
-    submitted = engine.submit(job)
-    running = replace(job, upstream_job_id=submitted.upstream_job_id, state=submitted.state)
-    main = wait_for(
-        lambda: DiscordJob.objects.filter(pk=submitted.upstream_job_id, phase="success").first()
-    )
-    button = next(
-        b["custom_id"]
-        for b in main.components[0]["components"]
-        if "video_virtual" in b["custom_id"]
-    )
-    DiscordJob.objects.create(
-        nonce="2" * 18,
-        account_id=account.pk,
-        task_id=job.task_id,
-        action="VIDEO",
-        command=button,
-        bot_id=main.bot_id,
-        channel_id=main.channel_id,
-        parent_message_id=main.result_message_id,
-        sending_at=timezone.now() - timedelta(minutes=5),
+    running = _video_with_a_clip_press(
+        engine, account, "2" * 18, sending_at=timezone.now() - timedelta(minutes=5)
     )
     original = DiscordEngine._close_lost
     closes: list[bool] = []
