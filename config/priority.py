@@ -26,8 +26,19 @@ import time
 
 logger = logging.getLogger(__name__)
 
-#: The calling process's autogroup (``nice N`` when read); writing N sets its nice value.
+#: The calling process's autogroup (``/autogroup-ID nice N`` when read); writing N sets its nice
+#: value. It reads empty when the process is in no autogroup (outside the root CPU cgroup: a
+#: container, a systemd service's slice), where only the process's own nice value applies.
 AUTOGROUP = "/proc/self/autogroup"
+
+
+def in_autogroup() -> bool:
+    """Whether this process is scheduled in an autogroup (see :data:`AUTOGROUP`)."""
+    try:
+        with open(AUTOGROUP) as autogroup:
+            return bool(autogroup.read().strip())
+    except OSError:
+        return False  # no autogroup scheduling in this kernel
 
 
 def lower_priority(nice: int) -> str:
@@ -36,7 +47,7 @@ def lower_priority(nice: int) -> str:
     if nice <= 0:
         return "nothing"
     os.nice(nice)
-    if os.getsid(0) != os.getpid() or not os.path.exists(AUTOGROUP):
+    if os.getsid(0) != os.getpid() or not in_autogroup():
         return "process"
     for attempt in range(3):
         try:

@@ -19,8 +19,18 @@ from tests.integration_support import Worker, celery_worker_factory  # noqa: F40
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
+def _autogroup_scheduling() -> bool:
+    """Whether the kernel schedules by autogroup: a new session gets an autogroup of its own
+    (a process that never left the first session reads an empty ``/proc/self/autogroup``)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 needs_autogroup = pytest.mark.skipif(
-    not Path("/proc/self/autogroup").exists(), reason="the kernel has no autogroup scheduling"
+    not _autogroup_scheduling(), reason="the kernel has no autogroup scheduling"
 )
 
 _PROBE = (
@@ -31,16 +41,21 @@ _PROBE = (
 
 
 def _probe(nice: int, *, own_session: bool) -> list[str]:
+    """Run the probe in a new session: as its leader, or as a child of the session's leader (a
+    shell), which then prints its own autogroup's nice value after the probe."""
+    probe = [sys.executable, "-c", _PROBE.format(nice=nice)]
+    if not own_session:
+        probe = ["sh", "-c", '"$@"; cut -d" " -f3 /proc/$$/autogroup', "sh", *probe]
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(nice=nice)],
+        probe,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        start_new_session=own_session,
+        start_new_session=True,
         check=True,
     )
-    return done.stdout.split("\n")[:3]
+    return done.stdout.split("\n")[:4]
 
 
 def _autogroup_nice(pid: int | str) -> int:
@@ -55,7 +70,7 @@ def _process_nice(pid: int) -> int:
 
 @needs_autogroup
 def test_a_session_leader_lowers_its_session_as_well_as_itself() -> None:
-    what, process_nice, session_nice = _probe(7, own_session=True)
+    what, process_nice, session_nice, _ = _probe(7, own_session=True)
     assert what == "process and session"
     assert int(process_nice) == 7
     assert int(session_nice) == 7
@@ -63,17 +78,42 @@ def test_a_session_leader_lowers_its_session_as_well_as_itself() -> None:
 
 @needs_autogroup
 def test_a_process_sharing_its_session_lowers_only_itself() -> None:
-    before = _autogroup_nice("self")
-    what, process_nice, session_nice = _probe(7, own_session=False)
+    what, process_nice, session_nice, leader_after = _probe(7, own_session=False)
     assert what == "process"
     assert int(process_nice) == 7
-    # The session (this test run's) keeps its priority: lowering it would lower pytest too.
-    assert int(session_nice) == before
-    assert _autogroup_nice("self") == before
+    # The session (its leader's, a shell's) keeps its priority: lowering it would lower the
+    # shell too.
+    assert int(session_nice) == 0
+    assert int(leader_after) == 0
+
+
+def test_a_leader_in_no_autogroup_lowers_only_itself(tmp_path: Path) -> None:
+    """A process outside every autogroup (its ``/proc/self/autogroup`` reads empty: it never
+    left the first session, or it runs in a CPU cgroup of its own) has no session priority to
+    lower; writing the file would not do what the worker means."""
+    empty = tmp_path / "autogroup"
+    empty.write_text("")
+    probe = (
+        "import os, config.priority as priority; "
+        f"priority.AUTOGROUP = {str(empty)!r}; "
+        "print(priority.in_autogroup()); print(priority.lower_priority(7)); "
+        "print(os.getpriority(os.PRIO_PROCESS, 0))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", "process", "7"]
+    assert empty.read_text() == ""
 
 
 def test_no_nice_changes_nothing() -> None:
-    what, process_nice, _ = _probe(0, own_session=True)
+    what, process_nice, *_ = _probe(0, own_session=True)
     assert what == "nothing"
     assert int(process_nice) == 0
 
