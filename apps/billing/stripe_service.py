@@ -319,6 +319,12 @@ def stripe_event_receive(*, payload: bytes, signature: str | None) -> StripeEven
         event = StripeEvent.objects.select_for_update().get(event_id=event_id)
         if event.processed_at is not None:
             return StripeEventResult(event=event, duplicate=True, failed=False)
+        # The payment's lock, in this transaction and not in the savepoint below: a skipped
+        # refund rolls the savepoint back, and PostgreSQL releases the locks a rolled-back
+        # savepoint took at once, before this event is marked processed and committed. Its
+        # payment's credit could then run in between and miss it (``_refunds_delivered_early``
+        # reads processed refunds), and the refund was lost for good.
+        _lock_payment(_payment_of(data))
         failed = False
         try:
             with transaction.atomic():
@@ -355,6 +361,20 @@ def _dispatch(data: dict[str, Any]) -> str:
     if event_type == "charge.refunded":
         return _charge_refunded(obj)
     raise _Skip(f"Event type {event_type} is not handled.")
+
+
+def _payment_of(data: dict[str, Any]) -> str:
+    """The payment intent whose credit and refunds an event touches ("" when none does)."""
+    if str(data.get("type")) not in _PAYMENT_EVENTS:
+        return ""
+    obj = (data.get("data") or {}).get("object") or {}
+    return str(obj.get("payment_intent") or "") if isinstance(obj, dict) else ""
+
+
+#: The events that credit a payment or claw back its refunds (``_lock_payment``).
+_PAYMENT_EVENTS = frozenset(
+    {"checkout.session.completed", "checkout.session.async_payment_succeeded", "charge.refunded"}
+)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -425,7 +445,10 @@ def _lock_payment(payment_intent: str) -> None:
 
     Without it a refund processed at the same moment as its payment's credit could miss the
     credit (not committed yet) while the credit misses the refund (not committed yet either).
-    Taken before any row lock, by both, so the two can never wait for each other in a cycle.
+    Taken before any row lock of the payment, by both, so the two can never wait for each
+    other in a cycle; held until the delivery's transaction commits (``stripe_event_receive``
+    takes it before the savepoint its processing runs in: taken again inside, it is the same
+    lock).
     """
     if payment_intent and connection.vendor == "postgresql":
         with connection.cursor() as cursor:

@@ -124,3 +124,74 @@ def test_refunds_racing_their_own_payments_are_never_lost():
         assert snapshot(organization) == (0, 0, 2)  # the top-up and its clawback
     assert set(CheckoutSession.objects.values_list("tokens_refunded", flat=True)) == {700_000}
     assert ledger_audit().ok
+
+
+def test_a_skipped_refund_keeps_its_payment_locked_until_it_is_recorded(monkeypatch):
+    """The race above, made to happen every time: a refund delivered before its payment is
+    skipped (nothing credited yet to claw back) and, before its delivery is recorded and
+    committed, the payment's credit comes in. The credit must wait for that commit and then
+    apply the refund; before the fix the payment's lock went with the skipped step's savepoint,
+    the credit ran in between and never saw the refund (the customer kept tokens and money)."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from .stripe_fakes import charge
+
+    organization = OrganizationFactory()
+    open_session(organization)
+    paid = event(
+        "checkout.session.completed",
+        checkout_session("cs_race", organization_id=organization.pk, payment_intent="pi_held"),
+    )
+    refunded = event(
+        "charge.refunded",
+        charge("ch_held", payment_intent="pi_held", amount=2000, amount_refunded=2000),
+    )
+    recorded, release = threading.Event(), threading.Event()
+    save = StripeEvent.save
+
+    def save_then_wait(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        if threading.current_thread().name == "refund":
+            recorded.set()  # skipped and marked processed; not committed yet
+            release.wait(30)
+
+    monkeypatch.setattr(StripeEvent, "save", save_then_wait)
+    statuses: dict[str, int] = {}
+
+    def deliver(name: str, payload: bytes) -> threading.Thread:
+        def run() -> None:
+            try:
+                statuses[name] = post(payload)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    refund = deliver("refund", refunded)
+    assert recorded.wait(30)
+    payment = deliver("payment", paid)
+    # The payment either finishes (it did not wait: the bug) or waits for the refund's lock.
+    deadline = time.monotonic() + 30
+    while payment.is_alive() and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            if cursor.fetchone()[0]:
+                break
+        time.sleep(0.01)
+    waited = payment.is_alive()
+    release.set()
+    refund.join(30)
+    payment.join(30)
+
+    assert statuses == {"refund": 200, "payment": 200}
+    assert waited, "the payment's credit ran while the skipped refund was still uncommitted"
+    assert snapshot(organization) == (0, 0, 2)  # the top-up and its clawback
+    assert CheckoutSession.objects.get().tokens_refunded == 700_000
+    assert ledger_audit().ok
