@@ -1101,12 +1101,15 @@ def _recover_submitted(task: Task, now: datetime, report: dict[str, int]) -> Non
                 report["resumed"] += 1
         return
     # We cannot know whether the upstream got the job; failing beats submitting it twice.
+    # Only the row as read: an operator who moved the task to another account meanwhile (a
+    # new claim, a fresh lease) has a live run, which this must not fail.
     if task_fail(
         task_id=task.pk,
         reason="The worker submitting this task stopped; it was not retried to avoid running "
         "it twice.",
         error_code=ErrorCode.WORKER_LOST,
         from_statuses=(Status.SUBMITTED,),
+        where=Q(submit_claimed_at=task.submit_claimed_at) & _lease_expired(task, now),
     ):
         report["lost"] += 1
 
