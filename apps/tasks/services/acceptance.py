@@ -27,7 +27,6 @@ from apps.billing.ledger import ledger_hold, ledger_hold_arguments
 from apps.billing.selectors import own_account_fee_get, price_get
 from apps.core.db import prepared_cursor
 from apps.core.errors import ConcurrencyLimitReached
-from apps.webhooks.models import WebhookEndpoint
 
 from ..actions import action_spec
 from ..enums import Pool, Status
@@ -46,8 +45,6 @@ _MISSING = object()
 #: The queue head each accepted task saw under the organization lock, until its answer is
 #: made (weak: a task whose transaction failed leaves nothing behind).
 queue_heads: weakref.WeakKeyDictionary[Task, Any] = weakref.WeakKeyDictionary()
-#: Accepted tasks whose organization had no enabled webhook endpoint under the lock.
-no_endpoints: weakref.WeakKeyDictionary[Task, bool] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -80,19 +77,22 @@ class _Locked:
     tenant_seq: int | None = None
     #: The tenant's smallest queued number in the pool as the lock statement saw it.
     queue_head: Any = UNREAD
-    has_endpoints: bool = True
 
 
 @functools.cache
 def _lock_sql() -> str:
     """The lock statement, built once per process from the models' tables (no SQL is built
     per request): the organization's counter and tier, the task's number in the tenant's part
-    of the pool's queue (the tenant's counter, bumped), the tenant's queue head in the pool
-    (partial index ``task_tenant_queued``) and whether any webhook endpoint listens."""
+    of the pool's queue (the tenant's counter, bumped) and the tenant's queue head in the pool
+    (partial index ``task_tenant_queued``).
+
+    Not whether a webhook endpoint listens: under READ COMMITTED a statement reads with the
+    snapshot it took before it waited for the row lock, so a submit queued behind
+    ``endpoint_create`` (which holds the same lock) would read the new endpoint as missing and
+    write it no ``task.created``. ``task_changed`` reads the endpoints after the lock."""
     org = Organization._meta.db_table
     tier = MembershipTier._meta.db_table
     tasks = Task._meta.db_table
-    endpoints = WebhookEndpoint._meta.db_table
     counters = TenantQueueCounter._meta.db_table
     # The queued status is a literal, not a parameter: the statement is prepared, and a generic
     # plan can use the partial index ``task_tenant_queued`` (``status = 'NOT_START'``) only when
@@ -118,9 +118,7 @@ def _lock_sql() -> str:
                (SELECT q.tenant_seq FROM {tasks} q
                 WHERE q.status = '{queued}' AND q.mode = %(mode)s AND q.is_test = %(is_test)s
                   AND q.organization_id = o.id AND q.tenant_seq IS NOT NULL
-                ORDER BY q.tenant_seq LIMIT 1),
-               EXISTS (SELECT 1 FROM {endpoints} e
-                       WHERE e.organization_id = o.id AND e.is_enabled)
+                ORDER BY q.tenant_seq LIMIT 1)
         FROM {org} o JOIN {tier} t ON t.id = o.tier_id
         WHERE o.id = %(organization)s
         FOR NO KEY UPDATE OF o
@@ -159,8 +157,8 @@ def _lock_organization(task: Task) -> _Locked:
         row = cursor.fetchone()
     if row is None:
         raise Organization.DoesNotExist("The task's organization does not exist.")
-    unfinished, limit, name, code, tenant_seq, head, has_endpoints = row
-    return _Locked(unfinished, limit, name, code, tenant_seq, head, has_endpoints)
+    unfinished, limit, name, code, tenant_seq, head = row
+    return _Locked(unfinished, limit, name, code, tenant_seq, head)
 
 
 def accept(task: Task, *, now: datetime) -> None:
@@ -168,9 +166,6 @@ def accept(task: Task, *, now: datetime) -> None:
     locked = _lock_organization(task)
     task.tenant_seq = locked.tenant_seq
     queue_heads[task] = locked.queue_head
-    # The endpoints as of the lock statement, as a SELECT later in the transaction would have
-    # seen them a moment later (endpoints are created under this same organization lock).
-    no_endpoints[task] = not locked.has_endpoints
     # Kept in step by the task table's trigger in every transaction that inserts a task or
     # changes its status; read here under the row lock, so it is exact (no COUNT).
     _limit_reached(
@@ -425,7 +420,6 @@ def insert_accepted(task: Task, *, now: datetime) -> None:
         task=task,
         event_type="task.created",
         inserted=True,
-        endpoints_none=no_endpoints.pop(task, False),
     )
     kick_dispatcher()
 
