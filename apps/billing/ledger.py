@@ -107,10 +107,17 @@ def _apply(
     stripe_object_id: str = "",
     operator: User | None = None,
     reason: str = "",
+    clawback_pending: int | None = None,
 ) -> LedgerEntry:
-    """Apply one movement to a balance row locked by the current transaction."""
+    """Apply one movement to a balance row locked by the current transaction.
+
+    ``clawback_pending``: the balance's new pending clawback (default: as it is). It never
+    exceeds what stays held: a capture that spends held tokens earmarked for a clawback
+    forgives them, as a clawback forgives spent tokens."""
     available = balance.available + delta_available
     held = balance.held + delta_held
+    pending = balance.clawback_pending if clawback_pending is None else clawback_pending
+    pending = min(pending, max(held, 0))
     if available < 0:
         raise InsufficientBalance(
             f"Insufficient balance: {-delta_available} tokens needed, "
@@ -121,10 +128,10 @@ def _apply(
         # Only a bug could get here: a capture or release larger than what is held.
         raise ValidationFailed("The ledger cannot release more tokens than are held.")
     Balance.objects.filter(organization_id=balance.organization_id).update(
-        available=available, held=held, updated_at=timezone.now()
+        available=available, held=held, clawback_pending=pending, updated_at=timezone.now()
     )
     before = balance.available
-    balance.available, balance.held = available, held
+    balance.available, balance.held, balance.clawback_pending = available, held, pending
     balance_changed(
         organization_id=balance.organization_id, before=before, available=available, held=held
     )
@@ -279,12 +286,15 @@ def ledger_clawback(
     idempotency_key: str,
     stripe_object_id: str = "",
 ) -> LedgerEntry:
-    """Take back up to ``amount`` tokens of a refunded purchase, never driving available negative.
+    """Take back ``amount`` tokens of a refunded purchase, never driving available negative.
 
-    Tokens already spent cannot be taken back; the shortfall is written into the entry's reason
-    so an operator can follow up. The cap is computed under the balance lock, so a hold racing
+    What is available is taken now. What unfinished tasks hold is not spent yet: that part is
+    earmarked (``Balance.clawback_pending``) and taken back as their holds are released
+    (``_settle``), so cancelling the tasks does not hand the refunded tokens back. Tokens
+    already spent (captured) cannot be taken back; that shortfall is written into the entry's
+    reason so an operator can follow up. Computed under the balance lock, so a hold racing
     with the refund can neither fail the clawback nor be failed by it. A clawback of 0 (nothing
-    left to take) is still recorded: the refund happened and the ledger says so.
+    left to take now) is still recorded: the refund happened and the ledger says so.
     """
     amount = _tokens(amount, what="A clawback")
     if amount <= 0:
@@ -298,9 +308,17 @@ def ledger_clawback(
         if existing is not None:
             return existing
         taken = min(amount, balance.available)
-        if taken < amount:
+        # Held tokens not earmarked already by an earlier refund.
+        earmarked = min(amount - taken, max(balance.held - balance.clawback_pending, 0))
+        spent = amount - taken - earmarked
+        if earmarked:
             reason = (
-                f"{reason} (shortfall: {amount - taken} of {amount} tokens were already spent "
+                f"{reason} ({earmarked} of {amount} tokens are held by unfinished tasks and "
+                f"are taken back as their holds are released)"
+            )
+        if spent:
+            reason = (
+                f"{reason} (shortfall: {spent} of {amount} tokens were already spent "
                 f"and could not be clawed back)"
             )
         return _apply(
@@ -311,6 +329,7 @@ def ledger_clawback(
             idempotency_key=idempotency_key,
             stripe_object_id=stripe_object_id,
             reason=reason,
+            clawback_pending=balance.clawback_pending + earmarked,
         )
 
 
@@ -454,6 +473,42 @@ def task_rest_key(task_id: object) -> str:
     return f"task:{task_id}:rest"
 
 
+def task_clawback_key(task_id: object) -> str:
+    # A pending clawback taken out of what the task's settle released.
+    return f"task:{task_id}:clawback"
+
+
+def _release(
+    *, balance: Balance, task: Task, amount: int, idempotency_key: str, reason: str = ""
+) -> LedgerEntry:
+    """Give ``amount`` held tokens of ``task`` back to available and take the balance's pending
+    clawback (``ledger_clawback``) out of them, in the caller's transaction: the release
+    lowers the pending clawback by what the following refund entry takes, so the balance never
+    shows more pending than held, even between the two."""
+    owed = min(balance.clawback_pending, amount)
+    released = _apply(
+        balance=balance,
+        kind=EntryKind.RELEASE,
+        delta_available=amount,
+        delta_held=-amount,
+        idempotency_key=idempotency_key,
+        task=task,
+        reason=reason,
+        clawback_pending=balance.clawback_pending - owed,
+    )
+    if owed > 0:
+        _apply(
+            balance=balance,
+            kind=EntryKind.REFUND,
+            delta_available=-owed,
+            delta_held=0,
+            idempotency_key=task_clawback_key(task.pk),
+            reason=f"Refunded purchase: {owed} tokens held by task {task.pk} when the purchase "
+            "was refunded, taken back as its hold was released.",
+        )
+    return released
+
+
 def _settle(*, task: Task, kind: str, charge: int | None = None) -> LedgerEntry | None:
     with transaction.atomic():
         # Lock first, then look: both the hold and an earlier settle are read under the lock.
@@ -476,21 +531,23 @@ def _settle(*, task: Task, kind: str, charge: int | None = None) -> LedgerEntry 
                 idempotency_key=task_settle_key(task.pk),
                 task=task,
             )
-            _apply(
+            _release(
                 balance=balance,
-                kind=EntryKind.RELEASE,
-                delta_available=amount - charge,
-                delta_held=-(amount - charge),
-                idempotency_key=task_rest_key(task.pk),
                 task=task,
+                amount=amount - charge,
+                idempotency_key=task_rest_key(task.pk),
                 reason="The rest of the hold: the organization's own upstream account ran it "
                 "(platform fee charged).",
             )
             return captured
+        if kind == EntryKind.RELEASE:
+            return _release(
+                balance=balance, task=task, amount=amount, idempotency_key=task_settle_key(task.pk)
+            )
         return _apply(
             balance=balance,
             kind=kind,
-            delta_available=amount if kind == EntryKind.RELEASE else 0,
+            delta_available=0,
             delta_held=-amount,
             idempotency_key=task_settle_key(task.pk),
             task=task,

@@ -64,6 +64,10 @@ class Balance(models.Model):
     )
     available = models.BigIntegerField(default=0)
     held = models.BigIntegerField(default=0)
+    #: Tokens of refunded purchases that were held by unfinished tasks when the refund came:
+    #: taken back as those holds are released (``ledger_clawback``). Never more than ``held``;
+    #: what a capture spends of it is forgiven, as spent tokens are.
+    clawback_pending = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -73,6 +77,11 @@ class Balance(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(held__gte=0), name="balance_held_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(clawback_pending__gte=0)
+                & models.Q(clawback_pending__lte=models.F("held")),
+                name="balance_clawback_pending_within_held",
             ),
         ]
 

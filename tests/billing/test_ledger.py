@@ -201,6 +201,105 @@ def test_clawback_with_nothing_available_is_recorded_as_zero(organization):
     assert snapshot(organization) == (0, 0, 1)
 
 
+def _pending(organization) -> int:
+    return Balance.objects.get(organization=organization).clawback_pending
+
+
+def test_clawback_earmarks_held_tokens_and_takes_them_back_as_holds_are_released(
+    organization, fund
+):
+    """A refund while tasks hold the purchased tokens: what is available goes now, what is
+    held goes as the holds come back; a task that succeeds spends its part (forgiven)."""
+    fund(organization, 10_000)
+    first, second, third = (new_task(organization) for _ in range(3))
+    for task, price in ((first, 3_000), (second, 3_000), (third, 2_000)):
+        ledger_hold(task=task, amount=price)
+    assert snapshot(organization) == (2_000, 8_000, 4)
+
+    entry = ledger_clawback(
+        organization=organization, amount=7_000, reason="Stripe refund", idempotency_key="cb-h"
+    )
+    assert (entry.delta_available, entry.available_after) == (-2_000, 0)
+    assert entry.reason == (
+        "Stripe refund (5000 of 7000 tokens are held by unfinished tasks and are taken back "
+        "as their holds are released)"
+    )
+    assert _pending(organization) == 5_000
+
+    ledger_release(task=first)  # 3,000 back, all of them owed
+    assert snapshot(organization) == (0, 5_000, 7)
+    assert _pending(organization) == 2_000
+    taken = LedgerEntry.objects.get(organization=organization, idempotency_key__endswith="clawback")
+    assert (taken.kind, taken.delta_available, taken.task_id) == (EntryKind.REFUND, -3_000, None)
+    assert str(first.pk) in taken.reason
+
+    ledger_capture(task=second)  # spent: 2,000 held is all that can still come back
+    assert snapshot(organization) == (0, 2_000, 8)
+    assert _pending(organization) == 2_000
+
+    ledger_release(task=third)  # the last 2,000 owed
+    assert snapshot(organization) == (0, 0, 10)
+    assert _pending(organization) == 0
+    # Settled once: a repeated release takes nothing more.
+    ledger_release(task=third)
+    assert snapshot(organization) == (0, 0, 10)
+
+
+def test_a_capture_forgives_what_it_spends_of_a_pending_clawback(organization, fund):
+    fund(organization, 4_000)
+    task = new_task(organization)
+    ledger_hold(task=task, amount=4_000)
+    entry = ledger_clawback(
+        organization=organization, amount=4_000, reason="refund", idempotency_key="cb-s"
+    )
+    assert entry.delta_available == 0
+    assert _pending(organization) == 4_000
+    ledger_capture(task=task)
+    assert snapshot(organization) == (0, 0, 4)
+    assert _pending(organization) == 0  # spent, as spent tokens always are
+    later = new_task(organization)
+    fund(organization, 1_000)
+    ledger_hold(task=later, amount=1_000)
+    ledger_release(task=later)  # a new purchase's hold comes back whole
+    assert snapshot(organization) == (1_000, 0, 7)
+
+
+def test_a_second_refund_earmarks_only_what_is_held_and_not_earmarked_yet(organization, fund):
+    fund(organization, 5_000)
+    task = new_task(organization)
+    ledger_hold(task=task, amount=5_000)
+    ledger_clawback(organization=organization, amount=3_000, reason="r1", idempotency_key="a")
+    entry = ledger_clawback(
+        organization=organization, amount=3_000, reason="r2", idempotency_key="b"
+    )
+    assert _pending(organization) == 5_000
+    assert "2000 of 3000 tokens are held" in entry.reason
+    assert "shortfall: 1000 of 3000" in entry.reason
+    ledger_release(task=task)
+    assert snapshot(organization) == (0, 0, 6)
+
+
+def test_the_rest_of_a_smaller_capture_pays_a_pending_clawback(organization, fund):
+    """An own account's task captures the platform fee and gives the rest of its hold back:
+    the rest is released like any hold, so the pending clawback is taken out of it."""
+    fund(organization, 1_000)
+    task = new_task(organization)
+    ledger_hold(task=task, amount=1_000)
+    ledger_clawback(organization=organization, amount=1_000, reason="r", idempotency_key="o")
+    ledger_capture(task=task, charge=100)
+    assert snapshot(organization) == (0, 0, 6)  # top-up, hold, refund, capture, rest, refund
+    assert _pending(organization) == 0
+    assert LedgerEntry.objects.filter(
+        organization=organization, kind=EntryKind.REFUND, delta_available=-900
+    ).exists()
+
+
+def test_a_pending_clawback_can_never_exceed_what_is_held(organization, fund):
+    fund(organization, 100)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Balance.objects.filter(organization=organization).update(clawback_pending=1)
+
+
 def test_idempotency_keys_are_per_organization(organization, other_organization):
     ledger_topup(organization=organization, amount=100, idempotency_key="same")
     ledger_topup(organization=other_organization, amount=200, idempotency_key="same")

@@ -9,7 +9,10 @@ from django.test import Client
 
 from apps.accounts.models import MembershipTier
 from apps.billing import stripe_service
+from apps.billing.audit import ledger_audit
+from apps.billing.ledger import ledger_hold
 from apps.billing.models import (
+    Balance,
     CheckoutKind,
     CheckoutSession,
     CheckoutStatus,
@@ -19,8 +22,10 @@ from apps.billing.models import (
     TokenPackage,
 )
 from apps.billing.stripe_service import checkout_key
+from apps.tasks.services.cancel import task_cancel
+from tests.factories import OrganizationFactory
 
-from .helpers import snapshot
+from .helpers import new_task, snapshot
 from .stripe_fakes import WEBHOOK_SECRET, charge, checkout_session, event, sign, subscription
 
 pytestmark = pytest.mark.django_db
@@ -613,3 +618,60 @@ def test_a_tolerance_that_is_not_positive_still_rejects_old_signatures(
     # A fresh signature is still accepted.
     assert deliver(client, payload).status_code == 200
     assert snapshot(organization) == (350_000, 0, 1)
+
+
+def _deliver(payload: bytes) -> int:
+    response = Client().post(
+        URL, data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(payload)
+    )
+    return response.status_code
+
+
+def test_a_full_refund_while_the_tokens_are_held_takes_them_back_when_released():
+    """The purchased tokens are all held by a queued task when the purchase is refunded in full:
+    nothing is available to take, but the tokens are not spent either. Cancelling the task
+    gives the hold back, and the refund takes it then (``Balance.clawback_pending``); before,
+    the held tokens counted as spent and the customer kept both the money and the tokens."""
+    organization = OrganizationFactory()
+    CheckoutSession.objects.create(
+        session_id="cs_held",
+        organization=organization,
+        kind=CheckoutKind.TOPUP,
+        tokens=700_000,
+        amount=2000,
+        currency="cny",
+    )
+    assert (
+        _deliver(
+            event(
+                "checkout.session.completed",
+                checkout_session("cs_held", organization_id=organization.pk, payment_intent="pi_h"),
+            )
+        )
+        == 200
+    )
+    assert Balance.objects.get(organization=organization).available == 700_000
+
+    # The customer queues tasks holding every purchased token …
+    task = new_task(organization)
+    ledger_hold(task=task, amount=700_000)
+    # … the payment is refunded in full while they wait …
+    assert (
+        _deliver(
+            event(
+                "charge.refunded",
+                charge("ch_h", payment_intent="pi_h", amount=2000, amount_refunded=2000),
+            )
+        )
+        == 200
+    )
+    assert CheckoutSession.objects.get().tokens_refunded == 700_000
+    assert Balance.objects.get(organization=organization).clawback_pending == 700_000
+    # … and then cancels them: the hold comes back as available tokens.
+    task_cancel(organization=organization, task_id=task.pk)
+
+    balance = Balance.objects.get(organization=organization)
+    assert ledger_audit().ok
+    assert balance.available == 0, (
+        f"a fully refunded purchase left {balance.available} tokens to the customer"
+    )
