@@ -222,6 +222,58 @@ def test_retry_of_a_failed_task_accepts_a_new_task_on_another_account(
     assert run_to_completion(new.pk).status == Status.SUCCESS
 
 
+def test_a_failed_task_is_retried_once_and_the_retry_is_named_after(
+    operator_client, submitted, organization, accounts
+):
+    """Retrying the same failed task again (a double click, two operators) makes no second
+    task and holds nothing more: the answer names the retry to follow instead."""
+    task_fail(task_id=submitted.pk, reason="upstream broke", error_code=ErrorCode.UPSTREAM_ERROR)
+    act(operator_client, "retry_on_another_account", [submitted])
+    new = Task.objects.exclude(pk=submitted.pk).get()
+    response = act(operator_client, "retry_on_another_account", [submitted])
+    assert messages_of(response)[-1] == (
+        f"Task {submitted.pk}: Task {submitted.pk} was retried already as task {new.pk}; "
+        "retry that one if it failed too."
+    )
+    assert Task.objects.count() == 2
+    assert balance(organization) == (FUNDS - IMAGINE_FAST, IMAGINE_FAST)
+    assert AuditEntry.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_retries_of_a_failed_task_make_one_task(submitted, organization, accounts):
+    import threading
+
+    from django.db import connection
+
+    from apps.core.errors import Conflict
+    from apps.tasks.services.operator import task_retry_on_another_account
+
+    task_fail(task_id=submitted.pk, reason="upstream broke", error_code=ErrorCode.UPSTREAM_ERROR)
+    start = threading.Barrier(4)
+    outcomes: list[object] = []
+
+    def retry() -> None:
+        try:
+            start.wait()
+            outcomes.append(task_retry_on_another_account(task_id=submitted.pk).task.pk)
+        except Conflict as exc:
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=retry) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    created = [o for o in outcomes if isinstance(o, str)]
+    assert len(created) == 1, outcomes
+    assert sum(isinstance(o, Conflict) for o in outcomes) == 3
+    assert Task.objects.exclude(pk=submitted.pk).count() == 1
+    assert balance(organization) == (FUNDS - IMAGINE_FAST, IMAGINE_FAST)
+
+
 def test_retry_without_another_free_account_changes_nothing(
     operator_client, submitted, organization, accounts
 ):

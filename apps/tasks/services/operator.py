@@ -182,6 +182,18 @@ def _retry_as_new_task(failed: Task) -> RetryOutcome:
         engine_state={"retry_of": failed.pk},
     )
     with transaction.atomic():
+        # At most one retry per failed task (two operators, a double click): the failed row's
+        # lock first, then, in a statement of its own (its snapshot taken after the wait), the
+        # retry a concurrent click may have committed meanwhile.
+        Task.objects.select_for_update().filter(pk=failed.pk).values_list("pk").first()
+        earlier = Task.objects.filter(
+            organization_id=failed.organization_id, engine_state__retry_of=failed.pk
+        ).values_list("pk", flat=True)
+        if (retried_as := earlier.first()) is not None:
+            raise Conflict(
+                f"Task {failed.pk} was retried already as task {retried_as}; retry that one "
+                "if it failed too."
+            )
         accept(task, now=now)  # locks the organization: tier limit and price, as a submit
         account = _pick_other_account(task, exclude=failed.upstream_account_id, now=now)
         task.status = Status.SUBMITTED
