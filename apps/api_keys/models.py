@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -77,6 +78,20 @@ class ApiKey(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    #: Columns a plain ``save()`` of an existing key never writes back: the copy in memory may
+    #: be older than a revocation (``api_key_revoke`` updates the row alone) or the last use,
+    #: and writing it back would undo them.
+    GUARDED_FIELDS = frozenset({"revoked_at", "last_used_at", "last_used_ip"})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.GUARDED_FIELDS
+            ]
+        super().save(*args, **kwargs)
 
     @property
     def is_revoked(self) -> bool:

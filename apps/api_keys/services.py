@@ -9,16 +9,17 @@ import string
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from apps.accounts.models import MembershipTier, Organization, User
+from apps.core.cache import LeanScript, redis_client
 from apps.core.errors import PermissionDenied, ServiceError, ValidationFailed
 from apps.core.ratelimit import PendingCount, api_key_bucket, cache_breaker, counted_cache_get
 from apps.tasks.enums import Pool
@@ -158,7 +159,43 @@ def api_key_update(
     pool: str | None = None,
 ) -> ApiKey:
     """Change what is given; ``allowed_ips=None`` (or ``[]``) allows any address and
-    ``expires_at=None`` makes the key never expire."""
+    ``expires_at=None`` makes the key never expire. A key revoked meanwhile (the caller's copy
+    was read before the revocation committed) is refused, under the row's lock."""
+    with transaction.atomic():
+        revoked = (
+            ApiKey.objects.select_for_update()
+            .filter(pk=api_key.pk)
+            .values_list("revoked_at", flat=True)
+            .first()
+        )
+        if revoked is not None:
+            api_key.revoked_at = revoked
+            raise ValidationFailed("A revoked API key cannot be changed.")
+        return _api_key_change(
+            api_key=api_key,
+            name=name,
+            can_midjourney=can_midjourney,
+            read_only=read_only,
+            can_read_billing=can_read_billing,
+            allowed_ips=allowed_ips,
+            expires_at=expires_at,
+            remix=remix,
+            pool=pool,
+        )
+
+
+def _api_key_change(
+    *,
+    api_key: ApiKey,
+    name: str | None,
+    can_midjourney: bool | None,
+    read_only: bool | None,
+    can_read_billing: bool | None,
+    allowed_ips: list[str] | Keep | None,
+    expires_at: datetime | Keep | None,
+    remix: bool | None,
+    pool: str | None,
+) -> ApiKey:
     if name is not None:
         if not name.strip():
             raise ValidationFailed("An API key needs a name.", details={"field": "name"})
@@ -274,6 +311,9 @@ def _keys_with_prefix(
             cache_breaker.trip(exc)
     if isinstance(cached, list):
         return cached, False, pending
+    # The prefix's generation before the rows are read: the copy is cached only if no change
+    # was published since (``_fill``), however long this request stalls in between.
+    seen = _generation_seen(prefix) if cached is None else None
     try:
         rows = list(
             ApiKey.objects.select_related("organization", "organization__tier").filter(
@@ -286,10 +326,60 @@ def _keys_with_prefix(
         raise
     if cached is None:
         try:
-            cache.add(_key_cache_key(prefix), rows, KEY_CACHE_SECONDS)
+            _fill(prefix, rows, seen)
         except (RedisError, OSError) as exc:
             cache_breaker.trip(exc)
     return rows, True, pending
+
+
+#: Seconds a prefix's generation lives: far longer than a request can stall between reading the
+#: generation and filling the cache (an expired generation reads as none, which fails the fill).
+GENERATION_SECONDS = 24 * 3600
+#: A fill as one command: KEYS the cached copy, the prefix's generation; ARGV the generation
+#: the reader saw before it read the rows ('' for none), the copy, its lifetime. Sets the copy
+#: (never over an entry: a tombstone or a newer copy) only if the generation is unchanged.
+_FILL = """
+if (redis.call('get', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+if redis.call('set', KEYS[1], ARGV[2], 'NX', 'EX', tonumber(ARGV[3])) then return 1 end
+return 0
+"""
+_fill_script = LeanScript(_FILL)
+
+
+def _generation_key(prefix: str) -> str:
+    return f"apikey-generation:{prefix}"
+
+
+def _generation_seen(prefix: str) -> tuple[bool, Any] | None:
+    """The prefix's generation as the cache holds it, with whether it was read from Redis
+    itself (raw bytes, for the fill's compare-and-set); None when unreadable (then no fill)."""
+    client = redis_client()
+    try:
+        if client is None:
+            return False, cache.get(_generation_key(prefix))
+        return True, bytes(client.get(caches["default"].make_key(_generation_key(prefix))) or b"")
+    except (RedisError, OSError) as exc:
+        cache_breaker.trip(exc)
+        return None
+
+
+def _fill(prefix: str, rows: list[ApiKey], seen: tuple[bool, Any] | None) -> None:
+    """Cache ``rows`` for ``prefix`` unless a change was published after ``seen`` was read:
+    on Redis in one command (``_FILL``); on another cache (one process's memory) by reading
+    the generation again right before the ``add``."""
+    if seen is None:
+        return
+    raw, generation = seen
+    if not raw:
+        if cache.get(_generation_key(prefix)) == generation:
+            cache.add(_key_cache_key(prefix), rows, KEY_CACHE_SECONDS)
+        return
+    backend: Any = caches["default"]
+    _fill_script(
+        redis_client(),
+        keys=[backend.make_key(_key_cache_key(prefix)), backend.make_key(_generation_key(prefix))],
+        args=[generation, backend._cache._serializer.dumps(rows), KEY_CACHE_SECONDS],
+    )
 
 
 def api_keys_changed(*, prefixes: list[str]) -> None:
@@ -300,6 +390,11 @@ def api_keys_changed(*, prefixes: list[str]) -> None:
     def drop() -> None:
         try:
             cache.set_many({_key_cache_key(p): _TOMBSTONE for p in prefixes}, TOMBSTONE_SECONDS)
+            # A new generation: a reader that read the rows before this change cannot cache
+            # them, even after the tombstone is gone (``_fill``).
+            cache.set_many(
+                {_generation_key(p): secrets.token_hex(8) for p in prefixes}, GENERATION_SECONDS
+            )
         except (RedisError, OSError) as exc:
             # Readers fail open to the database while the breaker is open, and entries written
             # before the outage expire within KEY_CACHE_SECONDS.
