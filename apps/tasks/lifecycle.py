@@ -1264,8 +1264,13 @@ def task_apply_update(*, update: JobUpdate) -> str:
             error_code=result.error_code or ErrorCode.UPSTREAM_ERROR,
             from_statuses=ACTIVE_STATUSES,
             # Still this job's task: one an operator moved to another account meanwhile is
-            # running a new job, which this report is not about.
-            where=Q(upstream_account_id=update.account_id, upstream_job_id=task.upstream_job_id),
+            # running a new job, which this report is not about. The job the news names when
+            # it names one (a task found by its id may run another job of it by now, say after
+            # a move away and back), else the job the task was found running.
+            where=Q(
+                upstream_account_id=update.account_id,
+                upstream_job_id=update.upstream_job_id or task.upstream_job_id,
+            ),
         )
         if not failed:
             return UpdateOutcome.UNCHANGED

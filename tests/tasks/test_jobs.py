@@ -144,6 +144,21 @@ def _update(task: Task, result: PollResult, **kwargs: Any) -> JobUpdate:
     )
 
 
+def test_failure_news_about_an_earlier_job_of_the_task_leaves_its_current_job_running(running):
+    """News found by the task's id (the Discord gateway's: its job rows name their task) about
+    another job of the same task on the same account (an earlier one, before a move away and
+    back): the task's current job is not failed by it. The guard compared the task's job with
+    itself before, so any failure of any job of the task failed it."""
+    news = PollResult(status=PollResult.FAILURE, fail_reason="the earlier job failed")
+    update = _update(running, news, upstream_job_id="an-earlier-job", task_id=running.pk)
+    assert task_apply_update(update=update) == UpdateOutcome.UNCHANGED
+    assert Task.objects.get(pk=running.pk).status == Status.IN_PROGRESS
+    # News about the job it runs still fails it.
+    current = _update(running, news, task_id=running.pk)
+    assert task_apply_update(update=current) == UpdateOutcome.FAILED
+    assert Task.objects.get(pk=running.pk).status == Status.FAILURE
+
+
 def test_progress_news_moves_progress_forward_only(running):
     news = PollResult(status=PollResult.RUNNING, progress=40)
     assert task_apply_update(update=_update(running, news)) == UpdateOutcome.PROGRESS

@@ -361,9 +361,11 @@ class GatewayService:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self.renew_every)
             finally:
+                # What this process holds, read before ``_drop`` forgets it: released at once,
+                # so the next holder need not wait for the leases to run out.
+                held = sorted({*self._valid_until, *self.connections})
                 for account_id in list(self.connections):
                     await self._drop(account_id)
-                held = list(self._valid_until)
                 await self._sync(lambda: leases.lease_release(holder=self.holder, account_ids=held))
                 self._executor.shutdown(wait=False)
 

@@ -520,3 +520,17 @@ def test_a_follow_up_whose_worker_died_is_adopted_from_the_channel(
     assert result.status == "success"
     assert result.is_grid is (prefix == "MJ::JOB::variation::2::")
     assert fake_discord.stats()["interactions"] == before
+
+
+def test_a_gateway_that_stops_releases_its_leases(
+    make_account: Callable[..., Any], gateway: Callable[..., GatewayThread]
+) -> None:
+    """A gateway stopping (a deploy, a restart) gives its accounts' leases back at once, so the
+    next holder connects them without waiting for the leases to run out (``TTL``); it read what
+    it held after dropping its connections, which had forgotten them, and released nothing."""
+    account, _token = make_account()
+    thread = gateway(holder="gw-stop", account_ids={account.pk}, ttl=30.0, renew_every=5.0)
+    thread.wait_connected(account.pk)
+    thread.stop()
+    lease = GatewayLease.objects.get(pk=account.pk)
+    assert lease.holder == "", f"lease still held by {lease.holder!r} until {lease.expires_at}"
