@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 
 from apps.engines.base import JobUpdate, PollResult, ResultImage
@@ -174,11 +174,29 @@ def message_seen(
     if channel not in listener.channels or not _for_us(listener, message):
         return []
     with transaction.atomic():
+        _one_message_at_a_time(listener.account_id)
         job = _job_of(listener, message, edited=edited)
         if job is None:
             return []
         updates = _apply(job, message)
     return [_with_image(update, settings) for update in updates]
+
+
+def _one_message_at_a_time(account_id: int) -> None:
+    """Match the account's messages one at a time, until this transaction commits.
+
+    The gateway and a REST read-back (a quiet job's poll, a look-up of a prepared send) can see
+    the same message at once. Matched in parallel, the second looks for the job that took the
+    message before the first has committed, finds none, and matches by prompt, waiting on the
+    first's job lock, which then skips that (no longer live) job and hands it the next live
+    job with the same prompt: another task, maybe another tenant's, got the image. In turn, the
+    second's look-up runs after the first's commit and finds the message's job."""
+    if connection.vendor != "postgresql":
+        return  # SQLite runs one writing transaction at a time anyway
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"discord-messages:{account_id}"]
+        )
 
 
 def _direct_message(listener: Listener, message: dict[str, Any]) -> list[JobUpdate]:
