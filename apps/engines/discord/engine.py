@@ -566,7 +566,22 @@ class DiscordEngine(Engine):
         if not claimed:
             return
         if modal.get("iframe"):
-            self._submit_inpaint(job, row, settings, rest, modal)
+            try:
+                self._submit_inpaint(job, row, settings, rest, modal)
+            except TemporaryEngineError:
+                # The editor's call was not made (the account's REST turn busy, Discord out of
+                # reach, rate limits): the form waits to be answered again, by the next poll
+                # of this task or of its retry, which adopts the row. Left MODAL_SENT, nothing
+                # would ever answer it and the task ran until its timeout.
+                DiscordJob.objects.filter(
+                    pk=row.pk, phase=Phase.MODAL_SENT, second_nonce=second
+                ).update(phase=Phase.MODAL)
+                raise
+            except (PermanentEngineError, CommandOutdated) as exc:
+                reason = getattr(exc, "message", "The region edit was rejected.")
+                DiscordJob.objects.filter(pk=row.pk, phase=Phase.MODAL_SENT).update(
+                    phase=Phase.FAILURE, error_code=ErrorCode.UPSTREAM_REJECTED, fail_reason=reason
+                )
             return
         fields = modal.get("fields") or []
         payload = {

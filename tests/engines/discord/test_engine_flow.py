@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from apps.engines.base import PermanentEngineError
+from apps.engines.base import PermanentEngineError, TemporaryEngineError
 from apps.engines.discord.engine import DiscordEngine
 from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.models import DiscordJob, GatewayLease, Phase
+from apps.engines.discord.rest import DiscordRest
 
 from .conftest import GatewayThread, job_for, parent_of, poll_until_done, wait_for
 
@@ -291,3 +292,60 @@ def test_remix_mode_answers_the_remix_form_with_the_tasks_prompt(
     assert row.modal["custom_id"].startswith("MJ::RemixModal::")
     assert row.bot_prompt.startswith("a green valley at dusk\nVariations (Strong)")
     assert varied.is_grid is True
+
+
+def test_a_region_edit_whose_editor_call_was_not_made_is_answered_again(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``_answer_modal`` claims the modal (MODAL → MODAL_SENT) and then calls the editor's API;
+    a TemporaryEngineError there (the account's REST turn busy, a long rate limit: nothing was
+    sent) fails the submit and the lifecycle requeues the task on its parent's account, whose
+    retry adopts the row. The row goes back to MODAL, so the retry's poll answers the form and
+    the edit finishes; left MODAL_SENT, nothing ever answered it and the task ran until its
+    timeout."""
+    account, _token = make_account()
+    thread = gateway(account_ids={account.pk})
+    thread.wait_connected(account.pk)
+
+    def finished(job: Any) -> Any:
+        submitted = engine.submit(job)
+        running = replace(job, upstream_job_id=submitted.upstream_job_id, state=submitted.state)
+        result = poll_until_done(engine, running)
+        assert result.status == "success", result.fail_reason
+        return running, result
+
+    imagine, grid = finished(job_for(account, prompt="a fox at dusk"))
+    ours = "MJ::JOB::upsample::1::0123456789abcdef0123456789abcdef"
+    upscale, single = finished(
+        job_for(account, action="UPSCALE", custom_id=ours, parent=parent_of(imagine, grid.state))
+    )
+    region_button = next(
+        b["custom_id"]
+        for b in single.state["buttons"]
+        if b["custom_id"].startswith("MJ::Inpaint::")
+    )
+    region = job_for(
+        account, action="VARIATION", prompt="a blue fox", custom_id=region_button,
+        parent=parent_of(upscale, single.state), mask=_png((255, 255, 255)),
+    )  # fmt: skip
+    original = DiscordRest.request
+
+    def request(self: DiscordRest, method: str, url: str, **kwargs: Any) -> Any:
+        if kwargs.get("route") == "POST inpaint":
+            raise TemporaryEngineError("This Discord account is busy with other calls.")
+        return original(self, method, url, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(DiscordRest, "request", request)
+        with pytest.raises(TemporaryEngineError):
+            engine.submit(region)  # the lifecycle requeues the task on this
+    (row,) = DiscordJob.objects.filter(task_id=region.task_id)
+    assert row.phase == Phase.MODAL  # to be answered again
+    again = engine.submit(region)  # the requeued task, back on its parent's account
+    assert again.upstream_job_id == row.nonce  # the same job, its form still to answer
+    running = replace(region, upstream_job_id=again.upstream_job_id, state=again.state)
+    result = poll_until_done(engine, running)
+    assert result.status == "success", result.fail_reason
