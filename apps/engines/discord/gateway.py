@@ -339,16 +339,32 @@ class GatewayService:
         #: Until when each held lease is certainly ours (by our clock).
         self._valid_until: dict[int, float] = {}
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="discord-gw")
+        # The leases' statements on a thread of their own: event handling (result downloads,
+        # the lifecycle's updates) busy on every thread of the pool above must not hold the
+        # renewal back until the lease lapses and another process takes the account.
+        self._lease_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="discord-lease")
         self._stop = asyncio.Event()
 
     async def _sync(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    async def _lease_sync(self, function: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._lease_executor, function)
+
+    async def _watch(self) -> None:
+        """Let go of a lease not renewed in time, whatever the lease round is waiting for (a
+        slow database): it may be someone else's by now (``_expire``)."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(1.0, self.renew_every / 4))
+            await self._expire()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
         async with aiohttp.ClientSession() as http:
+            watch = asyncio.ensure_future(self._watch())
             try:
                 while not self._stop.is_set():
                     try:
@@ -361,13 +377,19 @@ class GatewayService:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self.renew_every)
             finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watch
                 # What this process holds, read before ``_drop`` forgets it: released at once,
                 # so the next holder need not wait for the leases to run out.
                 held = sorted({*self._valid_until, *self.connections})
                 for account_id in list(self.connections):
                     await self._drop(account_id)
-                await self._sync(lambda: leases.lease_release(holder=self.holder, account_ids=held))
+                await self._lease_sync(
+                    lambda: leases.lease_release(holder=self.holder, account_ids=held)
+                )
                 self._executor.shutdown(wait=False)
+                self._lease_executor.shutdown(wait=False)
 
     async def _round(self, http: aiohttp.ClientSession) -> None:
         ttl = timedelta(seconds=self.ttl)
@@ -376,7 +398,7 @@ class GatewayService:
             for account_id, conn in self.connections.items()
         }
         started = time.monotonic()
-        kept = await self._sync(
+        kept = await self._lease_sync(
             lambda: leases.lease_renew(holder=self.holder, sessions=sessions, ttl=ttl)
         )
         for account_id in list(self.connections):
@@ -388,11 +410,11 @@ class GatewayService:
         for account_id, task in list(self._tasks.items()):
             if task.done():
                 await self._drop(account_id)  # fatal: the account was disabled
-        plans = await self._sync(lambda: _plans(self.account_ids))
+        plans = await self._lease_sync(lambda: _plans(self.account_ids))
         for plan in plans:
             if plan.account_id in self.connections:
                 continue
-            lease = await self._sync(
+            lease = await self._lease_sync(
                 functools.partial(
                     leases.lease_acquire, account_id=plan.account_id, holder=self.holder, ttl=ttl
                 )

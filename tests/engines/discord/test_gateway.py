@@ -534,3 +534,54 @@ def test_a_gateway_that_stops_releases_its_leases(
     thread.stop()
     lease = GatewayLease.objects.get(pk=account.pk)
     assert lease.holder == "", f"lease still held by {lease.holder!r} until {lease.expires_at}"
+
+
+def test_a_busy_event_pool_does_not_hold_the_lease_renewal_back(
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+    fake_discord: FakeDiscordThread,
+) -> None:
+    """Every thread of the gateway's event pool busy (slow result downloads, say) for longer
+    than a lease lives: the lease is still renewed on time (its statements have a thread of
+    their own), so no other process takes the account and only one connection ever serves it.
+    Before, the renewal queued behind the events, the lease lapsed, and a second gateway
+    connected while the first still handled the account's events."""
+    import threading
+
+    account, token = make_account()
+    a = gateway(holder="gw-a", account_ids={account.pk})
+    a.wait_connected(account.pk)
+    busy = threading.Event()
+    for _ in range(4):
+        a.service._executor.submit(busy.wait, 30)
+    try:
+        b = gateway(holder="gw-b", account_ids={account.pk})
+        first = GatewayLease.objects.get(pk=account.pk).expires_at
+        time.sleep(a.service.ttl * 1.5)  # longer than a lease lives
+        lease = GatewayLease.objects.get(pk=account.pk)
+        assert lease.holder == "gw-a"
+        assert lease.expires_at > first  # renewed meanwhile
+        assert account.pk not in b.service.connections
+        assert fake_discord.stats()[f"max_connections:{token}"] == 1
+    finally:
+        busy.set()
+
+
+def test_a_lease_that_cannot_be_renewed_is_let_go_before_it_lapses(
+    make_account: Callable[..., Any],
+    gateway: Callable[..., GatewayThread],
+) -> None:
+    """The renewal itself stuck (the database slow or away): the gateway drops the account's
+    connection before the lease can have lapsed, by its own clock, whatever the lease round is
+    waiting for; it let go only after the round returned before."""
+    import threading
+
+    account, _token = make_account()
+    a = gateway(holder="gw-a", account_ids={account.pk})
+    a.wait_connected(account.pk)
+    stuck = threading.Event()
+    a.service._lease_executor.submit(stuck.wait, 30)  # the next renewal waits behind it
+    try:
+        wait_for(lambda: account.pk not in a.service.connections, timeout=a.service.ttl)
+    finally:
+        stuck.set()
