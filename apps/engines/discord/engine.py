@@ -39,6 +39,8 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.engines.base import (
@@ -87,6 +89,18 @@ def _main_rows(job: Job) -> Any:
     return DiscordJob.objects.filter(account_id=job.account.id, task_id=job.task_id).exclude(
         command__contains=wire.VIRTUAL_UPSCALE
     )
+
+
+def _one_send_at_a_time(row: DiscordJob) -> None:
+    """Until this transaction commits, no other send of ``row``'s task on its account decides
+    whether it may leave (``DiscordEngine._interact``)."""
+    if connection.vendor != "postgresql":
+        return  # SQLite runs one writing transaction at a time anyway
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
+            [f"discord-send:{row.account_id}:{row.task_id}"],
+        )
 
 
 def _press_lost(row: DiscordJob) -> bool:
@@ -468,13 +482,28 @@ class DiscordEngine(Engine):
         def leaving() -> None:
             # Only from a row still prepared: a look-up that took the task over (this submit
             # outlived its lease) may have closed it as never sent and sends the task itself.
-            if not DiscordJob.objects.filter(pk=row.pk, phase=Phase.PREPARED).update(
-                sending_at=timezone.now()
-            ):
-                raise TemporaryEngineError(
-                    "This submit was taken over while it waited; nothing was sent.",
-                    error_code=ErrorCode.UPSTREAM_ERROR,
+            # And only if no other row of the task's job is being sent or was: a submit slow
+            # before its row existed (waiting for the REST turn, an upload, a rate limit) is
+            # taken over by one that found no row and sent; the two decide one at a time.
+            with transaction.atomic():
+                _one_send_at_a_time(row)
+                # (A press showing a video's clip is not the task's job: its own lock, the clip
+                # lock, keeps it to one at a time.)
+                sent_by_another = wire.VIRTUAL_UPSCALE not in row.command and (
+                    DiscordJob.objects.filter(account_id=row.account_id, task_id=row.task_id)
+                    .exclude(pk=row.pk)
+                    .exclude(command__contains=wire.VIRTUAL_UPSCALE)
+                    .exclude(phase__in=(Phase.REFUSED, Phase.FAILURE))
+                    .filter(Q(sending_at__isnull=False) | ~Q(phase=Phase.PREPARED))
+                    .exists()
                 )
+                if sent_by_another or not DiscordJob.objects.filter(
+                    pk=row.pk, phase=Phase.PREPARED
+                ).update(sending_at=timezone.now()):
+                    raise TemporaryEngineError(
+                        "This submit was taken over while it waited; nothing was sent.",
+                        error_code=ErrorCode.UPSTREAM_ERROR,
+                    )
 
         try:
             rest.interact(payload, before_send=leaving)

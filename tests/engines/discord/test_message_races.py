@@ -1,7 +1,8 @@
-"""The same Discord message seen twice at once (apps/engines/discord/tracker.py).
+"""Two hands on one Discord job at once (apps/engines/discord/tracker.py, engine.py).
 
 The gateway and a REST read-back (a quiet job's poll, the look-up of a prepared send) can hand
-the tracker the same message at the same moment; it must go to one job, the right one.
+the tracker the same message at the same moment; it must go to one job, the right one. A slow
+submit and the one that took its task over can both be about to send; one of them sends.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import pytest
 from django.db import connection, connections
 
 from apps.engines.discord import tracker, wire
+from apps.engines.discord.engine import DiscordEngine
+from apps.engines.discord.fake import FakeDiscordThread
 from apps.engines.discord.fake.bot import grid_components
 from apps.engines.discord.models import DiscordJob, Phase
+from apps.engines.discord.rest import DiscordRest
 
-from .conftest import wait_for
+from .conftest import job_for, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -117,3 +121,46 @@ def _in_thread_named(
     thread = threading.Thread(target=run, daemon=True, name=name)
     thread.start()
     return thread, out
+
+
+def test_a_submit_slow_before_its_row_exists_and_its_take_over_do_not_both_send(
+    engine: DiscordEngine,
+    make_account: Callable[..., Any],
+    fake_discord: FakeDiscordThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A threads-pool worker W1 (no hard time limit) is still in ``_send`` before its
+    ``DiscordJob`` row exists (waiting for the account's REST turn for the command index, an
+    upload, a rate limit). Its submit lease runs out; the sweeper gives the task to W2, whose
+    ``find_job`` finds no row and whose ``submit`` sends. W1 then creates its own row, whose
+    ``sending_at`` guard passed (it is its own, prepared), and it sent as well: the task ran
+    twice on Discord (fast hours spent twice). Now the sends of one task decide one at a time
+    and a send finding another row of the task sent refuses to leave."""
+    account, _token = make_account(submit_confirm_seconds=0)
+    job = job_for(account, prompt="a slow start before the row")
+    waiting = threading.Event()
+    go_on = threading.Event()
+    original = DiscordRest.command
+
+    def command(self: DiscordRest, name: str, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "w1":
+            waiting.set()
+            assert go_on.wait(20)
+        return original(self, name, **kwargs)
+
+    monkeypatch.setattr(DiscordRest, "command", command)
+    before = fake_discord.stats()["interactions"]
+    w1, w1_out = _in_thread_named("w1", lambda: engine.submit(job))
+    assert waiting.wait(10)
+    # What the sweeper's task_start on W2 does (INTERRUPTED_SUBMITS set): look, then submit.
+    assert engine.find_job(job) is None
+    taken_over = engine.submit(job)
+    go_on.set()
+    w1.join(20)
+    live = DiscordJob.objects.filter(task_id=job.task_id).exclude(
+        phase__in=(Phase.REFUSED, Phase.FAILURE)
+    )
+    assert fake_discord.stats()["interactions"] == before + 1, (
+        f"sent twice: {sorted(live.values_list('nonce', flat=True))}, "
+        f"take-over {taken_over.upstream_job_id}, slow one {w1_out}"
+    )
