@@ -73,3 +73,15 @@ def test_without_any_discord_account_the_gateway_idles_and_stops_cleanly(tmp_pat
             process.wait(10)
     output = log_path.read_text()
     assert "discord gateway" in output and "Traceback" not in output, output
+
+
+def test_two_gateways_on_one_host_never_share_a_holder_name() -> None:
+    """Two containers sharing the host's name, both running as pid 1 (host networking), would
+    both pass a lease's holder check under one name: the default name is unique per process."""
+    from apps.tasks.management.commands.discord_gateway import Command
+
+    names = {
+        Command().create_parser("manage.py", "discord_gateway").parse_args([]).holder
+        for _ in range(2)
+    }
+    assert len(names) == 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 from typing import Any
@@ -48,7 +49,11 @@ class Command(BaseCommand):
     help = "Hold the gateway WebSockets of the discord engine's accounts (leased across processes)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--holder", default=f"{socket.gethostname()}:{os.getpid()}")
+        # Unique per process even where two containers share the host's name and both run as
+        # pid 1 (host networking): two gateways with one name would both pass a lease's check.
+        parser.add_argument(
+            "--holder", default=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        )
         parser.add_argument("--ttl", type=float, default=30.0, help="lease lifetime, seconds")
         parser.add_argument("--renew-every", type=float, default=10.0, help="seconds")
         parser.add_argument("--account", type=int, action="append", help="only these account ids")
