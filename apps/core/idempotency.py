@@ -170,7 +170,7 @@ def idempotency_complete(
     if status >= 500 or status in NOT_STORED:
         idempotency_release(record=record)
         return
-    IdempotencyRecord.objects.filter(pk=record.pk, state=IdempotencyRecord.IN_FLIGHT).update(
+    _held(record).update(
         state=IdempotencyRecord.COMPLETED,
         response_status=status,
         response_body=_seal(body),
@@ -179,7 +179,16 @@ def idempotency_complete(
 
 
 def idempotency_release(*, record: IdempotencyRecord) -> None:
-    IdempotencyRecord.objects.filter(pk=record.pk, state=IdempotencyRecord.IN_FLIGHT).delete()
+    _held(record).delete()
+
+
+def _held(record: IdempotencyRecord) -> Any:
+    """``record`` while this request still holds it: in flight, and not taken over by a retry
+    since (a takeover stamps ``locked_at`` anew), so a request that outlived its lock neither
+    stores its answer over the retry's nor frees the key under it."""
+    return IdempotencyRecord.objects.filter(
+        pk=record.pk, state=IdempotencyRecord.IN_FLIGHT, locked_at=record.locked_at
+    )
 
 
 def idempotency_records_purge(*, now: datetime | None = None) -> int:
