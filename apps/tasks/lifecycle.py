@@ -1197,10 +1197,13 @@ def task_poll_now(*, task_id: str) -> bool:
 
     A fresh token supersedes the running chain — the step already scheduled stops when it
     finds the token changed — so exactly one chain continues and the result is applied by the
-    normal poll path (download, storage, settlement) on a worker. False if not running.
+    normal poll path (download, storage, settlement) on a worker. False if not running, or if
+    a poll step has seen the job done already (its slot freed): that step is finishing the task
+    (download, storage), and a new chain would make it throw its stored result away and start
+    over; its finish lease and the sweeper cover a step that dies.
     """
     current = (
-        Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS)
+        Task.objects.filter(pk=task_id, status=Status.IN_PROGRESS, slot_freed_at__isnull=True)
         .values_list("poll_token", flat=True)
         .first()
     )
@@ -1210,7 +1213,7 @@ def task_poll_now(*, task_id: str) -> bool:
     now = _now()
     with transaction.atomic():
         moved = Task.objects.filter(
-            pk=task_id, status=Status.IN_PROGRESS, poll_token=current
+            pk=task_id, status=Status.IN_PROGRESS, poll_token=current, slot_freed_at__isnull=True
         ).update(poll_token=token, lease_expires_at=poll_lease(now), updated_at=now)
         if moved:
             enqueue_poll(task_id, token, countdown=0)

@@ -18,7 +18,7 @@ from apps.engines.models import UpstreamAccount
 from apps.tasks import lifecycle
 from apps.tasks import views as task_views
 from apps.tasks.enums import Action, ErrorCode, Status
-from apps.tasks.lifecycle import task_poll
+from apps.tasks.lifecycle import task_poll, upstream_callback_receive
 from apps.tasks.models import Task
 from apps.tasks.services.inputs import Caller
 from apps.tasks.services.submit import task_submit
@@ -337,3 +337,48 @@ def test_engines_without_callbacks_and_unknown_engines_are_refused_alike(funded,
             {"error": "This callback URL is not valid."},
         )
     assert _snapshot(task.pk) == before
+
+
+def _image_gets(fake) -> int:
+    return len([r for r in fake.requests if r.path.startswith("/images/")])
+
+
+def test_a_success_callback_while_a_step_finishes_the_task_leaves_that_step_alone(
+    funded, live_key, fake, monkeypatch
+):
+    """A poll step is storing the finished image when the upstream's SUCCESS callback arrives
+    (with callbacks on, the usual case): the callback leaves the task to that step, which
+    finishes it with the image it stored. Before, the callback started a new poll chain: the
+    step lost its compare-and-set, deleted the result it had stored, and the new chain
+    downloaded and stored the whole thing again."""
+    account = mjproxy_account(fake, callbacks=True)
+    caller = Caller(organization=funded, api_key=live_key.api_key)
+    task = start(task_submit(caller=caller, action=Action.IMAGINE, prompt="a lighthouse").task.pk)
+    cb_token = str(UpstreamAccount.objects.get(pk=account.pk).secrets["callback_token"])
+    fake.finish(task.upstream_job_id)
+    payload = fake.task_json(task.upstream_job_id)
+    t1 = Task.objects.get(pk=task.pk).poll_token
+
+    real_store = lifecycle.storage.store_result
+    fired: list[str] = []
+
+    def store_then_callback(**kwargs):
+        result = real_store(**kwargs)
+        if not fired:
+            # The callback lands while this worker is storing the image it downloaded.
+            fired.append(
+                upstream_callback_receive(
+                    engine_name="mjproxy", account_id=account.pk, token=cb_token, payload=payload
+                )
+            )
+        return result
+
+    monkeypatch.setattr(lifecycle.storage, "store_result", store_then_callback)
+    task_poll(task_id=task.pk, token=t1)
+    after = Task.objects.get(pk=task.pk)
+    assert fired == ["unchanged"]
+    assert after.status == Status.SUCCESS, (
+        f"in-flight result discarded: status={after.status}, token rotated "
+        f"{t1!r}->{after.poll_token!r}, image downloads so far={_image_gets(fake)}"
+    )
+    assert _image_gets(fake) == 1  # downloaded once
