@@ -40,11 +40,22 @@ class SubmitOutcomeUnknown(EngineError):
     """``submit`` sent the job but cannot tell whether the upstream accepted it (a read timeout,
     a dropped connection after the request went out).
 
+    ``still_working``: the upstream may still be acting on the request (no answer came, or a
+    gateway in front of it gave up waiting), so a look-up that finds nothing soon after is not
+    yet proof that nothing arrived (``Engine.unknown_outcome_settle_seconds``). False when
+    the upstream itself answered (a crash): it made the job or it never will.
+
     For engines that can look a job up (``idempotent_submit``) the task stays assigned and the
     next ``task_start`` asks ``find_job`` before submitting again; for the others it fails with
     its hold released, because submitting again could run — and charge for — the job twice.
     Raised by ``poll`` it is simply a poll to repeat, like a temporary error.
     """
+
+    def __init__(
+        self, message: str, *, error_code: str = "UPSTREAM_ERROR", still_working: bool = True
+    ) -> None:
+        super().__init__(message, error_code=error_code)
+        self.still_working = still_working
 
 
 class PermanentEngineError(EngineError):
@@ -248,6 +259,12 @@ class Engine:
 
     def submit(self, job: Job) -> SubmitResult:
         raise NotImplementedError
+
+    def unknown_outcome_settle_seconds(self) -> float:
+        """How long after a submit whose outcome is unknown (no answer) the upstream may still
+        be creating its job, so that ``find_job`` cannot see it yet: until then "not found" is
+        not taken as "never arrived", and nothing is submitted again (0: no such delay)."""
+        return 0.0
 
     def find_job(self, job: Job) -> SubmitResult | None:
         """The upstream job an earlier submit of ``job`` started, or None if there is none.

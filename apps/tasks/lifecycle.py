@@ -71,6 +71,8 @@ COOLDOWN_AFTER_FAILURES = 3
 COOLDOWN = timedelta(minutes=2)
 #: ``engine_state`` key counting submits the sweeper found interrupted by a dead worker.
 INTERRUPTED_SUBMITS = "interrupted_submits"
+#: When the first submit of the task whose outcome was unknown was given up on (ISO time).
+UNKNOWN_SINCE = "unknown_since"
 #: Unknown submit outcomes (``SubmitOutcomeUnknown``) a task of an engine that can find its
 #: jobs may meet before it fails; the look-ups after them back off from ``TASK_POLL_INTERVAL``
 #: to ``MAX_UNKNOWN_OUTCOME_DELAY`` (about four minutes in all at the default interval).
@@ -592,6 +594,9 @@ def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknow
     now = _now()
     state = dict(task.engine_state or {})
     state[INTERRUPTED_SUBMITS] = interrupted
+    if interrupted == 1 and exc.still_working and engine.unknown_outcome_settle_seconds():
+        # This attempt sent the job (not a look-up) and the upstream may still be making it.
+        state.setdefault(UNKNOWN_SINCE, (task.submit_claimed_at or now).isoformat())
     delay = min(
         float(settings.TASK_POLL_INTERVAL) * 2 ** (interrupted - 1), MAX_UNKNOWN_OUTCOME_DELAY
     )
@@ -649,6 +654,16 @@ def _submit(engine: Engine, job: Job) -> SubmitResult:
             raise SubmitOutcomeUnknown(exc.message, error_code=exc.error_code) from exc
         if found is not None:
             return found
+        since = job.state.get(UNKNOWN_SINCE)
+        settle = engine.unknown_outcome_settle_seconds()
+        if since and settle and (_now() - datetime.fromisoformat(since)).total_seconds() < settle:
+            # The first submit may still be reaching the upstream, which lists a job only once
+            # it has made it: submitting again now could run the task twice. Look again later.
+            raise SubmitOutcomeUnknown(
+                "The upstream has not listed the job of an unanswered submit yet; "
+                "looking again before submitting anew.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
     return engine.submit(job)
 
 

@@ -159,10 +159,12 @@ class MjproxyClient:
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
         if response.status >= 500:
-            # A crash or a gateway timeout: the upstream may have acted on the request first.
+            # A crash or a gateway timeout: the upstream may have acted on the request first,
+            # and behind a gateway that gave up waiting (502, 504) it may still be acting.
             raise UpstreamOutcomeUnknown(
                 f"The upstream failed while answering (HTTP {response.status}).",
                 error_code=ErrorCode.UPSTREAM_ERROR,
+                still_working=response.status in (502, 504),
             )
         data: Any = None
         if response.body:

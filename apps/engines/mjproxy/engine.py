@@ -192,6 +192,12 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
 class MjproxyEngine(Engine):
     name = "mjproxy"
     idempotent_submit = True
+
+    def unknown_outcome_settle_seconds(self) -> float:
+        # A proxy still waiting on Discord (an upload, its own queue) lists the job only once
+        # it has made it; it had at least as long again as we waited for its answer.
+        return 2 * float(settings.MJPROXY_HTTP_TIMEOUT)
+
     # The upstream's follow-ups act on its own jobs, which exist only on that account.
     follow_ups_need_parent_account = True
     # Midjourney picks the seed; the upstream tells it on request (GET …/image-seed).

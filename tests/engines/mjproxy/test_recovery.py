@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from apps.engines.mjproxy.engine import client_for
 from apps.engines.models import UpstreamAccount
 from apps.tasks.enums import Action, ErrorCode, Status
 from apps.tasks.jobs import account_view, job_for
-from apps.tasks.lifecycle import INTERRUPTED_SUBMITS, task_start
+from apps.tasks.lifecycle import INTERRUPTED_SUBMITS, UNKNOWN_SINCE, task_start
 from apps.tasks.models import Task
 from apps.tasks.scheduling import dispatch_pending, tasks_sweep
 from apps.tasks.services.inputs import Caller
@@ -54,7 +55,9 @@ def test_a_submit_that_timed_out_is_adopted_instead_of_sent_again(funded, live_k
     waiting = Task.objects.get(pk=task.pk)
     assert waiting.status == Status.SUBMITTED
     assert waiting.submit_claimed_at is None
-    assert waiting.engine_state == {INTERRUPTED_SUBMITS: 1}
+    # Unanswered: when it was sent is kept, as the upstream may still be making the job.
+    assert set(waiting.engine_state) == {INTERRUPTED_SUBMITS, UNKNOWN_SINCE}
+    assert waiting.engine_state[INTERRUPTED_SUBMITS] == 1
     assert waiting.upstream_account_id == account.pk
     marker = f"mjgate:{task.pk}"
     deadline = time.monotonic() + 5
@@ -258,3 +261,52 @@ def test_a_job_the_upstream_stops_listing_fails_uncharged_after_a_grace(
     )
     assert kinds == [EntryKind.HOLD, EntryKind.RELEASE]
     assert balance_get(organization=funded).held == 0
+
+
+def test_an_unanswered_submit_still_in_the_upstream_is_not_sent_again(
+    funded, live_key, fake, settings
+):
+    """The submit read-times out while the upstream is still handling it (a slow Discord upload,
+    a gateway 504). The look-up soon after finds nothing in /mj/task/list (the upstream lists a
+    job only once it has made it); that is not taken as "never arrived" while the upstream may
+    still be at it (``unknown_outcome_settle_seconds``): the task looks again later and adopts
+    the job. Before, it submitted again: two upstream jobs for one task, the first orphaned."""
+    mjproxy_account(fake)
+    caller = Caller(organization=funded, api_key=live_key.api_key)
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a windmill").task
+    dispatch_pending()
+    settings.MJPROXY_HTTP_TIMEOUT = 0.4
+
+    release = threading.Event()
+    entered = threading.Event()
+    real_submit = fake._submit
+    calls = {"n": 0}
+
+    def slow_first(path, body):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            entered.set()
+            release.wait(10)  # the upstream is still working on the first request
+        return real_submit(path, body)
+
+    fake._submit = slow_first
+    task_start(task_id=task.pk)  # read timeout -> outcome unknown, look-up scheduled
+    assert entered.is_set()
+    assert Task.objects.get(pk=task.pk).engine_state.get(INTERRUPTED_SUBMITS) == 1
+    task_start(task_id=task.pk)  # the scheduled look-up (2 s later in production)
+    assert calls["n"] == 1  # not sent again
+    assert Task.objects.get(pk=task.pk).status == Status.SUBMITTED
+    release.set()
+    marker = f"mjgate:{task.pk}"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with fake._lock:
+            if any(j.state == marker for j in fake.jobs.values()):
+                break
+        time.sleep(0.02)
+    task_start(task_id=task.pk)  # the next look-up finds the first job and adopts it
+    with fake._lock:
+        jobs = [j.id for j in fake.jobs.values() if j.state == marker]
+    running = Task.objects.get(pk=task.pk)
+    assert len(jobs) == 1, f"one task, {len(jobs)} upstream jobs {jobs}"
+    assert (running.status, running.upstream_job_id) == (Status.IN_PROGRESS, jobs[0])
