@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import redis.exceptions
@@ -132,6 +133,25 @@ class OrganizationAPIView(IdempotentPostMixin, RequestSizeLimitMixin, APIView):
         self._bind_api_key(request)
         if request.method in ("GET", "HEAD"):
             self._check_query_params(request)
+        elif self.takes_no_body:
+            self._check_no_body(request)
+
+    #: A write that reads no body (a cancel, a rotation): what it is sent must be empty or an
+    #: empty JSON object. Without the check no parser ever looked at it, and a malformed or
+    #: misdirected body (another route's fields) was acted on as if it were not there.
+    takes_no_body = False
+
+    def _check_no_body(self, request: Request) -> None:
+        data = request.data  # parsed as any other body: malformed JSON is refused here
+        if isinstance(data, Mapping) and not data:
+            return
+        if not isinstance(data, Mapping):
+            raise exceptions.ValidationError(
+                {"body": "This request takes no body: send none, or an empty JSON object."}
+            )
+        raise exceptions.ValidationError(
+            {str(key): f"Unknown field '{key}'; this request takes no fields." for key in data}
+        )
 
     def _check_query_params(self, request: Request) -> None:
         unknown = [name for name in request.query_params if name not in self.query_params]

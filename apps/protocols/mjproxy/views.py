@@ -690,6 +690,7 @@ class ImageSeedView(MjProxyView):
 
 class CancelView(MjProxyView):
     writes = True
+    takes_no_body = True
     not_found_status = 404
 
     def post(self, request: Request, task_id: str, **kwargs: Any) -> Response:

@@ -277,6 +277,7 @@ class TaskModalView(NativeErrorsMixin, OrganizationAPIView):
 class TaskCancelView(NativeErrorsMixin, OrganizationAPIView):
     required_key_flags = ("midjourney",)
     writes = True
+    takes_no_body = True
 
     @extend_schema(
         summary="Cancel an unfinished task (its hold is released)",

@@ -306,6 +306,7 @@ class WebhookSecretView(OrganizationAPIView):
 
 class WebhookSecretRotateView(OrganizationAPIView):
     writes = True
+    takes_no_body = True
 
     @extend_schema(
         summary="Rotate the signing secret (the new secret is shown once)",
