@@ -406,11 +406,20 @@ def _requested_mode(data: dict[str, Any]) -> str | None:
     if mode:
         return mode
     account_filter = data.get("accountFilter")
-    if isinstance(account_filter, dict):
-        modes = account_filter.get("modes")
-        if isinstance(modes, list) and modes and isinstance(modes[0], str):
-            return modes[0]
-    return None
+    if account_filter is None:
+        return None
+    # Its other keys (an instance, a channel, remix) pick an upstream account of the proxy's,
+    # which we choose ourselves; only a malformed filter is an error.
+    if not isinstance(account_filter, dict):
+        raise exceptions.ValidationError({"accountFilter": "Must be an object."})
+    modes = account_filter.get("modes")
+    if modes is None:
+        return None
+    if not isinstance(modes, list) or not all(isinstance(mode, str) for mode in modes):
+        raise exceptions.ValidationError(
+            {"accountFilter": "modes must be a list of mode names (FAST, RELAX, TURBO)."}
+        )
+    return modes[0] if modes else None
 
 
 class ImagineView(SubmitView):

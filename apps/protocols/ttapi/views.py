@@ -151,6 +151,8 @@ def _requested_mode(data: dict[str, Any]) -> str | None:
     if mode:
         return mode
     model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise exceptions.ValidationError({"model": "Must be a text: a mode (fast, relax, turbo)."})
     return model if isinstance(model, str) and parse_mode(model) else None
 
 
