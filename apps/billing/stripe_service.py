@@ -23,13 +23,14 @@ from typing import Any
 import stripe
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import MembershipTier, Organization, User
 from apps.accounts.roles import Capability
 from apps.accounts.selectors import membership_require, tier_get_default
 from apps.accounts.services import organization_set_tier
+from apps.core.db import advisory_xact_lock
 from apps.core.errors import NotFound, ServiceUnavailable, ValidationFailed
 
 from .ledger import ledger_clawback, ledger_topup
@@ -450,11 +451,8 @@ def _lock_payment(payment_intent: str) -> None:
     takes it before the savepoint its processing runs in: taken again inside, it is the same
     lock).
     """
-    if payment_intent and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"stripe-payment:{payment_intent}"]
-            )
+    if payment_intent:
+        advisory_xact_lock(f"stripe-payment:{payment_intent}")
 
 
 def _checkout_paid(obj: dict[str, Any], *, event_type: str) -> str:

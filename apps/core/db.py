@@ -120,3 +120,14 @@ def relaxed_commit_wanted(*, outermost: bool) -> bool:
     outermost one, or the statement runs on its own in autocommit), never inside a transaction
     somebody else opened (it would relax their commit too)."""
     return connection.vendor == "postgresql" and outermost
+
+
+def advisory_xact_lock(name: str) -> None:
+    """Hold the PostgreSQL advisory lock named ``name`` until the current transaction ends:
+    what else takes it waits for this transaction's commit. Take it in the transaction itself,
+    not in a savepoint that may roll back (PostgreSQL releases a rolled-back savepoint's locks
+    at once). Nothing on SQLite, which runs one writing transaction at a time anyway."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])

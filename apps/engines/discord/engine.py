@@ -39,10 +39,11 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.core.db import advisory_xact_lock
 from apps.engines.base import (
     Engine,
     Job,
@@ -94,13 +95,7 @@ def _main_rows(job: Job) -> Any:
 def _one_send_at_a_time(row: DiscordJob) -> None:
     """Until this transaction commits, no other send of ``row``'s task on its account decides
     whether it may leave (``DiscordEngine._interact``)."""
-    if connection.vendor != "postgresql":
-        return  # SQLite runs one writing transaction at a time anyway
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))",
-            [f"discord-send:{row.account_id}:{row.task_id}"],
-        )
+    advisory_xact_lock(f"discord-send:{row.account_id}:{row.task_id}")
 
 
 def _press_lost(row: DiscordJob) -> bool:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 
+from apps.core.db import advisory_xact_lock
 from apps.engines.base import JobUpdate, PollResult, ResultImage
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.services import upstream_account_take_out
@@ -191,12 +192,7 @@ def _one_message_at_a_time(account_id: int) -> None:
     first's job lock, which then skips that (no longer live) job and hands it the next live
     job with the same prompt: another task, maybe another tenant's, got the image. In turn, the
     second's look-up runs after the first's commit and finds the message's job."""
-    if connection.vendor != "postgresql":
-        return  # SQLite runs one writing transaction at a time anyway
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"discord-messages:{account_id}"]
-        )
+    advisory_xact_lock(f"discord-messages:{account_id}")
 
 
 def _direct_message(listener: Listener, message: dict[str, Any]) -> list[JobUpdate]:
