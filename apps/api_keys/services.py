@@ -63,19 +63,32 @@ def _prefix_of(raw_key: str) -> str:
     return raw_key[: len(scheme) + PREFIX_RANDOM_CHARS]
 
 
+#: The most entries an allow-list may hold (every authenticated request reads them all).
+MAX_ALLOWED_IPS = 100
+
+
 def _clean_ips(values: list[str] | None) -> list[str]:
-    cleaned = []
-    for value in values or []:
-        value = str(value).strip()
-        if not value:
-            continue
+    """The allow-list as stored: each entry a network (an address is its /32 or /128, host
+    bits of a CIDR are dropped), each network once, in the order given."""
+    given = [text for text in (str(value).strip() for value in values or []) if text]
+    if len(given) > MAX_ALLOWED_IPS:
+        # Before any parsing: a pasted list of a million lines costs nothing but this count.
+        raise ValidationFailed(
+            f"An IP allow-list holds at most {MAX_ALLOWED_IPS} addresses or networks "
+            f"({len(given)} given).",
+            details={"field": "allowed_ips"},
+        )
+    cleaned: list[str] = []
+    for value in given:
         try:
-            cleaned.append(str(ipaddress.ip_network(value, strict=False)))
+            network = str(ipaddress.ip_network(value, strict=False))
         except ValueError as exc:
             raise ValidationFailed(
                 f"'{value}' is not an IP address or CIDR network.",
                 details={"field": "allowed_ips"},
             ) from exc
+        if network not in cleaned:
+            cleaned.append(network)
     return cleaned
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 from apps.api_keys.models import ApiKey
 from apps.api_keys.selectors import api_key_get, api_key_list
 from apps.api_keys.services import (
+    MAX_ALLOWED_IPS,
     ApiKeyRejected,
     api_key_authenticate,
     api_key_create,
@@ -76,6 +77,33 @@ def test_ip_allow_list_is_normalised(organization):
         organization=organization, name="office", allowed_ips=["10.1.2.3/8", " 192.0.2.1 ", ""]
     )
     assert issued.api_key.allowed_ips == ["10.0.0.0/8", "192.0.2.1/32"]
+
+
+def test_ip_allow_list_keeps_each_network_once(organization):
+    issued = api_key_create(
+        organization=organization,
+        name="office",
+        allowed_ips=["192.0.2.1", "192.0.2.1/32", "10.9.9.9/8", "10.0.0.0/8", "2001:db8::1"],
+    )
+    assert issued.api_key.allowed_ips == ["192.0.2.1/32", "10.0.0.0/8", "2001:db8::1/128"]
+
+
+def test_ip_allow_list_has_a_limit_on_every_path(organization, live_key):
+    too_many = [f"10.0.{n // 250}.{n % 250}" for n in range(MAX_ALLOWED_IPS + 1)]
+    with pytest.raises(ValidationFailed) as excinfo:
+        api_key_create(organization=organization, name="office", allowed_ips=too_many)
+    assert excinfo.value.details == {"field": "allowed_ips"}
+    assert "at most 100" in excinfo.value.message
+    assert not ApiKey.objects.filter(name="office").exists()
+    with pytest.raises(ValidationFailed):
+        api_key_update(api_key=live_key.api_key, allowed_ips=too_many)
+    live_key.api_key.refresh_from_db()
+    assert live_key.api_key.allowed_ips == []
+    assert len(
+        api_key_create(
+            organization=organization, name="full", allowed_ips=too_many[:MAX_ALLOWED_IPS]
+        ).api_key.allowed_ips
+    ) == MAX_ALLOWED_IPS
 
 
 def test_invalid_ip_is_refused(organization):
