@@ -99,11 +99,14 @@ def test_ip_allow_list_has_a_limit_on_every_path(organization, live_key):
         api_key_update(api_key=live_key.api_key, allowed_ips=too_many)
     live_key.api_key.refresh_from_db()
     assert live_key.api_key.allowed_ips == []
-    assert len(
-        api_key_create(
-            organization=organization, name="full", allowed_ips=too_many[:MAX_ALLOWED_IPS]
-        ).api_key.allowed_ips
-    ) == MAX_ALLOWED_IPS
+    assert (
+        len(
+            api_key_create(
+                organization=organization, name="full", allowed_ips=too_many[:MAX_ALLOWED_IPS]
+            ).api_key.allowed_ips
+        )
+        == MAX_ALLOWED_IPS
+    )
 
 
 def test_invalid_ip_is_refused(organization):

@@ -371,9 +371,7 @@ def test_api_key_allow_list_pasted_too_long_is_refused(owner: User) -> None:
     pasted = "\n".join(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}" for n in range(100_000))
     response = login(owner).post("/keys/new/", {"name": "x", "allowed_ips": pasted})
     assert response.status_code == 400
-    assert "holds at most 100 addresses or networks (100000 given)" in (
-        response.content.decode()
-    )
+    assert "holds at most 100 addresses or networks (100000 given)" in (response.content.decode())
     assert ApiKey.objects.count() == 0
 
 
