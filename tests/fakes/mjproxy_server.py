@@ -224,6 +224,8 @@ class FakeMjproxy:
         self.video_posters = True
         #: Answers for the next submits, in order: (code, description).
         self.scripted: list[tuple[int, str]] = []
+        #: Answers for the next modal steps (``/mj/submit/modal``) only, before ``scripted``.
+        self.scripted_modal: list[tuple[int, str]] = []
         #: Prompts containing one of these are refused with code 24.
         self.banned_words: set[str] = set()
         #: Prompts containing a key end in FAILURE with the value as failReason.
@@ -651,7 +653,11 @@ class FakeMjproxy:
                 return self._answer(3, "task not found")
             if job.status != "MODAL":
                 return self._answer(4, "task is not waiting for a modal")
-            if self.scripted:
+            if self.scripted_modal:
+                code, description = self.scripted_modal.pop(0)
+                if code not in (1, 22):
+                    return self._answer(code, description)
+            elif self.scripted:
                 code, description = self.scripted.pop(0)
                 if code not in (1, 22):
                     return self._answer(code, description)

@@ -62,6 +62,7 @@ from apps.engines.base import (
     ResultImage,
     ResultVideo,
     StoredFile,
+    SubmitOutcomeUnknown,
     SubmitResult,
     TemporaryEngineError,
     register,
@@ -493,7 +494,18 @@ class MjproxyEngine(Engine):
         )
 
     def _second_step(self, client: MjproxyClient, job: Job, accepted: mapping.Accepted) -> str:
-        return self._modal(client, job, accepted.job_id) if accepted.modal else accepted.job_id
+        if not accepted.modal:
+            return accepted.job_id
+        try:
+            return self._modal(client, job, accepted.job_id)
+        except TemporaryEngineError as exc:
+            # The first step's job is upstream (MODAL, waiting for its form): given back to the
+            # queue, the task would send the first step again and leave this job behind. As an
+            # unknown outcome it stays on this account, and the next start finds the job
+            # (``find_job``, which sends only the form). The job is listed already: no settling.
+            raise SubmitOutcomeUnknown(
+                exc.message, error_code=exc.error_code, still_working=False
+            ) from exc
 
     def _modal(self, client: MjproxyClient, job: Job, job_id: str) -> str:
         """Send the second step of a two-step action (vary region, custom zoom, remix …)."""

@@ -147,6 +147,45 @@ def test_an_interrupted_two_step_action_gets_its_second_step(funded, live_key, f
     assert len(fake.submits("/mj/submit/action")) == 2  # U1, and the dead worker's
 
 
+def test_a_busy_upstream_at_the_second_step_keeps_the_first_steps_job(funded, live_key, fake):
+    """The form of a two-step action refused for a full queue: the MODAL job the first step
+    made is still upstream, so the next start sends only the form, on the same account."""
+    account = mjproxy_account(fake)
+    caller = Caller(organization=funded, api_key=live_key.api_key)
+    grid = start(task_submit(caller=caller, action=Action.IMAGINE, prompt="a cat").task.pk)
+    fake.finish(grid.upstream_job_id)
+    grid = poll(grid.pk)
+    u1 = next(b["custom_id"] for b in grid.buttons if b["label"] == "U1")
+    upscale = start(task_press(caller=caller, parent_id=grid.pk, custom_id=u1).task.pk)
+    fake.finish(upscale.upstream_job_id)
+    upscale = poll(upscale.pk)
+    region = next(b["custom_id"] for b in upscale.buttons if b["label"] == "Vary (Region)")
+    modal = task_press(caller=caller, parent_id=upscale.pk, custom_id=region).task
+    task_submit_modal(
+        caller=caller, task_id=modal.pk, prompt="a cat in a hat", mask=data_url(png_bytes())
+    )
+    dispatch_pending()
+    fake.scripted_modal = [(23, "queue is full, please try again later")]
+    task_start(task_id=modal.pk)
+
+    waiting = Task.objects.get(pk=modal.pk)
+    assert (waiting.status, waiting.upstream_account_id) == (Status.SUBMITTED, account.pk)
+    assert waiting.engine_state == {INTERRUPTED_SUBMITS: 1}  # listed already: no settling
+    marker = f"mjgate:{modal.pk}"
+    assert fake.job_for_state(marker).status == "MODAL"
+
+    task_start(task_id=modal.pk)
+    running = Task.objects.get(pk=modal.pk)
+    assert running.status == Status.IN_PROGRESS
+    assert running.upstream_job_id == fake.job_for_state(marker).id
+    assert fake.submits_per_state()[marker] == 1  # the first step, sent once
+    assert [r.body["taskId"] for r in fake.requests_to("/mj/submit/modal")] == [
+        running.upstream_job_id
+    ] * 2
+    fake.finish(running.upstream_job_id)
+    assert poll(modal.pk).status == Status.SUCCESS
+
+
 def test_without_a_task_list_an_interrupted_submit_fails_uncharged(funded, live_key, fake):
     mjproxy_account(fake)
     fake.supports_list = False
