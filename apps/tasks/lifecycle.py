@@ -594,9 +594,10 @@ def _submit_outcome_unknown(engine: Engine, task: Task, exc: SubmitOutcomeUnknow
     now = _now()
     state = dict(task.engine_state or {})
     state[INTERRUPTED_SUBMITS] = interrupted
-    if interrupted == 1 and exc.still_working and engine.unknown_outcome_settle_seconds():
-        # This attempt sent the job (not a look-up) and the upstream may still be making it.
-        state.setdefault(UNKNOWN_SINCE, (task.submit_claimed_at or now).isoformat())
+    if exc.still_working and engine.unknown_outcome_settle_seconds():
+        # This attempt sent the job (a look-up says it did not: ``_submit``) and the upstream
+        # may still be making it: the look-ups wait for it from this send on.
+        state[UNKNOWN_SINCE] = (task.submit_claimed_at or now).isoformat()
     delay = min(
         float(settings.TASK_POLL_INTERVAL) * 2 ** (interrupted - 1), MAX_UNKNOWN_OUTCOME_DELAY
     )
@@ -647,11 +648,15 @@ def _submit(engine: Engine, job: Job) -> SubmitResult:
     if job.state.get(INTERRUPTED_SUBMITS):
         try:
             found = engine.find_job(job)
-        except TemporaryEngineError as exc:
+        except (TemporaryEngineError, SubmitOutcomeUnknown) as exc:
             # The look-up could not ask the upstream: whether the interrupted submit reached
             # it is still unknown. As a temporary error the task would go back to the queue as
-            # never accepted (maybe to another account) while the first job may run.
-            raise SubmitOutcomeUnknown(exc.message, error_code=exc.error_code) from exc
+            # never accepted (maybe to another account) while the first job may run. No job
+            # was sent now (``still_working``; a form sent to a job it found moves that job,
+            # which the next look-up adopts): the earlier send's wait stands as it was.
+            raise SubmitOutcomeUnknown(
+                exc.message, error_code=exc.error_code, still_working=False
+            ) from exc
         if found is not None:
             return found
         since = job.state.get(UNKNOWN_SINCE)
@@ -663,6 +668,7 @@ def _submit(engine: Engine, job: Job) -> SubmitResult:
                 "The upstream has not listed the job of an unanswered submit yet; "
                 "looking again before submitting anew.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
+                still_working=False,
             )
     return engine.submit(job)
 

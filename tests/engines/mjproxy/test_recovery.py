@@ -349,3 +349,54 @@ def test_an_unanswered_submit_still_in_the_upstream_is_not_sent_again(
     running = Task.objects.get(pk=task.pk)
     assert len(jobs) == 1, f"one task, {len(jobs)} upstream jobs {jobs}"
     assert (running.status, running.upstream_job_id) == (Status.IN_PROGRESS, jobs[0])
+
+
+def test_a_later_unanswered_submit_is_waited_for_too(funded, live_key, fake, settings):
+    """The settle wait covers every submit that was sent and left unanswered, not only the
+    task's first: a crash answer (500) first, then a submit that read-times out while the
+    upstream still makes its job. The look-up after the second finds nothing yet; sending a
+    third time would make two upstream jobs for the task."""
+    mjproxy_account(fake)
+    caller = Caller(organization=funded, api_key=live_key.api_key)
+    task = task_submit(caller=caller, action=Action.IMAGINE, prompt="a windmill").task
+    dispatch_pending()
+    fake.http_status = 500
+    task_start(task_id=task.pk)  # answered by a crash: nothing to wait for
+    assert Task.objects.get(pk=task.pk).engine_state == {INTERRUPTED_SUBMITS: 1}
+    fake.http_status = None
+
+    settings.MJPROXY_HTTP_TIMEOUT = 0.4
+    release = threading.Event()
+    entered = threading.Event()
+    real_submit = fake._submit
+    calls = {"n": 0}
+
+    def slow_first(path, body):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            entered.set()
+            release.wait(10)  # the upstream is still working on this request
+        return real_submit(path, body)
+
+    fake._submit = slow_first
+    task_start(task_id=task.pk)  # looked up (nothing), sent again: read timeout
+    assert entered.is_set()
+    waiting = Task.objects.get(pk=task.pk)
+    assert waiting.engine_state[INTERRUPTED_SUBMITS] == 2
+    assert UNKNOWN_SINCE in waiting.engine_state
+    task_start(task_id=task.pk)  # the scheduled look-up finds nothing yet
+    assert calls["n"] == 1  # not sent a third time
+    release.set()
+    marker = f"mjgate:{task.pk}"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with fake._lock:
+            if any(j.state == marker for j in fake.jobs.values()):
+                break
+        time.sleep(0.02)
+    task_start(task_id=task.pk)
+    with fake._lock:
+        jobs = [j.id for j in fake.jobs.values() if j.state == marker]
+    running = Task.objects.get(pk=task.pk)
+    assert len(jobs) == 1, f"one task, {len(jobs)} upstream jobs {jobs}"
+    assert (running.status, running.upstream_job_id) == (Status.IN_PROGRESS, jobs[0])
