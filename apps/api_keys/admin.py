@@ -64,7 +64,7 @@ class ApiKeyAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         rows = bounded(self, request, queryset.select_related("organization"))
         if rows is None:

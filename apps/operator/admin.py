@@ -189,6 +189,11 @@ class OperatorEmailAddressAdmin(AuditedAdminMixin, EmailAddressAdmin):
 
     actions = ["make_verified"]
 
+    # Only for those who may change addresses: allauth's action declares no permission, so
+    # Django would offer it to anyone who may view the list.
+    @admin.action(
+        description=EmailAddressAdmin.make_verified.short_description, permissions=["change"]
+    )
     def make_verified(self, request: HttpRequest, queryset: QuerySet[EmailAddress]) -> None:
         rows = bounded(self, request, queryset.filter(verified=False).select_related("user"))
         if rows is None:
@@ -207,8 +212,6 @@ class OperatorEmailAddressAdmin(AuditedAdminMixin, EmailAddressAdmin):
                     before={"verified": False},
                     after={"verified": True},
                 )
-
-    make_verified.short_description = EmailAddressAdmin.make_verified.short_description  # type: ignore[attr-defined]
 
 
 admin.site.unregister(EmailAddress)
