@@ -219,13 +219,21 @@ def invitation_create(
 @transaction.atomic
 def invitation_accept(*, token: str, user: User) -> Membership:
     try:
-        invitation = Invitation.objects.select_for_update().get(
-            token_hash=hash_invitation_token(token)
+        invitation = (
+            Invitation.objects.select_for_update(of=("self",))
+            .select_related("organization")
+            .get(token_hash=hash_invitation_token(token))
         )
     except Invitation.DoesNotExist as exc:
         raise NotFound("This invitation does not exist.") from exc
     if not invitation.is_open:
         raise Conflict("This invitation has expired, been revoked or already been used.")
+    if not invitation.organization.is_active:
+        # Nothing written: the invitation stays open should the organization be enabled again.
+        raise Conflict(
+            f"{invitation.organization.name} has been disabled, so its invitations cannot be "
+            "accepted. Ask the person who invited you to contact support."
+        )
     if invitation.email.lower() != user.email.lower():
         raise PermissionDenied("This invitation was sent to another e-mail address.")
     membership, _ = Membership.objects.get_or_create(

@@ -10,6 +10,7 @@ import pytest
 from django.core import mail
 
 from apps.accounts.models import Invitation, Membership, Organization, Role, User
+from apps.accounts.services import invitation_create
 from apps.api_keys.models import ApiKey, hash_key
 from apps.billing.ledger import ledger_capture, ledger_hold
 from apps.billing.models import CheckoutSession, TokenPackage
@@ -18,7 +19,7 @@ from apps.tasks.enums import Action, Status
 from apps.tasks.models import BannedWord, Task
 from apps.tasks.scheduling import dispatch_pending
 from tests.billing.helpers import new_task, snapshot
-from tests.factories import MembershipFactory, OrganizationFactory
+from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tests.tasks.helpers import png_data_url, sandbox_account
 
 from .helpers import login
@@ -555,3 +556,18 @@ def test_htmx_requests_after_the_session_ended_navigate_to_sign_in(
     )
     assert response["HX-Redirect"] == "/accounts/login/?next=/"
     assert client.get("/create/")["Location"] == "/accounts/login/?next=/create/"
+
+
+def test_an_invitation_to_a_disabled_organization_is_refused_with_nothing_written(
+    organization: Organization, owner: User
+) -> None:
+    _invitation, token = invitation_create(
+        actor=owner, organization=organization, email="new@example.com", role=Role.ADMIN
+    )
+    Organization.objects.filter(pk=organization.pk).update(is_active=False)
+    invitee = UserFactory(email="new@example.com")
+    response = login(invitee, raise_request_exception=False).post(f"/invitations/{token}/")
+    assert response.status_code == 409
+    assert "has been disabled, so its invitations cannot be accepted" in (response.content.decode())
+    assert not Membership.objects.filter(user=invitee, organization=organization).exists()
+    assert Invitation.objects.get().accepted_at is None
