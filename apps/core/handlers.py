@@ -38,7 +38,7 @@ LEAN_PATH_PREFIXES = (
 API_MIDDLEWARE = (
     "django.middleware.security.SecurityMiddleware",
     "apps.core.middleware.CompatCorsMiddleware",
-    "apps.core.middleware.ApiTextGuardMiddleware",
+    "apps.core.middleware.UrlTextGuardMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 )

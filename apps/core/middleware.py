@@ -45,22 +45,21 @@ class CompatCorsMiddleware:
         return _add_cors_headers(self.get_response(request))
 
 
-class ApiTextGuardMiddleware:
-    """Refuse an API URL whose path or query carries a NUL character (``/mj/task/%00/fetch``).
+class UrlTextGuardMiddleware:
+    """Refuse a URL whose path or query carries a NUL character (``/mj/task/%00/fetch``,
+    ``/tasks/a%00b/``, an admin change page).
 
     PostgreSQL cannot store or compare such text: it would reach a query and fail as a server
-    error. ``BadRequest`` is answered by ``handler400`` in the dialect's error shape.
+    error. ``BadRequest`` is answered by ``handler400``: in the dialect's error shape on an API
+    path, as Django's 400 page elsewhere.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if _is_api_path(request.path):
-            texts = [request.path, *request.GET.keys()]
-            texts.extend(value for values in request.GET.lists() for value in values[1])
-            if not all(text_is_storable(text) for text in texts):
-                raise BadRequest(
-                    "The URL may not contain NUL characters (%00) or unpaired surrogates."
-                )
+        texts = [request.path, *request.GET.keys()]
+        texts.extend(value for values in request.GET.lists() for value in values[1])
+        if not all(text_is_storable(text) for text in texts):
+            raise BadRequest("The URL may not contain NUL characters (%00) or unpaired surrogates.")
         return self.get_response(request)

@@ -131,6 +131,30 @@ def test_the_api_chain_refuses_nul_in_the_url_in_the_dialect_shape():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tasks/a%00b/",
+        "/tasks/a%00b/card/",
+        "/tasks/a%00b/download/image/",
+        "/tasks/a%00b/editor/",
+        "/admin/tasks/task/a%00b/change/",
+        "/tasks/?q=%00",
+    ],
+)
+def test_pages_refuse_nul_in_the_url_too(path, member, admin_user):
+    """Beyond the API: a dashboard or admin page with a NUL in its URL is a 400, never the
+    server error of a query PostgreSQL cannot run."""
+    from tests.dashboard.helpers import login
+
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save()
+    for user in (member, admin_user):
+        response = login(user, raise_request_exception=False).get(path)
+        assert response.status_code == 400, (path, user.email, response.status_code)
+
+
+@pytest.mark.django_db
 def test_an_unknown_api_path_is_json_and_other_pages_keep_the_full_chain():
     status, headers, _ = wsgi_call("/api/v1/no-such-thing")
     assert status == 404

@@ -170,6 +170,19 @@ def test_members_see_where_a_task_webhook_went_but_not_the_url(
     assert "https://hooks.example.com/in?token=s3cr3t" in as_admin
 
 
+def test_members_see_where_a_tasks_own_hook_points_but_not_the_url(
+    organization: Organization, member: User, admin_user: User
+) -> None:
+    """The per-task hook is masked like an endpoint's URL: either may carry a token."""
+    task = new_task(
+        organization, status=Status.SUCCESS, notify_hook="https://hooks.example.com/in?token=s3cr3t"
+    )
+    as_member = login(member).get(f"/tasks/{task.pk}/").content.decode()
+    assert "hooks.example.com" in as_member and "s3cr3t" not in as_member
+    as_admin = login(admin_user).get(f"/tasks/{task.pk}/").content.decode()
+    assert "https://hooks.example.com/in?token=s3cr3t" in as_admin
+
+
 def test_every_write_needs_the_csrf_token(
     organization: Organization, owner: User, world: dict[str, Any], settings: Any
 ) -> None:
