@@ -1,4 +1,4 @@
-"""CORS for the public API surfaces, and the text guard of their URLs.
+"""CORS for the public API surfaces, and the text guard of every URL.
 
 Browsers call the mj-proxy endpoints directly (chat web UIs), so every ``/mj*`` route, the TTAPI
 routes and the native API answer preflights and allow the key headers. Authentication is by
