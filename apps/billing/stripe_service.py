@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import stripe
@@ -31,7 +32,7 @@ from apps.accounts.roles import Capability
 from apps.accounts.selectors import membership_require, tier_get_default
 from apps.accounts.services import organization_set_tier
 from apps.core.db import advisory_xact_lock
-from apps.core.errors import NotFound, ServiceUnavailable, ValidationFailed
+from apps.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 
 from .ledger import ledger_clawback, ledger_topup
 from .models import CheckoutKind, CheckoutSession, CheckoutStatus, StripeEvent, TokenPackage
@@ -54,6 +55,9 @@ SUBSCRIPTION_GRANTING = frozenset({"active", "trialing"})
 #: Statuses after which the organization falls back to the default tier. ``past_due`` and
 #: ``incomplete`` change nothing: Stripe is still retrying, and a retry that succeeds must not
 #: have cost the customer their tier in between.
+#: How long an open Checkout is answered again instead of a new one: Stripe expires a session
+#: 24 hours after it was made, so the last hour is left to the customer to finish it.
+CHECKOUT_LIFETIME = timedelta(hours=23)
 SUBSCRIPTION_ENDED = frozenset({"canceled", "unpaid", "incomplete_expired", "paused"})
 
 
@@ -163,12 +167,63 @@ def subscription_checkout_create(
     success_url: str | None = None,
     cancel_url: str | None = None,
 ) -> CheckoutSession:
-    """Start a Stripe Checkout subscription for a paid tier (VIP, PREMIUM)."""
+    """Start a Stripe Checkout subscription for a paid tier (VIP, PREMIUM).
+
+    Once the organization pays for a plan every change goes through the customer portal: a
+    second subscription Checkout would bill two subscriptions at once, so it is refused. A
+    Checkout of the same plan still open (a double click, a second tab) is answered again
+    rather than opening another one."""
     membership_require(
         user=user, organization_id=organization.pk, capability=Capability.MANAGE_BILLING
     )
     if not tier.stripe_price_id:
         raise ValidationFailed(f"The {tier.name} plan cannot be bought online.")
+    with transaction.atomic():
+        # One start at a time per organization, without its row lock (its submits take that
+        # one, and Stripe is called below).
+        advisory_xact_lock(f"billing:subscription-checkout:{organization.pk}")
+        organization.refresh_from_db(
+            fields=["stripe_customer_id", "stripe_subscription_id", "tier"]
+        )
+        current = organization.tier
+        if organization.stripe_subscription_id or (
+            organization.stripe_customer_id and current.stripe_price_id
+        ):
+            raise Conflict(
+                f"You already pay for the {current.name} plan: change or cancel it in the "
+                "billing portal, which moves the subscription you have."
+            )
+        open_session = (
+            CheckoutSession.objects.filter(
+                organization=organization,
+                kind=CheckoutKind.SUBSCRIPTION,
+                tier=tier,
+                status=CheckoutStatus.OPEN,
+                created_at__gt=timezone.now() - CHECKOUT_LIFETIME,
+            )
+            .exclude(url="")
+            .order_by("-created_at")
+            .first()
+        )
+        if open_session is not None:
+            return open_session
+        return _subscription_session(
+            organization=organization,
+            tier=tier,
+            user=user,
+            success_url=success_url,
+            cancel_url=cancel_url,
+        )
+
+
+def _subscription_session(
+    *,
+    organization: Organization,
+    tier: MembershipTier,
+    user: User,
+    success_url: str | None,
+    cancel_url: str | None,
+) -> CheckoutSession:
     metadata = {"organization_id": str(organization.pk), "tier": tier.code}
     params: dict[str, Any] = {
         "mode": "subscription",

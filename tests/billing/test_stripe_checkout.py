@@ -7,7 +7,13 @@ import pytest
 from apps.accounts.models import MembershipTier
 from apps.billing.models import CheckoutKind, CheckoutSession, CheckoutStatus, TokenPackage
 from apps.billing.stripe_service import checkout_create, subscription_checkout_create
-from apps.core.errors import NotFound, PermissionDenied, ServiceUnavailable, ValidationFailed
+from apps.core.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 
 from .helpers import snapshot
 from .stripe_fakes import FakeStripe
@@ -128,6 +134,58 @@ def test_subscription_checkout_for_a_paid_tier(fake_stripe, organization, owner)
     )
     organization.refresh_from_db()
     assert organization.tier.code == "FREE"  # the tier changes when Stripe says it is paid
+
+
+def _priced_tiers() -> tuple[MembershipTier, MembershipTier]:
+    MembershipTier.objects.filter(code="VIP").update(stripe_price_id="price_vip")
+    MembershipTier.objects.filter(code="PREMIUM").update(stripe_price_id="price_premium")
+    return MembershipTier.objects.get(code="VIP"), MembershipTier.objects.get(code="PREMIUM")
+
+
+@pytest.mark.parametrize("subscription_id", ["sub_live", ""])
+def test_a_subscriber_gets_no_second_subscription_checkout(
+    fake_stripe, organization, owner, subscription_id
+):
+    """Once paying, plan changes go through the portal: a stale tab or a double submit of
+    "Upgrade" must not open a second subscription, billed beside the first."""
+    vip, premium = _priced_tiers()
+    organization.stripe_customer_id = "cus_123"
+    organization.stripe_subscription_id = subscription_id
+    organization.tier = vip
+    organization.save(update_fields=["stripe_customer_id", "stripe_subscription_id", "tier"])
+    with pytest.raises(Conflict) as excinfo:
+        subscription_checkout_create(organization=organization, tier=premium, user=owner)
+    assert "billing portal" in excinfo.value.message
+    assert fake_stripe.requests == []
+    assert CheckoutSession.objects.count() == 0
+
+
+def test_the_dashboards_upgrade_shows_the_refusal(fake_stripe, organization, owner):
+    from tests.dashboard.helpers import login
+
+    vip, _premium = _priced_tiers()
+    organization.stripe_customer_id = "cus_123"
+    organization.stripe_subscription_id = "sub_live"
+    organization.tier = vip
+    organization.save(update_fields=["stripe_customer_id", "stripe_subscription_id", "tier"])
+    response = login(owner).post("/billing/upgrade/", {"tier": "PREMIUM"}, follow=True)
+    assert "You already pay for the VIP plan" in response.content.decode()
+    assert [r.path for r in fake_stripe.requests if r.method == "POST"] == []
+
+
+def test_an_open_checkout_of_the_same_plan_is_answered_again(fake_stripe, organization, owner):
+    vip, premium = _priced_tiers()
+    first = subscription_checkout_create(organization=organization, tier=vip, user=owner)
+    again = subscription_checkout_create(organization=organization, tier=vip, user=owner)
+    assert again.pk == first.pk
+    assert len(fake_stripe.requests) == 1
+    # Another plan is another Checkout; a closed one is not offered again.
+    other = subscription_checkout_create(organization=organization, tier=premium, user=owner)
+    assert other.pk != first.pk
+    CheckoutSession.objects.filter(pk=first.pk).update(status=CheckoutStatus.EXPIRED)
+    fresh = subscription_checkout_create(organization=organization, tier=vip, user=owner)
+    assert fresh.pk not in (first.pk, other.pk)
+    assert len(fake_stripe.requests) == 3
 
 
 def test_a_tier_without_stripe_price_cannot_be_bought(fake_stripe, organization, owner):
