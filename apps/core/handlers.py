@@ -14,13 +14,30 @@ URLconf's handlers, so both chains apply them alike.
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.core.handlers.exception import convert_exception_to_response
+from django.core import signals
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.core.handlers.exception import get_exception_response, response_for_exception
 from django.core.handlers.wsgi import WSGIHandler
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
+from django.urls import get_resolver, get_urlconf
+from django.utils.log import log_response
 from django.utils.module_loading import import_string
+
+logger = logging.getLogger("django.request")
 
 #: Paths served through :data:`API_MIDDLEWARE`: the API routes (the same prefixes as CORS's,
 #: without ``/api/`` itself, whose schema and docs pages are served like any other page).
@@ -49,6 +66,45 @@ def api_middleware() -> list[str]:
     return [path for path in settings.MIDDLEWARE if path in API_MIDDLEWARE]
 
 
+def api_response_for_exception(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """Django's ``response_for_exception``, except that with ``DEBUG`` on an API client still
+    gets the URLconf's error handlers (its dialect's JSON: ``apps.protocols.common``) rather
+    than Django's HTML debug pages, which a client cannot parse and which list every route.
+    The traceback of a server error goes to the log, as in production."""
+    if not settings.DEBUG or isinstance(exc, (PermissionDenied, MultiPartParserError)):
+        # Without DEBUG, and for these two with it, Django answers through the handlers.
+        return response_for_exception(request, exc)
+    resolver = get_resolver(get_urlconf())
+    if isinstance(exc, Http404):
+        return get_exception_response(request, resolver, 404, exc)
+    if isinstance(exc, (BadRequest, SuspiciousOperation)):
+        if isinstance(exc, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
+            request._mark_post_parse_error()  # type: ignore[attr-defined]  # as Django does
+        response = get_exception_response(request, resolver, 400, exc)
+        log_response("%s: %s", str(exc), request.path, response=response, request=request)
+        return response
+    signals.got_request_exception.send(sender=None, request=request)
+    if settings.DEBUG_PROPAGATE_EXCEPTIONS:
+        raise exc
+    logger.error("Internal Server Error: %s", request.path, exc_info=exc)
+    response = resolver.resolve_error_handler(500)(request)
+    return response
+
+
+def api_exception_to_response(get_response: Callable[..., Any]) -> Callable[..., Any]:
+    """``convert_exception_to_response`` with :func:`api_response_for_exception`."""
+
+    @functools.wraps(get_response)
+    def inner(request: HttpRequest) -> HttpResponse:
+        try:
+            response: HttpResponse = get_response(request)
+        except Exception as exc:
+            response = api_response_for_exception(request, exc)
+        return response
+
+    return inner
+
+
 class ListedMiddleware:
     """For a Django handler class: the chain is ``self.middleware`` instead of
     ``settings.MIDDLEWARE`` (synchronous middleware only, as the API chain's are)."""
@@ -60,7 +116,7 @@ class ListedMiddleware:
         self._view_middleware: list[Callable[..., Any]] = []
         self._template_response_middleware: list[Callable[..., Any]] = []
         self._exception_middleware: list[Callable[..., Any]] = []
-        handler = convert_exception_to_response(self._get_response)
+        handler = api_exception_to_response(self._get_response)
         for path in reversed(self.middleware):
             instance = import_string(path)(handler)
             if hasattr(instance, "process_view"):
@@ -69,7 +125,7 @@ class ListedMiddleware:
                 self._template_response_middleware.append(instance.process_template_response)
             if hasattr(instance, "process_exception"):
                 self._exception_middleware.append(instance.process_exception)
-            handler = convert_exception_to_response(instance)
+            handler = api_exception_to_response(instance)
         self._middleware_chain = handler
 
 

@@ -163,3 +163,48 @@ def test_an_unknown_api_path_is_json_and_other_pages_keep_the_full_chain():
     status, headers, _ = wsgi_call("/accounts/login/")
     assert status == 200
     assert "csrftoken" in headers.get("set-cookie", "")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "query", "status", "shape"),
+    [
+        ("/api/v1/nope", "", 404, "error"),
+        ("/api/v1/tasks/123/nope", "", 404, "error"),
+        ("/midjourney/v1/nope", "", 404, "status"),
+        ("/mj/nope", "", 404, "code"),
+        ("/mj-fast/mj/nope", "", 404, "code"),
+        ("/mj/task/12\x003/fetch", "", 200, "code"),  # mj-proxy: a code in a 200 answer
+        ("/api/v1/tasks", "limit=%00", 400, "error"),
+    ],
+)
+def test_with_debug_on_api_errors_are_still_the_dialects_json(path, query, status, shape, settings):
+    """``scripts/run.sh`` runs with DEBUG on: an API client must still get JSON, not Django's
+    debug pages (HTML, listing every route)."""
+    settings.DEBUG = True
+    got, headers, body = wsgi_call(path, query=query)
+    assert got == status
+    assert headers["content-type"].startswith("application/json")
+    assert shape in json.loads(body)
+
+
+@pytest.mark.django_db
+def test_with_debug_on_a_server_error_on_an_api_path_is_json_and_logged(
+    settings, monkeypatch, caplog
+):
+    from apps.core.middleware import UrlTextGuardMiddleware
+
+    def boom(self, request):
+        raise RuntimeError("boom")
+
+    settings.DEBUG = True
+    monkeypatch.setattr(UrlTextGuardMiddleware, "__call__", boom)
+    status, headers, body = wsgi_call("/api/v1/tasks")
+    assert status == 500
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body)["error"]["code"] == "internal_error"
+    assert any("boom" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+    # Pages keep Django's debug page with DEBUG on.
+    status, headers, _ = wsgi_call("/tasks/")
+    assert status == 500
+    assert headers["content-type"].startswith("text/html")
