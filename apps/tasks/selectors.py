@@ -375,6 +375,7 @@ def pool_throughput_forget() -> None:
     _own_throughput.clear()
     _capacity.clear()
     _snapshots.clear()
+    _free.clear()
 
 
 def _accounts_with_load(*, is_test: bool) -> list[Any]:
@@ -428,8 +429,31 @@ def _pool_free_slots(task: Task, loaded: list[Any] | None = None) -> int:
     return sum(max(0, a.concurrency - a.busy) for a in accounts)
 
 
-#: A pool's total slots are re-read this often (only to skip the free-slot read for a task
-#: placed behind more tasks than the pool has slots: all of them are busy then).
+_free: dict[tuple[Any, ...], tuple[float, int]] = {}
+
+
+def _recent_free_slots(task: Task) -> int:
+    """``_pool_free_slots`` of ``task``, read at most every ``POOL_SNAPSHOT_SECONDS`` per pool
+    and process (a follow-up, which may need its parent's account, is read each time)."""
+    if task.parent_id:
+        return _pool_free_slots(task)
+    key = (
+        task.mode,
+        task.is_test,
+        task.pool,
+        None if task.pool == Pool.SHARED else task.organization_id,
+    )
+    now = time.monotonic()
+    cached = _free.get(key)
+    if cached is not None and now - cached[0] < POOL_SNAPSHOT_SECONDS:
+        return cached[1]
+    free = _pool_free_slots(task)
+    _free[key] = (now, free)
+    return free
+
+
+#: A pool's total slots are re-read this often (only to read the free slots less often for a
+#: task placed behind more tasks than the pool has slots: it cannot start now).
 CAPACITY_REFRESH_SECONDS = 5.0
 _capacity: dict[tuple[str, bool], tuple[float, int]] = {}
 
@@ -699,8 +723,10 @@ def task_queue_estimate(
     dispatcher's own order). The first ``free`` of the queue start now; after them the task
     waits for ``ahead - free + 1`` slots to open (``position``), at the pool's measured
     throughput. ``head`` is the tenant's queue head as the caller read it (the acceptance,
-    under its lock). A place behind more tasks than the pool has slots means every slot is
-    busy, and the free slots are not read. An own-only task's line, slots and throughput are
+    under its lock). For a place behind more tasks than the pool has slots (it cannot start
+    now) the free slots are read at most once a second per pool and process: in a burst onto
+    an idle pool they are the slots the tasks ahead take. An own-only task's line, slots and
+    throughput are
     its organization's own accounts' (``_own_estimate_behind``).
     """
     if task.status != Status.NOT_START or task.submitted_at is None:
@@ -778,8 +804,11 @@ def _estimate_behind(task: Task, ahead: int, page: _PageReads | None = None) -> 
             page.capacity[pool] = capacity
     # A pool just configured may not be in the remembered size yet: 0 is always re-read.
     busy = 0 < capacity < place and not task.is_test
-    if busy:
-        free = 0
+    if busy and page is None:
+        # Behind more tasks than the pool has slots, it cannot start now; it waits for its place
+        # less the slots free now, which the tasks ahead of it take. Slots are free in a burst
+        # onto an idle pool, until the dispatcher hands them out: read once a second a pool.
+        free = _recent_free_slots(task)
     elif page is None:
         free = _pool_free_slots(task)
     else:

@@ -44,8 +44,13 @@ def test_a_warm_submit_runs_at_most_eight_statements(
 
 @pytest.mark.django_db
 def test_a_submit_behind_a_queue_longer_than_the_pool_skips_the_free_slot_read(
-    funded: Any, key_client: APIClient, sandbox: UpstreamAccount
+    funded: Any, key_client: APIClient, sandbox: UpstreamAccount, monkeypatch: Any
 ) -> None:
+    from apps.tasks import selectors
+
+    # Within one second of the previous reads (the free slots are read once a second a pool).
+    monkeypatch.setattr(selectors.time, "monotonic", lambda: 1_000.0)
+    selectors.pool_throughput_forget()
     UpstreamAccount.objects.update(concurrency=1)
     MembershipTier.objects.filter(pk=funded.tier_id).update(max_unfinished_tasks=100)
     cache.clear()
@@ -57,7 +62,8 @@ def test_a_submit_behind_a_queue_longer_than_the_pool_skips_the_free_slot_read(
     with CaptureQueriesContext(connection) as ctx:
         answer = key_client.post("/mj/submit/imagine", {"prompt": "one more"}, format="json")
     assert answer.json()["code"] == 22
-    # Placed behind more tasks than the pool has slots, it counts every slot busy (no worker
-    # runs here, so the first task still waits for its dispatch): 3 ahead of it.
-    assert answer.json()["properties"]["numberOfQueues"] == 3
+    # Placed behind more tasks than the pool has slots: the free slots the second submit read
+    # (no worker runs here, so the pool's one slot is still free, and the first task takes it)
+    # serve it, with no read of its own. It waits for three slots: two tasks wait before it.
+    assert answer.json()["properties"]["numberOfQueues"] == 2
     assert not [q for q in ctx.captured_queries if "engines_upstreamaccount" in q["sql"]]

@@ -215,3 +215,19 @@ def test_a_page_of_estimates_is_each_tasks_own_in_a_few_statements(tenants):
     done = Task.objects.exclude(status=Status.NOT_START).first()
     assert done is not None
     assert task_queue_estimates(tasks=[done]) == {}
+
+
+def test_a_burst_onto_an_idle_pool_counts_the_free_slots_the_tasks_ahead_take(tenants):
+    """Five submits before the dispatcher ran, three free slots: the first three start as soon
+    as it runs, so the fifth waits for two slots to open, not five (its place is beyond the
+    pool's size, which must not be read as "every slot is busy")."""
+    sandbox_account(concurrency=3)
+    pool_throughput_forget()
+    tasks = [submit(tenants["A"], f"burst {n}") for n in range(5)]
+    estimates = [task_queue_estimate(task=task) for task in tasks]
+    assert [(e.ahead, e.position) for e in estimates] == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 2)]
+    # Every slot taken: the same place waits for as many slots as tasks are before it.
+    dispatch_pending()
+    pool_throughput_forget()
+    fifth = task_queue_estimate(task=Task.objects.get(pk=tasks[4].pk), fresh=True)
+    assert (fifth.ahead, fifth.position) == (1, 2)
