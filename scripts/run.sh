@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install and run the whole product on embedded defaults: SQLite, a filesystem Celery broker,
-# the sandbox engine. Starts web + worker + beat in the foreground; Ctrl-C stops them all.
+# Install and run the whole product on embedded defaults: SQLite, an embedded Celery broker (a
+# SQLite file), the sandbox engine. scripts/devrun.py starts the web server, the two workers,
+# beat and the Discord gateway in the foreground; Ctrl-C stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
