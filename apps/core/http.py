@@ -614,3 +614,21 @@ def safe_download(
     if response.truncated or len(response.body) > max_bytes:
         raise ResponseTooLarge(f"The download is larger than {max_bytes} bytes.")
     return response.body
+
+
+# --- Whether a failed request left (for callers whose request must not run twice) ---------------
+
+
+def request_never_sent(exc: OutboundHTTPError) -> bool:
+    """True when a failed :func:`safe_request` / :class:`SafeSession` request certainly never
+    reached the server: its host did not resolve, or no connection (TCP, then TLS) was made.
+    False when the request may have left (a read or write failed, a timeout after connecting),
+    so a caller whose request must not run twice cannot tell whether it did."""
+    import httpcore  # lazy: loaded with the first request, which raised ``exc`` (see _httpx)
+
+    if exc.status is not None:
+        return False  # the server answered
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, socket.gaierror | UnicodeError):
+        return True  # resolve(): no address, or the name did not resolve
+    return isinstance(cause, httpcore.ConnectError | httpcore.ConnectTimeout)

@@ -7,7 +7,8 @@ encrypted), plus what a customer must not be able to do —
 * add accounts beyond its plan (``MembershipTier.max_own_accounts``, counted under the
   organization's row lock, so two requests at once cannot both take the last one);
 * add a sandbox account (the platform's) or point an account at a private or loopback
-  address (the address is customer input; every call to it runs the full SSRF guard too);
+  address (the address is customer input; every call to it runs the full SSRF guard too,
+  and a discord account's gateway is always Discord's own);
 * read or change another organization's account, or a shared one (``NotFound``);
 * remove an account while it still runs jobs (they would lose their account).
 """
@@ -55,12 +56,24 @@ def _check_allowed(organization: Organization) -> int:
     return int(tier.max_own_accounts)
 
 
-def _check_addresses(options: dict[str, Any]) -> None:
+#: URL options an own account may not set, per engine, and why (what it uses instead).
+_FIXED_ADDRESSES = {
+    ("discord", "gateway_url"): (
+        "your own Discord account always connects to Discord's gateway; leave it out."
+    ),
+}
+
+
+def _check_addresses(engine: str, options: dict[str, Any]) -> None:
     """Addresses in the options are customer input: no private, loopback or link-local
-    host (what the URL itself says; every request re-checks the resolved addresses)."""
+    host (what the URL itself says; every request re-checks the resolved addresses through
+    the SSRF guard). A discord account's gateway is Discord's own: not an option here."""
     for key, value in options.items():
         if not key.endswith("url") or value in (None, ""):
             continue
+        fixed = _FIXED_ADDRESSES.get((engine, key))
+        if fixed is not None:
+            raise ValidationFailed(f"{key}: {fixed}", details={"field": f"options.{key}"})
         try:
             check_url(str(value), allow_private=False, resolve_host=False)
         except UnsafeURL as exc:
@@ -113,7 +126,7 @@ def own_account_create(
         options=options,
         secrets=secrets,
     )
-    _check_addresses(clean.options)
+    _check_addresses(clean.engine, clean.options)
     try:
         with transaction.atomic():
             # The row lock serialises this organization's additions: the count is exact.
@@ -175,7 +188,7 @@ def own_account_update(
         options=dict(account.options or {}) if options is None else options,
         secrets=dict(stored_secrets) if secrets is None else secrets,
     )
-    _check_addresses(clean.options)
+    _check_addresses(clean.engine, clean.options)
     try:
         with transaction.atomic():
             UpstreamAccount.objects.filter(pk=account.pk, owner=organization).update(

@@ -147,12 +147,15 @@ class DiscordEngine(Engine):
     @staticmethod
     def _settings(job: Job) -> DiscordSettings:
         try:
-            return discord_options.parse(job.account.options, job.account.secrets)
+            settings = discord_options.parse(job.account.options, job.account.secrets)
         except ValueError as exc:
             raise TemporaryEngineError(
                 f"The discord account is misconfigured: {exc}",
                 error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
             ) from exc
+        # An organization's own account: its addresses are customer input, so every request
+        # made for it goes through the SSRF guard (``guard``, ``tracker.download``).
+        return replace(settings, guarded=not job.account.operator_managed)
 
     @staticmethod
     def _gateway(account_id: int) -> GatewayLease | None:
@@ -823,14 +826,43 @@ class DiscordEngine(Engine):
         try:
             if job.action == Action.VIDEO and row.phase == Phase.SUCCESS:
                 return self._video_result(job, row, settings)
-            return tracker.result_of(row, settings=settings)
-        except (TemporaryEngineError, PermanentEngineError):
+            try:
+                return tracker.result_of(row, settings=settings)
+            except tracker.ResultGone:
+                fresh = self._fresh_image_url(job, row, settings)
+                if fresh is None:
+                    raise
+                return tracker.result_of(fresh, settings=settings)
+        except (TemporaryEngineError, PermanentEngineError, SubmitOutcomeUnknown):
+            # A download that can never succeed (gone, another origin, too large) fails the
+            # task; one that may (the network, the CDN's 5xx or 429) is polled again.
             raise
         except Exception as exc:
             raise TemporaryEngineError(
                 f"Downloading the result from Discord failed: {exc}",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
+
+    def _fresh_image_url(
+        self, job: Job, row: DiscordJob, settings: DiscordSettings
+    ) -> DiscordJob | None:
+        """Discord's CDN links are signed and expire: the result message, read again, names
+        its file with a fresh link. The row with that link, or None when the message is gone
+        or names no other link (the file itself is gone)."""
+        if not row.result_message_id:
+            return None
+        rest = DiscordRest(account_id=job.account.id, settings=settings)
+        try:
+            message = rest.message(row.channel_id, row.result_message_id)
+        finally:
+            rest.close()
+        attachments = list((message or {}).get("attachments") or [])
+        url = str(attachments[0].get("url") or "") if attachments else ""
+        if not url or url == row.image_url:
+            return None
+        DiscordJob.objects.filter(pk=row.pk, phase=Phase.SUCCESS).update(image_url=url)
+        row.refresh_from_db()
+        return row
 
     # --- video ---------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
@@ -137,7 +137,8 @@ class Connection:
 
     async def _connect_once(self) -> None:
         resuming = bool(self.session_id)
-        url = self.resume_url if resuming and self.resume_url else self.settings.gateway_url
+        # An own account's connection goes to Discord's gateway only (``gateway_for``).
+        url = self.settings.gateway_for(self.resume_url if resuming else "")
         async with self.http.ws_connect(
             url, headers={"User-Agent": self.settings.user_agent}, max_msg_size=32 * 1024**2
         ) as ws:
@@ -310,6 +311,9 @@ def _plans(account_ids: set[int] | None) -> list[AccountPlan]:
         except ValueError as exc:
             logger.error("discord account %s is misconfigured: %s", account.pk, exc)
             continue
+        # An organization's own account: its downloads go through the SSRF guard, and its
+        # connection to Discord's gateway only.
+        settings = replace(settings, guarded=account.owner_id is not None)
         plans.append(AccountPlan(account_id=account.pk, name=account.name, settings=settings))
     return plans
 

@@ -8,6 +8,10 @@ refusing FAST), ``submit_confirm_seconds`` (how long a submit waits for the bot'
 and the base URLs ``rest_base_url``, ``gateway_url``, ``cdn_base_url``, ``inpaint_base_url``
 (Discord's by default; tests and demos point them at the fake).
 
+An organization's own account (``guarded``: not the operator's) is customer input: every HTTP
+request made for it goes through the SSRF guard (``apps.core.http``: resolved, vetted, pinned,
+no redirects), and its gateway connects to Discord's own gateway only (``gateway_for``).
+
 Secret (encrypted at rest, write-only): ``token``, the user token from the browser.
 """
 
@@ -37,6 +41,12 @@ DEFAULTS: dict[str, Any] = {
 REQUIRED = ("guild_id", "channel_id")
 OPTIONS = (*REQUIRED, *DEFAULTS)
 SECRETS = ("token",)
+#: Where Discord's answer to an upload-slot request may send the bytes (besides the API's own
+#: origin): the storage bucket Discord's web client uploads to.
+DISCORD_UPLOAD_ORIGINS = ("https://discord-attachments-uploads-prd.storage.googleapis.com",)
+#: The hosts an own account's gateway may connect (and resume) to: Discord's gateway, whose
+#: READY names a regional host of the same domain (``wss://gateway-us-east1-b.discord.gg``).
+DISCORD_GATEWAY_DOMAIN = "discord.gg"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -55,6 +65,8 @@ class DiscordSettings:
     cdn_base_url: str
     inpaint_base_url: str
     token: str
+    #: An organization's own account: requests go through the SSRF guard (module docstring).
+    guarded: bool = False
 
     def channel_for(self, bot: str) -> str:
         return (
@@ -70,6 +82,39 @@ class DiscordSettings:
         if origin == "https://cdn.discordapp.com":
             return origin, "https://media.discordapp.net"
         return (origin,)
+
+    @property
+    def upload_origins(self) -> tuple[str, ...]:
+        """Where an attachment's bytes may be PUT: Discord's upload bucket, or the API's own
+        origin (a stand-in for Discord, like the fake, serves both)."""
+        return (_origin(self.rest_base_url), *DISCORD_UPLOAD_ORIGINS)
+
+    def gateway_for(self, resume_url: str = "") -> str:
+        """The URL the gateway connects to: ``resume_url`` (READY's) when resuming, else the
+        configured one. An own account connects to Discord's gateway only: its configured URL
+        is ignored for the default, and a resume URL off Discord's domain for the configured."""
+        configured = DEFAULTS["gateway_url"] if self.guarded else self.gateway_url
+        if not resume_url:
+            return str(configured)
+        if self.guarded and not is_discord_gateway(resume_url):
+            return str(configured)
+        return resume_url
+
+
+def is_discord_gateway(url: str) -> bool:
+    """A ``wss`` URL on Discord's gateway domain (no user info, the default port)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme == "wss"
+        and "@" not in parts.netloc
+        and port in (None, 443)
+        and (host == DISCORD_GATEWAY_DOMAIN or host.endswith(f".{DISCORD_GATEWAY_DOMAIN}"))
+    )
 
 
 def _origin(url: str) -> str:

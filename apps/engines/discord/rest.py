@@ -18,10 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from django.core.cache import cache
 from django.utils import timezone
 
+from apps.core.http import Timeout
 from apps.engines.base import PermanentEngineError, SubmitOutcomeUnknown, TemporaryEngineError
 from apps.engines.services import upstream_account_pause
 from apps.tasks.enums import ErrorCode
@@ -80,6 +82,8 @@ class DiscordRest:
 
         self.account_id = account_id
         self.settings = settings
+        if client is None and settings.guarded:
+            client = _guarded_client()
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT)
         )
@@ -192,12 +196,16 @@ class DiscordRest:
         route: str = "",
         absolute: bool = False,
         before_send: Callable[[], None] | None = None,
+        once_only: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request, waiting out 429s. Connection refused → not sent (temporary);
         a timeout after sending → outcome unknown. ``before_send`` runs right before each try
-        leaves (after the turn and any rate limit were waited for)."""
+        leaves (after the turn and any rate limit were waited for). ``once_only``: a request
+        that must not run twice (an interaction), for which a 5xx is an unknown outcome too."""
         import httpx  # loaded by __init__ already
+
+        from .guard import RefusedAddress  # lazy: with httpx, loaded by __init__ already
 
         target = url if absolute else f"{self.settings.rest_base_url}{url}"
         route = route or f"{method} {_ID.sub('/:id', url)}"
@@ -208,6 +216,14 @@ class DiscordRest:
                     before_send()
                 try:
                     response = self._client.request(method, target, headers=self._headers, **kwargs)
+                except RefusedAddress as exc:
+                    # An own account's address that the SSRF guard refuses (it resolves to a
+                    # private or loopback address): nothing was sent, and nothing will be
+                    # until the account's options are fixed.
+                    raise TemporaryEngineError(
+                        f"The discord account's address is not allowed: {exc}",
+                        error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+                    ) from exc
                 except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                     raise TemporaryEngineError(
                         f"Discord cannot be reached ({type(exc).__name__}).",
@@ -228,6 +244,20 @@ class DiscordRest:
                     error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
                 )
             if response.status_code >= 500:
+                if once_only:
+                    # Any 5xx may come after Discord took the request: a 500 is its API
+                    # failing part-way, a 504 its edge giving up on an API still at work, and
+                    # 502/503 ("upstream connect error or disconnect/reset before headers")
+                    # are also what its edge answers when the API reset the connection after
+                    # the request reached it. None certifies that the interaction was not
+                    # dispatched to the bot, so the outcome is unknown: the job's row stays
+                    # and the look-up (Discord's acknowledgement on the gateway, the channel
+                    # read back) tells whether it runs, instead of a second send.
+                    raise SubmitOutcomeUnknown(
+                        f"Discord answered {response.status_code} to the interaction; whether "
+                        "it was dispatched is looked up before anything is sent again.",
+                        error_code=ErrorCode.UPSTREAM_ERROR,
+                    )
                 raise TemporaryEngineError(
                     f"Discord answered {response.status_code}.", error_code=ErrorCode.UPSTREAM_ERROR
                 )
@@ -282,6 +312,7 @@ class DiscordRest:
             json=payload,
             route="POST /interactions",
             before_send=before_send,
+            once_only=True,
         )
         if response.status_code in (200, 204):
             return
@@ -306,6 +337,8 @@ class DiscordRest:
         ``uploaded_filename`` that interactions and messages refer to."""
         import httpx  # loaded by __init__ already
 
+        from .guard import RefusedAddress  # lazy: with httpx, loaded by __init__ already
+
         response = self.request(
             "POST",
             f"/channels/{channel_id}/attachments",
@@ -317,13 +350,29 @@ class DiscordRest:
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
         slot = response.json()["attachments"][0]
-        # The upload URL is a storage bucket, not the API: no token, no API rate limits.
+        # The upload URL is a storage bucket, not the API: no token, no API rate limits. It
+        # is the answer's word, so only Discord's bucket (or the API's own origin) is used;
+        # an own account's PUT goes through the SSRF guard like its other requests.
+        upload_url = str(slot["upload_url"])
+        parts = urlsplit(upload_url)
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        if origin not in self.settings.upload_origins:
+            raise PermanentEngineError(
+                f"Discord named an upload address outside its upload storage ({origin}); "
+                "nothing was uploaded.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            )
         try:
             put = self._client.put(
-                str(slot["upload_url"]),
+                upload_url,
                 content=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
+        except RefusedAddress as exc:
+            raise PermanentEngineError(
+                f"Discord's upload address is not allowed ({exc}); nothing was uploaded.",
+                error_code=ErrorCode.UPSTREAM_ERROR,
+            ) from exc
         except httpx.HTTPError as exc:
             raise TemporaryEngineError(
                 f"Uploading to Discord failed ({type(exc).__name__}).",
@@ -360,6 +409,18 @@ class DiscordRest:
             )
         return list(response.json())
 
+    def message(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
+        """One message of the channel, or None when Discord does not give it."""
+        response = self.request(
+            "GET",
+            f"/channels/{channel_id}/messages/{message_id}",
+            route="GET /channels/:id/messages/:id",
+        )
+        if response.status_code != 200:
+            return None
+        body = _json(response)
+        return body or None
+
     def react(self, channel_id: str, message_id: str, emoji: str) -> None:
         response = self.request(
             "PUT",
@@ -379,6 +440,21 @@ class DiscordRest:
     def me(self) -> dict[str, Any]:
         response = self.request("GET", "/users/@me")
         return dict(response.json())
+
+
+def _guarded_client() -> httpx.Client:
+    """A client whose every request goes through the SSRF guard (an own account's)."""
+    import httpx  # lazy: loaded by DiscordRest.__init__ already (see there)
+
+    from .guard import GuardedTransport  # lazy: httpx with it, for own accounts only
+
+    return httpx.Client(
+        transport=GuardedTransport(
+            timeout=Timeout(connect=CONNECT_TIMEOUT, read=TIMEOUT, total=TIMEOUT + CONNECT_TIMEOUT)
+        ),
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 def _seconds(*candidates: Any) -> float:

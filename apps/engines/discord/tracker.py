@@ -22,7 +22,15 @@ from django.db import transaction
 from django.db.models import Q
 
 from apps.core.db import advisory_xact_lock
-from apps.engines.base import JobUpdate, PollResult, ResultImage
+from apps.core.http import OutboundHTTPError, ResponseTooLarge, Timeout, UnsafeURL, safe_download
+from apps.engines.base import (
+    EngineError,
+    JobUpdate,
+    PermanentEngineError,
+    PollResult,
+    ResultImage,
+    TemporaryEngineError,
+)
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.services import upstream_account_take_out
 from apps.tasks.enums import Action, ErrorCode, Mode
@@ -329,11 +337,9 @@ def _with_image(update: JobUpdate, settings: DiscordSettings | None) -> JobUpdat
     image = update.result.image
     if settings is None or image is None or not image.url:
         return update
-    import httpx  # where a result is downloaded: see download()
-
     try:
         data = download(image.url, settings)
-    except (httpx.HTTPError, ValueError) as exc:
+    except EngineError as exc:
         # The poll downloads it again; the URL stays valid for hours.
         logger.warning("discord result download failed for %s: %s", update.upstream_job_id, exc)
         return update
@@ -366,26 +372,114 @@ def job_state(job: DiscordJob) -> dict[str, Any]:
     }
 
 
+class ResultGone(PermanentEngineError):
+    """Discord's CDN says the result's file is not there (403/404/410): the attachment was
+    deleted, or its signed link expired. Downloading again cannot help; a fresh link, read
+    from the message, might."""
+
+
+#: A result download's time limits (50 MiB at a modest rate fits in the total).
+DOWNLOAD_TIMEOUT = Timeout(connect=10.0, read=30.0, total=120.0)
+
+
+def _status_error(status: int) -> EngineError:
+    """The engine error for a download Discord's CDN answered with ``status`` (not a 2xx).
+
+    A 429 or a 5xx is the CDN's passing trouble: the poll downloads again. Anything else (a
+    redirect, which is not followed, or a 4xx) will answer the same next time: the task fails
+    with the reason rather than being polled until its timeout, and the account, which did
+    nothing wrong, is not counted as failing.
+    """
+    if status == 429 or status >= 500:
+        return TemporaryEngineError(
+            f"Discord's CDN answered {status} to the result's download; trying again.",
+            error_code=ErrorCode.UPSTREAM_ERROR,
+        )
+    if status in (403, 404, 410):
+        return ResultGone(
+            f"Discord's CDN no longer has the result ({status}): the attachment was deleted "
+            "or its link expired.",
+            error_code=ErrorCode.UPSTREAM_ERROR,
+        )
+    return PermanentEngineError(
+        f"Discord's CDN refused the result's download ({status}).",
+        error_code=ErrorCode.UPSTREAM_ERROR,
+    )
+
+
+def _too_large() -> PermanentEngineError:
+    return PermanentEngineError(
+        f"The result is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB; it was not downloaded.",
+        error_code=ErrorCode.UPSTREAM_ERROR,
+    )
+
+
 def download(url: str, settings: DiscordSettings) -> bytes:
-    """A result image from Discord's CDN (only from the CDN origins the account names)."""
+    """A result file from Discord's CDN (only from the CDN origins the account names).
+
+    An own account's (``settings.guarded``) goes through the SSRF guard: its CDN address is
+    customer input. Raises ``PermanentEngineError`` for what can never be downloaded (another
+    origin, an address the guard refuses, a 4xx, more than 50 MiB; ``ResultGone`` for a file
+    no longer there) and ``TemporaryEngineError`` for what may pass (the network, a 5xx, 429).
+    """
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc}".lower()
     if origin not in settings.cdn_origins:
-        raise ValueError(f"Refusing to download a result from {origin}: not the account's CDN.")
+        raise PermanentEngineError(
+            f"The result is on {origin}, not the account's CDN; it was not downloaded.",
+            error_code=ErrorCode.UPSTREAM_ERROR,
+        )
+    if settings.guarded:
+        return _guarded_download(url)
+    return _plain_download(url)
+
+
+def _guarded_download(url: str) -> bytes:
+    try:
+        return safe_download(
+            url,
+            max_bytes=MAX_IMAGE_BYTES,
+            timeout=DOWNLOAD_TIMEOUT,
+            allow_private=None,  # the installation's setting: refused in production
+        )
+    except UnsafeURL as exc:
+        raise PermanentEngineError(
+            f"The result's address is not allowed: {exc.message}",
+            error_code=ErrorCode.UPSTREAM_ERROR,
+        ) from exc
+    except ResponseTooLarge as exc:
+        raise _too_large() from exc
+    except OutboundHTTPError as exc:
+        if exc.status is not None:
+            raise _status_error(exc.status) from exc
+        raise TemporaryEngineError(
+            f"Downloading the result from Discord failed: {exc.message}",
+            error_code=ErrorCode.UPSTREAM_ERROR,
+        ) from exc
+
+
+def _plain_download(url: str) -> bytes:
     # httpx is imported here, not with the engine's modules, which every worker process imports
     # at start-up: about 3.5 MiB of each, needed only by one working a discord account
     # (issue 15, P6).
     import httpx
 
-    with httpx.stream("GET", url, timeout=30.0, follow_redirects=False) as response:
-        response.raise_for_status()
-        chunks = []
-        size = 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > MAX_IMAGE_BYTES:
-                raise ValueError("The result image is larger than 50 MiB.")
-            chunks.append(chunk)
+    try:
+        with httpx.stream("GET", url, timeout=30.0, follow_redirects=False) as response:
+            if not 200 <= response.status_code < 300:
+                raise _status_error(response.status_code)
+            chunks = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_IMAGE_BYTES:
+                    raise _too_large()
+                chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise TemporaryEngineError(
+            f"Downloading the result from Discord failed ({type(exc).__name__}).",
+            error_code=ErrorCode.UPSTREAM_ERROR,
+        ) from exc
     return b"".join(chunks)
 
 

@@ -479,6 +479,10 @@ class FakeDiscord:
                 )
         else:
             return _error(400, "Invalid Form Body", 50035)
+        if user.interaction_errors > 0:
+            user.interaction_errors -= 1
+            self.world.stats[f"interaction_errors:{user.interaction_error}"] += 1
+            return _error(user.interaction_error, "Internal Server Error")
         return web.Response(status=204)
 
     async def _acknowledge(self, user: FakeUser, interaction_id: str, nonce: str) -> bool:
@@ -615,7 +619,13 @@ class FakeDiscord:
         ):
             if key in body:
                 setattr(user, key, bool(body[key]))
-        for key, cast in (("queue_limit", int), ("rate_limit", int), ("retry_after", float)):
+        for key, cast in (
+            ("queue_limit", int),
+            ("rate_limit", int),
+            ("retry_after", float),
+            ("interaction_errors", int),
+            ("interaction_error", int),
+        ):
             if key in body:
                 setattr(user, key, cast(body[key]))
         if "mode" in body:

@@ -48,6 +48,11 @@ class FakeUser:
     rate_limit: int = 0
     rate_limit_global: bool = False
     retry_after: float = 0.2
+    #: The next N interactions are answered with ``interaction_error`` (a 5xx) after
+    #: Discord dispatched them to the bot (its API failing, or its edge giving up, once the
+    #: interaction went on): the job runs, though the answer says otherwise.
+    interaction_errors: int = 0
+    interaction_error: int = 500
     #: The token was reset (password change, Discord's own invalidation): REST answers 401,
     #: the gateway closes with 4004.
     revoked: bool = False
