@@ -10,7 +10,10 @@ in flight:
 2. *Send* outside any transaction, concurrently (a thread pool per process), through one
    keep-alive connection pool per process (:class:`apps.core.http.SafeSession`: the URL is
    vetted and its host resolved again for every request, a connection is reused only to an
-   address vetted for that request). Each request has its own timeouts and total deadline.
+   address vetted for that request). Each request has its own timeouts and total deadline,
+   counted from when its POST begins (a send may first wait for a free thread). A send still
+   waiting for a thread when the loop's time is up is cancelled and its claim given back; one
+   that began is always waited for, so only real outcomes are recorded.
 3. *Record* the outcomes that came back together (``GATHER_SECONDS``) in one short transaction
    of a few statements: compare-and-set on each claim token, finish the messages that ended,
    append the next attempt of those that failed at the back-off time (or end them as dead),
@@ -32,7 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -62,6 +65,7 @@ from .models import (
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
+    WebhookGoneHook,
 )
 from .selectors import webhook_secrets_for_signing_many
 from .services import events_enqueue, webhook_secret_ensure
@@ -77,6 +81,9 @@ BATCH_SIZE = 64
 GATHER_SECONDS = 1.0
 #: While sends are still in flight, a draining loop looks for newly due attempts this often.
 DRAIN_POLL_SECONDS = 0.25
+#: How long past its own total deadline (counted from when its POST began) a running send is
+#: waited for. Every request ends by that deadline; this bound only guards against a bug.
+SEND_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -87,14 +94,17 @@ class _Outcome:
     response_body: str = ""
     error: str = ""
     permanent: bool = False  # retrying cannot help (the URL is refused)
-    skipped: bool = False  # not sent at all (the endpoint is disabled)
+    skipped: bool = False  # not sent at all (the endpoint is disabled, the hook is gone)
+    # When the outcome was known (``time.monotonic()``): orders the outcomes of one round.
+    ended: float = field(default_factory=time.monotonic, compare=False)
 
     @property
     def gone(self) -> bool:
         return self.status_code == 410
 
 
-_DISABLED = _Outcome(success=False, error="Not sent: the endpoint is disabled.", skipped=True)
+_DISABLED_ERROR = "Not sent: the endpoint is disabled."
+_HOOK_GONE_ERROR = "Not sent: the hook answered 410 Gone to an earlier message."
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,7 @@ class _Claim:
     endpoint_id: int | None
     endpoint_enabled: bool | None
     failing_since: datetime | None
+    hook_gone: bool  # an automatic attempt to a task hook that answered 410 Gone before
     token: str
 
     @property
@@ -124,6 +135,13 @@ class _Claim:
             and self.endpoint_enabled is False
             and self.trigger == DeliveryTrigger.AUTO
         )
+
+    @property
+    def not_to_send(self) -> str:
+        """Why this attempt is ended without a request, or ``""`` when it is to be sent."""
+        if self.endpoint_disabled:
+            return _DISABLED_ERROR
+        return _HOOK_GONE_ERROR if self.hook_gone else ""
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,7 @@ def _tables() -> dict[str, str]:
         "delivery": connection.ops.quote_name(WebhookDelivery._meta.db_table),
         "event": connection.ops.quote_name(WebhookEvent._meta.db_table),
         "endpoint": connection.ops.quote_name(WebhookEndpoint._meta.db_table),
+        "gone": connection.ops.quote_name(WebhookGoneHook._meta.db_table),
     }
 
 
@@ -180,9 +199,22 @@ def _email_owners_endpoint_disabled(endpoint_id: int) -> None:
         logger.exception("could not e-mail endpoint owners", extra={"endpoint_id": endpoint_id})
 
 
-def endpoint_disable(*, endpoint_id: int, reason: str, now: datetime | None = None) -> bool:
-    """Disable an enabled endpoint (compare-and-set) and e-mail the organization's owners."""
-    disabled = WebhookEndpoint.objects.filter(pk=endpoint_id, is_enabled=True).update(
+def endpoint_disable(
+    *,
+    endpoint_id: int,
+    reason: str,
+    now: datetime | None = None,
+    failing_since_by: datetime | None = None,
+) -> bool:
+    """Disable an enabled endpoint (compare-and-set) and e-mail the organization's owners.
+
+    ``failing_since_by``: only if the endpoint, as it is now, has been failing since then or
+    earlier (a success recorded meanwhile ended that streak).
+    """
+    enabled = WebhookEndpoint.objects.filter(pk=endpoint_id, is_enabled=True)
+    if failing_since_by is not None:
+        enabled = enabled.filter(failing_since__isnull=False, failing_since__lte=failing_since_by)
+    disabled = enabled.update(
         is_enabled=False, disabled_reason=reason[:255], disabled_at=now or clock.now()
     )
     if disabled:
@@ -192,7 +224,11 @@ def endpoint_disable(*, endpoint_id: int, reason: str, now: datetime | None = No
 
 
 def _note_failure(claim: _Claim, now: datetime) -> None:
-    """Track the endpoint's run of failures; one that fails for days is disabled."""
+    """Track the endpoint's run of failures; one that fails for days is disabled.
+
+    The claim's ``failing_since`` was read when it was claimed; the row decides (both writes
+    are compare-and-set on it).
+    """
     if claim.endpoint_id is None:
         return
     if claim.failing_since is None:
@@ -207,6 +243,7 @@ def _note_failure(claim: _Claim, now: datetime) -> None:
             endpoint_id=claim.endpoint_id,
             reason=f"Every delivery failed for {days:g} days (since {claim.failing_since:%Y-%m-%d %H:%M} UTC).",
             now=now,
+            failing_since_by=now - limit,
         )
 
 
@@ -235,15 +272,21 @@ WITH pick AS (
 UPDATE {delivery} d
 SET claimed_until = %(lease)s,
     claim_token = %(token)s,
-    attempted_at = CASE WHEN {disabled} THEN d.attempted_at ELSE %(now)s END,
-    url = CASE WHEN {disabled} THEN d.url ELSE COALESCE(ep.url, e.url) END
-FROM pick, {event} e LEFT JOIN {endpoint} ep ON ep.id = e.endpoint_id
+    attempted_at = CASE WHEN {not_sent} THEN d.attempted_at ELSE %(now)s END,
+    url = CASE WHEN {not_sent} THEN d.url ELSE COALESCE(ep.url, e.url) END
+FROM pick, {event} e
+    LEFT JOIN {endpoint} ep ON ep.id = e.endpoint_id
+    LEFT JOIN {gone} g
+        ON e.endpoint_id IS NULL AND g.task_id = e.task_id AND g.target_key = e.target_key
 WHERE d.id = pick.id AND e.id = d.event_id
 RETURNING d.id, d.attempt, d.trigger, d.url, e.id, e.msg_id, e.body, e.organization_id,
-    e.task_id, e.target_key, e.sequence, e.endpoint_id, ep.is_enabled, ep.failing_since
+    e.task_id, e.target_key, e.sequence, e.endpoint_id, ep.is_enabled, ep.failing_since,
+    {hook_gone}
 """
-# An automatic attempt to a disabled endpoint is claimed only to be ended, never sent.
+# An automatic attempt to a disabled endpoint, or to a task hook that answered 410 Gone to an
+# earlier message of its task, is claimed only to be ended, never sent.
 _DISABLED_SQL = "(ep.id IS NOT NULL AND NOT ep.is_enabled AND d.trigger = %(auto)s)"
+_HOOK_GONE_SQL = "(g.id IS NOT NULL AND d.trigger = %(auto)s)"
 
 
 def _claim_batch(
@@ -267,7 +310,8 @@ def _claim_batch(
         **_tables(),
         only_events="AND d.event_id = ANY(%(event_ids)s)" if event_ids is not None else "",
         skip_locked="" if wait else "SKIP LOCKED",
-        disabled=_DISABLED_SQL,
+        not_sent=f"({_DISABLED_SQL} OR {_HOOK_GONE_SQL})",
+        hook_gone=_HOOK_GONE_SQL,
     )
     params: dict[str, Any] = {
         "pending": DeliveryState.PENDING,
@@ -377,24 +421,82 @@ def _log_attempt(claim: _Claim, outcome: _Outcome) -> None:
     )
 
 
+class _Send:
+    """One send handed to the sending threads. ``started`` is stamped by the thread that runs
+    it, when its POST begins: a send waiting for a free thread has not started its clock."""
+
+    __slots__ = ("claim", "started")
+
+    def __init__(self, claim: _Claim) -> None:
+        self.claim = claim
+        self.started: float | None = None
+
+
+def _run_send(send: _Send, signing_secrets: list[str]) -> _Outcome:
+    send.started = time.monotonic()
+    return _post(send.claim, signing_secrets)
+
+
+_GIVE_BACK_SQL = """
+UPDATE {delivery} d
+SET claimed_until = NULL, claim_token = '', dispatched_until = %s
+WHERE d.state = %s AND d.id = ANY(%s) AND d.claim_token = %s
+RETURNING d.event_id
+"""
+
+
+def _give_back(claims: Sequence[_Claim]) -> None:
+    """Release claims that were never sent (their sends were cancelled before they began) and
+    queue their messages again. Nothing is recorded: there was no attempt."""
+    now = clock.now()
+    by_token: dict[str, list[int]] = defaultdict(list)
+    for claim in claims:
+        by_token[claim.token].append(claim.delivery_id)
+    event_ids: list[int] = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        for token, delivery_ids in by_token.items():
+            cursor.execute(
+                _GIVE_BACK_SQL.format(**_tables()),
+                [now + DISPATCH_LEASE, DeliveryState.PENDING, delivery_ids, token],
+            )
+            event_ids += [row[0] for row in cursor.fetchall()]
+        events_enqueue(event_ids=event_ids)
+    logger.info("webhook sends given back unsent", extra={"count": len(event_ids)})
+
+
 class _InFlight:
     """The sends a delivery loop has started and not recorded yet.
 
     Outcomes are collected as they come back: those that end together (the usual case) are
     recorded together, while a slow receiver, which may take its whole timeout, keeps only its
     own slot and is recorded when it ends; the loop refills the other slots meanwhile.
+
+    The sending threads are fewer than the attempts a loop may claim (and are shared by the
+    process's loops), so a send may wait for a thread. Its deadline runs from when its POST
+    begins, never from when it was queued, and a running send is always waited for: its real
+    outcome is recorded, none is made up while the request may still reach the receiver. A
+    send still waiting for a thread when the loop must stop (``start_by``) is cancelled and its
+    claim given back: it was never sent, so nothing is recorded and nobody sends it twice.
     """
 
     def __init__(self) -> None:
-        self.sending: dict[Future[_Outcome], tuple[_Claim, float]] = {}
+        self.sending: dict[Future[_Outcome], _Send] = {}
 
     def __len__(self) -> int:
         return len(self.sending)
 
+    def waiting(self) -> int:
+        """Sends still waiting for a sending thread."""
+        return sum(1 for send in self.sending.values() if send.started is None)
+
     def start(self, claims: Sequence[_Claim]) -> list[tuple[_Claim, _Outcome]]:
         """Start sending ``claims``; returns the outcomes known at once (nothing to send)."""
-        ready = [(claim, _DISABLED) for claim in claims if claim.endpoint_disabled]
-        to_send = [claim for claim in claims if not claim.endpoint_disabled]
+        ready = [
+            (claim, _Outcome(success=False, error=claim.not_to_send, skipped=True))
+            for claim in claims
+            if claim.not_to_send
+        ]
+        to_send = [claim for claim in claims if not claim.not_to_send]
         if not to_send:
             return ready
         keys = _signing_secrets(to_send, clock.now())
@@ -404,40 +506,60 @@ class _InFlight:
             _log_attempt(claim, outcome)
             return [*ready, (claim, outcome)]
         executor = _executor()
-        # Every request ends by its own total deadline; this bound only guards against a bug.
-        give_up = time.monotonic() + request_timeout().total + 5
         for claim in to_send:
-            future = executor.submit(_post, claim, keys.get(claim.organization_id, []))
-            self.sending[future] = (claim, give_up)
+            send = _Send(claim)
+            future = executor.submit(_run_send, send, keys.get(claim.organization_id, []))
+            self.sending[future] = send
         return ready
 
-    def collect(self, *, at_most: float | None = None) -> list[tuple[_Claim, _Outcome]]:
+    def _wait_for(self, now: float, start_by: float | None) -> float | None:
+        """Seconds until the next deadline of a send in flight (None: none has one yet)."""
+        limit = request_timeout().total + SEND_GRACE_SECONDS
+        deadlines = [
+            send.started + limit for send in self.sending.values() if send.started is not None
+        ]
+        if start_by is not None and self.waiting():
+            deadlines.append(start_by)
+        return max(0.0, min(deadlines) - now) if deadlines else None
+
+    def collect(
+        self, *, at_most: float | None = None, start_by: float | None = None
+    ) -> list[tuple[_Claim, _Outcome]]:
         """Wait for the next outcome (``at_most`` seconds, when given), then up to
-        ``GATHER_SECONDS`` for the others."""
+        ``GATHER_SECONDS`` for the others. From ``start_by`` (a ``time.monotonic()``) on, sends
+        that have not begun are cancelled and their claims given back."""
         if not self.sending:
             return []
-        until = min(give_up for _, give_up in self.sending.values())
-        timeout = max(0.0, until - time.monotonic())
+        timeout = self._wait_for(time.monotonic(), start_by)
         if at_most is not None:
-            timeout = min(timeout, at_most)
+            timeout = at_most if timeout is None else min(timeout, at_most)
         done, pending = wait(self.sending, timeout=timeout, return_when=FIRST_COMPLETED)
         if done and pending:
             more, _ = wait(pending, timeout=GATHER_SECONDS)
             done |= more
         results: list[tuple[_Claim, _Outcome]] = []
         for future in done:
-            claim, _ = self.sending.pop(future)
-            results.append((claim, future.result()))
+            results.append((self.sending.pop(future).claim, future.result()))
         now = time.monotonic()
-        for future, (claim, give_up) in list(self.sending.items()):
-            if now > give_up:
+        unsent: list[_Claim] = []
+        if start_by is not None and now >= start_by:
+            for future, send in list(self.sending.items()):
+                if future.cancel():  # it never began: nothing went out
+                    del self.sending[future]
+                    unsent.append(send.claim)
+        limit = request_timeout().total + SEND_GRACE_SECONDS
+        for future, send in list(self.sending.items()):
+            if send.started is not None and now > send.started + limit:
+                # A bug: the request outlived its own deadline. Whether it reached the
+                # receiver is unknown, so no outcome is made up; the claim is left to its
+                # lease, after which the message is sent again (at-least-once).
                 del self.sending[future]
-                results.append(
-                    (
-                        claim,
-                        _Outcome(success=False, error="Internal error: the send did not finish."),
-                    )
+                logger.error(
+                    "webhook send did not finish; left to its claim's lease",
+                    extra={"event_id": send.claim.event_id},
                 )
+        if unsent:
+            _give_back(unsent)
         results.sort(key=lambda result: result[0].delivery_id)
         for claim, outcome in results:
             _log_attempt(claim, outcome)
@@ -447,15 +569,39 @@ class _InFlight:
 # --- Recording -----------------------------------------------------------------------------------
 
 
-def _kill_chain(claim: _Claim, now: datetime, reason: str) -> None:
-    """A task hook answered 410: nothing more goes to it for this task."""
-    doomed = WebhookEvent.objects.filter(
-        task_id=claim.task_id, target_key=claim.target_key, state=EventState.PENDING
-    ).exclude(pk=claim.event_id)
-    WebhookDelivery.objects.filter(event__in=doomed, state=DeliveryState.PENDING).update(
-        state=DeliveryState.DEAD, error=reason
+def _kill_chain(claim: _Claim, now: datetime) -> None:
+    """A task hook answered 410: nothing more goes to it for this task.
+
+    Recorded for the chain (``WebhookGoneHook``): no later message of the task is written for
+    the hook, and one written meanwhile is ended unsent when claimed. The messages already
+    waiting are ended now: locked first, then their attempts, the lock order of every writer
+    of a message (a resend locks a message, then its attempt).
+    """
+    assert claim.task_id is not None
+    WebhookGoneHook.objects.bulk_create(
+        [
+            WebhookGoneHook(
+                organization_id=claim.organization_id,
+                task_id=claim.task_id,
+                target_key=claim.target_key,
+                gone_at=now,
+            )
+        ],
+        ignore_conflicts=True,
     )
-    doomed.update(state=EventState.DEAD, finished_at=now)
+    doomed = list(
+        WebhookEvent.objects.select_for_update()
+        .filter(task_id=claim.task_id, target_key=claim.target_key, state=EventState.PENDING)
+        .exclude(pk=claim.event_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if not doomed:
+        return
+    WebhookDelivery.objects.filter(event_id__in=doomed, state=DeliveryState.PENDING).update(
+        state=DeliveryState.DEAD, error=_HOOK_GONE_ERROR
+    )
+    WebhookEvent.objects.filter(pk__in=doomed).update(state=EventState.DEAD, finished_at=now)
 
 
 def _state_of(claim: _Claim, outcome: _Outcome, schedule: tuple[int, ...]) -> str:
@@ -585,18 +731,19 @@ def _record_batch(results: Sequence[tuple[_Claim, _Outcome]]) -> _Recorded:
 
 
 def _endpoint_effects(done: Sequence[tuple[_Claim, _Outcome]], now: datetime) -> None:
-    """Failure streaks, disabling after days of failures or on 410, a task hook's 410."""
-    recovered: set[int] = set()
-    failed: dict[int, _Claim] = {}
+    """Failure streaks, disabling after days of failures or on 410, a task hook's 410.
+
+    An endpoint's outcomes in one round are taken in the order they came back: the last one
+    decides. Ending in a success, the endpoint is not failing (a failure before it in the
+    round starts no streak); a failure after a success starts a new streak now; failures
+    only carry the streak on.
+    """
+    by_endpoint: dict[int, list[tuple[_Claim, _Outcome]]] = defaultdict(list)
     for claim, outcome in done:
         if outcome.skipped:
             continue
         if claim.endpoint_id is not None:
-            if outcome.success:
-                if claim.failing_since is not None:
-                    recovered.add(claim.endpoint_id)
-                continue
-            failed.setdefault(claim.endpoint_id, claim)
+            by_endpoint[claim.endpoint_id].append((claim, outcome))
             if outcome.gone:
                 endpoint_disable(
                     endpoint_id=claim.endpoint_id,
@@ -604,10 +751,26 @@ def _endpoint_effects(done: Sequence[tuple[_Claim, _Outcome]], now: datetime) ->
                     now=now,
                 )
         elif outcome.gone and claim.task_id is not None:
-            _kill_chain(claim, now, "Not sent: the hook answered 410 Gone to an earlier message.")
+            _kill_chain(claim, now)
+    recovered: set[int] = set()
+    restarted: set[int] = set()
+    failing: list[_Claim] = []
+    for endpoint_id, results in by_endpoint.items():
+        results.sort(key=lambda result: result[1].ended)
+        successes = [i for i, (_, outcome) in enumerate(results) if outcome.success]
+        if not successes:
+            failing.append(results[0][0])
+        elif successes[-1] < len(results) - 1:
+            restarted.add(endpoint_id)
+        elif any(claim.failing_since is not None for claim, _ in results):
+            recovered.add(endpoint_id)
     if recovered:
-        WebhookEndpoint.objects.filter(pk__in=recovered).update(failing_since=None)
-    for claim in failed.values():
+        WebhookEndpoint.objects.filter(pk__in=recovered, failing_since__isnull=False).update(
+            failing_since=None
+        )
+    if restarted:
+        WebhookEndpoint.objects.filter(pk__in=restarted).update(failing_since=now)
+    for claim in failing:
         _note_failure(claim, now)
 
 
@@ -682,6 +845,7 @@ def _chain_marker(*, task_id: str, target_key: str, sequence: int) -> _Claim:
         endpoint_id=None,
         endpoint_enabled=None,
         failing_since=None,
+        hook_gone=False,
         token="",
     )
 
@@ -693,9 +857,14 @@ def _deliver_rounds(event_ids: Iterable[int], *, time_budget: float, drain: bool
     following: list[int] = []  # successors: claimed waiting on locks, see _claim_batch
     attempted: list[int] = []
     in_flight = _InFlight()
+    # From here on no send begins: one still waiting for a thread is given back unsent, so
+    # every send that began ends (its own deadline) and is recorded before Celery's soft limit.
+    start_by = started + time_budget
     while True:
-        within_budget = time.monotonic() - started < time_budget
-        room = BATCH_SIZE - len(in_flight)
+        within_budget = time.monotonic() < start_by
+        # No more work is claimed while a send of ours still waits for a thread: claiming it
+        # would not send it any sooner, only keep it from other workers.
+        room = BATCH_SIZE - len(in_flight) if not in_flight.waiting() else 0
         claims: list[_Claim] = []
         if within_budget and room > 0:
             if following:
@@ -714,7 +883,9 @@ def _deliver_rounds(event_ids: Iterable[int], *, time_budget: float, drain: bool
             break
         results = in_flight.start(claims)
         # Draining, the loop looks for newly due work while a slow receiver is still busy.
-        results += in_flight.collect(at_most=DRAIN_POLL_SECONDS if drain else None)
+        results += in_flight.collect(
+            at_most=DRAIN_POLL_SECONDS if drain else None, start_by=start_by
+        )
         if results:
             recorded = _record_batch(results)
             attempted.extend(recorded.delivery_ids)

@@ -260,3 +260,27 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"Attempt {self.attempt} of {self.event_id} ({self.state})"
+
+
+class WebhookGoneHook(models.Model):
+    """A task's own hook (``notifyHook`` and its kin) that answered 410 Gone (SPEC §7: "410
+    disables at once").
+
+    A task hook has no endpoint row to disable, so the 410 is recorded for the chain: the task
+    and its hook's target. No later message of that task is written for the hook, and one
+    written while the 410 was being recorded is ended unsent when it is claimed. A manual
+    resend still goes out (someone asked for it).
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    task = models.ForeignKey("tasks.Task", on_delete=models.CASCADE, related_name="+")
+    target_key = models.CharField(max_length=80, help_text="The hook's target (URL hash).")
+    gone_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task", "target_key"], name="webhook_gone_hook_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"Hook {self.target_key} of task {self.task_id} is gone"

@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Exists, Max
 
 from apps.accounts.models import Organization
 from apps.core.crypto import encrypt_text
@@ -50,6 +50,7 @@ from .models import (
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
+    WebhookGoneHook,
     WebhookSecret,
 )
 from .selectors import delivery_get, endpoint_get
@@ -292,26 +293,31 @@ def _event_create(
     *,
     organization_id: int,
     event_type: str,
-    body: str,
+    body: str | Callable[[], str],
     target_key: str,
     url: str,
     task_id: str | None = None,
     task_status: str = "",
     endpoint: WebhookEndpoint | None = None,
     trigger: str = DeliveryTrigger.AUTO,
-) -> WebhookEvent:
+) -> WebhookEvent | None:
+    """Write one message and its first attempt. ``None``: nothing written, because the task's
+    own hook answered 410 Gone to an earlier message of the task (see ``WebhookGoneHook``)."""
     now = clock.now()
     sequence = 0
     progress_only = False
     if task_id is not None:
         # The caller holds the task's row lock, so reading the last message cannot race
         # another publisher of this task.
-        last = (
-            WebhookEvent.objects.filter(task_id=task_id, target_key=target_key)
-            .order_by("-sequence")
-            .values("sequence", "task_status")
-            .first()
-        )
+        chain = WebhookEvent.objects.filter(task_id=task_id, target_key=target_key)
+        fields = ["sequence", "task_status"]
+        if endpoint is None:  # the task's own hook: has it answered 410? (same statement)
+            gone = WebhookGoneHook.objects.filter(task_id=task_id, target_key=target_key)
+            chain = chain.annotate(gone=Exists(gone))
+            fields.append("gone")
+        last = chain.order_by("-sequence").values(*fields).first()
+        if last is not None and last.get("gone"):
+            return None
         if last is not None:
             sequence = last["sequence"] + 1
             progress_only = (
@@ -323,7 +329,7 @@ def _event_create(
         msg_id=_msg_id(),
         organization_id=organization_id,
         event_type=event_type,
-        body=body,
+        body=body if isinstance(body, str) else body(),
         task_id=task_id,
         endpoint=endpoint,
         url=url,
@@ -347,6 +353,13 @@ def _event_create(
     )
     if progress_only:
         _supersede_held_progress(event, now)
+    return event
+
+
+def _written(event: WebhookEvent | None) -> WebhookEvent:
+    """A message to an organization endpoint: always written (only a task's hook can be gone)."""
+    if event is None:  # pragma: no cover - a gone hook is recorded for task hooks only
+        raise RuntimeError("an endpoint's message was not written")
     return event
 
 
@@ -376,6 +389,14 @@ def _supersede_held_progress(newest: WebhookEvent, now: datetime) -> int:
         run.append(pk)
     if not run:
         return 0
+    # The messages first, in id order, then their attempts: the lock order of every writer of
+    # a message (``delivery._record_batch``, ``delivery._kill_chain``, ``delivery_resend``).
+    list(
+        WebhookEvent.objects.select_for_update()
+        .filter(pk__in=run, state=EventState.PENDING)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     # Lock the attempts: a worker claiming one at this moment wins, and it is kept.
     doomed = list(
         WebhookDelivery.objects.select_for_update(of=("self",))
@@ -418,25 +439,27 @@ def task_event_publish(
 
     The outbox knows nothing of tasks: the caller gives the task's id and status (for ordering
     and coalescing), its own hook (``hook_url``, empty for none) and how to build the two bodies.
-    The hook receives ``hook_body()``, the Task JSON of the dialect that created the task; the
-    organization's enabled endpoints that subscribe receive ``native_body()`` in an envelope.
+    The hook receives ``hook_body()``, the Task JSON of the dialect that created the task (no
+    longer once it answered 410 Gone to a message of this task); the organization's enabled
+    endpoints that subscribe receive ``native_body()`` in an envelope.
     Each builder runs at most once, and only when someone receives its body.
     """
     # No savepoint: the caller's transaction fails with us (one statement less per change).
     with transaction.atomic(savepoint=False):
         events: list[WebhookEvent] = []
         if hook_url:
-            events.append(
-                _event_create(
-                    organization_id=organization_id,
-                    event_type=event_type,
-                    body=_dumps(hook_body()),
-                    target_key=_hook_key(hook_url),
-                    url=hook_url,
-                    task_id=task_id,
-                    task_status=task_status,
-                )
+            hook_event = _event_create(
+                organization_id=organization_id,
+                event_type=event_type,
+                # Built once the hook is known to be there (not for one that answered 410).
+                body=lambda: _dumps(hook_body()),
+                target_key=_hook_key(hook_url),
+                url=hook_url,
+                task_id=task_id,
+                task_status=task_status,
             )
+            if hook_event is not None:
+                events.append(hook_event)
         data: dict[str, Any] | None = None
         now_iso = clock.now().isoformat()
         # ``endpoints_none``: the caller read, in this transaction, that the organization has
@@ -456,15 +479,17 @@ def task_event_publish(
             if data is None:
                 data = native_body()
             events.append(
-                _event_create(
-                    organization_id=organization_id,
-                    event_type=delivered_as,
-                    body=_envelope(delivered_as, data, now_iso),
-                    target_key=f"endpoint:{endpoint.pk}",
-                    url=endpoint.url,
-                    task_id=task_id,
-                    task_status=task_status,
-                    endpoint=endpoint,
+                _written(
+                    _event_create(
+                        organization_id=organization_id,
+                        event_type=delivered_as,
+                        body=_envelope(delivered_as, data, now_iso),
+                        target_key=f"endpoint:{endpoint.pk}",
+                        url=endpoint.url,
+                        task_id=task_id,
+                        task_status=task_status,
+                        endpoint=endpoint,
+                    )
                 )
             )
         events_enqueue(event_ids=[event.pk for event in events])
@@ -484,13 +509,15 @@ def balance_low_publish(
             "threshold": threshold,
         }
         events = [
-            _event_create(
-                organization_id=organization.pk,
-                event_type=EventType.BALANCE_LOW,
-                body=_envelope(EventType.BALANCE_LOW, data, now_iso),
-                target_key=f"endpoint:{endpoint.pk}",
-                url=endpoint.url,
-                endpoint=endpoint,
+            _written(
+                _event_create(
+                    organization_id=organization.pk,
+                    event_type=EventType.BALANCE_LOW,
+                    body=_envelope(EventType.BALANCE_LOW, data, now_iso),
+                    target_key=f"endpoint:{endpoint.pk}",
+                    url=endpoint.url,
+                    endpoint=endpoint,
+                )
             )
             for endpoint in WebhookEndpoint.objects.filter(
                 organization=organization, is_enabled=True
@@ -507,14 +534,16 @@ def endpoint_send_test_event(*, organization: Organization, endpoint_id: Any) ->
     endpoint = endpoint_get(organization=organization, endpoint_id=endpoint_id)
     now_iso = clock.now().isoformat()
     data = {"message": "This is a test event from mjgate.", "endpoint": endpoint.pk}
-    event = _event_create(
-        organization_id=organization.pk,
-        event_type=EventType.TEST,
-        body=_envelope(EventType.TEST, data, now_iso),
-        target_key=f"endpoint:{endpoint.pk}",
-        url=endpoint.url,
-        endpoint=endpoint,
-        trigger=DeliveryTrigger.MANUAL,
+    event = _written(
+        _event_create(
+            organization_id=organization.pk,
+            event_type=EventType.TEST,
+            body=_envelope(EventType.TEST, data, now_iso),
+            target_key=f"endpoint:{endpoint.pk}",
+            url=endpoint.url,
+            endpoint=endpoint,
+            trigger=DeliveryTrigger.MANUAL,
+        )
     )
     events_enqueue(event_ids=[event.pk])
     return event.deliveries.get()
