@@ -19,7 +19,9 @@ import contextlib
 import os
 import re
 import secrets
+import struct
 import tempfile
+import zlib
 from io import BytesIO
 from typing import IO, Any
 
@@ -31,13 +33,42 @@ from django.core.files.storage import default_storage
 # import all of its ~40 format plugins (about 4 MiB in every worker process, issue 15, P6).
 from PIL import (
     Image,
+    UnidentifiedImageError,
     WebPImagePlugin,  # noqa: F401
 )
+
+from apps.tasks.imageinput import ACCEPTED_FORMATS
 
 THUMB_SIDE = 256
 #: A file name stem that is safe in a URL and a Content-Disposition header as it is.
 _STEM_RE = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _LOCAL_BACKEND = "django.core.files.storage.FileSystemStorage"
+
+#: The formats a result may be in (Pillow's names; JPEG's opener also reports MPO files).
+_RESULT_FORMATS = list(ACCEPTED_FORMATS)
+#: What Pillow raises on a damaged or cut-off file, depending on the format and where it ends.
+_DAMAGED = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
+class ResultRefused(Exception):
+    """The bytes given as a result are not an image we can keep: not an image in an accepted
+    format, damaged or cut off, or with more pixels than ``RESULT_MAX_PIXELS``.
+
+    Asking again brings the same bytes: the lifecycle fails the task with ``UPSTREAM_ERROR``
+    and releases its hold (``lifecycle.task_succeed``), instead of counting a crash and
+    retrying. Raised before anything is stored.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def result_max_pixels() -> int:
+    """Pixels a result may have (``RESULT_MAX_PIXELS``): its thumbnail and splits decode the
+    whole image, so a few-kilobyte PNG declaring 12000x12000 would cost ~432 MB on every decode.
+    The default is an input's bound (``imageinput.DEFAULT_MAX_PIXELS``)."""
+    return int(settings.RESULT_MAX_PIXELS)
 
 
 def _new_key() -> str:
@@ -63,7 +94,7 @@ def served_by_us() -> bool:
 
 def _ext(image: Image.Image) -> str:
     fmt = (image.format or "PNG").lower()
-    return {"jpeg": "jpg"}.get(fmt, fmt)
+    return {"jpeg": "jpg", "mpo": "jpg"}.get(fmt, fmt)
 
 
 def _thumbnail(image: Image.Image) -> bytes:
@@ -167,22 +198,65 @@ def derive_files(result: dict[str, Any], names: list[str] | None = None) -> list
     return wanted
 
 
+def _check_result(data: bytes) -> None:
+    """Raise ``ResultRefused`` unless ``data`` is a whole image of an accepted format within
+    the pixel limit: whatever passes can always be thumbnailed and split later.
+
+    The size is read from the header before any pixel is decoded. A PNG is then checked
+    without decoding (``verify`` walks every chunk to the end and checks its CRC, so a file
+    cut off anywhere fails); other formats are decoded once (a JPEG at an eighth of its size,
+    which still walks all of its coded data).
+    """
+    limit = result_max_pixels()
+    try:
+        with Image.open(BytesIO(data), formats=_RESULT_FORMATS) as image:
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise ResultRefused("The upstream's result is an image without pixels.")
+            if width * height > limit:
+                raise ResultRefused(
+                    f"The upstream's result image is {width}x{height} pixels "
+                    f"({width * height:,}); the maximum is {limit:,} pixels."
+                )
+            if image.format == "PNG":
+                image.verify()
+                return
+        with Image.open(BytesIO(data), formats=_RESULT_FORMATS) as image:
+            if image.format in ("JPEG", "MPO"):
+                image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
+            image.load()
+    except ResultRefused:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own guard, in ``open`` above twice its limit (a warning below that, which
+        # is an error only where warnings are made errors): before we see the size.
+        raise ResultRefused(
+            f"The upstream's result image has more than {limit:,} pixels, the maximum."
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ResultRefused("The upstream's result is not a PNG, JPEG, WEBP or GIF image.") from exc
+    except _DAMAGED as exc:
+        raise ResultRefused("The upstream's result image is damaged or truncated.") from exc
+
+
 def store_result(*, data: bytes, is_grid: bool, stem: str = "image") -> dict[str, Any]:
     """Store a result image; name (and, on S3-style storage, store) its derived files.
 
     ``stem`` names the files (the task's id, so a download is called ``<task id>.png`` and a
-    split ``<task id>-1.png``); the random folder is what keeps them unguessable. Only the
-    image's header is read here; on local storage the thumbnails and splits of a result named
-    after its task are made later (:func:`derive_files`), otherwise the image is decoded once
-    and each file encoded once.
+    split ``<task id>-1.png``); the random folder is what keeps them unguessable. The image is
+    checked whole first (:func:`_check_result`): bytes that are not a sound image within
+    ``RESULT_MAX_PIXELS`` raise ``ResultRefused`` and nothing is stored. On local storage the
+    thumbnails and splits of a result named after its task are made later
+    (:func:`derive_files`), otherwise the image is decoded once and each file encoded once.
 
     Returns the ``Task.result`` dict: names in storage, never URLs, so a change of domain or
     storage backend never rewrites rows.
     """
+    _check_result(data)
     key = _new_key()
     if not _STEM_RE.fullmatch(stem):
         stem = "image"
-    with Image.open(BytesIO(data)) as image:
+    with Image.open(BytesIO(data), formats=_RESULT_FORMATS) as image:
         result = _names(key, stem, _ext(image), is_grid=is_grid)
         result["width"], result["height"] = image.size
         image_name = _save(result["image"], data)

@@ -410,6 +410,9 @@ OWN_ACCOUNT_FEE_PERCENT = env_int("OWN_ACCOUNT_FEE_PERCENT", 20)
 TASK_START_DEADLINE = timedelta(seconds=env_int("TASK_START_DEADLINE", 600))
 TASK_DEFAULT_RUN_TIMEOUT = timedelta(seconds=env_int("TASK_DEFAULT_RUN_TIMEOUT", 600))
 TASK_POLL_INTERVAL = env_float("TASK_POLL_INTERVAL", 2.0)
+# Pixels a result image may have: a larger one fails its task (a decompression bomb, or an
+# upstream gone wrong; Midjourney's largest results are about 17 million pixels).
+RESULT_MAX_PIXELS = env_int("RESULT_MAX_PIXELS", 40_000_000)
 TASK_SWEEP_INTERVAL = env_int("TASK_SWEEP_INTERVAL", 30)
 TASK_DISPATCH_INTERVAL = env_int("TASK_DISPATCH_INTERVAL", 5)
 # Seconds a job the upstream finished may wait on the results queue before the sweeper sends

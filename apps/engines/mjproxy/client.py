@@ -170,7 +170,7 @@ class MjproxyClient:
         if response.body:
             try:
                 data = json.loads(response.body)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                 data = None
         return Answer(
             status=response.status, data=data, raw=response.body, headers=response.headers

@@ -91,6 +91,11 @@ _MANUAL_ANIMATE = re.compile(
 )
 #: ``videoType`` of a resolution (trueai-org's ``SubmitVideoDTO``).
 VIDEO_TYPES = {"480p": "vid_1.1_i2v_480", "720p": "vid_1.1_i2v_720"}
+#: The largest video batch (clips per job): what we ask for unless the job says less, and so
+#: the most clips of a finished job we download, whatever the upstream lists.
+MAX_VIDEO_BATCH = 4
+#: A seed the upstream tells us is Midjourney's ``--seed``: 0 … 2**32-1, as plain digits.
+_SEED_RE = re.compile(r"[0-9]{1,10}")
 PLUS_ONLY_PATHS = (EDITS_PATH, RETEXTURE_PATH)
 
 OPTIONS = ("base_url", "callbacks", "callback_base_url")
@@ -115,8 +120,17 @@ _BOOL_WORDS = frozenset({"0", "1", "true", "false", "yes", "no", "on", "off"})
 def _int(value: Any) -> int:
     try:
         return int(value or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # JSON's 1e999 parses as inf
         return 0
+
+
+def _video_batch(params: Mapping[str, Any]) -> int:
+    """The clips a video job asks the upstream for: its ``batch_size`` (1, 2 or 4), else 4."""
+    try:
+        size = int(params.get("batch_size") or MAX_VIDEO_BATCH)
+    except (TypeError, ValueError, OverflowError):
+        size = MAX_VIDEO_BATCH
+    return max(1, min(size, MAX_VIDEO_BATCH))
 
 
 def _bool(value: Any) -> bool:
@@ -395,7 +409,7 @@ class MjproxyEngine(Engine):
         body.update(
             prompt=job.prompt,
             motion=params.get("motion") or "low",
-            batchSize=int(params.get("batch_size") or 4),
+            batchSize=_video_batch(params),
             loop=bool(params.get("loop")),
             videoType=VIDEO_TYPES.get(str(params.get("resolution") or ""), VIDEO_TYPES["480p"]),
         )
@@ -459,7 +473,7 @@ class MjproxyEngine(Engine):
         if not theirs:
             # Not remembered (a parent from before buttons were kept): ask the upstream.
             fetched = self._fetch_many(client, [parent.upstream_job_id]).get(parent.upstream_job_id)
-            theirs = list((fetched or {}).get("buttons") or [])
+            theirs = mapping.upstream_buttons((fetched or {}).get("buttons"))
         found = mapping.upstream_custom_id(
             pressed=pressed, ours=list(parent.buttons), theirs=list(theirs)
         )
@@ -660,13 +674,20 @@ class MjproxyEngine(Engine):
 
     def _video_result(self, job: Job, view: mapping.UpstreamView) -> PollResult:
         """A finished video: its clips downloaded, and a poster (the upstream's image, else
-        the first frame of the first clip)."""
-        if not view.video_urls:
+        the first frame of the first clip).
+
+        Only the first clips up to the batch the job asked for are fetched (each may be up to
+        ``MJPROXY_MAX_IMAGE_BYTES``, held in memory until stored): a longer list is the
+        upstream's mistake, not more clips for the customer. A shorter one is kept as it is,
+        the video then has the clips that came (none at all fails the task).
+        """
+        urls = view.video_urls[: _video_batch(job.params)]
+        if not urls:
             raise PermanentEngineError(
                 "The upstream reported the video finished but sent no clip.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
-        clips = [self._download(job.account, url) for url in view.video_urls]
+        clips = [self._download(job.account, url) for url in urls]
         if view.image_url:
             poster = self._download(job.account, view.image_url)
         else:
@@ -763,8 +784,12 @@ class MjproxyEngine(Engine):
                 f"The upstream's image-seed answered HTTP {answer.status}.",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             )
+        # Anything but 0 … 2**32-1 in ASCII digits ("²" is a digit to ``str.isdigit``, 25 of
+        # them overflow the task's column) is a seed we cannot use: unknown.
         seed = str(data.get("result") or "").strip()
-        return int(seed) if seed.isdigit() else None
+        if not _SEED_RE.fullmatch(seed) or int(seed) >= 2**32:
+            return None
+        return int(seed)
 
     # --- cancel --------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def submit_outcome(data: Any, *, http_status: int = 200) -> Accepted:
         )
     try:
         code = int(data.get("code") or -1)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # 1e999 parses as inf
         code = -1
     description = _text(data.get("description"))
     result = data.get("result")
@@ -111,11 +112,22 @@ def submit_outcome(data: Any, *, http_status: int = 200) -> Accepted:
 
 
 def parse_progress(value: Any) -> int:
-    """``"42%"`` → 42. Anything unreadable is 0; running tasks never claim 100."""
-    match = re.search(r"\d+(?:\.\d+)?", str(value or ""))
-    if match is None:
+    """``"42%"`` → 42, clamped to 0..100. Anything unreadable (not a string or a number, no
+    digits, NaN) is 0; a number too large for a float (``inf``) is 100."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         return 0
-    return max(0, min(int(float(match.group(0))), 100))
+    if isinstance(value, str):
+        match = re.search(r"\d+(?:\.\d+)?", value)
+        if match is None:
+            return 0
+        value = float(match.group(0))  # digits only, yet inf past ~309 of them
+    if isinstance(value, float):
+        if math.isnan(value):
+            return 0
+        if math.isinf(value):
+            return 100 if value > 0 else 0
+        value = int(value)
+    return max(0, min(value, 100))
 
 
 def _shorten_analysis(text: str) -> str:
@@ -156,16 +168,29 @@ class UpstreamView:
         )
 
 
+def _string(value: Any) -> str:
+    """A text field of the upstream's JSON: anything but a string (a number, a list, an
+    object) is malformed and read as absent."""
+    return value if isinstance(value, str) else ""
+
+
+def upstream_buttons(value: Any) -> list[dict[str, Any]]:
+    """The upstream's ``buttons``: a list of objects; anything else (a number, a string, an
+    object) is malformed and read as none, and items that are not objects are skipped."""
+    if not isinstance(value, list):
+        return []
+    return [dict(button) for button in value if isinstance(button, Mapping)]
+
+
 def _result_properties(action: str, upstream: Mapping[str, Any]) -> dict[str, Any]:
     """Only the prompt text crosses over; upstream ids and CDN links in ``properties`` stay out."""
-    properties = upstream.get("properties") or {}
-    final = properties.get("finalPrompt") if isinstance(properties, Mapping) else None
-    if final in (None, "") and action in (Action.DESCRIBE, Action.SHORTEN):
+    properties = upstream.get("properties")
+    text = _string(properties.get("finalPrompt")) if isinstance(properties, Mapping) else ""
+    if not text and action in (Action.DESCRIBE, Action.SHORTEN):
         # Some proxies put the describe/shorten text in promptEn or prompt.
-        final = upstream.get("promptEn") or upstream.get("prompt")
-    if final in (None, ""):
+        text = _string(upstream.get("promptEn")) or _string(upstream.get("prompt"))
+    if not text:
         return {}
-    text = str(final)
     out: dict[str, Any] = {"finalPrompt": text}
     if action in (Action.DESCRIBE, Action.SHORTEN):
         out["prompts"] = numbered_prompts(text)
@@ -185,9 +210,13 @@ def _video_urls(value: Any) -> list[str]:
 
 
 def upstream_view(upstream: Mapping[str, Any], *, action: str) -> UpstreamView:
-    """Map one upstream task (poll answer or callback body) for our task of ``action``."""
-    status = str(upstream.get("status") or "").upper()
-    buttons = [b for b in upstream.get("buttons") or [] if isinstance(b, Mapping)]
+    """Map one upstream task (poll answer or callback body) for our task of ``action``.
+
+    The JSON is the upstream's word, so every field's type is checked: a malformed one (a
+    number where a list or a string belongs, an endless ``progress``) is read as absent and
+    the rest applied, never a crash.
+    """
+    status = _string(upstream.get("status")).upper()
     if status in RUNNING_STATUSES or not status:
         return UpstreamView(
             status=PollResult.RUNNING, progress=min(parse_progress(upstream.get("progress")), 99)
@@ -196,13 +225,13 @@ def upstream_view(upstream: Mapping[str, Any], *, action: str) -> UpstreamView:
         return UpstreamView(
             status=PollResult.SUCCESS,
             progress=100,
-            image_url=str(upstream.get("imageUrl") or ""),
+            image_url=_string(upstream.get("imageUrl")),
             is_grid=action in GRID_ACTIONS,
             properties=_result_properties(action, upstream),
-            buttons=[dict(b) for b in buttons],
+            buttons=upstream_buttons(upstream.get("buttons")),
             video_urls=_video_urls(upstream.get("videoUrls")),
         )
-    reason = _text(upstream.get("failReason"))
+    reason = _text(_string(upstream.get("failReason")))
     if status == "CANCEL":
         return UpstreamView(
             status=PollResult.FAILURE,
