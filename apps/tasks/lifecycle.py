@@ -401,7 +401,14 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
                 timeout=Timeout(connect=10, read=30, total=60),
             )
         if data is not None:
-            result = storage.store_result(data=data, is_grid=outcome.is_grid, stem=task_id)
+            try:
+                result = storage.store_result(data=data, is_grid=outcome.is_grid, stem=task_id)
+            except storage.ResultRefused as exc:
+                # Not an image we can keep (damaged, cut off, too many pixels): the upstream's
+                # failure, and asking again brings the same bytes.
+                raise PermanentEngineError(
+                    exc.message, error_code=ErrorCode.UPSTREAM_ERROR
+                ) from exc
     if outcome.videos and result:
         try:
             storage.store_videos(result=result, clips=_video_clips(outcome), stem=task_id)
@@ -1025,6 +1032,16 @@ def task_finish(*, task_id: str, token: str) -> None:
             if outcome.status == PollResult.SUCCESS:
                 task_succeed(task_id=task_id, outcome=outcome, poll_token=token)
                 return
+    except PermanentEngineError as exc:
+        # The result cannot be had (refused as an image, gone upstream): as in the poll step.
+        task_fail(
+            task_id=task_id,
+            reason=exc.message,
+            error_code=exc.error_code,
+            from_statuses=(Status.IN_PROGRESS,),
+            where=Q(poll_token=token),
+        )
+        return
     except JobBudgetExceeded:
         # Making this result is slow (this job's business, never the account's): retried a
         # few times with a back-off, then the task fails with its hold released.
@@ -1155,12 +1172,16 @@ UPSTREAM_SEED = "upstream_seed"
 def task_upstream_seed(*, task: Task) -> int | None:
     """The seed of ``task``'s image, asked from its upstream once and kept on the task.
 
-    For engines whose upstream picks the seed it is asked once, when a client first wants it
-    for a finished task; until then, and for unfinished tasks, the seed is unknown (None)
-    unless the prompt fixed it. Other engines know it from the start. Raises
-    ``ServiceUnavailable`` when the upstream cannot be asked now.
+    Before the job has started upstream only a seed the prompt fixed is known (the one drawn
+    at acceptance is replaced by an engine whose upstream picks the seed). For those engines
+    the upstream is asked once, when a client first wants it for a finished task; until then
+    the seed is unknown (None) unless the prompt fixed it. Other engines (the sandbox) render
+    with the task's own seed, known once the job starts. Raises ``ServiceUnavailable`` when the upstream cannot be asked now.
     """
     state = task.engine_state or {}
+    if task.started_at is None:
+        # Not started (``prompt.known_seed``'s rule): no engine has chosen its seed yet.
+        return _prompt_seed(task.prompt_en)
     if task.seed is not None or UPSTREAM_SEED in state or not task.engine:
         return task.seed
     engine = engine_named(task.engine)

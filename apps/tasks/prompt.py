@@ -30,6 +30,7 @@ __all__ = [
     "PromptParam",
     "aspect_ratio",
     "find_banned_word",
+    "known_seed",
     "numbered_prompts",
     "parse_prompt",
     "result_prompts",
@@ -89,9 +90,14 @@ class ParsedPrompt:
 # to keep (normalised whitespace) or raises.
 _Validator = Callable[[str, str | None], str | None]
 
-_INT_RE = re.compile(r"^\+?\d+$")
+#: Most digits a whole number may have. Python refuses ``int()`` of a string of more than 4300
+#: digits (a ValueError, which would be a 500); no range here comes near 20 digits, so a longer
+#: number is refused as out of range before anything converts it, here or in the accessors.
+_MAX_DIGITS = 20
+_INT_RE = re.compile(rf"^\+?\d{{1,{_MAX_DIGITS}}}$")
 _NUMBER_RE = re.compile(r"^\+?(?:\d+(?:\.\d*)?|\.\d+)$")
-_RATIO_RE = re.compile(r"^(\d+):(\d+)$")
+_RATIO_RE = re.compile(rf"^(\d{{1,{_MAX_DIGITS}}}):(\d{{1,{_MAX_DIGITS}}})$")
+_LONG_RATIO_RE = re.compile(r"^\d+:\d+$")
 
 
 def _fail(message: str, written: str, value: str | None = None) -> ValidationFailed:
@@ -175,6 +181,13 @@ def _optional_text(written: str, value: str | None) -> str | None:
 def _ratio(written: str, value: str | None) -> str:
     raw = _need_value(written, value, "16:9")
     match = _RATIO_RE.match(raw)
+    if match is None and _LONG_RATIO_RE.match(raw):
+        raise _fail(
+            f"--{written} takes whole numbers of at most {_MAX_DIGITS} digits, like 16:9; "
+            f"got '{raw}'.",
+            written,
+            raw,
+        )
     if not match or int(match[1]) == 0 or int(match[2]) == 0:
         raise _fail(
             f"--{written} must be a ratio of two positive whole numbers, like 16:9; got '{raw}'.",
@@ -260,6 +273,16 @@ def _personalization(written: str, value: str | None) -> str | None:
     return value
 
 
+def _one_job_only(written: str, value: str | None) -> None:
+    # Midjourney runs ``--repeat N`` as N jobs; a task is one job, priced and tracked as one.
+    raise _fail(
+        f"--{written} is not supported: Midjourney would run the prompt as several jobs, and "
+        "a task is one job. Submit the prompt as several tasks instead.",
+        written,
+        value,
+    )
+
+
 @dataclass(frozen=True)
 class _Spec:
     names: tuple[str, ...]  # canonical first
@@ -295,7 +318,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec(("raw",), _flag),
     _Spec(("weird", "w"), _int_range(0, 3000)),
     _Spec(("stop",), _int_range(10, 100)),
-    _Spec(("repeat", "r"), _int_range(1, 40)),
+    _Spec(("repeat", "r"), _one_job_only),
     _Spec(("personalize", "p", "profile"), lambda w, v: _personalization(w, v)),
     _Spec(("draft",), _flag),
     _Spec(("hd",), _flag),
@@ -368,6 +391,7 @@ def parse_prompt(prompt: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> Parsed
 
     # Discord prompts are one line; collapsing whitespace also makes the tail easy to split.
     normalized = " ".join(_SMART_DASH_RE.sub("--", original).split())
+    _refuse_permutations(normalized)
 
     start = _PARAM_START_RE.search(normalized)
     head, tail = (
@@ -411,6 +435,45 @@ def parse_prompt(prompt: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> Parsed
         params=tuple(params),
         mode_flag=mode_flag,
     )
+
+
+def _permutation(prompt: str) -> str | None:
+    """The first permutation group (``{red, green}``) of ``prompt``, if it has one.
+
+    A group is an unescaped ``{`` … ``}`` holding an unescaped comma; ``\\{``, ``\\}`` and
+    ``\\,`` are Midjourney's literal characters and a brace without a comma is one option.
+    """
+    if "{" not in prompt:
+        return None
+    groups: list[list[int]] = []  # per open brace: [where it opens, whether it has a comma]
+    index = 0
+    while index < len(prompt):
+        char = prompt[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == "{":
+            groups.append([index, 0])
+        elif char == "," and groups:
+            groups[-1][1] = 1
+        elif char == "}" and groups:
+            start, comma = groups.pop()
+            if comma:
+                return prompt[start : index + 1]
+        index += 1
+    return None
+
+
+def _refuse_permutations(prompt: str) -> None:
+    group = _permutation(prompt)
+    if group is not None:
+        # Midjourney runs one job per combination of the options; a task is one job.
+        raise ValidationFailed(
+            f"Permutation prompts are not supported: {group} would make Midjourney run one "
+            "job per option, and a task is one job. Submit one task per variant instead, or "
+            "write \\{ \\} for literal braces.",
+            details={"permutation": group},
+        )
 
 
 def _parse_params(tail: str) -> tuple[list[PromptParam], str | None]:
@@ -572,6 +635,26 @@ def aspect_ratio(parsed: ParsedPrompt) -> tuple[int, int]:
 def seed(parsed: ParsedPrompt) -> int | None:
     value = parsed.get("seed")
     return None if value is None else int(value)
+
+
+def known_seed(*, current: int | None, prompt: str, started: bool) -> int | None:
+    """The seed a task's image is made with, as far as it is known without asking anyone.
+
+    ``current`` is the task's seed, ``prompt`` what goes upstream, ``started`` whether the job has
+    started upstream. Every task is given a seed of ours when it is accepted, but until it
+    starts nobody knows which engine runs it, and an engine whose upstream picks the seed
+    replaces ours when the job starts (with the prompt's ``--seed``, or nothing until the
+    upstream is asked). So before the start only a seed the prompt fixes is known; from the
+    start on the task's own seed is the truth (the sandbox renders with it).
+    """
+    if started:
+        return current
+    if "seed" not in prompt.lower():  # no --seed/--sameseed: skip the parse
+        return None
+    try:
+        return seed(parse_prompt(prompt))
+    except ValidationFailed:  # an old or odd prompt fixes no seed
+        return None
 
 
 def zoom(parsed: ParsedPrompt) -> float | None:

@@ -216,6 +216,8 @@ def test_describe_blend_seed(funded, live_key, client_for, sandbox):
     )
     blended = Task.objects.get(pk=blend.json()["data"]["jobId"])
     assert (blended.action, blended.params["dimensions"]) == (Action.BLEND, "LANDSCAPE")
+    # The seed is known once the job has started (the sandbox renders with the task's own).
+    blended = run_to_completion(blended.pk)
     seed = client.post(f"{BASE}/seed", {"jobId": blended.pk}, format="json").json()
     assert seed == {
         "status": "SUCCESS",

@@ -98,15 +98,16 @@ def test_mjproxy_submit_video_end_to_end(funded, live_key, client_for, sandbox):
     final = [h for h in hooks if h.get("status") == "SUCCESS"]
     assert final and final[-1]["videoUrls"] == body["videoUrls"]
 
-    # Extend clip 2 through the same route (trueai's action=extend, taskId, index).
+    # Extend clip 2 through the same route (trueai's action=extend, taskId, index from 0).
     extend = client.post(
         "/mj/submit/video",
-        {"action": "extend", "taskId": task.id, "index": 2, "batchSize": 1},
+        {"action": "extend", "taskId": task.id, "index": 1, "batchSize": 1},
         format="json",
     ).json()
     assert extend["code"] == 1, extend
     extended = run_to_completion(extend["result"])
     assert extended.status == "SUCCESS", extended.fail_reason
+    assert extended.params["index"] == 2
     url = client.get(f"/mj/task/{extended.id}/fetch").json()["videoUrls"][0]["url"]
     assert_playable(client, url, seconds=9.0)
     assert charged(extended) == VIDEO_FAST // 4

@@ -39,7 +39,7 @@ from apps.core.permissions import HasApiKey
 from apps.core.ratelimit import ApiKeyRateThrottle, pending_count_give_back, request_size_check
 from apps.tasks.actions import ByName, press_spec
 from apps.tasks.enums import Action
-from apps.tasks.errors import dialect_error, domain_label
+from apps.tasks.errors import InputError, dialect_error, domain_label
 from apps.tasks.models import Protocol
 from apps.tasks.selectors import (
     task_fetch,
@@ -485,22 +485,47 @@ class VideoView(SubmitView):
                 {"action": "Use extend to extend a video, or leave action out to animate."}
             )
         image = text_field(data, "image") or text_field(data, "base64")
-        return task_submit_video(
-            caller=self.caller,
-            prompt=text_field(data, "prompt"),
-            images=[image] if image else [],
-            parent_id=text_field(data, "taskId") or None,
-            index=data.get("index"),
-            extend=action == "extend",
-            motion=optional_text(data, "motion"),
-            batch_size=data.get("batchSize"),
-            loop=bool_field(data, "loop"),
-            resolution=_resolution(optional_text(data, "videoType")),
-            end_image=optional_text(data, "endImage"),
-            mode=_requested_mode(data),
-            path_mode=self.path_mode,
-            echo=_echo(data),
+        try:
+            return task_submit_video(
+                caller=self.caller,
+                prompt=text_field(data, "prompt"),
+                images=[image] if image else [],
+                parent_id=text_field(data, "taskId") or None,
+                index=_video_index(data.get("index")),
+                extend=action == "extend",
+                motion=optional_text(data, "motion"),
+                batch_size=data.get("batchSize"),
+                loop=bool_field(data, "loop"),
+                resolution=_resolution(optional_text(data, "videoType")),
+                end_image=optional_text(data, "endImage"),
+                mode=_requested_mode(data),
+                path_mode=self.path_mode,
+                echo=_echo(data),
+            )
+        except InputError as exc:
+            count = (exc.details or {}).get("count")
+            if exc.field != "index" or not isinstance(count, int):
+                raise
+            # Say it in the route's numbers, which count from 0.
+            noun = "clip(s)" if action == "extend" else "image(s)"
+            raise exceptions.ValidationError(
+                {"index": f"The task has {count} {noun}: index goes from 0 to {count - 1}."}
+            ) from exc
+
+
+def _video_index(raw: Any) -> int | None:
+    """trueai-org's ``SubmitVideoDTO.index`` counts from 0 (0-3: its proxy presses
+    ``…_extend::{index + 1}``, and our mjproxy engine sends ``index - 1``); ours from 1."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool) or str(raw).strip() not in ("0", "1", "2", "3"):
+        raise exceptions.ValidationError(
+            {
+                "index": "Must be 0, 1, 2 or 3 (counted from 0): the clip to extend, or the image "
+                "of the task to animate."
+            }
         )
+    return int(str(raw).strip()) + 1
 
 
 class ModalView(SubmitView):

@@ -237,12 +237,18 @@ def _step_of(task: Task) -> ModalStep | None:
 
 
 def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
-    """Validate the second step of ``task`` (MODAL, or about to be) and store its mask.
+    """Validate the second step of ``task`` (MODAL, or about to be) and store its files.
 
-    Nothing is written to the database here; the caller writes the result in its transaction
-    and discards ``files`` if that fails.
+    Everything that can refuse the step (the prompt, its translation, the mask, the video
+    settings) runs before anything is stored, and a failure while storing discards what was
+    stored. Nothing is written to the database here; the caller writes the result in its
+    transaction and discards ``files`` if that fails.
     """
     step = _step_of(task)
+    if step != ModalStep.MASK and mask not in (None, ""):
+        # Only Vary (Region) takes a mask: a zoom, a prompt or a motion given one would drop
+        # it and charge for something else than what was asked.
+        raise InputError(f"This step takes no {FIELD}; only Vary (Region) does.", field="mask")
     text = (prompt if prompt not in (None, "") else task.prompt_en) or ""
     if step == ModalStep.ZOOM and text.strip().startswith("--") and task.parent is not None:
         # Clients often send just "--zoom 1.5": the description stays the parent's.
@@ -270,7 +276,6 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
         params.pop(DRAFT, None)
         if prompts.is_draft(parsed):
             params[DRAFT] = True
-    files: list[str] = []
     if step == ModalStep.ZOOM:
         factor = prompts.zoom(parsed)
         if factor is None:
@@ -278,18 +283,22 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
                 "Custom zoom needs a prompt with --zoom between 1 and 2.", field="prompt"
             )
         params["zoom_factor"] = factor
+    decoded = None
     if step == ModalStep.MASK:
         if mask in (None, ""):
             raise InputError(
                 f"Vary (Region) needs {FIELD}: the area to change, white on black.", field="mask"
             )
         decoded = load_image(mask, field="mask")
-        files = [storage.store_input(data=decoded.data, ext=decoded.format.lower())]
-        params["mask"] = files[0]
+    # Before anything is stored: a banned word in the translation still refuses the step.
     upstream = prompt_for_upstream(organization=task.organization, parsed=parsed)
-    if step == ModalStep.ANIMATE:
-        files = _animate_settings(params, video_flags)
+    files: list[str] = []
     try:
+        if decoded is not None:
+            files = [storage.store_input(data=decoded.data, ext=decoded.format.lower())]
+            params["mask"] = files[0]
+        if step == ModalStep.ANIMATE:
+            files = _animate_settings(params, video_flags)
         rehosted = rehost_prompt_urls(parsed, upstream.text)
     except BaseException:
         discard_files(files)

@@ -32,6 +32,7 @@ from .inputs import (
     check_hook,
     check_state,
     check_tier_mode,
+    discard_files,
     follow_up_pool,
     load_image,
     parse_checked,
@@ -40,7 +41,7 @@ from .inputs import (
     store_inputs,
 )
 from .pricekeys import HD, RESOLUTION
-from .references import REFERENCES
+from .references import REFERENCES, rehost_prompt_urls, with_rehosted
 from .translation import prompt_for_upstream
 
 DEFAULT_BATCH_SIZE = 4
@@ -316,11 +317,22 @@ def task_submit_video(
     }
     if parent is not None:
         params["index"] = position or 1
-    input_files = store_inputs(decoded)
-    end_files = store_inputs([end_frame]) if end_frame is not None else []
+    # Image URLs in the prompt (--sref …) are fetched and re-hosted as every prompt's are.
+    rehosted = rehost_prompt_urls(parsed, upstream.text) if parsed and upstream else None
+    input_files: list[str] = []
+    end_files: list[str] = []
+    try:
+        input_files = store_inputs(decoded)
+        end_files = store_inputs([end_frame]) if end_frame is not None else []
+    except BaseException:
+        discard_files([*input_files, *(rehosted.files if rehosted else [])])
+        raise
+    references = dict(rehosted.references) if rehosted else {}
     if end_files:
         params[END_FRAME] = True
-        params[REFERENCES] = {END_REFERENCE: end_files}
+        references[END_REFERENCE] = end_files
+    if references:
+        params[REFERENCES] = references
     task = Task(
         organization=caller.organization,
         api_key=caller.api_key,
@@ -333,13 +345,16 @@ def task_submit_video(
         pool=pool,
         parent=parent,
         prompt=(prompt or "").strip(),
-        prompt_en=upstream.text if upstream else "",
+        prompt_en=rehosted.text if rehosted else "",
         state=state,
         params=params,
         metadata=echo.metadata or {},
         inputs=input_files,
         notify_hook=notify_hook,
         seed=seed if seed is not None else new_seed(),
-        properties=upstream.properties if upstream else {"finalPrompt": ""},
+        properties=with_rehosted(upstream.properties, rehosted)
+        if upstream
+        else {"finalPrompt": ""},
     )
-    return create_and_accept(task, input_files=[*input_files, *end_files])
+    files = [*input_files, *end_files, *(rehosted.files if rehosted else [])]
+    return create_and_accept(task, input_files=files)
