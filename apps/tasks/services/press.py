@@ -79,6 +79,11 @@ class _SecondStep:
 
 
 def _press_parent(caller: Caller, parent_id: str) -> Task:
+    if not str(parent_id or "").strip():
+        # Not given at all: a request to correct, not a task to look for.
+        raise InputError(
+            f"{FIELD} is required: the id of the task whose button to press.", field="parent"
+        )
     try:
         parent = task_get(organization=caller.organization, task_id=parent_id)
     except NotFound as exc:
