@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import time
 import uuid
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: A rate limit longer than this is not waited out inside a request: the task goes back.
 MAX_RATE_LIMIT_WAIT = 15.0
+#: The longest rate limit believed: an answer asking for more (a proxy gone wrong, an infinite
+#: or absurd ``retry_after``) rests the account this long.
+MAX_RETRY_AFTER = 24 * 3600.0
 MAX_ATTEMPTS = 5
 #: A call's turn lock lives this long at most (longer than a rate-limit wait plus a request).
 TURN_SECONDS = 45
@@ -458,14 +462,16 @@ def _guarded_client() -> httpx.Client:
 
 
 def _seconds(*candidates: Any) -> float:
-    """The first of ``candidates`` that reads as a positive number of seconds (else 1)."""
+    """The first of ``candidates`` that reads as a positive number of seconds (else 1), at
+    most ``MAX_RETRY_AFTER``."""
     for value in candidates:
         try:
             seconds = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
-        if seconds > 0:
-            return seconds
+        if math.isnan(seconds) or seconds <= 0:
+            continue
+        return min(seconds, MAX_RETRY_AFTER)
     return 1.0
 
 

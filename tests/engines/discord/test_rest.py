@@ -165,3 +165,35 @@ def test_an_empty_bucket_is_waited_for_before_the_429() -> None:
     held = float(cache.get(rest._key("GET /channels/:id/messages")) or 0)
     assert time.time() + 6 < held <= time.time() + 7.5
     assert cache.get(rest._key("*")) is None  # only that route
+
+
+@pytest.mark.parametrize("retry_after", [b"1e999", b"1e12", b"NaN"], ids=["inf", "huge", "nan"])
+def test_an_absurd_retry_after_pauses_the_account_for_a_day_at_most(
+    make_account: Callable[..., Any], retry_after: bytes
+) -> None:
+    """A 429 whose ``retry_after`` is infinite, absurdly long or not a number (a proxy gone
+    wrong): the account rests at most ``MAX_RETRY_AFTER`` and the task is requeued; neither
+    the request nor any later one of the account crashes on a date past the year 9999."""
+    from apps.engines.discord.rest import MAX_RETRY_AFTER
+
+    account, _token = make_account()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = b'{"message": "You are being rate limited.", "retry_after": ' + retry_after
+        return httpx.Response(429, content=body + b', "global": true}')
+
+    cache.clear()
+    settings = parse(account.options, account.secrets)
+    rest = DiscordRest(
+        account_id=account.pk,
+        settings=settings,
+        client=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+    for _ in range(2):  # the 429 itself, then a call while the hold stands
+        with pytest.raises(TemporaryEngineError):
+            rest.messages(settings.channel_id)
+    account.refresh_from_db()
+    if retry_after == b"NaN":  # not a number: the 1 s default, waited out within the call
+        return
+    assert account.health == Health.COOLING_DOWN
+    assert account.cooldown_until <= timezone.now() + timedelta(seconds=MAX_RETRY_AFTER)
