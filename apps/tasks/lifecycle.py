@@ -53,6 +53,7 @@ from apps.engines.models import Health, UpstreamAccount
 from apps.engines.notify import account_cooling_down
 
 from . import rows, storage
+from .actions import action_spec
 from .buttons import buttons_for, resolve_custom_id
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
@@ -379,6 +380,19 @@ def task_fail(
     return True
 
 
+def _has_result(action: str, outcome: PollResult) -> bool:
+    """Whether ``outcome`` carries what a finished task of ``action`` shows: prompts for the
+    actions whose result is a list of prompts, an image (with its link or bytes) otherwise."""
+    try:
+        lists_prompts = action_spec(action).lists_prompts
+    except KeyError:
+        return True  # not ours to judge
+    if lists_prompts:
+        return True
+    image = outcome.image
+    return image is not None and (image.data is not None or bool(image.url))
+
+
 def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = None) -> bool:
     """Store the result image, then move the task to SUCCESS and capture its hold (the
     thumbnails and splits are made after, on a low-priority message or when first asked for).
@@ -389,8 +403,20 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
     a lost race leaves nothing behind.
     """
     ours = Q(poll_token=poll_token) if poll_token is not None else Q()
-    if not Task.objects.filter(ours, pk=task_id, status__in=ACTIVE_STATUSES).exists():
+    action = (
+        Task.objects.filter(ours, pk=task_id, status__in=ACTIVE_STATUSES)
+        .values_list("action", flat=True)
+        .first()
+    )
+    if action is None:
         return False  # spare the download and the storage writes
+    if not _has_result(action, outcome):
+        # "Done" without what the action makes (an attachment without a link, an answer
+        # without an image): charging for it would sell nothing.
+        raise PermanentEngineError(
+            "The upstream reported the job done but gave no result image.",
+            error_code=ErrorCode.UPSTREAM_ERROR,
+        )
     result: dict[str, Any] = {}
     if outcome.image is not None:
         data = outcome.image.data
