@@ -8,17 +8,25 @@ or message where it gives one). Nothing here touches the database.
 from __future__ import annotations
 
 import hashlib
+import json as _json
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
+import httpcore
+
+from apps.core.http import OutboundHTTPError, Timeout, UnsafeURL, safe_request
 
 SYSTEM_PROMPT = (
     "You translate Midjourney image prompts into English. Answer with the English text only: "
     "no quotes, no explanations. Keep names, numbers and punctuation; do not add words."
 )
+
+
+#: The most of an answer read; a longer one is a failure (the prompt goes up as written).
+MAX_RESPONSE_BYTES = 256 * 1024
 
 
 class TranslationFailed(Exception):
@@ -33,21 +41,58 @@ def _remaining(deadline: float) -> float:
 
 
 def _call(
-    method: str, url: str, *, deadline: float, **kwargs: Any
+    method: str,
+    url: str,
+    *,
+    deadline: float,
+    json: Any = None,
+    data: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
+    """One request through the SSRF-guarded client, given up on at ``deadline``.
+
+    ``deadline`` bounds the whole exchange (every socket operation is clamped to what is left
+    of it), so a service that trickles its answer cannot hold the submit past it; an answer
+    over :data:`MAX_RESPONSE_BYTES` is not read further. The base URL is the operator's, so
+    private addresses (a LibreTranslate beside the gateway) are allowed; link-local and cloud
+    metadata addresses never are, and redirects are not followed.
+    """
+    request_headers = {"Accept": "application/json", **(headers or {})}
+    if json is not None:
+        content = _json.dumps(json, ensure_ascii=False).encode()
+        request_headers["Content-Type"] = "application/json"
+    else:
+        content = urlencode(data or {}).encode()
+        request_headers["Content-Type"] = "application/x-www-form-urlencoded"
+    left = _remaining(deadline)
     try:
-        response = httpx.request(
-            method, url, timeout=_remaining(deadline), follow_redirects=False, **kwargs
+        response = safe_request(
+            method,
+            url,
+            headers=request_headers,
+            content=content,
+            timeout=Timeout(connect=left, read=left, total=left),
+            max_response_bytes=MAX_RESPONSE_BYTES,
+            allow_private=True,
         )
-    except httpx.TimeoutException:
-        raise TranslationFailed("timed out") from None
-    except httpx.HTTPError as exc:
-        raise TranslationFailed(f"unreachable ({exc.__class__.__name__})") from None
+    except UnsafeURL as exc:
+        raise TranslationFailed(f"the address is not allowed ({exc.message})") from None
+    except OutboundHTTPError as exc:
+        if isinstance(exc.__cause__, httpcore.TimeoutException):
+            raise TranslationFailed("timed out") from None
+        # The class only: the message names the operator's host, and the reason is shown
+        # to the customer in the task's properties.
+        cause = exc.__cause__ or exc
+        raise TranslationFailed(f"unreachable ({cause.__class__.__name__})") from None
+    if response.truncated:
+        raise TranslationFailed(f"the answer was larger than {MAX_RESPONSE_BYTES // 1024} KiB")
     try:
-        body = response.json()
+        body = _json.loads(response.body)
     except ValueError:
         body = None
-    return response.status_code, body if isinstance(body, dict) else None
+    except RecursionError:
+        raise TranslationFailed("the answer was not readable (nested too deeply)") from None
+    return response.status, body if isinstance(body, dict) else None
 
 
 def _texts(values: Any, count: int) -> list[str]:

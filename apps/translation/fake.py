@@ -3,9 +3,10 @@
 For tests and demos: ``python -m apps.translation.fake --port 8765`` serves all four on one
 port (OpenAI ``/v1/chat/completions``, DeepL ``/v2/translate``, Baidu
 ``/api/trans/vip/translate``, LibreTranslate ``/translate``). Each checks credentials the way
-the real service does and answers errors in that service's shape; ``delay``, ``fail_with`` and
-``rate_limit`` make it slow, broken or throttled. The "translation" is a small glossary,
-deterministic so tests can assert exact English.
+the real service does and answers errors in that service's shape; ``delay``, ``drip``,
+``fail_with``, ``rate_limit`` and ``raw_answer`` make it slow, trickling, broken, throttled or
+hostile. The "translation" is a small glossary, deterministic so tests can assert exact
+English.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ class FakeTranslators:
         self.delay = 0.0
         self.fail_with: int | None = None
         self.rate_limit = False
+        #: Seconds between the bytes of an answer's body (0: all at once), like a service
+        #: that answers at once and then trickles.
+        self.drip = 0.0
+        #: Sent as the body of every 200 answer instead of the service's own (a broken or
+        #: hostile service: oversized, deeply nested …).
+        self.raw_answer: bytes | None = None
         self.calls: Counter[str] = Counter()
         self.requests: list[tuple[str, Any]] = []
         self.lock = threading.Lock()
@@ -107,14 +114,23 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        state = self.server.state
         data = json.dumps(body, ensure_ascii=False).encode()
+        if status == 200 and state.raw_answer is not None:
+            data = state.raw_answer
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if not state.drip:
+            self.wfile.write(data)
+            return
+        for position in range(len(data)):
+            self.wfile.write(data[position : position + 1])
+            self.wfile.flush()
+            time.sleep(state.drip)
 
     def _body(self) -> tuple[dict[str, Any], bool]:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -12,6 +12,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+# The parser reads a run of these dashes glued to a letter as ``--``; one definition for both.
+from apps.tasks.prompt import _LONG_DASHES
+
 #: Where the parameters start: the first ``--`` glued to a letter that begins a word.
 _PARAMS_START = re.compile(r"(?:^|(?<=\s))--(?=[A-Za-z])")
 #: Each parameter with the whitespace before the next one.
@@ -24,6 +27,9 @@ _KEPT = re.compile(
 )
 #: Parameters whose value is prose.
 TRANSLATED_PARAMETERS = frozenset({"no"})
+
+#: Any run of two dashes or more, and any single long dash, becomes one ``-`` in an answer.
+_DASHES = re.compile(rf"[-{_LONG_DASHES}]{{2,}}|[{_LONG_DASHES}]")
 
 _HAN_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F))
 
@@ -98,10 +104,11 @@ def split_prompt(prompt: str) -> list[Piece]:
 
 def sanitize(translated: str) -> str:
     """A translator's answer made safe to splice back: one line, and no way to add a
-    parameter (``--``), a weight (``::``) or a reference (``<@``) the caller did not write."""
+    parameter (``--``, or any dash the prompt parser reads as one: minus sign, figure dash,
+    horizontal bar …), a weight (``::``) or a reference (``<@``) the caller did not write."""
     text = unicodedata.normalize("NFKC", translated)
     text = " ".join(text.split())
-    text = re.sub(r"[-\u2013\u2014]{2,}|[\u2013\u2014]", "-", text)
+    text = _DASHES.sub("-", text)
     text = text.replace("::", ":").replace("<", "").replace(">", "")
     return text.strip().strip('"').strip()
 

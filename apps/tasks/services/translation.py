@@ -28,13 +28,15 @@ class UpstreamPrompt:
 
 
 def prompt_for_upstream(
-    *, organization: Organization, parsed: prompts.ParsedPrompt
+    *, organization: Organization, parsed: prompts.ParsedPrompt, allow_zoom: bool = False
 ) -> UpstreamPrompt:
+    """``allow_zoom``: as given to ``parse_checked`` for the prompt as written (Custom Zoom's
+    second step), so the translation is checked by the same rules as the original."""
     outcome = prompt_translate(organization=organization, prompt=parsed.clean_prompt)
     text = parsed.clean_prompt
     if outcome.status == "translated":
         try:
-            text = parse_checked(outcome.text).clean_prompt
+            text = parse_checked(outcome.text, allow_zoom=allow_zoom).clean_prompt
         except BannedPrompt:
             raise
         except ValidationFailed as exc:
