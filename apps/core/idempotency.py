@@ -9,7 +9,11 @@ A client that retries a POST with the same ``Idempotency-Key`` must not create a
 
 Keys are scoped to the API key that sent them and expire after :data:`IDEMPOTENCY_TTL`.
 Responses that say "try again later" (402, 409, 429, 5xx) are not stored: the record is
-released so a retry with the same key runs again once the condition has passed.
+released so a retry with the same key runs again once the condition has passed. What decides is
+the error's own status, not the one on the wire: mj-proxy answers a tier limit or a short balance
+as HTTP 200 with a code in the body, and that answer is not stored either. Views that only read
+(a fetch or a list sent as POST) set ``idempotent_methods = ()``: replaying a read would freeze a
+stale answer.
 
 Stored responses are encrypted at rest (``apps.core.crypto``): some carry a secret that is
 shown once and must exist nowhere in clear — a new API key, a webhook signing secret.
@@ -163,11 +167,26 @@ def idempotency_begin(
     raise IdempotencyInFlight()
 
 
+def retry_later_status(status: int) -> bool:
+    """Whether an answer with this HTTP status means "the same request may succeed later"."""
+    return status >= 500 or status in NOT_STORED
+
+
+def retry_later_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says "try again later" by its own status, whatever status a dialect
+    answers it with (mj-proxy sends a tier limit or a short balance as HTTP 200 and a code)."""
+    if isinstance(exc, ServiceError):
+        return retry_later_status(exc.http_status)
+    if isinstance(exc, APIException):
+        return retry_later_status(exc.status_code)
+    return False
+
+
 def idempotency_complete(
     *, record: IdempotencyRecord, status: int, body: bytes, content_type: str
 ) -> None:
     """Store the response of the request that holds ``record`` (or release it, see NOT_STORED)."""
-    if status >= 500 or status in NOT_STORED:
+    if retry_later_status(status):
         idempotency_release(record=record)
         return
     _held(record).update(
@@ -258,6 +277,9 @@ class IdempotentPostMixin:
         except BaseException:
             self._idempotency_release()
             raise
+        if retry_later_error(exc):
+            # Decided on the error, not on the status the dialect put on the wire.
+            self._idempotency_release()
         return response
 
     def finalize_response(

@@ -670,6 +670,10 @@ class FetchView(MjProxyView):
 
 
 class ListByConditionView(MjProxyView):
+    #: A read sent as POST: an Idempotency-Key is not recorded (a replay would freeze a stale
+    #: answer for a day).
+    idempotent_methods = ()
+
     def post(self, request: Request, **kwargs: Any) -> Response:
         data = self.body(request)
         ids = data.get("ids") or []
@@ -728,5 +732,5 @@ class CancelView(MjProxyView):
     not_found_status = 404
 
     def post(self, request: Request, task_id: str, **kwargs: Any) -> Response:
-        task = task_cancel(organization=self.organization, task_id=task_id)
+        task = task_cancel(organization=self.organization, task_id=task_id, api_key=self.api_key)
         return Response(envelope(SUCCESS, "Cancelled", task.id))

@@ -301,6 +301,10 @@ class VideoExtendView(SubmitView):
 
 
 class SeedView(TtapiView):
+    #: A read sent as POST: an Idempotency-Key is not recorded (a replay would freeze a stale
+    #: answer for a day).
+    idempotent_methods = ()
+
     def post(self, request: Request) -> Response:
         task = task_get(
             organization=self.organization, task_id=text_field(self.body(request), "jobId")
@@ -313,6 +317,9 @@ class SeedView(TtapiView):
 class FetchView(TtapiView):
     """``GET ?jobId=`` or ``POST {jobId}``."""
 
+    #: A read sent as POST: an Idempotency-Key is not recorded (a replay would freeze a stale
+    #: answer for a day).
+    idempotent_methods = ()
     query_params = ("jobId",)
 
     def get(self, request: Request) -> Response:

@@ -286,7 +286,7 @@ class TaskCancelView(NativeErrorsMixin, OrganizationAPIView):
         responses={200: TaskSerializer, **_errors(400, 401, 403, 404, 409, 422, 429)},
     )
     def post(self, request: Request, task_id: str) -> Response:
-        task = task_cancel(organization=self.organization, task_id=task_id)
+        task = task_cancel(organization=self.organization, task_id=task_id, api_key=self.api_key)
         return Response(TaskSerializer(task).data)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from apps.accounts.models import Organization
+from apps.api_keys.models import ApiKey
 from apps.core.errors import ValidationFailed
 
 from ..enums import ErrorCode, Status
@@ -17,14 +18,28 @@ logger = logging.getLogger(__name__)
 
 
 def task_cancel(
-    *, organization: Organization, task_id: str, reason: str = "Cancelled by the customer."
+    *,
+    organization: Organization,
+    task_id: str,
+    api_key: ApiKey | None = None,
+    reason: str = "Cancelled by the customer.",
 ) -> Task:
     """Cancel a task that has not finished; its hold is released. Finished tasks are final.
+
+    ``api_key`` is the key asking (the API): it cancels only tasks of its own kind, as presses
+    and modal steps refuse to mix them, so a free test key cannot stop a paid live task (nor a
+    live key a test one). The dashboard and the operator pass none: they cancel any task of the
+    organization.
 
     ``reason`` is what the customer reads as the task's failReason (an operator's cancel says
     so, rather than blaming the customer).
     """
     task = task_get(organization=organization, task_id=task_id)
+    if api_key is not None and api_key.is_test != task.is_test:
+        raise InputError(
+            "Test-mode and live tasks cannot be mixed: use a key of the same kind as the task.",
+            field="task",
+        )
     if task.is_terminal:
         raise InputError(f"The task already finished with status {task.status}.", field="task")
     cancelled = task_fail(
