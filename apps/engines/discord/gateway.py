@@ -5,12 +5,16 @@ with the last session id and sequence number) → dispatches; it heartbeats on t
 HELLO gave, treats a missing heartbeat ACK as a dead ("zombie") connection, follows RECONNECT
 (op 7) and INVALID_SESSION (op 9: resume if resumable, identify afresh otherwise), and
 reconnects with back-off after any drop. A close code that means the token is bad stops the
-account and records why.
+account and records why — unless the owner has stored another token meanwhile: then the closed
+session was the old token's, and the connection identifies afresh with the new one.
 
 :class:`GatewayService` holds leases (see ``leases``) and runs a connection for each account
 it holds, so several processes on several machines share the accounts without ever
-connecting one twice. Events of one account are handled in order on a worker thread (the ORM
-is synchronous); the resulting ``JobUpdate`` values go to the injected ``sink``.
+connecting one twice. Each lease round also reads the accounts' settings again: a held account
+that was switched off, removed or misconfigured is disconnected and its lease given back, and a
+changed token, user agent or gateway address is connected again with the fresh values (see
+``_round``). Events of one account are handled in order on a worker thread (the ORM is
+synchronous); the resulting ``JobUpdate`` values go to the injected ``sink``.
 """
 
 from __future__ import annotations
@@ -97,10 +101,17 @@ class Connection:
             account_id=self.plan.account_id, user_id=self.user_id, channels=frozenset(channels)
         )
 
-    async def stop(self) -> None:
+    def use(self, settings: DiscordSettings) -> None:
+        """Take fresh settings. The event handlers read them per event, so the channels, CDN
+        and bots change without a reconnect; the next connection attempt uses the rest."""
+        self.settings = self.plan.settings = settings
+
+    async def stop(self, *, code: int = 1000) -> None:
+        """Close for good: 1000 ends the Discord session; another code (4000) leaves it
+        resumable by the connection that takes over."""
         self._stopping = True
         if self._ws is not None and not self._ws.closed:
-            await self._ws.close(code=1000)
+            await self._ws.close(code=code)
 
     async def run(self) -> None:
         consumer = asyncio.ensure_future(self._consume())
@@ -111,6 +122,8 @@ class Connection:
                 try:
                     await self._connect_once()
                 except FatalGatewayError as exc:
+                    if await self._token_replaced():
+                        continue  # after ``finally`` below: at once, with the new token
                     logger.error("discord account %s: %s", self.plan.account_id, exc)
                     await self._run_sync(
                         functools.partial(
@@ -134,6 +147,23 @@ class Connection:
                 backoff = min(MAX_BACKOFF, backoff * 2)
         finally:
             consumer.cancel()
+
+    async def _token_replaced(self) -> bool:
+        """Discord refused our token (4004): has the owner stored another one since this
+        connection read it? Then the session Discord closed was the old token's (a browser
+        logged out after the new token was entered): take the fresh settings and identify
+        afresh with them, instead of switching off an account whose stored token is good."""
+        stored = await self._run_sync(
+            functools.partial(_stored_settings, account_id=self.plan.account_id)
+        )
+        if stored is None or stored.token == self.settings.token:
+            return False
+        logger.info(
+            "discord account %s: old token refused, using the new one", self.plan.account_id
+        )
+        self.use(stored)
+        self.session_id, self.sequence, self.user_id, self.resume_url = "", None, "", ""
+        return True
 
     async def _connect_once(self) -> None:
         resuming = bool(self.session_id)
@@ -318,6 +348,23 @@ def _plans(account_ids: set[int] | None) -> list[AccountPlan]:
     return plans
 
 
+def _stored_settings(*, account_id: int) -> DiscordSettings | None:
+    """The account's settings as stored now; None when it is switched off, gone or unusable."""
+    plans = _plans({account_id})
+    return plans[0].settings if plans else None
+
+
+def connects_alike(held: DiscordSettings, fresh: DiscordSettings) -> bool:
+    """Whether a connection opened with ``held`` is still the one ``fresh`` asks for: the same
+    token, the same browser (IDENTIFY's user agent, the socket's header) and the same gateway
+    address. The other settings are read per event (``Connection.use``)."""
+    return (held.token, held.user_agent, held.gateway_for()) == (
+        fresh.token,
+        fresh.user_agent,
+        fresh.gateway_for(),
+    )
+
+
 class GatewayService:
     """Leases accounts and keeps a :class:`Connection` running for each one held."""
 
@@ -411,12 +458,33 @@ class GatewayService:
             else:
                 logger.warning("lost the lease of discord account %s", account_id)
                 await self._drop(account_id)
-        for account_id, task in list(self._tasks.items()):
-            if task.done():
-                await self._drop(account_id)  # fatal: the account was disabled
-        plans = await self._lease_sync(lambda: _plans(self.account_ids))
-        for plan in plans:
-            if plan.account_id in self.connections:
+        ended = [account_id for account_id, task in self._tasks.items() if task.done()]
+        for account_id in ended:
+            await self._drop(account_id)  # fatal: the account was disabled
+        planned = await self._lease_sync(lambda: _plans(self.account_ids))
+        plans = {plan.account_id: plan for plan in planned}
+        # A held account no longer planned — switched off (by an operator, or by a tenant on
+        # its own account), removed, or its stored settings unusable — is disconnected now and
+        # its lease given back: the session must not stay open with that token. Its tasks still
+        # running lose nothing: the lifecycle polls them on whatever the account's state, and
+        # the engine's poll reads the channel back over REST once the gateway has been silent
+        # about a live job for ``engine.RECOVER_AFTER_SECONDS`` (and answers a form the bot
+        # opened, presses a video's clips), so they end as they would have, only later. Keeping
+        # the session for them would keep a switched-off account connected for as long as its
+        # jobs run, and could not tell a forgotten row from a running job.
+        gone = sorted({*ended, *self.connections} - plans.keys())
+        for account_id in gone:
+            if account_id in self.connections:
+                logger.info("discord account %s is no longer served: disconnected", account_id)
+                await self._drop(account_id)
+        if gone:
+            await self._lease_sync(
+                functools.partial(leases.lease_release, holder=self.holder, account_ids=gone)
+            )
+        for plan in plans.values():
+            held = self.connections.get(plan.account_id)
+            if held is not None:
+                await self._refresh(held, plan, http)
                 continue
             lease = await self._lease_sync(
                 functools.partial(
@@ -430,14 +498,44 @@ class GatewayService:
                 lease.sequence,
                 lease.user_id,
             )
-            plan.holder = self.holder
-            self._valid_until[plan.account_id] = started + self.ttl
-            connection = Connection(plan, http=http, handle=self._sync, sink=self.sink)
-            self.connections[plan.account_id] = connection
-            self._tasks[plan.account_id] = asyncio.ensure_future(connection.run())
+            self._start(plan, http, valid_until=started + self.ttl)
             logger.info(
                 "discord account %s (%s) leased by %s", plan.account_id, plan.name, self.holder
             )
+
+    def _start(self, plan: AccountPlan, http: aiohttp.ClientSession, *, valid_until: float) -> None:
+        plan.holder = self.holder
+        self._valid_until[plan.account_id] = valid_until
+        connection = Connection(plan, http=http, handle=self._sync, sink=self.sink)
+        self.connections[plan.account_id] = connection
+        self._tasks[plan.account_id] = asyncio.ensure_future(connection.run())
+
+    async def _refresh(
+        self, held: Connection, plan: AccountPlan, http: aiohttp.ClientSession
+    ) -> None:
+        """A held account's stored settings, read again this round. Ones that connect alike
+        are taken as they are; a new token, user agent or gateway address needs a new
+        connection (the lease stays ours): with the same token it resumes the session, so
+        nothing Discord sent meanwhile is missed; with another token the old session is ended
+        (1000) and the new one identifies afresh — a session belongs to the token that opened
+        it, and the old one may soon be logged out (Discord then closes its session with 4004,
+        which would have switched the account off although the stored token is good)."""
+        if connects_alike(held.settings, plan.settings):
+            held.use(plan.settings)
+            return
+        valid_until = self._valid_until.get(plan.account_id)
+        if valid_until is None:
+            return  # let go meanwhile (``_expire``): the next round leases it again
+        same_token = held.settings.token == plan.settings.token
+        if same_token:
+            plan.session_id, plan.sequence, plan.user_id = (
+                held.session_id,
+                held.sequence,
+                held.user_id,
+            )
+        logger.info("discord account %s: settings changed, connecting again", plan.account_id)
+        await self._drop(plan.account_id, code=4000 if same_token else 1000)
+        self._start(plan, http, valid_until=valid_until)
 
     async def _expire(self) -> None:
         """A lease we could not renew in time may already be someone else's: let go first."""
@@ -447,12 +545,12 @@ class GatewayService:
                 logger.warning("discord account %s: lease not renewed in time", account_id)
                 await self._drop(account_id)
 
-    async def _drop(self, account_id: int) -> None:
+    async def _drop(self, account_id: int, *, code: int = 1000) -> None:
         connection = self.connections.pop(account_id, None)
         task = self._tasks.pop(account_id, None)
         self._valid_until.pop(account_id, None)
         if connection is not None:
-            await connection.stop()
+            await connection.stop(code=code)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
