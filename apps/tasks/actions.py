@@ -430,6 +430,19 @@ EXTEND_HIGH, EXTEND_LOW = _extend("high"), _extend("low")
 VIDEO_MOTIONS: tuple[str, ...] = ("low", "high")
 #: Batch sizes Midjourney offers for video (``--bs``).
 VIDEO_BATCH_SIZES: tuple[int, ...] = (1, 2, 4)
+#: Midjourney's clip lengths: a new clip runs 5 s, an extension adds 4 s, up to 21 s in all.
+VIDEO_CLIP_SECONDS = 5
+VIDEO_EXTEND_SECONDS = 4
+VIDEO_MAX_SECONDS = 21
+#: A VIDEO task's params: how long its clips are once made, in seconds (a new clip's
+#: ``VIDEO_CLIP_SECONDS``, an extension its video's plus ``VIDEO_EXTEND_SECONDS``).
+VIDEO_SECONDS = "seconds"
+
+
+def video_extendable(seconds: int) -> bool:
+    """Whether a clip ``seconds`` long can be extended once more without passing the limit."""
+    return seconds + VIDEO_EXTEND_SECONDS <= VIDEO_MAX_SECONDS
+
 
 DESCRIBED_PROMPT = PressSpec(
     key="picreader",

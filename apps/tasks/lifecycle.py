@@ -53,7 +53,7 @@ from apps.engines.models import Health, UpstreamAccount
 from apps.engines.notify import account_cooling_down
 
 from . import rows, storage
-from .actions import action_spec
+from .actions import VIDEO_SECONDS, action_spec, video_extendable
 from .buttons import buttons_for, resolve_custom_id
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
@@ -443,7 +443,9 @@ def task_succeed(*, task_id: str, outcome: PollResult, poll_token: str | None = 
             raise
     task = Task.objects.get(pk=task_id)
     job_hash = secrets.token_hex(16)
-    buttons = [b.as_dict() for b in _buttons(task.action, job_hash, result, outcome)]
+    buttons = [
+        b.as_dict() for b in _buttons(task.action, job_hash, result, outcome, task.params or {})
+    ]
     properties = {**(task.properties or {}), **outcome.properties}
     if result:
         properties["jobHash"] = job_hash
@@ -530,10 +532,19 @@ def _video_clips(outcome: PollResult) -> list[bytes]:
     return clips
 
 
-def _buttons(action: str, job_hash: str, result: dict[str, Any], outcome: PollResult) -> list[Any]:
+def _buttons(
+    action: str,
+    job_hash: str,
+    result: dict[str, Any],
+    outcome: PollResult,
+    params: Mapping[str, Any],
+) -> list[Any]:
     if action == Action.SWAP_FACE:
         return []
     if action == Action.VIDEO:
+        if not _video_extendable(params, outcome):
+            # Another 4 s would pass Midjourney's limit: an Extend could only fail.
+            return []
         # Extend buttons for the clips this batch has (1, 2 or 4).
         clips = len(result.get("videos") or [])
         return [
@@ -546,6 +557,17 @@ def _buttons(action: str, job_hash: str, result: dict[str, Any], outcome: PollRe
     if not result:
         return []
     return buttons_for(action, job_hash=job_hash, is_grid=bool(result.get("is_grid")))
+
+
+def _video_extendable(params: Mapping[str, Any], outcome: PollResult) -> bool:
+    """Whether a finished video can be extended once more: by the length its task recorded,
+    else (a task accepted before lengths were recorded) the length its engine reported."""
+    seconds = params.get(VIDEO_SECONDS)
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        seconds = outcome.properties.get("videoDuration")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+        return True  # not known: the extend's own submit decides
+    return video_extendable(round(seconds))
 
 
 # --- running ---------------------------------------------------------------------------------

@@ -9,9 +9,12 @@ upstream reaches us, when that is not ``PUBLIC_BASE_URL``); its encrypted ``secr
   ``/mj/insight-face/swap`` with our stored input images as data URLs. A follow-up goes to
   ``/mj/submit/action`` with the *upstream's* task id and customId (see ``mapping``); when the
   upstream answers 21 the second step is sent to ``/mj/submit/modal`` with the prompt and, for
-  Vary (Region), the mask. Every job carries ``state = "mjgate:<our task id>"``, which is how
-  ``find_job`` recognises a job an interrupted submit already started — that is what makes
-  submits safe to resume (``idempotent_submit``).
+  Vary (Region), the mask. A manual animate or extend asking for a batch, loop, end frame or
+  motion the upstream's button cannot carry goes to ``/mj/submit/video`` with them as fields
+  instead (the parent's image, or ``action: extend``). Every job carries
+  ``state = "mjgate:<our task id>"``, which is how ``find_job`` recognises a job an
+  interrupted submit already started — that is what makes submits safe to resume
+  (``idempotent_submit``).
 * **Poll.** One ``POST /mj/task/list-by-condition`` covers every in-flight task of the
   account: the answer is kept in the cache for ``MJPROXY_POLL_CACHE_SECONDS`` so the per-task
   poll steps of one round share it. Upstreams without that endpoint are asked per task
@@ -85,6 +88,7 @@ EDITS_PATH = "/mj/submit/edits"
 RETEXTURE_PATH = "/mj/submit/retexture"
 #: trueai-org's Plus route for video (absent from novicezk's proxy).
 VIDEO_PATH = "/mj/submit/video"
+ACTION_PATH = "/mj/submit/action"
 #: Our "Animate Manually" button (the id of Midjourney's animate form).
 _MANUAL_ANIMATE = re.compile(
     r"^MJ::AnimateModal::(?P<hash>[^:\s]+)::(?P<n>\d+)::(?P<motion>low|high)::0$"
@@ -131,6 +135,27 @@ def _video_batch(params: Mapping[str, Any]) -> int:
     except (TypeError, ValueError, OverflowError):
         size = MAX_VIDEO_BATCH
     return max(1, min(size, MAX_VIDEO_BATCH))
+
+
+def _is_extend(params: Mapping[str, Any]) -> bool:
+    """An extension: our route's ``extend``, or a pressed Extend button (``…_extend``)."""
+    return bool(params.get("extend")) or str(params.get("variant", "")).endswith("_extend")
+
+
+def _own_video_settings(params: Mapping[str, Any]) -> bool:
+    """Whether a manual animate or extend (Animate Manually, a remixed Animate/Extend) asks
+    for what the upstream's button cannot carry: a batch other than 4, a loop, an end frame
+    or the other motion. Its form takes only a prompt, so such a job goes to the video route
+    with the settings as fields instead."""
+    if not params.get("manual"):
+        return False
+    button_motion = "high" if "high" in str(params.get("variant", "")) else "low"
+    return (
+        _video_batch(params) != MAX_VIDEO_BATCH
+        or bool(params.get("loop"))
+        or bool(params.get("end_frame"))
+        or str(params.get("motion") or button_motion) != button_motion
+    )
 
 
 def _bool(value: Any) -> bool:
@@ -269,7 +294,12 @@ class MjproxyEngine(Engine):
                 error_code=ErrorCode.UNSUPPORTED_BY_UPSTREAM,
             )
         accepted = self._accepted(answer)
-        if is_remixed(job.params) and not accepted.modal and accepted.job_id:
+        if (
+            path == ACTION_PATH
+            and is_remixed(job.params)
+            and not accepted.modal
+            and accepted.job_id
+        ):
             self._refuse_unremixed(client, job, accepted.job_id)
         job_id = self._second_step(client, job, accepted)
         self._recovered(job.account)
@@ -342,6 +372,10 @@ class MjproxyEngine(Engine):
         body = self._common(job)
         params = job.params
         if job.parent is not None and params.get("custom_id"):
+            if job.action == Action.VIDEO and _own_video_settings(params):
+                # The upstream's animate/extend form would drop them (see the function).
+                body["mode"] = job.mode
+                return VIDEO_PATH, self._video_body(job, body, [])
             body.update(
                 taskId=self._parent_job(job.account, job.parent),
                 customId=self._their_custom_id(client, job, job.parent),
@@ -349,7 +383,7 @@ class MjproxyEngine(Engine):
             if is_remixed(params):
                 # The Plus proxies answer 21 and take the remix prompt in /mj/submit/modal.
                 body["enableRemix"] = True
-            return "/mj/submit/action", body
+            return ACTION_PATH, body
         # New work runs in the task's mode; upstreams that do not know the field ignore it.
         body["mode"] = job.mode
         inputs = [_data_url(image) for image in job.images]
@@ -398,7 +432,8 @@ class MjproxyEngine(Engine):
 
     def _video_body(self, job: Job, body: dict[str, Any], inputs: list[str]) -> dict[str, Any]:
         """trueai-org's ``/mj/submit/video`` body for a start frame, a parent image or an
-        extension (``action: extend`` with the upstream's task id and the clip's index).
+        extension (``action: extend`` with the upstream's task id and the clip's index) —
+        our video route's, or a manual animate/extend press's with settings of its own.
 
         Field names and values as its ``SubmitVideoDTO`` has them
         (trueai-org/midjourney-proxy ``src/Midjourney.Base/Dto/SubmitVideoDTO.cs``): the start
@@ -418,7 +453,7 @@ class MjproxyEngine(Engine):
             body["endImage"] = _data_url(ends[0])
         index = int(params.get("index") or 1)
         parent = job.parent
-        if params.get("extend"):
+        if _is_extend(params):
             if parent is None:
                 raise PermanentEngineError(
                     "Extending needs the video task.", error_code=ErrorCode.INVALID_PARAMETER
@@ -524,7 +559,9 @@ class MjproxyEngine(Engine):
     def _modal(self, client: MjproxyClient, job: Job, job_id: str) -> str:
         """Send the second step of a two-step action (vary region, custom zoom, remix …)."""
         body: dict[str, Any] = {"taskId": job_id, "prompt": job.prompt}
-        if job.mask is not None:
+        if job.mask is not None and job.action != Action.REROLL:
+            # Vary (Region)'s mask; an edit's reroll keeps its mask for engines that re-run
+            # the edit, but a remixed reroll's form takes only the prompt.
             body["maskBase64"] = _data_url(job.mask)
         answer = client.post("/mj/submit/modal", body)
         if answer.status == 404 and not isinstance(answer.data, Mapping):

@@ -302,6 +302,11 @@ def render_result(job: Job) -> PollResult:
         parent = job.parent
         # A remixed reroll runs the prompt given in the remix step.
         prompt = parent.prompt if parent and not is_remixed(params) else job.prompt
+        # SPEC §4.3: a reroll is its parent's action again, on that action's own inputs.
+        if params.get("reroll_of") == Action.EDIT and job.images and job.mask is not None:
+            return _grid(render_edit(_inputs(job)[0], _mask(job), prompt, seed), seed)
+        if params.get("reroll_of") == Action.RETEXTURE and job.images:
+            return _grid(render_retexture(_inputs(job)[0], prompt, seed), seed)
         image = render.render_grid(prompt, seed, _aspect(prompt))
         return _grid(apply_references(image, job.references), seed)
     if action == Action.UPSCALE:

@@ -179,7 +179,8 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         help_text=(
             "A press of a variation, reroll or pan: `true` waits in MODAL for the (changed) "
             "prompt, `false` never does; left out, the key's remix default decides. A new "
-            "task: remix mode for its follow-ups. A `prompt` on such a press remixes at once."
+            "task (not VIDEO): remix mode for its follow-ups. A `prompt` on such a press "
+            "remixes at once."
         ),
     )
     webhook_url = serializers.CharField(required=False, allow_blank=True)
@@ -233,6 +234,14 @@ def _video_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
         )
     if "dimensions" in attrs:
         raise serializers.ValidationError({"dimensions": "VIDEO takes no dimensions."})
+    if "mask" in attrs:
+        raise serializers.ValidationError(
+            {"mask": "VIDEO takes no mask; only the editor (EDIT) and VARY_REGION do."}
+        )
+    if "remix" in attrs:
+        raise serializers.ValidationError(
+            {"remix": "VIDEO takes no remix; press Extend with remix to guide an extension."}
+        )
     return attrs
 
 

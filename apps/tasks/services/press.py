@@ -20,7 +20,16 @@ from apps.core.errors import NotFound, ValidationFailed
 
 from .. import prompt as prompts
 from .. import storage
-from ..actions import PRESSES, ButtonRef, ByName, BySpec, ModalStep, PressSpec
+from ..actions import (
+    PRESSES,
+    VIDEO_CLIP_SECONDS,
+    VIDEO_SECONDS,
+    ButtonRef,
+    ByName,
+    BySpec,
+    ModalStep,
+    PressSpec,
+)
 from ..buttons import (
     Button,
     ButtonAction,
@@ -49,10 +58,19 @@ from .inputs import (
     load_image,
     parse_checked,
 )
-from .pricekeys import DRAFT
+from .pricekeys import DRAFT, RESOLUTION
 from .references import REFERENCES, rehost_prompt_urls, with_rehosted
 from .translation import prompt_for_upstream
-from .video import END_FRAME, END_REFERENCE, take_video_flags, video_batch_size, video_motion
+from .video import (
+    END_FRAME,
+    END_REFERENCE,
+    SD,
+    extension_params,
+    is_extend,
+    take_video_flags,
+    video_batch_size,
+    video_motion,
+)
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,17 @@ def _follow_up(
             params[REFERENCES] = parent.params[REFERENCES]
         if "dimensions" in (parent.params or {}):
             params["dimensions"] = parent.params["dimensions"]
+        if params["reroll_of"] == Action.EDIT and (parent.params or {}).get("mask"):
+            # An edit's reroll repaints the same area of the same picture.
+            params["mask"] = parent.params["mask"]
+    if press.action == Action.VIDEO:
+        # An extension continues its video (its resolution, its length so far: refused past
+        # the limit before anything is held); an animate starts a new SD clip.
+        params.update(
+            extension_params(parent, field="button")
+            if is_extend(params)
+            else {RESOLUTION: SD, VIDEO_SECONDS: VIDEO_CLIP_SECONDS}
+        )
     return Task(
         organization=caller.organization,
         api_key=caller.api_key,
@@ -296,7 +325,9 @@ def _second_step(task: Task, *, prompt: str | None, mask: Any) -> _SecondStep:
             )
         decoded = load_image(mask, field="mask")
     # Before anything is stored: a banned word in the translation still refuses the step.
-    upstream = prompt_for_upstream(organization=task.organization, parsed=parsed)
+    upstream = prompt_for_upstream(
+        organization=task.organization, parsed=parsed, allow_zoom=step == ModalStep.ZOOM
+    )
     files: list[str] = []
     try:
         if decoded is not None:
@@ -447,6 +478,10 @@ def task_press(
         # an upstream runs it as a remixed press.
         task.params = {**task.params, REMIXED: True, "motion": _motion_of(task.params)}
     task.prompt_en = _starting_prompt(parent, press, pressed.index)
+    if press.modal == ModalStep.PROMPT:
+        # The new task runs the chosen prompt, not its parent's (a describe has none, a
+        # shorten the long one); a prompt given in the second step replaces it.
+        task.prompt = task.prompt_en
     task.properties = {"finalPrompt": task.prompt_en}
     if modal is None:
         task.status = Status.MODAL

@@ -3,7 +3,8 @@
 Midjourney's video model (V1) makes a batch of short clips from one image: automatically (no
 prompt) or guided by a prompt ("manual"), with low or high motion, optionally looping back to
 its first frame or ending on another image (``--end <url>``, the end frame), in SD (480p) or
-HD (720p, FAST/TURBO only, priced apart); a clip is then extended four seconds at a time. Every dialect reaches it
+HD (720p, FAST/TURBO only, priced apart); a clip is then extended four seconds at a time, up
+to 21 seconds (refused at submit past that). Every dialect reaches it
 through :func:`task_submit_video` (the upscale buttons "Animate (High/Low motion)" and a
 video's "Extend" buttons go through ``task_press`` like any button, and land in the same
 engine code). Errors name domain fields: ``motion``, ``batch_size``, ``images``, ``parent``,
@@ -19,7 +20,15 @@ from typing import Any
 from apps.core.errors import NotFound
 
 from .. import prompt as prompts
-from ..actions import VIDEO_BATCH_SIZES, VIDEO_MOTIONS
+from ..actions import (
+    VIDEO_BATCH_SIZES,
+    VIDEO_CLIP_SECONDS,
+    VIDEO_EXTEND_SECONDS,
+    VIDEO_MAX_SECONDS,
+    VIDEO_MOTIONS,
+    VIDEO_SECONDS,
+    video_extendable,
+)
 from ..enums import Action, Mode, Status
 from ..errors import FIELD, InputError, ParentNotFound
 from ..imageinput import DecodedImage
@@ -187,6 +196,48 @@ def _video_parent(caller: Caller, parent_id: str, *, extend: bool, index: int | 
     return parent
 
 
+def video_seconds(task: Task) -> int:
+    """How long the clips of the VIDEO ``task`` are: as recorded at its submit, else (a task
+    accepted before lengths were recorded) counted along its chain of extensions."""
+    seconds = 0
+    current: Task | None = task
+    for _ in range(VIDEO_MAX_SECONDS):  # bounded: a chain longer than the limit cannot exist
+        if current is None:
+            break
+        params = current.params or {}
+        recorded = params.get(VIDEO_SECONDS)
+        if isinstance(recorded, int) and not isinstance(recorded, bool):
+            return seconds + recorded
+        if not is_extend(params):
+            return seconds + VIDEO_CLIP_SECONDS
+        seconds += VIDEO_EXTEND_SECONDS
+        current = current.parent
+    return seconds + VIDEO_CLIP_SECONDS
+
+
+def is_extend(params: dict[str, Any]) -> bool:
+    """Whether a VIDEO task's params extend a clip (our route's ``extend``, or an Extend press)."""
+    return bool(params.get("extend")) or str(params.get("variant", "")).endswith("_extend")
+
+
+def extension_params(video: Task, *, field: str) -> dict[str, Any]:
+    """What an extension of ``video`` inherits: its resolution (an extension continues its
+    frames) and its length plus ``VIDEO_EXTEND_SECONDS``. Refused (naming ``field``) when
+    that would pass Midjourney's limit, before anything is held."""
+    seconds = video_seconds(video)
+    if not video_extendable(seconds):
+        raise InputError(
+            f"A video can be extended up to {VIDEO_MAX_SECONDS} seconds; this one is already "
+            f"{seconds} s long, and an extension adds {VIDEO_EXTEND_SECONDS} s.",
+            field=field,
+            details={"video_seconds": seconds, "max_seconds": VIDEO_MAX_SECONDS},
+        )
+    return {
+        RESOLUTION: (video.params or {}).get(RESOLUTION) or SD,
+        VIDEO_SECONDS: seconds + VIDEO_EXTEND_SECONDS,
+    }
+
+
 def _index(value: Any) -> int | None:
     if value in (None, ""):
         return None
@@ -266,9 +317,11 @@ def task_submit_video(
             field="end_image",
         )
     chosen_resolution = video_resolution(resolution)
+    length = VIDEO_CLIP_SECONDS
     if extend and parent is not None:
         # An extension continues its video's frames, so it is made at that video's resolution.
-        made_at = (parent.params or {}).get(RESOLUTION) or SD
+        inherited = extension_params(parent, field="parent")
+        made_at, length = inherited[RESOLUTION], inherited[VIDEO_SECONDS]
         if resolution not in (None, "") and chosen_resolution != made_at:
             raise InputError(
                 f"An extension keeps its video's resolution ({made_at}); {FIELD} "
@@ -314,6 +367,7 @@ def task_submit_video(
         "extend": extend,
         "manual": parsed is not None,
         RESOLUTION: chosen_resolution,
+        VIDEO_SECONDS: length,
     }
     if parent is not None:
         params["index"] = position or 1

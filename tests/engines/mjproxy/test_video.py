@@ -134,7 +134,9 @@ def test_animate_manually_is_the_animate_press_with_remix_and_its_prompt_upstrea
 ):
     """Discord has no "Animate Manually" button: the engine presses the upstream's animate with
     enableRemix (answered 21, Midjourney's MJ::AnimateModal form) and sends the prompt in
-    /mj/submit/modal."""
+    /mj/submit/modal — when the prompt asks for nothing the button does not do already (a
+    ``--motion`` equal to the button's); other settings go to the video route
+    (test_video_manual_settings.py)."""
     mjproxy_account(fake)
     caller = _caller(funded, live_key)
     grid = _finish(fake, task_submit(caller=caller, action=Action.IMAGINE, prompt="a fox").task.pk)
@@ -144,11 +146,13 @@ def test_animate_manually_is_the_animate_press_with_remix_and_its_prompt_upstrea
     manual = f"MJ::AnimateModal::{auto.split('::')[4]}::1::high::0"
     waiting = task_press(caller=caller, parent_id=upscale.pk, custom_id=manual).task
     assert waiting.status == Status.MODAL
-    task_submit_modal(caller=caller, task_id=waiting.pk, prompt="the fox runs --bs 1")
+    task_submit_modal(caller=caller, task_id=waiting.pk, prompt="the fox runs --motion high")
     video = _finish(fake, waiting.pk)
     sent = fake.submits("/mj/submit/action")[-1].body
     assert sent["taskId"] == upscale.upstream_job_id and sent["enableRemix"] is True
     assert sent["customId"].startswith("MJ::JOB::animate_high::")
     (modal,) = fake.requests_to("/mj/submit/modal")
     assert modal.body == {"taskId": video.upstream_job_id, "prompt": "the fox runs"}
+    assert fake.submits("/mj/submit/video") == []
+    assert len(video.result["videos"]) == 4
     assert _codec(video.result["videos"][0]) == "h264"
