@@ -3,8 +3,9 @@
 Nothing here trusts the code that wrote the rows. The audit recomputes every organization's
 balance from its entries, walks each organization's ``available_after``/``held_after`` chain in
 id order (the ledger's balance lock makes id order the order of movements), checks that every
-entry has the shape its kind requires, and that every task with a hold was settled exactly as
-its status demands.
+entry has the shape its kind requires, that every task with a hold was settled exactly as
+its status demands, that a refund linked to a task gives back at most what the task was
+charged, once, that no test task moved tokens, and that every accepted live task was held.
 
 It reads in chunks (keyset pagination, constant memory per chunk plus two integers per
 organization) and, on PostgreSQL, inside one REPEATABLE READ READ ONLY transaction, so a ledger
@@ -20,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Concat
 
 from apps.accounts.models import Organization
 from apps.tasks.enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 from apps.tasks.models import Task
 
-from .ledger import task_rest_key
+from .ledger import task_hold_key, task_refund_key, task_rest_key
 from .models import Balance, EntryKind, LedgerEntry
 
 #: progress(phase, done, total)
@@ -34,6 +36,9 @@ Progress = Callable[[str, int, int], None]
 
 SETTLE_KINDS = (EntryKind.CAPTURE, EntryKind.RELEASE)
 TASK_KINDS = (EntryKind.HOLD, *SETTLE_KINDS)
+#: What the task walk reads of a task's entries: its hold, settle and refund (a refund linked
+#: to a task gives its captured price back; the clawback's refund names no task).
+TASK_WALK_KINDS = (*TASK_KINDS, EntryKind.REFUND)
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,14 @@ def _check_task(
                     actual=entry["organization_id"],
                 )
             )
+    if task["is_test"] and any(e["kind"] in TASK_KINDS for e in entries):
+        # A test key's task runs on the sandbox pool and holds nothing (acceptance skips the
+        # hold): any hold, capture or release of one moved real tokens.
+        drift(
+            "a test task moved tokens",
+            expected="no hold, capture or release",
+            actual=sorted(e["kind"] for e in entries if e["kind"] in TASK_KINDS),
+        )
     holds = [e for e in entries if e["kind"] == EntryKind.HOLD]
     # The rest of a hold given back after a smaller capture (own account's platform fee) is
     # not a settle of its own: it must come with a capture, and the two must add up.
@@ -302,6 +315,9 @@ def _check_task(
             else "the task was settled more than once"
         )
         drift(message, expected="one capture or release", actual=kinds)
+    refunds = [e for e in entries if e["kind"] == EntryKind.REFUND]
+    if refunds:
+        _check_task_refund(task, refunds, settles, drift)
     if not holds:
         return
     if status in TERMINAL_STATUSES:
@@ -325,9 +341,50 @@ def _check_task(
             )
 
 
+def _check_task_refund(
+    task: Mapping[str, Any],
+    refunds: list[Mapping[str, Any]],
+    settles: list[Mapping[str, Any]],
+    drift: Callable[..., None],
+) -> None:
+    """A refund linked to a task gives back what the task paid, once (``ledger_refund_task``):
+    a single positive entry keyed ``task:<id>:refund``, on a live task whose settle was a
+    capture, at most what was captured. Anything else made tokens out of nothing."""
+    task_id = task["id"]
+    amounts = [e["delta_available"] for e in refunds]
+    if len(refunds) > 1:
+        drift("the task was refunded more than once", expected=1, actual=amounts)
+    for refund in refunds:
+        if refund["idempotency_key"] != task_refund_key(task_id):
+            drift(
+                "a refund linked to the task is not the task's refund",
+                expected=task_refund_key(task_id),
+                actual=refund["idempotency_key"],
+            )
+        if refund["delta_available"] <= 0:
+            drift(
+                "a refund linked to the task does not give tokens back",
+                expected="> 0",
+                actual=refund["delta_available"],
+            )
+    captures = [e for e in settles if e["kind"] == EntryKind.CAPTURE]
+    if task["is_test"] or len(settles) != 1 or not captures or captures[0]["delta_held"] == 0:
+        drift(
+            "the task was refunded but never charged",
+            expected="one capture",
+            actual=sorted(e["kind"] for e in settles) or "nothing",
+        )
+        return
+    captured = -captures[0]["delta_held"]
+    given_back = sum(a for a in amounts if a > 0)
+    if given_back > captured:
+        drift("the task was refunded more than it was charged", captured, given_back)
+
+
 def _walk_tasks(report: LedgerReport, *, chunk_size: int, progress: Progress | None) -> None:
-    """Pass 3: every task with a hold, capture or release is settled as its status demands."""
-    with_task = LedgerEntry.objects.filter(task__isnull=False, kind__in=TASK_KINDS)
+    """Pass 3: every task with a hold, capture, release or refund is settled (and refunded) as
+    its status demands."""
+    with_task = LedgerEntry.objects.filter(task__isnull=False, kind__in=TASK_WALK_KINDS)
     total = with_task.values("task_id").distinct().count()
     last_task = ""
     done = 0
@@ -344,13 +401,21 @@ def _walk_tasks(report: LedgerReport, *, chunk_size: int, progress: Progress | N
         for row in (
             with_task.filter(task_id__in=task_ids)
             .order_by("id")
-            .values("id", "task_id", "organization_id", "kind", "delta_held", "idempotency_key")
+            .values(
+                "id",
+                "task_id",
+                "organization_id",
+                "kind",
+                "delta_available",
+                "delta_held",
+                "idempotency_key",
+            )
         ):
             entries[row["task_id"]].append(row)
         tasks: dict[str, Mapping[str, Any]] = {
             row["id"]: row
             for row in Task.objects.filter(id__in=task_ids).values(
-                "id", "organization_id", "status"
+                "id", "organization_id", "status", "is_test"
             )
         }
         for task_id in task_ids:
@@ -360,6 +425,55 @@ def _walk_tasks(report: LedgerReport, *, chunk_size: int, progress: Progress | N
         if progress:
             progress("tasks", done, total)
     report.tasks = done
+
+
+def _walk_unheld_tasks(report: LedgerReport, *, chunk_size: int, progress: Progress | None) -> None:
+    """Pass 4: every live task that was accepted was held. Acceptance prices a task, sets its
+    ``submitted_at`` and holds its price (0 included) in one transaction; a test key's task
+    holds nothing, and a MODAL task is not accepted until its second step. So a live task with
+    ``submitted_at`` and no ``task:<id>:hold`` entry ran (or runs) without paying, and pass 3,
+    which starts from the entries, cannot see it.
+
+    Walks the task table by primary key in chunks: per chunk, the key of its last row (an
+    index-only read of ``chunk_size`` keys), then one statement for the chunk's offenders,
+    each hold looked up by the ledger's unique ``(organization, idempotency_key)`` index."""
+    before, after = task_hold_key("|").split("|")
+    hold = LedgerEntry.objects.filter(
+        organization_id=OuterRef("organization_id"),
+        idempotency_key=Concat(Value(before), OuterRef("pk"), Value(after)),
+    )
+    live_accepted = Q(is_test=False, submitted_at__isnull=False) & ~Q(status=Status.MODAL)
+    tasks = Task.objects.order_by("pk")
+    total = tasks.count() if progress else 0
+    last: str | None = None
+    done = reported = 0
+    while True:
+        page = tasks if last is None else tasks.filter(pk__gt=last)
+        upper = list(page.values_list("pk", flat=True)[chunk_size - 1 : chunk_size])
+        chunk = page.filter(pk__lte=upper[0]) if upper else page
+        offenders = (
+            chunk.filter(live_accepted)
+            .exclude(Exists(hold))
+            .values_list("pk", "organization_id", "status")
+        )
+        for task_id, organization_id, status in offenders:
+            report.add(
+                Drift(
+                    check="settle",
+                    organization_id=organization_id,
+                    task_id=task_id,
+                    message=f"the live task was accepted ({status}) but never held",
+                    expected=task_hold_key(task_id),
+                    actual="nothing",
+                )
+            )
+        done = done + chunk_size if upper else total
+        if progress and (upper or done != reported):
+            reported = min(done, total)
+            progress("accepted tasks", reported, total)
+        if not upper:
+            break
+        last = upper[0]
 
 
 def _compare_unfinished_counters(report: LedgerReport) -> None:
@@ -397,5 +511,6 @@ def ledger_audit(
         sums = _walk_entries(report, chunk_size=chunk_size, progress=progress)
         _compare_balances(report, sums, chunk_size=chunk_size, progress=progress)
         _walk_tasks(report, chunk_size=chunk_size, progress=progress)
+        _walk_unheld_tasks(report, chunk_size=chunk_size, progress=progress)
         _compare_unfinished_counters(report)
     return report

@@ -250,28 +250,39 @@ def ledger_adjust(
     )
 
 
+#: The idempotency keys of a task's own movements (hold, settle, rest, refund, clawback): only
+#: this module's task functions write them, never a caller's key.
+TASK_KEY_PREFIX = "task:"
+
+
 def ledger_refund(
     *,
     organization: Organization,
     amount: int,
     reason: str,
     idempotency_key: str,
-    task: Task | None = None,
     stripe_object_id: str = "",
     operator: User | None = None,
 ) -> LedgerEntry:
-    """A refund: positive credits the customer (a task refund), negative claws back a top-up."""
+    """A refund not linked to a task: positive credits the customer, negative claws back a
+    top-up. A task's price is given back only by :func:`ledger_refund_task`, which checks what
+    was captured; so this function takes no task, and refuses the ledger's task keys (a refund
+    keyed ``task:<id>:refund`` here would pass for that task's refund)."""
     amount = _tokens(amount, what="A refund")
     if amount == 0:
         raise ValidationFailed("A refund must not be zero.")
     reason = _reason(reason, what="A refund")
+    if (idempotency_key or "").startswith(TASK_KEY_PREFIX):
+        raise ValidationFailed(
+            f"A refund's idempotency key cannot start with {TASK_KEY_PREFIX!r}: a task's "
+            "refund goes through ledger_refund_task."
+        )
     return _post(
         organization_id=organization.pk,
         kind=EntryKind.REFUND,
         delta_available=amount,
         delta_held=0,
         idempotency_key=idempotency_key,
-        task=task,
         stripe_object_id=stripe_object_id,
         operator=operator,
         reason=reason,
@@ -351,7 +362,9 @@ def ledger_refund_task(*, task: Task, operator: User | None, reason: str) -> Led
     """Give a charged task's price back: a refund entry linked to the task, at most once.
 
     Only a task whose hold was captured can be refunded (a released or test task cost nothing).
-    A second call returns the first refund and moves nothing.
+    A second call returns the first refund and moves nothing. The amount refunded is kept on the
+    task (``Task.tokens_refunded``) in the same transaction, so what the task shows as charged
+    (``Task.tokens_charged``: TTAPI's ``quota``, the dashboard) is what the ledger says it cost.
     """
     reason = _reason(reason, what="A task refund")
     with transaction.atomic():
@@ -364,7 +377,7 @@ def ledger_refund_task(*, task: Task, operator: User | None, reason: str) -> Led
             raise ValidationFailed(
                 f"Task {task.pk} was not charged, so there is nothing to refund."
             )
-        return _apply(
+        refund = _apply(
             balance=balance,
             kind=EntryKind.REFUND,
             delta_available=-settled.delta_held,
@@ -374,6 +387,12 @@ def ledger_refund_task(*, task: Task, operator: User | None, reason: str) -> Led
             operator=operator,
             reason=reason,
         )
+        # The task's own class: the ledger is a leaf and imports no task model at runtime.
+        type(task)._default_manager.filter(pk=task.pk).update(
+            tokens_refunded=refund.delta_available
+        )
+        task.tokens_refunded = refund.delta_available
+        return refund
 
 
 #: The hold of a task: the database function ``ledger_task_hold`` (migration ``billing.0009``),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -11,7 +12,7 @@ from apps.core.errors import NotFound
 from apps.tasks.enums import UNFINISHED_STATUSES, Mode
 from apps.tasks.models import Task
 
-from .models import PRICES_CACHE, Balance, LedgerEntry, Price, TokenPackage
+from .models import PRICES_CACHE, Balance, EntryKind, LedgerEntry, Price, TokenPackage
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,24 @@ def ledger_list(
     if task_id:
         qs = qs.filter(task_id=task_id)
     return qs.order_by("-id")
+
+
+def task_refunds_since(
+    *, since: datetime, organization: Organization | None = None
+) -> dict[str, int]:
+    """Tokens given back by task refunds (``ledger_refund_task``: a positive ``refund`` entry
+    linked to its task) made at or after ``since``, by task id: what spend figures take off the
+    captures they count (a refund always comes after its capture). An operator's action, so
+    few rows; read by the ledger's time index."""
+    refunds = LedgerEntry.objects.filter(
+        kind=EntryKind.REFUND, task__isnull=False, delta_available__gt=0, created_at__gte=since
+    )
+    if organization is not None:
+        refunds = refunds.filter(organization=organization)
+    refunded: dict[str, int] = {}
+    for task_id, amount in refunds.values_list("task_id", "delta_available"):
+        refunded[str(task_id)] = refunded.get(str(task_id), 0) + int(amount)
+    return refunded
 
 
 @dataclass(frozen=True)

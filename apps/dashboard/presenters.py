@@ -185,12 +185,15 @@ def video_download_name(task: Task, n: int) -> str:
 
 @dataclass(frozen=True)
 class Cost:
-    """What a task cost: ``paid`` tokens, and for one that was not charged what it would have."""
+    """What a task cost: ``paid`` tokens, and for one that was not charged what it would have;
+    ``refunded``: what the operator's refund of a charged task gave back (``paid`` is net of
+    it)."""
 
     paid: int
     would_have: int
     held: bool
     free: bool
+    refunded: int = 0
 
 
 def task_cost(task: Task) -> Cost:
@@ -198,9 +201,17 @@ def task_cost(task: Task) -> Cost:
     if task.is_test:
         return Cost(paid=0, would_have=0, held=False, free=True)
     if task.status == Status.SUCCESS:
-        # What the ledger took: the platform fee when the organization's own account ran it.
+        # What the ledger took (the platform fee when the organization's own account ran it),
+        # less what a refund gave back: a refunded task cost nothing, but it was not free.
         paid = task.tokens_charged
-        return Cost(paid=paid, would_have=price, held=False, free=paid == 0)
+        refunded = task.tokens_charged_before_refund - paid
+        return Cost(
+            paid=paid,
+            would_have=price,
+            held=False,
+            free=paid == 0 and refunded == 0,
+            refunded=refunded,
+        )
     if task.status in (Status.FAILURE, Status.CANCEL):
         return Cost(paid=0, would_have=price, held=False, free=price == 0)
     return Cost(paid=0, would_have=price, held=task.status != Status.MODAL, free=price == 0)

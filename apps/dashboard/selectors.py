@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDate
@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.accounts.models import Invitation, Organization, hash_invitation_token
 from apps.billing.models import EntryKind, LedgerEntry
+from apps.billing.selectors import task_refunds_since
 from apps.core.errors import NotFound
 from apps.tasks.models import Task
 
@@ -24,22 +25,27 @@ class DaySpend:
 def spend_by_day(
     *, organization: Organization, days: int = 30, today: date | None = None
 ) -> list[DaySpend]:
-    """Tokens captured (spent on successful tasks) per day, oldest first, zero days included."""
+    """Tokens captured (spent on successful tasks) per day, oldest first, zero days included;
+    a task the operator refunded (``ledger_refund_task``) is taken off the day of its capture,
+    so the chart shows what the tasks cost in the end."""
     today = today or timezone.localdate()
     first = today - timedelta(days=days - 1)
-    rows = (
-        LedgerEntry.objects.filter(
-            organization=organization,
-            kind=EntryKind.CAPTURE,
-            created_at__date__gte=first,
-            created_at__date__lte=today,
-        )
-        .annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(held=Sum("delta_held"))
-    )
+    captures = LedgerEntry.objects.filter(
+        organization=organization,
+        kind=EntryKind.CAPTURE,
+        created_at__date__gte=first,
+        created_at__date__lte=today,
+    ).annotate(day=TruncDate("created_at"))
+    rows = captures.values("day").annotate(held=Sum("delta_held"))
     # A capture moves tokens out of "held": its delta_held is minus the tokens spent.
     spent = {row["day"]: -int(row["held"] or 0) for row in rows}
+    since = timezone.make_aware(datetime.combine(first, time.min))
+    refunded = task_refunds_since(since=since, organization=organization)
+    if refunded:
+        for task_id, day, held in captures.filter(task_id__in=list(refunded)).values_list(
+            "task_id", "day", "delta_held"
+        ):
+            spent[day] -= min(refunded[str(task_id)], -int(held))
     return [
         DaySpend(day=first + timedelta(days=i), tokens=spent.get(first + timedelta(days=i), 0))
         for i in range(days)

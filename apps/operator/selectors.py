@@ -2,7 +2,8 @@
 
 Every number is one aggregate query over an indexed range — the last hour of ``created_at`` or
 ``finished_at``, the queue index ``(status, mode, submitted_at)``, the running index
-``(upstream_account, status)``, 30 days of capture entries — so the page costs the same with
+``(upstream_account, status)``, 30 days of capture entries (less the operator's task refunds
+of them, few rows by the ledger's time index) — so the page costs the same with
 a hundred tasks or ten million. Live business figures leave out test-key tasks (they run on the
 sandbox pool and move no money); account utilisation includes the sandbox pool.
 """
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from apps.accounts.models import Organization
 from apps.billing.models import EntryKind, LedgerEntry
+from apps.billing.selectors import task_refunds_since
 from apps.engines.models import UpstreamAccount
 from apps.engines.selectors import upstream_account_modes, upstream_account_usable
 from apps.tasks.enums import Mode, Status
@@ -276,49 +278,87 @@ def stats_mode_queues(*, now: datetime, accounts: list[AccountLoad]) -> list[Mod
 
 
 def stats_tokens_per_day(*, now: datetime, days: int = 30) -> list[DayTokens]:
-    """Tokens captured (successful live tasks charged) per UTC day, oldest first."""
+    """Tokens captured (successful live tasks charged) per UTC day, oldest first. A task the
+    operator refunded (``ledger_refund_task``) is taken off the day of its capture: its tokens,
+    and the task itself once all it paid was given back."""
     today = now.date()
     start_day = today - timedelta(days=days - 1)
     start = datetime.combine(start_day, datetime.min.time(), tzinfo=now.tzinfo)
+    captures = LedgerEntry.objects.filter(kind=EntryKind.CAPTURE, created_at__gte=start).annotate(
+        day=TruncDate("created_at")
+    )
     rows: dict[date, dict[str, Any]] = {
         row["day"]: dict(row)
-        for row in LedgerEntry.objects.filter(kind=EntryKind.CAPTURE, created_at__gte=start)
-        .annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(tokens=Sum("delta_held"), n=Count("pk"))
+        for row in captures.values("day").annotate(tokens=Sum("delta_held"), n=Count("pk"))
     }
+    # Refunds per capture day: (tokens given back, tasks refunded in full).
+    refunds: dict[date, list[int]] = {}
+    refunded = task_refunds_since(since=start)
+    if refunded:
+        for task_id, day, held in captures.filter(task_id__in=list(refunded)).values_list(
+            "task_id", "day", "delta_held"
+        ):
+            back = min(refunded[str(task_id)], -int(held))
+            of_day = refunds.setdefault(day, [0, 0])
+            of_day[0] += back
+            of_day[1] += int(back == -int(held))
     result = []
     for offset in range(days):
         day = start_day + timedelta(days=offset)
         row = rows.get(day) or {}
+        back, whole = refunds.get(day, (0, 0))
         result.append(
-            DayTokens(day=day, tokens=-int(row.get("tokens") or 0), tasks=int(row.get("n") or 0))
+            DayTokens(
+                day=day,
+                tokens=-int(row.get("tokens") or 0) - back,
+                tasks=int(row.get("n") or 0) - whole,
+            )
         )
     return result
 
 
 def stats_top_tenants(*, now: datetime, days: int = 30, limit: int = 10) -> list[TenantTotal]:
-    """The organizations that spent the most tokens (captures) in the last ``days``."""
+    """The organizations that spent the most tokens (captures, less the operator's refunds of
+    them) in the last ``days``."""
     since = now - timedelta(days=days)
+    captures = LedgerEntry.objects.filter(kind=EntryKind.CAPTURE, created_at__gte=since)
+    # Refunds per organization: (tokens given back, tasks refunded in full). A refund only
+    # lowers a total, so the top ``limit`` after them is among the top ``limit`` plus one per
+    # organization with a refund before them.
+    refunds: dict[int, list[int]] = {}
+    refunded = task_refunds_since(since=since)
+    if refunded:
+        for task_id, organization_id, held in captures.filter(
+            task_id__in=list(refunded)
+        ).values_list("task_id", "organization_id", "delta_held"):
+            back = min(refunded[str(task_id)], -int(held))
+            of_tenant = refunds.setdefault(organization_id, [0, 0])
+            of_tenant[0] += back
+            of_tenant[1] += int(back == -int(held))
     rows = list(
-        LedgerEntry.objects.filter(kind=EntryKind.CAPTURE, created_at__gte=since)
-        .values("organization_id")
+        captures.values("organization_id")
         .annotate(spent=Sum("delta_held"), n=Count("pk"))
-        .order_by("spent", "organization_id")[:limit]
+        .order_by("spent", "organization_id")[: limit + len(refunds)]
     )
-    names = dict(
-        Organization.objects.filter(pk__in=[r["organization_id"] for r in rows]).values_list(
-            "pk", "name"
+    totals = []
+    for row in rows:
+        back, whole = refunds.get(row["organization_id"], (0, 0))
+        totals.append(
+            (-int(row["spent"] or 0) - back, int(row["n"]) - whole, row["organization_id"])
         )
+    totals.sort(key=lambda total: (-total[0], total[2]))
+    totals = totals[:limit]
+    names = dict(
+        Organization.objects.filter(pk__in=[t[2] for t in totals]).values_list("pk", "name")
     )
     return [
         TenantTotal(
-            organization_id=row["organization_id"],
-            name=names.get(row["organization_id"], "?"),
-            tokens=-int(row["spent"] or 0),
-            tasks=int(row["n"]),
+            organization_id=organization_id,
+            name=names.get(organization_id, "?"),
+            tokens=tokens,
+            tasks=tasks,
         )
-        for row in rows
+        for tokens, tasks, organization_id in totals
     ]
 
 

@@ -143,6 +143,14 @@ class Task(models.Model):
         help_text="Tokens the ledger captured when it succeeded, written in the capture's "
         "transaction (empty until then).",
     )
+    # Nullable with no default (tasks 0024): adding it rewrites nothing, and the one-statement
+    # acceptance (``tasks_task_accept``, jsonb_populate_record) reads a missing key as null.
+    tokens_refunded = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens given back by the operator's refund of this task, written in the "
+        "refund's transaction (empty when it was not refunded).",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True, help_text="Accepted and queued.")
@@ -236,9 +244,9 @@ class Task(models.Model):
         return account is not None and account.owner_id == self.organization_id
 
     @property
-    def tokens_charged(self) -> int:
-        """What the customer paid: the price is captured only on success (the platform fee
-        when its own account ran it); test tasks are free.
+    def tokens_charged_before_refund(self) -> int:
+        """What the ledger took on success, before any refund: the price is captured only on
+        success (the platform fee when its own account ran it); test tasks are free.
 
         What the ledger captured, as recorded then: the upstream account may be deleted later
         (the task keeps no account), which must not turn a platform fee into the price. Tasks
@@ -251,6 +259,15 @@ class Task(models.Model):
         if self.served_by_own_account:
             return int(self.own_fee or 0)
         return int(self.price)
+
+    @property
+    def tokens_charged(self) -> int:
+        """What the customer paid in the end: what was captured (``tokens_charged_before_refund``)
+        less what the operator's refund gave back (``ledger_refund_task``), never below 0."""
+        captured = self.tokens_charged_before_refund
+        if captured == 0:
+            return 0
+        return max(captured - int(self.tokens_refunded or 0), 0)
 
 
 class TenantQueueCounter(models.Model):

@@ -51,7 +51,8 @@ def action_name(task: Task) -> str:
 
 
 def quota(task: Task) -> int:
-    """Tokens charged, as TTAPI reports them in ``quota``."""
+    """Tokens charged, as TTAPI reports them in ``quota``: net of an operator's refund of the
+    task (``Task.tokens_charged``), so a refunded task reports 0."""
     return task.tokens_charged
 
 
