@@ -125,7 +125,8 @@ def demo_seed() -> DemoSeed:
 
 def seed_upstreams() -> None:
     """A sandbox upstream account serving every mode, so the first imagine just works."""
-    if not UpstreamAccount.objects.filter(name="sandbox-demo").exists():
+    # The platform's (shared) account: a tenant's own account may carry the same name.
+    if not UpstreamAccount.objects.filter(name="sandbox-demo", owner=None).exists():
         upstream_account_create(
             engine="sandbox",
             name="sandbox-demo",

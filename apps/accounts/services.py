@@ -6,7 +6,9 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -68,6 +70,17 @@ def user_create(
     grant_signup_tokens: bool = True,
 ) -> User:
     email = User.objects.normalize_email(email).strip().lower()
+    email_field = User._meta.get_field("email")
+    try:
+        validate_email(email)
+    except DjangoValidationError as exc:
+        message = f"'{email}' is not an e-mail address." if email else "An e-mail is required."
+        raise ValidationFailed(message, details={"field": "email"}) from exc
+    if len(email) > (email_field.max_length or 254):
+        raise ValidationFailed(
+            f"An e-mail address has at most {email_field.max_length} characters.",
+            details={"field": "email"},
+        )
     if User.objects.filter(email__iexact=email).exists():
         raise Conflict(f"A user with the e-mail address {email} already exists.")
     user = User.objects.create_user(

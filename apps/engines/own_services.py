@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from apps.accounts.models import Organization
 from apps.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -29,7 +30,11 @@ from apps.tasks.models import Task
 from .base import engine_names
 from .models import UpstreamAccount
 from .own_selectors import own_account_get
-from .services import upstream_account_clean, upstream_account_set_enabled
+from .services import (
+    secrets_keep_generated,
+    upstream_account_clean,
+    upstream_account_set_enabled,
+)
 
 #: Engines an organization may bring its own accounts of (the sandbox is the platform's).
 OWN_ACCOUNT_ENGINES = ("mjproxy", "discord")
@@ -170,7 +175,8 @@ def own_account_update(
     secrets: dict[str, Any] | None = None,
 ) -> UpstreamAccount:
     """Change an own account; what is not given stays. ``options`` replaces the plain
-    options; ``secrets`` replaces the stored credentials (None keeps them). The engine never
+    options; ``secrets`` replaces the stored credentials (None keeps them; the generated
+    callback token stays unless ``{}`` clears them all). The engine never
     changes. Allowed on a plan that no longer includes own accounts too (to fix or wind
     down what exists)."""
     account = own_account_get(organization=organization, account_id=account_id)
@@ -191,13 +197,27 @@ def own_account_update(
     _check_addresses(clean.engine, clean.options)
     try:
         with transaction.atomic():
+            # Locked: the generated callback token is written under this lock too
+            # (``mjproxy_callback_token_ensure``), so one made meanwhile is carried over.
+            current = (
+                UpstreamAccount.objects.select_for_update(no_key=True)
+                .filter(pk=account.pk, owner=organization)
+                .first()
+            )
+            if current is None:
+                raise NotFound("No such upstream account.")
             UpstreamAccount.objects.filter(pk=account.pk, owner=organization).update(
                 name=clean.name,
                 modes=clean.modes,
                 concurrency=clean.concurrency,
                 queue_size=clean.queue_size,
                 options=clean.options,
-                secrets=clean.secrets,
+                secrets=secrets_keep_generated(
+                    stored=cast(dict[str, Any], current.secrets) or {},
+                    new=clean.secrets,
+                    given=secrets,
+                ),
+                updated_at=timezone.now(),
             )
     except IntegrityError as exc:
         raise Conflict(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -11,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.core.errors import Conflict, ValidationFailed
+from apps.core.errors import Conflict, NotFound, ValidationFailed
 from apps.tasks.enums import Mode
 
 from .base import engine_names, get_engine
@@ -22,16 +24,57 @@ from .notify import account_left_service
 SECRET_OPTIONS = {"secret", "token", "password", "api_key", "cookie"}
 
 
+#: Credentials mjgate generated itself, not typed by anyone: the mjproxy callback token, which
+#: the callback URL of every job in flight carries. New credentials keep it; only clearing
+#: them all (``{}``) or giving one explicitly replaces it.
+GENERATED_SECRETS = ("callback_token",)
+
+#: The largest integer a JSON number carries exactly everywhere (JavaScript's doubles): a
+#: longer run of digits, such as a Discord id, stays the string it was given.
+_JSON_SAFE_INT = 2**53 - 1
+#: The columns' limits (PositiveSmallIntegerField, PositiveIntegerField).
+QUEUE_SIZE_MAX = 32767
+RUN_TIMEOUT_MAX = 2**31 - 1
+NAME_MAX = 100
+
+
 def _coerce(value: str) -> Any:
-    lowered = value.strip().lower()
+    """A plain option typed as text (the command line's ``--option key=value``, a form) as the
+    JSON value it spells: ``true``/``false``, a number. Only when the number is exactly what
+    was written and safe in JSON: ``0123``, ``1e400`` or an 18-digit id stay strings (a client
+    reading an id back as a JSON number would round it)."""
+    text = value.strip()
+    lowered = text.lower()
     if lowered in {"true", "false"}:
         return lowered == "true"
-    for convert in (int, float):
-        try:
-            return convert(value)
-        except ValueError:
-            continue
-    return value
+    try:
+        number = int(text)
+    except ValueError:
+        pass
+    else:
+        canonical = str(number) == text
+        return number if canonical and abs(number) <= _JSON_SAFE_INT else value
+    if not any(ch.isdigit() for ch in text) or "_" in text:
+        return value
+    try:
+        real = float(text)
+    except ValueError:
+        return value
+    return real if math.isfinite(real) else value
+
+
+def secrets_keep_generated(
+    *, stored: Mapping[str, Any], new: dict[str, Any], given: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``new`` credentials with the generated ones (``GENERATED_SECRETS``) of ``stored``
+    carried over, unless the caller gave one itself or cleared the credentials (``{}``)."""
+    if given is not None and not given:
+        return new
+    kept = dict(new)
+    for key in GENERATED_SECRETS:
+        if key not in kept and stored.get(key):
+            kept[key] = stored[key]
+    return kept
 
 
 @dataclass(frozen=True)
@@ -72,6 +115,11 @@ def upstream_account_clean(
     name = (name or "").strip()
     if not name:
         raise ValidationFailed("An upstream account needs a name.")
+    if len(name) > NAME_MAX:
+        raise ValidationFailed(
+            f"An upstream account's name has at most {NAME_MAX} characters.",
+            details={"field": "name"},
+        )
     clean_modes = []
     for mode in modes:
         value = mode.strip().upper()
@@ -85,10 +133,20 @@ def upstream_account_clean(
         raise ValidationFailed("An upstream account must serve at least one mode.")
     if not 1 <= concurrency <= 100:
         raise ValidationFailed("concurrency must be between 1 and 100.")
-    if queue_size < 0:
-        raise ValidationFailed("queue size cannot be negative.")
+    if not 0 <= queue_size <= QUEUE_SIZE_MAX:
+        raise ValidationFailed(
+            f"queue size must be between 0 and {QUEUE_SIZE_MAX}.",
+            details={"field": "queue_size"},
+        )
     if run_timeout_seconds < 10:
-        raise ValidationFailed("run timeout must be at least 10 seconds.")
+        raise ValidationFailed(
+            "run timeout must be at least 10 seconds.", details={"field": "run_timeout_seconds"}
+        )
+    if run_timeout_seconds > RUN_TIMEOUT_MAX:
+        raise ValidationFailed(
+            f"run timeout must be at most {RUN_TIMEOUT_MAX} seconds.",
+            details={"field": "run_timeout_seconds"},
+        )
     plain: dict[str, Any] = {}
     secret: dict[str, Any] = dict(secrets or {})
     for key, value in (options or {}).items():
@@ -162,6 +220,7 @@ def upstream_account_update(
     """Change an account's settings. The engine never changes (its jobs belong to it).
 
     ``secrets=None`` keeps the stored credentials; a dict replaces them (``{}`` clears them).
+    A generated credential (``GENERATED_SECRETS``) is kept unless cleared or given.
     Tasks already running keep their account; new limits apply to the next dispatch.
     """
     stored = UpstreamAccount.objects.get(pk=account.pk)
@@ -178,6 +237,12 @@ def upstream_account_update(
     )
     try:
         with transaction.atomic():
+            # Locked: the generated callback token is written under this lock too
+            # (``mjproxy_callback_token_ensure``), so one made meanwhile is carried over.
+            locked = UpstreamAccount.objects.select_for_update(no_key=True).filter(pk=account.pk)
+            current = locked.first()
+            if current is None:
+                raise NotFound("No such upstream account.")
             UpstreamAccount.objects.filter(pk=account.pk).update(
                 name=clean.name,
                 modes=clean.modes,
@@ -185,7 +250,11 @@ def upstream_account_update(
                 queue_size=clean.queue_size,
                 run_timeout_seconds=clean.run_timeout_seconds,
                 options=clean.options,
-                secrets=clean.secrets,
+                secrets=secrets_keep_generated(
+                    stored=cast(dict[str, Any], current.secrets) or {},
+                    new=clean.secrets,
+                    given=secrets,
+                ),
                 updated_at=timezone.now(),
             )
     except IntegrityError as exc:
@@ -195,8 +264,10 @@ def upstream_account_update(
 
 
 def upstream_account_set_enabled(*, account: UpstreamAccount, enabled: bool) -> UpstreamAccount:
-    UpstreamAccount.objects.filter(pk=account.pk).update(is_enabled=enabled)
+    now = timezone.now()
+    UpstreamAccount.objects.filter(pk=account.pk).update(is_enabled=enabled, updated_at=now)
     account.is_enabled = enabled
+    account.updated_at = now
     return account
 
 

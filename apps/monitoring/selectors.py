@@ -16,8 +16,8 @@ from django.db.models import Count, Min, Q
 
 from apps.core.ratelimit import cache_breaker
 from apps.engines.models import Health, UpstreamAccount
-from apps.engines.selectors import upstream_account_usable
-from apps.tasks.enums import Mode, Status
+from apps.engines.selectors import upstream_account_modes
+from apps.tasks.enums import Mode, Pool, Status
 from apps.tasks.models import Task
 from apps.webhooks.models import WebhookEndpoint
 
@@ -59,23 +59,34 @@ class ModeStatus:
         return None if finished == 0 else self.succeeded / finished
 
 
+#: The platform's tasks: an own-only task waits for, and runs on, its organization's own
+#: accounts alone, so its queue, wait and outcome say nothing about the shared pool.
+_PLATFORM_TASKS = ~Q(pool=Pool.OWN)
+#: ... and a task an organization's own account ran (an ``own_then_shared`` one) neither.
+_RUN_ON_PLATFORM = Q(upstream_account__isnull=True) | Q(upstream_account__owner__isnull=True)
+
+
 def _accounts_by_mode(now: datetime) -> dict[str, tuple[int, int]]:
     counts = {mode: [0, 0] for mode in Mode.values}
     # The shared pool only: an organization's own accounts serve nobody else.
     for account in UpstreamAccount.objects.filter(is_sandbox_pool=False, owner=None).only(
-        "modes", "is_enabled", "health", "cooldown_until"
+        "engine", "options", "modes", "is_enabled", "health", "cooldown_until"
     ):
-        usable = upstream_account_usable(account, now=now)
+        # Per mode: an account out of fast hours still takes RELAX work, but no FAST (unless
+        # it falls back to relax) and no TURBO work.
+        takes = upstream_account_modes(account, now=now)
         for mode in account.modes or []:
             if mode in counts:
                 counts[mode][1] += 1
-                counts[mode][0] += int(usable)
+                counts[mode][0] += int(mode in takes)
     return {mode: (usable, total) for mode, (usable, total) in counts.items()}
 
 
 def _median_waits(now: datetime) -> dict[str, float | None]:
     rows = (
         Task.objects.filter(
+            _PLATFORM_TASKS,
+            _RUN_ON_PLATFORM,
             is_test=False,
             created_at__gte=now - WINDOW - MAX_QUEUE_AGE,
             started_at__gte=now - WINDOW,
@@ -93,7 +104,7 @@ def _median_waits(now: datetime) -> dict[str, float | None]:
 
 def _queues(now: datetime) -> dict[str, tuple[int, float]]:
     rows = (
-        Task.objects.filter(status=Status.NOT_START, is_test=False)
+        Task.objects.filter(_PLATFORM_TASKS, status=Status.NOT_START, is_test=False)
         .values("mode")
         .annotate(depth=Count("id"), oldest=Min("submitted_at"))
     )
@@ -109,7 +120,9 @@ def _queues(now: datetime) -> dict[str, tuple[int, float]]:
 
 def _finished(now: datetime) -> dict[str, tuple[int, int]]:
     rows = (
-        Task.objects.filter(finished_at__gte=now - WINDOW, is_test=False)
+        Task.objects.filter(
+            _PLATFORM_TASKS, _RUN_ON_PLATFORM, finished_at__gte=now - WINDOW, is_test=False
+        )
         .values("mode")
         .annotate(
             succeeded=Count("id", filter=Q(status=Status.SUCCESS)),

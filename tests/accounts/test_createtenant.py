@@ -108,3 +108,19 @@ def test_email_is_required():
     with pytest.raises(CommandError):
         _run("--tier", "FREE")
     assert _counts() == (0, 0, 0, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("email", "message"),
+    [
+        ("", "An e-mail is required."),
+        ("not-an-email", "'not-an-email' is not an e-mail address."),
+        ("a@b@example.com", "'a@b@example.com' is not an e-mail address."),
+        (f"{'a' * 64}@{'b' * 63}.{'c' * 63}.{'d' * 63}.com", "at most 254 characters"),
+    ],
+)
+def test_a_malformed_email_is_a_clear_error_and_creates_nothing(email, message):
+    with pytest.raises(CommandError) as excinfo:
+        _run("--email", email, "--tokens", "100", "--json")
+    assert message in str(excinfo.value)
+    assert _counts() == (0, 0, 0, 0, 0, 0, 0)

@@ -12,6 +12,8 @@ from apps.accounts.demo import DEMO_PASSWORD
 from apps.accounts.models import Membership, Organization, Role, User
 from apps.api_keys.models import ApiKey
 from apps.billing.models import Balance, LedgerEntry
+from apps.engines.models import UpstreamAccount
+from tests.factories import UpstreamAccountFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -122,3 +124,13 @@ def test_seed_keeps_its_banner_for_devrun_and_names_the_mailbox(tmp_path, settin
 def test_seed_names_no_mailbox_without_one(settings):
     settings.MAILBOX_DIR = None
     assert "Mailbox" not in _seed()
+
+
+def test_a_tenants_own_account_named_sandbox_demo_does_not_stop_the_seed(organization):
+    """A tenant may name its own account anything; the seed still creates the shared sandbox
+    account the newcomer's first imagine needs, and leaves the tenant's alone."""
+    mine = UpstreamAccountFactory(name="sandbox-demo", owner=organization)
+    _seed()
+    shared = UpstreamAccount.objects.get(name="sandbox-demo", owner=None)
+    assert (shared.engine, shared.modes) == ("sandbox", ["FAST", "RELAX", "TURBO"])
+    assert UpstreamAccount.objects.get(pk=mine.pk).owner_id == organization.pk

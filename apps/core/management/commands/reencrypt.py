@@ -6,12 +6,18 @@ on an old key, the old keys can be removed. Safe to run again and while the prod
 value is replaced only if it is still the one that was read.
 
 Covered: every column of ``apps.core.crypto.encrypted_columns()`` (upstream account secrets,
-webhook signing secrets) and the MFA secrets allauth keeps inside ``Authenticator.data`` when
-the MFA adapter encrypts them (values carrying the adapter's ``PREFIX``).
+webhook signing secrets), the stored responses of idempotent requests
+(``IdempotencyRecord.response_body``: a Fernet token as ASCII bytes, ``apps.core.idempotency``;
+a body stored in clear before responses were sealed is left as it is) and the MFA secrets
+allauth keeps inside ``Authenticator.data`` when the MFA adapter encrypts them (values carrying
+the adapter's ``PREFIX``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,8 +28,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
 from apps.core.crypto import encrypted_columns, token_is_current, token_reencrypt
+from apps.core.models import IdempotencyRecord
 
 BATCH = 500
+#: The shape of a Fernet token (url-safe base64); a body kept in clear is not one.
+_TOKEN = re.compile(rb"[A-Za-z0-9_-]+=*")
 
 
 @dataclass
@@ -72,6 +81,21 @@ class Command(BaseCommand):
             column = quote(str(column_field.column))
             pk = quote(str(model._meta.pk.column))
             yield label, partial(self._column, label=label, table=table, column=column, pk=pk)
+        # Bytes, not text: the sealed body of an idempotent request's stored response.
+        body_field = IdempotencyRecord._meta.get_field("response_body")
+        assert IdempotencyRecord._meta.pk is not None
+        label = f"{IdempotencyRecord._meta.label}.{body_field.name}"
+        yield (
+            label,
+            partial(
+                self._column,
+                label=label,
+                table=quote(IdempotencyRecord._meta.db_table),
+                column=quote(str(body_field.column)),
+                pk=quote(str(IdempotencyRecord._meta.pk.column)),
+                binary=True,
+            ),
+        )
         prefix = self._mfa_prefix()
         if prefix is not None:
             yield "mfa.Authenticator.data", partial(self._mfa, prefix=prefix)
@@ -82,7 +106,15 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def _column(
-        self, counts: _Counts, dry_run: bool, *, label: str, table: str, column: str, pk: str
+        self,
+        counts: _Counts,
+        dry_run: bool,
+        *,
+        label: str,
+        table: str,
+        column: str,
+        pk: str,
+        binary: bool = False,
     ) -> None:
         last: Any = None
         while True:
@@ -90,15 +122,23 @@ class Command(BaseCommand):
             after = f" AND {pk} > %s" if last is not None else ""
             with connection.cursor() as cursor:
                 cursor.execute(
-                    f"SELECT {pk}, {column} FROM {table} WHERE {column} <> ''{after} "  # noqa: S608 - quoted names
+                    f"SELECT {pk}, {column} FROM {table} "  # noqa: S608 - quoted names
+                    f"WHERE {column} IS NOT NULL AND {column} <> %s{after} "
                     f"ORDER BY {pk} LIMIT {BATCH}",
-                    [last] if last is not None else [],
+                    [b"" if binary else "", *([last] if last is not None else [])],
                 )
                 rows = cursor.fetchall()
             if not rows:
                 return
-            for row_pk, token in rows:
+            for row_pk, stored in rows:
                 last = row_pk
+                if binary:
+                    stored = bytes(stored)
+                    token = _sealed_token(stored)
+                    if token is None:
+                        continue  # stored in clear: nothing to re-encrypt
+                else:
+                    token = stored
                 if token_is_current(token):
                     counts.current += 1
                     continue
@@ -114,7 +154,7 @@ class Command(BaseCommand):
                     # Compare-and-set: a value rewritten meanwhile is already current.
                     cursor.execute(
                         f"UPDATE {table} SET {column} = %s WHERE {pk} = %s AND {column} = %s",  # noqa: S608 - quoted names
-                        [fresh, row_pk, token],
+                        [fresh.encode("ascii") if binary else fresh, row_pk, stored],
                     )
                     if cursor.rowcount == 1:
                         counts.reencrypted += 1
@@ -147,6 +187,18 @@ class Command(BaseCommand):
                     authenticator.objects.filter(pk=pk).update(data=data)
             if pk % BATCH == 0:
                 self._progress("mfa.Authenticator.data", counts)
+
+
+def _sealed_token(stored: bytes) -> str | None:
+    """The Fernet token a sealed body is, or None for a body kept in clear (a token is
+    url-safe base64 of a version byte 0x80 and what follows)."""
+    if not _TOKEN.fullmatch(stored):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(stored)
+    except (binascii.Error, ValueError):
+        return None
+    return stored.decode("ascii") if raw[:1] == b"\x80" else None
 
 
 def _rewrap(value: Any, prefix: str, counts: _Counts, where: str) -> Any:
