@@ -350,9 +350,9 @@ def _canonical(name: str) -> str:
 # all as `--`, so we normalise them before parsing and the parameter is validated like any
 # other. Only a run of dashes that starts a word, holds at least one long dash and is glued to
 # a letter is a parameter marker, so "cats — dogs" stays prose.
-_LONG_DASHES = "\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+LONG_DASHES = "\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
 _SMART_DASH_RE = re.compile(
-    rf"(?<!\S)[-{_LONG_DASHES}]*[{_LONG_DASHES}][-{_LONG_DASHES}]*(?=[A-Za-z])"
+    rf"(?<!\S)[-{LONG_DASHES}]*[{LONG_DASHES}][-{LONG_DASHES}]*(?=[A-Za-z])"
 )
 _PARAM_START_RE = re.compile(r"(?:^|\s)--(?=[A-Za-z])")
 _PARAM_SPLIT_RE = re.compile(r"\s+(?=--[A-Za-z])")

@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 
 # The parser reads a run of these dashes glued to a letter as ``--``; one definition for both.
-from apps.tasks.prompt import _LONG_DASHES
+from apps.tasks.prompt import LONG_DASHES
 
 #: Where the parameters start: the first ``--`` glued to a letter that begins a word.
 _PARAMS_START = re.compile(r"(?:^|(?<=\s))--(?=[A-Za-z])")
@@ -29,7 +29,7 @@ _KEPT = re.compile(
 TRANSLATED_PARAMETERS = frozenset({"no"})
 
 #: Any run of two dashes or more, and any single long dash, becomes one ``-`` in an answer.
-_DASHES = re.compile(rf"[-{_LONG_DASHES}]{{2,}}|[{_LONG_DASHES}]")
+_DASHES = re.compile(rf"[-{LONG_DASHES}]{{2,}}|[{LONG_DASHES}]")
 
 _HAN_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F))
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 
 from apps.tasks.models import Task
-from apps.tasks.prompt import _LONG_DASHES, parse_prompt
+from apps.tasks.prompt import LONG_DASHES, parse_prompt
 from apps.translation import fake
 from apps.translation.models import TranslatorKind
 from apps.translation.segments import sanitize
 
-DASHES = sorted(_LONG_DASHES)
+DASHES = sorted(LONG_DASHES)
 
 
 @pytest.mark.parametrize("dash", DASHES, ids=[f"U+{ord(d):04X}" for d in DASHES])
