@@ -597,7 +597,9 @@ class DiscordEngine(Engine):
                 self._submit_inpaint(job, row, settings, rest, modal)
             except TemporaryEngineError:
                 # The editor's call was not made (the account's REST turn busy, Discord out of
-                # reach, rate limits): the form waits to be answered again, by the next poll
+                # reach, rate limits; an answer that may have started the job is an unknown
+                # outcome instead, which leaves the row MODAL_SENT for the bot's answer to
+                # settle): the form waits to be answered again, by the next poll
                 # of this task or of its retry, which adopts the row. Left MODAL_SENT, nothing
                 # would ever answer it and the task ran until its timeout.
                 DiscordJob.objects.filter(
@@ -669,6 +671,9 @@ class DiscordEngine(Engine):
             f"{settings.inpaint_base_url}/inpaint/api/submit-job",
             absolute=True,
             route="POST inpaint",
+            # It starts a Midjourney job: a 5xx or a timeout after sending is an unknown
+            # outcome (the row stays MODAL_SENT for the bot's answer to settle), never a resend.
+            once_only=True,
             json={
                 "customId": modal.get("custom_id"),
                 "prompt": job.prompt,

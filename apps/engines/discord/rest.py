@@ -414,16 +414,27 @@ class DiscordRest:
         return list(response.json())
 
     def message(self, channel_id: str, message_id: str) -> dict[str, Any] | None:
-        """One message of the channel, or None when Discord does not give it."""
+        """One message of the channel, or None when Discord does not give it.
+
+        Read from the channel's history ``around`` it, as Discord's own client does: the
+        single-message route (``GET /channels/:id/messages/:id``) is for bots only, and
+        answers a user account's token 403 (code 20002)."""
         response = self.request(
             "GET",
-            f"/channels/{channel_id}/messages/{message_id}",
-            route="GET /channels/:id/messages/:id",
+            f"/channels/{channel_id}/messages",
+            params={"around": message_id, "limit": 1},
         )
         if response.status_code != 200:
             return None
-        body = _json(response)
-        return body or None
+        try:
+            listed = response.json()
+        except ValueError:
+            return None
+        if not isinstance(listed, list):
+            return None
+        return next(
+            (m for m in listed if isinstance(m, dict) and str(m.get("id")) == message_id), None
+        )
 
     def react(self, channel_id: str, message_id: str, emoji: str) -> None:
         response = self.request(

@@ -518,18 +518,27 @@ class FakeDiscord:
         return web.Response(status=200)
 
     async def list_messages(self, request: web.Request) -> web.Response:
+        """Newest first; ``around`` centres the page on a message, as Discord does (with a
+        limit of 1, that message alone; an unknown id, an empty page)."""
         channel = self.world.channel(request.match_info["channel"])
         limit = min(100, int(request.query.get("limit", "50")))
-        newest_first = list(reversed(channel.values()))[:limit]
+        messages = list(channel.values())
+        around = request.query.get("around")
+        if around is not None:
+            ids = [str(message.get("id")) for message in messages]
+            if around not in ids:
+                return web.json_response([])
+            at = ids.index(around)
+            before = (limit - 1) // 2 if limit > 1 else 0
+            page = messages[max(0, at - before) : at - before + limit if at >= before else limit]
+            return web.json_response([self._public(m) for m in reversed(page)])
+        newest_first = list(reversed(messages))[:limit]
         return web.json_response([self._public(message) for message in newest_first])
 
     async def get_message(self, request: web.Request) -> web.Response:
-        message = self.world.channel(request.match_info["channel"]).get(
-            request.match_info["message"]
-        )
-        if message is None:
-            return _error(404, "Unknown Message", 10008)
-        return web.json_response(self._public(message))
+        # Get Channel Message is for bots only: every token of this fake is a user's, as the
+        # engine's accounts are, and Discord refuses those.
+        return _error(403, "Only bots can use this endpoint", 20002)
 
     async def create_message(self, request: web.Request) -> web.Response:
         user: FakeUser = request[USER]
