@@ -126,6 +126,10 @@ class _Claim:
     endpoint_enabled: bool | None
     failing_since: datetime | None
     hook_gone: bool  # an automatic attempt to a task hook that answered 410 Gone before
+    # The row's attempt time and URL before this claim stamped them: a claim given back unsent
+    # puts them back (there was no attempt).
+    prev_attempted_at: datetime | None
+    prev_url: str
     token: str
 
     @property
@@ -251,7 +255,7 @@ def _note_failure(claim: _Claim, now: datetime) -> None:
 
 _CLAIM_SQL = """
 WITH pick AS (
-    SELECT d.id
+    SELECT d.id, d.attempted_at AS prev_attempted_at, d.url AS prev_url
     FROM {delivery} d
     JOIN {event} e ON e.id = d.event_id
     WHERE d.state = %(pending)s
@@ -281,7 +285,7 @@ FROM pick, {event} e
 WHERE d.id = pick.id AND e.id = d.event_id
 RETURNING d.id, d.attempt, d.trigger, d.url, e.id, e.msg_id, e.body, e.organization_id,
     e.task_id, e.target_key, e.sequence, e.endpoint_id, ep.is_enabled, ep.failing_since,
-    {hook_gone}
+    {hook_gone}, pick.prev_attempted_at, pick.prev_url
 """
 # An automatic attempt to a disabled endpoint, or to a task hook that answered 410 Gone to an
 # earlier message of its task, is claimed only to be ended, never sent.
@@ -439,8 +443,8 @@ def _run_send(send: _Send, signing_secrets: list[str]) -> _Outcome:
 
 _GIVE_BACK_SQL = """
 UPDATE {delivery} d
-SET claimed_until = NULL, claim_token = '', dispatched_until = %s
-WHERE d.state = %s AND d.id = ANY(%s) AND d.claim_token = %s
+SET claimed_until = NULL, claim_token = '', dispatched_until = %s, attempted_at = %s, url = %s
+WHERE d.state = %s AND d.id = %s AND d.claim_token = %s
 RETURNING d.event_id
 """
 
@@ -449,15 +453,22 @@ def _give_back(claims: Sequence[_Claim]) -> None:
     """Release claims that were never sent (their sends were cancelled before they began) and
     queue their messages again. Nothing is recorded: there was no attempt."""
     now = clock.now()
-    by_token: dict[str, list[int]] = defaultdict(list)
-    for claim in claims:
-        by_token[claim.token].append(claim.delivery_id)
     event_ids: list[int] = []
+    sql = _GIVE_BACK_SQL.format(**_tables())
     with transaction.atomic(), connection.cursor() as cursor:
-        for token, delivery_ids in by_token.items():
+        # One statement a claim: give-backs are rare (a loop stopping with sends not begun),
+        # and each puts back its own row's earlier attempt time and URL.
+        for claim in sorted(claims, key=lambda claim: claim.delivery_id):
             cursor.execute(
-                _GIVE_BACK_SQL.format(**_tables()),
-                [now + DISPATCH_LEASE, DeliveryState.PENDING, delivery_ids, token],
+                sql,
+                [
+                    now + DISPATCH_LEASE,
+                    claim.prev_attempted_at,
+                    claim.prev_url,
+                    DeliveryState.PENDING,
+                    claim.delivery_id,
+                    claim.token,
+                ],
             )
             event_ids += [row[0] for row in cursor.fetchall()]
         events_enqueue(event_ids=event_ids)
@@ -846,6 +857,8 @@ def _chain_marker(*, task_id: str, target_key: str, sequence: int) -> _Claim:
         endpoint_enabled=None,
         failing_since=None,
         hook_gone=False,
+        prev_attempted_at=None,
+        prev_url="",
         token="",
     )
 
