@@ -63,15 +63,18 @@ def _prefix_of(raw_key: str) -> str:
     return raw_key[: len(scheme) + PREFIX_RANDOM_CHARS]
 
 
-#: The most entries an allow-list may hold (every authenticated request reads them all).
+#: The most networks an allow-list may hold (every authenticated request reads them all).
 MAX_ALLOWED_IPS = 100
+#: The most distinct entries read before any is parsed (several may be one network: an
+#: address and its /32, CIDRs differing only in host bits).
+MAX_ALLOWED_IPS_GIVEN = 10 * MAX_ALLOWED_IPS
 
 
 def _clean_ips(values: list[str] | None) -> list[str]:
     """The allow-list as stored: each entry a network (an address is its /32 or /128, host
     bits of a CIDR are dropped), each network once, in the order given."""
-    given = [text for text in (str(value).strip() for value in values or []) if text]
-    if len(given) > MAX_ALLOWED_IPS:
+    given = list(dict.fromkeys(text for text in (str(v).strip() for v in values or []) if text))
+    if len(given) > MAX_ALLOWED_IPS_GIVEN:
         # Before any parsing: a pasted list of a million lines costs nothing but this count.
         raise ValidationFailed(
             f"An IP allow-list holds at most {MAX_ALLOWED_IPS} addresses or networks "
@@ -89,6 +92,12 @@ def _clean_ips(values: list[str] | None) -> list[str]:
             ) from exc
         if network not in cleaned:
             cleaned.append(network)
+    if len(cleaned) > MAX_ALLOWED_IPS:
+        raise ValidationFailed(
+            f"An IP allow-list holds at most {MAX_ALLOWED_IPS} addresses or networks "
+            f"({len(cleaned)} given).",
+            details={"field": "allowed_ips"},
+        )
     return cleaned
 
 

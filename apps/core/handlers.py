@@ -37,8 +37,6 @@ from django.urls import get_resolver, get_urlconf
 from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
-logger = logging.getLogger("django.request")
-
 #: Paths served through :data:`API_MIDDLEWARE`: the API routes (the same prefixes as CORS's,
 #: without ``/api/`` itself, whose schema and docs pages are served like any other page).
 LEAN_PATH_PREFIXES = (
@@ -77,17 +75,38 @@ def api_response_for_exception(request: HttpRequest, exc: Exception) -> HttpResp
     resolver = get_resolver(get_urlconf())
     if isinstance(exc, Http404):
         return get_exception_response(request, resolver, 404, exc)
-    if isinstance(exc, (BadRequest, SuspiciousOperation)):
+    if isinstance(exc, BadRequest):
+        response = get_exception_response(request, resolver, 400, exc)
+        log_response(
+            "%s: %s", str(exc), request.path, response=response, request=request, exception=exc
+        )
+        return response
+    if isinstance(exc, SuspiciousOperation):
         if isinstance(exc, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
             request._mark_post_parse_error()  # type: ignore[attr-defined]  # as Django does
         response = get_exception_response(request, resolver, 400, exc)
-        log_response("%s: %s", str(exc), request.path, response=response, request=request)
+        # Django's own record of it, to the security logger named after the exception.
+        log_response(
+            str(exc),
+            exception=exc,
+            request=request,
+            response=response,
+            level="error",
+            logger=logging.getLogger(f"django.security.{exc.__class__.__name__}"),
+        )
         return response
     signals.got_request_exception.send(sender=None, request=request)
     if settings.DEBUG_PROPAGATE_EXCEPTIONS:
         raise exc
-    logger.error("Internal Server Error: %s", request.path, exc_info=exc)
     response = resolver.resolve_error_handler(500)(request)
+    log_response(
+        "%s: %s",
+        response.reason_phrase,
+        request.path,
+        response=response,
+        request=request,
+        exception=exc,
+    )
     return response
 
 

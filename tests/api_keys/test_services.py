@@ -109,6 +109,22 @@ def test_ip_allow_list_has_a_limit_on_every_path(organization, live_key):
     )
 
 
+def test_ip_allow_list_limit_counts_networks_not_lines(organization):
+    issued = api_key_create(
+        organization=organization,
+        name="office",
+        allowed_ips=["203.0.113.7"] * 500 + [f"10.0.0.{n}/8" for n in range(200)],
+    )
+    assert issued.api_key.allowed_ips == ["203.0.113.7/32", "10.0.0.0/8"]
+    with pytest.raises(ValidationFailed) as excinfo:  # a paste far beyond: not even parsed
+        api_key_create(
+            organization=organization,
+            name="paste",
+            allowed_ips=[f"10.{n // 65536}.{n // 256 % 256}.{n % 256}" for n in range(5000)],
+        )
+    assert "(5000 given)" in excinfo.value.message
+
+
 def test_invalid_ip_is_refused(organization):
     with pytest.raises(ValidationFailed) as excinfo:
         api_key_create(organization=organization, name="office", allowed_ips=["10.0.0.300"])

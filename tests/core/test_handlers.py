@@ -208,3 +208,17 @@ def test_with_debug_on_a_server_error_on_an_api_path_is_json_and_logged(
     status, headers, _ = wsgi_call("/tasks/")
     assert status == 500
     assert headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+def test_with_debug_on_the_api_chain_keeps_djangos_security_record(client, settings, caplog):
+    """A SuspiciousOperation on an API path (a Host header not allowed) is answered in the
+    dialect's JSON and still written to ``django.security.<its name>``, as Django does."""
+    import logging
+
+    settings.DEBUG = True
+    caplog.set_level(logging.ERROR)
+    response = client.get("/api/v1/balance", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    assert any(r.name == "django.security.DisallowedHost" for r in caplog.records)
