@@ -76,11 +76,7 @@ def _clean_ips(values: list[str] | None) -> list[str]:
     given = list(dict.fromkeys(text for text in (str(v).strip() for v in values or []) if text))
     if len(given) > MAX_ALLOWED_IPS_GIVEN:
         # Before any parsing: a pasted list of a million lines costs nothing but this count.
-        raise ValidationFailed(
-            f"An IP allow-list holds at most {MAX_ALLOWED_IPS} addresses or networks "
-            f"({len(given)} given).",
-            details={"field": "allowed_ips"},
-        )
+        raise _too_many_ips(len(given))
     cleaned: list[str] = []
     for value in given:
         try:
@@ -93,12 +89,15 @@ def _clean_ips(values: list[str] | None) -> list[str]:
         if network not in cleaned:
             cleaned.append(network)
     if len(cleaned) > MAX_ALLOWED_IPS:
-        raise ValidationFailed(
-            f"An IP allow-list holds at most {MAX_ALLOWED_IPS} addresses or networks "
-            f"({len(cleaned)} given).",
-            details={"field": "allowed_ips"},
-        )
+        raise _too_many_ips(len(cleaned))
     return cleaned
+
+
+def _too_many_ips(count: int) -> ValidationFailed:
+    return ValidationFailed(
+        f"An IP allow-list holds at most {MAX_ALLOWED_IPS} addresses or networks ({count} given).",
+        details={"field": "allowed_ips"},
+    )
 
 
 def _check_pool(organization: Organization, pool: str) -> None:

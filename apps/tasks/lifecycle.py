@@ -59,7 +59,7 @@ from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
 from .jobs import account_view, job_for
 from .models import SweepMark, Task
-from .prompt import parse_prompt, seed
+from .prompt import known_seed, parse_prompt, seed
 
 logger = logging.getLogger(__name__)
 
@@ -1220,16 +1220,16 @@ UPSTREAM_SEED = "upstream_seed"
 def task_upstream_seed(*, task: Task) -> int | None:
     """The seed of ``task``'s image, asked from its upstream once and kept on the task.
 
-    Before the job has started upstream only a seed the prompt fixed is known (the one drawn
-    at acceptance is replaced by an engine whose upstream picks the seed). For those engines
-    the upstream is asked once, when a client first wants it for a finished task; until then
-    the seed is unknown (None) unless the prompt fixed it. Other engines (the sandbox) render
-    with the task's own seed, known once the job starts. Raises ``ServiceUnavailable`` when the upstream cannot be asked now.
+    Before the job has started upstream only a seed the prompt fixed is known
+    (``prompt.known_seed``: the one drawn at acceptance is replaced by an engine whose upstream
+    picks the seed). For those engines the upstream is asked once, when a client first wants
+    it for a finished task; until then the seed is unknown (None) unless the prompt fixed it.
+    Other engines (the sandbox) render with the task's own seed, known once the job starts.
+    Raises ``ServiceUnavailable`` when the upstream cannot be asked now.
     """
     state = task.engine_state or {}
     if task.started_at is None:
-        # Not started (``prompt.known_seed``'s rule): no engine has chosen its seed yet.
-        return _prompt_seed(task.prompt_en)
+        return known_seed(current=task.seed, prompt=task.prompt_en, started=False)
     if task.seed is not None or UPSTREAM_SEED in state or not task.engine:
         return task.seed
     engine = engine_named(task.engine)
