@@ -12,8 +12,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from apps.accounts.models import Organization
+from apps.core.http import SafeSession
 from apps.tasks.models import Task
 from apps.webhooks import clock as webhook_clock
+from apps.webhooks import delivery as delivery_module
 from tests.factories import TaskFactory
 
 
@@ -101,6 +103,17 @@ def keep_alive_receiver() -> Iterator[Receiver]:
     server = Receiver(keep_alive=True)
     yield server
     server.close()
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[SafeSession]:
+    """The delivery code's connection pool and sending threads, new for this test (the
+    threads are made again with the test's settings)."""
+    session = SafeSession()
+    monkeypatch.setattr(delivery_module, "_session", session)
+    monkeypatch.setattr(delivery_module, "_pool", None)
+    yield session
+    session.close()
 
 
 @pytest.fixture

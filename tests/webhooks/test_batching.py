@@ -25,16 +25,7 @@ from apps.webhooks.services import webhook_secret_ensure
 
 from .conftest import T0
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private")]
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> SafeSession:
-    """Each test starts with an empty connection pool of its own."""
-    session = SafeSession()
-    monkeypatch.setattr(delivery_module, "_session", session)
-    yield session
-    session.close()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private", "fresh_pool")]
 
 
 def publish(task: Task, **fields: Any) -> list[WebhookEvent]:

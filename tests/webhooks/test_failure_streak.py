@@ -10,21 +10,12 @@ from typing import Any
 
 import pytest
 
-from apps.core.http import SafeSession
 from apps.webhooks import delivery as delivery_module
 from apps.webhooks.delivery import events_deliver
 from apps.webhooks.models import EventType, WebhookEndpoint, WebhookEvent
 from apps.webhooks.services import balance_low_publish, webhook_secret_ensure
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private")]
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Any:
-    session = SafeSession()
-    monkeypatch.setattr(delivery_module, "_session", session)
-    yield session
-    session.close()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private", "fresh_pool")]
 
 
 @pytest.fixture

@@ -10,23 +10,12 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from apps.core.http import SafeSession
 from apps.tasks.events import task_changed
 from apps.tasks.models import Task
-from apps.webhooks import delivery as delivery_module
 from apps.webhooks.delivery import events_deliver
 from apps.webhooks.models import DeliveryState, WebhookDelivery, WebhookEvent
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private")]
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Any:
-    session = SafeSession()
-    monkeypatch.setattr(delivery_module, "_session", session)
-    monkeypatch.setattr(delivery_module, "_pool", None)
-    yield session
-    session.close()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private", "fresh_pool")]
 
 
 def _publish(task: Task, **fields: Any) -> list[WebhookEvent]:

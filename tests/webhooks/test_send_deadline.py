@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from apps.core.http import SafeSession
 from apps.tasks.events import task_changed
 from apps.tasks.models import Task
 from apps.webhooks import delivery as delivery_module
@@ -33,16 +32,7 @@ from apps.webhooks.services import balance_low_publish, webhook_secret_ensure
 
 from .conftest import T0
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private")]
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Any:
-    session = SafeSession()
-    monkeypatch.setattr(delivery_module, "_session", session)
-    monkeypatch.setattr(delivery_module, "_pool", None)  # rebuilt with the test's settings
-    yield session
-    session.close()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_private", "fresh_pool")]
 
 
 def publish(task: Task, **fields: Any) -> list[WebhookEvent]:

@@ -105,8 +105,8 @@ def test_a_dead_workers_submit_that_never_arrived_is_sent_once(funded, live_key,
     assert len(fake.requests_to("/mj/task/list")) == 1
 
 
-def test_an_interrupted_two_step_action_gets_its_second_step(funded, live_key, fake):
-    account = mjproxy_account(fake)
+def _region_edit_assigned(funded, live_key, fake) -> tuple[Task, Task]:
+    """An upscale of a grid and its Vary (Region) task, form answered and assigned (not sent)."""
     caller = Caller(organization=funded, api_key=live_key.api_key)
     grid = start(task_submit(caller=caller, action=Action.IMAGINE, prompt="a cat").task.pk)
     fake.finish(grid.upstream_job_id)
@@ -121,6 +121,12 @@ def test_an_interrupted_two_step_action_gets_its_second_step(funded, live_key, f
         caller=caller, task_id=modal.pk, prompt="a cat in a hat", mask=data_url(png_bytes())
     )
     dispatch_pending()
+    return upscale, modal
+
+
+def test_an_interrupted_two_step_action_gets_its_second_step(funded, live_key, fake):
+    account = mjproxy_account(fake)
+    upscale, modal = _region_edit_assigned(funded, live_key, fake)
     task = Task.objects.get(pk=modal.pk)
     assert task.status == Status.SUBMITTED
     _worker_died_inside_submit(task)
@@ -151,20 +157,7 @@ def test_a_busy_upstream_at_the_second_step_keeps_the_first_steps_job(funded, li
     """The form of a two-step action refused for a full queue: the MODAL job the first step
     made is still upstream, so the next start sends only the form, on the same account."""
     account = mjproxy_account(fake)
-    caller = Caller(organization=funded, api_key=live_key.api_key)
-    grid = start(task_submit(caller=caller, action=Action.IMAGINE, prompt="a cat").task.pk)
-    fake.finish(grid.upstream_job_id)
-    grid = poll(grid.pk)
-    u1 = next(b["custom_id"] for b in grid.buttons if b["label"] == "U1")
-    upscale = start(task_press(caller=caller, parent_id=grid.pk, custom_id=u1).task.pk)
-    fake.finish(upscale.upstream_job_id)
-    upscale = poll(upscale.pk)
-    region = next(b["custom_id"] for b in upscale.buttons if b["label"] == "Vary (Region)")
-    modal = task_press(caller=caller, parent_id=upscale.pk, custom_id=region).task
-    task_submit_modal(
-        caller=caller, task_id=modal.pk, prompt="a cat in a hat", mask=data_url(png_bytes())
-    )
-    dispatch_pending()
+    _upscale, modal = _region_edit_assigned(funded, live_key, fake)
     fake.scripted_modal = [(23, "queue is full, please try again later")]
     task_start(task_id=modal.pk)
 
