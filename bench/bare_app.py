@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
+from datetime import UTC, datetime
+from typing import Any
 
 import dj_database_url
 from django.conf import settings
@@ -53,5 +56,49 @@ def select(request: HttpRequest, task_id: str) -> JsonResponse:
     return JsonResponse(dict(zip(("id", "status", "prompt", "progress"), row, strict=True)))
 
 
-urlpatterns = [path("mj/submit/imagine", insert), path("task/<str:task_id>", select)]
+#: The acceptance statement of a submit made by mjgate in this database (``bench/submit.py``
+#: makes one before the servers start): its row and hold, read once per process.
+_TEMPLATE: dict[str, Any] = {}
+
+_ACCEPT = "SELECT outcome, seq FROM tasks_task_accept(%s::jsonb, true, true, %s, %s, 'hold', 0, %s)"
+
+
+def _template() -> dict[str, Any]:
+    if not _TEMPLATE:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT to_jsonb(t) - 'tenant_seq', -e.delta_available FROM tasks_task t"
+                " JOIN billing_ledgerentry e ON e.task_id = t.id AND e.kind = 'hold'"
+                " ORDER BY t.created_at LIMIT 1"
+            )
+            row, amount = cursor.fetchone()
+        _TEMPLATE.update(row=json.loads(row) if isinstance(row, str) else row, amount=amount)
+    return _TEMPLATE
+
+
+def accept(request: HttpRequest) -> JsonResponse:
+    """The floor of a submit: the body read, then mjgate's own acceptance statement
+    (``tasks_task_accept``: the organization's lock and tier limit, the queue number, the
+    task's INSERT and the ledger's hold) for a copy of a real task's row with a new id and
+    prompt. No authentication, no rate limit, no validation, no dispatch kick: whatever a
+    submit does besides this statement costs more."""
+    payload = json.loads(request.body or b"{}")
+    template = _template()
+    task_id = uuid.uuid4().hex
+    now = datetime.now(UTC)
+    row = {**template["row"], "id": task_id, "prompt": payload.get("prompt", "")}
+    row["created_at"] = row["updated_at"] = now.isoformat()
+    with connection.cursor() as cursor:
+        cursor.execute(_ACCEPT, [json.dumps(row), template["amount"], f"task:{task_id}:hold", now])
+        outcome, seq = cursor.fetchone()
+    if outcome != "accepted":
+        return JsonResponse({"code": 24, "description": outcome}, status=400)
+    return JsonResponse({"code": 1, "result": task_id, "properties": {"seq": seq}})
+
+
+urlpatterns = [
+    path("mj/submit/imagine", insert),
+    path("floor/accept", accept),
+    path("task/<str:task_id>", select),
+]
 application = get_wsgi_application()

@@ -22,6 +22,13 @@ of their PostgreSQL backends (read from /proc; PostgreSQL must run on this machi
 ratios mjgate/bare of both. ``wrk`` waits up to ``--timeout`` seconds for an answer, so slow
 answers count in the percentiles instead of vanishing as socket timeouts. Each gunicorn worker
 answers some requests before the measured runs (its first request loads the URLconf).
+
+``--floor`` adds a third series in the same rounds: the bare app (no middleware, no
+authentication, no validation, no dispatch kick) running only mjgate's acceptance statement,
+``tasks_task_accept`` (the organization's lock and tier limit, the queue number, the task's
+INSERT and the ledger's hold), for a copy of a real submit's row. Whatever else a submit does
+costs more, so ``ratio_rps_floor_over_bare`` is the most any submit that accepts a task the way
+mjgate must can reach against the bare INSERT.
 """
 
 from __future__ import annotations
@@ -60,6 +67,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also the floor: the bare app running only mjgate's acceptance statement",
+    )
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker")
     parser.add_argument("--accounts", type=int, default=10, help="sandbox accounts (3 slots)")
@@ -304,6 +316,8 @@ def main() -> int:
     wrk = ensure_wrk()
     env = _stack.prepare("submit", API_RATE_LIMIT=str(10**9), ALLOWED_HOSTS="*")
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "mjgate": []}
+    if args.floor:
+        runs["floor"] = []
     try:
         key = setup(args.accounts)
         statements = count_statements(key)
@@ -318,11 +332,12 @@ def main() -> int:
             run_wrk(wrk, port, script, argparse.Namespace(**{**vars(args), "duration": 3}))
         analyze()
         for _ in range(args.rounds):
-            for name, port, meter in (
-                ("bare", bare_port, bare_meter),
-                ("mjgate", app_port, app_meter),
-            ):
-                runs[name].append(run_wrk(wrk, port, script, args, meter=meter))
+            series = [("bare", bare_port, bare_meter, "/mj/submit/imagine")]
+            series.append(("mjgate", app_port, app_meter, "/mj/submit/imagine"))
+            if args.floor:
+                series.append(("floor", bare_port, bare_meter, "/floor/accept"))
+            for name, port, meter, path in series:
+                runs[name].append(run_wrk(wrk, port, script, args, path=path, meter=meter))
     finally:
         _stack.teardown(keep=args.keep)
     medians = summarize(runs)
@@ -336,6 +351,19 @@ def main() -> int:
                 "statements_per_submit": statements,
                 "median": medians,
                 "ratio_rps_mjgate_over_bare": ratio(mjgate["rps"], bare["rps"]),
+                **(
+                    {"ratio_rps_floor_over_bare": ratio(medians["floor"]["rps"], bare["rps"])}
+                    if args.floor
+                    else {}
+                ),
+                "ratio_rps_per_round": {
+                    name: [
+                        round(run["rps"] / base["rps"], 3)
+                        for run, base in zip(results, runs["bare"], strict=True)
+                    ]
+                    for name, results in runs.items()
+                    if name != "bare"
+                },
                 "ratio_cpu_bare_over_mjgate": {
                     "web": ratio(bare["web_cpu_ms"], mjgate["web_cpu_ms"]),
                     "web_and_postgres": ratio(
@@ -349,6 +377,12 @@ def main() -> int:
             indent=2,
         )
     )
+    # An answer that is not 2xx (a refusal, an error) is cheaper than an acceptance: a run
+    # with any measured something else than the submit.
+    refused = {name: sum(run["non_2xx"] for run in results) for name, results in runs.items()}
+    if any(refused.values()):
+        print(f"answers not 2xx: {refused}", file=sys.stderr)
+        return 1
     return 0
 
 
