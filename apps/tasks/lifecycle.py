@@ -59,7 +59,7 @@ from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
 from .events import task_changed
 from .jobs import account_view, job_for
 from .models import SweepMark, Task
-from .prompt import known_seed, parse_prompt, seed
+from .prompt import parse_prompt, seed
 
 logger = logging.getLogger(__name__)
 
@@ -1229,7 +1229,7 @@ def task_upstream_seed(*, task: Task) -> int | None:
     """
     state = task.engine_state or {}
     if task.started_at is None:
-        return known_seed(current=task.seed, prompt=task.prompt_en, started=False)
+        return task.seed_known
     if task.seed is not None or UPSTREAM_SEED in state or not task.engine:
         return task.seed
     engine = engine_named(task.engine)

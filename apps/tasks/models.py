@@ -13,6 +13,7 @@ from apps.accounts.models import Organization
 from apps.core.cache import ConfigQuerySet
 
 from .enums import TERMINAL_STATUSES, Action, ErrorCode, Mode, Pool, Status
+from .prompt import known_seed
 
 _last_task_id = 0
 _task_id_lock = threading.Lock()
@@ -259,6 +260,15 @@ class Task(models.Model):
         if self.served_by_own_account:
             return int(self.own_fee or 0)
         return int(self.price)
+
+    @property
+    def seed_known(self) -> int | None:
+        """The seed a client may be told now: until the job starts only one the prompt fixes
+        (``prompt.known_seed``; the one drawn at acceptance is replaced by an engine whose
+        upstream picks its own), afterwards the task's own."""
+        return known_seed(
+            current=self.seed, prompt=self.prompt_en, started=self.started_at is not None
+        )
 
     @property
     def tokens_charged(self) -> int:

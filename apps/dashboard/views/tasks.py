@@ -18,7 +18,6 @@ from apps.core.errors import NotFound, ServiceError, ValidationFailed
 from apps.tasks.actions import ACTIONS
 from apps.tasks.enums import TERMINAL_STATUSES, VIDEO_HD, Action, Mode, Status
 from apps.tasks.models import Protocol, Task
-from apps.tasks.prompt import known_seed
 from apps.tasks.selectors import task_get, task_list, task_queue_estimate
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.cancel import task_cancel
@@ -491,9 +490,7 @@ def detail(request: HttpRequest, task_id: str) -> HttpResponse:
             "children": list(task_children(organization=organization, task=task)[:50]),
             # Until the job starts only a seed the prompt fixes is known (the engine may
             # replace the one drawn at acceptance).
-            "seed": known_seed(
-                current=task.seed, prompt=task.prompt_en, started=task.started_at is not None
-            ),
+            "seed": task.seed_known,
             "nav": "history",
         },
     )

@@ -7,7 +7,6 @@ from typing import Any
 from apps.tasks.buttons import Button, buttons_of
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
-from apps.tasks.prompt import known_seed
 
 from ..task_fields import (
     epoch_ms,
@@ -56,12 +55,6 @@ def quota(task: Task) -> int:
     return task.tokens_charged
 
 
-def _seed(task: Task) -> int | None:
-    # Not the seed drawn at acceptance while the job has not started: an upstream that picks
-    # its own replaces it then.
-    return known_seed(current=task.seed, prompt=task.prompt_en, started=task.started_at is not None)
-
-
 def job_data(task: Task) -> dict[str, Any]:
     """TTAPI sends ``progress`` and ``quota`` as strings of digits (``"100"``, ``"2"``): typed
     TTAPI clients declare them so, and a number would not parse into their string field."""
@@ -83,7 +76,7 @@ def job_data(task: Task) -> dict[str, Any]:
         # A video job's MP4 clips (its cdnImage is the poster).
         "videoUrls": result_video_urls(task) or None,
         "components": ttapi_components(buttons_of(task.buttons)),
-        "seed": str(seed) if (seed := _seed(task)) is not None else None,
+        "seed": str(seed) if (seed := task.seed_known) is not None else None,
         "quota": str(quota(task)),
         "mode": task.mode.lower(),
         "hookUrl": task.notify_hook or None,

@@ -7,7 +7,6 @@ from typing import Any
 
 from apps.tasks.buttons import Button, friendly_name
 from apps.tasks.models import Task
-from apps.tasks.prompt import known_seed
 
 from ..task_fields import (
     queue_estimate,
@@ -61,9 +60,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "buttons": [button_json(b) for b in task.buttons or []],
         "properties": task.properties or {},
         # Until the job starts only a seed the prompt fixes is known (``known_seed``).
-        "seed": known_seed(
-            current=task.seed, prompt=task.prompt_en, started=task.started_at is not None
-        ),
+        "seed": task.seed_known,
         "fail_reason": task.fail_reason or None,
         "error_code": task.error_code or None,
         "price": task.price,
