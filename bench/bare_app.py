@@ -96,9 +96,26 @@ def accept(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"code": 1, "result": task_id, "properties": {"seq": seq}})
 
 
+def insert_task(request: HttpRequest) -> JsonResponse:
+    """Less than the floor: only the task's row INSERT (its columns, indexes and trigger), with
+    no lock, no tier limit, no queue number and no hold."""
+    payload = json.loads(request.body or b"{}")
+    task_id = uuid.uuid4().hex
+    now = datetime.now(UTC).isoformat()
+    row = {**_template()["row"], "id": task_id, "prompt": payload.get("prompt", "")}
+    row["created_at"] = row["updated_at"] = now
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO tasks_task SELECT * FROM jsonb_populate_record(NULL::tasks_task, %s)",
+            [json.dumps(row)],
+        )
+    return JsonResponse({"code": 1, "result": task_id, "properties": {}})
+
+
 urlpatterns = [
     path("mj/submit/imagine", insert),
     path("floor/accept", accept),
+    path("floor/insert", insert_task),
     path("task/<str:task_id>", select),
 ]
 application = get_wsgi_application()

@@ -28,7 +28,8 @@ authentication, no validation, no dispatch kick) running only mjgate's acceptanc
 ``tasks_task_accept`` (the organization's lock and tier limit, the queue number, the task's
 INSERT and the ledger's hold), for a copy of a real submit's row. Whatever else a submit does
 costs more, so ``ratio_rps_floor_over_bare`` is the most any submit that accepts a task the way
-mjgate must can reach against the bare INSERT.
+mjgate must can reach against the bare INSERT. ``task_insert``, a fourth series, is less
+still: the task row's INSERT alone (no lock, no tier limit, no queue number, no hold).
 """
 
 from __future__ import annotations
@@ -318,6 +319,7 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "mjgate": []}
     if args.floor:
         runs["floor"] = []
+        runs["task_insert"] = []
     try:
         key = setup(args.accounts)
         statements = count_statements(key)
@@ -336,6 +338,7 @@ def main() -> int:
             series.append(("mjgate", app_port, app_meter, "/mj/submit/imagine"))
             if args.floor:
                 series.append(("floor", bare_port, bare_meter, "/floor/accept"))
+                series.append(("task_insert", bare_port, bare_meter, "/floor/insert"))
             for name, port, meter, path in series:
                 runs[name].append(run_wrk(wrk, port, script, args, path=path, meter=meter))
     finally:
@@ -352,7 +355,12 @@ def main() -> int:
                 "median": medians,
                 "ratio_rps_mjgate_over_bare": ratio(mjgate["rps"], bare["rps"]),
                 **(
-                    {"ratio_rps_floor_over_bare": ratio(medians["floor"]["rps"], bare["rps"])}
+                    {
+                        "ratio_rps_floor_over_bare": ratio(medians["floor"]["rps"], bare["rps"]),
+                        "ratio_rps_task_insert_over_bare": ratio(
+                            medians["task_insert"]["rps"], bare["rps"]
+                        ),
+                    }
                     if args.floor
                     else {}
                 ),
