@@ -89,7 +89,12 @@ def accept(request: HttpRequest) -> JsonResponse:
     row = {**template["row"], "id": task_id, "prompt": payload.get("prompt", "")}
     row["created_at"] = row["updated_at"] = now.isoformat()
     with connection.cursor() as cursor:
-        cursor.execute(_ACCEPT, [json.dumps(row), template["amount"], f"task:{task_id}:hold", now])
+        # Prepared, as mjgate sends it (apps/core/db.py): planned once per connection.
+        cursor.cursor.execute(
+            _ACCEPT,
+            [json.dumps(row), template["amount"], f"task:{task_id}:hold", now],
+            prepare=True,
+        )
         outcome, seq = cursor.fetchone()
     if outcome != "accepted":
         return JsonResponse({"code": 24, "description": outcome}, status=400)
@@ -105,9 +110,10 @@ def insert_task(request: HttpRequest) -> JsonResponse:
     row = {**_template()["row"], "id": task_id, "prompt": payload.get("prompt", "")}
     row["created_at"] = row["updated_at"] = now
     with connection.cursor() as cursor:
-        cursor.execute(
+        cursor.cursor.execute(
             "INSERT INTO tasks_task SELECT * FROM jsonb_populate_record(NULL::tasks_task, %s)",
             [json.dumps(row)],
+            prepare=True,
         )
     return JsonResponse({"code": 1, "result": task_id, "properties": {}})
 
