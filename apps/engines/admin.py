@@ -33,6 +33,7 @@ from apps.tasks.models import Task
 
 from .base import engine_names
 from .models import Health, UpstreamAccount
+from .own_services import own_account_update_by_operator
 from .services import (
     upstream_account_clean,
     upstream_account_create,
@@ -349,16 +350,28 @@ class UpstreamAccountAdmin(AuditedAdminMixin, admin.ModelAdmin):
         """Through the services; the mixin around this records the audit entry."""
         data = form.cleaned_data
         if change:
-            upstream_account_update(
-                account=obj,
-                name=data["name"],
-                modes=list(data["modes"]),
-                concurrency=data["concurrency"],
-                queue_size=data["queue_size"],
-                run_timeout_seconds=data["run_timeout_seconds"],
-                options=data["options"],
-                secrets=form.secrets_to_set,
-            )
+            changes: dict[str, Any] = {
+                "name": data["name"],
+                "modes": list(data["modes"]),
+                "concurrency": data["concurrency"],
+                "queue_size": data["queue_size"],
+                "run_timeout_seconds": data["run_timeout_seconds"],
+                "options": data["options"],
+                "secrets": form.secrets_to_set,
+            }
+            if obj.owner_id is None:
+                upstream_account_update(account=obj, **changes)
+                return
+            # A tenant's own account: a mode taken from its last account serving it fails the
+            # tenant's queued own-only tasks of that mode, as the tenant's own change does.
+            _, failed = own_account_update_by_operator(account=obj, **changes)
+            if failed:
+                self.message_user(
+                    request,
+                    f"{len(failed)} queued own-only task(s) of {obj.owner} failed: none of its "
+                    "own accounts serves their mode any more.",
+                    messages.WARNING,
+                )
             return
         created = upstream_account_create(
             engine=data["engine"],

@@ -87,3 +87,20 @@ def own_queue_counts(*, organization: Organization) -> dict[str, int]:
         .annotate(n=Count("pk"))
     )
     return {mode: int(n) for mode, n in rows}
+
+
+def own_modes_served(*, organization_id: int) -> set[str]:
+    """The modes at least one of the organization's own accounts is set to serve, whether it
+    is switched on or off and whatever its health (a disabled or cooling account may take work
+    again; only a removed one, or one whose modes no longer include the mode, is gone).
+
+    An ``own`` task of a mode outside this set can never run: the submit refuses it under the
+    organization's lock and removing the last such account fails the queued ones
+    (``own_services``). Accounts are few per organization; their modes live in a JSON list,
+    read here rather than searched (SQLite cannot)."""
+    served: set[str] = set()
+    for modes in UpstreamAccount.objects.filter(owner_id=organization_id).values_list(
+        "modes", flat=True
+    ):
+        served.update(mode for mode in modes or [] if isinstance(mode, str))
+    return served

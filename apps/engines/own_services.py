@@ -11,6 +11,15 @@ encrypted), plus what a customer must not be able to do —
   and a discord account's gateway is always Discord's own);
 * read or change another organization's account, or a shared one (``NotFound``);
 * remove an account while it still runs jobs (they would lose their account).
+
+Removing the organization's last own account that serves a mode — deleting it, or changing
+its modes (here or in the operator's admin, ``own_account_update_by_operator``) — fails the
+organization's queued ``own`` tasks of that mode in the same transaction (errorCode
+ACCOUNT_UNAVAILABLE, their holds released): nothing else may run them. Every such change locks
+the organization's row first — the lock a submit takes to accept a task, and the first lock of
+the ledger's order — so an ``own`` task accepted before the change is failed by it, and one
+accepted after it is refused (``acceptance._check_own_served``). A switched-off account is not
+gone: its queued tasks wait for it to be switched on again, up to their start deadline.
 """
 
 from __future__ import annotations
@@ -26,14 +35,16 @@ from apps.core.errors import Conflict, NotFound, PermissionDenied, ValidationFai
 from apps.core.http import UnsafeURL, check_url
 from apps.tasks.enums import Status
 from apps.tasks.models import Task
+from apps.tasks.services.cancel import own_tasks_fail_unservable
 
 from .base import engine_names
 from .models import UpstreamAccount
-from .own_selectors import own_account_get
+from .own_selectors import own_account_get, own_modes_served
 from .services import (
     secrets_keep_generated,
     upstream_account_clean,
     upstream_account_set_enabled,
+    upstream_account_update,
 )
 
 #: Engines an organization may bring its own accounts of (the sandbox is the platform's).
@@ -98,6 +109,25 @@ def _check_limits(concurrency: int, queue_size: int) -> None:
             f"queue size must be between 0 and {OWN_ACCOUNT_MAX_QUEUE}.",
             details={"field": "queue_size"},
         )
+
+
+def _lock_organization(organization_id: int) -> None:
+    """The organization's row, ``FOR NO KEY UPDATE``: the lock every submit of it takes to
+    accept a task, so none is accepted while an own account's modes change; taken first, as
+    the ledger's lock order asks (a failed task's release then locks the balance row)."""
+    Organization.objects.select_for_update(no_key=True).filter(pk=organization_id).values_list(
+        "pk", flat=True
+    ).first()
+
+
+def _fail_stranded(*, organization_id: int, modes: set[str]) -> list[str]:
+    """After ``modes`` left one of the organization's own accounts (in this transaction, under
+    the organization's lock): fail its queued ``own`` tasks of those of them no own account
+    serves now, enabled or not. The ids failed."""
+    gone = modes - own_modes_served(organization_id=organization_id)
+    if not gone:
+        return []
+    return own_tasks_fail_unservable(organization_id=organization_id, modes=gone)
 
 
 def own_account_create(
@@ -178,7 +208,8 @@ def own_account_update(
     options; ``secrets`` replaces the stored credentials (None keeps them; the generated
     callback token stays unless ``{}`` clears them all). The engine never
     changes. Allowed on a plan that no longer includes own accounts too (to fix or wind
-    down what exists)."""
+    down what exists). Taking away the last own account's mode fails the organization's
+    queued ``own`` tasks of that mode (see the module's docstring)."""
     account = own_account_get(organization=organization, account_id=account_id)
     new_concurrency = account.concurrency if concurrency is None else concurrency
     new_queue = account.queue_size if queue_size is None else queue_size
@@ -197,6 +228,7 @@ def own_account_update(
     _check_addresses(clean.engine, clean.options)
     try:
         with transaction.atomic():
+            _lock_organization(organization.pk)
             # Locked: the generated callback token is written under this lock too
             # (``mjproxy_callback_token_ensure``), so one made meanwhile is carried over.
             current = (
@@ -206,6 +238,7 @@ def own_account_update(
             )
             if current is None:
                 raise NotFound("No such upstream account.")
+            removed = set(current.modes or []) - set(clean.modes)
             UpstreamAccount.objects.filter(pk=account.pk, owner=organization).update(
                 name=clean.name,
                 modes=clean.modes,
@@ -219,6 +252,7 @@ def own_account_update(
                 ),
                 updated_at=timezone.now(),
             )
+            _fail_stranded(organization_id=organization.pk, modes=removed)
     except IntegrityError as exc:
         raise Conflict(
             f"Your organization already has an upstream account named '{clean.name}'.",
@@ -227,20 +261,68 @@ def own_account_update(
     return own_account_get(organization=organization, account_id=account.pk)
 
 
+def own_account_update_by_operator(
+    *,
+    account: UpstreamAccount,
+    name: str,
+    modes: list[str],
+    concurrency: int,
+    queue_size: int,
+    run_timeout_seconds: int,
+    options: dict[str, Any],
+    secrets: dict[str, Any] | None = None,
+) -> tuple[UpstreamAccount, list[str]]:
+    """The operator's admin changing an organization's own account: the operator's rules
+    (``upstream_account_update``: no tenant limits), and what ``own_account_update`` does
+    about the modes it takes away, in one transaction. Returns the account and the ids of
+    the queued ``own`` tasks failed for want of an account serving their mode."""
+    organization_id = account.owner_id
+    if organization_id is None:
+        raise ValidationFailed("Not an organization's own upstream account.")
+    with transaction.atomic():
+        _lock_organization(organization_id)
+        before = (
+            UpstreamAccount.objects.filter(pk=account.pk, owner_id=organization_id)
+            .values_list("modes", flat=True)
+            .first()
+        )
+        if before is None:
+            raise NotFound("No such upstream account.")
+        updated = upstream_account_update(
+            account=account,
+            name=name,
+            modes=modes,
+            concurrency=concurrency,
+            queue_size=queue_size,
+            run_timeout_seconds=run_timeout_seconds,
+            options=options,
+            secrets=secrets,
+        )
+        removed = set(before or []) - set(updated.modes or [])
+        failed = _fail_stranded(organization_id=organization_id, modes=removed)
+    return updated, failed
+
+
 def own_account_set_enabled(
     *, organization: Organization, account_id: object, enabled: bool
 ) -> UpstreamAccount:
-    """Switch an own account on or off. Off, it takes no new job; running ones finish."""
+    """Switch an own account on or off. Off, it takes no new job; running ones finish; queued
+    ``own`` tasks stay queued (it still counts as serving its modes, so it may take them when
+    switched on again before their start deadline, which fails them otherwise)."""
     account = own_account_get(organization=organization, account_id=account_id)
     upstream_account_set_enabled(account=account, enabled=enabled)
     return own_account_get(organization=organization, account_id=account.pk)
 
 
-def own_account_delete(*, organization: Organization, account_id: object) -> None:
+def own_account_delete(*, organization: Organization, account_id: object) -> list[str]:
     """Remove an own account. Refused while it runs jobs (switch it off and let them finish);
-    finished tasks keep their history without it."""
+    finished tasks keep their history without it. When no other own account of the
+    organization (enabled or not) serves one of its modes, the organization's queued ``own``
+    tasks of that mode are failed with it (see the module's docstring); their ids are
+    returned."""
     account = own_account_get(organization=organization, account_id=account_id)
     with transaction.atomic():
+        _lock_organization(organization.pk)
         locked = (
             UpstreamAccount.objects.select_for_update()
             .filter(pk=account.pk, owner=organization)
@@ -258,4 +340,6 @@ def own_account_delete(*, organization: Organization, account_id: object) -> Non
                 code="account_busy",
                 details={"running": running},
             )
+        modes = set(locked.modes or [])
         locked.delete()
+        return _fail_stranded(organization_id=organization.pk, modes=modes)

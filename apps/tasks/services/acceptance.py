@@ -27,9 +27,11 @@ from apps.billing.ledger import ledger_hold, ledger_hold_arguments
 from apps.billing.selectors import own_account_fee_get, price_get
 from apps.core.db import prepared_cursor
 from apps.core.errors import ConcurrencyLimitReached
+from apps.engines.own_selectors import own_modes_served
 
 from ..actions import action_spec
 from ..enums import Pool, Status
+from ..errors import FIELD, InputError
 from ..events import task_changed
 from ..lifecycle import kick_dispatcher
 from ..models import Task, TenantQueueCounter
@@ -174,7 +176,27 @@ def accept(task: Task, *, now: datetime) -> None:
         tier_name=locked.tier_name,
         tier_code=locked.tier_code,
     )
+    if task.pool == Pool.OWN:
+        _check_own_served(task)
     _price(task, now=now)
+
+
+def _check_own_served(task: Task) -> None:
+    """An ``own`` task needs an own account of its organization set to serve its mode, read
+    under the organization's lock: ``resolve_pool`` checked before it (without the lock), and
+    removing the last such account (``own_services``) takes the same lock and fails the
+    queued ones, so a task accepted in between would wait for its start deadline for nothing.
+    A switched-off account still counts (it may be switched on again), as it does there."""
+    if task.mode in own_modes_served(organization_id=task.organization_id):
+        return
+    raise InputError(
+        f"This task may run only on your organization's own upstream accounts ({FIELD} own, "
+        f"or a follow-up of a task one of them ran), but none of them serves {task.mode} mode "
+        f"any more; add one, or use own_then_shared or the shared pool.",
+        field="pool",
+        code="no_own_account",
+        details={"pool": Pool.OWN, "mode": task.mode},
+    )
 
 
 def _limit_reached(*, unfinished: int, limit: int, tier_name: str, tier_code: str) -> None:
@@ -352,12 +374,15 @@ HOLD_REFUSED = "MJ001"
 def _alone_possible(task: Task) -> bool:
     """Whether ``task`` may be accepted in one statement outside a transaction: PostgreSQL, no
     transaction open (the statement is its own), and no outbox row to write with it (the task's
-    own hook; an organization's endpoints are checked by the statement itself)."""
+    own hook; an organization's endpoints are checked by the statement itself), and not an
+    ``own`` task (``accept`` checks its organization still has an own account for its mode
+    under the lock, which the statement cannot)."""
     db = connections[DEFAULT_DB_ALIAS]  # the connection itself: no lookup per attribute read
     return (
         db.vendor == "postgresql"
         and not db.in_atomic_block
         and not task.notify_hook
+        and task.pool != Pool.OWN
         and db.get_autocommit()
     )
 

@@ -1,14 +1,16 @@
-"""A customer cancels an unfinished task; its hold is released."""
+"""Unfinished tasks ended before their time, their holds released: a customer's cancel, and
+the queued own-only tasks no account of their organization can run any more."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from apps.accounts.models import Organization
 from apps.api_keys.models import ApiKey
 from apps.core.errors import ValidationFailed
 
-from ..enums import ErrorCode, Status
+from ..enums import ErrorCode, Pool, Status
 from ..errors import InputError
 from ..lifecycle import NON_TERMINAL, task_cancel_upstream, task_fail
 from ..models import Task
@@ -60,3 +62,50 @@ def task_cancel(
 def cancel_upstream_job(task: Task) -> None:
     """Best effort: stop the job ``task`` started upstream (the lifecycle asks its engine)."""
     task_cancel_upstream(task=task)
+
+
+#: The failReason of a queued ``own`` task whose organization removed (or stopped serving the
+#: mode on) its last own upstream account that could run it.
+OWN_ACCOUNT_GONE_REASON = (
+    "None of your organization's own upstream accounts serves {mode} mode any more, and this "
+    "task may run only on your own accounts (pool own); it was not charged."
+)
+
+
+def own_tasks_fail_unservable(
+    *, organization_id: int, modes: Iterable[str], reason: str = OWN_ACCOUNT_GONE_REASON
+) -> list[str]:
+    """Fail the organization's queued (``NOT_START``) ``own``-pool tasks of ``modes`` at once,
+    with errorCode ACCOUNT_UNAVAILABLE (what a start deadline that passed says), instead of
+    letting them hold their tokens until then. Returns the ids failed.
+
+    For the caller that just removed the last own account serving ``modes``, inside its
+    transaction and after locking the organization's row (the submit's lock: an ``own`` task
+    accepted before it is seen here, one accepted after it is refused). Each goes through
+    ``task_fail``: the ledger releases the hold, the outbox gets ``task.failed``, the task
+    table's trigger keeps the unfinished count. Tasks already assigned or running, ``MODAL``
+    ones (they hold nothing yet; their second step is refused) and ``own_then_shared`` ones
+    (the shared pool can still run them) are left alone. ``reason`` may name ``{mode}``."""
+    wanted = sorted(set(modes))
+    if not wanted:
+        return []
+    queued = (
+        Task.objects.filter(
+            organization_id=organization_id,
+            status=Status.NOT_START,
+            pool=Pool.OWN,
+            mode__in=wanted,
+        )
+        .order_by("submitted_at", "pk")
+        .values_list("pk", "mode")
+    )
+    failed = []
+    for task_id, mode in queued:
+        if task_fail(
+            task_id=task_id,
+            reason=reason.format(mode=mode),
+            error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+            from_statuses=(Status.NOT_START,),
+        ):
+            failed.append(task_id)
+    return failed
