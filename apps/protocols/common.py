@@ -199,8 +199,9 @@ def with_tier_limit_hint(exc: Exception) -> Exception:
 
 
 def with_retry_after(response: Response, exc: ServiceError) -> Response:
-    """A tier or rate limit's answer says when to retry, as the native API's does."""
-    if exc.http_status == 429 and "retry_after" in exc.details:
+    """A tier or rate limit's answer, or an outage's (503), says when to retry, as the native
+    API's does."""
+    if exc.http_status in (429, 503) and "retry_after" in exc.details:
         response["Retry-After"] = str(exc.details["retry_after"])
     return response
 

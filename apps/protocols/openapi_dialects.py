@@ -111,7 +111,7 @@ MJPROXY: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
             "endImage": _STR,
             "action": {**_STR, "enum": ["extend"]},
             "taskId": _STR,
-            "index": {**_INT, "minimum": 1, "maximum": 4},
+            "index": {**_INT, "minimum": 0, "maximum": 3},
             "notifyHook": {**_STR, "format": "uri"},
             "state": _STR,
         },
@@ -304,7 +304,7 @@ TTAPI: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
 _RESPONSES = {
     "submit": "`{code, description, result, properties}`: code 1 started, 22 queued, 21 waits "
     "for submit/modal, 3 not found, 4 refused, 23 plan limit, 24 banned word.",
-    "task": "Task JSON: id, action, status, prompt, progress, imageUrl, imageUrls, videoUrls, "
+    "task": "Task JSON: id, action, status, prompt, progress, imageUrl, imageUrls, videoUrl, videoUrls, "
     "buttons …",
     "tasks": "A list of Task JSON.",
     "seed": "The seed of the finished task.",

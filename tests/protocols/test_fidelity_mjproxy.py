@@ -39,6 +39,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "progress": (str,),
     "imageUrl": NULLABLE_STR,
     "imageUrls": (list, type(None)),
+    "videoUrl": NULLABLE_STR,
     "videoUrls": (list, type(None)),
     "thumbnailUrl": NULLABLE_STR,
     "failReason": NULLABLE_STR,

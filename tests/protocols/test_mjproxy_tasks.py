@@ -34,6 +34,7 @@ TASK_KEYS = {
     "progress",
     "imageUrl",
     "imageUrls",
+    "videoUrl",
     "videoUrls",
     "thumbnailUrl",
     "failReason",

@@ -83,6 +83,8 @@ def test_mjproxy_submit_video_end_to_end(funded, live_key, client_for, sandbox):
     body = client.get(f"/mj/task/{task.id}/fetch").json()
     assert body["action"] == "VIDEO"
     assert [set(v) for v in body["videoUrls"]] == [{"url"}, {"url"}]
+    # new-api's Midjourney DTO reads the first clip as ``videoUrl``.
+    assert body["videoUrl"] == body["videoUrls"][0]["url"]
     assert body["imageUrl"].endswith(".png")  # the poster
     for video in body["videoUrls"]:
         assert_playable(client, video["url"])

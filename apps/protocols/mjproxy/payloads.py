@@ -48,11 +48,10 @@ def image_urls(task: Task) -> list[dict[str, str]] | None:
     return [{"url": main}] if main else None
 
 
-def video_urls(task: Task) -> list[dict[str, str]] | None:
+def video_urls(urls: list[str]) -> list[dict[str, str]] | None:
     """``[{"url": …}]``: a video's MP4 clips as trueai-org's proxy lists them, else ``null``.
 
     ``imageUrl`` of a video is its poster (the first frame of the first clip)."""
-    urls = result_video_urls(task)
     return [{"url": url} for url in urls] or None
 
 
@@ -97,6 +96,7 @@ def task_json(task: Task) -> dict[str, Any]:
     properties["finalZhPrompt"] = zh_prompt if isinstance(zh_prompt, str) else ""
     properties["isTest"] = task.is_test
     prompt, prompt_en = _prompts(task, properties)
+    videos = result_video_urls(task)
     return {
         "id": task.id,
         "action": task.action,
@@ -111,7 +111,9 @@ def task_json(task: Task) -> dict[str, Any]:
         "progress": progress_text(task),
         "imageUrl": result_image_url(task),
         "imageUrls": image_urls(task),
-        "videoUrls": video_urls(task),
+        # The first clip on its own: clients built on new-api's Midjourney DTO read ``videoUrl``.
+        "videoUrl": videos[0] if videos else None,
+        "videoUrls": video_urls(videos),
         "thumbnailUrl": result_thumbnail_url(task),
         "failReason": task.fail_reason or None,
         "errorCode": task.error_code or None,

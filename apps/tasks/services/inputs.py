@@ -17,7 +17,14 @@ from django.utils import timezone
 from apps.accounts.models import Organization
 from apps.api_keys.models import ApiKey
 from apps.core.errors import BannedPrompt, ValidationFailed
-from apps.core.http import OutboundHTTPError, Timeout, UnsafeURL, check_url, safe_download
+from apps.core.http import (
+    OutboundHTTPError,
+    ResponseTooLarge,
+    Timeout,
+    UnsafeURL,
+    check_url,
+    safe_download,
+)
 from apps.engines.selectors import upstream_account_owned_usable
 
 from .. import prompt as prompts
@@ -209,6 +216,13 @@ def load_image(
             )
         except UnsafeURL as exc:
             raise InputError(f"{FIELD}: {exc}", field=field, index=index, action=action) from exc
+        except ResponseTooLarge as exc:
+            raise InputError(
+                f"{FIELD}: the image is larger than {MAX_DOWNLOAD_BYTES // (1024 * 1024)} MiB.",
+                field=field,
+                index=index,
+                action=action,
+            ) from exc
         except OutboundHTTPError as exc:
             raise InputError(
                 f"{FIELD}: the image could not be downloaded ({exc}).",

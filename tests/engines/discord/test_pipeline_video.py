@@ -68,6 +68,7 @@ def test_animate_extend_and_a_start_frame_through_the_worker(
     assert animated["action"] == "VIDEO"
     assert downloadable(animated["imageUrl"])  # the poster
     assert [codec for codec, _s in _clips(animated)] == ["h264"] * 4
+    assert animated["videoUrl"] == animated["videoUrls"][0]["url"]
     assert all(4.5 <= seconds <= 5.5 for _c, seconds in _clips(animated))
     # The worker pressed the bot's own Animate button on the upscale's message.
     assert DiscordJob.objects.filter(
