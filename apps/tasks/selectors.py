@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Max, Min, Q, QuerySet
 from django.db.models.base import ModelState
@@ -22,9 +23,11 @@ from apps.core.cache import config_cached, config_changed
 from apps.core.db import prepared_cursor
 from apps.core.errors import NotFound
 from apps.engines.models import UpstreamAccount
+from apps.engines.sandbox.engine import DEFAULT_DURATION as SANDBOX_JOB_SECONDS
+from apps.engines.sandbox.engine import SandboxEngine
 from apps.engines.selectors import upstream_account_takes, upstream_account_usable
 
-from .enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Pool, Status
+from .enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Mode, Pool, Status
 from .lifecycle import ACTIVE_STATUSES, engine_named
 from .models import BANNED_WORDS_CACHE, BannedWord, Task
 from .scheduling import sandbox_pool_ensure
@@ -309,10 +312,13 @@ def task_queue_list(*, organization: Organization) -> QuerySet[Task]:
 @dataclass(frozen=True)
 class QueueEstimate:
     """Where a queued task stands: ``position`` 0 means a free slot takes it now; otherwise it
-    is the task's place in the line waiting for a slot (1 = next). ``expected_start`` comes
-    from the pool's measured throughput (None until tasks of the pool have finished lately;
-    for an own-only task its organization's own accounts are the pool, and None also while
-    none of them may take its mode)."""
+    is the task's place in the line waiting for a slot (1 = next). ``expected_start`` is when
+    that many slots should have opened (``_expected_start``): from the slots that may serve
+    the task and its pool's typical job, or from the pool's measured throughput where that is
+    faster and founded on enough finished tasks; never after the task's start deadline. None
+    while no slot may serve the task and too little was measured (for an own-only task its
+    organization's own accounts are the pool, and None also while none of them may take its
+    mode)."""
 
     position: int
     expected_start: datetime | None = None
@@ -320,59 +326,161 @@ class QueueEstimate:
     ahead: int = 0
 
 
-#: Throughput is measured over this window of finished tasks and re-read this often.
+#: The measured throughput counts the pool's tasks finished within this window; a pool's
+#: history (that count and its typical job) is re-read this often per process.
 THROUGHPUT_WINDOW = timedelta(minutes=10)
 THROUGHPUT_REFRESH_SECONDS = 10.0
-_throughput: dict[tuple[str, bool], tuple[float, float]] = {}
+#: The measured throughput stands in for the slots' estimate only when at least this many of
+#: the pool's tasks finished within the window: a few finishes say little about the next slot.
+THROUGHPUT_MIN_FINISHED = 10
+#: A pool's typical job is the mean run time of its last ``JOB_HISTORY_SIZE`` successes
+#: submitted within ``JOB_HISTORY``: a pool idle since last night still has yesterday's jobs.
+JOB_HISTORY_SIZE = 50
+JOB_HISTORY = timedelta(hours=24)
+#: How long a job of each mode holds its slot while its pool has no success to go by.
+#: Midjourney puts a fast job at about a GPU minute, turbo at up to four times faster (for
+#: twice the price, SPEC §3), and a relax job waits in Midjourney's own queue before it runs.
+#: A sandbox account's jobs take its ``duration`` option instead.
+DEFAULT_JOB_SECONDS: dict[str, float] = {Mode.FAST: 60.0, Mode.TURBO: 20.0, Mode.RELAX: 180.0}
+#: No typical job is shorter: a sandbox job set to take no time still holds its slot until a
+#: poll finds it done, and no estimate divides by next to nothing.
+MIN_JOB_SECONDS = 1.0
 
 
-def pool_throughput(*, mode: str, is_test: bool) -> float:
-    """Tasks of the pool finished per second over the last ``THROUGHPUT_WINDOW`` (one indexed
-    read per pool every ``THROUGHPUT_REFRESH_SECONDS`` per process)."""
-    return _finished_rate(_throughput, (mode, is_test), mode=mode, is_test=is_test)
+@dataclass(frozen=True)
+class PoolHistory:
+    """What a pool's recent past says about its next slots: ``finished``, its tasks that ran
+    and finished within ``THROUGHPUT_WINDOW``; ``job_seconds``, how long its last successes
+    (``jobs`` of them) held their slot on average, from the start until the upstream was done
+    (None without any)."""
+
+    finished: int = 0
+    jobs: int = 0
+    job_seconds: float | None = None
+
+    @property
+    def throughput(self) -> float:
+        """The pool's tasks finished per second over the window."""
+        return self.finished / THROUGHPUT_WINDOW.total_seconds()
 
 
-def _finished_rate(cache: dict[Any, tuple[float, float]], key: Any, **where: Any) -> float:
-    """Tasks matching ``where`` that ran and finished, per second over the last
-    ``THROUGHPUT_WINDOW``, kept in ``cache`` under ``key`` for ``THROUGHPUT_REFRESH_SECONDS``."""
+_history: dict[tuple[Any, ...], tuple[float, PoolHistory]] = {}
+
+
+def pool_history(*, mode: str, is_test: bool) -> PoolHistory:
+    """The recent past of the pool of ``mode`` (live or test): one statement of index reads
+    per pool every ``THROUGHPUT_REFRESH_SECONDS`` per process."""
+    return _cached_history(("pool", mode, is_test), mode=mode, is_test=is_test)
+
+
+def own_history(*, organization_id: int, mode: str) -> PoolHistory:
+    """The recent past of the organization's own accounts in ``mode``, the pool its own-only
+    queue moves through: one statement per organization and mode every
+    ``THROUGHPUT_REFRESH_SECONDS`` per process."""
+    return _cached_history(
+        ("own", organization_id, mode), mode=mode, is_test=False, organization_id=organization_id
+    )
+
+
+def _cached_history(
+    key: tuple[Any, ...], *, mode: str, is_test: bool, organization_id: int | None = None
+) -> PoolHistory:
     now = time.monotonic()
-    cached = cache.get(key)
+    cached = _history.get(key)
     if cached is not None and now - cached[0] < THROUGHPUT_REFRESH_SECONDS:
         return cached[1]
+    history = _history_read(mode=mode, is_test=is_test, organization_id=organization_id)
+    _history[key] = (now, history)
+    return history
+
+
+def _history_sql(*, own: bool) -> str:
+    quote = connection.ops.quote_name
+    table = quote(Task._meta.db_table)
+    terminal = ", ".join(f"'{status}'" for status in TERMINAL_STATUSES)
+    if own:
+        # An own account runs only its owner's tasks: the organization narrows both reads, and
+        # its newest tasks come first in ``task_org_recent``.
+        accounts = quote(UpstreamAccount._meta.db_table)
+        owned = f"SELECT a.id FROM {accounts} a WHERE a.owner_id = %(org)s"  # noqa: S608
+        scope = (
+            "t.organization_id = %(org)s AND t.mode = %(mode)s AND NOT t.is_test AND "
+            f"t.upstream_account_id IN ({owned})"
+        )
+        newest = "t.created_at"
+    else:
+        # The pool's successes, newest first, are one range of ``task_queue`` (status, mode,
+        # submitted_at): the read stops at the last job it averages.
+        scope = "t.mode = %(mode)s AND t.is_test = %(is_test)s"
+        newest = "t.submitted_at"
+    return f"""
+        SELECT (SELECT count(*) FROM {table} t
+                WHERE {scope} AND t.finished_at >= %(since)s
+                  AND t.status IN ({terminal}) AND t.started_at IS NOT NULL),
+               count(r.run), avg(r.run)
+        FROM (SELECT EXTRACT(EPOCH FROM COALESCE(t.slot_freed_at, t.finished_at) - t.started_at)
+                     AS run
+              FROM {table} t
+              WHERE {scope} AND t.status = '{Status.SUCCESS}' AND {newest} >= %(horizon)s
+                AND t.started_at IS NOT NULL AND t.finished_at IS NOT NULL
+              ORDER BY {newest} DESC LIMIT %(size)s) r
+    """  # noqa: S608 - table names and status literals are ours; values are parameters
+
+
+def _history_read(*, mode: str, is_test: bool, organization_id: int | None) -> PoolHistory:
+    """``PoolHistory`` of the pool of ``mode`` (the organization's own accounts when
+    ``organization_id`` is given): one statement on PostgreSQL."""
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _history_sql(own=organization_id is not None),
+                {
+                    "mode": mode,
+                    "is_test": is_test,
+                    "org": organization_id,
+                    "since": now - THROUGHPUT_WINDOW,
+                    "horizon": now - JOB_HISTORY,
+                    "size": JOB_HISTORY_SIZE,
+                },
+            )
+            finished, jobs, mean = cursor.fetchone()
+        return PoolHistory(int(finished), int(jobs), float(mean) if mean is not None else None)
+    # The portable reading (SQLite): the same numbers in two statements.
+    where: dict[str, Any] = {"mode": mode, "is_test": is_test}
+    newest = "submitted_at"
+    if organization_id is not None:
+        where |= {"organization_id": organization_id, "upstream_account__owner_id": organization_id}
+        newest = "created_at"
     finished = Task.objects.filter(
-        finished_at__gte=timezone.now() - THROUGHPUT_WINDOW,
+        finished_at__gte=now - THROUGHPUT_WINDOW,
         status__in=TERMINAL_STATUSES,
         started_at__isnull=False,
         **where,
     ).count()
-    rate = finished / THROUGHPUT_WINDOW.total_seconds()
-    cache[key] = (now, rate)
-    return rate
-
-
-_own_throughput: dict[tuple[int, str], tuple[float, float]] = {}
-
-
-def own_throughput(*, organization_id: int, mode: str) -> float:
-    """Tasks of ``mode`` the organization's own accounts finished per second over the last
-    ``THROUGHPUT_WINDOW``: the rate its own-only queue moves at (one read per organization and
-    mode every ``THROUGHPUT_REFRESH_SECONDS`` per process)."""
-    return _finished_rate(
-        _own_throughput,
-        (organization_id, mode),
-        # An own account runs only its owner's tasks: the organization narrows the read.
-        organization_id=organization_id,
-        upstream_account__owner_id=organization_id,
-        mode=mode,
-        is_test=False,
+    recent = (
+        Task.objects.filter(
+            status=Status.SUCCESS,
+            started_at__isnull=False,
+            finished_at__isnull=False,
+            **{f"{newest}__gte": now - JOB_HISTORY},
+            **where,
+        )
+        .order_by(f"-{newest}")
+        .values_list("started_at", "slot_freed_at", "finished_at")[:JOB_HISTORY_SIZE]
     )
+    runs = [
+        (end - started).total_seconds()
+        for started, freed, done in recent
+        if started is not None and (end := freed or done) is not None
+    ]
+    return PoolHistory(finished, len(runs), sum(runs) / len(runs) if runs else None)
 
 
 def pool_throughput_forget() -> None:
-    """Forget the measured throughputs, pool sizes and pool snapshots of this process
+    """Forget the pool histories, pool accounts and pool snapshots this process remembers
     (tests)."""
-    _throughput.clear()
-    _own_throughput.clear()
+    _history.clear()
     _capacity.clear()
     _snapshots.clear()
     _free.clear()
@@ -418,15 +526,20 @@ def _pool_free_slots(task: Task, loaded: list[Any] | None = None) -> int:
             a, organization_id=task.organization_id, pool=task.pool, is_test=task.is_test
         )
     ]
+    return sum(max(0, a.concurrency - a.busy) for a in _for_follow_up(task, accounts))
+
+
+def _for_follow_up(task: Task, accounts: list[Any]) -> list[Any]:
+    """``accounts`` narrowed for a follow-up: to its parent's account where its engine needs
+    that, else to accounts of its parent's engine when there are any (a new task: all)."""
     parent = task.parent if task.parent_id else None
-    if parent is not None and parent.upstream_account_id:
-        same = [a for a in accounts if a.pk == parent.upstream_account_id]
-        engine = engine_named(parent.engine or "sandbox")
-        if same or engine is None or engine.follow_ups_need_parent_account:
-            accounts = same
-        else:
-            accounts = [a for a in accounts if a.engine == parent.engine] or accounts
-    return sum(max(0, a.concurrency - a.busy) for a in accounts)
+    if parent is None or not parent.upstream_account_id:
+        return accounts
+    same = [a for a in accounts if a.pk == parent.upstream_account_id]
+    engine = engine_named(parent.engine or "sandbox")
+    if same or engine is None or engine.follow_ups_need_parent_account:
+        return same
+    return [a for a in accounts if a.engine == parent.engine] or accounts
 
 
 _free: dict[tuple[Any, ...], tuple[float, int]] = {}
@@ -452,26 +565,95 @@ def _recent_free_slots(task: Task) -> int:
     return free
 
 
-#: A pool's total slots are re-read this often (only to read the free slots less often for a
-#: task placed behind more tasks than the pool has slots: it cannot start now).
+#: A pool's accounts (which slots may serve a task, how long their jobs take) are re-read this
+#: often per process.
 CAPACITY_REFRESH_SECONDS = 5.0
-_capacity: dict[tuple[str, bool], tuple[float, int]] = {}
+_capacity: dict[bool, tuple[float, list[UpstreamAccount]]] = {}
+#: What the estimate reads of an account: whether it may take a task now, its slots, and the
+#: engine and options that may say how long its jobs take (its secrets stay unread).
+_CAPACITY_FIELDS = (
+    "owner",
+    "engine",
+    "modes",
+    "options",
+    "concurrency",
+    "is_enabled",
+    "is_sandbox_pool",
+    "health",
+    "cooldown_until",
+)
 
 
-def _pool_capacity(*, mode: str, is_test: bool) -> int:
+def _pool_accounts(*, is_test: bool) -> list[UpstreamAccount]:
+    """The enabled accounts of the live pool or the test pool, without their load: one read
+    every ``CAPACITY_REFRESH_SECONDS`` per process."""
     now = time.monotonic()
-    cached = _capacity.get((mode, is_test))
+    cached = _capacity.get(is_test)
     if cached is not None and now - cached[0] < CAPACITY_REFRESH_SECONDS:
         return cached[1]
-    total = sum(
-        concurrency
-        for modes, concurrency in UpstreamAccount.objects.filter(
-            is_enabled=True, is_sandbox_pool=is_test
-        ).values_list("modes", "concurrency")
-        if mode in (modes or [])
+    accounts = list(
+        UpstreamAccount.objects.filter(is_enabled=True, is_sandbox_pool=is_test)
+        .only(*_CAPACITY_FIELDS)
+        .order_by("pk")
     )
-    _capacity[(mode, is_test)] = (now, total)
-    return total
+    _capacity[is_test] = (now, accounts)
+    return accounts
+
+
+def _serving(task: Task, accounts: list[Any], now: datetime) -> list[Any]:
+    """The accounts of ``accounts`` that may take ``task`` now: new work of its mode, of its
+    organization and pool (a follow-up's narrowed as ``_for_follow_up`` narrows them)."""
+    serving = [
+        a
+        for a in accounts
+        if upstream_account_usable(a, now=now, mode=task.mode)
+        and upstream_account_takes(
+            a, organization_id=task.organization_id, pool=task.pool, is_test=task.is_test
+        )
+    ]
+    return _for_follow_up(task, serving)
+
+
+def _default_job_seconds(account: Any, mode: str) -> float:
+    """How long a job of ``mode`` holds a slot of ``account`` while its pool has no history: a
+    sandbox's own ``duration``, else the mode's ``DEFAULT_JOB_SECONDS``."""
+    if isinstance(engine_named(account.engine), SandboxEngine):
+        try:
+            seconds = float((account.options or {}).get("duration", SANDBOX_JOB_SECONDS))
+        except (TypeError, ValueError):
+            seconds = SANDBOX_JOB_SECONDS
+    else:
+        seconds = DEFAULT_JOB_SECONDS.get(mode, DEFAULT_JOB_SECONDS[Mode.FAST])
+    return max(seconds, MIN_JOB_SECONDS)
+
+
+def _expected_start(
+    task: Task, waiting: int, *, serving: list[Any], history: PoolHistory, now: datetime
+) -> datetime | None:
+    """When ``waiting`` slots should have opened for the queued ``task``.
+
+    While every slot is busy, each of the ``serving`` accounts' slots opens once per typical
+    job: the pool's recent mean run time (``history``), else each account's default
+    (``_default_job_seconds``). So slots open at their number over the typical job a second,
+    however little the pool did lately: a pool that was idle expects its slots in seconds, not
+    in hours. The pool's measured throughput (its tasks finished per second lately) takes over
+    only where it is faster and founded on ``THROUGHPUT_MIN_FINISHED`` tasks or more: quick
+    failures free slots too, and a pool no account serves now has nothing else to go by. No
+    later than the task's start deadline: a task not started by then fails, so it is the
+    latest it starts at all."""
+    waits = []
+    if history.job_seconds is not None:
+        rate = sum(a.concurrency for a in serving) / max(history.job_seconds, MIN_JOB_SECONDS)
+    else:
+        rate = sum(a.concurrency / _default_job_seconds(a, task.mode) for a in serving)
+    if rate > 0:
+        waits.append(waiting / rate)
+    if history.finished >= THROUGHPUT_MIN_FINISHED:
+        waits.append(waiting / history.throughput)
+    if not waits:
+        return None
+    deadline = task.start_deadline or (task.submitted_at or now) + settings.TASK_START_DEADLINE
+    return min(now + timedelta(seconds=min(waits)), max(deadline, now))
 
 
 class _Unread:
@@ -721,13 +903,15 @@ def task_queue_estimate(
 
     ``ahead`` is how many queued tasks start before it (``task_tasks_ahead``: the
     dispatcher's own order). The first ``free`` of the queue start now; after them the task
-    waits for ``ahead - free + 1`` slots to open (``position``), at the pool's measured
-    throughput. ``head`` is the tenant's queue head as the caller read it (the acceptance,
-    under its lock). For a place behind more tasks than the pool has slots (it cannot start
-    now) the free slots are read at most once a second per pool and process: in a burst onto
-    an idle pool they are the slots the tasks ahead take. An own-only task's line, slots and
-    throughput are
-    its organization's own accounts' (``_own_estimate_behind``).
+    waits for ``ahead - free + 1`` slots to open (``position``), expected when the slots
+    that may serve it have opened that often (``_expected_start``: their number over the
+    pool's typical job, or its measured throughput where faster and well founded; at the
+    latest its start deadline). ``head`` is the tenant's queue head as the caller read it
+    (the acceptance, under its lock). For a place behind more tasks than the pool has slots
+    (it cannot start now) the free slots are read at most once a second per pool and
+    process: in a burst onto an idle pool they are the slots the tasks ahead take. An
+    own-only task's line, slots and history are its organization's own accounts'
+    (``_own_estimate_behind``).
     """
     if task.status != Status.NOT_START or task.submitted_at is None:
         return QueueEstimate(0)
@@ -781,11 +965,11 @@ def task_queue_estimates(*, tasks: Iterable[Task]) -> dict[str, QueueEstimate]:
 
 @dataclass
 class _PageReads:
-    """What a page of estimates reads once for all its tasks: each pool's size and the
+    """What a page of estimates reads once for all its tasks: each pool's accounts and those
     accounts with their running tasks, and each organization's own accounts (own-only
     tasks)."""
 
-    capacity: dict[tuple[str, bool], int] = field(default_factory=dict)
+    pools: dict[bool, list[Any]] = field(default_factory=dict)
     accounts: dict[bool, list[Any]] = field(default_factory=dict)
     own_accounts: dict[int, list[Any]] = field(default_factory=dict)
 
@@ -795,14 +979,15 @@ def _estimate_behind(task: Task, ahead: int, page: _PageReads | None = None) -> 
     if task.pool == Pool.OWN:
         return _own_estimate_behind(task, ahead, page)
     place = ahead + 1
-    pool = (task.mode, task.is_test)
-    if page is not None and pool in page.capacity:
-        capacity = page.capacity[pool]
-    else:
-        capacity = _pool_capacity(mode=task.mode, is_test=task.is_test)
+    now = timezone.now()
+    accounts = page.pools.get(task.is_test) if page is not None else None
+    if accounts is None:
+        accounts = _pool_accounts(is_test=task.is_test)
         if page is not None:
-            page.capacity[pool] = capacity
-    # A pool just configured may not be in the remembered size yet: 0 is always re-read.
+            page.pools[task.is_test] = accounts
+    serving = _serving(task, accounts, now)
+    capacity = sum(a.concurrency for a in serving)
+    # A pool just configured may not be in the remembered accounts yet: 0 is always re-read.
     busy = 0 < capacity < place and not task.is_test
     if busy and page is None:
         # Behind more tasks than the pool has slots, it cannot start now; it waits for its place
@@ -818,16 +1003,16 @@ def _estimate_behind(task: Task, ahead: int, page: _PageReads | None = None) -> 
     if place <= free:
         return QueueEstimate(0, ahead=ahead)
     waiting = place - free
-    rate = pool_throughput(mode=task.mode, is_test=task.is_test)
-    expected = timezone.now() + timedelta(seconds=waiting / rate) if rate > 0 else None
+    history = pool_history(mode=task.mode, is_test=task.is_test)
+    expected = _expected_start(task, waiting, serving=serving, history=history, now=now)
     return QueueEstimate(waiting, expected, ahead=ahead)
 
 
 def _own_estimate_behind(task: Task, ahead: int, page: _PageReads | None) -> QueueEstimate:
     """``_estimate_behind`` of an own-only task: only the organization's own accounts serve
-    its line, so their free slots and the rate they finish its mode's tasks at make the wait,
-    however large the shared pool is. With none of them usable for the mode now (disabled,
-    cooling down, banned, out of fast hours), nothing says when a slot opens: no
+    its line, so their free slots, their slots and their own history make the wait, however
+    large the shared pool is. With none of them usable for the mode now (disabled, cooling
+    down, banned, out of fast hours), nothing says when a slot opens: no
     ``expected_start``."""
     place = ahead + 1
     org = task.organization_id
@@ -844,8 +1029,9 @@ def _own_estimate_behind(task: Task, ahead: int, page: _PageReads | None) -> Que
     if place <= free:
         return QueueEstimate(0, ahead=ahead)
     waiting = place - free
-    rate = own_throughput(organization_id=org, mode=task.mode)
-    expected = now + timedelta(seconds=waiting / rate) if rate > 0 else None
+    history = own_history(organization_id=org, mode=task.mode)
+    serving = _for_follow_up(task, usable)
+    expected = _expected_start(task, waiting, serving=serving, history=history, now=now)
     return QueueEstimate(waiting, expected, ahead=ahead)
 
 

@@ -165,8 +165,9 @@ def _with_references(request: HttpRequest, caller: Caller, action: str, prompt: 
 def queue_note(task: Task) -> dict[str, Any] | None:
     """Where a queued task stands, for "n ahead, starts ~hh:mm" (None unless it is queued):
     ``ahead`` tasks wait for a slot before it in its pool's fair queue, ``starts`` is the
-    expected start from the pool's measured throughput (None until measured), ``now``: a
-    free slot takes it at once."""
+    expected start (``task_queue_estimate``: the slots that may serve it over the pool's
+    typical job, or its measured throughput when faster; None while neither is known),
+    ``now``: a free slot takes it at once."""
     if task.status != Status.NOT_START:
         return None
     estimate = task_queue_estimate(task=task)

@@ -94,7 +94,8 @@ def job_json(task: Task) -> dict[str, Any]:
 
     A queued job's ``data`` also says where it stands (TTAPI's own job JSON has no field for
     it; the names follow its camelCase): ``queuePosition`` (0: a free slot takes it now, 1:
-    next) and ``estimatedStartTime`` (epoch ms, null until the pool's throughput is known)."""
+    next) and ``estimatedStartTime`` (epoch ms; ``selectors.task_queue_estimate``: null while no
+    slot may serve it and too little was measured)."""
     data = job_data(task)
     estimate = queue_estimate(task)
     if estimate is not None:

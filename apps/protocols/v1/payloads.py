@@ -75,7 +75,8 @@ def task_json(task: Task) -> dict[str, Any]:
 
 def with_queue(body: dict[str, Any], task: Task) -> dict[str, Any]:
     """A queued task's place: ``queue_position`` (0: a free slot takes it now, 1: next) and
-    ``expected_start`` (ISO 8601, null until the pool's throughput is known)."""
+    ``expected_start`` (ISO 8601; ``selectors.task_queue_estimate``: null while no slot may serve
+    it and too little was measured)."""
     estimate = queue_estimate(task)
     if estimate is not None:
         body["properties"]["queue_position"] = estimate.position
