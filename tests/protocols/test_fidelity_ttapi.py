@@ -38,7 +38,7 @@ def test_documented_action_names_are_reported_and_accepted(funded, live_key, cli
     client = client_for(live_key)
     grid = imagine(client)
     assert components(client, grid) == [
-        "upsample1", "upsample2", "upsample3", "upsample4", "reroll0",
+        "upsample1", "upsample2", "upsample3", "upsample4", "reroll",
         "variation1", "variation2", "variation3", "variation4",
     ]  # fmt: skip
     for name, expected in [
@@ -79,7 +79,7 @@ def test_refusals_list_ttapi_names_and_change_nothing(funded, live_key, client_f
     assert unknown.json() == {
         "status": "FAILED",
         "message": "Button 'U1x' is not available on this task; it offers upsample1, upsample2, "
-        "upsample3, upsample4, reroll0, variation1, variation2, variation3, variation4.",
+        "upsample3, upsample4, reroll, variation1, variation2, variation3, variation4.",
         "data": None,
     }
     mask = client.post(f"{BASE}/inpaint", {"jobId": grid, "prompt": "x"}, format="json")
@@ -91,7 +91,7 @@ def test_refusals_list_ttapi_names_and_change_nothing(funded, live_key, client_f
     assert on_a_grid.status_code == 400
     assert on_a_grid.json()["message"] == (
         "Button 'inpaint' is not available on this task; it offers upsample1, upsample2, "
-        "upsample3, upsample4, reroll0, variation1, variation2, variation3, variation4."
+        "upsample3, upsample4, reroll, variation1, variation2, variation3, variation4."
     )
     missing = client.post(f"{BASE}/action", {"jobId": grid}, format="json")
     assert missing.json()["message"] == "action: This field is required."

@@ -101,7 +101,7 @@ def test_imagine_fetch_get_and_post_then_upsample(funded, live_key, client_for, 
     assert data["mode"] == "relax"
     assert data["seed"] == str(Task.objects.get(pk=job_id).seed)
     assert data["components"] == [
-        "upsample1", "upsample2", "upsample3", "upsample4", "reroll0",
+        "upsample1", "upsample2", "upsample3", "upsample4", "reroll",
         "variation1", "variation2", "variation3", "variation4",
     ]  # fmt: skip
     assert len(data["images"]) == 4

@@ -587,7 +587,7 @@ def test_ttapi_component_names() -> None:
         "upsample2",
         "upsample3",
         "upsample4",
-        "reroll0",
+        "reroll",
         "variation1",
         "variation2",
         "variation3",
@@ -608,14 +608,14 @@ def test_ttapi_component_names() -> None:
         "pan_down",
         "animate_high",
         "animate_low",
-        "reroll0",
+        "reroll",
     ]
     assert ttapi_components(describe()) == [
         "describe1",
         "describe2",
         "describe3",
         "describe4",
-        "reroll0",
+        "reroll",
     ]
     assert ttapi_components(shorten()) == [f"shorten{n}" for n in range(1, 6)]
 

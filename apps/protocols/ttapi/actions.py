@@ -18,7 +18,8 @@ from apps.tasks.actions import PressSpec
 #: ``upsample1..4, reroll, variation1..4``, https://docs.ttapi.io/api/en/midjourney/fetch; and
 #: the action list TTAPI's console sends (``high_variation``, ``low_variation``, ``upscale2``,
 #: ``upscale4``, ``zoom_out_2``, ``zoom_out_1_5``, ``pan_left``, ``upscale_creative``,
-#: ``upscale_subtle``), plus ``reroll0`` as TTAPI's older docs wrote the grid's reroll.
+#: ``upscale_subtle``), plus ``reroll0`` as TTAPI's older docs wrote the grid's reroll (accepted;
+#: ``components`` lists the first name of each, ``reroll`` as the fetch example does).
 #: TTAPI's ``redo_upscale2/4``, ``redo_upscale_subtle`` and ``make_square`` name buttons we do
 #: not offer: an action with those names is refused with the list of buttons on offer.
 from apps.tasks.buttons import Button, resolve_button
@@ -26,7 +27,7 @@ from apps.tasks.buttons import Button, resolve_button
 TTAPI_NAMES: Mapping[str, tuple[str, ...]] = {
     "upsample": ("upsample{n}",),
     "variation": ("variation{n}",),
-    "reroll": ("reroll0", "reroll"),
+    "reroll": ("reroll", "reroll0"),
     "subtle": ("upscale_subtle",),
     "creative": ("upscale_creative",),
     "2x": ("upscale2", "upscale_2x", "upscale2x"),
@@ -42,7 +43,7 @@ TTAPI_NAMES: Mapping[str, tuple[str, ...]] = {
     "pan_up": ("pan_up",),
     "pan_down": ("pan_down",),
     "picreader": ("describe{n}",),
-    "picread_retry": ("reroll0", "reroll"),
+    "picread_retry": ("reroll", "reroll0"),
     "prompt_analyzer": ("shorten{n}",),
     # Video (TTAPI documents its own routes, /midjourney/video/submit|extend; these name the
     # buttons in ``components`` and on /action).
