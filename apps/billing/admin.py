@@ -1,4 +1,5 @@
-"""Operator admin for billing (SPEC §10): prices, packages, the ledger, Stripe logs, adjustments.
+"""Operator admin for billing (SPEC §10): prices, packages, the ledger, Stripe logs and disputes,
+adjustments.
 
 Ledger entries and Stripe records are read-only here: a correction is a new entry written by the
 "adjust balance" action through ``ledger_adjust``, never an edit.
@@ -25,7 +26,15 @@ from apps.operator.admin_tools import AuditedAdminMixin, CappedCountPaginator
 from apps.operator.services import audit_record
 
 from .ledger import MAX_TOKENS, ledger_adjust, ledger_topup
-from .models import Balance, CheckoutSession, LedgerEntry, Price, StripeEvent, TokenPackage
+from .models import (
+    Balance,
+    CheckoutSession,
+    LedgerEntry,
+    Price,
+    StripeDispute,
+    StripeEvent,
+    TokenPackage,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -137,11 +146,48 @@ class CheckoutSessionAdmin(ReadOnlyAdmin):
         "amount",
         "currency",
         "tokens_refunded",
+        "tokens_disputed",
         "created_at",
     )
     list_filter = ("kind", "status")
     list_select_related = ("organization",)
     search_fields = ("=session_id", "=payment_intent_id", "organization__name")
+
+
+@admin.register(StripeDispute)
+class StripeDisputeAdmin(ReadOnlyAdmin):
+    """Card disputes (chargebacks) of token purchases, as Stripe's events reported them, and
+    the tokens their withdrawn and reinstated funds took back and gave back (ledger entries of
+    kind ``dispute``, keyed ``stripe:dispute:<id>:…``)."""
+
+    list_display = (
+        "dispute_id",
+        "organization",
+        "status",
+        "reason",
+        "amount",
+        "currency",
+        "charge_id",
+        "tokens_withdrawn",
+        "tokens_reinstated",
+        "withdrawn_at",
+        "reinstated_at",
+        "created_at",
+    )
+    list_filter = ("status", "funds_withdrawn", "funds_reinstated")
+    list_select_related = ("checkout_session__organization",)
+    search_fields = (
+        "=dispute_id",
+        "=charge_id",
+        "=payment_intent_id",
+        "checkout_session__organization__name",
+    )
+    date_hierarchy = "created_at"
+
+    @admin.display(description="organization", ordering="checkout_session__organization")
+    def organization(self, obj: StripeDispute) -> str:
+        session = obj.checkout_session
+        return str(session.organization) if session is not None else "-"
 
 
 class AdjustBalanceForm(forms.Form):

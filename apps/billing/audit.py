@@ -5,7 +5,8 @@ balance from its entries, walks each organization's ``available_after``/``held_a
 id order (the ledger's balance lock makes id order the order of movements), checks that every
 entry has the shape its kind requires, that every task with a hold was settled exactly as
 its status demands, that a refund linked to a task gives back at most what the task was
-charged, once, that no test task moved tokens, and that every accepted live task was held.
+charged, once, that a dispute's reinstatement gives back at most what its withdrawal took, that
+no test task moved tokens, and that every accepted live task was held.
 
 It reads in chunks (keyset pagination, constant memory per chunk plus two integers per
 organization) and, on PostgreSQL, inside one REPEATABLE READ READ ONLY transaction, so a ledger
@@ -28,7 +29,16 @@ from apps.accounts.models import Organization
 from apps.tasks.enums import TERMINAL_STATUSES, UNFINISHED_STATUSES, Status
 from apps.tasks.models import Task
 
-from .ledger import task_hold_key, task_refund_key, task_rest_key
+from .ledger import (
+    CLAWBACK_KEY_SUFFIX,
+    DISPUTE_KEY_PREFIX,
+    DISPUTE_REINSTATED,
+    DISPUTE_WITHDRAWN,
+    TASK_KEY_PREFIX,
+    task_hold_key,
+    task_refund_key,
+    task_rest_key,
+)
 from .models import Balance, EntryKind, LedgerEntry
 
 #: progress(phase, done, total)
@@ -106,6 +116,16 @@ def _check_shape(report: LedgerReport, row: Mapping[str, Any]) -> None:
     elif kind == EntryKind.REFUND:
         if dh != 0:
             problem = "a refund must not touch held tokens"
+    elif kind == EntryKind.DISPUTE:
+        key = row["idempotency_key"]
+        if dh != 0 or row["task_id"] is not None:
+            problem = "a dispute entry must change available only and name no task"
+        elif _dispute_move(key) is None:
+            problem = "a dispute entry must be a dispute's withdrawal or reinstatement"
+        elif key.endswith(DISPUTE_WITHDRAWN) and da > 0:
+            problem = "a dispute's withdrawal must not add tokens"
+        elif key.endswith(DISPUTE_REINSTATED) and da < 0:
+            problem = "a dispute's reinstatement must not take tokens"
     elif kind == EntryKind.HOLD:
         if dh < 0 or da != -dh:
             problem = "a hold must move tokens from available to held"
@@ -131,6 +151,73 @@ def _check_shape(report: LedgerReport, row: Mapping[str, Any]) -> None:
         )
 
 
+def _dispute_move(key: str) -> tuple[str, str] | None:
+    """(dispute id, ``:withdrawn`` or ``:reinstated``) of a dispute's key, else None."""
+    for suffix in (DISPUTE_WITHDRAWN, DISPUTE_REINSTATED):
+        if key.startswith(DISPUTE_KEY_PREFIX) and key.endswith(suffix):
+            dispute_id = key[len(DISPUTE_KEY_PREFIX) : -len(suffix)]
+            if dispute_id:
+                return dispute_id, suffix
+    return None
+
+
+@dataclass
+class _Disputes:
+    """What pass 1 needs to check each dispute's reinstatement against its withdrawal: per
+    organization the running total releases took for pending clawbacks (``task:<id>:clawback``),
+    and per dispute what its withdrawal took and that total when it did."""
+
+    collected: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    withdrawals: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
+
+    def see(self, report: LedgerReport, row: Mapping[str, Any]) -> None:
+        kind, key = row["kind"], row["idempotency_key"]
+        organization_id = row["organization_id"]
+        if kind == EntryKind.REFUND:
+            if key.startswith(TASK_KEY_PREFIX) and key.endswith(CLAWBACK_KEY_SUFFIX):
+                self.collected[organization_id] -= row["delta_available"]
+            return
+        move = _dispute_move(key) if kind == EntryKind.DISPUTE else None
+        if move is None:
+            return
+        dispute_id, suffix = move
+        if suffix == DISPUTE_WITHDRAWN:
+            self.withdrawals[(organization_id, dispute_id)] = (
+                -row["delta_available"],
+                self.collected[organization_id],
+            )
+            return
+        withdrawal = self.withdrawals.pop((organization_id, dispute_id), None)
+        if withdrawal is None:
+            report.add(
+                Drift(
+                    check="dispute",
+                    organization_id=organization_id,
+                    entry_id=row["id"],
+                    message=f"dispute {dispute_id} was reinstated without a withdrawal before it",
+                    expected="a withdrawal",
+                    actual="nothing",
+                )
+            )
+            return
+        taken, collected_then = withdrawal
+        # At most what the withdrawal took at once plus what releases took since for pending
+        # clawbacks (all of it the withdrawal's at best).
+        most = max(taken, 0) + self.collected[organization_id] - collected_then
+        if row["delta_available"] > most:
+            report.add(
+                Drift(
+                    check="dispute",
+                    organization_id=organization_id,
+                    entry_id=row["id"],
+                    message=f"dispute {dispute_id}'s reinstatement gives back more than its "
+                    "withdrawal took",
+                    expected=f"<= {most}",
+                    actual=row["delta_available"],
+                )
+            )
+
+
 def _walk_entries(
     report: LedgerReport, *, chunk_size: int, progress: Progress | None
 ) -> dict[int, list[int]]:
@@ -139,6 +226,7 @@ def _walk_entries(
     # The previous entry's recorded after-values, per organization: each link is checked on its
     # own, so one broken link is reported where it is, independent of the true sums.
     previous: dict[int, tuple[int, int]] = {}
+    disputes = _Disputes()
     total = LedgerEntry.objects.count()
     last_id = 0
     done = 0
@@ -155,12 +243,14 @@ def _walk_entries(
                 "available_after",
                 "held_after",
                 "task_id",
+                "idempotency_key",
             )[:chunk_size]
         )
         if not rows:
             break
         for row in rows:
             _check_shape(report, row)
+            disputes.see(report, row)
             organization_id = row["organization_id"]
             running = sums[organization_id]
             running[0] += row["delta_available"]

@@ -36,7 +36,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from apps.accounts.models import Organization
@@ -253,6 +253,8 @@ def ledger_adjust(
 #: The idempotency keys of a task's own movements (hold, settle, rest, refund, clawback): only
 #: this module's task functions write them, never a caller's key.
 TASK_KEY_PREFIX = "task:"
+#: The end of a ``task:<id>:clawback`` key (``task_clawback_key``).
+CLAWBACK_KEY_SUFFIX = ":clawback"
 
 
 def ledger_refund(
@@ -307,6 +309,25 @@ def ledger_clawback(
     with the refund can neither fail the clawback nor be failed by it. A clawback of 0 (nothing
     left to take now) is still recorded: the refund happened and the ledger says so.
     """
+    return _clawback(
+        organization=organization,
+        kind=EntryKind.REFUND,
+        amount=amount,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        stripe_object_id=stripe_object_id,
+    )
+
+
+def _clawback(
+    *,
+    organization: Organization,
+    kind: str,
+    amount: int,
+    reason: str,
+    idempotency_key: str,
+    stripe_object_id: str,
+) -> LedgerEntry:
     amount = _tokens(amount, what="A clawback")
     if amount <= 0:
         raise ValidationFailed("A clawback must be a positive number of tokens.")
@@ -334,13 +355,148 @@ def ledger_clawback(
             )
         return _apply(
             balance=balance,
-            kind=EntryKind.REFUND,
+            kind=kind,
             delta_available=-taken,
             delta_held=0,
             idempotency_key=idempotency_key,
             stripe_object_id=stripe_object_id,
             reason=reason,
             clawback_pending=balance.clawback_pending + earmarked,
+        )
+
+
+#: The idempotency keys of a dispute's two movements (one each per dispute: Stripe withdraws a
+#: dispute's funds once and reinstates them at most once). ``ledger_check`` reads them.
+DISPUTE_KEY_PREFIX = "stripe:dispute:"
+DISPUTE_WITHDRAWN = ":withdrawn"
+DISPUTE_REINSTATED = ":reinstated"
+
+
+def dispute_withdrawal_key(dispute_id: str) -> str:
+    return f"{DISPUTE_KEY_PREFIX}{dispute_id}{DISPUTE_WITHDRAWN}"
+
+
+def dispute_reinstatement_key(dispute_id: str) -> str:
+    return f"{DISPUTE_KEY_PREFIX}{dispute_id}{DISPUTE_REINSTATED}"
+
+
+def ledger_dispute_withdraw(
+    *, organization: Organization, dispute_id: str, amount: int, reason: str
+) -> LedgerEntry:
+    """Take back ``amount`` tokens of a purchase whose payment a dispute withdrew: exactly as
+    :func:`ledger_clawback` takes back a refund (available now, what unfinished tasks hold as
+    they are released, the spent rest a shortfall in the reason), as a ``dispute`` entry keyed
+    ``stripe:dispute:<dispute id>:withdrawn``, at most once per dispute."""
+    if not dispute_id:
+        raise ValidationFailed("A dispute's withdrawal needs the dispute's id.")
+    return _clawback(
+        organization=organization,
+        kind=EntryKind.DISPUTE,
+        amount=amount,
+        reason=reason,
+        idempotency_key=dispute_withdrawal_key(dispute_id),
+        stripe_object_id=dispute_id,
+    )
+
+
+def _collections_since(organization_id: int, entry_id: int) -> int:
+    """Tokens releases took for pending clawbacks (``task:<id>:clawback``) after ``entry_id``."""
+    collected = LedgerEntry.objects.filter(
+        organization_id=organization_id,
+        id__gt=entry_id,
+        kind=EntryKind.REFUND,
+        idempotency_key__startswith=TASK_KEY_PREFIX,
+        idempotency_key__endswith=CLAWBACK_KEY_SUFFIX,
+    ).aggregate(total=models.Sum("delta_available"))["total"]
+    return -(collected or 0)
+
+
+def _other_clawbacks(organization_id: int, withdrawal: LedgerEntry) -> bool:
+    """Whether anything but ``withdrawal`` may have earmarked held tokens of the organization:
+    another refund's or dispute's clawback (or any negative refund, to be safe), before or
+    after it. The pending clawback is one figure per balance, so only without them is all of
+    it, and every collection since the withdrawal, the withdrawal's own."""
+    return (
+        LedgerEntry.objects.filter(
+            organization_id=organization_id,
+            task__isnull=True,
+            delta_available__lte=0,
+            kind__in=(EntryKind.REFUND, EntryKind.DISPUTE),
+        )
+        .exclude(pk=withdrawal.pk)
+        .exclude(idempotency_key__startswith=TASK_KEY_PREFIX)
+        .exclude(idempotency_key__endswith=DISPUTE_REINSTATED)
+        .exists()
+    )
+
+
+def ledger_dispute_reinstate(
+    *,
+    organization: Organization,
+    dispute_id: str,
+    owed_before: int,
+    owed_after: int,
+    reason: str,
+) -> LedgerEntry:
+    """Give back what a dispute's withdrawal took when Stripe reinstates its funds, never more:
+    a ``dispute`` entry keyed ``stripe:dispute:<dispute id>:reinstated``, at most once per
+    dispute.
+
+    ``owed_before``/``owed_after``: the tokens the dispute takes back from its purchase before
+    and after the reinstatement (``owed_after`` is 0 when all of it is reinstated, more when
+    only part is, or when a refund of the same purchase now owes them). What the withdrawal
+    took is what its entry took from available, plus, when nothing else earmarked held tokens
+    of the organization (``_other_clawbacks``), what releases took since for its earmark; what
+    it still has earmarked is in ``Balance.clawback_pending``. The tokens it took beyond
+    ``owed_after`` come back to available, and its earmark beyond what is still owed is
+    dropped from the pending clawback. Tokens it never took (spent before the withdrawal, or
+    earmarked alongside other refunds, whose share cannot be told apart) are not given back:
+    the entry's reason says how many, for an operator to judge.
+    """
+    owed_before = _tokens(owed_before, what="A reinstatement")
+    owed_after = _tokens(owed_after, what="A reinstatement")
+    if not 0 <= owed_after < owed_before:
+        raise ValidationFailed("A reinstatement must lower what the dispute takes back.")
+    reason = _reason(reason, what="A reinstatement")
+    key = dispute_reinstatement_key(dispute_id)
+    with transaction.atomic():
+        balance = _lock_balance(organization.pk)
+        existing = _existing(organization.pk, key)
+        if existing is not None:
+            return existing
+        withdrawal = _existing(organization.pk, dispute_withdrawal_key(dispute_id))
+        if withdrawal is None or withdrawal.kind != EntryKind.DISPUTE:
+            raise ValidationFailed(
+                f"Dispute {dispute_id} took nothing back, so there is nothing to reinstate."
+            )
+        paid = -withdrawal.delta_available
+        pending = 0
+        if not _other_clawbacks(organization.pk, withdrawal):
+            paid += _collections_since(organization.pk, withdrawal.pk)
+            pending = balance.clawback_pending
+        given = max(paid - owed_after, 0)
+        still_pending = min(pending, max(owed_after - paid, 0))
+        dropped = pending - still_pending
+        reinstated = owed_before - owed_after
+        if dropped:
+            reason = (
+                f"{reason} ({dropped} tokens still held by unfinished tasks are no longer "
+                f"taken back as their holds are released)"
+            )
+        if given + dropped < reinstated:
+            reason = (
+                f"{reason} ({reinstated - given - dropped} of {reinstated} tokens were never "
+                f"taken back by the withdrawal and are not given back)"
+            )
+        return _apply(
+            balance=balance,
+            kind=EntryKind.DISPUTE,
+            delta_available=given,
+            delta_held=0,
+            idempotency_key=key,
+            stripe_object_id=dispute_id,
+            reason=reason,
+            clawback_pending=balance.clawback_pending - dropped,
         )
 
 
@@ -494,7 +650,7 @@ def task_rest_key(task_id: object) -> str:
 
 def task_clawback_key(task_id: object) -> str:
     # A pending clawback taken out of what the task's settle released.
-    return f"task:{task_id}:clawback"
+    return f"task:{task_id}{CLAWBACK_KEY_SUFFIX}"
 
 
 def _release(
@@ -522,8 +678,8 @@ def _release(
             delta_available=-owed,
             delta_held=0,
             idempotency_key=task_clawback_key(task.pk),
-            reason=f"Refunded purchase: {owed} tokens held by task {task.pk} when the purchase "
-            "was refunded, taken back as its hold was released.",
+            reason=f"Refunded or disputed purchase: {owed} tokens held by task {task.pk} when "
+            "the purchase was refunded or disputed, taken back as its hold was released.",
         )
     return released
 

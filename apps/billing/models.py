@@ -97,6 +97,10 @@ class EntryKind(models.TextChoices):
     RELEASE = "release", "Release"
     ADJUSTMENT = "adjustment", "Adjustment"
     REFUND = "refund", "Refund"
+    #: A card dispute (chargeback): its withdrawal takes the purchased tokens back like a refund
+    #: (``ledger_dispute_withdraw``), its reinstatement gives back what that took
+    #: (``ledger_dispute_reinstate``).
+    DISPUTE = "dispute", "Dispute"
 
 
 class LedgerEntry(models.Model):
@@ -264,6 +268,11 @@ class CheckoutSession(models.Model):
     tokens_refunded = models.PositiveBigIntegerField(
         default=0, help_text="Tokens owed back by refunds so far (clawed back or shortfall)."
     )
+    tokens_disputed = models.PositiveBigIntegerField(
+        default=0,
+        help_text="Tokens owed back by disputes whose funds Stripe withdrew, net of "
+        "reinstatements. With the refunds, never more than the purchase's tokens are taken.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -297,3 +306,61 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class StripeDispute(models.Model):
+    """A card dispute (chargeback) Stripe reported, and what it did to the tokens it paid for.
+
+    One row per Stripe dispute (``dp_…``), kept up to date by every ``charge.dispute.*`` event
+    whatever order they come in. ``balance_transactions`` gathers the dispute's balance
+    transactions seen so far (id -> signed amount: the withdrawal is negative, a reinstatement
+    positive), so an older event never undoes what a newer one told. Tokens move only on
+    ``funds_withdrawn`` and ``funds_reinstated`` (``apps.billing.stripe_service``):
+    ``tokens_owed`` is what the dispute currently counts against its purchase,
+    ``tokens_withdrawn`` what its withdrawal asked the ledger to take back (after the refunds of
+    the purchase, which together never take more than was bought) and ``tokens_reinstated`` what
+    its reinstatement took off that again.
+    """
+
+    dispute_id = models.CharField(max_length=255, unique=True)
+    checkout_session = models.ForeignKey(
+        CheckoutSession,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="disputes",
+        help_text="The token purchase the disputed charge paid for, once it is credited here.",
+    )
+    charge_id = models.CharField(max_length=255, blank=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    amount = models.PositiveBigIntegerField(default=0, help_text="Disputed amount, minor units.")
+    currency = models.CharField(max_length=3, blank=True)
+    status = models.CharField(max_length=32, blank=True, help_text="Stripe's dispute status.")
+    status_event_created = models.BigIntegerField(
+        null=True, blank=True, help_text="When the event that set the status was created."
+    )
+    reason = models.CharField(max_length=64, blank=True, help_text="The cardholder's reason.")
+    balance_transactions = models.JSONField(default=dict, blank=True)
+    funds_withdrawn = models.BooleanField(
+        default=False, help_text="Stripe reported the funds withdrawn (funds_withdrawn)."
+    )
+    funds_reinstated = models.BooleanField(
+        default=False, help_text="Stripe reported the funds reinstated (funds_reinstated)."
+    )
+    withdrawn_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the withdrawal was applied to the tokens."
+    )
+    reinstated_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the reinstatement was applied to the tokens."
+    )
+    tokens_owed = models.PositiveBigIntegerField(default=0)
+    tokens_withdrawn = models.PositiveBigIntegerField(default=0)
+    tokens_reinstated = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.dispute_id} ({self.status or 'unknown'})"

@@ -7,6 +7,9 @@ object, so Stripe's at-least-once, any-order delivery can never credit twice:
 * ``stripe:checkout:<session id>`` credits a package. ``checkout.session.completed`` (when paid)
   and ``checkout.session.async_payment_succeeded`` both try; the first wins, the other is a no-op.
 * ``stripe:refund:<charge id>:<amount refunded>`` claws back one refund step of a charge.
+* ``stripe:dispute:<dispute id>:withdrawn`` takes back what a dispute's withdrawn funds paid
+  for, ``stripe:dispute:<dispute id>:reinstated`` gives it back when Stripe reinstates them
+  (``StripeDispute`` keeps each dispute's state, whatever order its events come in).
 
 Every verified event is stored once (unique event id) and processed in the same transaction as
 the movements it causes, so a crash leaves either nothing or everything; Stripe's retry then
@@ -34,8 +37,20 @@ from apps.accounts.services import organization_set_tier
 from apps.core.db import advisory_xact_lock
 from apps.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 
-from .ledger import ledger_clawback, ledger_topup
-from .models import CheckoutKind, CheckoutSession, CheckoutStatus, StripeEvent, TokenPackage
+from .ledger import (
+    ledger_clawback,
+    ledger_dispute_reinstate,
+    ledger_dispute_withdraw,
+    ledger_topup,
+)
+from .models import (
+    CheckoutKind,
+    CheckoutSession,
+    CheckoutStatus,
+    StripeDispute,
+    StripeEvent,
+    TokenPackage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -376,10 +391,11 @@ def stripe_event_receive(*, payload: bytes, signature: str | None) -> StripeEven
         if event.processed_at is not None:
             return StripeEventResult(event=event, duplicate=True, failed=False)
         # The payment's lock, in this transaction and not in the savepoint below: a skipped
-        # refund rolls the savepoint back, and PostgreSQL releases the locks a rolled-back
-        # savepoint took at once, before this event is marked processed and committed. Its
-        # payment's credit could then run in between and miss it (``_refunds_delivered_early``
-        # reads processed refunds), and the refund was lost for good.
+        # refund (or dispute) rolls the savepoint back, and PostgreSQL releases the locks a
+        # rolled-back savepoint took at once, before this event is marked processed and
+        # committed. Its payment's credit could then run in between and miss it
+        # (``_refunds_delivered_early`` reads processed refunds), and the refund was lost for
+        # good.
         _lock_payment(_payment_of(data))
         failed = False
         try:
@@ -416,6 +432,8 @@ def _dispatch(data: dict[str, Any]) -> str:
         return _subscription_changed(obj, data=data, deleted=True)
     if event_type == "charge.refunded":
         return _charge_refunded(obj)
+    if event_type in DISPUTE_EVENTS:
+        return _dispute_event(obj, data=data)
     raise _Skip(f"Event type {event_type} is not handled.")
 
 
@@ -424,13 +442,44 @@ def _payment_of(data: dict[str, Any]) -> str:
     if str(data.get("type")) not in _PAYMENT_EVENTS:
         return ""
     obj = (data.get("data") or {}).get("object") or {}
-    return str(obj.get("payment_intent") or "") if isinstance(obj, dict) else ""
+    return _stripe_id(obj.get("payment_intent")) if isinstance(obj, dict) else ""
 
 
-#: The events that credit a payment or claw back its refunds (``_lock_payment``).
-_PAYMENT_EVENTS = frozenset(
-    {"checkout.session.completed", "checkout.session.async_payment_succeeded", "charge.refunded"}
+DISPUTE_WITHDRAWN = "charge.dispute.funds_withdrawn"
+DISPUTE_REINSTATED = "charge.dispute.funds_reinstated"
+#: The dispute events handled: every one updates the ``StripeDispute``; tokens move only when
+#: the funds are withdrawn or reinstated.
+DISPUTE_EVENTS = frozenset(
+    {
+        "charge.dispute.created",
+        "charge.dispute.updated",
+        "charge.dispute.closed",
+        DISPUTE_WITHDRAWN,
+        DISPUTE_REINSTATED,
+    }
 )
+#: Stripe's final dispute statuses: an older event never reopens a closed dispute.
+DISPUTE_CLOSED_STATUSES = frozenset({"won", "lost", "warning_closed", "prevented"})
+
+#: The events that credit a payment or claw back its refunds or disputes (``_lock_payment``).
+_PAYMENT_EVENTS = frozenset(
+    {
+        "checkout.session.completed",
+        "checkout.session.async_payment_succeeded",
+        "charge.refunded",
+        *DISPUTE_EVENTS,
+    }
+)
+#: How the skip of a refund or dispute of a payment not credited (yet) ends: the credit applies
+#: the ones so skipped (``_refunds_delivered_early``, ``_disputes_delivered_early``).
+NOT_CREDITED = "paid for no top-up credited here."
+
+
+def _stripe_id(value: Any) -> str:
+    """The id of a Stripe reference, whether an id or an expanded object ("" when neither)."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) else ""
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -546,6 +595,7 @@ def _checkout_paid(obj: dict[str, Any], *, event_type: str) -> str:
     )
     _link_customer(organization=record.organization, customer_id=str(obj.get("customer") or ""))
     _refunds_delivered_early(session_id=record.session_id, payment_intent=payment_intent)
+    _disputes_delivered_early(session_id=record.session_id, payment_intent=payment_intent)
     return ""
 
 
@@ -676,13 +726,11 @@ def _subscription_changed(obj: dict[str, Any], *, data: dict[str, Any], deleted:
     return ""
 
 
-def _charge_refunded(obj: dict[str, Any]) -> str:
-    charge_id = str(obj.get("id") or "")
-    payment_intent = str(obj.get("payment_intent") or "")
-    amount = _int_or_none(obj.get("amount")) or 0
-    refunded = _int_or_none(obj.get("amount_refunded")) or 0
-    _lock_payment(payment_intent)
-    record = (
+def _credited_topup(payment_intent: str) -> CheckoutSession | None:
+    """The credited top-up a payment intent paid for, locked (None when there is none)."""
+    if not payment_intent:
+        return None
+    return (
         CheckoutSession.objects.select_for_update(of=("self",))
         .select_related("organization")
         .filter(
@@ -690,17 +738,44 @@ def _charge_refunded(obj: dict[str, Any]) -> str:
             status=CheckoutStatus.CREDITED,
             payment_intent_id=payment_intent,
         )
-        .exclude(payment_intent_id="")
         .first()
     )
+
+
+def _taken_back(*, tokens: int, refunded: int, disputed: int) -> int:
+    """The tokens a purchase owes back for its refunds and disputes together: never more than
+    it bought (a dispute of a refunded payment, a refund of a disputed one, take nothing
+    twice)."""
+    return min(tokens, refunded + disputed)
+
+
+def _charge_refunded(obj: dict[str, Any]) -> str:
+    charge_id = str(obj.get("id") or "")
+    payment_intent = str(obj.get("payment_intent") or "")
+    amount = _int_or_none(obj.get("amount")) or 0
+    refunded = _int_or_none(obj.get("amount_refunded")) or 0
+    _lock_payment(payment_intent)
+    record = _credited_topup(payment_intent)
     if record is None:
-        raise _Skip(f"Charge {charge_id} paid for no top-up credited here.")
+        raise _Skip(f"Charge {charge_id} {NOT_CREDITED}")
     if amount <= 0 or refunded <= 0:
         raise _Skip(f"Charge {charge_id} reports nothing refunded.")
     owed_total = record.tokens * min(refunded, amount) // amount
-    owed_now = owed_total - record.tokens_refunded
-    if owed_now <= 0:
+    if owed_total <= record.tokens_refunded:
         raise _Skip(f"The refunds of charge {charge_id} are accounted for already.")
+    before = _taken_back(
+        tokens=record.tokens, refunded=record.tokens_refunded, disputed=record.tokens_disputed
+    )
+    after = _taken_back(tokens=record.tokens, refunded=owed_total, disputed=record.tokens_disputed)
+    owed_now = after - before
+    CheckoutSession.objects.filter(pk=record.pk).update(
+        tokens_refunded=owed_total, updated_at=timezone.now()
+    )
+    if owed_now <= 0:
+        return (
+            f"The refunds of charge {charge_id} owe {owed_total} tokens, which its dispute "
+            f"took back already ({record.tokens_disputed} of {record.tokens} tokens)."
+        )
     currency = str(obj.get("currency") or record.currency).upper()
     ledger_clawback(
         organization=record.organization,
@@ -712,7 +787,238 @@ def _charge_refunded(obj: dict[str, Any]) -> str:
             f"(minor units) refunded, {owed_now} tokens to claw back"
         ),
     )
-    CheckoutSession.objects.filter(pk=record.pk).update(
-        tokens_refunded=owed_total, updated_at=timezone.now()
+    return ""
+
+
+# --- Disputes ---------------------------------------------------------------------------------
+
+
+def _dispute_event(obj: dict[str, Any], *, data: dict[str, Any]) -> str:
+    """Any ``charge.dispute.*`` event: bring the dispute's record up to date and move the tokens
+    its funds' withdrawal or reinstatement calls for, once per dispute, in any order.
+
+    A dispute of a payment not credited here (yet) is skipped like such a refund, and applied
+    when the payment is credited (``_disputes_delivered_early``)."""
+    event_type = str(data.get("type"))
+    dispute_id = _stripe_id(obj.get("id"))
+    if obj.get("object") != "dispute" or not dispute_id:
+        raise _Skip(f"The {event_type} event carries no dispute.")
+    amount = obj.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise _Skip(f"Dispute {dispute_id} reports no disputed amount.")
+    payment_intent = _stripe_id(obj.get("payment_intent"))
+    charge_id = _stripe_id(obj.get("charge"))
+    _lock_payment(payment_intent)
+    record = _credited_topup(payment_intent)
+    if record is None:
+        raise _Skip(f"Dispute {dispute_id} of charge {charge_id or '-'} {NOT_CREDITED}")
+    StripeDispute.objects.bulk_create(
+        [
+            StripeDispute(
+                dispute_id=dispute_id, checkout_session=record, payment_intent_id=payment_intent
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    dispute = StripeDispute.objects.select_for_update().get(dispute_id=dispute_id)
+    if dispute.checkout_session_id not in (None, record.pk):
+        raise _Skip(
+            f"Dispute {dispute_id} names payment {payment_intent}, but was recorded for "
+            f"Checkout Session {dispute.checkout_session_id}."
+        )
+    dispute.checkout_session = record
+    _dispute_merge(dispute, obj, data=data, charge_id=charge_id, payment_intent=payment_intent)
+    note = _dispute_apply(dispute, record=record)
+    dispute.save()
+    if note is None and event_type in (DISPUTE_WITHDRAWN, DISPUTE_REINSTATED):
+        return f"The funds of dispute {dispute_id} are accounted for already."
+    return note or ""
+
+
+def _dispute_merge(
+    dispute: StripeDispute,
+    obj: dict[str, Any],
+    *,
+    data: dict[str, Any],
+    charge_id: str,
+    payment_intent: str,
+) -> None:
+    """What this event tells about the dispute, never undoing what a newer one told."""
+    event_type = str(data.get("type"))
+    if dispute.withdrawn_at is None:
+        # Frozen once its withdrawal took tokens back: the reinstatement gives back a share of
+        # what was taken, not of a figure that changed since.
+        dispute.amount = int(obj["amount"])
+        currency = obj.get("currency")
+        dispute.currency = currency.lower()[:3] if isinstance(currency, str) else ""
+    dispute.charge_id = charge_id or dispute.charge_id
+    dispute.payment_intent_id = payment_intent or dispute.payment_intent_id
+    reason = obj.get("reason")
+    if isinstance(reason, str) and reason:
+        dispute.reason = reason[:64]
+    status = obj.get("status")
+    created = _int_or_none(data.get("created"))
+    if isinstance(status, str) and status and _dispute_status_newer(dispute, status, created):
+        dispute.status = status[:32]
+        dispute.status_event_created = created
+    transactions = dict(dispute.balance_transactions or {})
+    transactions.update(_dispute_transactions(obj))
+    dispute.balance_transactions = transactions
+    if event_type in (DISPUTE_WITHDRAWN, DISPUTE_REINSTATED):
+        # Funds are reinstated only after they were withdrawn.
+        dispute.funds_withdrawn = True
+    if event_type == DISPUTE_REINSTATED:
+        dispute.funds_reinstated = True
+
+
+def _dispute_status_newer(dispute: StripeDispute, status: str, created: int | None) -> bool:
+    if dispute.status in DISPUTE_CLOSED_STATUSES and status not in DISPUTE_CLOSED_STATUSES:
+        return False
+    known = dispute.status_event_created
+    return known is None or created is None or created >= known
+
+
+def _dispute_transactions(obj: dict[str, Any]) -> dict[str, int]:
+    """The dispute's balance transactions (id -> signed amount): Stripe lists the withdrawal
+    (negative) and, once its funds come back, the reinstatement (positive)."""
+    found: dict[str, int] = {}
+    listed = obj.get("balance_transactions")
+    for item in listed if isinstance(listed, list) else []:
+        if not isinstance(item, dict):
+            continue
+        txn_id, amount = item.get("id"), item.get("amount")
+        if isinstance(txn_id, str) and txn_id and type(amount) is int and amount != 0:
+            found[txn_id] = amount
+    return found
+
+
+def _reinstated_share(dispute: StripeDispute) -> tuple[int, int]:
+    """The share of the withdrawn funds Stripe reinstated, as (numerator, denominator), from
+    the dispute's balance transactions (one currency, so their ratio holds whatever the
+    charge's); all of it when they do not say (a reinstatement without its amount)."""
+    amounts = list((dispute.balance_transactions or {}).values())
+    withdrawn = -sum(a for a in amounts if isinstance(a, int) and a < 0)
+    reinstated = sum(a for a in amounts if isinstance(a, int) and a > 0)
+    if withdrawn > 0 and reinstated > 0:
+        return min(reinstated, withdrawn), withdrawn
+    return 1, 1
+
+
+def _dispute_tokens(dispute: StripeDispute, record: CheckoutSession) -> int:
+    """The tokens the disputed amount paid for: its share of the purchase, as for a refund
+    (the whole purchase when the purchase's amount is unknown or in another currency)."""
+    same_currency = not (dispute.currency and record.currency) or (
+        dispute.currency.lower() == record.currency.lower()
+    )
+    if record.amount <= 0 or not same_currency:
+        return record.tokens
+    return record.tokens * min(dispute.amount, record.amount) // record.amount
+
+
+def _dispute_apply(dispute: StripeDispute, *, record: CheckoutSession) -> str | None:
+    """Move what the dispute's funds call for, once each: its withdrawal takes back its share of
+    the purchase (what refunds took already excepted), its reinstatement gives back the
+    reinstated share of what the withdrawal took. A reinstatement seen first (Stripe does not
+    order deliveries) is applied with the withdrawal, as one movement of the difference.
+    Returns None when nothing was due, else a note ("" when all is as expected)."""
+    record = (
+        CheckoutSession.objects.select_for_update(of=("self",))
+        .select_related("organization")
+        .get(pk=record.pk)
+    )
+    now = timezone.now()
+    taken_before = _taken_back(
+        tokens=record.tokens, refunded=record.tokens_refunded, disputed=record.tokens_disputed
+    )
+    if dispute.withdrawn_at is None:
+        if not dispute.funds_withdrawn:
+            return None
+        owed = _dispute_tokens(dispute, record)
+        if dispute.funds_reinstated:
+            numerator, denominator = _reinstated_share(dispute)
+            owed -= owed * numerator // denominator
+            dispute.reinstated_at = now
+        disputed = record.tokens_disputed + owed
+        move = _taken_back(tokens=record.tokens, refunded=record.tokens_refunded, disputed=disputed)
+        move -= taken_before
+        dispute.withdrawn_at = now
+        dispute.tokens_owed = owed
+        dispute.tokens_withdrawn = move
+        CheckoutSession.objects.filter(pk=record.pk).update(
+            tokens_disputed=disputed, updated_at=now
+        )
+        if owed <= 0:
+            return (
+                f"Dispute {dispute.dispute_id}'s funds were withdrawn and reinstated in full "
+                "before its withdrawal was applied: no tokens move."
+            )
+        if move <= 0:
+            return (
+                f"Dispute {dispute.dispute_id} owes {owed} tokens, which the refunds of the "
+                f"purchase took back already."
+            )
+        ledger_dispute_withdraw(
+            organization=record.organization,
+            dispute_id=dispute.dispute_id,
+            amount=move,
+            reason=(
+                f"Stripe dispute {dispute.dispute_id} on charge {dispute.charge_id or '-'}: "
+                f"{dispute.amount} of {record.amount} {dispute.currency.upper()} (minor units) "
+                f"withdrawn{' and reinstated in part' if dispute.funds_reinstated else ''}, "
+                f"{move} tokens to take back"
+            ),
+        )
+        return ""
+    if dispute.reinstated_at is not None or not dispute.funds_reinstated:
+        return None
+    numerator, denominator = _reinstated_share(dispute)
+    owed_after = dispute.tokens_owed - dispute.tokens_owed * numerator // denominator
+    disputed = record.tokens_disputed - (dispute.tokens_owed - owed_after)
+    reduction = taken_before - _taken_back(
+        tokens=record.tokens, refunded=record.tokens_refunded, disputed=disputed
+    )
+    given = min(reduction, dispute.tokens_withdrawn)
+    dispute.reinstated_at = now
+    dispute.tokens_owed = owed_after
+    dispute.tokens_reinstated = given
+    CheckoutSession.objects.filter(pk=record.pk).update(tokens_disputed=disputed, updated_at=now)
+    if given <= 0:
+        return (
+            f"Dispute {dispute.dispute_id}'s funds were reinstated; its withdrawal took no "
+            f"tokens back that are not owed for the purchase's refunds, so none are given back."
+        )
+    ledger_dispute_reinstate(
+        organization=record.organization,
+        dispute_id=dispute.dispute_id,
+        owed_before=dispute.tokens_withdrawn,
+        owed_after=dispute.tokens_withdrawn - given,
+        reason=(
+            f"Stripe dispute {dispute.dispute_id} on charge {dispute.charge_id or '-'}: "
+            f"funds reinstated ({dispute.status or 'status unknown'}), {given} of the "
+            f"{dispute.tokens_withdrawn} tokens taken back to give back"
+        ),
     )
     return ""
+
+
+def _disputes_delivered_early(*, session_id: str, payment_intent: str) -> None:
+    """Apply dispute events of this payment that Stripe delivered before the payment itself
+    (skipped then, as such refunds are: ``_refunds_delivered_early``), in the order received."""
+    if not payment_intent:
+        return
+    early = StripeEvent.objects.filter(
+        type__in=DISPUTE_EVENTS,
+        processed_at__isnull=False,
+        error__endswith=NOT_CREDITED,
+        payload__data__object__payment_intent=payment_intent,
+    ).order_by("received_at", "pk")
+    for stored in early:
+        dispute = (stored.payload.get("data") or {}).get("object") or {}
+        try:
+            with transaction.atomic():
+                _dispute_event(dispute, data=stored.payload)
+        except _Skip:
+            continue
+        StripeEvent.objects.filter(pk=stored.pk).update(
+            error=f"Applied when Checkout Session {session_id} was credited."
+        )

@@ -232,3 +232,125 @@ def charge(
         "currency": "cny",
         "refunded": amount_refunded >= amount,
     }
+
+
+def dispute_balance_transaction(
+    txn_id: str, *, dispute_id: str, charge_id: str, amount: int, currency: str = "cny"
+) -> dict[str, Any]:
+    """A dispute's balance transaction as Stripe lists it on the dispute: the withdrawal is
+    negative (with the dispute fee), a reinstatement positive. ``amount`` is in the account's
+    settlement currency, which need not be the charge's."""
+    now = int(time.time())
+    withdrawal = amount < 0
+    fee = 1500 if withdrawal else 0
+    return {
+        "id": txn_id,
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": now,
+        "created": now,
+        "currency": currency,
+        "description": (
+            f"Chargeback withdrawal for {charge_id}"
+            if withdrawal
+            else f"Chargeback reversal for {charge_id}"
+        ),
+        "exchange_rate": None,
+        "fee": fee,
+        "fee_details": (
+            [
+                {
+                    "amount": fee,
+                    "application": None,
+                    "currency": currency,
+                    "description": "Dispute fee",
+                    "type": "stripe_fee",
+                }
+            ]
+            if fee
+            else []
+        ),
+        "net": amount - fee,
+        "reporting_category": "dispute" if withdrawal else "dispute_reversal",
+        "source": dispute_id,
+        "status": "pending" if withdrawal else "available",
+        "type": "adjustment",
+    }
+
+
+def dispute(
+    dispute_id: str,
+    *,
+    charge: str,
+    payment_intent: str | None,
+    amount: int,
+    currency: str = "cny",
+    status: str = "needs_response",
+    reason: str = "fraudulent",
+    withdrawn: int | None = None,
+    reinstated: int | None = None,
+    settlement_currency: str | None = None,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """A ``dispute`` object (``dp_…``) as ``charge.dispute.*`` events carry it.
+
+    ``withdrawn``/``reinstated``: the amounts of its withdrawal and reinstatement balance
+    transactions (positive numbers, in ``settlement_currency``, the charge's by default), listed
+    as Stripe lists them once the funds moved; None leaves them out."""
+    created = int(time.time()) if created is None else created
+    settlement = settlement_currency or currency
+    suffix = dispute_id.removeprefix("dp_")
+    transactions = []
+    if withdrawn is not None:
+        transactions.append(
+            dispute_balance_transaction(
+                f"txn_w{suffix}",
+                dispute_id=dispute_id,
+                charge_id=charge,
+                amount=-withdrawn,
+                currency=settlement,
+            )
+        )
+    if reinstated is not None:
+        transactions.append(
+            dispute_balance_transaction(
+                f"txn_r{suffix}",
+                dispute_id=dispute_id,
+                charge_id=charge,
+                amount=reinstated,
+                currency=settlement,
+            )
+        )
+    return {
+        "id": dispute_id,
+        "object": "dispute",
+        "amount": amount,
+        "balance_transactions": transactions,
+        "charge": charge,
+        "created": created,
+        "currency": currency,
+        "evidence": {
+            "access_activity_log": None,
+            "billing_address": None,
+            "customer_email_address": None,
+            "customer_name": None,
+            "product_description": None,
+            "uncategorized_text": None,
+        },
+        "evidence_details": {
+            "due_by": created + 7 * 24 * 3600,
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        },
+        "is_charge_refundable": False,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": payment_intent,
+        "payment_method_details": {
+            "card": {"brand": "visa", "network_reason_code": "10.4"},
+            "type": "card",
+        },
+        "reason": reason,
+        "status": status,
+    }
