@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -10,6 +13,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from apps.billing.ledger import balance_initialize, ledger_grant_signup
@@ -118,17 +122,127 @@ def _assert_can_assign(actor_membership: Membership, role: str) -> None:
         raise PermissionDenied("Only an owner can make someone an owner.")
 
 
-def _lock_organization(organization: Organization) -> None:
-    """Serialise membership changes of one organization.
+class LastOwner(Conflict):
+    """A change would leave an active organization without an owner: nobody could manage its
+    members, its billing or its deletion any more."""
+
+    code = "last_owner"
+    default_message = "An organization must keep at least one owner."
+
+
+def _lock_organizations(organization_ids: Iterable[int]) -> None:
+    """Serialise membership changes of these organizations.
 
     Locking only the membership being changed would let two owners demote each other at the
-    same time, each counting the other as the remaining owner, and leave none.
+    same time, each counting the other as the remaining owner, and leave none. The rows are
+    locked in primary-key order, so two writers touching the same organizations cannot
+    deadlock; ``no_key`` leaves inserts that point at an organization (a membership, a ledger
+    entry) free to take their KEY SHARE lock (see ``apps/billing/ledger.py``).
     """
-    Organization.objects.select_for_update().filter(pk=organization.pk).first()
+    ids = sorted(set(organization_ids))
+    if ids:
+        list(
+            Organization.objects.select_for_update(no_key=True)
+            .filter(pk__in=ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+
+
+def _lock_organization(organization: Organization) -> None:
+    _lock_organizations([organization.pk])
 
 
 def _owner_count(organization: Organization) -> int:
     return Membership.objects.filter(organization=organization, role=Role.OWNER).count()
+
+
+@dataclass(frozen=True)
+class _Ownership:
+    name: str
+    is_active: bool
+    has_owner: bool
+
+
+def _ownership(organization_ids: set[int]) -> dict[int, _Ownership]:
+    owners = Membership.objects.filter(organization=OuterRef("pk"), role=Role.OWNER)
+    rows = (
+        Organization.objects.filter(pk__in=organization_ids)
+        .annotate(has_owner=Exists(owners))
+        .values_list("pk", "name", "is_active", "has_owner")
+    )
+    return {pk: _Ownership(name, active, owned) for pk, name, active, owned in rows}
+
+
+def _ownerless(before: dict[int, _Ownership], after: dict[int, _Ownership]) -> list[str]:
+    """Why each organization the writes left active without an owner is refused."""
+    reasons = []
+    for pk, now in sorted(after.items()):
+        was = before.get(pk)
+        if not now.is_active or now.has_owner:
+            continue
+        if was is not None and was.is_active and not was.has_owner:
+            continue  # ownerless before these writes already: not theirs to fix
+        name = was.name if was is not None else now.name  # as the operator knew it
+        if was is not None and was.is_active:
+            reasons.append(
+                f"{name} would be left without an owner: make another member an owner first, "
+                "or disable the organization."
+            )
+        else:
+            reasons.append(
+                f"{name} has no owner, so it cannot be enabled: make a member an owner first."
+            )
+    return reasons
+
+
+@contextmanager
+def organizations_keep_owner(
+    *,
+    organization_ids: Iterable[int] = (),
+    membership_ids: Iterable[int] = (),
+    user_ids: Iterable[int] = (),
+) -> Iterator[None]:
+    """Run the writes in the ``with`` block (an operator's admin form or deletion) so that they
+    leave no active organization without an owner, or do not happen at all.
+
+    The organizations checked are those named, those of the memberships named (where they are
+    before the block runs) and those the users named belong to. They are locked first
+    (``_lock_organizations``, as the dashboard's ``membership_change_role`` and
+    ``membership_remove`` do), then their owners counted before and after the block: two
+    operators removing an organization's last two owners at once are serialised, and the second
+    counts after the first committed. The rule:
+
+    * an active organization keeps at least one owner: a block that demotes or removes its last
+      owner, or deletes that owner's user, raises ``LastOwner`` and is rolled back as a whole;
+    * a disabled organization may lose its owners (how an operator retires a tenant, such as
+      the personal workspace of a user whose account is to be erased), but it is not enabled
+      again without one;
+    * an organization deleted in the block is not checked: its memberships go with it;
+    * an organization that was active without an owner already is not held against unrelated
+      edits; only a block that makes one is refused.
+    """
+    with transaction.atomic():
+        ids = set(organization_ids)
+        membership_ids, user_ids = list(membership_ids), list(user_ids)
+        if membership_ids:
+            ids.update(
+                Membership.objects.filter(pk__in=membership_ids).values_list(
+                    "organization_id", flat=True
+                )
+            )
+        if user_ids:
+            ids.update(
+                Membership.objects.filter(user_id__in=user_ids).values_list(
+                    "organization_id", flat=True
+                )
+            )
+        _lock_organizations(ids)
+        before = _ownership(ids)
+        yield
+        refused = _ownerless(before, _ownership(ids))
+        if refused:
+            raise LastOwner(" ".join(refused))
 
 
 @transaction.atomic
@@ -150,7 +264,7 @@ def membership_change_role(
     if membership.role == Role.OWNER and actor_membership.role != Role.OWNER:
         raise PermissionDenied("Only an owner can change an owner's role.")
     if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(organization) <= 1:
-        raise Conflict("An organization must keep at least one owner.")
+        raise LastOwner()
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
     return membership
@@ -174,7 +288,7 @@ def membership_remove(*, actor: User, membership_id: int, organization: Organiza
     if membership.role == Role.OWNER and not leaving_self and actor_membership.role != Role.OWNER:
         raise PermissionDenied("Only an owner can remove an owner.")
     if membership.role == Role.OWNER and _owner_count(organization) <= 1:
-        raise Conflict("An organization must keep at least one owner.")
+        raise LastOwner()
     membership.delete()
 
 

@@ -1,4 +1,5 @@
-"""Alert thresholds (editable in the admin) and the alerts raised, open and resolved."""
+"""Alert thresholds (editable in the admin), the alerts raised, open and resolved, and what the
+evaluator remembers of each condition between checks (flap damping)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,26 @@ class Alert(models.Model):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+
+class ConditionState(models.Model):
+    """What the evaluator saw of one condition over its last checks, for flap damping.
+
+    A row exists while the condition holds or its alert is open: whether the last counted check
+    found it (``firing``), for how many checks in a row (``checks``) and since when. An alert
+    opens once the condition held ``ALERT_OPEN_AFTER_CHECKS`` checks (and at least
+    ``ALERT_OPEN_AFTER_SECONDS``) and resolves once it was clear ``ALERT_RESOLVE_AFTER_CHECKS``
+    checks (and ``ALERT_RESOLVE_AFTER_SECONDS``), so a condition that comes and goes with every
+    check is not told each time. ``checked_at`` is the compare-and-set token: two evaluators
+    that read the same row count one check between them, not two.
+    """
+
+    key = models.CharField(max_length=120, unique=True)
+    firing = models.BooleanField()
+    checks = models.PositiveIntegerField(default=1)
+    since = models.DateTimeField()
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        state = "firing" if self.firing else "clear"
+        return f"{self.key}: {state} for {self.checks} check(s)"

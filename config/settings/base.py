@@ -332,6 +332,13 @@ CELERY_BEAT_SCHEDULE["monitoring-evaluate-alerts"] = {
     "task": "monitoring.evaluate_alerts",
     "schedule": float(env_int("ALERT_EVALUATE_INTERVAL", 60)),
 }
+# Flap damping: an alert opens once its condition held this many evaluations in a row and at
+# least this many seconds, and resolves once it was clear as many evaluations and seconds; a
+# condition that comes and goes with every evaluation is not told each time. 1 and 0: at once.
+ALERT_OPEN_AFTER_CHECKS = env_int("ALERT_OPEN_AFTER_CHECKS", 2)
+ALERT_OPEN_AFTER_SECONDS = env_int("ALERT_OPEN_AFTER_SECONDS", 0)
+ALERT_RESOLVE_AFTER_CHECKS = env_int("ALERT_RESOLVE_AFTER_CHECKS", 3)
+ALERT_RESOLVE_AFTER_SECONDS = env_int("ALERT_RESOLVE_AFTER_SECONDS", 0)
 if CELERY_BROKER_URL.startswith("sqla+sqlite:"):
     # The embedded broker keeps every delivered message; beat removes them (apps/core/embedded_broker.py).
     CELERY_BEAT_SCHEDULE["core-compact-embedded-broker"] = {

@@ -82,6 +82,10 @@ ADMIN_REQUIRE_MFA = False
 WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
 # Test prompts point at example.com, which tests cannot reach; the re-hosting tests turn it on.
 REHOST_PROMPT_URLS = False
+# Alerts open and resolve at the first evaluation that finds them so, as the alert tests
+# expect; tests/monitoring/test_alert_damping.py sets its own damping.
+ALERT_OPEN_AFTER_CHECKS = 1
+ALERT_RESOLVE_AFTER_CHECKS = 1
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
