@@ -59,9 +59,10 @@ class LedgerView(OrganizationAPIView):
         description=(
             "Every movement of the organization's tokens: top-ups, the sign-up grant, holds "
             "taken when a task is accepted, captures (a task succeeded) and releases (it failed "
-            "or was cancelled), operator adjustments and refunds. `amount` is the size of the "
-            "movement; `delta_available`/`delta_held` are signed and `available_after`/"
-            "`held_after` the balance right after it. Cursor-paginated."
+            "or was cancelled), operator adjustments, refunds and disputes (a card payment's "
+            "chargeback takes its tokens back; a won dispute gives them back). `amount` is the "
+            "size of the movement; `delta_available`/`delta_held` are signed and "
+            "`available_after`/`held_after` the balance right after it. Cursor-paginated."
         ),
         parameters=[
             OpenApiParameter("kind", OpenApiTypes.STR, enum=EntryKind.values),
