@@ -33,10 +33,10 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from django.core.cache import cache
 from django.db import transaction
@@ -70,6 +70,7 @@ from .rest import CommandOutdated, DiscordRest, InvalidToken, new_nonce
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 #: A prepared interaction with no trace in the channel after this long never reached the bot.
 LOST_SUBMIT_SECONDS = 120
 #: A clip of a video batch the bot would not show after this many presses fails the task.
@@ -831,13 +832,9 @@ class DiscordEngine(Engine):
         try:
             if job.action == Action.VIDEO and row.phase == Phase.SUCCESS:
                 return self._video_result(job, row, settings)
-            try:
-                return tracker.result_of(row, settings=settings)
-            except tracker.ResultGone:
-                fresh = self._fresh_image_url(job, row, settings)
-                if fresh is None:
-                    raise
-                return tracker.result_of(fresh, settings=settings)
+            return self._with_fresh_link(
+                job, row, settings, lambda current: tracker.result_of(current, settings=settings)
+            )
         except (TemporaryEngineError, PermanentEngineError, SubmitOutcomeUnknown):
             # A download that can never succeed (gone, another origin, too large) fails the
             # task; one that may (the network, the CDN's 5xx or 429) is polled again.
@@ -847,6 +844,23 @@ class DiscordEngine(Engine):
                 f"Downloading the result from Discord failed: {exc}",
                 error_code=ErrorCode.UPSTREAM_ERROR,
             ) from exc
+
+    def _with_fresh_link(
+        self,
+        job: Job,
+        row: DiscordJob,
+        settings: DiscordSettings,
+        download: Callable[[DiscordJob], T],
+    ) -> T:
+        """``download(row)`` — the row's result file, an image or a video clip — once more
+        with a fresh link when the CDN says the link's file is gone (an expired link)."""
+        try:
+            return download(row)
+        except tracker.ResultGone:
+            fresh = self._fresh_image_url(job, row, settings)
+            if fresh is None:
+                raise
+            return download(fresh)
 
     def _fresh_image_url(
         self, job: Job, row: DiscordJob, settings: DiscordSettings
@@ -861,8 +875,7 @@ class DiscordEngine(Engine):
             message = rest.message(row.channel_id, row.result_message_id)
         finally:
             rest.close()
-        attachments = list((message or {}).get("attachments") or [])
-        url = str(attachments[0].get("url") or "") if attachments else ""
+        url = tracker.result_link(row.action, list((message or {}).get("attachments") or []))
         if not url or url == row.image_url:
             return None
         DiscordJob.objects.filter(pk=row.pk, phase=Phase.SUCCESS).update(image_url=url)
@@ -889,7 +902,12 @@ class DiscordEngine(Engine):
             return replace(
                 tracker.result_of(row, settings=None), status=PollResult.RUNNING, progress=99
             )
-        data = [tracker.download(clip.image_url, settings) for clip in clips]
+        data = [
+            self._with_fresh_link(
+                job, clip, settings, lambda current: tracker.download(current.image_url, settings)
+            )
+            for clip in clips
+        ]
         try:
             poster = first_frame(data[0])
         except ValueError as exc:

@@ -4,9 +4,13 @@
 with the last session id and sequence number) → dispatches; it heartbeats on the interval
 HELLO gave, treats a missing heartbeat ACK as a dead ("zombie") connection, follows RECONNECT
 (op 7) and INVALID_SESSION (op 9: resume if resumable, identify afresh otherwise), and
-reconnects with back-off after any drop. A close code that means the token is bad stops the
-account and records why — unless the owner has stored another token meanwhile: then the closed
-session was the old token's, and the connection identifies afresh with the new one.
+reconnects with back-off after any drop. An odd frame never takes the account offline: one that
+can be skipped safely is logged and skipped, one the session cannot go on after (unreadable, a
+HELLO or READY without what the session needs, a flood of skipped ones) closes the connection
+with 4000 and opens it again at once, resuming the session (see ``BrokenFrame``). A close code
+that means the token is bad stops the account and records why — unless the owner has stored
+another token meanwhile: then the closed session was the old token's, and the connection
+identifies afresh with the new one.
 
 :class:`GatewayService` holds leases (see ``leases``) and runs a connection for each account
 it holds, so several processes on several machines share the accounts without ever
@@ -26,6 +30,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -49,10 +54,29 @@ T = TypeVar("T")
 CAPABILITIES = 16381
 HELLO_TIMEOUT = 15.0
 MAX_BACKOFF = 10.0
+#: Frames skipped as unreadable that one connection may send within ``BAD_FRAME_WINDOW``
+#: seconds; one more and it is taken for broken (``BrokenFrame``).
+BAD_FRAME_LIMIT = 20
+BAD_FRAME_WINDOW = 10.0
+#: How much of a skipped frame the log shows.
+LOGGED_FRAME_CHARS = 200
 
 
 class FatalGatewayError(Exception):
     """Discord closed the connection for a reason retrying cannot fix (bad token …)."""
+
+
+class BrokenFrame(Exception):
+    """A frame the session cannot go on after: one that is not JSON at all (cut short or
+    corrupted on its way, it may have been a dispatch: resuming from the last good sequence
+    number has Discord send it again), a HELLO or READY without what the session needs, or more
+    skipped frames than ``BAD_FRAME_LIMIT``. The connection is closed with 4000, which leaves
+    the session resumable, and opened again with the usual back-off (a flood of such frames
+    therefore reconnects ever more slowly instead of spinning)."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -88,9 +112,12 @@ class Connection:
         self.resume_url = ""
         self.connected = asyncio.Event()
         self._stopping = False
+        self._stop_code = 1000
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._acked = True
+        #: When this connection's recently skipped frames came (``_skip``).
+        self._skipped: deque[float] = deque()
         self.identifies = 0
         self.resumes = 0
 
@@ -110,6 +137,7 @@ class Connection:
         """Close for good: 1000 ends the Discord session; another code (4000) leaves it
         resumable by the connection that takes over."""
         self._stopping = True
+        self._stop_code = code
         if self._ws is not None and not self._ws.closed:
             await self._ws.close(code=code)
 
@@ -135,8 +163,16 @@ class Connection:
                         )
                     )
                     return
+                except BrokenFrame as exc:
+                    logger.warning(
+                        "discord account %s gateway: %s; reconnecting", self.plan.account_id, exc
+                    )
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     logger.warning("discord account %s gateway: %r", self.plan.account_id, exc)
+                except Exception:
+                    # Something nobody foresaw (a payload of a shape Discord never sent before)
+                    # must not leave the account offline until the next lease round.
+                    logger.exception("discord account %s gateway failed", self.plan.account_id)
                 finally:
                     self.connected.clear()
                 if self._stopping:
@@ -173,39 +209,98 @@ class Connection:
             url, headers={"User-Agent": self.settings.user_agent}, max_msg_size=32 * 1024**2
         ) as ws:
             self._ws = ws
-            hello = await ws.receive_json(timeout=HELLO_TIMEOUT)
-            if hello.get("op") != wire.OP_HELLO:
-                raise ValueError(f"expected HELLO, got op {hello.get('op')}")
-            interval = float(hello["d"]["heartbeat_interval"]) / 1000
-            self._acked = True
-            beat = asyncio.ensure_future(self._heartbeat(ws, interval))
+            self._skipped.clear()
             try:
-                if resuming:
-                    self.resumes += 1
-                    await ws.send_json(
-                        {
-                            "op": wire.OP_RESUME,
-                            "d": {
-                                "token": self.settings.token,
-                                "session_id": self.session_id,
-                                "seq": self.sequence,
-                            },
-                        }
-                    )
-                else:
-                    await self._identify(ws)
-                async for frame in ws:
-                    if frame.type == aiohttp.WSMsgType.TEXT:
-                        await self._on_payload(ws, json.loads(frame.data))
-                    elif frame.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
-                        break
+                await self._converse(ws, resuming=resuming)
             finally:
-                beat.cancel()
                 self._ws = None
+                if not ws.closed:
+                    # Only ``stop`` may end the Discord session (1000). Leaving the ``async
+                    # with`` would close with 1000 — also after a close from another task
+                    # (``stop``, the heartbeat), which hands the reader CLOSING before its own
+                    # code goes out — so a broken or dropped connection closes here with 4000,
+                    # which the next one resumes.
+                    await ws.close(code=self._stop_code if self._stopping else 4000)
             if ws.close_code in wire.FATAL_CLOSE_CODES:
                 raise FatalGatewayError(
                     f"Discord closed the gateway with code {ws.close_code} (authentication failed)."
                 )
+
+    async def _converse(self, ws: aiohttp.ClientWebSocketResponse, *, resuming: bool) -> None:
+        first = await ws.receive(timeout=HELLO_TIMEOUT)
+        if first.type in _CLOSED:
+            return  # closed before HELLO: the close code says why
+        if first.type != aiohttp.WSMsgType.TEXT:
+            raise BrokenFrame(f"expected HELLO, got a {first.type.name} frame")
+        interval = _heartbeat_interval(self._decode(first.data))
+        self._acked = True
+        beat = asyncio.ensure_future(self._heartbeat(ws, interval))
+        try:
+            if resuming:
+                self.resumes += 1
+                await ws.send_json(
+                    {
+                        "op": wire.OP_RESUME,
+                        "d": {
+                            "token": self.settings.token,
+                            "session_id": self.session_id,
+                            "seq": self.sequence,
+                        },
+                    }
+                )
+            else:
+                await self._identify(ws)
+            async for frame in ws:
+                if frame.type == aiohttp.WSMsgType.TEXT:
+                    payload = self._decode(frame.data)
+                    if payload is not None:
+                        await self._on_payload(ws, payload)
+                elif frame.type in _CLOSED:
+                    # ERROR: aiohttp closed already (a frame that is not UTF-8 with 1007, which
+                    # leaves the session resumable); the caller reconnects.
+                    break
+                else:
+                    # We ask for neither compression nor ETF: Discord sends text frames only.
+                    self._skip(f"a {frame.type.name} frame", frame.data)
+        finally:
+            beat.cancel()
+
+    def _decode(self, text: str) -> dict[str, Any] | None:
+        """A text frame as a gateway payload; None for one skipped (``_skip``): valid JSON
+        but no payload (not an object, no whole-number op or sequence number), which carries
+        nothing the session needs and which Discord would only send again on a resume."""
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            raise BrokenFrame(f"a frame that is not JSON ({exc})") from exc
+        if not isinstance(payload, dict):
+            self._skip("a frame that is not an object", text)
+            return None
+        sequence = payload.get("s")
+        if not _is_int(payload.get("op")) or not (sequence is None or _is_int(sequence)):
+            self._skip("a frame without a whole-number op and sequence number", text)
+            return None
+        return payload
+
+    def _skip(self, what: str, frame: object) -> None:
+        """Log a frame skipped as unreadable. More than ``BAD_FRAME_LIMIT`` of them within
+        ``BAD_FRAME_WINDOW`` seconds and the connection is taken for broken (``BrokenFrame``):
+        the log stays bounded, and a new connection is tried, with back-off."""
+        now = time.monotonic()
+        self._skipped.append(now)
+        while self._skipped[0] < now - BAD_FRAME_WINDOW:
+            self._skipped.popleft()
+        if len(self._skipped) > BAD_FRAME_LIMIT:
+            raise BrokenFrame(
+                f"{len(self._skipped)} unreadable frames within {BAD_FRAME_WINDOW:g} s"
+            )
+        logger.warning(
+            "discord account %s: skipped %s: %.*s",
+            self.plan.account_id,
+            what,
+            LOGGED_FRAME_CHARS,
+            repr(frame),
+        )
 
     async def _identify(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.identifies += 1
@@ -245,19 +340,19 @@ class Connection:
     async def _on_payload(
         self, ws: aiohttp.ClientWebSocketResponse, payload: dict[str, Any]
     ) -> None:
-        op = payload.get("op")
-        if payload.get("s") is not None:
-            self.sequence = max(self.sequence or 0, int(payload["s"]))
+        op, sequence = payload["op"], payload.get("s")
+        if op == wire.OP_DISPATCH and payload.get("t") == "READY":
+            await self._ready(payload)
+            return
+        if sequence is not None:
+            self.sequence = max(self.sequence or 0, sequence)
         if op == wire.OP_DISPATCH:
-            event, data = str(payload.get("t")), payload.get("d") or {}
-            if event == "READY":
-                # A new session counts from its own first dispatch.
-                self.sequence = int(payload.get("s") or 0)
-                self.session_id = str(data.get("session_id", ""))
-                self.resume_url = str(data.get("resume_gateway_url") or "")
-                self.user_id = str((data.get("user") or {}).get("id", ""))
-                await self._record_session()
-                self.connected.set()
+            event, data = payload.get("t"), payload.get("d")
+            if not isinstance(event, str) or not isinstance(data, dict):
+                # Discord's own odd payload: a resume would only send it again. Its sequence
+                # number is counted and the event skipped; a job it was news of is read back
+                # by the engine's poll once the gateway has been silent about it.
+                self._skip("a dispatch whose event is not a name with an object", payload)
             elif event == "RESUMED":
                 self.connected.set()
             else:
@@ -275,6 +370,30 @@ class Connection:
                 self.resume_url = ""
             await asyncio.sleep(random.uniform(0.2, 1.0))
             await ws.close(code=4000)
+        else:
+            logger.debug("discord account %s: op %s ignored", self.plan.account_id, op)
+
+    async def _ready(self, payload: dict[str, Any]) -> None:
+        """READY: the session our IDENTIFY opened. One without a session id leaves nothing to
+        go on with (``BrokenFrame``: identify again); a stray one on a live session is skipped."""
+        data = payload.get("d")
+        session_id = data.get("session_id") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(session_id, str) or not session_id:
+            if self.connected.is_set():
+                if payload.get("s") is not None:
+                    self.sequence = max(self.sequence or 0, payload["s"])
+                self._skip("a READY without a session", payload)
+                return
+            raise BrokenFrame("a READY without a session id")
+        user = data.get("user")
+        resume_url = data.get("resume_gateway_url")
+        # A new session counts from its own first dispatch.
+        self.sequence = payload.get("s") or 0
+        self.session_id = session_id
+        self.resume_url = resume_url if isinstance(resume_url, str) else ""
+        self.user_id = str(user.get("id", "")) if isinstance(user, dict) else ""
+        await self._record_session()
+        self.connected.set()
 
     async def _record_session(self) -> None:
         """Write the new session down at once: workers send interactions with its id, and a
@@ -327,6 +446,26 @@ class Connection:
         elif event == "INTERACTION_IFRAME_MODAL_CREATE":
             tracker.modal_opened(listener=listener, data=data, iframe=True)
         return []
+
+
+#: What ``receive`` gives once the socket is gone.
+_CLOSED = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
+
+
+def _heartbeat_interval(hello: dict[str, Any] | None) -> float:
+    """HELLO's heartbeat interval in seconds; ``BrokenFrame`` when the first frame is none."""
+    data = hello.get("d") if hello is not None else None
+    interval = data.get("heartbeat_interval") if isinstance(data, dict) else None
+    if hello is None or hello.get("op") != wire.OP_HELLO:
+        raise BrokenFrame(f"expected HELLO, got {hello!r:.{LOGGED_FRAME_CHARS}}")
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
+        raise BrokenFrame(f"a HELLO without a heartbeat interval: {hello!r:.{LOGGED_FRAME_CHARS}}")
+    return float(interval) / 1000
 
 
 def _plans(account_ids: set[int] | None) -> list[AccountPlan]:

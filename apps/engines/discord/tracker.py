@@ -303,10 +303,7 @@ def _succeeded(
     ids: list[str],
 ) -> list[JobUpdate]:
     description = wire.embed_text(message)
-    # A video job's message: its MP4 (the clip, or the batch side by side) is the result.
-    videos = [item for item in attachments if wire.is_video_attachment(item)]
-    shown = videos if job.action == Action.VIDEO and videos else attachments
-    image_url = str(shown[0].get("url", "")) if shown else ""
+    image_url = result_link(job.action, attachments)
     moved = DiscordJob.objects.filter(pk=job.pk, phase__in=(*LIVE_PHASES, Phase.PREPARED)).update(
         phase=Phase.SUCCESS,
         progress=100,
@@ -319,6 +316,16 @@ def _succeeded(
         bot_prompt=job.bot_prompt or (_head(text) if text else ""),
     )
     return [_update(job.nonce)] if moved else []
+
+
+def result_link(action: str, attachments: list[dict[str, Any]]) -> str:
+    """The link to a result message's file: for a video job its MP4 (the clip, or the batch
+    side by side), else its first attachment. The live message and the same message read again
+    for a fresh link (an expired one) name it alike."""
+    files = [item for item in attachments if isinstance(item, dict)]
+    videos = [item for item in files if wire.is_video_attachment(item)]
+    shown = videos if action == Action.VIDEO and videos else files
+    return str(shown[0].get("url") or "") if shown else ""
 
 
 def _failed(job: DiscordJob, failure: wire.BotFailure) -> list[JobUpdate]:

@@ -5,19 +5,25 @@ API for tests and demos (``/_fake``).
 Wire shapes follow Discord's public documentation and what user clients send: interactions
 are ``POST /interactions`` (JSON or multipart ``payload_json``) answered 204, the bot's news
 arrives on the gateway as dispatches with a per-session sequence number, and a resumed session
-is sent every dispatch it missed.
+is sent every dispatch it missed; a session its client closed with 1000 or 1001 is ended (it
+cannot be resumed), as Discord does. Attachment links are signed and expire after 24 hours
+(``ex``/``is``/``hm``, checked by the CDN, which answers an expired or unsigned link 404); a
+message read over REST names its files with links that are valid again, as Discord's API does.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import math
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -26,6 +32,10 @@ from .world import BOT_NAMES, MIDJOURNEY_BOT_ID, NIJI_BOT_ID, FakeUser, Session,
 
 API = "/api/v10"
 COMMANDS = ("imagine", "describe", "blend", "shorten", "fast", "relax", "turbo", "settings")
+#: How long a signed attachment link is valid (Discord's: 24 hours).
+LINK_SECONDS = 24 * 3600
+#: What Discord's CDN answers (404) for an expired or unsigned attachment link.
+CONTENT_GONE = "This content is no longer available."
 USER = web.RequestKey("user", FakeUser)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,6 +52,9 @@ class FakeDiscord:
         self.bot = MidjourneyBot(self, step_seconds=step_seconds, steps=steps)
         self.heartbeat_ms = heartbeat_ms
         self.base_url = ""
+        #: The CDN's signing key, and how far its clock runs ahead (``POST /_fake/cdn/clock``).
+        self.cdn_key = secrets.token_bytes(16)
+        self.cdn_clock = 0.0
         for bot_id in (MIDJOURNEY_BOT_ID, NIJI_BOT_ID):
             for name in COMMANDS:
                 self.world.command_versions[f"{bot_id}:{name}"] = self.world.snowflake()
@@ -76,6 +89,8 @@ class FakeDiscord:
         app.router.add_get("/_fake/stats", self.control_stats)
         app.router.add_post("/_fake/drop", self.control_drop)
         app.router.add_post("/_fake/commands/bump", self.control_bump)
+        app.router.add_post("/_fake/frames", self.control_frames)
+        app.router.add_post("/_fake/cdn/clock", self.control_cdn_clock)
         return app
 
     def _route_key(self, request: web.Request) -> str:
@@ -137,13 +152,19 @@ class FakeDiscord:
 
     # --- messages and dispatches --------------------------------------------------------------
 
-    async def send(self, session: Session, event: str, data: dict[str, Any]) -> None:
+    async def send(self, session: Session, event: str, data: Any) -> None:
         session.seq += 1
         payload = {"op": 0, "t": event, "s": session.seq, "d": data}
         session.buffer.append(payload)
         if session.ws is not None and not session.ws.closed:
             try:
-                await session.ws.send_json(payload)
+                if session.garble > 0:
+                    session.garble -= 1
+                    self.world.stats["garbled_frames"] += 1
+                    text = json.dumps(payload)
+                    await session.ws.send_str(text[: len(text) // 2])
+                else:
+                    await session.ws.send_json(payload)
             except (ConnectionError, RuntimeError):
                 session.ws = None  # the client resumes and gets it from the buffer
 
@@ -164,17 +185,54 @@ class FakeDiscord:
         file_id = self.world.snowflake()
         path = f"/attachments/{channel_id}/{file_id}/{filename}"
         self.world.cdn[path] = data
+        link = self._signed(path)
         return {
             "id": file_id,
             "filename": filename,
             "size": len(data),
-            "url": f"{self.base_url}{path}?ex={int(time.time()) + 86400:x}",
-            "proxy_url": f"{self.base_url}{path}",
+            "url": link,
+            "proxy_url": link,
             "content_type": content_type,
         }
 
-    @staticmethod
-    def _public(message: dict[str, Any]) -> dict[str, Any]:
+    # --- signed attachment links --------------------------------------------------------------
+
+    def _cdn_now(self) -> int:
+        return int(time.time() + self.cdn_clock)
+
+    def _signature(self, path: str, expires: str, issued: str) -> str:
+        text = f"{path}|{expires}|{issued}".encode()
+        return hmac.new(self.cdn_key, text, hashlib.sha256).hexdigest()
+
+    def _signed(self, path: str) -> str:
+        """A link to ``path`` as Discord signs one: ``ex`` (expiry) and ``is`` (issue time) in
+        hex seconds, ``hm`` their signature."""
+        issued = f"{self._cdn_now():x}"
+        expires = f"{self._cdn_now() + LINK_SECONDS:x}"
+        signature = self._signature(path, expires, issued)
+        return f"{self.base_url}{path}?ex={expires}&is={issued}&hm={signature}&"
+
+    def _link_valid(self, path: str, query: dict[str, list[str]]) -> bool:
+        expires, issued, signature = (query.get(key, [""])[0] for key in ("ex", "is", "hm"))
+        try:
+            unexpired = int(expires, 16) > self._cdn_now()
+        except ValueError:
+            return False
+        return unexpired and hmac.compare_digest(signature, self._signature(path, expires, issued))
+
+    def _renewed(self, link: str) -> str:
+        """An attachment link as an API answer names it: valid again once it expired."""
+        parts = urlsplit(link)
+        if parts.path not in self.world.cdn or self._link_valid(parts.path, parse_qs(parts.query)):
+            return link
+        return self._signed(parts.path)
+
+    def _public(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A message as the API and the gateway show it: its attachments with valid links."""
+        for attachment in message.get("attachments") or []:
+            for key in ("url", "proxy_url"):
+                if attachment.get(key):
+                    attachment[key] = self._renewed(str(attachment[key]))
         return {key: value for key, value in message.items() if not key.startswith("_")}
 
     async def post_message(
@@ -287,8 +345,15 @@ class FakeDiscord:
             {"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None}
         )
         session: Session | None = None
+        closed_with: int | None = None  # the client's close code, if it sent one
         try:
-            async for frame in ws:
+            while True:
+                frame = await ws.receive()
+                if frame.type == WSMsgType.CLOSE:
+                    closed_with = int(frame.data)
+                    break
+                if frame.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
                 if frame.type != WSMsgType.TEXT:
                     continue
                 payload = json.loads(frame.data)
@@ -307,6 +372,11 @@ class FakeDiscord:
                 self.world.live_sockets.get(session.user.token, set()).discard(ws)
                 if session.ws is ws:
                     session.ws = None
+                    if closed_with in (1000, 1001):
+                        # Discord ends a session its client closed with 1000 or 1001; any other
+                        # close (or a dropped connection) leaves it resumable.
+                        session.invalid = True
+                        self.world.stats["sessions_closed"] += 1
         return ws
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
@@ -579,6 +649,9 @@ class FakeDiscord:
         data = self.world.cdn.get(request.path)
         if data is None:
             return web.Response(status=404)
+        if not self._link_valid(request.path, parse_qs(request.query_string)):
+            self.world.stats["cdn_expired"] += 1
+            return web.Response(status=404, text=CONTENT_GONE)
         self.world.stats["cdn_downloads"] += 1
         kind = "video/mp4" if request.path.endswith(".mp4") else "image/png"
         return web.Response(body=data, content_type=kind)
@@ -674,6 +747,41 @@ class FakeDiscord:
                 await ws.close(code=4000, message=b"Unknown error")
         self.world.stats[f"drops:{how}"] += dropped
         return web.json_response({"dropped": dropped})
+
+    async def control_frames(self, request: web.Request) -> web.Response:
+        """Odd gateway frames for a user's sessions: ``{"token", "raw": [text, …]}`` sends
+        each text as it is to the live sockets (garbage, a frame that is not an object, an
+        unknown opcode: no sequence number, not replayed); ``"dispatches": [{"t", "d"}, …]``
+        sends dispatches of the session (sequenced and kept for a resume, as Discord's own odd
+        payloads would be: ``d`` of any type); ``"garble": n`` cuts the session's next n
+        dispatches short on the wire (the backlog keeps them whole; 0 stops it)."""
+        body = await request.json()
+        sessions = [
+            session
+            for session in self.world.sessions.values()
+            if session.user.token == body.get("token") and not session.invalid
+        ]
+        for session in sessions:
+            if "garble" in body:
+                session.garble = int(body["garble"])
+            for text in body.get("raw") or []:
+                if session.ws is None or session.ws.closed:
+                    break  # the client hung up meanwhile
+                self.world.stats["raw_frames"] += 1
+                try:
+                    await session.ws.send_str(str(text))
+                except (ConnectionError, RuntimeError):
+                    break
+            for item in body.get("dispatches") or []:
+                await self.send(session, str(item.get("t")), item.get("d"))
+        return web.json_response({"sessions": len(sessions)})
+
+    async def control_cdn_clock(self, request: web.Request) -> web.Response:
+        """``{"advance": seconds}``: the CDN's clock runs that much further ahead, so links
+        issued earlier expire as they would after that long (REST reads name fresh ones)."""
+        body = await request.json()
+        self.cdn_clock += float(body.get("advance", 0))
+        return web.json_response({"clock": self.cdn_clock})
 
     async def control_bump(self, request: web.Request) -> web.Response:
         """Publish new versions of every command (as a bot update does)."""

@@ -71,6 +71,9 @@ class Session:
     buffer: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=SESSION_BUFFER))
     ws: web.WebSocketResponse | None = None
     invalid: bool = False
+    #: The next N dispatches reach the socket cut short (a frame corrupted on its way); the
+    #: backlog keeps them whole, so a resume replays them.
+    garble: int = 0
 
 
 @dataclass
