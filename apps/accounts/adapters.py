@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from allauth.account.adapter import DefaultAccountAdapter
-from allauth.core import context as allauth_context
 from allauth.mfa.adapter import DefaultMFAAdapter
 from django.conf import settings
 from django.db import transaction
@@ -27,12 +27,32 @@ class ProductSite:
     domain: str
 
 
+def public_url(url: str) -> str:
+    """``url`` (an absolute link allauth built on the request's Host) on ``PUBLIC_BASE_URL``.
+
+    The Host header is the client's to write: where ALLOWED_HOSTS lets any through (``*``),
+    a stranger asking for someone's password reset would otherwise have the mailed link, and
+    its key, point at a host of theirs. A relative URL is returned as it is.
+    """
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return url
+    return settings.PUBLIC_BASE_URL + urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+
+
 class AccountAdapter(DefaultAccountAdapter):
     def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:
-        request = context.get("request") or allauth_context.request
-        domain = request.get_host() if isinstance(request, HttpRequest) else ""
-        site = ProductSite(name=settings.SITE_NAME, domain=domain)
-        super().send_mail(template_prefix, email, {**context, "current_site": site})
+        # Links in mails (activate_url, password_reset_url, signup_url …) and the site's
+        # address go to PUBLIC_BASE_URL, never to the host a request named.
+        links = {
+            key: public_url(value)
+            for key, value in context.items()
+            if key.endswith("_url") and isinstance(value, str)
+        }
+        site = ProductSite(
+            name=settings.SITE_NAME, domain=urlsplit(settings.PUBLIC_BASE_URL).netloc
+        )
+        super().send_mail(template_prefix, email, {**context, **links, "current_site": site})
 
     def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> User:
         with transaction.atomic():

@@ -216,6 +216,8 @@ def test_local_mailbox_lists_the_verification_mail_with_the_product_name(
     from playwright.sync_api import expect
 
     base = live_server.url
+    # Mailed links lead to PUBLIC_BASE_URL, whatever host the sign-up came to.
+    settings.PUBLIC_BASE_URL = base
     settings.EMAIL_BACKEND = "apps.dashboard.mailbox.MailboxBackend"
     settings.MAILBOX_DIR = str(tmp_path / "mailbox")
     page = new_page()
