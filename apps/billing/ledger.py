@@ -411,12 +411,23 @@ def _collections_since(organization_id: int, entry_id: int) -> int:
     return -(collected or 0)
 
 
+#: How many of the entries before a dispute's withdrawal its reinstatement reads to tell that
+#: an earlier refund's earmark was no longer pending (``_other_clawbacks``).
+EARMARK_LOOKBACK = 1_000
+
+
 def _other_clawbacks(organization_id: int, withdrawal: LedgerEntry) -> bool:
     """Whether anything but ``withdrawal`` may have earmarked held tokens of the organization:
     another refund's or dispute's clawback (or any negative refund, to be safe), before or
     after it. The pending clawback is one figure per balance, so only without them is all of
-    it, and every collection since the withdrawal, the withdrawal's own."""
-    return (
+    it, and every collection since the withdrawal, the withdrawal's own.
+
+    One before it is left out when an entry from it up to the withdrawal left nothing held:
+    the pending clawback never exceeds what is held, so nothing it earmarked was still pending
+    (an old refund settled long ago must not keep a won dispute's earmark taking tokens). Only
+    the withdrawal's latest ``EARMARK_LOOKBACK`` entries are read for it (under the balance
+    lock; a busy organization may never hold nothing): not found there, it may share."""
+    others = (
         LedgerEntry.objects.filter(
             organization_id=organization_id,
             task__isnull=True,
@@ -426,8 +437,16 @@ def _other_clawbacks(organization_id: int, withdrawal: LedgerEntry) -> bool:
         .exclude(pk=withdrawal.pk)
         .exclude(idempotency_key__startswith=TASK_KEY_PREFIX)
         .exclude(idempotency_key__endswith=DISPUTE_REINSTATED)
-        .exists()
     )
+    if others.filter(pk__gt=withdrawal.pk).exists():
+        return True
+    last = others.filter(pk__lt=withdrawal.pk).aggregate(last=models.Max("pk"))["last"]
+    if last is None:
+        return False
+    held = LedgerEntry.objects.filter(
+        organization_id=organization_id, pk__gte=last, pk__lt=withdrawal.pk
+    ).order_by("-pk")  # ``ledger_org_recent``, backwards from the withdrawal
+    return 0 not in held.values_list("held_after", flat=True)[:EARMARK_LOOKBACK]
 
 
 def ledger_dispute_reinstate(

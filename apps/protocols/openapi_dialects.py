@@ -5,7 +5,9 @@ parsed by hand, in each dialect's own loose style), so this post-processing hook
 the tables below, which follow docs/api.md. ``/api/schema/`` stays the native API alone (the
 contract the schema fuzzing checks answers against); ``/api/schema/all/`` adds these and is
 what the interactive docs show. ``tests/protocols/test_openapi_dialects.py`` checks that every
-documented path is a mounted route and every mounted route is documented.
+documented path is a mounted route and every mounted route is documented. A POST declares
+``Idempotency-Key`` when the view mounted there records it (not the reads sent as POST), as
+the native views' ``extend_schema`` do.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.urls import Resolver404, resolve
+
+from apps.core.idempotency import IdempotentPostMixin
+from apps.core.schema import idempotency_header_object
 
 MJPROXY_TAG = "midjourney-proxy"
 TTAPI_TAG = "TTAPI"
@@ -355,6 +361,22 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
     return [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
+def _records_idempotency_key(method: str, path: str) -> bool:
+    """Whether the view mounted at ``path`` records a ``method`` request that carries an
+    ``Idempotency-Key`` (``IdempotentPostMixin``): asked of the view itself, so a read sent as
+    POST (``idempotent_methods = ()``) is documented as ignoring it, as it does."""
+    try:
+        match = resolve(path.replace("{id}", "0"))
+    except Resolver404:
+        return False  # not mounted (tests/protocols/test_openapi_dialects.py says so)
+    view_class = getattr(match.func, "view_class", None)
+    return (
+        isinstance(view_class, type)
+        and issubclass(view_class, IdempotentPostMixin)
+        and method.upper() in view_class.idempotent_methods
+    )
+
+
 def add_dialects(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
@@ -367,6 +389,8 @@ def add_dialects(
                 **_operation(tag, method, summary, body, required, answer),
             }
             parameters = _path_parameters(path)
+            if _records_idempotency_key(method, path):
+                parameters.append(idempotency_header_object())
             if parameters:
                 operation["parameters"] = parameters
             paths.setdefault(path, {})[method] = operation

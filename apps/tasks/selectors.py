@@ -337,6 +337,9 @@ THROUGHPUT_MIN_FINISHED = 10
 #: submitted within ``JOB_HISTORY``: a pool idle since last night still has yesterday's jobs.
 JOB_HISTORY_SIZE = 50
 JOB_HISTORY = timedelta(hours=24)
+#: A pool's history looks for its successes among at most this many of the mode's newest
+#: (the live and the test pool's together): finding fewer, it averages those it found.
+JOB_HISTORY_SCAN = 1_000
 #: How long a job of each mode holds its slot while its pool has no success to go by.
 #: Midjourney puts a fast job at about a GPU minute, turbo at up to four times faster (for
 #: twice the price, SPEC §3), and a relax job waits in Midjourney's own queue before it runs.
@@ -398,6 +401,7 @@ def _history_sql(*, own: bool) -> str:
     quote = connection.ops.quote_name
     table = quote(Task._meta.db_table)
     terminal = ", ".join(f"'{status}'" for status in TERMINAL_STATUSES)
+    successes = f"{table} t"
     if own:
         # An own account runs only its owner's tasks: the organization narrows both reads, and
         # its newest tasks come first in ``task_org_recent``.
@@ -410,9 +414,17 @@ def _history_sql(*, own: bool) -> str:
         newest = "t.created_at"
     else:
         # The pool's successes, newest first, are one range of ``task_queue`` (status, mode,
-        # submitted_at): the read stops at the last job it averages.
+        # submitted_at) shared by the live and the test pool: the read takes at most the
+        # newest ``JOB_HISTORY_SCAN`` of them and keeps the pool's, so a pool whose successes
+        # are rare among them (the test pool beside a busy live one) does not read the day.
         scope = "t.mode = %(mode)s AND t.is_test = %(is_test)s"
         newest = "t.submitted_at"
+        successes = f"""(SELECT t.mode, t.is_test, t.status, t.submitted_at, t.started_at,
+                                t.finished_at, t.slot_freed_at
+                         FROM {table} t
+                         WHERE t.status = '{Status.SUCCESS}' AND t.mode = %(mode)s
+                           AND t.submitted_at >= %(horizon)s
+                         ORDER BY t.submitted_at DESC LIMIT %(scan)s) t"""  # noqa: S608
     return f"""
         SELECT (SELECT count(*) FROM {table} t
                 WHERE {scope} AND t.finished_at >= %(since)s
@@ -420,7 +432,7 @@ def _history_sql(*, own: bool) -> str:
                count(r.run), avg(r.run)
         FROM (SELECT EXTRACT(EPOCH FROM COALESCE(t.slot_freed_at, t.finished_at) - t.started_at)
                      AS run
-              FROM {table} t
+              FROM {successes}
               WHERE {scope} AND t.status = '{Status.SUCCESS}' AND {newest} >= %(horizon)s
                 AND t.started_at IS NOT NULL AND t.finished_at IS NOT NULL
               ORDER BY {newest} DESC LIMIT %(size)s) r
@@ -442,6 +454,7 @@ def _history_read(*, mode: str, is_test: bool, organization_id: int | None) -> P
                     "since": now - THROUGHPUT_WINDOW,
                     "horizon": now - JOB_HISTORY,
                     "size": JOB_HISTORY_SIZE,
+                    "scan": JOB_HISTORY_SCAN,
                 },
             )
             finished, jobs, mean = cursor.fetchone()
@@ -458,17 +471,24 @@ def _history_read(*, mode: str, is_test: bool, organization_id: int | None) -> P
         started_at__isnull=False,
         **where,
     ).count()
-    recent = (
-        Task.objects.filter(
-            status=Status.SUCCESS,
-            started_at__isnull=False,
-            finished_at__isnull=False,
-            **{f"{newest}__gte": now - JOB_HISTORY},
-            **where,
-        )
-        .order_by(f"-{newest}")
-        .values_list("started_at", "slot_freed_at", "finished_at")[:JOB_HISTORY_SIZE]
+    successes = Task.objects.filter(
+        status=Status.SUCCESS,
+        started_at__isnull=False,
+        finished_at__isnull=False,
+        **{f"{newest}__gte": now - JOB_HISTORY},
+        **where,
     )
+    if organization_id is None:  # among the mode's newest successes, as the statement reads
+        successes = successes.filter(
+            pk__in=Task.objects.filter(
+                status=Status.SUCCESS, mode=mode, submitted_at__gte=now - JOB_HISTORY
+            )
+            .order_by("-submitted_at")
+            .values("pk")[:JOB_HISTORY_SCAN]
+        )
+    recent = successes.order_by(f"-{newest}").values_list(
+        "started_at", "slot_freed_at", "finished_at"
+    )[:JOB_HISTORY_SIZE]
     runs = [
         (end - started).total_seconds()
         for started, freed, done in recent
@@ -512,21 +532,14 @@ def _own_accounts_with_load(*, organization_id: int) -> list[Any]:
 
 def _pool_free_slots(task: Task, loaded: list[Any] | None = None) -> int:
     """Free slots of the accounts that may take ``task`` (one read: accounts with their
-    running counts; ``loaded``: that read, made once for a page of tasks). Follow-ups go to
-    their parent's account where its engine needs that."""
-    now = timezone.now()
+    running counts; ``loaded``: that read, made once for a page of tasks). Which accounts
+    those are is ``_serving``'s answer, the dispatcher's rule: an account whose fast hours ran
+    out has no slot free for FAST work (unless it falls back to relax) nor for TURBO work,
+    however idle it is. Follow-ups go to their parent's account where its engine needs that."""
     if loaded is None:
         loaded = _accounts_with_load(is_test=task.is_test)
-    accounts = [
-        a
-        for a in loaded
-        if upstream_account_usable(a, now=now)
-        and a.serves(task.mode)
-        and upstream_account_takes(
-            a, organization_id=task.organization_id, pool=task.pool, is_test=task.is_test
-        )
-    ]
-    return sum(max(0, a.concurrency - a.busy) for a in _for_follow_up(task, accounts))
+    serving = _serving(task, loaded, timezone.now())
+    return sum(max(0, a.concurrency - a.busy) for a in serving)
 
 
 def _for_follow_up(task: Task, accounts: list[Any]) -> list[Any]:

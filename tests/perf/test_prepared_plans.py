@@ -1,11 +1,11 @@
 """Prepared statements keep their indexes (issue 15).
 
-The submit's lock statement is prepared once per connection (``apps/core/db.prepared_cursor``),
-and after a few executions PostgreSQL may run it with a generic plan, planned without the
-parameters' values. A partial index is usable in a generic plan only when its predicate is
-written in the statement: with the queued status passed as a parameter, the tenant's queue head
-was read from every queued row of the tenant, and submits slowed as its queue grew (seen in
-``bench/submit.py``: 217 -> 153 submits/s over three rounds).
+The submit's statements (its lock, its queue head) are prepared once per connection
+(``apps/core/db.prepared_cursor``), and after a few executions PostgreSQL may run them with a
+generic plan, planned without the parameters' values. A partial index is usable in a generic
+plan only when its predicate is written in the statement: with the queued status passed as a
+parameter, the tenant's queue head was read from every queued row of the tenant, and submits
+slowed as its queue grew (seen in ``bench/submit.py``: 217 -> 153 submits/s over three rounds).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from django.db import connection, transaction
 
 from apps.tasks.enums import Mode
-from apps.tasks.services.acceptance import _lock_sql
+from apps.tasks.services.acceptance import _queue_head_sql
 
 pytestmark = pytest.mark.django_db
 
@@ -65,18 +65,14 @@ def served_table(organization) -> None:
         cursor.execute("ANALYZE tasks_task")
 
 
-def test_the_lock_statements_generic_plan_reads_the_queue_head_from_the_partial_index(
+def test_the_transaction_paths_queue_head_reads_the_partial_index_in_a_generic_plan(
     organization, served_table
 ):
+    """The transaction path reads the head after its lock statement (``_queue_head_sql``)."""
     plan = generic_plan(
-        _lock_sql(),
-        {"organization": "bigint", "mode": "text", "is_test": "boolean", "queued": "text"},
-        {
-            "organization": organization.pk,
-            "mode": Mode.FAST,
-            "is_test": False,
-            "queued": "NOT_START",
-        },
+        _queue_head_sql(),
+        {"organization": "bigint", "mode": "text", "is_test": "boolean"},
+        {"organization": organization.pk, "mode": Mode.FAST, "is_test": False},
     )
     # The head is read from a partial index of queued rows, by the tenant (with statistics of
     # a real queue the planner takes ``task_tenant_queued``, already in ``tenant_seq`` order;

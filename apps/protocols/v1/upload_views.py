@@ -14,13 +14,14 @@ from rest_framework.response import Response
 
 from apps.core.api import OrganizationAPIView
 from apps.core.fields import StrictFieldsMixin
+from apps.core.schema import IDEMPOTENCY_HEADER
 from apps.tasks.models import Protocol
 from apps.tasks.services.uploads import MAX_UPLOAD_IMAGES, images_upload
 
 from ..common import caller_of
 from ..task_fields import stored_file_url
 from .errors import NativeErrorsMixin
-from .views import IDEMPOTENCY_HEADER, _errors
+from .views import _errors
 
 
 class UploadSerializer(StrictFieldsMixin, serializers.Serializer):

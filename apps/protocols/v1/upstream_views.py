@@ -17,6 +17,7 @@ from rest_framework.response import Response
 
 from apps.core.api import OrganizationAPIView
 from apps.core.fields import StrictFieldsMixin
+from apps.core.schema import IDEMPOTENCY_HEADER
 from apps.engines.models import UpstreamAccount
 from apps.engines.own_selectors import own_account_get, own_account_list, own_account_state
 from apps.engines.own_services import (
@@ -176,6 +177,7 @@ class UpstreamAccountListView(OrganizationAPIView):
             "for the `own` or `own_then_shared` pool (a key's default, the `X-Mjgate-Pool` "
             "header, or the `pool` field). Addresses must be public."
         ),
+        parameters=[IDEMPOTENCY_HEADER],
         request=UpstreamAccountWriteSerializer,
         responses={
             201: UpstreamAccountSerializer,

@@ -14,7 +14,6 @@ import dataclasses
 from typing import Any
 
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     inline_serializer,
@@ -32,6 +31,7 @@ from apps.api_keys.services import (
 )
 from apps.billing.selectors import balance_get
 from apps.core.api import OrganizationAPIView
+from apps.core.schema import IDEMPOTENCY_HEADER
 from apps.tasks.actions import ByName
 from apps.tasks.enums import Action
 from apps.tasks.models import Protocol
@@ -73,13 +73,6 @@ ERROR = inline_serializer(
             },
         )
     },
-)
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key",
-    str,
-    OpenApiParameter.HEADER,
-    required=False,
-    description="Retry-safe POST: the same key and body replay the first response (24 h).",
 )
 
 

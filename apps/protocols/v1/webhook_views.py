@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from apps.core.api import OrganizationAPIView
 from apps.core.fields import StrictFieldsMixin
+from apps.core.schema import IDEMPOTENCY_HEADER
 from apps.webhooks import clock
 from apps.webhooks.models import (
     SUBSCRIBABLE_EVENT_TYPES,
@@ -222,6 +223,7 @@ class WebhookEndpointListView(OrganizationAPIView):
             "Standard Webhooks spec with the organization's secret, which this call returns "
             "(once) when it is the organization's first."
         ),
+        parameters=[IDEMPOTENCY_HEADER],
         request=EndpointWriteSerializer,
         responses={201: EndpointCreatedSerializer, **_errors(400, 401, 403, 409, 422, 429)},
     )
@@ -287,8 +289,9 @@ class WebhookEndpointTestView(OrganizationAPIView):
     @extend_schema(
         summary="Send a test event to an endpoint",
         description="One `webhook.test` message, sent even to a disabled endpoint, not retried.",
+        parameters=[IDEMPOTENCY_HEADER],
         request=None,
-        responses={202: DeliverySerializer, **_errors(401, 403, 404, 409, 422, 429)},
+        responses={202: DeliverySerializer, **_errors(400, 401, 403, 404, 409, 422, 429)},
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         attempt = endpoint_send_test_event(organization=self.organization, endpoint_id=endpoint_id)
@@ -314,8 +317,9 @@ class WebhookSecretRotateView(OrganizationAPIView):
             "The previous secret keeps signing until `previous_expires_at`: meanwhile every "
             "message carries both signatures, so receivers can switch without losing any."
         ),
+        parameters=[IDEMPOTENCY_HEADER],
         request=None,
-        responses={201: SECRET_ROTATED, **_errors(401, 403, 409, 422, 429)},
+        responses={201: SECRET_ROTATED, **_errors(400, 401, 403, 409, 422, 429)},
     )
     def post(self, request: Request) -> Response:
         secret = webhook_secret_rotate(organization=self.organization)
@@ -383,8 +387,9 @@ class WebhookDeliveryResendView(OrganizationAPIView):
             "Brings a scheduled retry forward, or adds one manual attempt when the message has "
             "succeeded or died."
         ),
+        parameters=[IDEMPOTENCY_HEADER],
         request=None,
-        responses={202: DeliverySerializer, **_errors(401, 403, 404, 409, 422, 429)},
+        responses={202: DeliverySerializer, **_errors(400, 401, 403, 404, 409, 422, 429)},
     )
     def post(self, request: Request, delivery_id: str) -> Response:
         attempt = delivery_resend(organization=self.organization, delivery_id=delivery_id)

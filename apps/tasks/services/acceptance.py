@@ -77,30 +77,24 @@ class _Locked:
     tier_name: str
     tier_code: str
     tenant_seq: int | None = None
-    #: The tenant's smallest queued number in the pool as the lock statement saw it.
-    queue_head: Any = UNREAD
 
 
 @functools.cache
 def _lock_sql() -> str:
     """The lock statement, built once per process from the models' tables (no SQL is built
-    per request): the organization's counter and tier, the task's number in the tenant's part
-    of the pool's queue (the tenant's counter, bumped) and the tenant's queue head in the pool
-    (partial index ``task_tenant_queued``).
+    per request): the organization's counter and tier, and the task's number in the tenant's
+    part of the pool's queue (the tenant's counter, bumped).
 
-    Not whether a webhook endpoint listens: under READ COMMITTED a statement reads with the
-    snapshot it took before it waited for the row lock, so a submit queued behind
-    ``endpoint_create`` (which holds the same lock) would read the new endpoint as missing and
-    write it no ``task.created``. ``task_changed`` reads the endpoints after the lock."""
+    Nothing else the lock orders: under READ COMMITTED a statement reads with the snapshot it
+    took before it waited for the row lock. So not whether a webhook endpoint listens (a submit
+    queued behind ``endpoint_create``, which holds the same lock, would read the new endpoint
+    as missing and write it no ``task.created``; ``task_changed`` reads the endpoints after the
+    lock), nor the tenant's queue head (a submit queued behind another submit of the tenant
+    would miss that one's task and count itself first in line: ``_queue_head_sql``, after the
+    lock). The counter's upsert is no such read: it updates the row's latest version."""
     org = Organization._meta.db_table
     tier = MembershipTier._meta.db_table
-    tasks = Task._meta.db_table
     counters = TenantQueueCounter._meta.db_table
-    # The queued status is a literal, not a parameter: the statement is prepared, and a generic
-    # plan can use the partial index ``task_tenant_queued`` (``status = 'NOT_START'``) only when
-    # the predicate is written in the statement; with a parameter it read every queued row of
-    # the tenant, and submits slowed as the tenant's queue grew.
-    queued = Status.NOT_START
     # NO KEY UPDATE serialises the submits of one organization without blocking the KEY SHARE
     # lock the ledger (and every foreign key insert) takes on the same row; ``OF o`` keeps the
     # shared tier row unlocked, or every FREE organization would queue behind one another.
@@ -116,15 +110,45 @@ def _lock_sql() -> str:
             RETURNING last
         )
         SELECT o.unfinished_tasks, t.max_unfinished_tasks, t.name, t.code,
-               (SELECT last FROM counter),
-               (SELECT q.tenant_seq FROM {tasks} q
-                WHERE q.status = '{queued}' AND q.mode = %(mode)s AND q.is_test = %(is_test)s
-                  AND q.organization_id = o.id AND q.tenant_seq IS NOT NULL
-                ORDER BY q.tenant_seq LIMIT 1)
+               (SELECT last FROM counter)
         FROM {org} o JOIN {tier} t ON t.id = o.tier_id
         WHERE o.id = %(organization)s
         FOR NO KEY UPDATE OF o
-    """  # noqa: S608 - table names and the status literal are ours, every value a parameter
+    """  # noqa: S608 - table names are ours, every value a parameter
+
+
+@functools.cache
+def _queue_head_sql() -> str:
+    """The tenant's queue head in the task's pool: its smallest queued number (partial index
+    ``task_tenant_queued``), in a statement of its own after the lock statement, so that its
+    snapshot includes what the submit it waited for committed (``tasks_task_accept`` reads it
+    in a later statement of its own likewise). The queued status is a literal, not a
+    parameter: the statement is prepared, and a generic plan can use the partial index
+    (``status = 'NOT_START'``) only when the predicate is written in the statement; with a
+    parameter it read every queued row of the tenant, and submits slowed as the tenant's queue
+    grew."""
+    tasks = Task._meta.db_table
+    queued = Status.NOT_START
+    return f"""
+        SELECT q.tenant_seq FROM {tasks} q
+        WHERE q.status = '{queued}' AND q.mode = %(mode)s AND q.is_test = %(is_test)s
+          AND q.organization_id = %(organization)s AND q.tenant_seq IS NOT NULL
+        ORDER BY q.tenant_seq LIMIT 1
+    """  # noqa: S608 - the table name and the status literal are ours, every value a parameter
+
+
+def _queue_head(task: Task) -> Any:
+    """``_queue_head_sql`` for ``task`` (None: no queued task of its tenant in the pool);
+    elsewhere than PostgreSQL ``UNREAD``, which the estimate reads itself."""
+    if connection.vendor != "postgresql":
+        return UNREAD
+    with prepared_cursor() as cursor:
+        cursor.execute(
+            _queue_head_sql(),
+            {"mode": task.mode, "is_test": task.is_test, "organization": task.organization_id},
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def _lock_organization(task: Task) -> _Locked:
@@ -159,15 +183,14 @@ def _lock_organization(task: Task) -> _Locked:
         row = cursor.fetchone()
     if row is None:
         raise Organization.DoesNotExist("The task's organization does not exist.")
-    unfinished, limit, name, code, tenant_seq, head = row
-    return _Locked(unfinished, limit, name, code, tenant_seq, head)
+    unfinished, limit, name, code, tenant_seq = row
+    return _Locked(unfinished, limit, name, code, tenant_seq)
 
 
 def accept(task: Task, *, now: datetime) -> None:
     """Inside the caller's transaction: tier limit and price. Locks the organization."""
     locked = _lock_organization(task)
     task.tenant_seq = locked.tenant_seq
-    queue_heads[task] = locked.queue_head
     # Kept in step by the task table's trigger in every transaction that inserts a task or
     # changes its status; read here under the row lock, so it is exact (no COUNT).
     _limit_reached(
@@ -178,6 +201,10 @@ def accept(task: Task, *, now: datetime) -> None:
     )
     if task.pool == Pool.OWN:
         _check_own_served(task)
+    else:
+        # Read once the tier limit let the task in (a refused submit pays no statement for
+        # it); an own-only task's place is its organization's own line, which needs no head.
+        queue_heads[task] = _queue_head(task)
     _price(task, now=now)
 
 
@@ -455,8 +482,9 @@ def finish_acceptance(task: Task) -> SubmitOutcome:
     The request does no dispatching: ``insert_accepted`` sent the dispatch message, and a worker
     assigns the task. Whether it starts at once is an honest guess from the pool's free slots
     and the task's place in the pool's fair queue (``task_queue_estimate``: the tenant's queue
-    head as the lock statement read it, the pool's snapshot cached per process, at most one
-    probe statement for tasks tied with it, and the free slots unless every slot is busy).
+    head as read under the organization's lock, the pool's snapshot cached per process, at
+    most one probe statement for tasks tied with it, and the free slots unless every slot is
+    busy).
     """
     estimate = task_queue_estimate(task=task, head=queue_heads.pop(task, UNREAD))
     if estimate.position == 0:
