@@ -95,9 +95,11 @@ def own_modes_served(*, organization_id: int) -> set[str]:
     again; only a removed one, or one whose modes no longer include the mode, is gone).
 
     An ``own`` task of a mode outside this set can never run: the submit refuses it under the
-    organization's lock and removing the last such account fails the queued ones
-    (``own_services``). Accounts are few per organization; their modes live in a JSON list,
-    read here rather than searched (SQLite cannot)."""
+    organization's lock, removing the last such account fails the queued ones
+    (``own_services``), and the lifecycle fails an assigned one it would give back to the
+    queue (``tasks.lifecycle._requeue``, under that lock too). Accounts are few per
+    organization; their modes live in a JSON list, read here rather than searched (SQLite
+    cannot)."""
     served: set[str] = set()
     for modes in UpstreamAccount.objects.filter(owner_id=organization_id).values_list(
         "modes", flat=True

@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.accounts.models import Organization
 from apps.billing.ledger import ledger_capture, ledger_release
 from apps.billing.models import EntryKind
 from apps.core.cache import LeanScript
@@ -51,11 +52,12 @@ from apps.engines.base import (
 )
 from apps.engines.models import Health, UpstreamAccount
 from apps.engines.notify import account_cooling_down
+from apps.engines.own_selectors import own_modes_served
 
 from . import rows, storage
 from .actions import VIDEO_SECONDS, action_spec, video_extendable
 from .buttons import buttons_for, resolve_custom_id
-from .enums import TERMINAL_STATUSES, Action, ErrorCode, Status
+from .enums import TERMINAL_STATUSES, Action, ErrorCode, Pool, Status
 from .events import task_changed
 from .jobs import account_view, job_for
 from .models import SweepMark, Task
@@ -599,16 +601,58 @@ def _note_account_failure(account_id: int | None, message: str) -> None:
         account_cooling_down(account_id=account_id)  # the operators hear of it (throttled)
 
 
+#: The failReason of an ``own`` task none of its organization's own upstream accounts serves
+#: the mode of any more: failed when the last such account is removed while the task is queued
+#: (``services.cancel.own_tasks_fail_unservable``), or when it would be given back to the queue
+#: afterwards (:func:`_requeue`). Names ``{mode}``.
+OWN_ACCOUNT_GONE_REASON = (
+    "None of your organization's own upstream accounts serves {mode} mode any more, and this "
+    "task may run only on your own accounts (pool own); it was not charged."
+)
+
+
+def _own_mode_served(task: Task) -> bool:
+    """Whether one of the organization's own accounts (enabled or not) still serves the mode
+    of ``task``, an ``own`` task, read under the organization's row lock (``FOR NO KEY
+    UPDATE``). Removing such an account takes the same lock before it fails the queued
+    ``own`` tasks it strands (``apps.engines.own_services``), so a task given back to the queue
+    either meets a served mode and is failed by a removal that commits later, or sees the
+    removal and is failed here: never left queued for nothing. The first lock of the
+    transaction, as the ledger's order asks (organization, then task rows, then the balance).
+    """
+    Organization.objects.select_for_update(no_key=True).filter(pk=task.organization_id).values_list(
+        "pk", flat=True
+    ).first()
+    return task.mode in own_modes_served(organization_id=task.organization_id)
+
+
 def _requeue(task: Task, message: str) -> None:
     """Give a task back to the queue after a temporary upstream error.
 
     Only while it still carries this worker's claim: a task the sweeper or a cancel took over
     meanwhile is theirs. The upstream did not accept the job (that is what a temporary error
     means), so no interrupted submit is remembered either.
+
+    An ``own`` task whose mode none of its organization's own accounts serves any more (taken
+    away while the task was assigned) fails instead (ACCOUNT_UNAVAILABLE, hold released):
+    nothing could ever take it from the queue. Shared-pool tasks skip that check and its lock.
     """
     now = _now()
     state = {k: v for k, v in (task.engine_state or {}).items() if k != INTERRUPTED_SUBMITS}
     with transaction.atomic():
+        if task.pool == Pool.OWN and not _own_mode_served(task):
+            if task_fail(
+                task_id=task.pk,
+                reason=OWN_ACCOUNT_GONE_REASON.format(mode=task.mode),
+                error_code=ErrorCode.ACCOUNT_UNAVAILABLE,
+                from_statuses=(Status.SUBMITTED,),
+                where=_claim(task),
+            ):
+                logger.warning(
+                    "own task failed instead of requeued: no own account serves its mode",
+                    extra={"task_id": task.pk, "mode": task.mode, "reason": message},
+                )
+            return
         moved = Task.objects.filter(
             pk=task.pk, status=Status.SUBMITTED, submit_claimed_at=task.submit_claimed_at
         ).update(

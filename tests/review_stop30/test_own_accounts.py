@@ -31,11 +31,6 @@ def premium(organization: Organization, fund: Any) -> Organization:
     return organization
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle._requeue puts an own-only task back in the queue without the "
-    "organization's lock or the served-mode check: it waits for its start deadline",
-)
 def test_a_task_requeued_after_its_mode_was_taken_away_is_not_stranded(
     premium, make_key, monkeypatch
 ):

@@ -12,7 +12,7 @@ from apps.core.errors import ValidationFailed
 
 from ..enums import ErrorCode, Pool, Status
 from ..errors import InputError
-from ..lifecycle import NON_TERMINAL, task_cancel_upstream, task_fail
+from ..lifecycle import NON_TERMINAL, OWN_ACCOUNT_GONE_REASON, task_cancel_upstream, task_fail
 from ..models import Task
 from ..selectors import task_get
 
@@ -64,14 +64,6 @@ def cancel_upstream_job(task: Task) -> None:
     task_cancel_upstream(task=task)
 
 
-#: The failReason of a queued ``own`` task whose organization removed (or stopped serving the
-#: mode on) its last own upstream account that could run it.
-OWN_ACCOUNT_GONE_REASON = (
-    "None of your organization's own upstream accounts serves {mode} mode any more, and this "
-    "task may run only on your own accounts (pool own); it was not charged."
-)
-
-
 def own_tasks_fail_unservable(
     *, organization_id: int, modes: Iterable[str], reason: str = OWN_ACCOUNT_GONE_REASON
 ) -> list[str]:
@@ -85,7 +77,10 @@ def own_tasks_fail_unservable(
     ``task_fail``: the ledger releases the hold, the outbox gets ``task.failed``, the task
     table's trigger keeps the unfinished count. Tasks already assigned or running, ``MODAL``
     ones (they hold nothing yet; their second step is refused) and ``own_then_shared`` ones
-    (the shared pool can still run them) are left alone. ``reason`` may name ``{mode}``."""
+    (the shared pool can still run them) are left alone — an assigned one that meets a
+    temporary upstream error is failed by the lifecycle instead of being requeued
+    (``lifecycle._requeue``, under the same lock). ``reason`` may name ``{mode}``; the default
+    (``lifecycle.OWN_ACCOUNT_GONE_REASON``) is the lifecycle's, so both say the same."""
     wanted = sorted(set(modes))
     if not wanted:
         return []
