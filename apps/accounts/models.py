@@ -6,10 +6,13 @@ import hashlib
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from apps.core.errors import ValidationFailed
 from apps.core.models import TimeStampedModel
+from apps.core.text import refuse_control_characters
 
 
 class UserManager(BaseUserManager["User"]):
@@ -94,10 +97,28 @@ class MembershipTier(models.Model):
         return self.max_own_accounts > 0
 
 
+ORGANIZATION_NAME_MAX_LENGTH = 120
+
+
+def organization_name_clean(name: str) -> str:
+    """An organization's name as it is stored: trimmed, cut to its length, one line.
+
+    The name goes into invitation mails' subjects (a header: a line break there is a header
+    injection, which Django refuses with ``BadHeaderError``) and into every page and mail that
+    names the organization. Raises ``ValidationFailed``; every writer of the name calls it (the
+    services, the admin's form through ``Organization.clean``).
+    """
+    name = name.strip()
+    if not name:
+        raise ValidationFailed("An organization needs a name.", details={"field": "name"})
+    refuse_control_characters(name, what="The organization name")
+    return name[:ORGANIZATION_NAME_MAX_LENGTH].rstrip()
+
+
 class Organization(TimeStampedModel):
     """The tenant: everything a customer owns hangs off exactly one organization."""
 
-    name = models.CharField(max_length=120)
+    name = models.CharField(max_length=ORGANIZATION_NAME_MAX_LENGTH)
     tier = models.ForeignKey(MembershipTier, on_delete=models.PROTECT, related_name="+")
     is_personal = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
@@ -115,6 +136,14 @@ class Organization(TimeStampedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if not self.name:
+            return  # the field's own check says it is required
+        try:
+            self.name = organization_name_clean(self.name)
+        except ValidationFailed as exc:
+            raise ValidationError({"name": exc.message}) from exc
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Never write ``unfinished_tasks`` back: the copy in memory may be stale, the trigger

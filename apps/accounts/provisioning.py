@@ -13,7 +13,7 @@ from apps.core.errors import ValidationFailed
 
 from .models import Membership, Organization, Role, User
 from .selectors import tier_get
-from .services import organization_set_tier, user_create
+from .services import organization_rename, organization_set_tier, user_create
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,7 @@ def tenant_provision(
     membership = Membership.objects.select_related("organization").get(user=user, role=Role.OWNER)
     organization = membership.organization
     if organization_name:
-        organization.name = organization_name
-        organization.save(update_fields=["name", "updated_at"])
+        organization_rename(actor=user, organization=organization, name=organization_name)
     organization_set_tier(organization=organization, tier=tier)
     if tokens:
         ledger_topup(

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
 import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.mail import send_mail
+from django.core.mail import EmailMessage
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from apps.billing.ledger import balance_initialize, ledger_grant_signup
-from apps.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from apps.core.db import advisory_xact_lock
+from apps.core.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from apps.core.text import single_line
 
 from .models import (
     Invitation,
@@ -27,9 +39,12 @@ from .models import (
     Role,
     User,
     hash_invitation_token,
+    organization_name_clean,
 )
 from .roles import Capability, role_allows
 from .selectors import membership_require, tier_get_default
+
+logger = logging.getLogger(__name__)
 
 INVITATION_LIFETIME = timedelta(days=7)
 
@@ -42,11 +57,8 @@ def organization_create(
     tier: MembershipTier | None = None,
     is_personal: bool = False,
 ) -> Organization:
-    name = name.strip()
-    if not name:
-        raise ValidationFailed("An organization needs a name.")
     organization = Organization.objects.create(
-        name=name[:120], tier=tier or tier_get_default(), is_personal=is_personal
+        name=organization_name_clean(name), tier=tier or tier_get_default(), is_personal=is_personal
     )
     Membership.objects.create(user=owner, organization=organization, role=Role.OWNER)
     balance_initialize(organization=organization)
@@ -56,8 +68,12 @@ def organization_create(
 @transaction.atomic
 def user_onboard(*, user: User, grant_signup_tokens: bool = True) -> Organization:
     """Give a new user their personal organization (and the sign-up grant, SPEC §3)."""
-    label = user.name or user.email.split("@", 1)[0]
-    organization = organization_create(name=f"{label}'s workspace", owner=user, is_personal=True)
+    # Made one line: a user's name (or a quoted e-mail local part) may hold characters an
+    # organization's name refuses, and signing up must not fail on them.
+    label = single_line(user.name) or single_line(user.email.split("@", 1)[0])
+    organization = organization_create(
+        name=f"{label}'s workspace" if label else "Personal workspace", owner=user, is_personal=True
+    )
     if grant_signup_tokens:
         ledger_grant_signup(organization=organization)
     return organization
@@ -107,9 +123,7 @@ def organization_rename(*, actor: User, organization: Organization, name: str) -
     membership_require(
         user=actor, organization_id=organization.pk, capability=Capability.MANAGE_MEMBERS
     )
-    if not name.strip():
-        raise ValidationFailed("An organization needs a name.")
-    organization.name = name.strip()[:120]
+    organization.name = organization_name_clean(name)
     organization.save(update_fields=["name", "updated_at"])
     return organization
 
@@ -292,19 +306,161 @@ def membership_remove(*, actor: User, membership_id: int, organization: Organiza
     membership.delete()
 
 
+class InvitationRateLimited(ServiceError):
+    """Too many invitation e-mails in a window: from one organization, from one inviter, or to
+    one address across all organizations. Nothing was written and nothing sent."""
+
+    code = "throttled"
+    http_status = 429
+    default_message = "Too many invitations were sent; try again later."
+
+
+class InvitationNotSent(ServiceUnavailable):
+    """The mail server did not take an invitation's e-mail, so the invitation was withdrawn."""
+
+    code = "email_not_sent"
+    default_message = (
+        "The invitation e-mail could not be sent, so no invitation was made. "
+        "Try again in a few minutes."
+    )
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _in_words(seconds: int) -> str:
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return _counted(minutes, "minute")
+    return _counted(math.ceil(minutes / 60), "hour")
+
+
+@dataclass(frozen=True)
+class _InvitationLimit:
+    scope: str
+    limit: int
+    window: timedelta
+    invitations: QuerySet[Invitation]
+    refusal: str  # the sentence's start; the wait is added to it
+
+
+def _invitation_limits_check(
+    *, organization: Organization, actor: User, email: str, now: datetime
+) -> None:
+    """Refuse an invitation that would go over a limit on invitation e-mails: without them,
+    anyone may send unlimited mail from our domain, its subject naming an organization they
+    named, to addresses they chose.
+
+    The limits (``INVITATION_RATE_PER_ORG_HOUR``, ``INVITATION_RATE_PER_USER_HOUR``,
+    ``INVITATION_RATE_PER_ADDRESS_DAY``; 0 turns one off) are counted in PostgreSQL from the
+    invitations themselves, revoked, expired and accepted ones included, so revoking and
+    inviting again, or inviting from a new organization, counts. Not in Redis like the API's
+    request limits: those fail open while Redis is down, and a limit on e-mail to addresses
+    someone else chose must not; PostgreSQL is needed to write the invitation anyway. Advisory
+    locks on the organization, the inviter and the address (always taken in that order, so two
+    invitations cannot deadlock) make two invitations at once count each other; they are held
+    until the invitation's transaction ends.
+    """
+    advisory_xact_lock(f"invitation:organization:{organization.pk}")
+    advisory_xact_lock(f"invitation:inviter:{actor.pk}")
+    advisory_xact_lock(f"invitation:address:{email}")
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    limits = (
+        _InvitationLimit(
+            "organization",
+            int(settings.INVITATION_RATE_PER_ORG_HOUR),
+            hour,
+            Invitation.objects.filter(organization=organization),
+            f"{single_line(organization.name)} has sent "
+            f"{_counted(settings.INVITATION_RATE_PER_ORG_HOUR, 'invitation')} in the last hour, "
+            "as many as an organization may",
+        ),
+        _InvitationLimit(
+            "inviter",
+            int(settings.INVITATION_RATE_PER_USER_HOUR),
+            hour,
+            Invitation.objects.filter(invited_by=actor),
+            f"You have sent {_counted(settings.INVITATION_RATE_PER_USER_HOUR, 'invitation')} in "
+            "the last hour, as many as one person may",
+        ),
+        _InvitationLimit(
+            "address",
+            int(settings.INVITATION_RATE_PER_ADDRESS_DAY),
+            day,
+            Invitation.objects.filter(email=email),
+            f"{email} has been invited {_counted(settings.INVITATION_RATE_PER_ADDRESS_DAY, 'time')} "
+            "in the last day, as often as one address may be",
+        ),
+    )
+    for limit in limits:
+        if limit.limit <= 0:
+            continue
+        sent = list(
+            limit.invitations.filter(created_at__gt=now - limit.window)
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+        )
+        if len(sent) < limit.limit:
+            continue
+        # One more fits once the oldest invitations beyond the limit leave the window.
+        frees_at = sent[len(sent) - limit.limit] + limit.window
+        retry_after = max(1, math.ceil((frees_at - now).total_seconds()))
+        raise InvitationRateLimited(
+            f"{limit.refusal}; try again in {_in_words(retry_after)}.",
+            details={
+                "retry_after": retry_after,
+                "scope": limit.scope,
+                "limit": limit.limit,
+                "window_seconds": int(limit.window.total_seconds()),
+            },
+        )
+
+
+def _invitation_send(*, invitation_id: int, message: EmailMessage) -> None:
+    """After the invitation's commit: hand its e-mail to the mail server, or withdraw it.
+
+    Elsewhere a failed mail is logged and the work it reports stands (an alert, a disabled
+    endpoint); here the e-mail is the invitation: only it carries the token, which is stored
+    nowhere, so an invitation whose e-mail was not taken could never be accepted nor sent
+    again. It is deleted (it reached nobody, so it does not count against the limits either)
+    and the inviter is told to try again.
+    """
+    try:
+        message.send()
+    except Exception as exc:  # SMTP refusal, connection trouble, a header the backend refused
+        Invitation.objects.filter(pk=invitation_id, accepted_at__isnull=True).delete()
+        logger.warning(
+            "invitation e-mail not sent (%s); the invitation was withdrawn",
+            exc.__class__.__name__,
+            extra={"invitation_id": invitation_id},
+        )
+        raise InvitationNotSent() from exc
+
+
+@transaction.atomic
 def invitation_create(
     *, actor: User, organization: Organization, email: str, role: str = Role.MEMBER
 ) -> tuple[Invitation, str]:
-    """Invite an e-mail address. Returns the invitation and the one-time token for the link."""
+    """Invite an e-mail address. Returns the invitation and the one-time token for the link.
+
+    Raises ``InvitationRateLimited`` (nothing written, nothing sent) over a limit, and
+    ``InvitationNotSent`` when the mail server did not take the e-mail, which is sent once the
+    invitation is committed (the invitation is withdrawn then: see ``_invitation_send``).
+    """
     actor_membership = membership_require(
         user=actor, organization_id=organization.pk, capability=Capability.MANAGE_MEMBERS
     )
     _assert_can_assign(actor_membership, role)
     email = User.objects.normalize_email(email).strip().lower()
-    if not email or "@" not in email:
-        raise ValidationFailed("Enter a valid e-mail address.")
+    try:
+        validate_email(email)
+    except DjangoValidationError as exc:
+        raise ValidationFailed("Enter a valid e-mail address.", details={"field": "email"}) from exc
     if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
         raise Conflict(f"{email} is already a member of {organization.name}.")
+    now = timezone.now()
+    _invitation_limits_check(organization=organization, actor=actor, email=email, now=now)
     # An expired invitation is not open any more, but the unique constraint only knows about
     # acceptance and revocation: retire it so the address can be invited again.
     Invitation.objects.filter(
@@ -312,8 +468,8 @@ def invitation_create(
         email=email,
         accepted_at__isnull=True,
         revoked_at__isnull=True,
-        expires_at__lte=timezone.now(),
-    ).update(revoked_at=timezone.now())
+        expires_at__lte=now,
+    ).update(revoked_at=now)
     token = secrets.token_urlsafe(32)
     try:
         with transaction.atomic():
@@ -323,22 +479,25 @@ def invitation_create(
                 role=role,
                 token_hash=hash_invitation_token(token),
                 invited_by=actor,
-                expires_at=timezone.now() + INVITATION_LIFETIME,
+                expires_at=now + INVITATION_LIFETIME,
             )
     except IntegrityError as exc:
         raise Conflict(f"{email} already has an open invitation.") from exc
+    # One line whatever the stored name: an organization named before names were checked may
+    # hold a line break, which in a subject Django refuses as a header injection.
+    name = single_line(organization.name)
     link = f"{settings.PUBLIC_BASE_URL}/invitations/{token}/"
+    message = EmailMessage(
+        subject=f"[mjgate] You are invited to {name}",
+        body=(
+            f"{actor.email} invited you to join {name} on mjgate as "
+            f"{invitation.get_role_display().lower()}.\n\nAccept: {link}\n\n"
+            f"The link expires in {INVITATION_LIFETIME.days} days."
+        ),
+        to=[email],
+    )
     transaction.on_commit(
-        lambda: send_mail(
-            subject=f"[mjgate] You are invited to {organization.name}",
-            message=(
-                f"{actor.email} invited you to join {organization.name} on mjgate as "
-                f"{invitation.get_role_display().lower()}.\n\nAccept: {link}\n\n"
-                f"The link expires in {INVITATION_LIFETIME.days} days."
-            ),
-            from_email=None,
-            recipient_list=[email],
-        )
+        functools.partial(_invitation_send, invitation_id=invitation.pk, message=message)
     )
     return invitation, token
 

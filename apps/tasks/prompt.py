@@ -15,13 +15,13 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from apps.core.errors import ValidationFailed
+from apps.core.text import LINE_SEPARATORS, refuse_control_characters
 from apps.tasks.enums import Mode
 
 __all__ = [
@@ -361,15 +361,9 @@ _URL_TOKEN_RE = re.compile(r"^<?(https?://[^\s<>]+)>?$", re.I)
 
 
 def _reject_control_characters(prompt: str) -> None:
-    for char in prompt:
-        if char in "\t\n\r":
-            continue
-        if unicodedata.category(char) == "Cc":
-            # PostgreSQL cannot store NUL and upstreams choke on the rest.
-            raise ValidationFailed(
-                f"The prompt contains a control character (U+{ord(char):04X}); remove it.",
-                details={"character": f"U+{ord(char):04X}"},
-            )
+    # PostgreSQL cannot store NUL and upstreams choke on the rest. Line breaks of every kind are
+    # whitespace to the parser (the prompt is made one line below).
+    refuse_control_characters(prompt, what="The prompt", allow="\t\n\r" + LINE_SEPARATORS)
 
 
 def parse_prompt(prompt: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> ParsedPrompt:

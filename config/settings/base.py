@@ -170,6 +170,12 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 SITE_NAME = env_str("SITE_NAME") or "mjgate"
 #: Development only: keep a copy of every mail here and list them at /dev/mailbox/.
 MAILBOX_DIR: str | None = None
+# Limits on invitation e-mails (apps.accounts.services.invitation_create): per organization
+# and per inviter an hour, per invited address (across all organizations) a day; 0 turns one
+# off. Counted in PostgreSQL from the invitations, so they hold while Redis is down.
+INVITATION_RATE_PER_ORG_HOUR = env_int("INVITATION_RATE_PER_ORG_HOUR", 20)
+INVITATION_RATE_PER_USER_HOUR = env_int("INVITATION_RATE_PER_USER_HOUR", 50)
+INVITATION_RATE_PER_ADDRESS_DAY = env_int("INVITATION_RATE_PER_ADDRESS_DAY", 3)
 
 # --- Internationalisation ---------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
