@@ -5,6 +5,15 @@ every request it is checked against the user's memberships again (``membership_g
 membership removed a second ago stops working at once and a forged id answers 404 like any
 missing object. Views get ``request.organization`` and ``request.membership`` from
 ``dashboard_view`` and never read the session themselves.
+
+Because the session is shared by every tab, a page does not know that another tab has since
+switched organization. So every page says which organization it was rendered for — the hidden
+``page_organization`` field of each POST form (``{% page_organization %}``, next to the CSRF
+token) and the ``X-Page-Organization`` header htmx sends (``hx-headers`` on ``<body>``) — and
+``dashboard_view`` refuses any write whose page was for another organization (409), or that does
+not say (400), before the view runs. Only the views that do not act for the current organization
+go without: switching organization and creating one (``views/orgs.py``), accepting an
+invitation (it names its own organization), and allauth's account pages and sign-out.
 """
 
 from __future__ import annotations
@@ -23,10 +32,14 @@ from apps.accounts.roles import Capability, role_allows
 from apps.accounts.selectors import membership_get, organization_list_for_user
 from apps.core.errors import NotFound, PermissionDenied
 
-from .views.errors import service_error_response
+from .views.errors import service_error_response, stale_page_response
 
 SESSION_KEY = "dashboard_organization_id"
 _CACHE_ATTR = "_dashboard_membership"
+#: The form field and the header that say which organization a page was rendered for.
+PAGE_ORGANIZATION_FIELD = "page_organization"
+PAGE_ORGANIZATION_HEADER = "X-Page-Organization"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 
@@ -70,7 +83,10 @@ def dashboard_view(
     """Log-in, a current organization and a role that allows ``capability``, else 302/403.
 
     Sets ``request.organization`` and ``request.membership``. NotFound and PermissionDenied
-    escaping the view become the 404 and 403 pages, so views can let selectors raise.
+    escaping the view become the 404 and 403 pages, so views can let selectors raise. A write
+    (any method but GET, HEAD, OPTIONS, TRACE) whose page was for another organization than
+    the current one, or that does not say, is refused before the view runs
+    (``stale_page_refusal``).
     """
 
     def decorator(view: View) -> View:
@@ -81,6 +97,9 @@ def dashboard_view(
             membership = current_membership(request)
             if membership is None:
                 return _navigate(request, redirect("dashboard:organization-new"))
+            refusal = stale_page_refusal(request, membership)
+            if refusal is not None:
+                return refusal
             request.membership = membership  # type: ignore[attr-defined]
             request.organization = membership.organization  # type: ignore[attr-defined]
             try:
@@ -95,6 +114,65 @@ def dashboard_view(
         return cast(View, wrapped)
 
     return decorator
+
+
+def stale_page_refusal(request: HttpRequest, membership: Membership) -> HttpResponse | None:
+    """None if the request reads, or writes for the current organization; else the refusal.
+
+    Both the form field and the header are checked when both come (an htmx form sends
+    both), and every one given must name the current organization: a request that does
+    not say is refused too, so a form that forgot the field fails closed.
+    """
+    if request.method in _SAFE_METHODS:
+        return None
+    claimed = [
+        value.strip()
+        for value in (
+            request.POST.get(PAGE_ORGANIZATION_FIELD),
+            request.headers.get(PAGE_ORGANIZATION_HEADER),
+        )
+        if value is not None and value.strip()
+    ]
+    current = membership.organization
+    if not claimed:
+        return stale_page_response(
+            request,
+            message=(
+                "This page did not say which organization it was for, so nothing was changed. "
+                "Reload the page to continue."
+            ),
+            status=400,
+            current=current,
+        )
+    others = [claim for claim in map(_as_id, claimed) if claim != current.pk]
+    if not others:
+        return None
+    page: Organization | None = None
+    if others[0] is not None:
+        try:
+            # Named only if the user still belongs to it: an id typed into a form must not
+            # reveal another tenant's name.
+            page = membership_get(user=request.user, organization_id=others[0]).organization  # type: ignore[arg-type]
+        except NotFound:
+            page = None
+    if page is not None:
+        message = (
+            f"This page was for organization {page.name}, but you have since switched to "
+            f"{current.name} in another tab. Reload the page to continue."
+        )
+    else:
+        message = (
+            f"This page was for another organization; you are now working in {current.name}. "
+            "Reload the page to continue."
+        )
+    return stale_page_response(request, message=message, status=409, current=current, page=page)
+
+
+def _as_id(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _page_path(request: HttpRequest) -> str:

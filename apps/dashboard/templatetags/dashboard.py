@@ -5,6 +5,8 @@ from urllib.parse import urlsplit
 
 from django import template
 from django.conf import settings
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from apps.accounts.models import Membership, Organization
 from apps.accounts.roles import Capability, role_allows
@@ -13,7 +15,7 @@ from apps.tasks.enums import PRICE_KEY_CHOICES, Action
 
 from .. import presenters
 from ..mailbox import mailbox_dir
-from ..tenancy import current_membership
+from ..tenancy import PAGE_ORGANIZATION_FIELD, current_membership
 
 register = template.Library()
 
@@ -105,6 +107,22 @@ def percent(part: Any, whole: Any) -> int:
 def current_org_membership(context: dict[str, Any]) -> Membership | None:
     request = context.get("request")
     return current_membership(request) if request is not None else None
+
+
+@register.simple_tag(takes_context=True)
+def page_organization(context: dict[str, Any]) -> SafeString:
+    """The hidden field that says which organization the page was rendered for: every
+    dashboard POST form carries it next to ``{% csrf_token %}``, and the server refuses a write
+    from a page of another organization (``tenancy.stale_page_refusal``)."""
+    request = context.get("request")
+    membership = current_membership(request) if request is not None else None
+    if membership is None:
+        return SafeString("")
+    return format_html(
+        '<input type="hidden" name="{}" value="{}">',
+        PAGE_ORGANIZATION_FIELD,
+        membership.organization_id,
+    )
 
 
 @register.simple_tag(takes_context=True)

@@ -12,6 +12,7 @@ from apps.accounts.services import organization_create
 from apps.core.errors import NotFound, ServiceError
 
 from ..tenancy import organization_switch
+from .errors import section_root
 
 
 class OrganizationForm(forms.Form):
@@ -33,8 +34,7 @@ def switch(request: HttpRequest) -> HttpResponse:
         target = "/"
     # A page of one of the previous organization's objects would 404 now: go to the root of
     # the same section (/tasks/123/ → /tasks/).
-    section = target.split("?", 1)[0].strip("/").split("/", 1)[0]
-    return redirect(f"/{section}/" if section else "/")
+    return redirect(section_root(target))
 
 
 @login_required

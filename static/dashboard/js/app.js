@@ -168,8 +168,11 @@
     var form = $("form[data-cancel-url]", dialog);
     if (!form) return;
     var token = $("input[name=csrfmiddlewaretoken]", form);
+    // Which organization the dialog was for: the server refuses it for any other.
+    var organization = $("input[name=page_organization]", form);
     var body = new FormData();
     if (token) body.append("csrfmiddlewaretoken", token.value);
+    if (organization) body.append("page_organization", organization.value);
     fetch(form.getAttribute("data-cancel-url"), {
       method: "POST", body: body, credentials: "same-origin",
       headers: { "HX-Request": "true", "X-CSRFToken": token ? token.value : "" }
@@ -407,7 +410,8 @@
     within(root, "form[data-create-form]").forEach(syncCreateForm);
     within(root, "[data-mask-editor]").forEach(initMaskEditor);
     openDialogs(root);
-    within(root, "#toasts .alert, .alert[data-toast]").forEach(function (toast) {
+    // A sticky one (a page out of date) waits for the user to reload.
+    within(root, "#toasts .alert:not([data-sticky]), .alert[data-toast]").forEach(function (toast) {
       setTimeout(function () { toast.remove(); }, 6000);
     });
   }
