@@ -96,14 +96,6 @@ MJPROXY: list[tuple[str, str, str, dict[str, Any], list[str], str]] = [
     ("post", "/mj/submit/shorten", "Shorten a prompt", {"prompt": _STR}, ["prompt"], "submit"),
     (
         "post",
-        "/mj/submit/upload-discord-images",
-        "Store 1–10 images; answers stable URLs usable in prompts (--sref, --cref, image prompts)",
-        {"base64Array": {**_STRS, "minItems": 1, "maxItems": 10}},
-        ["base64Array"],
-        "submit",
-    ),
-    (
-        "post",
         "/mj/submit/video",
         "Video (Plus route): animate a start frame or a task's image, or extend a clip",
         {

@@ -50,3 +50,10 @@ def test_the_docs_page_shows_the_full_schema_and_the_native_one_stays_native() -
     assert "/api/schema/all/" in html
     native = Client().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     assert not any(p.startswith(("/mj", "/midjourney")) for p in native["paths"])
+
+
+def test_each_dialect_route_is_described_once():
+    # A second entry for a route silently replaced the first in the schema.
+    for table in (MJPROXY, TTAPI):
+        routes = [(method, path) for method, path, *_ in table]
+        assert len(routes) == len(set(routes)), sorted(r for r in routes if routes.count(r) > 1)
