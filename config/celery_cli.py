@@ -184,4 +184,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # ``python -m config.celery_cli``: in a Celery process ``config/__init__.py`` loaded this
+    # module already (as ``config.celery_cli``) and installed its import hooks; run that copy,
+    # so its classes are the ones the hooks use.
+    sys.modules.get("config.celery_cli", sys.modules[__name__]).main()

@@ -10,6 +10,7 @@ is restarted, and on the way out every group is killed as a whole, so nothing ou
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -109,6 +110,24 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+#: Linux's ``prctl`` option that sends the calling process a signal when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_devrun(devrun: int = os.getpid()) -> None:
+    """In a child, between fork and exec: be sent SIGTERM when devrun dies, however it dies
+    (SIGKILL included, where devrun cannot stop its children itself), so no web server or
+    worker is left holding the port. Linux only; elsewhere a no-op. The signal survives the
+    exec and the Celery processes' re-exec under ``-OO``."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != devrun:  # devrun died before the line above: the signal never comes
+        os._exit(1)
+
+
 class Child:
     """One supervised process and its restart bookkeeping."""
 
@@ -123,7 +142,12 @@ class Child:
     def start(self) -> None:
         # Own process group, so the terminal's Ctrl-C reaches only us and we stop the
         # children in order instead of each of them dying on its own.
-        self.process = subprocess.Popen(self.command, cwd=ROOT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            start_new_session=True,
+            preexec_fn=_die_with_devrun if sys.platform == "linux" else None,
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
         print(f"[devrun] started {self.name} (pid {self.process.pid})", flush=True)

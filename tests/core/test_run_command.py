@@ -231,3 +231,47 @@ def test_devrun_restarts_a_crashed_child_with_back_off_and_keeps_serving(tmp_pat
         for match in STARTED.finditer(log.read_text()):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(match["pid"]), signal.SIGKILL)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_children_stop_when_devrun_is_killed_outright():
+    """SIGKILL leaves devrun no chance to stop its children: they are sent SIGTERM by the
+    kernel (the parent-death signal devrun sets in each), so none keeps the port."""
+    code = (
+        "import sys, time\n"
+        "sys.path.insert(0, 'scripts')\n"
+        "from devrun import Child\n"
+        "child = Child('sleeper', [sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "child.start()\n"
+        "print(child.process.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        lines = []
+        while not (lines and lines[-1].strip().isdigit()):
+            line = parent.stdout.readline()
+            assert line, "devrun's child was not started"
+            lines.append(line)
+        child = int(lines[-1])
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(child):
+            time.sleep(0.1)
+        assert not _alive(child), "the child outlived devrun's SIGKILL"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) is gone for our purpose.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    return True

@@ -231,6 +231,23 @@ def test_celery_cli_restarts_itself_as_a_celery_process():
     assert final == f"{pid} 2 1 ['worker', '-Q', 'x']"
 
 
+def test_celery_cli_starts_without_runpy_warning():
+    """``python -m config.celery_cli`` in a Celery process: ``config/__init__.py`` loads the
+    module before runpy runs it as ``__main__``; that copy runs, with no warning printed."""
+    env = {**os.environ, CELERY_PROCESS_ENV: "1"}
+    completed = subprocess.run(
+        [sys.executable, "-OO", "-m", "config.celery_cli", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "Usage:" in completed.stdout
+    assert "RuntimeWarning" not in completed.stderr, completed.stderr
+
+
 def test_outbound_http_loads_httpx_on_first_use():
     """apps.core.http imports httpx (to parse) and httpcore (to connect) when first used, not
     with Django's start in a Celery process (the web's admin modules import httpx)."""
