@@ -372,10 +372,12 @@ def parse_prompt(prompt: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> Parsed
     Raises ``ValidationFailed`` with a sentence naming the offending parameter and value.
     """
     if not isinstance(prompt, str):
-        raise ValidationFailed("The prompt must be a string.")
+        raise ValidationFailed("The prompt must be a string.", details={"field": "prompt"})
     original = prompt.strip()
     if not original:
-        raise ValidationFailed("The prompt is empty; describe the image you want.")
+        raise ValidationFailed(
+            "The prompt is empty; describe the image you want.", details={"field": "prompt"}
+        )
     if len(original) > max_length:
         raise ValidationFailed(
             f"The prompt is {len(original)} characters long; the maximum is {max_length}.",
@@ -418,7 +420,9 @@ def parse_prompt(prompt: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> Parsed
                 "The prompt has parameters but no description; describe the image before "
                 "the parameters."
             )
-        raise ValidationFailed("The prompt is empty; describe the image you want.")
+        raise ValidationFailed(
+            "The prompt is empty; describe the image you want.", details={"field": "prompt"}
+        )
 
     clean_prompt = " ".join([*url_tokens, *([text] if text else []), *(p.render() for p in params)])
     return ParsedPrompt(

@@ -120,6 +120,10 @@ def test_create_errors(funded, live_key, client_for, finished_imagine, other_org
     assert empty_prompt.json()["error"]["message"] == (
         "The prompt is empty; describe the image you want."
     )
+    assert empty_prompt.json()["error"]["details"] == {"field": "prompt"}
+    missing_prompt = client.post(TASKS, {"action": "IMAGINE"}, format="json")
+    assert missing_prompt.status_code == 400
+    assert missing_prompt.json()["error"]["details"] == {"field": "prompt"}
     bad_button = client.post(TASKS, {"parent": grid.pk, "button": "U9"}, format="json")
     assert bad_button.status_code == 400
     assert bad_button.json()["error"]["details"]["available"][:2] == ["U1", "U2"]
