@@ -19,6 +19,16 @@ that was switched off, removed or misconfigured is disconnected and its lease gi
 changed token, user agent or gateway address is connected again with the fresh values (see
 ``_round``). Events of one account are handled in order on a worker thread (the ORM is
 synchronous); the resulting ``JobUpdate`` values go to the injected ``sink``.
+
+Handing an account over: a gateway that stops (a deploy, SIGTERM) or loses a lease closes its
+socket with 4000 (``RESUMABLE``), which leaves the Discord session alive, and the lease keeps
+the session id and the sequence number of the last event handled (``Connection.handover``):
+the next holder resumes there and Discord replays what it sent in between. The old holder has
+closed before the next one can hold the lease (it lets go before the lease can have lapsed,
+and a stopping one releases the lease only after its sockets closed), so no two gateways ever
+use one session. Only a session nothing should resume is ended with 1000 (``ENDS_SESSION``):
+an account switched off, removed or misconfigured (the lease then forgets the session), and
+the old token's session when the token changed.
 """
 
 from __future__ import annotations
@@ -60,6 +70,10 @@ BAD_FRAME_LIMIT = 20
 BAD_FRAME_WINDOW = 10.0
 #: How much of a skipped frame the log shows.
 LOGGED_FRAME_CHARS = 200
+#: Close codes of our own: 4000 leaves the Discord session resumable (by this connection or
+#: the next holder of the account's lease); 1000 (a normal close) ends it, as 1001 would.
+RESUMABLE = 4000
+ENDS_SESSION = 1000
 
 
 class FatalGatewayError(Exception):
@@ -112,9 +126,15 @@ class Connection:
         self.resume_url = ""
         self.connected = asyncio.Event()
         self._stopping = False
-        self._stop_code = 1000
+        self._stop_code = ENDS_SESSION
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        #: Dispatches in arrival order, for ``_consume``: the session and sequence number of
+        #: each, and the event to handle (None: nothing to handle, its number only counts).
+        self._events: asyncio.Queue[_Dispatch] = asyncio.Queue()
+        #: The session and sequence number of the last dispatch ``_consume`` dealt with, and
+        #: the number the current session started at (its READY): ``handover``.
+        self._handled: tuple[str, int | None] = (plan.session_id, plan.sequence)
+        self._session_start: int | None = plan.sequence
         self._acked = True
         #: When this connection's recently skipped frames came (``_skip``).
         self._skipped: deque[float] = deque()
@@ -133,9 +153,22 @@ class Connection:
         and bots change without a reconnect; the next connection attempt uses the rest."""
         self.settings = self.plan.settings = settings
 
-    async def stop(self, *, code: int = 1000) -> None:
-        """Close for good: 1000 ends the Discord session; another code (4000) leaves it
-        resumable by the connection that takes over."""
+    def handover(self) -> tuple[str, int | None, str]:
+        """What the next connection of the account resumes from: the session id, the sequence
+        number of the last event handled — not the last received: events still queued when
+        this connection stops are then replayed to the successor instead of lost — and the
+        user id. No session id once the session is gone (invalidated, a new token)."""
+        if not self.session_id:
+            return "", None, self.user_id
+        session_id, sequence = self._handled
+        if session_id != self.session_id:
+            # The current session's READY is still queued behind the old session's events.
+            sequence = self._session_start
+        return self.session_id, sequence, self.user_id
+
+    async def stop(self, *, code: int) -> None:
+        """Close for good: ``ENDS_SESSION`` (1000) ends the Discord session; ``RESUMABLE``
+        (4000) leaves it to the connection that takes over (``handover``)."""
         self._stopping = True
         self._stop_code = code
         if self._ws is not None and not self._ws.closed:
@@ -220,7 +253,7 @@ class Connection:
                     # (``stop``, the heartbeat), which hands the reader CLOSING before its own
                     # code goes out — so a broken or dropped connection closes here with 4000,
                     # which the next one resumes.
-                    await ws.close(code=self._stop_code if self._stopping else 4000)
+                    await ws.close(code=self._stop_code if self._stopping else RESUMABLE)
             if ws.close_code in wire.FATAL_CLOSE_CODES:
                 raise FatalGatewayError(
                     f"Discord closed the gateway with code {ws.close_code} (authentication failed)."
@@ -353,10 +386,11 @@ class Connection:
                 # number is counted and the event skipped; a job it was news of is read back
                 # by the engine's poll once the gateway has been silent about it.
                 self._skip("a dispatch whose event is not a name with an object", payload)
+                event, data = "", None
             elif event == "RESUMED":
                 self.connected.set()
-            else:
-                await self._events.put((event, data))
+                data = None
+            await self._events.put(_Dispatch(self.session_id, sequence, event, data))
         elif op == wire.OP_HEARTBEAT:
             await ws.send_json({"op": wire.OP_HEARTBEAT, "d": self.sequence})
         elif op == wire.OP_HEARTBEAT_ACK:
@@ -388,11 +422,12 @@ class Connection:
         user = data.get("user")
         resume_url = data.get("resume_gateway_url")
         # A new session counts from its own first dispatch.
-        self.sequence = payload.get("s") or 0
+        self.sequence = self._session_start = payload.get("s") or 0
         self.session_id = session_id
         self.resume_url = resume_url if isinstance(resume_url, str) else ""
         self.user_id = str(user.get("id", "")) if isinstance(user, dict) else ""
         await self._record_session()
+        await self._events.put(_Dispatch(session_id, self.sequence, "READY", None))
         self.connected.set()
 
     async def _record_session(self) -> None:
@@ -413,15 +448,24 @@ class Connection:
             logger.exception("discord account %s: session not recorded", self.plan.account_id)
 
     async def _consume(self) -> None:
-        """Handle this account's events one after another, in the order they arrived."""
+        """Handle this account's events one after another, in the order they arrived, and
+        count each as handled once it was (``handover``); one whose handling was cancelled
+        (the connection stopping) is not, so the next holder has it replayed."""
         while True:
-            event, data = await self._events.get()
+            dispatch = await self._events.get()
             try:
-                await self._run_sync(functools.partial(self._handle_and_push, event, data))
+                if dispatch.data is not None:
+                    await self._run_sync(
+                        functools.partial(self._handle_and_push, dispatch.event, dispatch.data)
+                    )
             except Exception:
-                logger.exception("discord account %s: %s not handled", self.plan.account_id, event)
+                logger.exception(
+                    "discord account %s: %s not handled", self.plan.account_id, dispatch.event
+                )
             finally:
                 self._events.task_done()
+            if dispatch.sequence is not None:
+                self._handled = (dispatch.session_id, dispatch.sequence)
 
     def _handle_and_push(self, event: str, data: dict[str, Any]) -> None:
         close_old_connections()
@@ -446,6 +490,17 @@ class Connection:
         elif event == "INTERACTION_IFRAME_MODAL_CREATE":
             tracker.modal_opened(listener=listener, data=data, iframe=True)
         return []
+
+
+@dataclass(frozen=True)
+class _Dispatch:
+    """A dispatch in ``Connection._events``: its session and sequence number, and the event to
+    handle (its payload None for one that only counts: READY, RESUMED, a skipped one)."""
+
+    session_id: str
+    sequence: int | None
+    event: str
+    data: dict[str, Any] | None
 
 
 #: What ``receive`` gives once the socket is gone.
@@ -571,22 +626,36 @@ class GatewayService:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watch
                 # What this process holds, read before ``_drop`` forgets it: released at once,
-                # so the next holder need not wait for the leases to run out.
+                # so the next holder need not wait for the leases to run out. The sessions are
+                # left resumable and written down for it (``handover``), once every socket is
+                # closed — all at once: none waits for another's close while its lease runs.
                 held = sorted({*self._valid_until, *self.connections})
-                for account_id in list(self.connections):
-                    await self._drop(account_id)
+                stopped = await asyncio.gather(
+                    *(
+                        self._drop(account_id, code=RESUMABLE)
+                        for account_id in list(self.connections)
+                    ),
+                    return_exceptions=True,
+                )
+                sessions = {
+                    conn.plan.account_id: conn.handover()
+                    for conn in stopped
+                    if isinstance(conn, Connection)
+                }
                 await self._lease_sync(
-                    lambda: leases.lease_release(holder=self.holder, account_ids=held)
+                    functools.partial(
+                        leases.lease_release,
+                        holder=self.holder,
+                        account_ids=held,
+                        sessions=sessions,
+                    )
                 )
                 self._executor.shutdown(wait=False)
                 self._lease_executor.shutdown(wait=False)
 
     async def _round(self, http: aiohttp.ClientSession) -> None:
         ttl = timedelta(seconds=self.ttl)
-        sessions = {
-            account_id: (conn.session_id, conn.sequence, conn.user_id)
-            for account_id, conn in self.connections.items()
-        }
+        sessions = {account_id: conn.handover() for account_id, conn in self.connections.items()}
         started = time.monotonic()
         kept = await self._lease_sync(
             lambda: leases.lease_renew(holder=self.holder, sessions=sessions, ttl=ttl)
@@ -595,11 +664,13 @@ class GatewayService:
             if account_id in kept:
                 self._valid_until[account_id] = started + self.ttl
             else:
+                # Someone else's now: the session is theirs to resume (its state is in the
+                # lease as of our last renewal; Discord replays from there).
                 logger.warning("lost the lease of discord account %s", account_id)
-                await self._drop(account_id)
+                await self._drop(account_id, code=RESUMABLE)
         ended = [account_id for account_id, task in self._tasks.items() if task.done()]
         for account_id in ended:
-            await self._drop(account_id)  # fatal: the account was disabled
+            await self._drop(account_id, code=ENDS_SESSION)  # fatal: the account was disabled
         planned = await self._lease_sync(lambda: _plans(self.account_ids))
         plans = {plan.account_id: plan for plan in planned}
         # A held account no longer planned — switched off (by an operator, or by a tenant on
@@ -610,15 +681,21 @@ class GatewayService:
         # about a live job for ``engine.RECOVER_AFTER_SECONDS`` (and answers a form the bot
         # opened, presses a video's clips), so they end as they would have, only later. Keeping
         # the session for them would keep a switched-off account connected for as long as its
-        # jobs run, and could not tell a forgotten row from a running job.
+        # jobs run, and could not tell a forgotten row from a running job. Nothing should resume
+        # the session either: it is ended (1000) and the lease forgets it.
         gone = sorted({*ended, *self.connections} - plans.keys())
         for account_id in gone:
             if account_id in self.connections:
                 logger.info("discord account %s is no longer served: disconnected", account_id)
-                await self._drop(account_id)
+                await self._drop(account_id, code=ENDS_SESSION)
         if gone:
             await self._lease_sync(
-                functools.partial(leases.lease_release, holder=self.holder, account_ids=gone)
+                functools.partial(
+                    leases.lease_release,
+                    holder=self.holder,
+                    account_ids=gone,
+                    forget_sessions=True,
+                )
             )
         for plan in plans.values():
             held = self.connections.get(plan.account_id)
@@ -666,25 +743,27 @@ class GatewayService:
         if valid_until is None:
             return  # let go meanwhile (``_expire``): the next round leases it again
         same_token = held.settings.token == plan.settings.token
-        if same_token:
-            plan.session_id, plan.sequence, plan.user_id = (
-                held.session_id,
-                held.sequence,
-                held.user_id,
-            )
         logger.info("discord account %s: settings changed, connecting again", plan.account_id)
-        await self._drop(plan.account_id, code=4000 if same_token else 1000)
+        await self._drop(plan.account_id, code=RESUMABLE if same_token else ENDS_SESSION)
+        if same_token:
+            # Read once the old connection stopped handling events: what it had not handled
+            # is replayed to the new one.
+            plan.session_id, plan.sequence, plan.user_id = held.handover()
         self._start(plan, http, valid_until=valid_until)
 
     async def _expire(self) -> None:
-        """A lease we could not renew in time may already be someone else's: let go first."""
+        """A lease we could not renew in time may already be someone else's: let go first,
+        leaving the session to whoever takes the lease (its state is in the lease as of our
+        last renewal)."""
         now = time.monotonic()
         for account_id, until in list(self._valid_until.items()):
             if until - self.renew_every / 2 < now and account_id in self.connections:
                 logger.warning("discord account %s: lease not renewed in time", account_id)
-                await self._drop(account_id)
+                await self._drop(account_id, code=RESUMABLE)
 
-    async def _drop(self, account_id: int, *, code: int = 1000) -> None:
+    async def _drop(self, account_id: int, *, code: int) -> Connection | None:
+        """Stop the account's connection (closed with ``code``) and forget it; returns it, its
+        events no longer handled, for its ``handover``."""
         connection = self.connections.pop(account_id, None)
         task = self._tasks.pop(account_id, None)
         self._valid_until.pop(account_id, None)
@@ -694,3 +773,4 @@ class GatewayService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        return connection

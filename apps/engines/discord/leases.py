@@ -5,6 +5,10 @@ expires (``RENEW_EVERY`` < ``TTL``), and a holder that fails to renew stops its 
 before the lease could have passed to someone else. A process that dies simply stops
 renewing: another takes its accounts over once the lease expires, within ``TTL`` plus one
 renewal round (30 s + 10 s by default, under the 60 s the operations contract allows).
+
+The lease also carries the account's Discord session (id, sequence number, user id), written
+at READY, at every renewal and when a stopping holder releases it: the next holder resumes it
+(``GatewayLease``), unless it was ended (``lease_release(forget_sessions=True)``).
 """
 
 from __future__ import annotations
@@ -51,10 +55,31 @@ def lease_renew(
     return kept
 
 
-def lease_release(*, holder: str, account_ids: Iterable[int]) -> int:
-    return GatewayLease.objects.filter(holder=holder, account_id__in=list(account_ids)).update(
-        holder="", expires_at=None
-    )
+def lease_release(
+    *,
+    holder: str,
+    account_ids: Iterable[int],
+    sessions: Mapping[int, tuple[str, int | None, str]] | None = None,
+    forget_sessions: bool = False,
+) -> int:
+    """Give our leases back, for the next holder to take at once. ``sessions``: the state
+    (id, sequence, user id) the stopped connections left their Discord sessions in, for the next
+    holder to resume; ``forget_sessions``: the sessions were ended, nobody should try to resume
+    them (the user id stays: it is still the account's). Other leases keep what the last
+    renewal recorded. Returns how many were ours."""
+    ids = set(account_ids)
+    given = {
+        account_id: state for account_id, state in (sessions or {}).items() if account_id in ids
+    }
+    released = 0
+    for account_id, (session_id, sequence, user_id) in given.items():
+        released += GatewayLease.objects.filter(account_id=account_id, holder=holder).update(
+            holder="", expires_at=None, session_id=session_id, sequence=sequence, user_id=user_id
+        )
+    rest = GatewayLease.objects.filter(holder=holder, account_id__in=sorted(ids - given.keys()))
+    if forget_sessions:
+        return released + rest.update(holder="", expires_at=None, session_id="", sequence=None)
+    return released + rest.update(holder="", expires_at=None)
 
 
 def leases_held(*, holder: str) -> list[int]:

@@ -187,9 +187,19 @@ def _lock_organization(task: Task) -> _Locked:
     return _Locked(unfinished, limit, name, code, tenant_seq)
 
 
-def accept(task: Task, *, now: datetime) -> None:
-    """Inside the caller's transaction: tier limit and price. Locks the organization."""
-    locked = _lock_organization(task)
+def accept_lock(task: Task) -> _Locked:
+    """Inside the caller's transaction: ``accept``'s lock of the organization (and ``task``'s
+    number in its tenant's queue), for a caller that must take it before locking other rows —
+    the ledger's order is the organization's row, then task rows, then the balance
+    (``press.task_submit_modal`` locks the MODAL task it accepts). Pass it to ``accept``."""
+    return _lock_organization(task)
+
+
+def accept(task: Task, *, now: datetime, locked: _Locked | None = None) -> None:
+    """Inside the caller's transaction: tier limit and price. Locks the organization, unless
+    the caller did already in this transaction (``locked``, from ``accept_lock``)."""
+    if locked is None:
+        locked = _lock_organization(task)
     task.tenant_seq = locked.tenant_seq
     # Kept in step by the task table's trigger in every transaction that inserts a task or
     # changes its status; read here under the row lock, so it is exact (no COUNT).

@@ -47,7 +47,14 @@ from ..lifecycle import kick_dispatcher
 from ..models import Task
 from ..remix import REMIX_MODE, REMIXED
 from ..selectors import task_get
-from .acceptance import SubmitOutcome, accept, create_and_accept, finish_acceptance, new_seed
+from .acceptance import (
+    SubmitOutcome,
+    accept,
+    accept_lock,
+    create_and_accept,
+    finish_acceptance,
+    new_seed,
+)
 from .inputs import (
     Caller,
     ClientEcho,
@@ -518,12 +525,21 @@ def task_submit_modal(
     now = timezone.now()
     try:
         with transaction.atomic():
+            # The organization's row before the task's (the ledger's order: organization, task
+            # rows, balance). The other way round, this step deadlocked with an operator
+            # deleting the user who pressed: that locks the user's organizations, then the
+            # rows of the tasks the user created (``created_by`` set to NULL). Nothing locks a
+            # MODAL task's row and then waits for this lock: its cancel, expiry or an
+            # operator's fail takes the organization's row only FOR KEY SHARE (the ledger's
+            # release) and, a MODAL task not counting as unfinished, updates no counter on it.
+            # The lock reads the task's mode, kind and organization: fixed at the press.
+            organization = accept_lock(task)
             locked = Task.objects.select_for_update().get(pk=task.pk)
             if locked.status != Status.MODAL:
                 raise ValidationFailed("The task is no longer waiting for input.")
             # The second step first: it can change the price (a draft-mode prompt).
             _apply(locked, step)
-            accept(locked, now=now)
+            accept(locked, now=now, locked=organization)
             locked.status = Status.NOT_START
             locked.save()
             if not locked.is_test:

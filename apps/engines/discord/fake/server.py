@@ -377,6 +377,7 @@ class FakeDiscord:
                         # close (or a dropped connection) leaves it resumable.
                         session.invalid = True
                         self.world.stats["sessions_closed"] += 1
+                        self.world.stats[f"sessions_closed:{session.user.token}"] += 1
         return ws
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session | None:
@@ -413,9 +414,11 @@ class FakeDiscord:
         session = self.world.sessions.get(str(data.get("session_id", "")))
         if session is None or session.invalid or session.user.token != data.get("token"):
             self.world.stats["resume_refused"] += 1
+            self.world.stats[f"resume_refused:{data.get('token', '')}"] += 1
             await ws.send_json({"op": 9, "d": False, "s": None, "t": None})
             return None
         self.world.stats["resumes"] += 1
+        self.world.stats[f"resumes:{session.user.token}"] += 1
         session.ws = ws
         self._count_connected(session.user, ws)
         seq = int(data.get("seq") or 0)
