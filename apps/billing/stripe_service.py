@@ -28,6 +28,7 @@ import stripe
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.accounts.models import MembershipTier, Organization, User
@@ -119,6 +120,20 @@ def _customer_params(*, organization: Organization, user: User) -> dict[str, Any
     return {"customer_email": user.email}
 
 
+def checkout_return_urls() -> tuple[str, str]:
+    """Where Checkout sends the customer back, success then cancel: STRIPE_SUCCESS_URL and
+    STRIPE_CANCEL_URL when set, else the dashboard's billing page on PUBLIC_BASE_URL (Stripe
+    fills in ``{CHECKOUT_SESSION_ID}``). Never the request's host: a client names any Host it
+    likes, and Stripe would send the customer there after paying. Read when the Checkout
+    starts, as the settings may change."""
+    page = f"{settings.PUBLIC_BASE_URL}{reverse('dashboard:billing')}"
+    return (
+        settings.STRIPE_SUCCESS_URL
+        or f"{page}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}",
+        settings.STRIPE_CANCEL_URL or f"{page}?checkout=cancel",
+    )
+
+
 def checkout_create(
     *,
     organization: Organization,
@@ -152,8 +167,8 @@ def checkout_create(
     params: dict[str, Any] = {
         "mode": "payment",
         "client_reference_id": str(organization.pk),
-        "success_url": success_url or settings.STRIPE_SUCCESS_URL,
-        "cancel_url": cancel_url or settings.STRIPE_CANCEL_URL,
+        "success_url": success_url or checkout_return_urls()[0],
+        "cancel_url": cancel_url or checkout_return_urls()[1],
         "line_items": [line_item],
         "metadata": metadata,
         # Carried onto the charge, so a refund can be traced back without our database.
@@ -243,8 +258,8 @@ def _subscription_session(
     params: dict[str, Any] = {
         "mode": "subscription",
         "client_reference_id": str(organization.pk),
-        "success_url": success_url or settings.STRIPE_SUCCESS_URL,
-        "cancel_url": cancel_url or settings.STRIPE_CANCEL_URL,
+        "success_url": success_url or checkout_return_urls()[0],
+        "cancel_url": cancel_url or checkout_return_urls()[1],
         "line_items": [{"price": tier.stripe_price_id, "quantity": 1}],
         "metadata": metadata,
         # Subscription events carry this, which is how they find the organization.

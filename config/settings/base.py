@@ -68,6 +68,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outermost but one: every HTML answer gets the policy, a middleware's own too.
+    "apps.core.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.core.middleware.CompatCorsMiddleware",
     "apps.core.middleware.UrlTextGuardMiddleware",
@@ -399,6 +401,33 @@ ADMIN_URL = (env_str("ADMIN_URL") or "admin/").strip("/") + "/"
 # before any admin page. Local and test settings turn it off so the demo operator works.
 ADMIN_REQUIRE_MFA = env_bool("ADMIN_REQUIRE_MFA", True)
 
+# --- Content-Security-Policy of the HTML pages (apps/core/csp.py) -----------------------------
+# Script and style from our own static files only (no inline script, event handlers or style
+# attributes; htmx without eval), never framed. Forms post here; Stripe's Checkout and
+# customer portal are listed because browsers check the redirect that answers a form's POST
+# (buy, upgrade, manage the plan) against form-action too. img-src and media-src also get,
+# page by page, the origins result files are served from: PUBLIC_BASE_URL's and the storage's.
+CONTENT_SECURITY_POLICY: dict[str, list[str]] = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "media-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'", "https://checkout.stripe.com", "https://billing.stripe.com"],
+    "frame-ancestors": ["'none'"],
+}
+# The admin (staff only): Django's change list writes a <style> block and the operator pages
+# draw meters with a style attribute, so style may be inline there. Script may not.
+CONTENT_SECURITY_POLICY_ADMIN = {
+    **CONTENT_SECURITY_POLICY,
+    "style-src": ["'self'", "'unsafe-inline'"],
+}
+# Views whose pages carry no policy: the API docs (drf-spectacular's Swagger UI page starts
+# itself with an inline script).
+CONTENT_SECURITY_POLICY_EXEMPT_VIEWS = ["api-docs"]
+
 # --- API keys ---------------------------------------------------------------------------------
 # Only record last_used_at when the stored value is older than this, to avoid a write per call.
 API_KEY_LAST_USED_RESOLUTION = timedelta(seconds=env_int("API_KEY_LAST_USED_RESOLUTION", 60))
@@ -481,12 +510,11 @@ STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY") or ""
 STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY") or ""
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET") or ""
 STRIPE_API_BASE = env_str("STRIPE_API_BASE") or ""
-# Where Checkout sends the customer back; Stripe fills in {CHECKOUT_SESSION_ID}.
-STRIPE_SUCCESS_URL = (
-    env_str("STRIPE_SUCCESS_URL")
-    or f"{PUBLIC_BASE_URL}/billing/?checkout=success&session_id={{CHECKOUT_SESSION_ID}}"
-)
-STRIPE_CANCEL_URL = env_str("STRIPE_CANCEL_URL") or f"{PUBLIC_BASE_URL}/billing/?checkout=cancel"
+# Where Checkout sends the customer back; Stripe fills in {CHECKOUT_SESSION_ID}. Unset: the
+# billing page on PUBLIC_BASE_URL as it is when the Checkout starts (never the request's Host;
+# apps/dashboard/views/billing.py).
+STRIPE_SUCCESS_URL = env_str("STRIPE_SUCCESS_URL") or ""
+STRIPE_CANCEL_URL = env_str("STRIPE_CANCEL_URL") or ""
 # A customer waits on Checkout creation inside a web request: fail fast instead of Stripe's 80 s.
 STRIPE_TIMEOUT = env_float("STRIPE_TIMEOUT", 20.0)
 STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2)

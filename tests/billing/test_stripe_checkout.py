@@ -101,8 +101,10 @@ def test_checkout_uses_the_packages_stripe_price_and_known_customer(
     assert "line_items[0][price_data][currency]" not in form
     assert form["customer"] == "cus_known"
     assert "customer_email" not in form
-    assert form["success_url"] == settings.STRIPE_SUCCESS_URL
-    assert form["cancel_url"] == settings.STRIPE_CANCEL_URL
+    # The dashboard's billing page on PUBLIC_BASE_URL when no return URL is set or given.
+    billing = f"{settings.PUBLIC_BASE_URL}/billing/"
+    assert form["success_url"] == f"{billing}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}"
+    assert form["cancel_url"] == f"{billing}?checkout=cancel"
 
 
 def test_subscription_checkout_for_a_paid_tier(fake_stripe, organization, owner):

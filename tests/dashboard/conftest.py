@@ -50,20 +50,54 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
+#: Reports every Content-Security-Policy violation to the console, besides Chromium's own line.
+CSP_REPORTER = """document.addEventListener("securitypolicyviolation", function (event) {
+  console.error("CSP violation: " + event.violatedDirective + " blocked "
+    + (event.blockedURI || "inline code") + " at " + event.sourceFile + ":" + event.lineNumber);
+});"""
+
+
+def is_csp_violation(message: Any) -> bool:
+    text = message.text
+    return message.type == "error" and (
+        text.startswith("CSP violation:") or "Content Security Policy" in text
+    )
+
+
 @pytest.fixture
-def new_page(browser: Any) -> Iterator[Callable[[], Any]]:
-    """Fresh browser contexts (separate cookies = separate people), closed after the test."""
+def csp_violations() -> list[str]:
+    """The Content-Security-Policy violations the pages of ``new_page`` reported so far."""
+    return []
+
+
+@pytest.fixture
+def new_page(browser: Any, csp_violations: list[str]) -> Iterator[Callable[[], Any]]:
+    """Fresh browser contexts (separate cookies = separate people), closed after the test.
+
+    Every page of them, tabs opened later included, works under the pages'
+    Content-Security-Policy: a violation reported in a console fails the test."""
     contexts: list[Any] = []
+    violations = csp_violations
 
     def make() -> Any:
         context = browser.new_context(viewport=DESKTOP, locale="en-US")
         context.set_default_timeout(15_000)
+        context.add_init_script(CSP_REPORTER)
+        context.on(
+            "console",
+            lambda message: (
+                violations.append(f"{message.page.url if message.page else '?'}: {message.text}")
+                if is_csp_violation(message)
+                else None
+            ),
+        )
         contexts.append(context)
         return context.new_page()
 
     yield make
     for context in contexts:
         context.close()
+    assert not violations, "Content-Security-Policy violations:\n" + "\n".join(violations)
 
 
 @pytest.fixture

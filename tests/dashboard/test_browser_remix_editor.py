@@ -74,6 +74,8 @@ def test_create_with_a_style_reference(live_server: Any, new_page: Callable[[], 
     )
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#task-feed .card").first).to_be_visible()
+    # A task started: the chosen file is cleared for the next one (app.js, htmx:afterRequest).
+    expect(page.locator('input[name="sref_image"]')).to_have_value("")
     for _ in range(100):
         created = Task.objects.filter(
             organization=tenant.organization, action=Action.IMAGINE, prompt__contains="harbour"

@@ -95,14 +95,6 @@ def task_cost(task: Any) -> presenters.Cost:
     return presenters.task_cost(task)
 
 
-@register.filter
-def percent(part: Any, whole: Any) -> int:
-    try:
-        return max(0, min(100, round(100 * int(part) / int(whole))))
-    except (TypeError, ValueError, ZeroDivisionError):
-        return 0
-
-
 @register.simple_tag(takes_context=True)
 def current_org_membership(context: dict[str, Any]) -> Membership | None:
     request = context.get("request")

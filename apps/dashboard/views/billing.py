@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -26,6 +27,7 @@ from apps.billing.stripe_service import (
     PAYMENTS_UNAVAILABLE,
     billing_portal_create,
     checkout_create,
+    checkout_return_urls,
     payments_enabled,
     subscription_checkout_create,
     tier_prices,
@@ -39,9 +41,11 @@ from ..tenancy import can, dashboard_view, organization_of
 LEDGER_PAGE_SIZE = 25
 
 
-def _urls(request: HttpRequest) -> tuple[str, str]:
-    base = request.build_absolute_uri(reverse("dashboard:billing"))
-    return f"{base}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}", f"{base}?checkout=cancel"
+def _billing_page_url() -> str:
+    """The billing page on PUBLIC_BASE_URL, never on the request's host: a client names any
+    Host it likes (ALLOWED_HOSTS = ["*"], or a proxy that passes it on), and Stripe would send
+    the customer there after paying. Read per request, as PUBLIC_BASE_URL may change."""
+    return f"{settings.PUBLIC_BASE_URL}{reverse('dashboard:billing')}"
 
 
 def _to_checkout(request: HttpRequest, start: Callable[..., CheckoutSession]) -> HttpResponse:
@@ -50,7 +54,7 @@ def _to_checkout(request: HttpRequest, start: Callable[..., CheckoutSession]) ->
     A refusal (payments down, a plan not sold online) is shown on the billing page; a package
     or plan that does not exist stays a 404.
     """
-    success, cancel = _urls(request)
+    success, cancel = checkout_return_urls()
     try:
         session = start(success_url=success, cancel_url=cancel)
     except ServiceError as exc:
@@ -149,7 +153,7 @@ def portal(request: HttpRequest) -> HttpResponse:
         url = billing_portal_create(
             organization=organization_of(request),
             user=request.user,  # type: ignore[arg-type]
-            return_url=request.build_absolute_uri(reverse("dashboard:billing")),
+            return_url=_billing_page_url(),
         )
     except ServiceError as exc:
         messages.error(request, exc.message)

@@ -116,6 +116,15 @@
     var form = event.target.closest("form[data-create-form]");
     if (form && ["action", "test_mode", "resolution"].indexOf(event.target.name) !== -1) syncCreateForm(form);
   });
+  // A task started: the chosen files and the last refusal go, the prompt stays for the next one.
+  // (Here and not in an hx-on attribute: the Content-Security-Policy allows no inline script.)
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.target;
+    if (!form.matches || !form.matches("form[data-create-form]") || !event.detail.successful) return;
+    $all("input[type=file]", form).forEach(function (input) { input.value = ""; });
+    var feedback = $("#create-feedback", form);
+    if (feedback) feedback.innerHTML = "";
+  });
 
   // --- A new card far from where the user pressed: bring it into view and say so ------------
   function toast(html) {
