@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -38,6 +36,7 @@ from apps.tasks.services.press import task_press
 from apps.tasks.services.submit import task_submit
 from apps.webhooks.models import WebhookEndpoint, WebhookEvent
 from tests.factories import UpstreamAccountFactory, UserFactory
+from tests.races import lock_wait_seen, on_thread
 from tests.tasks.conftest import sent  # noqa: F401 - fixture
 from tests.tasks.helpers import run_to_completion
 
@@ -356,40 +355,14 @@ def test_a_delete_waits_for_a_submit_holding_the_lock_and_fails_its_task(
 
     monkeypatch.setattr(acceptance, "task_changed", publish_after_a_pause)
     out: dict[str, Any] = {}
-
-    def run(name: str, fn: Any) -> threading.Thread:
-        def body() -> None:
-            try:
-                out[name] = fn()
-            except BaseException as exc:  # pragma: no cover - reported below
-                out[name] = exc
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=body, name=name, daemon=True)
-        thread.start()
-        return thread
-
-    submit_thread = run(
-        "submit", lambda: task_submit(caller=caller, action=Action.IMAGINE, prompt="a fox")
+    submit_thread = on_thread(
+        out, "submit", lambda: task_submit(caller=caller, action=Action.IMAGINE, prompt="a fox")
     )
     assert inserted.wait(30), out
-    delete_thread = run(
-        "delete", lambda: own_account_delete(organization=premium, account_id=mine.pk)
+    delete_thread = on_thread(
+        out, "delete", lambda: own_account_delete(organization=premium, account_id=mine.pk)
     )
-    deadline = time.monotonic() + 30
-    waiting = False
-    while time.monotonic() < deadline and delete_thread.is_alive():
-        with connection.cursor() as cursor:
-            # This database's sessions only: other test databases share the server.
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                waiting = True
-                break
-        time.sleep(0.01)
+    waiting = lock_wait_seen(delete_thread)
     go.set()
     submit_thread.join(30)
     delete_thread.join(30)

@@ -36,6 +36,7 @@ from apps.tasks.services.inputs import Caller
 from apps.tasks.services.press import task_press, task_submit_modal
 from apps.tasks.services.submit import task_submit
 from tests.factories import UserFactory
+from tests.races import a_session_waits_for_a_lock
 
 from .helpers import button_id, run_to_completion, sandbox_account
 
@@ -55,17 +56,6 @@ def _modal_task(caller: Caller) -> Task:
     ).task
     assert Task.objects.get(pk=modal.pk).status == Status.MODAL
     return modal
-
-
-def _waiting_for_a_lock() -> bool:
-    """Whether another connection of this database waits for a lock (a row lock here)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND wait_event_type = 'Lock'"
-        )
-        return bool(cursor.fetchone()[0])
 
 
 @pytest.mark.django_db(transaction=True)
@@ -120,7 +110,7 @@ def test_the_second_step_and_an_operator_deleting_its_presser_do_not_deadlock(
     deleting = threading.Thread(target=delete_user)
     deleting.start()
     deadline = time.monotonic() + 20
-    while not _waiting_for_a_lock() and time.monotonic() < deadline:
+    while not a_session_waits_for_a_lock() and time.monotonic() < deadline:
         time.sleep(0.02)
     go_on.set()
     stepping.join(30)

@@ -15,7 +15,6 @@ an assigned task, the stale-assignment recovery): nothing for this file."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -41,6 +40,7 @@ from apps.tasks.services.inputs import Caller
 from apps.tasks.services.submit import task_submit
 from apps.webhooks.models import WebhookEndpoint, WebhookEvent
 from tests.factories import UpstreamAccountFactory
+from tests.races import lock_wait_seen, on_thread
 
 from .conftest import ScriptedEngine
 
@@ -230,36 +230,6 @@ def _own_account_reads(queries: CaptureQueriesContext) -> list[str]:
 # --- a requeue racing with the removal ---------------------------------------------------------
 
 
-def _run(name: str, fn: Any, out: dict[str, Any]) -> threading.Thread:
-    def body() -> None:
-        try:
-            out[name] = fn()
-        except BaseException as exc:  # pragma: no cover - reported below
-            out[name] = exc
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=body, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
-def _waits_for_a_lock(thread: threading.Thread) -> bool:
-    """Whether a session of this test database waits for a lock while ``thread`` runs."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and thread.is_alive():
-        with connection.cursor() as cursor:
-            # This database's sessions only: other test databases share the server.
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                return True
-        time.sleep(0.01)
-    return False
-
-
 def _assigned_on_one_of_two(
     organization: Organization, make_key: Any, scripted: ScriptedEngine
 ) -> tuple[Task, UpstreamAccount, UpstreamAccount]:
@@ -304,14 +274,14 @@ def test_a_requeue_waits_for_a_removal_holding_the_lock_and_fails_the_task(
     scripted.script = [TemporaryEngineError("The upstream is busy.")]
     out: dict[str, Any] = {}
 
-    removal = _run(
+    removal = on_thread(
+        out,
         "removal",
         lambda: own_account_update(organization=premium, account_id=second.pk, modes=[Mode.RELAX]),
-        out,
     )
     assert failed_queued.wait(30), out
-    start = _run("start", lambda: task_start(task_id=task.pk), out)
-    waited = _waits_for_a_lock(start)
+    start = on_thread(out, "start", lambda: task_start(task_id=task.pk))
+    waited = lock_wait_seen(start)
     go.set()
     removal.join(30)
     start.join(30)
@@ -360,14 +330,14 @@ def test_a_removal_waits_for_a_requeue_holding_the_lock_and_fails_the_requeued_t
     scripted.script = [TemporaryEngineError("The upstream is busy.")]
     out: dict[str, Any] = {}
 
-    start = _run("start", lambda: task_start(task_id=task.pk), out)
+    start = on_thread(out, "start", lambda: task_start(task_id=task.pk))
     assert checked.wait(30), out
-    removal = _run(
+    removal = on_thread(
+        out,
         "removal",
         lambda: own_account_update(organization=premium, account_id=second.pk, modes=[Mode.RELAX]),
-        out,
     )
-    waited = _waits_for_a_lock(removal)
+    waited = lock_wait_seen(removal)
     go.set()
     start.join(30)
     removal.join(30)

@@ -13,12 +13,10 @@ takes. (Migration ``tasks.0023`` is the same class of bug in the one-statement a
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from apps.tasks.enums import Action
 from apps.tasks.models import Task
@@ -26,6 +24,7 @@ from apps.tasks.services import acceptance
 from apps.tasks.services.acceptance import SubmitOutcome
 from apps.tasks.services.inputs import ClientEcho
 from apps.tasks.services.submit import task_submit
+from tests.races import lock_wait_seen, on_thread
 from tests.tasks.conftest import (  # noqa: F401 - fixtures
     caller,
     sent,
@@ -72,39 +71,18 @@ def test_a_submit_waiting_behind_its_tenants_submit_counts_that_task_ahead_of_it
     out: dict[str, Any] = {}
 
     def run(name: str, notify_hook: str | None) -> threading.Thread:
-        def body() -> None:
-            try:
-                out[name] = task_submit(
-                    caller=caller,
-                    action=Action.IMAGINE,
-                    prompt=f"a red fox, {name}",
-                    echo=ClientEcho(notify_hook=notify_hook),
-                )
-            except BaseException as exc:  # pragma: no cover - reported below
-                out[name] = exc
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=body, name=name, daemon=True)
-        thread.start()
-        return thread
+        echo = ClientEcho(notify_hook=notify_hook)
+        prompt = f"a red fox, {name}"
+        return on_thread(
+            out,
+            name,
+            lambda: task_submit(caller=caller, action=Action.IMAGINE, prompt=prompt, echo=echo),
+        )
 
     first_thread = run("first", "http://127.0.0.1:9/first-hook")
     assert inserted.wait(30), out
     second_thread = run("second", hook)
-    deadline = time.monotonic() + 30
-    waiting = False
-    while time.monotonic() < deadline and second_thread.is_alive():
-        with connection.cursor() as cursor:
-            # This database's sessions only: other test runs may share the server.
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                waiting = True
-                break
-        time.sleep(0.01)
+    waiting = lock_wait_seen(second_thread)
     go.set()
     first_thread.join(30)
     second_thread.join(30)
