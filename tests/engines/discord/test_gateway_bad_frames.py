@@ -20,6 +20,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -235,6 +236,9 @@ def test_a_session_closed_with_1000_cannot_be_resumed_on_the_fake(
             await asyncio.sleep(0.2)
             return await resume(http, kept), await resume(http, ended)
 
-    kept, ended = asyncio.run(run())
+    # On a thread of its own: in a full run Playwright's sync API keeps an event loop running
+    # on the main thread, where asyncio.run() refuses to start another.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        kept, ended = pool.submit(asyncio.run, run()).result(timeout=60)
     assert (kept["op"], kept["t"]) == (0, "RESUMED")
     assert (ended["op"], ended["d"]) == (9, False), json.dumps(ended)
